@@ -1,0 +1,27 @@
+"""Brokers: open one from a URL. Only this package knows Redis or SQLite."""
+
+from __future__ import annotations
+
+from corq.backends.base import Backend
+from corq.errors import ConfigError
+
+__all__ = ["Backend", "open_backend"]
+
+
+def open_backend(url: str, *, prefix: str = "corq", socket_timeout_s: float = 5.0) -> Backend:
+    """Open the broker a URL names: ``redis://``, ``rediss://``, ``unix://`` or ``sqlite:///path``.
+
+    Connections are made lazily, on first use, in the event loop that uses them.
+    """
+    scheme = url.split(":", 1)[0].lower()
+    if scheme in ("redis", "rediss", "unix"):
+        from corq.backends.redis import RedisBackend
+
+        return RedisBackend(url, prefix=prefix, socket_timeout_s=socket_timeout_s)
+    if scheme == "sqlite":
+        from corq.backends.sqlite import SqliteBackend
+
+        return SqliteBackend(url, socket_timeout_s=socket_timeout_s)
+    raise ConfigError(
+        f"unsupported broker URL {url!r}: use redis://host:port/db or sqlite:///path/to/corq.db"
+    )

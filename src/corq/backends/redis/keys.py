@@ -1,0 +1,104 @@
+"""Every Redis key corq uses is named here, and only here.
+
+Each per-queue key carries the hash tag ``{<queue>}``, so all the keys one script touches
+live in one Redis Cluster slot. ``$p`` is the key prefix (default ``corq``), ``$q`` the queue::
+
+    $p:queues                     SET   every queue name ever used (global; not touched by scripts)
+    $p:{$q}:ready                 ZSET  job id -> score; lowest first. score = (PRIORITY_MAX - priority)
+                                        * 2**44 + seq, so higher priority first, then FIFO
+    $p:{$q}:seq                   STR   counter behind the FIFO part of ready scores
+    $p:{$q}:delayed               ZSET  job id -> run_at_ms (scheduled jobs and retry backoff)
+    $p:{$q}:wake                  LIST  wake tokens; idle workers BLPOP it (capped length)
+    $p:{$q}:workers               ZSET  worker id -> lease deadline (ms); one entry per live worker
+    $p:{$q}:held:$worker          SET   ids of the jobs that worker holds in this queue
+    $p:{$q}:dead                  ZSET  job id -> died_at_ms (the dead letters)
+    $p:{$q}:job:$id               HASH  the job record (fields below); expires result_ttl after success
+    $p:{$q}:done:$id              CHAN  pub/sub channel; the job id is published when it ends
+
+Job record fields: id task queue status payload priority score attempt failures deaths
+enqueued_at_ms run_at_ms started_at_ms finished_at_ms worker_id fence result error traceback
+death_log (the workers it killed, space separated).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from corq.types import JobId, QueueName, WorkerId
+
+#: Highest allowed priority; scores keep every priority band apart.
+PRIORITY_MAX = 100
+PRIORITY_MIN = -100
+
+
+@dataclass(frozen=True, slots=True)
+class QueueKeys:
+    """Key names of one queue."""
+
+    prefix: str
+    queue: QueueName
+
+    @property
+    def tag(self) -> str:
+        return f"{self.prefix}:{{{self.queue}}}"
+
+    @property
+    def ready(self) -> str:
+        return f"{self.tag}:ready"
+
+    @property
+    def seq(self) -> str:
+        return f"{self.tag}:seq"
+
+    @property
+    def delayed(self) -> str:
+        return f"{self.tag}:delayed"
+
+    @property
+    def wake(self) -> str:
+        return f"{self.tag}:wake"
+
+    @property
+    def workers(self) -> str:
+        return f"{self.tag}:workers"
+
+    @property
+    def dead(self) -> str:
+        return f"{self.tag}:dead"
+
+    @property
+    def job_prefix(self) -> str:
+        """Scripts append the job id to this to reach a record."""
+        return f"{self.tag}:job:"
+
+    @property
+    def held_prefix(self) -> str:
+        """Scripts append the worker id to this to reach its held set."""
+        return f"{self.tag}:held:"
+
+    @property
+    def done_prefix(self) -> str:
+        return f"{self.tag}:done:"
+
+    def job(self, job_id: JobId) -> str:
+        return f"{self.job_prefix}{job_id}"
+
+    def held(self, worker_id: WorkerId) -> str:
+        return f"{self.held_prefix}{worker_id}"
+
+    def done(self, job_id: JobId) -> str:
+        return f"{self.done_prefix}{job_id}"
+
+
+@dataclass(frozen=True, slots=True)
+class RedisKeys:
+    """Key names under one prefix."""
+
+    prefix: str = "corq"
+
+    @property
+    def queues(self) -> str:
+        return f"{self.prefix}:queues"
+
+    def queue(self, queue: QueueName) -> QueueKeys:
+        return QueueKeys(self.prefix, queue)

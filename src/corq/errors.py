@@ -1,0 +1,97 @@
+"""Exceptions raised by corq.
+
+The tree::
+
+    CorqError
+    ├── ConfigError                 bad settings or URL
+    ├── TaskError                   a task definition or lookup problem
+    │   ├── UnknownTaskError        no task registered under a name
+    │   └── TaskDefinitionError     a decorator argument or signature that cannot work
+    ├── EnqueueError                a job that cannot be accepted (nothing was written)
+    │   ├── ArgumentError           args do not bind to the signature or do not match its hints
+    │   ├── SerializationError      a value the serializer cannot encode
+    │   └── PayloadTooLargeError    encoded payload over the size limit
+    ├── BrokerError                 the broker failed or is unreachable
+    ├── JobNotFoundError            no job with that id (or its record expired)
+    ├── JobFailedError              the job ended dead; carries its error and traceback
+    ├── JobCancelledError           the job was cancelled
+    ├── ResultTimeoutError          waiting for a result took longer than asked (also TimeoutError)
+    └── Retry                       raised inside a task to ask for another attempt
+
+Each class docstring is its default message.
+"""
+
+from __future__ import annotations
+
+
+class CorqError(Exception):
+    """corq failed."""
+
+    def __init__(self, message: str | None = None) -> None:
+        super().__init__(message or (self.__doc__ or "").strip())
+
+
+class ConfigError(CorqError):
+    """Invalid corq configuration."""
+
+
+class TaskError(CorqError):
+    """Task problem."""
+
+
+class UnknownTaskError(TaskError):
+    """No task is registered under this name."""
+
+
+class TaskDefinitionError(TaskError):
+    """This task definition cannot work."""
+
+
+class EnqueueError(CorqError):
+    """The job was not accepted; nothing was written."""
+
+
+class ArgumentError(EnqueueError):
+    """The arguments do not fit the task's signature."""
+
+
+class SerializationError(EnqueueError):
+    """A value cannot be encoded by the serializer."""
+
+
+class PayloadTooLargeError(EnqueueError):
+    """The encoded job is larger than the payload limit."""
+
+
+class BrokerError(CorqError):
+    """The broker failed or cannot be reached."""
+
+
+class JobNotFoundError(CorqError):
+    """No job has this id (or its record has expired)."""
+
+
+class JobFailedError(CorqError):
+    """The job failed for good and is in the dead letters."""
+
+    def __init__(self, message: str | None = None, *, traceback: str | None = None) -> None:
+        super().__init__(message)
+        #: The formatted traceback of the last attempt, when there was one.
+        self.traceback = traceback
+
+
+class JobCancelledError(CorqError):
+    """The job was cancelled."""
+
+
+class ResultTimeoutError(CorqError, TimeoutError):
+    """The job did not finish in the time given."""
+
+
+class Retry(CorqError):  # noqa: N818  # the name reads as an instruction: `raise corq.Retry(delay=5)`
+    """The task asked to be retried."""
+
+    def __init__(self, message: str | None = None, *, delay: float | None = None) -> None:
+        super().__init__(message)
+        #: Seconds to wait before the next attempt; None means the task's backoff policy.
+        self.delay = delay
