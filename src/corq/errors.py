@@ -88,7 +88,7 @@ class ResultTimeoutError(CorqError, TimeoutError):
     """The job did not finish in the time given."""
 
 
-class Retry(CorqError):  # noqa: N818  # the name reads as an instruction: `raise corq.Retry(delay=5)`
+class Retry(CorqError):  # the name reads as an instruction: `raise corq.Retry(delay=5)`
     """The task asked to be retried."""
 
     def __init__(self, message: str | None = None, *, delay: float | None = None) -> None:

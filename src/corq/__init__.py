@@ -1,0 +1,63 @@
+"""corq: a coroutine-based distributed task queue and scheduler, on Redis or SQLite."""
+
+from __future__ import annotations
+
+from corq.app import App
+from corq.client import Client, JobHandle
+from corq.clock import FakeClock, SystemClock
+from corq.context import JobContext, current_job
+from corq.errors import (
+    ArgumentError,
+    BrokerError,
+    ConfigError,
+    CorqError,
+    EnqueueError,
+    JobCancelledError,
+    JobFailedError,
+    JobNotFoundError,
+    PayloadTooLargeError,
+    ResultTimeoutError,
+    Retry,
+    SerializationError,
+    TaskDefinitionError,
+    TaskError,
+    UnknownTaskError,
+)
+from corq.job import Job, JobStatus
+from corq.retry import RetryPolicy
+from corq.settings import Settings
+from corq.task import Task
+from corq.worker import Worker
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "App",
+    "ArgumentError",
+    "BrokerError",
+    "Client",
+    "ConfigError",
+    "CorqError",
+    "EnqueueError",
+    "FakeClock",
+    "Job",
+    "JobCancelledError",
+    "JobContext",
+    "JobFailedError",
+    "JobHandle",
+    "JobNotFoundError",
+    "JobStatus",
+    "PayloadTooLargeError",
+    "ResultTimeoutError",
+    "Retry",
+    "RetryPolicy",
+    "SerializationError",
+    "Settings",
+    "SystemClock",
+    "Task",
+    "TaskDefinitionError",
+    "TaskError",
+    "UnknownTaskError",
+    "Worker",
+    "current_job",
+]

@@ -1,0 +1,200 @@
+"""The App: settings, the task registry, and one broker connection per event loop."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import weakref
+from collections.abc import Callable, Coroutine, Sequence
+from typing import Any, ParamSpec, TypeVar, overload
+
+from corq.backends import open_backend
+from corq.client import Client, JobHandle
+from corq.clock import SystemClock
+from corq.errors import ConfigError, TaskDefinitionError
+from corq.retry import RetryPolicy
+from corq.serializers import Serializer, get_serializer
+from corq.settings import Settings
+from corq.task import EnqueueOptions, Task, TaskOptions, check_queue_name, check_task_name
+from corq.types import Clock, JobId, QueueName, TaskName
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+
+class App:
+    """Holds what producers and workers share: settings, tasks, broker connections."""
+
+    def __init__(
+        self, url: str | None = None, *, settings: Settings | None = None,
+        clock: Clock | None = None, **overrides: Any,
+    ) -> None:
+        if settings is None:
+            settings = Settings(**({"url": url} if url else {}), **overrides)  # type: ignore[arg-type]  # overrides are checked by pydantic
+        elif url or overrides:
+            settings = settings.model_copy(update={**overrides, **({"url": url} if url else {})})
+        self.settings = settings
+        self.clock: Clock = clock or SystemClock()
+        self.registry: dict[TaskName, Task[Any, Any]] = {}
+        self._serializer = get_serializer(settings.serializer)
+        self._clients: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Client] = (
+            weakref.WeakKeyDictionary()
+        )
+        self._portal: _Portal | None = None
+        self._lock = threading.Lock()
+
+    def __repr__(self) -> str:
+        return f"<corq.App url={self.settings.url!r} tasks={len(self.registry)}>"
+
+    def configure(self, **changes: Any) -> None:
+        """Change settings (e.g. url) before any connection is made."""
+        if self._clients or self._portal is not None:
+            raise ConfigError("configure() must be called before the app connects")
+        self.settings = self.settings.model_copy(update=changes)
+        self._serializer = get_serializer(self.settings.serializer)
+
+    @property
+    def serializer(self) -> Serializer:
+        return self._serializer
+
+    # -- tasks -----------------------------------------------------------------------
+    @overload
+    def task(self, fn: Callable[P, R], /) -> Task[P, R]: ...
+
+    @overload
+    def task(
+        self, fn: None = None, /, *, name: str | None = None, queue: str | None = None,
+        retries: int = 0, timeout: float | None = None, process: bool = False,
+        retry_on: Sequence[type[BaseException]] = (), backoff: float = 1.0,
+        max_backoff: float = 300.0, jitter: bool = True, priority: int = 0,
+    ) -> Callable[[Callable[P, R]], Task[P, R]]: ...
+
+    def task(
+        self, fn: Callable[P, R] | None = None, /, *, name: str | None = None,
+        queue: str | None = None, retries: int = 0, timeout: float | None = None,
+        process: bool = False, retry_on: Sequence[type[BaseException]] = (),
+        backoff: float = 1.0, max_backoff: float = 300.0, jitter: bool = True,
+        priority: int = 0,
+    ) -> Task[P, R] | Callable[[Callable[P, R]], Task[P, R]]:
+        """Register a function as a task: ``@app.task`` or ``@app.task(retries=3, timeout=10)``."""
+
+        def register(func: Callable[P, R]) -> Task[P, R]:
+            options = TaskOptions(
+                name=check_task_name(name or func.__name__),
+                queue=check_queue_name(queue or self.settings.default_queue),
+                retry=_retry_policy(retries, backoff, max_backoff, jitter, retry_on),
+                timeout_s=_check_timeout(timeout), process=process, priority=priority,
+            )
+            if options.name in self.registry:
+                raise TaskDefinitionError(
+                    f"a task named {options.name!r} is already registered; pass name=..."
+                )
+            task: Task[P, R] = Task(func, options, self)
+            self.registry[options.name] = task
+            return task
+
+        return register(fn) if fn is not None else register
+
+    # -- connections -----------------------------------------------------------------
+    def client(self) -> Client:
+        """The client bound to the running event loop (made on first use)."""
+        loop = asyncio.get_running_loop()
+        client = self._clients.get(loop)
+        if client is None:
+            client = self.new_client()
+            self._clients[loop] = client
+        return client
+
+    def new_client(self) -> Client:
+        """A client with its own broker connections (for a worker or another thread)."""
+        backend = open_backend(self.settings.url, prefix=self.settings.prefix,
+                               socket_timeout_s=self.settings.socket_timeout_s)
+        return Client(backend, serializer=self._serializer, clock=self.clock,
+                      max_payload_bytes=self.settings.max_payload_bytes,
+                      default_queue=self.settings.default_queue, registry=self.registry)
+
+    async def enqueue_calls(
+        self, task: Task[Any, Any], calls: Sequence[tuple[Sequence[Any], dict[str, Any]]],
+        options: EnqueueOptions,
+    ) -> list[JobHandle]:
+        return await self.client().enqueue_calls(task, calls, options)
+
+    async def enqueue(self, task_name: TaskName, *args: Any, **kwargs: Any) -> JobHandle:
+        """Send a job by task name with positional args; options as keyword arguments."""
+        return await self.client().enqueue(task_name, args, **kwargs)
+
+    def job(self, job_id: JobId, queue: QueueName | None = None) -> JobHandle:
+        """A handle on an existing job."""
+        return self.client().job(job_id, queue or self.settings.default_queue)
+
+    def run_sync(self, coro: Coroutine[Any, Any, R]) -> R:
+        """Run a coroutine on the app's background loop, from synchronous code."""
+        with self._lock:
+            if self._portal is None:
+                self._portal = _Portal()
+        return self._portal.run(coro, self)
+
+    async def aclose(self) -> None:
+        """Close this event loop's broker connections (and the sync portal's)."""
+        await self.aclose_loop_only()
+        await asyncio.to_thread(self.close_sync)
+
+    async def aclose_loop_only(self) -> None:
+        client = self._clients.pop(asyncio.get_running_loop(), None)
+        if client is not None:
+            await client.close()
+
+    def close_sync(self) -> None:
+        with self._lock:
+            portal, self._portal = self._portal, None
+        if portal is not None:
+            portal.close(self)
+
+
+class _Portal:
+    """A private event loop on a daemon thread that runs sync callers' coroutines."""
+
+    def __init__(self) -> None:
+        self.loop = asyncio.new_event_loop()
+        self.thread = threading.Thread(target=self.loop.run_forever, name="corq-sync",
+                                       daemon=True)
+        self.thread.start()
+
+    def run(self, coro: Coroutine[Any, Any, R], app: App) -> R:
+        if threading.current_thread() is self.thread:
+            raise RuntimeError("enqueue_sync called from inside corq's own sync loop")
+        return asyncio.run_coroutine_threadsafe(coro, self.loop).result()
+
+    def close(self, app: App) -> None:
+        async def shutdown() -> None:
+            await app.aclose_loop_only()
+
+        if self.loop.is_running():
+            asyncio.run_coroutine_threadsafe(shutdown(), self.loop).result(10)
+            self.loop.call_soon_threadsafe(self.loop.stop)
+            self.thread.join(10)
+        self.loop.close()
+
+
+def _retry_policy(
+    retries: object, backoff: float, max_backoff: float, jitter: bool,
+    retry_on: Sequence[object],
+) -> RetryPolicy:
+    if not isinstance(retries, int) or retries < 0:
+        raise TaskDefinitionError(f"retries must be a non-negative integer, got {retries!r}")
+    if backoff < 0 or max_backoff < 0:
+        raise TaskDefinitionError("backoff and max_backoff must not be negative")
+    for exc_type in retry_on:
+        if not (isinstance(exc_type, type) and issubclass(exc_type, BaseException)):
+            raise TaskDefinitionError(f"retry_on takes exception classes, got {exc_type!r}")
+    classes = tuple(t for t in retry_on if isinstance(t, type) and issubclass(t, BaseException))
+    return RetryPolicy(max_retries=retries, backoff_s=backoff, max_backoff_s=max_backoff,
+                       jitter=jitter, retry_on=classes)
+
+
+def _check_timeout(timeout: object) -> float | None:
+    if timeout is None:
+        return None
+    if not isinstance(timeout, int | float) or timeout <= 0:
+        raise TaskDefinitionError(f"timeout must be a positive number of seconds, got {timeout!r}")
+    return float(timeout)

@@ -1,0 +1,43 @@
+--[[
+complete_jobs: record successful attempts of one worker in one queue (fenced).
+
+A job is completed only while its record says running, held by this worker, under the
+given fence; otherwise nothing changes for it. A completed job is succeeded, leaves the
+worker's held set, its record expires after result_ttl_ms (never when <= 0), and its id
+is published on its done channel (waking wait_for_job).
+
+KEYS[1] held            SET   ids this worker holds in the queue
+ARGV[1] job_prefix      a record's key is job_prefix .. id
+ARGV[2] done_prefix     a job's done channel is done_prefix .. id
+ARGV[3] worker_id       the completing worker
+ARGV[4] result_ttl_ms   how long the record is kept
+ARGV[5..] four per job: id, fence, result, finished_at_ms
+
+Returns: one integer per job, in order: 1 completed, 0 refused by the fence check.
+]]
+local held_key = KEYS[1]
+local job_prefix = ARGV[1]
+local done_prefix = ARGV[2]
+local worker_id = ARGV[3]
+local result_ttl_ms = tonumber(ARGV[4])
+local FIRST, WIDTH = 5, 4
+
+local out = {}
+for at = FIRST, #ARGV, WIDTH do
+  local id, fence = ARGV[at], ARGV[at + 1]
+  local key = job_prefix .. id
+  local f = redis.call('HMGET', key, 'status', 'worker_id', 'fence')
+  if f[1] == 'running' and f[2] == worker_id and tonumber(f[3]) == tonumber(fence) then
+    redis.call('HSET', key, 'status', 'succeeded', 'result', ARGV[at + 2],
+      'finished_at_ms', ARGV[at + 3])
+    if result_ttl_ms > 0 then
+      redis.call('PEXPIRE', key, result_ttl_ms)
+    end
+    redis.call('SREM', held_key, id)
+    redis.call('PUBLISH', done_prefix .. id, id)
+    out[#out + 1] = 1
+  else
+    out[#out + 1] = 0
+  end
+end
+return out

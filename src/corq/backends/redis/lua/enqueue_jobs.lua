@@ -1,0 +1,90 @@
+--[[
+enqueue_jobs: store a batch of new jobs of one queue, atomically.
+
+A job whose run_at_ms is later than its enqueued_at_ms waits in the delayed set
+(status scheduled); any other job goes to the ready set (status queued) with a score
+that orders it by priority, then FIFO. An id that already has a record is left untouched.
+Idle workers are woken with one wake token per ready job created, the wake list capped.
+
+KEYS[1] ready         ZSET  ready job ids by score
+KEYS[2] delayed       ZSET  delayed job ids by run_at_ms
+KEYS[3] seq           STR   counter behind the FIFO part of ready scores
+KEYS[4] wake          LIST  wake tokens idle workers block on
+ARGV[1] job_prefix    a record's key is job_prefix .. id
+ARGV[2] queue         queue name, stored in each record
+ARGV[3] priority_max  highest priority; score = (priority_max - priority) * 2^44 + seq
+ARGV[4] wake_cap      longest the wake list may grow
+ARGV[5..] six per job: id, task, payload, priority, enqueued_at_ms, run_at_ms
+
+Returns: one integer per job, in order: 1 created, 0 the id already existed.
+]]
+local ready_key = KEYS[1]
+local delayed_key = KEYS[2]
+local seq_key = KEYS[3]
+local wake_key = KEYS[4]
+local job_prefix = ARGV[1]
+local queue = ARGV[2]
+local priority_max = tonumber(ARGV[3])
+local wake_cap = tonumber(ARGV[4])
+local FIRST, WIDTH = 5, 6
+local BAND = 17592186044416 -- 2^44
+
+-- Numbers written back go through %d: Redis may print a Lua number as 1e+15.
+local function int(x)
+  return string.format('%d', x)
+end
+
+local count = (#ARGV - FIRST + 1) / WIDTH
+local created = {}
+local seen = {}
+local new_ready = 0
+
+-- Pass 1: which ids are new (also within this batch), and how many go to ready.
+for i = 1, count do
+  local at = FIRST + (i - 1) * WIDTH
+  local id = ARGV[at]
+  if seen[id] or redis.call('EXISTS', job_prefix .. id) == 1 then
+    created[i] = 0
+  else
+    seen[id] = true
+    created[i] = 1
+    if tonumber(ARGV[at + 5]) <= tonumber(ARGV[at + 4]) then
+      new_ready = new_ready + 1
+    end
+  end
+end
+
+-- One INCRBY reserves the FIFO numbers of every ready job of the batch.
+local seq = 0
+if new_ready > 0 then
+  seq = redis.call('INCRBY', seq_key, new_ready) - new_ready
+end
+
+-- Pass 2: write the records and index them.
+for i = 1, count do
+  if created[i] == 1 then
+    local at = FIRST + (i - 1) * WIDTH
+    local id, priority = ARGV[at], ARGV[at + 3]
+    local enqueued_at, run_at = ARGV[at + 4], ARGV[at + 5]
+    local key = job_prefix .. id
+    redis.call('HSET', key, 'id', id, 'task', ARGV[at + 1], 'queue', queue,
+      'payload', ARGV[at + 2], 'priority', priority, 'attempt', '0', 'failures', '0',
+      'deaths', '0', 'fence', '0', 'enqueued_at_ms', enqueued_at, 'run_at_ms', run_at)
+    if tonumber(run_at) > tonumber(enqueued_at) then
+      redis.call('HSET', key, 'status', 'scheduled')
+      redis.call('ZADD', delayed_key, run_at, id)
+    else
+      seq = seq + 1
+      local score = int((priority_max - tonumber(priority)) * BAND + seq)
+      redis.call('HSET', key, 'status', 'queued', 'score', score)
+      redis.call('ZADD', ready_key, score, id)
+    end
+  end
+end
+
+local tokens = math.min(new_ready, wake_cap - redis.call('LLEN', wake_key))
+for _ = 1, tokens do
+  redis.call('RPUSH', wake_key, '1')
+end
+
+return created

@@ -1,0 +1,166 @@
+"""Done signals: one pub/sub connection per backend, shared by every ``wait_for_job``.
+
+A waiter subscribes to its job's done channel *before* it reads the record, so a job that
+ends between the read and the wait still wakes it. Subscribing is confirmed by the server
+(the reader task matches each ``subscribe`` reply to the SUBSCRIBE it answers), so a
+waiter never reads the record while its subscription is still in flight.
+
+A thousand waiters cost one connection and one reader task. If that connection breaks,
+every watch is marked broken and woken: waiters read the record again and re-subscribe on
+a fresh connection, so a lost message costs a re-read, never a hang.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections import deque
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+
+from redis.asyncio import Redis
+from redis.asyncio.client import PubSub
+from redis.exceptions import RedisError
+
+from corq.errors import BrokerError
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(eq=False)
+class Watch:
+    """One waiter's view of a channel: `event` is set on a message or a broken connection."""
+
+    event: asyncio.Event = field(default_factory=asyncio.Event)
+    #: True once the shared connection broke; the waiter must subscribe again.
+    broken: bool = False
+
+
+@dataclass(eq=False)
+class _Channel:
+    #: Resolved by the server's reply to the SUBSCRIBE this entry sent (or a reset).
+    confirmed: asyncio.Future[None]
+    watches: set[Watch] = field(default_factory=set)
+
+
+class DoneSignals:
+    """Fan-out of done-channel messages to the waiters of one backend."""
+
+    def __init__(self, client: Redis, confirm_timeout_s: float) -> None:
+        self._client = client
+        self._confirm_timeout_s = confirm_timeout_s
+        self._pubsub: PubSub | None = None
+        self._reader: asyncio.Task[None] | None = None
+        self._channels: dict[bytes, _Channel] = {}
+        #: Per channel, the futures of the SUBSCRIBEs sent and not yet answered, in order.
+        self._pending: dict[bytes, deque[asyncio.Future[None]]] = {}
+        self._send_lock = asyncio.Lock()
+
+    @contextlib.asynccontextmanager
+    async def watch(self, channel: str) -> AsyncIterator[Watch]:
+        """Subscribe to `channel` (sharing the subscription with other waiters) until exit.
+
+        On entry the subscription is confirmed, or the watch is already broken (the
+        connection failed meanwhile; the caller should read the record and watch again).
+        """
+        name = channel.encode("utf-8")
+        watch = Watch()
+        entry = self._channels.get(name)
+        if entry is None:
+            loop = asyncio.get_running_loop()
+            entry = self._channels[name] = _Channel(confirmed=loop.create_future())
+            entry.watches.add(watch)
+            await self._subscribe(name, entry.confirmed)
+        entry.watches.add(watch)
+        try:
+            await self._confirmation(entry.confirmed)
+            yield watch
+        finally:
+            entry.watches.discard(watch)
+            if not entry.watches and self._channels.get(name) is entry:
+                del self._channels[name]
+                await self._unsubscribe(name)
+
+    async def _confirmation(self, confirmed: asyncio.Future[None]) -> None:
+        try:
+            async with asyncio.timeout(self._confirm_timeout_s):
+                await asyncio.shield(confirmed)
+        except TimeoutError as exc:
+            raise BrokerError("redis did not confirm a SUBSCRIBE in time") from exc
+
+    async def _subscribe(self, name: bytes, confirmed: asyncio.Future[None]) -> None:
+        async with self._send_lock:
+            if self._pubsub is None:
+                self._pubsub = self._client.pubsub()
+            self._pending.setdefault(name, deque()).append(confirmed)
+            try:
+                await self._pubsub.subscribe(name)
+            except (RedisError, OSError) as exc:
+                await self._reset(exc)
+                raise BrokerError(f"redis SUBSCRIBE failed: {exc}") from exc
+            if self._reader is None or self._reader.done():
+                self._reader = asyncio.create_task(self._read(self._pubsub))
+
+    async def _unsubscribe(self, name: bytes) -> None:
+        async with self._send_lock:
+            if self._pubsub is None:
+                return
+            try:
+                await self._pubsub.unsubscribe(name)
+            except (RedisError, OSError) as exc:
+                # The reader sees the same broken connection and resets everything.
+                log.debug("UNSUBSCRIBE %r failed: %s", name, exc)
+
+    async def _read(self, pubsub: PubSub) -> None:
+        """Dispatch messages until the connection breaks (or the task is cancelled)."""
+        try:
+            while True:
+                message = await pubsub.get_message(timeout=None)
+                if message is not None:
+                    self._dispatch(message["type"], message["channel"])
+        except (RedisError, OSError) as exc:
+            if self._pubsub is pubsub:
+                await self._reset(exc)
+
+    def _dispatch(self, kind: str, name: bytes) -> None:
+        if kind == "subscribe":
+            pending = self._pending.get(name)
+            if pending:
+                future = pending.popleft()
+                if not future.done():
+                    future.set_result(None)
+                if not pending:
+                    del self._pending[name]
+        elif kind == "message":
+            entry = self._channels.get(name)
+            if entry is not None:
+                for watch in entry.watches:
+                    watch.event.set()
+
+    async def _reset(self, exc: BaseException) -> None:
+        """Forget the broken connection; wake every waiter so it re-reads and re-subscribes."""
+        log.debug("done-signal connection lost: %s", exc)
+        pubsub, self._pubsub = self._pubsub, None
+        for entry in self._channels.values():
+            for watch in entry.watches:
+                watch.broken = True
+                watch.event.set()
+        for pending in self._pending.values():
+            for future in pending:
+                if not future.done():
+                    future.set_result(None)  # the watch is broken: its waiter re-reads
+        self._channels.clear()
+        self._pending.clear()
+        if pubsub is not None:
+            with contextlib.suppress(RedisError, OSError):
+                await pubsub.aclose()
+
+    async def close(self) -> None:
+        """Stop the reader and drop the connection."""
+        reader, self._reader = self._reader, None
+        if reader is not None:
+            reader.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await reader
+        await self._reset(ConnectionError("closed"))

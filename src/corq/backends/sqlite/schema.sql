@@ -1,0 +1,95 @@
+-- corq's SQLite schema, version 1 (PRAGMA user_version = 1).
+--
+-- The same data model as the Redis broker (see corq/backends/redis/keys.py), with the
+-- Redis sets turned into "lanes" of one jobs table, chosen by status and served by
+-- partial indexes:
+--
+--   Redis key             here
+--   ------------------    ---------------------------------------------------------------
+--   queues  SET           queues table
+--   {q}:ready  ZSET       jobs WHERE status = 'queued', ordered by priority DESC, seq
+--   {q}:seq  STR          meta row 'seq' (one counter for every queue; order only matters
+--                         inside a queue)
+--   {q}:delayed  ZSET     jobs WHERE status IN ('scheduled', 'failed'), ordered by run_at_ms
+--   {q}:workers  ZSET     workers table (one row per worker and queue, lease deadline)
+--   {q}:held:{w}  SET     jobs WHERE status = 'running' AND worker_id = w
+--   {q}:dead  ZSET        jobs WHERE status = 'dead', newest finished_at_ms first
+--   {q}:job:{id}  HASH    one jobs row; expires_at_ms replaces PEXPIRE (rows past it are
+--                         treated as gone and deleted lazily)
+--   {q}:wake, done:{id}   no table: in-process notification plus PRAGMA data_version
+--
+-- Every statement is idempotent (IF NOT EXISTS), so processes opening a new file at the
+-- same time cannot trip over each other. Migrations bump PRAGMA user_version.
+--
+-- Later issues, not implemented yet (the columns are reserved, always NULL/0 for now):
+--   * dependencies between jobs: jobs.pending_deps counts unfinished upstream jobs of a
+--     'waiting' job; the edges will live in a job_deps table added by migration 2;
+--   * periodic schedules: jobs.schedule_tick_id names the schedule tick that produced a
+--     job, so a tick enqueues once;
+--   * fair claiming: jobs.fairness_key groups jobs (e.g. per tenant) for round-robin claims.
+
+CREATE TABLE IF NOT EXISTS meta (
+    key TEXT PRIMARY KEY,
+    value INTEGER NOT NULL
+) WITHOUT ROWID;
+
+-- 'seq': last FIFO order key handed out. 'fence': last claim number handed out.
+-- 'clock_ms': the latest now_ms any call brought, the time against which calls that carry
+-- no clock (get_job, wait_for_job) judge result expiry.
+INSERT OR IGNORE INTO meta (key, value) VALUES ('seq', 0), ('fence', 0), ('clock_ms', 0);
+
+CREATE TABLE IF NOT EXISTS queues (
+    name TEXT PRIMARY KEY
+) WITHOUT ROWID;
+
+CREATE TABLE IF NOT EXISTS workers (
+    queue TEXT NOT NULL,
+    worker_id TEXT NOT NULL,
+    lease_deadline_ms INTEGER NOT NULL,
+    PRIMARY KEY (queue, worker_id)
+) WITHOUT ROWID;
+
+CREATE TABLE IF NOT EXISTS jobs (
+    queue TEXT NOT NULL,
+    id TEXT NOT NULL,
+    task TEXT NOT NULL,
+    status TEXT NOT NULL,
+    payload BLOB NOT NULL,
+    priority INTEGER NOT NULL DEFAULT 0,
+    -- FIFO order key inside a priority band; kept when a job goes back to the head.
+    seq INTEGER NOT NULL,
+    attempt INTEGER NOT NULL DEFAULT 0,
+    failures INTEGER NOT NULL DEFAULT 0,
+    deaths INTEGER NOT NULL DEFAULT 0,
+    enqueued_at_ms INTEGER NOT NULL,
+    run_at_ms INTEGER NOT NULL,
+    started_at_ms INTEGER,
+    finished_at_ms INTEGER,
+    worker_id TEXT,
+    -- Claim number of the current (or last) attempt; outcomes must quote it.
+    fence INTEGER NOT NULL DEFAULT 0,
+    result BLOB,
+    error TEXT,
+    traceback TEXT,
+    -- The workers that died running it, space separated (poison-job evidence).
+    death_log TEXT NOT NULL DEFAULT '',
+    -- Succeeded records are gone once the clock passes this.
+    expires_at_ms INTEGER,
+    -- Reserved for later issues (see the header).
+    pending_deps INTEGER NOT NULL DEFAULT 0,
+    schedule_tick_id TEXT,
+    fairness_key TEXT,
+    PRIMARY KEY (queue, id)
+);
+
+CREATE INDEX IF NOT EXISTS jobs_ready ON jobs (queue, priority DESC, seq)
+    WHERE status = 'queued';
+CREATE INDEX IF NOT EXISTS jobs_delayed ON jobs (queue, run_at_ms, seq)
+    WHERE status IN ('scheduled', 'failed');
+CREATE INDEX IF NOT EXISTS jobs_held ON jobs (queue, worker_id)
+    WHERE status = 'running';
+CREATE INDEX IF NOT EXISTS jobs_dead ON jobs (queue, finished_at_ms DESC, id DESC)
+    WHERE status = 'dead';
+CREATE INDEX IF NOT EXISTS jobs_expiry ON jobs (expires_at_ms)
+    WHERE expires_at_ms IS NOT NULL;
+CREATE INDEX IF NOT EXISTS jobs_by_id ON jobs (id);

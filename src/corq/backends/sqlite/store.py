@@ -1,0 +1,138 @@
+"""Opening a connection (pragmas, schema) and the small helpers every operation shares.
+
+Everything here runs on a backend's own SQLite thread, never in the event loop.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+from corq.backends.sqlite.sql import Q, SCHEMA_VERSION, schema
+from corq.backends.sqlite.url import Target
+from corq.errors import BrokerError
+from corq.job import Job, JobStatus
+
+T = TypeVar("T")
+Params = dict[str, Any]
+Conn = sqlite3.Connection
+
+
+def connect(target: Target, busy_timeout_ms: int) -> Conn:
+    """A connection in autocommit mode (transactions are explicit), tuned and migrated."""
+    conn = sqlite3.connect(
+        target.database,
+        uri=target.uri,
+        timeout=busy_timeout_ms / 1000,
+        isolation_level=None,
+        cached_statements=64,
+    )
+    try:
+        conn.execute(f"PRAGMA busy_timeout = {int(busy_timeout_ms)}")
+        if not target.memory:
+            _use_wal(conn, target)
+        conn.execute(f"PRAGMA synchronous = {target.synchronous}")
+        _migrate(conn)
+    except BaseException:
+        conn.close()
+        raise
+    return conn
+
+
+def _use_wal(conn: Conn, target: Target) -> None:
+    """WAL lets readers (stats, result waits) run while a worker commits."""
+    (mode,) = conn.execute("PRAGMA journal_mode = WAL").fetchone()
+    if str(mode).lower() != "wal":
+        raise BrokerError(
+            f"SQLite broker {target.database}: WAL journal mode unavailable (got {mode!r}); "
+            "the file must be on a local file system"
+        )
+
+
+def _migrate(conn: Conn) -> None:
+    """Create the schema on a new file; refuse a file written by a newer corq."""
+    (version,) = conn.execute("PRAGMA user_version").fetchone()
+    if version == SCHEMA_VERSION:
+        return
+    if version > SCHEMA_VERSION:
+        raise BrokerError(
+            f"SQLite broker file has schema version {version}, newer than this corq "
+            f"understands ({SCHEMA_VERSION}); upgrade corq"
+        )
+    # Idempotent statements in one IMMEDIATE transaction: processes racing to create the
+    # file serialize here and the loser re-runs harmless IF NOT EXISTS statements.
+    try:
+        conn.executescript(
+            f"BEGIN IMMEDIATE;\n{schema()}\nPRAGMA user_version = {SCHEMA_VERSION};\nCOMMIT;"
+        )
+    except BaseException:
+        if conn.in_transaction:
+            conn.execute("ROLLBACK")
+        raise
+
+
+def transaction(conn: Conn, fn: Callable[[Conn], T], *, write: bool) -> T:
+    """Run `fn` as one transaction: BEGIN IMMEDIATE for writers, so they queue for the write
+    lock up front (busy_timeout) instead of failing to upgrade a read lock mid-way."""
+    conn.execute("BEGIN IMMEDIATE" if write else "BEGIN")
+    try:
+        result = fn(conn)
+        conn.execute("COMMIT")
+    except BaseException:
+        if conn.in_transaction:
+            conn.execute("ROLLBACK")
+        raise
+    return result
+
+
+def take_numbers(conn: Conn, counter: str, n: int) -> int:
+    """Reserve `n` consecutive numbers of a meta counter; returns the one before the first."""
+    (last,) = conn.execute(Q["counter_take"], {"key": counter, "n": n}).fetchone()
+    return int(last) - n
+
+
+def counter(conn: Conn, name: str) -> int:
+    (value,) = conn.execute(Q["counter_get"], {"key": name}).fetchone()
+    return int(value)
+
+
+def advance_clock(conn: Conn, now_ms: int) -> int:
+    """Note the time a call brought; returns the latest time seen by any call.
+
+    Calls that carry no clock (get_job, wait_for_job) judge result expiry against it, so a
+    fake clock moved by the tests is honoured as soon as any call brings the new time.
+    """
+    conn.execute(Q["clock_advance"], {"now": now_ms})
+    return counter(conn, "clock_ms")
+
+
+def data_version(conn: Conn) -> int:
+    """Changes whenever another connection (thread or process) commits to the file."""
+    (version,) = conn.execute("PRAGMA data_version").fetchone()
+    return int(version)
+
+
+def job_from_row(row: tuple[Any, ...]) -> Job:
+    """A Job from the column list shared by job_get, job_get_any_queue and dead_list."""
+    (id_, task, queue, status, payload, priority, attempt, failures, deaths, enqueued_at_ms,
+     run_at_ms, started_at_ms, finished_at_ms, worker_id, result, error, traceback) = row  # fmt: skip
+    return Job(
+        id=id_,
+        task=task,
+        queue=queue,
+        status=JobStatus(status),
+        payload=bytes(payload),
+        priority=priority,
+        attempt=attempt,
+        failures=failures,
+        deaths=deaths,
+        enqueued_at_ms=enqueued_at_ms,
+        run_at_ms=run_at_ms,
+        started_at_ms=started_at_ms,
+        finished_at_ms=finished_at_ms,
+        worker_id=worker_id,
+        result=None if result is None else bytes(result),
+        error=error,
+        traceback=traceback,
+    )

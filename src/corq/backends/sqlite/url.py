@@ -1,0 +1,66 @@
+"""Turning a ``sqlite:///…`` broker URL into what ``sqlite3.connect`` needs."""
+
+from __future__ import annotations
+
+import os
+import uuid
+from dataclasses import dataclass
+from urllib.parse import parse_qsl, unquote
+
+from corq.errors import ConfigError
+
+_SYNCHRONOUS = ("OFF", "NORMAL", "FULL", "EXTRA")
+
+
+@dataclass(frozen=True, slots=True)
+class Target:
+    """One SQLite database as every clone of a backend opens it."""
+
+    #: First argument of ``sqlite3.connect``.
+    database: str
+    #: Whether `database` is a ``file:`` URI.
+    uri: bool
+    #: True for the process-private in-memory database (no WAL, no file).
+    memory: bool
+    #: Identity shared by every backend of this database in this process (in-process wakes).
+    key: str
+    #: ``PRAGMA synchronous`` level: FULL by default, so an accepted job survives a power cut.
+    synchronous: str = "FULL"
+
+
+def parse_url(url: str) -> Target:
+    """Accept ``sqlite:///relative``, ``sqlite:////absolute`` and ``sqlite:///:memory:``.
+
+    Options go in the query string; the only one is ``synchronous`` (``?synchronous=normal``
+    trades the last commits on power loss for fewer fsyncs). Relative paths are resolved
+    now, so a clone made after a ``chdir`` still opens the same file.
+    """
+    scheme, sep, rest = url.partition("://")
+    if scheme.lower() != "sqlite" or not sep or not rest.startswith("/"):
+        raise ConfigError(f"bad SQLite URL {url!r}: use sqlite:///path/to/corq.db")
+    path, _, query = rest[1:].partition("?")
+    path = unquote(path)
+    synchronous = _options(url, query)
+    if path == ":memory:":
+        # The memdb VFS shares one database between the connections of a process that name
+        # it (with ordinary locking and busy_timeout, unlike a shared-cache database, whose
+        # lock conflicts fail at once with SQLITE_LOCKED).
+        name = f"/corq-{uuid.uuid4().hex}"
+        return Target(f"file:{name}?vfs=memdb", True, True, f"memdb:{name}", synchronous)
+    if not path:
+        raise ConfigError(f"bad SQLite URL {url!r}: no file path")
+    absolute = os.path.abspath(path)
+    return Target(absolute, False, False, os.path.realpath(absolute), synchronous)
+
+
+def _options(url: str, query: str) -> str:
+    synchronous = "FULL"
+    for name, value in parse_qsl(query, keep_blank_values=True):
+        if name == "synchronous" and value.upper() in _SYNCHRONOUS:
+            synchronous = value.upper()
+        else:
+            raise ConfigError(
+                f"bad SQLite URL {url!r}: unknown option {name}={value!r} "
+                f"(supported: synchronous={'|'.join(_SYNCHRONOUS).lower()})"
+            )
+    return synchronous

@@ -1,0 +1,28 @@
+"""The `corq` command line."""
+
+from __future__ import annotations
+
+import click
+
+from corq.cli.jobs import dead, enqueue, job, queues
+from corq.cli.worker import worker
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.version_option(package_name="corq")
+def cli() -> None:
+    """corq: a coroutine-based distributed task queue.
+
+    The broker comes from --url or CORQ_URL (e.g. redis://127.0.0.1:6379/0).
+    """
+
+
+cli.add_command(worker)
+cli.add_command(enqueue)
+cli.add_command(job)
+cli.add_command(queues)
+cli.add_command(dead)
+
+
+def main() -> None:
+    cli()

@@ -1,0 +1,137 @@
+"""`corq worker`: run a worker process, or N of them under a supervisor."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import signal
+import subprocess
+import sys
+import time
+from typing import Any
+
+import click
+
+from corq import Worker
+from corq.cli.common import load_app, setup_logging
+
+log = logging.getLogger("corq.cli")
+
+
+@click.command()
+@click.argument("app_path", metavar="APP")
+@click.option("--queues", "-q", default=None, metavar="Q1,Q2",
+              help="Queues to serve, comma separated [default: the default queue].")
+@click.option("--concurrency", "-c", type=click.IntRange(1), default=None,
+              help="Jobs run at once per process [default: CORQ_CONCURRENCY or 100].")
+@click.option("--processes", "-p", type=click.IntRange(1), default=1, show_default=True,
+              help="Worker processes under one supervisor that restarts crashed ones.")
+@click.option("--burst", is_flag=True, help="Exit once the queues are empty.")
+@click.option("--grace", type=click.FloatRange(0), default=None, metavar="S",
+              help="Seconds running jobs get to finish on SIGTERM [default: 30].")
+@click.option("--url", envvar="CORQ_URL", default=None, help="Broker URL (overrides the app's).")
+@click.option("--log-level", default="info", show_default=True,
+              type=click.Choice(["debug", "info", "warning", "error"]))
+def worker(app_path: str, queues: str | None, concurrency: int | None, processes: int,
+           burst: bool, grace: float | None, url: str | None, log_level: str) -> None:
+    """Run jobs of APP (module:attribute of your corq.App, e.g. app:app).
+
+    SIGTERM or Ctrl-C stops fetching and gives running jobs --grace seconds, then re-queues
+    what still runs; a second signal exits at once (the jobs are recovered by other workers).
+    """
+    setup_logging(log_level)
+    if processes > 1:
+        sys.exit(supervise(_child_argv(sys.argv[1:]), processes))
+    app = load_app(app_path)
+    if url:
+        app.configure(url=url)
+    queue_list = [q.strip() for q in queues.split(",") if q.strip()] if queues else None
+    w = Worker(app, queues=queue_list, concurrency=concurrency, burst=burst, grace_s=grace)
+    _run_worker(w)
+
+
+def _run_worker(w: Worker) -> None:
+    async def main() -> None:
+        loop = asyncio.get_running_loop()
+        signals = {"count": 0}
+
+        def on_signal(signum: int) -> None:
+            signals["count"] += 1
+            if signals["count"] == 1:
+                log.info("%s: stopping gracefully (send again to exit at once)",
+                         signal.Signals(signum).name)
+                w.request_stop()
+            else:
+                log.warning("second signal: exiting now; running jobs will be recovered")
+                os._exit(1)
+
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, on_signal, sig)
+        await w.run()
+
+    runner_kwargs: dict[str, Any] = {}
+    try:
+        import uvloop
+
+        runner_kwargs["loop_factory"] = uvloop.new_event_loop
+    except ImportError:
+        pass
+    with asyncio.Runner(**runner_kwargs) as runner:
+        runner.run(main())
+
+
+def _child_argv(argv: list[str]) -> list[str]:
+    """The same command with --processes removed (children are single processes)."""
+    out: list[str] = []
+    skip = False
+    for arg in argv:
+        if skip:
+            skip = False
+            continue
+        if arg in ("--processes", "-p"):
+            skip = True
+            continue
+        if arg.startswith("--processes="):
+            continue
+        out.append(arg)
+    return [sys.executable, "-m", "corq", *out]
+
+
+def supervise(argv: list[str], count: int) -> int:
+    """Run `count` copies of a worker; restart any that crash; forward SIGTERM/SIGINT."""
+    children: dict[int, subprocess.Popen[bytes]] = {}
+    stopping = {"flag": False, "signals": 0}
+
+    def start(slot: int) -> None:
+        children[slot] = subprocess.Popen(argv)
+        log.info("supervisor: started worker %d (pid %d)", slot, children[slot].pid)
+
+    def forward(signum: int, _frame: Any) -> None:
+        stopping["flag"] = True
+        stopping["signals"] += 1
+        for child in children.values():
+            if child.poll() is None:
+                child.send_signal(signal.SIGTERM if stopping["signals"] == 1 else signal.SIGKILL)
+
+    signal.signal(signal.SIGTERM, forward)
+    signal.signal(signal.SIGINT, forward)
+    for slot in range(count):
+        start(slot)
+    restarts: dict[int, float] = {}
+    while True:
+        time.sleep(0.2)
+        alive = 0
+        for slot, child in list(children.items()):
+            code = child.poll()
+            if code is None:
+                alive += 1
+            elif not stopping["flag"] and code != 0:
+                delay = 1.0 if time.monotonic() - restarts.get(slot, 0.0) < 10 else 0.0
+                log.warning("supervisor: worker %d exited with %s; restarting", slot, code)
+                time.sleep(delay)
+                restarts[slot] = time.monotonic()
+                start(slot)
+                alive += 1
+        if alive == 0 and (stopping["flag"] or all(c.returncode == 0 for c in children.values())):
+            return 0

@@ -1,0 +1,45 @@
+"""One settings object: defaults, then CORQ_* environment variables, then explicit arguments."""
+
+from __future__ import annotations
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    """corq's configuration; every field can be set as ``CORQ_<FIELD>`` in the environment."""
+
+    model_config = SettingsConfigDict(env_prefix="CORQ_", frozen=True, extra="forbid")
+
+    #: Broker URL: redis://host:port/db, rediss://…, unix://…, or sqlite:///path.
+    url: str = "redis://127.0.0.1:6379/0"
+    #: Prefix of every Redis key (several apps can share one Redis).
+    prefix: str = Field(default="corq", pattern=r"^[A-Za-z0-9_.:-]{1,64}$")
+    #: "json" (default) or "msgpack".
+    serializer: str = "json"
+    #: Largest encoded job payload accepted by enqueue, in bytes.
+    max_payload_bytes: int = Field(default=1024 * 1024, gt=0)
+    #: Queue used when a task names none.
+    default_queue: str = "default"
+    #: How long a successful job's record and result are kept.
+    result_ttl_s: float = Field(default=86_400.0, gt=0)
+    #: A worker not heard from for this long is dead; its jobs run again elsewhere.
+    lease_s: float = Field(default=10.0, gt=0)
+    #: How often a worker renews its lease (from its own thread).
+    heartbeat_s: float = Field(default=2.0, gt=0)
+    #: How often a worker looks for dead workers' jobs to take back.
+    reclaim_s: float = Field(default=2.0, gt=0)
+    #: A job whose worker died this many times goes to the dead letters as a poison job.
+    max_deaths: int = Field(default=3, ge=1)
+    #: Timeout of every broker call (a silent network never hangs a worker).
+    socket_timeout_s: float = Field(default=5.0, gt=0)
+    #: Coroutine jobs a worker runs at once.
+    concurrency: int = Field(default=100, ge=1)
+    #: Threads for plain (sync) functions.
+    threads: int = Field(default=16, ge=1)
+    #: Processes for ``process=True`` tasks (0 = number of CPUs).
+    process_pool: int = Field(default=0, ge=0)
+    #: Seconds running jobs get to finish at shutdown before they are cancelled and re-queued.
+    grace_s: float = Field(default=30.0, ge=0)
+    #: Event-loop stalls longer than this are logged with the task that caused them.
+    loop_lag_warn_s: float = Field(default=0.5, gt=0)

@@ -1,0 +1,270 @@
+"""Tasks: registered functions, their options, and how their arguments are checked."""
+
+from __future__ import annotations
+
+import inspect
+import re
+import typing
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field, replace
+from datetime import datetime, timedelta
+from typing import Any, Generic, ParamSpec, Protocol, TypeVar
+
+import msgspec
+
+from corq.errors import ArgumentError, SerializationError, TaskDefinitionError
+from corq.retry import RetryPolicy
+from corq.serializers import Serializer
+from corq.types import JobId, QueueName, TaskName
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+_NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_.:-]{0,199}$")
+_QUEUE_RE = re.compile(r"^[A-Za-z0-9_.-]{1,100}$")
+#: Keywords of `Task.enqueue` taken as enqueue options unless the function has such a parameter.
+OPTION_NAMES = frozenset({"delay", "eta", "job_id", "priority", "queue"})
+
+
+def check_queue_name(queue: object) -> QueueName:
+    """Queue names are short and plain so they can sit inside a Redis hash tag."""
+    if not isinstance(queue, str) or not _QUEUE_RE.match(queue):
+        raise ArgumentError(
+            f"invalid queue name {queue!r}: use 1-100 letters, digits, '_', '-' or '.'"
+        )
+    return queue
+
+
+def check_task_name(name: object) -> TaskName:
+    if not isinstance(name, str) or not _NAME_RE.match(name):
+        raise TaskDefinitionError(
+            f"invalid task name {name!r}: start with a letter or '_', then letters, digits, "
+            "'_', '.', ':' or '-' (at most 200)"
+        )
+    return name
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class EnqueueOptions:
+    """Per-call options of an enqueue."""
+
+    #: Seconds (or a timedelta) to wait before the job may start.
+    delay: float | timedelta | None = None
+    #: Absolute start time (timezone-aware, or naive meaning UTC).
+    eta: datetime | None = None
+    #: Your own id; enqueueing an id that exists already returns the existing job.
+    job_id: JobId | None = None
+    #: -100..100, higher first.
+    priority: int | None = None
+    #: Overrides the task's queue.
+    queue: QueueName | None = None
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class TaskOptions:
+    """How a task's jobs are run."""
+
+    #: Registered name; messages carry it, the worker looks it up.
+    name: TaskName
+    #: Queue its jobs go to unless an enqueue says otherwise.
+    queue: QueueName
+    #: Retries and backoff.
+    retry: RetryPolicy = field(default_factory=RetryPolicy)
+    #: Seconds an attempt may take; None means no limit.
+    timeout_s: float | None = None
+    #: Run a plain function in the process pool instead of the thread pool.
+    process: bool = False
+    #: Default priority of its jobs.
+    priority: int = 0
+
+
+class Enqueuer(Protocol):
+    """What a task needs from its app to send jobs (the App implements it)."""
+
+    @property
+    def serializer(self) -> Serializer: ...
+
+    async def enqueue_calls(
+        self, task: Task[Any, Any], calls: Sequence[tuple[Sequence[Any], dict[str, Any]]],
+        options: EnqueueOptions,
+    ) -> list[Any]: ...
+
+    def run_sync(self, coro: typing.Coroutine[Any, Any, R]) -> R: ...
+
+
+@dataclass(frozen=True, slots=True)
+class _Param:
+    name: str
+    kind: inspect._ParameterKind
+    decoder: Any  # the type msgspec converts to; None means accept anything
+
+
+class Task(Generic[P, R]):
+    """A registered function; calling it runs it here, `enqueue` sends a job."""
+
+    def __init__(self, fn: Callable[P, Any], options: TaskOptions, app: Enqueuer) -> None:
+        self.fn = fn
+        self.options = options
+        self.app = app
+        self.is_async = inspect.iscoroutinefunction(fn)
+        if options.process and self.is_async:
+            raise TaskDefinitionError(f"task {options.name!r}: process=True needs a plain function")
+        self._signature = inspect.signature(fn)
+        self._params, self.return_type = _describe(fn, self._signature)
+        self._option_names = OPTION_NAMES - set(self._signature.parameters)
+
+    @property
+    def name(self) -> TaskName:
+        return self.options.name
+
+    def __repr__(self) -> str:
+        return f"<Task {self.name} queue={self.options.queue}>"
+
+    def __call__(self, *args: P.args, **kwargs: P.kwargs) -> Any:
+        return self.fn(*args, **kwargs)
+
+    # -- sending -------------------------------------------------------------------
+    async def enqueue(self, *args: Any, **kwargs: Any) -> Any:
+        """Send one job; keywords named in OPTION_NAMES are options unless the function
+        takes a parameter of that name (then use `with_options`)."""
+        options, kwargs = self._split_options(kwargs)
+        handles = await self.app.enqueue_calls(self, [(args, kwargs)], options)
+        return handles[0]
+
+    def enqueue_sync(self, *args: Any, **kwargs: Any) -> Any:
+        """`enqueue` for synchronous code (a web view, a script)."""
+        return self.app.run_sync(self.enqueue(*args, **kwargs))
+
+    async def enqueue_many(
+        self, calls: Iterable[Sequence[Any] | tuple[Sequence[Any], dict[str, Any]]], **options: Any
+    ) -> list[Any]:
+        """Send many jobs in pipelined batches; each call is an args tuple, or (args, kwargs)."""
+        opts = self._options_from(options)
+        return await self.app.enqueue_calls(self, [_as_call(c) for c in calls], opts)
+
+    def with_options(self, **options: Any) -> BoundTask[P, R]:
+        """This task with enqueue options fixed, e.g. `task.with_options(delay=5).enqueue(x)`."""
+        return BoundTask(self, self._options_from(options))
+
+    def _split_options(self, kwargs: dict[str, Any]) -> tuple[EnqueueOptions, dict[str, Any]]:
+        picked = {k: kwargs.pop(k) for k in list(kwargs) if k in self._option_names}
+        return self._options_from(picked), kwargs
+
+    @staticmethod
+    def _options_from(options: dict[str, Any]) -> EnqueueOptions:
+        unknown = set(options) - OPTION_NAMES
+        if unknown:
+            raise ArgumentError(f"unknown enqueue option(s): {', '.join(sorted(unknown))}")
+        return EnqueueOptions(**options)
+
+    # -- arguments -----------------------------------------------------------------
+    def encode_payload(self, args: Sequence[Any], kwargs: dict[str, Any]) -> bytes:
+        """Check the call against the signature and hints, then encode it."""
+        bound = self._bind(args, kwargs)
+        self._convert(bound, strict=True)
+        try:
+            return self.app.serializer.dumps({"args": list(args), "kwargs": kwargs})
+        except SerializationError as exc:
+            raise SerializationError(f"task {self.name!r}: {exc}") from exc
+
+    def decode_payload(self, data: Any) -> tuple[tuple[Any, ...], dict[str, Any]]:
+        """Turn a decoded payload back into call arguments, checked again against the hints."""
+        if not (
+            isinstance(data, dict)
+            and isinstance(data.get("args", []), list)
+            and isinstance(data.get("kwargs", {}), dict)
+        ):
+            raise ArgumentError("payload is not {'args': [...], 'kwargs': {...}}")
+        bound = self._bind(data.get("args", []), data.get("kwargs", {}))
+        self._convert(bound, strict=False)
+        return bound.args, bound.kwargs
+
+    def _bind(self, args: Sequence[Any], kwargs: dict[str, Any]) -> inspect.BoundArguments:
+        try:
+            return self._signature.bind(*args, **kwargs)
+        except TypeError as exc:
+            raise ArgumentError(f"task {self.name!r}: {exc}") from exc
+
+    def _convert(self, bound: inspect.BoundArguments, *, strict: bool) -> None:
+        arguments = bound.arguments
+        for param in self._params:
+            if param.decoder is None or param.name not in arguments:
+                continue
+            try:
+                arguments[param.name] = msgspec.convert(
+                    arguments[param.name], param.decoder, strict=strict
+                )
+            except msgspec.ValidationError as exc:
+                raise ArgumentError(
+                    f"task {self.name!r}: argument {param.name!r}: {exc}"
+                ) from exc
+
+
+class BoundTask(Generic[P, R]):
+    """A task with enqueue options already chosen."""
+
+    def __init__(self, task: Task[P, R], options: EnqueueOptions) -> None:
+        self.task = task
+        self.options = options
+
+    async def enqueue(self, *args: Any, **kwargs: Any) -> Any:
+        handles = await self.task.app.enqueue_calls(self.task, [(args, kwargs)], self.options)
+        return handles[0]
+
+    def enqueue_sync(self, *args: Any, **kwargs: Any) -> Any:
+        return self.task.app.run_sync(self.enqueue(*args, **kwargs))
+
+    async def enqueue_many(
+        self, calls: Iterable[Sequence[Any] | tuple[Sequence[Any], dict[str, Any]]]
+    ) -> list[Any]:
+        return await self.task.app.enqueue_calls(
+            self.task, [_as_call(c) for c in calls], self.options
+        )
+
+
+def _as_call(
+    call: Sequence[Any] | tuple[Sequence[Any], dict[str, Any]],
+) -> tuple[Sequence[Any], dict[str, Any]]:
+    if (
+        isinstance(call, tuple)
+        and len(call) == 2
+        and isinstance(call[0], list | tuple)
+        and isinstance(call[1], dict)
+    ):
+        return call[0], call[1]
+    if isinstance(call, list | tuple):
+        return call, {}
+    raise ArgumentError(f"each call must be an args tuple or (args, kwargs), got {call!r}")
+
+
+def _describe(
+    fn: Callable[..., Any], signature: inspect.Signature
+) -> tuple[list[_Param], Any]:
+    """Per-parameter decoders from the type hints; unsupported or missing hints accept anything."""
+    try:
+        hints = typing.get_type_hints(fn)
+    except Exception:  # unresolvable forward refs: validate nothing rather than fail
+        hints = {}
+    params = []
+    for name, param in signature.parameters.items():
+        hint = hints.get(name, Any)
+        if param.kind is inspect.Parameter.VAR_POSITIONAL:
+            hint = tuple[hint, ...]  # type: ignore[valid-type]  # built at runtime from a hint
+        elif param.kind is inspect.Parameter.VAR_KEYWORD:
+            hint = dict[str, hint]  # type: ignore[valid-type]  # built at runtime from a hint
+        params.append(_Param(name, param.kind, _decoder_for(hint)))
+    return params, _decoder_for(hints.get("return", Any))
+
+
+def _decoder_for(hint: Any) -> Any:
+    if hint is Any or hint is inspect.Parameter.empty:
+        return None
+    try:
+        msgspec.json.Decoder(hint)
+    except TypeError:
+        return None
+    return hint
+
+
+def replace_options(options: TaskOptions, **changes: Any) -> TaskOptions:
+    return replace(options, **changes)

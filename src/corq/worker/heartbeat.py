@@ -1,0 +1,128 @@
+"""Lease renewal from a dedicated thread, and a watch on the worker's event loop.
+
+The thread has its own event loop and broker connection, so a task that blocks the worker's
+loop (CPU-bound code in an async task) does not make the worker look dead. Instead the
+thread notices the loop has stopped ticking and logs which task holds it, and for how long.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import sys
+import threading
+import time
+from collections.abc import Callable, Mapping
+from types import CodeType, FrameType
+
+from corq.backends.base import Backend, WorkerLease
+from corq.errors import BrokerError
+from corq.types import Clock, QueueName, TaskName
+
+log = logging.getLogger(__name__)
+
+#: How often the thread wakes to check the loop and whether it must stop.
+_TICK_S = 0.05
+
+
+class Heartbeat:
+    """Renews one worker's lease every `interval_s`; reports lost queues to the worker."""
+
+    def __init__(
+        self, backend: Backend, lease: WorkerLease, clock: Clock, *, interval_s: float,
+        lag_warn_s: float, on_lost: Callable[[list[QueueName]], None],
+        task_codes: Mapping[CodeType, TaskName],
+    ) -> None:
+        self.backend = backend
+        self.lease = lease
+        self.clock = clock
+        self.interval_s = interval_s
+        self.lag_warn_s = lag_warn_s
+        self.on_lost = on_lost
+        self.task_codes = task_codes
+        self.main_thread_id = threading.get_ident()
+        self.last_tick = time.monotonic()
+        #: Longest stall seen, in seconds (for tests and metrics).
+        self.max_lag_s = 0.0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="corq-heartbeat", daemon=True)
+        self._stalled_since: float | None = None
+        self._stall_where = ""
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(10)
+
+    def tick(self) -> None:
+        """Called by the worker's loop every few ms; a gap between ticks is a stall."""
+        self.last_tick = time.monotonic()
+
+    def _run(self) -> None:
+        asyncio.run(self._main())
+
+    async def _main(self) -> None:
+        next_beat = 0.0
+        try:
+            while not self._stop.is_set():
+                now = time.monotonic()
+                self._watch_loop(now)
+                if now >= next_beat:
+                    await self._beat()
+                    next_beat = time.monotonic() + self.interval_s
+                await asyncio.sleep(_TICK_S)
+        finally:
+            await self.backend.close()
+
+    async def _beat(self) -> None:
+        try:
+            lost = await asyncio.wait_for(
+                self.backend.heartbeat(self.lease, self.clock.now_ms()), self.interval_s * 2
+            )
+        except (BrokerError, TimeoutError) as exc:
+            log.warning("heartbeat failed (%s); will retry in %.1fs", exc, self.interval_s)
+            return
+        if lost:
+            log.warning("lease lost in queue(s) %s: jobs there were taken back", ", ".join(lost))
+            self.on_lost(lost)
+
+    def _watch_loop(self, now: float) -> None:
+        lag = now - self.last_tick
+        if lag >= self.lag_warn_s:
+            if self._stalled_since is None:
+                self._stalled_since = self.last_tick
+                self._stall_where = describe_thread(self.main_thread_id, self.task_codes)
+                log.warning("event loop blocked for %.2fs so far by %s", lag, self._stall_where)
+            self.max_lag_s = max(self.max_lag_s, lag)
+        elif self._stalled_since is not None:
+            total = self.last_tick - self._stalled_since
+            self.max_lag_s = max(self.max_lag_s, total)
+            log.warning(
+                "event loop was blocked for %.2fs by %s; run blocking code as a plain function "
+                "(thread pool) or with process=True", total, self._stall_where,
+            )
+            self._stalled_since = None
+
+
+def describe_thread(thread_id: int, task_codes: Mapping[CodeType, TaskName]) -> str:
+    """Name the task (and job) a thread is executing, from its current stack."""
+    frame: FrameType | None = sys._current_frames().get(thread_id)
+    innermost = frame
+    task_name = None
+    job_id = None
+    while frame is not None:
+        if task_name is None and frame.f_code in task_codes:
+            task_name = task_codes[frame.f_code]
+        running = frame.f_locals.get("running") if frame.f_code.co_name == "run" else None
+        job = getattr(running, "job", None)
+        if job_id is None and job is not None:
+            job_id = getattr(job, "id", None)
+        frame = frame.f_back
+    where = ""
+    if innermost is not None:
+        where = f" at {innermost.f_code.co_filename}:{innermost.f_lineno}"
+    if task_name is None:
+        return f"code outside any task{where}"
+    return f"task '{task_name}' (job {job_id}){where}"

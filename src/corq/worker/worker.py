@@ -1,0 +1,378 @@
+"""The worker: a set of small loops around one event loop.
+
+- one fetcher per queue claims as many jobs as there are free slots (one round trip for a
+  batch) and, when the queue is empty, blocks on the broker's wake signal (no sleep-polling);
+- a promoter sleeps until the next delayed job is due and moves due jobs to the ready queue;
+- a writer records outcomes in batches (one round trip for many jobs);
+- a reclaimer takes back the jobs of dead workers;
+- a ticker lets the heartbeat thread see the loop is alive.
+If any of these loops dies, the worker stops.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import socket
+import uuid
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
+
+from corq.backends.base import ClaimedJob, Completion, Failure, Release, WorkerLease
+from corq.errors import BrokerError
+from corq.task import check_queue_name
+from corq.types import QueueName
+from corq.worker.heartbeat import Heartbeat
+from corq.worker.runner import Outcome, Runner, Running
+
+if TYPE_CHECKING:
+    from corq.app import App
+    from corq.backends.base import Backend
+
+log = logging.getLogger(__name__)
+
+#: Most jobs claimed, or outcomes written, in one round trip.
+BATCH = 1000
+#: An idle fetcher re-checks its queue at least this often, even without a wake signal.
+IDLE_BLOCK_S = 2.0
+
+
+class Backoff:
+    """Waits between attempts while the broker is unreachable, logging once per outage."""
+
+    def __init__(self, what: str) -> None:
+        self.what = what
+        self.delay = 0.0
+
+    async def wait(self, exc: Exception) -> None:
+        if self.delay == 0.0:
+            log.warning("broker unreachable (%s: %s); retrying with backoff", self.what, exc)
+        self.delay = min(max(self.delay * 2, 0.05), 1.0)
+        await asyncio.sleep(self.delay)
+
+    def reset(self) -> None:
+        if self.delay:
+            log.info("broker reachable again (%s)", self.what)
+        self.delay = 0.0
+
+
+class Worker:
+    """Runs jobs from some queues until stopped (or, in burst mode, until they are empty)."""
+
+    def __init__(
+        self, app: App, *, queues: Sequence[QueueName] | None = None,
+        concurrency: int | None = None, burst: bool = False, worker_id: str | None = None,
+        grace_s: float | None = None,
+    ) -> None:
+        settings = app.settings
+        self.app = app
+        self.queues = [check_queue_name(q) for q in (queues or [settings.default_queue])]
+        self.concurrency = concurrency or settings.concurrency
+        self.burst = burst
+        self.grace_s = settings.grace_s if grace_s is None else grace_s
+        self.worker_id = worker_id or f"{socket.gethostname()}.{os.getpid()}.{uuid.uuid4().hex[:8]}"
+        self.clock = app.clock
+        self.lease = WorkerLease(worker_id=self.worker_id, queues=tuple(self.queues),
+                                 lease_ms=round(settings.lease_s * 1000))
+        #: Set once the worker is registered and fetching.
+        self.started = asyncio.Event()
+        #: Counts of outcomes written, by kind.
+        self.counts = {"succeeded": 0, "failed": 0, "released": 0, "rejected": 0}
+        self._running: dict[str, Running] = {}
+        self._free = self.concurrency
+        self._slot_freed = asyncio.Event()
+        self._outcomes: asyncio.Queue[Outcome | None] = asyncio.Queue()
+        self._next_due: dict[QueueName, int | None] = {}
+        self._due_changed = asyncio.Event()
+        self._stop = asyncio.Event()
+        self._immediate = False
+        self._idle: set[QueueName] = set()
+        self._backend: Backend | None = None
+        self._heartbeat: Heartbeat | None = None
+        self._runner: Runner | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._tasks: set[asyncio.Future[None]] = set()
+
+    @property
+    def backend(self) -> Backend:
+        assert self._backend is not None, "worker not running"
+        return self._backend
+
+    @property
+    def runner(self) -> Runner:
+        assert self._runner is not None, "worker not running"
+        return self._runner
+
+    @property
+    def running_count(self) -> int:
+        return len(self._running)
+
+    def request_stop(self, *, immediate: bool = False) -> None:
+        """Begin a graceful shutdown; `immediate` skips the grace period and writes nothing."""
+        self._immediate = self._immediate or immediate
+        self._stop.set()
+
+    # -- lifecycle -------------------------------------------------------------------
+    async def run(self) -> None:
+        """Run until stopped; raises if one of the worker's loops failed."""
+        settings = self.app.settings
+        self._loop = asyncio.get_running_loop()
+        self._backend = self.app.new_client().backend
+        self._runner = Runner(self.app.registry, self.app.serializer, self.clock,
+                              threads=settings.threads, processes=settings.process_pool)
+        await self._register()
+        self._heartbeat = Heartbeat(
+            self.backend.clone(), self.lease, self.clock, interval_s=settings.heartbeat_s,
+            lag_warn_s=settings.loop_lag_warn_s, on_lost=self._lost_from_thread,
+            task_codes={t.fn.__code__: n for n, t in self.app.registry.items()
+                        if hasattr(t.fn, "__code__")},
+        )
+        self._heartbeat.start()
+        loops = [asyncio.create_task(self._fetch_loop(q), name=f"corq-fetch-{q}")
+                 for q in self.queues]
+        loops += [asyncio.create_task(c, name=n) for n, c in (
+            ("corq-promote", self._promote_loop()), ("corq-reclaim", self._reclaim_loop()),
+            ("corq-tick", self._tick_loop()))]
+        writer = asyncio.create_task(self._write_loop(), name="corq-write")
+        log.info("worker %s started: queues=%s concurrency=%d", self.worker_id,
+                 ",".join(self.queues), self.concurrency)
+        self.started.set()
+        failure = await self._wait_stop([*loops, writer])
+        await self._shutdown(loops, writer)
+        if failure is not None:
+            raise failure
+
+    async def _register(self) -> None:
+        backoff = Backoff("register")
+        while True:
+            try:
+                await self.backend.register_worker(self.lease, self.clock.now_ms())
+                for queue in self.queues:
+                    await self.backend.reclaim_stalled_jobs(
+                        queue, self.clock.now_ms(), self.app.settings.max_deaths)
+                backoff.reset()
+                return
+            except BrokerError as exc:
+                await backoff.wait(exc)
+
+    async def _wait_stop(self, loops: list[asyncio.Task[None]]) -> BaseException | None:
+        stop = asyncio.create_task(self._stop.wait())
+        done, _ = await asyncio.wait([stop, *loops], return_when=asyncio.FIRST_COMPLETED)
+        stop.cancel()
+        for task in done:
+            if task is not stop and not task.cancelled() and task.exception() is not None:
+                log.error("worker loop %s failed; stopping", task.get_name(),
+                          exc_info=task.exception())
+                return task.exception()
+        return None
+
+    async def _shutdown(self, loops: list[asyncio.Task[None]], writer: asyncio.Task[None]) -> None:
+        for task in loops:
+            task.cancel()
+        await asyncio.gather(*loops, return_exceptions=True)
+        jobs = [r.task for r in self._running.values() if r.task is not None]
+        if jobs and not self._immediate and self.grace_s > 0:
+            log.info("waiting up to %.1fs for %d running job(s)", self.grace_s, len(jobs))
+            await asyncio.wait(jobs, timeout=self.grace_s)
+        for running in list(self._running.values()):
+            running.cancel_reason = None if self._immediate else "shutdown"
+            if running.task is not None:
+                running.task.cancel()
+        await asyncio.gather(*jobs, return_exceptions=True)
+        self._outcomes.put_nowait(None)
+        if self._immediate:
+            writer.cancel()
+        await asyncio.gather(writer, return_exceptions=True)
+        await self._close()
+
+    async def _close(self) -> None:
+        if self._heartbeat is not None:
+            await asyncio.to_thread(self._heartbeat.stop)
+        if not self._immediate:
+            try:
+                await self.backend.deregister_worker(self.lease)
+            except BrokerError as exc:
+                log.warning("could not deregister (%s); the lease will expire", exc)
+        self.runner.close()
+        await self.backend.close()
+        log.info("worker %s stopped", self.worker_id)
+
+    # -- fetching --------------------------------------------------------------------
+    async def _fetch_loop(self, queue: QueueName) -> None:
+        backoff = Backoff(f"claim {queue}")
+        while True:
+            while self._free <= 0:
+                self._slot_freed.clear()
+                await self._slot_freed.wait()
+            try:
+                batch = await self.backend.claim_jobs(
+                    queue, self.worker_id, min(self._free, BATCH), self.lease.lease_ms,
+                    self.clock.now_ms())
+            except BrokerError as exc:
+                await backoff.wait(exc)
+                continue
+            backoff.reset()
+            if batch.lost:
+                await self._recover_lost([queue])
+                continue
+            self._note_due(queue, batch.next_due_ms)
+            for job in batch.jobs:
+                self._start(job)
+            if batch.jobs:
+                self._idle.discard(queue)
+                continue
+            if self.burst:
+                self._check_burst_done(queue)
+            try:
+                await self.backend.wait_for_jobs(queue, IDLE_BLOCK_S)
+            except BrokerError as exc:
+                await backoff.wait(exc)
+
+    def _check_burst_done(self, queue: QueueName) -> None:
+        self._idle.add(queue)
+        if self._idle.issuperset(self.queues) and not self._running:
+            log.info("burst: queues empty, stopping")
+            self.request_stop()
+
+    def _start(self, job: ClaimedJob) -> None:
+        self._free -= 1
+        running = Running(job)
+        self._running[job.id] = running
+        running.task = asyncio.create_task(self._execute(running))
+
+    async def _execute(self, running: Running) -> None:
+        try:
+            outcome = await self.runner.run(running)
+        finally:
+            self._running.pop(running.job.id, None)
+            self._free += 1
+            self._slot_freed.set()
+            if self.burst and not self._running and self._idle.issuperset(self.queues):
+                self.request_stop()
+        if outcome is not None:
+            self._outcomes.put_nowait(outcome)
+
+    def _lost_from_thread(self, queues: list[QueueName]) -> None:
+        """Called on the heartbeat thread; hands the news to the worker's loop."""
+        assert self._loop is not None
+        self._loop.call_soon_threadsafe(
+            lambda: self._tasks.add(asyncio.ensure_future(self._recover_lost(queues))))
+
+    async def _recover_lost(self, queues: list[QueueName]) -> None:
+        """Our lease expired and our jobs were taken back: stop running them, register again."""
+        for running in list(self._running.values()):
+            if running.job.queue in queues and running.task is not None:
+                running.cancel_reason = "lost"
+                running.task.cancel()
+        log.warning("re-registering in queue(s) %s after losing the lease", ", ".join(queues))
+        await self.backend.register_worker(self.lease, self.clock.now_ms())
+
+    # -- delayed jobs ----------------------------------------------------------------
+    def _note_due(self, queue: QueueName, due_ms: int | None) -> None:
+        if self._next_due.get(queue) != due_ms:
+            self._next_due[queue] = due_ms
+            self._due_changed.set()
+
+    async def _promote_loop(self) -> None:
+        backoff = Backoff("promote")
+        while True:
+            self._due_changed.clear()
+            dues = [d for d in self._next_due.values() if d is not None]
+            if not dues:
+                await self._due_changed.wait()
+                continue
+            delay_s = (min(dues) - self.clock.now_ms()) / 1000
+            if delay_s > 0:
+                await self._sleep_or_change(delay_s)
+                continue
+            now = self.clock.now_ms()
+            try:
+                for queue, due in list(self._next_due.items()):
+                    if due is not None and due <= now:
+                        self._next_due[queue] = await self.backend.promote_due_jobs(queue, now)
+                backoff.reset()
+            except BrokerError as exc:
+                await backoff.wait(exc)
+
+    async def _sleep_or_change(self, delay_s: float) -> None:
+        sleep = asyncio.ensure_future(self.clock.sleep(delay_s))
+        changed = asyncio.ensure_future(self._due_changed.wait())
+        try:
+            await asyncio.wait([sleep, changed], return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            sleep.cancel()
+            changed.cancel()
+
+    # -- writing outcomes ------------------------------------------------------------
+    async def _write_loop(self) -> None:
+        backoff = Backoff("record outcomes")
+        while True:
+            first = await self._outcomes.get()
+            batch = [] if first is None else [first]
+            stop = first is None
+            while batch and len(batch) < BATCH and not self._outcomes.empty():
+                item = self._outcomes.get_nowait()
+                if item is None:
+                    stop = True
+                    break
+                batch.append(item)
+            while batch:
+                try:
+                    await self._write(batch)
+                    backoff.reset()
+                    batch = []
+                except BrokerError as exc:
+                    await backoff.wait(exc)
+            if stop:
+                return
+
+    async def _write(self, batch: list[Outcome]) -> None:
+        completions = [o for o in batch if isinstance(o, Completion)]
+        failures = [o for o in batch if isinstance(o, Failure)]
+        releases = [o for o in batch if isinstance(o, Release)]
+        ttl_ms = round(self.app.settings.result_ttl_s * 1000)
+        results: list[tuple[str, Any, bool]] = []
+        if completions:
+            oks = await self.backend.complete_jobs(self.worker_id, completions, ttl_ms)
+            results += [("succeeded", o, ok) for o, ok in zip(completions, oks, strict=True)]
+        if failures:
+            oks = await self.backend.fail_jobs(self.worker_id, failures, ttl_ms)
+            results += [("failed", o, ok) for o, ok in zip(failures, oks, strict=True)]
+        if releases:
+            oks = await self.backend.release_jobs(self.worker_id, releases)
+            results += [("released", o, ok) for o, ok in zip(releases, oks, strict=True)]
+        for kind, outcome, ok in results:
+            if ok:
+                self.counts[kind] += 1
+            else:
+                self.counts["rejected"] += 1
+                log.warning("job %s: outcome not recorded, this worker no longer holds it "
+                            "(its lease expired and the job was taken back)", outcome.job_id)
+
+    # -- recovery of dead workers ----------------------------------------------------
+    async def _reclaim_loop(self) -> None:
+        settings = self.app.settings
+        while True:
+            await self.clock.sleep(settings.reclaim_s)
+            try:
+                # Renew our own lease first, so a fast-forwarded clock never makes us
+                # reclaim our own jobs.
+                lost = await self.backend.heartbeat(self.lease, self.clock.now_ms())
+                if lost:
+                    await self._recover_lost(lost)
+                for queue in self.queues:
+                    reclaimed = await self.backend.reclaim_stalled_jobs(
+                        queue, self.clock.now_ms(), settings.max_deaths)
+                    for r in reclaimed:
+                        log.warning("job %s taken back from dead worker %s%s", r.job_id,
+                                    r.worker_id, " and sent to the dead letters (poison)"
+                                    if r.dead else "")
+            except BrokerError as exc:
+                log.warning("reclaim skipped: %s", exc)
+
+    async def _tick_loop(self) -> None:
+        while True:
+            if self._heartbeat is not None:
+                self._heartbeat.tick()
+            await asyncio.sleep(0.02)

@@ -1,0 +1,12 @@
+from __future__ import annotations
+
+import corq
+
+
+def test_all_is_sorted_and_exported() -> None:
+    assert corq.__all__ == sorted(corq.__all__)
+    public = {name for name in dir(corq) if not name.startswith("_")}
+    modules = {"app", "backends", "client", "clock", "context", "errors", "job", "retry",
+               "serializers", "settings", "task", "types", "worker", "testing", "cli",
+               "annotations"}
+    assert set(corq.__all__) == public - modules
