@@ -9,6 +9,7 @@ from collections.abc import Awaitable, Callable, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any, TypeVar
 
+from corq.aio import reraise_if_cancelling
 from corq.backends.base import Backend, NewJob, QueueStats
 from corq.errors import (
     ArgumentError,
@@ -158,6 +159,7 @@ class Client:
             try:
                 return await call()
             except BrokerError as exc:
+                reraise_if_cancelling()
                 if asyncio.get_running_loop().time() + delay > deadline:
                     raise
                 log.warning("broker unreachable during %s (%s); retrying in %.2fs", what, exc,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sys
 from datetime import UTC, datetime
 from typing import Any
 
@@ -13,7 +14,8 @@ from rich.table import Table
 from corq import App, Job, JobStatus
 from corq.cli.common import app_option, make_app, parse_json, run, url_option
 
-console = Console()
+# Piped output is not cut at 80 columns: ids must stay whole for scripts to use them.
+console = Console(width=None if sys.stdout.isatty() else 200)
 
 
 def _when(ms: int | None) -> str:
@@ -144,7 +146,8 @@ def dead_list(queue: str, limit: int, offset: int, app_path: str | None, url: st
     app = make_app(app_path, url)
     jobs = run(app, lambda: app.client().list_dead(queue, offset, limit))
     table = Table(title=f"dead letters of {queue}")
-    for name in ("id", "task", "attempts", "died", "error"):
+    table.add_column("id", no_wrap=True)
+    for name in ("task", "attempts", "died", "error"):
         table.add_column(name, overflow="fold")
     for j in jobs:
         table.add_row(j.id, j.task, str(j.attempt), _when(j.finished_at_ms), j.error or "")

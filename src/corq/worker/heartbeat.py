@@ -74,6 +74,7 @@ class Heartbeat:
                     next_beat = time.monotonic() + self.interval_s
                 await asyncio.sleep(_TICK_S)
         finally:
+            self._watch_loop(time.monotonic())  # report a stall that ended just before stop
             await self.backend.close()
 
     async def _beat(self) -> None:

@@ -19,6 +19,7 @@ import uuid
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
+from corq.aio import reraise_if_cancelling
 from corq.backends.base import ClaimedJob, Completion, Failure, Release, WorkerLease
 from corq.errors import BrokerError
 from corq.task import check_queue_name
@@ -46,6 +47,7 @@ class Backoff:
         self.delay = 0.0
 
     async def wait(self, exc: Exception) -> None:
+        reraise_if_cancelling()
         if self.delay == 0.0:
             log.warning("broker unreachable (%s: %s); retrying with backoff", self.what, exc)
         self.delay = min(max(self.delay * 2, 0.05), 1.0)
@@ -188,6 +190,7 @@ class Worker:
 
     async def _close(self) -> None:
         if self._heartbeat is not None:
+            self._heartbeat.tick()
             await asyncio.to_thread(self._heartbeat.stop)
         if not self._immediate:
             try:
@@ -369,6 +372,7 @@ class Worker:
                                     r.worker_id, " and sent to the dead letters (poison)"
                                     if r.dead else "")
             except BrokerError as exc:
+                reraise_if_cancelling()
                 log.warning("reclaim skipped: %s", exc)
 
     async def _tick_loop(self) -> None:

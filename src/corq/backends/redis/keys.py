@@ -4,15 +4,17 @@ Each per-queue key carries the hash tag ``{<queue>}``, so all the keys one scrip
 live in one Redis Cluster slot. ``$p`` is the key prefix (default ``corq``), ``$q`` the queue::
 
     $p:queues                     SET   every queue name ever used (global; not touched by scripts)
-    $p:{$q}:ready                 ZSET  job id -> score; lowest first. score = (PRIORITY_MAX - priority)
-                                        * 2**44 + seq, so higher priority first, then FIFO
+    $p:{$q}:ready                 ZSET  job id -> score; lowest first. score =
+                                        (PRIORITY_MAX - priority) * 2**44 + seq, so higher
+                                        priority first, then FIFO
     $p:{$q}:seq                   STR   counter behind the FIFO part of ready scores
     $p:{$q}:delayed               ZSET  job id -> run_at_ms (scheduled jobs and retry backoff)
     $p:{$q}:wake                  LIST  wake tokens; idle workers BLPOP it (capped length)
     $p:{$q}:workers               ZSET  worker id -> lease deadline (ms); one entry per live worker
     $p:{$q}:held:$worker          SET   ids of the jobs that worker holds in this queue
     $p:{$q}:dead                  ZSET  job id -> died_at_ms (the dead letters)
-    $p:{$q}:job:$id               HASH  the job record (fields below); expires result_ttl after success
+    $p:{$q}:job:$id               HASH  the job record (fields below); expires result_ttl
+                                        after success, 7 days after a cancel
     $p:{$q}:done:$id              CHAN  pub/sub channel; the job id is published when it ends
 
 Job record fields: id task queue status payload priority score attempt failures deaths

@@ -9,7 +9,7 @@ how operations spanning queues or big batches stay a single round trip.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from functools import partial
 from importlib import resources
@@ -23,12 +23,49 @@ from corq.backends.redis.keys import PRIORITY_MAX, QueueKeys
 from corq.types import JobId, QueueName, WorkerId
 
 T = TypeVar("T")
+Item = TypeVar("Item")
 
 #: Longest a queue's wake list may grow: enough to wake every idle worker of a big pool,
 #: small enough that a burst of enqueues does not leave thousands of stale tokens.
 WAKE_CAP = 64
 #: Most delayed jobs one claim or promotion moves, so one script call stays short.
 PROMOTE_LIMIT = 1000
+#: Jobs per script call: big enough to amortise the round trip, small enough that one call
+#: blocks Redis for only a few milliseconds.
+BATCH = 1000
+#: Payload (or result) bytes per script call, so big payloads make smaller calls.
+BATCH_BYTES = 4 * 1024 * 1024
+
+
+def chunks(items: Sequence[T], size: int = BATCH) -> Iterator[Sequence[T]]:
+    """`items` in slices of at most `size`."""
+    for start in range(0, len(items), size):
+        yield items[start : start + size]
+
+
+def batches(indices: list[int], size_of: Callable[[int], int]) -> Iterator[list[int]]:
+    """Cut `indices` into runs of at most BATCH items and (roughly) BATCH_BYTES bytes."""
+    batch: list[int] = []
+    total = 0
+    for index in indices:
+        size = size_of(index)
+        if batch and (len(batch) == BATCH or total + size > BATCH_BYTES):
+            yield batch
+            batch, total = [], 0
+        batch.append(index)
+        total += size
+    if batch:
+        yield batch
+
+
+def by_queue(
+    items: Sequence[Item], queue_of: Callable[[Item], QueueName]
+) -> dict[QueueName, list[int]]:
+    """Indices of `items` per queue, in order (one script call serves one queue)."""
+    groups: dict[QueueName, list[int]] = {}
+    for index, item in enumerate(items):
+        groups.setdefault(queue_of(item), []).append(index)
+    return groups
 
 
 @dataclass(frozen=True, slots=True)
@@ -151,8 +188,8 @@ class Scripts:
         args: list[str | bytes | int] = [keys.job_prefix, keys.queue, PRIORITY_MAX, WAKE_CAP]
         for job in jobs:
             args += [job.id, job.task, job.payload, job.priority, job.enqueued_at_ms, job.run_at_ms]
-        ready_keys = [keys.ready, keys.delayed, keys.seq, keys.wake]
-        return self._call("enqueue_jobs", ready_keys, args, _flags)
+        queue_keys = [keys.ready, keys.delayed, keys.seq, keys.wake]
+        return self._call("enqueue_jobs", queue_keys, args, _flags)
 
     def claim_jobs(
         self, keys: QueueKeys, *, worker_id: WorkerId, count: int, lease_ms: int, now_ms: int
@@ -164,7 +201,9 @@ class Scripts:
             partial(_claim_batch, keys.queue),
         )
 
-    def promote_due_jobs(self, keys: QueueKeys, *, now_ms: int) -> ScriptCall[tuple[int, int | None]]:
+    def promote_due_jobs(
+        self, keys: QueueKeys, *, now_ms: int
+    ) -> ScriptCall[tuple[int, int | None]]:
         return self._call(
             "promote_due_jobs",
             [keys.delayed, keys.ready, keys.seq, keys.wake],
@@ -181,7 +220,12 @@ class Scripts:
         result_ttl_ms: int,
     ) -> ScriptCall[list[bool]]:
         """`jobs`: (id, fence, result, finished_at_ms) each."""
-        args: list[str | bytes | int] = [keys.job_prefix, keys.done_prefix, worker_id, result_ttl_ms]
+        args: list[str | bytes | int] = [
+            keys.job_prefix,
+            keys.done_prefix,
+            worker_id,
+            result_ttl_ms,
+        ]
         for job_id, fence, result, finished_at_ms in jobs:
             args += [job_id, fence, result, finished_at_ms]
         return self._call("complete_jobs", [keys.held(worker_id)], args, _flags)
@@ -189,13 +233,13 @@ class Scripts:
     def fail_jobs(
         self, keys: QueueKeys, *, worker_id: WorkerId, failures: Sequence[Failure]
     ) -> ScriptCall[list[bool]]:
-        args: list[str | bytes | int] = [keys.job_prefix, keys.done_prefix, worker_id]
+        args: list[str | bytes | int] = [keys.job_prefix, keys.done_prefix, worker_id, WAKE_CAP]
         for f in failures:
             retry_at = "" if f.retry_at_ms is None else f.retry_at_ms
             args += [f.job_id, f.fence, int(f.counted), f.error, f.traceback or "", retry_at]
             args.append(f.finished_at_ms)
-        held_keys = [keys.held(worker_id), keys.delayed, keys.dead]
-        return self._call("fail_jobs", held_keys, args, _flags)
+        queue_keys = [keys.held(worker_id), keys.delayed, keys.dead, keys.wake]
+        return self._call("fail_jobs", queue_keys, args, _flags)
 
     def release_jobs(
         self, keys: QueueKeys, *, worker_id: WorkerId, releases: Sequence[Release]
@@ -213,8 +257,15 @@ class Scripts:
         return self._call(
             "reclaim_stalled_jobs",
             [keys.workers, keys.ready, keys.dead, keys.wake],
-            [keys.job_prefix, keys.held_prefix, keys.done_prefix, now_ms, max_deaths, limit]
-            + [WAKE_CAP],
+            [
+                keys.job_prefix,
+                keys.held_prefix,
+                keys.done_prefix,
+                now_ms,
+                max_deaths,
+                limit,
+                WAKE_CAP,
+            ],
             _stalled,
         )
 
@@ -222,6 +273,11 @@ class Scripts:
         self, keys: QueueKeys, *, worker_id: WorkerId, deadline_ms: int
     ) -> ScriptCall[bool]:
         return self._call("heartbeat_worker", [keys.workers], [worker_id, deadline_ms], bool)
+
+    def deregister_worker(self, keys: QueueKeys, *, worker_id: WorkerId) -> ScriptCall[bool]:
+        return self._call(
+            "deregister_worker", [keys.workers, keys.held(worker_id)], [worker_id], bool
+        )
 
     def cancel_job(
         self, keys: QueueKeys, *, job_id: JobId, now_ms: int, ttl_ms: int
@@ -248,9 +304,7 @@ class Scripts:
         self, keys: QueueKeys, *, job_ids: Sequence[JobId], limit: int
     ) -> ScriptCall[tuple[int, int]]:
         """No `job_ids`: the `limit` oldest dead jobs. Returns (purged, looked at)."""
-        return self._call(
-            "purge_dead_jobs", [keys.dead], [keys.job_prefix, limit, *job_ids], _pair
-        )
+        return self._call("purge_dead_jobs", [keys.dead], [keys.job_prefix, limit, *job_ids], _pair)
 
     def count_queue_jobs(self, keys: QueueKeys) -> ScriptCall[QueueCounts]:
         return self._call(

@@ -119,7 +119,7 @@ class DoneSignals:
                 message = await pubsub.get_message(timeout=None)
                 if message is not None:
                     self._dispatch(message["type"], message["channel"])
-        except (RedisError, OSError) as exc:
+        except Exception as exc:  # any failure means the connection is gone
             if self._pubsub is pubsub:
                 await self._reset(exc)
 
@@ -142,6 +142,9 @@ class DoneSignals:
         """Forget the broken connection; wake every waiter so it re-reads and re-subscribes."""
         log.debug("done-signal connection lost: %s", exc)
         pubsub, self._pubsub = self._pubsub, None
+        reader, self._reader = self._reader, None
+        if reader is not None and reader is not asyncio.current_task():
+            reader.cancel()
         for entry in self._channels.values():
             for watch in entry.watches:
                 watch.broken = True
@@ -154,13 +157,12 @@ class DoneSignals:
         self._pending.clear()
         if pubsub is not None:
             with contextlib.suppress(RedisError, OSError):
-                await pubsub.aclose()
+                await pubsub.aclose()  # type: ignore[no-untyped-call]  # redis-py: unannotated
 
     async def close(self) -> None:
         """Stop the reader and drop the connection."""
-        reader, self._reader = self._reader, None
+        reader = self._reader
+        await self._reset(ConnectionError("closed"))
         if reader is not None:
-            reader.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await reader
-        await self._reset(ConnectionError("closed"))

@@ -10,12 +10,14 @@ from corq.backends.sqlite.store import (
     Conn,
     advance_clock,
     counter,
-    data_version,
     job_from_row,
     take_numbers,
 )
 from corq.job import TERMINAL_STATES, Job, JobStatus
 from corq.types import JobId, QueueName
+
+#: How long a cancelled job's record is kept (as on Redis).
+CANCELLED_TTL_MS = 7 * 24 * 3600 * 1000
 
 
 def enqueue_jobs(conn: Conn, jobs: Sequence[NewJob]) -> list[bool]:
@@ -57,15 +59,16 @@ def get_job(conn: Conn, job_id: JobId, queue: QueueName | None) -> Job | None:
     return None if row is None else job_from_row(row)
 
 
-def job_outcome(conn: Conn, job_id: JobId, queue: QueueName) -> tuple[int, Job | None, bool]:
-    """For wait_for_job: (data_version, record, whether waiting is over)."""
-    version = data_version(conn)
+def job_outcome(conn: Conn, job_id: JobId, queue: QueueName) -> tuple[Job | None, bool]:
+    """For wait_for_job: the record, and whether waiting is over."""
     job = get_job(conn, job_id, queue)
-    return version, job, job is None or job.status in TERMINAL_STATES
+    return job, job is None or job.status in TERMINAL_STATES
 
 
 def cancel_job(conn: Conn, job_id: JobId, queue: QueueName, now_ms: int) -> bool:
     """Cancel unless it is running or already finished."""
     advance_clock(conn, now_ms)
-    cursor = conn.execute(Q["job_cancel"], {"queue": queue, "id": job_id, "now": now_ms})
+    expires_at_ms = now_ms + CANCELLED_TTL_MS
+    params = {"queue": queue, "id": job_id, "now": now_ms, "expires_at_ms": expires_at_ms}
+    cursor = conn.execute(Q["job_cancel"], params)
     return cursor.rowcount == 1

@@ -18,7 +18,7 @@ SELECT value FROM meta WHERE key = :key;
 UPDATE meta SET value = :now WHERE key = 'clock_ms' AND value < :now;
 
 -- name: expired_delete
--- Drop succeeded records whose time to live has run out (the lazy PEXPIRE).
+-- Drop succeeded and cancelled records whose time to live has run out (the lazy PEXPIRE).
 DELETE FROM jobs WHERE expires_at_ms <= :now;
 
 -- name: queue_add
@@ -56,7 +56,7 @@ ORDER BY queue LIMIT 1;
 
 -- name: job_cancel
 -- Cancel a job that is not running or finished (scheduled, waiting, queued, awaiting retry).
-UPDATE jobs SET status = 'cancelled', finished_at_ms = :now
+UPDATE jobs SET status = 'cancelled', finished_at_ms = :now, expires_at_ms = :expires_at_ms
 WHERE queue = :queue AND id = :id AND status IN ('scheduled', 'waiting', 'queued', 'failed');
 
 -- ---------------------------------------------------------------- worker leases
@@ -68,7 +68,7 @@ ON CONFLICT (queue, worker_id) DO UPDATE SET lease_deadline_ms = excluded.lease_
 
 -- name: worker_renew
 -- Renew the lease of a worker still registered in a queue (never re-adds it).
-UPDATE workers SET lease_deadline_ms = max(lease_deadline_ms, :deadline)
+UPDATE workers SET lease_deadline_ms = :deadline
 WHERE queue = :queue AND worker_id = :worker;
 
 -- name: worker_delete
@@ -84,10 +84,11 @@ ORDER BY lease_deadline_ms, worker_id;
 -- ---------------------------------------------------------------- claiming
 
 -- name: delayed_promote
--- Move the due delayed jobs to the tail of the ready lane, in due order, numbered after :base.
+-- Move the due delayed jobs to the tail of the ready lane, in due order (ties by id, as the
+-- Redis delayed ZSET orders them), numbered after :base.
 UPDATE jobs SET status = 'queued', seq = :base + due.rn
 FROM (
-    SELECT rowid AS rid, row_number() OVER (ORDER BY run_at_ms, seq) AS rn
+    SELECT rowid AS rid, row_number() OVER (ORDER BY run_at_ms, id) AS rn
     FROM jobs
     WHERE queue = :queue AND status IN ('scheduled', 'failed') AND run_at_ms <= :now
 ) AS due
@@ -102,9 +103,10 @@ SELECT min(run_at_ms) FROM jobs WHERE queue = :queue AND status IN ('scheduled',
 SELECT EXISTS (SELECT 1 FROM jobs WHERE queue = :queue AND status = 'queued');
 
 -- name: ready_claim
--- Take the first :count ready jobs (priority, then FIFO) as held by the worker under :fence.
+-- Take the first :count ready jobs (priority, then FIFO) as held by the worker, each under
+-- its next fence number.
 UPDATE jobs
-SET status = 'running', worker_id = :worker, fence = :fence, attempt = attempt + 1,
+SET status = 'running', worker_id = :worker, fence = fence + 1, attempt = attempt + 1,
     started_at_ms = :now
 WHERE rowid IN (
     SELECT rowid FROM jobs
@@ -118,7 +120,8 @@ RETURNING id, task, queue, payload, attempt, failures, deaths, fence, enqueued_a
 -- ---------------------------------------------------------------- outcomes (fenced)
 
 -- name: job_complete
--- Record a success of the attempt the worker holds under this fence; the record expires.
+-- Record a success of the attempt the worker holds under this fence; the record expires
+-- at :expires_at_ms (NULL: never).
 UPDATE jobs
 SET status = 'succeeded', result = :result, finished_at_ms = :finished_at_ms,
     expires_at_ms = :expires_at_ms
@@ -129,7 +132,7 @@ WHERE queue = :queue AND id = :id AND status = 'running' AND worker_id = :worker
 -- Record a failed attempt and park the job in the delayed lane until its retry time.
 UPDATE jobs
 SET status = 'failed', run_at_ms = :retry_at_ms, failures = failures + :counted,
-    error = :error, traceback = :traceback
+    error = nullif(:error, ''), traceback = nullif(:traceback, '')
 WHERE queue = :queue AND id = :id AND status = 'running' AND worker_id = :worker
   AND fence = :fence;
 
@@ -137,14 +140,14 @@ WHERE queue = :queue AND id = :id AND status = 'running' AND worker_id = :worker
 -- Record a failed attempt with no retry left: the job goes to the dead letters.
 UPDATE jobs
 SET status = 'dead', finished_at_ms = :finished_at_ms, failures = failures + :counted,
-    error = :error, traceback = :traceback
+    error = nullif(:error, ''), traceback = nullif(:traceback, '')
 WHERE queue = :queue AND id = :id AND status = 'running' AND worker_id = :worker
   AND fence = :fence;
 
 -- name: job_release
--- Give a held job back to the head of the ready lane (its seq is kept).
+-- Give a held job back to the head of the ready lane (its seq is kept), held by nobody.
 UPDATE jobs
-SET status = 'queued', attempt = attempt - :unstarted
+SET status = 'queued', worker_id = NULL, attempt = attempt - :unstarted
 WHERE queue = :queue AND id = :id AND status = 'running' AND worker_id = :worker
   AND fence = :fence;
 
@@ -158,7 +161,7 @@ ORDER BY priority DESC, seq;
 
 -- name: job_requeue_dead_worker
 -- Put a dead worker's job back at the head of the ready lane, counting the death.
-UPDATE jobs SET status = 'queued', deaths = :deaths, death_log = :death_log
+UPDATE jobs SET status = 'queued', worker_id = NULL, deaths = :deaths, death_log = :death_log
 WHERE rowid = :rowid;
 
 -- name: job_poison
@@ -193,10 +196,10 @@ LIMIT :limit OFFSET :offset;
 SELECT id FROM jobs WHERE queue = :queue AND status = 'dead' ORDER BY finished_at_ms, id;
 
 -- name: dead_retry
--- Queue a dead job again at the tail with a fresh retry budget.
+-- Queue a dead job again at the tail with a fresh retry budget (its last error is kept).
 UPDATE jobs
 SET status = 'queued', seq = :seq, run_at_ms = :now, failures = 0, deaths = 0,
-    death_log = '', finished_at_ms = NULL
+    death_log = '', finished_at_ms = NULL, worker_id = NULL
 WHERE queue = :queue AND id = :id AND status = 'dead';
 
 -- name: dead_purge

@@ -33,10 +33,10 @@ CREATE TABLE IF NOT EXISTS meta (
     value INTEGER NOT NULL
 ) WITHOUT ROWID;
 
--- 'seq': last FIFO order key handed out. 'fence': last claim number handed out.
+-- 'seq': last FIFO order key handed out.
 -- 'clock_ms': the latest now_ms any call brought, the time against which calls that carry
 -- no clock (get_job, wait_for_job) judge result expiry.
-INSERT OR IGNORE INTO meta (key, value) VALUES ('seq', 0), ('fence', 0), ('clock_ms', 0);
+INSERT OR IGNORE INTO meta (key, value) VALUES ('seq', 0), ('clock_ms', 0);
 
 CREATE TABLE IF NOT EXISTS queues (
     name TEXT PRIMARY KEY
@@ -66,14 +66,14 @@ CREATE TABLE IF NOT EXISTS jobs (
     started_at_ms INTEGER,
     finished_at_ms INTEGER,
     worker_id TEXT,
-    -- Claim number of the current (or last) attempt; outcomes must quote it.
+    -- Claim number of the current (or last) attempt, + 1 per claim; outcomes must quote it.
     fence INTEGER NOT NULL DEFAULT 0,
     result BLOB,
     error TEXT,
     traceback TEXT,
     -- The workers that died running it, space separated (poison-job evidence).
     death_log TEXT NOT NULL DEFAULT '',
-    -- Succeeded records are gone once the clock passes this.
+    -- Succeeded and cancelled records are gone once the clock passes this (NULL: never).
     expires_at_ms INTEGER,
     -- Reserved for later issues (see the header).
     pending_deps INTEGER NOT NULL DEFAULT 0,

@@ -6,10 +6,11 @@ Everything here runs on a backend's own SQLite thread, never in the event loop.
 from __future__ import annotations
 
 import sqlite3
+import time
 from collections.abc import Callable
 from typing import Any, TypeVar
 
-from corq.backends.sqlite.sql import Q, SCHEMA_VERSION, schema
+from corq.backends.sqlite.sql import SCHEMA_VERSION, Q, schema
 from corq.backends.sqlite.url import Target
 from corq.errors import BrokerError
 from corq.job import Job, JobStatus
@@ -31,7 +32,7 @@ def connect(target: Target, busy_timeout_ms: int) -> Conn:
     try:
         conn.execute(f"PRAGMA busy_timeout = {int(busy_timeout_ms)}")
         if not target.memory:
-            _use_wal(conn, target)
+            _use_wal(conn, target, busy_timeout_ms)
         conn.execute(f"PRAGMA synchronous = {target.synchronous}")
         _migrate(conn)
     except BaseException:
@@ -40,9 +41,22 @@ def connect(target: Target, busy_timeout_ms: int) -> Conn:
     return conn
 
 
-def _use_wal(conn: Conn, target: Target) -> None:
-    """WAL lets readers (stats, result waits) run while a worker commits."""
-    (mode,) = conn.execute("PRAGMA journal_mode = WAL").fetchone()
+def _use_wal(conn: Conn, target: Target, busy_timeout_ms: int) -> None:
+    """WAL lets readers (stats, result waits) run while a worker commits.
+
+    Switching a new file to WAL needs an exclusive lock and SQLite does not wait for it
+    (no busy handler), so processes opening a new file together retry here; once one has
+    switched, the mode is stored in the file and the others only read it.
+    """
+    deadline = time.monotonic() + busy_timeout_ms / 1000
+    while True:
+        try:
+            (mode,) = conn.execute("PRAGMA journal_mode = WAL").fetchone()
+            break
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) or time.monotonic() >= deadline:
+                raise
+            time.sleep(0.01)
     if str(mode).lower() != "wal":
         raise BrokerError(
             f"SQLite broker {target.database}: WAL journal mode unavailable (got {mode!r}); "
@@ -113,26 +127,19 @@ def data_version(conn: Conn) -> int:
     return int(version)
 
 
+#: The column list of job_get, job_get_any_queue and dead_list, named as Job's fields.
+JOB_COLUMNS = (
+    "id", "task", "queue", "status", "payload", "priority", "attempt", "failures", "deaths",
+    "enqueued_at_ms", "run_at_ms", "started_at_ms", "finished_at_ms", "worker_id", "result",
+    "error", "traceback",
+)  # fmt: skip
+
+
 def job_from_row(row: tuple[Any, ...]) -> Job:
-    """A Job from the column list shared by job_get, job_get_any_queue and dead_list."""
-    (id_, task, queue, status, payload, priority, attempt, failures, deaths, enqueued_at_ms,
-     run_at_ms, started_at_ms, finished_at_ms, worker_id, result, error, traceback) = row  # fmt: skip
-    return Job(
-        id=id_,
-        task=task,
-        queue=queue,
-        status=JobStatus(status),
-        payload=bytes(payload),
-        priority=priority,
-        attempt=attempt,
-        failures=failures,
-        deaths=deaths,
-        enqueued_at_ms=enqueued_at_ms,
-        run_at_ms=run_at_ms,
-        started_at_ms=started_at_ms,
-        finished_at_ms=finished_at_ms,
-        worker_id=worker_id,
-        result=None if result is None else bytes(result),
-        error=error,
-        traceback=traceback,
-    )
+    """A Job from a row of JOB_COLUMNS."""
+    fields = dict(zip(JOB_COLUMNS, row, strict=True))
+    fields["status"] = JobStatus(fields["status"])
+    fields["payload"] = bytes(fields["payload"])
+    if fields["result"] is not None:
+        fields["result"] = bytes(fields["result"])
+    return Job(**fields)

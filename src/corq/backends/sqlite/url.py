@@ -11,6 +11,13 @@ from corq.errors import ConfigError
 
 _SYNCHRONOUS = ("OFF", "NORMAL", "FULL", "EXTRA")
 
+#: The name every ``sqlite:///:memory:`` backend of this process opens, so an App's client
+#: and its in-process worker (each opened from the URL) see one database. The memdb VFS
+#: shares a database between the connections of a process that name it, with ordinary
+#: locking and busy_timeout (a shared-cache database would fail lock conflicts at once with
+#: SQLITE_LOCKED). It lives while any connection to it is open.
+_PROCESS_MEMORY_DB = f"/corq-{uuid.uuid4().hex}"
+
 
 @dataclass(frozen=True, slots=True)
 class Target:
@@ -29,7 +36,8 @@ class Target:
 
 
 def parse_url(url: str) -> Target:
-    """Accept ``sqlite:///relative``, ``sqlite:////absolute`` and ``sqlite:///:memory:``.
+    """Accept ``sqlite:///relative``, ``sqlite:////absolute`` and ``sqlite:///:memory:``
+    (one in-memory database per process, shared by every backend of the process).
 
     Options go in the query string; the only one is ``synchronous`` (``?synchronous=normal``
     trades the last commits on power loss for fewer fsyncs). Relative paths are resolved
@@ -42,10 +50,7 @@ def parse_url(url: str) -> Target:
     path = unquote(path)
     synchronous = _options(url, query)
     if path == ":memory:":
-        # The memdb VFS shares one database between the connections of a process that name
-        # it (with ordinary locking and busy_timeout, unlike a shared-cache database, whose
-        # lock conflicts fail at once with SQLITE_LOCKED).
-        name = f"/corq-{uuid.uuid4().hex}"
+        name = _PROCESS_MEMORY_DB
         return Target(f"file:{name}?vfs=memdb", True, True, f"memdb:{name}", synchronous)
     if not path:
         raise ConfigError(f"bad SQLite URL {url!r}: no file path")

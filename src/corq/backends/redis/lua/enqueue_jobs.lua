@@ -4,7 +4,9 @@ enqueue_jobs: store a batch of new jobs of one queue, atomically.
 A job whose run_at_ms is later than its enqueued_at_ms waits in the delayed set
 (status scheduled); any other job goes to the ready set (status queued) with a score
 that orders it by priority, then FIFO. An id that already has a record is left untouched.
-Idle workers are woken with one wake token per ready job created, the wake list capped.
+Idle workers are woken with one wake token per ready job created, plus one when a new
+delayed job is due before everything already delayed (so a worker claims, learns the new
+next_due_ms and sets its timer); the wake list is capped.
 
 KEYS[1] ready         ZSET  ready job ids by score
 KEYS[2] delayed       ZSET  delayed job ids by run_at_ms
@@ -61,6 +63,8 @@ if new_ready > 0 then
 end
 
 -- Pass 2: write the records and index them.
+local old_head = redis.call('ZRANGE', delayed_key, 0, 0, 'WITHSCORES')[2]
+local earliest_delayed = nil
 for i = 1, count do
   if created[i] == 1 then
     local at = FIRST + (i - 1) * WIDTH
@@ -73,6 +77,9 @@ for i = 1, count do
     if tonumber(run_at) > tonumber(enqueued_at) then
       redis.call('HSET', key, 'status', 'scheduled')
       redis.call('ZADD', delayed_key, run_at, id)
+      if not earliest_delayed or tonumber(run_at) < earliest_delayed then
+        earliest_delayed = tonumber(run_at)
+      end
     else
       seq = seq + 1
       local score = int((priority_max - tonumber(priority)) * BAND + seq)
@@ -82,7 +89,11 @@ for i = 1, count do
   end
 end
 
-local tokens = math.min(new_ready, wake_cap - redis.call('LLEN', wake_key))
+local wanted = new_ready
+if earliest_delayed and (not old_head or earliest_delayed < tonumber(old_head)) then
+  wanted = wanted + 1
+end
+local tokens = math.min(wanted, wake_cap - redis.call('LLEN', wake_key))
 for _ = 1, tokens do
   redis.call('RPUSH', wake_key, '1')
 end

@@ -1,0 +1,178 @@
+"""corq benchmarks: prints figures (not a test). Run: .venv/bin/python bench/bench.py
+
+Each figure runs one worker process (`corq worker bench.bench_app:app`) against the broker
+in CORQ_URL (default redis://127.0.0.1:6379/0) under a fresh key prefix.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import statistics
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+import corq  # noqa: E402
+from bench import bench_app  # noqa: E402
+
+
+def fresh_prefix() -> str:
+    return f"bench{uuid.uuid4().hex[:8]}"
+
+
+def configure(url: str) -> str:
+    prefix = fresh_prefix()
+    bench_app.app._clients.clear()
+    bench_app.app.configure(url=url, prefix=prefix)
+    return prefix
+
+
+def start_worker(url: str, prefix: str, *args: str) -> subprocess.Popen[bytes]:
+    env = dict(os.environ, CORQ_URL=url, CORQ_PREFIX=prefix)
+    return subprocess.Popen(
+        [sys.executable, "-m", "corq", "worker", "bench.bench_app:app", "--log-level",
+         "warning", *args], cwd=ROOT, env=env,
+    )
+
+
+def wait_rusage(proc: subprocess.Popen[bytes]) -> tuple[int, float]:
+    """Exit status and peak RSS (MB) of that one child."""
+    _, status, usage = os.wait4(proc.pid, 0)
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    return proc.returncode, usage.ru_maxrss / 1024
+
+
+async def cleanup() -> None:
+    await bench_app.app.aclose()
+
+
+async def bench_enqueue(url: str, n: int) -> float:
+    configure(url)
+    calls = [() for _ in range(n)]
+    await bench_app.noop.enqueue_many(calls[:1000])  # connect and load scripts
+    started = time.perf_counter()
+    for i in range(0, n, 10_000):
+        await bench_app.noop.enqueue_many(calls[i:i + 10_000])
+    rate = n / (time.perf_counter() - started)
+    await cleanup()
+    return rate
+
+
+async def bench_throughput(url: str, n: int, task: corq.Task, concurrency: int) -> float:
+    prefix = configure(url)
+    handles = await task.enqueue_many([() for _ in range(n)])
+    del handles
+    await cleanup()
+    started = time.perf_counter()
+    proc = start_worker(url, prefix, "--burst", "--concurrency", str(concurrency))
+    code, _ = wait_rusage(proc)
+    elapsed = time.perf_counter() - started
+    assert code == 0, code
+    configure(url)
+    return n / elapsed
+
+
+async def bench_latency(url: str, rate: int, seconds: float) -> tuple[float, float, float]:
+    prefix = configure(url)
+    proc = start_worker(url, prefix, "--concurrency", "100")
+    await asyncio.sleep(2.0)  # worker up and idle
+    handles = []
+    interval = 1 / rate
+    next_at = time.perf_counter()
+    for _ in range(int(rate * seconds)):
+        next_at += interval
+        handles.append(await bench_app.stamp.enqueue(time.perf_counter_ns()))
+        await asyncio.sleep(max(0.0, next_at - time.perf_counter()))
+    lat_ms = [(await h.result(timeout=10)) / 1e6 for h in handles]
+    proc.terminate()
+    proc.wait(30)
+    await cleanup()
+    lat_ms = lat_ms[rate // 2:]  # drop the first half second (connection warm-up)
+    q = statistics.quantiles(lat_ms, n=100)
+    return q[49], q[98], max(lat_ms)
+
+
+async def bench_concurrent(url: str, n: int, seconds: float) -> tuple[float, float]:
+    prefix = configure(url)
+    for i in range(0, n, 10_000):
+        await bench_app.sleeper.enqueue_many([(seconds,) for _ in range(min(10_000, n - i))])
+    await cleanup()
+    started = time.perf_counter()
+    proc = start_worker(url, prefix, "--burst", "--concurrency", str(n))
+    code, rss = wait_rusage(proc)
+    assert code == 0, code
+    return time.perf_counter() - started, rss
+
+
+async def bench_probe_under_load(url: str, n: int) -> tuple[float, float]:
+    """p50/p99 start latency of new jobs while n sleep jobs are in flight on the worker."""
+    prefix = configure(url)
+    for i in range(0, n, 10_000):
+        await bench_app.sleeper.enqueue_many([(15.0,) for _ in range(min(10_000, n - i))])
+    proc = start_worker(url, prefix, "--concurrency", str(n + 1000))
+    client = bench_app.app.client()
+    while (await client.queue_stats(["default"]))[0].in_flight < n:
+        await asyncio.sleep(0.1)
+    handles = []
+    for _ in range(300):
+        handles.append(await bench_app.stamp.enqueue(time.perf_counter_ns()))
+        await asyncio.sleep(0.01)
+    lat_ms = [(await h.result(timeout=30)) / 1e6 for h in handles]
+    proc.kill()
+    proc.wait()
+    await client.backend.purge_dead("default", None)
+    await cleanup()
+    q = statistics.quantiles(lat_ms, n=100)
+    return q[49], q[98]
+
+
+async def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--url", default=os.environ.get("CORQ_URL", "redis://127.0.0.1:6379/0"))
+    parser.add_argument("--quick", action="store_true", help="smaller runs (smoke test)")
+    parser.add_argument("--only", default="", help="comma list: enqueue,throughput,latency,"
+                        "concurrent,probe")
+    opts = parser.parse_args()
+    url, quick = opts.url, opts.quick
+    only = set(filter(None, opts.only.split(",")))
+
+    def want(name: str) -> bool:
+        return not only or name in only
+
+    print(f"corq {corq.__version__} bench on {url} (python {sys.version.split()[0]}, "
+          f"{os.cpu_count()} cpus)")
+    if want("enqueue"):
+        n = 20_000 if quick else 200_000
+        print(f"bulk enqueue ({n:,} jobs, batches of 10,000): "
+              f"{await bench_enqueue(url, n):,.0f} jobs/s")
+    if want("throughput"):
+        n = 10_000 if quick else 100_000
+        for task, label in ((bench_app.noop, "no-op"), (bench_app.incr, "INCR body")):
+            rate = await bench_throughput(url, n, task, concurrency=500)
+            print(f"end-to-end throughput, {label} ({n:,} jobs, 1 worker process, "
+                  f"concurrency 500, incl. process start): {rate:,.0f} jobs/s")
+    if want("latency"):
+        p50, p99, worst = await bench_latency(url, rate=200, seconds=5 if quick else 20)
+        print(f"enqueue-to-start latency at 200 jobs/s: p50 {p50:.3f} ms, p99 {p99:.3f} ms, "
+              f"max {worst:.3f} ms")
+    if want("concurrent"):
+        for n in (10_000,) if quick else (10_000, 100_000):
+            wall, rss = await bench_concurrent(url, n, 1.0)
+            print(f"{n:,} concurrent sleep(1) jobs, 1 worker process: all done {wall:.2f} s "
+                  f"after the worker started, peak RSS {rss:,.0f} MB")
+    if want("probe"):
+        n = 10_000 if quick else 100_000
+        p50, p99 = await bench_probe_under_load(url, n)
+        print(f"start latency of new jobs while {n:,} jobs are in flight on the same worker: "
+              f"p50 {p50:.2f} ms, p99 {p99:.2f} ms")
+
+
+if __name__ == "__main__":
+    asyncio.run(main())

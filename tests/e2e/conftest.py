@@ -1,0 +1,87 @@
+"""Run `corq` as real subprocesses against the session's (or a private) redis-server."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import AsyncIterator, Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+import corq
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+class Cli:
+    """Starts corq commands with the test's broker URL and key prefix."""
+
+    def __init__(self, url: str, prefix: str, tmp: Path) -> None:
+        self.url = url
+        self.prefix = prefix
+        self.tmp = tmp
+        self.procs: list[subprocess.Popen[bytes]] = []
+
+    def env(self, **extra: str) -> dict[str, str]:
+        env = dict(os.environ, CORQ_URL=self.url, CORQ_PREFIX=self.prefix, CORQ_LEASE_S="1.5",
+                   CORQ_HEARTBEAT_S="0.3", CORQ_RECLAIM_S="0.3", PYTHONUNBUFFERED="1")
+        env.update(extra)
+        return env
+
+    def worker(self, *args: str, log_name: str = "worker", **env: str) -> subprocess.Popen[bytes]:
+        with open(self.tmp / f"{log_name}-{len(self.procs)}.log", "wb") as log:
+            # The child keeps its own copy of the file descriptor.
+            proc = subprocess.Popen(
+                [sys.executable, "-m", "corq", "worker", "tests.e2e.sample_app:app", *args],
+                cwd=ROOT, env=self.env(**env), stdout=log, stderr=subprocess.STDOUT,
+            )
+        self.procs.append(proc)
+        return proc
+
+    def run(self, *args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([sys.executable, "-m", "corq", *args], cwd=ROOT, env=self.env(),
+                              capture_output=True, text=True, timeout=60)
+
+    def logs(self) -> str:
+        return "\n".join(p.read_text(errors="replace") for p in sorted(self.tmp.glob("*.log")))
+
+    def stop_all(self) -> None:
+        for proc in self.procs:
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGKILL)
+                proc.wait(10)
+
+
+@pytest.fixture
+def cli(redis_url: str, prefix: str, tmp_path: Path) -> Iterator[Cli]:
+    c = Cli(redis_url, prefix, tmp_path)
+    yield c
+    c.stop_all()
+
+
+@pytest.fixture
+async def client_app(redis_url: str, prefix: str) -> AsyncIterator[corq.App]:
+    from tests.e2e import sample_app
+
+    sample_app.app.configure(url=redis_url, prefix=prefix)
+    yield sample_app.app
+    await sample_app.app.aclose()
+    sample_app.app._clients.clear()
+
+
+async def wait_for(predicate: Callable[[], object], timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while True:
+        result = predicate()
+        if asyncio.iscoroutine(result):
+            result = await result
+        if result:
+            return
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        await asyncio.sleep(0.05)
