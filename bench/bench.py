@@ -37,8 +37,18 @@ def configure(url: str) -> str:
 def start_worker(url: str, prefix: str, *args: str) -> subprocess.Popen[bytes]:
     env = dict(os.environ, CORQ_URL=url, CORQ_PREFIX=prefix)
     return subprocess.Popen(
-        [sys.executable, "-m", "corq", "worker", "bench.bench_app:app", "--log-level",
-         "warning", *args], cwd=ROOT, env=env,
+        [
+            sys.executable,
+            "-m",
+            "corq",
+            "worker",
+            "bench.bench_app:app",
+            "--log-level",
+            "warning",
+            *args,
+        ],
+        cwd=ROOT,
+        env=env,
     )
 
 
@@ -59,7 +69,7 @@ async def bench_enqueue(url: str, n: int) -> float:
     await bench_app.noop.enqueue_many(calls[:1000])  # connect and load scripts
     started = time.perf_counter()
     for i in range(0, n, 10_000):
-        await bench_app.noop.enqueue_many(calls[i:i + 10_000])
+        await bench_app.noop.enqueue_many(calls[i : i + 10_000])
     rate = n / (time.perf_counter() - started)
     await cleanup()
     return rate
@@ -94,7 +104,7 @@ async def bench_latency(url: str, rate: int, seconds: float) -> tuple[float, flo
     proc.terminate()
     proc.wait(30)
     await cleanup()
-    lat_ms = lat_ms[rate // 2:]  # drop the first half second (connection warm-up)
+    lat_ms = lat_ms[rate // 2 :]  # drop the first half second (connection warm-up)
     q = statistics.quantiles(lat_ms, n=100)
     return q[49], q[98], max(lat_ms)
 
@@ -137,8 +147,9 @@ async def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--url", default=os.environ.get("CORQ_URL", "redis://127.0.0.1:6379/0"))
     parser.add_argument("--quick", action="store_true", help="smaller runs (smoke test)")
-    parser.add_argument("--only", default="", help="comma list: enqueue,throughput,latency,"
-                        "concurrent,probe")
+    parser.add_argument(
+        "--only", default="", help="comma list: enqueue,throughput,latency,concurrent,probe"
+    )
     opts = parser.parse_args()
     url, quick = opts.url, opts.quick
     only = set(filter(None, opts.only.split(",")))
@@ -146,32 +157,44 @@ async def main() -> None:
     def want(name: str) -> bool:
         return not only or name in only
 
-    print(f"corq {corq.__version__} bench on {url} (python {sys.version.split()[0]}, "
-          f"{os.cpu_count()} cpus)")
+    print(
+        f"corq {corq.__version__} bench on {url} (python {sys.version.split()[0]}, "
+        f"{os.cpu_count()} cpus)"
+    )
     if want("enqueue"):
         n = 20_000 if quick else 200_000
-        print(f"bulk enqueue ({n:,} jobs, batches of 10,000): "
-              f"{await bench_enqueue(url, n):,.0f} jobs/s")
+        print(
+            f"bulk enqueue ({n:,} jobs, batches of 10,000): "
+            f"{await bench_enqueue(url, n):,.0f} jobs/s"
+        )
     if want("throughput"):
         n = 10_000 if quick else 100_000
         for task, label in ((bench_app.noop, "no-op"), (bench_app.incr, "INCR body")):
             rate = await bench_throughput(url, n, task, concurrency=500)
-            print(f"end-to-end throughput, {label} ({n:,} jobs, 1 worker process, "
-                  f"concurrency 500, incl. process start): {rate:,.0f} jobs/s")
+            print(
+                f"end-to-end throughput, {label} ({n:,} jobs, 1 worker process, "
+                f"concurrency 500, incl. process start): {rate:,.0f} jobs/s"
+            )
     if want("latency"):
         p50, p99, worst = await bench_latency(url, rate=200, seconds=5 if quick else 20)
-        print(f"enqueue-to-start latency at 200 jobs/s: p50 {p50:.3f} ms, p99 {p99:.3f} ms, "
-              f"max {worst:.3f} ms")
+        print(
+            f"enqueue-to-start latency at 200 jobs/s: p50 {p50:.3f} ms, p99 {p99:.3f} ms, "
+            f"max {worst:.3f} ms"
+        )
     if want("concurrent"):
         for n in (10_000,) if quick else (10_000, 100_000):
             wall, rss = await bench_concurrent(url, n, 1.0)
-            print(f"{n:,} concurrent sleep(1) jobs, 1 worker process: all done {wall:.2f} s "
-                  f"after the worker started, peak RSS {rss:,.0f} MB")
+            print(
+                f"{n:,} concurrent sleep(1) jobs, 1 worker process: all done {wall:.2f} s "
+                f"after the worker started, peak RSS {rss:,.0f} MB"
+            )
     if want("probe"):
         n = 10_000 if quick else 100_000
         p50, p99 = await bench_probe_under_load(url, n)
-        print(f"start latency of new jobs while {n:,} jobs are in flight on the same worker: "
-              f"p50 {p50:.2f} ms, p99 {p99:.2f} ms")
+        print(
+            f"start latency of new jobs while {n:,} jobs are in flight on the same worker: "
+            f"p50 {p50:.2f} ms, p99 {p99:.2f} ms"
+        )
 
 
 if __name__ == "__main__":

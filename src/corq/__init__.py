@@ -5,7 +5,7 @@ from __future__ import annotations
 from corq.app import App
 from corq.client import Client, JobHandle
 from corq.clock import FakeClock, SystemClock
-from corq.context import JobContext, current_job
+from corq.context import JobContext, current_job, set_progress, set_progress_sync
 from corq.errors import (
     ArgumentError,
     BrokerError,
@@ -60,4 +60,6 @@ __all__ = [
     "UnknownTaskError",
     "Worker",
     "current_job",
+    "set_progress",
+    "set_progress_sync",
 ]

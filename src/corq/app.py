@@ -26,8 +26,12 @@ class App:
     """Holds what producers and workers share: settings, tasks, broker connections."""
 
     def __init__(
-        self, url: str | None = None, *, settings: Settings | None = None,
-        clock: Clock | None = None, **overrides: Any,
+        self,
+        url: str | None = None,
+        *,
+        settings: Settings | None = None,
+        clock: Clock | None = None,
+        **overrides: Any,
     ) -> None:
         if settings is None:
             settings = Settings(**({"url": url} if url else {}), **overrides)  # type: ignore[arg-type]  # overrides are checked by pydantic
@@ -63,17 +67,36 @@ class App:
 
     @overload
     def task(
-        self, fn: None = None, /, *, name: str | None = None, queue: str | None = None,
-        retries: int = 0, timeout: float | None = None, process: bool = False,
-        retry_on: Sequence[type[BaseException]] = (), backoff: float = 1.0,
-        max_backoff: float = 300.0, jitter: bool = True, priority: int = 0,
+        self,
+        fn: None = None,
+        /,
+        *,
+        name: str | None = None,
+        queue: str | None = None,
+        retries: int = 0,
+        timeout: float | None = None,
+        process: bool = False,
+        retry_on: Sequence[type[BaseException]] = (),
+        backoff: float = 1.0,
+        max_backoff: float = 300.0,
+        jitter: bool = True,
+        priority: int = 0,
     ) -> Callable[[Callable[P, R]], Task[P, R]]: ...
 
     def task(
-        self, fn: Callable[P, R] | None = None, /, *, name: str | None = None,
-        queue: str | None = None, retries: int = 0, timeout: float | None = None,
-        process: bool = False, retry_on: Sequence[type[BaseException]] = (),
-        backoff: float = 1.0, max_backoff: float = 300.0, jitter: bool = True,
+        self,
+        fn: Callable[P, R] | None = None,
+        /,
+        *,
+        name: str | None = None,
+        queue: str | None = None,
+        retries: int = 0,
+        timeout: float | None = None,
+        process: bool = False,
+        retry_on: Sequence[type[BaseException]] = (),
+        backoff: float = 1.0,
+        max_backoff: float = 300.0,
+        jitter: bool = True,
         priority: int = 0,
     ) -> Task[P, R] | Callable[[Callable[P, R]], Task[P, R]]:
         """Register a function as a task: ``@app.task`` or ``@app.task(retries=3, timeout=10)``."""
@@ -83,7 +106,9 @@ class App:
                 name=check_task_name(name or func.__name__),
                 queue=check_queue_name(queue or self.settings.default_queue),
                 retry=_retry_policy(retries, backoff, max_backoff, jitter, retry_on),
-                timeout_s=_check_timeout(timeout), process=process, priority=priority,
+                timeout_s=_check_timeout(timeout),
+                process=process,
+                priority=priority,
             )
             if options.name in self.registry:
                 raise TaskDefinitionError(
@@ -107,14 +132,24 @@ class App:
 
     def new_client(self) -> Client:
         """A client with its own broker connections (for a worker or another thread)."""
-        backend = open_backend(self.settings.url, prefix=self.settings.prefix,
-                               socket_timeout_s=self.settings.socket_timeout_s)
-        return Client(backend, serializer=self._serializer, clock=self.clock,
-                      max_payload_bytes=self.settings.max_payload_bytes,
-                      default_queue=self.settings.default_queue, registry=self.registry)
+        backend = open_backend(
+            self.settings.url,
+            prefix=self.settings.prefix,
+            socket_timeout_s=self.settings.socket_timeout_s,
+        )
+        return Client(
+            backend,
+            serializer=self._serializer,
+            clock=self.clock,
+            max_payload_bytes=self.settings.max_payload_bytes,
+            default_queue=self.settings.default_queue,
+            registry=self.registry,
+        )
 
     async def enqueue_calls(
-        self, task: Task[Any, Any], calls: Sequence[tuple[Sequence[Any], dict[str, Any]]],
+        self,
+        task: Task[Any, Any],
+        calls: Sequence[tuple[Sequence[Any], dict[str, Any]]],
         options: EnqueueOptions,
     ) -> list[JobHandle]:
         return await self.client().enqueue_calls(task, calls, options)
@@ -156,8 +191,7 @@ class _Portal:
 
     def __init__(self) -> None:
         self.loop = asyncio.new_event_loop()
-        self.thread = threading.Thread(target=self.loop.run_forever, name="corq-sync",
-                                       daemon=True)
+        self.thread = threading.Thread(target=self.loop.run_forever, name="corq-sync", daemon=True)
         self.thread.start()
 
     def run(self, coro: Coroutine[Any, Any, R], app: App) -> R:
@@ -177,7 +211,10 @@ class _Portal:
 
 
 def _retry_policy(
-    retries: object, backoff: float, max_backoff: float, jitter: bool,
+    retries: object,
+    backoff: float,
+    max_backoff: float,
+    jitter: bool,
     retry_on: Sequence[object],
 ) -> RetryPolicy:
     if not isinstance(retries, int) or retries < 0:
@@ -188,8 +225,13 @@ def _retry_policy(
         if not (isinstance(exc_type, type) and issubclass(exc_type, BaseException)):
             raise TaskDefinitionError(f"retry_on takes exception classes, got {exc_type!r}")
     classes = tuple(t for t in retry_on if isinstance(t, type) and issubclass(t, BaseException))
-    return RetryPolicy(max_retries=retries, backoff_s=backoff, max_backoff_s=max_backoff,
-                       jitter=jitter, retry_on=classes)
+    return RetryPolicy(
+        max_retries=retries,
+        backoff_s=backoff,
+        max_backoff_s=max_backoff,
+        jitter=jitter,
+        retry_on=classes,
+    )
 
 
 def _check_timeout(timeout: object) -> float | None:

@@ -120,8 +120,9 @@ class Client:
         priority: int | None = None,
     ) -> JobHandle:
         """Send a job by task name (validated when the task is registered in this process)."""
-        options = EnqueueOptions(delay=delay, eta=eta, job_id=job_id, priority=priority,
-                                 queue=queue)
+        options = EnqueueOptions(
+            delay=delay, eta=eta, job_id=job_id, priority=priority, queue=queue
+        )
         task = self.registry.get(task_name)
         if task is not None:
             return (await self.enqueue_calls(task, [(args, kwargs or {})], options))[0]
@@ -131,8 +132,12 @@ class Client:
         return (await self._send(task_name, target, [payload], options, priority or 0))[0]
 
     async def _send(
-        self, task_name: TaskName, queue: QueueName, payloads: list[bytes],
-        options: EnqueueOptions, priority: int,
+        self,
+        task_name: TaskName,
+        queue: QueueName,
+        payloads: list[bytes],
+        options: EnqueueOptions,
+        priority: int,
     ) -> list[JobHandle]:
         _check_priority(priority)
         now = self.clock.now_ms()
@@ -146,8 +151,17 @@ class Client:
                     "CORQ_MAX_PAYLOAD_BYTES)"
                 )
             job_id = options.job_id or uuid.uuid4().hex
-            jobs.append(NewJob(id=job_id, task=task_name, queue=queue, payload=payload,
-                               priority=priority, enqueued_at_ms=now, run_at_ms=run_at))
+            jobs.append(
+                NewJob(
+                    id=job_id,
+                    task=task_name,
+                    queue=queue,
+                    payload=payload,
+                    priority=priority,
+                    enqueued_at_ms=now,
+                    run_at_ms=run_at,
+                )
+            )
         await self._with_retry(lambda: self.backend.enqueue_jobs(jobs), "enqueue")
         return [JobHandle(self, j.id, queue, task_name) for j in jobs]
 
@@ -162,8 +176,9 @@ class Client:
                 reraise_if_cancelling()
                 if asyncio.get_running_loop().time() + delay > deadline:
                     raise
-                log.warning("broker unreachable during %s (%s); retrying in %.2fs", what, exc,
-                            delay)
+                log.warning(
+                    "broker unreachable during %s (%s); retrying in %.2fs", what, exc, delay
+                )
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 2.0)
 
@@ -188,9 +203,7 @@ class Client:
             if job.status in TERMINAL_STATES:
                 return self._outcome(job)
             if deadline is not None and loop.time() >= deadline:
-                raise ResultTimeoutError(
-                    f"job {job_id} still {job.status} after {timeout}s"
-                )
+                raise ResultTimeoutError(f"job {job_id} still {job.status} after {timeout}s")
 
     def _outcome(self, job: Job) -> Any:
         if job.status is JobStatus.SUCCEEDED:

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
+from collections.abc import Callable, Coroutine
+from typing import Any
 from contextvars import ContextVar
 from dataclasses import dataclass
 
-from corq.errors import CorqError
+from corq.errors import ArgumentError, CorqError
 from corq.types import JobId, QueueName, TaskName
 
 
@@ -26,6 +29,10 @@ class JobContext:
 
 
 _current: ContextVar[JobContext] = ContextVar("corq_current_job")
+#: How the running job reports progress: a coroutine function and the worker's loop.
+_reporter: ContextVar[
+    tuple[Callable[[float], Coroutine[Any, Any, bool]], asyncio.AbstractEventLoop]
+] = ContextVar("corq_progress_reporter")
 
 
 def current_job() -> JobContext:
@@ -38,3 +45,33 @@ def current_job() -> JobContext:
 
 def set_current_job(context: JobContext) -> None:
     _current.set(context)
+
+
+def set_reporter(
+    report: Callable[[float], Coroutine[Any, Any, bool]], loop: asyncio.AbstractEventLoop
+) -> None:
+    _reporter.set((report, loop))
+
+
+def _progress_call(progress: object) -> tuple[Coroutine[Any, Any, bool], asyncio.AbstractEventLoop]:
+    if not isinstance(progress, int | float) or not 0.0 <= progress <= 1.0:
+        raise ArgumentError(f"progress must be a number from 0.0 to 1.0, got {progress!r}")
+    try:
+        report, loop = _reporter.get()
+    except LookupError:
+        raise CorqError("set_progress() is only available inside a task run by a worker") from None
+    return report(float(progress)), loop
+
+
+async def set_progress(progress: float) -> bool:
+    """Record how far the current job has got (0.0 to 1.0); shown by `corq job` and the API.
+
+    Returns False when the worker no longer holds the job (its lease was lost)."""
+    call, _ = _progress_call(progress)
+    return await call
+
+
+def set_progress_sync(progress: float) -> bool:
+    """`set_progress` for plain (thread pool) tasks."""
+    call, loop = _progress_call(progress)
+    return asyncio.run_coroutine_threadsafe(call, loop).result(timeout=30)

@@ -86,3 +86,7 @@ class Job:
     error: str | None = None
     #: Formatted traceback of the last failed attempt.
     traceback: str | None = None
+    #: Last progress the task reported, 0.0 to 1.0.
+    progress: float | None = None
+    #: Ids of the workers that died while running it (evidence for poison jobs).
+    death_log: tuple[str, ...] = ()

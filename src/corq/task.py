@@ -85,7 +85,9 @@ class Enqueuer(Protocol):
     def serializer(self) -> Serializer: ...
 
     async def enqueue_calls(
-        self, task: Task[Any, Any], calls: Sequence[tuple[Sequence[Any], dict[str, Any]]],
+        self,
+        task: Task[Any, Any],
+        calls: Sequence[tuple[Sequence[Any], dict[str, Any]]],
         options: EnqueueOptions,
     ) -> list[Any]: ...
 
@@ -195,9 +197,7 @@ class Task(Generic[P, R]):
                     arguments[param.name], param.decoder, strict=strict
                 )
             except msgspec.ValidationError as exc:
-                raise ArgumentError(
-                    f"task {self.name!r}: argument {param.name!r}: {exc}"
-                ) from exc
+                raise ArgumentError(f"task {self.name!r}: argument {param.name!r}: {exc}") from exc
 
 
 class BoundTask(Generic[P, R]):
@@ -237,9 +237,7 @@ def _as_call(
     raise ArgumentError(f"each call must be an args tuple or (args, kwargs), got {call!r}")
 
 
-def _describe(
-    fn: Callable[..., Any], signature: inspect.Signature
-) -> tuple[list[_Param], Any]:
+def _describe(fn: Callable[..., Any], signature: inspect.Signature) -> tuple[list[_Param], Any]:
     """Per-parameter decoders from the type hints; unsupported or missing hints accept anything."""
     try:
         hints = typing.get_type_hints(fn)

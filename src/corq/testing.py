@@ -26,12 +26,17 @@ __all__ = ["FakeClock", "drain", "run_worker"]
 
 @contextlib.asynccontextmanager
 async def run_worker(
-    app: App, *, queues: Sequence[QueueName] | None = None, concurrency: int | None = None,
-    grace_s: float = 5.0, **kwargs: Any,
+    app: App,
+    *,
+    queues: Sequence[QueueName] | None = None,
+    concurrency: int | None = None,
+    grace_s: float = 5.0,
+    **kwargs: Any,
 ) -> AsyncIterator[Worker]:
     """Run a worker in this event loop for the duration of the block, then stop it cleanly."""
-    worker = Worker(app, queues=queues or _all_queues(app), concurrency=concurrency,
-                    grace_s=grace_s, **kwargs)
+    worker = Worker(
+        app, queues=queues or _all_queues(app), concurrency=concurrency, grace_s=grace_s, **kwargs
+    )
     task = asyncio.create_task(worker.run())
     started = asyncio.create_task(worker.started.wait())
     await asyncio.wait([task, started], return_when=asyncio.FIRST_COMPLETED)
@@ -46,12 +51,16 @@ async def run_worker(
 
 
 async def drain(
-    app: App, *, queues: Sequence[QueueName] | None = None, concurrency: int | None = None,
+    app: App,
+    *,
+    queues: Sequence[QueueName] | None = None,
+    concurrency: int | None = None,
     timeout: float = 30.0,
 ) -> Worker:
     """Run a burst worker until the queues are empty and nothing runs; returns it (see counts)."""
-    worker = Worker(app, queues=queues or _all_queues(app), concurrency=concurrency, burst=True,
-                    grace_s=0)
+    worker = Worker(
+        app, queues=queues or _all_queues(app), concurrency=concurrency, burst=True, grace_s=0
+    )
     await asyncio.wait_for(worker.run(), timeout)
     return worker
 

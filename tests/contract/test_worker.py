@@ -281,19 +281,26 @@ async def test_reclaim_requeues_at_the_head_and_fences_out_the_old_worker(backen
 
 
 async def test_job_that_kills_max_deaths_workers_is_poison(backend: Backend) -> None:
+    # Given a job whose first worker died holding it (max_deaths=2: one death makes a suspect)
     await backend.enqueue_jobs([new_job("a")])
-    now = T0
-    reclaimed: list[Reclaimed] = []
-    for worker in ("w1", "w2"):
-        await register(backend, worker, now_ms=now)
-        assert await claim_ids(backend, worker, now=now) == ["a"]
-        now += LEASE_MS + 1
-        reclaimed = await backend.reclaim_stalled_jobs(Q, now, max_deaths=2)
-
+    await register(backend, "w1", now_ms=T0)
+    assert await claim_ids(backend, "w1", now=T0) == ["a"]
+    now = T0 + LEASE_MS + 1
+    await backend.reclaim_stalled_jobs(Q, now, max_deaths=2)
+    # When a busy worker claims, it does not get the suspect; an idle one gets it alone
+    await register(backend, "w2", now_ms=now)
+    busy = await backend.claim_jobs(Q, "w2", 10, LEASE_MS, now)
+    assert (busy.jobs, busy.suspects) == ([], 1)
+    alone = await backend.claim_jobs(Q, "w2", 10, LEASE_MS, now, idle=True)
+    assert ([j.id for j in alone.jobs], alone.isolated, alone.suspects) == (["a"], True, 0)
+    # and that worker dies too
+    now += LEASE_MS + 1
+    reclaimed = await backend.reclaim_stalled_jobs(Q, now, max_deaths=2)
+    # Then it is a poison job, with the workers it killed as evidence
     assert reclaimed == [Reclaimed(job_id="a", queue=Q, worker_id="w2", dead=True)]
     job = await backend.wait_for_job("a", Q, timeout_s=5)
     assert job is not None
-    assert (job.status, job.deaths) == (JobStatus.DEAD, 2)
+    assert (job.status, job.deaths, job.death_log) == (JobStatus.DEAD, 2, ("w1", "w2"))
     assert job.error == "poison job: its worker died 2 times while running it (workers: w1 w2)"
     assert [j.id for j in await backend.list_dead(Q)] == ["a"]
 

@@ -28,8 +28,15 @@ class Cli:
         self.procs: list[subprocess.Popen[bytes]] = []
 
     def env(self, **extra: str) -> dict[str, str]:
-        env = dict(os.environ, CORQ_URL=self.url, CORQ_PREFIX=self.prefix, CORQ_LEASE_S="1.5",
-                   CORQ_HEARTBEAT_S="0.3", CORQ_RECLAIM_S="0.3", PYTHONUNBUFFERED="1")
+        env = dict(
+            os.environ,
+            CORQ_URL=self.url,
+            CORQ_PREFIX=self.prefix,
+            CORQ_LEASE_S="1.5",
+            CORQ_HEARTBEAT_S="0.3",
+            CORQ_RECLAIM_S="0.3",
+            PYTHONUNBUFFERED="1",
+        )
         env.update(extra)
         return env
 
@@ -38,14 +45,23 @@ class Cli:
             # The child keeps its own copy of the file descriptor.
             proc = subprocess.Popen(
                 [sys.executable, "-m", "corq", "worker", "tests.e2e.sample_app:app", *args],
-                cwd=ROOT, env=self.env(**env), stdout=log, stderr=subprocess.STDOUT,
+                cwd=ROOT,
+                env=self.env(**env),
+                stdout=log,
+                stderr=subprocess.STDOUT,
             )
         self.procs.append(proc)
         return proc
 
     def run(self, *args: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run([sys.executable, "-m", "corq", *args], cwd=ROOT, env=self.env(),
-                              capture_output=True, text=True, timeout=60)
+        return subprocess.run(
+            [sys.executable, "-m", "corq", *args],
+            cwd=ROOT,
+            env=self.env(),
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
 
     def logs(self) -> str:
         return "\n".join(p.read_text(errors="replace") for p in sorted(self.tmp.glob("*.log")))

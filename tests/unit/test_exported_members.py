@@ -6,7 +6,23 @@ import corq
 def test_all_is_sorted_and_exported() -> None:
     assert corq.__all__ == sorted(corq.__all__)
     public = {name for name in dir(corq) if not name.startswith("_")}
-    modules = {"app", "backends", "client", "clock", "context", "errors", "job", "retry",
-               "serializers", "settings", "task", "types", "worker", "testing", "cli",
-               "annotations"}
+    modules = {
+        "app",
+        "backends",
+        "client",
+        "clock",
+        "context",
+        "errors",
+        "job",
+        "retry",
+        "serializers",
+        "settings",
+        "task",
+        "types",
+        "worker",
+        "testing",
+        "cli",
+        "annotations",
+        "aio",
+    }
     assert set(corq.__all__) == public - modules

@@ -21,7 +21,11 @@ def test_jittered_delay_stays_within_half_to_full(failures: int) -> None:
 def test_retries_stop_after_max() -> None:
     policy = RetryPolicy(max_retries=3)
     assert [policy.should_retry(n, ValueError()) for n in range(1, 6)] == [
-        True, True, True, False, False
+        True,
+        True,
+        True,
+        False,
+        False,
     ]
 
 

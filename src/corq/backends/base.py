@@ -10,8 +10,20 @@ that worker under that fence; otherwise the call reports False and changes nothi
 
 Leases: a worker's registration in each queue has one lease deadline, renewed by
 ``heartbeat`` (cost O(queues), not O(jobs)). ``reclaim_stalled_jobs`` takes every job held
-by a worker whose lease passed, counts a death on it and queues it again at the head, or
-parks it in the dead letters once it has killed ``max_deaths`` workers.
+by a worker whose lease passed and counts a death on it (``deaths + 1``, the worker id added
+to its death log). Then:
+
+- if it was running *isolated* and now has ``deaths >= max_deaths``: dead, a poison job;
+- else if ``deaths >= max_deaths - 1``: it becomes a *suspect* (status queued, record flag
+  ``suspect``), kept apart from the ready jobs;
+- else: queued again at its old place (the head of the queue).
+
+Suspects are handed out only to an idle worker (``claim_jobs(idle=True)``), one at a time,
+as an *isolated* claim: the worker runs nothing else until it ends. So a job is declared
+poison only after it killed a worker while running alone, and innocent jobs that happened
+to share a worker with a poison job are never blamed for its crashes. A suspect that is
+released, or fails and is retried, goes back among the suspects; ``retry_dead`` clears the
+flag with the rest of the budget.
 """
 
 from __future__ import annotations
@@ -83,6 +95,10 @@ class ClaimBatch:
     lost: bool = False
     #: Earliest run time in the delayed set, if any (after promoting due ones).
     next_due_ms: int | None = None
+    #: Suspect jobs waiting for an idle worker (see module docstring).
+    suspects: int = 0
+    #: True when `jobs` is exactly one suspect: run it alone, claim nothing until it ends.
+    isolated: bool = False
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -144,7 +160,7 @@ class QueueStats:
     """Counts for one queue."""
 
     queue: QueueName
-    #: Jobs ready to run now.
+    #: Jobs ready to run now (suspects included).
     ready: int
     #: Jobs waiting for their time (delays and retry backoff).
     delayed: int
@@ -206,10 +222,26 @@ class Backend(Protocol):
         ...
 
     async def claim_jobs(
-        self, queue: QueueName, worker_id: WorkerId, count: int, lease_ms: int, now_ms: int
+        self,
+        queue: QueueName,
+        worker_id: WorkerId,
+        count: int,
+        lease_ms: int,
+        now_ms: int,
+        *,
+        idle: bool = False,
     ) -> ClaimBatch:
         """Promote due delayed jobs, then take up to `count` ready jobs (highest priority,
-        then oldest) as held by the worker, status running, attempt + 1, new fence."""
+        then oldest) as held by the worker, status running, attempt + 1, new fence.
+
+        When `idle` (the worker runs nothing at all) and suspects wait, take exactly one
+        suspect instead, as an isolated claim (``ClaimBatch.isolated``)."""
+        ...
+
+    async def set_progress(
+        self, job_id: JobId, queue: QueueName, worker_id: WorkerId, fence: int, progress: float
+    ) -> bool:
+        """Record a running job's progress (0.0 to 1.0), fenced like an outcome."""
         ...
 
     async def wait_for_jobs(self, queue: QueueName, timeout_s: float) -> bool:

@@ -17,11 +17,17 @@ from corq import App, BrokerError, CorqError
 T = TypeVar("T")
 
 url_option = click.option(
-    "--url", envvar="CORQ_URL", default=None, metavar="URL",
+    "--url",
+    envvar="CORQ_URL",
+    default=None,
+    metavar="URL",
     help="Broker URL [env CORQ_URL; default redis://127.0.0.1:6379/0].",
 )
 app_option = click.option(
-    "--app", "app_path", default=None, metavar="MODULE:ATTR",
+    "--app",
+    "app_path",
+    default=None,
+    metavar="MODULE:ATTR",
     help="Your app (e.g. myproj.tasks:app): its settings are used and task args are validated.",
 )
 
@@ -70,7 +76,8 @@ def run(app: App, make: Callable[[], Awaitable[T]]) -> T:
 
 def setup_logging(level: str) -> None:
     logging.basicConfig(
-        level=level.upper(), format="%(asctime)s %(levelname)-7s %(name)s: %(message)s",
+        level=level.upper(),
+        format="%(asctime)s %(levelname)-7s %(name)s: %(message)s",
     )
 
 

@@ -26,27 +26,38 @@ def _when(ms: int | None) -> str:
 
 @click.command()
 @click.argument("task")
-@click.option("--args", "args_json", metavar="JSON",
-              help='Positional args as a JSON array: \'["a", 1]\'.')
-@click.option("--kwargs", "kwargs_json", metavar="JSON",
-              help='Keyword args as a JSON object: \'{"n": 1}\'.')
+@click.option(
+    "--args", "args_json", metavar="JSON", help="Positional args as a JSON array: '[\"a\", 1]'."
+)
+@click.option(
+    "--kwargs", "kwargs_json", metavar="JSON", help="Keyword args as a JSON object: '{\"n\": 1}'."
+)
 @click.option("--delay", type=float, default=None, metavar="S", help="Seconds before it may start.")
 @click.option("--queue", "-q", default=None, help="Queue (default: the task's, or 'default').")
 @click.option("--priority", type=click.IntRange(-100, 100), default=None, help="Higher runs first.")
 @click.option("--job-id", default=None, help="Your own id (enqueueing an existing id is a no-op).")
 @app_option
 @url_option
-def enqueue(task: str, args_json: str | None, kwargs_json: str | None, delay: float | None,
-            queue: str | None, priority: int | None, job_id: str | None,
-            app_path: str | None, url: str | None) -> None:
+def enqueue(
+    task: str,
+    args_json: str | None,
+    kwargs_json: str | None,
+    delay: float | None,
+    queue: str | None,
+    priority: int | None,
+    job_id: str | None,
+    app_path: str | None,
+    url: str | None,
+) -> None:
     """Send a job for TASK (a registered task name) and print its id."""
     args = parse_json(args_json, "--args", list)
     kwargs = parse_json(kwargs_json, "--kwargs", dict)
     app = make_app(app_path, url)
 
     async def go() -> Any:
-        return await app.client().enqueue(task, args, kwargs, queue=queue, delay=delay,
-                                          job_id=job_id, priority=priority)
+        return await app.client().enqueue(
+            task, args, kwargs, queue=queue, delay=delay, job_id=job_id, priority=priority
+        )
 
     handle = run(app, go)
     click.echo(handle.id)
@@ -58,8 +69,9 @@ def enqueue(task: str, args_json: str | None, kwargs_json: str | None, delay: fl
 @click.option("--json", "as_json", is_flag=True, help="Print the record as JSON.")
 @app_option
 @url_option
-def job(job_id: str, queue: str | None, as_json: bool, app_path: str | None,
-        url: str | None) -> None:
+def job(
+    job_id: str, queue: str | None, as_json: bool, app_path: str | None, url: str | None
+) -> None:
     """Show a job: status, attempts, result or error."""
     app = make_app(app_path, url)
 
@@ -80,8 +92,12 @@ def job(job_id: str, queue: str | None, as_json: bool, app_path: str | None,
 
 
 def _print_job(app: App, record: Job, result: Any) -> None:
-    colour = {JobStatus.SUCCEEDED: "green", JobStatus.DEAD: "red", JobStatus.FAILED: "yellow",
-              JobStatus.RUNNING: "cyan"}.get(record.status, "white")
+    colour = {
+        JobStatus.SUCCEEDED: "green",
+        JobStatus.DEAD: "red",
+        JobStatus.FAILED: "yellow",
+        JobStatus.RUNNING: "cyan",
+    }.get(record.status, "white")
     table = Table(show_header=False, box=None, pad_edge=False)
     table.add_column(style="bold")
     table.add_column(overflow="fold")
@@ -89,8 +105,9 @@ def _print_job(app: App, record: Job, result: Any) -> None:
     table.add_row("task", record.task)
     table.add_row("queue", record.queue)
     table.add_row("status", f"[{colour}]{record.status}[/{colour}]")
-    table.add_row("attempts", f"{record.attempt} (failures {record.failures}, "
-                              f"worker deaths {record.deaths})")
+    table.add_row(
+        "attempts", f"{record.attempt} (failures {record.failures}, worker deaths {record.deaths})"
+    )
     table.add_row("args", _short(app.serializer.loads(record.payload)))
     table.add_row("enqueued", _when(record.enqueued_at_ms))
     table.add_row("run at", _when(record.run_at_ms))
@@ -122,8 +139,14 @@ def queues(app_path: str | None, url: str | None) -> None:
     for name in ("queue", "ready", "delayed", "in flight", "dead", "workers"):
         table.add_column(name, justify="left" if name == "queue" else "right")
     for s in stats:
-        table.add_row(s.queue, f"{s.ready:,}", f"{s.delayed:,}", f"{s.in_flight:,}",
-                      f"[red]{s.dead:,}[/red]" if s.dead else "0", str(s.workers))
+        table.add_row(
+            s.queue,
+            f"{s.ready:,}",
+            f"{s.delayed:,}",
+            f"{s.in_flight:,}",
+            f"[red]{s.dead:,}[/red]" if s.dead else "0",
+            str(s.workers),
+        )
     if not stats:
         console.print("no queues yet")
         return
@@ -166,8 +189,9 @@ def _ids_or_all(ids: tuple[str, ...], all_: bool) -> list[str] | None:
 @click.option("--queue", "-q", default="default", show_default=True)
 @app_option
 @url_option
-def dead_retry(ids: tuple[str, ...], all_: bool, queue: str, app_path: str | None,
-               url: str | None) -> None:
+def dead_retry(
+    ids: tuple[str, ...], all_: bool, queue: str, app_path: str | None, url: str | None
+) -> None:
     """Queue dead jobs again, with a fresh retry budget."""
     selected = _ids_or_all(ids, all_)
     app = make_app(app_path, url)
@@ -181,8 +205,9 @@ def dead_retry(ids: tuple[str, ...], all_: bool, queue: str, app_path: str | Non
 @click.option("--queue", "-q", default="default", show_default=True)
 @app_option
 @url_option
-def dead_purge(ids: tuple[str, ...], all_: bool, queue: str, app_path: str | None,
-               url: str | None) -> None:
+def dead_purge(
+    ids: tuple[str, ...], all_: bool, queue: str, app_path: str | None, url: str | None
+) -> None:
     """Delete dead jobs for good."""
     selected = _ids_or_all(ids, all_)
     app = make_app(app_path, url)

@@ -21,20 +21,53 @@ log = logging.getLogger("corq.cli")
 
 @click.command()
 @click.argument("app_path", metavar="APP")
-@click.option("--queues", "-q", default=None, metavar="Q1,Q2",
-              help="Queues to serve, comma separated [default: the default queue].")
-@click.option("--concurrency", "-c", type=click.IntRange(1), default=None,
-              help="Jobs run at once per process [default: CORQ_CONCURRENCY or 100].")
-@click.option("--processes", "-p", type=click.IntRange(1), default=1, show_default=True,
-              help="Worker processes under one supervisor that restarts crashed ones.")
+@click.option(
+    "--queues",
+    "-q",
+    default=None,
+    metavar="Q1,Q2",
+    help="Queues to serve, comma separated [default: the default queue].",
+)
+@click.option(
+    "--concurrency",
+    "-c",
+    type=click.IntRange(1),
+    default=None,
+    help="Jobs run at once per process [default: CORQ_CONCURRENCY or 100].",
+)
+@click.option(
+    "--processes",
+    "-p",
+    type=click.IntRange(1),
+    default=1,
+    show_default=True,
+    help="Worker processes under one supervisor that restarts crashed ones.",
+)
 @click.option("--burst", is_flag=True, help="Exit once the queues are empty.")
-@click.option("--grace", type=click.FloatRange(0), default=None, metavar="S",
-              help="Seconds running jobs get to finish on SIGTERM [default: 30].")
+@click.option(
+    "--grace",
+    type=click.FloatRange(0),
+    default=None,
+    metavar="S",
+    help="Seconds running jobs get to finish on SIGTERM [default: 30].",
+)
 @click.option("--url", envvar="CORQ_URL", default=None, help="Broker URL (overrides the app's).")
-@click.option("--log-level", default="info", show_default=True,
-              type=click.Choice(["debug", "info", "warning", "error"]))
-def worker(app_path: str, queues: str | None, concurrency: int | None, processes: int,
-           burst: bool, grace: float | None, url: str | None, log_level: str) -> None:
+@click.option(
+    "--log-level",
+    default="info",
+    show_default=True,
+    type=click.Choice(["debug", "info", "warning", "error"]),
+)
+def worker(
+    app_path: str,
+    queues: str | None,
+    concurrency: int | None,
+    processes: int,
+    burst: bool,
+    grace: float | None,
+    url: str | None,
+    log_level: str,
+) -> None:
     """Run jobs of APP (module:attribute of your corq.App, e.g. app:app).
 
     SIGTERM or Ctrl-C stops fetching and gives running jobs --grace seconds, then re-queues
@@ -59,8 +92,10 @@ def _run_worker(w: Worker) -> None:
         def on_signal(signum: int) -> None:
             signals["count"] += 1
             if signals["count"] == 1:
-                log.info("%s: stopping gracefully (send again to exit at once)",
-                         signal.Signals(signum).name)
+                log.info(
+                    "%s: stopping gracefully (send again to exit at once)",
+                    signal.Signals(signum).name,
+                )
                 w.request_stop()
             else:
                 log.warning("second signal: exiting now; running jobs will be recovered")
@@ -68,7 +103,14 @@ def _run_worker(w: Worker) -> None:
 
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, on_signal, sig)
-        await w.run()
+        watch = None
+        if os.environ.get(_SUPERVISOR_PID) == str(os.getppid()):
+            watch = asyncio.create_task(_stop_when_orphaned(w, os.getppid()))
+        try:
+            await w.run()
+        finally:
+            if watch is not None:
+                watch.cancel()
 
     runner_kwargs: dict[str, Any] = {}
     try:
@@ -79,6 +121,18 @@ def _run_worker(w: Worker) -> None:
         pass
     with asyncio.Runner(**runner_kwargs) as runner:
         runner.run(main())
+
+
+#: Set by the supervisor in its children's environment: its own pid.
+_SUPERVISOR_PID = "CORQ_SUPERVISOR_PID"
+
+
+async def _stop_when_orphaned(w: Worker, parent: int) -> None:
+    """A supervised worker stops gracefully if its supervisor dies (even by SIGKILL)."""
+    while os.getppid() == parent:
+        await asyncio.sleep(1.0)
+    log.warning("supervisor %d is gone: stopping", parent)
+    w.request_stop()
 
 
 def _child_argv(argv: list[str]) -> list[str]:
@@ -104,7 +158,8 @@ def supervise(argv: list[str], count: int) -> int:
     stopping = {"flag": False, "signals": 0}
 
     def start(slot: int) -> None:
-        children[slot] = subprocess.Popen(argv)
+        env = dict(os.environ, **{_SUPERVISOR_PID: str(os.getpid())})
+        children[slot] = subprocess.Popen(argv, env=env)
         log.info("supervisor: started worker %d (pid %d)", slot, children[slot].pid)
 
     def forward(signum: int, _frame: Any) -> None:

@@ -29,8 +29,14 @@ class Heartbeat:
     """Renews one worker's lease every `interval_s`; reports lost queues to the worker."""
 
     def __init__(
-        self, backend: Backend, lease: WorkerLease, clock: Clock, *, interval_s: float,
-        lag_warn_s: float, on_lost: Callable[[list[QueueName]], None],
+        self,
+        backend: Backend,
+        lease: WorkerLease,
+        clock: Clock,
+        *,
+        interval_s: float,
+        lag_warn_s: float,
+        on_lost: Callable[[list[QueueName]], None],
         task_codes: Mapping[CodeType, TaskName],
     ) -> None:
         self.backend = backend
@@ -102,7 +108,9 @@ class Heartbeat:
             self.max_lag_s = max(self.max_lag_s, total)
             log.warning(
                 "event loop was blocked for %.2fs by %s; run blocking code as a plain function "
-                "(thread pool) or with process=True", total, self._stall_where,
+                "(thread pool) or with process=True",
+                total,
+                self._stall_where,
             )
             self._stalled_since = None
 

@@ -10,14 +10,14 @@ import logging
 import multiprocessing
 import os
 import traceback
-from collections.abc import Mapping
+from collections.abc import Callable, Coroutine, Mapping
 from concurrent.futures import Executor, ProcessPoolExecutor, ThreadPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
 from typing import Any
 
 from corq.backends.base import ClaimedJob, Completion, Failure, Release
-from corq.context import JobContext, set_current_job
+from corq.context import JobContext, set_current_job, set_reporter
 from corq.errors import Retry, SerializationError
 from corq.serializers import Serializer
 from corq.task import Task
@@ -39,15 +39,24 @@ class Running:
     cancel_reason: str | None = None
     #: False until the task body actually began (sync jobs may wait for a pool thread).
     started: bool = field(default=False)
+    #: True for a suspect job, which runs alone on this worker.
+    isolated: bool = False
 
 
 class Runner:
     """Calls task functions: coroutines on the loop, plain functions in pools."""
 
     def __init__(
-        self, registry: Mapping[TaskName, Task[Any, Any]], serializer: Serializer, clock: Clock,
-        *, threads: int, processes: int,
+        self,
+        registry: Mapping[TaskName, Task[Any, Any]],
+        serializer: Serializer,
+        clock: Clock,
+        *,
+        threads: int,
+        processes: int,
+        report: Callable[[ClaimedJob, float], Coroutine[Any, Any, bool]] | None = None,
     ) -> None:
+        self.report = report
         self.registry = registry
         self.serializer = serializer
         self.clock = clock
@@ -83,16 +92,33 @@ class Runner:
             encoded = self.serializer.dumps(result)
         except SerializationError as exc:
             return self._failure(task, job, exc, f"cannot encode the result: {exc}", None)
-        return Completion(job_id=job.id, queue=job.queue, fence=job.fence, result=encoded,
-                          finished_at_ms=self.clock.now_ms())
+        return Completion(
+            job_id=job.id,
+            queue=job.queue,
+            fence=job.fence,
+            result=encoded,
+            finished_at_ms=self.clock.now_ms(),
+        )
 
     async def _call(
-        self, task: Task[Any, Any], job: ClaimedJob, running: Running,
-        args: tuple[Any, ...], kwargs: dict[str, Any],
+        self,
+        task: Task[Any, Any],
+        job: ClaimedJob,
+        running: Running,
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
     ) -> Any:
-        context = JobContext(job_id=job.id, task=job.task, queue=job.queue, attempt=job.attempt,
-                             enqueued_at_ms=job.enqueued_at_ms)
+        context = JobContext(
+            job_id=job.id,
+            task=job.task,
+            queue=job.queue,
+            attempt=job.attempt,
+            enqueued_at_ms=job.enqueued_at_ms,
+        )
         set_current_job(context)
+        if self.report is not None:
+            report = self.report
+            set_reporter(functools.partial(report, job), asyncio.get_running_loop())
         if task.is_async:
             running.started = True
             return await task.fn(*args, **kwargs)
@@ -106,12 +132,17 @@ class Runner:
         )
 
     async def _call_in_process(
-        self, loop: asyncio.AbstractEventLoop, task: Task[Any, Any], context: JobContext,
-        args: tuple[Any, ...], kwargs: dict[str, Any],
+        self,
+        loop: asyncio.AbstractEventLoop,
+        task: Task[Any, Any],
+        context: JobContext,
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
     ) -> Any:
         pool = self._process_pool()
-        call = functools.partial(_call_in_child, task.fn.__module__, task.fn.__qualname__,
-                                 context, args, kwargs)
+        call = functools.partial(
+            _call_in_child, task.fn.__module__, task.fn.__qualname__, context, args, kwargs
+        )
         try:
             return await loop.run_in_executor(pool, call)
         except BrokenProcessPool:
@@ -129,20 +160,33 @@ class Runner:
     def _cancelled(self, running: Running) -> Outcome | None:
         if running.cancel_reason == "shutdown":
             job = running.job
-            return Release(job_id=job.id, queue=job.queue, fence=job.fence,
-                           unstarted=not running.started)
+            return Release(
+                job_id=job.id, queue=job.queue, fence=job.fence, unstarted=not running.started
+            )
         # Cancelled because the claim was lost (or a hard stop): the job is not ours any more.
         return None
 
     def _dead(self, job: ClaimedJob, error: str) -> Failure:
         log.error("job %s (%s) sent to the dead letters: %s", job.id, job.task, error)
-        return Failure(job_id=job.id, queue=job.queue, fence=job.fence, error=error,
-                       traceback=None, retry_at_ms=None, finished_at_ms=self.clock.now_ms(),
-                       counted=False)
+        return Failure(
+            job_id=job.id,
+            queue=job.queue,
+            fence=job.fence,
+            error=error,
+            traceback=None,
+            retry_at_ms=None,
+            finished_at_ms=self.clock.now_ms(),
+            counted=False,
+        )
 
     def _failure(
-        self, task: Task[Any, Any], job: ClaimedJob, exc: BaseException, error: str,
-        traceback_text: str | None, delay_s: float | None = None,
+        self,
+        task: Task[Any, Any],
+        job: ClaimedJob,
+        exc: BaseException,
+        error: str,
+        traceback_text: str | None,
+        delay_s: float | None = None,
     ) -> Failure:
         failures = job.failures + 1
         policy = task.options.retry
@@ -152,13 +196,31 @@ class Runner:
         if retry:
             delay = policy.next_delay_s(failures) if delay_s is None else max(0.0, delay_s)
             retry_at = now + round(delay * 1000)
-            log.warning("job %s (%s) attempt %d failed: %s; retry in %.2fs", job.id, job.task,
-                        job.attempt, error, delay)
+            log.warning(
+                "job %s (%s) attempt %d failed: %s; retry in %.2fs",
+                job.id,
+                job.task,
+                job.attempt,
+                error,
+                delay,
+            )
         else:
-            log.error("job %s (%s) attempt %d failed: %s; no retries left, now dead", job.id,
-                      job.task, job.attempt, error)
-        return Failure(job_id=job.id, queue=job.queue, fence=job.fence, error=error,
-                       traceback=traceback_text, retry_at_ms=retry_at, finished_at_ms=now)
+            log.error(
+                "job %s (%s) attempt %d failed: %s; no retries left, now dead",
+                job.id,
+                job.task,
+                job.attempt,
+                error,
+            )
+        return Failure(
+            job_id=job.id,
+            queue=job.queue,
+            fence=job.fence,
+            error=error,
+            traceback=traceback_text,
+            retry_at_ms=retry_at,
+            finished_at_ms=now,
+        )
 
     def close(self) -> None:
         self.threads.shutdown(wait=False, cancel_futures=True)
@@ -174,7 +236,10 @@ def _mark_started(
 
 
 def _call_in_child(
-    module: str, qualname: str, context: JobContext, args: tuple[Any, ...],
+    module: str,
+    qualname: str,
+    context: JobContext,
+    args: tuple[Any, ...],
     kwargs: dict[str, Any],
 ) -> Any:
     """Runs in a pool process: find the registered function by its own module path."""

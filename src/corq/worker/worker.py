@@ -12,6 +12,7 @@ If any of these loops dies, the worker stops.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import socket
@@ -20,7 +21,14 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 from corq.aio import reraise_if_cancelling
-from corq.backends.base import ClaimedJob, Completion, Failure, Release, WorkerLease
+from corq.backends.base import (
+    ClaimBatch,
+    ClaimedJob,
+    Completion,
+    Failure,
+    Release,
+    WorkerLease,
+)
 from corq.errors import BrokerError
 from corq.task import check_queue_name
 from corq.types import QueueName
@@ -63,8 +71,13 @@ class Worker:
     """Runs jobs from some queues until stopped (or, in burst mode, until they are empty)."""
 
     def __init__(
-        self, app: App, *, queues: Sequence[QueueName] | None = None,
-        concurrency: int | None = None, burst: bool = False, worker_id: str | None = None,
+        self,
+        app: App,
+        *,
+        queues: Sequence[QueueName] | None = None,
+        concurrency: int | None = None,
+        burst: bool = False,
+        worker_id: str | None = None,
         grace_s: float | None = None,
     ) -> None:
         settings = app.settings
@@ -75,8 +88,11 @@ class Worker:
         self.grace_s = settings.grace_s if grace_s is None else grace_s
         self.worker_id = worker_id or f"{socket.gethostname()}.{os.getpid()}.{uuid.uuid4().hex[:8]}"
         self.clock = app.clock
-        self.lease = WorkerLease(worker_id=self.worker_id, queues=tuple(self.queues),
-                                 lease_ms=round(settings.lease_s * 1000))
+        self.lease = WorkerLease(
+            worker_id=self.worker_id,
+            queues=tuple(self.queues),
+            lease_ms=round(settings.lease_s * 1000),
+        )
         #: Set once the worker is registered and fetching.
         self.started = asyncio.Event()
         #: Counts of outcomes written, by kind.
@@ -95,6 +111,11 @@ class Worker:
         self._runner: Runner | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._tasks: set[asyncio.Future[None]] = set()
+        self._claim_lock = asyncio.Lock()
+        #: The suspect job running alone, if any: nothing else is claimed meanwhile.
+        self._isolated: Running | None = None
+        #: Queues where suspects wait for an idle worker.
+        self._suspect_queues: set[QueueName] = set()
 
     @property
     def backend(self) -> Backend:
@@ -121,24 +142,45 @@ class Worker:
         settings = self.app.settings
         self._loop = asyncio.get_running_loop()
         self._backend = self.app.new_client().backend
-        self._runner = Runner(self.app.registry, self.app.serializer, self.clock,
-                              threads=settings.threads, processes=settings.process_pool)
+        self._runner = Runner(
+            self.app.registry,
+            self.app.serializer,
+            self.clock,
+            threads=settings.threads,
+            processes=settings.process_pool,
+            report=self._report_progress,
+        )
         await self._register()
         self._heartbeat = Heartbeat(
-            self.backend.clone(), self.lease, self.clock, interval_s=settings.heartbeat_s,
-            lag_warn_s=settings.loop_lag_warn_s, on_lost=self._lost_from_thread,
-            task_codes={t.fn.__code__: n for n, t in self.app.registry.items()
-                        if hasattr(t.fn, "__code__")},
+            self.backend.clone(),
+            self.lease,
+            self.clock,
+            interval_s=settings.heartbeat_s,
+            lag_warn_s=settings.loop_lag_warn_s,
+            on_lost=self._lost_from_thread,
+            task_codes={
+                t.fn.__code__: n for n, t in self.app.registry.items() if hasattr(t.fn, "__code__")
+            },
         )
         self._heartbeat.start()
-        loops = [asyncio.create_task(self._fetch_loop(q), name=f"corq-fetch-{q}")
-                 for q in self.queues]
-        loops += [asyncio.create_task(c, name=n) for n, c in (
-            ("corq-promote", self._promote_loop()), ("corq-reclaim", self._reclaim_loop()),
-            ("corq-tick", self._tick_loop()))]
+        loops = [
+            asyncio.create_task(self._fetch_loop(q), name=f"corq-fetch-{q}") for q in self.queues
+        ]
+        loops += [
+            asyncio.create_task(c, name=n)
+            for n, c in (
+                ("corq-promote", self._promote_loop()),
+                ("corq-reclaim", self._reclaim_loop()),
+                ("corq-tick", self._tick_loop()),
+            )
+        ]
         writer = asyncio.create_task(self._write_loop(), name="corq-write")
-        log.info("worker %s started: queues=%s concurrency=%d", self.worker_id,
-                 ",".join(self.queues), self.concurrency)
+        log.info(
+            "worker %s started: queues=%s concurrency=%d",
+            self.worker_id,
+            ",".join(self.queues),
+            self.concurrency,
+        )
         self.started.set()
         failure = await self._wait_stop([*loops, writer])
         await self._shutdown(loops, writer)
@@ -152,7 +194,8 @@ class Worker:
                 await self.backend.register_worker(self.lease, self.clock.now_ms())
                 for queue in self.queues:
                     await self.backend.reclaim_stalled_jobs(
-                        queue, self.clock.now_ms(), self.app.settings.max_deaths)
+                        queue, self.clock.now_ms(), self.app.settings.max_deaths
+                    )
                 backoff.reset()
                 return
             except BrokerError as exc:
@@ -164,8 +207,9 @@ class Worker:
         stop.cancel()
         for task in done:
             if task is not stop and not task.cancelled() and task.exception() is not None:
-                log.error("worker loop %s failed; stopping", task.get_name(),
-                          exc_info=task.exception())
+                log.error(
+                    "worker loop %s failed; stopping", task.get_name(), exc_info=task.exception()
+                )
                 return task.exception()
         return None
 
@@ -205,13 +249,10 @@ class Worker:
     async def _fetch_loop(self, queue: QueueName) -> None:
         backoff = Backoff(f"claim {queue}")
         while True:
-            while self._free <= 0:
-                self._slot_freed.clear()
-                await self._slot_freed.wait()
+            await self._wait_until_may_claim()
             try:
-                batch = await self.backend.claim_jobs(
-                    queue, self.worker_id, min(self._free, BATCH), self.lease.lease_ms,
-                    self.clock.now_ms())
+                async with self._claim_lock:
+                    batch = await self._claim(queue)
             except BrokerError as exc:
                 await backoff.wait(exc)
                 continue
@@ -219,9 +260,6 @@ class Worker:
             if batch.lost:
                 await self._recover_lost([queue])
                 continue
-            self._note_due(queue, batch.next_due_ms)
-            for job in batch.jobs:
-                self._start(job)
             if batch.jobs:
                 self._idle.discard(queue)
                 continue
@@ -232,23 +270,73 @@ class Worker:
             except BrokerError as exc:
                 await backoff.wait(exc)
 
+    async def _wait_until_may_claim(self) -> None:
+        """Wait for a free slot; while a suspect runs, claim nothing; while suspects wait
+        somewhere, let running jobs drain so the next claim can take one alone."""
+        while (
+            self._free <= 0
+            or self._isolated is not None
+            or (self._suspect_queues and self._running)
+        ):
+            self._slot_freed.clear()
+            if self._suspect_queues and self._isolated is None and self._free > 0:
+                # Re-check now and then: another worker may have taken the suspects.
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._slot_freed.wait(), IDLE_BLOCK_S)
+                return
+            await self._slot_freed.wait()
+
+    async def _claim(self, queue: QueueName) -> ClaimBatch:
+        """One claim, started jobs included (under the claim lock, so `idle` stays true)."""
+        draining = bool(self._suspect_queues and self._running)
+        batch = await self.backend.claim_jobs(
+            queue,
+            self.worker_id,
+            0 if draining else min(self._free, BATCH),
+            self.lease.lease_ms,
+            self.clock.now_ms(),
+            idle=not self._running,
+        )
+        if batch.lost:
+            return batch
+        self._note_due(queue, batch.next_due_ms)
+        if batch.suspects:
+            self._suspect_queues.add(queue)
+        else:
+            self._suspect_queues.discard(queue)
+        for job in batch.jobs:
+            running = self._start(job)
+            if batch.isolated:
+                log.warning(
+                    "job %s (%s) died with %d worker(s) already: running it alone",
+                    job.id,
+                    job.task,
+                    job.deaths,
+                )
+                running.isolated = True
+                self._isolated = running
+        return batch
+
     def _check_burst_done(self, queue: QueueName) -> None:
         self._idle.add(queue)
         if self._idle.issuperset(self.queues) and not self._running:
             log.info("burst: queues empty, stopping")
             self.request_stop()
 
-    def _start(self, job: ClaimedJob) -> None:
+    def _start(self, job: ClaimedJob) -> Running:
         self._free -= 1
         running = Running(job)
         self._running[job.id] = running
         running.task = asyncio.create_task(self._execute(running))
+        return running
 
     async def _execute(self, running: Running) -> None:
         try:
             outcome = await self.runner.run(running)
         finally:
             self._running.pop(running.job.id, None)
+            if self._isolated is running:
+                self._isolated = None
             self._free += 1
             self._slot_freed.set()
             if self.burst and not self._running and self._idle.issuperset(self.queues):
@@ -256,11 +344,17 @@ class Worker:
         if outcome is not None:
             self._outcomes.put_nowait(outcome)
 
+    async def _report_progress(self, job: ClaimedJob, progress: float) -> bool:
+        return await self.backend.set_progress(
+            job.id, job.queue, self.worker_id, job.fence, progress
+        )
+
     def _lost_from_thread(self, queues: list[QueueName]) -> None:
         """Called on the heartbeat thread; hands the news to the worker's loop."""
         assert self._loop is not None
         self._loop.call_soon_threadsafe(
-            lambda: self._tasks.add(asyncio.ensure_future(self._recover_lost(queues))))
+            lambda: self._tasks.add(asyncio.ensure_future(self._recover_lost(queues)))
+        )
 
     async def _recover_lost(self, queues: list[QueueName]) -> None:
         """Our lease expired and our jobs were taken back: stop running them, register again."""
@@ -350,8 +444,11 @@ class Worker:
                 self.counts[kind] += 1
             else:
                 self.counts["rejected"] += 1
-                log.warning("job %s: outcome not recorded, this worker no longer holds it "
-                            "(its lease expired and the job was taken back)", outcome.job_id)
+                log.warning(
+                    "job %s: outcome not recorded, this worker no longer holds it "
+                    "(its lease expired and the job was taken back)",
+                    outcome.job_id,
+                )
 
     # -- recovery of dead workers ----------------------------------------------------
     async def _reclaim_loop(self) -> None:
@@ -366,11 +463,15 @@ class Worker:
                     await self._recover_lost(lost)
                 for queue in self.queues:
                     reclaimed = await self.backend.reclaim_stalled_jobs(
-                        queue, self.clock.now_ms(), settings.max_deaths)
+                        queue, self.clock.now_ms(), settings.max_deaths
+                    )
                     for r in reclaimed:
-                        log.warning("job %s taken back from dead worker %s%s", r.job_id,
-                                    r.worker_id, " and sent to the dead letters (poison)"
-                                    if r.dead else "")
+                        log.warning(
+                            "job %s taken back from dead worker %s%s",
+                            r.job_id,
+                            r.worker_id,
+                            " and sent to the dead letters (poison)" if r.dead else "",
+                        )
             except BrokerError as exc:
                 reraise_if_cancelling()
                 log.warning("reclaim skipped: %s", exc)

@@ -168,6 +168,15 @@ class RedisBackend:
         with broker_errors("cancel_job"):
             return await self._scripts.run(call)
 
+    async def set_progress(
+        self, job_id: JobId, queue: QueueName, worker_id: WorkerId, fence: int, progress: float
+    ) -> bool:
+        call = self._scripts.set_progress(
+            self._q(queue), job_id=job_id, worker_id=worker_id, fence=fence, progress=progress
+        )
+        with broker_errors("set_progress"):
+            return await self._scripts.run(call)
+
     # -- worker side ---------------------------------------------------------------
     async def register_worker(self, lease: WorkerLease, now_ms: int) -> None:
         if not lease.queues:
@@ -203,10 +212,22 @@ class RedisBackend:
         return [q for q, ok in zip(lease.queues, renewed, strict=True) if not ok]
 
     async def claim_jobs(
-        self, queue: QueueName, worker_id: WorkerId, count: int, lease_ms: int, now_ms: int
+        self,
+        queue: QueueName,
+        worker_id: WorkerId,
+        count: int,
+        lease_ms: int,
+        now_ms: int,
+        *,
+        idle: bool = False,
     ) -> ClaimBatch:
         call = self._scripts.claim_jobs(
-            self._q(queue), worker_id=worker_id, count=count, lease_ms=lease_ms, now_ms=now_ms
+            self._q(queue),
+            worker_id=worker_id,
+            count=count,
+            lease_ms=lease_ms,
+            now_ms=now_ms,
+            idle=idle,
         )
         task = asyncio.current_task()
         cancels_before = task.cancelling() if task is not None else 0

@@ -9,6 +9,7 @@ live in one Redis Cluster slot. ``$p`` is the key prefix (default ``corq``), ``$
                                         priority first, then FIFO
     $p:{$q}:seq                   STR   counter behind the FIFO part of ready scores
     $p:{$q}:delayed               ZSET  job id -> run_at_ms (scheduled jobs and retry backoff)
+    $p:{$q}:suspects              ZSET  job id -> score; jobs that died with workers: run alone
     $p:{$q}:wake                  LIST  wake tokens; idle workers BLPOP it (capped length)
     $p:{$q}:workers               ZSET  worker id -> lease deadline (ms); one entry per live worker
     $p:{$q}:held:$worker          SET   ids of the jobs that worker holds in this queue
@@ -19,7 +20,8 @@ live in one Redis Cluster slot. ``$p`` is the key prefix (default ``corq``), ``$
 
 Job record fields: id task queue status payload priority score attempt failures deaths
 enqueued_at_ms run_at_ms started_at_ms finished_at_ms worker_id fence result error traceback
-death_log (the workers it killed, space separated).
+death_log (the workers it killed, space separated) suspect (1 while a suspect) isolated (1 while
+claimed as a suspect) progress (0.0 to 1.0).
 """
 
 from __future__ import annotations
@@ -51,6 +53,10 @@ class QueueKeys:
     @property
     def seq(self) -> str:
         return f"{self.tag}:seq"
+
+    @property
+    def suspects(self) -> str:
+        return f"{self.tag}:suspects"
 
     @property
     def delayed(self) -> str:

@@ -48,4 +48,6 @@ def job_from_record(record: Record) -> Job | None:
         result=record.get(b"result"),
         error=_text(record, b"error"),
         traceback=_text(record, b"traceback"),
+        progress=float(record[b"progress"]) if record.get(b"progress") else None,
+        death_log=tuple((_text(record, b"death_log") or "").split()),
     )

@@ -119,6 +119,7 @@ def _pair(reply: list[int]) -> tuple[int, int]:
 def _claim_batch(queue: QueueName, reply: list[Any]) -> ClaimBatch:
     if reply[0] == 1:
         return ClaimBatch(jobs=[], lost=True)
+    suspects, isolated = int(reply[2]), reply[3] == 1
     jobs = [
         ClaimedJob(
             id=_text(reply[at]),
@@ -133,9 +134,11 @@ def _claim_batch(queue: QueueName, reply: list[Any]) -> ClaimBatch:
             run_at_ms=int(reply[at + 8]),
             priority=int(reply[at + 9]),
         )
-        for at in range(2, len(reply), 10)
+        for at in range(4, len(reply), 10)
     ]
-    return ClaimBatch(jobs=jobs, next_due_ms=_score(reply[1]))
+    return ClaimBatch(
+        jobs=jobs, next_due_ms=_score(reply[1]), suspects=suspects, isolated=isolated and bool(jobs)
+    )
 
 
 def _promoted(reply: list[Any]) -> tuple[int, int | None]:
@@ -192,12 +195,36 @@ class Scripts:
         return self._call("enqueue_jobs", queue_keys, args, _flags)
 
     def claim_jobs(
-        self, keys: QueueKeys, *, worker_id: WorkerId, count: int, lease_ms: int, now_ms: int
+        self,
+        keys: QueueKeys,
+        *,
+        worker_id: WorkerId,
+        count: int,
+        lease_ms: int,
+        now_ms: int,
+        idle: bool = False,
     ) -> ScriptCall[ClaimBatch]:
         return self._call(
             "claim_jobs",
-            [keys.workers, keys.ready, keys.delayed, keys.seq, keys.wake, keys.held(worker_id)],
-            [keys.job_prefix, worker_id, count, lease_ms, now_ms, PROMOTE_LIMIT, PRIORITY_MAX],
+            [
+                keys.workers,
+                keys.ready,
+                keys.delayed,
+                keys.seq,
+                keys.wake,
+                keys.held(worker_id),
+                keys.suspects,
+            ],
+            [
+                keys.job_prefix,
+                worker_id,
+                count,
+                lease_ms,
+                now_ms,
+                PROMOTE_LIMIT,
+                PRIORITY_MAX,
+                int(idle),
+            ],
             partial(_claim_batch, keys.queue),
         )
 
@@ -206,7 +233,7 @@ class Scripts:
     ) -> ScriptCall[tuple[int, int | None]]:
         return self._call(
             "promote_due_jobs",
-            [keys.delayed, keys.ready, keys.seq, keys.wake],
+            [keys.delayed, keys.ready, keys.seq, keys.wake, keys.suspects],
             [keys.job_prefix, now_ms, PROMOTE_LIMIT, PRIORITY_MAX, WAKE_CAP],
             _promoted,
         )
@@ -248,7 +275,10 @@ class Scripts:
         for r in releases:
             args += [r.job_id, r.fence, int(r.unstarted)]
         return self._call(
-            "release_jobs", [keys.held(worker_id), keys.ready, keys.wake], args, _flags
+            "release_jobs",
+            [keys.held(worker_id), keys.ready, keys.wake, keys.suspects],
+            args,
+            _flags,
         )
 
     def reclaim_stalled_jobs(
@@ -256,7 +286,7 @@ class Scripts:
     ) -> ScriptCall[StalledBatch]:
         return self._call(
             "reclaim_stalled_jobs",
-            [keys.workers, keys.ready, keys.dead, keys.wake],
+            [keys.workers, keys.ready, keys.dead, keys.wake, keys.suspects],
             [
                 keys.job_prefix,
                 keys.held_prefix,
@@ -284,9 +314,16 @@ class Scripts:
     ) -> ScriptCall[bool]:
         return self._call(
             "cancel_job",
-            [keys.job(job_id), keys.ready, keys.delayed],
+            [keys.job(job_id), keys.ready, keys.delayed, keys.suspects],
             [job_id, keys.done(job_id), now_ms, ttl_ms],
             bool,
+        )
+
+    def set_progress(
+        self, keys: QueueKeys, *, job_id: JobId, worker_id: WorkerId, fence: int, progress: float
+    ) -> ScriptCall[bool]:
+        return self._call(
+            "set_progress", [keys.job(job_id)], [worker_id, fence, repr(float(progress))], bool
         )
 
     def retry_dead_jobs(
@@ -309,7 +346,7 @@ class Scripts:
     def count_queue_jobs(self, keys: QueueKeys) -> ScriptCall[QueueCounts]:
         return self._call(
             "count_queue_jobs",
-            [keys.ready, keys.delayed, keys.dead, keys.workers],
+            [keys.ready, keys.delayed, keys.dead, keys.workers, keys.suspects],
             [keys.held_prefix],
             _counts,
         )

@@ -99,7 +99,14 @@ class SqliteBackend:
         return await self._thread.run(partial(leases.heartbeat, lease=lease, now_ms=now_ms))
 
     async def claim_jobs(
-        self, queue: QueueName, worker_id: WorkerId, count: int, lease_ms: int, now_ms: int
+        self,
+        queue: QueueName,
+        worker_id: WorkerId,
+        count: int,
+        lease_ms: int,
+        now_ms: int,
+        *,
+        idle: bool = False,
     ) -> ClaimBatch:
         return await self._thread.run(
             partial(
@@ -109,19 +116,41 @@ class SqliteBackend:
                 count=count,
                 lease_ms=lease_ms,
                 now_ms=now_ms,
+                idle=idle,
+            )
+        )
+
+    async def set_progress(
+        self, job_id: JobId, queue: QueueName, worker_id: WorkerId, fence: int, progress: float
+    ) -> bool:
+        return await self._thread.run(
+            partial(
+                claims.set_progress,
+                job_id=job_id,
+                queue=queue,
+                worker_id=worker_id,
+                fence=fence,
+                progress=progress,
             )
         )
 
     async def wait_for_jobs(self, queue: QueueName, timeout_s: float) -> bool:
-        """True as soon as the queue has a ready job, or a delayed one due earlier than any
-        before (so the worker recomputes its sleep); False after `timeout_s`."""
+        """True as soon as the queue has a ready job, more suspects than at first, or a
+        delayed job due earlier than any before (so the worker recomputes its sleep); False
+        after `timeout_s`.
+
+        Waiting suspects alone do not count as work: only an idle worker may take one, and
+        a busy worker that waits must not be woken again and again by them.
+        """
         probe = partial(claims.ready_probe, queue=queue)
         deadline = asyncio.get_running_loop().time() + max(0.0, timeout_s)
-        seen, (ready, first_due) = await self._thread.look(probe)
+        seen, (ready, first_suspects, first_due) = await self._thread.look(probe)
         while not ready:
             if not await self._wait_change(seen, deadline):
                 return False
-            seen, (ready, next_due) = await self._thread.look(probe)
+            seen, (ready, suspects, next_due) = await self._thread.look(probe)
+            if suspects > first_suspects:
+                return True
             if next_due is not None and (first_due is None or next_due < first_due):
                 return True
         return True

@@ -1,8 +1,11 @@
 """Worker-side transactions on jobs: promote, claim, and the fenced outcomes.
 
-Fencing lives in the WHERE clauses of queries.sql: an outcome only matches a row that is
-still running, held by this worker, under this fence. A stale outcome matches nothing and
-reports False.
+Fencing lives in the WHERE clauses of queries.sql: an outcome (or a progress report) only
+matches a row that is still running, held by this worker, under this fence. A stale outcome
+matches nothing and reports False.
+
+Suspects (jobs whose worker died, see corq/backends/base.py) are queued rows with the
+``suspect`` flag: ordinary claims skip them, an idle worker takes one at a time.
 """
 
 from __future__ import annotations
@@ -13,7 +16,7 @@ from typing import Any
 from corq.backends.base import ClaimBatch, ClaimedJob, Completion, Failure, Release
 from corq.backends.sqlite.sql import Q
 from corq.backends.sqlite.store import Conn, advance_clock, counter, take_numbers
-from corq.types import QueueName, WorkerId
+from corq.types import JobId, QueueName, WorkerId
 
 
 def promote(conn: Conn, queue: QueueName, now_ms: int) -> int | None:
@@ -34,9 +37,16 @@ def promote_due_jobs(conn: Conn, queue: QueueName, now_ms: int) -> int | None:
 
 
 def claim_jobs(
-    conn: Conn, queue: QueueName, worker_id: WorkerId, count: int, lease_ms: int, now_ms: int
+    conn: Conn,
+    queue: QueueName,
+    worker_id: WorkerId,
+    count: int,
+    lease_ms: int,
+    now_ms: int,
+    idle: bool = False,
 ) -> ClaimBatch:
-    """Promote, then take up to `count` ready jobs, each under its next fence number.
+    """Promote, then take up to `count` ready jobs, each under its next fence number; or,
+    when the worker is `idle` and suspects wait, the first suspect alone (isolated).
 
     Claiming also renews the worker's lease in this queue (it is plainly alive); a worker
     whose registration is gone (reclaimed) gets ``lost`` and nothing.
@@ -46,13 +56,24 @@ def claim_jobs(
     if conn.execute(Q["worker_renew"], lease).rowcount == 0:
         return ClaimBatch(jobs=[], lost=True)
     next_due = promote(conn, queue, now_ms)
+    suspects = _suspects(conn, queue)
     if count <= 0:
-        return ClaimBatch(jobs=[], next_due_ms=next_due)
+        return ClaimBatch(jobs=[], next_due_ms=next_due, suspects=suspects)
     params = {"queue": queue, "worker": worker_id, "now": now_ms, "count": count}
+    if idle and suspects > 0:
+        row = conn.execute(Q["suspect_claim"], params).fetchone()
+        return ClaimBatch(
+            jobs=[_claimed(row)], next_due_ms=next_due, suspects=suspects - 1, isolated=True
+        )
     rows = conn.execute(Q["ready_claim"], params).fetchall()
     # RETURNING gives rows in no promised order: restore priority, then FIFO.
     rows.sort(key=lambda row: (-row[10], row[11]))
-    return ClaimBatch(jobs=[_claimed(row) for row in rows], next_due_ms=next_due)
+    return ClaimBatch(jobs=[_claimed(row) for row in rows], next_due_ms=next_due, suspects=suspects)
+
+
+def _suspects(conn: Conn, queue: QueueName) -> int:
+    (n,) = conn.execute(Q["suspects_count"], {"queue": queue}).fetchone()
+    return int(n)
 
 
 def _claimed(row: tuple[Any, ...]) -> ClaimedJob:
@@ -73,11 +94,20 @@ def _claimed(row: tuple[Any, ...]) -> ClaimedJob:
     )
 
 
-def ready_probe(conn: Conn, queue: QueueName) -> tuple[bool, int | None]:
-    """For wait_for_jobs: whether a job is ready, and the earliest delayed run time."""
-    (ready,) = conn.execute(Q["ready_exists"], {"queue": queue}).fetchone()
+def ready_probe(conn: Conn, queue: QueueName) -> tuple[bool, int, int | None]:
+    """For wait_for_jobs: whether a job is ready, how many suspects wait, and the earliest
+    delayed run time."""
+    ready, suspects = conn.execute(Q["waiting_probe"], {"queue": queue}).fetchone()
     (next_due,) = conn.execute(Q["delayed_next"], {"queue": queue}).fetchone()
-    return bool(ready), next_due
+    return bool(ready), int(suspects), next_due
+
+
+def set_progress(
+    conn: Conn, job_id: JobId, queue: QueueName, worker_id: WorkerId, fence: int, progress: float
+) -> bool:
+    """Store the progress of a held job (fenced); False and no change otherwise."""
+    params = {**_fence(queue, job_id, worker_id, fence), "progress": float(progress)}
+    return conn.execute(Q["job_set_progress"], params).rowcount == 1
 
 
 def complete_jobs(

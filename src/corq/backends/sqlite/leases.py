@@ -38,9 +38,12 @@ def reclaim_stalled_jobs(
 ) -> list[Reclaimed]:
     """Drop every worker whose lease passed and take its jobs back.
 
-    Each job counts a death and remembers the worker; it goes back to the head of the
-    ready lane (its seq is kept), or to the dead letters once it has killed `max_deaths`
-    workers: a job that crashes whatever runs it must not take the whole fleet down.
+    Each job counts a death and remembers the worker. Then, keeping its seq (its old place):
+    a job that ran alone (isolated) and has now killed `max_deaths` workers goes to the dead
+    letters, a poison job: one that crashes whatever runs it must not take the whole fleet
+    down. A job one death short of that (or more, when it did not run alone) becomes a
+    suspect, to be run alone by an idle worker; any other goes back to the head of the
+    ready lane. So a job that merely shared a worker with a poison job is never blamed.
     """
     advance_clock(conn, now_ms)
     expired = conn.execute(Q["workers_expired"], {"queue": queue, "now": now_ms}).fetchall()
@@ -56,15 +59,16 @@ def _take_back(
 ) -> list[Reclaimed]:
     held = conn.execute(Q["held_by_worker"], {"queue": queue, "worker": worker_id}).fetchall()
     out = []
-    for rowid, job_id, deaths, death_log in held:
+    for rowid, job_id, deaths, death_log, isolated in held:
         deaths += 1
         death_log = f"{death_log} {worker_id}".strip()
         params = {"rowid": rowid, "deaths": deaths, "death_log": death_log, "now": now_ms}
-        dead = deaths >= max_deaths
+        dead = bool(isolated) and deaths >= max_deaths
         if dead:
             params["error"] = poison_error(deaths, death_log)
             conn.execute(Q["job_poison"], params)
         else:
+            params["suspect"] = int(deaths >= max_deaths - 1)
             conn.execute(Q["job_requeue_dead_worker"], params)
         out.append(Reclaimed(job_id=job_id, queue=queue, worker_id=worker_id, dead=dead))
     return out

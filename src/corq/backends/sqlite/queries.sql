@@ -1,7 +1,31 @@
 -- Every statement the SQLite broker runs. Each one sits under a `-- name: <name>` header
 -- followed by a one-line purpose; corq.backends.sqlite.sql loads them by name.
--- Lanes (see schema.sql): ready = 'queued', delayed = 'scheduled' | 'failed',
--- held = 'running', dead letters = 'dead'.
+-- Lanes (see schema.sql): ready = 'queued' AND suspect = 0, suspects = 'queued' AND
+-- suspect = 1, delayed = 'scheduled' | 'failed', held = 'running', dead letters = 'dead'.
+-- A suspect keeps its flag through every lane (delayed, held, released), so wherever it
+-- goes back to the waiting jobs it lands among the suspects.
+
+-- ---------------------------------------------------------------- migrations
+
+-- Steps from schema version 1 to 2, run (in this order) before schema.sql, in the same
+-- transaction, on a file whose user_version is 1. schema.sql then creates jobs_ready again
+-- with its version 2 definition.
+
+-- name: migrate_2_suspect
+-- A suspect waits apart from the ready jobs, for an idle worker.
+ALTER TABLE jobs ADD COLUMN suspect INTEGER NOT NULL DEFAULT 0;
+
+-- name: migrate_2_isolated
+-- Whether the current (or last) claim ran the job alone.
+ALTER TABLE jobs ADD COLUMN isolated INTEGER NOT NULL DEFAULT 0;
+
+-- name: migrate_2_progress
+-- Last progress the task reported.
+ALTER TABLE jobs ADD COLUMN progress REAL;
+
+-- name: migrate_2_ready_index
+-- The version 1 ready index does not know the suspect column.
+DROP INDEX IF EXISTS jobs_ready;
 
 -- ---------------------------------------------------------------- bookkeeping
 
@@ -42,20 +66,23 @@ INSERT OR IGNORE INTO jobs (
 -- name: job_get
 -- One job record of a queue, unless it has expired.
 SELECT id, task, queue, status, payload, priority, attempt, failures, deaths, enqueued_at_ms,
-       run_at_ms, started_at_ms, finished_at_ms, worker_id, result, error, traceback
+       run_at_ms, started_at_ms, finished_at_ms, worker_id, result, error, traceback,
+       progress, death_log
 FROM jobs
 WHERE queue = :queue AND id = :id AND (expires_at_ms IS NULL OR expires_at_ms > :clock);
 
 -- name: job_get_any_queue
 -- One job record by id in whichever queue holds it (first queue by name), unless expired.
 SELECT id, task, queue, status, payload, priority, attempt, failures, deaths, enqueued_at_ms,
-       run_at_ms, started_at_ms, finished_at_ms, worker_id, result, error, traceback
+       run_at_ms, started_at_ms, finished_at_ms, worker_id, result, error, traceback,
+       progress, death_log
 FROM jobs
 WHERE id = :id AND (expires_at_ms IS NULL OR expires_at_ms > :clock)
 ORDER BY queue LIMIT 1;
 
 -- name: job_cancel
--- Cancel a job that is not running or finished (scheduled, waiting, queued, awaiting retry).
+-- Cancel a job that is not running or finished (scheduled, waiting, queued (suspects too),
+-- awaiting retry).
 UPDATE jobs SET status = 'cancelled', finished_at_ms = :now, expires_at_ms = :expires_at_ms
 WHERE queue = :queue AND id = :id AND status IN ('scheduled', 'waiting', 'queued', 'failed');
 
@@ -85,7 +112,8 @@ ORDER BY lease_deadline_ms, worker_id;
 
 -- name: delayed_promote
 -- Move the due delayed jobs to the tail of the ready lane, in due order (ties by id, as the
--- Redis delayed ZSET orders them), numbered after :base.
+-- Redis delayed ZSET orders them), numbered after :base; a suspect (retried after a
+-- failure) lands at the tail of the suspects, since it keeps its flag.
 UPDATE jobs SET status = 'queued', seq = :base + due.rn
 FROM (
     SELECT rowid AS rid, row_number() OVER (ORDER BY run_at_ms, id) AS rn
@@ -98,21 +126,42 @@ WHERE jobs.rowid = due.rid;
 -- Earliest run time left in the delayed lane, or NULL.
 SELECT min(run_at_ms) FROM jobs WHERE queue = :queue AND status IN ('scheduled', 'failed');
 
--- name: ready_exists
--- Whether the ready lane of a queue has a job (the wait_for_jobs probe).
-SELECT EXISTS (SELECT 1 FROM jobs WHERE queue = :queue AND status = 'queued');
+-- name: waiting_probe
+-- Whether the ready lane of a queue has a job, and how many suspects wait (the
+-- wait_for_jobs probe).
+SELECT EXISTS (SELECT 1 FROM jobs WHERE queue = :queue AND status = 'queued' AND suspect = 0),
+       (SELECT count(*) FROM jobs WHERE queue = :queue AND status = 'queued' AND suspect = 1);
+
+-- name: suspects_count
+-- How many suspects wait in a queue.
+SELECT count(*) FROM jobs WHERE queue = :queue AND status = 'queued' AND suspect = 1;
 
 -- name: ready_claim
--- Take the first :count ready jobs (priority, then FIFO) as held by the worker, each under
--- its next fence number.
+-- Take the first :count ready jobs (priority, then FIFO; never a suspect) as held by the
+-- worker, each under its next fence number, as an ordinary (not isolated) claim.
 UPDATE jobs
 SET status = 'running', worker_id = :worker, fence = fence + 1, attempt = attempt + 1,
-    started_at_ms = :now
+    started_at_ms = :now, isolated = 0
 WHERE rowid IN (
     SELECT rowid FROM jobs
-    WHERE queue = :queue AND status = 'queued'
+    WHERE queue = :queue AND status = 'queued' AND suspect = 0
     ORDER BY priority DESC, seq
     LIMIT :count
+)
+RETURNING id, task, queue, payload, attempt, failures, deaths, fence, enqueued_at_ms,
+          run_at_ms, priority, seq;
+
+-- name: suspect_claim
+-- Take the first suspect (priority, then FIFO) as held by an idle worker, under its next
+-- fence number, as an isolated claim: the worker runs it alone.
+UPDATE jobs
+SET status = 'running', worker_id = :worker, fence = fence + 1, attempt = attempt + 1,
+    started_at_ms = :now, isolated = 1
+WHERE rowid IN (
+    SELECT rowid FROM jobs
+    WHERE queue = :queue AND status = 'queued' AND suspect = 1
+    ORDER BY priority DESC, seq
+    LIMIT 1
 )
 RETURNING id, task, queue, payload, attempt, failures, deaths, fence, enqueued_at_ms,
           run_at_ms, priority, seq;
@@ -145,9 +194,16 @@ WHERE queue = :queue AND id = :id AND status = 'running' AND worker_id = :worker
   AND fence = :fence;
 
 -- name: job_release
--- Give a held job back to the head of the ready lane (its seq is kept), held by nobody.
+-- Give a held job back to the head of the ready lane (its seq is kept), held by nobody; a
+-- suspect goes back to the head of the suspects (it keeps its flag).
 UPDATE jobs
 SET status = 'queued', worker_id = NULL, attempt = attempt - :unstarted
+WHERE queue = :queue AND id = :id AND status = 'running' AND worker_id = :worker
+  AND fence = :fence;
+
+-- name: job_set_progress
+-- Record the progress of the attempt the worker holds under this fence.
+UPDATE jobs SET progress = :progress
 WHERE queue = :queue AND id = :id AND status = 'running' AND worker_id = :worker
   AND fence = :fence;
 
@@ -155,13 +211,16 @@ WHERE queue = :queue AND id = :id AND status = 'running' AND worker_id = :worker
 
 -- name: held_by_worker
 -- The jobs a worker holds in a queue, in claim order.
-SELECT rowid, id, deaths, death_log FROM jobs
+SELECT rowid, id, deaths, death_log, isolated FROM jobs
 WHERE queue = :queue AND status = 'running' AND worker_id = :worker
 ORDER BY priority DESC, seq;
 
 -- name: job_requeue_dead_worker
--- Put a dead worker's job back at the head of the ready lane, counting the death.
-UPDATE jobs SET status = 'queued', worker_id = NULL, deaths = :deaths, death_log = :death_log
+-- Put a dead worker's job back at its old place (seq kept), counting the death: at the head
+-- of the ready lane (:suspect = 0) or of the suspects (:suspect = 1).
+UPDATE jobs
+SET status = 'queued', worker_id = NULL, deaths = :deaths, death_log = :death_log,
+    suspect = :suspect
 WHERE rowid = :rowid;
 
 -- name: job_poison
@@ -174,7 +233,8 @@ WHERE rowid = :rowid;
 -- ---------------------------------------------------------------- operators
 
 -- name: queue_counts
--- Lane sizes and live workers of one queue (each count walks one partial index).
+-- Lane sizes and live workers of one queue (each count walks one partial index); the
+-- first counts the ready jobs and the suspects together.
 SELECT
     (SELECT count(*) FROM jobs WHERE queue = :queue AND status = 'queued'),
     (SELECT count(*) FROM jobs WHERE queue = :queue AND status IN ('scheduled', 'failed')),
@@ -185,7 +245,8 @@ SELECT
 -- name: dead_list
 -- A page of dead letters, newest first.
 SELECT id, task, queue, status, payload, priority, attempt, failures, deaths, enqueued_at_ms,
-       run_at_ms, started_at_ms, finished_at_ms, worker_id, result, error, traceback
+       run_at_ms, started_at_ms, finished_at_ms, worker_id, result, error, traceback,
+       progress, death_log
 FROM jobs
 WHERE queue = :queue AND status = 'dead'
 ORDER BY finished_at_ms DESC, id DESC
@@ -196,10 +257,11 @@ LIMIT :limit OFFSET :offset;
 SELECT id FROM jobs WHERE queue = :queue AND status = 'dead' ORDER BY finished_at_ms, id;
 
 -- name: dead_retry
--- Queue a dead job again at the tail with a fresh retry budget (its last error is kept).
+-- Queue a dead job again at the tail of the ready lane with a fresh retry budget: no
+-- failures, no deaths, no longer a suspect (its last error is kept).
 UPDATE jobs
 SET status = 'queued', seq = :seq, run_at_ms = :now, failures = 0, deaths = 0,
-    death_log = '', finished_at_ms = NULL, worker_id = NULL
+    death_log = '', suspect = 0, isolated = 0, finished_at_ms = NULL, worker_id = NULL
 WHERE queue = :queue AND id = :id AND status = 'dead';
 
 -- name: dead_purge

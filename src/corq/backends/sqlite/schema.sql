@@ -1,4 +1,4 @@
--- corq's SQLite schema, version 1 (PRAGMA user_version = 1).
+-- corq's SQLite schema, version 2 (PRAGMA user_version = 2).
 --
 -- The same data model as the Redis broker (see corq/backends/redis/keys.py), with the
 -- Redis sets turned into "lanes" of one jobs table, chosen by status and served by
@@ -7,7 +7,11 @@
 --   Redis key             here
 --   ------------------    ---------------------------------------------------------------
 --   queues  SET           queues table
---   {q}:ready  ZSET       jobs WHERE status = 'queued', ordered by priority DESC, seq
+--   {q}:ready  ZSET       jobs WHERE status = 'queued' AND suspect = 0, ordered by
+--                         priority DESC, seq
+--   {q}:suspects          jobs WHERE status = 'queued' AND suspect = 1, same order: jobs
+--                         whose worker died (see corq/backends/base.py), handed out one at
+--                         a time to idle workers as isolated claims
 --   {q}:seq  STR          meta row 'seq' (one counter for every queue; order only matters
 --                         inside a queue)
 --   {q}:delayed  ZSET     jobs WHERE status IN ('scheduled', 'failed'), ordered by run_at_ms
@@ -19,11 +23,17 @@
 --   {q}:wake, done:{id}   no table: in-process notification plus PRAGMA data_version
 --
 -- Every statement is idempotent (IF NOT EXISTS), so processes opening a new file at the
--- same time cannot trip over each other. Migrations bump PRAGMA user_version.
+-- same time cannot trip over each other. Migrations bump PRAGMA user_version; the steps
+-- from an older version are the `migrate_<to version>_*` statements of queries.sql, run
+-- before this script in the same transaction (see corq/backends/sqlite/store.py):
+--
+--   1 -> 2  jobs.suspect, jobs.isolated, jobs.progress added (ALTER TABLE ... ADD COLUMN,
+--           so they come last, as below); jobs_ready dropped and created again with the
+--           suspect column.
 --
 -- Later issues, not implemented yet (the columns are reserved, always NULL/0 for now):
 --   * dependencies between jobs: jobs.pending_deps counts unfinished upstream jobs of a
---     'waiting' job; the edges will live in a job_deps table added by migration 2;
+--     'waiting' job; the edges will live in a job_deps table added by a later migration;
 --   * periodic schedules: jobs.schedule_tick_id names the schedule tick that produced a
 --     job, so a tick enqueues once;
 --   * fair claiming: jobs.fairness_key groups jobs (e.g. per tenant) for round-robin claims.
@@ -79,10 +89,22 @@ CREATE TABLE IF NOT EXISTS jobs (
     pending_deps INTEGER NOT NULL DEFAULT 0,
     schedule_tick_id TEXT,
     fairness_key TEXT,
+    -- Version 2 (appended by the migration from version 1, hence last):
+    -- 1 for a suspect (queued, delayed again after a failure, or held): a worker died
+    -- with it and the next death may make it poison, so it is only claimed alone, by an
+    -- idle worker. Cleared by retry_dead.
+    suspect INTEGER NOT NULL DEFAULT 0,
+    -- 1 when the current (or last) claim was isolated (a suspect run alone): only a death
+    -- under such a claim can make a poison job.
+    isolated INTEGER NOT NULL DEFAULT 0,
+    -- Last progress the task reported (0.0 to 1.0), NULL until it reports one.
+    progress REAL,
     PRIMARY KEY (queue, id)
 );
 
-CREATE INDEX IF NOT EXISTS jobs_ready ON jobs (queue, priority DESC, seq)
+-- Both waiting lanes: ready jobs (suspect = 0) and suspects (suspect = 1), each in claim
+-- order; a count of all queued jobs of a queue walks the (queue) prefix.
+CREATE INDEX IF NOT EXISTS jobs_ready ON jobs (queue, suspect, priority DESC, seq)
     WHERE status = 'queued';
 CREATE INDEX IF NOT EXISTS jobs_delayed ON jobs (queue, run_at_ms, seq)
     WHERE status IN ('scheduled', 'failed');

@@ -7,11 +7,12 @@ EXPLAINed as SQL; the loader only splits ``queries.sql`` on its ``-- name: <name
 from __future__ import annotations
 
 import re
+import sqlite3
 from functools import cache
 from importlib import resources
 
 #: The schema version this code writes (``PRAGMA user_version``).
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
 _HEADER = re.compile(r"^-- name: (\w+)\s*$", re.MULTILINE)
 
@@ -27,14 +28,52 @@ def schema() -> str:
 
 
 @cache
+def schema_statements() -> tuple[str, ...]:
+    """The schema script cut into single statements, to run inside a transaction the caller
+    holds (``executescript`` would commit it first)."""
+    statements: list[str] = []
+    pending = ""
+    for line in schema().splitlines(keepends=True):
+        pending += line
+        if sqlite3.complete_statement(pending):
+            statements.append(pending.strip())
+            pending = ""
+    if _code(pending):
+        raise RuntimeError("schema.sql: the last statement has no closing semicolon")
+    return tuple(statements)
+
+
+_MIGRATION = re.compile(r"migrate_(\d+)_\w+")
+
+
+def migration_steps(version: int) -> list[str]:
+    """The ``migrate_<n>_*`` statements of queries.sql that take a file from schema
+    `version` up to SCHEMA_VERSION, version by version in file order; schema_statements()
+    run after them."""
+    steps: list[str] = []
+    for target in range(version + 1, SCHEMA_VERSION + 1):
+        for name, statement in Q.items():
+            match = _MIGRATION.fullmatch(name)
+            if match is not None and int(match[1]) == target:
+                steps.append(statement)
+    return steps
+
+
+def _code(text: str) -> str:
+    """`text` without its blank and comment lines."""
+    return "\n".join(
+        ln for ln in text.splitlines() if ln.strip() and not ln.lstrip().startswith("--")
+    )
+
+
+@cache
 def queries() -> dict[str, str]:
     """Every named statement, without its comment lines or trailing semicolon."""
     text = _read("queries.sql")
     parts = _HEADER.split(text)
     named: dict[str, str] = {}
     for name, body in zip(parts[1::2], parts[2::2], strict=True):
-        lines = [ln for ln in body.splitlines() if ln.strip() and not ln.lstrip().startswith("--")]
-        statement = "\n".join(lines).strip().rstrip(";")
+        statement = _code(body).strip().rstrip(";")
         if name in named or not statement:
             raise RuntimeError(f"queries.sql: statement {name!r} is duplicated or empty")
         named[name] = statement

@@ -10,7 +10,7 @@ import time
 from collections.abc import Callable
 from typing import Any, TypeVar
 
-from corq.backends.sqlite.sql import SCHEMA_VERSION, Q, schema
+from corq.backends.sqlite.sql import SCHEMA_VERSION, Q, migration_steps, schema_statements
 from corq.backends.sqlite.url import Target
 from corq.errors import BrokerError
 from corq.job import Job, JobStatus
@@ -65,25 +65,40 @@ def _use_wal(conn: Conn, target: Target, busy_timeout_ms: int) -> None:
 
 
 def _migrate(conn: Conn) -> None:
-    """Create the schema on a new file; refuse a file written by a newer corq."""
-    (version,) = conn.execute("PRAGMA user_version").fetchone()
-    if version == SCHEMA_VERSION:
+    """Create the schema on a new file, or bring an older file up to SCHEMA_VERSION; refuse
+    a file written by a newer corq.
+
+    Everything happens in one IMMEDIATE transaction, and the version is read again once the
+    write lock is held: processes racing to create or upgrade a file serialize there, and
+    the later ones find the work done. The schema statements are idempotent, the migration
+    steps (ALTER TABLE) are not, hence the second look.
+    """
+    if _schema_version(conn) == SCHEMA_VERSION:
         return
-    if version > SCHEMA_VERSION:
-        raise BrokerError(
-            f"SQLite broker file has schema version {version}, newer than this corq "
-            f"understands ({SCHEMA_VERSION}); upgrade corq"
-        )
-    # Idempotent statements in one IMMEDIATE transaction: processes racing to create the
-    # file serialize here and the loser re-runs harmless IF NOT EXISTS statements.
+    conn.execute("BEGIN IMMEDIATE")
     try:
-        conn.executescript(
-            f"BEGIN IMMEDIATE;\n{schema()}\nPRAGMA user_version = {SCHEMA_VERSION};\nCOMMIT;"
-        )
+        version = _schema_version(conn)
+        if version > SCHEMA_VERSION:
+            raise BrokerError(
+                f"SQLite broker file has schema version {version}, newer than this corq "
+                f"understands ({SCHEMA_VERSION}); upgrade corq"
+            )
+        if version < SCHEMA_VERSION:
+            # A new file (version 0) gets the schema as it is; an older one its steps first.
+            steps = migration_steps(version) if version > 0 else []
+            for statement in [*steps, *schema_statements()]:
+                conn.execute(statement)
+            conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+        conn.execute("COMMIT")
     except BaseException:
         if conn.in_transaction:
             conn.execute("ROLLBACK")
         raise
+
+
+def _schema_version(conn: Conn) -> int:
+    (version,) = conn.execute("PRAGMA user_version").fetchone()
+    return int(version)
 
 
 def transaction(conn: Conn, fn: Callable[[Conn], T], *, write: bool) -> T:
@@ -131,7 +146,7 @@ def data_version(conn: Conn) -> int:
 JOB_COLUMNS = (
     "id", "task", "queue", "status", "payload", "priority", "attempt", "failures", "deaths",
     "enqueued_at_ms", "run_at_ms", "started_at_ms", "finished_at_ms", "worker_id", "result",
-    "error", "traceback",
+    "error", "traceback", "progress", "death_log",
 )  # fmt: skip
 
 
@@ -142,4 +157,8 @@ def job_from_row(row: tuple[Any, ...]) -> Job:
     fields["payload"] = bytes(fields["payload"])
     if fields["result"] is not None:
         fields["result"] = bytes(fields["result"])
+    if fields["progress"] is not None:
+        fields["progress"] = float(fields["progress"])
+    # Stored space separated, as on Redis.
+    fields["death_log"] = tuple(fields["death_log"].split())
     return Job(**fields)

@@ -9,6 +9,7 @@ KEYS[1] delayed        ZSET  delayed job ids by run_at_ms
 KEYS[2] ready          ZSET  ready job ids by score
 KEYS[3] seq            STR   counter behind the FIFO part of ready scores
 KEYS[4] wake           LIST  wake tokens
+KEYS[5] suspects      ZSET  where a promoted suspect goes (it must run alone)
 ARGV[1] job_prefix     a record's key is job_prefix .. id
 ARGV[2] now_ms         the caller's clock; jobs with run_at_ms <= now_ms are due
 ARGV[3] limit          most jobs to promote in this call
@@ -21,6 +22,7 @@ local delayed_key = KEYS[1]
 local ready_key = KEYS[2]
 local seq_key = KEYS[3]
 local wake_key = KEYS[4]
+local suspects_key = KEYS[5]
 local job_prefix = ARGV[1]
 local now_ms = ARGV[2]
 local limit = tonumber(ARGV[3])
@@ -40,12 +42,12 @@ if #due > 0 then
   local seq = redis.call('INCRBY', seq_key, #due) - #due
   for _, id in ipairs(due) do
     local key = job_prefix .. id
-    local priority = redis.call('HGET', key, 'priority')
-    if priority then
+    local f = redis.call('HMGET', key, 'priority', 'suspect')
+    if f[1] then
       seq = seq + 1
-      local score = int((priority_max - tonumber(priority)) * BAND + seq)
+      local score = int((priority_max - tonumber(f[1])) * BAND + seq)
       redis.call('HSET', key, 'status', 'queued', 'score', score)
-      redis.call('ZADD', ready_key, score, id)
+      redis.call('ZADD', f[2] == '1' and suspects_key or ready_key, score, id)
       promoted = promoted + 1
     end
   end

@@ -3,16 +3,18 @@ reclaim_stalled_jobs: take back the jobs of workers of one queue whose lease has
 
 Works through at most `limit` held jobs per call, so Redis is never blocked for long; the
 caller repeats until the result says done. For every job still running under a stalled
-worker: deaths + 1 and the worker id joins death_log; once deaths reaches max_deaths the
-job is a poison job and goes to the dead letters (its id published on its done channel),
-otherwise it is queued again at its old score (the head of the queue) with one wake token
-per job, capped. A stalled worker stays registered until its held set is empty; then it is
+worker: deaths + 1 and the worker id joins death_log. A job that was claimed isolated
+(alone) and now has max_deaths deaths is a poison job: dead letters, its id published on
+its done channel. One with at least max_deaths - 1 deaths becomes a suspect (the suspects
+set; it will run only alone). Any other is queued again at its old score (the head of the
+queue). One wake token per job queued again, capped. A stalled worker stays registered until its held set is empty; then it is
 removed (its next heartbeat finds it lost) and its held set deleted.
 
 KEYS[1] workers         ZSET  worker id -> lease deadline
 KEYS[2] ready           ZSET  ready job ids by score
 KEYS[3] dead            ZSET  dead job ids by finished_at_ms
 KEYS[4] wake            LIST  wake tokens
+KEYS[5] suspects        ZSET  jobs at max_deaths - 1 deaths wait here to run alone
 ARGV[1] job_prefix      a record's key is job_prefix .. id
 ARGV[2] held_prefix     a worker's held set is held_prefix .. worker id
 ARGV[3] done_prefix     a job's done channel is done_prefix .. id
@@ -28,6 +30,7 @@ local workers_key = KEYS[1]
 local ready_key = KEYS[2]
 local dead_key = KEYS[3]
 local wake_key = KEYS[4]
+local suspects_key = KEYS[5]
 local job_prefix = ARGV[1]
 local held_prefix = ARGV[2]
 local done_prefix = ARGV[3]
@@ -41,7 +44,8 @@ local requeued = 0
 
 local function reclaim(worker, id)
   local key = job_prefix .. id
-  local f = redis.call('HMGET', key, 'status', 'worker_id', 'deaths', 'death_log', 'score')
+  local f = redis.call('HMGET', key, 'status', 'worker_id', 'deaths', 'death_log', 'score',
+    'isolated')
   if f[1] ~= 'running' or f[2] ~= worker then
     return
   end
@@ -50,7 +54,8 @@ local function reclaim(worker, id)
   if f[4] and f[4] ~= '' then
     log = f[4] .. ' ' .. worker
   end
-  local poisoned = deaths >= max_deaths
+  -- Poison only when it died running alone: then nothing else can have killed the worker.
+  local poisoned = deaths >= max_deaths and f[6] == '1'
   if poisoned then
     local error = string.format(
       'poison job: its worker died %d times while running it (workers: %s)', deaths, log)
@@ -59,6 +64,13 @@ local function reclaim(worker, id)
     redis.call('HDEL', key, 'traceback')
     redis.call('ZADD', dead_key, now_ms, id)
     redis.call('PUBLISH', done_prefix .. id, id)
+  elseif deaths >= max_deaths - 1 then
+    -- A suspect: from now on it runs only alone, on an idle worker.
+    redis.call('HSET', key, 'status', 'queued', 'deaths', string.format('%d', deaths),
+      'death_log', log, 'suspect', '1')
+    redis.call('HDEL', key, 'worker_id')
+    redis.call('ZADD', suspects_key, f[5], id)
+    requeued = requeued + 1
   else
     redis.call('HSET', key, 'status', 'queued', 'deaths', string.format('%d', deaths),
       'death_log', log)

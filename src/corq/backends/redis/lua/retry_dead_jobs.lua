@@ -48,7 +48,7 @@ for _, id in ipairs(ids) do
       local score = string.format('%d', (priority_max - tonumber(priority)) * BAND + seq)
       redis.call('HSET', key, 'status', 'queued', 'score', score, 'failures', '0',
         'deaths', '0', 'run_at_ms', now_ms)
-      redis.call('HDEL', key, 'death_log', 'finished_at_ms', 'worker_id')
+      redis.call('HDEL', key, 'death_log', 'finished_at_ms', 'worker_id', 'suspect', 'isolated')
       redis.call('ZADD', ready_key, score, id)
       moved = moved + 1
     end
