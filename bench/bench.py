@@ -128,7 +128,7 @@ async def bench_probe_under_load(url: str, n: int) -> tuple[float, float]:
         await bench_app.sleeper.enqueue_many([(15.0,) for _ in range(min(10_000, n - i))])
     proc = start_worker(url, prefix, "--concurrency", str(n + 1000))
     client = bench_app.app.client()
-    while (await client.queue_stats(["default"]))[0].in_flight < n:
+    while (await client.queue_stats(["default"]))[0].in_flight < n:  # noqa: ASYNC110  # polls a remote count
         await asyncio.sleep(0.1)
     handles = []
     for _ in range(300):

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable, Coroutine
-from typing import Any
 from contextvars import ContextVar
 from dataclasses import dataclass
+from typing import Any
 
 from corq.errors import ArgumentError, CorqError
 from corq.types import JobId, QueueName, TaskName

@@ -83,7 +83,8 @@ async def test_poison_job_goes_dead_after_killing_three_workers(
     await wait_for(dead, 40, "the poison job to be dead")
     record = await job.info()
     assert record.deaths == 3
-    assert record.error is not None and "poison job: its worker died 3 times" in record.error
+    assert record.error is not None
+    assert "poison job: its worker died 3 times" in record.error
     assert await healthy.result(timeout=10) == 0.01
 
 
@@ -124,7 +125,8 @@ def test_cli_enqueue_job_queues_and_dead(cli: Cli) -> None:
     assert out.returncode == 0, out.stderr
     job_id = out.stdout.strip()
     shown = cli.run("job", job_id)
-    assert "queued" in shown.stdout and "nap" in shown.stdout
+    assert "queued" in shown.stdout
+    assert "nap" in shown.stdout
     assert "default" in cli.run("queues").stdout
     # A worker in burst mode runs it and exits
     proc = cli.worker("--burst")
@@ -134,13 +136,15 @@ def test_cli_enqueue_job_queues_and_dead(cli: Cli) -> None:
     ghost = cli.run("enqueue", "ghost").stdout.strip()
     assert cli.worker("--burst").wait(30) == 0
     listing = cli.run("dead", "list")
-    assert ghost in listing.stdout and "unknown task 'ghost'" in listing.stdout
+    assert ghost in listing.stdout
+    assert "unknown task 'ghost'" in listing.stdout
     assert "1 job(s) queued again" in cli.run("dead", "retry", ghost).stdout
     assert cli.worker("--burst").wait(30) == 0
     assert "1 dead job(s) purged" in cli.run("dead", "purge", "--all").stdout
     # Bad input gets a clear error, not a traceback
     bad = cli.run("enqueue", "nap", "--args", "{not json")
-    assert bad.returncode != 0 and "--args is not valid JSON" in bad.stderr
+    assert bad.returncode != 0
+    assert "--args is not valid JSON" in bad.stderr
 
 
 def test_cli_help_lists_the_commands(cli: Cli) -> None:

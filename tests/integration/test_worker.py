@@ -94,7 +94,8 @@ async def test_failed_job_is_retried_then_dead_with_traceback(fake_app) -> None:
         await _until(lambda: len(calls) == 3)
         with pytest.raises(corq.JobFailedError, match="ValueError: boom") as info:
             await job.result(timeout=5)
-        assert info.value.traceback is not None and "raise ValueError" in info.value.traceback
+        assert info.value.traceback is not None
+        assert "raise ValueError" in info.value.traceback
         record = await job.info()
         assert (record.status, record.attempt, record.failures) == ("dead", 3, 3)
 
@@ -140,7 +141,7 @@ async def test_timeout_cancels_the_attempt_and_counts_it(app: corq.App) -> None:
 
     async with run_worker(app):
         job = await slow.enqueue()
-        with pytest.raises(corq.JobFailedError, match="exceeded the task's 0.2s timeout"):
+        with pytest.raises(corq.JobFailedError, match=r"exceeded the task's 0\.2s timeout"):
             await job.result(timeout=5)
         assert cancelled.is_set()
 
@@ -279,7 +280,7 @@ async def test_blocking_task_is_named_in_the_log_and_keeps_its_lease(
 
     @app.task
     async def hog() -> str:
-        time.sleep(1.2)  # blocks the event loop: the mistake we want reported
+        time.sleep(1.2)  # noqa: ASYNC251  # blocks the loop on purpose: the mistake we report
         return "done"
 
     with caplog.at_level(logging.WARNING, logger="corq"):

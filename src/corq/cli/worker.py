@@ -129,7 +129,7 @@ _SUPERVISOR_PID = "CORQ_SUPERVISOR_PID"
 
 async def _stop_when_orphaned(w: Worker, parent: int) -> None:
     """A supervised worker stops gracefully if its supervisor dies (even by SIGKILL)."""
-    while os.getppid() == parent:
+    while os.getppid() == parent:  # noqa: ASYNC110  # no event exists for "parent died"
         await asyncio.sleep(1.0)
     log.warning("supervisor %d is gone: stopping", parent)
     w.request_stop()
