@@ -24,7 +24,10 @@ async def incr() -> None:
     """One real Redis round trip through the task's own client."""
     global _redis
     if _redis is None:
-        _redis = aioredis.Redis.from_url(os.environ.get("BENCH_REDIS", "redis://127.0.0.1:6379/0"))
+        url = os.environ.get("BENCH_REDIS", "redis://127.0.0.1:6379/0")
+        # A bounded pool that waits for a free connection (500 jobs share 50 sockets).
+        pool = aioredis.BlockingConnectionPool.from_url(url, max_connections=50, timeout=10)
+        _redis = aioredis.Redis.from_pool(pool)
     await _redis.incr(f"{app.settings.prefix}:bench:counter")
 
 

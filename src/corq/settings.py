@@ -11,8 +11,9 @@ class Settings(BaseSettings):
 
     model_config = SettingsConfigDict(env_prefix="CORQ_", frozen=True, extra="forbid")
 
-    #: Broker URL: redis://host:port/db, rediss://…, unix://…, or sqlite:///path.
-    url: str = "redis://127.0.0.1:6379/0"
+    #: Broker URL: sqlite:///path (the embedded default: corq.db in the working directory),
+    #: or redis://host:port/db, rediss://…, unix://… to spread workers over machines.
+    url: str = "sqlite:///corq.db"
     #: Prefix of every Redis key (several apps can share one Redis).
     prefix: str = Field(default="corq", pattern=r"^[A-Za-z0-9_.:-]{1,64}$")
     #: "json" (default) or "msgpack".

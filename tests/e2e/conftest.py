@@ -73,18 +73,26 @@ class Cli:
                 proc.wait(10)
 
 
+@pytest.fixture(params=["redis", "sqlite"])
+def e2e_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """Each end-to-end test runs on both brokers, several processes sharing one store."""
+    if request.param == "redis":
+        return str(request.getfixturevalue("redis_url"))
+    return f"sqlite:///{tmp_path / 'corq.db'}"
+
+
 @pytest.fixture
-def cli(redis_url: str, prefix: str, tmp_path: Path) -> Iterator[Cli]:
-    c = Cli(redis_url, prefix, tmp_path)
+def cli(e2e_url: str, prefix: str, tmp_path: Path) -> Iterator[Cli]:
+    c = Cli(e2e_url, prefix, tmp_path)
     yield c
     c.stop_all()
 
 
 @pytest.fixture
-async def client_app(redis_url: str, prefix: str) -> AsyncIterator[corq.App]:
+async def client_app(e2e_url: str, prefix: str) -> AsyncIterator[corq.App]:
     from tests.e2e import sample_app
 
-    sample_app.app.configure(url=redis_url, prefix=prefix)
+    sample_app.app.configure(url=e2e_url, prefix=prefix)
     yield sample_app.app
     await sample_app.app.aclose()
     sample_app.app._clients.clear()

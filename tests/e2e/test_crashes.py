@@ -88,6 +88,7 @@ async def test_poison_job_goes_dead_after_killing_three_workers(
     assert await healthy.result(timeout=10) == 0.01
 
 
+@pytest.mark.parametrize("e2e_url", ["redis"], indirect=True)
 async def test_redis_restart_during_a_run_loses_nothing(cli: Cli, tmp_path, prefix: str) -> None:
     # Given a private Redis (AOF on) and a worker running a stream of jobs
     server = RedisServer(tmp_path / "redis", port=free_port())

@@ -61,7 +61,7 @@ async def test_wal_full_sync_busy_timeout_and_schema_version(backend: SqliteBack
     assert await pragma(backend, "journal_mode") == "wal"
     assert await pragma(backend, "synchronous") == 2  # FULL: a commit survives power loss
     assert await pragma(backend, "busy_timeout") == 5000  # socket_timeout_s=5.0
-    assert await pragma(backend, "user_version") == 1
+    assert await pragma(backend, "user_version") == 2
 
 
 async def test_synchronous_can_be_relaxed_in_the_url(db: Path) -> None:

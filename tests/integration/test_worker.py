@@ -182,8 +182,8 @@ async def test_corrupted_payload_sends_only_that_job_to_dead_letters(app: corq.A
             await app.job("bad1").result(timeout=5)
 
 
-async def test_oversized_payload_is_refused_at_enqueue(redis_url: str, prefix: str) -> None:
-    app = corq.App(redis_url, prefix=prefix, max_payload_bytes=1000)
+async def test_oversized_payload_is_refused_at_enqueue(broker_url: str, prefix: str) -> None:
+    app = corq.App(broker_url, prefix=prefix, max_payload_bytes=1000)
 
     @app.task
     async def store(blob: str) -> None: ...
@@ -272,10 +272,10 @@ async def test_same_job_id_is_enqueued_once(app: corq.App) -> None:
 
 
 async def test_blocking_task_is_named_in_the_log_and_keeps_its_lease(
-    redis_url: str, prefix: str, caplog: pytest.LogCaptureFixture
+    broker_url: str, prefix: str, caplog: pytest.LogCaptureFixture
 ) -> None:
     app = corq.App(
-        redis_url, prefix=prefix, heartbeat_s=0.1, lease_s=0.5, reclaim_s=0.1, loop_lag_warn_s=0.2
+        broker_url, prefix=prefix, heartbeat_s=0.1, lease_s=0.5, reclaim_s=0.1, loop_lag_warn_s=0.2
     )
 
     @app.task

@@ -13,7 +13,8 @@ from corq.cli.worker import worker
 def cli() -> None:
     """corq: a coroutine-based distributed task queue.
 
-    The broker comes from --url or CORQ_URL (e.g. redis://127.0.0.1:6379/0).
+    The broker comes from --url or CORQ_URL: sqlite:///corq.db (the default, in the working
+    directory) or redis://127.0.0.1:6379/0.
     """
 
 

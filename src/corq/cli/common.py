@@ -21,7 +21,7 @@ url_option = click.option(
     envvar="CORQ_URL",
     default=None,
     metavar="URL",
-    help="Broker URL [env CORQ_URL; default redis://127.0.0.1:6379/0].",
+    help="Broker URL [env CORQ_URL; default sqlite:///corq.db].",
 )
 app_option = click.option(
     "--app",

@@ -73,7 +73,7 @@ local function reclaim(worker, id)
     requeued = requeued + 1
   else
     redis.call('HSET', key, 'status', 'queued', 'deaths', string.format('%d', deaths),
-      'death_log', log)
+      'death_log', log, 'suspect', '0')
     redis.call('HDEL', key, 'worker_id')
     redis.call('ZADD', ready_key, f[5], id)
     requeued = requeued + 1

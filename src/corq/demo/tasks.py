@@ -1,0 +1,97 @@
+"""The example app `corq demo` runs: a few tasks of the kinds real projects have.
+
+Run it yourself with a worker of your own:
+
+    corq worker corq.demo.tasks:app --url sqlite:///corq-demo.db
+    corq enqueue count_primes --args '[100000]' --app corq.demo.tasks:app
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import time
+import urllib.request
+from typing import Any
+
+import corq
+
+#: The demo's own broker: an SQLite file in the working directory (`corq demo --url` changes it).
+DEMO_URL = "sqlite:///corq-demo.db"
+#: Every demo task uses this queue, so the demo never runs jobs of your own queues.
+DEMO_QUEUE = "demo"
+
+app = corq.App(DEMO_URL, default_queue=DEMO_QUEUE)
+
+# The demo's HTTP server is local: never send its requests through a proxy from the environment.
+_opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+
+
+@app.task(timeout=10, retries=2, backoff=0.2)
+def fetch_url(url: str) -> dict[str, Any]:
+    """A plain (blocking) function: corq runs it in its thread pool."""
+    started = time.perf_counter()
+    with _opener.open(url, timeout=5) as response:
+        body = response.read()
+        status = int(response.status)
+    return {
+        "url": url,
+        "status": status,
+        "bytes": len(body),
+        "ms": round((time.perf_counter() - started) * 1000, 1),
+    }
+
+
+@app.task(process=True, timeout=30)
+def count_primes(limit: int) -> int:
+    """CPU-bound: runs in the process pool, so it never blocks the worker's event loop.
+
+    A module-level function, so the pool's child process can import it by name."""
+    count = 0
+    for n in range(2, limit):
+        divisor = 2
+        while divisor * divisor <= n:
+            if n % divisor == 0:
+                break
+            divisor += 1
+        else:
+            count += 1
+    return count
+
+
+@app.task(timeout=30)
+async def clean_dataset(batch: int, rows: int = 20_000) -> dict[str, Any]:
+    """An async data job that reads its input page by page and reports its progress."""
+    rng = random.Random(batch)
+    pages = 10
+    kept = 0
+    total = 0.0
+    for page in range(pages):
+        await asyncio.sleep(0.08)  # waiting for the next page, as from a database cursor
+        values = [rng.gauss(100.0, 25.0) for _ in range(rows // pages)]
+        valid = [v for v in values if 50.0 <= v <= 150.0]
+        kept += len(valid)
+        total += sum(valid)
+        await corq.set_progress((page + 1) / pages)
+    return {"batch": batch, "rows": rows, "kept": kept, "mean": round(total / max(kept, 1), 2)}
+
+
+@app.task(retries=3, backoff=0.2, timeout=10)
+async def charge_payment(order_id: int, failures: int = 1) -> str:
+    """Fails its first `failures` attempts (a flaky payment gateway), then succeeds on retry.
+
+    The job id stays the same across attempts: a real task would pass it to the gateway as
+    an idempotency key, so a retry never charges twice."""
+    attempt = corq.current_job().attempt
+    if attempt <= failures:
+        raise ConnectionError(f"payment gateway timed out (simulated, attempt {attempt})")
+    await asyncio.sleep(0.05)
+    return f"order {order_id} charged on attempt {attempt}"
+
+
+@app.task(timeout=10)
+async def send_reminder(user: str) -> str:
+    """Enqueued with a delay: it waits as `scheduled` until its time comes."""
+    job = corq.current_job()
+    waited_s = (time.time() * 1000 - job.enqueued_at_ms) / 1000
+    return f"reminded {user} {waited_s:.1f}s after it was enqueued"
