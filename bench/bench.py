@@ -75,13 +75,17 @@ async def bench_enqueue(url: str, n: int) -> float:
     return rate
 
 
-async def bench_throughput(url: str, n: int, task: corq.Task, concurrency: int) -> float:
+async def bench_throughput(
+    url: str, n: int, task: corq.Task, concurrency: int, processes: int = 1
+) -> float:
     prefix = configure(url)
-    handles = await task.enqueue_many([() for _ in range(n)])
-    del handles
+    for i in range(0, n, 10_000):
+        await task.enqueue_many([() for _ in range(min(10_000, n - i))])
     await cleanup()
     started = time.perf_counter()
-    proc = start_worker(url, prefix, "--burst", "--concurrency", str(concurrency))
+    proc = start_worker(
+        url, prefix, "--burst", "--concurrency", str(concurrency), "--processes", str(processes)
+    )
     code, _ = wait_rusage(proc)
     elapsed = time.perf_counter() - started
     assert code == 0, code
@@ -143,10 +147,60 @@ async def bench_probe_under_load(url: str, n: int) -> tuple[float, float]:
     return q[49], q[98]
 
 
+async def bench_idle_cpu(url: str, seconds: float) -> float:
+    """CPU use (% of one core) of an idle worker process."""
+    import psutil
+
+    prefix = configure(url)
+    proc = start_worker(url, prefix, "--concurrency", "100")
+    await asyncio.sleep(3.0)  # started and idle
+    ps = psutil.Process(proc.pid)
+    before = ps.cpu_times()
+    await asyncio.sleep(seconds)
+    after = ps.cpu_times()
+    proc.terminate()
+    proc.wait(30)
+    used = (after.user - before.user) + (after.system - before.system)
+    return 100 * used / seconds
+
+
+def fresh_sqlite(url: str) -> str:
+    """A SQLite URL for a new empty file next to the one given."""
+    if not url.startswith("sqlite:///"):
+        return url
+    path = Path(url.removeprefix("sqlite:///"))
+    for suffix in ("", "-wal", "-shm"):
+        Path(f"{path}{suffix}").unlink(missing_ok=True)
+    return url
+
+
+async def main_sqlite(url: str, quick: bool) -> None:
+    n = 20_000 if quick else 100_000
+    rate = await bench_enqueue(fresh_sqlite(url), n)
+    print(f"bulk enqueue ({n:,} jobs, batches of 10,000): {rate:,.0f} jobs/s")
+    n = 10_000 if quick else 50_000
+    for processes in (1, 4):
+        rate = await bench_throughput(fresh_sqlite(url), n, bench_app.noop, 500, processes)
+        print(
+            f"end-to-end throughput, no-op ({n:,} jobs, {processes} worker process(es), "
+            f"concurrency 500, incl. process start): {rate:,.0f} jobs/s"
+        )
+    p50, p99, worst = await bench_latency(fresh_sqlite(url), rate=200, seconds=5 if quick else 10)
+    print(
+        f"enqueue-to-start latency at 200 jobs/s (producer in another process): "
+        f"p50 {p50:.2f} ms, p99 {p99:.2f} ms, max {worst:.2f} ms"
+    )
+    cpu = await bench_idle_cpu(fresh_sqlite(url), 5 if quick else 10)
+    print(f"idle worker CPU: {cpu:.2f}% of one core")
+
+
 async def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--url", default=os.environ.get("CORQ_URL", "redis://127.0.0.1:6379/0"))
     parser.add_argument("--quick", action="store_true", help="smaller runs (smoke test)")
+    parser.add_argument(
+        "--sqlite", action="store_true", help="the SQLite figures (with --url sqlite:///bench.db)"
+    )
     parser.add_argument(
         "--only", default="", help="comma list: enqueue,throughput,latency,concurrent,probe"
     )
@@ -161,6 +215,9 @@ async def main() -> None:
         f"corq {corq.__version__} bench on {url} (python {sys.version.split()[0]}, "
         f"{os.cpu_count()} cpus)"
     )
+    if opts.sqlite:
+        await main_sqlite(url, quick)
+        return
     if want("enqueue"):
         n = 20_000 if quick else 200_000
         print(
@@ -188,6 +245,8 @@ async def main() -> None:
                 f"{n:,} concurrent sleep(1) jobs, 1 worker process: all done {wall:.2f} s "
                 f"after the worker started, peak RSS {rss:,.0f} MB"
             )
+    if want("idle"):
+        print(f"idle worker CPU: {await bench_idle_cpu(url, 5 if quick else 10):.2f}% of one core")
     if want("probe"):
         n = 10_000 if quick else 100_000
         p50, p99 = await bench_probe_under_load(url, n)

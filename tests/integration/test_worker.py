@@ -326,3 +326,20 @@ async def _until_status(handle: corq.JobHandle, status: corq.JobStatus) -> None:
         if time.monotonic() > deadline:
             raise AssertionError(f"job never reached {status}")
         await asyncio.sleep(0.01)
+
+
+async def test_retry_after_a_short_backoff_starts_on_time(app: corq.App) -> None:
+    attempts: list[float] = []
+
+    @app.task(retries=1, backoff=0.2, jitter=False)
+    async def once_flaky() -> str:
+        attempts.append(time.monotonic())
+        if len(attempts) == 1:
+            raise ValueError("first attempt fails")
+        return "ok"
+
+    async with run_worker(app):
+        job = await once_flaky.enqueue()
+        assert await job.result(timeout=5) == "ok"
+    # The worker knows when the retry is due; it must not wait for its idle re-check (2 s).
+    assert attempts[1] - attempts[0] < 0.6, attempts[1] - attempts[0]

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import click
 
+from corq.cli.demo import demo
+from corq.cli.dev import dev
 from corq.cli.jobs import dead, enqueue, job, queues
 from corq.cli.worker import worker
 
@@ -23,6 +25,8 @@ cli.add_command(enqueue)
 cli.add_command(job)
 cli.add_command(queues)
 cli.add_command(dead)
+cli.add_command(demo)
+cli.add_command(dev)
 
 
 def main() -> None:

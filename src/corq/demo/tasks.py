@@ -63,7 +63,7 @@ def count_primes(limit: int) -> int:
 async def clean_dataset(batch: int, rows: int = 20_000) -> dict[str, Any]:
     """An async data job that reads its input page by page and reports its progress."""
     rng = random.Random(batch)
-    pages = 10
+    pages = 15
     kept = 0
     total = 0.0
     for page in range(pages):

@@ -435,6 +435,12 @@ class Worker:
             results += [("succeeded", o, ok) for o, ok in zip(completions, oks, strict=True)]
         if failures:
             oks = await self.backend.fail_jobs(self.worker_id, failures, ttl_ms)
+            for failure, ok in zip(failures, oks, strict=True):
+                if ok and failure.retry_at_ms is not None:
+                    # We know when the retry is due: no need to wait for a claim to tell us.
+                    known = self._next_due.get(failure.queue)
+                    if known is None or failure.retry_at_ms < known:
+                        self._note_due(failure.queue, failure.retry_at_ms)
             results += [("failed", o, ok) for o, ok in zip(failures, oks, strict=True)]
         if releases:
             oks = await self.backend.release_jobs(self.worker_id, releases)

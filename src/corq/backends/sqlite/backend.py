@@ -41,6 +41,17 @@ POLL_S = 0.02
 PRIORITY_MIN, PRIORITY_MAX = -100, 100
 
 
+#: No claim has reported a due time for the queue yet.
+_NOT_TOLD: object = object()
+
+
+def _due_is_news(due: int | None, told: object) -> bool:
+    """A delayed job due earlier than the last claim reported (or when it reported none)."""
+    if due is None or told is _NOT_TOLD:
+        return False
+    return told is None or (isinstance(told, int) and due < told)
+
+
 class SqliteBackend:
     """Backend on an SQLite file (``sqlite:///path``) or on the process's in-memory database
     (``sqlite:///:memory:``, shared by every backend of the process, gone with the last)."""
@@ -55,6 +66,8 @@ class SqliteBackend:
         busy_timeout_ms = max(1, round(socket_timeout_s * 1000))
         self._thread = ConnectionThread(self._target, busy_timeout_ms, self._committed, POLL_S)
         self._watch: ChangeWatch | None = None
+        #: Per queue, the next due time the last claim reported (None: nothing delayed).
+        self._told_due: dict[QueueName, int | None] = {}
 
     def __repr__(self) -> str:
         return f"SqliteBackend({self._target.database!r})"
@@ -108,7 +121,7 @@ class SqliteBackend:
         *,
         idle: bool = False,
     ) -> ClaimBatch:
-        return await self._thread.run(
+        batch = await self._thread.run(
             partial(
                 claims.claim_jobs,
                 queue=queue,
@@ -119,6 +132,9 @@ class SqliteBackend:
                 idle=idle,
             )
         )
+        if not batch.lost:
+            self._told_due[queue] = batch.next_due_ms
+        return batch
 
     async def set_progress(
         self, job_id: JobId, queue: QueueName, worker_id: WorkerId, fence: int, progress: float
@@ -145,6 +161,10 @@ class SqliteBackend:
         probe = partial(claims.ready_probe, queue=queue)
         deadline = asyncio.get_running_loop().time() + max(0.0, timeout_s)
         seen, (ready, first_suspects, first_due) = await self._thread.look(probe)
+        # A delayed job (or retry) that arrived since the last claim told the caller its next
+        # due time is news too, even though it was already there at this first look.
+        if _due_is_news(first_due, self._told_due.get(queue, _NOT_TOLD)):
+            return True
         while not ready:
             if not await self._wait_change(seen, deadline):
                 return False

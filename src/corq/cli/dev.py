@@ -1,0 +1,104 @@
+"""`corq dev`: everything a developer needs in one process, on the embedded broker."""
+
+from __future__ import annotations
+
+import shlex
+
+import click
+from rich.console import Console
+
+from corq import App, Settings, Worker
+from corq.cli.common import load_app, setup_logging
+from corq.cli.worker import _run_worker
+
+#: Jobs run at once in `corq dev` unless --concurrency says otherwise (small, so logs stay
+#: readable and a runaway task shows up quickly).
+DEV_CONCURRENCY = 10
+#: Seconds running jobs get after Ctrl-C in `corq dev` (what is still running is re-queued).
+DEV_GRACE_S = 5.0
+
+
+@click.command(short_help="Run APP for local development: a worker on the embedded broker.")
+@click.argument("app_path", metavar="APP")
+@click.option(
+    "--queues",
+    "-q",
+    default=None,
+    metavar="Q1,Q2",
+    help="Queues to serve, comma separated [default: every queue APP's tasks use].",
+)
+@click.option(
+    "--concurrency",
+    "-c",
+    type=click.IntRange(1),
+    default=DEV_CONCURRENCY,
+    show_default=True,
+    help="Jobs run at once.",
+)
+@click.option(
+    "--grace",
+    type=click.FloatRange(0),
+    default=DEV_GRACE_S,
+    show_default=True,
+    metavar="S",
+    help="Seconds running jobs get to finish on Ctrl-C.",
+)
+@click.option(
+    "--url",
+    envvar="CORQ_URL",
+    default=None,
+    metavar="URL",
+    help="Broker URL [env CORQ_URL; default: APP's, which is sqlite:///corq.db unless set].",
+)
+@click.option(
+    "--log-level",
+    default="info",
+    show_default=True,
+    type=click.Choice(["debug", "info", "warning", "error"]),
+)
+def dev(
+    app_path: str,
+    queues: str | None,
+    concurrency: int,
+    grace: float,
+    url: str | None,
+    log_level: str,
+) -> None:
+    """Run APP (module:attribute, e.g. app:app) for local development, in one process.
+
+    A worker on the embedded SQLite broker (corq.db in the working directory) that also
+    promotes delayed jobs, with debug-friendly defaults. It listens on no network port.
+    Ctrl-C stops it gracefully; a second Ctrl-C exits at once.
+    """
+    setup_logging(log_level)
+    app = load_app(app_path)
+    if url:
+        app.configure(url=url)
+    queue_list = [q.strip() for q in queues.split(",") if q.strip()] if queues else _app_queues(app)
+    w = Worker(app, queues=queue_list, concurrency=concurrency, grace_s=grace)
+    _print_banner(app_path, app, w)
+    _run_worker(w)
+
+
+def _app_queues(app: App) -> list[str]:
+    """Every queue the app's tasks send to (and the default queue)."""
+    queues = {t.options.queue for t in app.registry.values()}
+    return sorted(queues | {app.settings.default_queue})
+
+
+def _print_banner(app_path: str, app: App, w: Worker) -> None:
+    console = Console(highlight=False)
+    url = app.settings.url
+    # `corq enqueue` finds the broker by itself only when it is the default one.
+    url_flag = "" if url == Settings.model_fields["url"].default else f" --url {shlex.quote(url)}"
+    tasks = ", ".join(sorted(app.registry)) or "(none registered)"
+    console.print(f"[bold]corq dev[/bold]  {app_path}", soft_wrap=True)
+    console.print(f"  tasks        {tasks}", soft_wrap=True)
+    console.print(f"  broker       {url}", soft_wrap=True)
+    console.print(f"  queues       {', '.join(w.queues)}", soft_wrap=True)
+    console.print(f"  concurrency  {w.concurrency}", soft_wrap=True)
+    console.print(
+        f"  enqueue      corq enqueue TASK --args '[...]'{url_flag}", soft_wrap=True, markup=False
+    )
+    console.print(f"  look         corq job ID{url_flag} · corq queues{url_flag}", soft_wrap=True)
+    console.print("  stop         Ctrl-C", soft_wrap=True)

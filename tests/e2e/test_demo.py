@@ -1,0 +1,122 @@
+"""`corq demo` and `corq dev` as a new user runs them: subprocesses in an empty directory."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+pytestmark = pytest.mark.slow
+
+DEMO_TASKS = ("fetch_url", "count_primes", "clean_dataset", "charge_payment", "send_reminder")
+
+DEV_APP = """
+import corq
+
+app = corq.App()
+
+
+@app.task
+def add(a: int, b: int) -> int:
+    return a + b
+"""
+
+
+def _env(tmp_path: Path) -> dict[str, str]:
+    """The environment of a fresh machine: no CORQ_* settings, the test's dir importable."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CORQ_")}
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(tmp_path), env.get("PYTHONPATH")) if p)
+    env["PYTHONUNBUFFERED"] = "1"
+    return env
+
+
+def _corq(tmp_path: Path, *args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "corq", *args],
+        cwd=tmp_path,
+        env=_env(tmp_path),
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+
+
+@pytest.mark.timeout(120)
+def test_demo_runs_every_task_to_success(tmp_path: Path) -> None:
+    # Given an empty directory, apart from a broken file left where the demo's database goes
+    (tmp_path / "corq-demo.db").write_bytes(b"not a database")
+    # When the demo runs
+    done = _corq(tmp_path, "demo", timeout=100)
+    # Then every job succeeded, the summary names each task and the database is there to explore
+    output = done.stdout + done.stderr
+    assert done.returncode == 0, output
+    summary = done.stdout.split("corq demo: ")[-1]
+    for task in DEMO_TASKS:
+        assert task in summary, output
+    assert "All 38 jobs succeeded" in done.stdout, output
+    assert "corq queues --url sqlite:///corq-demo.db" in done.stdout, output
+    assert (tmp_path / "corq-demo.db").exists()
+
+
+@pytest.mark.timeout(60)
+def test_demo_gives_up_after_its_timeout(tmp_path: Path) -> None:
+    # The delayed jobs alone take 1.5 s, so a 1 s limit cannot be met.
+    done = _corq(tmp_path, "demo", "--timeout", "1", timeout=50)
+    assert done.returncode == 1, done.stdout + done.stderr
+    assert "did not finish within 1s" in done.stdout
+    assert "send_reminder" in done.stdout
+
+
+def test_dev_runs_enqueued_jobs_and_stops_on_ctrl_c(tmp_path: Path) -> None:
+    # Given `corq dev` running a small app on the default embedded broker
+    (tmp_path / "devapp.py").write_text(DEV_APP)
+    log_path = tmp_path / "dev.log"
+    with open(log_path, "wb") as log:
+        # The child keeps its own copy of the file descriptor.
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "corq", "dev", "devapp:app"],
+            cwd=tmp_path,
+            env=_env(tmp_path),
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+    try:
+        # When a job is enqueued from another process into the same SQLite file
+        sent = _corq(tmp_path, "enqueue", "add", "--args", "[2, 3]")
+        assert sent.returncode == 0, sent.stderr
+        job_id = sent.stdout.strip()
+        # Then the dev process runs it
+        record = _wait_for_job(tmp_path, job_id, proc, log_path)
+        assert record["result"] == 5
+        assert (tmp_path / "corq.db").exists()
+        # and Ctrl-C stops it cleanly.
+        proc.send_signal(signal.SIGINT)
+        assert proc.wait(20) == 0, log_path.read_text()
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(10)
+    banner = log_path.read_text()
+    for expected in ("corq dev", "devapp:app", "sqlite:///corq.db", "corq enqueue TASK"):
+        assert expected in banner, banner
+
+
+def _wait_for_job(
+    tmp_path: Path, job_id: str, proc: subprocess.Popen[bytes], log_path: Path
+) -> dict[str, object]:
+    deadline = time.monotonic() + 30
+    while True:
+        shown = _corq(tmp_path, "job", job_id, "--json")
+        assert shown.returncode == 0, shown.stderr
+        record: dict[str, object] = json.loads(shown.stdout)
+        if record["status"] == "succeeded":
+            return record
+        assert proc.poll() is None, log_path.read_text()
+        assert time.monotonic() < deadline, f"job still {record['status']}\n{log_path.read_text()}"
+        time.sleep(0.2)
