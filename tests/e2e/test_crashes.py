@@ -153,3 +153,18 @@ def test_cli_help_lists_the_commands(cli: Cli) -> None:
     assert out.returncode == 0
     for command in ("worker", "enqueue", "job", "queues", "dead"):
         assert command in out.stdout
+
+
+@pytest.mark.parametrize("e2e_url", ["sqlite"], indirect=True)
+async def test_four_processes_share_one_sqlite_file(cli: Cli, client_app: corq.App) -> None:
+    # Given 20,000 jobs in one SQLite file
+    handles: list[corq.JobHandle] = []
+    for _ in range(4):
+        handles += await nap.enqueue_many([(0,) for _ in range(5000)])
+    # When four worker processes drain it together
+    proc = cli.worker("--processes", "4", "--burst", "--concurrency", "200")
+    assert await asyncio.to_thread(proc.wait, 120) == 0
+    # Then every job ran exactly once (one attempt each, nobody died)
+    jobs = await _statuses(client_app, handles)
+    assert {(j.status, j.attempt, j.deaths) for j in jobs} == {(corq.JobStatus.SUCCEEDED, 1, 0)}
+    assert len({j.worker_id for j in jobs}) >= 2, "the work was shared between processes"
