@@ -28,38 +28,42 @@ class JobContext:
     enqueued_at_ms: int
 
 
-_current: ContextVar[JobContext] = ContextVar("corq_current_job")
-#: How the running job reports progress: a coroutine function and the worker's loop.
-_reporter: ContextVar[
-    tuple[Callable[[float], Coroutine[Any, Any, bool]], asyncio.AbstractEventLoop]
-] = ContextVar("corq_progress_reporter")
+Reporter = Callable[[float], Coroutine[Any, Any, bool]]
+#: The running job as a plain tuple (id, task, queue, attempt, enqueued_at_ms), how it
+#: reports progress, and the worker's loop. One ContextVar set per job: it is on the hot path.
+_Current = tuple[tuple[str, str, str, int, int], Reporter | None, asyncio.AbstractEventLoop | None]
+_current: ContextVar[_Current] = ContextVar("corq_current_job")
 
 
 def current_job() -> JobContext:
     """The job being run by this task call; raises CorqError outside a job."""
     try:
-        return _current.get()
+        (job_id, task, queue, attempt, enqueued_at_ms), _, _ = _current.get()
     except LookupError:
         raise CorqError("current_job() is only available inside a task run by a worker") from None
+    return JobContext(
+        job_id=job_id, task=task, queue=queue, attempt=attempt, enqueued_at_ms=enqueued_at_ms
+    )
 
 
-def set_current_job(context: JobContext) -> None:
-    _current.set(context)
-
-
-def set_reporter(
-    report: Callable[[float], Coroutine[Any, Any, bool]], loop: asyncio.AbstractEventLoop
+def bind_job(
+    job: tuple[str, str, str, int, int],
+    report: Reporter | None = None,
+    loop: asyncio.AbstractEventLoop | None = None,
 ) -> None:
-    _reporter.set((report, loop))
+    """Called by the worker before running a task body."""
+    _current.set((job, report, loop))
 
 
 def _progress_call(progress: object) -> tuple[Coroutine[Any, Any, bool], asyncio.AbstractEventLoop]:
     if not isinstance(progress, int | float) or not 0.0 <= progress <= 1.0:
         raise ArgumentError(f"progress must be a number from 0.0 to 1.0, got {progress!r}")
     try:
-        report, loop = _reporter.get()
+        _, report, loop = _current.get()
     except LookupError:
-        raise CorqError("set_progress() is only available inside a task run by a worker") from None
+        report = loop = None
+    if report is None or loop is None:
+        raise CorqError("set_progress() is only available inside a task run by a worker")
     return report(float(progress)), loop
 
 

@@ -114,6 +114,13 @@ class Task(Generic[P, R]):
         self._signature = inspect.signature(fn)
         self._params, self.return_type = _describe(fn, self._signature)
         self._option_names = OPTION_NAMES - set(self._signature.parameters)
+        # Plain positional calls (the common case) skip inspect's bind: it dominated the
+        # worker's per-job cost. Any other call shape goes through bind as usual.
+        positional = (inspect.Parameter.POSITIONAL_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD)
+        self._plain = all(p.kind in positional for p in self._signature.parameters.values())
+        self._required = sum(
+            p.default is inspect.Parameter.empty for p in self._signature.parameters.values()
+        )
 
     @property
     def name(self) -> TaskName:
@@ -162,8 +169,10 @@ class Task(Generic[P, R]):
     # -- arguments -----------------------------------------------------------------
     def encode_payload(self, args: Sequence[Any], kwargs: dict[str, Any]) -> bytes:
         """Check the call against the signature and hints, then encode it."""
-        bound = self._bind(args, kwargs)
-        self._convert(bound, strict=True)
+        if self._positional_fits(args, kwargs):
+            self._convert_positional(args, strict=True)
+        else:
+            self._convert(self._bind(args, kwargs), strict=True)
         try:
             return self.app.serializer.dumps({"args": list(args), "kwargs": kwargs})
         except SerializationError as exc:
@@ -177,9 +186,27 @@ class Task(Generic[P, R]):
             and isinstance(data.get("kwargs", {}), dict)
         ):
             raise ArgumentError("payload is not {'args': [...], 'kwargs': {...}}")
-        bound = self._bind(data.get("args", []), data.get("kwargs", {}))
+        args, kwargs = data.get("args", []), data.get("kwargs", {})
+        if self._positional_fits(args, kwargs):
+            return self._convert_positional(args, strict=False), {}
+        bound = self._bind(args, kwargs)
         self._convert(bound, strict=False)
         return bound.args, bound.kwargs
+
+    def _positional_fits(self, args: Sequence[Any], kwargs: dict[str, Any]) -> bool:
+        return self._plain and not kwargs and self._required <= len(args) <= len(self._params)
+
+    def _convert_positional(self, args: Sequence[Any], *, strict: bool) -> tuple[Any, ...]:
+        out = list(args)
+        for index, value in enumerate(args):
+            param = self._params[index]
+            if param.decoder is None:
+                continue
+            try:
+                out[index] = msgspec.convert(value, param.decoder, strict=strict)
+            except msgspec.ValidationError as exc:
+                raise ArgumentError(f"task {self.name!r}: argument {param.name!r}: {exc}") from exc
+        return tuple(out)
 
     def _bind(self, args: Sequence[Any], kwargs: dict[str, Any]) -> inspect.BoundArguments:
         try:

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from corq.backends.base import ClaimedJob, Completion, Failure, Release
-from corq.context import JobContext, set_current_job, set_reporter
+from corq.context import bind_job
 from corq.errors import Retry, SerializationError
 from corq.serializers import Serializer
 from corq.task import Task
@@ -26,6 +26,8 @@ from corq.types import Clock, TaskName
 log = logging.getLogger(__name__)
 
 Outcome = Completion | Failure | Release
+#: What the worker binds for current_job(): id, task, queue, attempt, enqueued_at_ms.
+JobTuple = tuple[str, str, str, int, int]
 
 
 @dataclass(eq=False)
@@ -57,12 +59,18 @@ class Runner:
         report: Callable[[ClaimedJob, float], Coroutine[Any, Any, bool]] | None = None,
     ) -> None:
         self.report = report
+        self._event_loop: asyncio.AbstractEventLoop | None = None
         self.registry = registry
         self.serializer = serializer
         self.clock = clock
         self.threads = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="corq-job")
         self._processes_n = processes or os.cpu_count() or 1
         self._processes: ProcessPoolExecutor | None = None
+
+    def _loop(self) -> asyncio.AbstractEventLoop:
+        if self._event_loop is None:
+            self._event_loop = asyncio.get_running_loop()
+        return self._event_loop
 
     async def run(self, running: Running) -> Outcome | None:
         """Execute the job; None when nothing should be written (its claim was lost)."""
@@ -74,16 +82,20 @@ class Runner:
             args, kwargs = task.decode_payload(self.serializer.loads(job.payload))
         except Exception as exc:  # any decode problem means this message is bad
             return self._dead(job, f"corrupted job payload: {type(exc).__name__}: {exc}")
-        deadline = asyncio.timeout(task.options.timeout_s)
+        # asyncio.timeout costs even when unbounded: only use it for tasks with a timeout.
+        deadline = asyncio.timeout(task.options.timeout_s) if task.options.timeout_s else None
         try:
-            async with deadline:
+            if deadline is None:
                 result = await self._call(task, job, running, args, kwargs)
+            else:
+                async with deadline:
+                    result = await self._call(task, job, running, args, kwargs)
         except asyncio.CancelledError:
             return self._cancelled(running)
         except Retry as exc:
             return self._failure(task, job, exc, f"Retry: {exc}", None, delay_s=exc.delay)
         except BaseException as exc:  # a task's error is data: record it, go on
-            if isinstance(exc, TimeoutError) and deadline.expired():
+            if isinstance(exc, TimeoutError) and deadline is not None and deadline.expired():
                 limit = task.options.timeout_s
                 error = f"TimeoutError: attempt exceeded the task's {limit:g}s timeout"
                 return self._failure(task, job, exc, error, None)
@@ -108,17 +120,9 @@ class Runner:
         args: tuple[Any, ...],
         kwargs: dict[str, Any],
     ) -> Any:
-        context = JobContext(
-            job_id=job.id,
-            task=job.task,
-            queue=job.queue,
-            attempt=job.attempt,
-            enqueued_at_ms=job.enqueued_at_ms,
-        )
-        set_current_job(context)
-        if self.report is not None:
-            report = self.report
-            set_reporter(functools.partial(report, job), asyncio.get_running_loop())
+        context = (job.id, job.task, job.queue, job.attempt, job.enqueued_at_ms)
+        report = None if self.report is None else functools.partial(self.report, job)
+        bind_job(context, report, self._loop())
         if task.is_async:
             running.started = True
             return await task.fn(*args, **kwargs)
@@ -135,7 +139,7 @@ class Runner:
         self,
         loop: asyncio.AbstractEventLoop,
         task: Task[Any, Any],
-        context: JobContext,
+        context: JobTuple,
         args: tuple[Any, ...],
         kwargs: dict[str, Any],
     ) -> Any:
@@ -238,7 +242,7 @@ def _mark_started(
 def _call_in_child(
     module: str,
     qualname: str,
-    context: JobContext,
+    context: JobTuple,
     args: tuple[Any, ...],
     kwargs: dict[str, Any],
 ) -> Any:
@@ -247,7 +251,7 @@ def _call_in_child(
     for part in qualname.split("."):
         target = getattr(target, part)
     fn = target.fn if isinstance(target, Task) else target
-    set_current_job(context)
+    bind_job(context)
     return fn(*args, **kwargs)
 
 
