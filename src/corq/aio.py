@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import logging
+
+log = logging.getLogger("corq.worker")
 
 
 def reraise_if_cancelling() -> None:
@@ -15,3 +18,23 @@ def reraise_if_cancelling() -> None:
     task = asyncio.current_task()
     if task is not None and task.cancelling():
         raise asyncio.CancelledError
+
+
+class Backoff:
+    """Waits between attempts while the broker is unreachable, logging once per outage."""
+
+    def __init__(self, what: str) -> None:
+        self.what = what
+        self.delay = 0.0
+
+    async def wait(self, exc: Exception) -> None:
+        reraise_if_cancelling()
+        if self.delay == 0.0:
+            log.warning("broker unreachable (%s: %s); retrying with backoff", self.what, exc)
+        self.delay = min(max(self.delay * 2, 0.05), 1.0)
+        await asyncio.sleep(self.delay)
+
+    def reset(self) -> None:
+        if self.delay:
+            log.info("broker reachable again (%s)", self.what)
+        self.delay = 0.0

@@ -19,50 +19,40 @@ class Serializer(Protocol):
     def loads(self, data: bytes, type: Any = Any) -> Any: ...
 
 
-def _encode_error(value: Any, exc: Exception) -> SerializationError:
-    return SerializationError(f"cannot encode {type(value).__name__} value: {exc}")
+class _MsgspecSerializer:
+    """One of msgspec's codecs; values it cannot encode raise SerializationError."""
 
-
-class JsonSerializer:
-    """JSON through msgspec: readable in redis-cli, safe to decode."""
-
-    name = "json"
-
-    def __init__(self) -> None:
-        self._encoder = msgspec.json.Encoder()
-        self._decoder = msgspec.json.Decoder()
+    def __init__(self, name: str, codec: Any) -> None:
+        self.name = name
+        self._codec = codec
+        self._encoder = codec.Encoder()
+        self._decoder = codec.Decoder()
 
     def dumps(self, value: Any) -> bytes:
         try:
-            return self._encoder.encode(value)
+            data: bytes = self._encoder.encode(value)
         except (TypeError, ValueError, OverflowError, msgspec.EncodeError) as exc:
-            raise _encode_error(value, exc) from exc
+            raise SerializationError(f"cannot encode {type(value).__name__} value: {exc}") from exc
+        return data
 
     def loads(self, data: bytes, type: Any = Any) -> Any:
         if type is Any:
             return self._decoder.decode(data)
-        return msgspec.json.decode(data, type=type, strict=False)
+        return self._codec.decode(data, type=type, strict=False)
 
 
-class MsgpackSerializer:
+class JsonSerializer(_MsgspecSerializer):
+    """JSON through msgspec: readable in redis-cli and sqlite3, safe to decode."""
+
+    def __init__(self) -> None:
+        super().__init__("json", msgspec.json)
+
+
+class MsgpackSerializer(_MsgspecSerializer):
     """MessagePack through msgspec: smaller and faster, keeps bytes as bytes."""
 
-    name = "msgpack"
-
     def __init__(self) -> None:
-        self._encoder = msgspec.msgpack.Encoder()
-        self._decoder = msgspec.msgpack.Decoder()
-
-    def dumps(self, value: Any) -> bytes:
-        try:
-            return self._encoder.encode(value)
-        except (TypeError, ValueError, OverflowError, msgspec.EncodeError) as exc:
-            raise _encode_error(value, exc) from exc
-
-    def loads(self, data: bytes, type: Any = Any) -> Any:
-        if type is Any:
-            return self._decoder.decode(data)
-        return msgspec.msgpack.decode(data, type=type, strict=False)
+        super().__init__("msgpack", msgspec.msgpack)
 
 
 def get_serializer(name: str) -> Serializer:

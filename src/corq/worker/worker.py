@@ -18,15 +18,12 @@ import os
 import socket
 import uuid
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
-from corq.aio import reraise_if_cancelling
+from corq.aio import Backoff, reraise_if_cancelling
 from corq.backends.base import (
     ClaimBatch,
     ClaimedJob,
-    Completion,
-    Failure,
-    Release,
     WorkerLease,
 )
 from corq.errors import BrokerError
@@ -34,6 +31,7 @@ from corq.task import check_queue_name
 from corq.types import QueueName
 from corq.worker.heartbeat import Heartbeat
 from corq.worker.runner import Outcome, Runner, Running
+from corq.worker.writer import OutcomeWriter
 
 if TYPE_CHECKING:
     from corq.app import App
@@ -45,26 +43,6 @@ log = logging.getLogger(__name__)
 BATCH = 1000
 #: An idle fetcher re-checks its queue at least this often, even without a wake signal.
 IDLE_BLOCK_S = 2.0
-
-
-class Backoff:
-    """Waits between attempts while the broker is unreachable, logging once per outage."""
-
-    def __init__(self, what: str) -> None:
-        self.what = what
-        self.delay = 0.0
-
-    async def wait(self, exc: Exception) -> None:
-        reraise_if_cancelling()
-        if self.delay == 0.0:
-            log.warning("broker unreachable (%s: %s); retrying with backoff", self.what, exc)
-        self.delay = min(max(self.delay * 2, 0.05), 1.0)
-        await asyncio.sleep(self.delay)
-
-    def reset(self) -> None:
-        if self.delay:
-            log.info("broker reachable again (%s)", self.what)
-        self.delay = 0.0
 
 
 class Worker:
@@ -403,58 +381,19 @@ class Worker:
 
     # -- writing outcomes ------------------------------------------------------------
     async def _write_loop(self) -> None:
-        backoff = Backoff("record outcomes")
-        while True:
-            first = await self._outcomes.get()
-            batch = [] if first is None else [first]
-            stop = first is None
-            while batch and len(batch) < BATCH and not self._outcomes.empty():
-                item = self._outcomes.get_nowait()
-                if item is None:
-                    stop = True
-                    break
-                batch.append(item)
-            while batch:
-                try:
-                    await self._write(batch)
-                    backoff.reset()
-                    batch = []
-                except BrokerError as exc:
-                    await backoff.wait(exc)
-            if stop:
-                return
+        await OutcomeWriter(
+            self.backend,
+            self.worker_id,
+            self.app.settings.result_ttl_s,
+            self.counts,
+            self._retry_due,
+        ).run(self._outcomes)
 
-    async def _write(self, batch: list[Outcome]) -> None:
-        completions = [o for o in batch if isinstance(o, Completion)]
-        failures = [o for o in batch if isinstance(o, Failure)]
-        releases = [o for o in batch if isinstance(o, Release)]
-        ttl_ms = round(self.app.settings.result_ttl_s * 1000)
-        results: list[tuple[str, Any, bool]] = []
-        if completions:
-            oks = await self.backend.complete_jobs(self.worker_id, completions, ttl_ms)
-            results += [("succeeded", o, ok) for o, ok in zip(completions, oks, strict=True)]
-        if failures:
-            oks = await self.backend.fail_jobs(self.worker_id, failures, ttl_ms)
-            for failure, ok in zip(failures, oks, strict=True):
-                if ok and failure.retry_at_ms is not None:
-                    # We know when the retry is due: no need to wait for a claim to tell us.
-                    known = self._next_due.get(failure.queue)
-                    if known is None or failure.retry_at_ms < known:
-                        self._note_due(failure.queue, failure.retry_at_ms)
-            results += [("failed", o, ok) for o, ok in zip(failures, oks, strict=True)]
-        if releases:
-            oks = await self.backend.release_jobs(self.worker_id, releases)
-            results += [("released", o, ok) for o, ok in zip(releases, oks, strict=True)]
-        for kind, outcome, ok in results:
-            if ok:
-                self.counts[kind] += 1
-            else:
-                self.counts["rejected"] += 1
-                log.warning(
-                    "job %s: outcome not recorded, this worker no longer holds it "
-                    "(its lease expired and the job was taken back)",
-                    outcome.job_id,
-                )
+    def _retry_due(self, queue: QueueName, due_ms: int) -> None:
+        """We know when a retry we recorded is due: no need to wait for a claim to say so."""
+        known = self._next_due.get(queue)
+        if known is None or due_ms < known:
+            self._note_due(queue, due_ms)
 
     # -- recovery of dead workers ----------------------------------------------------
     async def _reclaim_loop(self) -> None:
