@@ -274,3 +274,50 @@ async def test_a_waiter_survives_a_lost_pubsub_connection(
     assert result is not None
     assert result.status == JobStatus.SUCCEEDED
     assert time.perf_counter() - started < 1
+
+
+async def test_heartbeat_cost_does_not_grow_with_jobs_held(redis_url: str, prefix: str) -> None:
+    """100,000 jobs in flight must not mean 100,000 writes per heartbeat."""
+    import redis.asyncio as aioredis
+
+    from corq.backends import open_backend
+    from corq.backends.base import NewJob, WorkerLease
+
+    backend = open_backend(redis_url, prefix=prefix)
+    raw = aioredis.Redis.from_url(redis_url)
+    lease = WorkerLease(worker_id="w1", queues=("q",), lease_ms=10_000)
+
+    async def commands_for_one_heartbeat() -> int:
+        # The fewest of a few tries: a connection opened by the pool adds its handshake.
+        costs = []
+        for _ in range(3):
+            before = (await raw.info("stats"))["total_commands_processed"]
+            assert await backend.heartbeat(lease, 2_000) == []
+            after = (await raw.info("stats"))["total_commands_processed"]
+            costs.append(int(after - before))
+        return min(costs)
+
+    try:
+        await backend.register_worker(lease, 1_000)
+        idle_cost = await commands_for_one_heartbeat()
+        # Given 5,000 jobs held by the worker
+        jobs = [
+            NewJob(
+                id=f"j{i}",
+                task="t",
+                queue="q",
+                payload=b"{}",
+                enqueued_at_ms=1_000,
+                run_at_ms=1_000,
+            )
+            for i in range(5_000)
+        ]
+        await backend.enqueue_jobs(jobs)
+        for _ in range(5):
+            await backend.claim_jobs("q", "w1", 1_000, 10_000, 1_000)
+        assert (await backend.queue_stats(["q"]))[0].in_flight == 5_000
+        # Then a heartbeat costs exactly what it cost with none
+        assert await commands_for_one_heartbeat() == idle_cost
+    finally:
+        await raw.aclose()
+        await backend.close()

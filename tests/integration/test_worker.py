@@ -343,3 +343,32 @@ async def test_retry_after_a_short_backoff_starts_on_time(app: corq.App) -> None
         assert await job.result(timeout=5) == "ok"
     # The worker knows when the retry is due; it must not wait for its idle re-check (2 s).
     assert attempts[1] - attempts[0] < 0.6, attempts[1] - attempts[0]
+
+
+async def test_fake_clock_fast_forwards_claim_expiry(fake_app) -> None:
+    app, clock = fake_app
+    started = asyncio.Event()
+    runs: list[int] = []
+
+    @app.task
+    async def hang_once() -> str:
+        runs.append(corq.current_job().attempt)
+        if len(runs) == 1:
+            started.set()
+            await asyncio.sleep(3600)  # its worker "dies" while it runs
+        return "done"
+
+    # Given worker A holding the job, then vanishing without a word (no writes, no deregister)
+    job = await hang_once.enqueue()
+    a = corq.Worker(app)
+    a_task = asyncio.create_task(a.run())
+    await asyncio.wait_for(started.wait(), 5)
+    a.request_stop(immediate=True)
+    await a_task
+    # When worker B runs and the clock passes A's lease
+    async with run_worker(app):
+        clock.advance(app.settings.lease_s + app.settings.reclaim_s + 1)
+        # Then B takes the job back and runs it, with the death counted
+        assert await job.result(timeout=5) == "done"
+    record = await job.info()
+    assert (record.attempt, record.deaths) == (2, 1)

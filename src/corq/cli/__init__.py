@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import sys
+
 import click
+from pydantic import ValidationError
 
 from corq.cli.demo import demo
 from corq.cli.dev import dev
@@ -30,4 +33,12 @@ cli.add_command(dev)
 
 
 def main() -> None:
-    cli()
+    try:
+        cli(standalone_mode=True)
+    except ValidationError as exc:  # a CORQ_* variable or App(...) argument out of range
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in e['loc'])} (CORQ_{str(e['loc'][0]).upper()}): {e['msg']}"
+            for e in exc.errors()
+        )
+        click.echo(f"Error: invalid corq setting: {problems}", err=True)
+        sys.exit(2)
