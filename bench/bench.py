@@ -113,6 +113,25 @@ async def bench_latency(url: str, rate: int, seconds: float) -> tuple[float, flo
     return q[49], q[98], max(lat_ms)
 
 
+async def bench_delayed(url: str, count: int) -> tuple[float, float, float]:
+    """How late delayed jobs start after their due time, on an idle worker (ms)."""
+    prefix = configure(url)
+    proc = start_worker(url, prefix, "--concurrency", "100")
+    await asyncio.sleep(2.0)
+    handles = []
+    for _ in range(count):
+        delay_s = 0.3
+        due_ns = time.perf_counter_ns() + int(delay_s * 1e9)
+        handles.append(await bench_app.stamp.with_options(delay=delay_s).enqueue(due_ns))
+        await asyncio.sleep(0.05)
+    late_ms = [(await h.result(timeout=10)) / 1e6 for h in handles]
+    proc.terminate()
+    proc.wait(30)
+    await cleanup()
+    q = statistics.quantiles(late_ms, n=100)
+    return q[49], q[98], max(late_ms)
+
+
 async def bench_concurrent(url: str, n: int, seconds: float) -> tuple[float, float]:
     prefix = configure(url)
     for i in range(0, n, 10_000):
@@ -237,6 +256,12 @@ async def main() -> None:
         print(
             f"enqueue-to-start latency at 200 jobs/s: p50 {p50:.3f} ms, p99 {p99:.3f} ms, "
             f"max {worst:.3f} ms"
+        )
+    if want("delayed"):
+        p50, p99, worst = await bench_delayed(url, 40 if quick else 200)
+        print(
+            f"delayed job start after its due time, idle worker: p50 {p50:.2f} ms, "
+            f"p99 {p99:.2f} ms, max {worst:.2f} ms"
         )
     if want("concurrent"):
         for n in (10_000,) if quick else (10_000, 100_000):
