@@ -168,3 +168,31 @@ async def test_four_processes_share_one_sqlite_file(cli: Cli, client_app: corq.A
     jobs = await _statuses(client_app, handles)
     assert {(j.status, j.attempt, j.deaths) for j in jobs} == {(corq.JobStatus.SUCCEEDED, 1, 0)}
     assert len({j.worker_id for j in jobs}) >= 2, "the work was shared between processes"
+
+
+async def test_stalled_worker_is_fenced_off_and_recovers(cli: Cli, client_app: corq.App) -> None:
+    # Given worker A running jobs (lease 1.5 s)
+    handles = await nap.enqueue_many([(2.0,) for _ in range(10)])
+    a = cli.worker("--concurrency", "100")
+
+    async def a_holds_them() -> bool:
+        return (await client_app.client().queue_stats(["default"]))[0].in_flight == 10
+
+    await wait_for(a_holds_them, 15, "worker A to hold the jobs")
+    # When A freezes (SIGSTOP) past its lease, and worker B takes the jobs and finishes them
+    a.send_signal(signal.SIGSTOP)
+    cli.worker("--concurrency", "100")
+    await wait_for(lambda: _all_succeeded(client_app, handles), 30, "B to finish the jobs")
+    finished_by = {j.worker_id for j in await _statuses(client_app, handles)}
+    # and A wakes up again
+    a.send_signal(signal.SIGCONT)
+    await asyncio.sleep(4)
+    # Then A's late results were refused (fencing): the records still name B's work
+    jobs = await _statuses(client_app, handles)
+    assert {j.worker_id for j in jobs} == finished_by
+    assert {(j.status, j.attempt, j.deaths) for j in jobs} == {(corq.JobStatus.SUCCEEDED, 2, 1)}
+    assert "no longer holds it" in cli.logs() or "lease lost" in cli.logs()
+    # and A is alive and working again
+    assert a.poll() is None
+    more = await nap.enqueue_many([(0.01,) for _ in range(20)])
+    await wait_for(lambda: _all_succeeded(client_app, more), 20, "new jobs to succeed")
