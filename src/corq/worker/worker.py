@@ -398,6 +398,10 @@ class Worker:
     # -- recovery of dead workers ----------------------------------------------------
     async def _reclaim_loop(self) -> None:
         settings = self.app.settings
+        # After an outage longer than a lease every lease has passed, though the workers
+        # live: reclaim only once we have been in touch for a whole lease, by which time
+        # every live worker has renewed its own.
+        in_touch_since: int | None = self.clock.now_ms()
         while True:
             await self.clock.sleep(settings.reclaim_s)
             try:
@@ -406,20 +410,26 @@ class Worker:
                 lost = await self.backend.heartbeat(self.lease, self.clock.now_ms())
                 if lost:
                     await self._recover_lost(lost)
-                for queue in self.queues:
-                    reclaimed = await self.backend.reclaim_stalled_jobs(
-                        queue, self.clock.now_ms(), settings.max_deaths
-                    )
-                    for r in reclaimed:
-                        log.warning(
-                            "job %s taken back from dead worker %s%s",
-                            r.job_id,
-                            r.worker_id,
-                            " and sent to the dead letters (poison)" if r.dead else "",
-                        )
+                in_touch_since = in_touch_since or self.clock.now_ms()
+                if self.clock.now_ms() - in_touch_since >= self.lease.lease_ms:
+                    await self._reclaim_all()
             except BrokerError as exc:
                 reraise_if_cancelling()
+                in_touch_since = None
                 log.warning("reclaim skipped: %s", exc)
+
+    async def _reclaim_all(self) -> None:
+        for queue in self.queues:
+            reclaimed = await self.backend.reclaim_stalled_jobs(
+                queue, self.clock.now_ms(), self.app.settings.max_deaths
+            )
+            for r in reclaimed:
+                log.warning(
+                    "job %s taken back from dead worker %s%s",
+                    r.job_id,
+                    r.worker_id,
+                    " and sent to the dead letters (poison)" if r.dead else "",
+                )
 
     async def _tick_loop(self) -> None:
         while True:
