@@ -114,6 +114,10 @@ def _print_job(app: App, record: Job, result: Any) -> None:
     table.add_row("started", _when(record.started_at_ms))
     table.add_row("finished", _when(record.finished_at_ms))
     table.add_row("worker", record.worker_id or "-")
+    if record.progress is not None:
+        table.add_row("progress", f"{record.progress:.0%}")
+    if record.death_log:
+        table.add_row("died with", " ".join(record.death_log))
     if record.status is JobStatus.SUCCEEDED:
         table.add_row("result", _short(result))
     if record.error:
