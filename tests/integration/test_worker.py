@@ -372,3 +372,25 @@ async def test_fake_clock_fast_forwards_claim_expiry(fake_app) -> None:
         assert await job.result(timeout=5) == "done"
     record = await job.info()
     assert (record.attempt, record.deaths) == (2, 1)
+
+
+async def test_damaged_record_goes_dead_instead_of_vanishing(app: corq.App) -> None:
+    if not app.settings.url.startswith("redis"):
+        pytest.skip("damages a Redis hash by hand")
+    import redis.asyncio as aioredis
+
+    from corq.backends.redis.keys import RedisKeys
+
+    @app.task
+    async def echo(x: int) -> int:
+        return x
+
+    # Given a queued job whose record lost its task name (damaged by hand)
+    job = await echo.enqueue(1)
+    raw = aioredis.Redis.from_url(app.settings.url)
+    await raw.hdel(RedisKeys(app.settings.prefix).queue("default").job(job.id), "task")
+    await raw.aclose()
+    # When a worker claims it, Then it ends in the dead letters with a clear error
+    async with run_worker(app):
+        with pytest.raises(corq.JobFailedError, match="corrupted job record"):
+            await job.result(timeout=5)

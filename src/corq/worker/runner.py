@@ -75,6 +75,8 @@ class Runner:
     async def run(self, running: Running) -> Outcome | None:
         """Execute the job; None when nothing should be written (its claim was lost)."""
         job = running.job
+        if not job.task:
+            return self._dead(job, "corrupted job record: it has no task name")
         task = self.registry.get(job.task)
         if task is None:
             return self._dead(job, f"unknown task '{job.task}'")

@@ -97,15 +97,21 @@ if count > 0 then
     local key = job_prefix .. id
     local f = redis.call('HMGET', key, 'task', 'payload', 'attempt', 'failures', 'deaths',
       'fence', 'enqueued_at_ms', 'run_at_ms', 'priority')
+    if not f[1] and redis.call('EXISTS', key) == 1 then
+      -- A damaged record (no task name) is still handed out, so the worker sends it to
+      -- the dead letters with a clear error instead of it vanishing from the queue.
+      f[1] = ''
+    end
     if f[1] then
-      local attempt = int(tonumber(f[3]) + 1)
-      local fence = int(tonumber(f[6]) + 1)
+      local attempt = int(tonumber(f[3] or '0') + 1)
+      local fence = int(tonumber(f[6] or '0') + 1)
       redis.call('HSET', key, 'status', 'running', 'attempt', attempt, 'fence', fence,
         'worker_id', worker_id, 'started_at_ms', now_ms, 'isolated', isolated and '1' or '0')
       claimed[#claimed + 1] = id
       local n = #out
-      out[n + 1], out[n + 2], out[n + 3], out[n + 4], out[n + 5] = id, f[1], f[2], attempt, f[4]
-      out[n + 6], out[n + 7], out[n + 8], out[n + 9], out[n + 10] = f[5], fence, f[7], f[8], f[9]
+      out[n + 1], out[n + 2], out[n + 3], out[n + 4] = id, f[1], f[2] or '', attempt
+      out[n + 5], out[n + 6], out[n + 7] = f[4] or '0', f[5] or '0', fence
+      out[n + 8], out[n + 9], out[n + 10] = f[7] or '0', f[8] or '0', f[9] or '0'
     end
   end
   call_chunked('SADD', held_key, claimed)
