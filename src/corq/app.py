@@ -50,6 +50,10 @@ class App:
     def __repr__(self) -> str:
         return f"<corq.App url={self.settings.url!r} tasks={len(self.registry)}>"
 
+    def task_queues(self) -> set[QueueName]:
+        """Every queue this app's tasks send to."""
+        return {t.options.queue for t in self.registry.values()}
+
     def configure(self, **changes: Any) -> None:
         """Change settings (e.g. url) before any connection is made."""
         if self._clients or self._portal is not None:
@@ -167,7 +171,7 @@ class App:
         with self._lock:
             if self._portal is None:
                 self._portal = _Portal()
-        return self._portal.run(coro, self)
+        return self._portal.run(coro)
 
     async def aclose(self) -> None:
         """Close this event loop's broker connections (and the sync portal's)."""
@@ -194,7 +198,7 @@ class _Portal:
         self.thread = threading.Thread(target=self.loop.run_forever, name="corq-sync", daemon=True)
         self.thread.start()
 
-    def run(self, coro: Coroutine[Any, Any, R], app: App) -> R:
+    def run(self, coro: Coroutine[Any, Any, R]) -> R:
         if threading.current_thread() is self.thread:
             raise RuntimeError("enqueue_sync called from inside corq's own sync loop")
         return asyncio.run_coroutine_threadsafe(coro, self.loop).result()

@@ -19,7 +19,6 @@ from corq.errors import (
     JobNotFoundError,
     PayloadTooLargeError,
     ResultTimeoutError,
-    UnknownTaskError,
 )
 from corq.job import TERMINAL_STATES, Job, JobStatus
 from corq.serializers import Serializer
@@ -233,10 +232,6 @@ class Client:
     async def purge_dead(self, queue: QueueName, job_ids: Sequence[JobId] | None = None) -> int:
         return await self.backend.purge_dead(queue, job_ids)
 
-    def decode_result(self, job: Job) -> Any:
-        """A succeeded job's result as Python data."""
-        return None if job.result is None else self.serializer.loads(job.result)
-
     async def close(self) -> None:
         await self.backend.close()
 
@@ -259,7 +254,3 @@ def _run_at_ms(now_ms: int, options: EnqueueOptions) -> int:
         eta = options.eta if options.eta.tzinfo else options.eta.replace(tzinfo=UTC)
         return max(now_ms, round(eta.timestamp() * 1000))
     return now_ms
-
-
-def unknown_task_error(name: TaskName) -> UnknownTaskError:
-    return UnknownTaskError(f"unknown task {name!r}")

@@ -6,7 +6,7 @@ import inspect
 import re
 import typing
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, Generic, ParamSpec, Protocol, TypeVar
 
@@ -289,7 +289,3 @@ def _decoder_for(hint: Any) -> Any:
     except TypeError:
         return None
     return hint
-
-
-def replace_options(options: TaskOptions, **changes: Any) -> TaskOptions:
-    return replace(options, **changes)

@@ -66,5 +66,4 @@ async def drain(
 
 
 def _all_queues(app: App) -> list[QueueName]:
-    queues = {t.options.queue for t in app.registry.values()}
-    return sorted(queues or {app.settings.default_queue})
+    return sorted(app.task_queues() or {app.settings.default_queue})

@@ -74,6 +74,12 @@ def run(app: App, make: Callable[[], Awaitable[T]]) -> T:
         raise click.ClickException(str(exc)) from exc
 
 
+def parse_queues(value: str | None) -> list[str] | None:
+    """`--queues a,b` as a list; None when not given (or empty)."""
+    queues = [q.strip() for q in (value or "").split(",") if q.strip()]
+    return queues or None
+
+
 def setup_logging(level: str) -> None:
     logging.basicConfig(
         level=level.upper(),

@@ -8,7 +8,7 @@ import click
 from rich.console import Console
 
 from corq import App, Settings, Worker
-from corq.cli.common import load_app, setup_logging
+from corq.cli.common import load_app, parse_queues, setup_logging
 from corq.cli.worker import _run_worker
 
 #: Jobs run at once in `corq dev` unless --concurrency says otherwise (small, so logs stay
@@ -74,7 +74,7 @@ def dev(
     app = load_app(app_path)
     if url:
         app.configure(url=url)
-    queue_list = [q.strip() for q in queues.split(",") if q.strip()] if queues else _app_queues(app)
+    queue_list = parse_queues(queues) or _app_queues(app)
     w = Worker(app, queues=queue_list, concurrency=concurrency, grace_s=grace)
     _print_banner(app_path, app, w)
     _run_worker(w)
@@ -82,8 +82,7 @@ def dev(
 
 def _app_queues(app: App) -> list[str]:
     """Every queue the app's tasks send to (and the default queue)."""
-    queues = {t.options.queue for t in app.registry.values()}
-    return sorted(queues | {app.settings.default_queue})
+    return sorted(app.task_queues() | {app.settings.default_queue})
 
 
 def _print_banner(app_path: str, app: App, w: Worker) -> None:

@@ -15,7 +15,7 @@ from typing import Any
 import click
 
 from corq import Worker
-from corq.cli.common import load_app, setup_logging
+from corq.cli.common import load_app, parse_queues, setup_logging
 
 log = logging.getLogger("corq.cli")
 
@@ -80,7 +80,7 @@ def worker(
     app = load_app(app_path)
     if url:
         app.configure(url=url)
-    queue_list = [q.strip() for q in queues.split(",") if q.strip()] if queues else None
+    queue_list = parse_queues(queues)
     w = Worker(app, queues=queue_list, concurrency=concurrency, burst=burst, grace_s=grace)
     _run_worker(w)
 

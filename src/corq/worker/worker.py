@@ -170,10 +170,7 @@ class Worker:
         while True:
             try:
                 await self.backend.register_worker(self.lease, self.clock.now_ms())
-                for queue in self.queues:
-                    await self.backend.reclaim_stalled_jobs(
-                        queue, self.clock.now_ms(), self.app.settings.max_deaths
-                    )
+                await self._reclaim_all()
                 backoff.reset()
                 return
             except BrokerError as exc:
@@ -297,7 +294,11 @@ class Worker:
 
     def _check_burst_done(self, queue: QueueName) -> None:
         self._idle.add(queue)
-        if self._idle.issuperset(self.queues) and not self._running:
+        self._stop_if_burst_done()
+
+    def _stop_if_burst_done(self) -> None:
+        """In burst mode, stop once every queue was seen empty and nothing runs."""
+        if self.burst and not self._running and self._idle.issuperset(self.queues):
             log.info("burst: queues empty, stopping")
             self.request_stop()
 
@@ -317,8 +318,7 @@ class Worker:
                 self._isolated = None
             self._free += 1
             self._slot_freed.set()
-            if self.burst and not self._running and self._idle.issuperset(self.queues):
-                self.request_stop()
+            self._stop_if_burst_done()
         if outcome is not None:
             self._outcomes.put_nowait(outcome)
 
@@ -331,8 +331,13 @@ class Worker:
         """Called on the heartbeat thread; hands the news to the worker's loop."""
         assert self._loop is not None
         self._loop.call_soon_threadsafe(
-            lambda: self._tasks.add(asyncio.ensure_future(self._recover_lost(queues)))
+            lambda: self._keep(asyncio.ensure_future(self._recover_lost(queues)))
         )
+
+    def _keep(self, task: asyncio.Future[None]) -> None:
+        """Hold a reference to a fire-and-forget task until it is done."""
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
 
     async def _recover_lost(self, queues: list[QueueName]) -> None:
         """Our lease expired and our jobs were taken back: stop running them, register again."""
