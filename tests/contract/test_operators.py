@@ -6,23 +6,9 @@ import asyncio
 import threading
 
 from corq.backends import Backend
-from corq.backends.base import Completion, Failure, NewJob, WorkerLease
+from corq.backends.base import Completion, Failure, WorkerLease
 from corq.job import JobStatus
-
-T0 = 1_700_000_000_000
-Q = "default"
-LEASE_MS = 30_000
-
-
-def new_job(job_id: str, *, delay_ms: int = 0) -> NewJob:
-    return NewJob(
-        id=job_id,
-        task="tasks.add",
-        queue=Q,
-        payload=b"{}",
-        enqueued_at_ms=T0,
-        run_at_ms=T0 + delay_ms,
-    )
+from tests.contract.jobs import LEASE_MS, T0, Q, new_job
 
 
 async def kill(backend: Backend, job_ids: list[str], *, worker: str = "w1") -> None:

@@ -6,25 +6,9 @@ import asyncio
 import time
 
 from corq.backends import Backend
-from corq.backends.base import Completion, Failure, NewJob, WorkerLease
+from corq.backends.base import Completion, Failure, WorkerLease
 from corq.job import JobStatus
-
-T0 = 1_700_000_000_000
-Q = "default"
-
-
-def new_job(
-    job_id: str, *, queue: str = Q, priority: int = 0, delay_ms: int = 0, payload: bytes = b"{}"
-) -> NewJob:
-    return NewJob(
-        id=job_id,
-        task="tasks.add",
-        queue=queue,
-        payload=payload,
-        priority=priority,
-        enqueued_at_ms=T0,
-        run_at_ms=T0 + delay_ms,
-    )
+from tests.contract.jobs import T0, Q, new_job
 
 
 async def register(backend: Backend, worker: str = "w1", queue: str = Q) -> WorkerLease:

@@ -3,18 +3,9 @@
 from __future__ import annotations
 
 from corq.backends import Backend
-from corq.backends.base import ClaimedJob, Completion, NewJob, Release, WorkerLease
+from corq.backends.base import ClaimedJob, Completion, Release, WorkerLease
 from corq.job import Job, JobStatus
-
-T0 = 1_700_000_000_000
-Q = "default"
-LEASE_MS = 30_000
-
-
-def new_job(job_id: str) -> NewJob:
-    return NewJob(
-        id=job_id, task="tasks.add", queue=Q, payload=b"{}", enqueued_at_ms=T0, run_at_ms=T0
-    )
+from tests.contract.jobs import LEASE_MS, T0, Q, new_job
 
 
 async def held_by(backend: Backend, worker: str, job_id: str) -> ClaimedJob:

@@ -15,30 +15,15 @@ from corq.backends.base import (
     ClaimBatch,
     Completion,
     Failure,
-    NewJob,
     Reclaimed,
     Release,
     WorkerLease,
 )
 from corq.job import Job, JobStatus
+from tests.contract.jobs import LEASE_MS, T0, Q, new_job
 
-T0 = 1_700_000_000_000
-Q = "default"
-LEASE_MS = 30_000
 #: Time enough for any lease taken before it to pass.
 LATER = LEASE_MS + 1
-
-
-def new_job(job_id: str, *, queue: str = Q, priority: int = 0) -> NewJob:
-    return NewJob(
-        id=job_id,
-        task="tasks.add",
-        queue=queue,
-        payload=b"{}",
-        priority=priority,
-        enqueued_at_ms=T0,
-        run_at_ms=T0,
-    )
 
 
 async def register(backend: Backend, worker: str, now_ms: int, queue: str = Q) -> None:

@@ -9,22 +9,7 @@ import time
 from corq.backends import Backend
 from corq.backends.base import Completion, Failure, NewJob, Reclaimed, Release, WorkerLease
 from corq.job import JobStatus
-
-T0 = 1_700_000_000_000
-Q = "default"
-LEASE_MS = 30_000
-
-
-def new_job(job_id: str, *, queue: str = Q, priority: int = 0) -> NewJob:
-    return NewJob(
-        id=job_id,
-        task="tasks.add",
-        queue=queue,
-        payload=b"{}",
-        priority=priority,
-        enqueued_at_ms=T0,
-        run_at_ms=T0,
-    )
+from tests.contract.jobs import LEASE_MS, T0, Q, new_job
 
 
 def lease_of(worker: str, *queues: str) -> WorkerLease:
