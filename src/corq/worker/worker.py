@@ -391,14 +391,7 @@ class Worker:
             self.worker_id,
             self.app.settings.result_ttl_s,
             self.counts,
-            self._retry_due,
         ).run(self._outcomes)
-
-    def _retry_due(self, queue: QueueName, due_ms: int) -> None:
-        """We know when a retry we recorded is due: no need to wait for a claim to say so."""
-        known = self._next_due.get(queue)
-        if known is None or due_ms < known:
-            self._note_due(queue, due_ms)
 
     # -- recovery of dead workers ----------------------------------------------------
     async def _reclaim_loop(self) -> None:

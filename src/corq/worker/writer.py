@@ -4,13 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable
 from typing import Any
 
 from corq.aio import Backoff
 from corq.backends.base import Backend, Completion, Failure, Release
 from corq.errors import BrokerError
-from corq.types import QueueName, WorkerId
+from corq.types import WorkerId
 from corq.worker.runner import Outcome
 
 log = logging.getLogger(__name__)
@@ -32,13 +31,11 @@ class OutcomeWriter:
         worker_id: WorkerId,
         result_ttl_s: float,
         counts: dict[str, int],
-        on_retry_due: Callable[[QueueName, int], None],
     ) -> None:
         self.backend = backend
         self.worker_id = worker_id
         self.ttl_ms = round(result_ttl_s * 1000)
         self.counts = counts
-        self.on_retry_due = on_retry_due
 
     async def run(self, outcomes: asyncio.Queue[Outcome | None]) -> None:
         backoff = Backoff("record outcomes")
@@ -64,9 +61,6 @@ class OutcomeWriter:
             results += [("succeeded", o, ok) for o, ok in zip(completions, oks, strict=True)]
         if failures:
             oks = await self.backend.fail_jobs(self.worker_id, failures, self.ttl_ms)
-            for failure, ok in zip(failures, oks, strict=True):
-                if ok and failure.retry_at_ms is not None:
-                    self.on_retry_due(failure.queue, failure.retry_at_ms)
             results += [("failed", o, ok) for o, ok in zip(failures, oks, strict=True)]
         if releases:
             oks = await self.backend.release_jobs(self.worker_id, releases)
