@@ -140,6 +140,8 @@ class App:
             self.settings.url,
             prefix=self.settings.prefix,
             socket_timeout_s=self.settings.socket_timeout_s,
+            dead_max=self.settings.dead_max,
+            dead_ttl_ms=round(self.settings.dead_ttl_s * 1000),
         )
         return Client(
             backend,

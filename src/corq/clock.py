@@ -14,6 +14,10 @@ class SystemClock:
     def now_ms(self) -> int:
         return time.time_ns() // 1_000_000
 
+    def broker_now_ms(self) -> None:
+        """Leases are timed by the broker's clock, never by this machine's."""
+        return None
+
     async def sleep(self, seconds: float) -> None:
         await asyncio.sleep(max(0.0, seconds))
 
@@ -43,6 +47,10 @@ class FakeClock:
         self._now_ms = self.start_ms
 
     def now_ms(self) -> int:
+        return self._now_ms
+
+    def broker_now_ms(self) -> int:
+        """The broker times leases by this clock too, so tests can fast-forward them."""
         return self._now_ms
 
     async def sleep(self, seconds: float) -> None:

@@ -11,7 +11,8 @@ The tree::
     │   ├── ArgumentError           args do not bind to the signature or do not match its hints
     │   ├── SerializationError      a value the serializer cannot encode
     │   └── PayloadTooLargeError    encoded payload over the size limit
-    ├── BrokerError                 the broker failed or is unreachable
+    ├── BrokerError                 the broker is unreachable or failed for now (retried)
+    ├── BrokerDataError             the broker refused a request or holds unusable data
     ├── JobNotFoundError            no job with that id (or its record expired)
     ├── JobFailedError              the job ended dead; carries its error and traceback
     ├── JobCancelledError           the job was cancelled
@@ -65,6 +66,10 @@ class PayloadTooLargeError(EnqueueError):
 
 class BrokerError(CorqError):
     """The broker failed or cannot be reached."""
+
+
+class BrokerDataError(CorqError):
+    """The broker refused this request, or its data cannot be used; retrying will not help."""
 
 
 class JobNotFoundError(CorqError):

@@ -2,24 +2,32 @@
 
 from __future__ import annotations
 
-from pydantic import Field
+from typing import Literal
+
+from pydantic import Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+_DAY_S = 86_400.0
 
 
 class Settings(BaseSettings):
     """corq's configuration; every field can be set as ``CORQ_<FIELD>`` in the environment."""
 
-    model_config = SettingsConfigDict(env_prefix="CORQ_", frozen=True, extra="forbid")
+    model_config = SettingsConfigDict(
+        env_prefix="CORQ_", frozen=True, extra="forbid", allow_inf_nan=False
+    )
 
     #: Broker URL: sqlite:///path (the embedded default: corq.db in the working directory),
     #: or redis://host:port/db, rediss://…, unix://… to spread workers over machines.
     url: str = "sqlite:///corq.db"
     #: Prefix of every Redis key (several apps can share one Redis).
     prefix: str = Field(default="corq", pattern=r"^[A-Za-z0-9_.:-]{1,64}$")
-    #: "json" (default) or "msgpack".
-    serializer: str = "json"
+    #: "json" (default) or "msgpack". Never pickle.
+    serializer: Literal["json", "msgpack"] = "json"
     #: Largest encoded job payload accepted by enqueue, in bytes.
     max_payload_bytes: int = Field(default=1024 * 1024, gt=0)
+    #: Largest encoded result a worker stores; a bigger one sends the job to the dead letters.
+    max_result_bytes: int = Field(default=4 * 1024 * 1024, gt=0)
     #: Queue used when a task names none.
     default_queue: str = "default"
     #: How long a successful job's record and result are kept.
@@ -30,8 +38,13 @@ class Settings(BaseSettings):
     heartbeat_s: float = Field(default=2.0, gt=0)
     #: How often a worker looks for dead workers' jobs to take back.
     reclaim_s: float = Field(default=2.0, gt=0)
-    #: A job whose worker died this many times goes to the dead letters as a poison job.
+    #: A job whose worker died this many times goes to the dead letters as a poison job
+    #: (the last death in a sandbox, where it is known to be the job's own doing).
     max_deaths: int = Field(default=3, ge=1)
+    #: Dead letters kept per queue (oldest dropped beyond it); 0 keeps every one.
+    dead_max: int = Field(default=100_000, ge=0)
+    #: How long dead letters are kept; 0 keeps them until retried or purged.
+    dead_ttl_s: float = Field(default=180 * _DAY_S, ge=0)
     #: Timeout of every broker call (a silent network never hangs a worker).
     socket_timeout_s: float = Field(default=5.0, gt=0)
     #: Coroutine jobs a worker runs at once.
@@ -40,7 +53,23 @@ class Settings(BaseSettings):
     threads: int = Field(default=16, ge=1)
     #: Processes for ``process=True`` tasks (0 = number of CPUs).
     process_pool: int = Field(default=0, ge=0)
+    #: Sandboxes (child processes) for suspect jobs, so a crash is pinned on the right job.
+    sandboxes: int = Field(default=2, ge=1)
     #: Seconds running jobs get to finish at shutdown before they are cancelled and re-queued.
     grace_s: float = Field(default=30.0, ge=0)
     #: Event-loop stalls longer than this are logged with the task that caused them.
     loop_lag_warn_s: float = Field(default=0.5, gt=0)
+    #: A worker whose event loop stays blocked this long stops renewing its lease (its jobs
+    #: then run elsewhere); it must exceed lease_s.
+    max_stall_s: float = Field(default=60.0, gt=0)
+    #: How often a worker checks that the jobs the broker says it holds are the ones it runs.
+    reconcile_s: float = Field(default=6.0, gt=0)
+
+    @model_validator(mode="after")
+    def _check_timing(self) -> Settings:
+        """Timings that only make sense together."""
+        if self.heartbeat_s >= self.lease_s:
+            raise ValueError(f"heartbeat_s ({self.heartbeat_s}) must be less than lease_s")
+        if self.max_stall_s <= self.lease_s:
+            raise ValueError(f"max_stall_s ({self.max_stall_s}) must exceed lease_s")
+        return self

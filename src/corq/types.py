@@ -19,4 +19,9 @@ class Clock(Protocol):
 
     def now_ms(self) -> int: ...
 
+    def broker_now_ms(self) -> int | None:
+        """The time to hand the broker for leases: None lets the broker use its own clock
+        (real clocks); a fake clock hands its own so tests can move leases."""
+        ...
+
     async def sleep(self, seconds: float) -> None: ...

@@ -2,45 +2,101 @@
 
 Nothing above ``corq.backends`` knows which broker it talks to. Every method is one atomic
 step in the broker (one Lua script or pipeline on Redis, one transaction on SQLite), so a
-crash between two calls never leaves a job half-moved.
+crash between two calls never leaves a job half-moved. A method that must touch many jobs
+works in bounded steps (at most ``BATCH`` jobs per script or transaction) and says so.
 
-Fencing: a worker claims jobs under its ``worker_id``; each claim gets a new ``fence``
-number. Completing, failing or releasing a job succeeds only while the job is still held by
-that worker under that fence; otherwise the call reports False and changes nothing.
+Holders and fencing: a worker registers in each queue under a *holder* id,
+``<worker id>~<incarnation>`` (see :class:`WorkerLease`); a new incarnation is chosen at
+every registration, so a restarted process that reuses a fixed worker id never hides the
+jobs its crashed predecessor held. Each claim gets a new ``fence`` number. Completing,
+failing or releasing a job succeeds only while the job is still held by that holder under
+that fence; otherwise the call reports False and changes nothing.
 
-Leases: a worker's registration in each queue has one lease deadline, renewed by
-``heartbeat`` (cost O(queues), not O(jobs)). ``reclaim_stalled_jobs`` takes every job held
-by a worker whose lease passed and counts a death on it (``deaths + 1``, the worker id added
-to its death log). Then:
+Time: every method that needs "now" takes ``now_ms: int | None``. None means the broker's
+own clock (Redis ``TIME`` inside the script; on SQLite, the clock of the one machine that
+holds the file). Workers on the system clock pass None, so one worker's wrong clock can
+never expire another's lease; a ``FakeClock`` passes its own time so tests can fast-forward
+leases. Job timestamps that outcomes carry (``finished_at_ms``, ``retry_at_ms``) and the
+ones producers send (``enqueued_at_ms``, ``run_at_ms``) come from the writer's clock.
 
-- if it was running *isolated* and now has ``deaths >= max_deaths``: dead, a poison job;
-- else if ``deaths >= max_deaths - 1``: it becomes a *suspect* (status queued, record flag
+Leases: a holder's registration in a queue has one lease deadline, renewed by ``heartbeat``
+(cost O(queues), not O(jobs)). ``reclaim_stalled_jobs`` takes back every job held by a
+holder whose lease passed. A holder that deregistered while still holding jobs is
+*departed*: when its linger passes, its jobs are given back like releases (no death). Any
+other job counts a death (``deaths + 1``, the holder added to its death log), then:
+
+- if ``deaths >= backstop_deaths(max_deaths)``: dead (a worker died that often while it ran,
+  without the job ever being caught crashing its own process);
+- else if ``deaths >= max_deaths - 1``: it becomes a *suspect* (status queued, flag
   ``suspect``), kept apart from the ready jobs;
 - else: queued again at its old place (the head of the queue).
 
-Suspects are handed out only to an idle worker (``claim_jobs(idle=True)``), one at a time,
-as an *isolated* claim: the worker runs nothing else until it ends. So a job is declared
-poison only after it killed a worker while running alone, and innocent jobs that happened
-to share a worker with a poison job are never blamed for its crashes. A suspect that is
-released, or fails and is retried, goes back among the suspects; ``retry_dead`` clears the
-flag with the rest of the budget.
+Suspects are handed out only when a claim asks for them (``claim_jobs(suspects=n)``): the
+worker runs each in a sandbox, a child process of its own. A death there is the job's own
+doing (the worker lived to see its process die), and the worker records it with a
+``Release(died=True)`` or, once ``deaths`` reach ``max_deaths``, a ``Failure(died=True)``:
+a poison job. A worker killed from outside with a suspect in its sandbox only costs the
+suspect an unattributed death. So innocent jobs that shared a worker with a poison job are
+never blamed for its crashes. A suspect that is released, or fails and is retried, goes
+back among the suspects; ``retry_dead`` clears the flag with the rest of the budget.
+
+Damaged data costs only itself: a job record a script or query cannot read (a field that is
+not a number, a record key of another type, a payload that is not bytes) goes to the dead
+letters with an error starting ``damaged job record:``, and the rest of the call goes on.
+Dead letters whose record is damaged are still listed, and can be purged; retried when the
+record is still a job record (its unreadable numbers reset).
+
+Errors: a broker that cannot be reached (connection refused or lost, timeouts, busy,
+loading, read-only replica, out of memory) raises :class:`~corq.errors.BrokerError`, which
+callers retry. A request the broker refuses, or a store it cannot use (a schema from a
+newer corq, a key of the wrong type where a queue's set should be), raises
+:class:`~corq.errors.BrokerDataError` at once: retrying will not help.
+
+Bounded growth: the dead letters of a queue keep at most ``dead_max`` jobs and none older
+than ``dead_ttl_ms`` (each 0: unbounded), trimmed whenever jobs join them; the names of
+queues nobody used for a while and that hold nothing are pruned by ``prune_queues``.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from typing import Protocol
 
 from corq.job import Job
 from corq.types import JobId, QueueName, TaskName, WorkerId
+
+#: Most jobs one script call or transaction touches, so the broker is never blocked long.
+BATCH = 1000
+#: Longest job id either broker accepts (characters); longer ids are refused at enqueue.
+MAX_JOB_ID_CHARS = 200
+#: Accepted priorities, the same on every broker.
+PRIORITY_MIN, PRIORITY_MAX = -100, 100
+#: Separates a worker id from its incarnation in a holder id.
+HOLDER_SEPARATOR = "~"
+#: How long a cancelled job's record is kept.
+CANCELLED_TTL_MS = 7 * 24 * 3600 * 1000
+
+
+def backstop_deaths(max_deaths: int) -> int:
+    """Unattributed deaths after which reclaim sends a job to the dead letters anyway.
+
+    A job whose task cannot run in a sandbox (not importable by module path) could kill its
+    worker for ever; this bounds that, far above what bad luck gives an innocent job.
+    """
+    return 3 * max_deaths
+
+
+def damaged_error(detail: str) -> str:
+    """The dead-letter error of a record a broker could not read (same on every broker)."""
+    return f"damaged job record: {detail}"
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
 class NewJob:
     """A job as a producer hands it over."""
 
-    #: Unique id; enqueueing an id that already exists is a no-op reported as False.
+    #: Unique id (at most MAX_JOB_ID_CHARS); enqueueing an id that exists is a no-op (False).
     id: JobId
     #: Registered task name.
     task: TaskName
@@ -48,11 +104,11 @@ class NewJob:
     queue: QueueName
     #: Encoded arguments.
     payload: bytes
-    #: Higher runs first.
+    #: Higher runs first (PRIORITY_MIN..PRIORITY_MAX).
     priority: int = 0
     #: When the producer enqueued it.
     enqueued_at_ms: int
-    #: When it may start; greater than now means ``scheduled`` (the delayed set).
+    #: When it may start; greater than enqueued_at_ms means ``scheduled`` (the delayed set).
     run_at_ms: int
 
 
@@ -62,7 +118,7 @@ class ClaimedJob:
 
     #: Job id.
     id: JobId
-    #: Registered task name.
+    #: Registered task name ("" when the record has none: the worker dead-letters it).
     task: TaskName
     #: Queue it came from.
     queue: QueueName
@@ -72,7 +128,7 @@ class ClaimedJob:
     attempt: int
     #: Earlier attempts that raised or timed out.
     failures: int
-    #: Earlier attempts whose worker died.
+    #: Earlier attempts whose worker (or own process) died.
     deaths: int
     #: Claim number; passed back when the outcome is recorded.
     fence: int
@@ -82,23 +138,23 @@ class ClaimedJob:
     run_at_ms: int
     #: Priority it was enqueued with.
     priority: int = 0
+    #: Taken from the suspects: run it in a sandbox (a child process), see module docstring.
+    suspect: bool = False
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
 class ClaimBatch:
     """What one ``claim_jobs`` call returns."""
 
-    #: Jobs now held by the worker (at most the count asked for).
+    #: Jobs now held by the worker (at most the count asked for); suspects first.
     jobs: list[ClaimedJob]
-    #: True when the worker was not registered in this queue any more: its lease expired
+    #: True when the holder was not registered in this queue any more: its lease expired
     #: and its earlier jobs were reclaimed. Nothing was claimed; register again.
     lost: bool = False
     #: Earliest run time in the delayed set, if any (after promoting due ones).
     next_due_ms: int | None = None
-    #: Suspect jobs waiting for an idle worker (see module docstring).
+    #: Suspect jobs still waiting for a worker with a free sandbox.
     suspects: int = 0
-    #: True when `jobs` is exactly one suspect: run it alone, claim nothing until it ends.
-    isolated: bool = False
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -130,29 +186,47 @@ class Failure:
     #: False when the attempt never ran the task body (unknown task, undecodable payload):
     #: such a failure does not count against the retries.
     counted: bool = True
+    #: True when the job's own process died (a sandbox or process-pool child): a death is
+    #: counted (deaths + 1, the holder joins the death log) instead of a failure.
+    died: bool = False
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
 class Release:
-    """Give a held job back to the head of its queue (shutdown)."""
+    """Give a held job back to the head of its queue (shutdown, reconciliation, a crash)."""
 
     job_id: JobId
     queue: QueueName
     fence: int
     #: True when the task body never started: the attempt is not counted.
     unstarted: bool = False
+    #: True when the job's own process died: a death is counted (deaths + 1, the holder
+    #: joins the death log), and with `suspect` it goes back among the suspects.
+    died: bool = False
+    #: Put it among the suspects (the worker decides from max_deaths).
+    suspect: bool = False
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
 class Reclaimed:
-    """A job taken back from a worker whose lease expired."""
+    """A job taken back from a holder whose lease expired."""
 
     job_id: JobId
     queue: QueueName
-    #: The worker that died holding it.
+    #: The holder that held it.
     worker_id: WorkerId
-    #: True when this death made it a poison job (now dead).
+    #: True when this death sent it to the dead letters (backstop_deaths reached).
     dead: bool
+    #: True when its holder had departed: given back like a release, no death counted.
+    released: bool = False
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class HeldJob:
+    """One job the broker says a holder holds."""
+
+    job_id: JobId
+    fence: int
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -176,10 +250,18 @@ class QueueStats:
 class WorkerLease:
     """Registration of one worker, renewed by heartbeats."""
 
+    #: The worker's own id (host.pid.random by default, or fixed by the user).
     worker_id: WorkerId
     queues: Sequence[QueueName]
     #: How long a heartbeat keeps the worker alive.
     lease_ms: int
+    #: Holder id per queue (``worker_id~incarnation``); a queue missing here is held as
+    #: ``worker_id`` itself (tests and tools that register by hand).
+    holders: Mapping[QueueName, WorkerId] = field(default_factory=dict)
+
+    def holder(self, queue: QueueName) -> WorkerId:
+        """The id this worker holds jobs of `queue` under."""
+        return self.holders.get(queue, self.worker_id)
 
 
 class Backend(Protocol):
@@ -189,13 +271,19 @@ class Backend(Protocol):
     async def enqueue_jobs(self, jobs: Sequence[NewJob]) -> list[bool]:
         """Store jobs atomically per queue; True per job created, False for an existing id.
 
-        Jobs with ``run_at_ms`` in the future go to the delayed set (``scheduled``).
-        Idle workers of the queue are woken.
+        Jobs with ``run_at_ms`` after ``enqueued_at_ms`` go to the delayed set
+        (``scheduled``). Idle workers of the queue are woken. Raises EnqueueError (nothing
+        written) for an empty id or one over MAX_JOB_ID_CHARS, or a priority out of range.
         """
         ...
 
     async def get_job(self, job_id: JobId, queue: QueueName | None = None) -> Job | None:
-        """The job's record, or None; without a queue every known queue is searched."""
+        """The job's record, or None; without a queue every known queue is searched.
+
+        A damaged record still reads: unreadable fields take their defaults (an unknown
+        status reads as dead) and ``error`` names them (``damaged job record: ...``); a key
+        that is not a job record at all reads as a dead job saying so.
+        """
         ...
 
     async def wait_for_job(self, job_id: JobId, queue: QueueName, timeout_s: float) -> Job | None:
@@ -203,21 +291,34 @@ class Backend(Protocol):
         up; returns the latest record either way (None if it does not exist)."""
         ...
 
-    async def cancel_job(self, job_id: JobId, queue: QueueName, now_ms: int) -> bool:
+    async def cancel_job(self, job_id: JobId, queue: QueueName, now_ms: int | None) -> bool:
         """Cancel a scheduled, queued or failed-awaiting-retry job; False if not cancellable."""
         ...
 
     # -- worker side ---------------------------------------------------------------
-    async def register_worker(self, lease: WorkerLease, now_ms: int) -> None:
-        """Add (or re-add) the worker to each of its queues with a fresh lease."""
+    async def register_worker(self, lease: WorkerLease, now_ms: int | None) -> None:
+        """Add (or re-add) each of the lease's holders to its queue with a fresh lease."""
         ...
 
-    async def deregister_worker(self, lease: WorkerLease) -> None:
-        """Remove the worker after a clean shutdown (it must hold no jobs)."""
+    async def deregister_worker(
+        self, lease: WorkerLease, now_ms: int | None, linger_ms: int = 0
+    ) -> None:
+        """Remove the worker's holders after a shutdown.
+
+        A holder that still holds jobs (a plain function whose thread outlived the grace
+        period) is not removed but departed: its lease ends `linger_ms` from now, after which
+        reclaim gives its jobs back without counting a death.
+        """
         ...
 
-    async def heartbeat(self, lease: WorkerLease, now_ms: int) -> list[QueueName]:
-        """Renew the lease in every queue; returns the queues where the worker was no longer
+    async def end_leases(self, lease: WorkerLease) -> int:
+        """End the lease of every other incarnation of ``lease.worker_id`` in its queues
+        (the process it replaces is known to be dead), so the next reclaim takes their jobs
+        at once; returns how many registrations were ended."""
+        ...
+
+    async def heartbeat(self, lease: WorkerLease, now_ms: int | None) -> list[QueueName]:
+        """Renew the lease in every queue; returns the queues where the holder was no longer
         registered (its jobs there were reclaimed). Those queues are not re-added."""
         ...
 
@@ -227,15 +328,29 @@ class Backend(Protocol):
         worker_id: WorkerId,
         count: int,
         lease_ms: int,
-        now_ms: int,
+        now_ms: int | None,
         *,
-        idle: bool = False,
+        suspects: int = 0,
     ) -> ClaimBatch:
-        """Promote due delayed jobs, then take up to `count` ready jobs (highest priority,
-        then oldest) as held by the worker, status running, attempt + 1, new fence.
+        """Promote due delayed jobs, then take up to `count` jobs as held by the holder
+        `worker_id`, status running, attempt + 1, new fence: first up to `suspects` suspects
+        (``ClaimedJob.suspect``), then ready jobs (highest priority, then oldest).
 
-        When `idle` (the worker runs nothing at all) and suspects wait, take exactly one
-        suspect instead, as an isolated claim (``ClaimBatch.isolated``)."""
+        Each job is added to the held set as it is taken; a damaged record goes to the dead
+        letters instead and the claim goes on with the next.
+        """
+        ...
+
+    async def count_held_jobs(self, queue: QueueName, worker_id: WorkerId) -> int:
+        """How many jobs the broker says `worker_id` holds in `queue` (cheap)."""
+        ...
+
+    async def list_held_jobs(self, queue: QueueName, worker_id: WorkerId) -> list[HeldJob]:
+        """Every job `worker_id` holds in `queue`, with its fence (in bounded steps).
+
+        Ids in the held set whose record no longer says so are dropped from it; a damaged
+        record goes to the dead letters.
+        """
         ...
 
     async def set_progress(
@@ -248,9 +363,9 @@ class Backend(Protocol):
         """Block until the queue may have work (a wake signal) or the timeout; True if woken."""
         ...
 
-    async def promote_due_jobs(self, queue: QueueName, now_ms: int) -> int | None:
-        """Move delayed jobs whose time has come to the ready queue (waking workers);
-        returns the earliest remaining run time, or None."""
+    async def promote_due_jobs(self, queue: QueueName, now_ms: int | None) -> int | None:
+        """Move delayed jobs whose time has come to the ready queue (waking workers), in
+        bounded steps; returns the earliest remaining run time, or None."""
         ...
 
     async def complete_jobs(
@@ -270,14 +385,26 @@ class Backend(Protocol):
         ...
 
     async def reclaim_stalled_jobs(
-        self, queue: QueueName, now_ms: int, max_deaths: int
+        self, queue: QueueName, now_ms: int | None, max_deaths: int, *, ended_only: bool = False
     ) -> list[Reclaimed]:
-        """Take back the jobs of every worker whose lease expired (see module docstring)."""
+        """Take back the jobs of every holder whose lease passed (see module docstring).
+
+        A holder being reclaimed is unregistered at the first step, so its next heartbeat
+        reports the queue lost even when its jobs take several steps to take back.
+        `ended_only` takes only leases ended by ``end_leases`` or ``deregister_worker``
+        (used at start-up, before the worker has been in touch for a whole lease).
+        """
         ...
 
     # -- operators -------------------------------------------------------------------
     async def list_queues(self) -> list[QueueName]:
-        """Every queue that has ever been enqueued to or served."""
+        """Every queue that has been enqueued to or served and not pruned (names that are
+        not valid UTF-8 are skipped)."""
+        ...
+
+    async def prune_queues(self, now_ms: int | None, idle_ms: int) -> list[QueueName]:
+        """Forget queue names that hold no job in any lane, have no registered worker, and
+        were not used (enqueued to or served) for `idle_ms`; returns the names removed."""
         ...
 
     async def queue_stats(self, queues: Sequence[QueueName] | None = None) -> list[QueueStats]:
@@ -285,14 +412,17 @@ class Backend(Protocol):
         ...
 
     async def list_dead(self, queue: QueueName, offset: int = 0, limit: int = 50) -> list[Job]:
-        """Dead jobs, newest first."""
+        """Dead jobs, newest first (damaged records included, see get_job)."""
         ...
 
     async def retry_dead(
-        self, queue: QueueName, job_ids: Sequence[JobId] | None, now_ms: int
+        self, queue: QueueName, job_ids: Sequence[JobId] | None, now_ms: int | None
     ) -> int:
-        """Queue dead jobs again (all when `job_ids` is None) with a fresh retry budget;
-        returns how many moved."""
+        """Queue dead jobs again with a fresh retry budget; returns how many moved.
+
+        With `job_ids` None: every job that was dead when the call began, each at most once
+        (a job that dies again while the call runs stays dead).
+        """
         ...
 
     async def purge_dead(self, queue: QueueName, job_ids: Sequence[JobId] | None) -> int:

@@ -1,0 +1,55 @@
+"""Limits on what corq stores, and the helpers that keep values within them.
+
+Every value a worker writes must be storable whatever a task did: errors and tracebacks are
+cut to a documented size and made valid UTF-8, delays are clamped to a finite range. What a
+producer sends is checked instead, with a clear error (see ``corq.client``).
+"""
+
+from __future__ import annotations
+
+import math
+
+#: Longest one-line error stored for a failed attempt (characters).
+MAX_ERROR_CHARS = 4 * 1024
+#: Longest traceback stored for a failed attempt (characters; the head and tail are kept).
+MAX_TRACEBACK_CHARS = 64 * 1024
+#: Longest delay a job or a retry can be given: 100 years (longer ones are refused at enqueue,
+#: clamped for retries).
+MAX_DELAY_S = 100 * 365 * 86_400.0
+
+
+def safe_text(text: str, limit: int) -> str:
+    """`text` as valid UTF-8 (lone surrogates escaped) and at most `limit` characters.
+
+    A long text keeps its head and its tail (where a traceback names the error) around a
+    note of how much was cut.
+    """
+    clean = text.encode("utf-8", "backslashreplace").decode("utf-8")
+    if len(clean) <= limit:
+        return clean
+    note = f"\n… [{len(clean) - limit:,} characters cut] …\n"
+    keep = max(0, limit - len(note))
+    head = keep // 4
+    return clean[:head] + note + clean[len(clean) - (keep - head) :]
+
+
+def safe_str(value: object) -> str:
+    """str(value), or a description when its __str__ raises."""
+    try:
+        return str(value)
+    except Exception as exc:  # a user __str__ may raise anything
+        return f"<unprintable {type(value).__name__}: str() raised {type(exc).__name__}>"
+
+
+def error_line(exc: BaseException) -> str:
+    """``Type: first line of the message``, safe to store."""
+    lines = safe_str(exc).strip().splitlines()
+    name = type(exc).__name__
+    return safe_text(f"{name}: {lines[0]}" if lines else name, MAX_ERROR_CHARS)
+
+
+def clamp_delay_s(seconds: float) -> float:
+    """A retry delay a task asked for, within [0, MAX_DELAY_S] (NaN counts as 0)."""
+    if math.isnan(seconds):
+        return 0.0
+    return min(max(seconds, 0.0), MAX_DELAY_S)
