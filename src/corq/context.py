@@ -29,9 +29,11 @@ class JobContext:
 
 
 Reporter = Callable[[float], Coroutine[Any, Any, bool]]
-#: The running job as a plain tuple (id, task, queue, attempt, enqueued_at_ms), how it
-#: reports progress, and the worker's loop. One ContextVar set per job: it is on the hot path.
-_Current = tuple[tuple[str, str, str, int, int], Reporter | None, asyncio.AbstractEventLoop | None]
+#: The running job as a plain tuple: id, task, queue, attempt, enqueued_at_ms.
+JobTuple = tuple[str, str, str, int, int]
+#: The running job, how it reports progress, and the worker's loop. One ContextVar set per
+#: job: it is on the hot path.
+_Current = tuple[JobTuple, Reporter | None, asyncio.AbstractEventLoop | None]
 _current: ContextVar[_Current] = ContextVar("corq_current_job")
 
 
@@ -47,7 +49,7 @@ def current_job() -> JobContext:
 
 
 def bind_job(
-    job: tuple[str, str, str, int, int],
+    job: JobTuple,
     report: Reporter | None = None,
     loop: asyncio.AbstractEventLoop | None = None,
 ) -> None:
@@ -67,15 +69,25 @@ def _progress_call(progress: object) -> tuple[Coroutine[Any, Any, bool], asyncio
     return report(float(progress)), loop
 
 
+#: Longest a plain function waits for its progress report to be recorded.
+PROGRESS_TIMEOUT_S = 10.0
+
+
 async def set_progress(progress: float) -> bool:
     """Record how far the current job has got (0.0 to 1.0); shown by `corq job` and the API.
 
-    Returns False when the worker no longer holds the job (its lease was lost)."""
+    Progress is telemetry and never fails the job: returns False when it was not recorded
+    (the broker is unreachable, or the worker no longer holds the job)."""
     call, _ = _progress_call(progress)
     return await call
 
 
 def set_progress_sync(progress: float) -> bool:
-    """`set_progress` for plain (thread pool) tasks."""
+    """`set_progress` for plain (thread pool) tasks; False when not recorded in time."""
     call, loop = _progress_call(progress)
-    return asyncio.run_coroutine_threadsafe(call, loop).result(timeout=30)
+    future = asyncio.run_coroutine_threadsafe(call, loop)
+    try:
+        return future.result(timeout=PROGRESS_TIMEOUT_S)
+    except Exception:  # timed out, loop closed, broker down: telemetry, not the job's failure
+        future.cancel()
+        return False

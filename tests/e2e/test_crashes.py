@@ -10,7 +10,7 @@ import pytest
 import corq
 from tests.conftest import RedisServer, free_port
 from tests.e2e.conftest import Cli, wait_for
-from tests.e2e.sample_app import crash, nap
+from tests.e2e.sample_app import crash, gated, nap
 
 pytestmark = pytest.mark.slow
 
@@ -46,26 +46,31 @@ async def test_sigkilled_worker_jobs_complete_on_another_worker(
     assert {(j.attempt, j.deaths, j.failures) for j in jobs} == {(2, 1, 0)}
 
 
-async def test_sigterm_loses_nothing(cli: Cli, client_app: corq.App) -> None:
-    # Given quick and slow jobs running on a worker with a 1 s grace period
-    quick = await nap.enqueue_many([(0.3,) for _ in range(20)])
-    slow = await nap.enqueue_many([(2.5,) for _ in range(20)])
-    a = cli.worker("--concurrency", "100", "--grace", "1")
+async def test_sigterm_loses_nothing(cli: Cli, client_app: corq.App, tmp_path) -> None:
+    # Given jobs that finish when the test opens their gate, and jobs that never finish,
+    # all running on a worker with a 3 s grace period
+    quick_gate, slow_gate = tmp_path / "quick", tmp_path / "slow"
+    quick = await gated.enqueue_many([(str(quick_gate),) for _ in range(20)])
+    slow = await gated.enqueue_many([(str(slow_gate),) for _ in range(20)])
+    a = cli.worker("--concurrency", "100", "--grace", "3")
 
     async def running() -> bool:
         stats = await client_app.client().queue_stats(["default"])
         return stats[0].in_flight == 40
 
     await wait_for(running, 15, "40 jobs running")
-    # When it gets SIGTERM
+    # When it gets SIGTERM, and the quick jobs may finish during the grace period
     a.send_signal(signal.SIGTERM)
-    assert a.wait(15) == 0
-    # Then the quick ones finished and the slow ones went back to the queue
+    quick_gate.touch()
+    assert await asyncio.to_thread(a.wait, 20) == 0
+    # Then the quick ones finished and the slow ones went back to the queue, uncounted
     assert await _all_succeeded(client_app, quick)
     assert {j.status for j in await _statuses(client_app, slow)} == {corq.JobStatus.QUEUED}
     # and another worker completes them.
+    slow_gate.touch()
     cli.worker("--concurrency", "100")
     await wait_for(lambda: _all_succeeded(client_app, slow), 20, "slow jobs to succeed")
+    assert {(j.attempt, j.deaths) for j in await _statuses(client_app, slow)} == {(2, 0)}
 
 
 async def test_poison_job_goes_dead_after_killing_three_workers(
@@ -157,17 +162,28 @@ def test_cli_help_lists_the_commands(cli: Cli) -> None:
 
 @pytest.mark.parametrize("e2e_url", ["sqlite"], indirect=True)
 async def test_four_processes_share_one_sqlite_file(cli: Cli, client_app: corq.App) -> None:
-    # Given 20,000 jobs in one SQLite file
+    # Given four worker processes on one SQLite file (default lease: heavy write contention
+    # on two cores must not look like dead workers), all registered and waiting
+    proc = cli.worker(
+        "--processes", "4", "--concurrency", "200",
+        CORQ_LEASE_S="10", CORQ_HEARTBEAT_S="2", CORQ_RECLAIM_S="2",
+    )  # fmt: skip
+
+    async def four_workers() -> bool:
+        return (await client_app.client().queue_stats(["default"]))[0].workers == 4
+
+    await wait_for(four_workers, 30, "four registered workers")
+    # When 20,000 jobs arrive
     handles: list[corq.JobHandle] = []
     for _ in range(4):
         handles += await nap.enqueue_many([(0,) for _ in range(5000)])
-    # When four worker processes drain it together
-    proc = cli.worker("--processes", "4", "--burst", "--concurrency", "200")
-    assert await asyncio.to_thread(proc.wait, 120) == 0
-    # Then every job ran exactly once (one attempt each, nobody died)
+    await wait_for(lambda: _all_succeeded(client_app, handles), 120, "every job to succeed")
+    # Then every job ran exactly once (one attempt each, nobody died), shared out
     jobs = await _statuses(client_app, handles)
     assert {(j.status, j.attempt, j.deaths) for j in jobs} == {(corq.JobStatus.SUCCEEDED, 1, 0)}
     assert len({j.worker_id for j in jobs}) >= 2, "the work was shared between processes"
+    proc.send_signal(signal.SIGTERM)
+    assert await asyncio.to_thread(proc.wait, 30) == 0
 
 
 async def test_stalled_worker_is_fenced_off_and_recovers(cli: Cli, client_app: corq.App) -> None:

@@ -7,6 +7,7 @@ import gc
 import logging
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -14,7 +15,7 @@ from typing import Any
 
 import click
 
-from corq import Worker
+from corq import CorqError, Worker
 from corq.cli.common import load_app, parse_queues, setup_logging
 
 log = logging.getLogger("corq.cli")
@@ -46,6 +47,13 @@ log = logging.getLogger("corq.cli")
 )
 @click.option("--burst", is_flag=True, help="Exit once the queues are empty.")
 @click.option(
+    "--worker-id",
+    default=None,
+    metavar="ID",
+    help="A fixed id, unique among live workers: a process restarted under it takes its "
+    "predecessor's jobs back at once [default: host.pid.random].",
+)
+@click.option(
     "--grace",
     type=click.FloatRange(0),
     default=None,
@@ -65,6 +73,7 @@ def worker(
     concurrency: int | None,
     processes: int,
     burst: bool,
+    worker_id: str | None,
     grace: float | None,
     url: str | None,
     log_level: str,
@@ -76,12 +85,22 @@ def worker(
     """
     setup_logging(log_level)
     if processes > 1:
-        sys.exit(supervise(_child_argv(sys.argv[1:]), processes))
+        sys.exit(supervise(_child_argv(sys.argv[1:]), processes, worker_id))
     app = load_app(app_path)
     if url:
         app.configure(url=url)
     queue_list = parse_queues(queues)
-    w = Worker(app, queues=queue_list, concurrency=concurrency, burst=burst, grace_s=grace)
+    try:
+        w = Worker(
+            app,
+            queues=queue_list,
+            concurrency=concurrency,
+            burst=burst,
+            grace_s=grace,
+            worker_id=worker_id,
+        )
+    except CorqError as exc:
+        raise click.ClickException(str(exc)) from exc
     _run_worker(w)
 
 
@@ -142,6 +161,11 @@ def _run_worker(w: Worker) -> None:
         pass
     with asyncio.Runner(**runner_kwargs) as runner:
         runner.run(main())
+    if w.abandoned_threads:
+        # Threads running plain functions cannot be stopped, and the interpreter would wait
+        # for them at exit; the broker gives their jobs back once this process is gone.
+        logging.shutdown()
+        os._exit(0)
 
 
 #: Set by the supervisor in its children's environment: its own pid.
@@ -157,30 +181,39 @@ async def _stop_when_orphaned(w: Worker, parent: int) -> None:
 
 
 def _child_argv(argv: list[str]) -> list[str]:
-    """The same command with --processes removed (children are single processes)."""
+    """The same command with --processes and --worker-id removed (the supervisor gives each
+    child its own id)."""
     out: list[str] = []
     skip = False
     for arg in argv:
         if skip:
             skip = False
             continue
-        if arg in ("--processes", "-p"):
+        if arg in ("--processes", "-p", "--worker-id"):
             skip = True
             continue
-        if arg.startswith("--processes="):
+        if arg.startswith(("--processes=", "--worker-id=")):
             continue
         out.append(arg)
     return [sys.executable, "-m", "corq", *out]
 
 
-def supervise(argv: list[str], count: int) -> int:
+def slot_id(base: str | None, slot: int) -> str:
+    """The fixed id of one supervised slot: a restarted child reuses it, so it ends the
+    dead child's leases and takes its jobs back at once instead of after a lease."""
+    prefix = base or f"{socket.gethostname()}.{os.getpid()}"
+    return f"{prefix}.w{slot}"
+
+
+def supervise(argv: list[str], count: int, worker_id: str | None = None) -> int:
     """Run `count` copies of a worker; restart any that crash; forward SIGTERM/SIGINT."""
     children: dict[int, subprocess.Popen[bytes]] = {}
     stopping = {"flag": False, "signals": 0}
 
     def start(slot: int) -> None:
         env = dict(os.environ, **{_SUPERVISOR_PID: str(os.getpid())})
-        children[slot] = subprocess.Popen(argv, env=env)
+        child = [*argv, "--worker-id", slot_id(worker_id, slot)]
+        children[slot] = subprocess.Popen(child, env=env)
         log.info("supervisor: started worker %d (pid %d)", slot, children[slot].pid)
 
     def forward(signum: int, _frame: Any) -> None:

@@ -157,6 +157,11 @@ def plan(base_url: str) -> list[Step]:
             calls=[([1001 + i], {"failures": 1 + i % 2}) for i in range(6)],
         ),
         Step(
+            task=tasks.render_thumbnail,
+            shows="crashes its process, runs again",
+            calls=[([image], {}) for image in (1, 2)],
+        ),
+        Step(
             task=tasks.send_reminder,
             shows=f"delay={REMINDER_DELAY_S:g}s",
             calls=[([user], {}) for user in ("ann", "bob", "chen")],

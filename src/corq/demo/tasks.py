@@ -95,3 +95,17 @@ async def send_reminder(user: str) -> str:
     job = corq.current_job()
     waited_s = (time.time() * 1000 - job.enqueued_at_ms) / 1000
     return f"reminded {user} {waited_s:.1f}s after it was enqueued"
+
+
+@app.task(process=True, timeout=30)
+def render_thumbnail(image: int) -> str:
+    """Kills its own process on its first attempt (as a crashing image library would).
+
+    `process=True` jobs run one per child process, so the crash is pinned on this job
+    alone: it counts one death and runs again, and the other jobs never notice."""
+    import os
+
+    attempt = corq.current_job().attempt
+    if attempt == 1:
+        os._exit(139)  # what a segfault in native code looks like from outside
+    return f"thumbnail {image} rendered on attempt {attempt}"

@@ -3,6 +3,10 @@
 The thread has its own event loop and broker connection, so a task that blocks the worker's
 loop (CPU-bound code in an async task) does not make the worker look dead. Instead the
 thread notices the loop has stopped ticking and logs which task holds it, and for how long.
+
+A loop blocked for good (a deadlocked or spinning task) must not keep its jobs for ever:
+once it has been stalled for ``max_stall_s``, the thread stops renewing the lease and says
+why, so the jobs run elsewhere; when the loop comes back, the worker learns it lost them.
 """
 
 from __future__ import annotations
@@ -16,13 +20,16 @@ from collections.abc import Callable, Mapping
 from types import CodeType, FrameType
 
 from corq.backends.base import Backend, WorkerLease
-from corq.errors import BrokerError
-from corq.types import Clock, QueueName, TaskName
+from corq.errors import BrokerDataError, BrokerError
+from corq.types import Clock, QueueName, TaskName, WorkerId
 
 log = logging.getLogger(__name__)
 
 #: How often the thread wakes to check the loop and whether it must stop.
 _TICK_S = 0.05
+
+#: Queues whose lease was lost, each with the holder id that lost it.
+LostHolders = list[tuple[QueueName, WorkerId]]
 
 
 class Heartbeat:
@@ -31,19 +38,22 @@ class Heartbeat:
     def __init__(
         self,
         backend: Backend,
-        lease: WorkerLease,
+        lease: Callable[[], WorkerLease],
         clock: Clock,
         *,
         interval_s: float,
         lag_warn_s: float,
-        on_lost: Callable[[list[QueueName]], None],
+        max_stall_s: float,
+        on_lost: Callable[[LostHolders], None],
         task_codes: Mapping[CodeType, TaskName],
     ) -> None:
         self.backend = backend
+        #: The worker's current lease (holders change when a queue is lost and re-joined).
         self.lease = lease
         self.clock = clock
         self.interval_s = interval_s
         self.lag_warn_s = lag_warn_s
+        self.max_stall_s = max_stall_s
         self.on_lost = on_lost
         self.task_codes = task_codes
         self.main_thread_id = threading.get_ident()
@@ -54,6 +64,8 @@ class Heartbeat:
         self._thread = threading.Thread(target=self._run, name="corq-heartbeat", daemon=True)
         self._stalled_since: float | None = None
         self._stall_where = ""
+        self._quiet = False
+        self._gave_up = False
 
     def start(self) -> None:
         self._thread.start()
@@ -65,6 +77,10 @@ class Heartbeat:
     def tick(self) -> None:
         """Called by the worker's loop every few ms; a gap between ticks is a stall."""
         self.last_tick = time.monotonic()
+
+    def quiet(self) -> None:
+        """Stop watching the loop (the worker is shutting down; its ticker stops too)."""
+        self._quiet = True
 
     def _run(self) -> None:
         asyncio.run(self._main())
@@ -84,18 +100,36 @@ class Heartbeat:
             await self.backend.close()
 
     async def _beat(self) -> None:
+        if self._stalled_too_long():
+            return
+        lease = self.lease()
         try:
             lost = await asyncio.wait_for(
-                self.backend.heartbeat(self.lease, self.clock.now_ms()), self.interval_s * 2
+                self.backend.heartbeat(lease, self.clock.broker_now_ms()), self.interval_s * 2
             )
-        except (BrokerError, TimeoutError) as exc:
+        except (BrokerError, BrokerDataError, TimeoutError) as exc:
             log.warning("heartbeat failed (%s); will retry in %.1fs", exc, self.interval_s)
             return
         if lost:
             log.warning("lease lost in queue(s) %s: jobs there were taken back", ", ".join(lost))
-            self.on_lost(lost)
+            self.on_lost([(queue, lease.holder(queue)) for queue in lost])
+
+    def _stalled_too_long(self) -> bool:
+        """True while the loop has been blocked past max_stall_s: the lease must lapse."""
+        stalled = not self._quiet and time.monotonic() - self.last_tick >= self.max_stall_s
+        if stalled and not self._gave_up:
+            log.error(
+                "event loop blocked for over %.0fs by %s: no longer renewing the lease, so this "
+                "worker's jobs run elsewhere",
+                self.max_stall_s,
+                self._stall_where or "an unknown task",
+            )
+        self._gave_up = stalled
+        return stalled
 
     def _watch_loop(self, now: float) -> None:
+        if self._quiet:
+            return
         lag = now - self.last_tick
         if lag >= self.lag_warn_s:
             if self._stalled_since is None:

@@ -1,262 +1,293 @@
-"""Run one claimed job and turn what happened into an outcome for the broker."""
+"""Run one claimed job and turn what happened into an outcome for the broker.
+
+Where a job runs:
+- a coroutine task on the worker's event loop;
+- a plain function on a thread (its timeout counts from the moment its body starts);
+- a ``process=True`` task in a process of its own (one job per child at a time);
+- a suspect (a job whose worker died with it before) in a *sandbox*, a child process of
+  this worker: if that child dies, the job killed it, and the worker, alive, says so.
+
+``Runner.run`` is total: whatever a task does (raise anything, raise CancelledError itself,
+hold an exception whose ``__str__`` raises, return something that cannot be encoded) it
+returns an outcome, or None only when the worker took the job away (lost lease).
+"""
 
 from __future__ import annotations
 
 import asyncio
 import contextvars
 import functools
-import importlib
 import logging
-import multiprocessing
 import os
 import traceback
 from collections.abc import Callable, Coroutine, Mapping
-from concurrent.futures import Executor, ProcessPoolExecutor, ThreadPoolExecutor
-from concurrent.futures.process import BrokenProcessPool
-from dataclasses import dataclass, field
 from typing import Any
 
-from corq.backends.base import ClaimedJob, Completion, Failure, Release
-from corq.context import bind_job
-from corq.errors import Retry, SerializationError
+from corq.backends.base import ClaimedJob
+from corq.context import JobTuple, Reporter, bind_job
+from corq.errors import Retry
+from corq.limits import error_line, safe_str
 from corq.serializers import Serializer
 from corq.task import Task
-from corq.types import Clock, TaskName
+from corq.types import TaskName
+from corq.worker.outcomes import Outcome, Outcomes, Raised
+from corq.worker.processes import ChildCall, ChildKind, ChildOutcome, ProcessSlots, importable
+from corq.worker.registry import CancelReason, Running
+from corq.worker.threads import ThreadKind, ThreadOutcome, ThreadSlots
 
 log = logging.getLogger(__name__)
 
-Outcome = Completion | Failure | Release
-#: What the worker binds for current_job(): id, task, queue, attempt, enqueued_at_ms.
-JobTuple = tuple[str, str, str, int, int]
-
-
-@dataclass(eq=False)
-class Running:
-    """A job this worker is running."""
-
-    job: ClaimedJob
-    #: The asyncio task executing it (set right after creation).
-    task: asyncio.Task[None] | None = None
-    #: Why the worker cancelled it: "shutdown" (re-queue) or "lost" (claim gone; write nothing).
-    cancel_reason: str | None = None
-    #: False until the task body actually began (sync jobs may wait for a pool thread).
-    started: bool = field(default=False)
-    #: True for a suspect job, which runs alone on this worker.
-    isolated: bool = False
+ProgressReport = Callable[[ClaimedJob, float], Coroutine[Any, Any, bool]]
 
 
 class Runner:
-    """Calls task functions: coroutines on the loop, plain functions in pools."""
+    """Calls task functions where they belong and builds their outcomes."""
 
     def __init__(
         self,
         registry: Mapping[TaskName, Task[Any, Any]],
         serializer: Serializer,
-        clock: Clock,
+        outcomes: Outcomes,
         *,
         threads: int,
         processes: int,
-        report: Callable[[ClaimedJob, float], Coroutine[Any, Any, bool]] | None = None,
+        sandboxes: int,
+        report: ProgressReport | None = None,
     ) -> None:
-        self.report = report
-        self._event_loop: asyncio.AbstractEventLoop | None = None
         self.registry = registry
         self.serializer = serializer
-        self.clock = clock
-        self.threads = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="corq-job")
-        self._processes_n = processes or os.cpu_count() or 1
-        self._processes: ProcessPoolExecutor | None = None
-
-    def _loop(self) -> asyncio.AbstractEventLoop:
-        if self._event_loop is None:
-            self._event_loop = asyncio.get_running_loop()
-        return self._event_loop
+        self.outcomes = outcomes
+        self.report = report
+        self.threads = ThreadSlots(threads, name="corq-job")
+        self.processes = ProcessSlots(processes or os.cpu_count() or 1, name="corq-process")
+        self.sandboxes = ProcessSlots(sandboxes, name="corq-sandbox")
+        self._unsandboxable: set[TaskName] = set()
 
     async def run(self, running: Running) -> Outcome | None:
-        """Execute the job; None when nothing should be written (its claim was lost)."""
-        job = running.job
-        if not job.task:
-            return self._dead(job, "corrupted job record: it has no task name")
-        task = self.registry.get(job.task)
-        if task is None:
-            return self._dead(job, f"unknown task '{job.task}'")
+        """Execute the job; None when nothing should be written (its claim is gone)."""
         try:
-            args, kwargs = task.decode_payload(self.serializer.loads(job.payload))
-        except Exception as exc:  # any decode problem means this message is bad
-            return self._dead(job, f"corrupted job payload: {type(exc).__name__}: {exc}")
-        # asyncio.timeout costs even when unbounded: only use it for tasks with a timeout.
-        deadline = asyncio.timeout(task.options.timeout_s) if task.options.timeout_s else None
-        try:
-            if deadline is None:
-                result = await self._call(task, job, running, args, kwargs)
-            else:
-                async with deadline:
-                    result = await self._call(task, job, running, args, kwargs)
+            return await self._run(running)
         except asyncio.CancelledError:
             return self._cancelled(running)
-        except Retry as exc:
-            return self._failure(task, job, exc, f"Retry: {exc}", None, delay_s=exc.delay)
+        except Exception as exc:  # a fault of corq's own: park the job where it can be seen
+            log.exception("job %s: corq failed to run it", running.job.id)
+            return self.outcomes.dead(running.job, f"corq could not run this job: {error_line(exc)}")
+
+    async def _run(self, running: Running) -> Outcome | None:
+        job = running.job
+        if not job.task:
+            return self.outcomes.dead(job, "corrupted job record: it has no task name")
+        task = self.registry.get(job.task)
+        if task is None:
+            return self.outcomes.dead(job, f"unknown task '{job.task}'")
+        try:
+            args, kwargs = task.decode_payload(self.serializer.loads(job.payload))
+        except Exception as exc:  # any decode problem means this payload is bad
+            return self.outcomes.dead(job, f"corrupted job payload: {error_line(exc)}")
+        if job.suspect or task.options.process:
+            outcome = await self._run_in_child(running, task)
+            if outcome is not None:
+                return outcome
+        if task.is_async:
+            return await self._run_coroutine(running, task, args, kwargs)
+        return await self._run_on_thread(running, task, args, kwargs)
+
+    # -- coroutines ------------------------------------------------------------------
+    async def _run_coroutine(
+        self, running: Running, task: Task[Any, Any], args: tuple[Any, ...], kwargs: dict[str, Any]
+    ) -> Outcome:
+        job = running.job
+        self._bind(job)
+        running.started = True
+        timeout_s = task.options.timeout_s
+        # asyncio.timeout costs even unbounded: only use one when the task has a timeout.
+        deadline = None if timeout_s is None else asyncio.timeout(timeout_s)
+        try:
+            if deadline is None:
+                result = await task.fn(*args, **kwargs)
+            else:
+                async with deadline:
+                    result = await task.fn(*args, **kwargs)
+        except asyncio.CancelledError as exc:
+            current = asyncio.current_task()
+            if running.cancel_reason is not None or (current and current.cancelling()):
+                raise  # ours: a shutdown or a lost lease (a deadline becomes TimeoutError)
+            return self.outcomes.failed(job, task.options.retry, _raised(task, exc))
         except BaseException as exc:  # a task's error is data: record it, go on
             if isinstance(exc, TimeoutError) and deadline is not None and deadline.expired():
-                limit = task.options.timeout_s
-                error = f"TimeoutError: attempt exceeded the task's {limit:g}s timeout"
-                return self._failure(task, job, exc, error, None)
-            return self._failure(task, job, exc, _one_line(exc), traceback.format_exc())
+                return self.outcomes.failed(job, task.options.retry, _timed_out(task))
+            return self.outcomes.failed(job, task.options.retry, _raised(task, exc))
+        return self._encoded(job, task, result)
+
+    # -- plain functions ---------------------------------------------------------------
+    async def _run_on_thread(
+        self, running: Running, task: Task[Any, Any], args: tuple[Any, ...], kwargs: dict[str, Any]
+    ) -> Outcome:
+        job = running.job
+        self._bind(job)
+        ctx = contextvars.copy_context()
+        call = functools.partial(ctx.run, task.fn, *args, **kwargs)
+
+        def started() -> None:
+            running.started = True
+            running.unstoppable = True  # a thread cannot be stopped once it runs the body
+
+        result = await self.threads.run(call, timeout_s=task.options.timeout_s, on_start=started)
+        return self._from_thread(job, task, result)
+
+    def _from_thread(self, job: ClaimedJob, task: Task[Any, Any], result: ThreadOutcome) -> Outcome:
+        if result.kind is ThreadKind.OK:
+            return self._encoded(job, task, result.value)
+        if result.kind is ThreadKind.TIMEOUT:
+            return self.outcomes.failed(job, task.options.retry, _timed_out(task))
+        exc = result.exception
+        assert exc is not None
+        raised = _raised(task, exc, result.traceback)
+        return self.outcomes.failed(job, task.options.retry, raised)
+
+    # -- child processes ------------------------------------------------------------
+    async def _run_in_child(self, running: Running, task: Task[Any, Any]) -> Outcome | None:
+        """Run in a process of its own; None when the task cannot run there (run it here)."""
+        job = running.job
+        if not importable(task.fn):
+            if task.options.process:
+                return self.outcomes.dead(job, _not_importable(task))
+            self._note_unsandboxable(task)
+            return None
+        slots = self.sandboxes if job.suspect else self.processes
+        call = ChildCall(
+            module=task.fn.__module__,
+            qualname=task.fn.__qualname__,
+            payload=job.payload,
+            context=_context(job),
+        )
+        report = None if self.report is None else functools.partial(self.report, job)
+
+        def started() -> None:
+            running.started = True
+
+        outcome = await slots.run(
+            call, timeout_s=task.options.timeout_s, on_start=started, on_progress=report
+        )
+        return self._from_child(running, task, outcome)
+
+    def _from_child(
+        self, running: Running, task: Task[Any, Any], child: ChildOutcome
+    ) -> Outcome | None:
+        job = running.job
+        if child.kind is ChildKind.OK:
+            assert child.result is not None
+            return self.outcomes.succeeded(job, child.result)
+        if child.kind is ChildKind.TIMEOUT:
+            return self.outcomes.failed(job, task.options.retry, _timed_out(task))
+        if child.kind is ChildKind.DIED:
+            return self.outcomes.crashed(job, running.holder, child.error or "its process died")
+        if child.kind is ChildKind.UNAVAILABLE:
+            if task.options.process:
+                return self.outcomes.dead(job, f"{_not_importable(task)}: {child.error}")
+            log.warning("job %s: %s; running it in the worker process", job.id, child.error)
+            self._note_unsandboxable(task)
+            return None
+        raised = Raised(
+            error=child.error or "error in a child process",
+            traceback=child.traceback,
+            retry_requested=child.retry_requested,
+            retry_delay_s=child.retry_delay_s,
+            retry_on_matched=child.retry_on_matched,
+        )
+        return self.outcomes.failed(job, task.options.retry, raised)
+
+    def _note_unsandboxable(self, task: Task[Any, Any]) -> None:
+        if task.name not in self._unsandboxable:
+            self._unsandboxable.add(task.name)
+            log.warning(
+                "task %r cannot run in a child process (define it at module level so its "
+                "module path finds it); its suspect and process jobs run in the worker, where "
+                "a crash cannot be pinned on the job that caused it",
+                task.name,
+            )
+
+    # -- shared ----------------------------------------------------------------------
+    def _encoded(self, job: ClaimedJob, task: Task[Any, Any], result: Any) -> Outcome:
         try:
             encoded = self.serializer.dumps(result)
-        except SerializationError as exc:
-            return self._failure(task, job, exc, f"cannot encode the result: {exc}", None)
-        return Completion(
-            job_id=job.id,
-            queue=job.queue,
-            fence=job.fence,
-            result=encoded,
-            finished_at_ms=self.clock.now_ms(),
-        )
+        except Exception as exc:  # SerializationError, RecursionError, a __str__ that raises...
+            raised = Raised(error=f"cannot encode the result: {error_line(exc)}")
+            return self.outcomes.failed(job, task.options.retry, raised)
+        return self.outcomes.succeeded(job, encoded)
 
-    async def _call(
-        self,
-        task: Task[Any, Any],
-        job: ClaimedJob,
-        running: Running,
-        args: tuple[Any, ...],
-        kwargs: dict[str, Any],
-    ) -> Any:
-        context = (job.id, job.task, job.queue, job.attempt, job.enqueued_at_ms)
-        report = None if self.report is None else functools.partial(self.report, job)
-        bind_job(context, report, self._loop())
-        if task.is_async:
-            running.started = True
-            return await task.fn(*args, **kwargs)
-        loop = asyncio.get_running_loop()
-        if task.options.process:
-            running.started = True
-            return await self._call_in_process(loop, task, context, args, kwargs)
-        ctx = contextvars.copy_context()
-        return await loop.run_in_executor(
-            self.threads, functools.partial(ctx.run, _mark_started, running, task, args, kwargs)
-        )
-
-    async def _call_in_process(
-        self,
-        loop: asyncio.AbstractEventLoop,
-        task: Task[Any, Any],
-        context: JobTuple,
-        args: tuple[Any, ...],
-        kwargs: dict[str, Any],
-    ) -> Any:
-        pool = self._process_pool()
-        call = functools.partial(
-            _call_in_child, task.fn.__module__, task.fn.__qualname__, context, args, kwargs
-        )
-        try:
-            return await loop.run_in_executor(pool, call)
-        except BrokenProcessPool:
-            # The child died (segfault, OOM kill); the next job gets a fresh pool.
-            self._processes = None
-            raise
-
-    def _process_pool(self) -> Executor:
-        if self._processes is None:
-            self._processes = ProcessPoolExecutor(
-                max_workers=self._processes_n, mp_context=multiprocessing.get_context("spawn")
-            )
-        return self._processes
+    def _bind(self, job: ClaimedJob) -> None:
+        reporter: Reporter | None = None
+        if self.report is not None:
+            reporter = functools.partial(self.report, job)
+        bind_job(_context(job), reporter, asyncio.get_running_loop())
 
     def _cancelled(self, running: Running) -> Outcome | None:
-        if running.cancel_reason == "shutdown":
-            job = running.job
-            return Release(
-                job_id=job.id, queue=job.queue, fence=job.fence, unstarted=not running.started
-            )
-        # Cancelled because the claim was lost (or a hard stop): the job is not ours any more.
+        job = running.job
+        if running.cancel_reason is CancelReason.SHUTDOWN and not running.unstoppable:
+            return self.outcomes.released(job, unstarted=not running.started)
+        # Lost claim, hard stop, or a thread that keeps running: writing anything now could
+        # let the job run twice at once. The broker gives it back when this holder departs.
         return None
 
-    def _dead(self, job: ClaimedJob, error: str) -> Failure:
-        log.error("job %s (%s) sent to the dead letters: %s", job.id, job.task, error)
-        return Failure(
-            job_id=job.id,
-            queue=job.queue,
-            fence=job.fence,
-            error=error,
-            traceback=None,
-            retry_at_ms=None,
-            finished_at_ms=self.clock.now_ms(),
-            counted=False,
+    def free_sandboxes(self) -> int:
+        return self.sandboxes.free_slots()
+
+    def abandoned_threads(self) -> int:
+        """Threads still running bodies the worker gave up on (timeouts, shutdown)."""
+        return self.threads.running_abandoned()
+
+    async def close(self) -> None:
+        self.threads.close()
+        await self.processes.close()
+        await self.sandboxes.close()
+
+
+def _not_importable(task: Task[Any, Any]) -> str:
+    return (
+        f"task {task.name!r} has process=True but a child process cannot find its function "
+        f"{task.fn.__module__}.{task.fn.__qualname__} (define it at module level)"
+    )
+
+
+def _context(job: ClaimedJob) -> JobTuple:
+    return (job.id, job.task, job.queue, job.attempt, job.enqueued_at_ms)
+
+
+def _raised(task: Task[Any, Any], exc: BaseException, tb: str | None = None) -> Raised:
+    """Describe what a task raised without trusting it (its __str__ may raise too)."""
+    if isinstance(exc, Retry):
+        return Raised(
+            error=f"Retry: {safe_str(exc)}",
+            retry_requested=True,
+            retry_delay_s=_retry_delay(exc),
         )
-
-    def _failure(
-        self,
-        task: Task[Any, Any],
-        job: ClaimedJob,
-        exc: BaseException,
-        error: str,
-        traceback_text: str | None,
-        delay_s: float | None = None,
-    ) -> Failure:
-        failures = job.failures + 1
-        policy = task.options.retry
-        retry = policy.should_retry(failures, None if isinstance(exc, Retry) else exc)
-        now = self.clock.now_ms()
-        retry_at = None
-        if retry:
-            delay = policy.next_delay_s(failures) if delay_s is None else max(0.0, delay_s)
-            retry_at = now + round(delay * 1000)
-            log.warning(
-                "job %s (%s) attempt %d failed: %s; retry in %.2fs",
-                job.id,
-                job.task,
-                job.attempt,
-                error,
-                delay,
-            )
-        else:
-            log.error(
-                "job %s (%s) attempt %d failed: %s; no retries left, now dead",
-                job.id,
-                job.task,
-                job.attempt,
-                error,
-            )
-        return Failure(
-            job_id=job.id,
-            queue=job.queue,
-            fence=job.fence,
-            error=error,
-            traceback=traceback_text,
-            retry_at_ms=retry_at,
-            finished_at_ms=now,
-        )
-
-    def close(self) -> None:
-        self.threads.shutdown(wait=False, cancel_futures=True)
-        if self._processes is not None:
-            self._processes.shutdown(wait=False, cancel_futures=True)
+    if tb is None:
+        tb = _format(exc)
+    retry_on = task.options.retry.retry_on
+    return Raised(
+        error=error_line(exc),
+        traceback=tb,
+        retry_on_matched=not retry_on or isinstance(exc, retry_on),
+    )
 
 
-def _mark_started(
-    running: Running, task: Task[Any, Any], args: tuple[Any, ...], kwargs: dict[str, Any]
-) -> Any:
-    running.started = True
-    return task.fn(*args, **kwargs)
+def _retry_delay(exc: Retry) -> float | None:
+    delay = exc.delay
+    if delay is None:
+        return None
+    try:
+        return float(delay)
+    except (TypeError, ValueError, OverflowError):
+        return 0.0  # Retry(delay="soon") from a task: retry now rather than never
 
 
-def _call_in_child(
-    module: str,
-    qualname: str,
-    context: JobTuple,
-    args: tuple[Any, ...],
-    kwargs: dict[str, Any],
-) -> Any:
-    """Runs in a pool process: find the registered function by its own module path."""
-    target: Any = importlib.import_module(module)
-    for part in qualname.split("."):
-        target = getattr(target, part)
-    fn = target.fn if isinstance(target, Task) else target
-    bind_job(context)
-    return fn(*args, **kwargs)
+def _timed_out(task: Task[Any, Any]) -> Raised:
+    return Raised(error=f"TimeoutError: attempt exceeded the task's {task.options.timeout_s:g}s timeout")
 
 
-def _one_line(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()
-    return f"{type(exc).__name__}: {text[0]}" if text else type(exc).__name__
+def _format(exc: BaseException) -> str | None:
+    try:
+        return "".join(traceback.format_exception(exc))
+    except Exception:  # a hostile exception can break formatting too
+        return None

@@ -1,0 +1,83 @@
+"""Reconciliation: what the broker says a worker holds against what it runs.
+
+The lease is per worker, not per job, so nothing else notices a job the broker thinks this
+worker holds but that the worker does not run: a claim whose reply was lost to a socket
+timeout, an outcome dropped after a bug. Every few heartbeats the worker compares, per
+queue, the broker's count of its held jobs with its own (one cheap call); only when the
+broker holds more, or every few rounds anyway, it lists them (with fences) and gives back
+each one it does not know, uncounted. A job it runs that the broker no longer lists as its
+own was taken away: it is cancelled, and nothing is written for it.
+
+Run under the worker's claim lock, so no claim is in flight: every job the broker lists was
+either claimed by this worker (and is in its registry) or is a stray. Releases are fenced,
+so a race with an outcome written meanwhile is refused by the broker, never harmful.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+
+from corq.backends.base import Backend, HeldJob, Release, WorkerLease
+from corq.types import QueueName
+from corq.worker.registry import Registry, Running
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Findings:
+    """What one reconciliation round did."""
+
+    #: Jobs the broker said this worker held without running them, given back.
+    released: int = 0
+    #: Jobs this worker ran that the broker no longer listed as its own.
+    taken: list[Running] = field(default_factory=list)
+
+
+async def reconcile(
+    backend: Backend, registry: Registry, lease: WorkerLease, *, full: bool
+) -> Findings:
+    """One round over every queue of `lease`; `full` lists even when the counts agree."""
+    findings = Findings()
+    for queue in lease.queues:
+        await _queue(backend, registry, lease, queue, full, findings)
+    return findings
+
+
+async def _queue(
+    backend: Backend,
+    registry: Registry,
+    lease: WorkerLease,
+    queue: QueueName,
+    full: bool,
+    findings: Findings,
+) -> None:
+    holder = lease.holder(queue)
+    known = registry.held_by(queue, holder)
+    if not full and await backend.count_held_jobs(queue, holder) <= len(known):
+        return
+    listed = await backend.list_held_jobs(queue, holder)
+    strays = [h for h in listed if known.get(h.job_id) != h.fence]
+    if strays:
+        findings.released += await _give_back(backend, holder, queue, strays)
+    on_record = {(h.job_id, h.fence) for h in listed}
+    for running in registry.executing():
+        job = running.job
+        if job.queue == queue and running.holder == holder and (job.id, job.fence) not in on_record:
+            findings.taken.append(running)
+
+
+async def _give_back(backend: Backend, holder: str, queue: QueueName, strays: list[HeldJob]) -> int:
+    releases = [
+        Release(job_id=h.job_id, queue=queue, fence=h.fence, unstarted=True) for h in strays
+    ]
+    done = sum(await backend.release_jobs(holder, releases))
+    if done:
+        log.warning(
+            "gave back %d job(s) of queue %s that the broker said this worker held but it "
+            "was not running (e.g. a claim whose reply was lost)",
+            done,
+            queue,
+        )
+    return done
