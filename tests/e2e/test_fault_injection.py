@@ -10,6 +10,8 @@ no two attempts of one job overlap, and the queue drains soon after the last kil
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import itertools
 import random
 import signal
 import time
@@ -45,10 +47,8 @@ def _kill_tree(worker: psutil.Process) -> int:
     except psutil.NoSuchProcess:
         return worker.pid
     for proc in tree:
-        try:
+        with contextlib.suppress(psutil.NoSuchProcess):
             proc.send_signal(signal.SIGKILL)
-        except psutil.NoSuchProcess:
-            pass
     return worker.pid
 
 
@@ -90,7 +90,7 @@ def _overlaps(log_dir: Path, killed_at: dict[int, float]) -> list[str]:
                 end = killed_at.get(pids[(job_id, attempt)], float("inf"))
             spans.append((start, end, attempt))
         spans.sort()
-        for (_, end, a), (start, _, b) in zip(spans, spans[1:], strict=False):
+        for (_, end, a), (start, _, b) in itertools.pairwise(spans):
             if start < end:
                 bad.append(f"job {job_id}: attempt {b} started before attempt {a} ended")
     return bad

@@ -198,9 +198,7 @@ async def test_graceful_stop_logs_no_false_loop_stall(
     assert "event loop" not in caplog.text
 
 
-async def test_stray_claims_are_given_back_by_reconciliation(
-    broker_url: str, prefix: str
-) -> None:
+async def test_stray_claims_are_given_back_by_reconciliation(broker_url: str, prefix: str) -> None:
     # Given a running worker, and jobs claimed under its holder id that it never saw (as when
     # a claim's reply is lost to a socket timeout while the broker ran it)
     app = corq.App(broker_url, prefix=prefix, reconcile_s=0.2, heartbeat_s=0.2, lease_s=5)
@@ -321,7 +319,8 @@ def _worker_on_a_thread(app: corq.App) -> Iterator[corq.Worker]:
     thread.start()
     deadline = time.monotonic() + 15
     while not worker.started.is_set():  # set from the worker's own loop
-        assert time.monotonic() < deadline and not done.is_set(), "worker did not start"
+        assert time.monotonic() < deadline, "worker did not start"
+        assert not done.is_set(), "worker stopped before it started"
         time.sleep(0.01)
     try:
         yield worker

@@ -15,6 +15,7 @@ import corq
 from corq.limits import MAX_DELAY_S, MAX_ERROR_CHARS, MAX_TRACEBACK_CHARS
 from corq.testing import run_worker
 
+
 async def _ended(handle: corq.JobHandle, timeout: float = 10.0) -> corq.Job:
     """Wait until the job leaves running (dead, failed awaiting a retry, or succeeded)."""
     deadline = time.monotonic() + timeout
@@ -123,7 +124,8 @@ async def test_message_with_a_lone_surrogate_is_stored_escaped(app: corq.App) ->
             job = await _ended(await task.enqueue())
             assert job.status == corq.JobStatus.DEAD
             assert job.error == "FileNotFoundError: no such file: caf\\udce9.txt"
-            assert job.traceback is not None and "caf\\udce9.txt" in job.traceback
+            assert job.traceback is not None
+            assert "caf\\udce9.txt" in job.traceback
 
 
 async def test_huge_errors_and_tracebacks_are_cut_to_their_limits(app: corq.App) -> None:
@@ -134,7 +136,8 @@ async def test_huge_errors_and_tracebacks_are_cut_to_their_limits(app: corq.App)
     async with run_worker(app):
         job = await _ended(await shouts.enqueue())
     assert job.status == corq.JobStatus.DEAD
-    assert job.error is not None and job.traceback is not None
+    assert job.error is not None
+    assert job.traceback is not None
     assert job.error.startswith("ValueError: xxx")
     assert len(job.error) <= MAX_ERROR_CHARS
     assert len(job.traceback) <= MAX_TRACEBACK_CHARS
@@ -174,7 +177,8 @@ async def test_unencodable_result_fails_the_attempt(app: corq.App) -> None:
     async with run_worker(app):
         job = await _ended(await gives_a_set.enqueue())
     assert job.status == corq.JobStatus.DEAD
-    assert job.error is not None and job.error.startswith("cannot encode the result")
+    assert job.error is not None
+    assert job.error.startswith("cannot encode the result")
 
 
 async def test_system_exit_in_a_task_does_not_stop_the_worker(app: corq.App) -> None:

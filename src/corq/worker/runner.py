@@ -31,9 +31,15 @@ from corq.serializers import Serializer
 from corq.task import Task
 from corq.types import TaskName
 from corq.worker.outcomes import Outcome, Outcomes, Raised
-from corq.worker.processes import ChildCall, ChildKind, ChildOutcome, ProcessSlots, importable
+from corq.worker.processes import (
+    ChildCall,
+    ChildOutcome,
+    ChildOutcomeKind,
+    ProcessSlots,
+    importable,
+)
 from corq.worker.registry import CancelReason, Running
-from corq.worker.threads import ThreadKind, ThreadOutcome, ThreadSlots
+from corq.worker.threads import ThreadOutcome, ThreadOutcomeKind, ThreadSlots
 
 log = logging.getLogger(__name__)
 
@@ -71,7 +77,9 @@ class Runner:
             return self._cancelled(running)
         except Exception as exc:  # a fault of corq's own: park the job where it can be seen
             log.exception("job %s: corq failed to run it", running.job.id)
-            return self.outcomes.dead(running.job, f"corq could not run this job: {error_line(exc)}")
+            return self.outcomes.dead(
+                running.job, f"corq could not run this job: {error_line(exc)}"
+            )
 
     async def _run(self, running: Running) -> Outcome | None:
         job = running.job
@@ -136,9 +144,9 @@ class Runner:
         return self._from_thread(job, task, result)
 
     def _from_thread(self, job: ClaimedJob, task: Task[Any, Any], result: ThreadOutcome) -> Outcome:
-        if result.kind is ThreadKind.OK:
+        if result.kind is ThreadOutcomeKind.OK:
             return self._encoded(job, task, result.value)
-        if result.kind is ThreadKind.TIMEOUT:
+        if result.kind is ThreadOutcomeKind.TIMEOUT:
             return self.outcomes.failed(job, task.options.retry, _timed_out(task))
         exc = result.exception
         assert exc is not None
@@ -175,14 +183,16 @@ class Runner:
         self, running: Running, task: Task[Any, Any], child: ChildOutcome
     ) -> Outcome | None:
         job = running.job
-        if child.kind is ChildKind.OK:
+        if child.kind is ChildOutcomeKind.OK:
             assert child.result is not None
             return self.outcomes.succeeded(job, child.result)
-        if child.kind is ChildKind.TIMEOUT:
+        if child.kind is ChildOutcomeKind.TIMEOUT:
             return self.outcomes.failed(job, task.options.retry, _timed_out(task))
-        if child.kind is ChildKind.DIED:
+        if child.kind is ChildOutcomeKind.DIED:
             return self.outcomes.crashed(job, running.holder, child.error or "its process died")
-        if child.kind is ChildKind.UNAVAILABLE:
+        if child.kind is ChildOutcomeKind.UNAVAILABLE:
+            if child.started:  # its sandbox was closed under it (shutdown): give it back
+                return self.outcomes.released(job, unstarted=False)
             if task.options.process:
                 return self.outcomes.dead(job, f"{_not_importable(task)}: {child.error}")
             log.warning("job %s: %s; running it in the worker process", job.id, child.error)
@@ -283,7 +293,9 @@ def _retry_delay(exc: Retry) -> float | None:
 
 
 def _timed_out(task: Task[Any, Any]) -> Raised:
-    return Raised(error=f"TimeoutError: attempt exceeded the task's {task.options.timeout_s:g}s timeout")
+    return Raised(
+        error=f"TimeoutError: attempt exceeded the task's {task.options.timeout_s:g}s timeout"
+    )
 
 
 def _format(exc: BaseException) -> str | None:

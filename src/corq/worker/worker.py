@@ -68,12 +68,24 @@ def new_holder(worker_id: WorkerId) -> WorkerId:
     return f"{worker_id}{HOLDER_SEPARATOR}{secrets.token_hex(3)}"
 
 
-def _check_worker_id(worker_id: str) -> str:
+def _check_worker_id(worker_id: object) -> str:
     if not isinstance(worker_id, str) or not _WORKER_ID.fullmatch(worker_id):
         raise ConfigError(
             f"invalid worker id {worker_id!r}: use 1-100 letters, digits or _ . : @ / -"
         )
     return worker_id
+
+
+def _check_concurrency(concurrency: object) -> int:
+    if not isinstance(concurrency, int) or isinstance(concurrency, bool) or concurrency < 1:
+        raise ConfigError(f"concurrency must be a positive integer, got {concurrency!r}")
+    return concurrency
+
+
+def _check_grace(grace_s: object) -> float:
+    if not isinstance(grace_s, int | float) or not 0 <= grace_s < float("inf"):
+        raise ConfigError(f"grace_s must be a non-negative number of seconds, got {grace_s!r}")
+    return float(grace_s)
 
 
 class Worker:
@@ -91,14 +103,13 @@ class Worker:
     ) -> None:
         settings = app.settings
         self.app = app
-        self.queues = list(dict.fromkeys(check_queue_name(q) for q in (queues or [settings.default_queue])))
-        self.concurrency = settings.concurrency if concurrency is None else concurrency
-        if not isinstance(self.concurrency, int) or isinstance(self.concurrency, bool) or self.concurrency < 1:
-            raise ConfigError(f"concurrency must be a positive integer, got {concurrency!r}")
+        named = queues or [settings.default_queue]
+        self.queues = list(dict.fromkeys(check_queue_name(q) for q in named))
+        self.concurrency = _check_concurrency(
+            settings.concurrency if concurrency is None else concurrency
+        )
         self.burst = burst
-        self.grace_s = settings.grace_s if grace_s is None else grace_s
-        if not 0 <= self.grace_s < float("inf"):
-            raise ConfigError(f"grace_s must be a non-negative number of seconds, got {grace_s!r}")
+        self.grace_s = _check_grace(settings.grace_s if grace_s is None else grace_s)
         #: Whether the id was given: then a process restarted under it ends its predecessor's
         #: leases at once (ids must be unique among live workers).
         self.fixed_id = worker_id is not None
@@ -601,9 +612,7 @@ class Worker:
                 log.warning("reconciliation skipped: %s", exc)
                 continue
             for running in findings.taken:
-                log.warning(
-                    "job %s is no longer held by this worker: stopping it", running.job.id
-                )
+                log.warning("job %s is no longer held by this worker: stopping it", running.job.id)
                 self._cancel_lost(running)
 
     async def _tick_loop(self) -> None:
