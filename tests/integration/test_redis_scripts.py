@@ -13,10 +13,18 @@ import pytest
 from redis.asyncio import Redis
 from redis.crc import key_slot
 
-from corq.backends.base import Completion, NewJob, Release, WorkerLease
+from corq.backends.base import (
+    PRIORITY_MAX,
+    PRIORITY_MIN,
+    Completion,
+    NewJob,
+    Release,
+    WorkerLease,
+    damaged_error,
+)
 from corq.backends.redis import RedisBackend
-from corq.backends.redis.keys import PRIORITY_MAX, PRIORITY_MIN, RedisKeys
-from corq.backends.redis.scripts import Scripts
+from corq.backends.redis.keys import RedisKeys
+from corq.backends.redis.scripts import Scripts, load_source, lua_file
 from corq.errors import BrokerError
 from corq.job import JobStatus
 
@@ -24,6 +32,12 @@ T0 = 1_700_000_000_000
 Q = "default"
 LUA = resources.files("corq.backends.redis").joinpath("lua")
 SCRIPT_NAMES = sorted(p.name.removesuffix(".lua") for p in LUA.iterdir() if p.name.endswith(".lua"))
+INCLUDE_NAMES = sorted(
+    p.name.removesuffix(".lua")
+    for p in LUA.joinpath("include").iterdir()
+    if p.name.endswith(".lua")
+)
+INCLUDE_LINE = re.compile(r'^--- @include "(\w+)"$', re.M)
 
 
 def new_job(job_id: str, *, queue: str = Q, priority: int = 0) -> NewJob:
@@ -76,7 +90,7 @@ def test_every_lua_file_has_exactly_one_wrapper() -> None:
 
 @pytest.mark.parametrize("name", SCRIPT_NAMES)
 def test_every_script_documents_and_names_its_keys_and_args(name: str) -> None:
-    source = LUA.joinpath(f"{name}.lua").read_text("utf-8")
+    source = lua_file(f"{name}.lua")
     header, _, body = source.partition("]]")
 
     assert header.startswith(f"--[[\n{name}: ")
@@ -85,8 +99,32 @@ def test_every_script_documents_and_names_its_keys_and_args(name: str) -> None:
         used = set(re.findall(rf"{kind}\[(\d+)\]", body))
         for index in used:
             assert re.search(rf"^{kind}\[{index}\]", header, re.M), f"{kind}[{index}] undocumented"
-            binding = rf"^local \w+ = (tonumber\()?{kind}\[{index}\]\)?$"
+            binding = rf"^local \w+ = (\w+\()?{kind}\[{index}\]\)?$"
             assert re.search(binding, body, re.M), f"{kind}[{index}] is not bound to a named local"
+
+
+@pytest.mark.parametrize("name", INCLUDE_NAMES)
+def test_every_include_documents_itself_and_takes_no_keys_or_args(name: str) -> None:
+    source = lua_file(f"include/{name}.lua")
+    header, _, body = source.partition("]]")
+
+    assert header.startswith(f"--[[\n{name}: ")
+    # Keys and arguments reach an include only through its callers' named locals.
+    assert not re.search(r"\b(KEYS|ARGV)\[", body)
+
+
+def test_every_include_named_exists_and_every_include_is_used() -> None:
+    named = set()
+    for path in [f"{n}.lua" for n in SCRIPT_NAMES] + [f"include/{n}.lua" for n in INCLUDE_NAMES]:
+        named |= set(INCLUDE_LINE.findall(lua_file(path)))
+
+    assert named == set(INCLUDE_NAMES)
+    for name in SCRIPT_NAMES:
+        assert not INCLUDE_LINE.search(load_source(name)), f"{name}: an include was not expanded"
+
+
+def test_the_damaged_record_error_is_worded_as_the_contract_says() -> None:
+    assert f"local DAMAGED = '{damaged_error('')}'" in lua_file("include/dead.lua")
 
 
 async def test_scripts_reload_after_script_flush(backend: RedisBackend, raw: Redis) -> None:
@@ -129,11 +167,11 @@ async def test_deregistering_a_worker_that_holds_jobs_leaves_them_reclaimable(
     await backend.register_worker(lease, T0)
     await backend.claim_jobs(Q, "w1", 1, 60_000, T0)
 
-    await backend.deregister_worker(lease)
+    await backend.deregister_worker(lease, T0)
 
-    # Then the job is not orphaned: reclaim takes it back at once
-    reclaimed = await backend.reclaim_stalled_jobs(Q, T0 + 1, max_deaths=3)
-    assert [r.job_id for r in reclaimed] == ["a"]
+    # Then the job is not orphaned: reclaim gives it back at once, without a death
+    reclaimed = await backend.reclaim_stalled_jobs(Q, T0 + 1, max_deaths=3, ended_only=True)
+    assert [(r.job_id, r.released, r.dead) for r in reclaimed] == [("a", True, False)]
     (stats,) = await backend.queue_stats([Q])
     assert (stats.ready, stats.in_flight, stats.workers) == (1, 0, 0)
 
@@ -142,7 +180,9 @@ async def test_deregistering_a_worker_that_holds_jobs_leaves_them_reclaimable(
 def test_all_keys_of_one_queue_share_a_cluster_slot() -> None:
     keys = RedisKeys("corq").queue("emails:high")
     names = [keys.ready, keys.seq, keys.delayed, keys.wake, keys.workers, keys.dead]
+    names += [keys.suspects, keys.departed, keys.reclaiming, keys.reclaim("host:1:w~x")]
     names += [keys.job("j-1"), keys.job("j{2}"), keys.held("host:1:w"), keys.done("j-1")]
+    names += [keys.retrying("abc")]
 
     assert len({key_slot(name.encode()) for name in names}) == 1
     assert key_slot(RedisKeys("corq").queue("other").ready.encode()) != key_slot(
@@ -162,7 +202,8 @@ async def test_only_documented_keys_are_written(
 
     q = RedisKeys(prefix).queue(Q)
     documented = {RedisKeys(prefix).queues, q.ready, q.seq, q.delayed, q.wake, q.workers}
-    documented |= {q.dead, q.held("w1"), q.job("a"), q.job("b")}
+    documented |= {q.dead, q.held("w1"), q.job("a"), q.job("b"), q.suspects, q.departed}
+    documented |= {q.reclaiming, q.reclaim("w1")}
     assert {q.job("a"), q.job("b"), q.delayed, q.workers} <= keys <= documented
 
 

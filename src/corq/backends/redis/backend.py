@@ -4,33 +4,44 @@ Every state change is one Lua script per queue (see ``lua/``), so a crash betwee
 never leaves a job half-moved; calls spanning queues or big batches are pipelined into one
 round trip. Connections are made lazily in the event loop that first uses the backend;
 another loop or thread takes a :meth:`RedisBackend.clone`. Every redis-py failure surfaces
-as :class:`~corq.errors.BrokerError`, so nothing above this package imports redis.
+as :class:`~corq.errors.BrokerError` (an outage) or :class:`~corq.errors.BrokerDataError`
+(a refusal), so nothing above this package imports redis.
 """
 
 from __future__ import annotations
 
 import asyncio
+import uuid
 from collections.abc import Callable, Sequence
 from typing import cast
 
 from redis.asyncio import Redis
 
 from corq.backends.base import (
+    BATCH,
+    CANCELLED_TTL_MS,
+    HOLDER_SEPARATOR,
+    MAX_JOB_ID_CHARS,
+    PRIORITY_MAX,
+    PRIORITY_MIN,
     Backend,
     ClaimBatch,
     Completion,
     Failure,
+    HeldJob,
     NewJob,
     QueueStats,
     Reclaimed,
     Release,
     WorkerLease,
+    backstop_deaths,
 )
 from corq.backends.redis.connections import Connections, broker_errors, cancel_was_swallowed
-from corq.backends.redis.keys import PRIORITY_MAX, PRIORITY_MIN, QueueKeys, RedisKeys
-from corq.backends.redis.records import Record, job_from_record
+from corq.backends.redis.keys import QueueKeys, RedisKeys
+from corq.backends.redis.reads import read_jobs
+from corq.backends.redis.registry import QueueRegistry, queue_name
 from corq.backends.redis.scripts import (
-    BATCH,
+    DeadBounds,
     ScriptCall,
     Scripts,
     batches,
@@ -41,21 +52,43 @@ from corq.errors import EnqueueError
 from corq.job import TERMINAL_STATES, Job
 from corq.types import JobId, QueueName, WorkerId
 
-#: How long a cancelled job's record is kept.
-CANCELLED_TTL_MS = 7 * 24 * 3600 * 1000
+
+def check_new_job(job: NewJob) -> None:
+    """Refuse, before anything is written, what no broker stores: an empty id, an id over
+    MAX_JOB_ID_CHARS, a priority that is not an integer in PRIORITY_MIN..PRIORITY_MAX (the
+    same messages as the SQLite broker's)."""
+    if not job.id:
+        raise EnqueueError("job id is empty")
+    if len(job.id) > MAX_JOB_ID_CHARS:
+        raise EnqueueError(
+            f"job id {job.id[:40]!r}... is {len(job.id)} characters long; "
+            f"at most {MAX_JOB_ID_CHARS} are allowed"
+        )
+    if type(job.priority) is not int or not PRIORITY_MIN <= job.priority <= PRIORITY_MAX:
+        raise EnqueueError(
+            f"job {job.id}: priority {job.priority!r} is outside {PRIORITY_MIN}..{PRIORITY_MAX}"
+        )
 
 
 class RedisBackend:
     """Broker on Redis (standalone, or Cluster-safe key layout; see ``keys.py``)."""
 
-    def __init__(self, url: str, *, prefix: str = "corq", socket_timeout_s: float = 5.0) -> None:
+    def __init__(
+        self,
+        url: str,
+        *,
+        prefix: str = "corq",
+        socket_timeout_s: float = 5.0,
+        dead_max: int = 0,
+        dead_ttl_ms: int = 0,
+    ) -> None:
         self._url = url
         self._prefix = prefix
         self._socket_timeout_s = socket_timeout_s
+        self._dead = DeadBounds(max_count=max(0, dead_max), ttl_ms=max(0, dead_ttl_ms))
         self._keys = RedisKeys(prefix)
         self._conns: Connections | None = None
-        #: Queues already added to the global set by this process (saves a SADD per call).
-        self._known_queues: set[QueueName] = set()
+        self._registry = QueueRegistry(self._keys)
 
     def __repr__(self) -> str:
         return f"RedisBackend({self._url!r}, prefix={self._prefix!r})"
@@ -64,7 +97,7 @@ class RedisBackend:
     def _conn(self) -> Connections:
         conns = self._conns
         if conns is None:
-            conns = self._conns = Connections(self._url, self._socket_timeout_s)
+            conns = self._conns = Connections(self._url, self._socket_timeout_s, self._dead)
         elif conns.loop is not asyncio.get_running_loop():
             raise RuntimeError(
                 "this RedisBackend belongs to another event loop; use backend.clone() here"
@@ -81,12 +114,6 @@ class RedisBackend:
 
     def _q(self, queue: QueueName) -> QueueKeys:
         return self._keys.queue(queue)
-
-    async def _remember_queues(self, queues: Sequence[QueueName]) -> None:
-        new = [q for q in queues if q not in self._known_queues]
-        if new:
-            await self._redis.sadd(self._keys.queues, *new)
-            self._known_queues.update(new)
 
     async def _run_grouped(
         self,
@@ -111,14 +138,10 @@ class RedisBackend:
     # -- producer side -------------------------------------------------------------
     async def enqueue_jobs(self, jobs: Sequence[NewJob]) -> list[bool]:
         for job in jobs:
-            if not PRIORITY_MIN <= job.priority <= PRIORITY_MAX:
-                raise EnqueueError(
-                    f"job {job.id}: priority {job.priority} is outside "
-                    f"{PRIORITY_MIN}..{PRIORITY_MAX}"
-                )
+            check_new_job(job)
         groups = by_queue(jobs, lambda job: job.queue)
         with broker_errors("enqueue"):
-            await self._remember_queues(list(groups))
+            await self._registry.touch(self._scripts, list(groups))
             return await self._run_grouped(
                 len(jobs),
                 groups,
@@ -129,15 +152,11 @@ class RedisBackend:
     async def get_job(self, job_id: JobId, queue: QueueName | None = None) -> Job | None:
         with broker_errors("get_job"):
             if queue is not None:
-                return job_from_record(
-                    cast(Record, await self._redis.hgetall(self._q(queue).job(job_id)))
-                )
-            queues = await self.list_queues()
-            async with self._redis.pipeline(transaction=False) as pipe:
-                for name in queues:
-                    pipe.hgetall(self._q(name).job(job_id))
-                records: list[Record] = await pipe.execute()
-        return next((job for job in map(job_from_record, records) if job is not None), None)
+                (job,) = await read_jobs(self._redis, [(self._q(queue), job_id)])
+                return job
+            names = await self._registry.names(self._redis, self._scripts)
+            jobs = await read_jobs(self._redis, [(self._q(name), job_id) for name in names])
+        return next((job for job in jobs if job is not None), None)
 
     async def wait_for_job(self, job_id: JobId, queue: QueueName, timeout_s: float) -> Job | None:
         with broker_errors("wait_for_job"):
@@ -160,8 +179,12 @@ class RedisBackend:
                             await watch.event.wait()
                     except TimeoutError:
                         return await self.get_job(job_id, queue)
+            # The connection broke or went silent: read again, watch on a fresh one.
+            job = await self.get_job(job_id, queue)
+            if job is None or job.status in TERMINAL_STATES or loop.time() >= deadline:
+                return job
 
-    async def cancel_job(self, job_id: JobId, queue: QueueName, now_ms: int) -> bool:
+    async def cancel_job(self, job_id: JobId, queue: QueueName, now_ms: int | None) -> bool:
         call = self._scripts.cancel_job(
             self._q(queue), job_id=job_id, now_ms=now_ms, ttl_ms=CANCELLED_TTL_MS
         )
@@ -172,38 +195,48 @@ class RedisBackend:
         self, job_id: JobId, queue: QueueName, worker_id: WorkerId, fence: int, progress: float
     ) -> bool:
         call = self._scripts.set_progress(
-            self._q(queue), job_id=job_id, worker_id=worker_id, fence=fence, progress=progress
+            self._q(queue), job_id=job_id, holder=worker_id, fence=fence, progress=progress
         )
         with broker_errors("set_progress"):
             return await self._scripts.run(call)
 
     # -- worker side ---------------------------------------------------------------
-    async def register_worker(self, lease: WorkerLease, now_ms: int) -> None:
-        if not lease.queues:
-            return
-        deadline = now_ms + lease.lease_ms
-        with broker_errors("register_worker"):
-            async with self._redis.pipeline(transaction=False) as pipe:
-                for queue in lease.queues:
-                    pipe.zadd(self._q(queue).workers, {lease.worker_id: deadline})
-                pipe.sadd(self._keys.queues, *lease.queues)
-                await pipe.execute()
-        self._known_queues.update(lease.queues)
-
-    async def deregister_worker(self, lease: WorkerLease) -> None:
-        # A worker that still holds jobs is not removed but expired, so reclaim takes them.
+    async def register_worker(self, lease: WorkerLease, now_ms: int | None) -> None:
         calls = [
-            self._scripts.deregister_worker(self._q(q), worker_id=lease.worker_id)
+            self._scripts.register_worker(
+                self._q(q), holder=lease.holder(q), now_ms=now_ms, lease_ms=lease.lease_ms
+            )
+            for q in lease.queues
+        ]
+        with broker_errors("register_worker"):
+            await self._scripts.run_all(calls)
+            await self._registry.touch(self._scripts, lease.queues)
+
+    async def deregister_worker(
+        self, lease: WorkerLease, now_ms: int | None, linger_ms: int = 0
+    ) -> None:
+        calls = [
+            self._scripts.deregister_worker(
+                self._q(q), holder=lease.holder(q), now_ms=now_ms, linger_ms=linger_ms
+            )
             for q in lease.queues
         ]
         with broker_errors("deregister_worker"):
             await self._scripts.run_all(calls)
 
-    async def heartbeat(self, lease: WorkerLease, now_ms: int) -> list[QueueName]:
-        deadline = now_ms + lease.lease_ms
+    async def end_leases(self, lease: WorkerLease) -> int:
+        prefix = lease.worker_id + HOLDER_SEPARATOR
+        calls = [
+            self._scripts.end_leases(self._q(q), worker_prefix=prefix, holder=lease.holder(q))
+            for q in lease.queues
+        ]
+        with broker_errors("end_leases"):
+            return sum(await self._scripts.run_all(calls))
+
+    async def heartbeat(self, lease: WorkerLease, now_ms: int | None) -> list[QueueName]:
         calls = [
             self._scripts.heartbeat_worker(
-                self._q(q), worker_id=lease.worker_id, deadline_ms=deadline
+                self._q(q), holder=lease.holder(q), now_ms=now_ms, lease_ms=lease.lease_ms
             )
             for q in lease.queues
         ]
@@ -217,17 +250,17 @@ class RedisBackend:
         worker_id: WorkerId,
         count: int,
         lease_ms: int,
-        now_ms: int,
+        now_ms: int | None,
         *,
-        idle: bool = False,
+        suspects: int = 0,
     ) -> ClaimBatch:
         call = self._scripts.claim_jobs(
             self._q(queue),
-            worker_id=worker_id,
+            holder=worker_id,
             count=count,
+            suspects=suspects,
             lease_ms=lease_ms,
             now_ms=now_ms,
-            idle=idle,
         )
         task = asyncio.current_task()
         cancels_before = task.cancelling() if task is not None else 0
@@ -246,7 +279,25 @@ class RedisBackend:
             Release(job_id=job.id, queue=queue, fence=job.fence, unstarted=True)
             for job in batch.jobs
         ]
-        return self._scripts.release_jobs(self._q(queue), worker_id=worker_id, releases=releases)
+        return self._scripts.release_jobs(self._q(queue), holder=worker_id, releases=releases)
+
+    async def count_held_jobs(self, queue: QueueName, worker_id: WorkerId) -> int:
+        with broker_errors("count_held_jobs"):
+            return int(await self._redis.scard(self._q(queue).held(worker_id)))
+
+    async def list_held_jobs(self, queue: QueueName, worker_id: WorkerId) -> list[HeldJob]:
+        keys = self._q(queue)
+        held: dict[JobId, HeldJob] = {}  # SSCAN may return an id twice
+        cursor = "0"
+        with broker_errors("list_held_jobs"):
+            while True:
+                step = await self._scripts.run(
+                    self._scripts.list_held_jobs(keys, holder=worker_id, cursor=cursor)
+                )
+                held.update((job.job_id, job) for job in step.jobs)
+                cursor = step.cursor
+                if cursor == "0":
+                    return list(held.values())
 
     async def wait_for_jobs(self, queue: QueueName, timeout_s: float) -> bool:
         wake = self._q(queue).wake
@@ -255,15 +306,13 @@ class RedisBackend:
                 return await self._redis.lpop(wake) is not None
             return await self._conn().blocking(timeout_s).blpop([wake], timeout_s) is not None
 
-    async def promote_due_jobs(self, queue: QueueName, now_ms: int) -> int | None:
+    async def promote_due_jobs(self, queue: QueueName, now_ms: int | None) -> int | None:
         keys = self._q(queue)
         with broker_errors("promote_due_jobs"):
             while True:  # more than one batch due: keep going until none is
-                _, next_due = await self._scripts.run(
-                    self._scripts.promote_due_jobs(keys, now_ms=now_ms)
-                )
-                if next_due is None or next_due > now_ms:
-                    return next_due
+                step = await self._scripts.run(self._scripts.promote_due_jobs(keys, now_ms=now_ms))
+                if not step.more:
+                    return step.next_due_ms
 
     async def complete_jobs(
         self, worker_id: WorkerId, completions: Sequence[Completion], result_ttl_ms: int
@@ -272,7 +321,7 @@ class RedisBackend:
             jobs = [completions[i] for i in chunk]
             return self._scripts.complete_jobs(
                 keys,
-                worker_id=worker_id,
+                holder=worker_id,
                 jobs=[(c.job_id, c.fence, c.result, c.finished_at_ms) for c in jobs],
                 result_ttl_ms=result_ttl_ms,
             )
@@ -286,49 +335,80 @@ class RedisBackend:
     async def fail_jobs(
         self, worker_id: WorkerId, failures: Sequence[Failure], result_ttl_ms: int
     ) -> list[bool]:
-        # result_ttl_ms is unused here: a retried job is alive, a dead one is kept until
-        # purged (dead letters never expire).
+        # result_ttl_ms is unused here: a retried job is alive, a dead one is kept as a dead
+        # letter (within the dead-letter bounds).
         def make(keys: QueueKeys, chunk: Sequence[int]) -> ScriptCall[list[bool]]:
             batch = [failures[i] for i in chunk]
-            return self._scripts.fail_jobs(keys, worker_id=worker_id, failures=batch)
+            return self._scripts.fail_jobs(keys, holder=worker_id, failures=batch)
+
+        def size_of(i: int) -> int:
+            return len(failures[i].error) + len(failures[i].traceback or "")
 
         with broker_errors("fail_jobs"):
             groups = by_queue(failures, lambda f: f.queue)
-            return await self._run_grouped(len(failures), groups, make)
+            return await self._run_grouped(len(failures), groups, make, size_of)
 
     async def release_jobs(self, worker_id: WorkerId, releases: Sequence[Release]) -> list[bool]:
         def make(keys: QueueKeys, chunk: Sequence[int]) -> ScriptCall[list[bool]]:
             batch = [releases[i] for i in chunk]
-            return self._scripts.release_jobs(keys, worker_id=worker_id, releases=batch)
+            return self._scripts.release_jobs(keys, holder=worker_id, releases=batch)
 
         with broker_errors("release_jobs"):
             groups = by_queue(releases, lambda r: r.queue)
             return await self._run_grouped(len(releases), groups, make)
 
     async def reclaim_stalled_jobs(
-        self, queue: QueueName, now_ms: int, max_deaths: int
+        self, queue: QueueName, now_ms: int | None, max_deaths: int, *, ended_only: bool = False
     ) -> list[Reclaimed]:
-        keys = self._q(queue)
+        call = self._scripts.reclaim_stalled_jobs(
+            self._q(queue),
+            now_ms=now_ms,
+            max_deaths=max_deaths,
+            backstop=backstop_deaths(max_deaths),
+            ended_only=ended_only,
+        )
         reclaimed: list[Reclaimed] = []
         with broker_errors("reclaim_stalled_jobs"):
             while True:  # one bounded script call at a time, so Redis is never blocked long
-                batch = await self._scripts.run(
-                    self._scripts.reclaim_stalled_jobs(
-                        keys, now_ms=now_ms, max_deaths=max_deaths, limit=BATCH
-                    )
-                )
+                step = await self._scripts.run(call)
                 reclaimed += [
-                    Reclaimed(job_id=job_id, queue=queue, worker_id=worker, dead=dead)
-                    for worker, job_id, dead in batch.jobs
+                    Reclaimed(
+                        job_id=job.job_id,
+                        queue=queue,
+                        worker_id=job.holder,
+                        dead=job.dead,
+                        released=job.released,
+                    )
+                    for job in step.jobs
                 ]
-                if batch.done:
+                if step.done:
                     return reclaimed
 
     # -- operators -------------------------------------------------------------------
     async def list_queues(self) -> list[QueueName]:
         with broker_errors("list_queues"):
-            names = await self._redis.smembers(self._keys.queues)
-        return sorted(cast(bytes, name).decode("utf-8") for name in names)
+            return await self._registry.names(self._redis, self._scripts)
+
+    async def prune_queues(self, now_ms: int | None, idle_ms: int) -> list[QueueName]:
+        with broker_errors("prune_queues"):
+            if now_ms is None:
+                seconds, micros = await self._redis.time()
+                now_ms = seconds * 1000 + micros // 1000
+            cutoff_ms = now_ms - idle_ms
+            idle = await self._registry.idle(self._redis, self._scripts, cutoff_ms)
+            named = [(raw, name) for raw in idle if (name := queue_name(raw)) is not None]
+            empty = await self._scripts.run_all(
+                [self._scripts.prune_queue(self._q(name)) for _, name in named]
+            )
+            gone = [raw for (raw, _), ok in zip(named, empty, strict=True) if ok]
+            if not gone:
+                return []
+            removed = await self._scripts.run(
+                self._scripts.forget_queues(self._keys.queues, names=gone, cutoff_ms=cutoff_ms)
+            )
+        names = [raw.decode("utf-8") for raw in removed]
+        self._registry.forget_touches(names)
+        return names
 
     async def queue_stats(self, queues: Sequence[QueueName] | None = None) -> list[QueueStats]:
         names = list(queues) if queues is not None else await self.list_queues()
@@ -353,47 +433,51 @@ class RedisBackend:
         if limit <= 0:
             return []
         with broker_errors("list_dead"):
-            ids = await self._redis.zrevrange(keys.dead, offset, offset + limit - 1)
-            async with self._redis.pipeline(transaction=False) as pipe:
-                for job_id in ids:
-                    pipe.hgetall(keys.job(cast(bytes, job_id).decode("utf-8")))
-                records: list[Record] = await pipe.execute()
-        return [job for job in map(job_from_record, records) if job is not None]
+            ids = cast(
+                list[bytes], await self._redis.zrevrange(keys.dead, offset, offset + limit - 1)
+            )
+            wanted = [(keys, raw.decode("utf-8", "surrogateescape")) for raw in ids]
+            jobs = await read_jobs(self._redis, wanted)
+        return [job for job in jobs if job is not None]
 
     async def retry_dead(
-        self, queue: QueueName, job_ids: Sequence[JobId] | None, now_ms: int
+        self, queue: QueueName, job_ids: Sequence[JobId] | None, now_ms: int | None
     ) -> int:
         keys = self._q(queue)
+        scripts = self._scripts
         with broker_errors("retry_dead"):
-            return await self._dead_letters(
-                job_ids,
-                lambda ids: self._scripts.retry_dead_jobs(
-                    keys, job_ids=ids, now_ms=now_ms, limit=BATCH
-                ),
-            )
+            if job_ids is not None:
+                calls = [
+                    scripts.retry_dead_jobs(keys, job_ids=chunk, now_ms=now_ms)
+                    for chunk in chunks(job_ids)
+                ]
+                return sum(moved for moved, _ in await scripts.run_all(calls))
+            # Every job dead when the call began, each at most once: work through a copy.
+            snapshot = keys.retrying(uuid.uuid4().hex)
+            total, first = 0, True
+            while True:
+                moved, looked_at = await scripts.run(
+                    scripts.retry_dead_jobs(
+                        keys, job_ids=(), now_ms=now_ms, snapshot=snapshot, take_snapshot=first
+                    )
+                )
+                total, first = total + moved, False
+                if looked_at < BATCH:
+                    return total
 
     async def purge_dead(self, queue: QueueName, job_ids: Sequence[JobId] | None) -> int:
         keys = self._q(queue)
+        scripts = self._scripts
         with broker_errors("purge_dead"):
-            return await self._dead_letters(
-                job_ids, lambda ids: self._scripts.purge_dead_jobs(keys, job_ids=ids, limit=BATCH)
-            )
-
-    async def _dead_letters(
-        self,
-        job_ids: Sequence[JobId] | None,
-        make: Callable[[Sequence[JobId]], ScriptCall[tuple[int, int]]],
-    ) -> int:
-        """Run a dead-letter script over the ids given, or over all (oldest first, in batches)."""
-        if job_ids is not None:
-            replies = await self._scripts.run_all([make(chunk) for chunk in chunks(job_ids)])
-            return sum(done for done, _ in replies)
-        total = 0
-        while True:
-            done, looked_at = await self._scripts.run(make(()))
-            total += done
-            if looked_at < BATCH:
-                return total
+            if job_ids is not None:
+                calls = [scripts.purge_dead_jobs(keys, job_ids=chunk) for chunk in chunks(job_ids)]
+                return sum(purged for purged, _ in await scripts.run_all(calls))
+            total = 0
+            while True:  # the oldest BATCH at a time, until none is left
+                purged, looked_at = await scripts.run(scripts.purge_dead_jobs(keys, job_ids=()))
+                total += purged
+                if looked_at < BATCH:
+                    return total
 
     # -- lifecycle -------------------------------------------------------------------
     async def ping(self) -> None:
@@ -401,7 +485,13 @@ class RedisBackend:
             await self._redis.ping()
 
     def clone(self) -> Backend:
-        return RedisBackend(self._url, prefix=self._prefix, socket_timeout_s=self._socket_timeout_s)
+        return RedisBackend(
+            self._url,
+            prefix=self._prefix,
+            socket_timeout_s=self._socket_timeout_s,
+            dead_max=self._dead.max_count,
+            dead_ttl_ms=self._dead.ttl_ms,
+        )
 
     async def close(self) -> None:
         conns, self._conns = self._conns, None

@@ -1,4 +1,9 @@
-"""Connections of one event loop, and the translation of redis-py failures to BrokerError."""
+"""Connections of one event loop, and the translation of redis-py failures to corq errors.
+
+An outage (the broker cannot be reached, or cannot serve for now) becomes BrokerError,
+which callers retry; a refusal (a key of the wrong type, a script error, a value Redis or
+redis-py cannot take) becomes BrokerDataError at once, since retrying would only repeat it.
+"""
 
 from __future__ import annotations
 
@@ -6,14 +11,14 @@ import asyncio
 from collections.abc import Iterator
 from contextlib import contextmanager
 
+from redis import exceptions as rx
 from redis.asyncio import BlockingConnectionPool, Redis
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
-from redis.exceptions import RedisError
 
-from corq.backends.redis.scripts import Scripts
+from corq.backends.redis.scripts import DeadBounds, Scripts
 from corq.backends.redis.waiters import DoneSignals
-from corq.errors import BrokerError
+from corq.errors import BrokerDataError, BrokerError
 
 #: Connections per pool. Callers beyond that wait for a free one (up to the socket
 #: timeout) instead of failing, so a thousand concurrent ``wait_for_job`` calls just queue.
@@ -22,9 +27,35 @@ POOL_SIZE = 64
 BLOCKING_POOL_SIZE = 256
 
 
+#: Failures of a broker that is out (or busy, loading, read-only, full) for now.
+OUTAGES: tuple[type[BaseException], ...] = (
+    rx.ConnectionError,  # BusyLoadingError (LOADING) is one
+    rx.TimeoutError,
+    rx.ReadOnlyError,
+    rx.OutOfMemoryError,
+    rx.TryAgainError,
+    rx.ClusterDownError,  # MasterDownError is one
+    OSError,  # asyncio's TimeoutError too
+)
+#: Error replies that mean "not now" rather than "never": a script running too long
+#: (BUSY), failing persistence (MISCONF), too few replicas (NOREPLICAS).
+TRANSIENT_REPLIES = ("BUSY ", "MISCONF ", "NOREPLICAS ")
+
+
+def is_outage(exc: BaseException) -> bool:
+    """True for a failure worth retrying (the broker is unreachable or cannot serve now)."""
+    if isinstance(exc, OUTAGES):
+        return True
+    if isinstance(exc, rx.ResponseError):
+        return str(exc).startswith(TRANSIENT_REPLIES)
+    # Protocol and pool failures (a stream cut mid-reply): the connection, not the request.
+    return isinstance(exc, rx.RedisError) and not isinstance(exc, rx.DataError)
+
+
 @contextmanager
 def broker_errors(operation: str) -> Iterator[None]:
-    """Re-raise redis-py (and socket) failures as BrokerError, so callers never see redis.
+    """Re-raise redis-py (and socket) failures as BrokerError or BrokerDataError (see the
+    module docstring), so callers never see redis.
 
     Also re-raises a cancellation redis-py swallowed: it sends every command through
     ``asyncio.wait_for``, which on Python 3.11 drops a cancel that lands just as the send
@@ -34,8 +65,11 @@ def broker_errors(operation: str) -> Iterator[None]:
     cancels_before = task.cancelling() if task is not None else 0
     try:
         yield
-    except (RedisError, OSError) as exc:
-        raise BrokerError(f"redis {operation} failed: {type(exc).__name__}: {exc}") from exc
+    except (rx.RedisError, OSError, UnicodeError) as exc:
+        message = f"redis {operation} failed: {type(exc).__name__}: {exc}"
+        if is_outage(exc):
+            raise BrokerError(message) from exc
+        raise BrokerDataError(message) from exc
     if cancel_was_swallowed(task, cancels_before):
         raise asyncio.CancelledError
 
@@ -48,14 +82,14 @@ def cancel_was_swallowed(task: asyncio.Task[object] | None, cancels_before: int)
 class Connections:
     """What one event loop uses: the command client, its scripts, done signals, BLPOP clients."""
 
-    def __init__(self, url: str, socket_timeout_s: float) -> None:
+    def __init__(self, url: str, socket_timeout_s: float, dead: DeadBounds) -> None:
         #: The loop these connections belong to (asyncio streams cannot change loops).
         self.loop = asyncio.get_running_loop()
         self._url = url
         self._socket_timeout_s = socket_timeout_s
         self.client = self._connect(socket_timeout_s, POOL_SIZE)
-        self.scripts = Scripts(self.client)
-        self.signals = DoneSignals(self.client, socket_timeout_s)
+        self.scripts = Scripts(self.client, dead)
+        self.signals = DoneSignals(self.client, socket_timeout_s, idle_s=socket_timeout_s)
         self._blocking: dict[float, Redis] = {}
 
     def _connect(self, socket_timeout_s: float, pool_size: int) -> Redis:

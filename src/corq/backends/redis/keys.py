@@ -3,25 +3,34 @@
 Each per-queue key carries the hash tag ``{<queue>}``, so all the keys one script touches
 live in one Redis Cluster slot. ``$p`` is the key prefix (default ``corq``), ``$q`` the queue::
 
-    $p:queues                     SET   every queue name ever used (global; not touched by scripts)
+    $p:queues                     ZSET  queue name -> last used (ms): every queue enqueued to
+                                        or served and not pruned (global; older corq kept a
+                                        SET here, migrated on first use)
     $p:{$q}:ready                 ZSET  job id -> score; lowest first. score =
                                         (PRIORITY_MAX - priority) * 2**44 + seq, so higher
                                         priority first, then FIFO
     $p:{$q}:seq                   STR   counter behind the FIFO part of ready scores
     $p:{$q}:delayed               ZSET  job id -> run_at_ms (scheduled jobs and retry backoff)
-    $p:{$q}:suspects              ZSET  job id -> score; jobs that died with workers: run alone
+    $p:{$q}:suspects              ZSET  job id -> score; jobs that died with workers: they run
+                                        in sandboxes, handed out only when a claim asks
     $p:{$q}:wake                  LIST  wake tokens; idle workers BLPOP it (capped length)
-    $p:{$q}:workers               ZSET  worker id -> lease deadline (ms); one entry per live worker
-    $p:{$q}:held:$worker          SET   ids of the jobs that worker holds in this queue
+    $p:{$q}:workers               ZSET  holder id -> lease deadline (ms); 0 = lease ended
+    $p:{$q}:departed              SET   holders that deregistered while still holding jobs
+    $p:{$q}:held:$holder          SET   ids of the jobs that holder holds in this queue
+    $p:{$q}:reclaiming            HASH  holder -> 1 if it had departed, else 0: holders taken
+                                        out of workers whose jobs reclaim is still taking back
+    $p:{$q}:reclaiming:$holder    SET   the ids such a holder held (its held set, renamed)
     $p:{$q}:dead                  ZSET  job id -> died_at_ms (the dead letters)
+    $p:{$q}:retrying:$token       ZSET  a copy of dead taken by one ``retry_dead`` of all
+                                        (expires after an hour)
     $p:{$q}:job:$id               HASH  the job record (fields below); expires result_ttl
                                         after success, 7 days after a cancel
     $p:{$q}:done:$id              CHAN  pub/sub channel; the job id is published when it ends
 
 Job record fields: id task queue status payload priority score attempt failures deaths
-enqueued_at_ms run_at_ms started_at_ms finished_at_ms worker_id fence result error traceback
-death_log (the workers it killed, space separated) suspect (1 while a suspect) isolated (1 while
-claimed as a suspect) progress (0.0 to 1.0).
+enqueued_at_ms run_at_ms started_at_ms finished_at_ms worker_id (the holder) fence result
+error traceback death_log (the holders it died with, space separated) suspect (1 while a
+suspect) isolated (1 while claimed as a suspect) progress (0.0 to 1.0).
 """
 
 from __future__ import annotations
@@ -29,10 +38,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from corq.types import JobId, QueueName, WorkerId
-
-#: Highest allowed priority; scores keep every priority band apart.
-PRIORITY_MAX = 100
-PRIORITY_MIN = -100
 
 
 @dataclass(frozen=True, slots=True)
@@ -71,6 +76,14 @@ class QueueKeys:
         return f"{self.tag}:workers"
 
     @property
+    def departed(self) -> str:
+        return f"{self.tag}:departed"
+
+    @property
+    def reclaiming(self) -> str:
+        return f"{self.tag}:reclaiming"
+
+    @property
     def dead(self) -> str:
         return f"{self.tag}:dead"
 
@@ -81,8 +94,13 @@ class QueueKeys:
 
     @property
     def held_prefix(self) -> str:
-        """Scripts append the worker id to this to reach its held set."""
+        """Scripts append the holder id to this to reach its held set."""
         return f"{self.tag}:held:"
+
+    @property
+    def reclaim_prefix(self) -> str:
+        """Scripts append the holder id to this to reach the ids reclaim still takes back."""
+        return f"{self.tag}:reclaiming:"
 
     @property
     def done_prefix(self) -> str:
@@ -93,6 +111,12 @@ class QueueKeys:
 
     def held(self, worker_id: WorkerId) -> str:
         return f"{self.held_prefix}{worker_id}"
+
+    def reclaim(self, worker_id: WorkerId) -> str:
+        return f"{self.reclaim_prefix}{worker_id}"
+
+    def retrying(self, token: str) -> str:
+        return f"{self.tag}:retrying:{token}"
 
     def done(self, job_id: JobId) -> str:
         return f"{self.done_prefix}{job_id}"

@@ -5,10 +5,16 @@ a :class:`ScriptCall` that knows how to parse the reply. :meth:`Scripts.run` run
 (EVALSHA, loading the script again if Redis answers NOSCRIPT, e.g. after a restart or a
 ``SCRIPT FLUSH``); :meth:`Scripts.run_all` sends many in one pipeline round trip, which is
 how operations spanning queues or big batches stay a single round trip.
+
+Scripts share code through includes: a line ``--- @include "name"`` is replaced, when the
+script is loaded, by ``lua/include/name.lua`` (itself expanded; each include at most once
+per script, where it is first named), so the promote step, record checks and dead-letter
+bounds are written once.
 """
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from functools import partial
@@ -18,23 +24,46 @@ from typing import Any, Generic, TypeVar
 from redis.asyncio import Redis
 from redis.commands.core import AsyncScript
 
-from corq.backends.base import ClaimBatch, ClaimedJob, Failure, NewJob, Release
-from corq.backends.redis.keys import PRIORITY_MAX, QueueKeys
+from corq.backends.base import (
+    BATCH,
+    PRIORITY_MAX,
+    PRIORITY_MIN,
+    ClaimBatch,
+    ClaimedJob,
+    Failure,
+    HeldJob,
+    NewJob,
+    Release,
+)
+from corq.backends.redis.keys import QueueKeys
 from corq.types import JobId, QueueName, WorkerId
 
 T = TypeVar("T")
 Item = TypeVar("Item")
+Arg = str | bytes | int
 
 #: Longest a queue's wake list may grow: enough to wake every idle worker of a big pool,
 #: small enough that a burst of enqueues does not leave thousands of stale tokens.
 WAKE_CAP = 64
-#: Most delayed jobs one claim or promotion moves, so one script call stays short.
-PROMOTE_LIMIT = 1000
-#: Jobs per script call: big enough to amortise the round trip, small enough that one call
-#: blocks Redis for only a few milliseconds.
-BATCH = 1000
 #: Payload (or result) bytes per script call, so big payloads make smaller calls.
 BATCH_BYTES = 4 * 1024 * 1024
+#: How long the snapshot behind one ``retry_dead`` of all dead letters is kept at most.
+SNAPSHOT_TTL_MS = 3600 * 1000
+#: What claim_jobs.lua returns per job, in order.
+CLAIMED_FIELDS = (
+    "id",
+    "task",
+    "payload",
+    "attempt",
+    "failures",
+    "deaths",
+    "fence",
+    "enqueued_at_ms",
+    "run_at_ms",
+    "priority",
+    "suspect",
+)
+_INCLUDE = re.compile(r'^--- @include "(\w+)"$', re.MULTILINE)
 
 
 def chunks(items: Sequence[T], size: int = BATCH) -> Iterator[Sequence[T]]:
@@ -68,22 +97,73 @@ def by_queue(
     return groups
 
 
+def lua_file(path: str) -> str:
+    """The text of a file under ``lua/``."""
+    return resources.files("corq.backends.redis").joinpath(f"lua/{path}").read_text("utf-8")
+
+
+def load_source(name: str) -> str:
+    """The script ``lua/<name>.lua`` with its includes expanded."""
+    seen: set[str] = set()
+
+    def expand(text: str) -> str:
+        def include(match: re.Match[str]) -> str:
+            included = match.group(1)
+            if included in seen:
+                return f"-- ({included} is included above)"
+            seen.add(included)
+            return expand(lua_file(f"include/{included}.lua"))
+
+        return _INCLUDE.sub(include, text)
+
+    return expand(lua_file(f"{name}.lua"))
+
+
 @dataclass(frozen=True, slots=True)
 class ScriptCall(Generic[T]):
     """One script invocation, ready to run alone or in a pipeline."""
 
     script: AsyncScript
     keys: list[str]
-    args: list[str | bytes | int]
+    args: list[Arg]
     parse: Callable[[Any], T]
 
 
 @dataclass(frozen=True, slots=True)
+class StalledJob:
+    """One job a ``reclaim_stalled_jobs`` call took back."""
+
+    holder: WorkerId
+    job_id: JobId
+    #: Sent to the dead letters (backstop reached, or a damaged record).
+    dead: bool
+    #: Given back without a death (its holder had departed).
+    released: bool
+
+
+@dataclass(frozen=True, slots=True)
 class StalledBatch:
-    """What one ``reclaim_stalled_jobs`` call did: (worker, job id, dead) per job."""
+    """What one ``reclaim_stalled_jobs`` call did."""
 
     done: bool
-    jobs: list[tuple[WorkerId, JobId, bool]]
+    jobs: list[StalledJob]
+
+
+@dataclass(frozen=True, slots=True)
+class HeldStep:
+    """One SSCAN step of ``list_held_jobs``: the jobs seen, and where to go on ("0": done)."""
+
+    cursor: str
+    jobs: list[HeldJob]
+
+
+@dataclass(frozen=True, slots=True)
+class Promoted:
+    """What one ``promote_due_jobs`` call did."""
+
+    count: int
+    next_due_ms: int | None
+    more: bool
 
 
 @dataclass(frozen=True, slots=True)
@@ -95,12 +175,27 @@ class QueueCounts:
     in_flight: int
 
 
-def _source(name: str) -> str:
-    return resources.files("corq.backends.redis").joinpath(f"lua/{name}.lua").read_text("utf-8")
+@dataclass(frozen=True, slots=True)
+class DeadBounds:
+    """How many dead letters a queue keeps, and how long (0: no bound)."""
+
+    max_count: int = 0
+    ttl_ms: int = 0
+
+
+def _now(now_ms: int | None) -> Arg:
+    """'' asks the script for the broker's own clock (Redis TIME)."""
+    return "" if now_ms is None else now_ms
 
 
 def _text(value: bytes) -> str:
-    return value.decode("utf-8")
+    """Text as stored; bytes that are not UTF-8 (written by another program) are replaced."""
+    return value.decode("utf-8", "replace")
+
+
+def _id(value: bytes) -> JobId:
+    """A job id a script checked is UTF-8; surrogates keep any other byte, never crash."""
+    return value.decode("utf-8", "surrogateescape")
 
 
 def _score(value: bytes | int | None) -> int | None:
@@ -116,61 +211,75 @@ def _pair(reply: list[int]) -> tuple[int, int]:
     return int(reply[0]), int(reply[1])
 
 
-def _claim_batch(queue: QueueName, reply: list[Any]) -> ClaimBatch:
-    if reply[0] == 1:
-        return ClaimBatch(jobs=[], lost=True)
-    suspects, isolated = int(reply[2]), reply[3] == 1
-    jobs = [
-        ClaimedJob(
-            id=_text(reply[at]),
-            task=_text(reply[at + 1]),
-            queue=queue,
-            payload=reply[at + 2],
-            attempt=int(reply[at + 3]),
-            failures=int(reply[at + 4]),
-            deaths=int(reply[at + 5]),
-            fence=int(reply[at + 6]),
-            enqueued_at_ms=int(reply[at + 7]),
-            run_at_ms=int(reply[at + 8]),
-            priority=int(reply[at + 9]),
-        )
-        for at in range(4, len(reply), 10)
-    ]
-    return ClaimBatch(
-        jobs=jobs, next_due_ms=_score(reply[1]), suspects=suspects, isolated=isolated and bool(jobs)
+def _claimed(queue: QueueName, row: list[Any]) -> ClaimedJob:
+    f = dict(zip(CLAIMED_FIELDS, row, strict=True))
+    return ClaimedJob(
+        id=_id(f["id"]),
+        task=_text(f["task"]),
+        queue=queue,
+        payload=f["payload"],
+        attempt=f["attempt"],
+        failures=f["failures"],
+        deaths=f["deaths"],
+        fence=f["fence"],
+        enqueued_at_ms=f["enqueued_at_ms"],
+        run_at_ms=f["run_at_ms"],
+        priority=f["priority"],
+        suspect=f["suspect"] == 1,
     )
 
 
-def _promoted(reply: list[Any]) -> tuple[int, int | None]:
-    return int(reply[0]), _score(reply[1])
+def _claim_batch(queue: QueueName, reply: list[Any]) -> ClaimBatch:
+    if reply[0] == 1:
+        return ClaimBatch(jobs=[], lost=True)
+    jobs = [_claimed(queue, row) for row in reply[3:]]
+    return ClaimBatch(jobs=jobs, next_due_ms=_score(reply[1]), suspects=int(reply[2]))
+
+
+def _promoted(reply: list[Any]) -> Promoted:
+    return Promoted(count=int(reply[0]), next_due_ms=_score(reply[1]), more=reply[2] == 1)
 
 
 def _stalled(reply: list[Any]) -> StalledBatch:
     jobs = [
-        (_text(reply[at]), _text(reply[at + 1]), reply[at + 2] == 1)
-        for at in range(1, len(reply), 3)
+        StalledJob(holder=_text(h), job_id=_id(j), dead=d == 1, released=r == 1)
+        for h, j, d, r in reply[1:]
     ]
     return StalledBatch(done=reply[0] == 1, jobs=jobs)
+
+
+def _held_step(reply: list[Any]) -> HeldStep:
+    jobs = [HeldJob(job_id=_id(job_id), fence=int(fence)) for job_id, fence in reply[1:]]
+    return HeldStep(cursor=_text(reply[0]), jobs=jobs)
 
 
 def _counts(reply: list[int]) -> QueueCounts:
     return QueueCounts(*(int(n) for n in reply))
 
 
+def _names(reply: list[bytes]) -> list[bytes]:
+    return list(reply)
+
+
 class Scripts:
     """The scripts, registered on one client (their SHA1s are computed once)."""
 
-    def __init__(self, client: Redis) -> None:
+    def __init__(self, client: Redis, dead: DeadBounds | None = None) -> None:
         self._client = client
         self._loaded: dict[str, AsyncScript] = {}
+        self._dead = dead or DeadBounds()
 
     def _call(
-        self, name: str, keys: list[str], args: list[str | bytes | int], parse: Callable[[Any], T]
+        self, name: str, keys: list[str], args: list[Arg], parse: Callable[[Any], T]
     ) -> ScriptCall[T]:
         script = self._loaded.get(name)
         if script is None:
-            script = self._loaded[name] = self._client.register_script(_source(name))
+            script = self._loaded[name] = self._client.register_script(load_source(name))
         return ScriptCall(script, keys, args, parse)
+
+    @property
+    def _dead_bounds(self) -> list[Arg]:
+        return [self._dead.max_count, self._dead.ttl_ms]
 
     async def run(self, call: ScriptCall[T]) -> T:
         """EVALSHA one call (redis-py loads the script on NOSCRIPT and retries once)."""
@@ -188,7 +297,7 @@ class Scripts:
 
     # -- one wrapper per lua/*.lua ----------------------------------------------------
     def enqueue_jobs(self, keys: QueueKeys, *, jobs: Sequence[NewJob]) -> ScriptCall[list[bool]]:
-        args: list[str | bytes | int] = [keys.job_prefix, keys.queue, PRIORITY_MAX, WAKE_CAP]
+        args: list[Arg] = [keys.job_prefix, keys.queue, PRIORITY_MAX, WAKE_CAP]
         for job in jobs:
             args += [job.id, job.task, job.payload, job.priority, job.enqueued_at_ms, job.run_at_ms]
         queue_keys = [keys.ready, keys.delayed, keys.seq, keys.wake]
@@ -198,155 +307,162 @@ class Scripts:
         self,
         keys: QueueKeys,
         *,
-        worker_id: WorkerId,
+        holder: WorkerId,
         count: int,
+        suspects: int,
         lease_ms: int,
-        now_ms: int,
-        idle: bool = False,
+        now_ms: int | None,
     ) -> ScriptCall[ClaimBatch]:
-        return self._call(
-            "claim_jobs",
-            [
-                keys.workers,
-                keys.ready,
-                keys.delayed,
-                keys.seq,
-                keys.wake,
-                keys.held(worker_id),
-                keys.suspects,
-            ],
-            [
-                keys.job_prefix,
-                worker_id,
-                count,
-                lease_ms,
-                now_ms,
-                PROMOTE_LIMIT,
-                PRIORITY_MAX,
-                int(idle),
-            ],
-            partial(_claim_batch, keys.queue),
-        )
+        queue_keys = [keys.workers, keys.ready, keys.delayed, keys.seq, keys.wake]
+        queue_keys += [keys.held(holder), keys.suspects, keys.dead]
+        args: list[Arg] = [keys.job_prefix, keys.done_prefix, holder, max(0, count)]
+        args += [max(0, suspects), lease_ms, _now(now_ms), BATCH, PRIORITY_MIN, PRIORITY_MAX]
+        args += self._dead_bounds
+        return self._call("claim_jobs", queue_keys, args, partial(_claim_batch, keys.queue))
 
-    def promote_due_jobs(
-        self, keys: QueueKeys, *, now_ms: int
-    ) -> ScriptCall[tuple[int, int | None]]:
-        return self._call(
-            "promote_due_jobs",
-            [keys.delayed, keys.ready, keys.seq, keys.wake, keys.suspects],
-            [keys.job_prefix, now_ms, PROMOTE_LIMIT, PRIORITY_MAX, WAKE_CAP],
-            _promoted,
-        )
+    def list_held_jobs(
+        self, keys: QueueKeys, *, holder: WorkerId, cursor: str
+    ) -> ScriptCall[HeldStep]:
+        args: list[Arg] = [keys.job_prefix, keys.done_prefix, holder, cursor, BATCH]
+        args += self._dead_bounds
+        return self._call("list_held_jobs", [keys.held(holder), keys.dead], args, _held_step)
+
+    def promote_due_jobs(self, keys: QueueKeys, *, now_ms: int | None) -> ScriptCall[Promoted]:
+        queue_keys = [keys.delayed, keys.ready, keys.seq, keys.wake, keys.suspects, keys.dead]
+        args: list[Arg] = [keys.job_prefix, keys.done_prefix, _now(now_ms), BATCH]
+        args += [PRIORITY_MIN, PRIORITY_MAX, WAKE_CAP, *self._dead_bounds]
+        return self._call("promote_due_jobs", queue_keys, args, _promoted)
 
     def complete_jobs(
         self,
         keys: QueueKeys,
         *,
-        worker_id: WorkerId,
+        holder: WorkerId,
         jobs: Sequence[tuple[JobId, int, bytes, int]],
         result_ttl_ms: int,
     ) -> ScriptCall[list[bool]]:
         """`jobs`: (id, fence, result, finished_at_ms) each."""
-        args: list[str | bytes | int] = [
-            keys.job_prefix,
-            keys.done_prefix,
-            worker_id,
-            result_ttl_ms,
-        ]
+        args: list[Arg] = [keys.job_prefix, keys.done_prefix, holder, result_ttl_ms]
         for job_id, fence, result, finished_at_ms in jobs:
             args += [job_id, fence, result, finished_at_ms]
-        return self._call("complete_jobs", [keys.held(worker_id)], args, _flags)
+        return self._call("complete_jobs", [keys.held(holder)], args, _flags)
 
     def fail_jobs(
-        self, keys: QueueKeys, *, worker_id: WorkerId, failures: Sequence[Failure]
+        self, keys: QueueKeys, *, holder: WorkerId, failures: Sequence[Failure]
     ) -> ScriptCall[list[bool]]:
-        args: list[str | bytes | int] = [keys.job_prefix, keys.done_prefix, worker_id, WAKE_CAP]
+        args: list[Arg] = [keys.job_prefix, keys.done_prefix, holder, WAKE_CAP, BATCH]
+        args += self._dead_bounds
         for f in failures:
             retry_at = "" if f.retry_at_ms is None else f.retry_at_ms
-            args += [f.job_id, f.fence, int(f.counted), f.error, f.traceback or "", retry_at]
-            args.append(f.finished_at_ms)
-        queue_keys = [keys.held(worker_id), keys.delayed, keys.dead, keys.wake]
+            args += [f.job_id, f.fence, int(f.counted), int(f.died), f.error, f.traceback or ""]
+            args += [retry_at, f.finished_at_ms]
+        queue_keys = [keys.held(holder), keys.delayed, keys.dead, keys.wake]
         return self._call("fail_jobs", queue_keys, args, _flags)
 
     def release_jobs(
-        self, keys: QueueKeys, *, worker_id: WorkerId, releases: Sequence[Release]
+        self, keys: QueueKeys, *, holder: WorkerId, releases: Sequence[Release]
     ) -> ScriptCall[list[bool]]:
-        args: list[str | bytes | int] = [keys.job_prefix, worker_id, WAKE_CAP]
+        args: list[Arg] = [keys.job_prefix, holder, WAKE_CAP]
         for r in releases:
-            args += [r.job_id, r.fence, int(r.unstarted)]
-        return self._call(
-            "release_jobs",
-            [keys.held(worker_id), keys.ready, keys.wake, keys.suspects],
-            args,
-            _flags,
-        )
+            args += [r.job_id, r.fence, int(r.unstarted), int(r.died), int(r.suspect)]
+        queue_keys = [keys.held(holder), keys.ready, keys.wake, keys.suspects]
+        return self._call("release_jobs", queue_keys, args, _flags)
 
     def reclaim_stalled_jobs(
-        self, keys: QueueKeys, *, now_ms: int, max_deaths: int, limit: int
+        self,
+        keys: QueueKeys,
+        *,
+        now_ms: int | None,
+        max_deaths: int,
+        backstop: int,
+        ended_only: bool,
     ) -> ScriptCall[StalledBatch]:
-        return self._call(
-            "reclaim_stalled_jobs",
-            [keys.workers, keys.ready, keys.dead, keys.wake, keys.suspects],
-            [
-                keys.job_prefix,
-                keys.held_prefix,
-                keys.done_prefix,
-                now_ms,
-                max_deaths,
-                limit,
-                WAKE_CAP,
-            ],
-            _stalled,
-        )
+        queue_keys = [keys.workers, keys.ready, keys.dead, keys.wake, keys.suspects]
+        queue_keys += [keys.departed, keys.reclaiming]
+        args: list[Arg] = [keys.job_prefix, keys.held_prefix, keys.reclaim_prefix]
+        args += [keys.done_prefix, _now(now_ms), max_deaths, backstop, BATCH, WAKE_CAP]
+        args += [int(ended_only), *self._dead_bounds]
+        return self._call("reclaim_stalled_jobs", queue_keys, args, _stalled)
+
+    def register_worker(
+        self, keys: QueueKeys, *, holder: WorkerId, now_ms: int | None, lease_ms: int
+    ) -> ScriptCall[int]:
+        args: list[Arg] = [holder, _now(now_ms), lease_ms]
+        return self._call("register_worker", [keys.workers, keys.departed], args, int)
 
     def heartbeat_worker(
-        self, keys: QueueKeys, *, worker_id: WorkerId, deadline_ms: int
+        self, keys: QueueKeys, *, holder: WorkerId, now_ms: int | None, lease_ms: int
     ) -> ScriptCall[bool]:
-        return self._call("heartbeat_worker", [keys.workers], [worker_id, deadline_ms], bool)
+        args: list[Arg] = [holder, _now(now_ms), lease_ms]
+        return self._call("heartbeat_worker", [keys.workers], args, bool)
 
-    def deregister_worker(self, keys: QueueKeys, *, worker_id: WorkerId) -> ScriptCall[bool]:
-        return self._call(
-            "deregister_worker", [keys.workers, keys.held(worker_id)], [worker_id], bool
-        )
+    def deregister_worker(
+        self, keys: QueueKeys, *, holder: WorkerId, now_ms: int | None, linger_ms: int
+    ) -> ScriptCall[int]:
+        queue_keys = [keys.workers, keys.held(holder), keys.departed]
+        args: list[Arg] = [holder, _now(now_ms), max(0, linger_ms)]
+        return self._call("deregister_worker", queue_keys, args, int)
+
+    def end_leases(
+        self, keys: QueueKeys, *, worker_prefix: str, holder: WorkerId
+    ) -> ScriptCall[int]:
+        return self._call("end_leases", [keys.workers], [worker_prefix, holder], int)
 
     def cancel_job(
-        self, keys: QueueKeys, *, job_id: JobId, now_ms: int, ttl_ms: int
+        self, keys: QueueKeys, *, job_id: JobId, now_ms: int | None, ttl_ms: int
     ) -> ScriptCall[bool]:
-        return self._call(
-            "cancel_job",
-            [keys.job(job_id), keys.ready, keys.delayed, keys.suspects],
-            [job_id, keys.done(job_id), now_ms, ttl_ms],
-            bool,
-        )
+        queue_keys = [keys.job(job_id), keys.ready, keys.delayed, keys.suspects]
+        args: list[Arg] = [job_id, keys.done(job_id), _now(now_ms), ttl_ms]
+        return self._call("cancel_job", queue_keys, args, bool)
 
     def set_progress(
-        self, keys: QueueKeys, *, job_id: JobId, worker_id: WorkerId, fence: int, progress: float
+        self, keys: QueueKeys, *, job_id: JobId, holder: WorkerId, fence: int, progress: float
     ) -> ScriptCall[bool]:
-        return self._call(
-            "set_progress", [keys.job(job_id)], [worker_id, fence, repr(float(progress))], bool
-        )
+        args: list[Arg] = [holder, fence, repr(float(progress))]
+        return self._call("set_progress", [keys.job(job_id)], args, bool)
 
     def retry_dead_jobs(
-        self, keys: QueueKeys, *, job_ids: Sequence[JobId], now_ms: int, limit: int
+        self,
+        keys: QueueKeys,
+        *,
+        job_ids: Sequence[JobId],
+        now_ms: int | None,
+        snapshot: str | None = None,
+        take_snapshot: bool = False,
     ) -> ScriptCall[tuple[int, int]]:
-        """No `job_ids`: the `limit` oldest dead jobs. Returns (moved, looked at)."""
-        return self._call(
-            "retry_dead_jobs",
-            [keys.dead, keys.ready, keys.seq, keys.wake],
-            [keys.job_prefix, now_ms, PRIORITY_MAX, WAKE_CAP, limit, *job_ids],
-            _pair,
-        )
+        """The `job_ids`, or (with `snapshot`) the next BATCH ids of that snapshot of the dead
+        letters, taken now when `take_snapshot`. Returns (moved, looked at)."""
+        queue_keys = [keys.dead, keys.ready, keys.seq, keys.wake]
+        if snapshot is not None:
+            queue_keys.append(snapshot)
+        ttl_ms = SNAPSHOT_TTL_MS if take_snapshot else 0
+        args: list[Arg] = [keys.job_prefix, _now(now_ms), PRIORITY_MIN, PRIORITY_MAX, WAKE_CAP]
+        args += [BATCH, ttl_ms, *job_ids]
+        return self._call("retry_dead_jobs", queue_keys, args, _pair)
 
     def purge_dead_jobs(
-        self, keys: QueueKeys, *, job_ids: Sequence[JobId], limit: int
+        self, keys: QueueKeys, *, job_ids: Sequence[JobId]
     ) -> ScriptCall[tuple[int, int]]:
-        """No `job_ids`: the `limit` oldest dead jobs. Returns (purged, looked at)."""
-        return self._call("purge_dead_jobs", [keys.dead], [keys.job_prefix, limit, *job_ids], _pair)
+        """No `job_ids`: the BATCH oldest dead jobs. Returns (purged, looked at)."""
+        return self._call("purge_dead_jobs", [keys.dead], [keys.job_prefix, BATCH, *job_ids], _pair)
 
     def count_queue_jobs(self, keys: QueueKeys) -> ScriptCall[QueueCounts]:
-        return self._call(
-            "count_queue_jobs",
-            [keys.ready, keys.delayed, keys.dead, keys.workers, keys.suspects],
-            [keys.held_prefix],
-            _counts,
-        )
+        queue_keys = [keys.ready, keys.delayed, keys.dead, keys.workers, keys.suspects]
+        queue_keys.append(keys.reclaiming)
+        args: list[Arg] = [keys.held_prefix, keys.reclaim_prefix]
+        return self._call("count_queue_jobs", queue_keys, args, _counts)
+
+    def prune_queue(self, keys: QueueKeys) -> ScriptCall[bool]:
+        queue_keys = [keys.ready, keys.delayed, keys.suspects, keys.dead, keys.workers]
+        queue_keys += [keys.reclaiming, keys.seq, keys.wake, keys.departed]
+        return self._call("prune_queue", queue_keys, [], bool)
+
+    def touch_queues(
+        self, registry: str, *, names: Sequence[QueueName], now_ms: int | None
+    ) -> ScriptCall[int]:
+        return self._call("touch_queues", [registry], [_now(now_ms), *names], int)
+
+    def forget_queues(
+        self, registry: str, *, names: Sequence[bytes], cutoff_ms: int
+    ) -> ScriptCall[list[bytes]]:
+        return self._call("forget_queues", [registry], [cutoff_ms, *names], _names)

@@ -8,6 +8,11 @@ waiter never reads the record while its subscription is still in flight.
 A thousand waiters cost one connection and one reader task. If that connection breaks,
 every watch is marked broken and woken: waiters read the record again and re-subscribe on
 a fresh connection, so a lost message costs a re-read, never a hang.
+
+A connection can also die silently (an idle NAT or load-balancer timeout: no FIN, no RST,
+bytes just stop). So the reader sends a PING whenever it has heard nothing for `idle_s`,
+and resets the connection when no reply comes within the confirm timeout; a SUBSCRIBE not
+confirmed in time resets it too. Either way the next wait runs on a fresh connection.
 """
 
 from __future__ import annotations
@@ -18,6 +23,7 @@ import logging
 from collections import deque
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
+from typing import Any, cast
 
 from redis.asyncio import Redis
 from redis.asyncio.client import PubSub
@@ -47,9 +53,10 @@ class _Channel:
 class DoneSignals:
     """Fan-out of done-channel messages to the waiters of one backend."""
 
-    def __init__(self, client: Redis, confirm_timeout_s: float) -> None:
+    def __init__(self, client: Redis, confirm_timeout_s: float, idle_s: float) -> None:
         self._client = client
         self._confirm_timeout_s = confirm_timeout_s
+        self._idle_s = idle_s
         self._pubsub: PubSub | None = None
         self._reader: asyncio.Task[None] | None = None
         self._channels: dict[bytes, _Channel] = {}
@@ -62,7 +69,8 @@ class DoneSignals:
         """Subscribe to `channel` (sharing the subscription with other waiters) until exit.
 
         On entry the subscription is confirmed, or the watch is already broken (the
-        connection failed meanwhile; the caller should read the record and watch again).
+        connection failed or did not confirm in time; the caller should read the record and
+        watch again, on a fresh connection).
         """
         name = channel.encode("utf-8")
         watch = Watch()
@@ -86,21 +94,28 @@ class DoneSignals:
         try:
             async with asyncio.timeout(self._confirm_timeout_s):
                 await asyncio.shield(confirmed)
-        except TimeoutError as exc:
-            raise BrokerError("redis did not confirm a SUBSCRIBE in time") from exc
+        except TimeoutError:
+            # A silent connection: drop it, which breaks (and so releases) this watch too,
+            # unless a reset meanwhile already did (a reset resolves every pending SUBSCRIBE).
+            if not confirmed.done():
+                await self._reset(TimeoutError("redis did not confirm a SUBSCRIBE in time"))
 
     async def _subscribe(self, name: bytes, confirmed: asyncio.Future[None]) -> None:
         async with self._send_lock:
             if self._pubsub is None:
                 self._pubsub = self._client.pubsub()
+            pubsub = self._pubsub
             self._pending.setdefault(name, deque()).append(confirmed)
             try:
-                await self._pubsub.subscribe(name)
+                await pubsub.subscribe(name)
             except (RedisError, OSError) as exc:
-                await self._reset(exc)
+                if self._pubsub is pubsub:
+                    await self._reset(exc)
                 raise BrokerError(f"redis SUBSCRIBE failed: {exc}") from exc
+            if self._pubsub is not pubsub:
+                return  # reset meanwhile: the watch is broken, its waiter starts again
             if self._reader is None or self._reader.done():
-                self._reader = asyncio.create_task(self._read(self._pubsub))
+                self._reader = asyncio.create_task(self._read(pubsub))
 
     async def _unsubscribe(self, name: bytes) -> None:
         async with self._send_lock:
@@ -113,15 +128,27 @@ class DoneSignals:
                 log.debug("UNSUBSCRIBE %r failed: %s", name, exc)
 
     async def _read(self, pubsub: PubSub) -> None:
-        """Dispatch messages until the connection breaks (or the task is cancelled)."""
+        """Dispatch messages until the connection breaks, goes silent, or the task is
+        cancelled."""
         try:
             while True:
-                message = await pubsub.get_message(timeout=None)
-                if message is not None:
-                    self._dispatch(message["type"], message["channel"])
+                message = await pubsub.get_message(timeout=self._idle_s)
+                if message is None:
+                    message = await self._ping(pubsub)
+                self._dispatch(message["type"], message["channel"])
         except Exception as exc:  # any failure means the connection is gone
             if self._pubsub is pubsub:
                 await self._reset(exc)
+
+    async def _ping(self, pubsub: PubSub) -> dict[str, Any]:
+        """After `idle_s` of silence: PING, and return the next message (the PONG, or one
+        that crossed it); raise when nothing comes within the confirm timeout."""
+        async with self._send_lock:
+            await pubsub.ping()
+        message = await pubsub.get_message(timeout=self._confirm_timeout_s)
+        if message is None:
+            raise TimeoutError(f"no reply to PING within {self._confirm_timeout_s} s")
+        return cast(dict[str, Any], message)
 
     def _dispatch(self, kind: str, name: bytes) -> None:
         if kind == "subscribe":

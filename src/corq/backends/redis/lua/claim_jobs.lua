@@ -1,32 +1,46 @@
 --[[
-claim_jobs: hand up to `count` ready jobs of one queue to a registered worker.
+claim_jobs: hand up to `count` jobs of one queue to a registered holder.
 
-Checks the worker is still registered (else claims nothing and reports it lost), renews
-its lease, promotes delayed jobs whose time has come, then pops the best-scored ready jobs:
-each becomes running under the worker with attempt + 1 and a new fence, and joins the
-worker's held set. If ready jobs remain and no wake token is pending, one is pushed so
-another idle worker comes to help (chain wake-up).
+Checks the holder is still registered (else claims nothing and reports it lost), renews
+its lease, promotes delayed jobs whose time has come (at most `batch`), then pops first up
+to `suspects` suspects (best score first; run in a sandbox, record flag isolated 1), then
+the best-scored ready jobs up to `count` in all (isolated 0). Each becomes running under
+the holder with attempt + 1 and a new fence, and joins the holder's held set as it is
+popped. A damaged record (a number that is not one, a key that is not a hash, an id that is
+not UTF-8) goes to the dead letters instead and takes no slot of the claim; a vanished one
+is dropped; a record with no task is handed out with task '' (the worker dead-letters it). If ready jobs remain and no
+wake token is pending, one is pushed so another idle worker comes to help (chain wake-up).
 
-KEYS[1] workers        ZSET  worker id -> lease deadline
+KEYS[1] workers        ZSET  holder id -> lease deadline
 KEYS[2] ready          ZSET  ready job ids by score
 KEYS[3] delayed        ZSET  delayed job ids by run_at_ms
 KEYS[4] seq            STR   counter behind the FIFO part of ready scores
 KEYS[5] wake           LIST  wake tokens
-KEYS[6] held           SET   ids this worker holds in the queue
-KEYS[7] suspects       ZSET  suspect job ids by score: only an idle worker takes one, alone
+KEYS[6] held           SET   ids this holder holds in the queue
+KEYS[7] suspects       ZSET  suspect job ids by score
+KEYS[8] dead           ZSET  dead job ids by finished_at_ms
 ARGV[1] job_prefix     a record's key is job_prefix .. id
-ARGV[2] worker_id      the claiming worker
-ARGV[3] count          most jobs to claim
-ARGV[4] lease_ms       lease length from now
-ARGV[5] now_ms         the caller's clock
-ARGV[6] promote_limit  most delayed jobs to promote in this call
-ARGV[7] priority_max   highest priority; score = (priority_max - priority) * 2^44 + seq
-ARGV[8] idle           '1' when the worker runs nothing at all: it may take a suspect
+ARGV[2] done_prefix    a job's done channel is done_prefix .. id
+ARGV[3] holder         the claiming holder
+ARGV[4] count          most jobs to claim
+ARGV[5] suspects       most of them to take from the suspects
+ARGV[6] lease_ms       lease length from now
+ARGV[7] now_ms         the caller's clock, or '' for the broker's
+ARGV[8] batch          most delayed jobs to promote, most dead letters to trim
+ARGV[9] priority_min   lowest valid priority
+ARGV[10] priority_max  highest valid priority (for the ready score)
+ARGV[11] dead_max      most dead letters kept (0: no limit)
+ARGV[12] dead_ttl_ms   longest a dead letter is kept (0: no limit)
 
-Returns: {1} when the worker is not registered; otherwise {0, next_due_ms or nil,
-suspects still waiting, 1 if this claim is one isolated suspect else 0, then ten per job: id, task, payload, attempt, failures, deaths, fence, enqueued_at_ms,
-run_at_ms, priority}.
+Returns: {1} when the holder is not registered; otherwise {0, next_due_ms or nil, suspects
+still waiting, then one array per job: id, task, payload, attempt, failures, deaths, fence,
+enqueued_at_ms, run_at_ms, priority, suspect (1/0)}.
 ]]
+--- @include "now"
+--- @include "keys"
+--- @include "record"
+--- @include "dead"
+--- @include "promote"
 local workers_key = KEYS[1]
 local ready_key = KEYS[2]
 local delayed_key = KEYS[3]
@@ -34,93 +48,96 @@ local seq_key = KEYS[4]
 local wake_key = KEYS[5]
 local held_key = KEYS[6]
 local suspects_key = KEYS[7]
+local dead_key = KEYS[8]
 local job_prefix = ARGV[1]
-local worker_id = ARGV[2]
-local count = tonumber(ARGV[3])
-local lease_ms = tonumber(ARGV[4])
-local now_ms = ARGV[5]
-local promote_limit = tonumber(ARGV[6])
-local priority_max = tonumber(ARGV[7])
-local idle_flag = ARGV[8]
-local idle = idle_flag == '1'
-local BAND = 17592186044416 -- 2^44
-local CHUNK = 1000 -- arguments per unpack(), well below Lua's stack limit
+local done_prefix = ARGV[2]
+local holder = ARGV[3]
+local count = tonumber(ARGV[4])
+local suspects_wanted = tonumber(ARGV[5])
+local lease_ms = tonumber(ARGV[6])
+local now_ms = resolve_now(ARGV[7])
+local batch = tonumber(ARGV[8])
+local priority_min = tonumber(ARGV[9])
+local priority_max = tonumber(ARGV[10])
+local dead_max = tonumber(ARGV[11])
+local dead_ttl_ms = tonumber(ARGV[12])
 
-local function int(x)
-  return string.format('%d', x)
-end
+local q = {
+  ready = ready_key, delayed = delayed_key, suspects = suspects_key, seq = seq_key,
+  dead = dead_key, job_prefix = job_prefix, done_prefix = done_prefix, batch = batch,
+  priority_min = priority_min, priority_max = priority_max, dead_max = dead_max,
+  dead_ttl_ms = dead_ttl_ms,
+}
+local CLAIM_FIELDS = {'task', 'payload', 'attempt', 'failures', 'deaths', 'fence',
+  'enqueued_at_ms', 'run_at_ms', 'priority'}
+local CLAIM_KINDS = {false, false, INT, INT, INT, INT, INT, INT, INT}
 
-local function call_chunked(command, key, items)
-  for first = 1, #items, CHUNK do
-    redis.call(command, key, unpack(items, first, math.min(first + CHUNK - 1, #items)))
-  end
-end
+expect_types({workers_key, 'zset', ready_key, 'zset', delayed_key, 'zset', seq_key, 'string',
+  wake_key, 'list', held_key, 'set', suspects_key, 'zset', dead_key, 'zset'})
 
-if not redis.call('ZSCORE', workers_key, worker_id) then
+if not redis.call('ZSCORE', workers_key, holder) then
   return {1}
 end
-redis.call('ZADD', workers_key, int(tonumber(now_ms) + lease_ms), worker_id)
+redis.call('ZADD', workers_key, int(now_ms + lease_ms), holder)
 
--- Promote due delayed jobs (kept in step with promote_due_jobs.lua).
-local due = redis.call('ZRANGEBYSCORE', delayed_key, '-inf', now_ms, 'LIMIT', 0, promote_limit)
-if #due > 0 then
-  local seq = redis.call('INCRBY', seq_key, #due) - #due
-  for _, id in ipairs(due) do
-    local key = job_prefix .. id
-    local f = redis.call('HMGET', key, 'priority', 'suspect')
-    if f[1] then
-      seq = seq + 1
-      local score = int((priority_max - tonumber(f[1])) * BAND + seq)
-      redis.call('HSET', key, 'status', 'queued', 'score', score)
-      redis.call('ZADD', f[2] == '1' and suspects_key or ready_key, score, id)
+local _, buried = promote_due(q, now_ms, batch)
+
+local out = {0, false, 0}
+local started_at = int(now_ms)
+
+-- Claim one popped job; true when it was handed out.
+local function take(id, suspect)
+  local key = job_prefix .. id
+  local f, problem, wrong_type = read_record(key, CLAIM_FIELDS, CLAIM_KINDS)
+  if f and not valid_utf8(id) then
+    f, problem, wrong_type = nil, 'the job id is not valid UTF-8', false
+  end
+  if not f then
+    if problem then
+      bury_damaged(q, id, now_ms, problem, wrong_type)
+      buried = buried + 1
+    end
+    return false
+  end
+  local attempt, fence = f[3] + 1, f[6] + 1
+  redis.call('HSET', key, 'status', 'running', 'attempt', int(attempt), 'fence', int(fence),
+    'worker_id', holder, 'started_at_ms', started_at, 'isolated', suspect)
+  redis.call('SADD', held_key, id)
+  out[#out + 1] = {id, f[1] or '', f[2] or '', attempt, f[4], f[5], fence, f[7], f[8], f[9],
+    tonumber(suspect)}
+  return true
+end
+
+-- Take up to `wanted` jobs from a lane; a damaged record takes no slot, but a claim looks
+-- at no more than `wanted` + batch ids, so it stays short whatever the lane holds.
+local function take_from(lane, wanted, suspect)
+  local taken, budget = 0, wanted + batch
+  while taken < wanted and budget > 0 do
+    local popped = redis.call('ZPOPMIN', lane, math.min(wanted - taken, budget))
+    if #popped == 0 then
+      break
+    end
+    budget = budget - #popped / 2
+    for i = 1, #popped, 2 do
+      if take(popped[i], suspect) then
+        taken = taken + 1
+      end
     end
   end
-  call_chunked('ZREM', delayed_key, due)
+  return taken
 end
 
-local out = {0, false, 0, 0}
-local claimed = {}
--- An idle worker takes one suspect alone (isolated) before anything else.
-local isolated = idle and count > 0 and redis.call('ZCARD', suspects_key) > 0
-if isolated then
-  out[4] = 1
-end
 if count > 0 then
-  local popped
-  if isolated then
-    popped = redis.call('ZPOPMIN', suspects_key, 1)
-  else
-    popped = redis.call('ZPOPMIN', ready_key, count)
-  end
-  for i = 1, #popped, 2 do
-    local id = popped[i]
-    local key = job_prefix .. id
-    local f = redis.call('HMGET', key, 'task', 'payload', 'attempt', 'failures', 'deaths',
-      'fence', 'enqueued_at_ms', 'run_at_ms', 'priority')
-    if not f[1] and redis.call('EXISTS', key) == 1 then
-      -- A damaged record (no task name) is still handed out, so the worker sends it to
-      -- the dead letters with a clear error instead of it vanishing from the queue.
-      f[1] = ''
-    end
-    if f[1] then
-      local attempt = int(tonumber(f[3] or '0') + 1)
-      local fence = int(tonumber(f[6] or '0') + 1)
-      redis.call('HSET', key, 'status', 'running', 'attempt', attempt, 'fence', fence,
-        'worker_id', worker_id, 'started_at_ms', now_ms, 'isolated', isolated and '1' or '0')
-      claimed[#claimed + 1] = id
-      local n = #out
-      out[n + 1], out[n + 2], out[n + 3], out[n + 4] = id, f[1], f[2] or '', attempt
-      out[n + 5], out[n + 6], out[n + 7] = f[4] or '0', f[5] or '0', fence
-      out[n + 8], out[n + 9], out[n + 10] = f[7] or '0', f[8] or '0', f[9] or '0'
-    end
-  end
-  call_chunked('SADD', held_key, claimed)
+  local from_suspects = take_from(suspects_key, math.min(suspects_wanted, count), '1')
+  take_from(ready_key, count - from_suspects, '0')
 end
 
+if buried > 0 then
+  trim_dead(q, now_ms)
+end
 if redis.call('LLEN', wake_key) == 0 and redis.call('ZCARD', ready_key) > 0 then
   redis.call('RPUSH', wake_key, '1')
 end
-
 local first_due = redis.call('ZRANGE', delayed_key, 0, 0, 'WITHSCORES')
 if #first_due > 0 then
   out[2] = first_due[2]

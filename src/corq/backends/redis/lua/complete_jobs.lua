@@ -1,33 +1,40 @@
 --[[
-complete_jobs: record successful attempts of one worker in one queue (fenced).
+complete_jobs: record successful attempts of one holder in one queue (fenced).
 
-A job is completed only while its record says running, held by this worker, under the
-given fence; otherwise nothing changes for it. A completed job is succeeded, leaves the
-worker's held set, its record expires after result_ttl_ms (never when <= 0), and its id
+A job is completed only while its record says running, held by this holder, under the
+given fence; otherwise nothing changes for it (a damaged record is refused too, and an id
+whose key is not a hash leaves the held set). A completed job is succeeded, leaves the
+holder's held set, its record expires after result_ttl_ms (never when <= 0), and its id
 is published on its done channel (waking wait_for_job).
 
-KEYS[1] held            SET   ids this worker holds in the queue
+KEYS[1] held            SET   ids this holder holds in the queue
 ARGV[1] job_prefix      a record's key is job_prefix .. id
 ARGV[2] done_prefix     a job's done channel is done_prefix .. id
-ARGV[3] worker_id       the completing worker
+ARGV[3] holder          the completing holder
 ARGV[4] result_ttl_ms   how long the record is kept
 ARGV[5..] four per job: id, fence, result, finished_at_ms
 
-Returns: one integer per job, in order: 1 completed, 0 refused by the fence check.
+Returns: one integer per job, in order: 1 completed, 0 refused.
 ]]
+--- @include "keys"
 local held_key = KEYS[1]
 local job_prefix = ARGV[1]
 local done_prefix = ARGV[2]
-local worker_id = ARGV[3]
+local holder = ARGV[3]
 local result_ttl_ms = tonumber(ARGV[4])
 local FIRST, WIDTH = 5, 4
+
+expect_types({held_key, 'set'})
 
 local out = {}
 for at = FIRST, #ARGV, WIDTH do
   local id, fence = ARGV[at], ARGV[at + 1]
   local key = job_prefix .. id
-  local f = redis.call('HMGET', key, 'status', 'worker_id', 'fence')
-  if f[1] == 'running' and f[2] == worker_id and tonumber(f[3]) == tonumber(fence) then
+  local f = redis.pcall('HMGET', key, 'status', 'worker_id', 'fence')
+  if f.err then
+    redis.call('SREM', held_key, id)
+    out[#out + 1] = 0
+  elseif f[1] == 'running' and f[2] == holder and tonumber(f[3]) == tonumber(fence) then
     redis.call('HSET', key, 'status', 'succeeded', 'result', ARGV[at + 2],
       'finished_at_ms', ARGV[at + 3])
     if result_ttl_ms > 0 then

@@ -3,10 +3,11 @@ enqueue_jobs: store a batch of new jobs of one queue, atomically.
 
 A job whose run_at_ms is later than its enqueued_at_ms waits in the delayed set
 (status scheduled); any other job goes to the ready set (status queued) with a score
-that orders it by priority, then FIFO. An id that already has a record is left untouched.
+that orders it by priority, then FIFO. An id that already has a key is left untouched.
 Idle workers are woken with one wake token per ready job created, plus one when a new
 delayed job is due before everything already delayed (so a worker claims, learns the new
-next_due_ms and sets its timer); the wake list is capped.
+next_due_ms and sets its timer); the wake list is capped. The caller has checked ids and
+priorities; queue keys of the wrong type refuse the whole call before anything is written.
 
 KEYS[1] ready         ZSET  ready job ids by score
 KEYS[2] delayed       ZSET  delayed job ids by run_at_ms
@@ -14,12 +15,15 @@ KEYS[3] seq           STR   counter behind the FIFO part of ready scores
 KEYS[4] wake          LIST  wake tokens idle workers block on
 ARGV[1] job_prefix    a record's key is job_prefix .. id
 ARGV[2] queue         queue name, stored in each record
-ARGV[3] priority_max  highest priority; score = (priority_max - priority) * 2^44 + seq
+ARGV[3] priority_max  highest priority (for the ready score)
 ARGV[4] wake_cap      longest the wake list may grow
 ARGV[5..] six per job: id, task, payload, priority, enqueued_at_ms, run_at_ms
 
 Returns: one integer per job, in order: 1 created, 0 the id already existed.
 ]]
+--- @include "keys"
+--- @include "score"
+--- @include "wake"
 local ready_key = KEYS[1]
 local delayed_key = KEYS[2]
 local seq_key = KEYS[3]
@@ -29,12 +33,8 @@ local queue = ARGV[2]
 local priority_max = tonumber(ARGV[3])
 local wake_cap = tonumber(ARGV[4])
 local FIRST, WIDTH = 5, 6
-local BAND = 17592186044416 -- 2^44
 
--- Numbers written back go through %d: Redis may print a Lua number as 1e+15.
-local function int(x)
-  return string.format('%d', x)
-end
+expect_types({ready_key, 'zset', delayed_key, 'zset', seq_key, 'string', wake_key, 'list'})
 
 local count = (#ARGV - FIRST + 1) / WIDTH
 local created = {}
@@ -71,19 +71,22 @@ for i = 1, count do
     local id, priority = ARGV[at], ARGV[at + 3]
     local enqueued_at, run_at = ARGV[at + 4], ARGV[at + 5]
     local key = job_prefix .. id
-    redis.call('HSET', key, 'id', id, 'task', ARGV[at + 1], 'queue', queue,
-      'payload', ARGV[at + 2], 'priority', priority, 'attempt', '0', 'failures', '0',
-      'deaths', '0', 'fence', '0', 'enqueued_at_ms', enqueued_at, 'run_at_ms', run_at)
     if tonumber(run_at) > tonumber(enqueued_at) then
-      redis.call('HSET', key, 'status', 'scheduled')
+      redis.call('HSET', key, 'id', id, 'task', ARGV[at + 1], 'queue', queue,
+        'payload', ARGV[at + 2], 'priority', priority, 'attempt', '0', 'failures', '0',
+        'deaths', '0', 'fence', '0', 'enqueued_at_ms', enqueued_at, 'run_at_ms', run_at,
+        'status', 'scheduled')
       redis.call('ZADD', delayed_key, run_at, id)
       if not earliest_delayed or tonumber(run_at) < earliest_delayed then
         earliest_delayed = tonumber(run_at)
       end
     else
       seq = seq + 1
-      local score = int((priority_max - tonumber(priority)) * BAND + seq)
-      redis.call('HSET', key, 'status', 'queued', 'score', score)
+      local score = ready_score(priority_max, tonumber(priority), seq)
+      redis.call('HSET', key, 'id', id, 'task', ARGV[at + 1], 'queue', queue,
+        'payload', ARGV[at + 2], 'priority', priority, 'attempt', '0', 'failures', '0',
+        'deaths', '0', 'fence', '0', 'enqueued_at_ms', enqueued_at, 'run_at_ms', run_at,
+        'status', 'queued', 'score', score)
       redis.call('ZADD', ready_key, score, id)
     end
   end
@@ -93,9 +96,6 @@ local wanted = new_ready
 if earliest_delayed and (not old_head or earliest_delayed < tonumber(old_head)) then
   wanted = wanted + 1
 end
-local tokens = math.min(wanted, wake_cap - redis.call('LLEN', wake_key))
-for _ = 1, tokens do
-  redis.call('RPUSH', wake_key, '1')
-end
+push_wakes(wake_key, wanted, wake_cap)
 
 return created

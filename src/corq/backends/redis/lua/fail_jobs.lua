@@ -1,77 +1,110 @@
 --[[
-fail_jobs: record failed attempts of one worker in one queue (fenced).
+fail_jobs: record failed attempts of one holder in one queue (fenced).
 
-A job is failed only while its record says running, held by this worker, under the given
-fence; otherwise nothing changes for it. The error and traceback are stored; failures
-grows by one when the attempt counted. With a retry time the job becomes failed and waits
-in the delayed set until then; without one it becomes dead: it joins the dead letters
-(scored by finished_at_ms, never expiring) and its id is published on its done channel.
-A retry due before everything already delayed pushes one wake token (capped), so an idle
-worker claims and learns the new next_due_ms.
+A job is failed only while its record says running, held by this holder, under the given
+fence, with readable failures and deaths; otherwise nothing changes for it (an id whose key
+is not a hash leaves the held set). The error and traceback are stored. When the job's own
+process died, a death is counted (deaths + 1, the holder joins death_log); otherwise
+failures grows by one when the attempt counted. With a retry time the job becomes failed
+and waits in the delayed set until then; without one it becomes dead: it joins the dead
+letters (scored by finished_at_ms, then trimmed to their bounds) and its id is published on
+its done channel. A retry due before everything already delayed pushes one wake token
+(capped), so an idle worker claims and learns the new next_due_ms.
 
-KEYS[1] held            SET   ids this worker holds in the queue
+KEYS[1] held            SET   ids this holder holds in the queue
 KEYS[2] delayed         ZSET  delayed job ids by run_at_ms
 KEYS[3] dead            ZSET  dead job ids by finished_at_ms
 KEYS[4] wake            LIST  wake tokens
 ARGV[1] job_prefix      a record's key is job_prefix .. id
 ARGV[2] done_prefix     a job's done channel is done_prefix .. id
-ARGV[3] worker_id       the failing worker
+ARGV[3] holder          the failing holder
 ARGV[4] wake_cap        longest the wake list may grow
-ARGV[5..] seven per job: id, fence, counted (1/0), error, traceback ('' for none),
-          retry_at_ms ('' for none: dead), finished_at_ms
+ARGV[5] batch           most dead letters to trim in this call
+ARGV[6] dead_max        most dead letters kept (0: no limit)
+ARGV[7] dead_ttl_ms     longest a dead letter is kept (0: no limit)
+ARGV[8..] eight per job: id, fence, counted (1/0), died (1/0), error, traceback ('' for
+          none), retry_at_ms ('' for none: dead), finished_at_ms
 
-Returns: one integer per job, in order: 1 recorded, 0 refused by the fence check.
+Returns: one integer per job, in order: 1 recorded, 0 refused.
 ]]
+--- @include "keys"
+--- @include "record"
+--- @include "dead"
+--- @include "wake"
 local held_key = KEYS[1]
 local delayed_key = KEYS[2]
 local dead_key = KEYS[3]
 local wake_key = KEYS[4]
 local job_prefix = ARGV[1]
 local done_prefix = ARGV[2]
-local worker_id = ARGV[3]
+local holder = ARGV[3]
 local wake_cap = tonumber(ARGV[4])
-local FIRST, WIDTH = 5, 7
+local batch = tonumber(ARGV[5])
+local dead_max = tonumber(ARGV[6])
+local dead_ttl_ms = tonumber(ARGV[7])
+local FIRST, WIDTH = 8, 8
+
+local q = {dead = dead_key, job_prefix = job_prefix, done_prefix = done_prefix, batch = batch,
+  dead_max = dead_max, dead_ttl_ms = dead_ttl_ms}
+local FAIL_FIELDS = {'status', 'worker_id', 'fence', 'failures', 'deaths', 'death_log'}
+local FAIL_KINDS = {false, false, false, INT, INT, false}
+
+expect_types({held_key, 'set', delayed_key, 'zset', dead_key, 'zset', wake_key, 'list'})
 
 local old_head = redis.call('ZRANGE', delayed_key, 0, 0, 'WITHSCORES')[2]
 local earliest_retry = nil
+local died_now = false
+local latest_death = 0
+
+-- The outcome of one failure; 1 recorded, 0 refused.
+local function fail(at)
+  local id, fence, counted, died = ARGV[at], ARGV[at + 1], ARGV[at + 2], ARGV[at + 3]
+  local traceback, retry_at, finished_at = ARGV[at + 5], ARGV[at + 6], ARGV[at + 7]
+  local key = job_prefix .. id
+  local f, _, wrong_type = read_record(key, FAIL_FIELDS, FAIL_KINDS)
+  if wrong_type then
+    redis.call('SREM', held_key, id)
+  end
+  if not (f and f[1] == 'running' and f[2] == holder and tonumber(f[3]) == tonumber(fence)) then
+    return 0
+  end
+  if died == '1' then
+    local log = (f[6] and f[6] ~= '') and (f[6] .. ' ' .. holder) or holder
+    redis.call('HSET', key, 'deaths', int(f[5] + 1), 'death_log', log)
+  elseif counted == '1' then
+    redis.call('HSET', key, 'failures', int(f[4] + 1))
+  end
+  redis.call('HSET', key, 'error', ARGV[at + 4])
+  if traceback == '' then
+    redis.call('HDEL', key, 'traceback')
+  else
+    redis.call('HSET', key, 'traceback', traceback)
+  end
+  redis.call('SREM', held_key, id)
+  if retry_at ~= '' then
+    redis.call('HSET', key, 'status', 'failed', 'run_at_ms', retry_at)
+    redis.call('ZADD', delayed_key, retry_at, id)
+    if not earliest_retry or tonumber(retry_at) < earliest_retry then
+      earliest_retry = tonumber(retry_at)
+    end
+  else
+    redis.call('HSET', key, 'status', 'dead', 'finished_at_ms', finished_at)
+    add_dead(q, id, finished_at)
+    died_now = true
+    latest_death = math.max(latest_death, tonumber(finished_at))
+  end
+  return 1
+end
 
 local out = {}
 for at = FIRST, #ARGV, WIDTH do
-  local id, fence, counted = ARGV[at], ARGV[at + 1], ARGV[at + 2]
-  local traceback, retry_at, finished_at = ARGV[at + 4], ARGV[at + 5], ARGV[at + 6]
-  local key = job_prefix .. id
-  local f = redis.call('HMGET', key, 'status', 'worker_id', 'fence')
-  if f[1] == 'running' and f[2] == worker_id and tonumber(f[3]) == tonumber(fence) then
-    if counted == '1' then
-      redis.call('HINCRBY', key, 'failures', 1)
-    end
-    redis.call('HSET', key, 'error', ARGV[at + 3])
-    if traceback == '' then
-      redis.call('HDEL', key, 'traceback')
-    else
-      redis.call('HSET', key, 'traceback', traceback)
-    end
-    redis.call('SREM', held_key, id)
-    if retry_at ~= '' then
-      redis.call('HSET', key, 'status', 'failed', 'run_at_ms', retry_at)
-      redis.call('ZADD', delayed_key, retry_at, id)
-      if not earliest_retry or tonumber(retry_at) < earliest_retry then
-        earliest_retry = tonumber(retry_at)
-      end
-    else
-      redis.call('HSET', key, 'status', 'dead', 'finished_at_ms', finished_at)
-      redis.call('ZADD', dead_key, finished_at, id)
-      redis.call('PUBLISH', done_prefix .. id, id)
-    end
-    out[#out + 1] = 1
-  else
-    out[#out + 1] = 0
-  end
+  out[#out + 1] = fail(at)
 end
 
+if died_now then
+  trim_dead(q, latest_death)
+end
 if earliest_retry and (not old_head or earliest_retry < tonumber(old_head)) then
-  if redis.call('LLEN', wake_key) < wake_cap then
-    redis.call('RPUSH', wake_key, '1')
-  end
+  push_wakes(wake_key, 1, wake_cap)
 end
 return out

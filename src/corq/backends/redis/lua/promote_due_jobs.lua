@@ -2,64 +2,64 @@
 promote_due_jobs: move delayed jobs of one queue whose time has come to the ready set.
 
 Scheduled jobs and failed jobs waiting for a retry both become queued, with a new score
-(priority, then the order of promotion). One wake token per promoted job, the wake list
-capped.
+(priority, then the order of promotion); flagged suspects go back among the suspects. At
+most `batch` per call: the caller repeats while more may be due. A damaged record goes to
+the dead letters and the rest go on. One wake token per promoted job, the wake list capped.
 
 KEYS[1] delayed        ZSET  delayed job ids by run_at_ms
 KEYS[2] ready          ZSET  ready job ids by score
 KEYS[3] seq            STR   counter behind the FIFO part of ready scores
 KEYS[4] wake           LIST  wake tokens
-KEYS[5] suspects      ZSET  where a promoted suspect goes (it must run alone)
+KEYS[5] suspects       ZSET  where a promoted suspect goes
+KEYS[6] dead           ZSET  dead job ids by finished_at_ms
 ARGV[1] job_prefix     a record's key is job_prefix .. id
-ARGV[2] now_ms         the caller's clock; jobs with run_at_ms <= now_ms are due
-ARGV[3] limit          most jobs to promote in this call
-ARGV[4] priority_max   highest priority; score = (priority_max - priority) * 2^44 + seq
-ARGV[5] wake_cap       longest the wake list may grow
+ARGV[2] done_prefix    a job's done channel is done_prefix .. id
+ARGV[3] now_ms         the caller's clock, or '' for the broker's; run_at_ms <= now is due
+ARGV[4] batch          most jobs to promote (and dead letters to trim) in this call
+ARGV[5] priority_min   lowest valid priority
+ARGV[6] priority_max   highest valid priority (for the ready score)
+ARGV[7] wake_cap       longest the wake list may grow
+ARGV[8] dead_max       most dead letters kept (0: no limit)
+ARGV[9] dead_ttl_ms    longest a dead letter is kept (0: no limit)
 
-Returns: {promoted count, earliest run_at_ms left in the delayed set or nil}.
+Returns: {promoted count, earliest run_at_ms left in the delayed set or nil, 1 when more
+may be due (call again) else 0}.
 ]]
+--- @include "now"
+--- @include "keys"
+--- @include "wake"
+--- @include "promote"
 local delayed_key = KEYS[1]
 local ready_key = KEYS[2]
 local seq_key = KEYS[3]
 local wake_key = KEYS[4]
 local suspects_key = KEYS[5]
+local dead_key = KEYS[6]
 local job_prefix = ARGV[1]
-local now_ms = ARGV[2]
-local limit = tonumber(ARGV[3])
-local priority_max = tonumber(ARGV[4])
-local wake_cap = tonumber(ARGV[5])
-local BAND = 17592186044416 -- 2^44
-local CHUNK = 1000 -- arguments per unpack(), well below Lua's stack limit
+local done_prefix = ARGV[2]
+local now_ms = resolve_now(ARGV[3])
+local batch = tonumber(ARGV[4])
+local priority_min = tonumber(ARGV[5])
+local priority_max = tonumber(ARGV[6])
+local wake_cap = tonumber(ARGV[7])
+local dead_max = tonumber(ARGV[8])
+local dead_ttl_ms = tonumber(ARGV[9])
 
-local function int(x)
-  return string.format('%d', x)
-end
+local q = {
+  ready = ready_key, delayed = delayed_key, suspects = suspects_key, seq = seq_key,
+  dead = dead_key, job_prefix = job_prefix, done_prefix = done_prefix, batch = batch,
+  priority_min = priority_min, priority_max = priority_max, dead_max = dead_max,
+  dead_ttl_ms = dead_ttl_ms,
+}
 
--- Kept in step with the promotion step of claim_jobs.lua.
-local due = redis.call('ZRANGEBYSCORE', delayed_key, '-inf', now_ms, 'LIMIT', 0, limit)
-local promoted = 0
-if #due > 0 then
-  local seq = redis.call('INCRBY', seq_key, #due) - #due
-  for _, id in ipairs(due) do
-    local key = job_prefix .. id
-    local f = redis.call('HMGET', key, 'priority', 'suspect')
-    if f[1] then
-      seq = seq + 1
-      local score = int((priority_max - tonumber(f[1])) * BAND + seq)
-      redis.call('HSET', key, 'status', 'queued', 'score', score)
-      redis.call('ZADD', f[2] == '1' and suspects_key or ready_key, score, id)
-      promoted = promoted + 1
-    end
-  end
-  for first = 1, #due, CHUNK do
-    redis.call('ZREM', delayed_key, unpack(due, first, math.min(first + CHUNK - 1, #due)))
-  end
-end
+expect_types({delayed_key, 'zset', ready_key, 'zset', seq_key, 'string', wake_key, 'list',
+  suspects_key, 'zset', dead_key, 'zset'})
 
-local tokens = math.min(promoted, wake_cap - redis.call('LLEN', wake_key))
-for _ = 1, tokens do
-  redis.call('RPUSH', wake_key, '1')
+local promoted, buried, more = promote_due(q, now_ms, batch)
+if buried > 0 then
+  trim_dead(q, now_ms)
 end
+push_wakes(wake_key, promoted, wake_cap)
 
 local first_due = redis.call('ZRANGE', delayed_key, 0, 0, 'WITHSCORES')
-return {promoted, first_due[2] or false}
+return {promoted, first_due[2] or false, more and 1 or 0}

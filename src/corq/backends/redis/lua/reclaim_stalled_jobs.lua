@@ -1,109 +1,216 @@
 --[[
-reclaim_stalled_jobs: take back the jobs of workers of one queue whose lease has passed.
+reclaim_stalled_jobs: take back the jobs of holders of one queue whose lease has passed.
 
-Works through at most `limit` held jobs per call, so Redis is never blocked for long; the
-caller repeats until the result says done. For every job still running under a stalled
-worker: deaths + 1 and the worker id joins death_log. A job that was claimed isolated
-(alone) and now has max_deaths deaths is a poison job: dead letters, its id published on
-its done channel. One with at least max_deaths - 1 deaths becomes a suspect (the suspects
-set; it will run only alone). Any other is queued again at its old score (the head of the
-queue). One wake token per job queued again, capped. A stalled worker stays registered until its held set is empty; then it is
-removed (its next heartbeat finds it lost) and its held set deleted.
+Works in bounded steps; the caller repeats until the result says done. Each call first
+takes at most `batch` stalled holders out of workers (deadline < now; with ended_only only
+those known to be gone: deadline <= 0, a lease ended on purpose, or a departed holder whose
+linger passed), so each one's next heartbeat or claim says lost at once, and moves each
+one's held set under reclaiming (remembering whether it had departed). Then
+it takes back at most `batch` of the jobs waiting there. Per job still running under that
+holder (and not held again by a new registration of the same id):
+- the holder had departed: queued again like a release (old score, no death, attempt and
+  suspect flag kept), reported released;
+- else a death: deaths + 1, the holder joins death_log; then dead once deaths reach
+  backstop_deaths (poison error, waiters woken, reported dead), else a suspect from
+  max_deaths - 1 deaths on, else queued again at its old score (the head of the queue).
+A damaged record goes to the dead letters (reported dead). One wake token per job queued
+again, capped.
 
-KEYS[1] workers         ZSET  worker id -> lease deadline
+KEYS[1] workers         ZSET  holder id -> lease deadline
 KEYS[2] ready           ZSET  ready job ids by score
 KEYS[3] dead            ZSET  dead job ids by finished_at_ms
 KEYS[4] wake            LIST  wake tokens
-KEYS[5] suspects        ZSET  jobs at max_deaths - 1 deaths wait here to run alone
+KEYS[5] suspects        ZSET  jobs from max_deaths - 1 deaths on wait here
+KEYS[6] departed        SET   holders that deregistered while holding jobs
+KEYS[7] reclaiming      HASH  holder -> 1 departed / 0: holders whose jobs are being taken
 ARGV[1] job_prefix      a record's key is job_prefix .. id
-ARGV[2] held_prefix     a worker's held set is held_prefix .. worker id
-ARGV[3] done_prefix     a job's done channel is done_prefix .. id
-ARGV[4] now_ms          the caller's clock; leases with deadline < now_ms have passed
-ARGV[5] max_deaths      deaths that make a poison job
-ARGV[6] limit           most held jobs to look at in this call
-ARGV[7] wake_cap        longest the wake list may grow
+ARGV[2] held_prefix     a holder's held set is held_prefix .. holder
+ARGV[3] reclaim_prefix  the ids still to take back from a holder: reclaim_prefix .. holder
+ARGV[4] done_prefix     a job's done channel is done_prefix .. id
+ARGV[5] now_ms          the caller's clock, or '' for the broker's
+ARGV[6] max_deaths      deaths from which (minus one) a job is a suspect
+ARGV[7] backstop        deaths that send a job to the dead letters
+ARGV[8] batch           most holders to take and jobs to take back in this call
+ARGV[9] wake_cap        longest the wake list may grow
+ARGV[10] ended_only     '1': take only ended leases and departed holders past their linger
+ARGV[11] dead_max       most dead letters kept (0: no limit)
+ARGV[12] dead_ttl_ms    longest a dead letter is kept (0: no limit)
 
-Returns: {done (1 when no stalled worker is left, else 0), then three per reclaimed job:
-worker id, job id, dead (1 when it became a poison job, else 0)}.
+Returns: {done (1 when no stalled holder and nothing to take back is left, else 0), then
+one array per job taken back: holder, job id, dead (1/0), released (1/0)}.
 ]]
+--- @include "now"
+--- @include "keys"
+--- @include "record"
+--- @include "dead"
+--- @include "wake"
 local workers_key = KEYS[1]
 local ready_key = KEYS[2]
 local dead_key = KEYS[3]
 local wake_key = KEYS[4]
 local suspects_key = KEYS[5]
+local departed_key = KEYS[6]
+local reclaiming_key = KEYS[7]
 local job_prefix = ARGV[1]
 local held_prefix = ARGV[2]
-local done_prefix = ARGV[3]
-local now_ms = ARGV[4]
-local max_deaths = tonumber(ARGV[5])
-local limit = tonumber(ARGV[6])
-local wake_cap = tonumber(ARGV[7])
+local reclaim_prefix = ARGV[3]
+local done_prefix = ARGV[4]
+local now_ms = resolve_now(ARGV[5])
+local max_deaths = tonumber(ARGV[6])
+local backstop = tonumber(ARGV[7])
+local batch = tonumber(ARGV[8])
+local wake_cap = tonumber(ARGV[9])
+local ended_only = ARGV[10]
+local dead_max = tonumber(ARGV[11])
+local dead_ttl_ms = tonumber(ARGV[12])
+
+local q = {dead = dead_key, job_prefix = job_prefix, done_prefix = done_prefix, batch = batch,
+  dead_max = dead_max, dead_ttl_ms = dead_ttl_ms}
+local RECLAIM_FIELDS = {'status', 'worker_id', 'deaths', 'death_log', 'score', 'suspect'}
+local RECLAIM_TEXT = {false, false, false, false, false, false}
+
+expect_types({workers_key, 'zset', ready_key, 'zset', dead_key, 'zset', wake_key, 'list',
+  suspects_key, 'zset', departed_key, 'set', reclaiming_key, 'hash'})
 
 local out = {0}
-local requeued = 0
+local requeued, buried = 0, 0
 
-local function reclaim(worker, id)
+-- At most `limit` holders whose jobs must be taken back now.
+local function stalled_holders(limit)
+  if ended_only ~= '1' then
+    return redis.call('ZRANGEBYSCORE', workers_key, '-inf', '(' .. int(now_ms), 'LIMIT', 0, limit)
+  end
+  local holders = redis.call('ZRANGEBYSCORE', workers_key, '-inf', 0, 'LIMIT', 0, limit)
+  for _, holder in ipairs(redis.call('SMEMBERS', departed_key)) do
+    if #holders >= limit then
+      break
+    end
+    local deadline = tonumber(redis.call('ZSCORE', workers_key, holder))
+    if deadline and deadline > 0 and deadline < now_ms then
+      holders[#holders + 1] = holder
+    end
+  end
+  return holders
+end
+
+-- Take a stalled holder out of workers; its held ids wait under reclaiming.
+local function unregister(holder)
+  local departed = redis.call('SREM', departed_key, holder)
+  redis.call('ZREM', workers_key, holder)
+  local held = held_prefix .. holder
+  if redis.call('TYPE', held).ok ~= 'set' then
+    return -- holds nothing (a key of another type is not ours to drain)
+  end
+  local drain = reclaim_prefix .. holder
+  local drain_type = redis.call('TYPE', drain).ok
+  if drain_type == 'set' then -- the same id stalled again while still being drained
+    redis.call('SUNIONSTORE', drain, drain, held)
+    redis.call('DEL', held)
+  else
+    if drain_type ~= 'none' then
+      redis.call('DEL', drain)
+    end
+    redis.call('RENAME', held, drain)
+  end
+  redis.call('HSET', reclaiming_key, holder, departed)
+end
+
+local function report(holder, id, dead, released)
+  out[#out + 1] = {holder, id, dead, released}
+end
+
+local function requeue(key, id, lane, score)
+  redis.call('HDEL', key, 'worker_id')
+  redis.call('ZADD', lane, score, id)
+  requeued = requeued + 1
+end
+
+-- A death while `holder` ran it: counted, then dead, a suspect, or queued again.
+local function count_death(key, id, holder, deaths, log, score)
+  if deaths >= backstop then
+    local message = string.format(
+      'poison job: its worker died %d times while running it (workers: %s)', deaths, log)
+    redis.call('HSET', key, 'status', 'dead', 'deaths', int(deaths), 'death_log', log,
+      'error', message, 'finished_at_ms', int(now_ms))
+    redis.call('HDEL', key, 'traceback')
+    add_dead(q, id, int(now_ms))
+    buried = buried + 1
+    report(holder, id, 1, 0)
+  elseif deaths >= max_deaths - 1 then
+    redis.call('HSET', key, 'status', 'queued', 'deaths', int(deaths), 'death_log', log,
+      'suspect', '1')
+    requeue(key, id, suspects_key, score)
+    report(holder, id, 0, 0)
+  else
+    redis.call('HSET', key, 'status', 'queued', 'deaths', int(deaths), 'death_log', log,
+      'suspect', '0')
+    requeue(key, id, ready_key, score)
+    report(holder, id, 0, 0)
+  end
+end
+
+local function take_back(holder, id, departed)
   local key = job_prefix .. id
-  local f = redis.call('HMGET', key, 'status', 'worker_id', 'deaths', 'death_log', 'score',
-    'isolated')
-  if f[1] ~= 'running' or f[2] ~= worker then
+  local f, problem, wrong_type = read_record(key, RECLAIM_FIELDS, RECLAIM_TEXT)
+  local deaths, score
+  if f then
+    if f[1] ~= 'running' or f[2] ~= holder
+        or redis.call('SISMEMBER', held_prefix .. holder, id) == 1 then
+      return -- finished meanwhile, or held by a new registration of this holder id
+    end
+    deaths, problem = check_number('deaths', f[3], INT)
+    if deaths then
+      score, problem = check_number('score', f[5], SCORE)
+    end
+    wrong_type = false
+  end
+  if not score then
+    if problem then
+      bury_damaged(q, id, now_ms, problem, wrong_type)
+      buried = buried + 1
+      report(holder, id, 1, 0)
+    end
     return
   end
-  local deaths = tonumber(f[3] or '0') + 1
-  local log = worker
-  if f[4] and f[4] ~= '' then
-    log = f[4] .. ' ' .. worker
+  if departed then
+    redis.call('HSET', key, 'status', 'queued')
+    requeue(key, id, f[6] == '1' and suspects_key or ready_key, score)
+    report(holder, id, 0, 1)
+    return
   end
-  -- Poison only when it died running alone: then nothing else can have killed the worker.
-  local poisoned = deaths >= max_deaths and f[6] == '1'
-  if poisoned then
-    local error = string.format(
-      'poison job: its worker died %d times while running it (workers: %s)', deaths, log)
-    redis.call('HSET', key, 'status', 'dead', 'deaths', string.format('%d', deaths),
-      'death_log', log, 'error', error, 'finished_at_ms', now_ms)
-    redis.call('HDEL', key, 'traceback')
-    redis.call('ZADD', dead_key, now_ms, id)
-    redis.call('PUBLISH', done_prefix .. id, id)
-  elseif deaths >= max_deaths - 1 then
-    -- A suspect: from now on it runs only alone, on an idle worker.
-    redis.call('HSET', key, 'status', 'queued', 'deaths', string.format('%d', deaths),
-      'death_log', log, 'suspect', '1')
-    redis.call('HDEL', key, 'worker_id')
-    redis.call('ZADD', suspects_key, f[5], id)
-    requeued = requeued + 1
-  else
-    redis.call('HSET', key, 'status', 'queued', 'deaths', string.format('%d', deaths),
-      'death_log', log, 'suspect', '0')
-    redis.call('HDEL', key, 'worker_id')
-    redis.call('ZADD', ready_key, f[5], id)
-    requeued = requeued + 1
-  end
-  local n = #out
-  out[n + 1], out[n + 2], out[n + 3] = worker, id, poisoned and 1 or 0
+  local log = (f[4] and f[4] ~= '') and (f[4] .. ' ' .. holder) or holder
+  count_death(key, id, holder, deaths + 1, log, score)
 end
 
-local budget = limit
-while budget > 0 do
-  local stalled = redis.call('ZRANGEBYSCORE', workers_key, '-inf', '(' .. now_ms, 'LIMIT', 0, 1)
-  if #stalled == 0 then
-    out[1] = 1
+-- Step 1: every stalled holder (up to batch) is unregistered before any job moves.
+for _, holder in ipairs(stalled_holders(batch)) do
+  unregister(holder)
+end
+
+-- Step 2: take back at most batch jobs of unregistered holders.
+local budget = batch
+local entries = redis.call('HGETALL', reclaiming_key)
+for i = 1, #entries, 2 do
+  if budget <= 0 then
     break
   end
-  local worker = stalled[1]
-  local held_key = held_prefix .. worker
-  local ids = redis.call('SPOP', held_key, budget)
+  local holder, departed = entries[i], entries[i + 1] == '1'
+  local drain = reclaim_prefix .. holder
+  local ids = redis.call('SPOP', drain, budget)
   budget = budget - #ids
   for _, id in ipairs(ids) do
-    reclaim(worker, id)
+    take_back(holder, id, departed)
   end
-  if redis.call('SCARD', held_key) == 0 then
-    redis.call('ZREM', workers_key, worker)
-    redis.call('DEL', held_key)
+  if redis.call('SCARD', drain) == 0 then
+    redis.call('HDEL', reclaiming_key, holder)
   end
 end
 
-local tokens = math.min(requeued, wake_cap - redis.call('LLEN', wake_key))
-for _ = 1, tokens do
-  redis.call('RPUSH', wake_key, '1')
+if buried > 0 then
+  trim_dead(q, now_ms)
+end
+push_wakes(wake_key, requeued, wake_cap)
+if #stalled_holders(1) == 0 and redis.call('HLEN', reclaiming_key) == 0 then
+  out[1] = 1
 end
 return out

@@ -1,56 +1,81 @@
 --[[
-release_jobs: give jobs one worker holds in one queue back to the head of the queue
-(fenced; used at shutdown).
+release_jobs: give jobs one holder holds in one queue back to the head of the queue
+(fenced; used at shutdown, by reconciliation, and when a job's own process died).
 
-A job is released only while its record says running, held by this worker, under the
-given fence; otherwise nothing changes for it. A released job is queued again at the score
-it had (so ahead of everything that came after it), no longer held by anyone; an attempt
-whose task body never started is not counted. One wake token per released job, capped.
+A job is released only while its record says running, held by this holder, under the
+given fence, with a readable score, attempt and deaths; otherwise nothing changes for it (an
+id whose key is not a hash leaves the held set). A released job is queued again at the
+score it had (so ahead of everything that came after it), no longer held by anyone. An
+attempt whose task body never started is not counted; when the job's own process died a
+death is counted (deaths + 1, the holder joins death_log). It goes among the suspects when
+asked to or when it already was one. One wake token per released job, capped.
 
-KEYS[1] held            SET   ids this worker holds in the queue
+KEYS[1] held            SET   ids this holder holds in the queue
 KEYS[2] ready           ZSET  ready job ids by score
 KEYS[3] wake            LIST  wake tokens
-KEYS[4] suspects      ZSET  suspect job ids by score (released suspects go back there)
+KEYS[4] suspects        ZSET  suspect job ids by score
 ARGV[1] job_prefix      a record's key is job_prefix .. id
-ARGV[2] worker_id       the releasing worker
+ARGV[2] holder          the releasing holder
 ARGV[3] wake_cap        longest the wake list may grow
-ARGV[4..] three per job: id, fence, unstarted (1/0)
+ARGV[4..] five per job: id, fence, unstarted (1/0), died (1/0), suspect (1/0)
 
-Returns: one integer per job, in order: 1 released, 0 refused by the fence check.
+Returns: one integer per job, in order: 1 released, 0 refused.
 ]]
+--- @include "now"
+--- @include "keys"
+--- @include "record"
+--- @include "wake"
 local held_key = KEYS[1]
 local ready_key = KEYS[2]
 local wake_key = KEYS[3]
 local suspects_key = KEYS[4]
 local job_prefix = ARGV[1]
-local worker_id = ARGV[2]
+local holder = ARGV[2]
 local wake_cap = tonumber(ARGV[3])
-local FIRST, WIDTH = 4, 3
+local FIRST, WIDTH = 4, 5
+
+local RELEASE_FIELDS = {'status', 'worker_id', 'fence', 'score', 'suspect', 'attempt',
+  'deaths', 'death_log'}
+local RELEASE_KINDS = {false, false, false, SCORE, false, INT, INT, false}
+
+expect_types({held_key, 'set', ready_key, 'zset', wake_key, 'list', suspects_key, 'zset'})
+
+-- Give one job back; 1 released, 0 refused.
+local function release(at)
+  local id, fence, unstarted = ARGV[at], ARGV[at + 1], ARGV[at + 2]
+  local died, suspect = ARGV[at + 3], ARGV[at + 4]
+  local key = job_prefix .. id
+  local f, _, wrong_type = read_record(key, RELEASE_FIELDS, RELEASE_KINDS)
+  if wrong_type then
+    redis.call('SREM', held_key, id)
+  end
+  if not (f and f[1] == 'running' and f[2] == holder and tonumber(f[3]) == tonumber(fence)) then
+    return 0
+  end
+  if unstarted == '1' then
+    redis.call('HSET', key, 'attempt', int(math.max(0, f[6] - 1)))
+  end
+  if died == '1' then
+    local log = (f[8] and f[8] ~= '') and (f[8] .. ' ' .. holder) or holder
+    redis.call('HSET', key, 'deaths', int(f[7] + 1), 'death_log', log)
+  end
+  if suspect == '1' then
+    redis.call('HSET', key, 'suspect', '1')
+  end
+  redis.call('HSET', key, 'status', 'queued')
+  redis.call('HDEL', key, 'worker_id')
+  local lane = (suspect == '1' or f[5] == '1') and suspects_key or ready_key
+  redis.call('ZADD', lane, f[4], id)
+  redis.call('SREM', held_key, id)
+  return 1
+end
 
 local out = {}
 local released = 0
 for at = FIRST, #ARGV, WIDTH do
-  local id, fence, unstarted = ARGV[at], ARGV[at + 1], ARGV[at + 2]
-  local key = job_prefix .. id
-  local f = redis.call('HMGET', key, 'status', 'worker_id', 'fence', 'score', 'suspect')
-  if f[1] == 'running' and f[2] == worker_id and tonumber(f[3]) == tonumber(fence) then
-    if unstarted == '1' then
-      redis.call('HINCRBY', key, 'attempt', -1)
-    end
-    redis.call('HSET', key, 'status', 'queued')
-    redis.call('HDEL', key, 'worker_id')
-    -- A suspect goes back among the suspects: it still must run alone.
-    redis.call('ZADD', f[5] == '1' and suspects_key or ready_key, f[4], id)
-    redis.call('SREM', held_key, id)
-    released = released + 1
-    out[#out + 1] = 1
-  else
-    out[#out + 1] = 0
-  end
+  local ok = release(at)
+  out[#out + 1] = ok
+  released = released + ok
 end
-
-local tokens = math.min(released, wake_cap - redis.call('LLEN', wake_key))
-for _ = 1, tokens do
-  redis.call('RPUSH', wake_key, '1')
-end
+push_wakes(wake_key, released, wake_cap)
 return out

@@ -1,62 +1,114 @@
 --[[
 retry_dead_jobs: queue dead jobs of one queue again with a fresh retry budget.
 
-Each job still in the dead letters becomes queued with failures and deaths back to zero
-(its last error is kept), gets a new score (priority, then this order) and one wake token,
-capped. Ids not in the dead letters are skipped.
+Works on the ids given, or, with a snapshot key, on the next `limit` ids of a snapshot of
+the dead letters taken at the first call (so a job that dies again while the caller goes
+through thousands is not retried twice). Each job still in the dead letters becomes queued
+with failures and deaths back to zero, no death log, no suspect flag (its last error is
+kept), a new score (priority, then this order) and one wake token, capped. What cannot be
+read in a damaged record is reset (attempt 0, fence 0, priority 0, enqueued_at_ms now,
+started_at_ms dropped); a key that is not a hash is not retried (it stays a dead letter,
+not counted); an id without a record leaves the dead letters, not counted. Ids not in the
+dead letters are skipped.
 
 KEYS[1] dead            ZSET  dead job ids by finished_at_ms
 KEYS[2] ready           ZSET  ready job ids by score
 KEYS[3] seq             STR   counter behind the FIFO part of ready scores
 KEYS[4] wake            LIST  wake tokens
+KEYS[5] snapshot        ZSET  (only without ids) this retry's copy of the dead letters
 ARGV[1] job_prefix      a record's key is job_prefix .. id
-ARGV[2] now_ms          the caller's clock (the jobs' new run_at_ms)
-ARGV[3] priority_max    highest priority; score = (priority_max - priority) * 2^44 + seq
-ARGV[4] wake_cap        longest the wake list may grow
-ARGV[5] limit           with no ids: how many of the oldest dead jobs to take
-ARGV[6..] job ids; none means the `limit` oldest dead jobs
+ARGV[2] now_ms          the caller's clock, or '' for the broker's (the new run_at_ms)
+ARGV[3] priority_min    lowest valid priority
+ARGV[4] priority_max    highest valid priority (for the ready score)
+ARGV[5] wake_cap        longest the wake list may grow
+ARGV[6] limit           with a snapshot: how many of its ids to take in this call
+ARGV[7] snapshot_ttl_ms > 0: take the snapshot now (first call), kept this long; else 0
+ARGV[8..] job ids (none with a snapshot)
 
-Returns: {moved, looked at}; with no ids the caller repeats while looked at == limit.
+Returns: {moved, looked at}; with a snapshot the caller repeats while looked at == limit.
 ]]
+--- @include "now"
+--- @include "keys"
+--- @include "record"
+--- @include "score"
+--- @include "wake"
 local dead_key = KEYS[1]
 local ready_key = KEYS[2]
 local seq_key = KEYS[3]
 local wake_key = KEYS[4]
+local snapshot_key = KEYS[5]
 local job_prefix = ARGV[1]
-local now_ms = ARGV[2]
-local priority_max = tonumber(ARGV[3])
-local wake_cap = tonumber(ARGV[4])
-local limit = tonumber(ARGV[5])
-local BAND = 17592186044416 -- 2^44
+local now_ms = resolve_now(ARGV[2])
+local priority_min = tonumber(ARGV[3])
+local priority_max = tonumber(ARGV[4])
+local wake_cap = tonumber(ARGV[5])
+local limit = tonumber(ARGV[6])
+local snapshot_ttl_ms = tonumber(ARGV[7])
+local FIRST_ID = 8
+
+local FIELDS = {'priority', 'attempt', 'fence', 'enqueued_at_ms', 'started_at_ms'}
+local TEXT = {false, false, false, false, false}
+
+expect_types({dead_key, 'zset', ready_key, 'zset', seq_key, 'string', wake_key, 'list'})
 
 local ids = {}
-if #ARGV >= 6 then
-  for i = 6, #ARGV do
-    ids[#ids + 1] = ARGV[i]
+if snapshot_key then
+  expect_types({snapshot_key, 'zset'})
+  if snapshot_ttl_ms > 0 then
+    redis.call('COPY', dead_key, snapshot_key)
+    redis.call('PEXPIRE', snapshot_key, snapshot_ttl_ms)
+  end
+  local popped = redis.call('ZPOPMIN', snapshot_key, limit)
+  for i = 1, #popped, 2 do
+    ids[#ids + 1] = popped[i]
   end
 else
-  ids = redis.call('ZRANGE', dead_key, 0, limit - 1)
+  for i = FIRST_ID, #ARGV do
+    ids[#ids + 1] = ARGV[i]
+  end
+end
+
+-- A number of a dead record as retry_dead keeps it, or `default` when it cannot be read.
+local function kept(name, value, default)
+  local n = check_number(name, value, INT)
+  return n or default
+end
+
+-- Queue one dead job again; 1 moved, 0 not.
+local function retry(id)
+  if not redis.call('ZSCORE', dead_key, id) then
+    return 0
+  end
+  local key = job_prefix .. id
+  local f, _, wrong_type = read_record(key, FIELDS, TEXT)
+  if wrong_type then
+    return 0 -- not a job record: it stays listed and purgeable
+  end
+  redis.call('ZREM', dead_key, id)
+  if not f then
+    return 0 -- the record is gone
+  end
+  local priority = kept('priority', f[1], 0)
+  if priority < priority_min or priority > priority_max then
+    priority = 0
+  end
+  local score = ready_score(priority_max, priority, redis.call('INCR', seq_key))
+  redis.call('HSET', key, 'status', 'queued', 'score', score, 'failures', '0', 'deaths', '0',
+    'run_at_ms', int(now_ms), 'priority', int(priority),
+    'attempt', int(math.max(0, kept('attempt', f[2], 0))), 'fence', int(kept('fence', f[3], 0)),
+    'enqueued_at_ms', int(kept('enqueued_at_ms', f[4], now_ms)))
+  redis.call('HDEL', key, 'death_log', 'finished_at_ms', 'worker_id', 'suspect', 'isolated',
+    'progress')
+  if f[5] and not check_number('started_at_ms', f[5], INT) then
+    redis.call('HDEL', key, 'started_at_ms')
+  end
+  redis.call('ZADD', ready_key, score, id)
+  return 1
 end
 
 local moved = 0
 for _, id in ipairs(ids) do
-  if redis.call('ZREM', dead_key, id) == 1 then
-    local key = job_prefix .. id
-    local priority = redis.call('HGET', key, 'priority')
-    if priority then
-      local seq = redis.call('INCR', seq_key)
-      local score = string.format('%d', (priority_max - tonumber(priority)) * BAND + seq)
-      redis.call('HSET', key, 'status', 'queued', 'score', score, 'failures', '0',
-        'deaths', '0', 'run_at_ms', now_ms)
-      redis.call('HDEL', key, 'death_log', 'finished_at_ms', 'worker_id', 'suspect', 'isolated')
-      redis.call('ZADD', ready_key, score, id)
-      moved = moved + 1
-    end
-  end
+  moved = moved + retry(id)
 end
-
-local tokens = math.min(moved, wake_cap - redis.call('LLEN', wake_key))
-for _ = 1, tokens do
-  redis.call('RPUSH', wake_key, '1')
-end
+push_wakes(wake_key, moved, wake_cap)
 return {moved, #ids}

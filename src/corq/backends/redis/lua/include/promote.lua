@@ -1,0 +1,49 @@
+--[[
+promote: move due delayed jobs to where they wait to run. `q` is the queue's table as for
+dead.lua, plus delayed, ready, suspects, seq, priority_min, priority_max.
+
+promote_due(q, now_ms, limit): at most `limit` delayed jobs due by now_ms become queued
+with a fresh score (priority, then order of promotion), among the suspects when flagged so.
+A damaged record (no valid priority, or not a hash) goes to the dead letters instead, a
+vanished one is dropped; the rest go on. Returns the number promoted, the number buried,
+and whether more may be due (`limit` were taken).
+]]
+--- @include "keys"
+--- @include "record"
+--- @include "score"
+--- @include "dead"
+local PROMOTE_FIELDS = {'priority', 'suspect'}
+local PROMOTE_KINDS = {INT_REQUIRED, false}
+
+local function promotable(q, key)
+  local f, problem, wrong_type = read_record(key, PROMOTE_FIELDS, PROMOTE_KINDS)
+  if f and (f[1] < q.priority_min or f[1] > q.priority_max) then
+    return nil, 'priority is out of range: ' .. quote(int(f[1])), false
+  end
+  return f, problem, wrong_type
+end
+
+local function promote_due(q, now_ms, limit)
+  local due = redis.call('ZRANGEBYSCORE', q.delayed, '-inf', int(now_ms), 'LIMIT', 0, limit)
+  if #due == 0 then
+    return 0, 0, false
+  end
+  local seq = redis.call('INCRBY', q.seq, #due) - #due
+  local promoted, buried = 0, 0
+  for _, id in ipairs(due) do
+    local key = q.job_prefix .. id
+    local f, problem, wrong_type = promotable(q, key)
+    if f then
+      seq = seq + 1
+      local score = ready_score(q.priority_max, f[1], seq)
+      redis.call('HSET', key, 'status', 'queued', 'score', score)
+      redis.call('ZADD', f[2] == '1' and q.suspects or q.ready, score, id)
+      promoted = promoted + 1
+    elseif problem then
+      bury_damaged(q, id, now_ms, problem, wrong_type)
+      buried = buried + 1
+    end
+  end
+  call_chunked('ZREM', q.delayed, due)
+  return promoted, buried, #due == limit
+end

@@ -1,0 +1,125 @@
+--[[
+record: read a job record without ever failing, so a damaged one costs only itself.
+
+read_record(key, fields, kinds): HMGET `fields` through redis.pcall (a key of another type
+is an error value, not a script error) and check each field against its kind in `kinds`
+(same positions): INT (an integer, converted; missing reads 0), INT_REQUIRED, SCORE (any
+finite number, kept as the stored text so it goes back to Redis exactly), or false (text,
+kept as is). Returns the values; or nil and nothing when the key does not exist; or nil, a
+problem (for damaged_error) and true when the key is not a hash, false when a field is
+damaged.
+
+check_number(name, value, kind): one field checked as read_record does: its value as the
+kind wants it, or nil and the problem (for a script that checks some fields only after it
+knows the record is one it acts on).
+quote(value): a stored value fit for an error message (long ones cut).
+valid_utf8(s): true when `s` is valid UTF-8 (ids handed to Python must decode).
+]]
+local INT, INT_REQUIRED, SCORE = 'int', 'int!', 'score'
+local MAX_EXACT = 9007199254740992 -- 2^53: beyond it doubles skip integers
+local QUOTE_BYTES = 40
+
+local function quote(value)
+  if #value > QUOTE_BYTES then
+    value = string.sub(value, 1, QUOTE_BYTES) .. '...'
+  end
+  return "'" .. value .. "'"
+end
+
+local function wrong_type_problem(key)
+  return 'the key holds a ' .. redis.call('TYPE', key).ok .. ', not a job hash'
+end
+
+-- The field as its kind wants it, or nil and the problem.
+local function check_number(name, value, kind)
+  if not value then
+    if kind == INT then
+      return 0
+    end
+    return nil, name .. ' is missing'
+  end
+  local n = tonumber(value)
+  if n == nil or n ~= n or n == math.huge or n == -math.huge then
+    return nil, name .. ' is not a number: ' .. quote(value)
+  end
+  if kind == SCORE then
+    return value
+  end
+  if n ~= math.floor(n) or math.abs(n) >= MAX_EXACT then
+    return nil, name .. ' is not an integer: ' .. quote(value)
+  end
+  return n
+end
+
+local function read_record(key, fields, kinds)
+  local f = redis.pcall('HMGET', key, unpack(fields))
+  if f.err then
+    return nil, wrong_type_problem(key), true
+  end
+  local any = false
+  for i = 1, #fields do
+    if f[i] then
+      any = true
+      break
+    end
+  end
+  if not any and redis.call('EXISTS', key) == 0 then
+    return nil
+  end
+  for i = 1, #fields do
+    local kind = kinds[i]
+    if kind then
+      local n, problem = check_number(fields[i], f[i], kind)
+      if n == nil then
+        return nil, problem, false
+      end
+      f[i] = n
+    end
+  end
+  return f
+end
+
+local function valid_utf8(s)
+  if not string.find(s, '[\128-\255]') then
+    return true -- plain ASCII, the usual case
+  end
+  local i, n = 1, #s
+  while i <= n do
+    local c = string.byte(s, i)
+    local len, lo, hi = 1, 0, 0
+    if c >= 0xC2 and c <= 0xDF then
+      len, lo, hi = 2, 0x80, 0xBF
+    elseif c == 0xE0 then
+      len, lo, hi = 3, 0xA0, 0xBF
+    elseif c == 0xED then
+      len, lo, hi = 3, 0x80, 0x9F -- no UTF-16 surrogates
+    elseif c >= 0xE1 and c <= 0xEF then
+      len, lo, hi = 3, 0x80, 0xBF
+    elseif c == 0xF0 then
+      len, lo, hi = 4, 0x90, 0xBF
+    elseif c >= 0xF1 and c <= 0xF3 then
+      len, lo, hi = 4, 0x80, 0xBF
+    elseif c == 0xF4 then
+      len, lo, hi = 4, 0x80, 0x8F
+    elseif c >= 0x80 then
+      return false
+    end
+    if len > 1 then
+      if i + len - 1 > n then
+        return false
+      end
+      local c2 = string.byte(s, i + 1)
+      if c2 < lo or c2 > hi then
+        return false
+      end
+      for j = i + 2, i + len - 1 do
+        local cj = string.byte(s, j)
+        if cj < 0x80 or cj > 0xBF then
+          return false
+        end
+      end
+    end
+    i = i + len
+  end
+  return true
+end

@@ -1,0 +1,35 @@
+--[[
+prune_queue: clear what is left of one queue that holds nothing, before its name is forgotten.
+
+A queue holds nothing when it has no ready, delayed, suspect or dead job, no registered
+holder and no holder whose jobs are still being taken back (running jobs are always held
+by one of those). Then its FIFO counter, wake tokens and departed set are deleted too.
+
+KEYS[1] ready           ZSET  ready job ids
+KEYS[2] delayed         ZSET  delayed job ids
+KEYS[3] suspects        ZSET  suspect job ids
+KEYS[4] dead            ZSET  dead job ids
+KEYS[5] workers         ZSET  holder id -> lease deadline
+KEYS[6] reclaiming      HASH  holders whose jobs reclaim is still taking back
+KEYS[7] seq             STR   FIFO counter
+KEYS[8] wake            LIST  wake tokens
+KEYS[9] departed        SET   departed holders
+
+Returns: 1 when the queue held nothing (and was cleared), else 0.
+]]
+local ready_key = KEYS[1]
+local delayed_key = KEYS[2]
+local suspects_key = KEYS[3]
+local dead_key = KEYS[4]
+local workers_key = KEYS[5]
+local reclaiming_key = KEYS[6]
+local seq_key = KEYS[7]
+local wake_key = KEYS[8]
+local departed_key = KEYS[9]
+
+if redis.call('EXISTS', ready_key, delayed_key, suspects_key, dead_key, workers_key,
+    reclaiming_key) > 0 then
+  return 0
+end
+redis.call('DEL', seq_key, wake_key, departed_key)
+return 1
