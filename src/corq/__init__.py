@@ -8,6 +8,7 @@ from corq.clock import FakeClock, SystemClock
 from corq.context import JobContext, current_job, set_progress, set_progress_sync
 from corq.errors import (
     ArgumentError,
+    BrokerDataError,
     BrokerError,
     ConfigError,
     CorqError,
@@ -34,6 +35,7 @@ __version__ = "0.1.0"
 __all__ = [
     "App",
     "ArgumentError",
+    "BrokerDataError",
     "BrokerError",
     "Client",
     "ConfigError",

@@ -25,7 +25,7 @@ import corq
 from tests.e2e.conftest import Cli, wait_for
 from tests.e2e.sample_app import logged_nap
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(300)]
 
 JOBS = 2_000
 KILLS = 30
@@ -40,16 +40,17 @@ def _worker_children(supervisor: psutil.Process) -> list[psutil.Process]:
         return []
 
 
-def _kill_tree(worker: psutil.Process) -> int:
-    """SIGKILL a worker and all its descendants at once; returns the worker's pid."""
+def _kill_tree(worker: psutil.Process) -> list[int]:
+    """SIGKILL a worker and all its descendants (sandboxes, process pool) at once; returns
+    their pids (a job in a sandbox logs the sandbox's pid)."""
     try:
         tree = [worker, *worker.children(recursive=True)]
     except psutil.NoSuchProcess:
-        return worker.pid
+        return [worker.pid]
     for proc in tree:
         with contextlib.suppress(psutil.NoSuchProcess):
             proc.send_signal(signal.SIGKILL)
-    return worker.pid
+    return [proc.pid for proc in tree]
 
 
 def _lines(log_dir: Path) -> list[list[str]]:
@@ -73,7 +74,7 @@ def _busy_pids(log_dir: Path) -> set[int]:
 
 def _overlaps(log_dir: Path, killed_at: dict[int, float]) -> list[str]:
     """Attempts of one job whose runs overlapped; a killed attempt ran until its kill."""
-    runs: dict[str, dict[str, list[float]]] = defaultdict(dict)
+    runs: dict[str, dict[str, list[float]]] = defaultdict(dict)  # job -> attempt -> span
     pids: dict[tuple[str, str], int] = {}
     for job_id, attempt, what, at, pid in _lines(log_dir):
         span = runs[job_id].setdefault(attempt, [float(at), float("nan")])
@@ -92,7 +93,8 @@ def _overlaps(log_dir: Path, killed_at: dict[int, float]) -> list[str]:
         spans.sort()
         for (_, end, a), (start, _, b) in itertools.pairwise(spans):
             if start < end:
-                bad.append(f"job {job_id}: attempt {b} started before attempt {a} ended")
+                detail = sorted((k, v, pids[(job_id, k)]) for k, v in attempts.items())
+                bad.append(f"job {job_id}: attempt {b} started before attempt {a} ended: {detail}")
     return bad
 
 
@@ -115,19 +117,25 @@ async def test_random_sigkills_lose_nothing_and_blame_no_one(
         [stats] = await client_app.client().queue_stats(["default"])
         return JOBS - stats.ready - stats.delayed - stats.in_flight
 
-    # When 30 worker trees are killed at random moments, aimed at workers running jobs,
-    # the last one while a tenth of the work is still left
+    # When 30 worker trees are killed at random moments spread over the run (the last one
+    # with a tenth of the work left), each aimed at a worker running jobs
     killed_at: dict[int, float] = {}
-    while len(killed_at) < KILLS:
-        await asyncio.sleep(rng.uniform(0.3, 1.5))
-        busy = _busy_pids(log_dir)
-        targets = [c for c in _worker_children(supervisor) if c.pid in busy]
-        if not targets:
-            continue
-        killed_at[_kill_tree(rng.choice(targets))] = time.time()
-        remaining = JOBS - await done_count()
-        assert remaining > 0, "the jobs ran out before the kills did: slow them down"
-    last_kill = max(killed_at.values())
+    kills: list[float] = []
+    for n in range(KILLS):
+        due = JOBS * (0.05 + 0.85 * n / (KILLS - 1))
+        while await done_count() < due:
+            await asyncio.sleep(rng.uniform(0.05, 0.3))
+        while True:
+            busy = _busy_pids(log_dir)
+            targets = [c for c in _worker_children(supervisor) if c.pid in busy]
+            if targets:
+                break
+            await asyncio.sleep(0.05)
+        pids = _kill_tree(rng.choice(targets))
+        kills.append(time.time())
+        killed_at.update(dict.fromkeys(pids, kills[-1]))
+        assert JOBS - await done_count() > 0, "the jobs ran out before the kills did"
+    last_kill = kills[-1]
 
     # Then every job completes, none dead, no attempts of one job overlapping
     async def all_done() -> bool:
@@ -140,11 +148,12 @@ async def test_random_sigkills_lose_nothing_and_blame_no_one(
     statuses = {j.status for j in jobs}
     deaths = sum(j.deaths for j in jobs)
     print(
-        f"\nfault injection on {cli.url.split(':')[0]}: {KILLS} kills, {deaths} deaths over "
+        f"\nfault injection on {cli.url.split(':')[0]}: {len(kills)} kills, {deaths} deaths over "
         f"{JOBS} jobs, drained {drain_s:.1f} s after the last kill (goal <= 12 s)"
     )
     assert statuses == {corq.JobStatus.SUCCEEDED}, [j for j in jobs if j.status != "succeeded"]
     [stats] = await client_app.client().queue_stats(["default"])
     assert stats.dead == 0
-    assert _overlaps(log_dir, killed_at) == []
+    overlaps = _overlaps(log_dir, killed_at)
+    assert overlaps == [], "\n".join(overlaps)
     assert drain_s < 30, f"drained {drain_s:.1f} s after the last kill"

@@ -160,7 +160,7 @@ def return_unencodable() -> object:
 
 
 def plain_function() -> int:
-    """Not registered as a task: a child cannot run it."""
+    """Not registered as a task: a child still finds it by its module path."""
     return 1
 
 

@@ -128,10 +128,10 @@ class Heartbeat:
         return stalled
 
     def _watch_loop(self, now: float) -> None:
-        if self._quiet:
-            return
         lag = now - self.last_tick
-        if lag >= self.lag_warn_s:
+        # Once quiet (shutting down, the ticker stopped) no new stall is reported, but one that
+        # ended before is.
+        if lag >= self.lag_warn_s and not self._quiet:
             if self._stalled_since is None:
                 self._stalled_since = self.last_tick
                 self._stall_where = describe_thread(self.main_thread_id, self.task_codes)

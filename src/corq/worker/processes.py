@@ -11,7 +11,7 @@ is blamed for it).
 Messages are msgpack envelopes sent with `multiprocessing.connection` ``send_bytes``, never
 pickle (spawn's own bootstrap pickles only the connection and the parent's pid)::
 
-    parent → child   _Job(module, qualname, payload, context)
+    parent → child   _Job(module, qualname, payload, context, serializer, retry_on)
     child → parent   _Started, any number of _Progress(value), then one of
                      _Ok(result) · _Raised(...) · _Unavailable(error)
 
@@ -26,6 +26,7 @@ import atexit
 import contextlib
 import enum
 import importlib
+import inspect
 import itertools
 import logging
 import math
@@ -57,6 +58,7 @@ from corq.limits import (
     safe_str,
     safe_text,
 )
+from corq.serializers import get_serializer
 from corq.task import Task
 
 log = logging.getLogger(__name__)
@@ -95,17 +97,20 @@ class ChildOutcomeKind(enum.Enum):
 
 @dataclass(frozen=True, kw_only=True, slots=True)
 class ChildCall:
-    """One job for a child: where its task lives, and its arguments as stored bytes."""
+    """One job for a child: where its function lives, and its arguments as stored bytes."""
 
-    #: Module the child imports to find the task.
+    #: Module the child imports to find the function.
     module: str
-    #: Attribute path in that module: the registered `corq.Task`, or the plain function that
-    #: a Task in that module wraps (``t = app.task(f)``).
+    #: Attribute path in that module: the function itself, or a `corq.Task` wrapping it.
     qualname: str
-    #: The job's encoded arguments, exactly as stored; only the child decodes them.
+    #: The job's encoded arguments, exactly as stored; the child decodes them itself.
     payload: bytes
     #: What `corq.context.bind_job` takes: job id, task, queue, attempt, enqueued_at_ms.
     context: JobTuple
+    #: Serializer name (``json``, ``msgpack``) of the payload and the result.
+    serializer: str = "json"
+    #: The task's ``retry_on`` classes as ``module.qualname`` (empty: retry any exception).
+    retry_on: tuple[str, ...] = ()
 
     @classmethod
     def for_task(cls, task: Task[Any, Any], payload: bytes, context: JobTuple) -> ChildCall:
@@ -115,6 +120,8 @@ class ChildCall:
             qualname=task.fn.__qualname__,
             payload=payload,
             context=context,
+            serializer=task.app.serializer.name,
+            retry_on=tuple(_class_name(c) for c in task.options.retry.retry_on),
         )
 
 
@@ -148,7 +155,7 @@ class ChildOutcome:
 
 
 def importable(fn: Callable[..., Any]) -> bool:
-    """Whether a spawned child can find `fn` (or this Task) by its module path."""
+    """Whether a spawned child can find `fn` (or this Task's function) by its module path."""
     target = fn.fn if isinstance(fn, Task) else fn
     module = getattr(target, "__module__", None)
     qualname = getattr(target, "__qualname__", None)
@@ -160,7 +167,7 @@ def importable(fn: Callable[..., Any]) -> bool:
         if getattr(main, "__file__", None) is None and getattr(main, "__spec__", None) is None:
             return False
     try:
-        return _find_task(module, qualname).fn is target
+        return _find_function(module, qualname)[0] is target
     except Exception:  # whatever the lookup raises, the child would fail the same way
         return False
 
@@ -171,6 +178,8 @@ class _Job(msgspec.Struct, tag="job", array_like=True):
     qualname: str
     payload: bytes
     context: JobTuple
+    serializer: str
+    retry_on: tuple[str, ...]
 
 
 class _Started(msgspec.Struct, tag="started", array_like=True):
@@ -330,7 +339,12 @@ class ProcessSlots:
         progress: _ProgressRelay,
     ) -> ChildOutcome:
         job = _Job(
-            module=call.module, qualname=call.qualname, payload=call.payload, context=call.context
+            module=call.module,
+            qualname=call.qualname,
+            payload=call.payload,
+            context=call.context,
+            serializer=call.serializer,
+            retry_on=call.retry_on,
         )
         try:
             await child.send(_ENCODER.encode(job))
@@ -636,7 +650,9 @@ class _JobServer:
     def __init__(self, conn: Connection) -> None:
         self._conn = conn
         self._send_lock = threading.Lock()
-        self._tasks: dict[tuple[str, str], Task[Any, Any]] = {}
+        self._functions: dict[
+            tuple[str, str], tuple[Callable[..., Any], Task[Any, Any] | None]
+        ] = {}
         # set_progress_sync needs a running loop to hand its report to; this one serves it.
         self._loop = asyncio.new_event_loop()
         threading.Thread(target=self._loop.run_forever, name="corq-progress", daemon=True).start()
@@ -664,34 +680,41 @@ class _JobServer:
 
     def _run(self, job: _Job) -> _Ok | _Raised | _Unavailable:
         try:
-            task = self._task(job.module, job.qualname)
+            fn, task = self._function(job.module, job.qualname)
+            serializer = get_serializer(job.serializer)
         except BaseException as exc:  # whatever importing the module raised
             return _Unavailable(error=f"cannot import the task in a child: {error_line(exc)}")
-        serializer = task.app.serializer
         try:
-            args, kwargs = task.decode_payload(serializer.loads(job.payload))
+            args, kwargs = _arguments(task, serializer.loads(job.payload))
         except BaseException as exc:
             return _Unavailable(error=f"cannot decode the payload in a child: {error_line(exc)}")
         bind_job(job.context, self._report, self._loop)
         self._send(_Started())
         try:
-            value = _call(task, args, kwargs)
+            value = _call(fn, args, kwargs)
         except BaseException as exc:  # a task's error is data, SystemExit included
-            return _raised(task, exc, with_traceback=True)
+            return _raised(job.retry_on, exc, with_traceback=True)
         try:
             return _Ok(result=serializer.dumps(value))
         except BaseException as exc:
-            return _raised(task, exc, with_traceback=False, prefix="cannot encode the result: ")
+            return _raised(
+                job.retry_on, exc, with_traceback=False, prefix="cannot encode the result: "
+            )
 
-    def _task(self, module: str, qualname: str) -> Task[Any, Any]:
-        task = self._tasks.get((module, qualname))
-        if task is None:
-            task = self._tasks[module, qualname] = _find_task(module, qualname)
-        return task
+    def _function(
+        self, module: str, qualname: str
+    ) -> tuple[Callable[..., Any], Task[Any, Any] | None]:
+        found = self._functions.get((module, qualname))
+        if found is None:
+            found = self._functions[module, qualname] = _find_function(module, qualname)
+        return found
 
 
-def _find_task(module_name: str, qualname: str) -> Task[Any, Any]:
-    """The registered Task at `module_name`.`qualname`, or the one there wrapping a function."""
+def _find_function(
+    module_name: str, qualname: str
+) -> tuple[Callable[..., Any], Task[Any, Any] | None]:
+    """The function at `module_name`.`qualname`, and the module's Task wrapping it, if any
+    (whose signature and hints then check the arguments, as in the worker)."""
     if "<" in qualname:
         raise LookupError(f"{qualname} is not reachable from its module")
     module = importlib.import_module(module_name)
@@ -699,25 +722,38 @@ def _find_task(module_name: str, qualname: str) -> Task[Any, Any]:
     for part in qualname.split("."):
         target = getattr(target, part)
     if isinstance(target, Task):
-        return target
+        return target.fn, target
+    if not callable(target):
+        raise LookupError(f"{module_name}.{qualname} is not a function")
     for value in vars(module).values():
         if isinstance(value, Task) and value.fn is target:
-            return value
-    raise LookupError(f"no corq.Task in module {module_name} wraps {qualname}")
+            return target, value
+    return target, None
 
 
-def _call(task: Task[Any, Any], args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
-    if task.is_async:
-        return asyncio.run(task.fn(*args, **kwargs))
-    return task.fn(*args, **kwargs)
+def _arguments(task: Task[Any, Any] | None, data: Any) -> tuple[tuple[Any, ...], dict[str, Any]]:
+    if task is not None:
+        return task.decode_payload(data)
+    if not (isinstance(data, dict) and isinstance(data.get("args", []), list)):
+        raise ValueError("payload is not {'args': [...], 'kwargs': {...}}")
+    kwargs = data.get("kwargs", {})
+    if not isinstance(kwargs, dict):
+        raise ValueError("payload is not {'args': [...], 'kwargs': {...}}")
+    return tuple(data.get("args", [])), kwargs
+
+
+def _call(fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+    if inspect.iscoroutinefunction(fn):
+        return asyncio.run(fn(*args, **kwargs))
+    return fn(*args, **kwargs)
 
 
 def _raised(
-    task: Task[Any, Any], exc: BaseException, *, with_traceback: bool, prefix: str = ""
+    retry_on: tuple[str, ...], exc: BaseException, *, with_traceback: bool, prefix: str = ""
 ) -> _Raised:
     """The ERROR reply, built whatever the exception does: a child must answer, not die."""
     try:
-        return _describe_raised(task, exc, with_traceback=with_traceback, prefix=prefix)
+        return _describe_raised(retry_on, exc, with_traceback=with_traceback, prefix=prefix)
     except BaseException:  # a __str__ or __instancecheck__ that raises even SystemExit
         return _Raised(
             error=safe_text(prefix + type(exc).__name__, MAX_ERROR_CHARS),
@@ -730,10 +766,10 @@ def _raised(
 
 
 def _describe_raised(
-    task: Task[Any, Any], exc: BaseException, *, with_traceback: bool, prefix: str
+    retry_on: tuple[str, ...], exc: BaseException, *, with_traceback: bool, prefix: str
 ) -> _Raised:
     retry = isinstance(exc, Retry)
-    retry_on = task.options.retry.retry_on
+    matched = not retry_on or any(_class_name(c) in retry_on for c in type(exc).__mro__)
     error = error_line(exc) if not prefix else safe_text(prefix + safe_str(exc), MAX_ERROR_CHARS)
     return _Raised(
         error=error,
@@ -741,7 +777,7 @@ def _describe_raised(
         exception_type=safe_text(_type_name(exc), MAX_ERROR_CHARS),
         retry_requested=retry,
         retry_delay_s=_retry_delay(exc) if retry else None,
-        retry_on_matched=retry or not retry_on or isinstance(exc, retry_on),
+        retry_on_matched=retry or matched,
     )
 
 
@@ -771,6 +807,10 @@ def _type_name(exc: BaseException) -> str:
     return (
         cls.__qualname__ if cls.__module__ == "builtins" else f"{cls.__module__}.{cls.__qualname__}"
     )
+
+
+def _class_name(cls: type) -> str:
+    return f"{cls.__module__}.{cls.__qualname__}"
 
 
 def _retry_delay(exc: BaseException) -> float | None:

@@ -163,12 +163,7 @@ class Runner:
             self._note_unsandboxable(task)
             return None
         slots = self.sandboxes if job.suspect else self.processes
-        call = ChildCall(
-            module=task.fn.__module__,
-            qualname=task.fn.__qualname__,
-            payload=job.payload,
-            context=_context(job),
-        )
+        call = ChildCall.for_task(task, job.payload, _context(job))
         report = None if self.report is None else functools.partial(self.report, job)
 
         def started() -> None:

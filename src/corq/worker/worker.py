@@ -283,15 +283,15 @@ class Worker:
         self._outcomes.put_nowait(None)
         if self._immediate:
             writer.cancel()
-        try:
-            await asyncio.wait_for(asyncio.shield(writer), FLUSH_TIMEOUT_S)
-        except TimeoutError:
-            writer.cancel()
-            log.error(
-                "could not record %d outcome(s) before stopping (broker unreachable); their "
-                "jobs run again elsewhere once this worker's lease expires",
-                self._outcomes.qsize(),
-            )
+        else:
+            await asyncio.wait([writer], timeout=FLUSH_TIMEOUT_S)
+            if not writer.done():
+                writer.cancel()
+                log.error(
+                    "could not record %d outcome(s) before stopping (broker unreachable); "
+                    "their jobs run again elsewhere once this worker's lease expires",
+                    self._outcomes.qsize(),
+                )
         await asyncio.gather(writer, return_exceptions=True)
 
     async def _stop_jobs(self) -> None:
