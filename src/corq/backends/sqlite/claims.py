@@ -137,6 +137,7 @@ def claim_jobs(conn: Conn, ask: ClaimRequest, bounds: DeadBounds) -> ClaimBatch:
     if conn.execute(Q["worker_renew"], lease).rowcount == 0:
         return ClaimBatch(jobs=[], lost=True)
     next_due = promote(conn, ask.queue, now, bounds).next_due_ms
+    _bury_strays(conn, ask.queue, now, bounds)
     jobs: list[ClaimedJob] = []
     if ask.suspects > 0 and ask.count > 0:
         jobs += _take(conn, ask, min(ask.suspects, ask.count), now, bounds, suspect=True)
@@ -173,6 +174,16 @@ def _take(
         if len(rows) < asked:
             break  # the lane is empty
     return taken
+
+
+def _bury_strays(conn: Conn, queue: QueueName, now_ms: int, bounds: DeadBounds) -> None:
+    """Queued jobs in neither lane (a damaged suspect flag) would wait for ever: dead
+    letters (a few index probes, nothing found in the common case)."""
+    rows = conn.execute(Q["queued_stray"], {"queue": queue, "limit": BATCH}).fetchall()
+    for (rowid,) in rows:
+        bury(conn, rowid, damaged_error("suspect is neither 0 nor 1"), now_ms)
+    if rows:
+        trim(conn, [queue], now_ms, bounds)
 
 
 def _claimed(row: Checked, queue: QueueName, suspect: bool) -> ClaimedJob:

@@ -171,7 +171,7 @@ WHERE typeof(jobs.expires_at_ms) = 'integer' AND jobs.expires_at_ms <= :clock;
 -- One job record of a queue, unless it has expired.
 SELECT id, task, queue, status, payload, priority, attempt, failures, deaths, enqueued_at_ms,
        run_at_ms, started_at_ms, finished_at_ms, worker_id, result, error, traceback,
-       progress, death_log
+       progress, death_log, fence, seq, suspect
 FROM jobs
 WHERE queue = :queue AND id = :id
   AND NOT (typeof(expires_at_ms) = 'integer' AND expires_at_ms <= :clock);
@@ -180,7 +180,7 @@ WHERE queue = :queue AND id = :id
 -- One job record by id in whichever queue holds it (first queue by name), unless expired.
 SELECT id, task, queue, status, payload, priority, attempt, failures, deaths, enqueued_at_ms,
        run_at_ms, started_at_ms, finished_at_ms, worker_id, result, error, traceback,
-       progress, death_log
+       progress, death_log, fence, seq, suspect
 FROM jobs
 WHERE id = :id AND NOT (typeof(expires_at_ms) = 'integer' AND expires_at_ms <= :clock)
 ORDER BY queue LIMIT 1;
@@ -383,6 +383,19 @@ WHERE queue = :queue AND status = 'queued' AND suspect = :suspect
 ORDER BY priority DESC, seq
 LIMIT :count;
 
+-- name: queued_stray
+-- At most :limit queued jobs of a queue in neither waiting lane (a suspect flag another
+-- program set to something else than 0 or 1): no claim would ever see them. Each range
+-- walks the ready index. (NULL is not looked for: `suspect IS NULL` would walk every
+-- queued job of the queue where the column is declared NOT NULL.)
+SELECT rowid FROM jobs WHERE queue = :queue AND status = 'queued' AND suspect < 0
+UNION ALL
+SELECT rowid FROM jobs WHERE queue = :queue AND status = 'queued' AND suspect > 1
+UNION ALL
+SELECT rowid FROM jobs
+WHERE queue = :queue AND status = 'queued' AND suspect > 0 AND suspect < 1
+LIMIT :limit;
+
 -- name: claim_take
 -- Take checked jobs (:rowids, a JSON array) as held by the holder, each under its next
 -- fence number (isolated: taken from the suspects).
@@ -486,7 +499,7 @@ SELECT
 -- A page of dead letters, newest first.
 SELECT id, task, queue, status, payload, priority, attempt, failures, deaths, enqueued_at_ms,
        run_at_ms, started_at_ms, finished_at_ms, worker_id, result, error, traceback,
-       progress, death_log
+       progress, death_log, fence, seq, suspect
 FROM jobs
 WHERE queue = :queue AND status = 'dead'
 ORDER BY finished_at_ms DESC, id DESC

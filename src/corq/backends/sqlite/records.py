@@ -120,87 +120,68 @@ def task_name(value: object) -> str:
 
 # -- decoding for people ---------------------------------------------------------------
 
-#: The column list of job_get, job_get_any_queue and dead_list, named as Job's fields.
+#: The column list of job_get, job_get_any_queue and dead_list: Job's fields, then the
+#: columns only checked (so a record a claim would refuse also reads as damaged).
 JOB_COLUMNS = (
     "id", "task", "queue", "status", "payload", "priority", "attempt", "failures", "deaths",
     "enqueued_at_ms", "run_at_ms", "started_at_ms", "finished_at_ms", "worker_id", "result",
-    "error", "traceback", "progress", "death_log",
+    "error", "traceback", "progress", "death_log", "fence", "seq", "suspect",
 )  # fmt: skip
-
+_CHECK_ONLY = ("fence", "seq", "suspect")
 _STATUSES = frozenset(status.value for status in JobStatus)
-_INTS = ("priority", "attempt", "failures", "deaths", "enqueued_at_ms", "run_at_ms")
-_OPTIONAL_INTS = ("started_at_ms", "finished_at_ms")
-_TEXTS = ("id", "task", "queue")
-_OPTIONAL_TEXTS = ("worker_id", "error", "traceback")
 
 
-def job_from_row(row: tuple[Any, ...]) -> Job:
-    """A Job from a row of JOB_COLUMNS; unreadable fields take their defaults and the
-    error names them (``damaged job record: ...``), so a damaged record still reads."""
-    raw = dict(zip(JOB_COLUMNS, row, strict=True))
-    bad: list[str] = []
-    fields: dict[str, Any] = {}
-    for name in _INTS:
-        fields[name] = _read(raw, name, bad, _is_int, 0)
-    for name in _OPTIONAL_INTS:
-        fields[name] = _read(raw, name, bad, _is_optional_int, None)
-    for name in _TEXTS:
-        fields[name] = _read(raw, name, bad, _is_text, "")
-    for name in _OPTIONAL_TEXTS:
-        fields[name] = _read(raw, name, bad, _is_optional_text, None)
-    fields["status"] = _status(raw["status"], bad)
-    fields["payload"] = _read(raw, "payload", bad, _is_bytes, b"")
-    fields["result"] = _read(raw, "result", bad, _is_optional_bytes, None)
-    fields["progress"] = _progress(raw["progress"], bad)
-    log = _read(raw, "death_log", bad, _is_text, "")
-    fields["death_log"] = tuple(log.split())  # stored space separated, as on Redis
-    if bad:
-        fields["error"] = damaged_error(", ".join(bad))
-    return Job(**fields)
-
-
-def _read(
-    raw: dict[str, Any], name: str, bad: list[str], ok: Callable[[object], bool], default: Any
-) -> Any:
-    value = raw[name]
-    if ok(value):
-        return value
-    bad.append(f"{name}={shown(value)}")
-    return default
+def _optional(ok: Callable[[object], bool]) -> Callable[[object], bool]:
+    return lambda value: value is None or ok(value)
 
 
 def _is_text(value: object) -> bool:
     return type(value) is str
 
 
-def _is_optional_text(value: object) -> bool:
-    return value is None or type(value) is str
+def _is_number(value: object) -> bool:
+    return type(value) is int or type(value) is float
 
 
-def _is_optional_int(value: object) -> bool:
-    return value is None or type(value) is int
+#: How each field shown in a Job is read: (must hold, else this default). Fields a claim
+#: checks follow CHECKS; the others may also be NULL.
+_READ: dict[str, tuple[Callable[[object], bool], Any]] = {
+    **{name: (ok, 0) for name, ok in CHECKS if name not in ("id", "task")},
+    "id": (_is_text, ""),
+    "task": (_optional(_is_text), ""),
+    "queue": (_is_text, ""),
+    "status": (lambda v: v in _STATUSES and type(v) is str, JobStatus.DEAD),  # as on Redis
+    "payload": (dict(CHECKS)["payload"], b""),
+    "death_log": (_is_text, ""),
+    "started_at_ms": (_optional(_is_int), None),
+    "finished_at_ms": (_optional(_is_int), None),
+    "worker_id": (_optional(_is_text), None),
+    "result": (_optional(lambda v: type(v) is bytes), None),
+    "error": (_optional(_is_text), None),
+    "traceback": (_optional(_is_text), None),
+    "progress": (_optional(_is_number), None),
+}
 
 
-def _is_bytes(value: object) -> bool:
-    return type(value) is bytes
-
-
-def _is_optional_bytes(value: object) -> bool:
-    return value is None or type(value) is bytes
-
-
-def _status(value: object, bad: list[str]) -> JobStatus:
-    """An unknown status reads as dead (as on Redis)."""
-    if type(value) is str and value in _STATUSES:
-        return JobStatus(value)
-    bad.append(f"status={shown(value)}")
-    return JobStatus.DEAD
-
-
-def _progress(value: object, bad: list[str]) -> float | None:
-    if value is None or type(value) is float:
-        return value
-    if type(value) is int:
-        return float(value)
-    bad.append(f"progress={shown(value)}")
-    return None
+def job_from_row(row: tuple[Any, ...]) -> Job:
+    """A Job from a row of JOB_COLUMNS; unreadable fields take their defaults and the
+    error names them (``damaged job record: ...``), so a damaged record still reads."""
+    fields: dict[str, Any] = {}
+    bad: list[str] = []
+    for name, value in zip(JOB_COLUMNS, row, strict=True):
+        ok, default = _READ[name]
+        if ok(value):
+            fields[name] = value
+        else:
+            fields[name] = default
+            bad.append(f"{name}={shown(value)}")
+    for name in _CHECK_ONLY:
+        del fields[name]
+    fields["status"] = JobStatus(fields["status"])
+    fields["task"] = fields["task"] or ""
+    if fields["progress"] is not None:
+        fields["progress"] = float(fields["progress"])
+    fields["death_log"] = tuple(fields["death_log"].split())  # space separated, as on Redis
+    if bad:
+        fields["error"] = damaged_error(", ".join(bad))
+    return Job(**fields)
