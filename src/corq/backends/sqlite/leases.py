@@ -101,21 +101,29 @@ def reclaim_step(
     reclaimed, and forgets the holders that hold nothing any more.
     """
     now, _ = advance_clock(conn, now_ms)
+    buried = 0
     if first:
-        stalled = conn.execute(
-            Q["workers_ended" if ended_only else "workers_stalled"], {"queue": queue, "now": now}
-        ).fetchall()
-        for worker_id, departed in stalled:
-            params = {"queue": queue, "worker": worker_id, "departed": int(departed == 1)}
-            conn.execute(Q["reclaiming_add"], params)
-    buried = _bury_unheld(conn, queue, now) if first else 0
+        _unregister_stalled(conn, queue, now, ended_only=ended_only)
+        buried = _bury_unheld(conn, queue, now)
     held = conn.execute(Q["reclaiming_held"], {"queue": queue, "limit": BATCH}).fetchall()
-    reclaimed = [_take_back(conn, queue, row, now, max_deaths) for row in held]
+    writes: dict[str, list[dict[str, Any]]] = {}
+    reclaimed = [_take_back(conn, queue, row, now, max_deaths, writes) for row in held]
+    for statement, rows in writes.items():
+        conn.executemany(Q[statement], rows)  # one statement per kind of move
     if buried or any(r.dead for r in reclaimed):
         trim(conn, [queue], now, bounds)
     conn.execute(Q["reclaiming_done"], {"queue": queue})
     (more,) = conn.execute(Q["reclaiming_left"], {"queue": queue}).fetchone()
     return ReclaimStep(reclaimed, bool(more), now)
+
+
+def _unregister_stalled(conn: Conn, queue: QueueName, now_ms: int, *, ended_only: bool) -> None:
+    """Move the stalled holders from workers to reclaiming, keeping whether they departed."""
+    sql = Q["workers_ended" if ended_only else "workers_stalled"]
+    stalled = conn.execute(sql, {"queue": queue, "now": now_ms}).fetchall()
+    for worker_id, departed in stalled:
+        params = {"queue": queue, "worker": worker_id, "departed": int(departed == 1)}
+        conn.execute(Q["reclaiming_add"], params)
 
 
 def _bury_unheld(conn: Conn, queue: QueueName, now_ms: int) -> int:
@@ -128,30 +136,37 @@ def _bury_unheld(conn: Conn, queue: QueueName, now_ms: int) -> int:
 
 
 def _take_back(
-    conn: Conn, queue: QueueName, found: tuple[Any, ...], now_ms: int, max_deaths: int
+    conn: Conn,
+    queue: QueueName,
+    found: tuple[Any, ...],
+    now_ms: int,
+    max_deaths: int,
+    writes: dict[str, list[dict[str, Any]]],
 ) -> Reclaimed:
-    """One job of a holder being reclaimed: given back like a release if the holder had
-    departed, else a death (see corq/backends/base.py), or the dead letters if damaged."""
+    """Decide what happens to one job of a holder being reclaimed (the write goes into
+    `writes`): given back like a release if the holder had departed, else a death (see
+    corq/backends/base.py), or the dead letters if the record is damaged."""
     *fields, holder, departed = found
     row = Checked(*fields)
-    worker_id = str(holder)
-    job_id = str(row.id)
+    worker_id, job_id = str(holder), str(row.id)
     error = damage(conn, row)
     if error is not None:
-        bury(conn, row.rowid, error, now_ms)
+        writes.setdefault("job_damaged", []).append(
+            {"rowid": row.rowid, "error": error, "now": now_ms}
+        )
         return Reclaimed(job_id=job_id, queue=queue, worker_id=worker_id, dead=True)
     if departed:
-        conn.execute(Q["job_requeue_departed"], {"rowid": row.rowid})
+        writes.setdefault("job_requeue_departed", []).append({"rowid": row.rowid})
         return Reclaimed(job_id=job_id, queue=queue, worker_id=worker_id, dead=False, released=True)
     deaths = row.deaths + 1
     death_log = f"{row.death_log} {worker_id}".strip()
     params = {"rowid": row.rowid, "deaths": deaths, "death_log": death_log, "now": now_ms}
     dead = deaths >= backstop_deaths(max_deaths)
     if dead:
-        conn.execute(Q["job_poison"], {**params, "error": poison_error(deaths, death_log)})
+        params["error"] = poison_error(deaths, death_log)
     else:
-        suspect = int(deaths >= max_deaths - 1)
-        conn.execute(Q["job_requeue_dead_worker"], {**params, "suspect": suspect})
+        params["suspect"] = int(deaths >= max_deaths - 1)
+    writes.setdefault("job_poison" if dead else "job_requeue_dead_worker", []).append(params)
     return Reclaimed(job_id=job_id, queue=queue, worker_id=worker_id, dead=dead)
 
 

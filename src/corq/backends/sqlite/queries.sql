@@ -275,12 +275,14 @@ VALUES (:queue, :worker, :departed);
 
 -- name: reclaiming_held
 -- At most :limit jobs still held by holders being reclaimed in a queue, with what a claim
--- checks (see claim_pick), and the holder's departed flag.
+-- checks (see claim_pick), and the holder's departed flag. CROSS JOIN keeps reclaiming
+-- the outer loop, so the live holders' jobs are never walked.
 SELECT j.rowid, j.id, j.task, j.payload, j.priority, j.seq, j.attempt, j.failures,
        j.deaths, j.fence, j.enqueued_at_ms, j.run_at_ms, j.death_log, j.suspect,
        j.worker_id, r.departed
 FROM reclaiming AS r
-JOIN jobs AS j ON j.queue = r.queue AND j.status = 'running' AND j.worker_id = r.worker_id
+CROSS JOIN jobs AS j
+    ON j.queue = r.queue AND j.status = 'running' AND j.worker_id = r.worker_id
 WHERE r.queue = :queue
 LIMIT :limit;
 
