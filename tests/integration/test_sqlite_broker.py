@@ -22,7 +22,7 @@ from corq.backends import open_backend
 from corq.backends.base import Backend, Completion, NewJob, WorkerLease
 from corq.backends.sqlite import SqliteBackend
 from corq.backends.sqlite.thread import Tx
-from corq.errors import BrokerError
+from corq.errors import BrokerDataError, BrokerError
 from corq.job import JobStatus
 
 T0 = 1_700_000_000_000
@@ -61,7 +61,7 @@ async def test_wal_full_sync_busy_timeout_and_schema_version(backend: SqliteBack
     assert await pragma(backend, "journal_mode") == "wal"
     assert await pragma(backend, "synchronous") == 2  # FULL: a commit survives power loss
     assert await pragma(backend, "busy_timeout") == 5000  # socket_timeout_s=5.0
-    assert await pragma(backend, "user_version") == 2
+    assert await pragma(backend, "user_version") == 3
 
 
 async def test_synchronous_can_be_relaxed_in_the_url(db: Path) -> None:
@@ -184,17 +184,21 @@ async def test_a_lock_held_past_the_timeout_is_a_broker_error(db: Path) -> None:
         await b.close()
 
 
-@pytest.mark.parametrize("content", [None, b"this is not a database, just some bytes" * 100])
-async def test_store_failures_surface_as_broker_errors(
-    tmp_path: Path, content: bytes | None
-) -> None:
-    path = tmp_path / "missing-dir" / "corq.db"
-    if content is not None:
-        path = tmp_path / "garbage.db"
-        path.write_bytes(content)
-    b = open_backend(f"sqlite:///{path}")
+async def test_a_file_that_cannot_be_opened_is_an_outage(tmp_path: Path) -> None:
+    b = open_backend(f"sqlite:///{tmp_path / 'missing-dir' / 'corq.db'}")
     try:
         with pytest.raises(BrokerError):
+            await b.ping()
+    finally:
+        await b.close()
+
+
+async def test_a_file_that_is_not_a_database_is_refused_not_retried(tmp_path: Path) -> None:
+    path = tmp_path / "garbage.db"
+    path.write_bytes(b"this is not a database, just some bytes" * 100)
+    b = open_backend(f"sqlite:///{path}")
+    try:
+        with pytest.raises(BrokerDataError):
             await b.ping()
     finally:
         await b.close()
@@ -206,7 +210,7 @@ async def test_a_file_from_a_newer_corq_is_refused(db: Path) -> None:
     conn.close()
     b = open_backend(f"sqlite:///{db}")
     try:
-        with pytest.raises(BrokerError, match="newer"):
+        with pytest.raises(BrokerDataError, match="newer"):
             await b.ping()
     finally:
         await b.close()
@@ -297,7 +301,7 @@ WORKER = textwrap.dedent(
             done = [Completion(job_id=j.id, queue="mp", fence=j.fence, result=b"1",
                                finished_at_ms=now()) for j in batch.jobs]
             assert all(await b.complete_jobs(worker_id, done, 3_600_000))
-        await b.deregister_worker(lease)
+        await b.deregister_worker(lease, None)
         await b.close()
         with open(out, "w") as f:
             json.dump(claimed, f)

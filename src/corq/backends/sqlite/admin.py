@@ -1,18 +1,55 @@
-"""Operator transactions: queue listing, counts, and the dead letters."""
+"""Operator transactions: the queue registry, counts, and the dead letters."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 
-from corq.backends.base import QueueStats
+from corq.backends.base import BATCH, PRIORITY_MAX, PRIORITY_MIN, QueueStats
+from corq.backends.sqlite.records import job_from_row
 from corq.backends.sqlite.sql import Q
-from corq.backends.sqlite.store import Conn, advance_clock, job_from_row, take_numbers
+from corq.backends.sqlite.store import Conn, advance_clock, take_numbers
+from corq.errors import ArgumentError
 from corq.job import Job
+from corq.task import check_queue_name
 from corq.types import JobId, QueueName
+
+_INT64_MIN = -(2**63)
 
 
 def list_queues(conn: Conn) -> list[QueueName]:
-    return [name for (name,) in conn.execute(Q["queues_list"])]
+    """Every known queue name that is a valid one (text written by another program may
+    not even be UTF-8; it decodes with replacement and fails the check)."""
+    return [name for (name,) in conn.execute(Q["queues_list"]) if _valid(name)]
+
+
+def _valid(name: object) -> bool:
+    try:
+        check_queue_name(name)
+    except ArgumentError:
+        return False
+    return True
+
+
+def prune_queues(conn: Conn, now_ms: int | None, idle_ms: int) -> list[QueueName]:
+    """Forget at most BATCH names not used for `idle_ms` whose queue holds nothing in any
+    lane and has no holder (registered, departed or being reclaimed); returns the valid
+    names removed (invalid ones are removed too, silently, as list_queues never shows them).
+
+    Succeeded and cancelled records do not keep a name: they expire on their own, and
+    get_job without a queue finds them by id.
+    """
+    now, _ = advance_clock(conn, now_ms)
+    before = max(now - max(0, idle_ms), _INT64_MIN)
+    removed: list[QueueName] = []
+    for (raw,) in conn.execute(Q["queues_idle"], {"before": before, "limit": BATCH}).fetchall():
+        (busy,) = conn.execute(Q["queue_holds_anything"], {"raw": raw}).fetchone()
+        if busy:
+            continue
+        conn.execute(Q["queue_forget"], {"raw": raw})
+        name = bytes(raw).decode("utf-8", "replace")
+        if _valid(name):
+            removed.append(name)
+    return sorted(removed)
 
 
 def queue_stats(conn: Conn, queues: Sequence[QueueName] | None) -> list[QueueStats]:
@@ -37,28 +74,46 @@ def queue_stats(conn: Conn, queues: Sequence[QueueName] | None) -> list[QueueSta
 
 
 def list_dead(conn: Conn, queue: QueueName, offset: int, limit: int) -> list[Job]:
+    """A page of dead letters, newest first; damaged records read with their defaults."""
     params = {"queue": queue, "offset": max(0, offset), "limit": max(0, limit)}
     return [job_from_row(row) for row in conn.execute(Q["dead_list"], params)]
 
 
-def retry_dead(conn: Conn, queue: QueueName, job_ids: Sequence[JobId] | None, now_ms: int) -> int:
-    """Queue dead jobs again at the tail with failures and deaths reset (a fresh budget)."""
-    advance_clock(conn, now_ms)
+def retry_dead(
+    conn: Conn, queue: QueueName, job_ids: Sequence[JobId] | None, now_ms: int | None
+) -> int:
+    """Queue dead jobs again at the tail with a fresh budget (failures and deaths reset,
+    what cannot be read reset too); returns how many moved.
+
+    With `job_ids` None, every job dead when this transaction began (it reads them all at
+    its start, and nothing else writes meanwhile), each once, by rowid, so even an id that
+    is not valid UTF-8 is retried.
+    """
+    now, _ = advance_clock(conn, now_ms)
     if job_ids is None:
-        job_ids = [job_id for (job_id,) in conn.execute(Q["dead_ids"], {"queue": queue})]
-    if not job_ids:
+        rowids = [rowid for (rowid,) in conn.execute(Q["dead_rowids"], {"queue": queue})]
+    else:
+        rowids = []
+        for job_id in dict.fromkeys(job_ids):
+            row = conn.execute(Q["dead_rowid"], {"queue": queue, "id": job_id}).fetchone()
+            if row is not None:
+                rowids.append(row[0])
+    if not rowids:
         return 0
-    base = take_numbers(conn, "seq", len(job_ids))
+    base = take_numbers(conn, len(rowids))
     moved = 0
-    for offset, job_id in enumerate(job_ids, start=1):
-        params = {"queue": queue, "id": job_id, "seq": base + offset, "now": now_ms}
+    for offset, rowid in enumerate(rowids, start=1):
+        params = {"rowid": rowid, "seq": base + offset, "now": now,
+                  "priority_min": PRIORITY_MIN, "priority_max": PRIORITY_MAX}  # fmt: skip
         moved += conn.execute(Q["dead_retry"], params).rowcount
     return moved
 
 
 def purge_dead(conn: Conn, queue: QueueName, job_ids: Sequence[JobId] | None) -> int:
+    """Delete dead letters (damaged ones too); returns how many."""
     if job_ids is None:
         return conn.execute(Q["dead_purge_all"], {"queue": queue}).rowcount
     return sum(
-        conn.execute(Q["dead_purge"], {"queue": queue, "id": job_id}).rowcount for job_id in job_ids
+        conn.execute(Q["dead_purge"], {"queue": queue, "id": job_id}).rowcount
+        for job_id in dict.fromkeys(job_ids)
     )

@@ -9,21 +9,28 @@ readers run alongside the single writer, and busy_timeout queues writers.
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Sequence
 from functools import partial
 
 from corq.backends.base import (
+    BATCH,
+    MAX_JOB_ID_CHARS,
+    PRIORITY_MAX,
+    PRIORITY_MIN,
     Backend,
     ClaimBatch,
     Completion,
     Failure,
+    HeldJob,
     NewJob,
     QueueStats,
     Reclaimed,
     Release,
     WorkerLease,
 )
-from corq.backends.sqlite import admin, claims, leases, producer
+from corq.backends.sqlite import admin, claims, leases, outcomes, producer
+from corq.backends.sqlite.dead import DeadBounds
 from corq.backends.sqlite.store import Conn
 from corq.backends.sqlite.thread import ConnectionThread, Tx
 from corq.backends.sqlite.url import Target, parse_url
@@ -36,9 +43,10 @@ from corq.types import JobId, QueueName, WorkerId
 #: bounds the latency of a cross-process wake (~20 ms) at the cost of one thread wake-up and
 #: one pragma per tick, only while anyone waits.
 POLL_S = 0.02
-#: Accepted priorities: the same range the Redis broker's scores can hold, so a job valid
-#: on one broker is valid on the other.
-PRIORITY_MIN, PRIORITY_MAX = -100, 100
+#: How often (at most) promote_due_jobs deletes expired results. The deletion is bounded per
+#: transaction (BATCH rows) and kept out of enqueue and complete, whose write lock it would
+#: otherwise hold for as long as a backlog of expired results takes.
+EXPIRE_EVERY_S = 1.0
 
 
 #: No claim has reported a due time for the queue yet.
@@ -52,22 +60,50 @@ def _due_is_news(due: int | None, told: object) -> bool:
     return told is None or (isinstance(told, int) and due < told)
 
 
+def check_new_job(job: NewJob) -> None:
+    """Refuse, before anything is written, what no broker stores: an empty id, an id over
+    MAX_JOB_ID_CHARS, a priority that is not an integer in PRIORITY_MIN..PRIORITY_MAX."""
+    if not job.id:
+        raise EnqueueError("job id is empty")
+    if len(job.id) > MAX_JOB_ID_CHARS:
+        raise EnqueueError(
+            f"job id {job.id[:40]!r}... is {len(job.id)} characters long; "
+            f"at most {MAX_JOB_ID_CHARS} are allowed"
+        )
+    if type(job.priority) is not int or not PRIORITY_MIN <= job.priority <= PRIORITY_MAX:
+        raise EnqueueError(
+            f"job {job.id}: priority {job.priority!r} is outside {PRIORITY_MIN}..{PRIORITY_MAX}"
+        )
+
+
 class SqliteBackend:
     """Backend on an SQLite file (``sqlite:///path``) or on the process's in-memory database
-    (``sqlite:///:memory:``, shared by every backend of the process, gone with the last)."""
+    (``sqlite:///:memory:``, shared by every backend of the process, gone with the last).
+
+    `dead_max` and `dead_ttl_ms` bound each queue's dead letters (0: unbounded).
+    """
 
     def __init__(
-        self, url: str, *, socket_timeout_s: float = 5.0, _target: Target | None = None
+        self,
+        url: str,
+        *,
+        socket_timeout_s: float = 5.0,
+        dead_max: int = 0,
+        dead_ttl_ms: int = 0,
+        _target: Target | None = None,
     ) -> None:
         self.url = url
         self._target = _target or parse_url(url)
         self._timeout_s = socket_timeout_s
+        self._bounds = DeadBounds(max(0, int(dead_max)), max(0, int(dead_ttl_ms)))
         # How long a writer waits for another process's transaction before BrokerError.
         busy_timeout_ms = max(1, round(socket_timeout_s * 1000))
         self._thread = ConnectionThread(self._target, busy_timeout_ms, self._committed, POLL_S)
         self._watch: ChangeWatch | None = None
         #: Per queue, the next due time the last claim reported (None: nothing delayed).
         self._told_due: dict[QueueName, int | None] = {}
+        #: When (time.monotonic) this backend last deleted expired results.
+        self._expired_at = float("-inf")
 
     def __repr__(self) -> str:
         return f"SqliteBackend({self._target.database!r})"
@@ -75,11 +111,7 @@ class SqliteBackend:
     # -- producer side -------------------------------------------------------------
     async def enqueue_jobs(self, jobs: Sequence[NewJob]) -> list[bool]:
         for job in jobs:
-            if not PRIORITY_MIN <= job.priority <= PRIORITY_MAX:
-                raise EnqueueError(
-                    f"job {job.id}: priority {job.priority} is outside "
-                    f"{PRIORITY_MIN}..{PRIORITY_MAX}"
-                )
+            check_new_job(job)
         return await self._thread.run(partial(producer.enqueue_jobs, jobs=list(jobs)))
 
     async def get_job(self, job_id: JobId, queue: QueueName | None = None) -> Job | None:
@@ -96,19 +128,26 @@ class SqliteBackend:
             seen, (job, over) = await self._thread.look(look)
         return job  # finished, gone, or the latest record when time ran out
 
-    async def cancel_job(self, job_id: JobId, queue: QueueName, now_ms: int) -> bool:
+    async def cancel_job(self, job_id: JobId, queue: QueueName, now_ms: int | None) -> bool:
         return await self._thread.run(
             partial(producer.cancel_job, job_id=job_id, queue=queue, now_ms=now_ms)
         )
 
     # -- worker side ---------------------------------------------------------------
-    async def register_worker(self, lease: WorkerLease, now_ms: int) -> None:
+    async def register_worker(self, lease: WorkerLease, now_ms: int | None) -> None:
         await self._thread.run(partial(leases.register_worker, lease=lease, now_ms=now_ms))
 
-    async def deregister_worker(self, lease: WorkerLease) -> None:
-        await self._thread.run(partial(leases.deregister_worker, lease=lease))
+    async def deregister_worker(
+        self, lease: WorkerLease, now_ms: int | None, linger_ms: int = 0
+    ) -> None:
+        await self._thread.run(
+            partial(leases.deregister_worker, lease=lease, now_ms=now_ms, linger_ms=linger_ms)
+        )
 
-    async def heartbeat(self, lease: WorkerLease, now_ms: int) -> list[QueueName]:
+    async def end_leases(self, lease: WorkerLease) -> int:
+        return await self._thread.run(partial(leases.end_leases, lease=lease))
+
+    async def heartbeat(self, lease: WorkerLease, now_ms: int | None) -> list[QueueName]:
         return await self._thread.run(partial(leases.heartbeat, lease=lease, now_ms=now_ms))
 
     async def claim_jobs(
@@ -117,24 +156,46 @@ class SqliteBackend:
         worker_id: WorkerId,
         count: int,
         lease_ms: int,
-        now_ms: int,
+        now_ms: int | None,
         *,
-        idle: bool = False,
+        suspects: int = 0,
     ) -> ClaimBatch:
-        batch = await self._thread.run(
-            partial(
-                claims.claim_jobs,
-                queue=queue,
-                worker_id=worker_id,
-                count=count,
-                lease_ms=lease_ms,
-                now_ms=now_ms,
-                idle=idle,
-            )
-        )
+        ask = claims.ClaimRequest(queue, worker_id, count, lease_ms, now_ms, suspects)
+        batch = await self._thread.run(partial(claims.claim_jobs, ask=ask, bounds=self._bounds))
         if not batch.lost:
             self._told_due[queue] = batch.next_due_ms
         return batch
+
+    async def count_held_jobs(self, queue: QueueName, worker_id: WorkerId) -> int:
+        return await self._thread.run(
+            partial(claims.count_held_jobs, queue=queue, worker_id=worker_id), Tx.READ
+        )
+
+    async def list_held_jobs(self, queue: QueueName, worker_id: WorkerId) -> list[HeldJob]:
+        """Read in pages of BATCH (reads never hold writers up); damaged rows then go to
+        the dead letters in write transactions of at most BATCH."""
+        held: list[HeldJob] = []
+        damaged: list[int] = []
+        after: int | None = 0
+        while after is not None:
+            page = await self._thread.run(
+                partial(claims.held_page, queue=queue, worker_id=worker_id, after=after), Tx.READ
+            )
+            held += page.held
+            damaged += page.damaged
+            after = page.last
+        for start in range(0, len(damaged), BATCH):
+            rowids = damaged[start : start + BATCH]
+            await self._thread.run(
+                partial(
+                    claims.bury_held,
+                    queue=queue,
+                    worker_id=worker_id,
+                    rowids=rowids,
+                    bounds=self._bounds,
+                )
+            )
+        return held
 
     async def set_progress(
         self, job_id: JobId, queue: QueueName, worker_id: WorkerId, fence: int, progress: float
@@ -155,8 +216,8 @@ class SqliteBackend:
         delayed job due earlier than any before (so the worker recomputes its sleep); False
         after `timeout_s`.
 
-        Waiting suspects alone do not count as work: only an idle worker may take one, and
-        a busy worker that waits must not be woken again and again by them.
+        Suspects that merely wait do not count: a worker whose sandboxes are busy must not
+        be woken again and again by them.
         """
         probe = partial(claims.ready_probe, queue=queue)
         deadline = asyncio.get_running_loop().time() + max(0.0, timeout_s)
@@ -175,15 +236,30 @@ class SqliteBackend:
                 return True
         return True
 
-    async def promote_due_jobs(self, queue: QueueName, now_ms: int) -> int | None:
-        return await self._thread.run(partial(claims.promote_due_jobs, queue=queue, now_ms=now_ms))
+    async def promote_due_jobs(self, queue: QueueName, now_ms: int | None) -> int | None:
+        """Promote in steps of at most BATCH jobs (one transaction each) until nothing is
+        due; about once a second, delete expired results first (also in bounded steps)."""
+        await self._expire_results(now_ms)
+        while True:
+            step = partial(claims.promote_due_jobs, queue=queue, now_ms=now_ms, bounds=self._bounds)
+            promoted, now = await self._thread.run(step)
+            due, now_ms = promoted.next_due_ms, now  # later steps keep the first step's time
+            if due is None or due > now or promoted.moved == 0:
+                return due
+
+    async def _expire_results(self, now_ms: int | None) -> None:
+        if time.monotonic() - self._expired_at < EXPIRE_EVERY_S:
+            return
+        self._expired_at = time.monotonic()
+        while await self._thread.run(partial(claims.expire_results, now_ms=now_ms)) >= BATCH:
+            pass
 
     async def complete_jobs(
         self, worker_id: WorkerId, completions: Sequence[Completion], result_ttl_ms: int
     ) -> list[bool]:
         return await self._thread.run(
             partial(
-                claims.complete_jobs,
+                outcomes.complete_jobs,
                 worker_id=worker_id,
                 completions=list(completions),
                 result_ttl_ms=result_ttl_ms,
@@ -194,26 +270,49 @@ class SqliteBackend:
         self, worker_id: WorkerId, failures: Sequence[Failure], result_ttl_ms: int
     ) -> list[bool]:
         """`result_ttl_ms` is unused: a job failing for good stays in the dead letters until
-        retried or purged, and one awaiting a retry is not finished."""
+        retried, purged or trimmed, and one awaiting a retry is not finished."""
         return await self._thread.run(
-            partial(claims.fail_jobs, worker_id=worker_id, failures=list(failures))
+            partial(
+                outcomes.fail_jobs,
+                worker_id=worker_id,
+                failures=list(failures),
+                bounds=self._bounds,
+            )
         )
 
     async def release_jobs(self, worker_id: WorkerId, releases: Sequence[Release]) -> list[bool]:
         return await self._thread.run(
-            partial(claims.release_jobs, worker_id=worker_id, releases=list(releases))
+            partial(outcomes.release_jobs, worker_id=worker_id, releases=list(releases))
         )
 
     async def reclaim_stalled_jobs(
-        self, queue: QueueName, now_ms: int, max_deaths: int
+        self, queue: QueueName, now_ms: int | None, max_deaths: int, *, ended_only: bool = False
     ) -> list[Reclaimed]:
-        return await self._thread.run(
-            partial(leases.reclaim_stalled_jobs, queue=queue, now_ms=now_ms, max_deaths=max_deaths)
-        )
+        """In steps of at most BATCH jobs, one transaction each (see leases.py)."""
+        reclaimed: list[Reclaimed] = []
+        first = True
+        while True:
+            step = partial(
+                leases.reclaim_step,
+                queue=queue,
+                now_ms=now_ms,
+                max_deaths=max_deaths,
+                bounds=self._bounds,
+                first=first,
+                ended_only=ended_only,
+            )
+            done = await self._thread.run(step)
+            reclaimed += done.reclaimed
+            if not done.more:
+                return reclaimed
+            first, now_ms = False, done.now_ms
 
     # -- operators -------------------------------------------------------------------
     async def list_queues(self) -> list[QueueName]:
         return await self._thread.run(admin.list_queues, Tx.READ)
+
+    async def prune_queues(self, now_ms: int | None, idle_ms: int) -> list[QueueName]:
+        return await self._thread.run(partial(admin.prune_queues, now_ms=now_ms, idle_ms=idle_ms))
 
     async def queue_stats(self, queues: Sequence[QueueName] | None = None) -> list[QueueStats]:
         names = None if queues is None else list(queues)
@@ -225,8 +324,9 @@ class SqliteBackend:
         )
 
     async def retry_dead(
-        self, queue: QueueName, job_ids: Sequence[JobId] | None, now_ms: int
+        self, queue: QueueName, job_ids: Sequence[JobId] | None, now_ms: int | None
     ) -> int:
+        """One transaction: with `job_ids` None, the dead letters it reads at its start."""
         ids = None if job_ids is None else list(job_ids)
         return await self._thread.run(
             partial(admin.retry_dead, queue=queue, job_ids=ids, now_ms=now_ms)
@@ -242,7 +342,13 @@ class SqliteBackend:
 
     def clone(self) -> Backend:
         """Same database, own thread and connection (for another thread or event loop)."""
-        return SqliteBackend(self.url, socket_timeout_s=self._timeout_s, _target=self._target)
+        return SqliteBackend(
+            self.url,
+            socket_timeout_s=self._timeout_s,
+            dead_max=self._bounds.max_jobs,
+            dead_ttl_ms=self._bounds.ttl_ms,
+            _target=self._target,
+        )
 
     async def close(self) -> None:
         if self._watch is not None:

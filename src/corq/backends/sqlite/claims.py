@@ -1,163 +1,267 @@
-"""Worker-side transactions on jobs: promote, claim, and the fenced outcomes.
+"""Worker-side transactions that take jobs: promote, claim, and what a holder holds.
 
-Fencing lives in the WHERE clauses of queries.sql: an outcome (or a progress report) only
-matches a row that is still running, held by this worker, under this fence. A stale outcome
-matches nothing and reports False.
+Every row is checked before it is acted on (records.py): a damaged one goes to the dead
+letters inside the same transaction and the claim goes on with the next, so one bad row
+written by another program costs only itself, never every worker of the queue.
 
-Suspects (jobs whose worker died, see corq/backends/base.py) are queued rows with the
-``suspect`` flag: ordinary claims skip them, an idle worker takes one at a time.
+Suspects (jobs whose workers died, see corq/backends/base.py) are queued rows with the
+``suspect`` flag: only a claim that asks for them (``suspects=n``) takes them, first.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from typing import Any
+import math
+from dataclasses import dataclass
 
-from corq.backends.base import ClaimBatch, ClaimedJob, Completion, Failure, Release
+from corq.backends.base import BATCH, ClaimBatch, ClaimedJob, HeldJob, damaged_error
+from corq.backends.sqlite.dead import DeadBounds, bury, trim
+from corq.backends.sqlite.records import Checked, damage, task_name
 from corq.backends.sqlite.sql import Q
-from corq.backends.sqlite.store import Conn, advance_clock, counter, take_numbers
+from corq.backends.sqlite.store import Conn, advance_clock, take_numbers
 from corq.types import JobId, QueueName, WorkerId
 
 
-def promote(conn: Conn, queue: QueueName, now_ms: int) -> int | None:
-    """Move due delayed jobs to the tail of the ready lane; the earliest run time left."""
-    base = counter(conn, "seq")
-    moved = conn.execute(Q["delayed_promote"], {"queue": queue, "now": now_ms, "base": base})
-    if moved.rowcount > 0:
-        take_numbers(conn, "seq", moved.rowcount)
-    (next_due,) = conn.execute(Q["delayed_next"], {"queue": queue}).fetchone()
-    return None if next_due is None else int(next_due)
+@dataclass(frozen=True, slots=True)
+class Promoted:
+    """What one promotion step did."""
+
+    #: Jobs moved to the ready lane (or the suspects) and sent to the dead letters.
+    moved: int
+    #: Earliest numeric run time left in the delayed lane (<= now: more are due).
+    next_due_ms: int | None
 
 
-def promote_due_jobs(conn: Conn, queue: QueueName, now_ms: int) -> int | None:
-    """promote, plus the lazy expiry of old results (a call that runs periodically)."""
-    now = advance_clock(conn, now_ms)
-    conn.execute(Q["expired_delete"], {"now": now})
-    return promote(conn, queue, now_ms)
+def promote(conn: Conn, queue: QueueName, now_ms: int, bounds: DeadBounds) -> Promoted:
+    """Move at most BATCH due delayed jobs to the tail of the ready lane, in due order.
 
-
-def claim_jobs(
-    conn: Conn,
-    queue: QueueName,
-    worker_id: WorkerId,
-    count: int,
-    lease_ms: int,
-    now_ms: int,
-    idle: bool = False,
-) -> ClaimBatch:
-    """Promote, then take up to `count` ready jobs, each under its next fence number; or,
-    when the worker is `idle` and suspects wait, the first suspect alone (isolated).
-
-    Claiming also renews the worker's lease in this queue (it is plainly alive); a worker
-    whose registration is gone (reclaimed) gets ``lost`` and nothing.
+    The lane is walked in index order up to the first job not due yet, so the cost is the
+    number of due jobs, however many wait. A damaged record met on the way (a run time that
+    is not an integer sorts first or last) goes to the dead letters instead.
     """
-    advance_clock(conn, now_ms)
-    lease = {"queue": queue, "worker": worker_id, "deadline": now_ms + lease_ms}
+    due, damaged, next_due, ended = _walk_due(conn, queue, now_ms)
+    if next_due is not None:
+        # The walk stopped before the text and blob run times, which sort last.
+        unreadable = conn.execute(Q["delayed_unreadable"], {"queue": queue, "limit": BATCH})
+        damaged += [(row[0], damage(conn, Checked(*row))) for row in unreadable.fetchall()]
+    if due:
+        base = take_numbers(conn, len(due))
+        conn.execute(Q["delayed_promote"], {"rowids": _json_ints(due), "base": base})
+    for rowid, error in damaged:
+        bury(conn, rowid, error or damaged_error("run_at_ms"), now_ms)
+    if damaged:
+        trim(conn, [queue], now_ms, bounds)
+    if next_due is None and not ended:
+        next_due = _next_due(conn, queue)
+    return Promoted(len(due) + len(damaged), next_due)
+
+
+def _walk_due(
+    conn: Conn, queue: QueueName, now_ms: int
+) -> tuple[list[int], list[tuple[int, str | None]], int | None, bool]:
+    """(due rowids, damaged (rowid, error), first run time not due, whole lane walked)."""
+    due: list[int] = []
+    damaged: list[tuple[int, str | None]] = []
+    cursor = conn.execute(Q["delayed_due"], {"queue": queue, "limit": BATCH})
+    try:
+        for found in cursor:
+            row = Checked(*found)
+            if type(row.run_at_ms) is int and row.run_at_ms > now_ms:
+                return due, damaged, row.run_at_ms, False
+            error = damage(conn, row)
+            if error is None:
+                due.append(row.rowid)
+            else:
+                damaged.append((row.rowid, error))
+    finally:
+        cursor.close()
+    return due, damaged, None, len(due) + len(damaged) < BATCH
+
+
+def _next_due(conn: Conn, queue: QueueName) -> int | None:
+    (value,) = conn.execute(Q["delayed_next"], {"queue": queue}).fetchone()
+    return due_time(value)
+
+
+def due_time(value: object) -> int | None:
+    """A run time read back as a due time: a REAL (damaged) counts at its whole part."""
+    if type(value) is int:
+        return value
+    if type(value) is float and math.isfinite(value):
+        return int(value)
+    return None
+
+
+def _json_ints(values: list[int]) -> str:
+    """A JSON array of rowids for json_each (one statement for the whole batch)."""
+    return "[" + ",".join(map(str, values)) + "]"
+
+
+def promote_due_jobs(
+    conn: Conn, queue: QueueName, now_ms: int | None, bounds: DeadBounds
+) -> tuple[Promoted, int]:
+    """One promotion step (one transaction); also returns the time it used."""
+    now, _ = advance_clock(conn, now_ms)
+    return promote(conn, queue, now, bounds), now
+
+
+def expire_results(conn: Conn, now_ms: int | None) -> int:
+    """Delete at most BATCH records whose time to live ran out by the latest time seen
+    (the lazy PEXPIRE); returns how many."""
+    _, latest = advance_clock(conn, now_ms)
+    return conn.execute(Q["expired_delete"], {"now": latest, "limit": BATCH}).rowcount
+
+
+# -- claiming --------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class ClaimRequest:
+    """What a claim_jobs call asks for."""
+
+    queue: QueueName
+    worker_id: WorkerId
+    count: int
+    lease_ms: int
+    now_ms: int | None
+    suspects: int
+
+
+def claim_jobs(conn: Conn, ask: ClaimRequest, bounds: DeadBounds) -> ClaimBatch:
+    """Renew the holder's lease, promote one batch, then take up to `suspects` suspects
+    and ready jobs up to `count` in all, each under its next fence number.
+
+    A holder whose registration is gone (reclaimed, departed) gets ``lost`` and nothing.
+    """
+    now, _ = advance_clock(conn, ask.now_ms)
+    lease = {"queue": ask.queue, "worker": ask.worker_id, "deadline": now + ask.lease_ms}
     if conn.execute(Q["worker_renew"], lease).rowcount == 0:
         return ClaimBatch(jobs=[], lost=True)
-    next_due = promote(conn, queue, now_ms)
-    suspects = _suspects(conn, queue)
-    if count <= 0:
-        return ClaimBatch(jobs=[], next_due_ms=next_due, suspects=suspects)
-    params = {"queue": queue, "worker": worker_id, "now": now_ms, "count": count}
-    if idle and suspects > 0:
-        row = conn.execute(Q["suspect_claim"], params).fetchone()
-        return ClaimBatch(
-            jobs=[_claimed(row)], next_due_ms=next_due, suspects=suspects - 1, isolated=True
-        )
-    rows = conn.execute(Q["ready_claim"], params).fetchall()
-    # RETURNING gives rows in no promised order: restore priority, then FIFO.
-    rows.sort(key=lambda row: (-row[10], row[11]))
-    return ClaimBatch(jobs=[_claimed(row) for row in rows], next_due_ms=next_due, suspects=suspects)
+    next_due = promote(conn, ask.queue, now, bounds).next_due_ms
+    _bury_strays(conn, ask.queue, now, bounds)
+    jobs: list[ClaimedJob] = []
+    if ask.suspects > 0 and ask.count > 0:
+        jobs += _take(conn, ask, min(ask.suspects, ask.count), now, bounds, suspect=True)
+    if ask.count > len(jobs):
+        jobs += _take(conn, ask, ask.count - len(jobs), now, bounds, suspect=False)
+    (waiting,) = conn.execute(Q["suspects_count"], {"queue": ask.queue}).fetchone()
+    return ClaimBatch(jobs=jobs, next_due_ms=next_due, suspects=waiting)
 
 
-def _suspects(conn: Conn, queue: QueueName) -> int:
-    (n,) = conn.execute(Q["suspects_count"], {"queue": queue}).fetchone()
-    return int(n)
+def _take(
+    conn: Conn, ask: ClaimRequest, want: int, now_ms: int, bounds: DeadBounds, *, suspect: bool
+) -> list[ClaimedJob]:
+    """Take up to `want` jobs of one lane in claim order; damaged rows go to the dead
+    letters and the next ones are picked in their place."""
+    taken: list[ClaimedJob] = []
+    while len(taken) < want:
+        asked = want - len(taken)
+        pick = {"queue": ask.queue, "suspect": int(suspect), "count": asked}
+        rows = [Checked(*row) for row in conn.execute(Q["claim_pick"], pick)]
+        good: list[Checked] = []
+        for row in rows:
+            error = damage(conn, row)
+            if error is None:
+                good.append(row)
+            else:
+                bury(conn, row.rowid, error, now_ms)
+        if good:
+            take = {"rowids": _json_ints([row.rowid for row in good]), "worker": ask.worker_id,
+                    "now": now_ms, "isolated": int(suspect)}  # fmt: skip
+            conn.execute(Q["claim_take"], take)
+            taken += [_claimed(row, ask.queue, suspect) for row in good]
+        if len(good) < len(rows):
+            trim(conn, [ask.queue], now_ms, bounds)
+        if len(rows) < asked:
+            break  # the lane is empty
+    return taken
 
 
-def _claimed(row: tuple[Any, ...]) -> ClaimedJob:
-    (id_, task, queue, payload, attempt, failures, deaths, fence, enqueued_at_ms, run_at_ms,
-     priority, _seq) = row  # fmt: skip
+def _bury_strays(conn: Conn, queue: QueueName, now_ms: int, bounds: DeadBounds) -> None:
+    """Queued jobs in neither lane (a damaged suspect flag) would wait for ever: dead
+    letters (a few index probes, nothing found in the common case)."""
+    rows = conn.execute(Q["queued_stray"], {"queue": queue, "limit": BATCH}).fetchall()
+    for (rowid,) in rows:
+        bury(conn, rowid, damaged_error("suspect is neither 0 nor 1"), now_ms)
+    if rows:
+        trim(conn, [queue], now_ms, bounds)
+
+
+def _claimed(row: Checked, queue: QueueName, suspect: bool) -> ClaimedJob:
     return ClaimedJob(
-        id=id_,
-        task=task,
+        id=row.id,
+        task=task_name(row.task),
         queue=queue,
-        payload=bytes(payload),
-        attempt=attempt,
-        failures=failures,
-        deaths=deaths,
-        fence=fence,
-        enqueued_at_ms=enqueued_at_ms,
-        run_at_ms=run_at_ms,
-        priority=priority,
+        payload=row.payload,
+        attempt=row.attempt + 1,
+        failures=row.failures,
+        deaths=row.deaths,
+        fence=row.fence + 1,
+        enqueued_at_ms=row.enqueued_at_ms,
+        run_at_ms=row.run_at_ms,
+        priority=row.priority,
+        suspect=suspect,
     )
 
 
 def ready_probe(conn: Conn, queue: QueueName) -> tuple[bool, int, int | None]:
     """For wait_for_jobs: whether a job is ready, how many suspects wait, and the earliest
     delayed run time."""
-    ready, suspects = conn.execute(Q["waiting_probe"], {"queue": queue}).fetchone()
-    (next_due,) = conn.execute(Q["delayed_next"], {"queue": queue}).fetchone()
-    return bool(ready), int(suspects), next_due
+    ready, suspects, next_due = conn.execute(Q["waiting_probe"], {"queue": queue}).fetchone()
+    return bool(ready), suspects, due_time(next_due)
+
+
+# -- what a holder holds ---------------------------------------------------------------
+
+
+def count_held_jobs(conn: Conn, queue: QueueName, worker_id: WorkerId) -> int:
+    (n,) = conn.execute(Q["held_count"], {"queue": queue, "worker": worker_id}).fetchone()
+    return int(n)
+
+
+@dataclass(frozen=True, slots=True)
+class HeldPage:
+    """One bounded read of the jobs a holder holds."""
+
+    held: list[HeldJob]
+    #: Rows that failed their check, to send to the dead letters in a write transaction.
+    damaged: list[int]
+    #: Last rowid read when the page was full (read on after it), else None.
+    last: int | None
+
+
+def held_page(conn: Conn, queue: QueueName, worker_id: WorkerId, after: int) -> HeldPage:
+    """At most BATCH held jobs after rowid `after` (a read: writers are not held up)."""
+    params = {"queue": queue, "worker": worker_id, "after": after, "limit": BATCH}
+    rows = [Checked(*row) for row in conn.execute(Q["held_list"], params)]
+    held: list[HeldJob] = []
+    damaged: list[int] = []
+    for row in rows:
+        if damage(conn, row) is None:
+            held.append(HeldJob(job_id=row.id, fence=row.fence))
+        else:
+            damaged.append(row.rowid)
+    return HeldPage(held, damaged, rows[-1].rowid if len(rows) == BATCH else None)
+
+
+def bury_held(
+    conn: Conn, queue: QueueName, worker_id: WorkerId, rowids: list[int], bounds: DeadBounds
+) -> None:
+    """Send damaged held rows to the dead letters, each checked again under the write lock
+    (it may have been completed or repaired since it was read)."""
+    now, _ = advance_clock(conn, None)
+    for rowid in rowids:
+        params = {"queue": queue, "worker": worker_id, "rowid": rowid}
+        row = conn.execute(Q["held_by_rowid"], params).fetchone()
+        error = None if row is None else damage(conn, Checked(*row))
+        if error is not None:
+            bury(conn, rowid, error, now)
+    trim(conn, [queue], now, bounds)
 
 
 def set_progress(
     conn: Conn, job_id: JobId, queue: QueueName, worker_id: WorkerId, fence: int, progress: float
 ) -> bool:
     """Store the progress of a held job (fenced); False and no change otherwise."""
-    params = {**_fence(queue, job_id, worker_id, fence), "progress": float(progress)}
+    params = {"queue": queue, "id": job_id, "worker": worker_id, "fence": fence,
+              "progress": float(progress)}  # fmt: skip
     return conn.execute(Q["job_set_progress"], params).rowcount == 1
-
-
-def complete_jobs(
-    conn: Conn, worker_id: WorkerId, completions: Sequence[Completion], result_ttl_ms: int
-) -> list[bool]:
-    """Record successes; each record expires `result_ttl_ms` after it finished (never when
-    that is <= 0, like the Redis broker)."""
-    if not completions:
-        return []
-    now = advance_clock(conn, max(c.finished_at_ms for c in completions))
-    conn.execute(Q["expired_delete"], {"now": now})
-    done = []
-    for c in completions:
-        params = {
-            **_fence(c.queue, c.job_id, worker_id, c.fence),
-            "result": c.result,
-            "finished_at_ms": c.finished_at_ms,
-            "expires_at_ms": c.finished_at_ms + result_ttl_ms if result_ttl_ms > 0 else None,
-        }
-        done.append(conn.execute(Q["job_complete"], params).rowcount == 1)
-    return done
-
-
-def fail_jobs(conn: Conn, worker_id: WorkerId, failures: Sequence[Failure]) -> list[bool]:
-    """Record failed attempts: to the delayed lane for a retry, or to the dead letters."""
-    if failures:
-        advance_clock(conn, max(f.finished_at_ms for f in failures))
-    done = []
-    for f in failures:
-        params = {
-            **_fence(f.queue, f.job_id, worker_id, f.fence),
-            "counted": int(f.counted),
-            "error": f.error,
-            "traceback": f.traceback,
-            "retry_at_ms": f.retry_at_ms,
-            "finished_at_ms": f.finished_at_ms,
-        }
-        sql = Q["job_fail_dead"] if f.retry_at_ms is None else Q["job_fail_retry"]
-        done.append(conn.execute(sql, params).rowcount == 1)
-    return done
-
-
-def release_jobs(conn: Conn, worker_id: WorkerId, releases: Sequence[Release]) -> list[bool]:
-    """Give held jobs back to the head of the ready lane; an unstarted attempt is uncounted."""
-    done = []
-    for r in releases:
-        params = {**_fence(r.queue, r.job_id, worker_id, r.fence), "unstarted": int(r.unstarted)}
-        done.append(conn.execute(Q["job_release"], params).rowcount == 1)
-    return done
-
-
-def _fence(queue: QueueName, job_id: str, worker_id: WorkerId, fence: int) -> dict[str, Any]:
-    return {"queue": queue, "id": job_id, "worker": worker_id, "fence": fence}

@@ -1,79 +1,176 @@
-"""Worker registrations, heartbeats and taking jobs back from workers that died."""
+"""Holder registrations, heartbeats, departures, and taking jobs back from holders whose
+lease passed.
+
+A reclaim works in bounded steps (one transaction each, at most BATCH jobs): the first
+step takes every stalled holder out of ``workers`` into ``reclaiming``, so its heartbeat
+and its claims report the queue lost at once, however many steps its jobs take.
+"""
 
 from __future__ import annotations
 
-from corq.backends.base import Reclaimed, WorkerLease
+from dataclasses import dataclass
+from typing import Any
+
+from corq.backends.base import (
+    BATCH,
+    HOLDER_SEPARATOR,
+    Reclaimed,
+    WorkerLease,
+    backstop_deaths,
+    damaged_error,
+)
+from corq.backends.sqlite.dead import DeadBounds, bury, trim
+from corq.backends.sqlite.records import Checked, damage
 from corq.backends.sqlite.sql import Q
 from corq.backends.sqlite.store import Conn, advance_clock
-from corq.types import QueueName, WorkerId
+from corq.types import QueueName
 
 
-def register_worker(conn: Conn, lease: WorkerLease, now_ms: int) -> None:
-    """(Re-)add the worker to each queue with a lease ending `lease_ms` from now."""
-    advance_clock(conn, now_ms)
+def register_worker(conn: Conn, lease: WorkerLease, now_ms: int | None) -> None:
+    """(Re-)add each holder to its queue with a lease ending `lease_ms` from now."""
+    now, _ = advance_clock(conn, now_ms)
     for queue in lease.queues:
-        conn.execute(Q["queue_add"], {"queue": queue})
-        params = {"queue": queue, "worker": lease.worker_id, "deadline": now_ms + lease.lease_ms}
+        conn.execute(Q["queue_touch"], {"queue": queue, "now": now})
+        params = {"queue": queue, "worker": lease.holder(queue), "deadline": now + lease.lease_ms}
         conn.execute(Q["worker_register"], params)
 
 
-def deregister_worker(conn: Conn, lease: WorkerLease) -> None:
+def deregister_worker(conn: Conn, lease: WorkerLease, now_ms: int | None, linger_ms: int) -> None:
+    """Remove each holder that holds nothing; one that still holds jobs departs instead
+    (lease ending `linger_ms` from now), so reclaim later gives its jobs back as releases.
+    Deleting it would leave those jobs running under nobody for ever."""
+    now, _ = advance_clock(conn, now_ms)
     for queue in lease.queues:
-        conn.execute(Q["worker_delete"], {"queue": queue, "worker": lease.worker_id})
+        holder = lease.holder(queue)
+        params = {"queue": queue, "worker": holder, "deadline": now + max(0, linger_ms)}
+        (holding,) = conn.execute(Q["held_count"], params).fetchone()
+        conn.execute(Q["worker_depart" if holding else "worker_delete"], params)
 
 
-def heartbeat(conn: Conn, lease: WorkerLease, now_ms: int) -> list[QueueName]:
-    """Renew every registration still there; report (and do not re-add) the missing ones."""
-    advance_clock(conn, now_ms)
+def end_leases(conn: Conn, lease: WorkerLease) -> int:
+    """End every other incarnation's lease of this worker id in its queues."""
+    prefix = lease.worker_id + HOLDER_SEPARATOR
+    ended = 0
+    for queue in lease.queues:
+        params = {"queue": queue, "prefix": prefix, "holder": lease.holder(queue)}
+        ended += conn.execute(Q["workers_end"], params).rowcount
+    return ended
+
+
+def heartbeat(conn: Conn, lease: WorkerLease, now_ms: int | None) -> list[QueueName]:
+    """Renew every registration still there; report (and do not re-add) the missing ones
+    (reclaimed, being reclaimed, or departed)."""
+    now, _ = advance_clock(conn, now_ms)
     lost = []
     for queue in lease.queues:
-        params = {"queue": queue, "worker": lease.worker_id, "deadline": now_ms + lease.lease_ms}
+        params = {"queue": queue, "worker": lease.holder(queue), "deadline": now + lease.lease_ms}
         if conn.execute(Q["worker_renew"], params).rowcount == 0:
             lost.append(queue)
     return lost
 
 
-def reclaim_stalled_jobs(
-    conn: Conn, queue: QueueName, now_ms: int, max_deaths: int
-) -> list[Reclaimed]:
-    """Drop every worker whose lease passed and take its jobs back.
+# -- reclaim ---------------------------------------------------------------------------
 
-    Each job counts a death and remembers the worker. Then, keeping its seq (its old place):
-    a job that ran alone (isolated) and has now killed `max_deaths` workers goes to the dead
-    letters, a poison job: one that crashes whatever runs it must not take the whole fleet
-    down. A job one death short of that (or more, when it did not run alone) becomes a
-    suspect, to be run alone by an idle worker; any other goes back to the head of the
-    ready lane. So a job that merely shared a worker with a poison job is never blamed.
+
+@dataclass(frozen=True, slots=True)
+class ReclaimStep:
+    """What one reclaim transaction did."""
+
+    reclaimed: list[Reclaimed]
+    #: Whether holders of the queue still wait to be reclaimed (run another step).
+    more: bool
+    #: The time the first step used (later steps use it too).
+    now_ms: int
+
+
+def reclaim_step(
+    conn: Conn,
+    queue: QueueName,
+    now_ms: int | None,
+    max_deaths: int,
+    bounds: DeadBounds,
+    *,
+    first: bool,
+    ended_only: bool = False,
+) -> ReclaimStep:
+    """One bounded step of reclaim_stalled_jobs.
+
+    The first step moves the stalled holders (with `ended_only`, only ended or departed
+    ones) into ``reclaiming`` and sends running jobs held by no text holder at all to the
+    dead letters; every step then takes back at most BATCH jobs of the holders being
+    reclaimed, and forgets the holders that hold nothing any more.
     """
-    advance_clock(conn, now_ms)
-    expired = conn.execute(Q["workers_expired"], {"queue": queue, "now": now_ms}).fetchall()
-    reclaimed: list[Reclaimed] = []
-    for (worker_id,) in expired:
-        conn.execute(Q["worker_delete"], {"queue": queue, "worker": worker_id})
-        reclaimed += _take_back(conn, queue, worker_id, now_ms, max_deaths)
-    return reclaimed
+    now, _ = advance_clock(conn, now_ms)
+    buried = 0
+    if first:
+        _unregister_stalled(conn, queue, now, ended_only=ended_only)
+        buried = _bury_unheld(conn, queue, now)
+    held = conn.execute(Q["reclaiming_held"], {"queue": queue, "limit": BATCH}).fetchall()
+    writes: dict[str, list[dict[str, Any]]] = {}
+    reclaimed = [_take_back(conn, queue, row, now, max_deaths, writes) for row in held]
+    for statement, rows in writes.items():
+        conn.executemany(Q[statement], rows)  # one statement per kind of move
+    if buried or any(r.dead for r in reclaimed):
+        trim(conn, [queue], now, bounds)
+    conn.execute(Q["reclaiming_done"], {"queue": queue})
+    (more,) = conn.execute(Q["reclaiming_left"], {"queue": queue}).fetchone()
+    return ReclaimStep(reclaimed, bool(more), now)
+
+
+def _unregister_stalled(conn: Conn, queue: QueueName, now_ms: int, *, ended_only: bool) -> None:
+    """Move the stalled holders from workers to reclaiming, keeping whether they departed."""
+    sql = Q["workers_ended" if ended_only else "workers_stalled"]
+    stalled = conn.execute(sql, {"queue": queue, "now": now_ms}).fetchall()
+    for worker_id, departed in stalled:
+        params = {"queue": queue, "worker": worker_id, "departed": int(departed == 1)}
+        conn.execute(Q["reclaiming_add"], params)
+
+
+def _bury_unheld(conn: Conn, queue: QueueName, now_ms: int) -> int:
+    """Running jobs whose holder is not text (written by another program) could never be
+    given back by anyone: dead letters. Returns how many."""
+    rows = conn.execute(Q["held_by_nobody"], {"queue": queue, "limit": BATCH}).fetchall()
+    for (rowid,) in rows:
+        bury(conn, rowid, damaged_error("running with no holder"), now_ms)
+    return len(rows)
 
 
 def _take_back(
-    conn: Conn, queue: QueueName, worker_id: WorkerId, now_ms: int, max_deaths: int
-) -> list[Reclaimed]:
-    held = conn.execute(Q["held_by_worker"], {"queue": queue, "worker": worker_id}).fetchall()
-    out = []
-    for rowid, job_id, deaths, death_log, isolated in held:
-        deaths += 1
-        death_log = f"{death_log} {worker_id}".strip()
-        params = {"rowid": rowid, "deaths": deaths, "death_log": death_log, "now": now_ms}
-        dead = bool(isolated) and deaths >= max_deaths
-        if dead:
-            params["error"] = poison_error(deaths, death_log)
-            conn.execute(Q["job_poison"], params)
-        else:
-            params["suspect"] = int(deaths >= max_deaths - 1)
-            conn.execute(Q["job_requeue_dead_worker"], params)
-        out.append(Reclaimed(job_id=job_id, queue=queue, worker_id=worker_id, dead=dead))
-    return out
+    conn: Conn,
+    queue: QueueName,
+    found: tuple[Any, ...],
+    now_ms: int,
+    max_deaths: int,
+    writes: dict[str, list[dict[str, Any]]],
+) -> Reclaimed:
+    """Decide what happens to one job of a holder being reclaimed (the write goes into
+    `writes`): given back like a release if the holder had departed, else a death (see
+    corq/backends/base.py), or the dead letters if the record is damaged."""
+    *fields, holder, departed = found
+    row = Checked(*fields)
+    worker_id, job_id = str(holder), str(row.id)
+    error = damage(conn, row)
+    if error is not None:
+        writes.setdefault("job_damaged", []).append(
+            {"rowid": row.rowid, "error": error, "now": now_ms}
+        )
+        return Reclaimed(job_id=job_id, queue=queue, worker_id=worker_id, dead=True)
+    if departed:
+        writes.setdefault("job_requeue_departed", []).append({"rowid": row.rowid})
+        return Reclaimed(job_id=job_id, queue=queue, worker_id=worker_id, dead=False, released=True)
+    deaths = row.deaths + 1
+    death_log = f"{row.death_log} {worker_id}".strip()
+    params = {"rowid": row.rowid, "deaths": deaths, "death_log": death_log, "now": now_ms}
+    dead = deaths >= backstop_deaths(max_deaths)
+    if dead:
+        params["error"] = poison_error(deaths, death_log)
+    else:
+        params["suspect"] = int(deaths >= max_deaths - 1)
+    writes.setdefault("job_poison" if dead else "job_requeue_dead_worker", []).append(params)
+    return Reclaimed(job_id=job_id, queue=queue, worker_id=worker_id, dead=dead)
 
 
 def poison_error(deaths: int, death_log: str) -> str:
-    """The error a poison job is dead with (same text as the Redis broker)."""
+    """The error a job is dead with once its workers died too often (same text as the
+    Redis broker)."""
     return f"poison job: its worker died {deaths} times while running it (workers: {death_log})"

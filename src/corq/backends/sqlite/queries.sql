@@ -4,6 +4,30 @@
 -- suspect = 1, delayed = 'scheduled' | 'failed', held = 'running', dead letters = 'dead'.
 -- A suspect keeps its flag through every lane (delayed, held, released), so wherever it
 -- goes back to the waiting jobs it lands among the suspects.
+--
+-- No statement trusts a stored value: the file may come from another writer, and SQLite
+-- stores any type in any column (a NOT NULL column may even hold NULL after a schema
+-- edit, and `x IS NULL` is then folded to false there). Statements that pick rows return
+-- them for Python to check (records.py) and write by rowid with values computed from
+-- checked ones; a fenced outcome that adds to a stored counter checks its type in its own
+-- WHERE clause. So no write can fail, or store NULL, because of what a row held.
+
+-- ---------------------------------------------------------------- shared parts
+
+-- part: readable
+-- The row's fields an outcome, a claim or a reclaim relies on have the types they must
+-- have (records.CHECKS says the same for rows read into Python: a test keeps the two in
+-- step). Comparisons, not typeof(), keep it to about a microsecond: a blob sorts after
+-- all text, text after all numbers, and CAST(x AS INTEGER) equals x only for an integer.
+payload >= x''
+AND priority = CAST(priority AS INTEGER) AND seq = CAST(seq AS INTEGER)
+AND attempt BETWEEN 0 AND 4611686018427387903 AND attempt = CAST(attempt AS INTEGER)
+AND failures BETWEEN 0 AND 4611686018427387903 AND failures = CAST(failures AS INTEGER)
+AND deaths BETWEEN 0 AND 4611686018427387903 AND deaths = CAST(deaths AS INTEGER)
+AND enqueued_at_ms = CAST(enqueued_at_ms AS INTEGER)
+AND run_at_ms = CAST(run_at_ms AS INTEGER)
+AND death_log >= '' AND death_log < x''
+AND suspect IN (0, 1)
 
 -- ---------------------------------------------------------------- migrations
 
@@ -12,11 +36,11 @@
 -- with its version 2 definition.
 
 -- name: migrate_2_suspect
--- A suspect waits apart from the ready jobs, for an idle worker.
+-- A suspect waits apart from the ready jobs.
 ALTER TABLE jobs ADD COLUMN suspect INTEGER NOT NULL DEFAULT 0;
 
 -- name: migrate_2_isolated
--- Whether the current (or last) claim ran the job alone.
+-- Whether the current (or last) claim took the job from the suspects.
 ALTER TABLE jobs ADD COLUMN isolated INTEGER NOT NULL DEFAULT 0;
 
 -- name: migrate_2_progress
@@ -27,242 +51,491 @@ ALTER TABLE jobs ADD COLUMN progress REAL;
 -- The version 1 ready index does not know the suspect column.
 DROP INDEX IF EXISTS jobs_ready;
 
+-- Steps from schema version 2 to 3 (schema.sql then creates the reclaiming table and the
+-- queues_idle index).
+
+-- name: migrate_3_departed
+-- A holder that deregistered while still holding jobs.
+ALTER TABLE workers ADD COLUMN departed INTEGER NOT NULL DEFAULT 0;
+
+-- name: migrate_3_last_used
+-- When a queue name was last used, for prune_queues.
+ALTER TABLE queues ADD COLUMN last_used_ms INTEGER NOT NULL DEFAULT 0;
+
+-- name: migrate_3_used_now
+-- Every name known before the migration counts as used now (its history is unknown).
+UPDATE queues SET last_used_ms = CAST((julianday('now') - 2440587.5) * 86400000 AS INTEGER);
+
+-- name: migrate_3_orphans
+-- Version 2 deleted the registration of a worker that deregistered while holding jobs,
+-- leaving them running for ever: register such holders again, departed, lease ended, so the
+-- next reclaim gives the jobs back without counting a death.
+INSERT OR IGNORE INTO workers (queue, worker_id, lease_deadline_ms, departed)
+SELECT DISTINCT queue, worker_id, 0, 1 FROM jobs
+WHERE status = 'running' AND typeof(queue) = 'text' AND typeof(worker_id) = 'text';
+
 -- ---------------------------------------------------------------- bookkeeping
 
--- name: counter_take
--- Reserve :n numbers from a meta counter; returns the last one reserved.
-UPDATE meta SET value = value + :n WHERE key = :key RETURNING value;
+-- name: seq_take
+-- Reserve :n FIFO numbers; returns the last one reserved (no row: the counter is missing
+-- or unreadable, see seq_repair).
+UPDATE meta SET value = value + :n
+WHERE key = 'seq' AND typeof(value) = 'integer' AND value BETWEEN 0 AND 4611686018427387903
+RETURNING value;
 
--- name: counter_get
--- The current value of a meta counter.
-SELECT value FROM meta WHERE key = :key;
+-- name: seq_repair
+-- Re-create a missing or unreadable FIFO counter after the highest seq any job has.
+INSERT OR REPLACE INTO meta (key, value)
+SELECT 'seq', ifnull(max(seq), 0) FROM jobs
+WHERE typeof(seq) = 'integer' AND seq BETWEEN 0 AND 4611686018427387903;
 
 -- name: clock_advance
--- Remember the latest time any call brought, for calls that carry no clock.
-UPDATE meta SET value = :now WHERE key = 'clock_ms' AND value < :now;
+-- Remember the latest time any call brought, for calls that carry no clock; re-creates a
+-- missing row and replaces an unreadable value. Returns the value when it changed.
+INSERT INTO meta (key, value) VALUES ('clock_ms', :now)
+ON CONFLICT (key) DO UPDATE SET value = excluded.value
+WHERE NOT (typeof(meta.value) = 'integer' AND meta.value >= excluded.value)
+RETURNING value;
+
+-- name: clock_get
+-- The latest time any call brought.
+SELECT value FROM meta WHERE key = 'clock_ms';
 
 -- name: expired_delete
--- Drop succeeded and cancelled records whose time to live has run out (the lazy PEXPIRE).
-DELETE FROM jobs WHERE expires_at_ms <= :now;
+-- Drop at most :limit succeeded and cancelled records whose time to live has run out (the
+-- lazy PEXPIRE), oldest first.
+DELETE FROM jobs WHERE rowid IN (
+    SELECT rowid FROM jobs WHERE expires_at_ms <= :now ORDER BY expires_at_ms LIMIT :limit
+);
 
--- name: queue_add
--- Remember a queue name for list_queues.
-INSERT OR IGNORE INTO queues (name) VALUES (:queue);
+-- name: queue_touch
+-- Remember a queue name (again, if pruned) and when it was used; an existing name is
+-- written only when its time is an hour old, so a busy queue costs no write.
+INSERT INTO queues (name, last_used_ms) VALUES (:queue, :now)
+ON CONFLICT (name) DO UPDATE SET last_used_ms = excluded.last_used_ms
+WHERE NOT (typeof(queues.last_used_ms) = 'integer'
+           AND queues.last_used_ms > excluded.last_used_ms - 3600000);
 
 -- name: queues_list
--- Every queue ever enqueued to or served, by name.
+-- Every queue ever enqueued to or served and not pruned, by name.
 SELECT name FROM queues ORDER BY name;
+
+-- name: queues_idle
+-- At most :limit queue names not used since :before, longest idle first, as stored (a
+-- name that is not valid UTF-8 must be matched by its bytes).
+SELECT CAST(name AS BLOB) FROM queues
+WHERE last_used_ms < :before
+ORDER BY last_used_ms
+LIMIT :limit;
+
+-- name: queue_holds_anything
+-- Whether a queue (given by its stored bytes) has a job in a lane, a registered or a
+-- departed worker, or a holder being reclaimed. Each test walks one index.
+SELECT EXISTS (SELECT 1 FROM jobs WHERE queue = CAST(:raw AS TEXT) AND status = 'queued')
+    OR EXISTS (SELECT 1 FROM jobs WHERE queue = CAST(:raw AS TEXT)
+                                    AND status IN ('scheduled', 'failed'))
+    OR EXISTS (SELECT 1 FROM jobs WHERE queue = CAST(:raw AS TEXT) AND status = 'running')
+    OR EXISTS (SELECT 1 FROM jobs WHERE queue = CAST(:raw AS TEXT) AND status = 'dead')
+    OR EXISTS (SELECT 1 FROM workers WHERE queue = CAST(:raw AS TEXT))
+    OR EXISTS (SELECT 1 FROM reclaiming WHERE queue = CAST(:raw AS TEXT));
+
+-- name: queue_forget
+-- Remove a queue name (given by its stored bytes).
+DELETE FROM queues WHERE name = CAST(:raw AS TEXT);
 
 -- ---------------------------------------------------------------- producer side
 
 -- name: job_insert
--- Store a new job in the ready or delayed lane; ignored when the id exists in the queue.
-INSERT OR IGNORE INTO jobs (
+-- Store a new job in the ready or delayed lane. An existing id is left alone (no row
+-- changed) unless its record has expired by :clock: an expired record is gone, so the id
+-- starts a new job (the fence keeps counting, so no outcome of the old one can match).
+INSERT INTO jobs (
     queue, id, task, status, payload, priority, seq, enqueued_at_ms, run_at_ms
 ) VALUES (
     :queue, :id, :task, :status, :payload, :priority, :seq, :enqueued_at_ms, :run_at_ms
-);
+)
+ON CONFLICT (queue, id) DO UPDATE SET
+    task = excluded.task, status = excluded.status, payload = excluded.payload,
+    priority = excluded.priority, seq = excluded.seq, attempt = 0, failures = 0,
+    deaths = 0, enqueued_at_ms = excluded.enqueued_at_ms, run_at_ms = excluded.run_at_ms,
+    started_at_ms = NULL, finished_at_ms = NULL, worker_id = NULL,
+    fence = CASE WHEN typeof(jobs.fence) = 'integer'
+                  AND jobs.fence BETWEEN 0 AND 4611686018427387903
+                 THEN jobs.fence ELSE 0 END,
+    result = NULL, error = NULL, traceback = NULL, death_log = '', expires_at_ms = NULL,
+    pending_deps = 0, schedule_tick_id = NULL, fairness_key = NULL, suspect = 0,
+    isolated = 0, progress = NULL
+WHERE typeof(jobs.expires_at_ms) = 'integer' AND jobs.expires_at_ms <= :clock;
 
 -- name: job_get
 -- One job record of a queue, unless it has expired.
 SELECT id, task, queue, status, payload, priority, attempt, failures, deaths, enqueued_at_ms,
        run_at_ms, started_at_ms, finished_at_ms, worker_id, result, error, traceback,
-       progress, death_log
+       progress, death_log, fence, seq, suspect
 FROM jobs
-WHERE queue = :queue AND id = :id AND (expires_at_ms IS NULL OR expires_at_ms > :clock);
+WHERE queue = :queue AND id = :id
+  AND NOT (typeof(expires_at_ms) = 'integer' AND expires_at_ms <= :clock);
 
 -- name: job_get_any_queue
 -- One job record by id in whichever queue holds it (first queue by name), unless expired.
 SELECT id, task, queue, status, payload, priority, attempt, failures, deaths, enqueued_at_ms,
        run_at_ms, started_at_ms, finished_at_ms, worker_id, result, error, traceback,
-       progress, death_log
+       progress, death_log, fence, seq, suspect
 FROM jobs
-WHERE id = :id AND (expires_at_ms IS NULL OR expires_at_ms > :clock)
+WHERE id = :id AND NOT (typeof(expires_at_ms) = 'integer' AND expires_at_ms <= :clock)
 ORDER BY queue LIMIT 1;
 
 -- name: job_cancel
 -- Cancel a job that is not running or finished (scheduled, waiting, queued (suspects too),
--- awaiting retry).
+-- awaiting retry); refused when the record cannot be read (the next claim or promotion
+-- sends it to the dead letters).
 UPDATE jobs SET status = 'cancelled', finished_at_ms = :now, expires_at_ms = :expires_at_ms
-WHERE queue = :queue AND id = :id AND status IN ('scheduled', 'waiting', 'queued', 'failed');
+WHERE queue = :queue AND id = :id AND status IN ('scheduled', 'waiting', 'queued', 'failed')
+  AND
+  -- @include readable
+;
 
 -- ---------------------------------------------------------------- worker leases
 
 -- name: worker_register
--- Add the worker to a queue with a fresh lease, or renew it.
-INSERT INTO workers (queue, worker_id, lease_deadline_ms) VALUES (:queue, :worker, :deadline)
-ON CONFLICT (queue, worker_id) DO UPDATE SET lease_deadline_ms = excluded.lease_deadline_ms;
+-- Add the holder to a queue with a fresh lease, or renew it (no longer departed).
+INSERT INTO workers (queue, worker_id, lease_deadline_ms, departed)
+VALUES (:queue, :worker, :deadline, 0)
+ON CONFLICT (queue, worker_id) DO UPDATE SET
+    lease_deadline_ms = excluded.lease_deadline_ms, departed = 0;
 
 -- name: worker_renew
--- Renew the lease of a worker still registered in a queue (never re-adds it).
+-- Renew the lease of a holder still registered (and not departed) in a queue; never
+-- re-adds it.
 UPDATE workers SET lease_deadline_ms = :deadline
-WHERE queue = :queue AND worker_id = :worker;
+WHERE queue = :queue AND worker_id = :worker AND departed = 0;
+
+-- name: worker_depart
+-- A holder that leaves while still holding jobs: its lease ends after the linger, and it
+-- is flagged departed (registered again if its row was gone).
+INSERT INTO workers (queue, worker_id, lease_deadline_ms, departed)
+VALUES (:queue, :worker, :deadline, 1)
+ON CONFLICT (queue, worker_id) DO UPDATE SET
+    lease_deadline_ms = excluded.lease_deadline_ms, departed = 1;
 
 -- name: worker_delete
--- Remove a worker from a queue.
+-- Remove a holder from a queue.
 DELETE FROM workers WHERE queue = :queue AND worker_id = :worker;
 
--- name: workers_expired
--- Workers of a queue whose lease has passed, longest dead first.
-SELECT worker_id FROM workers
-WHERE queue = :queue AND lease_deadline_ms < :now
-ORDER BY lease_deadline_ms, worker_id;
+-- name: workers_end
+-- End the leases of the other incarnations of a worker id (holder ids :prefix + anything)
+-- in a queue.
+UPDATE workers SET lease_deadline_ms = 0
+WHERE queue = :queue AND substr(worker_id, 1, length(:prefix)) = :prefix
+  AND worker_id != :holder;
 
--- ---------------------------------------------------------------- claiming
+-- name: held_count
+-- How many jobs a holder holds in a queue.
+SELECT count(*) FROM jobs WHERE queue = :queue AND status = 'running' AND worker_id = :worker;
 
--- name: delayed_promote
--- Move the due delayed jobs to the tail of the ready lane, in due order (ties by id, as the
--- Redis delayed ZSET orders them), numbered after :base; a suspect (retried after a
--- failure) lands at the tail of the suspects, since it keeps its flag.
-UPDATE jobs SET status = 'queued', seq = :base + due.rn
-FROM (
-    SELECT rowid AS rid, row_number() OVER (ORDER BY run_at_ms, id) AS rn
-    FROM jobs
-    WHERE queue = :queue AND status IN ('scheduled', 'failed') AND run_at_ms <= :now
-) AS due
-WHERE jobs.rowid = due.rid;
+-- name: held_list
+-- At most :limit jobs a holder holds in a queue after rowid :after, in rowid order (the
+-- order of the held index), with what a claim checks (see claim_pick).
+SELECT rowid, id, task, payload, priority, seq, attempt, failures, deaths, fence,
+       enqueued_at_ms, run_at_ms, death_log, suspect
+FROM jobs
+WHERE queue = :queue AND status = 'running' AND worker_id = :worker AND rowid > :after
+ORDER BY rowid
+LIMIT :limit;
 
--- name: delayed_next
--- Earliest run time left in the delayed lane, or NULL.
-SELECT min(run_at_ms) FROM jobs WHERE queue = :queue AND status IN ('scheduled', 'failed');
-
--- name: waiting_probe
--- Whether the ready lane of a queue has a job, and how many suspects wait (the
--- wait_for_jobs probe).
-SELECT EXISTS (SELECT 1 FROM jobs WHERE queue = :queue AND status = 'queued' AND suspect = 0),
-       (SELECT count(*) FROM jobs WHERE queue = :queue AND status = 'queued' AND suspect = 1);
-
--- name: suspects_count
--- How many suspects wait in a queue.
-SELECT count(*) FROM jobs WHERE queue = :queue AND status = 'queued' AND suspect = 1;
-
--- name: ready_claim
--- Take the first :count ready jobs (priority, then FIFO; never a suspect) as held by the
--- worker, each under its next fence number, as an ordinary (not isolated) claim.
-UPDATE jobs
-SET status = 'running', worker_id = :worker, fence = fence + 1, attempt = attempt + 1,
-    started_at_ms = :now, isolated = 0
-WHERE rowid IN (
-    SELECT rowid FROM jobs
-    WHERE queue = :queue AND status = 'queued' AND suspect = 0
-    ORDER BY priority DESC, seq
-    LIMIT :count
-)
-RETURNING id, task, queue, payload, attempt, failures, deaths, fence, enqueued_at_ms,
-          run_at_ms, priority, seq;
-
--- name: suspect_claim
--- Take the first suspect (priority, then FIFO) as held by an idle worker, under its next
--- fence number, as an isolated claim: the worker runs it alone.
-UPDATE jobs
-SET status = 'running', worker_id = :worker, fence = fence + 1, attempt = attempt + 1,
-    started_at_ms = :now, isolated = 1
-WHERE rowid IN (
-    SELECT rowid FROM jobs
-    WHERE queue = :queue AND status = 'queued' AND suspect = 1
-    ORDER BY priority DESC, seq
-    LIMIT 1
-)
-RETURNING id, task, queue, payload, attempt, failures, deaths, fence, enqueued_at_ms,
-          run_at_ms, priority, seq;
-
--- ---------------------------------------------------------------- outcomes (fenced)
-
--- name: job_complete
--- Record a success of the attempt the worker holds under this fence; the record expires
--- at :expires_at_ms (NULL: never).
-UPDATE jobs
-SET status = 'succeeded', result = :result, finished_at_ms = :finished_at_ms,
-    expires_at_ms = :expires_at_ms
-WHERE queue = :queue AND id = :id AND status = 'running' AND worker_id = :worker
-  AND fence = :fence;
-
--- name: job_fail_retry
--- Record a failed attempt and park the job in the delayed lane until its retry time.
-UPDATE jobs
-SET status = 'failed', run_at_ms = :retry_at_ms, failures = failures + :counted,
-    error = nullif(:error, ''), traceback = nullif(:traceback, '')
-WHERE queue = :queue AND id = :id AND status = 'running' AND worker_id = :worker
-  AND fence = :fence;
-
--- name: job_fail_dead
--- Record a failed attempt with no retry left: the job goes to the dead letters.
-UPDATE jobs
-SET status = 'dead', finished_at_ms = :finished_at_ms, failures = failures + :counted,
-    error = nullif(:error, ''), traceback = nullif(:traceback, '')
-WHERE queue = :queue AND id = :id AND status = 'running' AND worker_id = :worker
-  AND fence = :fence;
-
--- name: job_release
--- Give a held job back to the head of the ready lane (its seq is kept), held by nobody; a
--- suspect goes back to the head of the suspects (it keeps its flag).
-UPDATE jobs
-SET status = 'queued', worker_id = NULL, attempt = attempt - :unstarted
-WHERE queue = :queue AND id = :id AND status = 'running' AND worker_id = :worker
-  AND fence = :fence;
-
--- name: job_set_progress
--- Record the progress of the attempt the worker holds under this fence.
-UPDATE jobs SET progress = :progress
-WHERE queue = :queue AND id = :id AND status = 'running' AND worker_id = :worker
-  AND fence = :fence;
+-- name: held_by_rowid
+-- One job if the holder still holds it, with what a claim checks (see claim_pick).
+SELECT rowid, id, task, payload, priority, seq, attempt, failures, deaths, fence,
+       enqueued_at_ms, run_at_ms, death_log, suspect
+FROM jobs
+WHERE rowid = :rowid AND queue = :queue AND status = 'running' AND worker_id = :worker;
 
 -- ---------------------------------------------------------------- reclaim
 
--- name: held_by_worker
--- The jobs a worker holds in a queue, in claim order.
-SELECT rowid, id, deaths, death_log, isolated FROM jobs
-WHERE queue = :queue AND status = 'running' AND worker_id = :worker
-ORDER BY priority DESC, seq;
+-- name: workers_stalled
+-- Take the holders of a queue whose lease passed out of workers (an unreadable deadline
+-- counts as passed); returns them with whether they had departed.
+DELETE FROM workers
+WHERE queue = :queue AND NOT (typeof(lease_deadline_ms) = 'integer'
+                              AND lease_deadline_ms >= :now)
+RETURNING worker_id, departed;
+
+-- name: workers_ended
+-- Like workers_stalled, but only leases known to be over: ended (deadline 0 or less), or
+-- departed with the linger passed.
+DELETE FROM workers
+WHERE queue = :queue AND typeof(lease_deadline_ms) = 'integer'
+  AND (lease_deadline_ms <= 0 OR (departed = 1 AND lease_deadline_ms < :now))
+RETURNING worker_id, departed;
+
+-- name: reclaiming_add
+-- Note a holder whose jobs are being taken back.
+INSERT OR REPLACE INTO reclaiming (queue, worker_id, departed)
+VALUES (:queue, :worker, :departed);
+
+-- name: reclaiming_held
+-- At most :limit jobs still held by holders being reclaimed in a queue, with what a claim
+-- checks (see claim_pick), and the holder's departed flag. CROSS JOIN keeps reclaiming
+-- the outer loop, so the live holders' jobs are never walked.
+SELECT j.rowid, j.id, j.task, j.payload, j.priority, j.seq, j.attempt, j.failures,
+       j.deaths, j.fence, j.enqueued_at_ms, j.run_at_ms, j.death_log, j.suspect,
+       j.worker_id, r.departed
+FROM reclaiming AS r
+CROSS JOIN jobs AS j
+    ON j.queue = r.queue AND j.status = 'running' AND j.worker_id = r.worker_id
+WHERE r.queue = :queue
+LIMIT :limit;
+
+-- name: reclaiming_done
+-- Forget the holders being reclaimed in a queue that hold nothing any more.
+DELETE FROM reclaiming
+WHERE queue = :queue AND NOT EXISTS (
+    SELECT 1 FROM jobs
+    WHERE jobs.queue = reclaiming.queue AND jobs.status = 'running'
+      AND jobs.worker_id = reclaiming.worker_id
+);
+
+-- name: reclaiming_left
+-- Whether holders of a queue still wait to be reclaimed.
+SELECT EXISTS (SELECT 1 FROM reclaiming WHERE queue = :queue);
+
+-- name: held_by_nobody
+-- At most :limit running jobs of a queue whose holder is not text (NULL, a number, a
+-- blob): no holder can ever give them back. Each range walks the held index.
+SELECT rowid FROM jobs WHERE queue = :queue AND status = 'running' AND worker_id IS NULL
+UNION ALL
+SELECT rowid FROM jobs WHERE queue = :queue AND status = 'running' AND worker_id < ''
+UNION ALL
+SELECT rowid FROM jobs WHERE queue = :queue AND status = 'running' AND worker_id >= x''
+LIMIT :limit;
 
 -- name: job_requeue_dead_worker
--- Put a dead worker's job back at its old place (seq kept), counting the death: at the head
--- of the ready lane (:suspect = 0) or of the suspects (:suspect = 1).
+-- Put a dead holder's job back at its old place (seq kept), counting the death: at the
+-- head of the ready lane (:suspect = 0) or of the suspects (:suspect = 1).
 UPDATE jobs
 SET status = 'queued', worker_id = NULL, deaths = :deaths, death_log = :death_log,
     suspect = :suspect
 WHERE rowid = :rowid;
 
+-- name: job_requeue_departed
+-- Give a departed holder's job back like a release: at its old place, no death counted,
+-- attempt and suspect flag kept.
+UPDATE jobs SET status = 'queued', worker_id = NULL WHERE rowid = :rowid;
+
 -- name: job_poison
--- Send a job that killed too many workers to the dead letters.
+-- Send a job whose workers died too often to the dead letters.
 UPDATE jobs
 SET status = 'dead', deaths = :deaths, death_log = :death_log, error = :error,
-    traceback = NULL, finished_at_ms = :now
+    traceback = NULL, finished_at_ms = :now, expires_at_ms = NULL
 WHERE rowid = :rowid;
+
+-- ---------------------------------------------------------------- claiming
+
+-- name: delayed_due
+-- The delayed jobs of a queue in due order (run_at_ms, then seq: FIFO among jobs due at
+-- the same time), walked lazily by the caller up to the first one not due yet, with what
+-- a claim checks (see claim_pick). A NULL run time sorts first, so it is met on the way.
+SELECT rowid, id, task, payload, priority, seq, attempt, failures, deaths, fence,
+       enqueued_at_ms, run_at_ms, death_log, suspect
+FROM jobs
+WHERE queue = :queue AND status IN ('scheduled', 'failed')
+ORDER BY run_at_ms, seq
+LIMIT :limit;
+
+-- name: delayed_unreadable
+-- At most :limit delayed jobs of a queue whose run time is text or a blob (they sort after
+-- every number, so a walk in due order stops before them), with what a claim checks.
+SELECT rowid, id, task, payload, priority, seq, attempt, failures, deaths, fence,
+       enqueued_at_ms, run_at_ms, death_log, suspect
+FROM jobs
+WHERE queue = :queue AND status IN ('scheduled', 'failed') AND run_at_ms >= ''
+LIMIT :limit;
+
+-- name: delayed_promote
+-- Move checked due delayed jobs (:rowids, a JSON array in due order) to the tail of the
+-- ready lane, numbered after :base; a suspect lands at the tail of the suspects.
+UPDATE jobs SET status = 'queued', seq = :base + r.key + 1
+FROM json_each(:rowids) AS r
+WHERE jobs.rowid = r.value;
+
+-- name: delayed_next
+-- Earliest numeric run time left in the delayed lane, or NULL.
+SELECT min(run_at_ms) FROM jobs
+WHERE queue = :queue AND status IN ('scheduled', 'failed') AND run_at_ms < '';
+
+-- name: waiting_probe
+-- Whether the ready lane of a queue has a job, how many suspects wait, and the earliest
+-- numeric delayed run time (the wait_for_jobs probe).
+SELECT EXISTS (SELECT 1 FROM jobs WHERE queue = :queue AND status = 'queued' AND suspect = 0),
+       (SELECT count(*) FROM jobs WHERE queue = :queue AND status = 'queued' AND suspect = 1),
+       (SELECT min(run_at_ms) FROM jobs
+        WHERE queue = :queue AND status IN ('scheduled', 'failed') AND run_at_ms < '');
+
+-- name: suspects_count
+-- How many suspects wait in a queue.
+SELECT count(*) FROM jobs WHERE queue = :queue AND status = 'queued' AND suspect = 1;
+
+-- name: claim_pick
+-- The first :count jobs of a lane (:suspect 0: ready, 1: suspects) in claim order
+-- (priority, then FIFO), with every field a claim checks before it takes one.
+SELECT rowid, id, task, payload, priority, seq, attempt, failures, deaths, fence,
+       enqueued_at_ms, run_at_ms, death_log, suspect
+FROM jobs
+WHERE queue = :queue AND status = 'queued' AND suspect = :suspect
+ORDER BY priority DESC, seq
+LIMIT :count;
+
+-- name: queued_stray
+-- At most :limit queued jobs of a queue in neither waiting lane (a suspect flag another
+-- program set to something else than 0 or 1): no claim would ever see them. Each range
+-- walks the ready index. (NULL is not looked for: `suspect IS NULL` would walk every
+-- queued job of the queue where the column is declared NOT NULL.)
+SELECT rowid FROM jobs WHERE queue = :queue AND status = 'queued' AND suspect < 0
+UNION ALL
+SELECT rowid FROM jobs WHERE queue = :queue AND status = 'queued' AND suspect > 1
+UNION ALL
+SELECT rowid FROM jobs
+WHERE queue = :queue AND status = 'queued' AND suspect > 0 AND suspect < 1
+LIMIT :limit;
+
+-- name: claim_take
+-- Take checked jobs (:rowids, a JSON array) as held by the holder, each under its next
+-- fence number (isolated: taken from the suspects).
+UPDATE jobs
+SET status = 'running', worker_id = :worker, fence = fence + 1, attempt = attempt + 1,
+    started_at_ms = :now, isolated = :isolated
+WHERE rowid IN (SELECT value FROM json_each(:rowids));
+
+-- ---------------------------------------------------------------- outcomes (fenced)
+
+-- name: job_complete
+-- Record a success of the attempt the holder holds under this fence; the record expires
+-- at :expires_at_ms (NULL: never). Refused (no row) when the record cannot be read.
+UPDATE jobs
+SET status = 'succeeded', result = :result, finished_at_ms = :finished_at_ms,
+    expires_at_ms = :expires_at_ms
+WHERE queue = :queue AND id = :id AND status = 'running' AND worker_id = :worker
+  AND fence = :fence AND
+  -- @include readable
+;
+
+-- name: job_fail_retry
+-- Record a failed attempt (:failed 1: it counts; :died 1: its process died, a death
+-- instead, the holder joins the death log) and park the job in the delayed lane until its
+-- retry time. Fenced; refused when the record cannot be read.
+UPDATE jobs
+SET status = 'failed', run_at_ms = :retry_at_ms, failures = failures + :failed,
+    deaths = deaths + :died,
+    death_log = CASE WHEN :died THEN trim(death_log || ' ' || :worker) ELSE death_log END,
+    error = nullif(:error, ''), traceback = nullif(:traceback, '')
+WHERE queue = :queue AND id = :id AND status = 'running' AND worker_id = :worker
+  AND fence = :fence AND
+  -- @include readable
+;
+
+-- name: job_fail_dead
+-- Record a failed attempt with no retry left (counted as job_fail_retry counts it): the
+-- job goes to the dead letters. Fenced; refused when the record cannot be read.
+UPDATE jobs
+SET status = 'dead', finished_at_ms = :finished_at_ms, failures = failures + :failed,
+    deaths = deaths + :died,
+    death_log = CASE WHEN :died THEN trim(death_log || ' ' || :worker) ELSE death_log END,
+    error = nullif(:error, ''), traceback = nullif(:traceback, ''), expires_at_ms = NULL
+WHERE queue = :queue AND id = :id AND status = 'running' AND worker_id = :worker
+  AND fence = :fence AND
+  -- @include readable
+;
+
+-- name: job_release
+-- Give a held job back to the head of its lane (seq kept), held by nobody: an unstarted
+-- attempt (:unstarted 1) is not counted, a death of its own process (:died 1) is, and it
+-- lands among the suspects if it was one or :suspect says so. Fenced; refused when the
+-- record cannot be read.
+UPDATE jobs
+SET status = 'queued', worker_id = NULL, attempt = max(0, attempt - :unstarted),
+    deaths = deaths + :died,
+    death_log = CASE WHEN :died THEN trim(death_log || ' ' || :worker) ELSE death_log END,
+    suspect = max(suspect, :suspect)
+WHERE queue = :queue AND id = :id AND status = 'running' AND worker_id = :worker
+  AND fence = :fence AND
+  -- @include readable
+;
+
+-- name: job_set_progress
+-- Record the progress of the attempt the holder holds under this fence (refused when the
+-- record cannot be read).
+UPDATE jobs SET progress = :progress
+WHERE queue = :queue AND id = :id AND status = 'running' AND worker_id = :worker
+  AND fence = :fence AND
+  -- @include readable
+;
+
+-- ---------------------------------------------------------------- damaged records
+
+-- name: job_damaged
+-- Send a record a claim, reclaim or outcome could not read to the dead letters (only
+-- status, error and times are written, never the unreadable fields).
+UPDATE jobs
+SET status = 'dead', error = :error, traceback = NULL, finished_at_ms = :now,
+    expires_at_ms = NULL
+WHERE rowid = :rowid;
+
+-- name: id_round_trips
+-- Whether an id read back (decoded with replacement) still names its row: false when
+-- the stored id is not valid UTF-8.
+SELECT id = :id FROM jobs WHERE rowid = :rowid;
 
 -- ---------------------------------------------------------------- operators
 
 -- name: queue_counts
--- Lane sizes and live workers of one queue (each count walks one partial index); the
--- first counts the ready jobs and the suspects together.
+-- Lane sizes and live (not departed) holders of one queue (each count walks one partial
+-- index); the first counts the ready jobs and the suspects together.
 SELECT
     (SELECT count(*) FROM jobs WHERE queue = :queue AND status = 'queued'),
     (SELECT count(*) FROM jobs WHERE queue = :queue AND status IN ('scheduled', 'failed')),
     (SELECT count(*) FROM jobs WHERE queue = :queue AND status = 'running'),
     (SELECT count(*) FROM jobs WHERE queue = :queue AND status = 'dead'),
-    (SELECT count(*) FROM workers WHERE queue = :queue);
+    (SELECT count(*) FROM workers WHERE queue = :queue AND departed = 0);
 
 -- name: dead_list
 -- A page of dead letters, newest first.
 SELECT id, task, queue, status, payload, priority, attempt, failures, deaths, enqueued_at_ms,
        run_at_ms, started_at_ms, finished_at_ms, worker_id, result, error, traceback,
-       progress, death_log
+       progress, death_log, fence, seq, suspect
 FROM jobs
 WHERE queue = :queue AND status = 'dead'
 ORDER BY finished_at_ms DESC, id DESC
 LIMIT :limit OFFSET :offset;
 
--- name: dead_ids
--- Every dead letter of a queue, oldest first (the order a retry re-queues them in).
-SELECT id FROM jobs WHERE queue = :queue AND status = 'dead' ORDER BY finished_at_ms, id;
+-- name: dead_rowids
+-- Every dead letter of a queue, oldest first (the order a retry re-queues them in), by
+-- rowid (an id that is not valid UTF-8 could not be named).
+SELECT rowid FROM jobs WHERE queue = :queue AND status = 'dead' ORDER BY finished_at_ms, id;
+
+-- name: dead_rowid
+-- The rowid of one dead letter.
+SELECT rowid FROM jobs WHERE queue = :queue AND id = :id AND status = 'dead';
 
 -- name: dead_retry
--- Queue a dead job again at the tail of the ready lane with a fresh retry budget: no
--- failures, no deaths, no longer a suspect (its last error is kept).
+-- Queue a dead job again at the tail of the ready lane with a fresh retry budget (no
+-- failures, no deaths, no longer a suspect; its last error is kept). Numbers that cannot
+-- be read are reset (attempt 0, fence 0, priority 0, enqueued now); a payload that is not
+-- bytes is left as it is, so the next claim sends the job back to the dead letters.
 UPDATE jobs
-SET status = 'queued', seq = :seq, run_at_ms = :now, failures = 0, deaths = 0,
-    death_log = '', suspect = 0, isolated = 0, finished_at_ms = NULL, worker_id = NULL
-WHERE queue = :queue AND id = :id AND status = 'dead';
+SET status = 'queued', run_at_ms = :now, failures = 0, deaths = 0,
+    death_log = '', suspect = 0, isolated = 0, finished_at_ms = NULL, worker_id = NULL,
+    expires_at_ms = NULL,
+    attempt = CASE WHEN typeof(attempt) = 'integer'
+                    AND attempt BETWEEN 0 AND 4611686018427387903 THEN attempt ELSE 0 END,
+    fence = CASE WHEN typeof(fence) = 'integer'
+                  AND fence BETWEEN 0 AND 4611686018427387903 THEN fence ELSE 0 END,
+    priority = CASE WHEN typeof(priority) = 'integer'
+                     AND priority BETWEEN :priority_min AND :priority_max
+                    THEN priority ELSE 0 END,
+    enqueued_at_ms = CASE WHEN typeof(enqueued_at_ms) = 'integer'
+                          THEN enqueued_at_ms ELSE :now END,
+    seq = :seq
+WHERE rowid = :rowid AND status = 'dead';
 
 -- name: dead_purge
 -- Delete one dead letter.
@@ -271,3 +544,18 @@ DELETE FROM jobs WHERE queue = :queue AND id = :id AND status = 'dead';
 -- name: dead_purge_all
 -- Delete every dead letter of a queue.
 DELETE FROM jobs WHERE queue = :queue AND status = 'dead';
+
+-- name: dead_trim_old
+-- Delete at most :limit dead letters of a queue that died before :before, oldest first.
+DELETE FROM jobs WHERE rowid IN (
+    SELECT rowid FROM jobs
+    WHERE queue = :queue AND status = 'dead' AND finished_at_ms < :before
+    ORDER BY finished_at_ms, id LIMIT :limit
+);
+
+-- name: dead_trim_over
+-- Delete at most :limit dead letters of a queue beyond the newest :keep, oldest first.
+DELETE FROM jobs WHERE rowid IN (
+    SELECT rowid FROM jobs WHERE queue = :queue AND status = 'dead'
+    ORDER BY finished_at_ms DESC, id DESC LIMIT :limit OFFSET :keep
+);

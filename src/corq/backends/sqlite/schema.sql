@@ -1,4 +1,4 @@
--- corq's SQLite schema, version 2 (PRAGMA user_version = 2).
+-- corq's SQLite schema, version 3 (PRAGMA user_version = 3).
 --
 -- The same data model as the Redis broker (see corq/backends/redis/keys.py), with the
 -- Redis sets turned into "lanes" of one jobs table, chosen by status and served by
@@ -6,21 +6,30 @@
 --
 --   Redis key             here
 --   ------------------    ---------------------------------------------------------------
---   queues  SET           queues table
+--   queues  ZSET          queues table (name, last_used_ms)
 --   {q}:ready  ZSET       jobs WHERE status = 'queued' AND suspect = 0, ordered by
 --                         priority DESC, seq
 --   {q}:suspects          jobs WHERE status = 'queued' AND suspect = 1, same order: jobs
---                         whose worker died (see corq/backends/base.py), handed out one at
---                         a time to idle workers as isolated claims
+--                         whose workers died (see corq/backends/base.py), handed out only
+--                         to claims that ask for them (claim_jobs(suspects=n))
 --   {q}:seq  STR          meta row 'seq' (one counter for every queue; order only matters
 --                         inside a queue)
---   {q}:delayed  ZSET     jobs WHERE status IN ('scheduled', 'failed'), ordered by run_at_ms
---   {q}:workers  ZSET     workers table (one row per worker and queue, lease deadline)
+--   {q}:delayed  ZSET     jobs WHERE status IN ('scheduled', 'failed'), ordered by
+--                         run_at_ms, seq
+--   {q}:workers  ZSET     workers table (one row per holder and queue: lease deadline,
+--                         departed flag)
+--   {q}:reclaiming        reclaiming table: holders whose lease passed, taken out of
+--                         workers by the first step of a reclaim, while their jobs are
+--                         taken back in bounded steps
 --   {q}:held:{w}  SET     jobs WHERE status = 'running' AND worker_id = w
 --   {q}:dead  ZSET        jobs WHERE status = 'dead', newest finished_at_ms first
 --   {q}:job:{id}  HASH    one jobs row; expires_at_ms replaces PEXPIRE (rows past it are
---                         treated as gone and deleted lazily)
+--                         treated as gone and deleted lazily, in bounded batches)
 --   {q}:wake, done:{id}   no table: in-process notification plus PRAGMA data_version
+--
+-- SQLite is dynamically typed and the file may have been written by another program (or
+-- with an edited schema): the code never trusts a column's declared type or NOT NULL, it
+-- checks every value it reads (see corq/backends/sqlite/records.py).
 --
 -- Every statement is idempotent (IF NOT EXISTS), so processes opening a new file at the
 -- same time cannot trip over each other. Migrations bump PRAGMA user_version; the steps
@@ -30,6 +39,11 @@
 --   1 -> 2  jobs.suspect, jobs.isolated, jobs.progress added (ALTER TABLE ... ADD COLUMN,
 --           so they come last, as below); jobs_ready dropped and created again with the
 --           suspect column.
+--   2 -> 3  workers.departed and queues.last_used_ms added (every known name counts as
+--           used at the migration); the reclaiming table and the queues_idle index
+--           created; every holder that holds running jobs but has no registration (orphaned
+--           by the deregistration bug of version 2) registered again as departed with an
+--           ended lease, so the next reclaim gives those jobs back.
 --
 -- Later issues, not implemented yet (the columns are reserved, always NULL/0 for now):
 --   * dependencies between jobs: jobs.pending_deps counts unfinished upstream jobs of a
@@ -49,13 +63,32 @@ CREATE TABLE IF NOT EXISTS meta (
 INSERT OR IGNORE INTO meta (key, value) VALUES ('seq', 0), ('clock_ms', 0);
 
 CREATE TABLE IF NOT EXISTS queues (
-    name TEXT PRIMARY KEY
+    name TEXT PRIMARY KEY,
+    -- Version 3: when an enqueue or a registration last used the name (refreshed at most
+    -- hourly); prune_queues forgets names idle long enough whose queue holds nothing.
+    last_used_ms INTEGER NOT NULL DEFAULT 0
 ) WITHOUT ROWID;
+
+CREATE INDEX IF NOT EXISTS queues_idle ON queues (last_used_ms);
 
 CREATE TABLE IF NOT EXISTS workers (
     queue TEXT NOT NULL,
+    -- The holder id (worker id ~ incarnation), opaque here.
     worker_id TEXT NOT NULL,
+    -- 0 (or less): ended by end_leases, known dead.
     lease_deadline_ms INTEGER NOT NULL,
+    -- Version 3: 1 once the holder deregistered while still holding jobs; when its lease
+    -- (the linger) passes, reclaim gives the jobs back without counting a death.
+    departed INTEGER NOT NULL DEFAULT 0,
+    PRIMARY KEY (queue, worker_id)
+) WITHOUT ROWID;
+
+-- Version 3: holders a reclaim took out of workers (so their heartbeat says lost at once)
+-- whose jobs are still being taken back, with whether they had departed.
+CREATE TABLE IF NOT EXISTS reclaiming (
+    queue TEXT NOT NULL,
+    worker_id TEXT NOT NULL,
+    departed INTEGER NOT NULL DEFAULT 0,
     PRIMARY KEY (queue, worker_id)
 ) WITHOUT ROWID;
 
@@ -90,12 +123,11 @@ CREATE TABLE IF NOT EXISTS jobs (
     schedule_tick_id TEXT,
     fairness_key TEXT,
     -- Version 2 (appended by the migration from version 1, hence last):
-    -- 1 for a suspect (queued, delayed again after a failure, or held): a worker died
-    -- with it and the next death may make it poison, so it is only claimed alone, by an
-    -- idle worker. Cleared by retry_dead.
+    -- 1 for a suspect (queued, delayed again after a failure, or held): its workers died
+    -- with it often enough that it runs only in a sandbox, when a claim asks for
+    -- suspects. Cleared by retry_dead.
     suspect INTEGER NOT NULL DEFAULT 0,
-    -- 1 when the current (or last) claim was isolated (a suspect run alone): only a death
-    -- under such a claim can make a poison job.
+    -- 1 when the current (or last) claim took it from the suspects (run in a sandbox).
     isolated INTEGER NOT NULL DEFAULT 0,
     -- Last progress the task reported (0.0 to 1.0), NULL until it reports one.
     progress REAL,

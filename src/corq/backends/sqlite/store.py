@@ -5,6 +5,7 @@ Everything here runs on a backend's own SQLite thread, never in the event loop.
 
 from __future__ import annotations
 
+import contextlib
 import sqlite3
 import time
 from collections.abc import Callable
@@ -12,8 +13,7 @@ from typing import Any, TypeVar
 
 from corq.backends.sqlite.sql import SCHEMA_VERSION, Q, migration_steps, schema_statements
 from corq.backends.sqlite.url import Target
-from corq.errors import BrokerError
-from corq.job import Job, JobStatus
+from corq.errors import BrokerDataError
 
 T = TypeVar("T")
 Params = dict[str, Any]
@@ -27,8 +27,11 @@ def connect(target: Target, busy_timeout_ms: int) -> Conn:
         uri=target.uri,
         timeout=busy_timeout_ms / 1000,
         isolation_level=None,
-        cached_statements=64,
+        cached_statements=128,
     )
+    # Text another program wrote need not be UTF-8: decode it with replacement rather
+    # than fail every read of the row (records.py tells such ids apart).
+    conn.text_factory = _decode_text
     try:
         conn.execute(f"PRAGMA busy_timeout = {int(busy_timeout_ms)}")
         if not target.memory:
@@ -39,6 +42,10 @@ def connect(target: Target, busy_timeout_ms: int) -> Conn:
         conn.close()
         raise
     return conn
+
+
+def _decode_text(data: bytes) -> str:
+    return data.decode("utf-8", "replace")
 
 
 def _use_wal(conn: Conn, target: Target, busy_timeout_ms: int) -> None:
@@ -58,7 +65,7 @@ def _use_wal(conn: Conn, target: Target, busy_timeout_ms: int) -> None:
                 raise
             time.sleep(0.01)
     if str(mode).lower() != "wal":
-        raise BrokerError(
+        raise BrokerDataError(
             f"SQLite broker {target.database}: WAL journal mode unavailable (got {mode!r}); "
             "the file must be on a local file system"
         )
@@ -79,7 +86,7 @@ def _migrate(conn: Conn) -> None:
     try:
         version = _schema_version(conn)
         if version > SCHEMA_VERSION:
-            raise BrokerError(
+            raise BrokerDataError(
                 f"SQLite broker file has schema version {version}, newer than this corq "
                 f"understands ({SCHEMA_VERSION}); upgrade corq"
             )
@@ -91,8 +98,7 @@ def _migrate(conn: Conn) -> None:
             conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
         conn.execute("COMMIT")
     except BaseException:
-        if conn.in_transaction:
-            conn.execute("ROLLBACK")
+        _rollback(conn)
         raise
 
 
@@ -109,56 +115,57 @@ def transaction(conn: Conn, fn: Callable[[Conn], T], *, write: bool) -> T:
         result = fn(conn)
         conn.execute("COMMIT")
     except BaseException:
-        if conn.in_transaction:
-            conn.execute("ROLLBACK")
+        _rollback(conn)
         raise
     return result
 
 
-def take_numbers(conn: Conn, counter: str, n: int) -> int:
-    """Reserve `n` consecutive numbers of a meta counter; returns the one before the first."""
-    (last,) = conn.execute(Q["counter_take"], {"key": counter, "n": n}).fetchone()
-    return int(last) - n
+def _rollback(conn: Conn) -> None:
+    """Roll back what is left of a failed transaction; a failing rollback (the file went
+    away) must not hide the error that caused it."""
+    if conn.in_transaction:
+        with contextlib.suppress(sqlite3.Error):
+            conn.execute("ROLLBACK")
 
 
-def counter(conn: Conn, name: str) -> int:
-    (value,) = conn.execute(Q["counter_get"], {"key": name}).fetchone()
-    return int(value)
+def take_numbers(conn: Conn, n: int) -> int:
+    """Reserve `n` consecutive FIFO numbers; returns the one before the first.
 
-
-def advance_clock(conn: Conn, now_ms: int) -> int:
-    """Note the time a call brought; returns the latest time seen by any call.
-
-    Calls that carry no clock (get_job, wait_for_job) judge result expiry against it, so a
-    fake clock moved by the tests is honoured as soon as any call brings the new time.
+    A missing or unreadable counter (written by another program) is re-created after the
+    highest seq any job has, so order within each queue is kept.
     """
-    conn.execute(Q["clock_advance"], {"now": now_ms})
-    return counter(conn, "clock_ms")
+    row = conn.execute(Q["seq_take"], {"n": n}).fetchone()
+    if row is None:
+        conn.execute(Q["seq_repair"])
+        row = conn.execute(Q["seq_take"], {"n": n}).fetchone()
+    return int(row[0]) - n
+
+
+def machine_now_ms() -> int:
+    """This machine's clock, the broker's own time on SQLite."""
+    return time.time_ns() // 1_000_000
+
+
+def advance_clock(conn: Conn, now_ms: int | None) -> tuple[int, int]:
+    """Resolve `now_ms` (None: this machine's clock, read here, inside the transaction) and
+    note it as the latest time seen; returns (now, latest time seen by any call).
+
+    Calls that carry no clock (get_job, wait_for_job) judge result expiry against the
+    latest time, so a fake clock moved by the tests is honoured as soon as any call brings
+    the new time.
+    """
+    now = machine_now_ms() if now_ms is None else now_ms
+    row = conn.execute(Q["clock_advance"], {"now": now}).fetchone()
+    return now, (now if row is not None else read_clock(conn))
+
+
+def read_clock(conn: Conn) -> int:
+    """The latest time any call brought (0 when the row is missing or unreadable)."""
+    row = conn.execute(Q["clock_get"]).fetchone()
+    return row[0] if row is not None and type(row[0]) is int else 0
 
 
 def data_version(conn: Conn) -> int:
     """Changes whenever another connection (thread or process) commits to the file."""
     (version,) = conn.execute("PRAGMA data_version").fetchone()
     return int(version)
-
-
-#: The column list of job_get, job_get_any_queue and dead_list, named as Job's fields.
-JOB_COLUMNS = (
-    "id", "task", "queue", "status", "payload", "priority", "attempt", "failures", "deaths",
-    "enqueued_at_ms", "run_at_ms", "started_at_ms", "finished_at_ms", "worker_id", "result",
-    "error", "traceback", "progress", "death_log",
-)  # fmt: skip
-
-
-def job_from_row(row: tuple[Any, ...]) -> Job:
-    """A Job from a row of JOB_COLUMNS."""
-    fields = dict(zip(JOB_COLUMNS, row, strict=True))
-    fields["status"] = JobStatus(fields["status"])
-    fields["payload"] = bytes(fields["payload"])
-    if fields["result"] is not None:
-        fields["result"] = bytes(fields["result"])
-    if fields["progress"] is not None:
-        fields["progress"] = float(fields["progress"])
-    # Stored space separated, as on Redis.
-    fields["death_log"] = tuple(fields["death_log"].split())
-    return Job(**fields)

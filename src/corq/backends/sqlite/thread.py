@@ -25,7 +25,7 @@ from typing import Any, TypeVar
 
 from corq.backends.sqlite.store import Conn, connect, data_version, transaction
 from corq.backends.sqlite.url import Target
-from corq.errors import BrokerError
+from corq.errors import BrokerDataError, BrokerError, CorqError
 
 T = TypeVar("T")
 
@@ -43,6 +43,34 @@ class _Call:
     fn: Callable[[Conn], Any]
     tx: Tx
     future: Future[Any]
+
+
+#: SQLite result codes (the primary code, low byte) of a store that fails for now: locked
+#: or busy past busy_timeout, out of memory, I/O errors, a full disk, a file that cannot be
+#: opened (yet), a WAL lock protocol race. Any other failure will fail again.
+_TRANSIENT_CODES = frozenset({5, 6, 7, 10, 13, 14, 15})
+#: What sqlite3 raises while binding a parameter it cannot store: an int over 2**63
+#: (OverflowError), a str with a lone surrogate (UnicodeEncodeError), a value of a type it
+#: does not know (TypeError, ValueError).
+_REFUSED = (OverflowError, UnicodeError, TypeError, ValueError)
+
+
+def broker_error(exc: BaseException, database: str) -> CorqError:
+    """BrokerError when the store fails for now (callers retry), else BrokerDataError:
+    a malformed file, a missing table or column (a half-migrated file), a constraint, or
+    a value SQLite cannot store."""
+    message = f"SQLite broker {database}: {exc}"
+    if isinstance(exc, sqlite3.OperationalError) and _transient(exc):
+        return BrokerError(message)
+    return BrokerDataError(message)
+
+
+def _transient(exc: sqlite3.OperationalError) -> bool:
+    code = getattr(exc, "sqlite_errorcode", None)
+    if isinstance(code, int):
+        return code & 0xFF in _TRANSIENT_CODES
+    text = str(exc).lower()  # raised by the sqlite3 module itself, without a code
+    return any(word in text for word in ("locked", "busy", "disk", "unable to open"))
 
 
 _STOP = object()
@@ -80,7 +108,8 @@ class ConnectionThread:
         self._stopped: Future[None] = Future()
 
     async def run(self, fn: Callable[[Conn], T], tx: Tx = Tx.WRITE) -> T:
-        """Run `fn(connection)` on the thread; sqlite3 failures come back as BrokerError."""
+        """Run `fn(connection)` on the thread; failures come back as BrokerError (for now:
+        retry) or BrokerDataError (refused: retrying will not help), see broker_error."""
         return await asyncio.wrap_future(self._submit(_Call(fn, tx, Future())))
 
     async def look(self, fn: Callable[[Conn], T]) -> tuple[int, T]:
@@ -141,7 +170,7 @@ class ConnectionThread:
             return  # the awaiting task was cancelled before the call started
         try:
             result = self._call(call.fn, call.tx)
-        except Exception as exc:
+        except BaseException as exc:  # the thread outlives any call, whatever it raised
             call.future.set_exception(exc)
         else:
             call.future.set_result(result)
@@ -156,14 +185,14 @@ class ConnectionThread:
             if conn.total_changes != before:
                 self._on_commit()
             return result
-        except sqlite3.Error as exc:
-            raise BrokerError(f"SQLite broker {self._target.database}: {exc}") from exc
+        except (sqlite3.Error, *_REFUSED) as exc:
+            raise broker_error(exc, self._target.database) from exc
 
     def _poll(self) -> None:
         """Bump the generation when another connection committed since the last poll."""
         try:
             version: int | None = data_version(self._connection())
-        except (sqlite3.Error, BrokerError):
+        except (sqlite3.Error, CorqError):
             version = None  # waiters look again and meet the error themselves
         if version != self._last_version:
             self._last_version = version

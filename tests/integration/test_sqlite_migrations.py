@@ -1,0 +1,269 @@
+"""SQLite only: files written by older corq versions open, upgraded to schema version 3.
+
+Each test builds a real file with the old schema (its DDL kept here as it shipped), fills
+it the way that version did, opens it with this corq, and checks that every job still
+moves on. A file this corq cannot use (newer, or half migrated) is refused at once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import pytest
+
+from corq.backends.base import Completion, NewJob, Reclaimed, WorkerLease
+from corq.backends.sqlite import SqliteBackend
+from corq.backends.sqlite.sql import SCHEMA_VERSION
+from corq.errors import BrokerDataError
+from corq.job import JobStatus
+
+T0 = 1_700_000_000_000
+LEASE_MS = 30_000
+
+_TABLES_V1 = """
+CREATE TABLE meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL) WITHOUT ROWID;
+INSERT INTO meta (key, value) VALUES ('seq', 0), ('clock_ms', 0);
+CREATE TABLE queues (name TEXT PRIMARY KEY) WITHOUT ROWID;
+CREATE TABLE workers (
+    queue TEXT NOT NULL, worker_id TEXT NOT NULL, lease_deadline_ms INTEGER NOT NULL,
+    PRIMARY KEY (queue, worker_id)
+) WITHOUT ROWID;
+CREATE TABLE jobs (
+    queue TEXT NOT NULL, id TEXT NOT NULL, task TEXT NOT NULL, status TEXT NOT NULL,
+    payload BLOB NOT NULL, priority INTEGER NOT NULL DEFAULT 0, seq INTEGER NOT NULL,
+    attempt INTEGER NOT NULL DEFAULT 0, failures INTEGER NOT NULL DEFAULT 0,
+    deaths INTEGER NOT NULL DEFAULT 0, enqueued_at_ms INTEGER NOT NULL,
+    run_at_ms INTEGER NOT NULL, started_at_ms INTEGER, finished_at_ms INTEGER,
+    worker_id TEXT, fence INTEGER NOT NULL DEFAULT 0, result BLOB, error TEXT,
+    traceback TEXT, death_log TEXT NOT NULL DEFAULT '', expires_at_ms INTEGER,
+    pending_deps INTEGER NOT NULL DEFAULT 0, schedule_tick_id TEXT, fairness_key TEXT,
+    PRIMARY KEY (queue, id)
+);
+"""
+_INDEXES = """
+CREATE INDEX jobs_delayed ON jobs (queue, run_at_ms, seq) WHERE status IN ('scheduled', 'failed');
+CREATE INDEX jobs_held ON jobs (queue, worker_id) WHERE status = 'running';
+CREATE INDEX jobs_dead ON jobs (queue, finished_at_ms DESC, id DESC) WHERE status = 'dead';
+CREATE INDEX jobs_expiry ON jobs (expires_at_ms) WHERE expires_at_ms IS NOT NULL;
+CREATE INDEX jobs_by_id ON jobs (id);
+"""
+#: Schema version 1, as corq shipped it (the first SQLite broker).
+SCHEMA_V1 = (
+    _TABLES_V1
+    + _INDEXES
+    + "CREATE INDEX jobs_ready ON jobs (queue, priority DESC, seq) WHERE status = 'queued';\n"
+    + "PRAGMA user_version = 1;"
+)
+#: Schema version 2 (suspects and progress), as corq shipped it.
+SCHEMA_V2 = (
+    _TABLES_V1.replace(
+        "PRIMARY KEY (queue, id)\n);",
+        "suspect INTEGER NOT NULL DEFAULT 0, isolated INTEGER NOT NULL DEFAULT 0,\n"
+        "    progress REAL, PRIMARY KEY (queue, id)\n);",
+    )
+    + _INDEXES
+    + "CREATE INDEX jobs_ready ON jobs (queue, suspect, priority DESC, seq)"
+    " WHERE status = 'queued';\n" + "PRAGMA user_version = 2;"
+)
+
+#: Rows as the older versions wrote them: (id, status, worker_id, run_at_ms, expires_at_ms).
+OLD_JOBS = [
+    ("ready", "queued", None, T0, None),
+    ("later", "scheduled", None, T0 + 60_000, None),
+    ("held", "running", "live", T0, None),
+    # held by a worker whose row the deregistration bug of version 2 deleted
+    ("orphan", "running", "gone", T0, None),
+    ("dead", "dead", "live", T0, None),
+    ("done", "succeeded", "live", T0, T0 + 3_600_000),
+]
+
+
+def old_file(path: Path, ddl: str) -> Path:
+    """A file in an older schema with a live worker and one job in each state."""
+    conn = sqlite3.connect(path)
+    conn.executescript(ddl)
+    conn.execute("INSERT INTO queues (name) VALUES ('q')")
+    conn.execute("INSERT INTO workers VALUES ('q', 'live', ?)", (T0 + 10 * LEASE_MS,))
+    for seq, (job_id, status, worker, run_at, expires) in enumerate(OLD_JOBS, start=1):
+        conn.execute(
+            "INSERT INTO jobs (queue, id, task, status, payload, seq, enqueued_at_ms, run_at_ms,"
+            " worker_id, fence, attempt, expires_at_ms, error, finished_at_ms)"
+            " VALUES ('q', ?, 't', ?, x'7b7d', ?, ?, ?, ?, 1, ?, ?, ?, ?)",
+            (
+                job_id,
+                status,
+                seq,
+                T0,
+                run_at,
+                worker,
+                int(status != "queued"),
+                expires,
+                "E: boom" if status == "dead" else None,
+                T0 if status in ("dead", "succeeded") else None,
+            ),
+        )
+    conn.execute("UPDATE meta SET value = ? WHERE key = 'seq'", (len(OLD_JOBS),))
+    conn.commit()
+    conn.close()
+    return path
+
+
+@contextmanager
+def look(path: Path) -> Iterator[sqlite3.Connection]:
+    conn = sqlite3.connect(path)
+    try:
+        yield conn
+    finally:
+        conn.close()
+
+
+def columns(path: Path, table: str) -> set[str]:
+    with look(path) as conn:
+        return {row[1] for row in conn.execute(f"PRAGMA table_info({table})")}
+
+
+async def _every_job_moves_on(path: Path) -> None:
+    b = SqliteBackend(f"sqlite:///{path}")
+    try:
+        # The file is at the current version, with the version 3 columns and tables
+        await b.ping()
+        with look(path) as conn:
+            assert conn.execute("PRAGMA user_version").fetchone() == (SCHEMA_VERSION,)
+            assert conn.execute("SELECT count(*) FROM reclaiming").fetchone() == (0,)
+        assert "departed" in columns(path, "workers")
+        assert "last_used_ms" in columns(path, "queues")
+        assert {"suspect", "isolated", "progress"} <= columns(path, "jobs")
+
+        # Every record still reads as it was written
+        statuses = {}
+        for job_id, *_ in OLD_JOBS:
+            job = await b.get_job(job_id, "q")
+            assert job is not None, job_id
+            assert job.error is None or not job.error.startswith("damaged"), job_id
+            statuses[job_id] = job.status
+        assert statuses == {
+            "ready": JobStatus.QUEUED,
+            "later": JobStatus.SCHEDULED,
+            "held": JobStatus.RUNNING,
+            "orphan": JobStatus.RUNNING,
+            "dead": JobStatus.DEAD,
+            "done": JobStatus.SUCCEEDED,
+        }
+        assert await b.list_queues() == ["q"]
+
+        # The orphan comes back at the first reclaim, as a release (no death); the live
+        # worker's job stays with it
+        reclaimed = await b.reclaim_stalled_jobs("q", T0, 3, ended_only=True)
+        assert reclaimed == [
+            Reclaimed(job_id="orphan", queue="q", worker_id="gone", dead=False, released=True)
+        ]
+        orphan = await b.get_job("orphan", "q")
+        assert orphan is not None
+        assert (orphan.status, orphan.deaths, orphan.attempt) == (JobStatus.QUEUED, 0, 1)
+
+        # And every lane works: claims (in the old order), outcomes, delays, dead letters
+        lease = WorkerLease(worker_id="new", queues=["q"], lease_ms=LEASE_MS)
+        await b.register_worker(lease, T0)
+        batch = await b.claim_jobs("q", "new", 10, LEASE_MS, T0)
+        assert [j.id for j in batch.jobs] == ["ready", "orphan"]
+        assert batch.next_due_ms == T0 + 60_000
+        done = [
+            Completion(job_id=j.id, queue="q", fence=j.fence, result=b"1", finished_at_ms=T0)
+            for j in batch.jobs
+        ]
+        assert await b.complete_jobs("new", done, 60_000) == [True, True]
+        assert await b.set_progress("held", "q", "live", 1, 0.5) is True
+        assert await b.retry_dead("q", None, T0) == 1
+        assert [j.id for j in (await b.claim_jobs("q", "new", 10, LEASE_MS, T0)).jobs] == ["dead"]
+        assert await b.promote_due_jobs("q", T0 + 60_000) is None
+        [stats] = await b.queue_stats(["q"])
+        assert (stats.ready, stats.delayed, stats.in_flight, stats.workers) == (1, 0, 2, 2)
+    finally:
+        await b.close()
+
+
+async def test_a_version_1_file_is_upgraded_and_its_jobs_move_on(tmp_path: Path) -> None:
+    await _every_job_moves_on(old_file(tmp_path / "v1.db", SCHEMA_V1))
+
+
+async def test_a_version_2_file_is_upgraded_and_its_jobs_move_on(tmp_path: Path) -> None:
+    await _every_job_moves_on(old_file(tmp_path / "v2.db", SCHEMA_V2))
+
+
+async def test_names_known_before_the_upgrade_count_as_used_at_it(tmp_path: Path) -> None:
+    path = old_file(tmp_path / "v2.db", SCHEMA_V2)
+    with look(path) as conn:
+        conn.execute("INSERT INTO queues (name) VALUES ('empty')")
+        conn.commit()
+    before = time.time_ns() // 1_000_000
+    b = SqliteBackend(f"sqlite:///{path}")
+    try:
+        # An hour-idle prune on the broker's clock keeps them: their history is unknown
+        assert await b.prune_queues(None, 3_600_000) == []
+        with look(path) as conn:
+            (used,) = conn.execute(
+                "SELECT last_used_ms FROM queues WHERE name = 'empty'"
+            ).fetchone()
+        assert before - 1_000 <= used <= time.time_ns() // 1_000_000 + 1_000
+        # and a prune with no idle time forgets the empty one only
+        assert await b.prune_queues(None, 0) == ["empty"]
+    finally:
+        await b.close()
+
+
+async def test_backends_opening_an_old_file_together_migrate_it_once(tmp_path: Path) -> None:
+    path = old_file(tmp_path / "v1.db", SCHEMA_V1)
+    backends = [SqliteBackend(f"sqlite:///{path}") for _ in range(4)]
+    try:
+        await asyncio.gather(*(b.ping() for b in backends))
+        counts = await asyncio.gather(*(b.queue_stats(["q"]) for b in backends))
+        assert {stats.ready for [stats] in counts} == {1}
+    finally:
+        for b in backends:
+            await b.close()
+
+
+async def test_a_half_migrated_file_is_refused_at_once(tmp_path: Path) -> None:
+    # A version 2 file where another tool already added one of the version 3 columns: the
+    # upgrade cannot run, and retrying will not help
+    path = old_file(tmp_path / "v2.db", SCHEMA_V2)
+    with look(path) as conn:
+        conn.execute("ALTER TABLE workers ADD COLUMN departed INTEGER NOT NULL DEFAULT 0")
+        conn.commit()
+    b = SqliteBackend(f"sqlite:///{path}")
+    try:
+        started = time.monotonic()
+        with pytest.raises(BrokerDataError, match="duplicate column"):
+            await b.ping()
+        assert time.monotonic() - started < 2
+        with look(path) as conn:  # nothing of the upgrade was kept
+            assert conn.execute("PRAGMA user_version").fetchone() == (2,)
+            assert "last_used_ms" not in {r[1] for r in conn.execute("PRAGMA table_info(queues)")}
+    finally:
+        await b.close()
+
+
+async def test_a_file_marked_current_without_the_current_schema_is_refused(
+    tmp_path: Path,
+) -> None:
+    # A version 2 file whose version another tool bumped without migrating it
+    path = old_file(tmp_path / "v2.db", SCHEMA_V2)
+    with look(path) as conn:
+        conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+    b = SqliteBackend(f"sqlite:///{path}")
+    try:
+        started = time.monotonic()
+        with pytest.raises(BrokerDataError):
+            await b.register_worker(WorkerLease(worker_id="w", queues=["q"], lease_ms=1), T0)
+        with pytest.raises(BrokerDataError):
+            await b.enqueue_jobs(
+                [NewJob(id="x", task="t", queue="q", payload=b"", enqueued_at_ms=T0, run_at_ms=T0)]
+            )
+        assert time.monotonic() - started < 2
+    finally:
+        await b.close()
