@@ -14,7 +14,14 @@ import pytest
 
 pytestmark = pytest.mark.slow
 
-DEMO_TASKS = ("fetch_url", "count_primes", "clean_dataset", "charge_payment", "send_reminder")
+DEMO_TASKS = (
+    "fetch_url",
+    "count_primes",
+    "clean_dataset",
+    "charge_payment",
+    "render_thumbnail",
+    "send_reminder",
+)
 
 DEV_APP = """
 import corq
@@ -59,7 +66,7 @@ def test_demo_runs_every_task_to_success(tmp_path: Path) -> None:
     summary = done.stdout.split("corq demo: ")[-1]
     for task in DEMO_TASKS:
         assert task in summary, output
-    assert "All 38 jobs succeeded" in done.stdout, output
+    assert "All 40 jobs succeeded" in done.stdout, output
     assert "corq queues --url sqlite:///corq-demo.db" in done.stdout, output
     assert (tmp_path / "corq-demo.db").exists()
 
