@@ -21,6 +21,7 @@ import asyncio
 import contextlib
 import logging
 import os
+import random
 import re
 import secrets
 import socket
@@ -60,6 +61,11 @@ DEPART_LINGER_MS = 5_000
 FULL_RECONCILE_EVERY = 10
 #: Longest the final flush of outcomes may wait for an unreachable broker at shutdown.
 FLUSH_TIMEOUT_S = 15.0
+#: How often a worker tidies the broker: prunes unused queue names, reclaims in queues it
+#: does not serve (whose dead workers' registrations nobody else would take back).
+MAINTAIN_EVERY_S = 300.0
+#: Queues not served by this worker that one round of maintenance reclaims in.
+MAINTAIN_QUEUES = 100
 _WORKER_ID = re.compile(r"[A-Za-z0-9_.:@/-]{1,100}")
 
 
@@ -554,6 +560,9 @@ class Worker:
         # every live worker has renewed its own. This holds from start-up too: a worker
         # that starts right after an outage must not take live workers' jobs.
         in_touch_since: int | None = self.clock.now_ms()
+        next_maintenance = self.clock.now_ms() + round(
+            random.uniform(0.5, 1.0) * MAINTAIN_EVERY_S * 1000
+        )
         while True:
             await self.clock.sleep(settings.reclaim_s)
             try:
@@ -566,6 +575,9 @@ class Worker:
                 in_touch_since = in_touch_since or self.clock.now_ms()
                 whole_lease = self.clock.now_ms() - in_touch_since >= self.lease.lease_ms
                 await self._reclaim_all(ended_only=not whole_lease)
+                if whole_lease and self.clock.now_ms() >= next_maintenance:
+                    next_maintenance = self.clock.now_ms() + round(MAINTAIN_EVERY_S * 1000)
+                    await self._maintain()
             except BrokerError as exc:
                 reraise_if_cancelling()
                 in_touch_since = None
@@ -593,6 +605,22 @@ class Worker:
                     r.worker_id,
                     " and sent to the dead letters (poison)" if r.dead else "",
                 )
+
+    async def _maintain(self) -> None:
+        """Keep the broker from growing without bound: forget queue names that hold nothing
+        and were unused for longer than results live, and take back the jobs of dead workers
+        in a few queues nobody here serves (a queue nobody serves any more has no one else
+        to do it)."""
+        settings = self.app.settings
+        idle_ms = round((settings.result_ttl_s + 3600) * 1000)
+        pruned = await self.backend.prune_queues(self.clock.broker_now_ms(), idle_ms)
+        if pruned:
+            log.info("forgot %d unused queue name(s)", len(pruned))
+        others = [q for q in await self.backend.list_queues() if q not in self.lease.holders]
+        for queue in random.sample(others, min(len(others), MAINTAIN_QUEUES)):
+            await self.backend.reclaim_stalled_jobs(
+                queue, self.clock.broker_now_ms(), settings.max_deaths
+            )
 
     async def _reconcile_loop(self) -> None:
         rounds = 0
