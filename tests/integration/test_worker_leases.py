@@ -33,7 +33,7 @@ async def _until(predicate: Callable[[], object], timeout: float = 10.0, what: s
 async def test_a_late_lost_notice_touches_only_jobs_of_the_lost_incarnation(
     fake_app: tuple[corq.App, corq.FakeClock],
 ) -> None:
-    app, clock = fake_app
+    app, _ = fake_app
     gate = asyncio.Event()
     started: list[int] = []
 
