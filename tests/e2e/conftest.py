@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import signal
 import subprocess
@@ -11,6 +12,7 @@ import time
 from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 
+import psutil
 import pytest
 
 import corq
@@ -67,9 +69,16 @@ class Cli:
         return "\n".join(p.read_text(errors="replace") for p in sorted(self.tmp.glob("*.log")))
 
     def stop_all(self) -> None:
+        """SIGKILL every process started, and every process they started (no leftovers)."""
         for proc in self.procs:
+            try:
+                tree = [psutil.Process(proc.pid), *psutil.Process(proc.pid).children(True)]
+            except psutil.NoSuchProcess:
+                tree = []
+            for member in tree:
+                with contextlib.suppress(psutil.NoSuchProcess):
+                    member.kill()
             if proc.poll() is None:
-                proc.send_signal(signal.SIGKILL)
                 proc.wait(10)
 
 

@@ -144,8 +144,9 @@ def _run_worker(w: Worker) -> None:
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, on_signal, sig)
         watch = None
-        if os.environ.get(_SUPERVISOR_PID) == str(os.getppid()):
-            watch = asyncio.create_task(_stop_when_orphaned(w, os.getppid()))
+        supervisor = _supervisor()
+        if supervisor is not None:
+            watch = asyncio.create_task(_stop_when_orphaned(w, supervisor))
         try:
             await w.run()
         finally:
@@ -170,6 +171,28 @@ def _run_worker(w: Worker) -> None:
 
 #: Set by the supervisor in its children's environment: its own pid.
 _SUPERVISOR_PID = "CORQ_SUPERVISOR_PID"
+
+
+def _supervisor() -> int | None:
+    """The supervisor this process must not outlive, if it was started by one.
+
+    Also when the supervisor died while this child was starting (its parent is already
+    someone else): then the watch stops it at once. A pid inherited from further up (a task
+    that itself runs `corq worker`) names a live process that is not the parent: ignored.
+    """
+    value = os.environ.get(_SUPERVISOR_PID, "")
+    if not value.isdigit():
+        return None
+    pid = int(value)
+    if pid == os.getppid():
+        return pid
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return pid  # gone already
+    except PermissionError:
+        return None
+    return None
 
 
 async def _stop_when_orphaned(w: Worker, parent: int) -> None:
