@@ -19,7 +19,7 @@ import pytest
 
 from corq.backends.base import BATCH, Completion, NewJob, WorkerLease, damaged_error
 from corq.backends.sqlite import SqliteBackend
-from corq.backends.sqlite.records import CHECKS, Checked, damage
+from corq.backends.sqlite.records import CHECKS, Checked, _looks_readable, damage
 from corq.backends.sqlite.sql import SCHEMA_VERSION, Q, schema
 from corq.job import Job
 
@@ -433,21 +433,33 @@ async def test_many_damaged_rows_cost_a_claim_one_batch_of_dead_letters(
 # -- one rule in SQL and in Python ------------------------------------------------------
 
 
+_CHECKED_COLUMNS = (
+    "rowid, id, task, payload, priority, seq, attempt, failures, deaths, fence,"
+    " enqueued_at_ms, run_at_ms, death_log, suspect"
+)
+
+
 def _row(conn: sqlite3.Connection, job_id: str) -> Checked:
-    found = conn.execute(
-        "SELECT rowid, id, task, payload, priority, seq, attempt, failures, deaths, fence,"
-        " enqueued_at_ms, run_at_ms, death_log, suspect FROM jobs WHERE id = ?",
-        (job_id,),
-    ).fetchone()
-    return Checked(*found)
+    found = conn.execute(f"SELECT {_CHECKED_COLUMNS} FROM jobs WHERE id = ?", (job_id,))
+    return Checked(*found.fetchone())
+
+
+def _row_by_rowid(conn: sqlite3.Connection, rowid: int) -> Checked:
+    found = conn.execute(f"SELECT {_CHECKED_COLUMNS} FROM jobs WHERE rowid = ?", (rowid,))
+    return Checked(*found.fetchone())
 
 
 BAD_VALUES: list[object] = [None, "text", b"blob", 1.5, -1, 2**62, 2**63 - 1]
 
 
+def _checks_pass(row: Checked) -> bool:
+    return all(ok(value) for (_, ok), value in zip(CHECKS, row[1:], strict=True))
+
+
 def test_the_sql_readable_part_and_the_python_checks_agree(loose_db: Path) -> None:
     """Outcomes check rows in SQL (the `readable` part of queries.sql), claims check them in
-    Python (records.CHECKS): for every checked field and damaging value, both agree."""
+    Python (records.CHECKS, written out for speed in _looks_readable): for every checked
+    field and damaging value, all three agree."""
     checked_in_sql = {name for name, _ in CHECKS} - {"id", "task", "fence"}
     with writer(loose_db) as conn:
         conn.execute(
@@ -457,14 +469,23 @@ def test_the_sql_readable_part_and_the_python_checks_agree(loose_db: Path) -> No
         readable_sql = "SELECT count(*) FROM jobs WHERE id = 'a' AND " + _readable_part()
         assert conn.execute(readable_sql).fetchone() == (1,)
         assert damage(conn, _row(conn, "a")) is None
+        for name in ("id", "fence"):  # checked in Python only (SQL matches them by value)
+            for value in [*BAD_VALUES, ""]:
+                original = conn.execute(f"SELECT {name} FROM jobs WHERE id = 'a'").fetchone()[0]
+                conn.execute(f"UPDATE jobs SET {name} = ? WHERE rowid = 1", (value,))
+                row = _row_by_rowid(conn, 1)
+                assert _looks_readable(row) == _checks_pass(row), (name, value)
+                conn.execute(f"UPDATE jobs SET {name} = ? WHERE rowid = 1", (original,))
         for name in sorted(checked_in_sql):
             for value in BAD_VALUES:
                 original = conn.execute(f"SELECT {name} FROM jobs WHERE id = 'a'").fetchone()[0]
                 conn.execute(f"UPDATE jobs SET {name} = ? WHERE id = 'a'", (value,))
                 stored = conn.execute(f"SELECT {name} FROM jobs WHERE id = 'a'").fetchone()[0]
                 in_sql = conn.execute(readable_sql).fetchone() == (1,)
-                in_python = damage(conn, _row(conn, "a")) is None
-                assert in_sql == in_python, (name, value, stored)
+                row = _row(conn, "a")
+                in_python = damage(conn, row) is None
+                assert in_sql == in_python == _checks_pass(row), (name, value, stored)
+                assert _looks_readable(row) == in_python, (name, value, stored)
                 conn.execute(f"UPDATE jobs SET {name} = ? WHERE id = 'a'", (original,))
 
 
