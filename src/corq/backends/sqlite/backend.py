@@ -173,7 +173,8 @@ class SqliteBackend:
 
     async def list_held_jobs(self, queue: QueueName, worker_id: WorkerId) -> list[HeldJob]:
         """Read in pages of BATCH (reads never hold writers up); damaged rows then go to
-        the dead letters in write transactions of at most BATCH."""
+        the dead letters in write transactions of at most BATCH. (The held set is the
+        records themselves here, so no id can linger in it after its record moved on.)"""
         held: list[HeldJob] = []
         damaged: list[int] = []
         after: int | None = 0
