@@ -11,6 +11,8 @@
 -- them for Python to check (records.py) and write by rowid with values computed from
 -- checked ones; a fenced outcome that adds to a stored counter checks its type in its own
 -- WHERE clause. So no write can fail, or store NULL, because of what a row held.
+-- 4611686018427387903 (2**62 - 1) is the largest counter (seq, attempt, fence, ...) taken
+-- as readable: it can still grow without leaving 64 bits (records._COUNTER_MAX).
 
 -- ---------------------------------------------------------------- shared parts
 
