@@ -110,11 +110,11 @@ def promote_due_jobs(
     return promote(conn, queue, now, bounds), now
 
 
-def expire_results(conn: Conn, now_ms: int | None) -> int:
-    """Delete at most BATCH records whose time to live ran out by the latest time seen
-    (the lazy PEXPIRE); returns how many."""
-    _, latest = advance_clock(conn, now_ms)
-    return conn.execute(Q["expired_delete"], {"now": latest, "limit": BATCH}).rowcount
+def expire_results(conn: Conn) -> int:
+    """Delete at most BATCH records whose time to live ran out by the latest time any call
+    brought (the lazy PEXPIRE; reads already treat them as gone); returns how many."""
+    params = {"now": read_clock(conn), "limit": BATCH}
+    return conn.execute(Q["expired_delete"], params).rowcount
 
 
 # -- claiming --------------------------------------------------------------------------
