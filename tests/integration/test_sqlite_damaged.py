@@ -19,8 +19,17 @@ import pytest
 
 from corq.backends.base import BATCH, Completion, NewJob, WorkerLease, damaged_error
 from corq.backends.sqlite import SqliteBackend
-from corq.backends.sqlite.records import CHECKS, Checked, _looks_readable, damage
+from corq.backends.sqlite.records import (
+    CHECKED_BY,
+    CHECKS,
+    JOB_COLUMNS,
+    Checked,
+    _looks_readable,
+    damage,
+)
 from corq.backends.sqlite.sql import SCHEMA_VERSION, Q, schema
+from corq.backends.sqlite.store import connect
+from corq.backends.sqlite.url import parse_url
 from corq.job import Job
 
 T0 = 1_700_000_000_000
@@ -493,3 +502,22 @@ def _readable_part() -> str:
     """The readable part as job_complete includes it (its WHERE clause after the fence)."""
     where = Q["job_complete"].split("AND fence = :fence AND", 1)[1]
     return where.strip()
+
+
+def test_every_statement_that_acts_on_jobs_selects_the_checked_columns(db: Path) -> None:
+    """Rows are unpacked by position into Checked (and JOB_COLUMNS for reads): the column
+    names each statement returns must be those, in that order."""
+    conn = connect(parse_url(f"sqlite:///{db}"), 5_000)
+    try:
+        params = {"queue": "q", "worker": "w", "limit": 1, "after": 0, "rowid": 1, "suspect": 0,
+                  "count": 1, "id": "a", "clock": 0, "offset": 0}  # fmt: skip
+        for name in CHECKED_BY:
+            described = [d[0] for d in conn.execute(Q[name], params).description]
+            plain = [column.split(".")[-1] for column in described]
+            extra = ["worker_id", "departed"] if name == "reclaiming_held" else []
+            assert plain == [*Checked._fields, *extra], name
+        for name in ("job_get", "job_get_any_queue", "dead_list"):
+            described = [d[0] for d in conn.execute(Q[name], params).description]
+            assert described == list(JOB_COLUMNS), name
+    finally:
+        conn.close()

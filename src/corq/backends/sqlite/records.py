@@ -29,7 +29,8 @@ _SHOWN_CHARS = 60
 
 
 class Checked(NamedTuple):
-    """A job row as claim_pick, held_pick, held_list and reclaiming_held select it."""
+    """A job row as the statements that act on jobs select it (CHECKED_BY; a test checks
+    that each one names these columns in this order)."""
 
     rowid: int
     id: Any
@@ -45,6 +46,13 @@ class Checked(NamedTuple):
     run_at_ms: Any
     death_log: Any
     suspect: Any
+
+
+#: The statements of queries.sql whose rows are Checked (reclaiming_held adds two columns).
+CHECKED_BY = (
+    "claim_pick", "delayed_due", "delayed_unreadable", "held_list", "held_by_rowid",
+    "reclaiming_held",
+)  # fmt: skip
 
 
 def _is_int(value: object) -> bool:
