@@ -9,6 +9,7 @@ call fails (a failing claim would make every worker of the queue crash in turn).
 
 from __future__ import annotations
 
+import contextlib
 import re
 import sqlite3
 from collections.abc import AsyncIterator, Iterator
@@ -30,7 +31,7 @@ from corq.backends.sqlite.records import (
 from corq.backends.sqlite.sql import SCHEMA_VERSION, Q, schema
 from corq.backends.sqlite.store import connect
 from corq.backends.sqlite.url import parse_url
-from corq.job import Job
+from corq.job import Job, JobStatus
 
 T0 = 1_700_000_000_000
 LEASE_MS = 30_000
@@ -521,3 +522,77 @@ def test_every_statement_that_acts_on_jobs_selects_the_checked_columns(db: Path)
             assert described == list(JOB_COLUMNS), name
     finally:
         conn.close()
+
+
+JOB_TABLE_COLUMNS = [
+    "id", "task", "status", "payload", "priority", "seq", "attempt", "failures", "deaths",
+    "enqueued_at_ms", "run_at_ms", "started_at_ms", "finished_at_ms", "worker_id", "fence",
+    "result", "error", "traceback", "death_log", "expires_at_ms", "suspect", "isolated",
+    "progress",
+]  # fmt: skip
+ANY_VALUES: list[object] = [None, "", "text", b"\xff", 1.5, -1, 2**63 - 1, -(2**63), "9" * 5_000]
+
+
+@pytest.mark.parametrize("column", JOB_TABLE_COLUMNS)
+async def test_no_value_in_any_column_fails_a_call_or_holds_up_other_jobs(
+    loose_db: Path, column: str
+) -> None:
+    """Whatever another program writes into one column of one job (ready, delayed or held),
+    every call still answers, and the healthy jobs beside it all run."""
+    for n, value in enumerate(ANY_VALUES):
+        b = SqliteBackend(f"sqlite:///{loose_db}")
+        queue = f"q{n}"
+        try:
+            await _every_call_answers(b, loose_db, queue, column, value)
+        finally:
+            await b.close()
+
+
+async def _every_call_answers(
+    b: SqliteBackend, db: Path, queue: str, column: str, value: object
+) -> None:
+    now = T0 + 1_000
+    lease = WorkerLease(worker_id="w", queues=[queue], lease_ms=LEASE_MS)
+    # Given a held job, then a ready one and a due delayed one, each beside a healthy twin
+    await b.enqueue_jobs([new_job("held", queue=queue), new_job("held-ok", queue=queue)])
+    await b.register_worker(lease, T0)
+    assert len((await b.claim_jobs(queue, "w", 2, LEASE_MS, T0)).jobs) == 2
+    jobs = [new_job(j, queue=queue) for j in ("ready", "ready-ok")]
+    jobs += [new_job(j, queue=queue, delay_ms=500) for j in ("later", "later-ok")]
+    await b.enqueue_jobs(jobs)
+    with writer(db) as conn:
+        for job_id in ("held", "ready", "later"):
+            # one row at a time: a unique id can be given to one row only
+            with contextlib.suppress(sqlite3.IntegrityError):
+                sql = f"UPDATE jobs SET {column} = ? WHERE queue = ? AND id = ?"
+                conn.execute(sql, (value, queue, job_id))
+
+    # When every call meets the damaged rows, then each answers
+    for job_id in ("held", "ready", "later", "held-ok"):
+        await b.get_job(job_id, queue)
+        await b.get_job(job_id)
+    await b.list_held_jobs(queue, "w")
+    await b.count_held_jobs(queue, "w")
+    await b.set_progress("held", queue, "w", 1, 0.5)
+    await b.cancel_job("ready", queue, now)
+    await b.promote_due_jobs(queue, now)
+    got = (await b.claim_jobs(queue, "w", 10, LEASE_MS, now)).jobs
+    await b.wait_for_jobs(queue, 0)
+    await b.queue_stats([queue])
+    await b.list_queues()
+    await b.list_dead(queue)
+    await b.reclaim_stalled_jobs(queue, now + 2 * LEASE_MS, max_deaths=3)
+    # (nothing is left running: a reclaim takes back or dead-letters every held job, even
+    # one whose holder another program renamed to an id nobody registered)
+    with writer(db) as conn:
+        running = "SELECT count(*) FROM jobs WHERE queue = ? AND status = 'running'"
+        assert conn.execute(running, (queue,)).fetchone() == (0,), (column, value)
+    await b.retry_dead(queue, None, now)
+    await b.purge_dead(queue, None)
+
+    # And the healthy twins were claimed (the held one was reclaimed back to the queue)
+    claimed = {j.id for j in got}
+    assert {"ready-ok", "later-ok"} <= claimed, (column, value, claimed)
+    twin = await b.get_job("held-ok", queue)
+    assert twin is not None
+    assert twin.status is JobStatus.QUEUED, (column, value)
