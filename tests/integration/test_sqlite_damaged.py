@@ -596,3 +596,48 @@ async def _every_call_answers(
     twin = await b.get_job("held-ok", queue)
     assert twin is not None
     assert twin.status is JobStatus.QUEUED, (column, value)
+
+
+@pytest.mark.parametrize(
+    ("table", "column"),
+    [
+        ("workers", "lease_deadline_ms"),
+        ("workers", "departed"),
+        ("workers", "worker_id"),
+        ("queues", "last_used_ms"),
+        ("meta", "value"),
+    ],
+)
+async def test_no_value_in_a_registration_or_counter_fails_a_call(
+    loose_db: Path, table: str, column: str
+) -> None:
+    """A damaged worker registration, queue name row or counter costs at most that
+    registration (its holder is reclaimed, or told it is lost and registers again)."""
+    for n, value in enumerate(ANY_VALUES):
+        b = SqliteBackend(f"sqlite:///{loose_db}")
+        queue = f"q{n}"
+        lease = WorkerLease(worker_id="w", queues=[queue], lease_ms=LEASE_MS)
+        try:
+            await b.enqueue_jobs([new_job(j, queue=queue) for j in ("a", "b")])
+            await b.register_worker(lease, T0)
+            assert len((await b.claim_jobs(queue, "w", 1, LEASE_MS, T0)).jobs) == 1
+            with writer(loose_db) as conn, contextlib.suppress(sqlite3.IntegrityError):
+                conn.execute(f"UPDATE {table} SET {column} = ?", (value,))
+
+            lost = await b.heartbeat(lease, T0 + 1)
+            if lost:
+                await b.register_worker(lease, T0 + 1)
+            batch = await b.claim_jobs(queue, "w", 5, LEASE_MS, T0 + 1)
+            assert not batch.lost
+            await b.end_leases(lease)
+            await b.queue_stats()
+            await b.list_queues()
+            await b.prune_queues(T0, 0)
+            await b.reclaim_stalled_jobs(queue, T0 + 2 * LEASE_MS, max_deaths=3)
+            await b.deregister_worker(lease, T0 + 2 * LEASE_MS)
+            assert await b.enqueue_jobs([new_job("c", queue=queue)]) == [True]
+            await b.register_worker(lease, T0 + 2 * LEASE_MS)
+            got = (await b.claim_jobs(queue, "w", 5, LEASE_MS, T0 + 2 * LEASE_MS)).jobs
+            assert "c" in {j.id for j in got}, (table, column, value)
+        finally:
+            await b.close()
