@@ -113,9 +113,11 @@ def release(
     )
 
 
-async def kill(backend: Backend, job_ids: list[str], *, worker: str = "killer") -> None:
-    """Enqueue the jobs and run them into the dead letters, 1 ms apart, in the order given
-    (on a queue where no other job is ready)."""
+async def kill(
+    backend: Backend, job_ids: list[str], *, worker: str = "killer", at_ms: int = T0
+) -> None:
+    """Enqueue the jobs and run them into the dead letters, 1 ms apart from `at_ms`, in the
+    order given (on a queue where no other job is ready)."""
     await backend.enqueue_jobs([new_job(job_id) for job_id in job_ids])
     await register(backend, worker)
     held: dict[str, ClaimedJob] = {}
@@ -125,7 +127,7 @@ async def kill(backend: Backend, job_ids: list[str], *, worker: str = "killer") 
         assert {j.id for j in jobs} <= set(job_ids), "another job was ready"
         held.update((j.id, j) for j in jobs)
     failures = [
-        failure(held[job_id], error=f"RuntimeError: {job_id}", at_ms=T0 + n)
+        failure(held[job_id], error=f"RuntimeError: {job_id}", at_ms=at_ms + n)
         for n, job_id in enumerate(job_ids)
     ]
     assert await backend.fail_jobs(worker, failures, 60_000) == [True] * len(job_ids)

@@ -91,10 +91,13 @@ async def test_a_clock_far_ahead_cannot_expire_a_live_holder(
     (held,) = await claim(backend, "w1", None)
 
     # When another process whose clock is a day ahead works on the same queue: its
-    # producer and worker stamp jobs and outcomes with its clock, but leave leases and
-    # delays to the broker (None), as a worker on the system clock does
+    # producer, operator and worker stamp jobs and outcomes with its clock (an operator's
+    # cancel too), but leave leases and delays to the broker (None), as a worker on the
+    # system clock does
     ahead = broker.open()
     skewed = wall_ms() + DAY_MS
+    await ahead.enqueue_jobs([stamped("gone", skewed, skewed + HOUR_MS)])
+    assert await ahead.cancel_job("gone", Q, skewed) is True
     await ahead.enqueue_jobs([stamped("mine", skewed), stamped("theirs", skewed)])
     await register(ahead, "w-ahead", None)
     mine, theirs = await claim(ahead, "w-ahead", None)

@@ -6,6 +6,11 @@ that names the field and its value, and the rest of the call goes on: the jobs c
 promoted, reclaimed or listed with it are untouched. Outcomes on a damaged record are
 refused (False) without an error. Damaged records still read, and damaged dead letters
 are listed, retried (their unreadable numbers reset) and purged.
+
+A record is damaged when any of its fields cannot be read (base.py: a field that is not a
+number, a key of another type, a payload that is not bytes), whichever fields the call at
+hand needs: every call that meets it treats it the same way, so a damaged job can never
+be left running, refused by every outcome, with no call to dead-letter it.
 """
 
 from __future__ import annotations

@@ -260,27 +260,37 @@ async def test_ended_only_takes_a_departed_holder_once_its_linger_passed(
 async def test_heartbeat_of_a_holder_being_reclaimed_reports_it_lost(
     backend: Backend, broker: Broker
 ) -> None:
-    # Given w1 holding more jobs than one reclaim step takes, and its lease passed
-    n = 3 * BATCH
+    """The reproduced Redis bug: a heartbeat landing between two steps of a big reclaim
+    registered the holder again, and the jobs of the later steps stayed held by it (run on
+    two workers). Enough jobs for several steps, so that heartbeats land between them."""
+    # Given w1 holding jobs for five reclaim steps, and its lease passed
+    n = 5 * BATCH
     await backend.enqueue_jobs([new_job(f"j{i}") for i in range(n)])
     lease = await register(backend, "w1")
-    for _ in range(3):
+    for _ in range(5):
         assert len(await claim(backend, "w1", count=BATCH)) == BATCH
+    stalled = broker.open()  # the stalled worker's own connections, ready to talk
+    assert await stalled.heartbeat(lease, T0) == []  # its last heartbeat: still registered
+    (before,) = await stalled.queue_stats([Q])
+    assert (before.ready, before.in_flight) == (0, n)
     now = T0 + LATER
-    stalled = broker.open()  # the stalled worker's own connections
 
-    # When the reclaim has begun, and w1's heartbeat lands while it works
+    # When the reclaim has begun (jobs are coming back), and w1 keeps heartbeating until
+    # it is over
     reclaim = asyncio.create_task(backend.reclaim_stalled_jobs(Q, now, max_deaths=3))
     while not reclaim.done():
-        if await stalled.count_held_jobs(Q, "w1") < n:
-            break  # the first step is done: the rest is still under way
+        (stats,) = await stalled.queue_stats([Q])
+        if stats.ready > 0:
+            break
         await asyncio.sleep(0)
-    lost = await stalled.heartbeat(lease, now)
+    heartbeats = [await stalled.heartbeat(lease, now)]
+    while not reclaim.done():
+        heartbeats.append(await stalled.heartbeat(lease, now))
     reclaimed = await reclaim
 
-    # Then the heartbeat reports the queue lost (never re-registering the holder), and
-    # every job is taken back: none is left running under w1
-    assert lost == [Q]
+    # Then every heartbeat reported the queue lost (none registered the holder again),
+    # and every job was taken back: none is left running under w1
+    assert heartbeats == [[Q]] * len(heartbeats)
     assert len(reclaimed) == n
     assert {r.job_id for r in reclaimed} == {f"j{i}" for i in range(n)}
     (stats,) = await backend.queue_stats([Q])

@@ -245,3 +245,29 @@ async def test_many_waiters_on_many_jobs(backend: Backend) -> None:
     assert time.perf_counter() - started < 2
     assert [r.id if r else None for r in results] == [j.id for j in jobs + jobs]
     assert all(r is not None and r.status == JobStatus.SUCCEEDED for r in results)
+
+
+async def test_an_id_whose_record_expired_can_be_enqueued_again(backend: Backend) -> None:
+    """An expired record is gone: its id is free again (SQLite deletes expired rows lazily,
+    so an enqueue that meets one must replace it)."""
+    # Given a job that succeeded with its result kept for 1 ms (by this machine's clock,
+    # the broker's too)
+    now = time.time_ns() // 1_000_000
+    await backend.enqueue_jobs([new_job("a")])
+    await backend.register_worker(WorkerLease(worker_id="w1", queues=[Q], lease_ms=30_000), None)
+    (claimed,) = (await backend.claim_jobs(Q, "w1", 1, 30_000, None)).jobs
+    done = Completion(job_id="a", queue=Q, fence=claimed.fence, result=b"1", finished_at_ms=now)
+    assert await backend.complete_jobs("w1", [done], 1) == [True]
+
+    # When its record has expired
+    deadline = time.monotonic() + 5
+    while await backend.get_job("a", Q) is not None:
+        assert time.monotonic() < deadline, "the record never expired"
+        await backend.promote_due_jobs(Q, None)  # brings the broker's time along
+        await asyncio.sleep(0.01)
+
+    # Then the same id can be enqueued again, as a new job
+    assert await backend.enqueue_jobs([new_job("a", payload=b"again")]) == [True]
+    job = await backend.get_job("a", Q)
+    assert job is not None
+    assert (job.status, job.payload, job.attempt) == (JobStatus.QUEUED, b"again", 0)

@@ -204,7 +204,8 @@ async def test_only_the_poison_job_dies_the_innocent_one_succeeds(backend: Backe
     await register(backend, "w3", now)
     first = await claim(backend, "w3", now, suspects=1, count=2)
     assert flagged(first) == [("innocent", True), ("bystander1", False)]
-    assert await backend.complete_jobs("w3", [completion(j) for j in first.jobs], 60_000) == [
+    done = [completion(j, at_ms=now + 1) for j in first.jobs]
+    assert await backend.complete_jobs("w3", done, 60_000) == [
         True,
         True,
     ]
@@ -217,7 +218,9 @@ async def test_only_the_poison_job_dies_the_innocent_one_succeeds(backend: Backe
     poison, bystander = second.jobs
     dead = failure(poison, None, error=POISON_ERROR, died=True, at_ms=now + 11)
     assert await backend.fail_jobs("w4", [dead], 60_000) == [True]
-    assert await backend.complete_jobs("w4", [completion(bystander)], 60_000) == [True]
+    assert await backend.complete_jobs("w4", [completion(bystander, at_ms=now + 12)], 60_000) == [
+        True
+    ]
 
     # Then the poison job is dead, with the three workers it died under as evidence
     job = await backend.wait_for_job("poison", Q, timeout_s=5)
@@ -277,7 +280,9 @@ async def test_an_external_kill_of_a_worker_running_a_suspect_costs_only_an_unat
     # And the suspect can still run in a sandbox and succeed
     again = await claim(backend, "w4", now, suspects=1, count=1)
     assert flagged(again) == [("innocent", True)]
-    assert await backend.complete_jobs("w4", [completion(again.jobs[0])], 60_000) == [True]
+    assert await backend.complete_jobs(
+        "w4", [completion(again.jobs[0], at_ms=now + 1)], 60_000
+    ) == [True]
     assert (await record(backend, "innocent")).status == JobStatus.SUCCEEDED
 
 

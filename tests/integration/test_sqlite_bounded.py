@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from corq.backends.base import BATCH, Completion, NewJob, WorkerLease
-from corq.backends.sqlite import SqliteBackend, claims, leases
+from corq.backends.sqlite import SqliteBackend, claims, leases, outcomes
 from corq.backends.sqlite.dead import DeadBounds
 from corq.backends.sqlite.store import Conn, connect, transaction
 from corq.backends.sqlite.thread import Tx
@@ -119,42 +119,66 @@ def test_each_promotion_step_is_one_batch(db: Path) -> None:
         conn.close()
 
 
-async def test_enqueue_and_complete_leave_expired_results_to_promotion(
+async def test_enqueue_and_complete_transactions_leave_expired_results_alone(
     backend: SqliteBackend, db: Path
 ) -> None:
     # Given 100,000 results that expired long ago, one of them under the id "m7"
     fill(db, "succeeded", run_at_ms=T0, expires_at_ms=T0)
     now = T0 + 10_000
 
-    # When a producer enqueues (reusing an expired id) and a worker completes a job
+    # When a producer enqueues, reusing an expired id
     before = await changes(backend)
     assert await backend.enqueue_jobs([new_job("m7", now), new_job("fresh", now)]) == [True, True]
+
+    # Then its transaction deleted nothing, and the id starts a new job
+    assert await changes(backend) - before < 10
+    assert count(db, f"expires_at_ms <= {T0}") == MANY - 1
+    reused = await backend.get_job("m7", "q")
+    assert reused is not None
+    assert (reused.status, reused.result, reused.attempt) == ("queued", None, 0)
+
+    # And a complete transaction deletes nothing either
     await register(backend, now_ms=now)
     jobs = (await backend.claim_jobs("q", "w1", 2, LEASE_MS, now)).jobs
     done = [
         Completion(job_id=j.id, queue="q", fence=j.fence, result=b"", finished_at_ms=now)
         for j in jobs
     ]
-    assert await backend.complete_jobs("w1", done, 60_000) == [True, True]
 
-    # Then none of those transactions deleted the expired records
-    assert await changes(backend) - before < 20
+    def complete_only(c: Conn) -> list[bool]:
+        return outcomes.complete_jobs(c, "w1", done, 60_000)
+
+    assert await backend._thread.run(complete_only) == [True, True]
     assert count(db, f"expires_at_ms <= {T0}") == MANY - 1
-    reused = await backend.get_job("m7", "q")
-    assert reused is not None
-    assert (reused.result, reused.attempt) == (b"", 1)  # a new job under the old id
 
-    # And promote_due_jobs deletes them, in steps of one batch
-    assert await backend.promote_due_jobs("q", now) is None
+
+@pytest.mark.parametrize("call", ["promote", "complete"])
+async def test_expired_results_go_in_steps_after_promotion_or_completion(
+    backend: SqliteBackend, db: Path, call: str
+) -> None:
+    """A worker that only ever completes (no delayed job makes it promote) still keeps the
+    number of expired results bounded."""
+    fill(db, "succeeded", run_at_ms=T0, expires_at_ms=T0)
+    await register(backend)
+    await backend.enqueue_jobs([new_job("a", T0 + 1)])
+    (a,) = (await backend.claim_jobs("q", "w1", 1, LEASE_MS, T0 + 1)).jobs
+
+    if call == "promote":
+        assert await backend.promote_due_jobs("q", T0 + 1) is None
+    else:
+        done = Completion(job_id="a", queue="q", fence=a.fence, result=b"", finished_at_ms=T0 + 1)
+        assert await backend.complete_jobs("w1", [done], 60_000) == [True]
+
     assert count(db, f"expires_at_ms <= {T0}") == 0
-    assert count(db, "1") == 2
+    assert await backend.get_job("a", "q") is not None
 
 
 def test_each_expiry_step_is_one_batch(db: Path) -> None:
     conn = connect(parse_url(f"sqlite:///{db}"), 5_000)
     try:
         fill(db, "succeeded", run_at_ms=T0, expires_at_ms=T0)
-        deleted = transaction(conn, lambda c: claims.expire_results(c, T0 + 1), write=True)
+        conn.execute("UPDATE meta SET value = ? WHERE key = 'clock_ms'", (T0 + 1,))
+        deleted = transaction(conn, claims.expire_results, write=True)
         assert deleted == BATCH
         assert count(db, "1") == MANY - BATCH
     finally:

@@ -9,6 +9,7 @@ call fails (a failing claim would make every worker of the queue crash in turn).
 
 from __future__ import annotations
 
+import contextlib
 import re
 import sqlite3
 from collections.abc import AsyncIterator, Iterator
@@ -19,9 +20,18 @@ import pytest
 
 from corq.backends.base import BATCH, Completion, NewJob, WorkerLease, damaged_error
 from corq.backends.sqlite import SqliteBackend
-from corq.backends.sqlite.records import CHECKS, Checked, damage
+from corq.backends.sqlite.records import (
+    CHECKED_BY,
+    CHECKS,
+    JOB_COLUMNS,
+    Checked,
+    _looks_readable,
+    damage,
+)
 from corq.backends.sqlite.sql import SCHEMA_VERSION, Q, schema
-from corq.job import Job
+from corq.backends.sqlite.store import connect
+from corq.backends.sqlite.url import parse_url
+from corq.job import Job, JobStatus
 
 T0 = 1_700_000_000_000
 LEASE_MS = 30_000
@@ -433,21 +443,33 @@ async def test_many_damaged_rows_cost_a_claim_one_batch_of_dead_letters(
 # -- one rule in SQL and in Python ------------------------------------------------------
 
 
+_CHECKED_COLUMNS = (
+    "rowid, id, task, payload, priority, seq, attempt, failures, deaths, fence,"
+    " enqueued_at_ms, run_at_ms, death_log, suspect"
+)
+
+
 def _row(conn: sqlite3.Connection, job_id: str) -> Checked:
-    found = conn.execute(
-        "SELECT rowid, id, task, payload, priority, seq, attempt, failures, deaths, fence,"
-        " enqueued_at_ms, run_at_ms, death_log, suspect FROM jobs WHERE id = ?",
-        (job_id,),
-    ).fetchone()
-    return Checked(*found)
+    found = conn.execute(f"SELECT {_CHECKED_COLUMNS} FROM jobs WHERE id = ?", (job_id,))
+    return Checked(*found.fetchone())
+
+
+def _row_by_rowid(conn: sqlite3.Connection, rowid: int) -> Checked:
+    found = conn.execute(f"SELECT {_CHECKED_COLUMNS} FROM jobs WHERE rowid = ?", (rowid,))
+    return Checked(*found.fetchone())
 
 
 BAD_VALUES: list[object] = [None, "text", b"blob", 1.5, -1, 2**62, 2**63 - 1]
 
 
+def _checks_pass(row: Checked) -> bool:
+    return all(ok(value) for (_, ok), value in zip(CHECKS, row[1:], strict=True))
+
+
 def test_the_sql_readable_part_and_the_python_checks_agree(loose_db: Path) -> None:
     """Outcomes check rows in SQL (the `readable` part of queries.sql), claims check them in
-    Python (records.CHECKS): for every checked field and damaging value, both agree."""
+    Python (records.CHECKS, written out for speed in _looks_readable): for every checked
+    field and damaging value, all three agree."""
     checked_in_sql = {name for name, _ in CHECKS} - {"id", "task", "fence"}
     with writer(loose_db) as conn:
         conn.execute(
@@ -457,14 +479,23 @@ def test_the_sql_readable_part_and_the_python_checks_agree(loose_db: Path) -> No
         readable_sql = "SELECT count(*) FROM jobs WHERE id = 'a' AND " + _readable_part()
         assert conn.execute(readable_sql).fetchone() == (1,)
         assert damage(conn, _row(conn, "a")) is None
+        for name in ("id", "fence"):  # checked in Python only (SQL matches them by value)
+            for value in [*BAD_VALUES, ""]:
+                original = conn.execute(f"SELECT {name} FROM jobs WHERE id = 'a'").fetchone()[0]
+                conn.execute(f"UPDATE jobs SET {name} = ? WHERE rowid = 1", (value,))
+                row = _row_by_rowid(conn, 1)
+                assert _looks_readable(row) == _checks_pass(row), (name, value)
+                conn.execute(f"UPDATE jobs SET {name} = ? WHERE rowid = 1", (original,))
         for name in sorted(checked_in_sql):
             for value in BAD_VALUES:
                 original = conn.execute(f"SELECT {name} FROM jobs WHERE id = 'a'").fetchone()[0]
                 conn.execute(f"UPDATE jobs SET {name} = ? WHERE id = 'a'", (value,))
                 stored = conn.execute(f"SELECT {name} FROM jobs WHERE id = 'a'").fetchone()[0]
                 in_sql = conn.execute(readable_sql).fetchone() == (1,)
-                in_python = damage(conn, _row(conn, "a")) is None
-                assert in_sql == in_python, (name, value, stored)
+                row = _row(conn, "a")
+                in_python = damage(conn, row) is None
+                assert in_sql == in_python == _checks_pass(row), (name, value, stored)
+                assert _looks_readable(row) == in_python, (name, value, stored)
                 conn.execute(f"UPDATE jobs SET {name} = ? WHERE id = 'a'", (original,))
 
 
@@ -472,3 +503,141 @@ def _readable_part() -> str:
     """The readable part as job_complete includes it (its WHERE clause after the fence)."""
     where = Q["job_complete"].split("AND fence = :fence AND", 1)[1]
     return where.strip()
+
+
+def test_every_statement_that_acts_on_jobs_selects_the_checked_columns(db: Path) -> None:
+    """Rows are unpacked by position into Checked (and JOB_COLUMNS for reads): the column
+    names each statement returns must be those, in that order."""
+    conn = connect(parse_url(f"sqlite:///{db}"), 5_000)
+    try:
+        params = {"queue": "q", "worker": "w", "limit": 1, "after": 0, "rowid": 1, "suspect": 0,
+                  "count": 1, "id": "a", "clock": 0, "offset": 0}  # fmt: skip
+        for name in CHECKED_BY:
+            described = [d[0] for d in conn.execute(Q[name], params).description]
+            plain = [column.split(".")[-1] for column in described]
+            extra = ["worker_id", "departed"] if name == "reclaiming_held" else []
+            assert plain == [*Checked._fields, *extra], name
+        for name in ("job_get", "job_get_any_queue", "dead_list"):
+            described = [d[0] for d in conn.execute(Q[name], params).description]
+            assert described == list(JOB_COLUMNS), name
+    finally:
+        conn.close()
+
+
+JOB_TABLE_COLUMNS = [
+    "id", "task", "status", "payload", "priority", "seq", "attempt", "failures", "deaths",
+    "enqueued_at_ms", "run_at_ms", "started_at_ms", "finished_at_ms", "worker_id", "fence",
+    "result", "error", "traceback", "death_log", "expires_at_ms", "suspect", "isolated",
+    "progress",
+]  # fmt: skip
+ANY_VALUES: list[object] = [None, "", "text", b"\xff", 1.5, -1, 2**63 - 1, -(2**63), "9" * 5_000]
+
+
+@pytest.mark.parametrize("column", JOB_TABLE_COLUMNS)
+async def test_no_value_in_any_column_fails_a_call_or_holds_up_other_jobs(
+    loose_db: Path, column: str
+) -> None:
+    """Whatever another program writes into one column of one job (ready, delayed or held),
+    every call still answers, and the healthy jobs beside it all run."""
+    for n, value in enumerate(ANY_VALUES):
+        b = SqliteBackend(f"sqlite:///{loose_db}")
+        queue = f"q{n}"
+        try:
+            await _every_call_answers(b, loose_db, queue, column, value)
+        finally:
+            await b.close()
+
+
+async def _every_call_answers(
+    b: SqliteBackend, db: Path, queue: str, column: str, value: object
+) -> None:
+    now = T0 + 1_000
+    lease = WorkerLease(worker_id="w", queues=[queue], lease_ms=LEASE_MS)
+    # Given a held job, then a ready one and a due delayed one, each beside a healthy twin
+    await b.enqueue_jobs([new_job("held", queue=queue), new_job("held-ok", queue=queue)])
+    await b.register_worker(lease, T0)
+    assert len((await b.claim_jobs(queue, "w", 2, LEASE_MS, T0)).jobs) == 2
+    jobs = [new_job(j, queue=queue) for j in ("ready", "ready-ok")]
+    jobs += [new_job(j, queue=queue, delay_ms=500) for j in ("later", "later-ok")]
+    await b.enqueue_jobs(jobs)
+    with writer(db) as conn:
+        for job_id in ("held", "ready", "later"):
+            # one row at a time: a unique id can be given to one row only
+            with contextlib.suppress(sqlite3.IntegrityError):
+                sql = f"UPDATE jobs SET {column} = ? WHERE queue = ? AND id = ?"
+                conn.execute(sql, (value, queue, job_id))
+
+    # When every call meets the damaged rows, then each answers
+    for job_id in ("held", "ready", "later", "held-ok"):
+        await b.get_job(job_id, queue)
+        await b.get_job(job_id)
+    await b.list_held_jobs(queue, "w")
+    await b.count_held_jobs(queue, "w")
+    await b.set_progress("held", queue, "w", 1, 0.5)
+    await b.cancel_job("ready", queue, now)
+    await b.promote_due_jobs(queue, now)
+    got = (await b.claim_jobs(queue, "w", 10, LEASE_MS, now)).jobs
+    await b.wait_for_jobs(queue, 0)
+    await b.queue_stats([queue])
+    await b.list_queues()
+    await b.list_dead(queue)
+    await b.reclaim_stalled_jobs(queue, now + 2 * LEASE_MS, max_deaths=3)
+    # (nothing is left running: a reclaim takes back or dead-letters every held job, even
+    # one whose holder another program renamed to an id nobody registered)
+    with writer(db) as conn:
+        running = "SELECT count(*) FROM jobs WHERE queue = ? AND status = 'running'"
+        assert conn.execute(running, (queue,)).fetchone() == (0,), (column, value)
+    await b.retry_dead(queue, None, now)
+    await b.purge_dead(queue, None)
+
+    # And the healthy twins were claimed (the held one was reclaimed back to the queue)
+    claimed = {j.id for j in got}
+    assert {"ready-ok", "later-ok"} <= claimed, (column, value, claimed)
+    twin = await b.get_job("held-ok", queue)
+    assert twin is not None
+    assert twin.status is JobStatus.QUEUED, (column, value)
+
+
+@pytest.mark.parametrize(
+    ("table", "column"),
+    [
+        ("workers", "lease_deadline_ms"),
+        ("workers", "departed"),
+        ("workers", "worker_id"),
+        ("queues", "last_used_ms"),
+        ("meta", "value"),
+    ],
+)
+async def test_no_value_in_a_registration_or_counter_fails_a_call(
+    loose_db: Path, table: str, column: str
+) -> None:
+    """A damaged worker registration, queue name row or counter costs at most that
+    registration (its holder is reclaimed, or told it is lost and registers again)."""
+    for n, value in enumerate(ANY_VALUES):
+        b = SqliteBackend(f"sqlite:///{loose_db}")
+        queue = f"q{n}"
+        lease = WorkerLease(worker_id="w", queues=[queue], lease_ms=LEASE_MS)
+        try:
+            await b.enqueue_jobs([new_job(j, queue=queue) for j in ("a", "b")])
+            await b.register_worker(lease, T0)
+            assert len((await b.claim_jobs(queue, "w", 1, LEASE_MS, T0)).jobs) == 1
+            with writer(loose_db) as conn, contextlib.suppress(sqlite3.IntegrityError):
+                conn.execute(f"UPDATE {table} SET {column} = ?", (value,))
+
+            lost = await b.heartbeat(lease, T0 + 1)
+            if lost:
+                await b.register_worker(lease, T0 + 1)
+            batch = await b.claim_jobs(queue, "w", 5, LEASE_MS, T0 + 1)
+            assert not batch.lost
+            await b.end_leases(lease)
+            await b.queue_stats()
+            await b.list_queues()
+            await b.prune_queues(T0, 0)
+            await b.reclaim_stalled_jobs(queue, T0 + 2 * LEASE_MS, max_deaths=3)
+            await b.deregister_worker(lease, T0 + 2 * LEASE_MS)
+            assert await b.enqueue_jobs([new_job("c", queue=queue)]) == [True]
+            await b.register_worker(lease, T0 + 2 * LEASE_MS)
+            got = (await b.claim_jobs(queue, "w", 5, LEASE_MS, T0 + 2 * LEASE_MS)).jobs
+            assert "c" in {j.id for j in got}, (table, column, value)
+        finally:
+            await b.close()

@@ -436,8 +436,7 @@ class RedisBackend:
             ids = cast(
                 list[bytes], await self._redis.zrevrange(keys.dead, offset, offset + limit - 1)
             )
-            wanted = [(keys, raw.decode("utf-8", "surrogateescape")) for raw in ids]
-            jobs = await read_jobs(self._redis, wanted)
+            jobs = await read_jobs(self._redis, [(keys, job_id) for job_id in ids])
         return [job for job in jobs if job is not None]
 
     async def retry_dead(

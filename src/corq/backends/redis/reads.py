@@ -20,14 +20,24 @@ from corq.job import Job
 from corq.types import JobId
 
 
-async def read_jobs(client: Redis, wanted: Sequence[tuple[QueueKeys, JobId]]) -> list[Job | None]:
+def _record_key(keys: QueueKeys, job_id: JobId | bytes) -> str | bytes:
+    """An id read back from Redis stays bytes: it may not be UTF-8 (another program's)."""
+    if isinstance(job_id, bytes):
+        return keys.job_prefix.encode() + job_id
+    return keys.job(job_id)
+
+
+async def read_jobs(
+    client: Redis, wanted: Sequence[tuple[QueueKeys, JobId | bytes]]
+) -> list[Job | None]:
     """The job of each (queue keys, id), or None where there is no such key."""
     if not wanted:
         return []
     async with client.pipeline(transaction=False) as pipe:
         for keys, job_id in wanted:
-            pipe.type(keys.job(job_id))
-            pipe.hgetall(keys.job(job_id))
+            key = _record_key(keys, job_id)
+            pipe.type(key)
+            pipe.hgetall(key)
         replies = await pipe.execute(raise_on_error=False)
     jobs: list[Job | None] = []
     for at, (keys, job_id) in enumerate(wanted):
@@ -35,10 +45,11 @@ async def read_jobs(client: Redis, wanted: Sequence[tuple[QueueKeys, JobId]]) ->
         if isinstance(kind, BaseException):
             raise kind
         kind_name = cast(bytes, kind).decode()
+        text_id = job_id.decode("utf-8", "replace") if isinstance(job_id, bytes) else job_id
         if kind_name == "none":
             jobs.append(None)
         elif kind_name != "hash" or isinstance(record, BaseException):
-            jobs.append(wrong_type_job(job_id, keys.queue, kind_name))
+            jobs.append(wrong_type_job(text_id, keys.queue, kind_name))
         else:
-            jobs.append(job_from_record(cast(Record, record)))
+            jobs.append(job_from_record(cast(Record, record), text_id, keys.queue))
     return jobs

@@ -63,6 +63,14 @@ class _Reader:
     def integer(self, name: str) -> int:
         return self.opt_integer(name) or 0
 
+    def count(self, name: str) -> int:
+        """An integer that is never negative (attempt, failures, deaths)."""
+        number = self.integer(name)
+        if number < 0:
+            self.problems.append(f"{name} is negative: {quote(self.record[name.encode()])}")
+            return 0
+        return number
+
     def status(self) -> JobStatus:
         value = self.text("status")
         if value is None:
@@ -74,21 +82,25 @@ class _Reader:
             return JobStatus.DEAD
 
 
-def job_from_record(record: Record) -> Job | None:
-    """The Job a record describes, or None for an empty reply (no such key)."""
+def job_from_record(record: Record, job_id: JobId, queue: QueueName) -> Job | None:
+    """The Job a record describes, or None for an empty reply (no such key).
+
+    Its id and queue are those of the key it was read from (the record's own copies may
+    have been rewritten by another program).
+    """
     if not record:
         return None
     r = _Reader(record)
     job = Job(
-        id=r.text("id") or "",
+        id=job_id,
         task=r.text("task") or "",
-        queue=r.text("queue") or "",
+        queue=queue,
         status=r.status(),
         payload=record.get(b"payload", b""),
         priority=r.integer("priority"),
-        attempt=r.integer("attempt"),
-        failures=r.integer("failures"),
-        deaths=r.integer("deaths"),
+        attempt=r.count("attempt"),
+        failures=r.count("failures"),
+        deaths=r.count("deaths"),
         enqueued_at_ms=r.integer("enqueued_at_ms"),
         run_at_ms=r.integer("run_at_ms"),
         started_at_ms=r.opt_integer("started_at_ms"),

@@ -6,6 +6,9 @@ per queue per hour, not one per call. As a consequence a queue is seen as used a
 that long after its last touch, so ``prune_queues`` with an idle time below it may forget
 the name of a queue a producer still uses between bursts (never its jobs: a queue is only
 forgotten while it holds nothing); the name comes back at that producer's next touch.
+
+Members that are not queue names (not UTF-8, or not a name corq makes: another program's)
+are skipped: never listed, never pruned, since no queue corq serves can be under them.
 """
 
 from __future__ import annotations

@@ -49,7 +49,7 @@ WAKE_CAP = 64
 BATCH_BYTES = 4 * 1024 * 1024
 #: How long the snapshot behind one ``retry_dead`` of all dead letters is kept at most.
 SNAPSHOT_TTL_MS = 3600 * 1000
-#: What claim_jobs.lua returns per job, in order.
+#: What claim_jobs.lua returns per job, in order (a flat reply, len(CLAIMED_FIELDS) apiece).
 CLAIMED_FIELDS = (
     "id",
     "task",
@@ -232,7 +232,8 @@ def _claimed(queue: QueueName, row: list[Any]) -> ClaimedJob:
 def _claim_batch(queue: QueueName, reply: list[Any]) -> ClaimBatch:
     if reply[0] == 1:
         return ClaimBatch(jobs=[], lost=True)
-    jobs = [_claimed(queue, row) for row in reply[3:]]
+    width = len(CLAIMED_FIELDS)
+    jobs = [_claimed(queue, reply[at : at + width]) for at in range(3, len(reply), width)]
     return ClaimBatch(jobs=jobs, next_due_ms=_score(reply[1]), suspects=int(reply[2]))
 
 

@@ -43,9 +43,10 @@ from corq.types import JobId, QueueName, WorkerId
 #: bounds the latency of a cross-process wake (~20 ms) at the cost of one thread wake-up and
 #: one pragma per tick, only while anyone waits.
 POLL_S = 0.02
-#: How often (at most) promote_due_jobs deletes expired results. The deletion is bounded per
-#: transaction (BATCH rows) and kept out of enqueue and complete, whose write lock it would
-#: otherwise hold for as long as a backlog of expired results takes.
+#: How often (at most) a backend deletes expired results, after a promote_due_jobs or a
+#: complete_jobs call (whichever comes first): in transactions of their own, BATCH rows
+#: each, until none is left. Never inside an enqueue or complete transaction, whose write
+#: lock it would otherwise hold for as long as a backlog of expired results takes.
 EXPIRE_EVERY_S = 1.0
 
 
@@ -173,7 +174,8 @@ class SqliteBackend:
 
     async def list_held_jobs(self, queue: QueueName, worker_id: WorkerId) -> list[HeldJob]:
         """Read in pages of BATCH (reads never hold writers up); damaged rows then go to
-        the dead letters in write transactions of at most BATCH."""
+        the dead letters in write transactions of at most BATCH. (The held set is the
+        records themselves here, so no id can linger in it after its record moved on.)"""
         held: list[HeldJob] = []
         damaged: list[int] = []
         after: int | None = 0
@@ -238,26 +240,31 @@ class SqliteBackend:
 
     async def promote_due_jobs(self, queue: QueueName, now_ms: int | None) -> int | None:
         """Promote in steps of at most BATCH jobs (one transaction each) until nothing is
-        due; about once a second, delete expired results first (also in bounded steps)."""
-        await self._expire_results(now_ms)
+        due; then, about once a second, delete expired results (see EXPIRE_EVERY_S)."""
         while True:
             step = partial(claims.promote_due_jobs, queue=queue, now_ms=now_ms, bounds=self._bounds)
             promoted, now = await self._thread.run(step)
             due, now_ms = promoted.next_due_ms, now  # later steps keep the first step's time
             if due is None or due > now or promoted.moved == 0:
+                await self._expire_results()
                 return due
 
-    async def _expire_results(self, now_ms: int | None) -> None:
+    async def _expire_results(self) -> None:
+        """Delete the results expired by the latest time seen, at most once per
+        EXPIRE_EVERY_S, in transactions of BATCH rows until none is left."""
         if time.monotonic() - self._expired_at < EXPIRE_EVERY_S:
             return
         self._expired_at = time.monotonic()
-        while await self._thread.run(partial(claims.expire_results, now_ms=now_ms)) >= BATCH:
+        while await self._thread.run(claims.expire_results) >= BATCH:
             pass
 
     async def complete_jobs(
         self, worker_id: WorkerId, completions: Sequence[Completion], result_ttl_ms: int
     ) -> list[bool]:
-        return await self._thread.run(
+        """Then, about once a second, delete expired results (see EXPIRE_EVERY_S): the
+        workers that make results are the ones that keep their number bounded, even when no
+        delayed job ever makes them promote."""
+        done = await self._thread.run(
             partial(
                 outcomes.complete_jobs,
                 worker_id=worker_id,
@@ -265,6 +272,8 @@ class SqliteBackend:
                 result_ttl_ms=result_ttl_ms,
             )
         )
+        await self._expire_results()
+        return done
 
     async def fail_jobs(
         self, worker_id: WorkerId, failures: Sequence[Failure], result_ttl_ms: int

@@ -17,7 +17,13 @@ from corq.backends.base import BATCH, ClaimBatch, ClaimedJob, HeldJob, damaged_e
 from corq.backends.sqlite.dead import DeadBounds, bury, trim
 from corq.backends.sqlite.records import Checked, damage, task_name
 from corq.backends.sqlite.sql import Q
-from corq.backends.sqlite.store import Conn, advance_clock, take_numbers
+from corq.backends.sqlite.store import (
+    Conn,
+    advance_clock,
+    machine_now_ms,
+    read_clock,
+    take_numbers,
+)
 from corq.types import JobId, QueueName, WorkerId
 
 
@@ -104,11 +110,11 @@ def promote_due_jobs(
     return promote(conn, queue, now, bounds), now
 
 
-def expire_results(conn: Conn, now_ms: int | None) -> int:
-    """Delete at most BATCH records whose time to live ran out by the latest time seen
-    (the lazy PEXPIRE); returns how many."""
-    _, latest = advance_clock(conn, now_ms)
-    return conn.execute(Q["expired_delete"], {"now": latest, "limit": BATCH}).rowcount
+def expire_results(conn: Conn) -> int:
+    """Delete at most BATCH records whose time to live ran out by the latest time any call
+    brought (the lazy PEXPIRE; reads already treat them as gone); returns how many."""
+    params = {"now": read_clock(conn), "limit": BATCH}
+    return conn.execute(Q["expired_delete"], params).rowcount
 
 
 # -- claiming --------------------------------------------------------------------------
@@ -247,8 +253,9 @@ def bury_held(
     conn: Conn, queue: QueueName, worker_id: WorkerId, rowids: list[int], bounds: DeadBounds
 ) -> None:
     """Send damaged held rows to the dead letters, each checked again under the write lock
-    (it may have been completed or repaired since it was read)."""
-    now, _ = advance_clock(conn, None)
+    (it may have been completed or repaired since it was read). They die at the latest
+    time any call brought (this call brings none), so a fake clock's timeline holds."""
+    now = read_clock(conn) or machine_now_ms()
     for rowid in rowids:
         params = {"queue": queue, "worker": worker_id, "rowid": rowid}
         row = conn.execute(Q["held_by_rowid"], params).fetchone()

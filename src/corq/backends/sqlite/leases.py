@@ -96,14 +96,16 @@ def reclaim_step(
     """One bounded step of reclaim_stalled_jobs.
 
     The first step moves the stalled holders (with `ended_only`, only ended or departed
-    ones) into ``reclaiming`` and sends running jobs held by no text holder at all to the
-    dead letters; every step then takes back at most BATCH jobs of the holders being
-    reclaimed, and forgets the holders that hold nothing any more.
+    ones) into ``reclaiming``, with any holder of running jobs that is not registered at
+    all, and sends running jobs held by no text holder to the dead letters; every step then
+    takes back at most BATCH jobs of the holders being reclaimed, and forgets the holders
+    that hold nothing any more.
     """
     now, _ = advance_clock(conn, now_ms)
     buried = 0
     if first:
         _unregister_stalled(conn, queue, now, ended_only=ended_only)
+        _adopt_orphans(conn, queue)
         buried = _bury_unheld(conn, queue, now)
     held = conn.execute(Q["reclaiming_held"], {"queue": queue, "limit": BATCH}).fetchall()
     writes: dict[str, list[dict[str, Any]]] = {}
@@ -124,6 +126,15 @@ def _unregister_stalled(conn: Conn, queue: QueueName, now_ms: int, *, ended_only
     for worker_id, departed in stalled:
         params = {"queue": queue, "worker": worker_id, "departed": int(departed == 1)}
         conn.execute(Q["reclaiming_add"], params)
+
+
+def _adopt_orphans(conn: Conn, queue: QueueName) -> None:
+    """Holders of running jobs that nobody registered (a bug of an older corq, or another
+    program) are taken back too, as departed: their jobs come back without a death, since
+    nothing says the job's worker died."""
+    orphans = conn.execute(Q["holders_orphaned"], {"queue": queue, "limit": BATCH}).fetchall()
+    for (worker_id,) in orphans:
+        conn.execute(Q["reclaiming_add"], {"queue": queue, "worker": worker_id, "departed": 1})
 
 
 def _bury_unheld(conn: Conn, queue: QueueName, now_ms: int) -> int:

@@ -11,6 +11,8 @@
 -- them for Python to check (records.py) and write by rowid with values computed from
 -- checked ones; a fenced outcome that adds to a stored counter checks its type in its own
 -- WHERE clause. So no write can fail, or store NULL, because of what a row held.
+-- 4611686018427387903 (2**62 - 1) is the largest counter (seq, attempt, fence, ...) taken
+-- as readable: it can still grow without leaving 64 bits (records._COUNTER_MAX).
 
 -- ---------------------------------------------------------------- shared parts
 
@@ -65,14 +67,6 @@ ALTER TABLE queues ADD COLUMN last_used_ms INTEGER NOT NULL DEFAULT 0;
 -- name: migrate_3_used_now
 -- Every name known before the migration counts as used now (its history is unknown).
 UPDATE queues SET last_used_ms = CAST((julianday('now') - 2440587.5) * 86400000 AS INTEGER);
-
--- name: migrate_3_orphans
--- Version 2 deleted the registration of a worker that deregistered while holding jobs,
--- leaving them running for ever: register such holders again, departed, lease ended, so the
--- next reclaim gives the jobs back without counting a death.
-INSERT OR IGNORE INTO workers (queue, worker_id, lease_deadline_ms, departed)
-SELECT DISTINCT queue, worker_id, 0, 1 FROM jobs
-WHERE status = 'running' AND typeof(queue) = 'text' AND typeof(worker_id) = 'text';
 
 -- ---------------------------------------------------------------- bookkeeping
 
@@ -272,6 +266,27 @@ RETURNING worker_id, departed;
 -- Note a holder whose jobs are being taken back.
 INSERT OR REPLACE INTO reclaiming (queue, worker_id, departed)
 VALUES (:queue, :worker, :departed);
+
+-- name: holders_orphaned
+-- At most :limit holders (text ids) that hold running jobs of a queue but are neither
+-- registered nor being reclaimed: nobody would ever give their jobs back (the
+-- deregistration bug of schema version 2 left such jobs; another program may too). The
+-- walk jumps from holder to holder in the held index, so it costs one seek per holder.
+WITH RECURSIVE holder(id) AS (
+    SELECT (SELECT min(worker_id) FROM jobs
+            WHERE queue = :queue AND status = 'running'
+              AND worker_id >= '' AND worker_id < x'')
+    UNION ALL
+    SELECT (SELECT min(worker_id) FROM jobs
+            WHERE queue = :queue AND status = 'running'
+              AND worker_id > holder.id AND worker_id < x'')
+    FROM holder WHERE holder.id IS NOT NULL
+    LIMIT :limit
+)
+SELECT id FROM holder
+WHERE id IS NOT NULL
+  AND NOT EXISTS (SELECT 1 FROM workers WHERE queue = :queue AND worker_id = holder.id)
+  AND NOT EXISTS (SELECT 1 FROM reclaiming WHERE queue = :queue AND worker_id = holder.id);
 
 -- name: reclaiming_held
 -- At most :limit jobs still held by holders being reclaimed in a queue, with what a claim

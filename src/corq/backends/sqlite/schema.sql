@@ -41,9 +41,9 @@
 --           suspect column.
 --   2 -> 3  workers.departed and queues.last_used_ms added (every known name counts as
 --           used at the migration); the reclaiming table and the queues_idle index
---           created; every holder that holds running jobs but has no registration (orphaned
---           by the deregistration bug of version 2) registered again as departed with an
---           ended lease, so the next reclaim gives those jobs back.
+--           created. Jobs left running under a holder with no registration (by the
+--           deregistration bug of version 2) are given back by the next reclaim, which
+--           looks for such holders every time.
 --
 -- Later issues, not implemented yet (the columns are reserved, always NULL/0 for now):
 --   * dependencies between jobs: jobs.pending_deps counts unfinished upstream jobs of a

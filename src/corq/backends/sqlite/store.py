@@ -29,9 +29,6 @@ def connect(target: Target, busy_timeout_ms: int) -> Conn:
         isolation_level=None,
         cached_statements=128,
     )
-    # Text another program wrote need not be UTF-8: decode it with replacement rather
-    # than fail every read of the row (records.py tells such ids apart).
-    conn.text_factory = _decode_text
     try:
         conn.execute(f"PRAGMA busy_timeout = {int(busy_timeout_ms)}")
         if not target.memory:
@@ -42,10 +39,6 @@ def connect(target: Target, busy_timeout_ms: int) -> Conn:
         conn.close()
         raise
     return conn
-
-
-def _decode_text(data: bytes) -> str:
-    return data.decode("utf-8", "replace")
 
 
 def _use_wal(conn: Conn, target: Target, busy_timeout_ms: int) -> None:
@@ -109,7 +102,33 @@ def _schema_version(conn: Conn) -> int:
 
 def transaction(conn: Conn, fn: Callable[[Conn], T], *, write: bool) -> T:
     """Run `fn` as one transaction: BEGIN IMMEDIATE for writers, so they queue for the write
-    lock up front (busy_timeout) instead of failing to upgrade a read lock mid-way."""
+    lock up front (busy_timeout) instead of failing to upgrade a read lock mid-way.
+
+    Text another program wrote need not be UTF-8. sqlite3's own decoding (fast, in C) fails
+    on it; the transaction is then run again, from the start, with text decoded with
+    replacement (records.py tells such ids apart), so a row like that never fails a call.
+    """
+    try:
+        return _run(conn, fn, write=write)
+    except sqlite3.OperationalError as exc:
+        if not str(exc).startswith(_NOT_UTF8):
+            raise
+    conn.text_factory = _decode_with_replacement
+    try:
+        return _run(conn, fn, write=write)
+    finally:
+        conn.text_factory = str
+
+
+#: How sqlite3 says a TEXT value is not valid UTF-8.
+_NOT_UTF8 = "Could not decode to UTF-8"
+
+
+def _decode_with_replacement(data: bytes) -> str:
+    return data.decode("utf-8", "replace")
+
+
+def _run(conn: Conn, fn: Callable[[Conn], T], *, write: bool) -> T:
     conn.execute("BEGIN IMMEDIATE" if write else "BEGIN")
     try:
         result = fn(conn)

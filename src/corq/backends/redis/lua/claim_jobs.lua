@@ -33,8 +33,8 @@ ARGV[11] dead_max      most dead letters kept (0: no limit)
 ARGV[12] dead_ttl_ms   longest a dead letter is kept (0: no limit)
 
 Returns: {1} when the holder is not registered; otherwise {0, next_due_ms or nil, suspects
-still waiting, then one array per job: id, task, payload, attempt, failures, deaths, fence,
-enqueued_at_ms, run_at_ms, priority, suspect (1/0)}.
+still waiting, then eleven per job (flat: nested tables cost a claim ~15% more): id, task,
+payload, attempt, failures, deaths, fence, enqueued_at_ms, run_at_ms, priority, suspect (1/0)}.
 ]]
 --- @include "now"
 --- @include "keys"
@@ -70,7 +70,7 @@ local q = {
 }
 local CLAIM_FIELDS = {'task', 'payload', 'attempt', 'failures', 'deaths', 'fence',
   'enqueued_at_ms', 'run_at_ms', 'priority'}
-local CLAIM_KINDS = {false, false, INT, INT, INT, INT, INT, INT, INT}
+local CLAIM_KINDS = {false, false, COUNT, COUNT, COUNT, COUNT, INT, INT, INT_REQUIRED}
 
 expect_types({workers_key, 'zset', ready_key, 'zset', delayed_key, 'zset', seq_key, 'string',
   wake_key, 'list', held_key, 'set', suspects_key, 'zset', dead_key, 'zset'})
@@ -103,8 +103,10 @@ local function take(id, suspect)
   redis.call('HSET', key, 'status', 'running', 'attempt', int(attempt), 'fence', int(fence),
     'worker_id', holder, 'started_at_ms', started_at, 'isolated', suspect)
   redis.call('SADD', held_key, id)
-  out[#out + 1] = {id, f[1] or '', f[2] or '', attempt, f[4], f[5], fence, f[7], f[8], f[9],
-    tonumber(suspect)}
+  local n = #out
+  out[n + 1], out[n + 2], out[n + 3], out[n + 4] = id, f[1] or '', f[2] or '', attempt
+  out[n + 5], out[n + 6], out[n + 7], out[n + 8] = f[4], f[5], fence, f[7]
+  out[n + 9], out[n + 10], out[n + 11] = f[8], f[9], tonumber(suspect)
   return true
 end
 

@@ -47,7 +47,7 @@ local FIRST, WIDTH = 8, 8
 local q = {dead = dead_key, job_prefix = job_prefix, done_prefix = done_prefix, batch = batch,
   dead_max = dead_max, dead_ttl_ms = dead_ttl_ms}
 local FAIL_FIELDS = {'status', 'worker_id', 'fence', 'failures', 'deaths', 'death_log'}
-local FAIL_KINDS = {false, false, false, INT, INT, false}
+local FAIL_KINDS = {false, false, false, COUNT, COUNT, false}
 
 expect_types({held_key, 'set', delayed_key, 'zset', dead_key, 'zset', wake_key, 'list'})
 

@@ -38,7 +38,7 @@ local q = {dead = dead_key, job_prefix = job_prefix, done_prefix = done_prefix, 
 local FIELDS = {'status', 'worker_id', 'fence', 'score', 'attempt', 'failures', 'deaths',
   'priority', 'enqueued_at_ms', 'run_at_ms'}
 local TEXT = {false, false, false, false, false, false, false, false, false, false}
-local KINDS = {false, false, INT_REQUIRED, SCORE, INT, INT, INT, INT, INT, INT}
+local KINDS = {false, false, INT_REQUIRED, SCORE, COUNT, COUNT, COUNT, INT_REQUIRED, INT, INT}
 
 expect_types({held_key, 'set', dead_key, 'zset'})
 

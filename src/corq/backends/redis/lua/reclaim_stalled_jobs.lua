@@ -158,7 +158,7 @@ local function take_back(holder, id, departed)
         or redis.call('SISMEMBER', held_prefix .. holder, id) == 1 then
       return -- finished meanwhile, or held by a new registration of this holder id
     end
-    deaths, problem = check_number('deaths', f[3], INT)
+    deaths, problem = check_number('deaths', f[3], COUNT)
     if deaths then
       score, problem = check_number('score', f[5], SCORE)
     end

@@ -36,7 +36,7 @@ local FIRST, WIDTH = 4, 5
 
 local RELEASE_FIELDS = {'status', 'worker_id', 'fence', 'score', 'suspect', 'attempt',
   'deaths', 'death_log'}
-local RELEASE_KINDS = {false, false, false, SCORE, false, INT, INT, false}
+local RELEASE_KINDS = {false, false, false, SCORE, false, COUNT, COUNT, false}
 
 expect_types({held_key, 'set', ready_key, 'zset', wake_key, 'list', suspects_key, 'zset'})
 

@@ -69,8 +69,8 @@ else
 end
 
 -- A number of a dead record as retry_dead keeps it, or `default` when it cannot be read.
-local function kept(name, value, default)
-  local n = check_number(name, value, INT)
+local function kept(name, value, kind, default)
+  local n = check_number(name, value, kind)
   return n or default
 end
 
@@ -88,15 +88,15 @@ local function retry(id)
   if not f then
     return 0 -- the record is gone
   end
-  local priority = kept('priority', f[1], 0)
+  local priority = kept('priority', f[1], INT, 0)
   if priority < priority_min or priority > priority_max then
     priority = 0
   end
   local score = ready_score(priority_max, priority, redis.call('INCR', seq_key))
   redis.call('HSET', key, 'status', 'queued', 'score', score, 'failures', '0', 'deaths', '0',
     'run_at_ms', int(now_ms), 'priority', int(priority),
-    'attempt', int(math.max(0, kept('attempt', f[2], 0))), 'fence', int(kept('fence', f[3], 0)),
-    'enqueued_at_ms', int(kept('enqueued_at_ms', f[4], now_ms)))
+    'attempt', int(kept('attempt', f[2], COUNT, 0)), 'fence', int(kept('fence', f[3], COUNT, 0)),
+    'enqueued_at_ms', int(kept('enqueued_at_ms', f[4], INT, now_ms)))
   redis.call('HDEL', key, 'death_log', 'finished_at_ms', 'worker_id', 'suspect', 'isolated',
     'progress')
   if f[5] and not check_number('started_at_ms', f[5], INT) then

@@ -3,9 +3,9 @@ record: read a job record without ever failing, so a damaged one costs only itse
 
 read_record(key, fields, kinds): HMGET `fields` through redis.pcall (a key of another type
 is an error value, not a script error) and check each field against its kind in `kinds`
-(same positions): INT (an integer, converted; missing reads 0), INT_REQUIRED, SCORE (any
-finite number, kept as the stored text so it goes back to Redis exactly), or false (text,
-kept as is). Returns the values; or nil and nothing when the key does not exist; or nil, a
+(same positions): INT (an integer, converted; missing reads 0), COUNT (the same, never
+negative: attempt, failures, deaths, fence), INT_REQUIRED, SCORE (any finite number, as exact text
+ZADD takes back), or false (text, kept as is). Returns the values; or nil and nothing when the key does not exist; or nil, a
 problem (for damaged_error) and true when the key is not a hash, false when a field is
 damaged.
 
@@ -15,7 +15,7 @@ knows the record is one it acts on).
 quote(value): a stored value fit for an error message (long ones cut).
 valid_utf8(s): true when `s` is valid UTF-8 (ids handed to Python must decode).
 ]]
-local INT, INT_REQUIRED, SCORE = 'int', 'int!', 'score'
+local INT, COUNT, INT_REQUIRED, SCORE = 'int', 'count', 'int!', 'score'
 local MAX_EXACT = 9007199254740992 -- 2^53: beyond it doubles skip integers
 local QUOTE_BYTES = 40
 
@@ -30,23 +30,33 @@ local function wrong_type_problem(key)
   return 'the key holds a ' .. redis.call('TYPE', key).ok .. ', not a job hash'
 end
 
+local floor = math.floor
+
 -- The field as its kind wants it, or nil and the problem.
 local function check_number(name, value, kind)
   if not value then
-    if kind == INT then
+    if kind == INT or kind == COUNT then
       return 0
     end
     return nil, name .. ' is missing'
   end
   local n = tonumber(value)
-  if n == nil or n ~= n or n == math.huge or n == -math.huge then
-    return nil, name .. ' is not a number: ' .. quote(value)
-  end
   if kind == SCORE then
-    return value
+    if n == nil or n ~= n or n == math.huge or n == -math.huge then
+      return nil, name .. ' is not a number: ' .. quote(value)
+    end
+    -- Canonical text: Lua reads ' 7 ' or '0x10', ZADD does not; %.17g keeps every bit.
+    if n % 1 == 0 and n < MAX_EXACT and n > -MAX_EXACT then
+      return string.format('%d', n)
+    end
+    return string.format('%.17g', n)
   end
-  if n ~= math.floor(n) or math.abs(n) >= MAX_EXACT then
+  -- floor(nan) is nan, which equals nothing; infinities fail the range check.
+  if n == nil or n ~= floor(n) or n >= MAX_EXACT or n <= -MAX_EXACT then
     return nil, name .. ' is not an integer: ' .. quote(value)
+  end
+  if kind == COUNT and n < 0 then
+    return nil, name .. ' is negative: ' .. quote(value)
   end
   return n
 end
@@ -56,25 +66,27 @@ local function read_record(key, fields, kinds)
   if f.err then
     return nil, wrong_type_problem(key), true
   end
-  local any = false
+  local any, problem = false, nil
   for i = 1, #fields do
-    if f[i] then
+    local value, kind = f[i], kinds[i]
+    if value then
       any = true
-      break
+    end
+    if kind and not problem then
+      -- Inline fast path for a well-formed integer (this runs for every job claimed).
+      local n = value and kind ~= SCORE and tonumber(value)
+      if n and n % 1 == 0 and n < MAX_EXACT and n > -MAX_EXACT and (n >= 0 or kind ~= COUNT) then
+        f[i] = n
+      else
+        f[i], problem = check_number(fields[i], value, kind)
+      end
     end
   end
   if not any and redis.call('EXISTS', key) == 0 then
     return nil
   end
-  for i = 1, #fields do
-    local kind = kinds[i]
-    if kind then
-      local n, problem = check_number(fields[i], f[i], kind)
-      if n == nil then
-        return nil, problem, false
-      end
-      f[i] = n
-    end
+  if problem then
+    return nil, problem, false
   end
   return f
 end
