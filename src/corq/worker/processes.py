@@ -172,6 +172,10 @@ def importable(fn: Callable[..., Any]) -> bool:
         return False
 
 
+#: Fresh children a call tries when one dies before the body begins.
+_FRESH_CHILD_TRIES = 3
+
+
 # -- messages ----------------------------------------------------------------------------
 class _Job(msgspec.Struct, tag="job", array_like=True):
     module: str
@@ -259,11 +263,16 @@ class ProcessSlots:
         child: _Child | None = None
         progress = _ProgressRelay(on_progress)
         try:
-            if self._closed:
-                return _closed(started=False)
-            child = self._checkout()
-            outcome = await self._exchange(child, call, timeout_s, on_start, progress)
-            self._park(child)
+            for _ in range(_FRESH_CHILD_TRIES):
+                if self._closed:
+                    return _closed(started=False)
+                child = self._checkout()
+                outcome = await self._exchange(child, call, timeout_s, on_start, progress)
+                self._park(child)
+                # A child that died before the body began (killed while idle, or while it
+                # started up) says nothing about the job: try a fresh one.
+                if outcome.kind is not ChildOutcomeKind.DIED or outcome.started:
+                    return outcome
             return outcome
         except asyncio.CancelledError:
             progress.cancel()
