@@ -14,6 +14,7 @@ def test_all_is_sorted_and_exported() -> None:
         "context",
         "errors",
         "job",
+        "limits",
         "retry",
         "serializers",
         "settings",
