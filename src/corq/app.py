@@ -3,16 +3,20 @@
 from __future__ import annotations
 
 import asyncio
+import reprlib
 import threading
 import weakref
-from collections.abc import Callable, Coroutine, Sequence
+from collections.abc import Callable, Coroutine, Iterable, Sequence
+from datetime import datetime, timedelta
 from typing import Any, ParamSpec, TypeVar, overload
 
 from corq.backends import open_backend
+from corq.backends.base import PRIORITY_MAX, PRIORITY_MIN
 from corq.client import Client, JobHandle
 from corq.clock import SystemClock
 from corq.errors import ConfigError, TaskDefinitionError
-from corq.retry import RetryPolicy
+from corq.limits import MAX_DELAY_S
+from corq.retry import RetryPolicy, exception_classes
 from corq.serializers import Serializer, get_serializer
 from corq.settings import Settings
 from corq.task import EnqueueOptions, Task, TaskOptions, check_queue_name, check_task_name
@@ -36,7 +40,7 @@ class App:
         if settings is None:
             settings = Settings(**({"url": url} if url else {}), **overrides)  # type: ignore[arg-type]  # overrides are checked by pydantic
         elif url or overrides:
-            settings = settings.model_copy(update={**overrides, **({"url": url} if url else {})})
+            settings = _updated(settings, {**overrides, **({"url": url} if url else {})})
         self.settings = settings
         self.clock: Clock = clock or SystemClock()
         self.registry: dict[TaskName, Task[Any, Any]] = {}
@@ -58,7 +62,7 @@ class App:
         """Change settings (e.g. url) before any connection is made."""
         if self._clients or self._portal is not None:
             raise ConfigError("configure() must be called before the app connects")
-        self.settings = self.settings.model_copy(update=changes)
+        self.settings = _updated(self.settings, changes)
         self._serializer = get_serializer(self.settings.serializer)
 
     @property
@@ -80,7 +84,7 @@ class App:
         retries: int = 0,
         timeout: float | None = None,
         process: bool = False,
-        retry_on: Sequence[type[BaseException]] = (),
+        retry_on: type[BaseException] | Iterable[type[BaseException]] = (),
         backoff: float = 1.0,
         max_backoff: float = 300.0,
         jitter: bool = True,
@@ -97,7 +101,7 @@ class App:
         retries: int = 0,
         timeout: float | None = None,
         process: bool = False,
-        retry_on: Sequence[type[BaseException]] = (),
+        retry_on: type[BaseException] | Iterable[type[BaseException]] = (),
         backoff: float = 1.0,
         max_backoff: float = 300.0,
         jitter: bool = True,
@@ -107,12 +111,18 @@ class App:
 
         def register(func: Callable[P, R]) -> Task[P, R]:
             options = TaskOptions(
-                name=check_task_name(name or func.__name__),
-                queue=check_queue_name(queue or self.settings.default_queue),
-                retry=_retry_policy(retries, backoff, max_backoff, jitter, retry_on),
+                name=check_task_name(_task_name(func) if name is None else name),
+                queue=check_queue_name(self.settings.default_queue if queue is None else queue),
+                retry=RetryPolicy(
+                    max_retries=retries,
+                    backoff_s=backoff,
+                    max_backoff_s=max_backoff,
+                    jitter=jitter,
+                    retry_on=exception_classes(retry_on),
+                ),
                 timeout_s=_check_timeout(timeout),
-                process=process,
-                priority=priority,
+                process=_check_flag("process", process),
+                priority=_check_priority(priority),
             )
             if options.name in self.registry:
                 raise TaskDefinitionError(
@@ -160,13 +170,24 @@ class App:
     ) -> list[JobHandle]:
         return await self.client().enqueue_calls(task, calls, options)
 
-    async def enqueue(self, task_name: TaskName, *args: Any, **kwargs: Any) -> JobHandle:
-        """Send a job by task name with positional args; options as keyword arguments."""
-        return await self.client().enqueue(task_name, args, **kwargs)
+    async def enqueue(
+        self,
+        task_name: TaskName,
+        *args: Any,
+        queue: QueueName | None = None,
+        delay: float | timedelta | None = None,
+        eta: datetime | None = None,
+        job_id: JobId | None = None,
+        priority: int | None = None,
+    ) -> JobHandle:
+        """Send a job by task name with positional args; the options are keywords."""
+        return await self.client().enqueue(
+            task_name, args, queue=queue, delay=delay, eta=eta, job_id=job_id, priority=priority
+        )
 
     def job(self, job_id: JobId, queue: QueueName | None = None) -> JobHandle:
         """A handle on an existing job."""
-        return self.client().job(job_id, queue or self.settings.default_queue)
+        return self.client().job(job_id, self.settings.default_queue if queue is None else queue)
 
     def run_sync(self, coro: Coroutine[Any, Any, R]) -> R:
         """Run a coroutine on the app's background loop, from synchronous code."""
@@ -216,33 +237,53 @@ class _Portal:
         self.loop.close()
 
 
-def _retry_policy(
-    retries: object,
-    backoff: float,
-    max_backoff: float,
-    jitter: bool,
-    retry_on: Sequence[object],
-) -> RetryPolicy:
-    if not isinstance(retries, int) or retries < 0:
-        raise TaskDefinitionError(f"retries must be a non-negative integer, got {retries!r}")
-    if backoff < 0 or max_backoff < 0:
-        raise TaskDefinitionError("backoff and max_backoff must not be negative")
-    for exc_type in retry_on:
-        if not (isinstance(exc_type, type) and issubclass(exc_type, BaseException)):
-            raise TaskDefinitionError(f"retry_on takes exception classes, got {exc_type!r}")
-    classes = tuple(t for t in retry_on if isinstance(t, type) and issubclass(t, BaseException))
-    return RetryPolicy(
-        max_retries=retries,
-        backoff_s=backoff,
-        max_backoff_s=max_backoff,
-        jitter=jitter,
-        retry_on=classes,
-    )
+def _updated(settings: Settings, changes: dict[str, Any]) -> Settings:
+    """`settings` with `changes`, validated like the original (model_copy checks nothing,
+    so a NaN lease or an unknown name would pass)."""
+    return Settings.model_validate({**settings.model_dump(), **changes})
+
+
+def _task_name(func: object) -> str:
+    """The default task name: the function's own (a partial or a callable object has none)."""
+    if not callable(func):
+        raise TaskDefinitionError(f"@app.task needs a function, got {reprlib.repr(func)}")
+    default = getattr(func, "__name__", None)
+    if not isinstance(default, str):
+        raise TaskDefinitionError(f"{reprlib.repr(func)} has no __name__: pass name=...")
+    return default
 
 
 def _check_timeout(timeout: object) -> float | None:
+    """None (no limit) or seconds in (0, MAX_DELAY_S]: an event loop's timer cannot hold more,
+    and NaN never fires."""
     if timeout is None:
         return None
-    if not isinstance(timeout, int | float) or timeout <= 0:
-        raise TaskDefinitionError(f"timeout must be a positive number of seconds, got {timeout!r}")
+    if (
+        isinstance(timeout, bool)
+        or not isinstance(timeout, int | float)
+        or not 0 < timeout <= MAX_DELAY_S
+    ):
+        raise TaskDefinitionError(
+            f"timeout must be None or a number of seconds above 0 and at most "
+            f"{MAX_DELAY_S:,.0f} (corq.limits.MAX_DELAY_S), got {reprlib.repr(timeout)}"
+        )
     return float(timeout)
+
+
+def _check_flag(what: str, value: object) -> bool:
+    if not isinstance(value, bool):
+        raise TaskDefinitionError(f"{what} must be True or False, got {reprlib.repr(value)}")
+    return value
+
+
+def _check_priority(priority: object) -> int:
+    if (
+        isinstance(priority, bool)
+        or not isinstance(priority, int)
+        or not PRIORITY_MIN <= priority <= PRIORITY_MAX
+    ):
+        raise TaskDefinitionError(
+            f"priority must be an integer from {PRIORITY_MIN} to {PRIORITY_MAX}, "
+            f"got {reprlib.repr(priority)}"
+        )
+    return priority

@@ -4,23 +4,39 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
+import re
+import reprlib
 import uuid
 from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any, TypeVar
 
+import msgspec
+
 from corq.aio import reraise_if_cancelling
-from corq.backends.base import Backend, NewJob, QueueStats
+from corq.backends.base import (
+    MAX_JOB_ID_CHARS,
+    PRIORITY_MAX,
+    PRIORITY_MIN,
+    Backend,
+    NewJob,
+    QueueStats,
+)
 from corq.errors import (
     ArgumentError,
+    BrokerDataError,
     BrokerError,
     JobCancelledError,
     JobFailedError,
     JobNotFoundError,
     PayloadTooLargeError,
     ResultTimeoutError,
+    SerializationError,
 )
 from corq.job import TERMINAL_STATES, Job, JobStatus
+from corq.limits import MAX_DELAY_S
 from corq.serializers import Serializer
 from corq.task import EnqueueOptions, check_queue_name, check_task_name
 from corq.types import Clock, JobId, QueueName, TaskName
@@ -33,6 +49,12 @@ T = TypeVar("T")
 
 #: How long a producer keeps retrying while the broker is unreachable before raising.
 ENQUEUE_RETRY_S = 30.0
+#: Characters a job id may not hold: control characters (they break every one-line display
+#: and terminal) and lone surrogates (not valid UTF-8, so no broker can store them).
+_BAD_ID_CHARS = re.compile(r"[\x00-\x1f\x7f-\x9f\ud800-\udfff]")
+_SURROGATES = re.compile(r"[\ud800-\udfff]")
+#: Largest offset or page size a listing takes (both brokers hold it as a 64-bit integer).
+_MAX_PAGE = 2**31 - 1
 
 
 class JobHandle:
@@ -101,10 +123,11 @@ class Client:
         """Validate and send calls of a registered task (one round trip per batch)."""
         if options.job_id is not None and len(calls) > 1:
             raise ArgumentError("job_id can only be given when enqueueing one job")
-        queue = check_queue_name(options.queue or task.options.queue)
+        queue = check_queue_name(task.options.queue if options.queue is None else options.queue)
         priority = task.options.priority if options.priority is None else options.priority
+        spec = self._check_options(options, priority)
         payloads = [task.encode_payload(args, kwargs) for args, kwargs in calls]
-        return await self._send(task.name, queue, payloads, options, priority)
+        return await self._send(task.name, queue, payloads, spec)
 
     async def enqueue(
         self,
@@ -119,28 +142,36 @@ class Client:
         priority: int | None = None,
     ) -> JobHandle:
         """Send a job by task name (validated when the task is registered in this process)."""
+        check_task_name(task_name, ArgumentError)
+        _check_call(args, kwargs)
         options = EnqueueOptions(
             delay=delay, eta=eta, job_id=job_id, priority=priority, queue=queue
         )
         task = self.registry.get(task_name)
         if task is not None:
             return (await self.enqueue_calls(task, [(args, kwargs or {})], options))[0]
-        check_task_name(task_name)
-        payload = self.serializer.dumps({"args": list(args), "kwargs": kwargs or {}})
-        target = check_queue_name(queue or self.default_queue)
-        return (await self._send(task_name, target, [payload], options, priority or 0))[0]
+        spec = self._check_options(options, 0 if priority is None else priority)
+        target = check_queue_name(self.default_queue if queue is None else queue)
+        try:
+            payload = self.serializer.dumps({"args": list(args), "kwargs": kwargs or {}})
+        except SerializationError as exc:
+            raise SerializationError(f"task {task_name!r}: {exc}") from exc
+        return (await self._send(task_name, target, [payload], spec))[0]
+
+    def _check_options(self, options: EnqueueOptions, priority: object) -> _Spec:
+        """The options every job of one enqueue shares, checked before anything is encoded
+        or sent, so both brokers give the same answer to the same input."""
+        now = self.clock.now_ms()
+        return _Spec(
+            job_id=None if options.job_id is None else _check_job_id(options.job_id),
+            priority=_check_priority(priority),
+            enqueued_at_ms=now,
+            run_at_ms=_run_at_ms(now, options),
+        )
 
     async def _send(
-        self,
-        task_name: TaskName,
-        queue: QueueName,
-        payloads: list[bytes],
-        options: EnqueueOptions,
-        priority: int,
+        self, task_name: TaskName, queue: QueueName, payloads: list[bytes], spec: _Spec
     ) -> list[JobHandle]:
-        _check_priority(priority)
-        now = self.clock.now_ms()
-        run_at = _run_at_ms(now, options)
         jobs = []
         for payload in payloads:
             if len(payload) > self.max_payload_bytes:
@@ -149,16 +180,15 @@ class Client:
                     f"{self.max_payload_bytes:,} (settings.max_payload_bytes / "
                     "CORQ_MAX_PAYLOAD_BYTES)"
                 )
-            job_id = options.job_id or uuid.uuid4().hex
             jobs.append(
                 NewJob(
-                    id=job_id,
+                    id=spec.job_id or uuid.uuid4().hex,
                     task=task_name,
                     queue=queue,
                     payload=payload,
-                    priority=priority,
-                    enqueued_at_ms=now,
-                    run_at_ms=run_at,
+                    priority=spec.priority,
+                    enqueued_at_ms=spec.enqueued_at_ms,
+                    run_at_ms=spec.run_at_ms,
                 )
             )
         await self._with_retry(lambda: self.backend.enqueue_jobs(jobs), "enqueue")
@@ -183,17 +213,27 @@ class Client:
 
     # -- reading ---------------------------------------------------------------------
     async def get_job(self, job_id: JobId, queue: QueueName | None = None) -> Job | None:
-        return await self.backend.get_job(job_id, queue)
+        """The job's record, or None (every known queue is searched without `queue`)."""
+        _check_lookup_id(job_id)
+        return await self.backend.get_job(
+            job_id, None if queue is None else check_queue_name(queue)
+        )
 
     def job(self, job_id: JobId, queue: QueueName, task: TaskName = "") -> JobHandle:
-        return JobHandle(self, job_id, queue, task)
+        """A handle on an existing job (checked here, so its calls never reach the broker
+        with a name no broker could hold)."""
+        _check_lookup_id(job_id)
+        return JobHandle(self, job_id, check_queue_name(queue), task)
 
     async def wait_result(
         self, job_id: JobId, queue: QueueName, *, timeout: float | None = None
     ) -> Any:
         """Wait for the job's end without polling; its result, or its error raised."""
+        _check_lookup_id(job_id)
+        queue = check_queue_name(queue)
+        limit_s = _check_timeout(timeout)
         loop = asyncio.get_running_loop()
-        deadline = None if timeout is None else loop.time() + timeout
+        deadline = None if limit_s is None else loop.time() + limit_s
         while True:
             remaining = 60.0 if deadline is None else deadline - loop.time()
             job = await self.backend.wait_for_job(job_id, queue, max(0.0, min(remaining, 60.0)))
@@ -206,9 +246,7 @@ class Client:
 
     def _outcome(self, job: Job) -> Any:
         if job.status is JobStatus.SUCCEEDED:
-            task = self.registry.get(job.task)
-            result_type = task.return_type if task is not None and task.return_type else Any
-            return self.serializer.loads(job.result or b"null", result_type)
+            return self._result(job)
         if job.status is JobStatus.CANCELLED:
             raise JobCancelledError(f"job {job.id} was cancelled")
         raise JobFailedError(
@@ -216,41 +254,195 @@ class Client:
             traceback=job.traceback,
         )
 
+    def _result(self, job: Job) -> Any:
+        """The stored result as the task's return hint says; a record that does not decode
+        is the broker's data problem, reported as such rather than as a decoder's error."""
+        task = self.registry.get(job.task)
+        result_type = task.return_type if task is not None and task.return_type else Any
+        try:
+            return self.serializer.loads(job.result or b"null", result_type)
+        except (msgspec.DecodeError, msgspec.ValidationError, RecursionError) as exc:
+            raise BrokerDataError(
+                f"job {job.id} ({job.task}) succeeded but its result cannot be decoded "
+                f"with the {self.serializer.name} serializer: {exc}"
+            ) from exc
+
     async def cancel(self, job_id: JobId, queue: QueueName) -> bool:
-        return await self.backend.cancel_job(job_id, queue, self.clock.now_ms())
+        """Cancel a job that has not started; True when it was cancelled."""
+        _check_lookup_id(job_id)
+        return await self.backend.cancel_job(job_id, check_queue_name(queue), self.clock.now_ms())
 
     # -- operators -------------------------------------------------------------------
     async def queue_stats(self, queues: Sequence[QueueName] | None = None) -> list[QueueStats]:
-        return await self.backend.queue_stats(queues)
+        """Counts per queue, in one broker call (every known queue when None)."""
+        names = None if queues is None else [check_queue_name(q) for q in _names(queues, "queues")]
+        return await self.backend.queue_stats(names)
 
     async def list_dead(self, queue: QueueName, offset: int = 0, limit: int = 50) -> list[Job]:
-        return await self.backend.list_dead(queue, offset, limit)
+        """Dead jobs of a queue, newest first."""
+        _check_count(offset, "offset")
+        _check_count(limit, "limit")
+        return await self.backend.list_dead(check_queue_name(queue), offset, limit)
 
     async def retry_dead(self, queue: QueueName, job_ids: Sequence[JobId] | None = None) -> int:
-        return await self.backend.retry_dead(queue, job_ids, self.clock.now_ms())
+        """Queue dead jobs again with a fresh retry budget (all of the queue's when None)."""
+        ids = None if job_ids is None else _job_ids(job_ids)
+        return await self.backend.retry_dead(check_queue_name(queue), ids, self.clock.now_ms())
 
     async def purge_dead(self, queue: QueueName, job_ids: Sequence[JobId] | None = None) -> int:
-        return await self.backend.purge_dead(queue, job_ids)
+        """Delete dead jobs for good (all of the queue's when None)."""
+        ids = None if job_ids is None else _job_ids(job_ids)
+        return await self.backend.purge_dead(check_queue_name(queue), ids)
 
     async def close(self) -> None:
         await self.backend.close()
 
 
-def _check_priority(priority: object) -> None:
-    if not isinstance(priority, int) or not -100 <= priority <= 100:
-        raise ArgumentError(f"priority must be an integer from -100 to 100, got {priority!r}")
+@dataclass(frozen=True, slots=True)
+class _Spec:
+    """What every job of one enqueue call shares, once checked."""
+
+    job_id: JobId | None
+    priority: int
+    enqueued_at_ms: int
+    run_at_ms: int
+
+
+def _shown(value: object) -> str:
+    """A short repr for error messages (a 32 MiB id must not become a 32 MiB message)."""
+    return reprlib.repr(value)
+
+
+def _as_float(value: object) -> float | None:
+    """`value` as a float when it is an int or a float; None for anything else, bool
+    included (True is an int to Python, never a number of seconds to corq)."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return None
+    try:
+        return float(value)
+    except OverflowError:  # an int beyond any float
+        return math.inf if value > 0 else -math.inf
+
+
+def _check_call(args: object, kwargs: object) -> None:
+    """Arguments of an enqueue by name: a list or tuple, and a dict keyed by names."""
+    if not isinstance(args, list | tuple):
+        raise ArgumentError(f"args must be a list or tuple, got {_shown(args)}")
+    if kwargs is not None and not (
+        isinstance(kwargs, dict) and all(isinstance(key, str) for key in kwargs)
+    ):
+        raise ArgumentError(f"kwargs must be a dict with str keys, got {_shown(kwargs)}")
+
+
+def _check_priority(priority: object) -> int:
+    if (
+        not isinstance(priority, int)
+        or isinstance(priority, bool)
+        or not PRIORITY_MIN <= priority <= PRIORITY_MAX
+    ):
+        raise ArgumentError(
+            f"priority must be an integer from {PRIORITY_MIN} to {PRIORITY_MAX}, "
+            f"got {_shown(priority)}"
+        )
+    return priority
+
+
+def _check_job_id(job_id: object) -> JobId:
+    """A job id both brokers can store and every display can print on one line."""
+    if not isinstance(job_id, str):
+        raise ArgumentError(f"job_id must be a str, got {type(job_id).__name__} {_shown(job_id)}")
+    if not 1 <= len(job_id) <= MAX_JOB_ID_CHARS:
+        raise ArgumentError(
+            f"job_id must be 1 to {MAX_JOB_ID_CHARS} characters, got {len(job_id):,}"
+        )
+    bad = _BAD_ID_CHARS.search(job_id)
+    if bad is not None:
+        raise ArgumentError(
+            f"job_id must not hold control characters or lone surrogates, got "
+            f"{bad.group()!r} at position {bad.start()} in {_shown(job_id)}"
+        )
+    return job_id
+
+
+def _check_lookup_id(job_id: object) -> None:
+    """Ids looked up are checked less than new ones: records stored before the id rules
+    (long ids, control characters) must stay reachable. A lone surrogate was never storable."""
+    if not isinstance(job_id, str):
+        raise ArgumentError(f"job id must be a str, got {type(job_id).__name__} {_shown(job_id)}")
+    if _SURROGATES.search(job_id):
+        raise ArgumentError(f"job id {_shown(job_id)} holds a lone surrogate (not valid UTF-8)")
+
+
+def _names(values: object, what: str) -> list[str]:
+    """A list of str from a sequence of them (a lone str would be split into letters)."""
+    if isinstance(values, str | bytes) or not isinstance(values, Sequence | set | frozenset):
+        raise ArgumentError(f"{what} must be a list of str, got {_shown(values)}")
+    for value in values:
+        if not isinstance(value, str):
+            raise ArgumentError(f"{what} must be a list of str, got an item {_shown(value)}")
+    return list(values)
+
+
+def _job_ids(values: object) -> list[JobId]:
+    """Ids of dead letters to act on, checked like lookups."""
+    ids = _names(values, "job_ids")
+    for job_id in ids:
+        _check_lookup_id(job_id)
+    return ids
+
+
+def _check_count(value: object, what: str) -> None:
+    if not isinstance(value, int) or isinstance(value, bool) or not 0 <= value <= _MAX_PAGE:
+        raise ArgumentError(
+            f"{what} must be an integer from 0 to {_MAX_PAGE:,}, got {_shown(value)}"
+        )
+
+
+def _check_timeout(timeout: object) -> float | None:
+    """Seconds to wait for a result: None or infinity wait for ever; NaN would spin."""
+    if timeout is None:
+        return None
+    seconds = _as_float(timeout)
+    if seconds is None or math.isnan(seconds) or seconds < 0:
+        raise ArgumentError(
+            f"timeout must be None or a number of seconds >= 0, got {_shown(timeout)}"
+        )
+    return None if math.isinf(seconds) else seconds
+
+
+def _delay_ms(delay: object) -> int:
+    """A delay in whole milliseconds, finite and at most MAX_DELAY_S."""
+    seconds = delay.total_seconds() if isinstance(delay, timedelta) else _as_float(delay)
+    if seconds is None or not 0 <= seconds <= MAX_DELAY_S:  # NaN fails the comparison too
+        raise ArgumentError(
+            f"delay must be a number of seconds (or a timedelta) from 0 to {MAX_DELAY_S:,.0f} "
+            f"(corq.limits.MAX_DELAY_S), got {_shown(delay)}"
+        )
+    return round(seconds * 1000)
+
+
+def _eta_ms(eta: object, now_ms: int) -> int:
+    """An absolute start time in ms; naive means UTC, the past means now."""
+    if not isinstance(eta, datetime):
+        raise ArgumentError(f"eta must be a datetime, got {type(eta).__name__} {_shown(eta)}")
+    aware = eta if eta.utcoffset() is not None else eta.replace(tzinfo=UTC)
+    try:
+        ahead_s = (aware - datetime.fromtimestamp(now_ms / 1000, UTC)).total_seconds()
+    except OverflowError as exc:  # within a day of datetime.min or .max
+        raise ArgumentError(f"eta is out of range: {eta!r}") from exc
+    if ahead_s > MAX_DELAY_S:
+        raise ArgumentError(
+            f"eta must be at most {MAX_DELAY_S:,.0f}s (corq.limits.MAX_DELAY_S) ahead, "
+            f"got {aware.isoformat()}"
+        )
+    return now_ms + max(0, round(ahead_s * 1000))
 
 
 def _run_at_ms(now_ms: int, options: EnqueueOptions) -> int:
     if options.delay is not None and options.eta is not None:
         raise ArgumentError("give delay or eta, not both")
     if options.delay is not None:
-        delay = options.delay
-        seconds = delay.total_seconds() if isinstance(delay, timedelta) else float(delay)
-        if seconds < 0:
-            raise ArgumentError(f"delay must not be negative, got {seconds}")
-        return now_ms + round(seconds * 1000)
+        return now_ms + _delay_ms(options.delay)
     if options.eta is not None:
-        eta = options.eta if options.eta.tzinfo else options.eta.replace(tzinfo=UTC)
-        return max(now_ms, round(eta.timestamp() * 1000))
+        return _eta_ms(options.eta, now_ms)
     return now_ms

@@ -4,8 +4,11 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import Field, model_validator
+from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from corq.errors import ArgumentError
+from corq.task import check_queue_name
 
 _DAY_S = 86_400.0
 
@@ -64,6 +67,15 @@ class Settings(BaseSettings):
     max_stall_s: float = Field(default=60.0, gt=0)
     #: How often a worker checks that the jobs the broker says it holds are the ones it runs.
     reconcile_s: float = Field(default=6.0, gt=0)
+
+    @field_validator("default_queue")
+    @classmethod
+    def _check_default_queue(cls, queue: str) -> str:
+        """The same rule as every queue name, so a task without a queue can be defined."""
+        try:
+            return check_queue_name(queue)
+        except ArgumentError as exc:  # pydantic reports ValueError as a field error
+            raise ValueError(str(exc)) from exc
 
     @model_validator(mode="after")
     def _check_timing(self) -> Settings:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import inspect
 import re
+import reprlib
 import typing
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
@@ -12,7 +13,7 @@ from typing import Any, Generic, ParamSpec, Protocol, TypeVar
 
 import msgspec
 
-from corq.errors import ArgumentError, SerializationError, TaskDefinitionError
+from corq.errors import ArgumentError, CorqError, SerializationError, TaskDefinitionError
 from corq.retry import RetryPolicy
 from corq.serializers import Serializer
 from corq.types import JobId, QueueName, TaskName
@@ -20,26 +21,33 @@ from corq.types import JobId, QueueName, TaskName
 P = ParamSpec("P")
 R = TypeVar("R")
 
-_NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_.:-]{0,199}$")
-_QUEUE_RE = re.compile(r"^[A-Za-z0-9_.-]{1,100}$")
+# Checked with fullmatch: a `$` anchor would let a final newline through ("default\n"),
+# making a queue no worker started from the command line can serve.
+_NAME_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_.:-]{0,199}")
+_QUEUE_RE = re.compile(r"[A-Za-z0-9_.-]{1,100}")
+#: What checking a value against a hint raises: a mismatch, a value too deep for a
+#: recursive hint, a str with a lone surrogate.
+_CONVERT_ERRORS = (msgspec.ValidationError, RecursionError, UnicodeError)
 #: Keywords of `Task.enqueue` taken as enqueue options unless the function has such a parameter.
 OPTION_NAMES = frozenset({"delay", "eta", "job_id", "priority", "queue"})
 
 
 def check_queue_name(queue: object) -> QueueName:
     """Queue names are short and plain so they can sit inside a Redis hash tag."""
-    if not isinstance(queue, str) or not _QUEUE_RE.match(queue):
+    if not isinstance(queue, str) or not _QUEUE_RE.fullmatch(queue):
         raise ArgumentError(
-            f"invalid queue name {queue!r}: use 1-100 letters, digits, '_', '-' or '.'"
+            f"invalid queue name {reprlib.repr(queue)}: use 1-100 letters, digits, '_', '-' or '.'"
         )
     return queue
 
 
-def check_task_name(name: object) -> TaskName:
-    if not isinstance(name, str) or not _NAME_RE.match(name):
-        raise TaskDefinitionError(
-            f"invalid task name {name!r}: start with a letter or '_', then letters, digits, "
-            "'_', '.', ':' or '-' (at most 200)"
+def check_task_name(name: object, error: type[CorqError] = TaskDefinitionError) -> TaskName:
+    """Task names are plain, so a worker's registry lookup is all a message can trigger;
+    `error` is the class to raise (ArgumentError when a caller names a task to enqueue)."""
+    if not isinstance(name, str) or not _NAME_RE.fullmatch(name):
+        raise error(
+            f"invalid task name {reprlib.repr(name)}: start with a letter or '_', then "
+            "letters, digits, '_', '.', ':' or '-' (at most 200)"
         )
     return name
 
@@ -48,11 +56,13 @@ def check_task_name(name: object) -> TaskName:
 class EnqueueOptions:
     """Per-call options of an enqueue."""
 
-    #: Seconds (or a timedelta) to wait before the job may start.
+    #: Seconds (or a timedelta) to wait before the job may start, at most
+    #: ``corq.limits.MAX_DELAY_S``.
     delay: float | timedelta | None = None
-    #: Absolute start time (timezone-aware, or naive meaning UTC).
+    #: Absolute start time (timezone-aware, or naive meaning UTC), at most MAX_DELAY_S ahead.
     eta: datetime | None = None
-    #: Your own id; enqueueing an id that exists already returns the existing job.
+    #: Your own id (1 to MAX_JOB_ID_CHARS printable characters); enqueueing an id that
+    #: exists already returns the existing job.
     job_id: JobId | None = None
     #: -100..100, higher first.
     priority: int | None = None
@@ -111,7 +121,13 @@ class Task(Generic[P, R]):
         self.is_async = inspect.iscoroutinefunction(fn)
         if options.process and self.is_async:
             raise TaskDefinitionError(f"task {options.name!r}: process=True needs a plain function")
-        self._signature = inspect.signature(fn)
+        try:
+            self._signature = inspect.signature(fn)
+        except (TypeError, ValueError) as exc:  # a builtin or a C callable without one
+            raise TaskDefinitionError(
+                f"task {options.name!r}: its signature cannot be read ({exc}), so arguments "
+                "cannot be checked; wrap it in a plain function"
+            ) from exc
         self._params, self.return_type = _describe(fn, self._signature)
         self._option_names = OPTION_NAMES - set(self._signature.parameters)
         # Plain positional calls (the common case) skip inspect's bind: it dominated the
@@ -149,7 +165,7 @@ class Task(Generic[P, R]):
     ) -> list[Any]:
         """Send many jobs in pipelined batches; each call is an args tuple, or (args, kwargs)."""
         opts = self._options_from(options)
-        return await self.app.enqueue_calls(self, [_as_call(c) for c in calls], opts)
+        return await self.app.enqueue_calls(self, _as_calls(calls), opts)
 
     def with_options(self, **options: Any) -> BoundTask[P, R]:
         """This task with enqueue options fixed, e.g. `task.with_options(delay=5).enqueue(x)`."""
@@ -198,15 +214,29 @@ class Task(Generic[P, R]):
 
     def _convert_positional(self, args: Sequence[Any], *, strict: bool) -> tuple[Any, ...]:
         out = list(args)
-        for index, value in enumerate(args):
-            param = self._params[index]
-            if param.decoder is None:
-                continue
-            try:
-                out[index] = msgspec.convert(value, param.decoder, strict=strict)
-            except msgspec.ValidationError as exc:
-                raise ArgumentError(f"task {self.name!r}: argument {param.name!r}: {exc}") from exc
+        index = 0
+        try:  # one try around the loop: this runs for every job a worker starts
+            for index, value in enumerate(args):
+                decoder = self._params[index].decoder
+                if decoder is not None:
+                    out[index] = msgspec.convert(value, decoder, strict=strict)
+        except _CONVERT_ERRORS as exc:
+            raise self._conversion_error(self._params[index], exc) from exc
         return tuple(out)
+
+    def _conversion_error(self, param: _Param, exc: Exception) -> CorqError:
+        """What a value that does not fit its parameter's hint is reported as."""
+        if isinstance(exc, RecursionError):  # a recursive hint checked against a deep value
+            return SerializationError(
+                f"task {self.name!r}: argument {param.name!r} is nested deeper than the "
+                "serializer allows"
+            )
+        if isinstance(exc, UnicodeError):  # msgspec cannot even quote such a str
+            return SerializationError(
+                f"task {self.name!r}: argument {param.name!r} holds text that is not valid "
+                "UTF-8 (a lone surrogate)"
+            )
+        return ArgumentError(f"task {self.name!r}: argument {param.name!r}: {exc}")
 
     def _bind(self, args: Sequence[Any], kwargs: dict[str, Any]) -> inspect.BoundArguments:
         try:
@@ -223,8 +253,8 @@ class Task(Generic[P, R]):
                 arguments[param.name] = msgspec.convert(
                     arguments[param.name], param.decoder, strict=strict
                 )
-            except msgspec.ValidationError as exc:
-                raise ArgumentError(f"task {self.name!r}: argument {param.name!r}: {exc}") from exc
+            except _CONVERT_ERRORS as exc:
+                raise self._conversion_error(param, exc) from exc
 
 
 class BoundTask(Generic[P, R]):
@@ -244,9 +274,19 @@ class BoundTask(Generic[P, R]):
     async def enqueue_many(
         self, calls: Iterable[Sequence[Any] | tuple[Sequence[Any], dict[str, Any]]]
     ) -> list[Any]:
-        return await self.task.app.enqueue_calls(
-            self.task, [_as_call(c) for c in calls], self.options
+        return await self.task.app.enqueue_calls(self.task, _as_calls(calls), self.options)
+
+
+def _as_calls(
+    calls: Iterable[Sequence[Any] | tuple[Sequence[Any], dict[str, Any]]],
+) -> list[tuple[Sequence[Any], dict[str, Any]]]:
+    """Every call of an enqueue_many as (args, kwargs); a bad shape is an ArgumentError."""
+    if isinstance(calls, str | bytes | dict) or not isinstance(calls, Iterable):
+        raise ArgumentError(
+            f"enqueue_many takes an iterable of calls (args tuples, or (args, kwargs) pairs), "
+            f"got {reprlib.repr(calls)}"
         )
+    return [_as_call(call) for call in calls]
 
 
 def _as_call(
@@ -261,7 +301,9 @@ def _as_call(
         return call[0], call[1]
     if isinstance(call, list | tuple):
         return call, {}
-    raise ArgumentError(f"each call must be an args tuple or (args, kwargs), got {call!r}")
+    raise ArgumentError(
+        f"each call must be an args tuple or (args, kwargs), got {reprlib.repr(call)}"
+    )
 
 
 def _describe(fn: Callable[..., Any], signature: inspect.Signature) -> tuple[list[_Param], Any]:

@@ -26,3 +26,37 @@ def test_bad_values_are_refused_with_the_field_named() -> None:
         Settings(lease_s=-1)
     with pytest.raises(ValidationError, match="no_such_setting"):
         Settings(no_such_setting=1)  # type: ignore[call-arg]
+
+
+@pytest.mark.parametrize(
+    ("variable", "value"),
+    [
+        ("CORQ_SERIALIZER", "pickle"),
+        ("CORQ_LEASE_S", "inf"),
+        ("CORQ_LEASE_S", "nan"),
+        ("CORQ_RESULT_TTL_S", "infinity"),
+        ("CORQ_PREFIX", "corq\n"),
+        ("CORQ_DEFAULT_QUEUE", "default\n"),
+    ],
+)
+def test_environment_values_that_cannot_work_are_refused(
+    monkeypatch: pytest.MonkeyPatch, variable: str, value: str
+) -> None:
+    monkeypatch.setenv(variable, value)
+    field = variable.removeprefix("CORQ_").lower()
+    with pytest.raises(ValidationError, match=field):
+        Settings()
+
+
+def test_changed_settings_are_checked_like_new_ones() -> None:
+    # model_copy would take a NaN lease or an unknown name without a word.
+    app = App("sqlite:///x.db")
+    with pytest.raises(ValidationError, match="lease_s"):
+        app.configure(lease_s=float("nan"))
+    with pytest.raises(ValidationError, match="no_such_setting"):
+        app.configure(no_such_setting=1)
+    with pytest.raises(ValidationError, match="serializer"):
+        App(settings=app.settings, serializer="pickle")
+    assert app.settings.lease_s == 10.0
+    app.configure(url="sqlite:///y.db", lease_s=20.0)
+    assert (app.settings.url, app.settings.lease_s) == ("sqlite:///y.db", 20.0)

@@ -7,6 +7,8 @@ import sys
 import click
 from pydantic import ValidationError
 
+from corq import CorqError
+from corq.cli.common import describe_settings_error
 from corq.cli.demo import demo
 from corq.cli.dev import dev
 from corq.cli.jobs import dead, enqueue, job, queues
@@ -33,12 +35,13 @@ cli.add_command(dev)
 
 
 def main() -> None:
+    """Run the CLI; what escapes a command as a corq or settings error is one line, never a
+    traceback (click itself handles usage errors)."""
     try:
         cli(standalone_mode=True)
     except ValidationError as exc:  # a CORQ_* variable or App(...) argument out of range
-        problems = "; ".join(
-            f"{'.'.join(str(p) for p in e['loc'])} (CORQ_{str(e['loc'][0]).upper()}): {e['msg']}"
-            for e in exc.errors()
-        )
-        click.echo(f"Error: invalid corq setting: {problems}", err=True)
+        click.echo(f"Error: {describe_settings_error(exc)}", err=True)
         sys.exit(2)
+    except CorqError as exc:  # raised outside `run` (e.g. a worker refusing its options)
+        click.echo(f"Error: {exc}", err=True)
+        sys.exit(1)

@@ -4,15 +4,20 @@ from __future__ import annotations
 
 import asyncio
 import importlib
+import json
 import logging
 import os
+import reprlib
 import sys
+import traceback
 from collections.abc import Awaitable, Callable
+from types import ModuleType
 from typing import Any, TypeVar
 
 import click
+from pydantic import ValidationError
 
-from corq import App, BrokerError, CorqError
+from corq import App, BrokerError, CorqError, Settings
 
 T = TypeVar("T")
 
@@ -33,19 +38,105 @@ app_option = click.option(
 
 
 def load_app(path: str) -> App:
-    """Import `module:attribute` (the user's own code, named on the command line)."""
-    module_name, _, attr = path.partition(":")
-    attr = attr or "app"
+    """Import `module:attribute` (the user's own code, named on the command line).
+
+    Every way this can fail is a usage error with one line saying why (exit code 2): a path
+    that is not a module name, a module that is missing or raises while importing (where it
+    raised is named), an attribute that is missing or not a corq.App. Invalid corq settings
+    met while importing are left to `main`, which reports them like any other command's.
+    """
+    module_name, attr = _split_app_path(path)
     if os.getcwd() not in sys.path:
         sys.path.insert(0, os.getcwd())
-    try:
-        module = importlib.import_module(module_name)
-    except ImportError as exc:
-        raise click.BadParameter(f"cannot import {module_name!r}: {exc}") from exc
-    app = getattr(module, attr, None)
+    module = _import_user_module(module_name)
+    app: object = module
+    for part in attr.split("."):
+        if not hasattr(app, part):
+            raise click.BadParameter(f"module {module_name!r} has no attribute {attr!r}")
+        app = getattr(app, part)
     if not isinstance(app, App):
         raise click.BadParameter(f"{path!r} is not a corq.App (found {type(app).__name__})")
     return app
+
+
+def _split_app_path(path: str) -> tuple[str, str]:
+    """(module, attribute) of ``module:attribute``; a bare module means its ``app``."""
+    module_name, colon, attr = path.partition(":")
+    if colon and not attr:
+        raise click.BadParameter(
+            f"{path!r} names no attribute after ':' (e.g. {module_name or 'myproj.tasks'}:app)"
+        )
+    attr = attr or "app"
+    if module_name.endswith(".py"):
+        raise click.BadParameter(
+            f"{path!r} names a file: give the module name, {module_name[:-3]}:{attr}"
+        )
+    if not _dotted_names(module_name) or not _dotted_names(attr):
+        raise click.BadParameter(
+            f"{path!r} is not module:attribute: give a dotted module name importable from the "
+            "working directory and the name of your corq.App in it (e.g. myproj.tasks:app)"
+        )
+    return module_name, attr
+
+
+def _dotted_names(text: str) -> bool:
+    return all(part.isidentifier() for part in text.split("."))
+
+
+def _import_user_module(name: str) -> ModuleType:
+    try:
+        return importlib.import_module(name)
+    except ValidationError as exc:
+        if exc.title == Settings.__name__:
+            raise  # main() reports invalid settings the same way for every command
+        raise click.BadParameter(_import_failure(name, exc)) from exc
+    except ModuleNotFoundError as exc:
+        if exc.name is not None and (name == exc.name or name.startswith(exc.name + ".")):
+            raise click.BadParameter(
+                f"no module named {name!r} (looked in the working directory and sys.path)"
+            ) from exc
+        raise click.BadParameter(_import_failure(name, exc)) from exc
+    except Exception as exc:  # the user's module may raise anything while importing
+        raise click.BadParameter(_import_failure(name, exc)) from exc
+
+
+def _import_failure(name: str, exc: Exception) -> str:
+    """One line: what importing raised, and where in the user's code."""
+    lines = str(exc).strip().splitlines()
+    what = f"{type(exc).__name__}: {lines[0]}" if lines else type(exc).__name__
+    where = _where(exc)
+    return f"importing {name!r} raised {what}" + (f" (at {where})" if where else "")
+
+
+def _where(exc: BaseException) -> str | None:
+    if isinstance(exc, SyntaxError) and exc.filename:
+        return f"{_relative(exc.filename)}:{exc.lineno}"
+    frames = traceback.extract_tb(exc.__traceback__)
+    user = [f for f in frames if "importlib" not in f.filename]
+    if not user:
+        return None
+    return f"{_relative(user[-1].filename)}:{user[-1].lineno}"
+
+
+def _relative(filename: str) -> str:
+    try:
+        return os.path.relpath(filename)
+    except ValueError:  # another drive (Windows)
+        return filename
+
+
+def describe_settings_error(exc: ValidationError) -> str:
+    """One line naming each bad setting, its environment variable and the value given."""
+    problems = []
+    for error in exc.errors():
+        message = error["msg"].removeprefix("Value error, ")
+        if not error["loc"]:  # a check across fields (heartbeat_s < lease_s)
+            problems.append(message)
+            continue
+        field = str(error["loc"][0])
+        given = reprlib.repr(error.get("input"))
+        problems.append(f"{field} (CORQ_{field.upper()}): {message}, got {given}")
+    return "invalid corq setting: " + "; ".join(problems)
 
 
 def make_app(app_path: str | None, url: str | None) -> App:
@@ -88,14 +179,15 @@ def setup_logging(level: str) -> None:
 
 
 def parse_json(value: str | None, what: str, kind: type) -> Any:
-    import json
-
+    """A JSON option's value, of the JSON type asked for; anything else is a usage error."""
     if value is None:
         return kind()
     try:
         data = json.loads(value)
-    except json.JSONDecodeError as exc:
+    except ValueError as exc:  # bad JSON, or a number longer than int() takes
         raise click.BadParameter(f"{what} is not valid JSON: {exc}") from exc
+    except RecursionError as exc:
+        raise click.BadParameter(f"{what} is nested too deeply") from exc
     if not isinstance(data, kind):
         raise click.BadParameter(f"{what} must be a JSON {'array' if kind is list else 'object'}")
     return data

@@ -1,0 +1,64 @@
+"""CLI argument errors that need neither a broker nor an import: one line, exit code 2."""
+
+from __future__ import annotations
+
+import pytest
+from click.testing import CliRunner
+from pydantic import ValidationError
+
+from corq import Settings
+from corq.cli import cli
+from corq.cli.common import describe_settings_error
+
+
+@pytest.mark.parametrize("command", ["worker", "dev"])
+@pytest.mark.parametrize(
+    ("path", "message"),
+    [
+        (":app", "':app' is not module:attribute"),
+        ("../x:app", "'../x:app' is not module:attribute"),
+        ("/abs/x:app", "is not module:attribute"),
+        ("app:", "'app:' names no attribute after ':' (e.g. app:app)"),
+        ("app:my app", "is not module:attribute"),
+        ("tasks.py:app", "'tasks.py:app' names a file: give the module name, tasks:app"),
+    ],
+)
+def test_app_paths_that_are_not_module_attribute_are_usage_errors(
+    command: str, path: str, message: str
+) -> None:
+    result = CliRunner().invoke(cli, [command, path])
+    assert result.exit_code == 2, result.output
+    assert message in result.output
+    assert "Traceback" not in result.output
+
+
+@pytest.mark.parametrize(
+    ("args_json", "message"),
+    [
+        ("[" * 100_000 + "]" * 100_000, "--args is nested too deeply"),
+        ("[" + "9" * 5000 + "]", "--args is not valid JSON"),  # longer than int() takes
+        ("[1,", "--args is not valid JSON"),
+        ('{"a": 1}', "--args must be a JSON array"),
+    ],
+)
+def test_bad_json_arguments_are_usage_errors(args_json: str, message: str) -> None:
+    result = CliRunner().invoke(cli, ["enqueue", "t", "--args", args_json])
+    assert result.exit_code == 2, result.output
+    assert message in result.output
+    assert "Traceback" not in result.output
+
+
+def test_settings_errors_read_as_one_line_naming_each_variable() -> None:
+    with pytest.raises(ValidationError) as fields:
+        Settings(lease_s=float("inf"), serializer="pickle")  # type: ignore[arg-type]  # the point
+    text = describe_settings_error(fields.value)
+    assert text.startswith("invalid corq setting: ")
+    assert "lease_s (CORQ_LEASE_S): Input should be a finite number, got inf" in text
+    assert "serializer (CORQ_SERIALIZER): Input should be 'json' or 'msgpack', got 'pickle'" in text
+    assert "\n" not in text
+    # A rule across fields has no field to name: its own message says which.
+    with pytest.raises(ValidationError) as across:
+        Settings(heartbeat_s=20)
+    assert describe_settings_error(across.value) == (
+        "invalid corq setting: heartbeat_s (20.0) must be less than lease_s"
+    )
