@@ -280,3 +280,14 @@ async def test_dead_list_shows_a_huge_error_on_one_line(cli: Cli, client_app: co
     assert "…" in row[0]
     assert "second line" not in out.stdout
     assert len(out.stdout) < 5_000
+
+
+@pytest.mark.parametrize("app_path", ["nosuch:app", "broken:app"])
+def test_a_supervisor_with_a_bad_app_fails_once_instead_of_restarting(
+    project: Path, app_path: str
+) -> None:
+    # A bad app path used to make every supervised child exit 2, restarted every second
+    done = corq_cmd(project, "worker", app_path, "--processes", "2")
+    assert done.returncode == 2, done.stderr
+    assert "Traceback" not in done.stderr
+    assert "restarting" not in done.stderr

@@ -84,9 +84,9 @@ def worker(
     what still runs; a second signal exits at once (the jobs are recovered by other workers).
     """
     setup_logging(log_level)
+    app = load_app(app_path)  # a bad app path fails here, once, not in every child
     if processes > 1:
         sys.exit(supervise(_child_argv(sys.argv[1:]), processes, worker_id))
-    app = load_app(app_path)
     if url:
         app.configure(url=url)
     queue_list = parse_queues(queues)
@@ -169,6 +169,8 @@ def _run_worker(w: Worker) -> None:
         os._exit(0)
 
 
+#: The exit code of a command-line or configuration error: restarting cannot help.
+_USAGE_ERROR = 2
 #: Set by the supervisor in its children's environment: its own pid.
 _SUPERVISOR_PID = "CORQ_SUPERVISOR_PID"
 
@@ -251,6 +253,7 @@ def supervise(argv: list[str], count: int, worker_id: str | None = None) -> int:
     for slot in range(count):
         start(slot)
     restarts: dict[int, float] = {}
+    exit_code = 0
     while True:
         time.sleep(0.2)
         alive = 0
@@ -258,6 +261,10 @@ def supervise(argv: list[str], count: int, worker_id: str | None = None) -> int:
             code = child.poll()
             if code is None:
                 alive += 1
+            elif not stopping["flag"] and code == _USAGE_ERROR:
+                log.error("supervisor: worker %d cannot start (exit code 2); stopping", slot)
+                exit_code = _USAGE_ERROR
+                forward(signal.SIGTERM, None)
             elif not stopping["flag"] and code != 0:
                 delay = 1.0 if time.monotonic() - restarts.get(slot, 0.0) < 10 else 0.0
                 log.warning("supervisor: worker %d exited with %s; restarting", slot, code)
@@ -266,4 +273,4 @@ def supervise(argv: list[str], count: int, worker_id: str | None = None) -> int:
                 start(slot)
                 alive += 1
         if alive == 0 and (stopping["flag"] or all(c.returncode == 0 for c in children.values())):
-            return 0
+            return exit_code
