@@ -101,20 +101,34 @@ def pair(reply: list[int]) -> tuple[int, int]:
 
 
 def claimed(queue: QueueName, row: list[Any]) -> ClaimedJob:
-    f = dict(zip(CLAIMED_FIELDS, row, strict=True))
+    """One job of a claim reply (fields in CLAIMED_FIELDS order; unpacked by name, which is
+    also the fastest way: a claim parses thousands)."""
+    (
+        job_id,
+        task,
+        payload,
+        attempt,
+        failures,
+        deaths,
+        fence,
+        enqueued_at_ms,
+        run_at_ms,
+        priority,
+        suspect,
+    ) = row
     return ClaimedJob(
-        id=decode_id(f["id"]),
-        task=text(f["task"]),
+        id=decode_id(job_id),
+        task=text(task),
         queue=queue,
-        payload=f["payload"],
-        attempt=f["attempt"],
-        failures=f["failures"],
-        deaths=f["deaths"],
-        fence=f["fence"],
-        enqueued_at_ms=f["enqueued_at_ms"],
-        run_at_ms=f["run_at_ms"],
-        priority=f["priority"],
-        suspect=f["suspect"] == 1,
+        payload=payload,
+        attempt=attempt,
+        failures=failures,
+        deaths=deaths,
+        fence=fence,
+        enqueued_at_ms=enqueued_at_ms,
+        run_at_ms=run_at_ms,
+        priority=priority,
+        suspect=suspect == 1,
     )
 
 
