@@ -26,7 +26,7 @@ ARGV[4] count          most jobs to claim
 ARGV[5] suspects       most of them to take from the suspects
 ARGV[6] lease_ms       lease length from now
 ARGV[7] now_ms         the caller's clock, or '' for the broker's
-ARGV[8] batch          most delayed jobs to promote, most dead letters to trim
+ARGV[8] batch          most jobs to claim, delayed jobs to promote, dead letters to trim
 ARGV[9] priority_min   lowest valid priority
 ARGV[10] priority_max  highest valid priority (for the ready score)
 ARGV[11] dead_max      most dead letters kept (0: no limit)
@@ -138,6 +138,7 @@ local function take_from(lane, wanted, suspect)
   return taken
 end
 
+count = math.min(count, batch) -- one call stays bounded; the worker claims again for more
 if count > 0 then
   local from_suspects = take_from(suspects_key, math.min(suspects_wanted, count), '1')
   take_from(ready_key, count - from_suspects, '0')
