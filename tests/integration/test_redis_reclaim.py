@@ -16,7 +16,8 @@ from redis.asyncio import Redis
 from corq.backends.base import BATCH, Completion, Release, WorkerLease, backstop_deaths
 from corq.backends.redis import RedisBackend
 from corq.backends.redis.keys import RedisKeys
-from corq.backends.redis.scripts import Scripts, StalledBatch
+from corq.backends.redis.replies import StalledBatch
+from corq.backends.redis.scripts import Scripts
 from corq.job import JobStatus
 from tests.contract.jobs import LATER, LEASE_MS, T0, Q, new_job
 

@@ -24,6 +24,7 @@ from corq.backends.base import (
 )
 from corq.backends.redis import RedisBackend
 from corq.backends.redis.keys import RedisKeys
+from corq.backends.redis.replies import CLAIMED_FIELDS
 from corq.backends.redis.scripts import Scripts, load_source, lua_file
 from corq.errors import BrokerError
 from corq.job import JobStatus
@@ -121,6 +122,15 @@ def test_every_include_named_exists_and_every_include_is_used() -> None:
     assert named == set(INCLUDE_NAMES)
     for name in SCRIPT_NAMES:
         assert not INCLUDE_LINE.search(load_source(name)), f"{name}: an include was not expanded"
+
+
+def test_a_claim_reply_is_parsed_in_the_order_the_script_documents() -> None:
+    header = lua_file("claim_jobs.lua").partition("]]")[0]
+    documented = re.search(r"eleven per job \(flat[^)]*\): ([^}]*)\}", header, re.S)
+
+    assert documented is not None
+    names = [name.split()[0] for name in " ".join(documented.group(1).split()).split(", ")]
+    assert tuple(names) == CLAIMED_FIELDS
 
 
 def test_the_damaged_record_error_is_worded_as_the_contract_says() -> None:

@@ -11,14 +11,12 @@ as :class:`~corq.errors.BrokerError` (an outage) or :class:`~corq.errors.BrokerD
 from __future__ import annotations
 
 import asyncio
-import uuid
 from collections.abc import Callable, Sequence
-from typing import cast
+from functools import partial
 
 from redis.asyncio import Redis
 
 from corq.backends.base import (
-    BATCH,
     CANCELLED_TTL_MS,
     HOLDER_SEPARATOR,
     MAX_JOB_ID_CHARS,
@@ -36,17 +34,17 @@ from corq.backends.base import (
     WorkerLease,
     backstop_deaths,
 )
+from corq.backends.redis import admin
 from corq.backends.redis.connections import Connections, broker_errors, cancel_was_swallowed
 from corq.backends.redis.keys import QueueKeys, RedisKeys
 from corq.backends.redis.reads import read_jobs
-from corq.backends.redis.registry import QueueRegistry, queue_name
+from corq.backends.redis.registry import QueueRegistry
 from corq.backends.redis.scripts import (
     DeadBounds,
     ScriptCall,
     Scripts,
     batches,
     by_queue,
-    chunks,
 )
 from corq.errors import EnqueueError
 from corq.job import TERMINAL_STATES, Job
@@ -71,7 +69,11 @@ def check_new_job(job: NewJob) -> None:
 
 
 class RedisBackend:
-    """Broker on Redis (standalone, or Cluster-safe key layout; see ``keys.py``)."""
+    """Broker on Redis (standalone, or Cluster-safe key layout; see ``keys.py``).
+
+    `dead_max` and `dead_ttl_ms` bound each queue's dead letters (0: unbounded). A `now_ms`
+    of None lets each script read Redis's own clock (TIME).
+    """
 
     def __init__(
         self,
@@ -159,30 +161,16 @@ class RedisBackend:
         return next((job for job in jobs if job is not None), None)
 
     async def wait_for_job(self, job_id: JobId, queue: QueueName, timeout_s: float) -> Job | None:
-        with broker_errors("wait_for_job"):
-            return await self._wait_for_job(job_id, queue, timeout_s)
+        def finished(job: Job | None) -> bool:
+            return job is None or job.status in TERMINAL_STATES
 
-    async def _wait_for_job(self, job_id: JobId, queue: QueueName, timeout_s: float) -> Job | None:
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + max(0.0, timeout_s)
-        channel = self._q(queue).done(job_id)
-        while True:
-            async with self._conn().signals.watch(channel) as watch:
-                while not watch.broken:
-                    watch.event.clear()
-                    job = await self.get_job(job_id, queue)
-                    remaining = deadline - loop.time()
-                    if job is None or job.status in TERMINAL_STATES or remaining <= 0:
-                        return job
-                    try:
-                        async with asyncio.timeout(remaining):
-                            await watch.event.wait()
-                    except TimeoutError:
-                        return await self.get_job(job_id, queue)
-            # The connection broke or went silent: read again, watch on a fresh one.
-            job = await self.get_job(job_id, queue)
-            if job is None or job.status in TERMINAL_STATES or loop.time() >= deadline:
-                return job
+        with broker_errors("wait_for_job"):
+            return await self._conn().signals.wait_until(
+                self._q(queue).done(job_id),
+                partial(self.get_job, job_id, queue),
+                finished,
+                timeout_s,
+            )
 
     async def cancel_job(self, job_id: JobId, queue: QueueName, now_ms: int | None) -> bool:
         call = self._scripts.cancel_job(
@@ -391,24 +379,9 @@ class RedisBackend:
 
     async def prune_queues(self, now_ms: int | None, idle_ms: int) -> list[QueueName]:
         with broker_errors("prune_queues"):
-            if now_ms is None:
-                seconds, micros = await self._redis.time()
-                now_ms = seconds * 1000 + micros // 1000
-            cutoff_ms = now_ms - idle_ms
-            idle = await self._registry.idle(self._redis, self._scripts, cutoff_ms)
-            named = [(raw, name) for raw in idle if (name := queue_name(raw)) is not None]
-            empty = await self._scripts.run_all(
-                [self._scripts.prune_queue(self._q(name)) for _, name in named]
+            return await admin.prune_queues(
+                self._redis, self._scripts, self._registry, self._keys, now_ms, idle_ms
             )
-            gone = [raw for (raw, _), ok in zip(named, empty, strict=True) if ok]
-            if not gone:
-                return []
-            removed = await self._scripts.run(
-                self._scripts.forget_queues(self._keys.queues, names=gone, cutoff_ms=cutoff_ms)
-            )
-        names = [raw.decode("utf-8") for raw in removed]
-        self._registry.forget_touches(names)
-        return names
 
     async def queue_stats(self, queues: Sequence[QueueName] | None = None) -> list[QueueStats]:
         names = list(queues) if queues is not None else await self.list_queues()
@@ -429,54 +402,18 @@ class RedisBackend:
         ]
 
     async def list_dead(self, queue: QueueName, offset: int = 0, limit: int = 50) -> list[Job]:
-        keys = self._q(queue)
-        if limit <= 0:
-            return []
         with broker_errors("list_dead"):
-            ids = cast(
-                list[bytes], await self._redis.zrevrange(keys.dead, offset, offset + limit - 1)
-            )
-            jobs = await read_jobs(self._redis, [(keys, job_id) for job_id in ids])
-        return [job for job in jobs if job is not None]
+            return await admin.list_dead(self._redis, self._q(queue), offset, limit)
 
     async def retry_dead(
         self, queue: QueueName, job_ids: Sequence[JobId] | None, now_ms: int | None
     ) -> int:
-        keys = self._q(queue)
-        scripts = self._scripts
         with broker_errors("retry_dead"):
-            if job_ids is not None:
-                calls = [
-                    scripts.retry_dead_jobs(keys, job_ids=chunk, now_ms=now_ms)
-                    for chunk in chunks(job_ids)
-                ]
-                return sum(moved for moved, _ in await scripts.run_all(calls))
-            # Every job dead when the call began, each at most once: work through a copy.
-            snapshot = keys.retrying(uuid.uuid4().hex)
-            total, first = 0, True
-            while True:
-                moved, looked_at = await scripts.run(
-                    scripts.retry_dead_jobs(
-                        keys, job_ids=(), now_ms=now_ms, snapshot=snapshot, take_snapshot=first
-                    )
-                )
-                total, first = total + moved, False
-                if looked_at < BATCH:
-                    return total
+            return await admin.retry_dead(self._scripts, self._q(queue), job_ids, now_ms)
 
     async def purge_dead(self, queue: QueueName, job_ids: Sequence[JobId] | None) -> int:
-        keys = self._q(queue)
-        scripts = self._scripts
         with broker_errors("purge_dead"):
-            if job_ids is not None:
-                calls = [scripts.purge_dead_jobs(keys, job_ids=chunk) for chunk in chunks(job_ids)]
-                return sum(purged for purged, _ in await scripts.run_all(calls))
-            total = 0
-            while True:  # the oldest BATCH at a time, until none is left
-                purged, looked_at = await scripts.run(scripts.purge_dead_jobs(keys, job_ids=()))
-                total += purged
-                if looked_at < BATCH:
-                    return total
+            return await admin.purge_dead(self._scripts, self._q(queue), job_ids)
 
     # -- lifecycle -------------------------------------------------------------------
     async def ping(self) -> None:

@@ -29,13 +29,13 @@ from corq.backends.base import (
     PRIORITY_MAX,
     PRIORITY_MIN,
     ClaimBatch,
-    ClaimedJob,
     Failure,
-    HeldJob,
     NewJob,
     Release,
 )
+from corq.backends.redis import replies
 from corq.backends.redis.keys import QueueKeys
+from corq.backends.redis.replies import HeldStep, Promoted, QueueCounts, StalledBatch
 from corq.types import JobId, QueueName, WorkerId
 
 T = TypeVar("T")
@@ -49,20 +49,6 @@ WAKE_CAP = 64
 BATCH_BYTES = 4 * 1024 * 1024
 #: How long the snapshot behind one ``retry_dead`` of all dead letters is kept at most.
 SNAPSHOT_TTL_MS = 3600 * 1000
-#: What claim_jobs.lua returns per job, in order (a flat reply, len(CLAIMED_FIELDS) apiece).
-CLAIMED_FIELDS = (
-    "id",
-    "task",
-    "payload",
-    "attempt",
-    "failures",
-    "deaths",
-    "fence",
-    "enqueued_at_ms",
-    "run_at_ms",
-    "priority",
-    "suspect",
-)
 _INCLUDE = re.compile(r'^--- @include "(\w+)"$', re.MULTILINE)
 
 
@@ -130,52 +116,6 @@ class ScriptCall(Generic[T]):
 
 
 @dataclass(frozen=True, slots=True)
-class StalledJob:
-    """One job a ``reclaim_stalled_jobs`` call took back."""
-
-    holder: WorkerId
-    job_id: JobId
-    #: Sent to the dead letters (backstop reached, or a damaged record).
-    dead: bool
-    #: Given back without a death (its holder had departed).
-    released: bool
-
-
-@dataclass(frozen=True, slots=True)
-class StalledBatch:
-    """What one ``reclaim_stalled_jobs`` call did."""
-
-    done: bool
-    jobs: list[StalledJob]
-
-
-@dataclass(frozen=True, slots=True)
-class HeldStep:
-    """One SSCAN step of ``list_held_jobs``: the jobs seen, and where to go on ("0": done)."""
-
-    cursor: str
-    jobs: list[HeldJob]
-
-
-@dataclass(frozen=True, slots=True)
-class Promoted:
-    """What one ``promote_due_jobs`` call did."""
-
-    count: int
-    next_due_ms: int | None
-    more: bool
-
-
-@dataclass(frozen=True, slots=True)
-class QueueCounts:
-    ready: int
-    delayed: int
-    dead: int
-    workers: int
-    in_flight: int
-
-
-@dataclass(frozen=True, slots=True)
 class DeadBounds:
     """How many dead letters a queue keeps, and how long (0: no bound)."""
 
@@ -186,80 +126,6 @@ class DeadBounds:
 def _now(now_ms: int | None) -> Arg:
     """'' asks the script for the broker's own clock (Redis TIME)."""
     return "" if now_ms is None else now_ms
-
-
-def _text(value: bytes) -> str:
-    """Text as stored; bytes that are not UTF-8 (written by another program) are replaced."""
-    return value.decode("utf-8", "replace")
-
-
-def _id(value: bytes) -> JobId:
-    """A job id a script checked is UTF-8; surrogates keep any other byte, never crash."""
-    return value.decode("utf-8", "surrogateescape")
-
-
-def _score(value: bytes | int | None) -> int | None:
-    """Scores come back as Redis prints doubles (maybe ``1.7e+12``), so go through float."""
-    return None if value is None else int(float(value))
-
-
-def _flags(reply: list[int]) -> list[bool]:
-    return [bool(flag) for flag in reply]
-
-
-def _pair(reply: list[int]) -> tuple[int, int]:
-    return int(reply[0]), int(reply[1])
-
-
-def _claimed(queue: QueueName, row: list[Any]) -> ClaimedJob:
-    f = dict(zip(CLAIMED_FIELDS, row, strict=True))
-    return ClaimedJob(
-        id=_id(f["id"]),
-        task=_text(f["task"]),
-        queue=queue,
-        payload=f["payload"],
-        attempt=f["attempt"],
-        failures=f["failures"],
-        deaths=f["deaths"],
-        fence=f["fence"],
-        enqueued_at_ms=f["enqueued_at_ms"],
-        run_at_ms=f["run_at_ms"],
-        priority=f["priority"],
-        suspect=f["suspect"] == 1,
-    )
-
-
-def _claim_batch(queue: QueueName, reply: list[Any]) -> ClaimBatch:
-    if reply[0] == 1:
-        return ClaimBatch(jobs=[], lost=True)
-    width = len(CLAIMED_FIELDS)
-    jobs = [_claimed(queue, reply[at : at + width]) for at in range(3, len(reply), width)]
-    return ClaimBatch(jobs=jobs, next_due_ms=_score(reply[1]), suspects=int(reply[2]))
-
-
-def _promoted(reply: list[Any]) -> Promoted:
-    return Promoted(count=int(reply[0]), next_due_ms=_score(reply[1]), more=reply[2] == 1)
-
-
-def _stalled(reply: list[Any]) -> StalledBatch:
-    jobs = [
-        StalledJob(holder=_text(h), job_id=_id(j), dead=d == 1, released=r == 1)
-        for h, j, d, r in reply[1:]
-    ]
-    return StalledBatch(done=reply[0] == 1, jobs=jobs)
-
-
-def _held_step(reply: list[Any]) -> HeldStep:
-    jobs = [HeldJob(job_id=_id(job_id), fence=int(fence)) for job_id, fence in reply[1:]]
-    return HeldStep(cursor=_text(reply[0]), jobs=jobs)
-
-
-def _counts(reply: list[int]) -> QueueCounts:
-    return QueueCounts(*(int(n) for n in reply))
-
-
-def _names(reply: list[bytes]) -> list[bytes]:
-    return list(reply)
 
 
 class Scripts:
@@ -302,7 +168,7 @@ class Scripts:
         for job in jobs:
             args += [job.id, job.task, job.payload, job.priority, job.enqueued_at_ms, job.run_at_ms]
         queue_keys = [keys.ready, keys.delayed, keys.seq, keys.wake]
-        return self._call("enqueue_jobs", queue_keys, args, _flags)
+        return self._call("enqueue_jobs", queue_keys, args, replies.flags)
 
     def claim_jobs(
         self,
@@ -319,20 +185,20 @@ class Scripts:
         args: list[Arg] = [keys.job_prefix, keys.done_prefix, holder, max(0, count)]
         args += [max(0, suspects), lease_ms, _now(now_ms), BATCH, PRIORITY_MIN, PRIORITY_MAX]
         args += self._dead_bounds
-        return self._call("claim_jobs", queue_keys, args, partial(_claim_batch, keys.queue))
+        return self._call("claim_jobs", queue_keys, args, partial(replies.claim_batch, keys.queue))
 
     def list_held_jobs(
         self, keys: QueueKeys, *, holder: WorkerId, cursor: str
     ) -> ScriptCall[HeldStep]:
         args: list[Arg] = [keys.job_prefix, keys.done_prefix, holder, cursor, BATCH]
         args += self._dead_bounds
-        return self._call("list_held_jobs", [keys.held(holder), keys.dead], args, _held_step)
+        return self._call("list_held_jobs", [keys.held(holder), keys.dead], args, replies.held_step)
 
     def promote_due_jobs(self, keys: QueueKeys, *, now_ms: int | None) -> ScriptCall[Promoted]:
         queue_keys = [keys.delayed, keys.ready, keys.seq, keys.wake, keys.suspects, keys.dead]
         args: list[Arg] = [keys.job_prefix, keys.done_prefix, _now(now_ms), BATCH]
         args += [PRIORITY_MIN, PRIORITY_MAX, WAKE_CAP, *self._dead_bounds]
-        return self._call("promote_due_jobs", queue_keys, args, _promoted)
+        return self._call("promote_due_jobs", queue_keys, args, replies.promoted)
 
     def complete_jobs(
         self,
@@ -346,7 +212,7 @@ class Scripts:
         args: list[Arg] = [keys.job_prefix, keys.done_prefix, holder, result_ttl_ms]
         for job_id, fence, result, finished_at_ms in jobs:
             args += [job_id, fence, result, finished_at_ms]
-        return self._call("complete_jobs", [keys.held(holder)], args, _flags)
+        return self._call("complete_jobs", [keys.held(holder)], args, replies.flags)
 
     def fail_jobs(
         self, keys: QueueKeys, *, holder: WorkerId, failures: Sequence[Failure]
@@ -358,7 +224,7 @@ class Scripts:
             args += [f.job_id, f.fence, int(f.counted), int(f.died), f.error, f.traceback or ""]
             args += [retry_at, f.finished_at_ms]
         queue_keys = [keys.held(holder), keys.delayed, keys.dead, keys.wake]
-        return self._call("fail_jobs", queue_keys, args, _flags)
+        return self._call("fail_jobs", queue_keys, args, replies.flags)
 
     def release_jobs(
         self, keys: QueueKeys, *, holder: WorkerId, releases: Sequence[Release]
@@ -367,7 +233,7 @@ class Scripts:
         for r in releases:
             args += [r.job_id, r.fence, int(r.unstarted), int(r.died), int(r.suspect)]
         queue_keys = [keys.held(holder), keys.ready, keys.wake, keys.suspects]
-        return self._call("release_jobs", queue_keys, args, _flags)
+        return self._call("release_jobs", queue_keys, args, replies.flags)
 
     def reclaim_stalled_jobs(
         self,
@@ -383,7 +249,7 @@ class Scripts:
         args: list[Arg] = [keys.job_prefix, keys.held_prefix, keys.reclaim_prefix]
         args += [keys.done_prefix, _now(now_ms), max_deaths, backstop, BATCH, WAKE_CAP]
         args += [int(ended_only), *self._dead_bounds]
-        return self._call("reclaim_stalled_jobs", queue_keys, args, _stalled)
+        return self._call("reclaim_stalled_jobs", queue_keys, args, replies.stalled)
 
     def register_worker(
         self, keys: QueueKeys, *, holder: WorkerId, now_ms: int | None, lease_ms: int
@@ -439,19 +305,21 @@ class Scripts:
         ttl_ms = SNAPSHOT_TTL_MS if take_snapshot else 0
         args: list[Arg] = [keys.job_prefix, _now(now_ms), PRIORITY_MIN, PRIORITY_MAX, WAKE_CAP]
         args += [BATCH, ttl_ms, *job_ids]
-        return self._call("retry_dead_jobs", queue_keys, args, _pair)
+        return self._call("retry_dead_jobs", queue_keys, args, replies.pair)
 
     def purge_dead_jobs(
         self, keys: QueueKeys, *, job_ids: Sequence[JobId]
     ) -> ScriptCall[tuple[int, int]]:
         """No `job_ids`: the BATCH oldest dead jobs. Returns (purged, looked at)."""
-        return self._call("purge_dead_jobs", [keys.dead], [keys.job_prefix, BATCH, *job_ids], _pair)
+        return self._call(
+            "purge_dead_jobs", [keys.dead], [keys.job_prefix, BATCH, *job_ids], replies.pair
+        )
 
     def count_queue_jobs(self, keys: QueueKeys) -> ScriptCall[QueueCounts]:
         queue_keys = [keys.ready, keys.delayed, keys.dead, keys.workers, keys.suspects]
         queue_keys.append(keys.reclaiming)
         args: list[Arg] = [keys.held_prefix, keys.reclaim_prefix]
-        return self._call("count_queue_jobs", queue_keys, args, _counts)
+        return self._call("count_queue_jobs", queue_keys, args, replies.counts)
 
     def prune_queue(self, keys: QueueKeys) -> ScriptCall[bool]:
         queue_keys = [keys.ready, keys.delayed, keys.suspects, keys.dead, keys.workers]
@@ -466,4 +334,4 @@ class Scripts:
     def forget_queues(
         self, registry: str, *, names: Sequence[bytes], cutoff_ms: int
     ) -> ScriptCall[list[bytes]]:
-        return self._call("forget_queues", [registry], [cutoff_ms, *names], _names)
+        return self._call("forget_queues", [registry], [cutoff_ms, *names], replies.names)

@@ -21,9 +21,9 @@ import asyncio
 import contextlib
 import logging
 from collections import deque
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Any, cast
+from typing import Any, TypeVar, cast
 
 from redis.asyncio import Redis
 from redis.asyncio.client import PubSub
@@ -32,6 +32,7 @@ from redis.exceptions import RedisError
 from corq.errors import BrokerError
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 
 @dataclass(eq=False)
@@ -89,6 +90,37 @@ class DoneSignals:
             if not entry.watches and self._channels.get(name) is entry:
                 del self._channels[name]
                 await self._unsubscribe(name)
+
+    async def wait_until(
+        self,
+        channel: str,
+        read: Callable[[], Awaitable[T]],
+        finished: Callable[[T], bool],
+        timeout_s: float,
+    ) -> T:
+        """`read()` once `finished` says so, or when `timeout_s` is up (the latest either way).
+
+        Subscribed before each read, so an end between the read and the wait still wakes
+        it; a broken watch (a lost or silent connection) costs one more read.
+        """
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + max(0.0, timeout_s)
+        while True:
+            async with self.watch(channel) as watch:
+                while not watch.broken:
+                    watch.event.clear()
+                    value = await read()
+                    remaining = deadline - loop.time()
+                    if finished(value) or remaining <= 0:
+                        return value
+                    try:
+                        async with asyncio.timeout(remaining):
+                            await watch.event.wait()
+                    except TimeoutError:
+                        return await read()
+            value = await read()  # the connection broke or went silent: watch on a fresh one
+            if finished(value) or loop.time() >= deadline:
+                return value
 
     async def _confirmation(self, confirmed: asyncio.Future[None]) -> None:
         try:

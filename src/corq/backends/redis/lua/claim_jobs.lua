@@ -5,8 +5,8 @@ Checks the holder is still registered (else claims nothing and reports it lost),
 its lease, promotes delayed jobs whose time has come (at most `batch`), then pops first up
 to `suspects` suspects (best score first; run in a sandbox, record flag isolated 1), then
 the best-scored ready jobs up to `count` in all (isolated 0). Each becomes running under
-the holder with attempt + 1 and a new fence, and joins the holder's held set as it is
-popped. A damaged record (a number that is not one, a key that is not a hash, an id that is
+the holder with attempt + 1 and a new fence, and joins the holder's held set as soon as it
+is popped and checked, before it is marked running (one SADD per popped chunk). A damaged record (a number that is not one, a key that is not a hash, an id that is
 not UTF-8) goes to the dead letters instead and takes no slot of the claim; a vanished one
 is dropped; a record with no task is handed out with task '' (the worker dead-letters it). If ready jobs remain and no
 wake token is pending, one is pushed so another idle worker comes to help (chain wake-up).
@@ -26,7 +26,7 @@ ARGV[4] count          most jobs to claim
 ARGV[5] suspects       most of them to take from the suspects
 ARGV[6] lease_ms       lease length from now
 ARGV[7] now_ms         the caller's clock, or '' for the broker's
-ARGV[8] batch          most delayed jobs to promote, most dead letters to trim
+ARGV[8] batch          most jobs to claim, delayed jobs to promote, dead letters to trim
 ARGV[9] priority_min   lowest valid priority
 ARGV[10] priority_max  highest valid priority (for the ready score)
 ARGV[11] dead_max      most dead letters kept (0: no limit)
@@ -85,33 +85,34 @@ local _, buried = promote_due(q, now_ms, batch)
 local out = {0, false, 0}
 local started_at = int(now_ms)
 
--- Claim one popped job; true when it was handed out.
-local function take(id, suspect)
-  local key = job_prefix .. id
-  local f, problem, wrong_type = read_record(key, CLAIM_FIELDS, CLAIM_KINDS)
+-- The record of a popped job, checked; nil (buried when damaged) if it cannot be handed out.
+local function checked(id)
+  local f, problem, wrong_type = read_record(job_prefix .. id, CLAIM_FIELDS, CLAIM_KINDS)
   if f and not valid_utf8(id) then
     f, problem, wrong_type = nil, 'the job id is not valid UTF-8', false
   end
-  if not f then
-    if problem then
-      bury_damaged(q, id, now_ms, problem, wrong_type)
-      buried = buried + 1
-    end
-    return false
+  if not f and problem then
+    bury_damaged(q, id, now_ms, problem, wrong_type)
+    buried = buried + 1
   end
+  return f
+end
+
+-- Hand out one checked job (already in the held set): running, attempt + 1, a new fence.
+local function hand_out(id, f, suspect)
   local attempt, fence = f[3] + 1, f[6] + 1
-  redis.call('HSET', key, 'status', 'running', 'attempt', int(attempt), 'fence', int(fence),
-    'worker_id', holder, 'started_at_ms', started_at, 'isolated', suspect)
-  redis.call('SADD', held_key, id)
+  redis.call('HSET', job_prefix .. id, 'status', 'running', 'attempt', int(attempt),
+    'fence', int(fence), 'worker_id', holder, 'started_at_ms', started_at, 'isolated', suspect)
   local n = #out
   out[n + 1], out[n + 2], out[n + 3], out[n + 4] = id, f[1] or '', f[2] or '', attempt
   out[n + 5], out[n + 6], out[n + 7], out[n + 8] = f[4], f[5], fence, f[7]
   out[n + 9], out[n + 10], out[n + 11] = f[8], f[9], tonumber(suspect)
-  return true
 end
 
--- Take up to `wanted` jobs from a lane; a damaged record takes no slot, but a claim looks
--- at no more than `wanted` + batch ids, so it stays short whatever the lane holds.
+-- Take up to `wanted` jobs from a lane, a popped chunk at a time: check every record, add
+-- the good ids to the held set, then mark each running, so a record never says running
+-- outside its holder's held set. A damaged record takes no slot, but a claim looks at no
+-- more than `wanted` + batch ids, so it stays short whatever the lane holds.
 local function take_from(lane, wanted, suspect)
   local taken, budget = 0, wanted + batch
   while taken < wanted and budget > 0 do
@@ -120,15 +121,24 @@ local function take_from(lane, wanted, suspect)
       break
     end
     budget = budget - #popped / 2
+    local ids, records = {}, {}
     for i = 1, #popped, 2 do
-      if take(popped[i], suspect) then
-        taken = taken + 1
+      local f = checked(popped[i])
+      if f then
+        local n = #ids + 1
+        ids[n], records[n] = popped[i], f
       end
     end
+    call_chunked('SADD', held_key, ids)
+    for k = 1, #ids do
+      hand_out(ids[k], records[k], suspect)
+    end
+    taken = taken + #ids
   end
   return taken
 end
 
+count = math.min(count, batch) -- one call stays bounded; the worker claims again for more
 if count > 0 then
   local from_suspects = take_from(suspects_key, math.min(suspects_wanted, count), '1')
   take_from(ready_key, count - from_suspects, '0')

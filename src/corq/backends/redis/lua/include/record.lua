@@ -73,12 +73,17 @@ local function read_record(key, fields, kinds)
       any = true
     end
     if kind and not problem then
-      -- Inline fast path for a well-formed integer (this runs for every job claimed).
-      local n = value and kind ~= SCORE and tonumber(value)
-      if n and n % 1 == 0 and n < MAX_EXACT and n > -MAX_EXACT and (n >= 0 or kind ~= COUNT) then
-        f[i] = n
+      -- Inline fast paths for '0' (most counters of most jobs: an interned string, so
+      -- one pointer compare) and for a well-formed integer; this runs for every job claimed.
+      if value == '0' and kind ~= SCORE then
+        f[i] = 0
       else
-        f[i], problem = check_number(fields[i], value, kind)
+        local n = value and kind ~= SCORE and tonumber(value)
+        if n and n % 1 == 0 and n < MAX_EXACT and n > -MAX_EXACT and (n >= 0 or kind ~= COUNT) then
+          f[i] = n
+        else
+          f[i], problem = check_number(fields[i], value, kind)
+        end
       end
     end
   end

@@ -1,0 +1,94 @@
+"""Operator calls that work in bounded steps: dead letters and pruning the registry.
+
+Each function is one Backend operation without its error translation (the backend wraps
+it in ``broker_errors``); each loops over bounded script calls, never one unbounded call.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Sequence
+from typing import cast
+
+from redis.asyncio import Redis
+
+from corq.backends.base import BATCH
+from corq.backends.redis.keys import QueueKeys, RedisKeys
+from corq.backends.redis.reads import read_jobs
+from corq.backends.redis.registry import QueueRegistry, queue_name
+from corq.backends.redis.scripts import Scripts, chunks
+from corq.job import Job
+from corq.types import JobId, QueueName
+
+
+async def list_dead(client: Redis, keys: QueueKeys, offset: int, limit: int) -> list[Job]:
+    """Dead letters newest first, damaged ones included (ids kept as bytes: maybe not UTF-8)."""
+    if limit <= 0:
+        return []
+    ids = cast(list[bytes], await client.zrevrange(keys.dead, offset, offset + limit - 1))
+    jobs = await read_jobs(client, [(keys, job_id) for job_id in ids])
+    return [job for job in jobs if job is not None]
+
+
+async def retry_dead(
+    scripts: Scripts, keys: QueueKeys, job_ids: Sequence[JobId] | None, now_ms: int | None
+) -> int:
+    """The ids given, or every job dead when the call began, each at most once: a copy of
+    the dead letters is taken at the first step and worked through BATCH at a time."""
+    if job_ids is not None:
+        calls = [
+            scripts.retry_dead_jobs(keys, job_ids=chunk, now_ms=now_ms) for chunk in chunks(job_ids)
+        ]
+        return sum(moved for moved, _ in await scripts.run_all(calls))
+    snapshot = keys.retrying(uuid.uuid4().hex)
+    total, first = 0, True
+    while True:
+        call = scripts.retry_dead_jobs(
+            keys, job_ids=(), now_ms=now_ms, snapshot=snapshot, take_snapshot=first
+        )
+        moved, looked_at = await scripts.run(call)
+        total, first = total + moved, False
+        if looked_at < BATCH:
+            return total
+
+
+async def purge_dead(scripts: Scripts, keys: QueueKeys, job_ids: Sequence[JobId] | None) -> int:
+    """The ids given, or every dead letter, the oldest BATCH at a time until none is left."""
+    if job_ids is not None:
+        calls = [scripts.purge_dead_jobs(keys, job_ids=chunk) for chunk in chunks(job_ids)]
+        return sum(purged for purged, _ in await scripts.run_all(calls))
+    total = 0
+    while True:
+        purged, looked_at = await scripts.run(scripts.purge_dead_jobs(keys, job_ids=()))
+        total += purged
+        if looked_at < BATCH:
+            return total
+
+
+async def prune_queues(
+    client: Redis,
+    scripts: Scripts,
+    registry: QueueRegistry,
+    keys: RedisKeys,
+    now_ms: int | None,
+    idle_ms: int,
+) -> list[QueueName]:
+    """Forget at most BATCH idle names whose queue holds nothing.
+
+    Each queue is checked and cleared by a script of its own slot; the names go from the
+    registry (another slot) in a second step, only if nobody used them meanwhile.
+    """
+    if now_ms is None:
+        seconds, micros = await client.time()
+        now_ms = seconds * 1000 + micros // 1000
+    cutoff_ms = now_ms - idle_ms
+    idle = await registry.idle(client, scripts, cutoff_ms)
+    named = [(raw, name) for raw in idle if (name := queue_name(raw)) is not None]
+    empty = await scripts.run_all([scripts.prune_queue(keys.queue(name)) for _, name in named])
+    gone = [raw for (raw, _), ok in zip(named, empty, strict=True) if ok]
+    if not gone:
+        return []
+    removed = await scripts.run(scripts.forget_queues(keys.queues, names=gone, cutoff_ms=cutoff_ms))
+    names = [raw.decode("utf-8") for raw in removed]
+    registry.forget_touches(names)
+    return names
