@@ -28,9 +28,11 @@ class JobContext:
     enqueued_at_ms: int
 
 
-Reporter = Callable[[float], Coroutine[Any, Any, bool]]
 #: The running job as a plain tuple: id, task, queue, attempt, enqueued_at_ms.
 JobTuple = tuple[str, str, str, int, int]
+#: Records progress for the job given: one per worker, not one per job (it is on the hot
+#: path), so it is told which job reports.
+Reporter = Callable[[JobTuple, float], Coroutine[Any, Any, bool]]
 #: The running job, how it reports progress, and the worker's loop. One ContextVar set per
 #: job: it is on the hot path.
 _Current = tuple[JobTuple, Reporter | None, asyncio.AbstractEventLoop | None]
@@ -61,12 +63,12 @@ def _progress_call(progress: object) -> tuple[Coroutine[Any, Any, bool], asyncio
     if not isinstance(progress, int | float) or not 0.0 <= progress <= 1.0:
         raise ArgumentError(f"progress must be a number from 0.0 to 1.0, got {progress!r}")
     try:
-        _, report, loop = _current.get()
+        job, report, loop = _current.get()
     except LookupError:
         report = loop = None
     if report is None or loop is None:
         raise CorqError("set_progress() is only available inside a task run by a worker")
-    return report(float(progress)), loop
+    return report(job, float(progress)), loop
 
 
 #: Longest a plain function waits for its progress report to be recorded.

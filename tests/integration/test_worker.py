@@ -83,7 +83,7 @@ async def test_failed_job_is_retried_then_dead_with_traceback(fake_app) -> None:
     async with run_worker(app):
         job = await flaky.enqueue()
         await _until(lambda: len(calls) == 1)
-        assert await job.status() == corq.JobStatus.FAILED
+        await _until_status(job, corq.JobStatus.FAILED)
         # Backoff is 10 s then 20 s: nothing happens until the clock moves.
         clock.advance(9.9)
         await asyncio.sleep(0.2)

@@ -682,7 +682,7 @@ class _JobServer:
         except OSError:  # the parent is gone: nobody wants this job's outcome
             os._exit(_EXIT_ORPHANED)
 
-    async def _report(self, value: float) -> bool:
+    async def _report(self, job: JobTuple, value: float) -> bool:
         self._send(_Progress(value=value))
         # The parent is not asked: if the claim is lost, it kills this child.
         return True

@@ -29,7 +29,7 @@ class CancelReason(Enum):
     LOST = "lost"
 
 
-@dataclass(eq=False)
+@dataclass(eq=False, slots=True)
 class Running:
     """A job this worker claimed and has not yet had recorded."""
 

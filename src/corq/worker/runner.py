@@ -20,7 +20,7 @@ import functools
 import logging
 import os
 import traceback
-from collections.abc import Callable, Coroutine, Mapping
+from collections.abc import Mapping
 from typing import Any
 
 from corq.backends.base import ClaimedJob
@@ -43,8 +43,6 @@ from corq.worker.threads import ThreadOutcome, ThreadOutcomeKind, ThreadSlots
 
 log = logging.getLogger(__name__)
 
-ProgressReport = Callable[[ClaimedJob, float], Coroutine[Any, Any, bool]]
-
 
 class Runner:
     """Calls task functions where they belong and builds their outcomes."""
@@ -58,7 +56,7 @@ class Runner:
         threads: int,
         processes: int,
         sandboxes: int,
-        report: ProgressReport | None = None,
+        report: Reporter | None = None,
     ) -> None:
         self.registry = registry
         self.serializer = serializer
@@ -68,11 +66,22 @@ class Runner:
         self.processes = ProcessSlots(processes or os.cpu_count() or 1, name="corq-process")
         self.sandboxes = ProcessSlots(sandboxes, name="corq-sandbox")
         self._unsandboxable: set[TaskName] = set()
+        self._loop: asyncio.AbstractEventLoop | None = None
 
     async def run(self, running: Running) -> Outcome | None:
         """Execute the job; None when nothing should be written (its claim is gone)."""
         try:
-            return await self._run(running)
+            prepared = self._prepare(running.job)
+            if not isinstance(prepared, tuple):
+                return prepared
+            task, args, kwargs = prepared
+            if running.job.suspect or task.options.process:
+                outcome = await self._run_in_child(running, task)
+                if outcome is not None:
+                    return outcome
+            if task.is_async:
+                return await self._run_coroutine(running, task, args, kwargs)
+            return await self._run_on_thread(running, task, args, kwargs)
         except asyncio.CancelledError:
             return self._cancelled(running)
         except Exception as exc:  # a fault of corq's own: park the job where it can be seen
@@ -81,24 +90,20 @@ class Runner:
                 running.job, f"corq could not run this job: {error_line(exc)}"
             )
 
-    async def _run(self, running: Running) -> Outcome | None:
-        job = running.job
-        if not job.task:
-            return self.outcomes.dead(job, "corrupted job record: it has no task name")
-        task = self.registry.get(job.task)
+    def _prepare(
+        self, job: ClaimedJob
+    ) -> tuple[Task[Any, Any], tuple[Any, ...], dict[str, Any]] | Outcome:
+        """The task and its arguments, or the dead letter of a job that cannot run."""
+        task = self.registry.get(job.task) if job.task else None
         if task is None:
+            if not job.task:
+                return self.outcomes.dead(job, "corrupted job record: it has no task name")
             return self.outcomes.dead(job, f"unknown task '{job.task}'")
         try:
             args, kwargs = task.decode_payload(self.serializer.loads(job.payload))
         except Exception as exc:  # any decode problem means this payload is bad
             return self.outcomes.dead(job, f"corrupted job payload: {error_line(exc)}")
-        if job.suspect or task.options.process:
-            outcome = await self._run_in_child(running, task)
-            if outcome is not None:
-                return outcome
-        if task.is_async:
-            return await self._run_coroutine(running, task, args, kwargs)
-        return await self._run_on_thread(running, task, args, kwargs)
+        return task, args, kwargs
 
     # -- coroutines ------------------------------------------------------------------
     async def _run_coroutine(
@@ -164,7 +169,7 @@ class Runner:
             return None
         slots = self.sandboxes if job.suspect else self.processes
         call = ChildCall.for_task(task, job.payload, _context(job))
-        report = None if self.report is None else functools.partial(self.report, job)
+        report = None if self.report is None else functools.partial(self.report, _context(job))
 
         def started() -> None:
             running.started = True
@@ -222,10 +227,10 @@ class Runner:
         return self.outcomes.succeeded(job, encoded)
 
     def _bind(self, job: ClaimedJob) -> None:
-        reporter: Reporter | None = None
-        if self.report is not None:
-            reporter = functools.partial(self.report, job)
-        bind_job(_context(job), reporter, asyncio.get_running_loop())
+        loop = self._loop
+        if loop is None:
+            loop = self._loop = asyncio.get_running_loop()
+        bind_job((job.id, job.task, job.queue, job.attempt, job.enqueued_at_ms), self.report, loop)
 
     def _cancelled(self, running: Running) -> Outcome | None:
         job = running.job

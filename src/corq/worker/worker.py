@@ -31,7 +31,16 @@ from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
 from corq.aio import Backoff, reraise_if_cancelling
-from corq.backends.base import HOLDER_SEPARATOR, ClaimBatch, ClaimedJob, WorkerLease
+from corq.backends.base import (
+    HOLDER_SEPARATOR,
+    ClaimBatch,
+    ClaimedJob,
+    Completion,
+    Failure,
+    Release,
+    WorkerLease,
+)
+from corq.context import JobTuple
 from corq.errors import BrokerDataError, BrokerError, ConfigError
 from corq.task import check_queue_name
 from corq.types import QueueName, WorkerId
@@ -66,6 +75,8 @@ FLUSH_TIMEOUT_S = 15.0
 MAINTAIN_EVERY_S = 300.0
 #: Queues not served by this worker that one round of maintenance reclaims in.
 MAINTAIN_QUEUES = 100
+#: The count an outcome adds to once recorded.
+_COUNTED = {Completion: "succeeded", Failure: "failed", Release: "released"}
 _WORKER_ID = re.compile(r"[A-Za-z0-9_.:@/-]{1,100}")
 
 
@@ -137,6 +148,8 @@ class Worker:
         self.abandoned_threads = 0
         self.registry = Registry()
         self._free = self.concurrency
+        #: Suspects claimed and not finished (each needs a sandbox).
+        self._suspects_running = 0
         self._slot_freed = asyncio.Event()
         self._activity = asyncio.Event()
         self._outcomes: asyncio.Queue[Pending | None] = asyncio.Queue()
@@ -407,8 +420,7 @@ class Worker:
         return batch
 
     def _free_sandboxes(self) -> int:
-        busy = sum(1 for r in self.registry.executing() if r.job.suspect)
-        return max(0, self.app.settings.sandboxes - busy)
+        return max(0, self.app.settings.sandboxes - self._suspects_running)
 
     def _stop_if_burst_done(self) -> None:
         """In burst mode, stop once every queue was seen empty since the last job ended."""
@@ -418,6 +430,7 @@ class Worker:
 
     def _start(self, job: ClaimedJob, holder: WorkerId) -> None:
         self._free -= 1
+        self._suspects_running += job.suspect
         running = Running(job, holder)
         self.registry.add(running)
         running.task = asyncio.create_task(self._execute(running))
@@ -428,10 +441,13 @@ class Worker:
             outcome = await self.runner.run(running)
         finally:
             running.finished = True
+            running.task = None  # done: let it be freed now, not when the outcome is written
             self._free += 1
+            self._suspects_running -= running.job.suspect
             self._slot_freed.set()
-            self._idle.clear()  # the job may have enqueued more: look again before a burst ends
-            self._activity.set()
+            if self.burst:  # the job may have enqueued more: look again before stopping
+                self._idle.clear()
+                self._activity.set()
             if outcome is not None:
                 self._outcomes.put_nowait((running.holder, outcome))
             elif not (running.unstoppable and running.cancel_reason is CancelReason.SHUTDOWN):
@@ -441,21 +457,20 @@ class Worker:
     def _settled(self, holder: WorkerId, outcome: Outcome, ok: bool) -> None:
         """The writer is done with an outcome: the job leaves the registry."""
         self.registry.remove(outcome.queue, outcome.job_id, outcome.fence)
-        kind = type(outcome).__name__
-        key = {"Completion": "succeeded", "Failure": "failed", "Release": "released"}[kind]
-        self.counts[key if ok else "rejected"] += 1
+        self.counts[_COUNTED[type(outcome)] if ok else "rejected"] += 1
 
-    async def _report_progress(self, job: ClaimedJob, progress: float) -> bool:
+    async def _report_progress(self, job: JobTuple, progress: float) -> bool:
         """Progress is telemetry: a broker blip must never fail the job."""
-        running = self.registry.get(job.queue, job.id)
-        if running is None or running.job.fence != job.fence:
+        job_id, _, queue, attempt, _ = job
+        running = self.registry.get(queue, job_id)
+        if running is None or running.job.attempt != attempt:
             return False
         try:
             return await self.backend.set_progress(
-                job.id, job.queue, running.holder, job.fence, progress
+                job_id, queue, running.holder, running.job.fence, progress
             )
         except (BrokerError, BrokerDataError) as exc:
-            log.debug("progress of job %s not recorded: %s", job.id, exc)
+            log.debug("progress of job %s not recorded: %s", job_id, exc)
             return False
 
     # -- lost leases -------------------------------------------------------------------
