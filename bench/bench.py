@@ -223,6 +223,12 @@ async def main() -> None:
     parser.add_argument(
         "--only", default="", help="comma list: enqueue,throughput,latency,concurrent,probe"
     )
+    parser.add_argument(
+        "--loop",
+        choices=["auto", "uvloop", "asyncio"],
+        default="auto",
+        help="event loop of the bench and its workers [default: uvloop when installed]",
+    )
     opts = parser.parse_args()
     url, quick = opts.url, opts.quick
     only = set(filter(None, opts.only.split(",")))
@@ -230,9 +236,10 @@ async def main() -> None:
     def want(name: str) -> bool:
         return not only or name in only
 
+    loop = type(asyncio.get_running_loop()).__module__.split(".")[0]
     print(
         f"corq {corq.__version__} bench on {url} (python {sys.version.split()[0]}, "
-        f"{os.cpu_count()} cpus)"
+        f"{os.cpu_count()} cpus, {loop} event loop)"
     )
     if opts.sqlite:
         await main_sqlite(url, quick)
@@ -282,9 +289,14 @@ async def main() -> None:
 
 
 if __name__ == "__main__":
+    # --loop asyncio|uvloop: the event loop of the bench and of every worker it starts.
+    choice = sys.argv[sys.argv.index("--loop") + 1] if "--loop" in sys.argv else "auto"
+    os.environ["CORQ_EVENT_LOOP"] = choice
     try:
         import uvloop
     except ImportError:
+        uvloop = None  # type: ignore[assignment]  # optional dependency
+    if uvloop is None or choice == "asyncio":
         asyncio.run(main())
     else:
         uvloop.run(main())  # the producer on the same loop the worker uses

@@ -60,6 +60,9 @@ class Settings(BaseSettings):
     sandboxes: int = Field(default=2, ge=1)
     #: Seconds running jobs get to finish at shutdown before they are cancelled and re-queued.
     grace_s: float = Field(default=30.0, ge=0)
+    #: Event loop of `corq worker` and `corq dev`: uvloop when installed (auto), or the
+    #: standard asyncio loop.
+    event_loop: Literal["auto", "uvloop", "asyncio"] = "auto"
     #: Event-loop stalls longer than this are logged with the task that caused them.
     loop_lag_warn_s: float = Field(default=0.5, gt=0)
     #: A worker whose event loop stays blocked this long stops renewing its lease (its jobs

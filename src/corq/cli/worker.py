@@ -11,6 +11,7 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from typing import Any
 
 import click
@@ -153,14 +154,7 @@ def _run_worker(w: Worker) -> None:
             if watch is not None:
                 watch.cancel()
 
-    runner_kwargs: dict[str, Any] = {}
-    try:
-        import uvloop
-
-        runner_kwargs["loop_factory"] = uvloop.new_event_loop
-    except ImportError:
-        pass
-    with asyncio.Runner(**runner_kwargs) as runner:
+    with asyncio.Runner(loop_factory=_loop_factory(w.app.settings.event_loop)) as runner:
         runner.run(main())
     if w.abandoned_threads:
         # Threads running plain functions cannot be stopped, and the interpreter would wait
@@ -171,6 +165,23 @@ def _run_worker(w: Worker) -> None:
 
 #: The exit code of a command-line or configuration error: restarting cannot help.
 _USAGE_ERROR = 2
+
+
+def _loop_factory(choice: str) -> Callable[[], asyncio.AbstractEventLoop] | None:
+    """The event loop settings.event_loop asks for (None: asyncio's own)."""
+    if choice == "asyncio":
+        return None
+    try:
+        import uvloop
+    except ImportError:
+        if choice == "uvloop":
+            raise click.ClickException(
+                "CORQ_EVENT_LOOP=uvloop but uvloop is not installed (pip install 'corq[uvloop]')"
+            ) from None
+        return None
+    return uvloop.new_event_loop
+
+
 #: Set by the supervisor in its children's environment: its own pid.
 _SUPERVISOR_PID = "CORQ_SUPERVISOR_PID"
 
