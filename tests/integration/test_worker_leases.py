@@ -13,7 +13,7 @@ import corq
 from corq.backends import open_backend
 from corq.backends.base import WorkerLease
 from corq.clock import SystemClock
-from corq.testing import run_worker
+from corq.testing import drain, run_worker
 from tests.conftest import RedisServer, free_port
 
 
@@ -209,3 +209,61 @@ async def test_settings_that_cannot_work_are_refused(broker_url: str) -> None:
         corq.Worker(corq.App(broker_url), worker_id="has spaces")
     with pytest.raises(corq.ConfigError, match="grace"):
         corq.Worker(corq.App(broker_url), grace_s=float("inf"))
+
+
+async def test_maintenance_reclaims_in_queues_this_worker_does_not_serve(
+    fake_app: tuple[corq.App, corq.FakeClock], broker_url: str, prefix: str
+) -> None:
+    app, clock = fake_app
+
+    @app.task(queue="orphaned")
+    async def once() -> None:
+        return None
+
+    other = open_backend(broker_url, prefix=prefix)
+    try:
+        # Given a queue nobody serves any more, where a dead worker left a job running
+        handle = await once.enqueue()
+        lease = WorkerLease(worker_id="gone", queues=["orphaned"], lease_ms=10_000)
+        await other.register_worker(lease, clock.now_ms())
+        assert len((await other.claim_jobs("orphaned", "gone", 1, 10_000, clock.now_ms())).jobs)
+        # When a worker of another queue has run past its next maintenance (~5 minutes)
+        async with run_worker(app, queues=["default"]):
+            clock.advance(600)
+            # Then the job is queued again, its death counted, and the dead worker gone
+            await _until(lambda: _status_is(handle, corq.JobStatus.QUEUED), what="reclaim")
+        [stats] = await other.queue_stats(["orphaned"])
+        assert (stats.ready, stats.in_flight, stats.workers) == (1, 0, 0)
+        assert (await handle.info()).deaths == 1
+    finally:
+        await other.close()
+
+
+async def test_maintenance_forgets_queues_unused_for_longer_than_results_live(
+    fake_app: tuple[corq.App, corq.FakeClock],
+) -> None:
+    app, clock = fake_app
+
+    @app.task(queue="once")
+    async def once() -> None:
+        return None
+
+    # Given a queue used once and empty since
+    await once.enqueue()
+    await drain(app, queues=["once"])
+    backend = app.client().backend
+    assert "once" in await backend.list_queues()
+    # When a worker of another queue runs past its maintenance, more than a day later
+    async with run_worker(app, queues=["default"]):
+        clock.advance(app.settings.result_ttl_s + 2 * 3600)
+
+        async def forgotten() -> bool:
+            return "once" not in await backend.list_queues()
+
+        # Then the unused queue's name is forgotten
+        await _until(forgotten, what="the unused queue to be forgotten")
+    assert "default" in await backend.list_queues()
+
+
+async def _status_is(handle: corq.JobHandle, status: corq.JobStatus) -> bool:
+    return (await handle.status()) == status

@@ -143,7 +143,10 @@ class RedisBackend:
             check_new_job(job)
         groups = by_queue(jobs, lambda job: job.queue)
         with broker_errors("enqueue"):
-            await self._registry.touch(self._scripts, list(groups))
+            # A queue's last use is the producer's time (as SQLite notes it), so a FakeClock
+            # moves it too.
+            last_used = max(job.enqueued_at_ms for job in jobs) if jobs else None
+            await self._registry.touch(self._scripts, list(groups), last_used)
             return await self._run_grouped(
                 len(jobs),
                 groups,
@@ -198,7 +201,7 @@ class RedisBackend:
         ]
         with broker_errors("register_worker"):
             await self._scripts.run_all(calls)
-            await self._registry.touch(self._scripts, lease.queues)
+            await self._registry.touch(self._scripts, lease.queues, now_ms)
 
     async def deregister_worker(
         self, lease: WorkerLease, now_ms: int | None, linger_ms: int = 0

@@ -49,8 +49,9 @@ class QueueRegistry:
         #: True once a SET left by an older corq is known to be migrated.
         self._migrated = False
 
-    async def touch(self, scripts: Scripts, names: Sequence[QueueName]) -> None:
-        """Note `names` as used now (by the broker's clock), unless done within the hour."""
+    async def touch(self, scripts: Scripts, names: Sequence[QueueName], now_ms: int | None) -> None:
+        """Note `names` as used at `now_ms` (None: the broker's clock), unless done within
+        the hour."""
         now = time.monotonic()
         due = [
             n
@@ -59,7 +60,7 @@ class QueueRegistry:
         ]
         if not due:
             return
-        await scripts.run(scripts.touch_queues(self._keys.queues, names=due, now_ms=None))
+        await scripts.run(scripts.touch_queues(self._keys.queues, names=due, now_ms=now_ms))
         self._migrated = True
         self._touched.update(dict.fromkeys(due, now))
 
