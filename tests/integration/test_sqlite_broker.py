@@ -277,24 +277,22 @@ async def test_memory_clone_in_same_loop_wakes_waiters() -> None:
 
 WORKER = textwrap.dedent(
     """
-    import asyncio, json, os, sys, time
+    import asyncio, json, sys, time
     from corq.backends import open_backend
     from corq.backends.base import Completion, WorkerLease
 
     def now():
         return time.time_ns() // 1_000_000
 
-    async def main(url, worker_id, done_flag, out):
+    async def main(url, worker_id, quota, out):
         b = open_backend(url)
         lease = WorkerLease(worker_id=worker_id, queues=["mp"], lease_ms=60_000)
         await b.register_worker(lease, now())
-        claimed = []
-        while True:
-            all_enqueued = os.path.exists(done_flag)  # read before the claim that may be empty
-            batch = await b.claim_jobs("mp", worker_id, 25, 60_000, now())
+        claimed, quota = [], int(quota)
+        while len(claimed) < quota:  # a fixed share each: the others cannot take it all
+            limit = min(25, quota - len(claimed))
+            batch = await b.claim_jobs("mp", worker_id, limit, 60_000, now())
             if not batch.jobs:
-                if all_enqueued:
-                    break
                 await b.wait_for_jobs("mp", 0.5)
                 continue
             claimed += [job.id for job in batch.jobs]
@@ -312,14 +310,14 @@ WORKER = textwrap.dedent(
 
 
 async def test_four_processes_share_one_file_and_run_every_job_once(tmp_path: Path) -> None:
-    db, done_flag, total = tmp_path / "corq.db", tmp_path / "all-enqueued", 2_000
+    db, total = tmp_path / "corq.db", 2_000
     url = f"sqlite:///{db}"
     producer = open_backend(url)
     await producer.ping()  # create the schema before the workers race for it
     outs = [tmp_path / f"w{i}.json" for i in range(4)]
     procs = [
         await asyncio.create_subprocess_exec(
-            sys.executable, "-c", WORKER, url, f"w{i}", str(done_flag), str(out)
+            sys.executable, "-c", WORKER, url, f"w{i}", str(total // 4), str(out)
         )
         for i, out in enumerate(outs)
     ]
@@ -333,13 +331,12 @@ async def test_four_processes_share_one_file_and_run_every_job_once(tmp_path: Pa
             batch = [new_job(f"j{i}", "mp", now_ms=now) for i in range(start, start + 100)]
             assert all(await producer.enqueue_jobs(batch))
             await asyncio.sleep(0.005)
-        done_flag.touch()
         for proc in procs:
             assert await asyncio.wait_for(proc.wait(), 50) == 0
         claims = [job_id for out in outs for job_id in json.loads(out.read_text())]
         assert len(claims) == total  # no job claimed twice ...
         assert set(claims) == {f"j{i}" for i in range(total)}  # ... and none missed
-        assert all(json.loads(out.read_text()) for out in outs)  # every process took a share
+        assert [len(json.loads(out.read_text())) for out in outs] == [total // 4] * 4
         [stats] = await producer.queue_stats(["mp"])
         assert (stats.ready, stats.delayed, stats.in_flight, stats.workers) == (0, 0, 0, 0)
         with sqlite3.connect(db) as conn:
