@@ -63,15 +63,17 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
+# Re-exported: the record module defines them next to the field list they follow.
+from corq.backends.record import MAX_JOB_ID_CHARS as MAX_JOB_ID_CHARS
+from corq.backends.record import PRIORITY_MAX as PRIORITY_MAX
+from corq.backends.record import PRIORITY_MIN as PRIORITY_MIN
+from corq.backends.record import ClaimedJob as ClaimedJob
+from corq.backends.record import NewJob as NewJob
 from corq.job import Job
-from corq.types import JobId, QueueName, TaskName, WorkerId
+from corq.types import JobId, QueueName, WorkerId
 
 #: Most jobs one script call or transaction touches, so the broker is never blocked long.
 BATCH = 1000
-#: Longest job id either broker accepts (characters); longer ids are refused at enqueue.
-MAX_JOB_ID_CHARS = 200
-#: Accepted priorities, the same on every broker.
-PRIORITY_MIN, PRIORITY_MAX = -100, 100
 #: Separates a worker id from its incarnation in a holder id.
 HOLDER_SEPARATOR = "~"
 #: How long a cancelled job's record is kept.
@@ -90,56 +92,6 @@ def backstop_deaths(max_deaths: int) -> int:
 def damaged_error(detail: str) -> str:
     """The dead-letter error of a record a broker could not read (same on every broker)."""
     return f"damaged job record: {detail}"
-
-
-@dataclass(frozen=True, kw_only=True, slots=True)
-class NewJob:
-    """A job as a producer hands it over."""
-
-    #: Unique id (at most MAX_JOB_ID_CHARS); enqueueing an id that exists is a no-op (False).
-    id: JobId
-    #: Registered task name.
-    task: TaskName
-    #: Queue to wait in.
-    queue: QueueName
-    #: Encoded arguments.
-    payload: bytes
-    #: Higher runs first (PRIORITY_MIN..PRIORITY_MAX).
-    priority: int = 0
-    #: When the producer enqueued it.
-    enqueued_at_ms: int
-    #: When it may start; greater than enqueued_at_ms means ``scheduled`` (the delayed set).
-    run_at_ms: int
-
-
-@dataclass(frozen=True, kw_only=True, slots=True)
-class ClaimedJob:
-    """A job a worker now holds and must finish, fail or release."""
-
-    #: Job id.
-    id: JobId
-    #: Registered task name ("" when the record has none: the worker dead-letters it).
-    task: TaskName
-    #: Queue it came from.
-    queue: QueueName
-    #: Encoded arguments.
-    payload: bytes
-    #: This attempt's number (1 on the first run).
-    attempt: int
-    #: Earlier attempts that raised or timed out.
-    failures: int
-    #: Earlier attempts whose worker (or own process) died.
-    deaths: int
-    #: Claim number; passed back when the outcome is recorded.
-    fence: int
-    #: When the producer enqueued it.
-    enqueued_at_ms: int
-    #: When it became due (enqueue time, or the end of its delay).
-    run_at_ms: int
-    #: Priority it was enqueued with.
-    priority: int = 0
-    #: Taken from the suspects: run it in a sandbox (a child process), see module docstring.
-    suspect: bool = False
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -264,10 +216,9 @@ class WorkerLease:
         return self.holders.get(queue, self.worker_id)
 
 
-class Backend(Protocol):
-    """Storage contract shared by the Redis and SQLite brokers."""
+class JobStore(Protocol):
+    """Producers and readers of jobs: enqueue, read, wait for, cancel."""
 
-    # -- producer side -------------------------------------------------------------
     async def enqueue_jobs(self, jobs: Sequence[NewJob]) -> list[bool]:
         """Store jobs atomically per queue; True per job created, False for an existing id.
 
@@ -295,32 +246,9 @@ class Backend(Protocol):
         """Cancel a scheduled, queued or failed-awaiting-retry job; False if not cancellable."""
         ...
 
-    # -- worker side ---------------------------------------------------------------
-    async def register_worker(self, lease: WorkerLease, now_ms: int | None) -> None:
-        """Add (or re-add) each of the lease's holders to its queue with a fresh lease."""
-        ...
 
-    async def deregister_worker(
-        self, lease: WorkerLease, now_ms: int | None, linger_ms: int = 0
-    ) -> None:
-        """Remove the worker's holders after a shutdown.
-
-        A holder that still holds jobs (a plain function whose thread outlived the grace
-        period) is not removed but departed: its lease ends `linger_ms` from now, after which
-        reclaim gives its jobs back without counting a death.
-        """
-        ...
-
-    async def end_leases(self, lease: WorkerLease) -> int:
-        """End the lease of every other incarnation of ``lease.worker_id`` in its queues
-        (the process it replaces is known to be dead), so the next reclaim takes their jobs
-        at once; returns how many registrations were ended."""
-        ...
-
-    async def heartbeat(self, lease: WorkerLease, now_ms: int | None) -> list[QueueName]:
-        """Renew the lease in every queue; returns the queues where the holder was no longer
-        registered (its jobs there were reclaimed). Those queues are not re-added."""
-        ...
+class Claims(Protocol):
+    """A worker's job traffic: claim, promote, report progress, record outcomes, reclaim."""
 
     async def claim_jobs(
         self,
@@ -396,7 +324,40 @@ class Backend(Protocol):
         """
         ...
 
-    # -- operators -------------------------------------------------------------------
+
+class WorkerRegistry(Protocol):
+    """Workers' registrations and leases in each queue."""
+
+    async def register_worker(self, lease: WorkerLease, now_ms: int | None) -> None:
+        """Add (or re-add) each of the lease's holders to its queue with a fresh lease."""
+        ...
+
+    async def deregister_worker(
+        self, lease: WorkerLease, now_ms: int | None, linger_ms: int = 0
+    ) -> None:
+        """Remove the worker's holders after a shutdown.
+
+        A holder that still holds jobs (a plain function whose thread outlived the grace
+        period) is not removed but departed: its lease ends `linger_ms` from now, after which
+        reclaim gives its jobs back without counting a death.
+        """
+        ...
+
+    async def end_leases(self, lease: WorkerLease) -> int:
+        """End the lease of every other incarnation of ``lease.worker_id`` in its queues
+        (the process it replaces is known to be dead), so the next reclaim takes their jobs
+        at once; returns how many registrations were ended."""
+        ...
+
+    async def heartbeat(self, lease: WorkerLease, now_ms: int | None) -> list[QueueName]:
+        """Renew the lease in every queue; returns the queues where the holder was no longer
+        registered (its jobs there were reclaimed). Those queues are not re-added."""
+        ...
+
+
+class Admin(Protocol):
+    """What operators see and steer: queues, their counts, the dead letters."""
+
     async def list_queues(self) -> list[QueueName]:
         """Every queue that has been enqueued to or served and not pruned (names that are
         not valid UTF-8 are skipped)."""
@@ -429,7 +390,14 @@ class Backend(Protocol):
         """Delete dead jobs (all when None); returns how many."""
         ...
 
-    # -- lifecycle -------------------------------------------------------------------
+
+class Backend(JobStore, Claims, WorkerRegistry, Admin, Protocol):
+    """A whole broker: every port, and the connection they share.
+
+    Code that needs only one role takes that port (the client a JobStore, say), so a
+    feature's new methods land in the port it belongs to (see docs/design.md, "Ports").
+    """
+
     async def ping(self) -> None:
         """Raise BrokerError unless the broker answers."""
         ...
