@@ -13,6 +13,7 @@ lint:
 	ruff format --check src tests bench
 	ruff check src tests bench
 	mypy src
+	lint-imports
 
 test:
 	pytest -q

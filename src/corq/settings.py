@@ -8,7 +8,7 @@ from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from corq.errors import ArgumentError
-from corq.task import check_queue_name
+from corq.names import check_queue_name
 
 _DAY_S = 86_400.0
 

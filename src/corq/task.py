@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import inspect
-import re
 import reprlib
 import typing
 from collections.abc import Callable, Iterable, Sequence
@@ -14,6 +13,8 @@ from typing import Any, Generic, ParamSpec, Protocol, TypeVar
 import msgspec
 
 from corq.errors import ArgumentError, CorqError, SerializationError, TaskDefinitionError
+from corq.names import check_queue_name as check_queue_name
+from corq.names import check_task_name as check_task_name
 from corq.retry import RetryPolicy
 from corq.serializers import Serializer
 from corq.types import JobId, QueueName, TaskName
@@ -21,35 +22,11 @@ from corq.types import JobId, QueueName, TaskName
 P = ParamSpec("P")
 R = TypeVar("R")
 
-# Checked with fullmatch: a `$` anchor would let a final newline through ("default\n"),
-# making a queue no worker started from the command line can serve.
-_NAME_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_.:-]{0,199}")
-_QUEUE_RE = re.compile(r"[A-Za-z0-9_.-]{1,100}")
 #: What checking a value against a hint raises: a mismatch, a value too deep for a
 #: recursive hint, a str with a lone surrogate.
 _CONVERT_ERRORS = (msgspec.ValidationError, RecursionError, UnicodeError)
 #: Keywords of `Task.enqueue` taken as enqueue options unless the function has such a parameter.
 OPTION_NAMES = frozenset({"delay", "eta", "job_id", "priority", "queue"})
-
-
-def check_queue_name(queue: object) -> QueueName:
-    """Queue names are short and plain so they can sit inside a Redis hash tag."""
-    if not isinstance(queue, str) or not _QUEUE_RE.fullmatch(queue):
-        raise ArgumentError(
-            f"invalid queue name {reprlib.repr(queue)}: use 1-100 letters, digits, '_', '-' or '.'"
-        )
-    return queue
-
-
-def check_task_name(name: object, error: type[CorqError] = TaskDefinitionError) -> TaskName:
-    """Task names are plain, so a worker's registry lookup is all a message can trigger;
-    `error` is the class to raise (ArgumentError when a caller names a task to enqueue)."""
-    if not isinstance(name, str) or not _NAME_RE.fullmatch(name):
-        raise error(
-            f"invalid task name {reprlib.repr(name)}: start with a letter or '_', then "
-            "letters, digits, '_', '.', ':' or '-' (at most 200)"
-        )
-    return name
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)

@@ -23,7 +23,7 @@ from corq.backends.base import BATCH
 from corq.backends.redis.keys import RedisKeys
 from corq.backends.redis.scripts import Scripts
 from corq.errors import ArgumentError
-from corq.task import check_queue_name
+from corq.names import check_queue_name
 from corq.types import QueueName
 
 #: How often one backend notes again that it uses a queue.

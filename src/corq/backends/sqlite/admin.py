@@ -10,7 +10,7 @@ from corq.backends.sqlite.sql import Q
 from corq.backends.sqlite.store import Conn, advance_clock, take_numbers
 from corq.errors import ArgumentError
 from corq.job import Job
-from corq.task import check_queue_name
+from corq.names import check_queue_name
 from corq.types import JobId, QueueName
 
 _INT64_MIN = -(2**63)
