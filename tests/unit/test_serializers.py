@@ -7,6 +7,8 @@ from typing import Any
 
 import msgspec
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from corq.errors import SerializationError
 from corq.serializers import JsonSerializer, MsgpackSerializer
@@ -97,3 +99,61 @@ def test_a_decode_error_on_the_fallback_thread_reaches_the_caller() -> None:
     with pytest.raises((msgspec.DecodeError, RecursionError)):
         call_at_depth(300, lambda: serializer.loads(bad))
     assert not [t for t in threading.enumerate() if t.name == "corq-deep-decode"]
+
+
+_leaves = (
+    st.none()
+    | st.booleans()
+    | st.integers(min_value=-(2**63), max_value=2**64 - 1)
+    | st.floats(allow_nan=False, allow_infinity=False)
+    | st.text()
+)
+_json_values = st.recursive(
+    _leaves,
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(), inner, max_size=4),
+    max_leaves=20,
+)
+_msgpack_values = st.recursive(
+    _leaves | st.binary() | st.floats(),
+    lambda inner: (
+        st.lists(inner, max_size=4)
+        | st.dictionaries(st.text() | st.integers(min_value=-(2**63), max_value=2**63), inner)
+    ),
+    max_leaves=20,
+)
+
+
+def _same(a: Any, b: Any) -> bool:
+    """Equality where NaN equals NaN (msgpack keeps it)."""
+    if isinstance(a, float) and isinstance(b, float):
+        return (math.isnan(a) and math.isnan(b)) or a == b
+    if isinstance(a, list) and isinstance(b, list):
+        return len(a) == len(b) and all(_same(x, y) for x, y in zip(a, b, strict=True))
+    if isinstance(a, dict) and isinstance(b, dict):
+        return a.keys() == b.keys() and all(_same(a[k], b[k]) for k in a)
+    return type(a) is type(b) and a == b
+
+
+@given(_json_values)
+def test_json_round_trips_what_it_accepts(value: Any) -> None:
+    serializer = JsonSerializer()
+    assert _same(serializer.loads(serializer.dumps(value)), value)
+
+
+@given(_msgpack_values)
+def test_msgpack_round_trips_bytes_nan_and_integer_keys(value: Any) -> None:
+    serializer = MsgpackSerializer()
+    assert _same(serializer.loads(serializer.dumps(value)), value)
+
+
+def test_msgpack_decodes_to_the_hinted_type() -> None:
+    serializer = MsgpackSerializer()
+    data = serializer.dumps({"values": [0.5, math.inf]})
+    assert serializer.loads(data, Reading) == Reading([0.5, math.inf])
+    with pytest.raises(msgspec.ValidationError):  # the task layer words it for the user
+        serializer.loads(serializer.dumps({"values": "nope"}), Reading)
+
+
+def test_msgpack_refuses_what_it_cannot_encode() -> None:
+    with pytest.raises(SerializationError):
+        MsgpackSerializer().dumps(object())
