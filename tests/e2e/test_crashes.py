@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import signal
+from pathlib import Path
 
 import pytest
 
@@ -46,7 +47,7 @@ async def test_sigkilled_worker_jobs_complete_on_another_worker(
     assert {(j.attempt, j.deaths, j.failures) for j in jobs} == {(2, 1, 0)}
 
 
-async def test_sigterm_loses_nothing(cli: Cli, client_app: corq.App, tmp_path) -> None:
+async def test_sigterm_loses_nothing(cli: Cli, client_app: corq.App, tmp_path: Path) -> None:
     # Given jobs that finish when the test opens their gate, and jobs that never finish,
     # all running on a worker with a 3 s grace period
     quick_gate, slow_gate = tmp_path / "quick", tmp_path / "slow"
@@ -94,7 +95,9 @@ async def test_poison_job_goes_dead_after_killing_three_workers(
 
 
 @pytest.mark.parametrize("e2e_url", ["redis"], indirect=True)
-async def test_redis_restart_during_a_run_loses_nothing(cli: Cli, tmp_path, prefix: str) -> None:
+async def test_redis_restart_during_a_run_loses_nothing(
+    cli: Cli, tmp_path: Path, prefix: str
+) -> None:
     # Given a private Redis (AOF on) and a worker running a stream of jobs
     server = RedisServer(tmp_path / "redis", port=free_port())
     server.start()
