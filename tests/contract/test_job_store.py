@@ -1,20 +1,46 @@
-"""Broker contract, producer side: enqueue, read back, delays, cancel, waiting for a result."""
+"""Broker contract, JobStore port: producers and readers of jobs.
+
+Methods: ``enqueue_jobs``, ``get_job``, ``wait_for_job``, ``cancel_job``.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import time
+from pathlib import Path
 
-from corq.backends import Backend
-from corq.backends.base import Completion, Failure, WorkerLease
+import pytest
+
+from corq.backends import Backend, open_backend
+from corq.backends.base import (
+    MAX_JOB_ID_CHARS,
+    PRIORITY_MAX,
+    PRIORITY_MIN,
+    Completion,
+    Failure,
+    WorkerLease,
+)
+from corq.errors import EnqueueError
 from corq.job import JobStatus
-from tests.contract.jobs import T0, Q, new_job
+from tests.contract.conftest import Damage
+from tests.contract.jobs import (
+    LEASE_MS,
+    T0,
+    Q,
+    assert_damaged,
+    claim,
+    claim_batch,
+    dead_ids,
+    ids,
+    make_suspects,
+    new_job,
+    record,
+    register,
+)
 
-
-async def register(backend: Backend, worker: str = "w1", queue: str = Q) -> WorkerLease:
-    lease = WorkerLease(worker_id=worker, queues=[queue], lease_ms=30_000)
-    await backend.register_worker(lease, T0)
-    return lease
+# ------------------------------------------------------------------------------------------------
+# Enqueue and read back
+# ------------------------------------------------------------------------------------------------
 
 
 async def test_enqueue_stores_a_queued_job(backend: Backend) -> None:
@@ -79,45 +105,120 @@ async def test_many_jobs_in_one_call(backend: Backend) -> None:
     assert stats.ready == 2500
 
 
-async def test_delayed_job_waits_until_promoted_at_its_time(backend: Backend) -> None:
-    # Given a job due in 5 s and a registered worker
-    await backend.enqueue_jobs([new_job("later", delay_ms=5000)])
-    await register(backend)
-    job = await backend.get_job("later", Q)
+async def test_a_new_job_has_no_progress_and_no_death_log(backend: Backend) -> None:
+    await backend.enqueue_jobs([new_job("a")])
+
+    job = await record(backend, "a")
+
+    assert (job.progress, job.death_log) == (None, ())
+    any_queue = await backend.get_job("a")
+    assert any_queue is not None
+    assert (any_queue.progress, any_queue.death_log) == (None, ())
+
+
+async def test_an_id_whose_record_expired_can_be_enqueued_again(backend: Backend) -> None:
+    """An expired record is gone: its id is free again (SQLite deletes expired rows lazily,
+    so an enqueue that meets one must replace it)."""
+    # Given a job that succeeded with its result kept for 1 ms (by this machine's clock,
+    # the broker's too)
+    now = time.time_ns() // 1_000_000
+    await backend.enqueue_jobs([new_job("a")])
+    await backend.register_worker(WorkerLease(worker_id="w1", queues=[Q], lease_ms=30_000), None)
+    (claimed,) = (await backend.claim_jobs(Q, "w1", 1, 30_000, None)).jobs
+    done = Completion(job_id="a", queue=Q, fence=claimed.fence, result=b"1", finished_at_ms=now)
+    assert await backend.complete_jobs("w1", [done], 1) == [True]
+
+    # When its record has expired
+    deadline = time.monotonic() + 5
+    while await backend.get_job("a", Q) is not None:
+        assert time.monotonic() < deadline, "the record never expired"
+        await backend.promote_due_jobs(Q, None)  # brings the broker's time along
+        await asyncio.sleep(0.01)
+
+    # Then the same id can be enqueued again, as a new job
+    assert await backend.enqueue_jobs([new_job("a", payload=b"again")]) == [True]
+    job = await backend.get_job("a", Q)
     assert job is not None
-    assert job.status == JobStatus.SCHEDULED
-
-    # When the worker claims before its time, it gets nothing but learns when it is due
-    early = await backend.claim_jobs(Q, "w1", 10, 30_000, T0 + 4999)
-    assert early.jobs == []
-    assert early.next_due_ms == T0 + 5000
-
-    # Then promotion before its time keeps it scheduled, and at its time makes it queued
-    assert await backend.promote_due_jobs(Q, T0 + 4999) == T0 + 5000
-    job = await backend.get_job("later", Q)
-    assert job is not None
-    assert job.status == JobStatus.SCHEDULED
-    assert await backend.promote_due_jobs(Q, T0 + 5000) is None
-    job = await backend.get_job("later", Q)
-    assert job is not None
-    assert job.status == JobStatus.QUEUED
-
-    batch = await backend.claim_jobs(Q, "w1", 10, 30_000, T0 + 5000)
-    assert [j.id for j in batch.jobs] == ["later"]
-    assert batch.jobs[0].run_at_ms == T0 + 5000
-    assert batch.next_due_ms is None
+    assert (job.status, job.payload, job.attempt) == (JobStatus.QUEUED, b"again", 0)
 
 
-async def test_claim_promotes_due_jobs_itself(backend: Backend) -> None:
-    await backend.enqueue_jobs(
-        [new_job("soon", delay_ms=1000), new_job("much-later", delay_ms=9000)]
-    )
-    await register(backend)
+# ------------------------------------------------------------------------------------------------
+# What enqueue refuses
+#
+# ``enqueue_jobs`` refuses an empty id, an id over MAX_JOB_ID_CHARS and a priority outside
+# PRIORITY_MIN..PRIORITY_MAX with an EnqueueError, the same message on every broker, and
+# writes nothing of the batch.
+# ------------------------------------------------------------------------------------------------
 
-    batch = await backend.claim_jobs(Q, "w1", 10, 30_000, T0 + 1000)
 
-    assert [j.id for j in batch.jobs] == ["soon"]
-    assert batch.next_due_ms == T0 + 9000
+REFUSED = {
+    "empty id": new_job(""),
+    "id too long": new_job("x" * (MAX_JOB_ID_CHARS + 1)),
+    "priority too high": new_job("p", priority=PRIORITY_MAX + 1),
+    "priority too low": new_job("p", priority=PRIORITY_MIN - 1),
+}
+
+
+#: What each message must name, so the producer knows what to fix.
+NAMED = {
+    "empty id": "id",
+    "id too long": str(MAX_JOB_ID_CHARS),
+    "priority too high": "priority",
+    "priority too low": "priority",
+}
+
+
+@pytest.mark.parametrize("case", sorted(REFUSED))
+async def test_enqueue_refuses_a_bad_id_or_priority_and_writes_nothing(
+    backend: Backend, case: str
+) -> None:
+    with pytest.raises(EnqueueError) as refused:
+        await backend.enqueue_jobs([new_job("fine"), REFUSED[case], new_job("fine2", queue="q2")])
+
+    assert NAMED[case] in str(refused.value)
+    assert await backend.get_job("fine", Q) is None
+    assert await backend.get_job("fine2") is None
+    (stats,) = await backend.queue_stats([Q])
+    assert stats.ready == 0
+
+
+async def test_enqueue_accepts_the_limits_themselves(backend: Backend) -> None:
+    longest = "x" * MAX_JOB_ID_CHARS
+    jobs = [
+        new_job(longest, priority=PRIORITY_MIN),
+        new_job("top", priority=PRIORITY_MAX),
+    ]
+
+    assert await backend.enqueue_jobs(jobs) == [True, True]
+
+    assert (await record(backend, longest)).priority == PRIORITY_MIN
+    await register(backend, "w1")
+    assert [j.id for j in await claim(backend, "w1")] == ["top", longest]
+
+
+async def test_both_brokers_refuse_with_the_same_message(
+    redis_url: str, tmp_path: Path, prefix: str
+) -> None:
+    brokers = [
+        open_backend(redis_url, prefix=prefix),
+        open_backend(f"sqlite:///{tmp_path / 'corq.db'}"),
+    ]
+    try:
+        for case, bad in sorted(REFUSED.items()):
+            messages = []
+            for backend in brokers:
+                with pytest.raises(EnqueueError) as refused:
+                    await backend.enqueue_jobs([bad])
+                messages.append(str(refused.value))
+            assert messages[0] == messages[1], case
+    finally:
+        for backend in brokers:
+            await backend.close()
+
+
+# ------------------------------------------------------------------------------------------------
+# Cancel
+# ------------------------------------------------------------------------------------------------
 
 
 async def test_cancel_queued_and_scheduled_jobs(backend: Backend) -> None:
@@ -174,6 +275,27 @@ async def test_cancel_refuses_running_finished_and_unknown_jobs(backend: Backend
     job = await backend.get_job(a.id, Q)
     assert job is not None
     assert job.status == JobStatus.RUNNING
+
+
+async def test_a_waiting_suspect_can_be_cancelled(backend: Backend) -> None:
+    now = await make_suspects(backend)
+
+    assert await backend.cancel_job("poison", Q, now) is True
+
+    job = await record(backend, "poison")
+    assert job.status == JobStatus.CANCELLED
+    (stats,) = await backend.queue_stats([Q])
+    assert stats.ready == 1
+    await register(backend, "w3", now)
+    batch = await claim_batch(backend, "w3", now, suspects=1)
+    assert (ids(batch), batch.suspects) == (["innocent"], 0)
+    assert ids(await claim_batch(backend, "w3", now, suspects=1)) == []
+    assert await backend.cancel_job("innocent", Q, now) is False  # running: not cancellable
+
+
+# ------------------------------------------------------------------------------------------------
+# Waiting for a job's outcome
+# ------------------------------------------------------------------------------------------------
 
 
 async def test_wait_for_job_returns_as_soon_as_the_job_completes(backend: Backend) -> None:
@@ -247,27 +369,76 @@ async def test_many_waiters_on_many_jobs(backend: Backend) -> None:
     assert all(r is not None and r.status == JobStatus.SUCCEEDED for r in results)
 
 
-async def test_an_id_whose_record_expired_can_be_enqueued_again(backend: Backend) -> None:
-    """An expired record is gone: its id is free again (SQLite deletes expired rows lazily,
-    so an enqueue that meets one must replace it)."""
-    # Given a job that succeeded with its result kept for 1 ms (by this machine's clock,
-    # the broker's too)
-    now = time.time_ns() // 1_000_000
-    await backend.enqueue_jobs([new_job("a")])
-    await backend.register_worker(WorkerLease(worker_id="w1", queues=[Q], lease_ms=30_000), None)
-    (claimed,) = (await backend.claim_jobs(Q, "w1", 1, 30_000, None)).jobs
-    done = Completion(job_id="a", queue=Q, fence=claimed.fence, result=b"1", finished_at_ms=now)
-    assert await backend.complete_jobs("w1", [done], 1) == [True]
+# ------------------------------------------------------------------------------------------------
+# Damaged records
+#
+# Damaged data costs only itself (see the damaged section of test_claims.py).
+# ------------------------------------------------------------------------------------------------
 
-    # When its record has expired
-    deadline = time.monotonic() + 5
-    while await backend.get_job("a", Q) is not None:
-        assert time.monotonic() < deadline, "the record never expired"
-        await backend.promote_due_jobs(Q, None)  # brings the broker's time along
-        await asyncio.sleep(0.01)
 
-    # Then the same id can be enqueued again, as a new job
-    assert await backend.enqueue_jobs([new_job("a", payload=b"again")]) == [True]
-    job = await backend.get_job("a", Q)
-    assert job is not None
-    assert (job.status, job.payload, job.attempt) == (JobStatus.QUEUED, b"again", 0)
+async def test_a_damaged_record_still_reads_with_defaults_and_says_so(
+    backend: Backend, damage: Damage
+) -> None:
+    await backend.enqueue_jobs([new_job(f"j{i}", priority=3) for i in range(4)])
+    await damage.set_field(Q, "j0", "attempt", "seven")
+    await damage.set_field(Q, "j1", "status", "lost-in-space")
+    await damage.set_field(Q, "j2", "progress", "half")
+    await damage.wrong_type(Q, "j3")
+
+    # A field that is not a number takes its default; the rest reads as written
+    j0 = await record(backend, "j0")
+    assert (j0.id, j0.queue, j0.status, j0.attempt, j0.priority, j0.task) == (
+        "j0",
+        Q,
+        JobStatus.QUEUED,
+        0,
+        3,
+        "tasks.add",
+    )
+    assert_damaged(j0, "attempt", "seven")
+    # an unknown status reads as dead
+    j1 = await record(backend, "j1")
+    assert j1.status == JobStatus.DEAD
+    assert_damaged(j1, "status", "lost-in-space")
+    j2 = await record(backend, "j2")
+    assert j2.progress is None
+    assert_damaged(j2, "progress", "half")
+    # a record that cannot be read as a job at all still reads, saying so
+    j3 = await record(backend, "j3")
+    assert (j3.id, j3.queue) == ("j3", Q)
+    assert_damaged(j3)
+    # and so does each, searched for in every queue
+    for job_id in ("j0", "j1", "j2", "j3"):
+        found = await backend.get_job(job_id)
+        assert found is not None
+        assert (found.id, found.queue) == (job_id, Q)
+        assert_damaged(found)
+
+
+async def test_cancel_of_a_damaged_record_is_refused(backend: Backend, damage: Damage) -> None:
+    await backend.enqueue_jobs([new_job("a"), new_job("b")])
+    await damage.wrong_type(Q, "a")
+
+    assert await backend.cancel_job("a", Q, T0) is False
+    assert await backend.cancel_job("b", Q, T0) is True
+
+    # and the damaged one is never handed out
+    await register(backend, "w1")
+    assert await claim(backend, "w1") == []
+    assert await dead_ids(backend) == {"a"}
+
+
+async def test_a_lost_counter_is_made_again_and_order_goes_on(
+    backend: Backend, damage: Damage
+) -> None:
+    # Given two queued jobs, and the broker's FIFO counter deleted (SQLite's meta row)
+    await backend.enqueue_jobs([new_job("a"), new_job("b")])
+    await damage.drop_meta("seq")
+
+    # When more jobs arrive
+    assert await backend.enqueue_jobs([new_job("c"), new_job("d")]) == [True, True]
+
+    # Then they queue behind the earlier ones
+    await register(backend, "w1")
+    batch = await backend.claim_jobs(Q, "w1", 10, LEASE_MS, T0)
+    assert [j.id for j in batch.jobs] == ["a", "b", "c", "d"]
