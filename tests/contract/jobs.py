@@ -1,12 +1,23 @@
-"""What the contract tests share: a fixed clock origin, the queue, a lease, job and outcome
-makers, and the few steps most tests take (register, claim, read a record)."""
+"""What the contract tests of several ports share: a fixed clock origin, the queue, a lease,
+job and outcome makers, the few steps most tests take (register, hold, claim, read a record,
+kill), and the steps of the suspect and damaged-record tests."""
 
 from __future__ import annotations
 
 import time
 
 from corq.backends import Backend
-from corq.backends.base import ClaimedJob, Completion, Failure, NewJob, Release, WorkerLease
+from corq.backends.base import (
+    ClaimBatch,
+    ClaimedJob,
+    Completion,
+    Failure,
+    NewJob,
+    Reclaimed,
+    Release,
+    WorkerLease,
+    damaged_error,
+)
 from corq.job import Job
 
 T0 = 1_700_000_000_000
@@ -14,6 +25,8 @@ Q = "default"
 LEASE_MS = 30_000
 #: Time enough for any lease taken before it to pass.
 LATER = LEASE_MS + 1
+HOUR_MS = 3_600_000
+DAY_MS = 24 * HOUR_MS
 
 
 def new_job(
@@ -47,7 +60,7 @@ def lease_of(
 
 
 async def register(
-    backend: Backend, worker: str, now_ms: int | None = T0, *, queue: str = Q
+    backend: Backend, worker: str = "w1", now_ms: int | None = T0, *, queue: str = Q
 ) -> WorkerLease:
     lease = lease_of(worker, queue)
     await backend.register_worker(lease, now_ms)
@@ -66,6 +79,17 @@ async def claim(
     batch = await backend.claim_jobs(queue, worker, count, LEASE_MS, now_ms, suspects=suspects)
     assert not batch.lost, f"{worker} is not registered in {queue}"
     return batch.jobs
+
+
+async def hold(
+    backend: Backend, lease: WorkerLease, job_ids: list[str], now_ms: int = T0, queue: str = Q
+) -> list[ClaimedJob]:
+    """Register `lease` and claim exactly `job_ids` (just enqueued) in `queue`."""
+    await backend.enqueue_jobs([new_job(job_id, queue=queue) for job_id in job_ids])
+    await backend.register_worker(lease, now_ms)
+    jobs = await claim(backend, lease.holder(queue), now_ms, count=len(job_ids), queue=queue)
+    assert [j.id for j in jobs] == job_ids
+    return jobs
 
 
 async def record(backend: Backend, job_id: str, queue: str = Q) -> Job:
@@ -131,3 +155,63 @@ async def kill(
         for n, job_id in enumerate(job_ids)
     ]
     assert await backend.fail_jobs(worker, failures, 60_000) == [True] * len(job_ids)
+
+
+# Suspects (claims, cancel, retry_dead): see the suspects section of test_claims.py.
+
+MAX_DEATHS = 3
+
+
+async def claim_batch(
+    backend: Backend, worker: str, now_ms: int, *, suspects: int = 0, count: int = 10
+) -> ClaimBatch:
+    """The whole batch (how many suspects still wait, too), not checked for `lost`."""
+    return await backend.claim_jobs(Q, worker, count, LEASE_MS, now_ms, suspects=suspects)
+
+
+def ids(batch: ClaimBatch) -> list[str]:
+    return [job.id for job in batch.jobs]
+
+
+def flagged(batch: ClaimBatch) -> list[tuple[str, bool]]:
+    """(id, suspect) of each claimed job, in order."""
+    return [(job.id, job.suspect) for job in batch.jobs]
+
+
+async def run_and_die(
+    backend: Backend, worker: str, now_ms: int, max_deaths: int, *, suspects: int = 0
+) -> tuple[list[str], list[Reclaimed]]:
+    """A fresh worker claims at `now_ms`, then is killed from outside: reclaim once its
+    lease has passed. Returns the ids it claimed and what the reclaim reported."""
+    await register(backend, worker, now_ms)
+    claimed = ids(await claim_batch(backend, worker, now_ms, suspects=suspects))
+    reclaimed = await backend.reclaim_stalled_jobs(Q, now_ms + LATER, max_deaths=max_deaths)
+    return claimed, reclaimed
+
+
+async def make_suspects(backend: Backend) -> int:
+    """ "innocent" and "poison" both held by w1, then by w2, both killed from outside
+    (max_deaths=3): two deaths each make both suspects. Returns the time after the second
+    reclaim."""
+    await backend.enqueue_jobs([new_job("innocent"), new_job("poison")])
+    for n, worker in enumerate(("w1", "w2")):
+        claimed, _ = await run_and_die(backend, worker, T0 + n * LATER, MAX_DEATHS)
+        assert claimed == ["innocent", "poison"]
+    return T0 + 2 * LATER
+
+
+# Damaged records (every port): see the damaged sections of the port files.
+
+DAMAGED = damaged_error("")  # the prefix every such error starts with
+
+
+def assert_damaged(job: Job, *names: str) -> None:
+    """The record reads as damaged, naming each of `names` (a field, or a value)."""
+    assert job.error is not None
+    assert job.error.startswith(DAMAGED), job.error
+    for name in names:
+        assert name in job.error, (name, job.error)
+
+
+async def dead_ids(backend: Backend) -> set[str]:
+    return {job.id for job in await backend.list_dead(Q, limit=1000)}

@@ -1,34 +1,132 @@
-"""Broker contract: ``now_ms=None`` means the broker's own clock.
+"""Broker contract, the broker as a whole: its connection, how it fails, whose clock it keeps.
 
-Workers on the system clock pass None, so a lease is taken, renewed and judged by one
-clock, and one machine's wrong clock can never expire another's lease. Timestamps the
-writers send (``enqueued_at_ms``, ``run_at_ms``, ``finished_at_ms``, ``retry_at_ms``) are
-stored as sent. The test's broker runs on this machine, so its clock is `wall_ms()`.
+Methods: ``ping``, ``clone``, ``close`` (every port shares the connection); the error
+classes and the broker's clock apply to every method of every port.
 """
 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
+import threading
 import time
+from pathlib import Path
 
-from corq.backends import Backend
-from corq.backends.base import Completion, NewJob, Reclaimed
+import pytest
+
+from corq.backends import Backend, open_backend
+from corq.backends.base import (
+    Completion,
+    NewJob,
+    Reclaimed,
+)
+from corq.errors import BrokerDataError, BrokerError
 from corq.job import JobStatus
-from tests.contract.conftest import Broker
+from tests.conftest import free_port
+from tests.contract.conftest import Broker, Damage
 from tests.contract.jobs import (
+    DAY_MS,
+    HOUR_MS,
     LEASE_MS,
     Q,
     claim,
     completion,
     failure,
     lease_of,
+    new_job,
     record,
     register,
     wall_ms,
 )
 
-HOUR_MS = 3_600_000
-DAY_MS = 24 * HOUR_MS
+# ------------------------------------------------------------------------------------------------
+# Connection
+# ------------------------------------------------------------------------------------------------
+
+
+async def test_ping_and_a_clone_on_another_thread(backend: Backend) -> None:
+    await backend.ping()
+    await backend.enqueue_jobs([new_job("a")])
+    seen: list[JobStatus | None] = []
+
+    async def read_from_clone(clone: Backend) -> None:
+        try:
+            job = await clone.get_job("a", Q)
+            seen.append(job.status if job else None)
+        finally:
+            await clone.close()
+
+    thread = threading.Thread(target=asyncio.run, args=(read_from_clone(backend.clone()),))
+    thread.start()
+    await asyncio.to_thread(thread.join, 10)
+
+    assert seen == [JobStatus.QUEUED]
+
+
+# ------------------------------------------------------------------------------------------------
+# How a broker fails
+#
+# A request the broker refuses, or a store it cannot use, raises BrokerDataError at once
+# (retrying will not help); a broker that cannot be reached raises BrokerError (retried).
+# ------------------------------------------------------------------------------------------------
+
+
+async def test_a_value_that_cannot_be_stored_is_refused_not_an_outage(backend: Backend) -> None:
+    # A lone surrogate (say from a file name that is not UTF-8) cannot be stored as text
+    unstorable = dataclasses.replace(new_job("a"), task="tasks.\udcff")
+
+    started = time.monotonic()
+    with pytest.raises(BrokerDataError):
+        await backend.enqueue_jobs([unstorable])
+
+    # it is refused at once, and the broker goes on serving
+    assert time.monotonic() - started < 2
+    assert await backend.enqueue_jobs([new_job("b")]) == [True]
+    assert (await record(backend, "b")).task == "tasks.add"
+
+
+async def test_a_store_it_cannot_use_is_refused_at_once(broker: Broker, damage: Damage) -> None:
+    # Given a store another program left unusable (a key of the wrong type where the queue's
+    # ready jobs go; a schema written by a newer corq)
+    first = broker.open()
+    await first.enqueue_jobs([new_job("a")])
+    await damage.make_unusable(Q)
+
+    # When a backend uses it, then it is refused at once, not retried as an outage
+    backend = broker.open()
+    started = time.monotonic()
+    with pytest.raises(BrokerDataError):
+        await backend.enqueue_jobs([new_job("b")])
+    assert time.monotonic() - started < 2
+
+
+def unreachable_url(broker: Broker, tmp_path: Path) -> str:
+    if broker.kind == "redis":
+        return f"redis://127.0.0.1:{free_port()}/0"  # nothing listens there
+    blocker = tmp_path / "not-a-directory"
+    blocker.write_text("")
+    return f"sqlite:///{blocker / 'corq.db'}"  # a file cannot be opened under a file
+
+
+async def test_a_broker_that_cannot_be_reached_is_an_outage(broker: Broker, tmp_path: Path) -> None:
+    backend = open_backend(unreachable_url(broker, tmp_path), socket_timeout_s=1)
+    try:
+        with pytest.raises(BrokerError):
+            await backend.ping()
+        with pytest.raises(BrokerError):
+            await backend.enqueue_jobs([new_job("a")])
+    finally:
+        await backend.close()
+
+
+# ------------------------------------------------------------------------------------------------
+# Broker time: ``now_ms=None`` means the broker's own clock
+#
+# Workers on the system clock pass None, so a lease is taken, renewed and judged by one
+# clock, and one machine's wrong clock can never expire another's lease. Timestamps the
+# writers send (``enqueued_at_ms``, ``run_at_ms``, ``finished_at_ms``, ``retry_at_ms``) are
+# stored as sent. The test's broker runs on this machine, so its clock is `wall_ms()`.
+# ------------------------------------------------------------------------------------------------
 
 
 def stamped(job_id: str, enqueued_at_ms: int, run_at_ms: int | None = None) -> NewJob:

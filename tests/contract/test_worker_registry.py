@@ -1,9 +1,6 @@
-"""Broker contract: holders, incarnations, departed workers and ended leases.
+"""Broker contract, WorkerRegistry port: workers' registrations and leases in each queue.
 
-A worker holds jobs under a holder id per queue (``worker_id~incarnation``, opaque to the
-broker). A restarted process ends the leases of its dead predecessor (``end_leases``) so
-their jobs come back at once; a worker that deregisters while still holding jobs departs:
-its jobs come back after the linger, like releases, without a death.
+Methods: ``register_worker``, ``deregister_worker``, ``end_leases``, ``heartbeat``.
 """
 
 from __future__ import annotations
@@ -11,7 +8,10 @@ from __future__ import annotations
 import asyncio
 
 from corq.backends import Backend
-from corq.backends.base import BATCH, ClaimedJob, Reclaimed, WorkerLease
+from corq.backends.base import (
+    BATCH,
+    Reclaimed,
+)
 from corq.job import JobStatus
 from tests.contract.conftest import Broker
 from tests.contract.jobs import (
@@ -21,22 +21,50 @@ from tests.contract.jobs import (
     Q,
     claim,
     completion,
+    hold,
     lease_of,
     new_job,
     record,
     register,
 )
 
+# ------------------------------------------------------------------------------------------------
+# Leases
+# ------------------------------------------------------------------------------------------------
 
-async def hold(
-    backend: Backend, lease: WorkerLease, job_ids: list[str], now_ms: int = T0, queue: str = Q
-) -> list[ClaimedJob]:
-    """Register `lease` and claim exactly `job_ids` (just enqueued) in `queue`."""
-    await backend.enqueue_jobs([new_job(job_id, queue=queue) for job_id in job_ids])
-    await backend.register_worker(lease, now_ms)
-    jobs = await claim(backend, lease.holder(queue), now_ms, count=len(job_ids), queue=queue)
-    assert [j.id for j in jobs] == job_ids
-    return jobs
+
+async def test_heartbeat_keeps_the_lease(backend: Backend) -> None:
+    # Given w1 holding a job under a 30 s lease, renewed at +20 s
+    await backend.enqueue_jobs([new_job("a")])
+    lease = await register(backend)
+    await backend.claim_jobs(Q, "w1", 1, LEASE_MS, T0)
+    assert await backend.heartbeat(lease, T0 + 20_000) == []
+
+    # When reclaim runs after the first lease would have expired, nothing is taken
+    assert await backend.reclaim_stalled_jobs(Q, T0 + 40_000, max_deaths=3) == []
+
+    # Then after the renewed lease expires, the job is taken back
+    reclaimed = await backend.reclaim_stalled_jobs(Q, T0 + 50_001, max_deaths=3)
+    assert reclaimed == [Reclaimed(job_id="a", queue=Q, worker_id="w1", dead=False)]
+
+
+async def test_deregistered_worker_is_lost(backend: Backend) -> None:
+    lease = await register(backend)
+
+    await backend.deregister_worker(lease, T0)
+
+    assert (await backend.claim_jobs(Q, "w1", 1, LEASE_MS, T0)).lost
+    assert await backend.heartbeat(lease, T0) == [Q]
+
+
+# ------------------------------------------------------------------------------------------------
+# Holders, incarnations, departed workers and ended leases
+#
+# A worker holds jobs under a holder id per queue (``worker_id~incarnation``, opaque to the
+# broker). A restarted process ends the leases of its dead predecessor (``end_leases``) so
+# their jobs come back at once; a worker that deregisters while still holding jobs departs:
+# its jobs come back after the linger, like releases, without a death.
+# ------------------------------------------------------------------------------------------------
 
 
 async def test_a_worker_holds_jobs_under_its_holder_id(backend: Backend) -> None:
@@ -168,93 +196,6 @@ async def test_deregister_departs_only_where_jobs_are_still_held(backend: Backen
         Reclaimed(job_id="a", queue="q1", worker_id="w1", dead=False, released=True)
     ]
     assert (await record(backend, "a", "q1")).deaths == 0
-
-
-async def test_reclaim_releases_a_departed_holders_jobs_and_counts_a_dead_ones(
-    backend: Backend,
-) -> None:
-    # Given w1 departed holding "a", and w2 dead (stopped heartbeating) holding "b"
-    await hold(backend, lease_of("w1"), ["a"])
-    await backend.deregister_worker(lease_of("w1"), T0 + 1)
-    await hold(backend, lease_of("w2"), ["b"])
-
-    # When both leases have passed and the broker reclaims
-    reclaimed = await backend.reclaim_stalled_jobs(Q, T0 + LATER, max_deaths=3)
-
-    # Then the departed holder's job is released, the dead holder's counts a death
-    assert sorted(reclaimed, key=lambda r: r.job_id) == [
-        Reclaimed(job_id="a", queue=Q, worker_id="w1", dead=False, released=True),
-        Reclaimed(job_id="b", queue=Q, worker_id="w2", dead=False, released=False),
-    ]
-    a, b = await record(backend, "a"), await record(backend, "b")
-    assert (a.status, a.deaths, a.death_log) == (JobStatus.QUEUED, 0, ())
-    assert (b.status, b.deaths, b.death_log) == (JobStatus.QUEUED, 1, ("w2",))
-
-
-async def test_a_departed_holders_suspect_stays_a_suspect(backend: Backend) -> None:
-    # Given a suspect (one death, max_deaths=1) in w1's sandbox
-    await hold(backend, lease_of("w0"), ["a"])
-    await backend.reclaim_stalled_jobs(Q, T0 + LATER, max_deaths=1)
-    now = T0 + LATER
-    await register(backend, "w1", now)
-    (held,) = await claim(backend, "w1", now, suspects=1)
-    assert held.suspect
-
-    # When w1 departs with it and the linger passes
-    await backend.deregister_worker(lease_of("w1"), now)
-    reclaimed = await backend.reclaim_stalled_jobs(Q, now + 1, max_deaths=1)
-
-    # Then it is given back among the suspects, with no new death
-    assert reclaimed == [Reclaimed(job_id="a", queue=Q, worker_id="w1", dead=False, released=True)]
-    assert (await record(backend, "a")).deaths == 1
-    await register(backend, "w2", now + 1)
-    ordinary = await backend.claim_jobs(Q, "w2", 10, LEASE_MS, now + 1)
-    assert (ordinary.jobs, ordinary.suspects) == ([], 1)
-    (again,) = await claim(backend, "w2", now + 1, suspects=1)
-    assert (again.id, again.suspect, again.deaths) == ("a", True, 1)
-
-
-async def test_ended_only_takes_ended_leases_but_not_expired_ones(backend: Backend) -> None:
-    # Given w1 whose lease merely expired, and w2~old whose lease w2~new ended
-    await hold(backend, lease_of("w1"), ["expired"])
-    await hold(backend, lease_of("w2", holder="w2~old"), ["ended"])
-    new = lease_of("w2", holder="w2~new")
-    await backend.register_worker(new, T0 + 1)
-    assert await backend.end_leases(new) == 1
-
-    # When a worker that has not yet been in touch for a whole lease reclaims (start-up)
-    reclaimed = await backend.reclaim_stalled_jobs(Q, T0 + LATER, max_deaths=3, ended_only=True)
-
-    # Then it takes only the ended lease: the expired one may be an outage's doing
-    assert reclaimed == [Reclaimed(job_id="ended", queue=Q, worker_id="w2~old", dead=False)]
-    job = await record(backend, "expired")
-    assert (job.status, job.worker_id) == (JobStatus.RUNNING, "w1")
-
-    # And a full reclaim takes the expired one too
-    reclaimed = await backend.reclaim_stalled_jobs(Q, T0 + LATER, max_deaths=3)
-    assert reclaimed == [Reclaimed(job_id="expired", queue=Q, worker_id="w1", dead=False)]
-
-
-async def test_ended_only_takes_a_departed_holder_once_its_linger_passed(
-    backend: Backend,
-) -> None:
-    """base.py: `ended_only` takes leases ended by end_leases *or deregister_worker*: a
-    holder that said goodbye is known to be gone once its linger passed, whatever an outage
-    did to the others' heartbeats."""
-    # Given w1 departed with 1 s to linger, w2 departed with 10 min to linger
-    await hold(backend, lease_of("w1"), ["short"])
-    await backend.deregister_worker(lease_of("w1"), T0, linger_ms=1_000)
-    await hold(backend, lease_of("w2"), ["long"])
-    await backend.deregister_worker(lease_of("w2"), T0, linger_ms=600_000)
-
-    # When a starting worker reclaims ended leases only, after the short linger
-    reclaimed = await backend.reclaim_stalled_jobs(Q, T0 + 1_001, max_deaths=3, ended_only=True)
-
-    # Then it releases the job whose holder's linger passed, and only that one
-    assert reclaimed == [
-        Reclaimed(job_id="short", queue=Q, worker_id="w1", dead=False, released=True)
-    ]
-    assert (await record(backend, "long")).status == JobStatus.RUNNING
 
 
 async def test_heartbeat_of_a_holder_being_reclaimed_reports_it_lost(
