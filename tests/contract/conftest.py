@@ -19,33 +19,13 @@ import pytest
 import redis.asyncio as aioredis
 
 from corq.backends import Backend, open_backend
+from corq.backends.record import SHOWN_FIELDS
 
 BROKERS = ["redis", "sqlite"]
 
-#: Fields of a job record both brokers store under the same name (Redis HASH fields,
-#: SQLite columns of the jobs table).
-JOB_FIELDS = frozenset(
-    {
-        "task",
-        "status",
-        "payload",
-        "priority",
-        "attempt",
-        "failures",
-        "deaths",
-        "enqueued_at_ms",
-        "run_at_ms",
-        "started_at_ms",
-        "finished_at_ms",
-        "worker_id",
-        "fence",
-        "result",
-        "error",
-        "traceback",
-        "death_log",
-        "progress",
-    }
-)
+#: Fields of a job record a test may damage (Redis HASH fields, SQLite columns of the jobs
+#: table): those people see, but the key's own id and queue, and the claim's fence.
+JOB_FIELDS = (frozenset(SHOWN_FIELDS) - {"id", "queue"}) | {"fence"}
 
 #: A raw value as another program may write it; None removes it (HDEL, or NULL).
 RawValue = str | bytes | int | None
