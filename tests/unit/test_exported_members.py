@@ -18,6 +18,7 @@ def test_all_is_sorted_and_exported() -> None:
         "retry",
         "serializers",
         "settings",
+        "spec",
         "task",
         "types",
         "worker",
