@@ -47,6 +47,8 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 R = TypeVar("R")
+#: A handle's result type: covariant, like a spec's.
+R_co = TypeVar("R_co", covariant=True)
 
 #: How long a producer keeps retrying while the broker is unreachable before raising.
 ENQUEUE_RETRY_S = 30.0
@@ -58,7 +60,7 @@ _SURROGATES = re.compile(r"[\ud800-\udfff]")
 _MAX_PAGE = 2**31 - 1
 
 
-class JobHandle(Generic[R]):
+class JobHandle(Generic[R_co]):
     """A reference to one job, returned by enqueue; R is what its result decodes to
     (Any for a handle made from an id, or for a task known only by name)."""
 
@@ -87,9 +89,9 @@ class JobHandle(Generic[R]):
         """The job's current state."""
         return (await self.info()).status
 
-    async def result(self, timeout: float | None = None) -> R:
+    async def result(self, timeout: float | None = None) -> R_co:
         """Wait for the job to end and return its result; raise its error if it died."""
-        result: R = await self._client.wait_result(self.id, self.queue, timeout=timeout)
+        result: R_co = await self._client.wait_result(self.id, self.queue, timeout=timeout)
         return result
 
     async def cancel(self) -> bool:

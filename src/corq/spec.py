@@ -24,6 +24,9 @@ if TYPE_CHECKING:  # for annotations only: the handle belongs to the runtime lay
     from corq.client import JobHandle
 
 R = TypeVar("R")
+#: A spec's result type: covariant, so a list of specs of several tasks is a list of
+#: `JobSpec[object]` (one bulk enqueue) rather than a type error.
+R_co = TypeVar("R_co", covariant=True)
 
 # Checked with fullmatch: a `$` anchor would let a final newline through ("default\n"),
 # making a queue no worker started from the command line can serve.
@@ -112,7 +115,7 @@ _NO_OPTIONS = EnqueueOptions()
 
 
 @dataclass(frozen=True, kw_only=True, slots=True, repr=False)
-class JobSpec(Generic[R]):
+class JobSpec(Generic[R_co]):
     """One job not sent yet: `task.s(*args, **kwargs)`, `app.spec(name, *args)`, or built
     directly; `with_options` gives a new spec, so one spec can be sent many times."""
 
@@ -147,11 +150,11 @@ class JobSpec(Generic[R]):
             f"kwargs={reprlib.repr(dict(self.kwargs))}, options={self.to_dict()['options']})"
         )
 
-    def with_options(self, **options: Unpack[OptionChanges]) -> JobSpec[R]:
+    def with_options(self, **options: Unpack[OptionChanges]) -> JobSpec[R_co]:
         """This spec with some options changed, e.g. ``spec.with_options(queue="bulk")``."""
         return dataclasses.replace(self, options=self.options.replace(options))
 
-    async def enqueue(self) -> JobHandle[R]:
+    async def enqueue(self) -> JobHandle[R_co]:
         """Send it through the app that made it (`task.s()` or `app.spec()`)."""
         if self.sender is None:
             raise CorqError(
