@@ -27,6 +27,7 @@ from corq.errors import (
 from corq.job import Job, JobStatus
 from corq.retry import RetryPolicy
 from corq.settings import Settings
+from corq.spec import EnqueueOptions, JobSpec
 from corq.task import Task
 from corq.worker import Worker
 
@@ -41,6 +42,7 @@ __all__ = [
     "ConfigError",
     "CorqError",
     "EnqueueError",
+    "EnqueueOptions",
     "FakeClock",
     "Job",
     "JobCancelledError",
@@ -48,6 +50,7 @@ __all__ = [
     "JobFailedError",
     "JobHandle",
     "JobNotFoundError",
+    "JobSpec",
     "JobStatus",
     "PayloadTooLargeError",
     "ResultTimeoutError",

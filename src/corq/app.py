@@ -8,22 +8,33 @@ import threading
 import weakref
 from collections.abc import Callable, Coroutine, Iterable, Sequence
 from datetime import datetime, timedelta
-from typing import Any, ParamSpec, TypeVar, overload
+from typing import Any, ParamSpec, Protocol, TypeVar, overload
 
 from corq.backends import open_backend
 from corq.backends.base import PRIORITY_MAX, PRIORITY_MIN
 from corq.client import Client, JobHandle
 from corq.clock import SystemClock
-from corq.errors import ConfigError, TaskDefinitionError
+from corq.errors import ArgumentError, ConfigError, TaskDefinitionError
 from corq.limits import MAX_DELAY_S
 from corq.retry import RetryPolicy, exception_classes
 from corq.serializers import Serializer, get_serializer
 from corq.settings import Settings
-from corq.task import EnqueueOptions, Task, TaskOptions, check_queue_name, check_task_name
+from corq.spec import EnqueueOptions, JobSpec, check_queue_name, check_task_name
+from corq.task import Task, TaskOptions
 from corq.types import Clock, JobId, QueueName, TaskName
 
 P = ParamSpec("P")
 R = TypeVar("R")
+
+
+class _Register(Protocol):
+    """What ``@app.task(...)`` returns: a decorator typed like ``@app.task``."""
+
+    @overload
+    def __call__(self, fn: Callable[P, Coroutine[Any, Any, R]], /) -> Task[P, R]: ...
+
+    @overload
+    def __call__(self, fn: Callable[P, R], /) -> Task[P, R]: ...
 
 
 class App:
@@ -70,6 +81,11 @@ class App:
         return self._serializer
 
     # -- tasks -----------------------------------------------------------------------
+    # A coroutine function's jobs result in what its coroutine returns: the first overload
+    # takes R from inside the Coroutine, so `await handle.result()` is that type.
+    @overload
+    def task(self, fn: Callable[P, Coroutine[Any, Any, R]], /) -> Task[P, R]: ...
+
     @overload
     def task(self, fn: Callable[P, R], /) -> Task[P, R]: ...
 
@@ -89,11 +105,11 @@ class App:
         max_backoff: float = 300.0,
         jitter: bool = True,
         priority: int = 0,
-    ) -> Callable[[Callable[P, R]], Task[P, R]]: ...
+    ) -> _Register: ...
 
     def task(
         self,
-        fn: Callable[P, R] | None = None,
+        fn: Callable[..., Any] | None = None,
         /,
         *,
         name: str | None = None,
@@ -106,10 +122,10 @@ class App:
         max_backoff: float = 300.0,
         jitter: bool = True,
         priority: int = 0,
-    ) -> Task[P, R] | Callable[[Callable[P, R]], Task[P, R]]:
+    ) -> Task[Any, Any] | _Register:
         """Register a function as a task: ``@app.task`` or ``@app.task(retries=3, timeout=10)``."""
 
-        def register(func: Callable[P, R]) -> Task[P, R]:
+        def register(func: Callable[..., Any]) -> Task[Any, Any]:
             options = TaskOptions(
                 name=check_task_name(_task_name(func) if name is None else name),
                 queue=check_queue_name(self.settings.default_queue if queue is None else queue),
@@ -128,7 +144,7 @@ class App:
                 raise TaskDefinitionError(
                     f"a task named {options.name!r} is already registered; pass name=..."
                 )
-            task: Task[P, R] = Task(func, options, self)
+            task: Task[Any, Any] = Task(func, options, self)
             self.registry[options.name] = task
             return task
 
@@ -164,28 +180,63 @@ class App:
 
     async def enqueue_calls(
         self,
-        task: Task[Any, Any],
+        task: Task[Any, R],
         calls: Sequence[tuple[Sequence[Any], dict[str, Any]]],
         options: EnqueueOptions,
-    ) -> list[JobHandle]:
+    ) -> list[JobHandle[R]]:
         return await self.client().enqueue_calls(task, calls, options)
 
+    async def enqueue_spec(self, spec: JobSpec[R]) -> JobHandle[R]:
+        """Send one spec (what `spec.enqueue()` calls)."""
+        return await self.client().enqueue(spec)
+
+    def spec(self, task_name: TaskName, /, *args: Any, **kwargs: Any) -> JobSpec[Any]:
+        """An unsent job of a task known by name (registered here or only in some worker);
+        options go on with `.with_options(...)`."""
+        return JobSpec(task=task_name, args=args, kwargs=kwargs, sender=self)
+
+    @overload
+    async def enqueue(self, spec: JobSpec[R], /) -> JobHandle[R]: ...
+
+    @overload
     async def enqueue(
         self,
         task_name: TaskName,
+        /,
         *args: Any,
         queue: QueueName | None = None,
         delay: float | timedelta | None = None,
         eta: datetime | None = None,
         job_id: JobId | None = None,
         priority: int | None = None,
-    ) -> JobHandle:
-        """Send a job by task name with positional args; the options are keywords."""
-        return await self.client().enqueue(
-            task_name, args, queue=queue, delay=delay, eta=eta, job_id=job_id, priority=priority
+    ) -> JobHandle[Any]: ...
+
+    async def enqueue(
+        self,
+        target: JobSpec[Any] | TaskName,
+        /,
+        *args: Any,
+        queue: QueueName | None = None,
+        delay: float | timedelta | None = None,
+        eta: datetime | None = None,
+        job_id: JobId | None = None,
+        priority: int | None = None,
+    ) -> JobHandle[Any]:
+        """Send a spec, or a job by task name with positional args (options as keywords)."""
+        client = self.client()
+        if isinstance(target, JobSpec):
+            if args or (queue, delay, eta, job_id, priority) != (None,) * 5:
+                raise ArgumentError("a job spec carries its own arguments and options")
+            return await client.enqueue(target)
+        return await client.enqueue(
+            target, args, queue=queue, delay=delay, eta=eta, job_id=job_id, priority=priority
         )
 
-    def job(self, job_id: JobId, queue: QueueName | None = None) -> JobHandle:
+    async def enqueue_many(self, specs: Sequence[JobSpec[R]]) -> list[JobHandle[R]]:
+        """Send specs of any tasks and queues in one pipelined broker call (checked first)."""
+        return await self.client().enqueue_many(specs)
+
+    def job(self, job_id: JobId, queue: QueueName | None = None) -> JobHandle[Any]:
         """A handle on an existing job."""
         return self.client().job(job_id, self.settings.default_queue if queue is None else queue)
 

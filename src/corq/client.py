@@ -11,7 +11,7 @@ import uuid
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any, Generic, TypeVar, overload
 
 import msgspec
 
@@ -38,7 +38,7 @@ from corq.errors import (
 from corq.job import TERMINAL_STATES, Job, JobStatus
 from corq.limits import MAX_DELAY_S
 from corq.serializers import Serializer
-from corq.task import EnqueueOptions, check_queue_name, check_task_name
+from corq.spec import EnqueueOptions, JobSpec, check_queue_name, specs_list
 from corq.types import Clock, JobId, QueueName, TaskName
 
 if TYPE_CHECKING:
@@ -46,6 +46,9 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
+R = TypeVar("R")
+#: A handle's result type: covariant, like a spec's.
+R_co = TypeVar("R_co", covariant=True)
 
 #: How long a producer keeps retrying while the broker is unreachable before raising.
 ENQUEUE_RETRY_S = 30.0
@@ -57,8 +60,9 @@ _SURROGATES = re.compile(r"[\ud800-\udfff]")
 _MAX_PAGE = 2**31 - 1
 
 
-class JobHandle:
-    """A reference to one job, returned by enqueue."""
+class JobHandle(Generic[R_co]):
+    """A reference to one job, returned by enqueue; R is what its result decodes to
+    (Any for a handle made from an id, or for a task known only by name)."""
 
     __slots__ = ("_client", "id", "queue", "task")
 
@@ -85,9 +89,10 @@ class JobHandle:
         """The job's current state."""
         return (await self.info()).status
 
-    async def result(self, timeout: float | None = None) -> Any:
+    async def result(self, timeout: float | None = None) -> R_co:
         """Wait for the job to end and return its result; raise its error if it died."""
-        return await self._client.wait_result(self.id, self.queue, timeout=timeout)
+        result: R_co = await self._client.wait_result(self.id, self.queue, timeout=timeout)
+        return result
 
     async def cancel(self) -> bool:
         """Cancel the job if it has not started; True when it was cancelled."""
@@ -116,22 +121,28 @@ class Client:
 
     async def enqueue_calls(
         self,
-        task: Task[Any, Any],
+        task: Task[Any, R],
         calls: Sequence[tuple[Sequence[Any], dict[str, Any]]],
         options: EnqueueOptions,
-    ) -> list[JobHandle]:
+    ) -> list[JobHandle[R]]:
         """Validate and send calls of a registered task (one round trip per batch)."""
         if options.job_id is not None and len(calls) > 1:
             raise ArgumentError("job_id can only be given when enqueueing one job")
         queue = check_queue_name(task.options.queue if options.queue is None else options.queue)
         priority = task.options.priority if options.priority is None else options.priority
-        spec = self._check_options(options, priority)
+        checked = self._check_options(options, priority)
         payloads = [task.encode_payload(args, kwargs) for args, kwargs in calls]
-        return await self._send(task.name, queue, payloads, spec)
+        jobs = self._new_jobs(task.name, queue, payloads, checked)
+        return await self._send(jobs)
 
+    @overload
+    async def enqueue(self, spec: JobSpec[R], /) -> JobHandle[R]: ...
+
+    @overload
     async def enqueue(
         self,
         task_name: TaskName,
+        /,
         args: Sequence[Any] = (),
         kwargs: dict[str, Any] | None = None,
         *,
@@ -140,38 +151,81 @@ class Client:
         eta: datetime | None = None,
         job_id: JobId | None = None,
         priority: int | None = None,
-    ) -> JobHandle:
-        """Send a job by task name (validated when the task is registered in this process)."""
-        check_task_name(task_name, ArgumentError)
-        _check_call(args, kwargs)
-        options = EnqueueOptions(
-            delay=delay, eta=eta, job_id=job_id, priority=priority, queue=queue
-        )
-        task = self.registry.get(task_name)
-        if task is not None:
-            return (await self.enqueue_calls(task, [(args, kwargs or {})], options))[0]
-        spec = self._check_options(options, 0 if priority is None else priority)
-        target = check_queue_name(self.default_queue if queue is None else queue)
-        try:
-            payload = self.serializer.dumps({"args": list(args), "kwargs": kwargs or {}})
-        except SerializationError as exc:
-            raise SerializationError(f"task {task_name!r}: {exc}") from exc
-        return (await self._send(task_name, target, [payload], spec))[0]
+    ) -> JobHandle[Any]: ...
 
-    def _check_options(self, options: EnqueueOptions, priority: object) -> _Spec:
+    async def enqueue(
+        self,
+        target: JobSpec[Any] | TaskName,
+        /,
+        args: Sequence[Any] = (),
+        kwargs: dict[str, Any] | None = None,
+        *,
+        queue: QueueName | None = None,
+        delay: float | timedelta | None = None,
+        eta: datetime | None = None,
+        job_id: JobId | None = None,
+        priority: int | None = None,
+    ) -> JobHandle[Any]:
+        """Send a spec, or a job by task name (validated when the task is registered in
+        this process; otherwise sent to the default queue unless `queue` says)."""
+        if isinstance(target, JobSpec):
+            if args or kwargs or (queue, delay, eta, job_id, priority) != (None,) * 5:
+                raise ArgumentError("a job spec carries its own arguments and options")
+            spec = target
+        else:
+            spec = JobSpec(
+                task=target,
+                args=args,  # type: ignore[arg-type]  # a list is accepted and made a tuple
+                kwargs={} if kwargs is None else kwargs,
+                options=EnqueueOptions(
+                    delay=delay, eta=eta, job_id=job_id, priority=priority, queue=queue
+                ),
+            )
+        return (await self.enqueue_many([spec]))[0]
+
+    async def enqueue_many(self, specs: Sequence[JobSpec[R]]) -> list[JobHandle[R]]:
+        """Send specs, of any tasks and queues, in one pipelined broker call; every spec is
+        checked before anything is sent."""
+        jobs = [self._new_job(spec) for spec in specs_list(specs)]
+        return await self._send(jobs)
+
+    def _new_job(self, spec: JobSpec[Any]) -> NewJob:
+        """The broker record of a spec: checked and encoded as its registered task says."""
+        task = self.registry.get(spec.task)
+        options = spec.options
+        queue, priority = (
+            (self.default_queue, 0) if task is None else (task.options.queue, task.options.priority)
+        )
+        checked = self._check_options(
+            options, priority if options.priority is None else options.priority
+        )
+        queue = check_queue_name(queue if options.queue is None else options.queue)
+        if task is None:
+            payload = self._encode_unregistered(spec)
+        else:
+            payload = task.encode_payload(spec.args, dict(spec.kwargs))
+        return self._new_jobs(spec.task, queue, [payload], checked)[0]
+
+    def _encode_unregistered(self, spec: JobSpec[Any]) -> bytes:
+        try:
+            return self.serializer.dumps({"args": list(spec.args), "kwargs": dict(spec.kwargs)})
+        except SerializationError as exc:
+            raise SerializationError(f"task {spec.task!r}: {exc}") from exc
+
+    def _check_options(self, options: EnqueueOptions, priority: object) -> _Checked:
         """The options every job of one enqueue shares, checked before anything is encoded
         or sent, so both brokers give the same answer to the same input."""
         now = self.clock.now_ms()
-        return _Spec(
+        return _Checked(
             job_id=None if options.job_id is None else _check_job_id(options.job_id),
             priority=_check_priority(priority),
             enqueued_at_ms=now,
             run_at_ms=_run_at_ms(now, options),
         )
 
-    async def _send(
-        self, task_name: TaskName, queue: QueueName, payloads: list[bytes], spec: _Spec
-    ) -> list[JobHandle]:
+    def _new_jobs(
+        self, task_name: TaskName, queue: QueueName, payloads: list[bytes], checked: _Checked
+    ) -> list[NewJob]:
         jobs = []
         for payload in payloads:
             if len(payload) > self.max_payload_bytes:
@@ -182,17 +236,20 @@ class Client:
                 )
             jobs.append(
                 NewJob(
-                    id=spec.job_id or uuid.uuid4().hex,
+                    id=checked.job_id or uuid.uuid4().hex,
                     task=task_name,
                     queue=queue,
                     payload=payload,
-                    priority=spec.priority,
-                    enqueued_at_ms=spec.enqueued_at_ms,
-                    run_at_ms=spec.run_at_ms,
+                    priority=checked.priority,
+                    enqueued_at_ms=checked.enqueued_at_ms,
+                    run_at_ms=checked.run_at_ms,
                 )
             )
+        return jobs
+
+    async def _send(self, jobs: list[NewJob]) -> list[JobHandle[Any]]:
         await self._with_retry(lambda: self.backend.enqueue_jobs(jobs), "enqueue")
-        return [JobHandle(self, j.id, queue, task_name) for j in jobs]
+        return [JobHandle(self, j.id, j.queue, j.task) for j in jobs]
 
     async def _with_retry(self, call: Callable[[], Awaitable[T]], what: str) -> T:
         """Retry while the broker is unreachable; enqueue is idempotent by job id."""
@@ -219,7 +276,7 @@ class Client:
             job_id, None if queue is None else check_queue_name(queue)
         )
 
-    def job(self, job_id: JobId, queue: QueueName, task: TaskName = "") -> JobHandle:
+    def job(self, job_id: JobId, queue: QueueName, task: TaskName = "") -> JobHandle[Any]:
         """A handle on an existing job (checked here, so its calls never reach the broker
         with a name no broker could hold)."""
         _check_lookup_id(job_id)
@@ -299,7 +356,7 @@ class Client:
 
 
 @dataclass(frozen=True, slots=True)
-class _Spec:
+class _Checked:
     """What every job of one enqueue call shares, once checked."""
 
     job_id: JobId | None
@@ -322,16 +379,6 @@ def _as_float(value: object) -> float | None:
         return float(value)
     except OverflowError:  # an int beyond any float
         return math.inf if value > 0 else -math.inf
-
-
-def _check_call(args: object, kwargs: object) -> None:
-    """Arguments of an enqueue by name: a list or tuple, and a dict keyed by names."""
-    if not isinstance(args, list | tuple):
-        raise ArgumentError(f"args must be a list or tuple, got {_shown(args)}")
-    if kwargs is not None and not (
-        isinstance(kwargs, dict) and all(isinstance(key, str) for key in kwargs)
-    ):
-        raise ArgumentError(f"kwargs must be a dict with str keys, got {_shown(kwargs)}")
 
 
 def _check_priority(priority: object) -> int:

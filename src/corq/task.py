@@ -7,17 +7,27 @@ import reprlib
 import typing
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
-from typing import Any, Generic, ParamSpec, Protocol, TypeVar
+from typing import TYPE_CHECKING, Any, Generic, ParamSpec, Protocol, TypeVar, Unpack
 
 import msgspec
 
 from corq.errors import ArgumentError, CorqError, SerializationError, TaskDefinitionError
-from corq.names import check_queue_name as check_queue_name
-from corq.names import check_task_name as check_task_name
 from corq.retry import RetryPolicy
 from corq.serializers import Serializer
-from corq.types import JobId, QueueName, TaskName
+from corq.spec import (
+    OPTION_NAMES,
+    EnqueueOptions,
+    JobSpec,
+    OptionChanges,
+    SpecSender,
+    check_queue_name,
+    check_task_name,
+    options_from,
+)
+from corq.types import QueueName, TaskName
+
+if TYPE_CHECKING:  # for annotations only: the handle belongs to the runtime layer
+    from corq.client import JobHandle
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -25,26 +35,17 @@ R = TypeVar("R")
 #: What checking a value against a hint raises: a mismatch, a value too deep for a
 #: recursive hint, a str with a lone surrogate.
 _CONVERT_ERRORS = (msgspec.ValidationError, RecursionError, UnicodeError)
-#: Keywords of `Task.enqueue` taken as enqueue options unless the function has such a parameter.
-OPTION_NAMES = frozenset({"delay", "eta", "job_id", "priority", "queue"})
 
-
-@dataclass(frozen=True, kw_only=True, slots=True)
-class EnqueueOptions:
-    """Per-call options of an enqueue."""
-
-    #: Seconds (or a timedelta) to wait before the job may start, at most
-    #: ``corq.limits.MAX_DELAY_S``.
-    delay: float | timedelta | None = None
-    #: Absolute start time (timezone-aware, or naive meaning UTC), at most MAX_DELAY_S ahead.
-    eta: datetime | None = None
-    #: Your own id (1 to MAX_JOB_ID_CHARS printable characters); enqueueing an id that
-    #: exists already returns the existing job.
-    job_id: JobId | None = None
-    #: -100..100, higher first.
-    priority: int | None = None
-    #: Overrides the task's queue.
-    queue: QueueName | None = None
+__all__ = [  # the names and options moved to corq.spec stay importable from here
+    "OPTION_NAMES",
+    "BoundTask",
+    "EnqueueOptions",
+    "Enqueuer",
+    "Task",
+    "TaskOptions",
+    "check_queue_name",
+    "check_task_name",
+]
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -65,7 +66,7 @@ class TaskOptions:
     priority: int = 0
 
 
-class Enqueuer(Protocol):
+class Enqueuer(SpecSender, Protocol):
     """What a task needs from its app to send jobs (the App implements it)."""
 
     @property
@@ -73,10 +74,10 @@ class Enqueuer(Protocol):
 
     async def enqueue_calls(
         self,
-        task: Task[Any, Any],
+        task: Task[Any, R],
         calls: Sequence[tuple[Sequence[Any], dict[str, Any]]],
         options: EnqueueOptions,
-    ) -> list[Any]: ...
+    ) -> list[JobHandle[R]]: ...
 
     def run_sync(self, coro: typing.Coroutine[Any, Any, R]) -> R: ...
 
@@ -89,7 +90,10 @@ class _Param:
 
 
 class Task(Generic[P, R]):
-    """A registered function; calling it runs it here, `enqueue` sends a job."""
+    """A registered function; calling it runs it here, `enqueue` sends a job.
+
+    R is what a job's result decodes to: the function's return type, or what its
+    coroutine returns for an ``async def``."""
 
     def __init__(self, fn: Callable[P, Any], options: TaskOptions, app: Enqueuer) -> None:
         self.fn = fn
@@ -106,7 +110,11 @@ class Task(Generic[P, R]):
                 "cannot be checked; wrap it in a plain function"
             ) from exc
         self._params, self.return_type = _describe(fn, self._signature)
-        self._option_names = OPTION_NAMES - set(self._signature.parameters)
+        # Option names the function does not take as parameters: refused as call keywords,
+        # so a call written for the old mixed form fails instead of changing meaning.
+        self._option_names = OPTION_NAMES - {
+            p.name for p in self._signature.parameters.values() if p.kind in _NAMED
+        }
         # Plain positional calls (the common case) skip inspect's bind: it dominated the
         # worker's per-job cost. Any other call shape goes through bind as usual.
         positional = (inspect.Parameter.POSITIONAL_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD)
@@ -126,38 +134,39 @@ class Task(Generic[P, R]):
         return self.fn(*args, **kwargs)
 
     # -- sending -------------------------------------------------------------------
-    async def enqueue(self, *args: Any, **kwargs: Any) -> Any:
-        """Send one job; keywords named in OPTION_NAMES are options unless the function
-        takes a parameter of that name (then use `with_options`)."""
-        options, kwargs = self._split_options(kwargs)
-        handles = await self.app.enqueue_calls(self, [(args, kwargs)], options)
-        return handles[0]
+    def s(self, *args: P.args, **kwargs: P.kwargs) -> JobSpec[R]:
+        """An unsent job of this task; options go on with `.with_options(...)`."""
+        self._refuse_options(kwargs)
+        return JobSpec(task=self.name, args=args, kwargs=kwargs, sender=self.app)
 
-    def enqueue_sync(self, *args: Any, **kwargs: Any) -> Any:
+    async def enqueue(self, *args: P.args, **kwargs: P.kwargs) -> JobHandle[R]:
+        """Send one job; options go through `with_options` (``task.with_options(delay=5)``)."""
+        return await self.s(*args, **kwargs).enqueue()
+
+    def enqueue_sync(self, *args: P.args, **kwargs: P.kwargs) -> JobHandle[R]:
         """`enqueue` for synchronous code (a web view, a script)."""
         return self.app.run_sync(self.enqueue(*args, **kwargs))
 
     async def enqueue_many(
-        self, calls: Iterable[Sequence[Any] | tuple[Sequence[Any], dict[str, Any]]], **options: Any
-    ) -> list[Any]:
+        self,
+        calls: Iterable[Sequence[Any] | tuple[Sequence[Any], dict[str, Any]]],
+        **options: Unpack[OptionChanges],
+    ) -> list[JobHandle[R]]:
         """Send many jobs in pipelined batches; each call is an args tuple, or (args, kwargs)."""
-        opts = self._options_from(options)
-        return await self.app.enqueue_calls(self, _as_calls(calls), opts)
+        return await self.app.enqueue_calls(self, _as_calls(calls), options_from(options))
 
-    def with_options(self, **options: Any) -> BoundTask[P, R]:
+    def with_options(self, **options: Unpack[OptionChanges]) -> BoundTask[P, R]:
         """This task with enqueue options fixed, e.g. `task.with_options(delay=5).enqueue(x)`."""
-        return BoundTask(self, self._options_from(options))
+        return BoundTask(self, options_from(options))
 
-    def _split_options(self, kwargs: dict[str, Any]) -> tuple[EnqueueOptions, dict[str, Any]]:
-        picked = {k: kwargs.pop(k) for k in list(kwargs) if k in self._option_names}
-        return self._options_from(picked), kwargs
-
-    @staticmethod
-    def _options_from(options: dict[str, Any]) -> EnqueueOptions:
-        unknown = set(options) - OPTION_NAMES
-        if unknown:
-            raise ArgumentError(f"unknown enqueue option(s): {', '.join(sorted(unknown))}")
-        return EnqueueOptions(**options)
+    def _refuse_options(self, kwargs: dict[str, Any]) -> None:
+        if kwargs and not self._option_names.isdisjoint(kwargs):
+            name = min(self._option_names.intersection(kwargs))
+            raise ArgumentError(
+                f"task {self.name!r}: {name!r} is an enqueue option, not an argument of the "
+                f"task: use {self.name}.with_options({name}=...).enqueue(...) or "
+                f"{self.name}.s(...).with_options({name}=...)"
+            )
 
     # -- arguments -----------------------------------------------------------------
     def encode_payload(self, args: Sequence[Any], kwargs: dict[str, Any]) -> bytes:
@@ -241,16 +250,26 @@ class BoundTask(Generic[P, R]):
         self.task = task
         self.options = options
 
-    async def enqueue(self, *args: Any, **kwargs: Any) -> Any:
-        handles = await self.task.app.enqueue_calls(self.task, [(args, kwargs)], self.options)
-        return handles[0]
+    def s(self, *args: P.args, **kwargs: P.kwargs) -> JobSpec[R]:
+        """An unsent job of the task, with these options."""
+        self.task._refuse_options(kwargs)
+        return JobSpec(
+            task=self.task.name,
+            args=args,
+            kwargs=kwargs,
+            options=self.options,
+            sender=self.task.app,
+        )
 
-    def enqueue_sync(self, *args: Any, **kwargs: Any) -> Any:
+    async def enqueue(self, *args: P.args, **kwargs: P.kwargs) -> JobHandle[R]:
+        return await self.s(*args, **kwargs).enqueue()
+
+    def enqueue_sync(self, *args: P.args, **kwargs: P.kwargs) -> JobHandle[R]:
         return self.task.app.run_sync(self.enqueue(*args, **kwargs))
 
     async def enqueue_many(
         self, calls: Iterable[Sequence[Any] | tuple[Sequence[Any], dict[str, Any]]]
-    ) -> list[Any]:
+    ) -> list[JobHandle[R]]:
         return await self.task.app.enqueue_calls(self.task, _as_calls(calls), self.options)
 
 
@@ -281,6 +300,10 @@ def _as_call(
     raise ArgumentError(
         f"each call must be an args tuple or (args, kwargs), got {reprlib.repr(call)}"
     )
+
+
+#: Parameter kinds a keyword can name.
+_NAMED = (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)
 
 
 def _describe(fn: Callable[..., Any], signature: inspect.Signature) -> tuple[list[_Param], Any]:

@@ -87,7 +87,7 @@ async def test_bad_enqueue_options_are_refused_and_nothing_is_written(
     app: corq.App, tasks: dict[str, corq.Task[Any, Any]], options: dict[str, Any], message: str
 ) -> None:
     with pytest.raises(corq.ArgumentError, match=message):
-        await tasks["keep"].enqueue(**options)
+        await tasks["keep"].with_options(**options).enqueue()
     await assert_nothing_written(app)
 
 
@@ -124,7 +124,7 @@ async def test_a_32_mib_job_id_is_refused_with_a_short_message(
     app: corq.App, tasks: dict[str, corq.Task[Any, Any]]
 ) -> None:
     with pytest.raises(corq.ArgumentError) as caught:
-        await tasks["keep"].enqueue(job_id="x" * (32 << 20))
+        await tasks["keep"].with_options(job_id="x" * (32 << 20)).enqueue()
     assert "job_id must be 1 to 200 characters, got 33,554,432" in str(caught.value)
     assert len(str(caught.value)) < 200
     await assert_nothing_written(app)
@@ -139,10 +139,10 @@ async def test_the_limits_themselves_are_accepted(
     async def keep() -> None: ...
 
     now = clock.now_ms()
-    longest = await keep.enqueue(delay=MAX_DELAY_S, priority=100, job_id="j" * 200)
+    longest = await keep.with_options(delay=MAX_DELAY_S, priority=100, job_id="j" * 200).enqueue()
     assert (await longest.info()).run_at_ms == now + round(MAX_DELAY_S * 1000)
     assert (await longest.info()).priority == 100
-    lowest = await keep.enqueue(delay=timedelta(0), priority=-100)
+    lowest = await keep.with_options(delay=timedelta(0), priority=-100).enqueue()
     assert (await lowest.status()) is corq.JobStatus.QUEUED
 
 
@@ -154,10 +154,14 @@ async def test_a_naive_eta_means_utc(fake_app: tuple[corq.App, corq.FakeClock]) 
 
     now = clock.now_ms()
     utc_now = datetime.fromtimestamp(now / 1000, UTC)
-    naive = await keep.enqueue(eta=utc_now.replace(tzinfo=None) + timedelta(seconds=60))
+    naive = await keep.with_options(
+        eta=utc_now.replace(tzinfo=None) + timedelta(seconds=60)
+    ).enqueue()
     paris = timezone(timedelta(hours=1))
-    aware = await keep.enqueue(eta=(utc_now + timedelta(seconds=90)).astimezone(paris))
-    past = await keep.enqueue(eta=utc_now - timedelta(days=1))
+    aware = await keep.with_options(
+        eta=(utc_now + timedelta(seconds=90)).astimezone(paris)
+    ).enqueue()
+    past = await keep.with_options(eta=utc_now - timedelta(days=1)).enqueue()
     assert (await naive.info()).run_at_ms == now + 60_000
     assert (await aware.info()).run_at_ms == now + 90_000
     assert (await past.info()).status is corq.JobStatus.QUEUED

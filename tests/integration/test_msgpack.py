@@ -62,4 +62,4 @@ async def test_an_argument_of_the_wrong_type_is_refused_at_enqueue(mp_app: corq.
         return count
 
     with pytest.raises(corq.ArgumentError):
-        await typed.enqueue(b"not a number")
+        await typed.enqueue(b"not a number")  # type: ignore[arg-type]

@@ -227,7 +227,7 @@ async def test_delayed_job_starts_at_its_time(app: corq.App) -> None:
     async with run_worker(app):
         await asyncio.sleep(0.1)  # the worker is idle, blocked on the wake list
         due = time.time() + 0.5
-        job = await mark.enqueue(delay=0.5)
+        job = await mark.with_options(delay=0.5).enqueue()
         assert await job.status() == corq.JobStatus.SCHEDULED
         await job.result(timeout=5)
     # The bench measures this precisely; here only that it is on time, not a poll late.
@@ -242,7 +242,7 @@ async def test_priority_runs_first(app: corq.App) -> None:
         order.append(n)
 
     await note.enqueue(1)
-    await note.enqueue(2, priority=10)
+    await note.with_options(priority=10).enqueue(2)
     await note.enqueue(3)
     await drain(app, concurrency=1)
     assert order == [2, 1, 3]
@@ -265,8 +265,8 @@ async def test_same_job_id_is_enqueued_once(app: corq.App) -> None:
     async def once(x: str) -> None:
         runs.append(x)
 
-    await once.enqueue("a", job_id="unique-1")
-    await once.enqueue("b", job_id="unique-1")
+    await once.with_options(job_id="unique-1").enqueue("a")
+    await once.with_options(job_id="unique-1").enqueue("b")
     await drain(app)
     assert runs == ["a"]
 

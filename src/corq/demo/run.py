@@ -77,7 +77,7 @@ class Line:
     """The jobs of one step as the demo follows them."""
 
     step: Step
-    handles: list[corq.JobHandle] = field(default_factory=list)
+    handles: list[corq.JobHandle[Any]] = field(default_factory=list)
     #: Latest record of each job, by id.
     records: dict[str, corq.Job] = field(default_factory=dict)
     bar: TaskID | None = None
@@ -86,7 +86,7 @@ class Line:
     def name(self) -> str:
         return self.step.task.name
 
-    def finished(self, handle: corq.JobHandle) -> bool:
+    def finished(self, handle: corq.JobHandle[Any]) -> bool:
         record = self.records.get(handle.id)
         return record is not None and record.status in _FINISHED
 

@@ -1,0 +1,197 @@
+"""Unsent jobs: a task name, its arguments and the enqueue options, as one frozen value.
+
+A spec names its task rather than holding the function, so a producer that only knows the
+name can build one, and workflows and schedules can store it (`to_dict` / `from_dict`) and
+send it later. Values are checked when the spec is sent, by the app or client sending it,
+against the task registered there under that name.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import reprlib
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from types import MappingProxyType
+from typing import TYPE_CHECKING, Any, Generic, Protocol, TypedDict, TypeVar, Unpack
+
+from corq.errors import ArgumentError, CorqError
+from corq.names import check_queue_name as check_queue_name
+from corq.names import check_task_name as check_task_name
+from corq.types import JobId, QueueName, TaskName
+
+if TYPE_CHECKING:  # for annotations only: the handle belongs to the runtime layer
+    from corq.client import JobHandle
+
+R = TypeVar("R")
+#: A spec's result type: covariant, so a list of specs of several tasks is a list of
+#: `JobSpec[object]` (one bulk enqueue) rather than a type error.
+R_co = TypeVar("R_co", covariant=True)
+
+#: Names of the enqueue options; a task's call keywords may not use them unless the
+#: function declares a parameter of that name.
+OPTION_NAMES = frozenset({"delay", "eta", "job_id", "priority", "queue"})
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class EnqueueOptions:
+    """Per-call options of an enqueue; None means the task's (or the app's) default."""
+
+    #: Seconds (or a timedelta) to wait before the job may start, at most
+    #: ``corq.limits.MAX_DELAY_S``.
+    delay: float | timedelta | None = None
+    #: Absolute start time (timezone-aware, or naive meaning UTC), at most MAX_DELAY_S ahead.
+    eta: datetime | None = None
+    #: Your own id (1 to MAX_JOB_ID_CHARS printable characters); enqueueing an id that
+    #: exists already returns the existing job.
+    job_id: JobId | None = None
+    #: -100..100, higher first.
+    priority: int | None = None
+    #: Overrides the task's queue.
+    queue: QueueName | None = None
+
+    def replace(self, changes: Mapping[str, object]) -> EnqueueOptions:
+        """These options with `changes` applied; an unknown name is an ArgumentError."""
+        return dataclasses.replace(self, **_known(changes)) if changes else self
+
+
+class OptionChanges(TypedDict, total=False):
+    """The keywords `with_options` takes (each one an `EnqueueOptions` field)."""
+
+    delay: float | timedelta | None
+    eta: datetime | None
+    job_id: JobId | None
+    priority: int | None
+    queue: QueueName | None
+
+
+def options_from(options: Mapping[str, object]) -> EnqueueOptions:
+    """EnqueueOptions from keywords; an unknown name is an ArgumentError."""
+    return EnqueueOptions(**_known(options))
+
+
+def _known(options: Mapping[str, object]) -> dict[str, Any]:
+    unknown = set(options) - OPTION_NAMES
+    if unknown:
+        raise ArgumentError(
+            f"unknown enqueue option(s): {', '.join(sorted(map(str, unknown)))} "
+            f"(known: {', '.join(sorted(OPTION_NAMES))})"
+        )
+    return dict(options)
+
+
+class SpecSender(Protocol):
+    """Where a spec made by `task.s()` or `app.spec()` is sent (the App)."""
+
+    async def enqueue_spec(self, spec: JobSpec[R]) -> JobHandle[R]: ...
+
+
+_NO_OPTIONS = EnqueueOptions()
+
+
+@dataclass(frozen=True, kw_only=True, slots=True, repr=False)
+class JobSpec(Generic[R_co]):
+    """One job not sent yet: `task.s(*args, **kwargs)`, `app.spec(name, *args)`, or built
+    directly; `with_options` gives a new spec, so one spec can be sent many times."""
+
+    #: Registered task name.
+    task: TaskName
+    #: Positional arguments (a list is kept as a tuple).
+    args: tuple[Any, ...] = ()
+    #: Keyword arguments (kept as a read-only copy).
+    kwargs: Mapping[str, Any] = field(default_factory=dict)
+    #: Queue, delay or eta, priority, job id.
+    options: EnqueueOptions = _NO_OPTIONS
+    #: Where `enqueue()` sends it; not part of the value (not compared, not stored).
+    sender: SpecSender | None = field(default=None, compare=False, repr=False)
+
+    def __post_init__(self) -> None:
+        check_task_name(self.task, ArgumentError)
+        args: object = self.args  # checked as any value: specs are built from stored data too
+        kwargs: object = self.kwargs
+        if not isinstance(args, list | tuple):
+            raise ArgumentError(f"args must be a list or tuple, got {reprlib.repr(args)}")
+        if not (isinstance(kwargs, Mapping) and all(isinstance(key, str) for key in kwargs)):
+            raise ArgumentError(f"kwargs must be a dict with str keys, got {reprlib.repr(kwargs)}")
+        options: object = self.options
+        if not isinstance(options, EnqueueOptions):
+            raise ArgumentError(f"options must be EnqueueOptions, got {reprlib.repr(options)}")
+        object.__setattr__(self, "args", tuple(self.args))
+        object.__setattr__(self, "kwargs", MappingProxyType(dict(self.kwargs)))
+
+    def __repr__(self) -> str:
+        return (
+            f"JobSpec({self.task}, args={reprlib.repr(self.args)}, "
+            f"kwargs={reprlib.repr(dict(self.kwargs))}, options={self.to_dict()['options']})"
+        )
+
+    def with_options(self, **options: Unpack[OptionChanges]) -> JobSpec[R_co]:
+        """This spec with some options changed, e.g. ``spec.with_options(queue="bulk")``."""
+        return dataclasses.replace(self, options=self.options.replace(options))
+
+    async def enqueue(self) -> JobHandle[R_co]:
+        """Send it through the app that made it (`task.s()` or `app.spec()`)."""
+        if self.sender is None:
+            raise CorqError(
+                f"spec for {self.task!r} was not made by an app: send it with "
+                "app.enqueue(spec) or client.enqueue(spec)"
+            )
+        return await self.sender.enqueue_spec(self)
+
+    # -- storing -------------------------------------------------------------------
+    def to_dict(self) -> dict[str, Any]:
+        """Plain data for any serializer: the delay in seconds, eta as ISO 8601, and only
+        the options that were set."""
+        options: dict[str, Any] = {}
+        for name in sorted(OPTION_NAMES):
+            value = getattr(self.options, name)
+            if isinstance(value, timedelta):
+                value = value.total_seconds()
+            elif isinstance(value, datetime):
+                value = value.isoformat()
+            if value is not None:
+                options[name] = value
+        return {
+            "task": self.task,
+            "args": list(self.args),
+            "kwargs": dict(self.kwargs),
+            "options": options,
+        }
+
+    @classmethod
+    def from_dict(cls, data: object, sender: SpecSender | None = None) -> JobSpec[Any]:
+        """The spec `to_dict` described; a wrong shape is an ArgumentError."""
+        if not isinstance(data, dict) or not isinstance(data.get("options", {}), dict):
+            raise ArgumentError(
+                "a job spec is {'task': ..., 'args': [...], 'kwargs': {...}, 'options': {...}}"
+                f", got {reprlib.repr(data)}"
+            )
+        options = dict(data.get("options", {}))
+        if isinstance(options.get("eta"), str):
+            try:
+                options["eta"] = datetime.fromisoformat(options["eta"])
+            except ValueError as exc:
+                raise ArgumentError(f"eta is not an ISO 8601 time: {exc}") from exc
+        return cls(
+            task=data.get("task"),  # type: ignore[arg-type]  # checked in __post_init__
+            args=data.get("args", ()),
+            kwargs=data.get("kwargs", {}),
+            options=options_from(options),
+            sender=sender,
+        )
+
+
+def specs_list(specs: object) -> Sequence[JobSpec[Any]]:
+    """The specs of a bulk enqueue as a list; anything else is an ArgumentError."""
+    if isinstance(specs, str | bytes | Mapping) or not isinstance(specs, Iterable):
+        raise ArgumentError(
+            f"enqueue_many takes an iterable of job specs, got {reprlib.repr(specs)}"
+        )
+    listed = list(specs)
+    for spec in listed:
+        if not isinstance(spec, JobSpec):
+            raise ArgumentError(
+                f"enqueue_many takes job specs (task.s(...)), got an item {reprlib.repr(spec)}"
+            )
+    return listed

@@ -1,0 +1,73 @@
+"""What mypy must infer for tasks, specs and handles (run by tests/unit/test_typing.py).
+
+Never executed: each ``assert_type`` is checked by mypy, not at run time.
+"""
+
+from __future__ import annotations
+
+from typing import Any, assert_type
+
+import corq
+
+app = corq.App("sqlite:///never-opened.db")
+
+
+@app.task
+async def fetch(a: int, b: int) -> int:
+    return a + b
+
+
+@app.task(queue="cpu", retries=2)
+def resize(path: str, *, width: int = 100) -> str:
+    return path
+
+
+@app.task
+async def nothing() -> None:
+    return None
+
+
+async def check_async_task() -> None:
+    handle = await fetch.enqueue(1, 2)
+    assert_type(handle, corq.JobHandle[int])
+    assert_type(await handle.result(), int)
+    assert_type(await handle.result(timeout=5), int)
+    assert_type(fetch.enqueue_sync(1, 2), corq.JobHandle[int])
+    assert_type(await nothing.enqueue(), corq.JobHandle[None])
+
+
+async def check_sync_task() -> None:
+    handle = await resize.enqueue("a.png", width=10)
+    assert_type(handle, corq.JobHandle[str])
+    assert_type(await handle.result(), str)
+    assert_type(resize.enqueue_sync("a.png"), corq.JobHandle[str])
+
+
+async def check_options() -> None:
+    bound = fetch.with_options(queue="slow", delay=5, priority=3, job_id="x")
+    assert_type(await bound.enqueue(1, 2), corq.JobHandle[int])
+    assert_type(bound.s(1, 2), corq.JobSpec[int])
+    assert_type(await fetch.enqueue_many([(1, 2), (3, 4)], delay=1.5), list[corq.JobHandle[int]])
+
+
+async def check_specs() -> None:
+    spec = fetch.s(1, b=2)
+    assert_type(spec, corq.JobSpec[int])
+    moved = spec.with_options(queue="slow", priority=5)
+    assert_type(moved, corq.JobSpec[int])
+    assert_type(await moved.enqueue(), corq.JobHandle[int])
+    assert_type(await app.enqueue(spec), corq.JobHandle[int])
+    assert_type(await app.client().enqueue(spec), corq.JobHandle[int])
+    assert_type(await app.enqueue_many([fetch.s(1, 2), fetch.s(3, 4)]), list[corq.JobHandle[int]])
+    mixed = await app.enqueue_many([fetch.s(1, 2), resize.s("a.png")])
+    assert_type(mixed, list[corq.JobHandle[object]])
+
+
+async def check_untyped_paths() -> None:
+    by_name = app.spec("report.build", 2026)
+    assert_type(by_name, corq.JobSpec[Any])
+    assert_type(await app.enqueue("report.build", 2026, queue="reports"), corq.JobHandle[Any])
+    assert_type(await app.client().enqueue("report.build", [2026]), corq.JobHandle[Any])
+    assert_type(app.job("some-id"), corq.JobHandle[Any])
+    assert_type(app.client().job("some-id", "default"), corq.JobHandle[Any])
+    assert_type(corq.JobSpec.from_dict(by_name.to_dict()), corq.JobSpec[Any])
