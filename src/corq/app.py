@@ -11,11 +11,10 @@ from datetime import datetime, timedelta
 from typing import Any, ParamSpec, Protocol, TypeVar, overload
 
 from corq.backends import open_backend
-from corq.backends.base import PRIORITY_MAX, PRIORITY_MIN
 from corq.client import Client, JobHandle
 from corq.clock import SystemClock
 from corq.errors import ArgumentError, ConfigError, TaskDefinitionError
-from corq.limits import MAX_DELAY_S
+from corq.limits import MAX_DELAY_S, check_priority
 from corq.retry import RetryPolicy, exception_classes
 from corq.serializers import Serializer, get_serializer
 from corq.settings import Settings
@@ -138,7 +137,7 @@ class App:
                 ),
                 timeout_s=_check_timeout(timeout),
                 process=_check_flag("process", process),
-                priority=_check_priority(priority),
+                priority=check_priority(priority, TaskDefinitionError),
             )
             if options.name in self.registry:
                 raise TaskDefinitionError(
@@ -325,16 +324,3 @@ def _check_flag(what: str, value: object) -> bool:
     if not isinstance(value, bool):
         raise TaskDefinitionError(f"{what} must be True or False, got {reprlib.repr(value)}")
     return value
-
-
-def _check_priority(priority: object) -> int:
-    if (
-        isinstance(priority, bool)
-        or not isinstance(priority, int)
-        or not PRIORITY_MIN <= priority <= PRIORITY_MAX
-    ):
-        raise TaskDefinitionError(
-            f"priority must be an integer from {PRIORITY_MIN} to {PRIORITY_MAX}, "
-            f"got {reprlib.repr(priority)}"
-        )
-    return priority

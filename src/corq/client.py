@@ -18,8 +18,6 @@ import msgspec
 from corq.aio import reraise_if_cancelling
 from corq.backends.base import (
     MAX_JOB_ID_CHARS,
-    PRIORITY_MAX,
-    PRIORITY_MIN,
     Backend,
     NewJob,
     QueueStats,
@@ -36,7 +34,7 @@ from corq.errors import (
     SerializationError,
 )
 from corq.job import TERMINAL_STATES, Job, JobStatus
-from corq.limits import MAX_DELAY_S
+from corq.limits import MAX_DELAY_S, check_priority
 from corq.serializers import Serializer
 from corq.spec import EnqueueOptions, JobSpec, check_queue_name, specs_list
 from corq.types import Clock, JobId, QueueName, TaskName
@@ -218,7 +216,7 @@ class Client:
         now = self.clock.now_ms()
         return _Checked(
             job_id=None if options.job_id is None else _check_job_id(options.job_id),
-            priority=_check_priority(priority),
+            priority=check_priority(priority, ArgumentError),
             enqueued_at_ms=now,
             run_at_ms=_run_at_ms(now, options),
         )
@@ -379,19 +377,6 @@ def _as_float(value: object) -> float | None:
         return float(value)
     except OverflowError:  # an int beyond any float
         return math.inf if value > 0 else -math.inf
-
-
-def _check_priority(priority: object) -> int:
-    if (
-        not isinstance(priority, int)
-        or isinstance(priority, bool)
-        or not PRIORITY_MIN <= priority <= PRIORITY_MAX
-    ):
-        raise ArgumentError(
-            f"priority must be an integer from {PRIORITY_MIN} to {PRIORITY_MAX}, "
-            f"got {_shown(priority)}"
-        )
-    return priority
 
 
 def _check_job_id(job_id: object) -> JobId:

@@ -8,7 +8,14 @@ producer sends is checked instead, with a clear error (see ``corq.client``).
 from __future__ import annotations
 
 import math
+import reprlib
 
+from corq.errors import CorqError
+
+#: Longest job id either broker accepts (characters); longer ids are refused at enqueue.
+MAX_JOB_ID_CHARS = 200
+#: Accepted priorities, the same on every broker (higher runs first).
+PRIORITY_MIN, PRIORITY_MAX = -100, 100
 #: Longest one-line error stored for a failed attempt (characters).
 MAX_ERROR_CHARS = 4 * 1024
 #: Longest traceback stored for a failed attempt (characters; the head and tail are kept).
@@ -16,6 +23,21 @@ MAX_TRACEBACK_CHARS = 64 * 1024
 #: Longest delay a job or a retry can be given: 100 years (longer ones are refused at enqueue,
 #: clamped for retries).
 MAX_DELAY_S = 100 * 365 * 86_400.0
+
+
+def check_priority(priority: object, error: type[CorqError]) -> int:
+    """`priority` if it is an integer in PRIORITY_MIN..PRIORITY_MAX, else `error` saying so
+    (bools are refused: ``priority=True`` is a mistake, not 1)."""
+    if (
+        isinstance(priority, bool)
+        or not isinstance(priority, int)
+        or not PRIORITY_MIN <= priority <= PRIORITY_MAX
+    ):
+        raise error(
+            f"priority must be an integer from {PRIORITY_MIN} to {PRIORITY_MAX}, "
+            f"got {reprlib.repr(priority)}"
+        )
+    return priority
 
 
 def safe_text(text: str, limit: int) -> str:

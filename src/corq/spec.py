@@ -46,7 +46,7 @@ class EnqueueOptions:
     #: Your own id (1 to MAX_JOB_ID_CHARS printable characters); enqueueing an id that
     #: exists already returns the existing job.
     job_id: JobId | None = None
-    #: -100..100, higher first.
+    #: PRIORITY_MIN..PRIORITY_MAX (corq.limits), higher first.
     priority: int | None = None
     #: Overrides the task's queue.
     queue: QueueName | None = None

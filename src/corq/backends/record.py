@@ -21,12 +21,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from enum import Enum, StrEnum
 
+from corq.limits import MAX_JOB_ID_CHARS as MAX_JOB_ID_CHARS
+from corq.limits import PRIORITY_MAX as PRIORITY_MAX
+from corq.limits import PRIORITY_MIN as PRIORITY_MIN
 from corq.types import JobId, QueueName, TaskName
-
-#: Longest job id either broker accepts (characters); longer ids are refused at enqueue.
-MAX_JOB_ID_CHARS = 200
-#: Accepted priorities, the same on every broker.
-PRIORITY_MIN, PRIORITY_MAX = -100, 100
 
 
 class Kind(StrEnum):

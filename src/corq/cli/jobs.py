@@ -22,6 +22,7 @@ from rich.text import Text
 
 from corq import App, Job, JobStatus
 from corq.cli.common import app_option, make_app, parse_json, run, url_option
+from corq.limits import PRIORITY_MAX, PRIORITY_MIN
 
 # Piped output is not cut at 80 columns: ids must stay whole for scripts to use them.
 console = Console(width=None if sys.stdout.isatty() else 200)
@@ -70,7 +71,9 @@ def _when(ms: int | None) -> str:
 )
 @click.option("--delay", type=float, default=None, metavar="S", help="Seconds before it may start.")
 @click.option("--queue", "-q", default=None, help="Queue (default: the task's, or 'default').")
-@click.option("--priority", type=int, default=None, help="-100..100; higher runs first.")
+@click.option(
+    "--priority", type=int, default=None, help=f"{PRIORITY_MIN}..{PRIORITY_MAX}; higher runs first."
+)
 @click.option("--job-id", default=None, help="Your own id (enqueueing an existing id is a no-op).")
 @app_option
 @url_option
