@@ -88,8 +88,7 @@ local function fail(at)
     redis.call('ZADD', delayed_key, retry_at, id)
     earliest_retry = earlier(earliest_retry, tonumber(retry_at))
   else
-    redis.call('HSET', key, 'status', 'dead', 'finished_at_ms', finished_at)
-    add_dead(q, id, finished_at)
+    make_dead(q, id, finished_at)
     died_now = true
     latest_death = math.max(latest_death, tonumber(finished_at))
   end

@@ -120,9 +120,8 @@ local function report(holder, id, dead, released)
   out[#out + 1] = {holder, id, dead, released}
 end
 
-local function requeue(key, id, lane, score)
-  redis.call('HDEL', key, 'worker_id')
-  redis.call('ZADD', lane, score, id)
+local function give_back(key, id, lane, score)
+  requeue(key, id, lane, score)
   requeued = requeued + 1
 end
 
@@ -131,21 +130,17 @@ local function count_death(key, id, holder, deaths, log, score)
   if deaths >= backstop then
     local message = string.format(
       'poison job: its worker died %d times while running it (workers: %s)', deaths, log)
-    redis.call('HSET', key, 'status', 'dead', 'deaths', int(deaths), 'death_log', log,
-      'error', message, 'finished_at_ms', int(now_ms))
     redis.call('HDEL', key, 'traceback')
-    add_dead(q, id, int(now_ms))
+    make_dead(q, id, int(now_ms), 'deaths', int(deaths), 'death_log', log, 'error', message)
     buried = buried + 1
     report(holder, id, 1, 0)
   elseif deaths >= max_deaths - 1 then
-    redis.call('HSET', key, 'status', 'queued', 'deaths', int(deaths), 'death_log', log,
-      'suspect', '1')
-    requeue(key, id, suspects_key, score)
+    redis.call('HSET', key, 'deaths', int(deaths), 'death_log', log, 'suspect', '1')
+    give_back(key, id, suspects_key, score)
     report(holder, id, 0, 0)
   else
-    redis.call('HSET', key, 'status', 'queued', 'deaths', int(deaths), 'death_log', log,
-      'suspect', '0')
-    requeue(key, id, ready_key, score)
+    redis.call('HSET', key, 'deaths', int(deaths), 'death_log', log, 'suspect', '0')
+    give_back(key, id, ready_key, score)
     report(holder, id, 0, 0)
   end
 end
@@ -174,8 +169,7 @@ local function take_back(holder, id, departed)
     return
   end
   if departed then
-    redis.call('HSET', key, 'status', 'queued')
-    requeue(key, id, job.suspect == '1' and suspects_key or ready_key, score)
+    give_back(key, id, job.suspect == '1' and suspects_key or ready_key, score)
     report(holder, id, 0, 1)
     return
   end

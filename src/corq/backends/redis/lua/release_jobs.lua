@@ -63,10 +63,8 @@ local function release(at)
   if suspect == '1' then
     redis.call('HSET', key, 'suspect', '1')
   end
-  redis.call('HSET', key, 'status', 'queued')
-  redis.call('HDEL', key, 'worker_id')
   local lane = (suspect == '1' or job.suspect == '1') and suspects_key or ready_key
-  redis.call('ZADD', lane, job.score, id)
+  requeue(key, id, lane, job.score)
   redis.call('SREM', held_key, id)
   return 1
 end
