@@ -33,7 +33,7 @@ from corq.backends.base import (
     NewJob,
     Release,
 )
-from corq.backends.record import NEW_FIELDS
+from corq.backends.record import FIELDS_BY_NAME, NEW_FIELDS
 from corq.backends.redis import replies
 from corq.backends.redis.fields import fields_include
 from corq.backends.redis.keys import QueueKeys
@@ -149,8 +149,21 @@ class DeadBounds:
     ttl_ms: int = 0
 
 
-#: A new job's values in NEW_FIELDS order, as enqueue_jobs.lua takes them.
-_new_values: Callable[[NewJob], tuple[Arg, ...]] = attrgetter(*NEW_FIELDS)
+def _packer() -> Callable[[NewJob], tuple[Arg, ...]]:
+    """How a new job's values are packed, in NEW_FIELDS order, as enqueue_jobs.lua takes
+    them: '' for an optional one left unset (None); as they are when no NEW field is
+    optional (enqueue packs thousands)."""
+    attributes: Callable[[NewJob], tuple[Any, ...]] = attrgetter(*NEW_FIELDS)
+    if all(FIELDS_BY_NAME[name].default is not None for name in NEW_FIELDS):
+        return attributes
+
+    def pack(job: NewJob) -> tuple[Arg, ...]:
+        return tuple("" if value is None else value for value in attributes(job))
+
+    return pack
+
+
+_new_values = _packer()
 
 
 def _now(now_ms: int | None) -> Arg:

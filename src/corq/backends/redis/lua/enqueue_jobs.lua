@@ -18,8 +18,9 @@ ARGV[2] priority_max  highest priority (for the ready score)
 ARGV[3] wake_cap      longest the wake list may grow
 ARGV[4..] per job, the values of NEW_FIELDS (see the fields include), in that order
 
-Each record gets the NEW fields, the counters (fields of kind count) the producer does not
-set at their defaults, and its status (and score when ready).
+Each record gets the NEW fields (bar optional ones, without a default, sent as '': unset),
+the counters (fields of kind count) the producer does not set at their defaults, and its
+status (and score when ready).
 
 Returns: one integer per job, in order: 1 created, 0 the id already existed.
 ]]
@@ -55,6 +56,13 @@ for _, part in ipairs(NEW_COUNTERS) do
   record[#record + 1] = part
 end
 local COUNTERS_AT = #record
+-- NEW fields without a default: the producer may leave them unset ('').
+local OPTIONAL = {}
+for _, name in ipairs(NEW_FIELDS) do
+  if FIELD_DEFAULT[name] == nil then
+    OPTIONAL[#OPTIONAL + 1] = name
+  end
+end
 
 local count = (#ARGV - FIRST + 1) / WIDTH
 local created = {}
@@ -105,6 +113,11 @@ for i = 1, count do
       record[n + 1], record[n + 2], record[n + 3], record[n + 4] = 'status', 'queued', 'score', score
       redis.call('HSET', key, unpack(record, 1, n + 4))
       redis.call('ZADD', ready_key, score, id)
+    end
+    for _, name in ipairs(OPTIONAL) do
+      if ARGV[at + AT[name]] == '' then
+        redis.call('HDEL', key, name)
+      end
     end
   end
 end
