@@ -43,6 +43,7 @@ local AT = positions(NEW_FIELDS)
 for name, i in pairs(AT) do
   AT[name] = i - 1
 end
+local AT_ID, AT_RUN, AT_ENQUEUED = AT.id, AT.run_at_ms, AT.enqueued_at_ms
 
 expect_types({ready_key, 'zset', delayed_key, 'zset', seq_key, 'string', wake_key, 'list'})
 
@@ -72,13 +73,13 @@ local new_ready = 0
 -- Pass 1: which ids are new (also within this batch), and how many go to ready.
 for i = 1, count do
   local at = FIRST + (i - 1) * WIDTH
-  local id = ARGV[at + AT.id]
+  local id = ARGV[at + AT_ID]
   if seen[id] or redis.call('EXISTS', job_prefix .. id) == 1 then
     created[i] = 0
   else
     seen[id] = true
     created[i] = 1
-    if tonumber(ARGV[at + AT.run_at_ms]) <= tonumber(ARGV[at + AT.enqueued_at_ms]) then
+    if tonumber(ARGV[at + AT_RUN]) <= tonumber(ARGV[at + AT_ENQUEUED]) then
       new_ready = new_ready + 1
     end
   end
@@ -96,13 +97,13 @@ local earliest_delayed = nil
 for i = 1, count do
   if created[i] == 1 then
     local at = FIRST + (i - 1) * WIDTH
-    for k = 1, WIDTH do
-      record[2 * k] = ARGV[at + k - 1]
+    for k = 0, WIDTH - 1 do
+      record[2 * k + 2] = ARGV[at + k]
     end
-    local id, run_at = ARGV[at + AT.id], ARGV[at + AT.run_at_ms]
+    local id, run_at = ARGV[at + AT_ID], ARGV[at + AT_RUN]
     local key = job_prefix .. id
     local n = COUNTERS_AT
-    if tonumber(run_at) > tonumber(ARGV[at + AT.enqueued_at_ms]) then
+    if tonumber(run_at) > tonumber(ARGV[at + AT_ENQUEUED]) then
       record[n + 1], record[n + 2] = 'status', 'scheduled'
       redis.call('HSET', key, unpack(record, 1, n + 2))
       redis.call('ZADD', delayed_key, run_at, id)
