@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import inspect
 import re
 import time
@@ -22,10 +23,23 @@ from corq.backends.base import (
     WorkerLease,
     damaged_error,
 )
+from corq.backends.record import (
+    CHECKED_FIELDS,
+    CLAIMED_FIELDS,
+    NEW_FIELDS,
+    SHOWN_FIELDS,
+)
 from corq.backends.redis import RedisBackend
+from corq.backends.redis.fields import fields_include
 from corq.backends.redis.keys import RedisKeys
-from corq.backends.redis.replies import CLAIMED_FIELDS
-from corq.backends.redis.scripts import Scripts, load_source, lua_file
+from corq.backends.redis.scripts import (
+    GENERATED_INCLUDES,
+    Scripts,
+    expand_includes,
+    include_source,
+    load_source,
+    lua_file,
+)
 from corq.errors import BrokerError
 from corq.job import JobStatus
 
@@ -33,11 +47,12 @@ T0 = 1_700_000_000_000
 Q = "default"
 LUA = resources.files("corq.backends.redis").joinpath("lua")
 SCRIPT_NAMES = sorted(p.name.removesuffix(".lua") for p in LUA.iterdir() if p.name.endswith(".lua"))
-INCLUDE_NAMES = sorted(
+INCLUDE_FILES = sorted(
     p.name.removesuffix(".lua")
     for p in LUA.joinpath("include").iterdir()
     if p.name.endswith(".lua")
 )
+INCLUDE_NAMES = sorted([*INCLUDE_FILES, *GENERATED_INCLUDES])
 INCLUDE_LINE = re.compile(r'^--- @include "(\w+)"$', re.M)
 
 
@@ -106,7 +121,7 @@ def test_every_script_documents_and_names_its_keys_and_args(name: str) -> None:
 
 @pytest.mark.parametrize("name", INCLUDE_NAMES)
 def test_every_include_documents_itself_and_takes_no_keys_or_args(name: str) -> None:
-    source = lua_file(f"include/{name}.lua")
+    source = include_source(name)
     header, _, body = source.partition("]]")
 
     assert header.startswith(f"--[[\n{name}: ")
@@ -116,21 +131,89 @@ def test_every_include_documents_itself_and_takes_no_keys_or_args(name: str) -> 
 
 def test_every_include_named_exists_and_every_include_is_used() -> None:
     named = set()
-    for path in [f"{n}.lua" for n in SCRIPT_NAMES] + [f"include/{n}.lua" for n in INCLUDE_NAMES]:
-        named |= set(INCLUDE_LINE.findall(lua_file(path)))
+    for text in [lua_file(f"{n}.lua") for n in SCRIPT_NAMES] + list(
+        map(include_source, INCLUDE_NAMES)
+    ):
+        named |= set(INCLUDE_LINE.findall(text))
 
     assert named == set(INCLUDE_NAMES)
     for name in SCRIPT_NAMES:
         assert not INCLUDE_LINE.search(load_source(name)), f"{name}: an include was not expanded"
 
 
-def test_a_claim_reply_is_parsed_in_the_order_the_script_documents() -> None:
-    header = lua_file("claim_jobs.lua").partition("]]")[0]
-    documented = re.search(r"eleven per job \(flat[^)]*\): ([^}]*)\}", header, re.S)
+def test_includes_expand_in_place_once_and_nested() -> None:
+    text = '--- @include "held"\nlocal a = 1\n--- @include "claimed"\n--- @include "held"\n'
 
-    assert documented is not None
-    names = [name.split()[0] for name in " ".join(documented.group(1).split()).split(", ")]
-    assert tuple(names) == CLAIMED_FIELDS
+    with pytest.raises(ValueError, match="no Lua include named 'claimed'"):
+        expand_includes(text, "example")
+
+    expanded = expand_includes(text.replace("claimed", "record"), "example")
+    assert expanded.count("local function holds(") == 1
+    assert expanded.count("local function read_record(") == 1
+    assert expanded.count("local NEW_FIELDS = ") == 1  # record includes fields in turn
+    assert "-- (held is included above)" in expanded
+    assert expanded.index("local function holds(") < expanded.index("local a = 1")
+    assert not INCLUDE_LINE.search(expanded)
+
+
+def test_a_missing_include_is_named_with_the_includes_that_led_to_it(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    broken = '--[[\nbroken: names an include that does not exist.\n]]\n--- @include "nope"\n'
+    monkeypatch.setitem(GENERATED_INCLUDES, "broken", lambda: broken)
+
+    with pytest.raises(ValueError, match=r"^example: broken: no Lua include named 'nope'"):
+        expand_includes('--- @include "broken"\n', "example")
+
+
+async def test_the_fields_include_lists_the_record_as_record_py_declares_it(raw: Redis) -> None:
+    script = fields_include() + (
+        "return {NEW_FIELDS, CLAIMED_FIELDS, SHOWN_FIELDS, CHECKED_FIELDS, "
+        "{FIELD_KIND.payload, FIELD_KIND.attempt, tostring(FIELD_DEFAULT.status)}}"
+    )
+
+    new, claimed, shown, checked, samples = await raw.eval(script, 0)
+
+    assert [tuple(n.decode() for n in names) for names in (new, claimed, shown, checked)] == [
+        NEW_FIELDS,
+        CLAIMED_FIELDS,
+        SHOWN_FIELDS,
+        CHECKED_FIELDS,
+    ]
+    assert samples == [b"bytes", b"count", b"queued"]
+
+
+async def test_a_claim_replies_with_the_claimed_fields_in_record_order(
+    raw: Redis, prefix: str
+) -> None:
+    # Given one job enqueued and a registered holder, through the scripts alone
+    scripts = Scripts(raw)
+    keys = RedisKeys(prefix).queue(Q)
+    job = dataclasses.replace(new_job("a"), priority=7)
+    await scripts.run(scripts.enqueue_jobs(keys, jobs=[job]))
+    await scripts.run(scripts.register_worker(keys, holder="w1", now_ms=T0, lease_ms=1000))
+
+    # When it is claimed, the reply read raw
+    call = scripts.claim_jobs(keys, holder="w1", count=1, suspects=0, lease_ms=1000, now_ms=T0)
+    reply = await call.script(keys=call.keys, args=call.args)
+
+    # Then after the three header values come the CLAIMED fields, in record order
+    assert len(reply) == 3 + len(CLAIMED_FIELDS)
+    values = dict(zip(CLAIMED_FIELDS, reply[3:], strict=True))
+    assert values == {
+        "id": b"a",
+        "task": b"t",
+        "queue": Q.encode(),
+        "payload": b"{}",
+        "priority": 7,
+        "attempt": 1,
+        "failures": 0,
+        "deaths": 0,
+        "fence": 1,
+        "enqueued_at_ms": T0,
+        "run_at_ms": T0,
+        "suspect": 0,
+    }
 
 
 def test_the_damaged_record_error_is_worded_as_the_contract_says() -> None:

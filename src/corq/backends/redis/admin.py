@@ -1,7 +1,7 @@
-"""Operator calls that work in bounded steps: dead letters and pruning the registry.
+"""Operator calls (the Admin port): queues, their counts, dead letters, pruning.
 
-Each function is one Backend operation without its error translation (the backend wraps
-it in ``broker_errors``); each loops over bounded script calls, never one unbounded call.
+The dead-letter and pruning functions loop over bounded script calls, never one unbounded
+call; :class:`RedisAdmin` runs each one inside ``broker_errors``.
 """
 
 from __future__ import annotations
@@ -12,7 +12,9 @@ from typing import cast
 
 from redis.asyncio import Redis
 
-from corq.backends.base import BATCH
+from corq.backends.base import BATCH, QueueStats
+from corq.backends.redis.connections import broker_errors
+from corq.backends.redis.context import RedisContext
 from corq.backends.redis.keys import QueueKeys, RedisKeys
 from corq.backends.redis.reads import read_jobs
 from corq.backends.redis.registry import QueueRegistry, queue_name
@@ -92,3 +94,49 @@ async def prune_queues(
     names = [raw.decode("utf-8") for raw in removed]
     registry.forget_touches(names)
     return names
+
+
+class RedisAdmin(RedisContext):
+    """What operators call."""
+
+    async def list_queues(self) -> list[QueueName]:
+        with broker_errors("list_queues"):
+            return await self._registry.names(self._redis, self._scripts)
+
+    async def prune_queues(self, now_ms: int | None, idle_ms: int) -> list[QueueName]:
+        with broker_errors("prune_queues"):
+            return await prune_queues(
+                self._redis, self._scripts, self._registry, self._keys, now_ms, idle_ms
+            )
+
+    async def queue_stats(self, queues: Sequence[QueueName] | None = None) -> list[QueueStats]:
+        names = list(queues) if queues is not None else await self.list_queues()
+        with broker_errors("queue_stats"):
+            counts = await self._scripts.run_all(
+                [self._scripts.count_queue_jobs(self._q(q)) for q in names]
+            )
+        return [
+            QueueStats(
+                queue=q,
+                ready=c.ready,
+                delayed=c.delayed,
+                in_flight=c.in_flight,
+                dead=c.dead,
+                workers=c.workers,
+            )
+            for q, c in zip(names, counts, strict=True)
+        ]
+
+    async def list_dead(self, queue: QueueName, offset: int = 0, limit: int = 50) -> list[Job]:
+        with broker_errors("list_dead"):
+            return await list_dead(self._redis, self._q(queue), offset, limit)
+
+    async def retry_dead(
+        self, queue: QueueName, job_ids: Sequence[JobId] | None, now_ms: int | None
+    ) -> int:
+        with broker_errors("retry_dead"):
+            return await retry_dead(self._scripts, self._q(queue), job_ids, now_ms)
+
+    async def purge_dead(self, queue: QueueName, job_ids: Sequence[JobId] | None) -> int:
+        with broker_errors("purge_dead"):
+            return await purge_dead(self._scripts, self._q(queue), job_ids)

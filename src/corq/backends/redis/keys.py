@@ -27,10 +27,8 @@ live in one Redis Cluster slot. ``$p`` is the key prefix (default ``corq``), ``$
                                         after success, 7 days after a cancel
     $p:{$q}:done:$id              CHAN  pub/sub channel; the job id is published when it ends
 
-Job record fields: id task queue status payload priority score attempt failures deaths
-enqueued_at_ms run_at_ms started_at_ms finished_at_ms worker_id (the holder) fence result
-error traceback death_log (the holders it died with, space separated) suspect (1 while a
-suspect) isolated (1 while claimed as a suspect) progress (0.0 to 1.0).
+A job record holds the fields of ``JOB_FIELDS`` in ``corq/backends/record.py`` (by name,
+as text), plus ``score``: its ready score while it waits in ready or suspects.
 """
 
 from __future__ import annotations

@@ -1,5 +1,6 @@
 """Turn a job record HASH (as HGETALL returns it, bytes to bytes) into a :class:`Job`.
 
+The fields read are the SHOWN fields of ``record.py``, each by the reader of its kind.
 Reading never fails, whatever another program (or a bug) wrote: fields the record lacks take
 the Job defaults, so records written by an older corq still read (an empty string counts as
 absent); a field that cannot be read takes its default too, an unknown status reads as dead,
@@ -10,9 +11,12 @@ Text that is not UTF-8 is decoded with replacement characters.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
+from typing import Any
 
 from corq.backends.base import damaged_error
+from corq.backends.record import JOB_FIELDS, JobField, Kind, Role
 from corq.job import Job, JobStatus
 from corq.types import JobId, QueueName
 
@@ -51,7 +55,7 @@ class _Reader:
             return None
         return number
 
-    def opt_integer(self, name: str) -> int | None:
+    def integer(self, name: str) -> int | None:
         number = self.number(name)
         if number is None:
             return None
@@ -60,26 +64,63 @@ class _Reader:
             return None
         return int(number)
 
-    def integer(self, name: str) -> int:
-        return self.opt_integer(name) or 0
-
-    def count(self, name: str) -> int:
+    def count(self, name: str) -> int | None:
         """An integer that is never negative (attempt, failures, deaths)."""
         number = self.integer(name)
-        if number < 0:
+        if number is not None and number < 0:
             self.problems.append(f"{name} is negative: {quote(self.record[name.encode()])}")
-            return 0
+            return None
         return number
 
-    def status(self) -> JobStatus:
-        value = self.text("status")
+    def flag(self, name: str) -> bool | None:
+        number = self.integer(name)
+        return None if number is None else number != 0
+
+    def status(self, name: str) -> JobStatus | None:
+        value = self.text(name)
         if value is None:
-            return JobStatus.QUEUED
+            return None
         try:
             return JobStatus(value)
         except ValueError:
-            self.problems.append(f"status is unknown: {quote(self.record[b'status'])}")
+            self.problems.append(f"{name} is unknown: {quote(self.record[name.encode()])}")
             return JobStatus.DEAD
+
+    def bytes(self, name: str) -> bytes | None:
+        """Stored as is (an empty value is a value, unlike for text)."""
+        return self.record.get(name.encode())
+
+    def words(self, name: str) -> tuple[str, ...] | None:
+        value = self.text(name)
+        return None if value is None else tuple(value.split())
+
+
+#: How each kind of field is read: a value, or None for "take the field's default"
+#: (missing, empty text, or unreadable: then the reader notes the problem).
+_READ: dict[Kind, Callable[[_Reader, str], object]] = {
+    Kind.TEXT: _Reader.text,
+    Kind.BYTES: _Reader.bytes,
+    Kind.INT: _Reader.integer,
+    Kind.COUNT: _Reader.count,
+    Kind.NUMBER: _Reader.number,
+    Kind.FLAG: _Reader.flag,
+    Kind.STATUS: _Reader.status,
+    Kind.WORDS: _Reader.words,
+}
+
+
+def _default(f: JobField) -> object:
+    """What the field reads as when the record lacks it, typed as a Job holds it."""
+    return JobStatus(str(f.default)) if f.kind is Kind.STATUS else f.default
+
+
+#: The fields a Job shows that its record holds (id and queue are the key's): name, reader
+#: and default.
+_SHOWN = tuple(
+    (f.name, _READ[f.kind], _default(f))
+    for f in JOB_FIELDS
+    if f.has(Role.SHOWN) and f.name not in ("id", "queue")
+)
 
 
 def job_from_record(record: Record, job_id: JobId, queue: QueueName) -> Job | None:
@@ -91,27 +132,11 @@ def job_from_record(record: Record, job_id: JobId, queue: QueueName) -> Job | No
     if not record:
         return None
     r = _Reader(record)
-    job = Job(
-        id=job_id,
-        task=r.text("task") or "",
-        queue=queue,
-        status=r.status(),
-        payload=record.get(b"payload", b""),
-        priority=r.integer("priority"),
-        attempt=r.count("attempt"),
-        failures=r.count("failures"),
-        deaths=r.count("deaths"),
-        enqueued_at_ms=r.integer("enqueued_at_ms"),
-        run_at_ms=r.integer("run_at_ms"),
-        started_at_ms=r.opt_integer("started_at_ms"),
-        finished_at_ms=r.opt_integer("finished_at_ms"),
-        worker_id=r.text("worker_id"),
-        result=record.get(b"result"),
-        error=r.text("error"),
-        traceback=r.text("traceback"),
-        progress=r.number("progress"),
-        death_log=tuple((r.text("death_log") or "").split()),
-    )
+    values: dict[str, Any] = {"id": job_id, "queue": queue}
+    for name, read, default in _SHOWN:
+        value = read(r, name)
+        values[name] = default if value is None else value
+    job = Job(**values)
     if not r.problems:
         return job
     return replace(job, error=damaged_error("; ".join(r.problems)))

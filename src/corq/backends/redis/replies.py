@@ -7,26 +7,14 @@ integers.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from corq.backends.base import ClaimBatch, ClaimedJob, HeldJob
-from corq.types import JobId, QueueName, WorkerId
-
-#: What claim_jobs.lua returns per job, in order (a flat reply, len(CLAIMED_FIELDS) apiece).
-CLAIMED_FIELDS = (
-    "id",
-    "task",
-    "payload",
-    "attempt",
-    "failures",
-    "deaths",
-    "fence",
-    "enqueued_at_ms",
-    "run_at_ms",
-    "priority",
-    "suspect",
-)
+from corq.backends.record import CLAIMED_FIELDS, FIELDS_BY_NAME, Kind
+from corq.job import JobStatus
+from corq.types import JobId, WorkerId
 
 
 @dataclass(frozen=True, slots=True)
@@ -100,43 +88,58 @@ def pair(reply: list[int]) -> tuple[int, int]:
     return int(reply[0]), int(reply[1])
 
 
-def claimed(queue: QueueName, row: list[Any]) -> ClaimedJob:
-    """One job of a claim reply (fields in CLAIMED_FIELDS order; unpacked by name, which is
-    also the fastest way: a claim parses thousands)."""
-    (
-        job_id,
-        task,
-        payload,
-        attempt,
-        failures,
-        deaths,
-        fence,
-        enqueued_at_ms,
-        run_at_ms,
-        priority,
-        suspect,
-    ) = row
-    return ClaimedJob(
-        id=decode_id(job_id),
-        task=text(task),
-        queue=queue,
-        payload=payload,
-        attempt=attempt,
-        failures=failures,
-        deaths=deaths,
-        fence=fence,
-        enqueued_at_ms=enqueued_at_ms,
-        run_at_ms=run_at_ms,
-        priority=priority,
-        suspect=suspect == 1,
-    )
+def _same(value: Any) -> Any:
+    return value
 
 
-def claim_batch(queue: QueueName, reply: list[Any]) -> ClaimBatch:
+def _flag(value: Any) -> bool:
+    return value in (1, b"1")
+
+
+def _status(value: Any) -> JobStatus:
+    return JobStatus(text(value))
+
+
+def _words(value: Any) -> tuple[str, ...]:
+    return tuple(text(value).split())
+
+
+#: How a value of each kind that a script replies with is decoded.
+DECODE: dict[Kind, Callable[[Any], Any]] = {
+    Kind.TEXT: text,
+    Kind.BYTES: _same,
+    Kind.INT: int,
+    Kind.COUNT: int,
+    Kind.NUMBER: float,
+    Kind.FLAG: _flag,
+    Kind.STATUS: _status,
+    Kind.WORDS: _words,
+}
+#: Kinds a script replies with as they are used: bytes, and numbers it checked (integers).
+AS_REPLIED = frozenset({Kind.BYTES, Kind.INT, Kind.COUNT})
+#: The values of a claimed job to decode (the others are used as replied), by name.
+_CLAIMED_DECODE = tuple(
+    (name, DECODE[kind])
+    for name in CLAIMED_FIELDS
+    if (kind := FIELDS_BY_NAME[name].kind) not in AS_REPLIED
+)
+CLAIM_WIDTH = len(CLAIMED_FIELDS)
+
+
+def claimed(row: Sequence[Any]) -> ClaimedJob:
+    """One job of a claim reply: the values of CLAIMED_FIELDS, in that order (a claim
+    parses thousands: only the values that need it are decoded)."""
+    values = dict(zip(CLAIMED_FIELDS, row, strict=True))
+    for name, decode in _CLAIMED_DECODE:
+        values[name] = decode(values[name])
+    return ClaimedJob(**values)
+
+
+def claim_batch(reply: list[Any]) -> ClaimBatch:
     if reply[0] == 1:
         return ClaimBatch(jobs=[], lost=True)
-    width = len(CLAIMED_FIELDS)
-    jobs = [claimed(queue, reply[at : at + width]) for at in range(3, len(reply), width)]
+    width = CLAIM_WIDTH
+    jobs = [claimed(reply[at : at + width]) for at in range(3, len(reply), width)]
     return ClaimBatch(jobs=jobs, next_due_ms=score(reply[1]), suspects=int(reply[2]))
 
 

@@ -17,8 +17,8 @@ from __future__ import annotations
 import re
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
-from functools import partial
 from importlib import resources
+from operator import attrgetter
 from typing import Any, Generic, TypeVar
 
 from redis.asyncio import Redis
@@ -33,7 +33,9 @@ from corq.backends.base import (
     NewJob,
     Release,
 )
+from corq.backends.record import FIELDS_BY_NAME, NEW_FIELDS
 from corq.backends.redis import replies
+from corq.backends.redis.fields import fields_include
 from corq.backends.redis.keys import QueueKeys
 from corq.backends.redis.replies import HeldStep, Promoted, QueueCounts, StalledBatch
 from corq.types import JobId, QueueName, WorkerId
@@ -88,21 +90,45 @@ def lua_file(path: str) -> str:
     return resources.files("corq.backends.redis").joinpath(f"lua/{path}").read_text("utf-8")
 
 
-def load_source(name: str) -> str:
-    """The script ``lua/<name>.lua`` with its includes expanded."""
+#: Includes made from Python definitions rather than read from ``lua/include/``.
+GENERATED_INCLUDES: dict[str, Callable[[], str]] = {"fields": fields_include}
+
+
+def include_source(name: str) -> str:
+    """The text of the include `name` (generated, or ``lua/include/<name>.lua``)."""
+    generated = GENERATED_INCLUDES.get(name)
+    if generated is not None:
+        return generated()
+    try:
+        return lua_file(f"include/{name}.lua")
+    except FileNotFoundError:
+        raise ValueError(f"no Lua include named {name!r} (lua/include/{name}.lua)") from None
+
+
+def expand_includes(text: str, origin: str) -> str:
+    """`text` (the script `origin`) with each ``--- @include "name"`` line replaced by that
+    include, itself expanded; an include already expanded above becomes a comment."""
     seen: set[str] = set()
 
-    def expand(text: str) -> str:
+    def expand(text: str, where: str) -> str:
         def include(match: re.Match[str]) -> str:
             included = match.group(1)
             if included in seen:
                 return f"-- ({included} is included above)"
             seen.add(included)
-            return expand(lua_file(f"include/{included}.lua"))
+            try:
+                return expand(include_source(included), included)
+            except ValueError as exc:
+                raise ValueError(f"{where}: {exc}") from None
 
         return _INCLUDE.sub(include, text)
 
-    return expand(lua_file(f"{name}.lua"))
+    return expand(text, origin)
+
+
+def load_source(name: str) -> str:
+    """The script ``lua/<name>.lua`` with its includes expanded."""
+    return expand_includes(lua_file(f"{name}.lua"), name)
 
 
 @dataclass(frozen=True, slots=True)
@@ -121,6 +147,23 @@ class DeadBounds:
 
     max_count: int = 0
     ttl_ms: int = 0
+
+
+def _packer() -> Callable[[NewJob], tuple[Arg, ...]]:
+    """How a new job's values are packed, in NEW_FIELDS order, as enqueue_jobs.lua takes
+    them: '' for an optional one left unset (None); as they are when no NEW field is
+    optional (enqueue packs thousands)."""
+    attributes: Callable[[NewJob], tuple[Any, ...]] = attrgetter(*NEW_FIELDS)
+    if all(FIELDS_BY_NAME[name].default is not None for name in NEW_FIELDS):
+        return attributes
+
+    def pack(job: NewJob) -> tuple[Arg, ...]:
+        return tuple("" if value is None else value for value in attributes(job))
+
+    return pack
+
+
+_new_values = _packer()
 
 
 def _now(now_ms: int | None) -> Arg:
@@ -164,9 +207,9 @@ class Scripts:
 
     # -- one wrapper per lua/*.lua ----------------------------------------------------
     def enqueue_jobs(self, keys: QueueKeys, *, jobs: Sequence[NewJob]) -> ScriptCall[list[bool]]:
-        args: list[Arg] = [keys.job_prefix, keys.queue, PRIORITY_MAX, WAKE_CAP]
+        args: list[Arg] = [keys.job_prefix, PRIORITY_MAX, WAKE_CAP]
         for job in jobs:
-            args += [job.id, job.task, job.payload, job.priority, job.enqueued_at_ms, job.run_at_ms]
+            args += _new_values(job)
         queue_keys = [keys.ready, keys.delayed, keys.seq, keys.wake]
         return self._call("enqueue_jobs", queue_keys, args, replies.flags)
 
@@ -184,8 +227,8 @@ class Scripts:
         queue_keys += [keys.held(holder), keys.suspects, keys.dead]
         args: list[Arg] = [keys.job_prefix, keys.done_prefix, holder, max(0, count)]
         args += [max(0, suspects), lease_ms, _now(now_ms), BATCH, PRIORITY_MIN, PRIORITY_MAX]
-        args += self._dead_bounds
-        return self._call("claim_jobs", queue_keys, args, partial(replies.claim_batch, keys.queue))
+        args += [*self._dead_bounds, keys.queue]
+        return self._call("claim_jobs", queue_keys, args, replies.claim_batch)
 
     def list_held_jobs(
         self, keys: QueueKeys, *, holder: WorkerId, cursor: str

@@ -31,16 +31,22 @@ ARGV[9] priority_min   lowest valid priority
 ARGV[10] priority_max  highest valid priority (for the ready score)
 ARGV[11] dead_max      most dead letters kept (0: no limit)
 ARGV[12] dead_ttl_ms   longest a dead letter is kept (0: no limit)
+ARGV[13] queue         the queue's name (handed out with each job)
+
+A claim reads each record's CLAIMED and CHECKED fields (see the fields include) with their
+kinds, bar those it sets itself (id, queue, suspect); a priority is required.
 
 Returns: {1} when the holder is not registered; otherwise {0, next_due_ms or nil, suspects
-still waiting, then eleven per job (flat: nested tables cost a claim ~15% more): id, task,
-payload, attempt, failures, deaths, fence, enqueued_at_ms, run_at_ms, priority, suspect (1/0)}.
+still waiting, then per job the values of CLAIMED_FIELDS in that order (flat: nested tables
+cost a claim ~15% more); numbers as integers, suspect 1/0, a missing text as its default}.
 ]]
 --- @include "now"
 --- @include "keys"
 --- @include "record"
 --- @include "dead"
 --- @include "promote"
+--- @include "wake"
+--- @include "delayed"
 local workers_key = KEYS[1]
 local ready_key = KEYS[2]
 local delayed_key = KEYS[3]
@@ -61,6 +67,7 @@ local priority_min = tonumber(ARGV[9])
 local priority_max = tonumber(ARGV[10])
 local dead_max = tonumber(ARGV[11])
 local dead_ttl_ms = tonumber(ARGV[12])
+local queue = ARGV[13]
 
 local q = {
   ready = ready_key, delayed = delayed_key, suspects = suspects_key, seq = seq_key,
@@ -68,9 +75,10 @@ local q = {
   priority_min = priority_min, priority_max = priority_max, dead_max = dead_max,
   dead_ttl_ms = dead_ttl_ms,
 }
-local CLAIM_FIELDS = {'task', 'payload', 'attempt', 'failures', 'deaths', 'fence',
-  'enqueued_at_ms', 'run_at_ms', 'priority'}
-local CLAIM_KINDS = {false, false, COUNT, COUNT, COUNT, COUNT, INT, INT, INT_REQUIRED}
+local CLAIM_FIELDS = fields_of({CLAIMED_FIELDS, CHECKED_FIELDS}, {id = true, queue = true,
+  suspect = true})
+local CLAIM_KINDS = record_kinds(CLAIM_FIELDS, {priority = INT_REQUIRED})
+local REPLY_WIDTH = #CLAIMED_FIELDS
 
 expect_types({workers_key, 'zset', ready_key, 'zset', delayed_key, 'zset', seq_key, 'string',
   wake_key, 'list', held_key, 'set', suspects_key, 'zset', dead_key, 'zset'})
@@ -87,26 +95,32 @@ local started_at = int(now_ms)
 
 -- The record of a popped job, checked; nil (buried when damaged) if it cannot be handed out.
 local function checked(id)
-  local f, problem, wrong_type = read_record(job_prefix .. id, CLAIM_FIELDS, CLAIM_KINDS)
-  if f and not valid_utf8(id) then
-    f, problem, wrong_type = nil, 'the job id is not valid UTF-8', false
+  local job, problem, wrong_type = read_record(job_prefix .. id, CLAIM_FIELDS, CLAIM_KINDS)
+  if job and not valid_utf8(id) then
+    job, problem, wrong_type = nil, 'the job id is not valid UTF-8', false
   end
-  if not f and problem then
+  if not job and problem then
     bury_damaged(q, id, now_ms, problem, wrong_type)
     buried = buried + 1
   end
-  return f
+  return job
 end
 
 -- Hand out one checked job (already in the held set): running, attempt + 1, a new fence.
-local function hand_out(id, f, suspect)
-  local attempt, fence = f[3] + 1, f[6] + 1
-  redis.call('HSET', job_prefix .. id, 'status', 'running', 'attempt', int(attempt),
-    'fence', int(fence), 'worker_id', holder, 'started_at_ms', started_at, 'isolated', suspect)
+local function hand_out(id, job, suspect)
+  job.id, job.queue, job.suspect = id, queue, tonumber(suspect)
+  job.attempt, job.fence = job.attempt + 1, job.fence + 1
+  redis.call('HSET', job_prefix .. id, 'status', 'running', 'attempt', int(job.attempt),
+    'fence', int(job.fence), 'worker_id', holder, 'started_at_ms', started_at, 'isolated', suspect)
   local n = #out
-  out[n + 1], out[n + 2], out[n + 3], out[n + 4] = id, f[1] or '', f[2] or '', attempt
-  out[n + 5], out[n + 6], out[n + 7], out[n + 8] = f[4], f[5], fence, f[7]
-  out[n + 9], out[n + 10], out[n + 11] = f[8], f[9], tonumber(suspect)
+  for k = 1, REPLY_WIDTH do
+    local name = CLAIMED_FIELDS[k]
+    local value = job[name]
+    if value == nil then
+      value = FIELD_DEFAULT[name] or ''
+    end
+    out[n + k] = value
+  end
 end
 
 -- Take up to `wanted` jobs from a lane, a popped chunk at a time: check every record, add
@@ -147,12 +161,7 @@ end
 if buried > 0 then
   trim_dead(q, now_ms)
 end
-if redis.call('LLEN', wake_key) == 0 and redis.call('ZCARD', ready_key) > 0 then
-  redis.call('RPUSH', wake_key, '1')
-end
-local first_due = redis.call('ZRANGE', delayed_key, 0, 0, 'WITHSCORES')
-if #first_due > 0 then
-  out[2] = first_due[2]
-end
+chain_wake(wake_key, ready_key)
+out[2] = delayed_head(delayed_key) or false
 out[3] = redis.call('ZCARD', suspects_key)
 return out

@@ -31,6 +31,8 @@ Returns: one integer per job, in order: 1 recorded, 0 refused.
 --- @include "record"
 --- @include "dead"
 --- @include "wake"
+--- @include "delayed"
+--- @include "held"
 local held_key = KEYS[1]
 local delayed_key = KEYS[2]
 local dead_key = KEYS[3]
@@ -47,11 +49,11 @@ local FIRST, WIDTH = 8, 8
 local q = {dead = dead_key, job_prefix = job_prefix, done_prefix = done_prefix, batch = batch,
   dead_max = dead_max, dead_ttl_ms = dead_ttl_ms}
 local FAIL_FIELDS = {'status', 'worker_id', 'fence', 'failures', 'deaths', 'death_log'}
-local FAIL_KINDS = {false, false, false, COUNT, COUNT, false}
+local FAIL_KINDS = {failures = COUNT, deaths = COUNT}
 
 expect_types({held_key, 'set', delayed_key, 'zset', dead_key, 'zset', wake_key, 'list'})
 
-local old_head = redis.call('ZRANGE', delayed_key, 0, 0, 'WITHSCORES')[2]
+local old_head = delayed_head(delayed_key)
 local earliest_retry = nil
 local died_now = false
 local latest_death = 0
@@ -61,18 +63,18 @@ local function fail(at)
   local id, fence, counted, died = ARGV[at], ARGV[at + 1], ARGV[at + 2], ARGV[at + 3]
   local traceback, retry_at, finished_at = ARGV[at + 5], ARGV[at + 6], ARGV[at + 7]
   local key = job_prefix .. id
-  local f, _, wrong_type = read_record(key, FAIL_FIELDS, FAIL_KINDS)
+  local job, _, wrong_type = read_record(key, FAIL_FIELDS, FAIL_KINDS)
   if wrong_type then
     redis.call('SREM', held_key, id)
   end
-  if not (f and f[1] == 'running' and f[2] == holder and tonumber(f[3]) == tonumber(fence)) then
+  if not holds(job, holder, fence) then
     return 0
   end
   if died == '1' then
-    local log = (f[6] and f[6] ~= '') and (f[6] .. ' ' .. holder) or holder
-    redis.call('HSET', key, 'deaths', int(f[5] + 1), 'death_log', log)
+    redis.call('HSET', key, 'deaths', int(job.deaths + 1),
+      'death_log', death_log_with(job.death_log, holder))
   elseif counted == '1' then
-    redis.call('HSET', key, 'failures', int(f[4] + 1))
+    redis.call('HSET', key, 'failures', int(job.failures + 1))
   end
   redis.call('HSET', key, 'error', ARGV[at + 4])
   if traceback == '' then
@@ -84,12 +86,9 @@ local function fail(at)
   if retry_at ~= '' then
     redis.call('HSET', key, 'status', 'failed', 'run_at_ms', retry_at)
     redis.call('ZADD', delayed_key, retry_at, id)
-    if not earliest_retry or tonumber(retry_at) < earliest_retry then
-      earliest_retry = tonumber(retry_at)
-    end
+    earliest_retry = earlier(earliest_retry, tonumber(retry_at))
   else
-    redis.call('HSET', key, 'status', 'dead', 'finished_at_ms', finished_at)
-    add_dead(q, id, finished_at)
+    make_dead(q, id, finished_at)
     died_now = true
     latest_death = math.max(latest_death, tonumber(finished_at))
   end
@@ -104,7 +103,7 @@ end
 if died_now then
   trim_dead(q, latest_death)
 end
-if earliest_retry and (not old_head or earliest_retry < tonumber(old_head)) then
+if is_new_head(earliest_retry, old_head) then
   push_wakes(wake_key, 1, wake_cap)
 end
 return out

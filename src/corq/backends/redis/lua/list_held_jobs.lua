@@ -3,9 +3,10 @@ list_held_jobs: one step through the jobs one holder holds in one queue (SSCAN).
 
 Each id of this step whose record says running under this holder is listed with its fence.
 An id whose record says otherwise (finished, taken back, gone) leaves the held set. A
-record running under this holder that scripts could not read later (a number that is not
-one, a missing fence or score, an id that is not UTF-8) or a key that is not a hash goes to
-the dead letters (timed by the broker's clock) and leaves the held set.
+record running under this holder that scripts could not read later (a CHECKED field, see the
+fields include, that does not read as its kind; a missing fence, priority or score; an id
+that is not UTF-8) or a key that is not a hash goes to the dead letters (timed by the
+broker's clock) and leaves the held set.
 
 KEYS[1] held            SET   ids this holder holds in the queue
 KEYS[2] dead            ZSET  dead job ids by finished_at_ms
@@ -35,10 +36,12 @@ local dead_ttl_ms = tonumber(ARGV[7])
 
 local q = {dead = dead_key, job_prefix = job_prefix, done_prefix = done_prefix, batch = batch,
   dead_max = dead_max, dead_ttl_ms = dead_ttl_ms}
-local FIELDS = {'status', 'worker_id', 'fence', 'score', 'attempt', 'failures', 'deaths',
-  'priority', 'enqueued_at_ms', 'run_at_ms'}
-local TEXT = {false, false, false, false, false, false, false, false, false, false}
-local KINDS = {false, false, INT_REQUIRED, SCORE, COUNT, COUNT, COUNT, INT_REQUIRED, INT, INT}
+-- Checked once the record is known to be this holder's: what later scripts must read.
+local CHECKS = fields_of({CHECKED_FIELDS, {'score'}}, {})
+local KINDS = record_kinds(CHECKS, {fence = INT_REQUIRED, priority = INT_REQUIRED,
+  score = SCORE})
+local FIELDS = fields_of({{'status', 'worker_id'}, CHECKS}, {})
+local AS_TEXT = {}
 
 expect_types({held_key, 'set', dead_key, 'zset'})
 
@@ -46,11 +49,14 @@ local now_ms = nil
 local buried = 0
 
 -- The problem that makes a record this holder runs unusable, if any.
-local function problem_of(id, f)
-  for i = 3, #FIELDS do
-    local value, problem = check_number(FIELDS[i], f[i], KINDS[i])
-    if value == nil then
-      return problem
+local function problem_of(id, job)
+  for _, name in ipairs(CHECKS) do
+    local kind = KINDS[name]
+    if CHECKED_KIND[kind] then
+      local value, problem = check_number(name, job[name], kind)
+      if value == nil then
+        return problem
+      end
     end
   end
   if not valid_utf8(id) then
@@ -69,17 +75,17 @@ end
 local step = redis.call('SSCAN', held_key, cursor, 'COUNT', batch)
 local out = {step[1]}
 for _, id in ipairs(step[2]) do
-  local f, problem, wrong_type = read_record(job_prefix .. id, FIELDS, TEXT)
+  local job, problem, wrong_type = read_record(job_prefix .. id, FIELDS, AS_TEXT)
   if wrong_type then
     bury(id, problem, true)
-  elseif not f or f[1] ~= 'running' or f[2] ~= holder then
+  elseif not job or job.status ~= 'running' or job.worker_id ~= holder then
     redis.call('SREM', held_key, id)
   else
-    problem = problem_of(id, f)
+    problem = problem_of(id, job)
     if problem then
       bury(id, problem, false)
     else
-      out[#out + 1] = {id, tonumber(f[3])}
+      out[#out + 1] = {id, tonumber(job.fence)}
     end
   end
 end

@@ -44,6 +44,7 @@ one array per job taken back: holder, job id, dead (1/0), released (1/0)}.
 --- @include "record"
 --- @include "dead"
 --- @include "wake"
+--- @include "held"
 local workers_key = KEYS[1]
 local ready_key = KEYS[2]
 local dead_key = KEYS[3]
@@ -67,7 +68,7 @@ local dead_ttl_ms = tonumber(ARGV[12])
 local q = {dead = dead_key, job_prefix = job_prefix, done_prefix = done_prefix, batch = batch,
   dead_max = dead_max, dead_ttl_ms = dead_ttl_ms}
 local RECLAIM_FIELDS = {'status', 'worker_id', 'deaths', 'death_log', 'score', 'suspect'}
-local RECLAIM_TEXT = {false, false, false, false, false, false}
+local AS_TEXT = {} -- deaths and score are checked once the record is known to be the holder's
 
 expect_types({workers_key, 'zset', ready_key, 'zset', dead_key, 'zset', wake_key, 'list',
   suspects_key, 'zset', departed_key, 'set', reclaiming_key, 'hash'})
@@ -119,9 +120,8 @@ local function report(holder, id, dead, released)
   out[#out + 1] = {holder, id, dead, released}
 end
 
-local function requeue(key, id, lane, score)
-  redis.call('HDEL', key, 'worker_id')
-  redis.call('ZADD', lane, score, id)
+local function give_back(key, id, lane, score)
+  requeue(key, id, lane, score)
   requeued = requeued + 1
 end
 
@@ -130,37 +130,33 @@ local function count_death(key, id, holder, deaths, log, score)
   if deaths >= backstop then
     local message = string.format(
       'poison job: its worker died %d times while running it (workers: %s)', deaths, log)
-    redis.call('HSET', key, 'status', 'dead', 'deaths', int(deaths), 'death_log', log,
-      'error', message, 'finished_at_ms', int(now_ms))
     redis.call('HDEL', key, 'traceback')
-    add_dead(q, id, int(now_ms))
+    make_dead(q, id, int(now_ms), 'deaths', int(deaths), 'death_log', log, 'error', message)
     buried = buried + 1
     report(holder, id, 1, 0)
   elseif deaths >= max_deaths - 1 then
-    redis.call('HSET', key, 'status', 'queued', 'deaths', int(deaths), 'death_log', log,
-      'suspect', '1')
-    requeue(key, id, suspects_key, score)
+    redis.call('HSET', key, 'deaths', int(deaths), 'death_log', log, 'suspect', '1')
+    give_back(key, id, suspects_key, score)
     report(holder, id, 0, 0)
   else
-    redis.call('HSET', key, 'status', 'queued', 'deaths', int(deaths), 'death_log', log,
-      'suspect', '0')
-    requeue(key, id, ready_key, score)
+    redis.call('HSET', key, 'deaths', int(deaths), 'death_log', log, 'suspect', '0')
+    give_back(key, id, ready_key, score)
     report(holder, id, 0, 0)
   end
 end
 
 local function take_back(holder, id, departed)
   local key = job_prefix .. id
-  local f, problem, wrong_type = read_record(key, RECLAIM_FIELDS, RECLAIM_TEXT)
+  local job, problem, wrong_type = read_record(key, RECLAIM_FIELDS, AS_TEXT)
   local deaths, score
-  if f then
-    if f[1] ~= 'running' or f[2] ~= holder
+  if job then
+    if job.status ~= 'running' or job.worker_id ~= holder
         or redis.call('SISMEMBER', held_prefix .. holder, id) == 1 then
       return -- finished meanwhile, or held by a new registration of this holder id
     end
-    deaths, problem = check_number('deaths', f[3], COUNT)
+    deaths, problem = check_number('deaths', job.deaths, COUNT)
     if deaths then
-      score, problem = check_number('score', f[5], SCORE)
+      score, problem = check_number('score', job.score, SCORE)
     end
     wrong_type = false
   end
@@ -173,13 +169,11 @@ local function take_back(holder, id, departed)
     return
   end
   if departed then
-    redis.call('HSET', key, 'status', 'queued')
-    requeue(key, id, f[6] == '1' and suspects_key or ready_key, score)
+    give_back(key, id, job.suspect == '1' and suspects_key or ready_key, score)
     report(holder, id, 0, 1)
     return
   end
-  local log = (f[4] and f[4] ~= '') and (f[4] .. ' ' .. holder) or holder
-  count_death(key, id, holder, deaths + 1, log, score)
+  count_death(key, id, holder, deaths + 1, death_log_with(job.death_log, holder), score)
 end
 
 -- Step 1: every stalled holder (up to batch) is unregistered before any job moves.

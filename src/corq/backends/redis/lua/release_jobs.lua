@@ -25,6 +25,7 @@ Returns: one integer per job, in order: 1 released, 0 refused.
 --- @include "keys"
 --- @include "record"
 --- @include "wake"
+--- @include "held"
 local held_key = KEYS[1]
 local ready_key = KEYS[2]
 local wake_key = KEYS[3]
@@ -36,7 +37,7 @@ local FIRST, WIDTH = 4, 5
 
 local RELEASE_FIELDS = {'status', 'worker_id', 'fence', 'score', 'suspect', 'attempt',
   'deaths', 'death_log'}
-local RELEASE_KINDS = {false, false, false, SCORE, false, COUNT, COUNT, false}
+local RELEASE_KINDS = {score = SCORE, attempt = COUNT, deaths = COUNT}
 
 expect_types({held_key, 'set', ready_key, 'zset', wake_key, 'list', suspects_key, 'zset'})
 
@@ -45,27 +46,25 @@ local function release(at)
   local id, fence, unstarted = ARGV[at], ARGV[at + 1], ARGV[at + 2]
   local died, suspect = ARGV[at + 3], ARGV[at + 4]
   local key = job_prefix .. id
-  local f, _, wrong_type = read_record(key, RELEASE_FIELDS, RELEASE_KINDS)
+  local job, _, wrong_type = read_record(key, RELEASE_FIELDS, RELEASE_KINDS)
   if wrong_type then
     redis.call('SREM', held_key, id)
   end
-  if not (f and f[1] == 'running' and f[2] == holder and tonumber(f[3]) == tonumber(fence)) then
+  if not holds(job, holder, fence) then
     return 0
   end
   if unstarted == '1' then
-    redis.call('HSET', key, 'attempt', int(math.max(0, f[6] - 1)))
+    redis.call('HSET', key, 'attempt', int(math.max(0, job.attempt - 1)))
   end
   if died == '1' then
-    local log = (f[8] and f[8] ~= '') and (f[8] .. ' ' .. holder) or holder
-    redis.call('HSET', key, 'deaths', int(f[7] + 1), 'death_log', log)
+    redis.call('HSET', key, 'deaths', int(job.deaths + 1),
+      'death_log', death_log_with(job.death_log, holder))
   end
   if suspect == '1' then
     redis.call('HSET', key, 'suspect', '1')
   end
-  redis.call('HSET', key, 'status', 'queued')
-  redis.call('HDEL', key, 'worker_id')
-  local lane = (suspect == '1' or f[5] == '1') and suspects_key or ready_key
-  redis.call('ZADD', lane, f[4], id)
+  local lane = (suspect == '1' or job.suspect == '1') and suspects_key or ready_key
+  requeue(key, id, lane, job.score)
   redis.call('SREM', held_key, id)
   return 1
 end

@@ -47,7 +47,7 @@ local snapshot_ttl_ms = tonumber(ARGV[7])
 local FIRST_ID = 8
 
 local FIELDS = {'priority', 'attempt', 'fence', 'enqueued_at_ms', 'started_at_ms'}
-local TEXT = {false, false, false, false, false}
+local AS_TEXT = {} -- each is checked on its own: what cannot be read is reset
 
 expect_types({dead_key, 'zset', ready_key, 'zset', seq_key, 'string', wake_key, 'list'})
 
@@ -80,26 +80,27 @@ local function retry(id)
     return 0
   end
   local key = job_prefix .. id
-  local f, _, wrong_type = read_record(key, FIELDS, TEXT)
+  local job, _, wrong_type = read_record(key, FIELDS, AS_TEXT)
   if wrong_type then
     return 0 -- not a job record: it stays listed and purgeable
   end
   redis.call('ZREM', dead_key, id)
-  if not f then
+  if not job then
     return 0 -- the record is gone
   end
-  local priority = kept('priority', f[1], INT, 0)
+  local priority = kept('priority', job.priority, INT, 0)
   if priority < priority_min or priority > priority_max then
     priority = 0
   end
   local score = ready_score(priority_max, priority, redis.call('INCR', seq_key))
   redis.call('HSET', key, 'status', 'queued', 'score', score, 'failures', '0', 'deaths', '0',
     'run_at_ms', int(now_ms), 'priority', int(priority),
-    'attempt', int(kept('attempt', f[2], COUNT, 0)), 'fence', int(kept('fence', f[3], COUNT, 0)),
-    'enqueued_at_ms', int(kept('enqueued_at_ms', f[4], INT, now_ms)))
+    'attempt', int(kept('attempt', job.attempt, COUNT, 0)),
+    'fence', int(kept('fence', job.fence, COUNT, 0)),
+    'enqueued_at_ms', int(kept('enqueued_at_ms', job.enqueued_at_ms, INT, now_ms)))
   redis.call('HDEL', key, 'death_log', 'finished_at_ms', 'worker_id', 'suspect', 'isolated',
     'progress')
-  if f[5] and not check_number('started_at_ms', f[5], INT) then
+  if job.started_at_ms and not check_number('started_at_ms', job.started_at_ms, INT) then
     redis.call('HDEL', key, 'started_at_ms')
   end
   redis.call('ZADD', ready_key, score, id)

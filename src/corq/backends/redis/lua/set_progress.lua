@@ -9,13 +9,15 @@ ARGV[3] progress      0.0 to 1.0
 Returns: 1 when recorded, 0 when the job is not running under that holder and fence (or the
 record cannot be read).
 ]]
+--- @include "record"
+--- @include "held"
 local job_key = KEYS[1]
 local holder = ARGV[1]
 local fence = ARGV[2]
 local progress = ARGV[3]
 
-local f = redis.pcall('HMGET', job_key, 'status', 'worker_id', 'fence')
-if f.err or f[1] ~= 'running' or f[2] ~= holder or tonumber(f[3]) ~= tonumber(fence) then
+local job = read_record(job_key, {'status', 'worker_id', 'fence'}, {})
+if not holds(job, holder, fence) then
   return 0
 end
 redis.call('HSET', job_key, 'progress', progress)

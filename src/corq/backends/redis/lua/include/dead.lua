@@ -4,6 +4,8 @@ job_prefix, done_prefix, dead_max, dead_ttl_ms (0: unbounded), batch.
 
 add_dead(q, id, at_ms): the job joins the dead letters (scored by when it died) and its
 waiters are woken. Its record is the caller's to write.
+make_dead(q, id, at_ms, ...): the record says dead, finished at `at_ms`, with the field/value
+pairs given after it; then add_dead.
 bury_damaged(q, id, now_ms, problem, wrong_type): a record a script could not read joins
 the dead letters. A hash becomes dead with DAMAGED .. problem as its error; a key of another
 type is left as it is (only its id joins, so an operator can see and purge it).
@@ -18,12 +20,17 @@ local function add_dead(q, id, at_ms)
   redis.call('PUBLISH', q.done_prefix .. id, id)
 end
 
+local function make_dead(q, id, at_ms, ...)
+  redis.call('HSET', q.job_prefix .. id, 'status', 'dead', 'finished_at_ms', at_ms, ...)
+  add_dead(q, id, at_ms)
+end
+
 local function bury_damaged(q, id, now_ms, problem, wrong_type)
-  if not wrong_type then
-    redis.call('HSET', q.job_prefix .. id, 'status', 'dead', 'error', DAMAGED .. problem,
-      'finished_at_ms', int(now_ms))
+  if wrong_type then
+    add_dead(q, id, int(now_ms))
+  else
+    make_dead(q, id, int(now_ms), 'error', DAMAGED .. problem)
   end
-  add_dead(q, id, int(now_ms))
 end
 
 local function trim_dead(q, now_ms)

@@ -13,14 +13,14 @@ and whether more may be due (`limit` were taken).
 --- @include "score"
 --- @include "dead"
 local PROMOTE_FIELDS = {'priority', 'suspect'}
-local PROMOTE_KINDS = {INT_REQUIRED, false}
+local PROMOTE_KINDS = {priority = INT_REQUIRED}
 
 local function promotable(q, key)
-  local f, problem, wrong_type = read_record(key, PROMOTE_FIELDS, PROMOTE_KINDS)
-  if f and (f[1] < q.priority_min or f[1] > q.priority_max) then
-    return nil, 'priority is out of range: ' .. quote(int(f[1])), false
+  local job, problem, wrong_type = read_record(key, PROMOTE_FIELDS, PROMOTE_KINDS)
+  if job and (job.priority < q.priority_min or job.priority > q.priority_max) then
+    return nil, 'priority is out of range: ' .. quote(int(job.priority)), false
   end
-  return f, problem, wrong_type
+  return job, problem, wrong_type
 end
 
 local function promote_due(q, now_ms, limit)
@@ -32,12 +32,12 @@ local function promote_due(q, now_ms, limit)
   local promoted, buried = 0, 0
   for _, id in ipairs(due) do
     local key = q.job_prefix .. id
-    local f, problem, wrong_type = promotable(q, key)
-    if f then
+    local job, problem, wrong_type = promotable(q, key)
+    if job then
       seq = seq + 1
-      local score = ready_score(q.priority_max, f[1], seq)
+      local score = ready_score(q.priority_max, job.priority, seq)
       redis.call('HSET', key, 'status', 'queued', 'score', score)
-      redis.call('ZADD', f[2] == '1' and q.suspects or q.ready, score, id)
+      redis.call('ZADD', job.suspect == '1' and q.suspects or q.ready, score, id)
       promoted = promoted + 1
     elseif problem then
       bury_damaged(q, id, now_ms, problem, wrong_type)

@@ -2,20 +2,31 @@
 record: read a job record without ever failing, so a damaged one costs only itself.
 
 read_record(key, fields, kinds): HMGET `fields` through redis.pcall (a key of another type
-is an error value, not a script error) and check each field against its kind in `kinds`
-(same positions): INT (an integer, converted; missing reads 0), COUNT (the same, never
-negative: attempt, failures, deaths, fence), INT_REQUIRED, SCORE (any finite number, as exact text
-ZADD takes back), or false (text, kept as is). Returns the values; or nil and nothing when the key does not exist; or nil, a
+is an error value, not a script error) and check each field against its kind, kinds[name]:
+INT (an integer, converted; missing reads 0), COUNT (the same, never negative: attempt,
+failures, deaths, fence), INT_REQUIRED, SCORE (any finite number, as exact text ZADD takes
+back); a field of any other kind (or none) is text, kept as is. Returns the record as a
+table keyed by field name; or nil and nothing when the key does not exist; or nil, a
 problem (for damaged_error) and true when the key is not a hash, false when a field is
 damaged.
 
+record_kinds(fields, overrides): a kinds table for read_record: each field's kind as
+record.py declares it (FIELD_KIND), or overrides[name] where given (e.g. INT_REQUIRED for a
+field a script cannot act without).
+fields_of(lists, except): the names in any of `lists`, each once, in the order first met,
+bar those `except` (a set: name -> true) holds.
+positions(names): name -> place in `names` (1-based), to address values sent in that order.
 check_number(name, value, kind): one field checked as read_record does: its value as the
 kind wants it, or nil and the problem (for a script that checks some fields only after it
 knows the record is one it acts on).
 quote(value): a stored value fit for an error message (long ones cut).
 valid_utf8(s): true when `s` is valid UTF-8 (ids handed to Python must decode).
 ]]
+--- @include "fields"
+-- INT and COUNT are record.py's names for those kinds; the other two are the scripts' own.
 local INT, COUNT, INT_REQUIRED, SCORE = 'int', 'count', 'int!', 'score'
+-- The kinds read_record checks (any other is text).
+local CHECKED_KIND = {[INT] = true, [COUNT] = true, [INT_REQUIRED] = true, [SCORE] = true}
 local MAX_EXACT = 9007199254740992 -- 2^53: beyond it doubles skip integers
 local QUOTE_BYTES = 40
 
@@ -61,30 +72,64 @@ local function check_number(name, value, kind)
   return n
 end
 
+local function record_kinds(fields, overrides)
+  local kinds = {}
+  for _, name in ipairs(fields) do
+    kinds[name] = (overrides and overrides[name]) or FIELD_KIND[name]
+  end
+  return kinds
+end
+
+local function fields_of(lists, except)
+  local out, seen = {}, {}
+  for _, list in ipairs(lists) do
+    for _, name in ipairs(list) do
+      if not seen[name] and not except[name] then
+        seen[name] = true
+        out[#out + 1] = name
+      end
+    end
+  end
+  return out
+end
+
+local function positions(names)
+  local at = {}
+  for i, name in ipairs(names) do
+    at[name] = i
+  end
+  return at
+end
+
 local function read_record(key, fields, kinds)
   local f = redis.pcall('HMGET', key, unpack(fields))
   if f.err then
     return nil, wrong_type_problem(key), true
   end
   local any, problem = false, nil
+  local record = {}
   for i = 1, #fields do
-    local value, kind = f[i], kinds[i]
+    local name, value = fields[i], f[i]
+    local kind = kinds[name]
     if value then
       any = true
     end
-    if kind and not problem then
+    if CHECKED_KIND[kind] and not problem then
       -- Inline fast paths for '0' (most counters of most jobs: an interned string, so
       -- one pointer compare) and for a well-formed integer; this runs for every job claimed.
       if value == '0' and kind ~= SCORE then
-        f[i] = 0
+        value = 0
       else
         local n = value and kind ~= SCORE and tonumber(value)
         if n and n % 1 == 0 and n < MAX_EXACT and n > -MAX_EXACT and (n >= 0 or kind ~= COUNT) then
-          f[i] = n
+          value = n
         else
-          f[i], problem = check_number(fields[i], value, kind)
+          value, problem = check_number(name, value, kind)
         end
       end
+    end
+    if value then -- HMGET gives false for a missing field: the record gives nil
+      record[name] = value
     end
   end
   if not any and redis.call('EXISTS', key) == 0 then
@@ -93,7 +138,7 @@ local function read_record(key, fields, kinds)
   if problem then
     return nil, problem, false
   end
-  return f
+  return record
 end
 
 local function valid_utf8(s)
