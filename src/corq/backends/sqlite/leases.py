@@ -19,8 +19,9 @@ from corq.backends.base import (
     backstop_deaths,
     damaged_error,
 )
+from corq.backends.sqlite.columns import CHECKED_COLUMNS
 from corq.backends.sqlite.dead import DeadBounds, bury, trim
-from corq.backends.sqlite.records import Checked, damage
+from corq.backends.sqlite.records import damage, row_class
 from corq.backends.sqlite.sql import Q
 from corq.backends.sqlite.store import Conn, advance_clock
 from corq.types import QueueName
@@ -107,7 +108,8 @@ def reclaim_step(
         _unregister_stalled(conn, queue, now, ended_only=ended_only)
         _adopt_orphans(conn, queue)
         buried = _bury_unheld(conn, queue, now)
-    held = conn.execute(Q["reclaiming_held"], {"queue": queue, "limit": BATCH}).fetchall()
+    found = conn.execute(Q["reclaiming_held"], {"queue": queue, "limit": BATCH}).fetchall()
+    held = list(map(HeldRow._make, found))
     writes: dict[str, list[dict[str, Any]]] = {}
     reclaimed = [_take_back(conn, queue, row, now, max_deaths, writes) for row in held]
     for statement, rows in writes.items():
@@ -146,10 +148,17 @@ def _bury_unheld(conn: Conn, queue: QueueName, now_ms: int) -> int:
     return len(rows)
 
 
+class HeldRow(row_class("HeldRow", (*CHECKED_COLUMNS, "holder", "departed"))):  # type: ignore[misc]
+    """A job of a holder being reclaimed (reclaiming_held): its checked columns, its holder
+    and whether the holder had departed."""
+
+    __slots__ = ()
+
+
 def _take_back(
     conn: Conn,
     queue: QueueName,
-    found: tuple[Any, ...],
+    row: HeldRow,
     now_ms: int,
     max_deaths: int,
     writes: dict[str, list[dict[str, Any]]],
@@ -157,16 +166,14 @@ def _take_back(
     """Decide what happens to one job of a holder being reclaimed (the write goes into
     `writes`): given back like a release if the holder had departed, else a death (see
     corq/backends/base.py), or the dead letters if the record is damaged."""
-    *fields, holder, departed = found
-    row = Checked(*fields)
-    worker_id, job_id = str(holder), str(row.id)
+    worker_id, job_id = str(row.holder), str(row.id)
     error = damage(conn, row)
     if error is not None:
         writes.setdefault("job_damaged", []).append(
             {"rowid": row.rowid, "error": error, "now": now_ms}
         )
         return Reclaimed(job_id=job_id, queue=queue, worker_id=worker_id, dead=True)
-    if departed:
+    if row.departed:
         writes.setdefault("job_requeue_departed", []).append({"rowid": row.rowid})
         return Reclaimed(job_id=job_id, queue=queue, worker_id=worker_id, dead=False, released=True)
     deaths = row.deaths + 1
