@@ -21,6 +21,7 @@ import pytest
 from corq.backends import open_backend
 from corq.backends.base import Backend, Completion, NewJob, WorkerLease
 from corq.backends.sqlite import SqliteBackend
+from corq.backends.sqlite.sql import SCHEMA_VERSION
 from corq.backends.sqlite.thread import Tx
 from corq.errors import BrokerDataError, BrokerError
 from corq.job import JobStatus
@@ -61,7 +62,7 @@ async def test_wal_full_sync_busy_timeout_and_schema_version(backend: SqliteBack
     assert await pragma(backend, "journal_mode") == "wal"
     assert await pragma(backend, "synchronous") == 2  # FULL: a commit survives power loss
     assert await pragma(backend, "busy_timeout") == 5000  # socket_timeout_s=5.0
-    assert await pragma(backend, "user_version") == 3
+    assert await pragma(backend, "user_version") == SCHEMA_VERSION
 
 
 async def test_synchronous_can_be_relaxed_in_the_url(db: Path) -> None:
