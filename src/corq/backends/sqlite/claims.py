@@ -1,4 +1,4 @@
-"""Worker-side transactions that take jobs: promote, claim, and what a holder holds.
+"""The Claims port's taking of jobs: promote, claim, progress, and what a holder holds.
 
 Every row is checked before it is acted on (records.py): a damaged one goes to the dead
 letters inside the same transaction and the claim goes on with the next, so one bad row

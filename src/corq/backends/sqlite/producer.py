@@ -1,4 +1,4 @@
-"""Producer-side transactions: enqueue, read, cancel. Each function is one transaction body."""
+"""The JobStore port: enqueue, read, cancel. Each function is one transaction body."""
 
 from __future__ import annotations
 
