@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 from corq.backends.base import BATCH, ClaimBatch, ClaimedJob, HeldJob, damaged_error
 from corq.backends.sqlite.dead import DeadBounds, bury, trim
-from corq.backends.sqlite.records import Checked, checked_rows, claimed_fields, damage
+from corq.backends.sqlite.records import Checked, checked_rows, claimed_job_maker, damage
 from corq.backends.sqlite.sql import Q
 from corq.backends.sqlite.store import (
     Conn,
@@ -192,12 +192,12 @@ def _bury_strays(conn: Conn, queue: QueueName, now_ms: int, bounds: DeadBounds) 
         trim(conn, [queue], now_ms, bounds)
 
 
+_claimed_job = claimed_job_maker("attempt", "fence")
+
+
 def _claimed(row: Checked) -> ClaimedJob:
     """The job as claim_take left it: this attempt and this claim counted."""
-    fields = claimed_fields(row)
-    fields["attempt"] += 1
-    fields["fence"] += 1
-    return ClaimedJob(**fields)
+    return _claimed_job(row, attempt=row.attempt + 1, fence=row.fence + 1)
 
 
 def ready_probe(conn: Conn, queue: QueueName) -> tuple[bool, int, int | None]:

@@ -21,6 +21,16 @@ COUNTER_MAX = 2**62 - 1
 SEQ = JobField("seq", Kind.INT, 0, frozenset({Role.CHECKED}), "INTEGER NOT NULL")
 #: The record's fields as the jobs table holds them: every common field, then seq.
 ROW_FIELDS: tuple[JobField, ...] = (*JOB_FIELDS, SEQ)
+#: The other columns of the jobs table, as a new job starts them: its expiry, and the
+#: columns reserved for later issues (see schema.sql) until they join the record.
+TABLE_ONLY: dict[str, object] = {
+    "expires_at_ms": None,
+    "pending_deps": 0,
+    "schedule_tick_id": None,
+    "fairness_key": None,
+}
+if not all(f.name.isidentifier() for f in ROW_FIELDS):
+    raise RuntimeError("a job record field is named by something other than an identifier")
 
 
 def _names(keep: Callable[[JobField], bool]) -> tuple[str, ...]:
@@ -37,9 +47,9 @@ SHOWN_COLUMNS = _names(lambda f: f.has(Role.SHOWN) or f.has(Role.CHECKED))
 NEW_COLUMNS = _names(lambda f: f.has(Role.NEW))
 
 #: Fields the enqueue statement writes itself when a new job takes over an expired record:
-#: the key, the status (its lane) and the fence (it keeps counting, so no outcome of the
-#: old job can match the new one).
-_RENEWED_BY_HAND = frozenset({"queue", "id", "status", "fence"})
+#: the key, the status (its lane), the seq, and the fence (it keeps counting, so no outcome
+#: of the old job can match the new one).
+_RENEWED_BY_HAND = frozenset({"queue", "id", "status", "seq", "fence"})
 #: Fields that statements checking a record in SQL match by value instead (``id = :id``,
 #: ``fence = :fence``): records.py checks them in Python.
 _MATCHED_BY_VALUE = frozenset({"id", "fence"})
@@ -84,11 +94,12 @@ def _literal(value: object) -> str:
 
 def renewed() -> str:
     """The SET list of an enqueue over an expired record: every field of the record the new
-    job brings, and every other one back at its default (see _RENEWED_BY_HAND)."""
+    job brings, every other column back at its default (but see _RENEWED_BY_HAND)."""
+    starts = {f.name: _literal(f.default) for f in ROW_FIELDS}
+    starts |= {name: _literal(value) for name, value in TABLE_ONLY.items() if name not in starts}
+    starts |= {f.name: f"excluded.{f.name}" for f in ROW_FIELDS if f.has(Role.NEW)}
     return ", ".join(
-        f"{f.name} = excluded.{f.name}" if f.has(Role.NEW) else f"{f.name} = {_literal(f.default)}"
-        for f in JOB_FIELDS
-        if f.name not in _RENEWED_BY_HAND
+        f"{name} = {value}" for name, value in starts.items() if name not in _RENEWED_BY_HAND
     )
 
 

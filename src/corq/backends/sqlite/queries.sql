@@ -141,8 +141,7 @@ ON CONFLICT (queue, id) DO UPDATE SET
     {renewed}, status = excluded.status, seq = excluded.seq,
     fence = CASE WHEN typeof(jobs.fence) = 'integer'
                   AND jobs.fence BETWEEN 0 AND 4611686018427387903
-                 THEN jobs.fence ELSE 0 END,
-    expires_at_ms = NULL, pending_deps = 0, schedule_tick_id = NULL, fairness_key = NULL
+                 THEN jobs.fence ELSE 0 END
 WHERE typeof(jobs.expires_at_ms) = 'integer' AND jobs.expires_at_ms <= :clock;
 
 -- name: job_get

@@ -20,10 +20,10 @@ from __future__ import annotations
 
 from collections import namedtuple
 from collections.abc import Callable, Iterable
-from typing import Any
+from typing import Any, cast
 
 from corq.backends.base import damaged_error
-from corq.backends.record import CLAIMED_FIELDS, SHOWN_FIELDS, JobField, Kind, Role
+from corq.backends.record import SHOWN_FIELDS, ClaimedJob, JobField, Kind, Role
 from corq.backends.sqlite.columns import CHECKED_COLUMNS, COUNTER_MAX, ROW_FIELDS, SHOWN_COLUMNS
 from corq.backends.sqlite.sql import Q
 from corq.backends.sqlite.store import Conn
@@ -50,12 +50,12 @@ KIND_CHECKS: dict[Kind, str] = {
 #: What a value of a field shown to people must be to be read as it is (else the field's
 #: default, and the error names it): a checked field's check, any text for TEXT.
 _SHOWN_CHECKS = {**KIND_CHECKS, Kind.TEXT: "type({v}) is str"}
-_NAMESPACE = {"COUNTER_MAX": COUNTER_MAX, "STATUSES": _STATUSES}
+_NAMESPACE = {"COUNTER_MAX": COUNTER_MAX, "STATUSES": _STATUSES, "JobStatus": JobStatus}
 
 
-def _compiled(source: str, name: str) -> Any:
+def _compiled(source: str, name: str, names: dict[str, object] | None = None) -> Any:
     """The function `name` that `source` (generated from the kinds above) defines."""
-    namespace = dict(_NAMESPACE)
+    namespace = {**_NAMESPACE, **(names or {})}
     exec(compile(source, f"<corq.backends.sqlite.records.{name}>", "exec"), namespace)
     return namespace[name]
 
@@ -145,52 +145,83 @@ def shown(value: object) -> str:
 #: Fields whose absence (NULL) is no damage: a job with no task name is handed out and
 #: read with "" (the worker dead-letters it with an unknown-task error), as on Redis.
 _ABSENT_IS_EMPTY = frozenset({"task"})
-#: How a readable value of a kind becomes the attribute (identity when missing).
-_DECODE: dict[Kind, Callable[[Any], Any]] = {
-    Kind.NUMBER: float,
-    Kind.FLAG: bool,
-    Kind.STATUS: JobStatus,
-    Kind.WORDS: lambda text: tuple(text.split()),  # space separated, as on Redis
+#: Per kind, how a readable value `{v}` becomes the attribute (others are kept as read).
+KIND_DECODES: dict[Kind, str] = {
+    Kind.NUMBER: "float({v})",
+    Kind.FLAG: "bool({v})",
+    Kind.STATUS: "JobStatus({v})",
+    Kind.WORDS: "tuple({v}.split())",  # space separated, as on Redis
 }
 #: What an unreadable value of a kind reads as, when not the field's default: an unknown
 #: status reads as dead, as on Redis.
 _UNREADABLE_AS: dict[Kind, object] = {Kind.STATUS: JobStatus.DEAD}
 
 
+def _decoded(f: JobField, value: str) -> str:
+    """The expression of `f`'s attribute, given the expression of its readable value."""
+    return KIND_DECODES[f.kind].format(v=value) if f.kind in KIND_DECODES else value
+
+
+def _if_unreadable(f: JobField) -> tuple[object, object]:
+    """What `f` reads as when NULL, and when unreadable otherwise."""
+    unreadable = _UNREADABLE_AS.get(f.kind, f.default)
+    return (f.default if _absent_ok(f) else unreadable), unreadable
+
+
+def _absent_ok(f: JobField) -> bool:
+    """Whether NULL is no damage for `f` (it reads as its default)."""
+    return f.default is None or f.name in _ABSENT_IS_EMPTY
+
+
 def _reader(f: JobField) -> Callable[[object], tuple[Any, bool]]:
     """Reads a value of `f` into (attribute, whether it was unreadable)."""
     ok = _check(_SHOWN_CHECKS[f.kind])
-    decode = _DECODE.get(f.kind)
-    unreadable = _UNREADABLE_AS.get(f.kind, f.default)
-    absent_ok = f.default is None or f.name in _ABSENT_IS_EMPTY
+    decode: Callable[[object], Any] = _compiled(f"def d(v):\n    return {_decoded(f, 'v')}\n", "d")
+    absent_ok, unreadable = _absent_ok(f), _UNREADABLE_AS.get(f.kind, f.default)
 
     def read(value: object) -> tuple[Any, bool]:
         if value is None and absent_ok:
             return f.default, False
         if ok(value):
-            return (value if decode is None else decode(value)), False
+            return decode(value), False
         return unreadable, True
 
     return read
 
 
 _READERS = {f.name: _reader(f) for f in ROW_FIELDS}
-#: Claimed fields a claim does not check (read with their defaults), and the checked ones
-#: whose attribute is not the stored value (a flag is a bool).
-_CLAIM_READS = tuple(
-    (f.name, _READERS[f.name])
-    for f in ROW_FIELDS
-    if f.has(Role.CLAIMED) and (not f.has(Role.CHECKED) or f.kind in _DECODE)
-)
 
 
-def claimed_fields(row: Checked) -> dict[str, Any]:
-    """The ClaimedJob attributes of a checked row, as stored (before the claim counts the
-    attempt and the fence)."""
-    fields = {name: getattr(row, name) for name in CLAIMED_FIELDS}
-    for name, read in _CLAIM_READS:
-        fields[name] = read(fields[name])[0]
-    return fields
+def claimed_job_maker(*given: str) -> Callable[..., ClaimedJob]:
+    """A function making the ClaimedJob of a checked row, with the attributes named in
+    `given` passed as keywords (what the claim itself changes, such as the attempt).
+
+    The function is made from the field list (one expression per attribute): a claim makes
+    one for every job it takes. Checked fields are taken as they are (decoded); the others
+    are read like a shown field, their default standing in for a value that is unreadable.
+    """
+    attributes = []
+    namespace: dict[str, object] = {"ClaimedJob": ClaimedJob}
+    for f in ROW_FIELDS:
+        if not f.has(Role.CLAIMED):
+            continue
+        value = f"row.{f.name}"
+        if f.name in given:
+            value = f.name
+        elif not f.has(Role.CHECKED):
+            namespace[f"{f.name}_if_null"], namespace[f"{f.name}_if_bad"] = _if_unreadable(f)
+            value = (
+                f"({_decoded(f, value)} if {_SHOWN_CHECKS[f.kind].format(v=value)} else "
+                f"{f.name}_if_null if {value} is None else {f.name}_if_bad)"
+            )
+        else:
+            value = _decoded(f, value)
+        attributes.append(f"{f.name}={value}")
+    source = (
+        f"def claimed_job(row, *, {', '.join(given)}):\n"
+        f"    return ClaimedJob({', '.join(attributes)})\n"
+    )
+    return cast("Callable[..., ClaimedJob]", _compiled(source, "claimed_job", namespace))
 
 
 def job_from_row(row: tuple[Any, ...]) -> Job:
