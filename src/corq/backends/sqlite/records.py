@@ -8,8 +8,10 @@ people (get_job, list_dead) are decoded field by field with defaults instead, so
 record still reads.
 
 Nothing here names a field of the record: rows are read by the names of the column lists
-in columns.py, and each field is checked and decoded by its kind (``KIND_CHECKS``), so a
-field added to the record is checked and shown like the others of its kind.
+in columns.py, and each field is checked and decoded by its kind (``KIND_CHECKS``,
+``KIND_DECODES``), so a field added to the record is checked, handed out and shown like
+the others of its kind. The per-row functions of the claim path are generated from the
+same expressions (see _compiled).
 
 Text that is not valid UTF-8 is decoded with replacement (see store.transaction), so such an
 id reads as a different string: it can never be named in a later call, so a claim or a
@@ -54,7 +56,10 @@ _NAMESPACE = {"COUNTER_MAX": COUNTER_MAX, "STATUSES": _STATUSES, "JobStatus": Jo
 
 
 def _compiled(source: str, name: str, names: dict[str, object] | None = None) -> Any:
-    """The function `name` that `source` (generated from the kinds above) defines."""
+    """The function `name` that `source` defines: Python generated from the field list and
+    the kinds above (as namedtuple and dataclasses generate theirs), because a claim runs
+    it for every job it takes, and a loop calling one function per field costs about three
+    times as much. Field names are identifiers (columns.py checks)."""
     namespace = {**_NAMESPACE, **(names or {})}
     exec(compile(source, f"<corq.backends.sqlite.records.{name}>", "exec"), namespace)
     return namespace[name]
@@ -162,10 +167,9 @@ def _decoded(f: JobField, value: str) -> str:
     return KIND_DECODES[f.kind].format(v=value) if f.kind in KIND_DECODES else value
 
 
-def _if_unreadable(f: JobField) -> tuple[object, object]:
-    """What `f` reads as when NULL, and when unreadable otherwise."""
-    unreadable = _UNREADABLE_AS.get(f.kind, f.default)
-    return (f.default if _absent_ok(f) else unreadable), unreadable
+def _unreadable(f: JobField) -> object:
+    """What `f` reads as when its value cannot be read."""
+    return _UNREADABLE_AS.get(f.kind, f.default)
 
 
 def _absent_ok(f: JobField) -> bool:
@@ -177,7 +181,7 @@ def _reader(f: JobField) -> Callable[[object], tuple[Any, bool]]:
     """Reads a value of `f` into (attribute, whether it was unreadable)."""
     ok = _check(_SHOWN_CHECKS[f.kind])
     decode: Callable[[object], Any] = _compiled(f"def d(v):\n    return {_decoded(f, 'v')}\n", "d")
-    absent_ok, unreadable = _absent_ok(f), _UNREADABLE_AS.get(f.kind, f.default)
+    absent_ok, unreadable = _absent_ok(f), _unreadable(f)
 
     def read(value: object) -> tuple[Any, bool]:
         if value is None and absent_ok:
@@ -200,6 +204,9 @@ def claimed_job_maker(*given: str) -> Callable[..., ClaimedJob]:
     one for every job it takes. Checked fields are taken as they are (decoded); the others
     are read like a shown field, their default standing in for a value that is unreadable.
     """
+    claimed = [f.name for f in ROW_FIELDS if f.has(Role.CLAIMED)]
+    if not set(given) <= set(claimed):
+        raise ValueError(f"not ClaimedJob attributes: {sorted(set(given) - set(claimed))}")
     attributes = []
     namespace: dict[str, object] = {"ClaimedJob": ClaimedJob}
     for f in ROW_FIELDS:
@@ -209,7 +216,8 @@ def claimed_job_maker(*given: str) -> Callable[..., ClaimedJob]:
         if f.name in given:
             value = f.name
         elif not f.has(Role.CHECKED):
-            namespace[f"{f.name}_if_null"], namespace[f"{f.name}_if_bad"] = _if_unreadable(f)
+            namespace[f"{f.name}_if_bad"] = _unreadable(f)
+            namespace[f"{f.name}_if_null"] = f.default if _absent_ok(f) else _unreadable(f)
             value = (
                 f"({_decoded(f, value)} if {_SHOWN_CHECKS[f.kind].format(v=value)} else "
                 f"{f.name}_if_null if {value} is None else {f.name}_if_bad)"
