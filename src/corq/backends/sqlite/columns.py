@@ -50,8 +50,9 @@ NEW_COLUMNS = _names(lambda f: f.has(Role.NEW))
 #: the key, the status (its lane), the seq, and the fence (it keeps counting, so no outcome
 #: of the old job can match the new one).
 _RENEWED_BY_HAND = frozenset({"queue", "id", "status", "seq", "fence"})
-#: Fields that statements checking a record in SQL match by value instead (``id = :id``,
-#: ``fence = :fence``): records.py checks them in Python.
+#: Fields left out of ``{readable}``: the statements that include it match them by value
+#: (outcomes ``id = :id AND fence = :fence``; a cancel needs no fence). records.py checks
+#: them in Python, before a claim or a reclaim.
 _MATCHED_BY_VALUE = frozenset({"id", "fence"})
 
 #: Per kind, the SQL condition a stored value must meet to be read (records.KIND_CHECKS
