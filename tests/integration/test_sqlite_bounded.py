@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from corq.backends.base import BATCH, Completion, NewJob, WorkerLease
-from corq.backends.sqlite import SqliteBackend, claims, leases, outcomes
+from corq.backends.sqlite import SqliteBackend, claims, outcomes, reclaim
 from corq.backends.sqlite.dead import DeadBounds
 from corq.backends.sqlite.store import Conn, connect, transaction
 from corq.backends.sqlite.thread import Tx
@@ -199,8 +199,8 @@ async def test_a_reclaim_of_many_jobs_is_stepwise_and_unregisters_first(
     later = T0 + LEASE_MS + 1
 
     # When the first step of a reclaim runs (one transaction)
-    def first_step(c: Conn) -> leases.ReclaimStep:
-        return leases.reclaim_step(c, "q", later, 3, DeadBounds(), first=True)
+    def first_step(c: Conn) -> reclaim.ReclaimStep:
+        return reclaim.reclaim_step(c, "q", later, 3, DeadBounds(), first=True)
 
     step = await backend._thread.run(first_step)
 

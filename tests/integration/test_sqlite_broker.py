@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 import sqlite3
 import sys
 import textwrap
@@ -21,6 +22,7 @@ import pytest
 from corq.backends import open_backend
 from corq.backends.base import Backend, Completion, NewJob, WorkerLease
 from corq.backends.sqlite import SqliteBackend
+from corq.backends.sqlite.sql import SCHEMA_VERSION, Q
 from corq.backends.sqlite.thread import Tx
 from corq.errors import BrokerDataError, BrokerError
 from corq.job import JobStatus
@@ -61,7 +63,7 @@ async def test_wal_full_sync_busy_timeout_and_schema_version(backend: SqliteBack
     assert await pragma(backend, "journal_mode") == "wal"
     assert await pragma(backend, "synchronous") == 2  # FULL: a commit survives power loss
     assert await pragma(backend, "busy_timeout") == 5000  # socket_timeout_s=5.0
-    assert await pragma(backend, "user_version") == 3
+    assert await pragma(backend, "user_version") == SCHEMA_VERSION
 
 
 async def test_synchronous_can_be_relaxed_in_the_url(db: Path) -> None:
@@ -136,6 +138,20 @@ async def test_results_expire_by_the_callers_clock(backend: SqliteBackend) -> No
     assert await backend.get_job("a") is None
     assert await backend.wait_for_job("a", "q", 1) is None
     assert await backend.enqueue_jobs([new_job("a", now_ms=T0 + 2_000)]) == [True]
+
+
+async def test_a_new_job_over_an_expired_record_starts_every_column_afresh(
+    backend: SqliteBackend, db: Path
+) -> None:
+    """The enqueue that reuses an expired record's id sets every column but the key once
+    (the SET list is built from the record's fields, see columns.py), so no column of the
+    old job lingers and no reserved column is set twice (SQLite keeps the last)."""
+    await backend.ping()
+    with sqlite3.connect(db) as conn:
+        table = [row[1] for row in conn.execute("PRAGMA table_info(jobs)")]
+    set_list = Q["job_insert"].split("DO UPDATE SET", 1)[1].rsplit("\nWHERE", 1)[0]
+    assigned = re.findall(r"(?:^|,)\s*(\w+) =", set_list)
+    assert sorted(assigned) == sorted(set(table) - {"queue", "id"})
 
 
 # -- the event loop -------------------------------------------------------------------

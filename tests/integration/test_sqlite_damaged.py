@@ -19,15 +19,10 @@ from pathlib import Path
 import pytest
 
 from corq.backends.base import BATCH, Completion, NewJob, WorkerLease, damaged_error
+from corq.backends.record import Kind
 from corq.backends.sqlite import SqliteBackend
-from corq.backends.sqlite.records import (
-    CHECKED_BY,
-    CHECKS,
-    JOB_COLUMNS,
-    Checked,
-    _looks_readable,
-    damage,
-)
+from corq.backends.sqlite.columns import CHECKED_COLUMNS, ROW_FIELDS, SHOWN_COLUMNS, SQL_CHECKS
+from corq.backends.sqlite.records import CHECKS, CHECKS_BY_KIND, Checked, damage, looks_readable
 from corq.backends.sqlite.sql import SCHEMA_VERSION, Q, schema
 from corq.backends.sqlite.store import connect
 from corq.backends.sqlite.url import parse_url
@@ -443,33 +438,30 @@ async def test_many_damaged_rows_cost_a_claim_one_batch_of_dead_letters(
 # -- one rule in SQL and in Python ------------------------------------------------------
 
 
-_CHECKED_COLUMNS = (
-    "rowid, id, task, payload, priority, seq, attempt, failures, deaths, fence,"
-    " enqueued_at_ms, run_at_ms, death_log, suspect"
-)
+_CHECKED_COLUMNS = ", ".join(CHECKED_COLUMNS)
 
 
 def _row(conn: sqlite3.Connection, job_id: str) -> Checked:
     found = conn.execute(f"SELECT {_CHECKED_COLUMNS} FROM jobs WHERE id = ?", (job_id,))
-    return Checked(*found.fetchone())
+    return Checked._make(found.fetchone())
 
 
 def _row_by_rowid(conn: sqlite3.Connection, rowid: int) -> Checked:
     found = conn.execute(f"SELECT {_CHECKED_COLUMNS} FROM jobs WHERE rowid = ?", (rowid,))
-    return Checked(*found.fetchone())
+    return Checked._make(found.fetchone())
 
 
 BAD_VALUES: list[object] = [None, "text", b"blob", 1.5, -1, 2**62, 2**63 - 1]
 
 
 def _checks_pass(row: Checked) -> bool:
-    return all(ok(value) for (_, ok), value in zip(CHECKS, row[1:], strict=True))
+    return all(ok(getattr(row, name)) for name, ok in CHECKS)
 
 
 def test_the_sql_readable_part_and_the_python_checks_agree(loose_db: Path) -> None:
-    """Outcomes check rows in SQL (the `readable` part of queries.sql), claims check them in
-    Python (records.CHECKS, written out for speed in _looks_readable): for every checked
-    field and damaging value, all three agree."""
+    """Outcomes check rows in SQL (`{readable}` in queries.sql), claims check them in
+    Python (records.CHECKS, and all at once in looks_readable): for every checked field and
+    damaging value, all three agree."""
     checked_in_sql = {name for name, _ in CHECKS} - {"id", "task", "fence"}
     with writer(loose_db) as conn:
         conn.execute(
@@ -484,7 +476,7 @@ def test_the_sql_readable_part_and_the_python_checks_agree(loose_db: Path) -> No
                 original = conn.execute(f"SELECT {name} FROM jobs WHERE id = 'a'").fetchone()[0]
                 conn.execute(f"UPDATE jobs SET {name} = ? WHERE rowid = 1", (value,))
                 row = _row_by_rowid(conn, 1)
-                assert _looks_readable(row) == _checks_pass(row), (name, value)
+                assert looks_readable(row) == _checks_pass(row), (name, value)
                 conn.execute(f"UPDATE jobs SET {name} = ? WHERE rowid = 1", (original,))
         for name in sorted(checked_in_sql):
             for value in BAD_VALUES:
@@ -495,8 +487,46 @@ def test_the_sql_readable_part_and_the_python_checks_agree(loose_db: Path) -> No
                 row = _row(conn, "a")
                 in_python = damage(conn, row) is None
                 assert in_sql == in_python == _checks_pass(row), (name, value, stored)
-                assert _looks_readable(row) == in_python, (name, value, stored)
+                assert looks_readable(row) == in_python, (name, value, stored)
                 conn.execute(f"UPDATE jobs SET {name} = ? WHERE id = 'a'", (original,))
+
+
+KIND_VALUES: list[object] = [
+    *BAD_VALUES,
+    "",
+    "queued",
+    "dead",
+    b"",
+    0,
+    1,
+    2,
+    0.0,
+    float("inf"),
+    -(2**63),
+    "a b",
+]
+
+
+@pytest.mark.parametrize("kind", list(Kind))
+def test_each_kind_is_checked_alike_in_sql_and_in_python(kind: Kind) -> None:
+    """Every kind, used by a checked field today or not, has the same check in SQL
+    (columns.SQL_CHECKS) and in Python (records.KIND_CHECKS), for any value stored in a
+    column of the type the kind's fields declare (the SQL checks lean on its affinity: an
+    INTEGER column keeps no whole REAL, it stores it as an integer)."""
+    declared = next(f.sql.split()[0] for f in ROW_FIELDS if f.kind is kind)
+    conn = sqlite3.connect(":memory:")
+    try:
+        conn.execute(f"CREATE TABLE t (v {declared})")
+        in_sql = f"SELECT {SQL_CHECKS[kind].format(c='v')} IS 1 FROM t"
+        in_python = CHECKS_BY_KIND[kind]
+        for value in KIND_VALUES:
+            conn.execute("DELETE FROM t")
+            conn.execute("INSERT INTO t VALUES (?)", (value,))
+            (stored,) = conn.execute("SELECT v FROM t").fetchone()
+            (ok,) = conn.execute(in_sql).fetchone()
+            assert bool(ok) == in_python(stored), (kind, value)
+    finally:
+        conn.close()
 
 
 def _readable_part() -> str:
@@ -505,9 +535,16 @@ def _readable_part() -> str:
     return where.strip()
 
 
+#: The statements whose rows are read as records.Checked (reclaiming_held adds two columns).
+CHECKED_BY = (
+    "claim_pick", "delayed_due", "delayed_unreadable", "held_list", "held_by_rowid",
+    "reclaiming_held",
+)  # fmt: skip
+
+
 def test_every_statement_that_acts_on_jobs_selects_the_checked_columns(db: Path) -> None:
-    """Rows are unpacked by position into Checked (and JOB_COLUMNS for reads): the column
-    names each statement returns must be those, in that order."""
+    """Rows are read by the names of CHECKED_COLUMNS (and SHOWN_COLUMNS for reads): the
+    column names each statement returns must be those, in that order."""
     conn = connect(parse_url(f"sqlite:///{db}"), 5_000)
     try:
         params = {"queue": "q", "worker": "w", "limit": 1, "after": 0, "rowid": 1, "suspect": 0,
@@ -515,21 +552,17 @@ def test_every_statement_that_acts_on_jobs_selects_the_checked_columns(db: Path)
         for name in CHECKED_BY:
             described = [d[0] for d in conn.execute(Q[name], params).description]
             plain = [column.split(".")[-1] for column in described]
-            extra = ["worker_id", "departed"] if name == "reclaiming_held" else []
-            assert plain == [*Checked._fields, *extra], name
+            extra = ["holder", "departed"] if name == "reclaiming_held" else []
+            assert plain == [*CHECKED_COLUMNS, *extra], name
         for name in ("job_get", "job_get_any_queue", "dead_list"):
             described = [d[0] for d in conn.execute(Q[name], params).description]
-            assert described == list(JOB_COLUMNS), name
+            assert described == list(SHOWN_COLUMNS), name
     finally:
         conn.close()
 
 
-JOB_TABLE_COLUMNS = [
-    "id", "task", "status", "payload", "priority", "seq", "attempt", "failures", "deaths",
-    "enqueued_at_ms", "run_at_ms", "started_at_ms", "finished_at_ms", "worker_id", "fence",
-    "result", "error", "traceback", "death_log", "expires_at_ms", "suspect", "isolated",
-    "progress",
-]  # fmt: skip
+#: Every column of a job row but its queue (part of the key, and of every lookup).
+JOB_TABLE_COLUMNS = [*(f.name for f in ROW_FIELDS if f.name != "queue"), "expires_at_ms"]
 ANY_VALUES: list[object] = [None, "", "text", b"\xff", 1.5, -1, 2**63 - 1, -(2**63), "9" * 5_000]
 
 

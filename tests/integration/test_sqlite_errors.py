@@ -25,6 +25,7 @@ from corq.backends.base import (
     WorkerLease,
 )
 from corq.backends.sqlite import SqliteBackend
+from corq.backends.sqlite.sql import SCHEMA_VERSION
 from corq.backends.sqlite.thread import broker_error
 from corq.errors import BrokerDataError, BrokerError, CorqError, EnqueueError
 from corq.job import JobStatus
@@ -154,7 +155,7 @@ async def test_enqueue_refuses_what_no_broker_stores_before_writing(
 async def test_a_newer_schema_is_refused_at_once_on_every_call(tmp_path: Path) -> None:
     path = tmp_path / "corq.db"
     conn = sqlite3.connect(path)
-    conn.execute("PRAGMA user_version = 4")
+    conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION + 1}")
     conn.close()
     b = SqliteBackend(f"sqlite:///{path}")
     try:

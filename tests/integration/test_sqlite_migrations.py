@@ -8,6 +8,7 @@ moves on. A file this corq cannot use (newer, or half migrated) is refused at on
 from __future__ import annotations
 
 import asyncio
+import re
 import sqlite3
 import time
 from collections.abc import Iterator
@@ -18,6 +19,7 @@ import pytest
 
 from corq.backends.base import Completion, NewJob, Reclaimed, WorkerLease
 from corq.backends.sqlite import SqliteBackend
+from corq.backends.sqlite.columns import ROW_FIELDS
 from corq.backends.sqlite.sql import SCHEMA_VERSION
 from corq.errors import BrokerDataError
 from corq.job import JobStatus
@@ -267,3 +269,38 @@ async def test_a_file_marked_current_without_the_current_schema_is_refused(
         assert time.monotonic() - started < 2
     finally:
         await b.close()
+
+
+_DECLARED = re.compile(r"(?P<type>\w+)(?P<not_null> NOT NULL)?(?: DEFAULT (?P<default>.+))?")
+
+
+def _declared(sql: str) -> tuple[str, bool, str | None]:
+    """(type, NOT NULL, default) of a column declaration as record.py writes it."""
+    match = _DECLARED.fullmatch(sql)
+    assert match is not None, sql
+    return match["type"], match["not_null"] is not None, match["default"]
+
+
+@pytest.mark.parametrize("ddl", [None, SCHEMA_V1, SCHEMA_V2], ids=["new", "v1", "v2"])
+async def test_the_jobs_table_holds_every_field_of_the_record_as_declared(
+    tmp_path: Path, ddl: str | None
+) -> None:
+    """A field added to the job record (record.JOB_FIELDS) needs a column: schema.sql for
+    new files and a migration for older ones. Whichever way a file came to the current
+    version, each field has its column, of the declared type, NOT NULL and default."""
+    path = tmp_path / "corq.db"
+    if ddl is not None:
+        old_file(path, ddl)
+    b = SqliteBackend(f"sqlite:///{path}")
+    try:
+        await b.ping()
+    finally:
+        await b.close()
+    with look(path) as conn:
+        table = {
+            name: (kind, bool(not_null), default)
+            for _, name, kind, not_null, default, _ in conn.execute("PRAGMA table_info(jobs)")
+        }
+    for field in ROW_FIELDS:
+        assert field.name in table, f"jobs has no column {field.name}: add a migration"
+        assert table[field.name] == _declared(field.sql), field.name

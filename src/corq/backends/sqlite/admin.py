@@ -1,4 +1,4 @@
-"""Operator transactions: the queue registry, counts, and the dead letters."""
+"""The Admin port: the queue registry, counts, and the dead letters."""
 
 from __future__ import annotations
 

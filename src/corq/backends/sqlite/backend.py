@@ -29,7 +29,7 @@ from corq.backends.base import (
     Release,
     WorkerLease,
 )
-from corq.backends.sqlite import admin, claims, leases, outcomes, producer
+from corq.backends.sqlite import admin, claims, leases, outcomes, producer, reclaim
 from corq.backends.sqlite.dead import DeadBounds
 from corq.backends.sqlite.store import Conn
 from corq.backends.sqlite.thread import ConnectionThread, Tx
@@ -109,7 +109,7 @@ class SqliteBackend:
     def __repr__(self) -> str:
         return f"SqliteBackend({self._target.database!r})"
 
-    # -- producer side -------------------------------------------------------------
+    # -- JobStore (producer.py) ------------------------------------------------------
     async def enqueue_jobs(self, jobs: Sequence[NewJob]) -> list[bool]:
         for job in jobs:
             check_new_job(job)
@@ -134,7 +134,7 @@ class SqliteBackend:
             partial(producer.cancel_job, job_id=job_id, queue=queue, now_ms=now_ms)
         )
 
-    # -- worker side ---------------------------------------------------------------
+    # -- WorkerRegistry (leases.py) --------------------------------------------------
     async def register_worker(self, lease: WorkerLease, now_ms: int | None) -> None:
         await self._thread.run(partial(leases.register_worker, lease=lease, now_ms=now_ms))
 
@@ -151,6 +151,7 @@ class SqliteBackend:
     async def heartbeat(self, lease: WorkerLease, now_ms: int | None) -> list[QueueName]:
         return await self._thread.run(partial(leases.heartbeat, lease=lease, now_ms=now_ms))
 
+    # -- Claims (claims.py, outcomes.py, reclaim.py) ---------------------------------
     async def claim_jobs(
         self,
         queue: QueueName,
@@ -297,12 +298,12 @@ class SqliteBackend:
     async def reclaim_stalled_jobs(
         self, queue: QueueName, now_ms: int | None, max_deaths: int, *, ended_only: bool = False
     ) -> list[Reclaimed]:
-        """In steps of at most BATCH jobs, one transaction each (see leases.py)."""
+        """In steps of at most BATCH jobs, one transaction each (see reclaim.py)."""
         reclaimed: list[Reclaimed] = []
         first = True
         while True:
             step = partial(
-                leases.reclaim_step,
+                reclaim.reclaim_step,
                 queue=queue,
                 now_ms=now_ms,
                 max_deaths=max_deaths,
@@ -316,7 +317,7 @@ class SqliteBackend:
                 return reclaimed
             first, now_ms = False, done.now_ms
 
-    # -- operators -------------------------------------------------------------------
+    # -- Admin (admin.py) ------------------------------------------------------------
     async def list_queues(self) -> list[QueueName]:
         return await self._thread.run(admin.list_queues, Tx.READ)
 

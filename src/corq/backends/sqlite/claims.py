@@ -1,4 +1,4 @@
-"""Worker-side transactions that take jobs: promote, claim, and what a holder holds.
+"""The Claims port's taking of jobs: promote, claim, progress, and what a holder holds.
 
 Every row is checked before it is acted on (records.py): a damaged one goes to the dead
 letters inside the same transaction and the claim goes on with the next, so one bad row
@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 from corq.backends.base import BATCH, ClaimBatch, ClaimedJob, HeldJob, damaged_error
 from corq.backends.sqlite.dead import DeadBounds, bury, trim
-from corq.backends.sqlite.records import Checked, damage, task_name
+from corq.backends.sqlite.records import Checked, checked_rows, claimed_job_maker, damage
 from corq.backends.sqlite.sql import Q
 from corq.backends.sqlite.store import (
     Conn,
@@ -47,8 +47,9 @@ def promote(conn: Conn, queue: QueueName, now_ms: int, bounds: DeadBounds) -> Pr
     due, damaged, next_due, ended = _walk_due(conn, queue, now_ms)
     if next_due is not None:
         # The walk stopped before the text and blob run times, which sort last.
-        unreadable = conn.execute(Q["delayed_unreadable"], {"queue": queue, "limit": BATCH})
-        damaged += [(row[0], damage(conn, Checked(*row))) for row in unreadable.fetchall()]
+        params = {"queue": queue, "limit": BATCH}
+        unreadable = checked_rows(conn.execute(Q["delayed_unreadable"], params).fetchall())
+        damaged += [(row.rowid, damage(conn, row)) for row in unreadable]
     if due:
         base = take_numbers(conn, len(due))
         conn.execute(Q["delayed_promote"], {"rowids": _json_ints(due), "base": base})
@@ -69,8 +70,7 @@ def _walk_due(
     damaged: list[tuple[int, str | None]] = []
     cursor = conn.execute(Q["delayed_due"], {"queue": queue, "limit": BATCH})
     try:
-        for found in cursor:
-            row = Checked(*found)
+        for row in map(Checked._make, cursor):
             if type(row.run_at_ms) is int and row.run_at_ms > now_ms:
                 return due, damaged, row.run_at_ms, False
             error = damage(conn, row)
@@ -162,7 +162,7 @@ def _take(
     while len(taken) < want:
         asked = want - len(taken)
         pick = {"queue": ask.queue, "suspect": int(suspect), "count": asked}
-        rows = [Checked(*row) for row in conn.execute(Q["claim_pick"], pick)]
+        rows = checked_rows(conn.execute(Q["claim_pick"], pick))
         good: list[Checked] = []
         for row in rows:
             error = damage(conn, row)
@@ -174,7 +174,7 @@ def _take(
             take = {"rowids": _json_ints([row.rowid for row in good]), "worker": ask.worker_id,
                     "now": now_ms, "isolated": int(suspect)}  # fmt: skip
             conn.execute(Q["claim_take"], take)
-            taken += [_claimed(row, ask.queue, suspect) for row in good]
+            taken += [_claimed(row) for row in good]
         if len(good) < len(rows):
             trim(conn, [ask.queue], now_ms, bounds)
         if len(rows) < asked:
@@ -192,21 +192,12 @@ def _bury_strays(conn: Conn, queue: QueueName, now_ms: int, bounds: DeadBounds) 
         trim(conn, [queue], now_ms, bounds)
 
 
-def _claimed(row: Checked, queue: QueueName, suspect: bool) -> ClaimedJob:
-    return ClaimedJob(
-        id=row.id,
-        task=task_name(row.task),
-        queue=queue,
-        payload=row.payload,
-        attempt=row.attempt + 1,
-        failures=row.failures,
-        deaths=row.deaths,
-        fence=row.fence + 1,
-        enqueued_at_ms=row.enqueued_at_ms,
-        run_at_ms=row.run_at_ms,
-        priority=row.priority,
-        suspect=suspect,
-    )
+_claimed_job = claimed_job_maker("attempt", "fence")
+
+
+def _claimed(row: Checked) -> ClaimedJob:
+    """The job as claim_take left it: this attempt and this claim counted."""
+    return _claimed_job(row, attempt=row.attempt + 1, fence=row.fence + 1)
 
 
 def ready_probe(conn: Conn, queue: QueueName) -> tuple[bool, int, int | None]:
@@ -238,7 +229,7 @@ class HeldPage:
 def held_page(conn: Conn, queue: QueueName, worker_id: WorkerId, after: int) -> HeldPage:
     """At most BATCH held jobs after rowid `after` (a read: writers are not held up)."""
     params = {"queue": queue, "worker": worker_id, "after": after, "limit": BATCH}
-    rows = [Checked(*row) for row in conn.execute(Q["held_list"], params)]
+    rows = checked_rows(conn.execute(Q["held_list"], params))
     held: list[HeldJob] = []
     damaged: list[int] = []
     for row in rows:
@@ -259,7 +250,7 @@ def bury_held(
     for rowid in rowids:
         params = {"queue": queue, "worker": worker_id, "rowid": rowid}
         row = conn.execute(Q["held_by_rowid"], params).fetchone()
-        error = None if row is None else damage(conn, Checked(*row))
+        error = None if row is None else damage(conn, Checked._make(row))
         if error is not None:
             bury(conn, rowid, error, now)
     trim(conn, [queue], now, bounds)

@@ -1,4 +1,4 @@
-"""The fenced outcomes of held jobs: complete, fail, release.
+"""The Claims port's fenced outcomes of held jobs: complete, fail, release.
 
 Fencing lives in the WHERE clauses of queries.sql: an outcome only matches a row that is
 still running, held by this holder, under this fence; a stale or foreign outcome matches

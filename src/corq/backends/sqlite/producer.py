@@ -1,10 +1,11 @@
-"""Producer-side transactions: enqueue, read, cancel. Each function is one transaction body."""
+"""The JobStore port: enqueue, read, cancel. Each function is one transaction body."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 
 from corq.backends.base import CANCELLED_TTL_MS, NewJob
+from corq.backends.sqlite.columns import NEW_COLUMNS
 from corq.backends.sqlite.records import job_from_row
 from corq.backends.sqlite.sql import Q
 from corq.backends.sqlite.store import Conn, advance_clock, read_clock, take_numbers
@@ -30,21 +31,11 @@ def enqueue_jobs(conn: Conn, jobs: Sequence[NewJob]) -> list[bool]:
     created = []
     for offset, job in enumerate(jobs, start=1):
         delayed = job.run_at_ms > job.enqueued_at_ms
-        cursor = conn.execute(
-            Q["job_insert"],
-            {
-                "queue": job.queue,
-                "id": job.id,
-                "task": job.task,
-                "status": JobStatus.SCHEDULED if delayed else JobStatus.QUEUED,
-                "payload": job.payload,
-                "priority": job.priority,
-                "seq": base + offset,
-                "enqueued_at_ms": job.enqueued_at_ms,
-                "run_at_ms": job.run_at_ms,
-                "clock": clock,
-            },
-        )
+        params = {name: getattr(job, name) for name in NEW_COLUMNS}  # {new_values}
+        params["status"] = JobStatus.SCHEDULED if delayed else JobStatus.QUEUED
+        params["seq"] = base + offset
+        params["clock"] = clock
+        cursor = conn.execute(Q["job_insert"], params)
         created.append(cursor.rowcount == 1)
     return created
 

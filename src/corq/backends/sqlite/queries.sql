@@ -1,5 +1,15 @@
 -- Every statement the SQLite broker runs. Each one sits under a `-- name: <name>` header
 -- followed by a one-line purpose; corq.backends.sqlite.sql loads them by name.
+-- No statement lists the job record's columns: each names a list that the loader expands
+-- from the record's field list (corq/backends/record.py, by way of columns.py):
+--   {checked_columns}  rowid, every field checked before a claim, a promotion or a reclaim
+--                      acts on a row, and what a claim hands out (records.Checked)
+--   {shown_columns}    what a Job shows, with the checked fields (records.job_from_row)
+--   {new_columns}      what a NewJob brings; {new_values} the same as :parameters
+--   {renewed}          the SET list that makes an expired record a new job's (job_insert)
+--   {readable}         the row's checked fields hold what they must (records.KIND_CHECKS
+--                      says the same in Python: a test keeps the two in step)
+-- A list takes a table alias as `{j.checked_columns}`.
 -- Lanes (see schema.sql): ready = 'queued' AND suspect = 0, suspects = 'queued' AND
 -- suspect = 1, delayed = 'scheduled' | 'failed', held = 'running', dead letters = 'dead'.
 -- A suspect keeps its flag through every lane (delayed, held, released), so wherever it
@@ -12,24 +22,7 @@
 -- checked ones; a fenced outcome that adds to a stored counter checks its type in its own
 -- WHERE clause. So no write can fail, or store NULL, because of what a row held.
 -- 4611686018427387903 (2**62 - 1) is the largest counter (seq, attempt, fence, ...) taken
--- as readable: it can still grow without leaving 64 bits (records._COUNTER_MAX).
-
--- ---------------------------------------------------------------- shared parts
-
--- part: readable
--- The row's fields an outcome, a claim or a reclaim relies on have the types they must
--- have (records.CHECKS says the same for rows read into Python: a test keeps the two in
--- step). Comparisons, not typeof(), keep it to about a microsecond: a blob sorts after
--- all text, text after all numbers, and CAST(x AS INTEGER) equals x only for an integer.
-payload >= x''
-AND priority = CAST(priority AS INTEGER) AND seq = CAST(seq AS INTEGER)
-AND attempt BETWEEN 0 AND 4611686018427387903 AND attempt = CAST(attempt AS INTEGER)
-AND failures BETWEEN 0 AND 4611686018427387903 AND failures = CAST(failures AS INTEGER)
-AND deaths BETWEEN 0 AND 4611686018427387903 AND deaths = CAST(deaths AS INTEGER)
-AND enqueued_at_ms = CAST(enqueued_at_ms AS INTEGER)
-AND run_at_ms = CAST(run_at_ms AS INTEGER)
-AND death_log >= '' AND death_log < x''
-AND suspect IN (0, 1)
+-- as readable: it can still grow without leaving 64 bits (columns.COUNTER_MAX).
 
 -- ---------------------------------------------------------------- migrations
 
@@ -143,38 +136,24 @@ DELETE FROM queues WHERE name = CAST(:raw AS TEXT);
 -- Store a new job in the ready or delayed lane. An existing id is left alone (no row
 -- changed) unless its record has expired by :clock: an expired record is gone, so the id
 -- starts a new job (the fence keeps counting, so no outcome of the old one can match).
-INSERT INTO jobs (
-    queue, id, task, status, payload, priority, seq, enqueued_at_ms, run_at_ms
-) VALUES (
-    :queue, :id, :task, :status, :payload, :priority, :seq, :enqueued_at_ms, :run_at_ms
-)
+INSERT INTO jobs ({new_columns}, status, seq) VALUES ({new_values}, :status, :seq)
 ON CONFLICT (queue, id) DO UPDATE SET
-    task = excluded.task, status = excluded.status, payload = excluded.payload,
-    priority = excluded.priority, seq = excluded.seq, attempt = 0, failures = 0,
-    deaths = 0, enqueued_at_ms = excluded.enqueued_at_ms, run_at_ms = excluded.run_at_ms,
-    started_at_ms = NULL, finished_at_ms = NULL, worker_id = NULL,
+    {renewed}, status = excluded.status, seq = excluded.seq,
     fence = CASE WHEN typeof(jobs.fence) = 'integer'
                   AND jobs.fence BETWEEN 0 AND 4611686018427387903
-                 THEN jobs.fence ELSE 0 END,
-    result = NULL, error = NULL, traceback = NULL, death_log = '', expires_at_ms = NULL,
-    pending_deps = 0, schedule_tick_id = NULL, fairness_key = NULL, suspect = 0,
-    isolated = 0, progress = NULL
+                 THEN jobs.fence ELSE 0 END
 WHERE typeof(jobs.expires_at_ms) = 'integer' AND jobs.expires_at_ms <= :clock;
 
 -- name: job_get
 -- One job record of a queue, unless it has expired.
-SELECT id, task, queue, status, payload, priority, attempt, failures, deaths, enqueued_at_ms,
-       run_at_ms, started_at_ms, finished_at_ms, worker_id, result, error, traceback,
-       progress, death_log, fence, seq, suspect
+SELECT {shown_columns}
 FROM jobs
 WHERE queue = :queue AND id = :id
   AND NOT (typeof(expires_at_ms) = 'integer' AND expires_at_ms <= :clock);
 
 -- name: job_get_any_queue
 -- One job record by id in whichever queue holds it (first queue by name), unless expired.
-SELECT id, task, queue, status, payload, priority, attempt, failures, deaths, enqueued_at_ms,
-       run_at_ms, started_at_ms, finished_at_ms, worker_id, result, error, traceback,
-       progress, death_log, fence, seq, suspect
+SELECT {shown_columns}
 FROM jobs
 WHERE id = :id AND NOT (typeof(expires_at_ms) = 'integer' AND expires_at_ms <= :clock)
 ORDER BY queue LIMIT 1;
@@ -186,8 +165,7 @@ ORDER BY queue LIMIT 1;
 UPDATE jobs SET status = 'cancelled', finished_at_ms = :now, expires_at_ms = :expires_at_ms
 WHERE queue = :queue AND id = :id AND status IN ('scheduled', 'waiting', 'queued', 'failed')
   AND
-  -- @include readable
-;
+  {readable};
 
 -- ---------------------------------------------------------------- worker leases
 
@@ -230,8 +208,7 @@ SELECT count(*) FROM jobs WHERE queue = :queue AND status = 'running' AND worker
 -- name: held_list
 -- At most :limit jobs a holder holds in a queue after rowid :after, in rowid order (the
 -- order of the held index), with what a claim checks (see claim_pick).
-SELECT rowid, id, task, payload, priority, seq, attempt, failures, deaths, fence,
-       enqueued_at_ms, run_at_ms, death_log, suspect
+SELECT {checked_columns}
 FROM jobs
 WHERE queue = :queue AND status = 'running' AND worker_id = :worker AND rowid > :after
 ORDER BY rowid
@@ -239,8 +216,7 @@ LIMIT :limit;
 
 -- name: held_by_rowid
 -- One job if the holder still holds it, with what a claim checks (see claim_pick).
-SELECT rowid, id, task, payload, priority, seq, attempt, failures, deaths, fence,
-       enqueued_at_ms, run_at_ms, death_log, suspect
+SELECT {checked_columns}
 FROM jobs
 WHERE rowid = :rowid AND queue = :queue AND status = 'running' AND worker_id = :worker;
 
@@ -292,9 +268,7 @@ WHERE id IS NOT NULL
 -- At most :limit jobs still held by holders being reclaimed in a queue, with what a claim
 -- checks (see claim_pick), and the holder's departed flag. CROSS JOIN keeps reclaiming
 -- the outer loop, so the live holders' jobs are never walked.
-SELECT j.rowid, j.id, j.task, j.payload, j.priority, j.seq, j.attempt, j.failures,
-       j.deaths, j.fence, j.enqueued_at_ms, j.run_at_ms, j.death_log, j.suspect,
-       j.worker_id, r.departed
+SELECT {j.checked_columns}, j.worker_id AS holder, r.departed
 FROM reclaiming AS r
 CROSS JOIN jobs AS j
     ON j.queue = r.queue AND j.status = 'running' AND j.worker_id = r.worker_id
@@ -350,8 +324,7 @@ WHERE rowid = :rowid;
 -- The delayed jobs of a queue in due order (run_at_ms, then seq: FIFO among jobs due at
 -- the same time), walked lazily by the caller up to the first one not due yet, with what
 -- a claim checks (see claim_pick). A NULL run time sorts first, so it is met on the way.
-SELECT rowid, id, task, payload, priority, seq, attempt, failures, deaths, fence,
-       enqueued_at_ms, run_at_ms, death_log, suspect
+SELECT {checked_columns}
 FROM jobs
 WHERE queue = :queue AND status IN ('scheduled', 'failed')
 ORDER BY run_at_ms, seq
@@ -360,8 +333,7 @@ LIMIT :limit;
 -- name: delayed_unreadable
 -- At most :limit delayed jobs of a queue whose run time is text or a blob (they sort after
 -- every number, so a walk in due order stops before them), with what a claim checks.
-SELECT rowid, id, task, payload, priority, seq, attempt, failures, deaths, fence,
-       enqueued_at_ms, run_at_ms, death_log, suspect
+SELECT {checked_columns}
 FROM jobs
 WHERE queue = :queue AND status IN ('scheduled', 'failed') AND run_at_ms >= ''
 LIMIT :limit;
@@ -393,8 +365,7 @@ SELECT count(*) FROM jobs WHERE queue = :queue AND status = 'queued' AND suspect
 -- name: claim_pick
 -- The first :count jobs of a lane (:suspect 0: ready, 1: suspects) in claim order
 -- (priority, then FIFO), with every field a claim checks before it takes one.
-SELECT rowid, id, task, payload, priority, seq, attempt, failures, deaths, fence,
-       enqueued_at_ms, run_at_ms, death_log, suspect
+SELECT {checked_columns}
 FROM jobs
 WHERE queue = :queue AND status = 'queued' AND suspect = :suspect
 ORDER BY priority DESC, seq
@@ -431,8 +402,7 @@ SET status = 'succeeded', result = :result, finished_at_ms = :finished_at_ms,
     expires_at_ms = :expires_at_ms
 WHERE queue = :queue AND id = :id AND status = 'running' AND worker_id = :worker
   AND fence = :fence AND
-  -- @include readable
-;
+  {readable};
 
 -- name: job_fail_retry
 -- Record a failed attempt (:failed 1: it counts; :died 1: its process died, a death
@@ -445,8 +415,7 @@ SET status = 'failed', run_at_ms = :retry_at_ms, failures = failures + :failed,
     error = nullif(:error, ''), traceback = nullif(:traceback, '')
 WHERE queue = :queue AND id = :id AND status = 'running' AND worker_id = :worker
   AND fence = :fence AND
-  -- @include readable
-;
+  {readable};
 
 -- name: job_fail_dead
 -- Record a failed attempt with no retry left (counted as job_fail_retry counts it): the
@@ -458,8 +427,7 @@ SET status = 'dead', finished_at_ms = :finished_at_ms, failures = failures + :fa
     error = nullif(:error, ''), traceback = nullif(:traceback, ''), expires_at_ms = NULL
 WHERE queue = :queue AND id = :id AND status = 'running' AND worker_id = :worker
   AND fence = :fence AND
-  -- @include readable
-;
+  {readable};
 
 -- name: job_release
 -- Give a held job back to the head of its lane (seq kept), held by nobody: an unstarted
@@ -473,8 +441,7 @@ SET status = 'queued', worker_id = NULL, attempt = max(0, attempt - :unstarted),
     suspect = max(suspect, :suspect)
 WHERE queue = :queue AND id = :id AND status = 'running' AND worker_id = :worker
   AND fence = :fence AND
-  -- @include readable
-;
+  {readable};
 
 -- name: job_set_progress
 -- Record the progress of the attempt the holder holds under this fence (refused when the
@@ -482,8 +449,7 @@ WHERE queue = :queue AND id = :id AND status = 'running' AND worker_id = :worker
 UPDATE jobs SET progress = :progress
 WHERE queue = :queue AND id = :id AND status = 'running' AND worker_id = :worker
   AND fence = :fence AND
-  -- @include readable
-;
+  {readable};
 
 -- ---------------------------------------------------------------- damaged records
 
@@ -514,9 +480,7 @@ SELECT
 
 -- name: dead_list
 -- A page of dead letters, newest first.
-SELECT id, task, queue, status, payload, priority, attempt, failures, deaths, enqueued_at_ms,
-       run_at_ms, started_at_ms, finished_at_ms, worker_id, result, error, traceback,
-       progress, death_log, fence, seq, suspect
+SELECT {shown_columns}
 FROM jobs
 WHERE queue = :queue AND status = 'dead'
 ORDER BY finished_at_ms DESC, id DESC

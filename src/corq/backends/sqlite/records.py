@@ -7,6 +7,12 @@ transaction acts on is checked here first; a row that fails goes to the dead let
 people (get_job, list_dead) are decoded field by field with defaults instead, so a damaged
 record still reads.
 
+Nothing here names a field of the record: rows are read by the names of the column lists
+in columns.py, and each field is checked and decoded by its kind (``KIND_CHECKS``,
+``KIND_DECODES``), so a field added to the record is checked, handed out and shown like
+the others of its kind. The per-row functions of the claim path are generated from the
+same expressions (see _compiled).
+
 Text that is not valid UTF-8 is decoded with replacement (see store.transaction), so such an
 id reads as a different string: it can never be named in a later call, so a claim or a
 reclaim treats it as damaged too (``id_round_trips``).
@@ -14,126 +20,119 @@ reclaim treats it as damaged too (``id_round_trips``).
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from typing import Any, NamedTuple
+from collections import namedtuple
+from collections.abc import Callable, Iterable
+from typing import Any, cast
 
 from corq.backends.base import damaged_error
+from corq.backends.record import SHOWN_FIELDS, ClaimedJob, JobField, Kind, Role
+from corq.backends.sqlite.columns import CHECKED_COLUMNS, COUNTER_MAX, ROW_FIELDS, SHOWN_COLUMNS
 from corq.backends.sqlite.sql import Q
 from corq.backends.sqlite.store import Conn
 from corq.job import Job, JobStatus
 
-#: Largest value a counter may hold and still be incremented without leaving 64 bits.
-_COUNTER_MAX = 2**62 - 1
 #: Longest rendering of an unreadable value in an error.
 _SHOWN_CHARS = 60
+_STATUSES = frozenset(status.value for status in JobStatus)
+
+#: Per kind, what a value `{v}` must be for a claim, an outcome or a reclaim to act on the
+#: row (a Python expression, so the per-field checks and the fast check of whole rows are
+#: made from the same text; columns.py says the same in SQL, and a test keeps the two in
+#: step). A checked text must not be empty: an empty id names no job.
+KIND_CHECKS: dict[Kind, str] = {
+    Kind.TEXT: "type({v}) is str and {v} != ''",
+    Kind.BYTES: "type({v}) is bytes",
+    Kind.INT: "type({v}) is int",
+    Kind.COUNT: "type({v}) is int and 0 <= {v} <= COUNTER_MAX",
+    Kind.NUMBER: "(type({v}) is int or type({v}) is float)",
+    Kind.FLAG: "type({v}) is int and ({v} == 0 or {v} == 1)",
+    Kind.STATUS: "type({v}) is str and {v} in STATUSES",
+    Kind.WORDS: "type({v}) is str",
+}
+#: What a value of a field shown to people must be to be read as it is (else the field's
+#: default, and the error names it): a checked field's check, any text for TEXT.
+_SHOWN_CHECKS = {**KIND_CHECKS, Kind.TEXT: "type({v}) is str"}
+_NAMESPACE = {"COUNTER_MAX": COUNTER_MAX, "STATUSES": _STATUSES, "JobStatus": JobStatus}
 
 
-class Checked(NamedTuple):
-    """A job row as the statements that act on jobs select it (CHECKED_BY; a test checks
-    that each one names these columns in this order)."""
-
-    rowid: int
-    id: Any
-    task: Any
-    payload: Any
-    priority: Any
-    seq: Any
-    attempt: Any
-    failures: Any
-    deaths: Any
-    fence: Any
-    enqueued_at_ms: Any
-    run_at_ms: Any
-    death_log: Any
-    suspect: Any
+def _compiled(source: str, name: str, names: dict[str, object] | None = None) -> Any:
+    """The function `name` that `source` defines: Python generated from the field list and
+    the kinds above (as namedtuple and dataclasses generate theirs), because a claim runs
+    it for every job it takes, and a loop calling one function per field costs about three
+    times as much. Field names are identifiers (columns.py checks)."""
+    namespace = {**_NAMESPACE, **(names or {})}
+    exec(compile(source, f"<corq.backends.sqlite.records.{name}>", "exec"), namespace)
+    return namespace[name]
 
 
-#: The statements of queries.sql whose rows are Checked (reclaiming_held adds two columns).
-CHECKED_BY = (
-    "claim_pick", "delayed_due", "delayed_unreadable", "held_list", "held_by_rowid",
-    "reclaiming_held",
-)  # fmt: skip
+def _check(template: str) -> Callable[[object], bool]:
+    check: Callable[[object], bool] = _compiled(
+        f"def check(v):\n    return {template.format(v='v')}\n", "check"
+    )
+    return check
 
 
-def _is_int(value: object) -> bool:
-    return type(value) is int
+# -- rows read by name -----------------------------------------------------------------
 
 
-def _is_counter(value: object) -> bool:
-    return type(value) is int and 0 <= value <= _COUNTER_MAX
+def row_class(name: str, columns: Iterable[str]) -> Any:
+    """A tuple class with one attribute per column, so a row is read by column name (as
+    fast as by position). (The field list is built, so mypy cannot type it.)"""
+    return namedtuple(name, tuple(columns))
 
 
-def _any(value: object) -> bool:
-    return True
+class Checked(row_class("CheckedRow", CHECKED_COLUMNS)):  # type: ignore[misc]
+    """A job row as the statements that act on jobs select it (``{checked_columns}``)."""
+
+    __slots__ = ()
 
 
-#: What each checked field must be for a claim, an outcome or a reclaim to act on the row,
-#: in the order of Checked's fields after rowid. (The task is not checked: a job with no
-#: task name is handed out as "" and the worker dead-letters it, as on Redis.)
-CHECKS: tuple[tuple[str, Callable[[object], bool]], ...] = (
-    ("id", lambda v: type(v) is str and v != ""),
-    ("task", _any),
-    ("payload", lambda v: type(v) is bytes),
-    ("priority", _is_int),
-    ("seq", _is_int),
-    ("attempt", _is_counter),
-    ("failures", _is_counter),
-    ("deaths", _is_counter),
-    ("fence", _is_counter),
-    ("enqueued_at_ms", _is_int),
-    ("run_at_ms", _is_int),
-    ("death_log", lambda v: type(v) is str),
-    ("suspect", lambda v: type(v) is int and v in (0, 1)),
-)
+def checked_rows(rows: Iterable[tuple[Any, ...]]) -> list[Checked]:
+    """The rows of a statement that selects ``{checked_columns}``."""
+    return list(map(Checked._make, rows))
 
 
-def damage(conn: Conn, row: Checked) -> str | None:
-    """None when the row can be acted on, else the dead-letter error naming what is wrong.
+#: The fields checked before a row is acted on (the SQLite ordering key seq included).
+_CHECKED = tuple(f for f in ROW_FIELDS if f.has(Role.CHECKED))
+#: KIND_CHECKS as functions.
+CHECKS_BY_KIND = {kind: _check(template) for kind, template in KIND_CHECKS.items()}
+#: Per checked field, what its value must be (in column order, as errors name them).
+CHECKS = tuple((f.name, CHECKS_BY_KIND[f.kind]) for f in _CHECKED)
+
+
+def _fast_check_source() -> str:
+    """One function checking every field of a row at once: a claim checks every row it
+    takes, and one expression costs a third of a call per field."""
+    lines = [f"    {f.name}_ = row.{f.name}" for f in _CHECKED]
+    terms = [KIND_CHECKS[f.kind].format(v=f"{f.name}_") for f in _CHECKED]
+    return "def looks_readable(row):\n" + "\n".join(lines) + "\n    return " + " and ".join(terms)
+
+
+#: True when every check of CHECKS passes (any row with the checked columns).
+looks_readable: Callable[[Any], bool] = _compiled(_fast_check_source(), "looks_readable")
+
+
+def damage(conn: Conn, row: Any) -> str | None:
+    """None when the row (a Checked one, or any with its columns) can be acted on, else the
+    dead-letter error naming what is wrong.
 
     The common case costs one pass of type checks (well under a microsecond); a row whose
     id holds U+FFFD (the replacement of bytes that are not UTF-8) is looked up once more to
     tell the two apart.
     """
-    if _looks_readable(row):
-        if "\ufffd" in row.id and not _id_round_trips(conn, row):
-            return damaged_error("id is not valid UTF-8")
-        return None
-    bad = [
-        f"{name}={shown(value)}"
-        for (name, ok), value in zip(CHECKS, row[1:], strict=True)
-        if not ok(value)
-    ]
-    return damaged_error(", ".join(bad)) if bad else None
+    if not looks_readable(row):
+        bad = [
+            f"{name}={shown(getattr(row, name))}"
+            for name, ok in CHECKS
+            if not ok(getattr(row, name))
+        ]
+        return damaged_error(", ".join(bad))
+    if "\ufffd" in row.id and not _id_round_trips(conn, row):
+        return damaged_error("id is not valid UTF-8")
+    return None
 
 
-def _looks_readable(row: Checked) -> bool:
-    """CHECKS written out for speed (a claim checks every row it takes); a test keeps the
-    two in step."""
-    (_, id_, _, payload, priority, seq, attempt, failures, deaths, fence, enqueued_at_ms,
-     run_at_ms, death_log, suspect) = row  # fmt: skip
-    return (
-        type(id_) is str
-        and id_ != ""
-        and type(payload) is bytes
-        and type(priority) is int
-        and type(seq) is int
-        and type(attempt) is int
-        and type(failures) is int
-        and type(deaths) is int
-        and type(fence) is int
-        and type(enqueued_at_ms) is int
-        and type(run_at_ms) is int
-        and type(death_log) is str
-        and type(suspect) is int
-        and (suspect == 0 or suspect == 1)
-        and 0 <= attempt <= _COUNTER_MAX
-        and 0 <= failures <= _COUNTER_MAX
-        and 0 <= deaths <= _COUNTER_MAX
-        and 0 <= fence <= _COUNTER_MAX
-    )
-
-
-def _id_round_trips(conn: Conn, row: Checked) -> bool:
+def _id_round_trips(conn: Conn, row: Any) -> bool:
     (same,) = conn.execute(Q["id_round_trips"], {"id": row.id, "rowid": row.rowid}).fetchone()
     return bool(same)
 
@@ -146,75 +145,103 @@ def shown(value: object) -> str:
     return text if len(text) <= _SHOWN_CHARS else text[: _SHOWN_CHARS - 1] + "…"
 
 
-def task_name(value: object) -> str:
-    """The task of a claimed row: "" when there is none (the worker dead-letters it)."""
-    return value if type(value) is str else ""
+# -- decoding ----------------------------------------------------------------------------
 
-
-# -- decoding for people ---------------------------------------------------------------
-
-#: The column list of job_get, job_get_any_queue and dead_list: Job's fields, then the
-#: columns only checked (so a record a claim would refuse also reads as damaged).
-JOB_COLUMNS = (
-    "id", "task", "queue", "status", "payload", "priority", "attempt", "failures", "deaths",
-    "enqueued_at_ms", "run_at_ms", "started_at_ms", "finished_at_ms", "worker_id", "result",
-    "error", "traceback", "progress", "death_log", "fence", "seq", "suspect",
-)  # fmt: skip
-_CHECK_ONLY = ("fence", "seq", "suspect")
-_STATUSES = frozenset(status.value for status in JobStatus)
-
-
-def _optional(ok: Callable[[object], bool]) -> Callable[[object], bool]:
-    return lambda value: value is None or ok(value)
-
-
-def _is_text(value: object) -> bool:
-    return type(value) is str
-
-
-def _is_number(value: object) -> bool:
-    return type(value) is int or type(value) is float
-
-
-#: How each field shown in a Job is read: (must hold, else this default). Fields a claim
-#: checks follow CHECKS; the others may also be NULL.
-_READ: dict[str, tuple[Callable[[object], bool], Any]] = {
-    **{name: (ok, 0) for name, ok in CHECKS if name not in ("id", "task")},
-    "id": (_is_text, ""),
-    "task": (_optional(_is_text), ""),
-    "queue": (_is_text, ""),
-    "status": (lambda v: v in _STATUSES and type(v) is str, JobStatus.DEAD),  # as on Redis
-    "payload": (dict(CHECKS)["payload"], b""),
-    "death_log": (_is_text, ""),
-    "started_at_ms": (_optional(_is_int), None),
-    "finished_at_ms": (_optional(_is_int), None),
-    "worker_id": (_optional(_is_text), None),
-    "result": (_optional(lambda v: type(v) is bytes), None),
-    "error": (_optional(_is_text), None),
-    "traceback": (_optional(_is_text), None),
-    "progress": (_optional(_is_number), None),
+#: Fields whose absence (NULL) is no damage: a job with no task name is handed out and
+#: read with "" (the worker dead-letters it with an unknown-task error), as on Redis.
+_ABSENT_IS_EMPTY = frozenset({"task"})
+#: Per kind, how a readable value `{v}` becomes the attribute (others are kept as read).
+KIND_DECODES: dict[Kind, str] = {
+    Kind.NUMBER: "float({v})",
+    Kind.FLAG: "bool({v})",
+    Kind.STATUS: "JobStatus({v})",
+    Kind.WORDS: "tuple({v}.split())",  # space separated, as on Redis
 }
+#: What an unreadable value of a kind reads as, when not the field's default: an unknown
+#: status reads as dead, as on Redis.
+_UNREADABLE_AS: dict[Kind, object] = {Kind.STATUS: JobStatus.DEAD}
+
+
+def _decoded(f: JobField, value: str) -> str:
+    """The expression of `f`'s attribute, given the expression of its readable value."""
+    return KIND_DECODES[f.kind].format(v=value) if f.kind in KIND_DECODES else value
+
+
+def _unreadable(f: JobField) -> object:
+    """What `f` reads as when its value cannot be read."""
+    return _UNREADABLE_AS.get(f.kind, f.default)
+
+
+def _absent_ok(f: JobField) -> bool:
+    """Whether NULL is no damage for `f` (it reads as its default)."""
+    return f.default is None or f.name in _ABSENT_IS_EMPTY
+
+
+def _reader(f: JobField) -> Callable[[object], tuple[Any, bool]]:
+    """Reads a value of `f` into (attribute, whether it was unreadable)."""
+    ok = _check(_SHOWN_CHECKS[f.kind])
+    decode: Callable[[object], Any] = _compiled(f"def d(v):\n    return {_decoded(f, 'v')}\n", "d")
+    absent_ok, unreadable = _absent_ok(f), _unreadable(f)
+
+    def read(value: object) -> tuple[Any, bool]:
+        if value is None and absent_ok:
+            return f.default, False
+        if ok(value):
+            return decode(value), False
+        return unreadable, True
+
+    return read
+
+
+_READERS = {f.name: _reader(f) for f in ROW_FIELDS}
+
+
+def claimed_job_maker(*given: str) -> Callable[..., ClaimedJob]:
+    """A function making the ClaimedJob of a checked row, with the attributes named in
+    `given` passed as keywords (what the claim itself changes, such as the attempt).
+
+    The function is made from the field list (one expression per attribute): a claim makes
+    one for every job it takes. Checked fields are taken as they are (decoded); the others
+    are read like a shown field, their default standing in for a value that is unreadable.
+    """
+    claimed = [f.name for f in ROW_FIELDS if f.has(Role.CLAIMED)]
+    if not set(given) <= set(claimed):
+        raise ValueError(f"not ClaimedJob attributes: {sorted(set(given) - set(claimed))}")
+    attributes = []
+    namespace: dict[str, object] = {"ClaimedJob": ClaimedJob}
+    for f in ROW_FIELDS:
+        if not f.has(Role.CLAIMED):
+            continue
+        value = f"row.{f.name}"
+        if f.name in given:
+            value = f.name
+        elif not f.has(Role.CHECKED):
+            namespace[f"{f.name}_if_bad"] = _unreadable(f)
+            namespace[f"{f.name}_if_null"] = f.default if _absent_ok(f) else _unreadable(f)
+            value = (
+                f"({_decoded(f, value)} if {_SHOWN_CHECKS[f.kind].format(v=value)} else "
+                f"{f.name}_if_null if {value} is None else {f.name}_if_bad)"
+            )
+        else:
+            value = _decoded(f, value)
+        attributes.append(f"{f.name}={value}")
+    source = (
+        f"def claimed_job(row, *, {', '.join(given)}):\n"
+        f"    return ClaimedJob({', '.join(attributes)})\n"
+    )
+    return cast("Callable[..., ClaimedJob]", _compiled(source, "claimed_job", namespace))
 
 
 def job_from_row(row: tuple[Any, ...]) -> Job:
-    """A Job from a row of JOB_COLUMNS; unreadable fields take their defaults and the
-    error names them (``damaged job record: ...``), so a damaged record still reads."""
+    """A Job from a row of ``{shown_columns}``; unreadable fields take their defaults and
+    the error names them (``damaged job record: ...``), so a damaged record still reads."""
     fields: dict[str, Any] = {}
     bad: list[str] = []
-    for name, value in zip(JOB_COLUMNS, row, strict=True):
-        ok, default = _READ[name]
-        if ok(value):
-            fields[name] = value
-        else:
-            fields[name] = default
+    for name, value in zip(SHOWN_COLUMNS, row, strict=True):
+        fields[name], unreadable = _READERS[name](value)
+        if unreadable:
             bad.append(f"{name}={shown(value)}")
-    for name in _CHECK_ONLY:
-        del fields[name]
-    fields["status"] = JobStatus(fields["status"])
-    fields["task"] = fields["task"] or ""
-    if fields["progress"] is not None:
-        fields["progress"] = float(fields["progress"])
-    fields["death_log"] = tuple(fields["death_log"].split())  # space separated, as on Redis
+    job = {name: fields[name] for name in SHOWN_FIELDS}
     if bad:
-        fields["error"] = damaged_error(", ".join(bad))
-    return Job(**fields)
+        job["error"] = damaged_error(", ".join(bad))
+    return Job(**job)

@@ -1,9 +1,8 @@
 """The SQL text of the SQLite broker, read once from the package's .sql files.
 
 Keeping the statements in files (rather than Python strings) lets them be read, diffed and
-EXPLAINed as SQL; the loader splits ``queries.sql`` on its ``-- name: <name>`` headers, and
-replaces each line ``-- @include <part>`` of a statement by the text of the ``-- part:
-<part>`` of that name (a condition several statements share, written once).
+EXPLAINed as SQL; the loader splits ``queries.sql`` on its ``-- name: <name>`` headers and
+expands each ``{placeholder}`` (the job record's column lists and checks, see columns.py).
 """
 
 from __future__ import annotations
@@ -13,11 +12,12 @@ import sqlite3
 from functools import cache
 from importlib import resources
 
+from corq.backends.sqlite.columns import expand
+
 #: The schema version this code writes (``PRAGMA user_version``).
 SCHEMA_VERSION = 3
 
-_HEADER = re.compile(r"^-- (name|part): (\w+)\s*$", re.MULTILINE)
-_INCLUDE = re.compile(r"^\s*-- @include (\w+)\s*$", re.MULTILINE)
+_HEADER = re.compile(r"^-- name: (\w+)\s*$", re.MULTILINE)
 
 
 def _read(name: str) -> str:
@@ -71,25 +71,16 @@ def _code(text: str) -> str:
 
 @cache
 def queries() -> dict[str, str]:
-    """Every named statement, its parts included, without its comment lines or trailing
-    semicolon."""
+    """Every named statement, its placeholders expanded, without its comment lines or
+    trailing semicolon."""
     pieces = _HEADER.split(_read("queries.sql"))
     named: dict[str, str] = {}
-    included: dict[str, str] = {}
-    for kind, name, body in zip(pieces[1::3], pieces[2::3], pieces[3::3], strict=True):
-        target = named if kind == "name" else included
-        text = _code(_INCLUDE.sub(lambda m: _part(included, m[1]), body)).strip().rstrip(";")
-        if name in target or not text:
-            raise RuntimeError(f"queries.sql: {kind} {name!r} is duplicated or empty")
-        target[name] = text
+    for name, body in zip(pieces[1::2], pieces[2::2], strict=True):
+        text = expand(_code(body).strip().rstrip(";"))
+        if name in named or not text:
+            raise RuntimeError(f"queries.sql: statement {name!r} is duplicated or empty")
+        named[name] = text
     return named
-
-
-def _part(parts: dict[str, str], name: str) -> str:
-    """The text an include line stands for (a part must come before its first use)."""
-    if name not in parts:
-        raise RuntimeError(f"queries.sql: @include {name}: no such part above it")
-    return f"({parts[name]})"
 
 
 #: name -> statement; a misspelt name fails with KeyError on the first call that uses it.
