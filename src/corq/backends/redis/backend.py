@@ -8,8 +8,8 @@ as :class:`~corq.errors.BrokerError` (an outage) or :class:`~corq.errors.BrokerD
 (a refusal), so nothing above this package imports redis.
 
 The broker is composed of one class per role, each in its own file (see ``context.py``):
-producer.py (the JobStore port), claims.py and outcomes.py (Claims), leases.py
-(WorkerRegistry, and the reclaim of passed leases), admin.py (Admin).
+producer.py (the JobStore port), claims.py, outcomes.py and reclaim.py (Claims), leases.py
+(WorkerRegistry), admin.py (Admin): the same role files as the SQLite broker.
 """
 
 from __future__ import annotations
@@ -21,9 +21,12 @@ from corq.backends.redis.connections import broker_errors
 from corq.backends.redis.leases import RedisLeases
 from corq.backends.redis.outcomes import RedisOutcomes
 from corq.backends.redis.producer import RedisJobStore
+from corq.backends.redis.reclaim import RedisReclaim
 
 
-class RedisBackend(RedisJobStore, RedisClaims, RedisOutcomes, RedisLeases, RedisAdmin):
+class RedisBackend(
+    RedisJobStore, RedisClaims, RedisOutcomes, RedisReclaim, RedisLeases, RedisAdmin
+):
     """Broker on Redis (standalone, or Cluster-safe key layout; see ``keys.py``).
 
     `dead_max` and `dead_ttl_ms` bound each queue's dead letters (0: unbounded). A `now_ms`

@@ -1,16 +1,15 @@
-"""Holder registrations, heartbeats, departures (the WorkerRegistry port), and taking jobs
-back from holders whose lease passed (``reclaim_stalled_jobs``, of the Claims port)."""
+"""Holder registrations, heartbeats and departures: the WorkerRegistry port."""
 
 from __future__ import annotations
 
-from corq.backends.base import HOLDER_SEPARATOR, Reclaimed, WorkerLease, backstop_deaths
+from corq.backends.base import HOLDER_SEPARATOR, WorkerLease
 from corq.backends.redis.connections import broker_errors
 from corq.backends.redis.context import RedisContext
 from corq.types import QueueName
 
 
 class RedisLeases(RedisContext):
-    """Leases of holders on queues, and what happens when one passes."""
+    """Leases of holders on queues."""
 
     async def register_worker(self, lease: WorkerLease, now_ms: int | None) -> None:
         calls = [
@@ -54,30 +53,3 @@ class RedisLeases(RedisContext):
         with broker_errors("heartbeat"):
             renewed = await self._scripts.run_all(calls)
         return [q for q, ok in zip(lease.queues, renewed, strict=True) if not ok]
-
-    async def reclaim_stalled_jobs(
-        self, queue: QueueName, now_ms: int | None, max_deaths: int, *, ended_only: bool = False
-    ) -> list[Reclaimed]:
-        call = self._scripts.reclaim_stalled_jobs(
-            self._q(queue),
-            now_ms=now_ms,
-            max_deaths=max_deaths,
-            backstop=backstop_deaths(max_deaths),
-            ended_only=ended_only,
-        )
-        reclaimed: list[Reclaimed] = []
-        with broker_errors("reclaim_stalled_jobs"):
-            while True:  # one bounded script call at a time, so Redis is never blocked long
-                step = await self._scripts.run(call)
-                reclaimed += [
-                    Reclaimed(
-                        job_id=job.job_id,
-                        queue=queue,
-                        worker_id=job.holder,
-                        dead=job.dead,
-                        released=job.released,
-                    )
-                    for job in step.jobs
-                ]
-                if step.done:
-                    return reclaimed
