@@ -20,7 +20,7 @@ The parts, each a module of its own:
 - `reconcile`: gives back what the broker says this worker holds but it does not run;
 - `heartbeat`: renews the lease from a thread of its own and watches the loop.
 
-If any of the loops dies, the worker stops.
+`parts` puts them together. If any of the loops dies, the worker stops.
 """
 
 from __future__ import annotations
@@ -33,7 +33,6 @@ import re
 import socket
 import uuid
 from collections.abc import Coroutine, Sequence
-from dataclasses import dataclass
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
@@ -42,19 +41,13 @@ from corq.backends.base import WorkerLease
 from corq.errors import BrokerDataError, BrokerError, ConfigError
 from corq.task import check_queue_name
 from corq.types import QueueName
-from corq.worker.fetch import Admission, Fetcher
-from corq.worker.heartbeat import Heartbeat
-from corq.worker.jobs import Jobs
-from corq.worker.leases import Leases, new_holder
+from corq.worker.leases import Leases
 from corq.worker.observer import JobCounts, Observers, WorkerObserver
-from corq.worker.promoter import Promoter
-from corq.worker.reclaim import Reclaimer
-from corq.worker.reconcile import Reconciler
+from corq.worker.parts import Parts, build_parts
 from corq.worker.registry import Registry
 
 if TYPE_CHECKING:
     from corq.app import App
-    from corq.backends.base import Backend
 
 log = logging.getLogger(__name__)
 
@@ -84,19 +77,6 @@ def _check_grace(grace_s: object) -> float:
     if not isinstance(grace_s, int | float) or not 0 <= grace_s < float("inf"):
         raise ConfigError(f"grace_s must be a non-negative number of seconds, got {grace_s!r}")
     return float(grace_s)
-
-
-@dataclass(slots=True)
-class _Parts:
-    """What a started worker is made of (built on its event loop, with its connection)."""
-
-    backend: Backend
-    leases: Leases
-    admission: Admission
-    jobs: Jobs
-    promoter: Promoter
-    reclaimer: Reclaimer
-    heartbeat: Heartbeat | None = None
 
 
 class Worker:
@@ -135,7 +115,7 @@ class Worker:
         self.abandoned_threads = 0
         self.registry = Registry()
         self._observers = Observers([self.counts, *observers])
-        self._parts: _Parts | None = None
+        self._parts: Parts | None = None
         self._main: asyncio.Task[None] | None = None
         self._serving = asyncio.Event()
         self._stop = asyncio.Event()
@@ -253,37 +233,17 @@ class Worker:
         finally:
             await self._close(parts)
 
-    def _build(self) -> _Parts:
-        settings = self.app.settings
-        backend = self.app.new_client().backend
-        lease = WorkerLease(
+    def _build(self) -> Parts:
+        return build_parts(
+            self.app,
+            self.registry,
+            self._observers,
             worker_id=self.worker_id,
-            queues=tuple(self.queues),
-            lease_ms=round(settings.lease_s * 1000),
-            holders={q: new_holder(self.worker_id) for q in self.queues},
-        )
-        leases = Leases(backend, self.app.clock, self.registry, lease, fixed_id=self._fixed_id)
-        admission = Admission(
-            self.queues,
+            queues=self.queues,
             concurrency=self.concurrency,
-            sandboxes=settings.sandboxes,
             burst=self.burst,
-        )
-        return _Parts(
-            backend=backend,
-            leases=leases,
-            admission=admission,
-            jobs=Jobs(self.app, backend, self.registry, admission, self._observers),
-            promoter=Promoter(backend, self.app.clock),
-            reclaimer=Reclaimer(
-                backend,
-                self.app.clock,
-                leases,
-                self.queues,
-                interval_s=settings.reclaim_s,
-                max_deaths=settings.max_deaths,
-                result_ttl_s=settings.result_ttl_s,
-            ),
+            fixed_id=self._fixed_id,
+            burst_done=self.request_stop,
         )
 
     async def _until_stopped(self, step: Coroutine[Any, Any, None]) -> bool:
@@ -303,7 +263,7 @@ class Worker:
         work.result()
         return True
 
-    async def _join(self, parts: _Parts) -> None:
+    async def _join(self, parts: Parts) -> None:
         """Join every queue (retrying outages) and take back at once the jobs of leases
         that were ended (a supervised predecessor that died)."""
         backoff = Backoff("register")
@@ -316,44 +276,18 @@ class Worker:
             except BrokerError as exc:
                 await backoff.wait(exc)
 
-    async def _serve(self, parts: _Parts) -> None:
-        settings = self.app.settings
-        heartbeat = parts.heartbeat = Heartbeat(
-            parts.backend.clone(),
-            lambda: parts.leases.lease,
-            self.app.clock,
-            interval_s=settings.heartbeat_s,
-            lag_warn_s=settings.loop_lag_warn_s,
-            max_stall_s=settings.max_stall_s,
-            on_lost=parts.leases.lost_from_thread,
-            registry=self.registry,
-        )
-        heartbeat.start()
-        fetcher = Fetcher(
-            parts.backend,
-            self.app.clock,
-            parts.admission,
-            parts.leases,
-            start=parts.jobs.start,
-            note_due=parts.promoter.note_due,
-            burst_done=self.request_stop,
-        )
-        reconciler = Reconciler(
-            parts.backend,
-            self.app.clock,
-            self.registry,
-            parts.leases,
-            parts.admission.lock,
-            interval_s=settings.reconcile_s,
-        )
-        loops = [asyncio.create_task(fetcher.run(q), name=f"corq-fetch-{q}") for q in self.queues]
+    async def _serve(self, parts: Parts) -> None:
+        parts.heartbeat.start()
+        loops = [
+            asyncio.create_task(parts.fetcher.run(q), name=f"corq-fetch-{q}") for q in self.queues
+        ]
         loops += [
             asyncio.create_task(c, name=n)
             for n, c in (
                 ("corq-promote", parts.promoter.run()),
                 ("corq-reclaim", parts.reclaimer.run()),
-                ("corq-reconcile", reconciler.run()),
-                ("corq-tick", heartbeat.ticker()),
+                ("corq-reconcile", parts.reconciler.run()),
+                ("corq-tick", parts.heartbeat.ticker()),
             )
         ]
         writer = asyncio.create_task(parts.jobs.write(), name="corq-write")
@@ -387,11 +321,10 @@ class Worker:
         return None
 
     async def _shutdown(
-        self, parts: _Parts, loops: list[asyncio.Task[None]], writer: asyncio.Task[None]
+        self, parts: Parts, loops: list[asyncio.Task[None]], writer: asyncio.Task[None]
     ) -> None:
         """Stop fetching, stop the jobs, flush their outcomes (bounded)."""
-        if parts.heartbeat is not None:
-            parts.heartbeat.quiet()  # the ticker stops now: that is no stall
+        parts.heartbeat.quiet()  # the ticker stops now: that is no stall
         try:
             for task in loops:
                 task.cancel()
@@ -410,11 +343,10 @@ class Worker:
             writer.cancel()
             await asyncio.wait([writer])
 
-    async def _close(self, parts: _Parts) -> None:
+    async def _close(self, parts: Parts) -> None:
         parts.leases.cancel_pending()
-        if parts.heartbeat is not None:
-            parts.heartbeat.tick()
-            await asyncio.to_thread(parts.heartbeat.stop)
+        parts.heartbeat.tick()
+        await asyncio.to_thread(parts.heartbeat.stop)
         self.abandoned_threads = await parts.jobs.close()
         if not self._immediate:
             try:
