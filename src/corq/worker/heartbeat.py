@@ -36,7 +36,11 @@ TICK_EVERY_S = 0.02
 
 
 class Heartbeat:
-    """Renews one worker's lease every `interval_s`; reports lost queues to the worker."""
+    """Renews one worker's lease every `interval_s`; reports lost queues to the worker.
+
+    Its thread talks to the broker over a connection of its own, cloned from `backend` when
+    it starts.
+    """
 
     def __init__(
         self,
@@ -72,6 +76,7 @@ class Heartbeat:
         self._gave_up = False
 
     def start(self) -> None:
+        self.backend = self.backend.clone()
         self._thread.start()
 
     def stop(self) -> None:

@@ -20,7 +20,7 @@ When each hook runs:
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from corq.backends.base import ClaimedJob, Completion, Failure, Release
@@ -92,29 +92,47 @@ class Observers:
         self._observers = tuple(observers)
         self._reported: set[tuple[int, str]] = set()
 
+    # One loop per hook, no closures: these run for every job.
     def started(self, job: ClaimedJob) -> None:
-        self._each("job_started", lambda o: o.job_started(job))
+        for observer in self._observers:
+            try:
+                observer.job_started(job)
+            except Exception:
+                self._failed(observer, "job_started")
 
     def recorded(self, job: ClaimedJob, outcome: Completion | Failure | Release) -> None:
         """The broker recorded `outcome`: the hook of its kind."""
         if isinstance(outcome, Completion):
-            self._each("job_succeeded", lambda o: o.job_succeeded(job, outcome))
+            for observer in self._observers:
+                try:
+                    observer.job_succeeded(job, outcome)
+                except Exception:
+                    self._failed(observer, "job_succeeded")
         elif isinstance(outcome, Release):
-            self._each("job_released", lambda o: o.job_released(job, outcome))
+            for observer in self._observers:
+                try:
+                    observer.job_released(job, outcome)
+                except Exception:
+                    self._failed(observer, "job_released")
         elif outcome.retry_at_ms is not None:
-            self._each("job_retried", lambda o: o.job_retried(job, outcome))
+            for observer in self._observers:
+                try:
+                    observer.job_retried(job, outcome)
+                except Exception:
+                    self._failed(observer, "job_retried")
         else:
-            self._each("job_dead", lambda o: o.job_dead(job, outcome))
+            for observer in self._observers:
+                try:
+                    observer.job_dead(job, outcome)
+                except Exception:
+                    self._failed(observer, "job_dead")
 
     def lost(self, job: ClaimedJob) -> None:
-        self._each("job_lost", lambda o: o.job_lost(job))
-
-    def _each(self, hook: str, call: Callable[[WorkerObserver], None]) -> None:
         for observer in self._observers:
             try:
-                call(observer)
+                observer.job_lost(job)
             except Exception:
-                self._failed(observer, hook)
+                self._failed(observer, "job_lost")
 
     def _failed(self, observer: WorkerObserver, hook: str) -> None:
         key = (id(observer), hook)

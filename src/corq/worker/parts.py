@@ -90,7 +90,7 @@ def build_parts(
         backend, clock, registry, leases, admission.lock, interval_s=settings.reconcile_s
     )
     heartbeat = Heartbeat(
-        backend.clone(),
+        backend,
         lambda: leases.lease,
         clock,
         interval_s=settings.heartbeat_s,

@@ -6,8 +6,8 @@ worker holds. A job the broker lists and this registry does not know is held wit
 run, and is given back.
 
 Every part that stops a job goes through `Registry.cancel` with a `CancelReason`, so the
-runner learns why from the job itself. The registry also knows which asyncio task runs
-which job: the heartbeat thread asks it which job the loop is stepping when the loop stalls.
+runner learns why from the job itself. Each entry knows the asyncio task running it: the
+heartbeat thread asks which job the task the loop is stepping runs, when the loop stalls.
 """
 
 from __future__ import annotations
@@ -67,8 +67,6 @@ class Registry:
     """Jobs by (queue, id); a job id is unique only within its queue."""
 
     _jobs: dict[Key, Running] = field(default_factory=dict)
-    #: The job each live asyncio task runs (read from the heartbeat thread: one dict get).
-    _by_task: dict[asyncio.Task[None], Running] = field(default_factory=dict)
 
     def __len__(self) -> int:
         return len(self._jobs)
@@ -77,10 +75,8 @@ class Registry:
         return iter(list(self._jobs.values()))
 
     def add(self, running: Running) -> None:
-        """Hold a job from its claim on; its task (if set) is indexed too."""
+        """Hold a job from its claim on."""
         self._jobs[running.key] = running
-        if running.task is not None:
-            self._by_task[running.task] = running
 
     def get(self, queue: QueueName, job_id: JobId) -> Running | None:
         return self._jobs.get((queue, job_id))
@@ -88,9 +84,7 @@ class Registry:
     def finished(self, running: Running) -> None:
         """Its task ended (an outcome is on its way to the writer, or there is none)."""
         running.finished = True
-        if running.task is not None:
-            self._by_task.pop(running.task, None)
-            running.task = None  # let it be freed now, not when the outcome is written
+        running.task = None  # let it be freed now, not when the outcome is written
 
     def remove(self, queue: QueueName, job_id: JobId, fence: int) -> Running | None:
         """Forget a job once its outcome for this claim (fence) is settled; the job forgotten."""
@@ -113,8 +107,18 @@ class Registry:
         }
 
     def running_in(self, task: asyncio.Task[Any] | None) -> Running | None:
-        """The job an asyncio task runs, if it runs one (safe from another thread)."""
-        return None if task is None else self._by_task.get(task)
+        """The job an asyncio task runs, if it runs one.
+
+        Safe from another thread: copying the values is one step under the GIL, and only a
+        stall asks (a scan then costs nothing a job would notice; an index would cost every
+        job a dict entry).
+        """
+        if task is None:
+            return None
+        for running in list(self._jobs.values()):
+            if running.task is task:
+                return running
+        return None
 
     @staticmethod
     def cancel(running: Running, reason: CancelReason) -> None:
