@@ -33,21 +33,13 @@ async def run_worker(
     grace_s: float = 5.0,
     **kwargs: Any,
 ) -> AsyncIterator[Worker]:
-    """Run a worker in this event loop for the duration of the block, then stop it cleanly."""
+    """Run a worker in this event loop for the duration of the block, then stop it cleanly
+    (see `worker.counts` for what its jobs did)."""
     worker = Worker(
         app, queues=queues or _all_queues(app), concurrency=concurrency, grace_s=grace_s, **kwargs
     )
-    task = asyncio.create_task(worker.run())
-    started = asyncio.create_task(worker.started.wait())
-    await asyncio.wait([task, started], return_when=asyncio.FIRST_COMPLETED)
-    if task.done():
-        started.cancel()
-        task.result()
-    try:
+    async with worker:
         yield worker
-    finally:
-        worker.request_stop()
-        await task
 
 
 async def drain(
@@ -57,7 +49,8 @@ async def drain(
     concurrency: int | None = None,
     timeout: float = 30.0,
 ) -> Worker:
-    """Run a burst worker until the queues are empty and nothing runs; returns it (see counts)."""
+    """Run a burst worker until the queues are empty and nothing runs; returns it (see
+    `worker.counts`)."""
     worker = Worker(
         app, queues=queues or _all_queues(app), concurrency=concurrency, burst=True, grace_s=0
     )

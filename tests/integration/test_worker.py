@@ -66,7 +66,7 @@ async def test_thousand_sleeping_jobs_at_concurrency_100(app: corq.App) -> None:
     worker = await drain(app, concurrency=100, timeout=30)
     elapsed = time.monotonic() - started
     # Then all succeed in about 1 s (10 waves), well under 10 s
-    assert worker.counts["succeeded"] == 1000
+    assert worker.counts.succeeded == 1000
     assert elapsed < 5, elapsed
     assert await handles[-1].status() == corq.JobStatus.SUCCEEDED
 
@@ -287,7 +287,7 @@ async def test_blocking_task_is_named_in_the_log_and_keeps_its_lease(
         async with run_worker(app) as worker:
             job = await hog.enqueue()
             assert await job.result(timeout=10) == "done"
-            assert worker.counts["rejected"] == 0
+            assert worker.counts.lost == 0
     messages = [r.getMessage() for r in caplog.records]
     assert any("event loop was blocked" in m and "task 'hog'" in m for m in messages), messages
     assert not any("lease lost" in m for m in messages)
@@ -309,7 +309,7 @@ async def test_graceful_stop_requeues_jobs_still_running_after_grace(app: corq.A
         record = await handle.info()
         assert record.status == corq.JobStatus.QUEUED
         assert record.attempt == 1
-    assert worker.counts["released"] == 5
+    assert worker.counts.released == 5
 
 
 async def _until(predicate, timeout: float = 5.0) -> None:

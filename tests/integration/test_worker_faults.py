@@ -257,7 +257,7 @@ async def test_a_worker_starting_after_an_outage_does_not_take_live_workers_jobs
             # silent) does it take the job back
             clock.advance(app.settings.lease_s + 1)
             await _until(lambda: _status(handle, corq.JobStatus.SUCCEEDED), what="reclaim")
-            assert worker.counts["succeeded"] == 1
+            assert worker.counts.succeeded == 1
         assert held.id == handle.id
     finally:
         await other.close()
@@ -303,12 +303,17 @@ def _worker_on_a_thread(app: corq.App) -> Iterator[corq.Worker]:
     """A worker with an event loop of its own, so a task blocking the test's loop does not
     block it too."""
     worker = corq.Worker(app, concurrency=1)
+    started = threading.Event()
     done = threading.Event()
+    loops: list[asyncio.AbstractEventLoop] = []
 
     def main() -> None:
         async def go() -> None:
+            loops.append(asyncio.get_running_loop())
             try:
-                await worker.run()
+                async with worker:
+                    started.set()
+                    await worker.wait()
             finally:
                 await app.aclose_loop_only()
 
@@ -318,16 +323,14 @@ def _worker_on_a_thread(app: corq.App) -> Iterator[corq.Worker]:
     thread = threading.Thread(target=main, name="test-worker", daemon=True)
     thread.start()
     deadline = time.monotonic() + 15
-    while not worker.started.is_set():  # set from the worker's own loop
+    while not started.is_set():
         assert time.monotonic() < deadline, "worker did not start"
         assert not done.is_set(), "worker stopped before it started"
         time.sleep(0.01)
     try:
         yield worker
     finally:
-        loop = worker._loop
-        if loop is not None:
-            loop.call_soon_threadsafe(worker.request_stop)
+        loops[0].call_soon_threadsafe(worker.request_stop)
         done.wait(30)
 
 

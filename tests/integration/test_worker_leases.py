@@ -48,7 +48,7 @@ async def test_a_late_lost_notice_touches_only_jobs_of_the_lost_incarnation(
         first = await wait_gate.enqueue(1)
         await _until(lambda: started == [1], what="job 1 to start")
         old = worker.lease.holder("default")
-        await worker._recover_lost([("default", old)])
+        await worker.leases.recover_lost([("default", old)])
         new = worker.lease.holder("default")
         assert new != old
         assert new.startswith(worker.worker_id + "~")
@@ -56,7 +56,7 @@ async def test_a_late_lost_notice_touches_only_jobs_of_the_lost_incarnation(
         second = await wait_gate.enqueue(2)
         await _until(lambda: started == [1, 2], what="job 2 to start")
         # When a late notice about the old incarnation arrives (from the heartbeat thread)
-        await worker._recover_lost([("default", old)])
+        await worker.leases.recover_lost([("default", old)])
         # Then the job claimed since runs on: only the lost incarnation's jobs were stopped
         gate.set()
         assert await second.result(timeout=5) == 2
@@ -161,7 +161,7 @@ async def test_re_registering_after_a_lost_lease_waits_out_an_outage(
             # When its lease is lost while the broker is down
             server.stop()
             lost = worker.lease.holder("default")
-            recovering = asyncio.create_task(worker._recover_lost([("default", lost)]))
+            recovering = asyncio.create_task(worker.leases.recover_lost([("default", lost)]))
             await asyncio.sleep(1.0)
             # Then it keeps trying instead of dying, and joins again once the broker is back
             assert not recovering.done()

@@ -9,7 +9,7 @@ from rich.console import Console
 
 from corq import App, Settings, Worker
 from corq.cli.common import load_app, parse_queues, setup_logging
-from corq.cli.worker import _run_worker
+from corq.cli.worker import run_until_signalled
 
 #: Jobs run at once in `corq dev` unless --concurrency says otherwise (small, so logs stay
 #: readable and a runaway task shows up quickly).
@@ -77,7 +77,7 @@ def dev(
     queue_list = parse_queues(queues) or _app_queues(app)
     w = Worker(app, queues=queue_list, concurrency=concurrency, grace_s=grace)
     _print_banner(app_path, app, w)
-    _run_worker(w)
+    run_until_signalled(w)
 
 
 def _app_queues(app: App) -> list[str]:

@@ -102,7 +102,7 @@ def worker(
         )
     except CorqError as exc:
         raise click.ClickException(str(exc)) from exc
-    _run_worker(w)
+    run_until_signalled(w)
 
 
 #: Collect the youngest generation every this many allocations (CPython's default is 700).
@@ -123,44 +123,46 @@ def tune_gc() -> None:
     gc.set_threshold(GC_GEN0_THRESHOLD, gen1, gen2)
 
 
-def _run_worker(w: Worker) -> None:
+def run_until_signalled(w: Worker) -> None:
+    """Run `w` until SIGTERM/SIGINT (a second one exits at once), burst end or a failure."""
     tune_gc()
-
-    async def main() -> None:
-        loop = asyncio.get_running_loop()
-        signals = {"count": 0}
-
-        def on_signal(signum: int) -> None:
-            signals["count"] += 1
-            if signals["count"] == 1:
-                log.info(
-                    "%s: stopping gracefully (send again to exit at once)",
-                    signal.Signals(signum).name,
-                )
-                w.request_stop()
-            else:
-                log.warning("second signal: exiting now; running jobs will be recovered")
-                os._exit(1)
-
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(sig, on_signal, sig)
-        watch = None
-        supervisor = _supervisor()
-        if supervisor is not None:
-            watch = asyncio.create_task(_stop_when_orphaned(w, supervisor))
-        try:
-            await w.run()
-        finally:
-            if watch is not None:
-                watch.cancel()
-
     with asyncio.Runner(loop_factory=_loop_factory(w.app.settings.event_loop)) as runner:
-        runner.run(main())
+        runner.run(_serve_until_signalled(w))
     if w.abandoned_threads:
         # Threads running plain functions cannot be stopped, and the interpreter would wait
         # for them at exit; the broker gives their jobs back once this process is gone.
         logging.shutdown()
         os._exit(0)
+
+
+async def _serve_until_signalled(w: Worker) -> None:
+    loop = asyncio.get_running_loop()
+    signals = 0
+
+    def on_signal(signum: int) -> None:
+        nonlocal signals
+        signals += 1
+        if signals == 1:
+            log.info(
+                "%s: stopping gracefully (send again to exit at once)",
+                signal.Signals(signum).name,
+            )
+            w.request_stop()
+        else:
+            log.warning("second signal: exiting now; running jobs will be recovered")
+            os._exit(1)
+
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, on_signal, sig)
+    watch = None
+    supervisor = _supervisor()
+    if supervisor is not None:
+        watch = asyncio.create_task(_stop_when_orphaned(w, supervisor))
+    try:
+        await w.run()
+    finally:
+        if watch is not None:
+            watch.cancel()
 
 
 #: The exit code of a command-line or configuration error: restarting cannot help.

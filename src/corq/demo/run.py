@@ -269,15 +269,14 @@ async def _run_jobs(
     lines = [Line(step=step) for step in plan(base_url)]
     started = time.monotonic()
     worker = corq.Worker(app, queues=[DEMO_QUEUE], concurrency=CONCURRENCY, grace_s=2.0)
-    worker_task = asyncio.create_task(worker.run(), name="corq-demo-worker")
     console.print(
         f"[bold]corq demo[/bold]: {sum(len(ln.step.calls) for ln in lines)} jobs "
         f"of {len(lines)} tasks, one worker in this process, broker {url}"
     )
     try:
         async with asyncio.timeout(timeout_s):
-            await _wait_started(worker, worker_task)
-            await _follow(lines, worker_task, console)
+            await _start_worker(worker)
+            await _follow(lines, worker, console)
     except TimeoutError:
         done = sum(line.done for line in lines)
         total = sum(len(line.handles) for line in lines)
@@ -290,32 +289,27 @@ async def _run_jobs(
         console.print(f"[red bold]The demo stopped:[/red bold] {exc}")
         return 1
     finally:
-        failure = await _stop_worker(worker, worker_task)
+        failure = await _stop_worker(worker)
     if failure is not None:
         console.print(f"[red bold]The worker failed:[/red bold] {failure!r}")
         return 1
     return _summarize(lines, url, time.monotonic() - started, console)
 
 
-async def _wait_started(worker: corq.Worker, worker_task: asyncio.Task[None]) -> None:
-    started = asyncio.create_task(worker.started.wait())
+async def _start_worker(worker: corq.Worker) -> None:
     try:
-        await asyncio.wait(
-            [worker_task, started], timeout=START_TIMEOUT_S, return_when=asyncio.FIRST_COMPLETED
-        )
-    finally:
-        started.cancel()
-    if worker_task.done():
-        raise DemoError(f"the worker stopped at start: {_task_error(worker_task)}")
-    if not worker.started.is_set():
+        await asyncio.wait_for(worker.start(), START_TIMEOUT_S)
+    except TimeoutError:
         raise DemoError(
             f"the worker did not start within {START_TIMEOUT_S:g}s "
             f"(is the broker at {worker.app.settings.url} reachable? --log-level warning shows "
             "what the worker tried)"
-        )
+        ) from None
+    except Exception as exc:
+        raise DemoError(f"the worker stopped at start: {type(exc).__name__}: {exc}") from exc
 
 
-async def _follow(lines: Sequence[Line], worker_task: asyncio.Task[None], console: Console) -> None:
+async def _follow(lines: Sequence[Line], worker: corq.Worker, console: Console) -> None:
     """Send the jobs, then show their progress until every one has finished."""
     progress = Progress(
         TextColumn("{task.description}", style="bold"),
@@ -343,8 +337,8 @@ async def _follow(lines: Sequence[Line], worker_task: asyncio.Task[None], consol
             progress.update(total, completed=done, status=_elapsed(progress, total))
             if all(line.done == len(line.handles) for line in lines):
                 return
-            if worker_task.done():
-                raise DemoError(f"the worker stopped early: {_task_error(worker_task)}")
+            if worker.stopped:
+                raise DemoError(f"the worker stopped early: {await _failure(worker)}")
             await asyncio.sleep(POLL_S)
 
 
@@ -374,32 +368,24 @@ def _pending(lines: Sequence[Line]) -> str:
     return "; ".join(parts)
 
 
-async def _stop_worker(
-    worker: corq.Worker, worker_task: asyncio.Task[None]
-) -> BaseException | None:
+async def _stop_worker(worker: corq.Worker) -> BaseException | None:
     """Stop the worker within STOP_TIMEOUT_S; what it failed with, if anything."""
-    if not worker.started.is_set():
-        # Still registering (the broker is unreachable): it holds no job, nothing to hand back.
-        worker_task.cancel()
-    worker.request_stop()
-    done, _ = await asyncio.wait([worker_task], timeout=STOP_TIMEOUT_S)
-    if not done:
-        worker.request_stop(immediate=True)
-        done, _ = await asyncio.wait([worker_task], timeout=5.0)
-    if not done:
-        worker_task.cancel()
-        await asyncio.wait([worker_task], timeout=5.0)
+    try:
+        await asyncio.wait_for(worker.stop(), STOP_TIMEOUT_S)
+    except TimeoutError:  # it was then stopped at once
         return DemoError(f"the worker did not stop within {STOP_TIMEOUT_S:g}s")
-    if worker_task.cancelled():
-        return None
-    return worker_task.exception()
+    except Exception as exc:
+        return exc
+    return None
 
 
-def _task_error(task: asyncio.Task[None]) -> str:
-    if task.cancelled():
-        return "cancelled"
-    exc = task.exception()
-    return "it returned" if exc is None else f"{type(exc).__name__}: {exc}"
+async def _failure(worker: corq.Worker) -> str:
+    """What a stopped worker failed with."""
+    try:
+        await worker.wait()
+    except Exception as exc:
+        return f"{type(exc).__name__}: {exc}"
+    return "it returned"
 
 
 # -- the summary -------------------------------------------------------------------------

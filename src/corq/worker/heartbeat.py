@@ -4,6 +4,9 @@ The thread has its own event loop and broker connection, so a task that blocks t
 loop (CPU-bound code in an async task) does not make the worker look dead. Instead the
 thread notices the loop has stopped ticking and logs which task holds it, and for how long.
 
+The thread learns which job holds the loop from the worker's registry: it asks the loop
+which asyncio task it is stepping, and the registry which job that task runs.
+
 A loop blocked for good (a deadlocked or spinning task) must not keep its jobs for ever:
 once it has been stalled for ``max_stall_s``, the thread stops renewing the lease and says
 why, so the jobs run elsewhere; when the loop comes back, the worker learns it lost them.
@@ -16,24 +19,28 @@ import logging
 import sys
 import threading
 import time
-from collections.abc import Callable, Mapping
-from types import CodeType, FrameType
+from collections.abc import Callable
 
 from corq.backends.base import Backend, WorkerLease
 from corq.errors import BrokerDataError, BrokerError
-from corq.types import Clock, QueueName, TaskName, WorkerId
+from corq.types import Clock
+from corq.worker.leases import LostHolders
+from corq.worker.registry import Registry
 
 log = logging.getLogger(__name__)
 
 #: How often the thread wakes to check the loop and whether it must stop.
 _TICK_S = 0.05
-
-#: Queues whose lease was lost, each with the holder id that lost it.
-LostHolders = list[tuple[QueueName, WorkerId]]
+#: How often the worker's loop ticks (a gap between ticks is a stall).
+TICK_EVERY_S = 0.02
 
 
 class Heartbeat:
-    """Renews one worker's lease every `interval_s`; reports lost queues to the worker."""
+    """Renews one worker's lease every `interval_s`; reports lost queues to the worker.
+
+    Its thread talks to the broker over a connection of its own, cloned from `backend` when
+    it starts.
+    """
 
     def __init__(
         self,
@@ -45,7 +52,7 @@ class Heartbeat:
         lag_warn_s: float,
         max_stall_s: float,
         on_lost: Callable[[LostHolders], None],
-        task_codes: Mapping[CodeType, TaskName],
+        registry: Registry,
     ) -> None:
         self.backend = backend
         #: The worker's current lease (holders change when a queue is lost and re-joined).
@@ -55,8 +62,9 @@ class Heartbeat:
         self.lag_warn_s = lag_warn_s
         self.max_stall_s = max_stall_s
         self.on_lost = on_lost
-        self.task_codes = task_codes
+        self.registry = registry
         self.main_thread_id = threading.get_ident()
+        self._loop = asyncio.get_running_loop()
         self.last_tick = time.monotonic()
         #: Longest stall seen, in seconds (for tests and metrics).
         self.max_lag_s = 0.0
@@ -68,15 +76,23 @@ class Heartbeat:
         self._gave_up = False
 
     def start(self) -> None:
+        self.backend = self.backend.clone()
         self._thread.start()
 
     def stop(self) -> None:
         self._stop.set()
-        self._thread.join(10)
+        if self._thread.ident is not None:  # started
+            self._thread.join(10)
 
     def tick(self) -> None:
         """Called by the worker's loop every few ms; a gap between ticks is a stall."""
         self.last_tick = time.monotonic()
+
+    async def ticker(self) -> None:
+        """The worker's loop runs this: its ticks show the thread the loop is alive."""
+        while True:
+            self.tick()
+            await asyncio.sleep(TICK_EVERY_S)
 
     def quiet(self) -> None:
         """Stop watching the loop (the worker is shutting down; its ticker stops too)."""
@@ -134,7 +150,7 @@ class Heartbeat:
         if lag >= self.lag_warn_s and not self._quiet:
             if self._stalled_since is None:
                 self._stalled_since = self.last_tick
-                self._stall_where = describe_thread(self.main_thread_id, self.task_codes)
+                self._stall_where = self._describe_stall()
                 log.warning("event loop blocked for %.2fs so far by %s", lag, self._stall_where)
             self.max_lag_s = max(self.max_lag_s, lag)
         elif self._stalled_since is not None:
@@ -148,24 +164,18 @@ class Heartbeat:
             )
             self._stalled_since = None
 
+    def _describe_stall(self) -> str:
+        """Name the job (and task) whose coroutine holds the loop, and where it is."""
+        running = self.registry.running_in(asyncio.current_task(self._loop))
+        where = _location(self.main_thread_id)
+        if running is None:
+            return f"code outside any task{where}"
+        return f"task '{running.job.task}' (job {running.job.id}){where}"
 
-def describe_thread(thread_id: int, task_codes: Mapping[CodeType, TaskName]) -> str:
-    """Name the task (and job) a thread is executing, from its current stack."""
-    frame: FrameType | None = sys._current_frames().get(thread_id)
-    innermost = frame
-    task_name = None
-    job_id = None
-    while frame is not None:
-        if task_name is None and frame.f_code in task_codes:
-            task_name = task_codes[frame.f_code]
-        running = frame.f_locals.get("running") if frame.f_code.co_name == "run" else None
-        job = getattr(running, "job", None)
-        if job_id is None and job is not None:
-            job_id = getattr(job, "id", None)
-        frame = frame.f_back
-    where = ""
-    if innermost is not None:
-        where = f" at {innermost.f_code.co_filename}:{innermost.f_lineno}"
-    if task_name is None:
-        return f"code outside any task{where}"
-    return f"task '{task_name}' (job {job_id}){where}"
+
+def _location(thread_id: int) -> str:
+    """Where a thread is executing now (file and line of its innermost frame)."""
+    frame = sys._current_frames().get(thread_id)
+    if frame is None:
+        return ""
+    return f" at {frame.f_code.co_filename}:{frame.f_lineno}"

@@ -15,14 +15,21 @@ so a race with an outcome written meanwhile is refused by the broker, never harm
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from dataclasses import dataclass, field
 
+from corq.aio import reraise_if_cancelling
 from corq.backends.base import Backend, HeldJob, Release, WorkerLease
-from corq.types import QueueName
-from corq.worker.registry import Registry, Running
+from corq.errors import BrokerDataError, BrokerError
+from corq.types import Clock, QueueName
+from corq.worker.leases import Leases
+from corq.worker.registry import CancelReason, Registry, Running
 
 log = logging.getLogger(__name__)
+
+#: Every this many reconciliation rounds, list held jobs even when the counts agree.
+FULL_RECONCILE_EVERY = 10
 
 
 @dataclass
@@ -33,6 +40,49 @@ class Findings:
     released: int = 0
     #: Jobs this worker ran that the broker no longer listed as its own.
     taken: list[Running] = field(default_factory=list)
+
+
+class Reconciler:
+    """Runs a reconciliation round every `interval_s`, under the claim lock."""
+
+    def __init__(
+        self,
+        backend: Backend,
+        clock: Clock,
+        registry: Registry,
+        leases: Leases,
+        claim_lock: asyncio.Lock,
+        *,
+        interval_s: float,
+    ) -> None:
+        self.backend = backend
+        self.clock = clock
+        self.registry = registry
+        self.leases = leases
+        self.claim_lock = claim_lock
+        self.interval_s = interval_s
+
+    async def run(self) -> None:
+        """Reconcile until cancelled."""
+        rounds = 0
+        while True:
+            await self.clock.sleep(self.interval_s)
+            rounds += 1
+            try:
+                async with self.claim_lock:
+                    findings = await reconcile(
+                        self.backend,
+                        self.registry,
+                        self.leases.lease,
+                        full=rounds % FULL_RECONCILE_EVERY == 0,
+                    )
+            except (BrokerError, BrokerDataError) as exc:
+                reraise_if_cancelling()
+                log.warning("reconciliation skipped: %s", exc)
+                continue
+            for running in findings.taken:
+                log.warning("job %s is no longer held by this worker: stopping it", running.job.id)
+                self.registry.cancel(running, CancelReason.LOST)
 
 
 async def reconcile(

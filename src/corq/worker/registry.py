@@ -4,6 +4,10 @@ A job stays here from its claim until its outcome is written (or refused), not m
 its task returns: that is the set reconciliation compares with what the broker says the
 worker holds. A job the broker lists and this registry does not know is held without being
 run, and is given back.
+
+Every part that stops a job goes through `Registry.cancel` with a `CancelReason`, so the
+runner learns why from the job itself. Each entry knows the asyncio task running it: the
+heartbeat thread asks which job the task the loop is stepping runs, when the loop stalls.
 """
 
 from __future__ import annotations
@@ -12,6 +16,7 @@ import asyncio
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from enum import Enum
+from typing import Any
 
 from corq.backends.base import ClaimedJob
 from corq.types import JobId, QueueName, WorkerId
@@ -24,8 +29,8 @@ class CancelReason(Enum):
 
     #: The worker is stopping: give the job back to the head of its queue.
     SHUTDOWN = "shutdown"
-    #: The claim is gone (lease lost, or reconciliation found it held elsewhere): write
-    #: nothing, the job is not ours any more.
+    #: The claim is gone or given up (lease lost, reconciliation found it held elsewhere,
+    #: or an immediate stop): write nothing, the job is not ours any more.
     LOST = "lost"
 
 
@@ -36,7 +41,7 @@ class Running:
     job: ClaimedJob
     #: The holder id it was claimed under (its queue's incarnation at claim time).
     holder: WorkerId
-    #: The asyncio task executing it (set right after creation).
+    #: The asyncio task executing it (set right after creation, cleared once it ends).
     task: asyncio.Task[None] | None = None
     #: Why the worker cancelled it, if it did.
     cancel_reason: CancelReason | None = None
@@ -70,16 +75,24 @@ class Registry:
         return iter(list(self._jobs.values()))
 
     def add(self, running: Running) -> None:
+        """Hold a job from its claim on."""
         self._jobs[running.key] = running
 
     def get(self, queue: QueueName, job_id: JobId) -> Running | None:
         return self._jobs.get((queue, job_id))
 
-    def remove(self, queue: QueueName, job_id: JobId, fence: int) -> None:
-        """Forget a job once its outcome for this claim (fence) is settled."""
+    def finished(self, running: Running) -> None:
+        """Its task ended (an outcome is on its way to the writer, or there is none)."""
+        running.finished = True
+        running.task = None  # let it be freed now, not when the outcome is written
+
+    def remove(self, queue: QueueName, job_id: JobId, fence: int) -> Running | None:
+        """Forget a job once its outcome for this claim (fence) is settled; the job forgotten."""
         running = self._jobs.get((queue, job_id))
-        if running is not None and running.job.fence == fence:
-            del self._jobs[(queue, job_id)]
+        if running is None or running.job.fence != fence:
+            return None
+        del self._jobs[(queue, job_id)]
+        return running
 
     def executing(self) -> list[Running]:
         """Jobs whose task has not produced an outcome yet."""
@@ -92,3 +105,31 @@ class Registry:
             for r in self._jobs.values()
             if r.job.queue == queue and r.holder == holder
         }
+
+    def running_in(self, task: asyncio.Task[Any] | None) -> Running | None:
+        """The job an asyncio task runs, if it runs one.
+
+        Safe from another thread: copying the values is one step under the GIL, and only a
+        stall asks (a scan then costs nothing a job would notice; an index would cost every
+        job a dict entry).
+        """
+        if task is None:
+            return None
+        for running in list(self._jobs.values()):
+            if running.task is task:
+                return running
+        return None
+
+    @staticmethod
+    def cancel(running: Running, reason: CancelReason) -> None:
+        """Stop a job for `reason`; the runner reads the reason to decide what to write."""
+        running.cancel_reason = reason
+        if running.task is not None:
+            running.task.cancel()
+
+    def cancel_held_by(self, queue: QueueName, holder: WorkerId, reason: CancelReason) -> int:
+        """Cancel every executing job of `queue` claimed under `holder`; how many."""
+        stopped = [r for r in self.executing() if r.job.queue == queue and r.holder == holder]
+        for running in stopped:
+            self.cancel(running, reason)
+        return len(stopped)

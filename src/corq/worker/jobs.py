@@ -1,0 +1,134 @@
+"""The jobs a worker runs, from claim to recorded outcome.
+
+`Jobs.start` enters a claimed job in the registry, takes its slot and runs it on a task of
+its own; its outcome goes to the writer, and once the broker has it (or refused it) the job
+leaves the registry and the observers hear what happened. At shutdown `stop` gives running
+jobs the grace period, then cancels what still runs (released to the head of its queue).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import TYPE_CHECKING
+
+from corq.backends.base import Backend, ClaimedJob
+from corq.context import JobTuple
+from corq.errors import BrokerDataError, BrokerError
+from corq.types import WorkerId
+from corq.worker.fetch import Admission
+from corq.worker.observer import Observers
+from corq.worker.outcomes import Outcome, Outcomes
+from corq.worker.registry import CancelReason, Registry, Running
+from corq.worker.runner import Runner
+from corq.worker.writer import OutcomeWriter, Pending
+
+if TYPE_CHECKING:
+    from corq.app import App
+
+log = logging.getLogger(__name__)
+
+
+class Jobs:
+    """Starts claimed jobs, hands their outcomes to the writer, settles them."""
+
+    def __init__(
+        self,
+        app: App,
+        backend: Backend,
+        registry: Registry,
+        admission: Admission,
+        observers: Observers,
+    ) -> None:
+        settings = app.settings
+        self.backend = backend
+        self.registry = registry
+        self.admission = admission
+        self.observers = observers
+        self.result_ttl_s = settings.result_ttl_s
+        #: Outcomes waiting for the writer (None: no more, stop writing).
+        self.outcomes: asyncio.Queue[Pending | None] = asyncio.Queue()
+        self.runner = Runner(
+            app.registry,
+            app.serializer,
+            Outcomes(
+                app.clock,
+                max_deaths=settings.max_deaths,
+                max_result_bytes=settings.max_result_bytes,
+            ),
+            threads=settings.threads,
+            processes=settings.process_pool,
+            sandboxes=settings.sandboxes,
+            report=self._report_progress,
+        )
+
+    def start(self, job: ClaimedJob, holder: WorkerId) -> None:
+        """Run a job just claimed under `holder`."""
+        self.admission.claimed(job)
+        running = Running(job, holder)
+        running.task = asyncio.create_task(self._execute(running))
+        self.registry.add(running)
+        self.observers.started(job)
+
+    async def _execute(self, running: Running) -> None:
+        outcome: Outcome | None = None
+        try:
+            outcome = await self.runner.run(running)
+        finally:
+            self.registry.finished(running)
+            self.admission.finished(running.job)
+            if outcome is not None:
+                self.outcomes.put_nowait((running.holder, outcome))
+            else:
+                self.observers.lost(running.job)
+                if not (running.unstoppable and running.cancel_reason is CancelReason.SHUTDOWN):
+                    # (A plain function still running at shutdown stays held: its holder
+                    # departs.)
+                    self.registry.remove(running.job.queue, running.job.id, running.job.fence)
+
+    async def write(self) -> None:
+        """Record outcomes until `flush` (the writer loop)."""
+        writer = OutcomeWriter(self.backend, self.result_ttl_s, self._settled)
+        await writer.run(self.outcomes)
+
+    def _settled(self, holder: WorkerId, outcome: Outcome, recorded: bool) -> None:
+        """The writer is done with an outcome: the job leaves the registry."""
+        running = self.registry.remove(outcome.queue, outcome.job_id, outcome.fence)
+        if running is None:
+            return
+        if recorded:
+            self.observers.recorded(running.job, outcome)
+        else:
+            self.observers.lost(running.job)
+
+    async def stop(self, grace_s: float, *, immediate: bool) -> None:
+        """Give running jobs `grace_s`, then cancel what still runs: released at shutdown,
+        given up without a word when `immediate`."""
+        jobs = [r.task for r in self.registry.executing() if r.task is not None]
+        if jobs and not immediate and grace_s > 0:
+            log.info("waiting up to %.1fs for %d running job(s)", grace_s, len(jobs))
+            await asyncio.wait(jobs, timeout=grace_s)
+        reason = CancelReason.LOST if immediate else CancelReason.SHUTDOWN
+        for running in self.registry.executing():
+            self.registry.cancel(running, reason)
+        await asyncio.gather(*jobs, return_exceptions=True)
+
+    async def _report_progress(self, job: JobTuple, progress: float) -> bool:
+        """Progress is telemetry: a broker blip must never fail the job."""
+        job_id, _, queue, attempt, _ = job
+        running = self.registry.get(queue, job_id)
+        if running is None or running.job.attempt != attempt:
+            return False
+        try:
+            return await self.backend.set_progress(
+                job_id, queue, running.holder, running.job.fence, progress
+            )
+        except (BrokerError, BrokerDataError) as exc:
+            log.debug("progress of job %s not recorded: %s", job_id, exc)
+            return False
+
+    async def close(self) -> int:
+        """Stop the thread and process slots; how many threads still run abandoned bodies."""
+        abandoned = self.runner.abandoned_threads()
+        await self.runner.close()
+        return abandoned

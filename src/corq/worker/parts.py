@@ -1,0 +1,104 @@
+"""How a worker's parts are put together (see `corq.worker.worker` for what each does)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from corq.backends.base import Backend, WorkerLease
+from corq.types import QueueName
+from corq.worker.fetch import Admission, Fetcher
+from corq.worker.heartbeat import Heartbeat
+from corq.worker.jobs import Jobs
+from corq.worker.leases import Leases, new_holder
+from corq.worker.observer import Observers
+from corq.worker.promoter import Promoter
+from corq.worker.reclaim import Reclaimer
+from corq.worker.reconcile import Reconciler
+from corq.worker.registry import Registry
+
+if TYPE_CHECKING:
+    from corq.app import App
+
+
+@dataclass(slots=True)
+class Parts:
+    """What a started worker is made of (built on its event loop, with its connection)."""
+
+    backend: Backend
+    leases: Leases
+    admission: Admission
+    jobs: Jobs
+    fetcher: Fetcher
+    promoter: Promoter
+    reclaimer: Reclaimer
+    reconciler: Reconciler
+    heartbeat: Heartbeat
+
+
+def build_parts(
+    app: App,
+    registry: Registry,
+    observers: Observers,
+    *,
+    worker_id: str,
+    queues: Sequence[QueueName],
+    concurrency: int,
+    burst: bool,
+    fixed_id: bool,
+    burst_done: Callable[[], None],
+) -> Parts:
+    """The parts of one worker, on the running event loop, with a connection of its own."""
+    settings = app.settings
+    clock = app.clock
+    backend = app.new_client().backend
+    lease = WorkerLease(
+        worker_id=worker_id,
+        queues=tuple(queues),
+        lease_ms=round(settings.lease_s * 1000),
+        holders={q: new_holder(worker_id) for q in queues},
+    )
+    leases = Leases(backend, clock, registry, lease, fixed_id=fixed_id)
+    admission = Admission(
+        queues,
+        concurrency=concurrency,
+        sandboxes=settings.sandboxes,
+        burst=burst,
+    )
+    jobs = Jobs(app, backend, registry, admission, observers)
+    promoter = Promoter(backend, clock)
+    fetcher = Fetcher(
+        backend,
+        clock,
+        admission,
+        leases,
+        start=jobs.start,
+        note_due=promoter.note_due,
+        burst_done=burst_done,
+    )
+    reclaimer = Reclaimer(
+        backend,
+        clock,
+        leases,
+        queues,
+        interval_s=settings.reclaim_s,
+        max_deaths=settings.max_deaths,
+        result_ttl_s=settings.result_ttl_s,
+    )
+    reconciler = Reconciler(
+        backend, clock, registry, leases, admission.lock, interval_s=settings.reconcile_s
+    )
+    heartbeat = Heartbeat(
+        backend,
+        lambda: leases.lease,
+        clock,
+        interval_s=settings.heartbeat_s,
+        lag_warn_s=settings.loop_lag_warn_s,
+        max_stall_s=settings.max_stall_s,
+        on_lost=leases.lost_from_thread,
+        registry=registry,
+    )
+    return Parts(
+        backend, leases, admission, jobs, fetcher, promoter, reclaimer, reconciler, heartbeat
+    )
