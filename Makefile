@@ -12,7 +12,7 @@ install:
 lint:
 	ruff format --check src tests bench
 	ruff check src tests bench
-	mypy src
+	mypy src tests
 	lint-imports
 
 test:

@@ -38,3 +38,28 @@ class Backoff:
         if self.delay:
             log.info("broker reachable again (%s)", self.what)
         self.delay = 0.0
+
+
+class OutageLog:
+    """Logs a loop's broker failures once per outage: a warning at the first, debug after,
+    and a note when a call succeeds again (a loop that beats every second must not print a
+    line per beat while the broker is down)."""
+
+    def __init__(self, what: str, logger: logging.Logger = log) -> None:
+        self.what = what
+        self.logger = logger
+        self.failing = False
+
+    def failed(self, exc: Exception) -> None:
+        """Note a failed call."""
+        if self.failing:
+            self.logger.debug("%s still failing: %s", self.what, exc)
+            return
+        self.failing = True
+        self.logger.warning("%s failed (%s); retrying quietly until it works", self.what, exc)
+
+    def ok(self) -> None:
+        """Note a call that worked."""
+        if self.failing:
+            self.failing = False
+            self.logger.info("%s works again", self.what)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import signal
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -16,12 +17,12 @@ from tests.e2e.sample_app import crash, gated, nap
 pytestmark = pytest.mark.slow
 
 
-async def _statuses(app: corq.App, handles: list[corq.JobHandle]) -> list[corq.Job]:
+async def _statuses(app: corq.App, handles: list[corq.JobHandle[Any]]) -> list[corq.Job]:
     jobs = await asyncio.gather(*(h.info() for h in handles))
     return list(jobs)
 
 
-async def _all_succeeded(app: corq.App, handles: list[corq.JobHandle]) -> bool:
+async def _all_succeeded(app: corq.App, handles: list[corq.JobHandle[Any]]) -> bool:
     return all(j.status == corq.JobStatus.SUCCEEDED for j in await _statuses(app, handles))
 
 
@@ -124,7 +125,7 @@ async def test_redis_restart_during_a_run_loses_nothing(
         server.stop()
 
 
-async def _some_done(app: corq.App, handles: list[corq.JobHandle]) -> bool:
+async def _some_done(app: corq.App, handles: list[corq.JobHandle[Any]]) -> bool:
     return (await handles[20].status()) == corq.JobStatus.SUCCEEDED
 
 
@@ -177,7 +178,7 @@ async def test_four_processes_share_one_sqlite_file(cli: Cli, client_app: corq.A
 
     await wait_for(four_workers, 30, "four registered workers")
     # When 20,000 jobs arrive
-    handles: list[corq.JobHandle] = []
+    handles: list[corq.JobHandle[Any]] = []
     for _ in range(4):
         handles += await nap.enqueue_many([(0,) for _ in range(5000)])
     await wait_for(lambda: _all_succeeded(client_app, handles), 120, "every job to succeed")

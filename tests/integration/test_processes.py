@@ -17,7 +17,7 @@ from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
-import psutil  # type: ignore[import-untyped]  # psutil ships no type stubs
+import psutil
 import pytest
 import pytest_asyncio
 

@@ -443,12 +443,14 @@ _CHECKED_COLUMNS = ", ".join(CHECKED_COLUMNS)
 
 def _row(conn: sqlite3.Connection, job_id: str) -> Checked:
     found = conn.execute(f"SELECT {_CHECKED_COLUMNS} FROM jobs WHERE id = ?", (job_id,))
-    return Checked._make(found.fetchone())
+    row: Checked = Checked._make(found.fetchone())
+    return row
 
 
 def _row_by_rowid(conn: sqlite3.Connection, rowid: int) -> Checked:
     found = conn.execute(f"SELECT {_CHECKED_COLUMNS} FROM jobs WHERE rowid = ?", (rowid,))
-    return Checked._make(found.fetchone())
+    row: Checked = Checked._make(found.fetchone())
+    return row
 
 
 BAD_VALUES: list[object] = [None, "text", b"blob", 1.5, -1, 2**62, 2**63 - 1]

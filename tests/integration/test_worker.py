@@ -6,12 +6,16 @@ import asyncio
 import logging
 import threading
 import time
+from collections.abc import Callable
+from typing import Any
 
 import pytest
 
 import corq
 from corq.backends.base import NewJob
 from corq.testing import drain, run_worker
+
+FakeApp = tuple[corq.App, corq.FakeClock]
 
 
 async def test_async_and_sync_tasks_return_results(app: corq.App) -> None:
@@ -71,7 +75,7 @@ async def test_thousand_sleeping_jobs_at_concurrency_100(app: corq.App) -> None:
     assert await handles[-1].status() == corq.JobStatus.SUCCEEDED
 
 
-async def test_failed_job_is_retried_then_dead_with_traceback(fake_app) -> None:
+async def test_failed_job_is_retried_then_dead_with_traceback(fake_app: FakeApp) -> None:
     app, clock = fake_app
     calls: list[int] = []
 
@@ -112,7 +116,7 @@ async def test_retry_on_limits_which_errors_are_retried(app: corq.App) -> None:
         assert (await job.info()).attempt == 1
 
 
-async def test_task_can_ask_for_a_retry_with_a_delay(fake_app) -> None:
+async def test_task_can_ask_for_a_retry_with_a_delay(fake_app: FakeApp) -> None:
     app, clock = fake_app
 
     @app.task(retries=1)
@@ -200,7 +204,7 @@ async def test_bad_arguments_are_refused_at_enqueue(app: corq.App) -> None:
         return a + b
 
     with pytest.raises(corq.ArgumentError, match="argument 'a'"):
-        await add.enqueue("one", 2)
+        await add.enqueue("one", 2)  # type: ignore[arg-type]  # refused at run time too
 
 
 async def test_cli_style_enqueue_with_bad_args_fails_at_execution(app: corq.App) -> None:
@@ -312,7 +316,7 @@ async def test_graceful_stop_requeues_jobs_still_running_after_grace(app: corq.A
     assert worker.counts.released == 5
 
 
-async def _until(predicate, timeout: float = 5.0) -> None:
+async def _until(predicate: Callable[[], object], timeout: float = 5.0) -> None:
     deadline = time.monotonic() + timeout
     while not predicate():
         if time.monotonic() > deadline:
@@ -320,7 +324,7 @@ async def _until(predicate, timeout: float = 5.0) -> None:
         await asyncio.sleep(0.01)
 
 
-async def _until_status(handle: corq.JobHandle, status: corq.JobStatus) -> None:
+async def _until_status(handle: corq.JobHandle[Any], status: corq.JobStatus) -> None:
     deadline = time.monotonic() + 5
     while await handle.status() != status:
         if time.monotonic() > deadline:
@@ -345,7 +349,7 @@ async def test_retry_after_a_short_backoff_starts_on_time(app: corq.App) -> None
     assert attempts[1] - attempts[0] < 0.6, attempts[1] - attempts[0]
 
 
-async def test_fake_clock_fast_forwards_claim_expiry(fake_app) -> None:
+async def test_fake_clock_fast_forwards_claim_expiry(fake_app: FakeApp) -> None:
     app, clock = fake_app
     started = asyncio.Event()
     runs: list[int] = []

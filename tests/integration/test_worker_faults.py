@@ -14,6 +14,7 @@ import threading
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 import redis.asyncio as aioredis
@@ -37,7 +38,7 @@ async def _until(predicate: Callable[[], object], timeout: float = 10.0, what: s
         await asyncio.sleep(0.02)
 
 
-async def _status(handle: corq.JobHandle, status: corq.JobStatus) -> bool:
+async def _status(handle: corq.JobHandle[Any], status: corq.JobStatus) -> bool:
     return (await handle.status()) == status
 
 
@@ -61,11 +62,11 @@ def _blip(app: corq.App) -> Iterator[None]:
     import redis
 
     raw = redis.Redis.from_url(url)
-    raw.execute_command("CLIENT", "PAUSE", "1500", "WRITE")
+    raw.execute_command("CLIENT", "PAUSE", "1500", "WRITE")  # type: ignore[no-untyped-call]
     try:
         yield
     finally:
-        raw.execute_command("CLIENT", "UNPAUSE")
+        raw.execute_command("CLIENT", "UNPAUSE")  # type: ignore[no-untyped-call]
         raw.close()
 
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from typing import Any
 
 import pytest
 
@@ -16,7 +17,7 @@ from corq.limits import MAX_DELAY_S, MAX_ERROR_CHARS, MAX_TRACEBACK_CHARS
 from corq.testing import run_worker
 
 
-async def _ended(handle: corq.JobHandle, timeout: float = 10.0) -> corq.Job:
+async def _ended(handle: corq.JobHandle[Any], timeout: float = 10.0) -> corq.Job:
     """Wait until the job leaves running (dead, failed awaiting a retry, or succeeded)."""
     deadline = time.monotonic() + timeout
     while True:

@@ -6,6 +6,7 @@ import asyncio
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -265,5 +266,5 @@ async def test_maintenance_forgets_queues_unused_for_longer_than_results_live(
     assert "default" in await backend.list_queues()
 
 
-async def _status_is(handle: corq.JobHandle, status: corq.JobStatus) -> bool:
+async def _status_is(handle: corq.JobHandle[Any], status: corq.JobStatus) -> bool:
     return (await handle.status()) == status

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+from typing import Any
 
 import pytest
 
@@ -25,7 +26,7 @@ def dies() -> None:
 
 
 async def _make_suspect(
-    url: str, prefix: str, clock: corq.FakeClock, handle: corq.JobHandle
+    url: str, prefix: str, clock: corq.FakeClock, handle: corq.JobHandle[Any]
 ) -> None:
     """Two workers die holding the job (by the broker's books): it becomes a suspect."""
     other = open_backend(url, prefix=prefix)

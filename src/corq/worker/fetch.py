@@ -28,6 +28,7 @@ from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
 
 from corq.aio import Backoff
+from corq.backends.base import BATCH as BATCH  # most jobs one claim takes
 from corq.backends.base import Backend, ClaimBatch, ClaimedJob
 from corq.errors import BrokerDataError, BrokerError
 from corq.types import Clock, QueueName, WorkerId
@@ -35,8 +36,6 @@ from corq.worker.leases import Leases
 
 log = logging.getLogger(__name__)
 
-#: Most jobs claimed in one round trip.
-BATCH = 1000
 #: An idle fetcher re-checks its queue at least this often, even without a wake signal.
 IDLE_BLOCK_S = 2.0
 #: A queue whose claims the broker refuses (damaged store) is tried again this often.

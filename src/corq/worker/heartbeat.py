@@ -21,6 +21,7 @@ import threading
 import time
 from collections.abc import Callable
 
+from corq.aio import OutageLog
 from corq.backends.base import Backend, WorkerLease
 from corq.errors import BrokerDataError, BrokerError
 from corq.types import Clock
@@ -74,6 +75,7 @@ class Heartbeat:
         self._stall_where = ""
         self._quiet = False
         self._gave_up = False
+        self._outage = OutageLog("heartbeat", log)
 
     def start(self) -> None:
         self.backend = self.backend.clone()
@@ -124,8 +126,9 @@ class Heartbeat:
                 self.backend.heartbeat(lease, self.clock.broker_now_ms()), self.interval_s * 2
             )
         except (BrokerError, BrokerDataError, TimeoutError) as exc:
-            log.warning("heartbeat failed (%s); will retry in %.1fs", exc, self.interval_s)
+            self._outage.failed(exc)
             return
+        self._outage.ok()
         if lost:
             log.warning("lease lost in queue(s) %s: jobs there were taken back", ", ".join(lost))
             self.on_lost([(queue, lease.holder(queue)) for queue in lost])

@@ -17,7 +17,7 @@ import logging
 import random
 from collections.abc import Sequence
 
-from corq.aio import reraise_if_cancelling
+from corq.aio import OutageLog, reraise_if_cancelling
 from corq.backends.base import Backend
 from corq.errors import BrokerDataError, BrokerError
 from corq.types import Clock, QueueName
@@ -48,6 +48,7 @@ class Reclaimer:
         self.interval_s = interval_s
         self.max_deaths = max_deaths
         self.result_ttl_s = result_ttl_s
+        self._outage = OutageLog("reclaim", log)
 
     async def run(self) -> None:
         """Reclaim every `interval_s` until cancelled."""
@@ -77,9 +78,11 @@ class Reclaimer:
             except BrokerError as exc:
                 reraise_if_cancelling()
                 in_touch_since = None
-                log.warning("reclaim skipped: %s", exc)
+                self._outage.failed(exc)
             except BrokerDataError as exc:
                 log.error("reclaim refused by the broker: %s", exc)
+            else:
+                self._outage.ok()
 
     async def reclaim_all(self, *, ended_only: bool) -> None:
         """One pass over the worker's queues (raises BrokerError)."""

@@ -19,7 +19,7 @@ import asyncio
 import logging
 from dataclasses import dataclass, field
 
-from corq.aio import reraise_if_cancelling
+from corq.aio import OutageLog, reraise_if_cancelling
 from corq.backends.base import Backend, HeldJob, Release, WorkerLease
 from corq.errors import BrokerDataError, BrokerError
 from corq.types import Clock, QueueName
@@ -64,7 +64,7 @@ class Reconciler:
 
     async def run(self) -> None:
         """Reconcile until cancelled."""
-        rounds = 0
+        rounds, outage = 0, OutageLog("reconciliation", log)
         while True:
             await self.clock.sleep(self.interval_s)
             rounds += 1
@@ -78,8 +78,9 @@ class Reconciler:
                     )
             except (BrokerError, BrokerDataError) as exc:
                 reraise_if_cancelling()
-                log.warning("reconciliation skipped: %s", exc)
+                outage.failed(exc)
                 continue
+            outage.ok()
             for running in findings.taken:
                 log.warning("job %s is no longer held by this worker: stopping it", running.job.id)
                 self.registry.cancel(running, CancelReason.LOST)

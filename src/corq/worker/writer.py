@@ -16,7 +16,7 @@ from dataclasses import replace
 from typing import TypeVar
 
 from corq.aio import Backoff
-from corq.backends.base import Backend, Completion, Failure, Release
+from corq.backends.base import BATCH, Backend, Completion, Failure, Release
 from corq.errors import BrokerError
 from corq.limits import error_line
 from corq.types import WorkerId
@@ -25,8 +25,6 @@ from corq.worker.outcomes import Outcome
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 
-#: Most outcomes written in one round trip.
-BATCH = 1000
 #: Most result, error and traceback bytes written in one round trip.
 BATCH_BYTES = 8 * 1024 * 1024
 
