@@ -30,6 +30,7 @@ from rich.table import Table
 import corq
 from corq.demo import tasks
 from corq.demo.tasks import DEMO_QUEUE, DEMO_URL
+from corq.worker import JobCounts
 
 #: The demo's SQLite file, in the working directory (made afresh on every run).
 DEMO_FILE = "corq-demo.db"
@@ -66,9 +67,9 @@ class Step:
     task: corq.Task[Any, Any]
     #: What this kind of job demonstrates (a column of the summary).
     shows: str
-    #: One (args, kwargs) per job.
-    calls: list[tuple[list[Any], dict[str, Any]]]
-    #: Seconds the jobs wait before they may start.
+    #: One unsent job spec per job (``task.s(...)``, options by ``with_options``).
+    specs: list[corq.JobSpec[Any]]
+    #: Seconds the jobs wait before they may start (already in their specs' options).
     delay_s: float | None = None
 
 
@@ -139,32 +140,35 @@ def plan(base_url: str) -> list[Step]:
         Step(
             task=tasks.fetch_url,
             shows="HTTP GET, thread pool",
-            calls=[([f"{base_url}/products/{i}"], {}) for i in range(1, 21)],
+            specs=[tasks.fetch_url.s(f"{base_url}/products/{i}") for i in range(1, 21)],
         ),
         Step(
             task=tasks.count_primes,
             shows="CPU-bound, process pool",
-            calls=[([limit], {}) for limit in (200_000, 220_000, 240_000, 260_000)],
+            specs=[tasks.count_primes.s(n) for n in (200_000, 220_000, 240_000, 260_000)],
         ),
         Step(
             task=tasks.clean_dataset,
             shows="async, reports progress",
-            calls=[([batch], {}) for batch in range(1, 6)],
+            specs=[tasks.clean_dataset.s(batch) for batch in range(1, 6)],
         ),
         Step(
             task=tasks.charge_payment,
             shows="fails, succeeds on retry",
-            calls=[([1001 + i], {"failures": 1 + i % 2}) for i in range(6)],
+            specs=[tasks.charge_payment.s(1001 + i, failures=1 + i % 2) for i in range(6)],
         ),
         Step(
             task=tasks.render_thumbnail,
             shows="crashes its process, runs again",
-            calls=[([image], {}) for image in (1, 2)],
+            specs=[tasks.render_thumbnail.s(image) for image in (1, 2)],
         ),
         Step(
             task=tasks.send_reminder,
             shows=f"delay={REMINDER_DELAY_S:g}s",
-            calls=[([user], {}) for user in ("ann", "bob", "chen")],
+            specs=[
+                tasks.send_reminder.s(user).with_options(delay=REMINDER_DELAY_S)
+                for user in ("ann", "bob", "chen")
+            ],
             delay_s=REMINDER_DELAY_S,
         ),
     ]
@@ -270,7 +274,7 @@ async def _run_jobs(
     started = time.monotonic()
     worker = corq.Worker(app, queues=[DEMO_QUEUE], concurrency=CONCURRENCY, grace_s=2.0)
     console.print(
-        f"[bold]corq demo[/bold]: {sum(len(ln.step.calls) for ln in lines)} jobs "
+        f"[bold]corq demo[/bold]: {sum(len(ln.step.specs) for ln in lines)} jobs "
         f"of {len(lines)} tasks, one worker in this process, broker {url}"
     )
     try:
@@ -293,7 +297,7 @@ async def _run_jobs(
     if failure is not None:
         console.print(f"[red bold]The worker failed:[/red bold] {failure!r}")
         return 1
-    return _summarize(lines, url, time.monotonic() - started, console)
+    return _summarize(lines, url, time.monotonic() - started, console, worker.counts)
 
 
 async def _start_worker(worker: corq.Worker) -> None:
@@ -320,14 +324,14 @@ async def _follow(lines: Sequence[Line], worker: corq.Worker, console: Console) 
     )
     with progress:
         for line in lines:
-            line.bar = progress.add_task(line.name, total=len(line.step.calls), status="")
+            line.bar = progress.add_task(line.name, total=len(line.step.specs), status="")
         total = progress.add_task(
-            "all jobs", total=sum(len(ln.step.calls) for ln in lines), status=""
+            "all jobs", total=sum(len(ln.step.specs) for ln in lines), status=""
         )
+        # Every job of every task in one bulk step (one round trip per queue).
+        handles = iter(await tasks.app.enqueue_many([s for ln in lines for s in ln.step.specs]))
         for line in lines:
-            line.handles = await line.step.task.enqueue_many(
-                line.step.calls, delay=line.step.delay_s
-            )
+            line.handles = [next(handles) for _ in line.step.specs]
         while True:
             await _refresh(lines)
             for line in lines:
@@ -389,7 +393,9 @@ async def _failure(worker: corq.Worker) -> str:
 
 
 # -- the summary -------------------------------------------------------------------------
-def _summarize(lines: Sequence[Line], url: str, elapsed_s: float, console: Console) -> int:
+def _summarize(
+    lines: Sequence[Line], url: str, elapsed_s: float, console: Console, counts: JobCounts
+) -> int:
     jobs = sum(len(line.handles) for line in lines)
     table = Table(title=f"corq demo: {jobs} jobs in {elapsed_s:.1f}s", title_justify="left")
     table.add_column("task", no_wrap=True, style="bold")
@@ -421,6 +427,12 @@ def _summarize(lines: Sequence[Line], url: str, elapsed_s: float, console: Conso
                     console.print(f"  {record.task} {record.id}: {record.status} {record.error}")
     else:
         console.print(f"[green bold]All {jobs} jobs succeeded.[/green bold]")
+    # The worker's counts come from an observer of it (metrics and events plug in the same way).
+    console.print(
+        f"The worker saw {counts.started} attempts start: {counts.succeeded} succeeded, "
+        f"{counts.retried} failed and were retried, {counts.released} were given back "
+        f"(a crashed process), {counts.dead} went dead."
+    )
     _look_around(lines, url, console)
     return 1 if failed else 0
 
