@@ -117,22 +117,32 @@ DECODE: dict[Kind, Callable[[Any], Any]] = {
 }
 #: Kinds a script replies with as they are used: bytes, and numbers it checked (integers).
 AS_REPLIED = frozenset({Kind.BYTES, Kind.INT, Kind.COUNT})
-#: The values of a claimed job to decode (the others are used as replied), by name.
-_CLAIMED_DECODE = tuple(
-    (name, DECODE[kind])
-    for name in CLAIMED_FIELDS
-    if (kind := FIELDS_BY_NAME[name].kind) not in AS_REPLIED
-)
 CLAIM_WIDTH = len(CLAIMED_FIELDS)
 
 
-def claimed(row: Sequence[Any]) -> ClaimedJob:
-    """One job of a claim reply: the values of CLAIMED_FIELDS, in that order (a claim
-    parses thousands: only the values that need it are decoded)."""
-    values = dict(zip(CLAIMED_FIELDS, row, strict=True))
-    for name, decode in _CLAIMED_DECODE:
-        values[name] = decode(values[name])
-    return ClaimedJob(**values)
+def _claimed_maker() -> Callable[[Sequence[Any]], ClaimedJob]:
+    """A function turning one job of a claim reply (the values of CLAIMED_FIELDS, in that
+    order) into a ClaimedJob, generated from the field list: a claim parses thousands, and
+    unpacking into names with one call per value that needs decoding is several times
+    faster than a loop over the fields (as namedtuple and dataclasses do, the code is built
+    once, at import)."""
+    args = ", ".join(f"v_{name}" for name in CLAIMED_FIELDS)
+    fields = []
+    scope: dict[str, Any] = {"ClaimedJob": ClaimedJob}
+    for name in CLAIMED_FIELDS:
+        kind = FIELDS_BY_NAME[name].kind
+        if kind in AS_REPLIED:
+            fields.append(f"{name}=v_{name}")
+        else:
+            scope[f"decode_{kind.name}"] = DECODE[kind]
+            fields.append(f"{name}=decode_{kind.name}(v_{name})")
+    source = f"def claimed(row):\n    {args}, = row\n    return ClaimedJob({', '.join(fields)})\n"
+    exec(compile(source, "<claimed>", "exec"), scope)
+    made: Callable[[Sequence[Any]], ClaimedJob] = scope["claimed"]
+    return made
+
+
+claimed = _claimed_maker()
 
 
 def claim_batch(reply: list[Any]) -> ClaimBatch:
