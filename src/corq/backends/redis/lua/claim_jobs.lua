@@ -78,7 +78,6 @@ local q = {
 local CLAIM_FIELDS = fields_of({CLAIMED_FIELDS, CHECKED_FIELDS}, {id = true, queue = true,
   suspect = true})
 local CLAIM_KINDS = record_kinds(CLAIM_FIELDS, {priority = INT_REQUIRED})
-local REPLY_WIDTH = #CLAIMED_FIELDS
 
 expect_types({workers_key, 'zset', ready_key, 'zset', delayed_key, 'zset', seq_key, 'string',
   wake_key, 'list', held_key, 'set', suspects_key, 'zset', dead_key, 'zset'})
@@ -112,15 +111,7 @@ local function hand_out(id, job, suspect)
   job.attempt, job.fence = job.attempt + 1, job.fence + 1
   redis.call('HSET', job_prefix .. id, 'status', 'running', 'attempt', int(job.attempt),
     'fence', int(job.fence), 'worker_id', holder, 'started_at_ms', started_at, 'isolated', suspect)
-  local n = #out
-  for k = 1, REPLY_WIDTH do
-    local name = CLAIMED_FIELDS[k]
-    local value = job[name]
-    if value == nil then
-      value = FIELD_DEFAULT[name] or ''
-    end
-    out[n + k] = value
-  end
+  put_claimed(out, job)
 end
 
 -- Take up to `wanted` jobs from a lane, a popped chunk at a time: check every record, add

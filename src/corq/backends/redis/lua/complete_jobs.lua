@@ -17,7 +17,6 @@ ARGV[5..] four per job: id, fence, result, finished_at_ms
 Returns: one integer per job, in order: 1 completed, 0 refused.
 ]]
 --- @include "keys"
---- @include "record"
 --- @include "held"
 local held_key = KEYS[1]
 local job_prefix = ARGV[1]
@@ -28,18 +27,15 @@ local FIRST, WIDTH = 5, 4
 
 expect_types({held_key, 'set'})
 
-local FIELDS = {'status', 'worker_id', 'fence'}
-local AS_TEXT = {}
-
 local out = {}
 for at = FIRST, #ARGV, WIDTH do
   local id, fence = ARGV[at], ARGV[at + 1]
   local key = job_prefix .. id
-  local job, _, wrong_type = read_record(key, FIELDS, AS_TEXT)
+  local held, wrong_type = held_at(key, holder, fence)
   if wrong_type then
     redis.call('SREM', held_key, id)
     out[#out + 1] = 0
-  elseif holds(job, holder, fence) then
+  elseif held then
     redis.call('HSET', key, 'status', 'succeeded', 'result', ARGV[at + 2],
       'finished_at_ms', ARGV[at + 3])
     if result_ttl_ms > 0 then
