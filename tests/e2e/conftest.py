@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import os
 import subprocess
 import sys
-import time
 from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 
@@ -15,6 +13,7 @@ import psutil
 import pytest
 
 import corq
+from tests.waiting import until
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -107,13 +106,5 @@ async def client_app(e2e_url: str, prefix: str) -> AsyncIterator[corq.App]:
 
 
 async def wait_for(predicate: Callable[[], object], timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while True:
-        result = predicate()
-        if asyncio.iscoroutine(result):
-            result = await result
-        if result:
-            return
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        await asyncio.sleep(0.05)
+    """Wait for a state of the subprocesses (polled more slowly: each look may cost a read)."""
+    await until(predicate, timeout, what, interval=0.05)

@@ -14,6 +14,7 @@ import pytest
 import corq
 from corq.backends.base import NewJob
 from corq.testing import drain, run_worker
+from tests.waiting import until
 
 FakeApp = tuple[corq.App, corq.FakeClock]
 
@@ -317,11 +318,7 @@ async def test_graceful_stop_requeues_jobs_still_running_after_grace(app: corq.A
 
 
 async def _until(predicate: Callable[[], object], timeout: float = 5.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError("condition not met in time")
-        await asyncio.sleep(0.01)
+    await until(predicate, timeout, interval=0.01)
 
 
 async def _until_status(handle: corq.JobHandle[Any], status: corq.JobStatus) -> None:

@@ -12,7 +12,7 @@ import logging
 import sqlite3
 import threading
 import time
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -23,19 +23,7 @@ import corq
 from corq.backends import open_backend
 from corq.backends.base import WorkerLease
 from corq.testing import drain, run_worker
-
-
-async def _until(predicate: Callable[[], object], timeout: float = 10.0, what: str = "") -> None:
-    deadline = time.monotonic() + timeout
-    while True:
-        result = predicate()
-        if asyncio.iscoroutine(result):
-            result = await result
-        if result:
-            return
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what or predicate}")
-        await asyncio.sleep(0.02)
+from tests.waiting import until as _until
 
 
 async def _status(handle: corq.JobHandle[Any], status: corq.JobStatus) -> bool:

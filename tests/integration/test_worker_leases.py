@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -16,19 +15,7 @@ from corq.backends.base import WorkerLease
 from corq.clock import SystemClock
 from corq.testing import drain, run_worker
 from tests.conftest import RedisServer, free_port
-
-
-async def _until(predicate: Callable[[], object], timeout: float = 10.0, what: str = "") -> None:
-    deadline = time.monotonic() + timeout
-    while True:
-        result = predicate()
-        if asyncio.iscoroutine(result):
-            result = await result
-        if result:
-            return
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what or predicate}")
-        await asyncio.sleep(0.02)
+from tests.waiting import until as _until
 
 
 async def test_a_late_lost_notice_touches_only_jobs_of_the_lost_incarnation(

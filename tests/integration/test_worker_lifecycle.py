@@ -14,14 +14,11 @@ import pytest
 import corq
 from corq.backends.base import ClaimedJob, Completion, Failure, Release
 from corq.worker.observer import WorkerObserver
+from tests.waiting import until
 
 
 async def _until(predicate: Callable[[], object], timeout: float = 10.0, what: str = "") -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what or predicate}")
-        await asyncio.sleep(0.01)
+    await until(predicate, timeout, what, interval=0.01)
 
 
 @dataclass
