@@ -105,6 +105,9 @@ class Outcomes:
         """Straight to the dead letters (unknown task, bad payload, result too large)."""
         error = safe_text(error, MAX_ERROR_CHARS)
         log.error("job %s (%s) sent to the dead letters: %s", job.id, job.task, error)
+        return self._to_dead(job, error, counted=counted, died=False)
+
+    def _to_dead(self, job: ClaimedJob, error: str, *, counted: bool, died: bool) -> Failure:
         return Failure(
             job_id=job.id,
             queue=job.queue,
@@ -114,6 +117,7 @@ class Outcomes:
             retry_at_ms=None,
             finished_at_ms=self.clock.now_ms(),
             counted=counted,
+            died=died,
         )
 
     def crashed(self, job: ClaimedJob, holder: WorkerId, detail: str) -> Release | Failure:
@@ -130,17 +134,7 @@ class Outcomes:
                 f"in a process of its own ({detail}; worker {holder})"
             )
             log.error("job %s (%s) is a poison job: %s", job.id, job.task, error)
-            return Failure(
-                job_id=job.id,
-                queue=job.queue,
-                fence=job.fence,
-                error=error,
-                traceback=None,
-                retry_at_ms=None,
-                finished_at_ms=self.clock.now_ms(),
-                counted=False,
-                died=True,
-            )
+            return self._to_dead(job, error, counted=False, died=True)
         log.warning("job %s (%s) crashed its process (%s)", job.id, job.task, detail)
         return Release(
             job_id=job.id,

@@ -1,5 +1,5 @@
-"""Handing jobs to workers (the Claims port, with ``outcomes.py`` and the reclaim in
-``leases.py``): claims, what a holder holds, progress, wake-ups and promotion."""
+"""Handing jobs to workers (the Claims port, with ``outcomes.py`` and ``reclaim.py``):
+claims, what a holder holds, progress, wake-ups and promotion."""
 
 from __future__ import annotations
 
