@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import math
 import reprlib
+import traceback
+from types import TracebackType
 
 from corq.errors import CorqError
 
@@ -38,6 +40,16 @@ def check_priority(priority: object, error: type[CorqError]) -> int:
             f"got {reprlib.repr(priority)}"
         )
     return priority
+
+
+def format_traceback(exc: BaseException, tb: TracebackType | None) -> str:
+    """`exc`'s traceback from frame `tb` on, safe to store; formatting runs the exception's
+    own ``__str__`` and reads source files, so it may fail: then a note says so."""
+    try:
+        text = "".join(traceback.format_exception(type(exc), exc, tb))
+    except BaseException as failure:
+        text = f"<traceback unavailable: {type(failure).__name__}>"
+    return safe_text(text, MAX_TRACEBACK_CHARS)
 
 
 def safe_text(text: str, limit: int) -> str:

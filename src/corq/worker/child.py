@@ -23,7 +23,6 @@ import signal
 import sys
 import threading
 import time
-import traceback
 from collections.abc import Callable
 from multiprocessing.connection import Connection
 from typing import Any
@@ -34,9 +33,9 @@ from corq.context import JobTuple, bind_job
 from corq.errors import Retry
 from corq.limits import (
     MAX_ERROR_CHARS,
-    MAX_TRACEBACK_CHARS,
     clamp_delay_s,
     error_line,
+    format_traceback,
     safe_str,
     safe_text,
 )
@@ -263,11 +262,7 @@ def _traceback(exc: BaseException) -> str:
         tb is not None and tb.tb_next is not None and _is_plumbing(tb.tb_frame.f_code.co_filename)
     ):
         tb = tb.tb_next
-    try:
-        text = "".join(traceback.format_exception(type(exc), exc, tb))
-    except BaseException as failure:  # formatting runs user __str__ and reads source files
-        text = f"<traceback unavailable: {type(failure).__name__}>"
-    return safe_text(text, MAX_TRACEBACK_CHARS)
+    return format_traceback(exc, tb)
 
 
 def _is_plumbing(filename: str) -> bool:

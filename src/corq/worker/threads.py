@@ -25,12 +25,11 @@ import itertools
 import logging
 import queue
 import threading
-import traceback
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from corq.limits import MAX_TRACEBACK_CHARS, safe_text
+from corq.limits import format_traceback
 
 log = logging.getLogger(__name__)
 
@@ -297,11 +296,7 @@ def _format(exc: BaseException) -> str:
     tb = exc.__traceback__
     if tb is not None and tb.tb_next is not None and tb.tb_frame.f_code.co_filename == __file__:
         tb = tb.tb_next
-    try:
-        text = "".join(traceback.format_exception(type(exc), exc, tb))
-    except BaseException as failure:  # formatting runs user __str__ and reads source files
-        text = f"<traceback unavailable: {type(failure).__name__}>"
-    return safe_text(text, MAX_TRACEBACK_CHARS)
+    return format_traceback(exc, tb)
 
 
 def _wake(loop: asyncio.AbstractEventLoop, future: asyncio.Future[None]) -> None:
