@@ -16,6 +16,8 @@ The tree::
     ├── JobNotFoundError            no job with that id (or its record expired)
     ├── JobFailedError              the job ended dead; carries its error and traceback
     ├── JobCancelledError           the job was cancelled
+    ├── ScheduleError               a schedule that cannot be defined (bad rule, task, args)
+    │   └── ScheduleNotFoundError   no schedule with that name
     ├── ResultTimeoutError          waiting for a result took longer than asked (also TimeoutError)
     └── Retry                       raised inside a task to ask for another attempt
 
@@ -87,6 +89,14 @@ class JobFailedError(CorqError):
 
 class JobCancelledError(CorqError):
     """The job was cancelled."""
+
+
+class ScheduleError(CorqError):
+    """This schedule cannot be defined."""
+
+
+class ScheduleNotFoundError(ScheduleError):
+    """No schedule has this name."""
 
 
 class ResultTimeoutError(CorqError, TimeoutError):

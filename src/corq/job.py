@@ -90,3 +90,6 @@ class Job:
     progress: float | None = None
     #: Ids of the workers that died while running it (evidence for poison jobs).
     death_log: tuple[str, ...] = ()
+    #: The schedule that fired it, and the tick (ms since the epoch) it fired for.
+    schedule: str | None = None
+    tick_ms: int | None = None

@@ -61,6 +61,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from enum import StrEnum
 from typing import Protocol
 
 # Re-exported: the record module defines them next to the field list they follow.
@@ -76,6 +77,10 @@ from corq.types import JobId, QueueName, WorkerId
 BATCH = 1000
 #: Separates a worker id from its incarnation in a holder id.
 HOLDER_SEPARATOR = "~"
+#: Fired ticks a schedule keeps one by one (older ones are below its floor_ms).
+SCHEDULE_FIRED_KEEP = 1000
+#: Runs and skips a schedule's logs keep (each).
+SCHEDULE_LOG_KEEP = 100
 #: How long a cancelled job's record is kept.
 CANCELLED_TTL_MS = 7 * 24 * 3600 * 1000
 
@@ -214,6 +219,146 @@ class WorkerLease:
     def holder(self, queue: QueueName) -> WorkerId:
         """The id this worker holds jobs of `queue` under."""
         return self.holders.get(queue, self.worker_id)
+
+
+class TickStep(StrEnum):
+    """What one ``advance_schedules`` step does to a schedule (see ScheduleStore)."""
+
+    #: Fire tick T: only when T > last_tick_ms and not paused; moves last_tick_ms to T.
+    FIRE = "fire"
+    #: Pass over tick T without a job (overlap skip, a missed tick): T > last_tick_ms;
+    #: moves last_tick_ms to T and records the skip.
+    SKIP = "skip"
+    #: Hold tick T back (``buffer_one``): T > last_tick_ms, no tick buffered yet, not
+    #: paused; moves last_tick_ms to T, sets buffered_tick_ms = T, no job yet.
+    BUFFER = "buffer"
+    #: Fire the buffered tick: T == buffered_tick_ms and not paused; clears it.
+    FIRE_BUFFERED = "fire_buffered"
+    #: Fire a past tick again asked for: floor_ms < T <= last_tick_ms and T not among the
+    #: fired ticks (allowed while paused; needs no fence).
+    BACKFILL = "backfill"
+    #: Run now, outside the ticks: only needs the schedule to exist (allowed while paused;
+    #: needs no fence); last_tick_ms and the fired ticks are left alone.
+    MANUAL = "manual"
+
+
+class TickOutcome(StrEnum):
+    """What an ``advance_schedules`` step did."""
+
+    #: Done as asked (for a step with a job: the job was enqueued, or it existed already).
+    DONE = "done"
+    #: The tick is not due by this step's rule any more (already fired, skipped, buffered,
+    #: or at or before last_tick_ms): nothing written. A scheduler that sees it re-reads
+    #: the schedule.
+    STALE = "stale"
+    #: The schedule is paused: nothing written.
+    PAUSED = "paused"
+    #: A scheduler with a higher fence has written here: this one is no longer the leader;
+    #: nothing written.
+    FENCED = "fenced"
+    #: No schedule of that name (removed): nothing written.
+    GONE = "gone"
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class SkippedTicks:
+    """A run of ticks passed over together, and why (a bounded log per schedule)."""
+
+    #: First and last tick of the run (equal for one tick).
+    first_tick_ms: int
+    last_tick_ms: int
+    #: How many ticks (counted up to a bound by the caller).
+    count: int
+    #: Why: ``overlap: previous run <id> still running``, ``missed: past the catch-up
+    #: window``, ``paused``...
+    reason: str
+    #: When it was recorded.
+    at_ms: int
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class ScheduleRun:
+    """One job a schedule enqueued (a bounded log per schedule, newest first)."""
+
+    tick_ms: int
+    job_id: JobId
+    queue: QueueName
+    #: ``tick``, ``buffered``, ``backfill`` or ``manual`` (corq.schedule.RunKind values).
+    kind: str
+    #: When the step ran (the scheduler's clock).
+    fired_at_ms: int
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class ScheduleStep:
+    """One step of ``advance_schedules``."""
+
+    schedule: str
+    step: TickStep
+    tick_ms: int
+    #: The job to enqueue (FIRE, FIRE_BUFFERED, BACKFILL, MANUAL); its queue must be the
+    #: schedule's queue. An id that exists already is not enqueued again (still DONE).
+    job: NewJob | None = None
+    #: ``RunKind`` of the run to record (with a job).
+    kind: str = "tick"
+    #: Ticks passed over just before this one, recorded in the same step (a FIRE after a
+    #: catch-up that skipped older ticks); their ticks must be below ``tick_ms``.
+    skipped: SkippedTicks | None = None
+    #: With SKIP: the skip to record (its last_tick_ms is the step's tick_ms).
+    reason: str = ""
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class ScheduleRecord:
+    """A schedule as the broker keeps it: the definition and its firing state."""
+
+    name: str
+    queue: QueueName
+    #: Opaque to the broker (``corq.schedule.ScheduleDef.encode``).
+    definition: bytes
+    #: Raised by every change of the definition or the paused state (global order, the
+    #: same counter as ``schedules_version``).
+    version: int
+    paused: bool
+    #: Why it is paused (an operator, ``pause_on_failure``), None when not paused.
+    paused_reason: str | None
+    #: Every tick at or before this was fired, skipped or buffered (the watermark).
+    last_tick_ms: int
+    #: Fired ticks at or before this are no longer kept one by one (BACKFILL refuses them).
+    floor_ms: int
+    #: A tick held back by ``buffer_one``, fired when the previous run ends.
+    buffered_tick_ms: int | None
+    created_at_ms: int
+    updated_at_ms: int
+    #: Jobs enqueued and ticks skipped, since creation.
+    fired: int
+    skipped: int
+    #: The latest run, if any (for listings without a history read).
+    last_run: ScheduleRun | None = None
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class ScheduleChanges:
+    """What changed since a version (``changed_schedules``)."""
+
+    #: The version these changes bring the reader to.
+    version: int
+    #: Schedules created or changed since (their current record).
+    changed: list[ScheduleRecord]
+    #: Names removed since.
+    removed: list[str]
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class SchedulerLease:
+    """The scheduler leadership: one holder at a time, with a fence number."""
+
+    holder: str
+    #: Raised at every change of holder; steps carry it, and a step with a lower fence than
+    #: one already seen is refused (FENCED).
+    fence: int
+    #: When the lease ends unless renewed (broker's clock, ms).
+    deadline_ms: int
 
 
 class JobStore(Protocol):
@@ -391,7 +536,130 @@ class Admin(Protocol):
         ...
 
 
-class Backend(JobStore, Claims, WorkerRegistry, Admin, Protocol):
+class ScheduleStore(Protocol):
+    """Schedules, their firing state, and the scheduler leadership.
+
+    The broker keeps each schedule's definition as opaque bytes, with its firing state:
+    ``last_tick_ms`` (the watermark: ticks at or before it are done), the fired ticks of the
+    last ``SCHEDULE_FIRED_KEEP`` fires one by one (older ones below ``floor_ms``), at most
+    one buffered tick, and bounded logs of runs and skips (``SCHEDULE_LOG_KEEP`` each).
+
+    Exactly once: a tick's job is enqueued only by ``advance_schedules``, in the same atomic
+    step that checks and moves the firing state, so a tick fires at most once whichever
+    schedulers race, and however long ago its job's record expired. Fencing: a step from a
+    scheduler carries the fence of its lease; the broker remembers the highest fence that
+    wrote (per Redis slot), and refuses a lower one (FENCED), so a deposed leader that has
+    not noticed yet stops at its first write after the new leader's.
+
+    Versions: every create, update, pause, resume or removal raises one global counter;
+    ``changed_schedules(v)`` returns what changed after version v, so a scheduler keeps
+    10,000 schedules in memory and re-reads only what changed.
+    """
+
+    async def add_schedule(
+        self, name: str, queue: QueueName, definition: bytes, now_ms: int | None
+    ) -> ScheduleRecord | None:
+        """Create a schedule (not paused, last_tick_ms = now: only later ticks fire);
+        None when the name exists (nothing written)."""
+        ...
+
+    async def update_schedule(
+        self,
+        name: str,
+        queue: QueueName,
+        definition: bytes,
+        now_ms: int | None,
+        *,
+        create: bool = False,
+        reset_ticks: bool = False,
+    ) -> ScheduleRecord | None:
+        """Replace a schedule's definition, keeping its firing state; None when it does not
+        exist (with `create`, it is created as by ``add_schedule`` instead).
+
+        `reset_ticks` (the rule changed) moves last_tick_ms up to now, so the new rule does
+        not catch up ticks from before the change. A definition equal to the stored one (and
+        the same queue) changes nothing, not even the version. A new queue moves the whole
+        schedule there with its firing state (a step in flight against the old queue gets
+        GONE).
+        """
+        ...
+
+    async def remove_schedule(self, name: str) -> bool:
+        """Delete a schedule with its state and logs; False when it did not exist."""
+        ...
+
+    async def set_schedule_paused(
+        self,
+        name: str,
+        paused: bool,
+        reason: str | None,
+        now_ms: int | None,
+        *,
+        skipped: SkippedTicks | None = None,
+    ) -> ScheduleRecord | None:
+        """Pause or resume; None when it does not exist.
+
+        Resuming moves last_tick_ms up to now (the ticks of the pause are not caught up) and
+        records `skipped` (the caller counts the ticks it passed over). Pausing or resuming
+        in the state it is already in changes nothing.
+        """
+        ...
+
+    async def get_schedule(self, name: str) -> ScheduleRecord | None:
+        """One schedule, with its last run."""
+        ...
+
+    async def list_schedules(self) -> list[ScheduleRecord]:
+        """Every schedule, by name (read in bounded steps)."""
+        ...
+
+    async def schedules_version(self) -> int:
+        """The change counter (cheap: a scheduler polls it)."""
+        ...
+
+    async def changed_schedules(self, since_version: int) -> ScheduleChanges:
+        """What changed after `since_version` (0: everything)."""
+        ...
+
+    async def schedule_history(
+        self, name: str, limit: int = 50
+    ) -> tuple[list[ScheduleRun], list[SkippedTicks]]:
+        """The schedule's recent runs and skips, newest first (empty when it does not
+        exist)."""
+        ...
+
+    async def advance_schedules(
+        self, steps: Sequence[ScheduleStep], fence: int | None, now_ms: int | None
+    ) -> list[TickOutcome]:
+        """Apply steps, each one atomic on its own (see TickStep); one outcome per step.
+
+        `fence` is the caller's scheduler lease fence; None (allowed only for BACKFILL and
+        MANUAL steps, from operators) skips the fence check. A FIRE, FIRE_BUFFERED, BACKFILL
+        or MANUAL step enqueues its job exactly as ``enqueue_jobs`` would (waking workers),
+        adds a run to the log and, but for MANUAL, the tick to the fired ticks. Steps of one
+        schedule are applied in order. Raises EnqueueError (nothing written) for a job that
+        enqueue_jobs would refuse, or one whose queue is not the schedule's.
+        """
+        ...
+
+    async def acquire_scheduler_lease(
+        self, holder: str, lease_ms: int, now_ms: int | None
+    ) -> SchedulerLease | None:
+        """Take the leadership when it is free or its lease passed (a new fence), or renew
+        it when `holder` has it (the same fence); None when another holder has it."""
+        ...
+
+    async def release_scheduler_lease(self, holder: str) -> bool:
+        """Give the leadership up at shutdown (so a standby takes over at once); False when
+        `holder` did not have it."""
+        ...
+
+    async def scheduler_lease(self) -> SchedulerLease | None:
+        """Who leads now (None: nobody, or the lease passed)."""
+        ...
+
+
+class Backend(JobStore, Claims, WorkerRegistry, Admin, ScheduleStore, Protocol):
     """A whole broker: every port, and the connection they share.
 
     Code that needs only one role takes that port (the client a JobStore, say), so a

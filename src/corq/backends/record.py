@@ -113,6 +113,8 @@ JOB_FIELDS: tuple[JobField, ...] = (
     _field("death_log", Kind.WORDS, (), "TEXT NOT NULL DEFAULT ''", _S, _K),
     _field("suspect", Kind.FLAG, 0, "INTEGER NOT NULL DEFAULT 0", _C, _K),
     _field("isolated", Kind.FLAG, 0, "INTEGER NOT NULL DEFAULT 0"),
+    _field("schedule", Kind.TEXT, None, "TEXT", _N, _C, _S),
+    _field("tick_ms", Kind.INT, None, "INTEGER", _N, _C, _S),
 )
 
 #: Fields by name.
@@ -149,6 +151,9 @@ class NewJob:
     enqueued_at_ms: int
     #: When it may start; greater than enqueued_at_ms means ``scheduled`` (the delayed set).
     run_at_ms: int
+    #: The schedule that fired it, and the tick (ms) it fired for; None for other jobs.
+    schedule: str | None = None
+    tick_ms: int | None = None
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -179,3 +184,6 @@ class ClaimedJob:
     priority: int = 0
     #: Taken from the suspects: run it in a sandbox (a child process), see module docstring.
     suspect: bool = False
+    #: The schedule that fired it and its tick (ms), None for other jobs.
+    schedule: str | None = None
+    tick_ms: int | None = None
