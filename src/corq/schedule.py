@@ -14,8 +14,8 @@ broker keeps the firing state beside it (see ``corq.backends.base.ScheduleStore`
 from __future__ import annotations
 
 import hashlib
-import reprlib
 import re
+import reprlib
 from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
@@ -213,10 +213,13 @@ def make_rule(
 
     `now_ms`, when given, refuses a one-shot time that has already passed.
     """
-    given = [name for name, value in (("cron", cron), ("every", every), ("at", at)) if value]
+    given = [
+        name for name, value in (("cron", cron), ("every", every), ("at", at)) if value is not None
+    ]
     if len(given) != 1:
         raise ScheduleError(
-            "give exactly one of cron=, every= or at=" + (f" (got {', '.join(given)})" if given else "")
+            "give exactly one of cron=, every= or at="
+            + (f" (got {', '.join(given)})" if given else "")
         )
     zone = _check_tz("UTC" if tz is None else tz)
     if cron is not None:
@@ -240,7 +243,9 @@ def make_rule(
 
 def _check_tz(tz: object) -> str:
     if not isinstance(tz, str) or not tz:
-        raise ScheduleError(f"tz must be an IANA time zone name such as 'Europe/Berlin', got {tz!r}")
+        raise ScheduleError(
+            f"tz must be an IANA time zone name such as 'Europe/Berlin', got {tz!r}"
+        )
     try:
         ZoneInfo(tz)
     except (ZoneInfoNotFoundError, ValueError):
