@@ -300,7 +300,7 @@ def _aware_ms(moment: object, what: str) -> int:
     return round(moment.timestamp() * 1000)
 
 
-def _duration_ms(value: timedelta | float, what: str, *, low: float = 0.0) -> int:
+def _duration_ms(value: object, what: str, *, low: float = 0.0) -> int:
     if isinstance(value, timedelta):
         seconds = value.total_seconds()
     elif isinstance(value, int | float) and not isinstance(value, bool):
