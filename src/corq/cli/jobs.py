@@ -8,7 +8,6 @@ do not decode are shown as a short bytes preview, never as a traceback.
 from __future__ import annotations
 
 import json
-import re
 import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -22,33 +21,19 @@ from rich.text import Text
 
 from corq import App, Job, JobStatus
 from corq.cli.common import app_option, make_app, parse_json, run, url_option
+from corq.cli.text import clean as _clean
+from corq.cli.text import plain as _plain
 from corq.limits import PRIORITY_MAX, PRIORITY_MIN
 
 # Piped output is not cut at 80 columns: ids must stay whole for scripts to use them.
 console = Console(width=None if sys.stdout.isatty() else 200)
 
-#: Characters escaped in what is printed (terminal escapes, bells, carriage returns);
-#: tabs and newlines are kept where a text may span lines (a traceback).
-_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
 #: Longest error shown on one line of `corq dead list`.
 DEAD_ERROR_CHARS = 160
 #: Longest value (args, result) shown in `corq job`.
 VALUE_CHARS = 500
 #: Bytes of an undecodable value shown in its preview.
 PREVIEW_BYTES = 32
-
-
-def _clean(text: str, *, one_line: bool = False) -> str:
-    """`text` safe to print: valid UTF-8, control characters escaped."""
-    clean = text.encode("utf-8", "backslashreplace").decode("utf-8")
-    if one_line:
-        clean = clean.replace("\r", "\\r").replace("\n", "\\n").replace("\t", " ")
-    return _CONTROL.sub(lambda m: f"\\x{ord(m.group()):02x}", clean)
-
-
-def _plain(text: str, *, one_line: bool = False) -> Text:
-    """Text printed as is (no console markup), made safe by _clean."""
-    return Text(_clean(text, one_line=one_line))
 
 
 def _when(ms: int | None) -> str:
