@@ -21,10 +21,10 @@ from corq.cli.common import app_option, make_app, parse_json, run, url_option
 from corq.cli.schedule_view import (
     moment,
     print_list,
+    run_json,
     schedule_json,
     show_renderable,
     skip_json,
-    run_json,
 )
 from corq.cli.values import UsageLine, parse_duration, parse_moment
 from corq.schedule import CatchUp, Overlap, ScheduleDef
@@ -49,13 +49,19 @@ def schedule() -> None:
 @schedule.command("add")
 @click.argument("name")
 @click.argument("task")
-@click.option("--cron", default=None, metavar="EXPR", help="'*/5 * * * *' (6 fields: seconds first).")
+@click.option(
+    "--cron", default=None, metavar="EXPR", help="'*/5 * * * *' (6 fields: seconds first)."
+)
 @click.option("--every", default=None, metavar="DURATION", help="An interval: 30s, 5m, 1h30m.")
-@click.option("--at", default=None, metavar="ISO", help="One time, with its zone: 2027-01-01T09:00Z.")
+@click.option(
+    "--at", default=None, metavar="ISO", help="One time, with its zone: 2027-01-01T09:00Z."
+)
 @click.option("--tz", default=None, help="IANA time zone the cron expression is read in [UTC].")
-@click.option("--anchor", default=None, metavar="ISO", help="Where --every ticks count from [epoch].")
+@click.option(
+    "--anchor", default=None, metavar="ISO", help="Where --every ticks count from [epoch]."
+)
 @click.option("--args", "args_json", metavar="JSON", help="Positional args: '[\"eu\", 1]'.")
-@click.option("--kwargs", "kwargs_json", metavar="JSON", help="Keyword args: '{\"fmt\": \"csv\"}'.")
+@click.option("--kwargs", "kwargs_json", metavar="JSON", help='Keyword args: \'{"fmt": "csv"}\'.')
 @click.option("--queue", "-q", default=None, help="Queue of its jobs [the task's].")
 @click.option("--priority", type=int, default=None, help="-100..100 [the task's].")
 @click.option("--overlap", default="allow_all", show_default=True, help=f"One of {_OVERLAPS}.")
@@ -239,7 +245,6 @@ def backfill(name: str, start: str, end: str, app_path: str | None, url: str | N
     """Fire NAME's ticks in [--from, --to] that were not fired (skipped, missed, paused);
     each tick still fires at most once."""
     start_at, end_at = parse_moment(start, "--from"), parse_moment(end, "--to")
-    assert start_at is not None and end_at is not None
     app = make_app(app_path, url)
     result = run(app, lambda: app.schedules.backfill(name, start_at, end_at))
     parts = [f"{result.ticks} tick(s) in the window", f"{result.fired} job(s) enqueued"]

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import re
 from datetime import datetime, timedelta
+from typing import overload
 
 import click
 
@@ -39,6 +40,18 @@ def parse_duration(value: str | None, option: str) -> timedelta | None:
         return timedelta(seconds=sum(float(n) * _UNIT_S[u] for n, u in parts))
     except OverflowError:
         raise UsageLine(f"{option} {value!r} is too long a duration") from None
+
+
+@overload
+def parse_moment(value: str, option: str) -> datetime: ...
+
+
+@overload
+def parse_moment(value: None, option: str) -> None: ...
+
+
+@overload
+def parse_moment(value: str | None, option: str) -> datetime | None: ...
 
 
 def parse_moment(value: str | None, option: str) -> datetime | None:

@@ -29,6 +29,7 @@ from rich.table import Table
 
 import corq
 from corq.demo import tasks
+from corq.demo.ticks import EVERY, SCHEDULE, TICKS, Ticks
 from corq.demo.tasks import DEMO_QUEUE, DEMO_URL
 from corq.worker import JobCounts
 
@@ -271,33 +272,38 @@ async def _run_jobs(
     app: corq.App, url: str, base_url: str, timeout_s: float, console: Console
 ) -> int:
     lines = [Line(step=step) for step in plan(base_url)]
+    ticks = Ticks(app=app)
     started = time.monotonic()
     worker = corq.Worker(app, queues=[DEMO_QUEUE], concurrency=CONCURRENCY, grace_s=2.0)
     console.print(
         f"[bold]corq demo[/bold]: {sum(len(ln.step.specs) for ln in lines)} jobs "
-        f"of {len(lines)} tasks, one worker in this process, broker {url}"
+        f"of {len(lines)} tasks and a schedule every {EVERY.total_seconds():g}s, "
+        f"one worker in this process, broker {url}"
     )
     try:
         async with asyncio.timeout(timeout_s):
             await _start_worker(worker)
-            await _follow(lines, worker, console)
+            await ticks.start()
+            await _follow(lines, ticks, worker, console)
     except TimeoutError:
         done = sum(line.done for line in lines)
         total = sum(len(line.handles) for line in lines)
         console.print(
             f"[red bold]The demo did not finish within {timeout_s:g}s[/red bold]: "
-            f"{done} of {total} jobs done. Still pending: {_pending(lines) or 'nothing sent yet'}."
+            f"{done} of {total} jobs done, {ticks.done} of {TICKS} ticks. "
+            f"Still pending: {_pending(lines) or 'nothing sent yet'}."
         )
         return 1
     except (DemoError, corq.CorqError) as exc:
         console.print(f"[red bold]The demo stopped:[/red bold] {exc}")
         return 1
     finally:
+        await ticks.stop()
         failure = await _stop_worker(worker)
     if failure is not None:
         console.print(f"[red bold]The worker failed:[/red bold] {failure!r}")
         return 1
-    return _summarize(lines, url, time.monotonic() - started, console, worker.counts)
+    return _summarize(lines, ticks, url, time.monotonic() - started, console, worker.counts)
 
 
 async def _start_worker(worker: corq.Worker) -> None:
@@ -313,8 +319,11 @@ async def _start_worker(worker: corq.Worker) -> None:
         raise DemoError(f"the worker stopped at start: {type(exc).__name__}: {exc}") from exc
 
 
-async def _follow(lines: Sequence[Line], worker: corq.Worker, console: Console) -> None:
-    """Send the jobs, then show their progress until every one has finished."""
+async def _follow(
+    lines: Sequence[Line], ticks: Ticks, worker: corq.Worker, console: Console
+) -> None:
+    """Send the jobs, then show their progress until every one has finished and the
+    schedule's ticks have run."""
     progress = Progress(
         TextColumn("{task.description}", style="bold"),
         BarColumn(bar_width=28),
@@ -325,6 +334,7 @@ async def _follow(lines: Sequence[Line], worker: corq.Worker, console: Console) 
     with progress:
         for line in lines:
             line.bar = progress.add_task(line.name, total=len(line.step.specs), status="")
+        schedule = progress.add_task(SCHEDULE, total=TICKS, status="")
         total = progress.add_task(
             "all jobs", total=sum(len(ln.step.specs) for ln in lines), status=""
         )
@@ -334,12 +344,14 @@ async def _follow(lines: Sequence[Line], worker: corq.Worker, console: Console) 
             line.handles = [next(handles) for _ in line.step.specs]
         while True:
             await _refresh(lines)
+            await ticks.refresh()
             for line in lines:
                 assert line.bar is not None
                 progress.update(line.bar, completed=line.progress(), status=line.status_text())
+            progress.update(schedule, completed=ticks.done, status=ticks.status_text())
             done = sum(line.done for line in lines)
             progress.update(total, completed=done, status=_elapsed(progress, total))
-            if all(line.done == len(line.handles) for line in lines):
+            if all(line.done == len(line.handles) for line in lines) and ticks.done == TICKS:
                 return
             if worker.stopped:
                 raise DemoError(f"the worker stopped early: {await _failure(worker)}")
@@ -394,7 +406,12 @@ async def _failure(worker: corq.Worker) -> str:
 
 # -- the summary -------------------------------------------------------------------------
 def _summarize(
-    lines: Sequence[Line], url: str, elapsed_s: float, console: Console, counts: JobCounts
+    lines: Sequence[Line],
+    ticks: Ticks,
+    url: str,
+    elapsed_s: float,
+    console: Console,
+    counts: JobCounts,
 ) -> int:
     jobs = sum(len(line.handles) for line in lines)
     table = Table(title=f"corq demo: {jobs} jobs in {elapsed_s:.1f}s", title_justify="left")
@@ -433,6 +450,7 @@ def _summarize(
         f"{counts.retried} failed and were retried, {counts.released} were given back "
         f"(a crashed process), {counts.dead} went dead."
     )
+    ticks.summarize(console)
     _look_around(lines, url, console)
     return 1 if failed else 0
 
@@ -480,4 +498,5 @@ def _look_around(lines: Sequence[Line], url: str, console: Console) -> None:
         soft_wrap=True,
         highlight=False,
     )
+    console.print(f"  corq schedule show {SCHEDULE} --url {url}", soft_wrap=True, highlight=False)
     console.print("  README: tutorial", highlight=False)

@@ -4,6 +4,7 @@ Run it yourself with a worker of your own:
 
     corq worker corq.demo.tasks:app --url sqlite:///corq-demo.db
     corq enqueue count_primes --args '[100000]' --app corq.demo.tasks:app
+    corq schedule add every-5s tick --every 5s --app corq.demo.tasks:app
 """
 
 from __future__ import annotations
@@ -109,3 +110,13 @@ def render_thumbnail(image: int) -> str:
     if attempt == 1:
         os._exit(139)  # what a segfault in native code looks like from outside
     return f"thumbnail {image} rendered on attempt {attempt}"
+
+
+@app.task(timeout=10)
+async def tick() -> str:
+    """Sent by the demo's schedule at each tick: `current_job()` says which schedule and tick.
+
+    The tick is the same on every attempt and every scheduler, so a real task can key its
+    effects on it (a report for 09:00 is written once, whoever fires it)."""
+    job = corq.current_job()
+    return f"{job.schedule} tick {job.tick:%H:%M:%S}"
