@@ -859,6 +859,16 @@ async def test_manual_runs_now_and_leaves_the_ticks_alone(backend: Backend) -> N
     assert await advance(backend, fire(at(3))) == [DONE]
 
 
+async def test_a_manual_run_is_not_a_fire_of_its_tick(backend: Backend) -> None:
+    await add(backend)
+    await advance(backend, fire(at(5)))
+    manual = step(TickStep.MANUAL, at(3), job=tick_job(at(3), job_id="m"), run="manual")
+
+    assert await advance(backend, manual, fence=None) == [DONE]
+
+    assert await advance(backend, step(TickStep.BACKFILL, at(3)), fence=None) == [DONE]
+
+
 async def test_manual_of_a_missing_schedule_is_gone(backend: Backend) -> None:
     manual = step(TickStep.MANUAL, at(1), name="missing", run="manual")
 
