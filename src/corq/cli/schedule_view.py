@@ -55,7 +55,8 @@ def rule_text(definition: ScheduleDef) -> str:
         return f"cron {rule.cron}"
     if rule.every_ms is not None:
         return f"every {format_duration_ms(rule.every_ms)}"
-    return "once"
+    assert rule.at_ms is not None
+    return f"once at {moment(tick_datetime(rule.at_ms))}"
 
 
 def state_text(state: JobStatus | None) -> Text:
@@ -137,7 +138,7 @@ def _fields(info: ScheduleInfo, args: str) -> Table:
         ("args", plain(args)),
         ("queue", plain(d.queue)),
         ("priority", str(d.priority)),
-        ("rule", plain(d.rule.describe())),
+        ("rule", plain(rule_text(d))),
         ("time zone", plain(d.rule.tz)),
         ("overlap", p.overlap.value),
         ("catch-up", f"{p.catchup.value} (window {format_duration_ms(p.catchup_window_ms)})"),
@@ -145,7 +146,7 @@ def _fields(info: ScheduleInfo, args: str) -> Table:
         ("pause on failure", "yes" if p.pause_on_failure else "no"),
         ("paused", _paused_text(info)),
         ("next fire times", next_text(info)),
-        ("last tick done", moment(info.last_tick)),
+        ("ticks done up to", moment(info.last_tick)),
         ("fired / skipped", f"{info.fired:,} jobs / {info.skipped:,} ticks"),
     ]
     if info.buffered_tick is not None:
@@ -255,7 +256,7 @@ def schedule_json(info: ScheduleInfo, args: Any) -> dict[str, Any]:
             "every_s": None if r.every_ms is None else r.every_ms / 1000,
             "at": None if r.at_ms is None else _iso(tick_datetime(r.at_ms)),
             "tz": r.tz,
-            "anchor_ms": r.anchor_ms,
+            "anchor": _iso(tick_datetime(r.anchor_ms)) if r.anchor_ms else None,
         },
         "policy": {
             "overlap": p.overlap.value,
