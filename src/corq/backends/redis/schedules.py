@@ -450,7 +450,7 @@ class RedisSchedules(RedisContext):
             )
         except (TypeError, ValueError):
             return None
-        return lease if lease.holder and lease.deadline_ms > now_ms else None
+        return lease if lease.holder and lease.deadline_ms >= now_ms else None
 
 
 def _payload_size(step: ScheduleStep) -> int:
@@ -462,10 +462,15 @@ def _text(raw: bytes | None) -> str | None:
 
 
 def _check_step(step: ScheduleStep, fence: int | None) -> None:
-    """Refuse, before anything is written, a step no broker applies."""
+    """Refuse, before anything is written, a caller's bug (ValueError) or a job that
+    enqueue_jobs would refuse (EnqueueError); the same wording as the SQLite broker's."""
+    what = f"advance_schedules: the {step.step.value} step of {step.schedule!r}"
     if fence is None and step.step in FENCED_STEPS:
-        raise EnqueueError(f"schedule {step.schedule!r}: a {step.step.value} step needs a fence")
-    if step.step in JOB_STEPS:
-        if step.job is None:
-            raise EnqueueError(f"schedule {step.schedule!r}: a {step.step.value} step needs a job")
+        raise ValueError(f"{what} needs the scheduler's fence")
+    if (step.job is None) == (step.step in JOB_STEPS):
+        raise ValueError(f"{what} {'needs a job' if step.job is None else 'takes no job'}")
+    skipped = step.skipped
+    if skipped is not None and not skipped.first_tick_ms <= skipped.last_tick_ms < step.tick_ms:
+        raise ValueError(f"{what}: its skipped ticks must be below the step's tick")
+    if step.job is not None:
         check_new_job(step.job)
