@@ -167,6 +167,20 @@ class Rule:
             out.append(tick)
         return out
 
+    def last_at_or_before(self, until_ms: int) -> int | None:
+        """The latest tick at or before `until_ms` (None: none, a one-shot still ahead), so a
+        run of passed ticks can be skipped in one step without stepping through them."""
+        if self.every_ms is not None:
+            k = (until_ms - self.anchor_ms) // self.every_ms
+            return self.anchor_ms + k * self.every_ms
+        if self.at_ms is not None:
+            return self.at_ms if self.at_ms <= until_ms else None
+        assert self.cron is not None
+        # cronsim steps back from a whole second strictly, so start one second later.
+        start = datetime.fromtimestamp(until_ms // 1000 + 1, ZoneInfo(self.tz))
+        moment = next(iter(CronSim(self.cron, start, reverse=True)), None)
+        return None if moment is None else int(moment.timestamp()) * 1000
+
     def count_between(self, after_ms: int, until_ms: int, limit: int) -> int:
         """How many ticks fall in (after_ms, until_ms], counted up to `limit`."""
         if self.every_ms is not None:
