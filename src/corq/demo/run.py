@@ -29,8 +29,8 @@ from rich.table import Table
 
 import corq
 from corq.demo import tasks
-from corq.demo.ticks import EVERY, SCHEDULE, TICKS, Ticks
 from corq.demo.tasks import DEMO_QUEUE, DEMO_URL
+from corq.demo.ticks import EVERY, SCHEDULE, TICKS, Ticks
 from corq.worker import JobCounts
 
 #: The demo's SQLite file, in the working directory (made afresh on every run).

@@ -84,6 +84,4 @@ class Ticks:
         )
         for run in fired:  # the ticks the demo waited for, and any that fired meanwhile
             state = "-" if run.state is None else str(run.state)
-            console.print(
-                f"  tick {run.tick:%H:%M:%S} → job {run.job_id} {state}", highlight=False
-            )
+            console.print(f"  tick {run.tick:%H:%M:%S} → job {run.job_id} {state}", highlight=False)
