@@ -78,7 +78,9 @@ class RedisSchedules(RedisContext):
         self, name: str, queue: QueueName, definition: bytes, now_ms: int | None
     ) -> ScheduleRecord | None:
         with broker_errors("add_schedule"):
-            return await self._create(name, queue, definition, now_ms, await self._settled(name))
+            return await self._create(
+                name, queue, definition, now_ms, await self._settled(name, now_ms)
+            )
 
     async def _create(
         self, name: str, queue: QueueName, definition: bytes, now_ms: int | None, found: Located
@@ -113,7 +115,7 @@ class RedisSchedules(RedisContext):
     ) -> ScheduleRecord | None:
         with broker_errors("update_schedule"):
             for _ in range(_ATTEMPTS):
-                found = await self._settled(name)
+                found = await self._settled(name, now_ms)
                 if found.queue is None:
                     if not create:
                         return None
@@ -185,20 +187,20 @@ class RedisSchedules(RedisContext):
         await run(self._scripts.remove_schedule(old, moved_only=True))
         return self._record(found.name, queue, version, change.reply)
 
-    async def _settled(self, name: str) -> Located:
+    async def _settled(self, name: str, now_ms: int | None) -> Located:
         """Where the schedule is, after finishing a move that stopped between its steps."""
         found = await locate(self._redis, self._keys, name)
         state = found.state
         if state is None or found.queue is None:
             return found
         if found.indexed != found.queue:  # stopped after its second step
-            await self._note(name, None, found.queue)
+            await self._note(name, now_ms, found.queue)
             indexed = cast(QueueName, found.indexed)
             await self._scripts.run(
                 self._scripts.remove_schedule(self._sched(indexed, name), moved_only=True)
             )
         elif state.moved_to is not None:  # stopped after its first step
-            await self._move(found, state.moved_to, state.definition, None, False)
+            await self._move(found, state.moved_to, state.definition, now_ms, False)
         else:
             return found
         return await locate(self._redis, self._keys, name)
@@ -231,7 +233,7 @@ class RedisSchedules(RedisContext):
     ) -> ScheduleRecord | None:
         with broker_errors("set_schedule_paused"):
             for _ in range(_ATTEMPTS):
-                found = await self._settled(name)
+                found = await self._settled(name, now_ms)
                 if found.queue is None:
                     return None
                 if found.problem is not None:
