@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import subprocess
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -191,3 +192,54 @@ async def test_show_lists_the_runs_a_worker_fired_with_their_state(cli: Cli) -> 
     for run in shown["runs"]:
         assert run["job_id"] in text
     assert "succeeded in" in ok(cli.run("schedule", "list"))
+
+
+def test_list_with_the_app_shows_its_code_schedules_before_they_are_stored(cli: Cli) -> None:
+    # Given an app with a code schedule, and no scheduler run yet
+    app = ("--app", "tests.e2e.periodic_app:app")
+    # When listed with the app, Then it is there, with its source and next fire times
+    row = {r["name"]: r for r in json.loads(ok(cli.run("schedule", "list", "--json", *app)))}
+    code = row["weekday-report"]
+    assert (code["source"], code["stored"], code["origin"]) == (
+        "code",
+        False,
+        "tests.e2e.periodic_app:report",
+    )
+    assert [datetime.fromisoformat(t).hour for t in code["next_ticks"]] == [9, 9, 9]
+    assert "code (not stored yet)" in ok(cli.run("schedule", "list", *app))
+    # And a stored schedule cannot take its name
+    line = refused(cli.run("schedule", "add", "weekday-report", "report", "--every", "1h", *app))
+    assert line.startswith("Error: schedule name 'weekday-report' is taken by the code schedule")
+    # And without the app, the broker has no schedules yet
+    assert ok(cli.run("schedule", "list")) == "no schedules yet\n"
+
+
+async def test_show_counts_the_ticks_an_overlap_skipped_with_the_reason(
+    cli: Cli, tmp_path: Path
+) -> None:
+    # Given a worker, and a schedule every second whose first job runs until a gate opens
+    gate = tmp_path / "gate"
+    cli.worker()
+    add = ("gate", "gated", "--every", "1s", "--overlap", "skip", "--args", json.dumps([str(gate)]))
+    ok(cli.run("schedule", "add", *add, *APP))
+
+    def skipped() -> int:
+        shown: dict[str, Any] = json.loads(ok(cli.run("schedule", "show", "gate", "--json")))
+        return int(shown["skipped"])
+
+    # When the next ticks come while it still runs
+    await wait_for(lambda: skipped() >= 2, 30, "two ticks of 'gate' skipped")
+    ok(cli.run("schedule", "pause", "gate"))
+    gate.touch()
+    shown = json.loads(ok(cli.run("schedule", "show", "gate", "--json")))
+    # Then they are skipped, each with the reason, naming the run still going
+    running = shown["runs"][-1]["job_id"]
+    assert shown["fired"] == len(shown["runs"]) == 1
+    assert sum(s["count"] for s in shown["skips"]) == shown["skipped"] >= 2
+    for skip in shown["skips"]:
+        assert running in skip["reason"]
+        assert skip["reason"].startswith("overlap")
+    # And the text shows them with their count
+    text = ok(cli.run("schedule", "show", "gate"))
+    assert "skipped or missed ticks" in text
+    assert f"overlap: previous run {running} still running" in text

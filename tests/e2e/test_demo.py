@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -69,6 +70,17 @@ def test_demo_runs_every_task_to_success(tmp_path: Path) -> None:
     assert "All 40 jobs succeeded" in done.stdout, output
     assert "corq queues --url sqlite:///corq-demo.db" in done.stdout, output
     assert (tmp_path / "corq-demo.db").exists()
+    # And its schedule fired at least the two ticks the demo waits for, one job per tick
+    fired = re.search(r"Schedule demo-tick \(every 1s\) fired (\d+) ticks, one job each", output)
+    assert fired is not None, output
+    ticks = re.findall(
+        r"tick (\d\d:\d\d:\d\d) UTC → job demo-tick@(\d+) succeeded, enqueued \d+ ms", output
+    )
+    assert len(ticks) == int(fired.group(1)) >= 2, output
+    ids = [int(ms) for _, ms in ticks]
+    assert len(set(ids)) == len(ids), output
+    assert all(ms % 1000 == 0 for ms in ids), output  # every=1s ticks fall on whole seconds
+    assert "corq schedule show demo-tick --url sqlite:///corq-demo.db" in done.stdout, output
 
 
 @pytest.mark.timeout(60)

@@ -167,16 +167,20 @@ def _runs_table(runs: Sequence[RunInfo]) -> RenderableType:
     table.add_column("job id", no_wrap=True)
     table.add_column("state")
     table.add_column("duration", justify="right")
-    table.add_column("error", overflow="fold")
+    errors = any(run.error for run in runs)
+    if errors:  # a column only when there is something to show in it
+        table.add_column("error", overflow="fold")
     for run in runs:
-        table.add_row(
+        cells: list[RenderableType] = [
             moment(run.tick),
             run.kind.value,
             plain(run.job_id, one_line=True),
             state_text(run.state),
             seconds(run.duration),
-            plain(_cut(run.error or "", ERROR_CHARS), one_line=True, style="red"),
-        )
+        ]
+        if errors:
+            cells.append(plain(_cut(run.error or "", ERROR_CHARS), one_line=True, style="red"))
+        table.add_row(*cells)
     return table
 
 

@@ -83,5 +83,12 @@ class Ticks:
             highlight=False,
         )
         for run in fired:  # the ticks the demo waited for, and any that fired meanwhile
-            state = "-" if run.state is None else str(run.state)
-            console.print(f"  tick {run.tick:%H:%M:%S} → job {run.job_id} {state}", highlight=False)
+            state = "record expired" if run.state is None else str(run.state)
+            late = "" if run.lateness is None else f", enqueued {_ms(run.lateness)} after its tick"
+            console.print(
+                f"  tick {run.tick:%H:%M:%S %Z} → job {run.job_id} {state}{late}", highlight=False
+            )
+
+
+def _ms(delta: timedelta) -> str:
+    return f"{delta.total_seconds() * 1000:.0f} ms"
