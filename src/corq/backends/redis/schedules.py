@@ -42,7 +42,7 @@ from corq.backends.redis.schedule_replies import (
     decode_skip,
     parse_state,
 )
-from corq.errors import BrokerDataError
+from corq.errors import BrokerDataError, BrokerError
 from corq.types import QueueName
 
 log = logging.getLogger(__name__)
@@ -53,6 +53,11 @@ _ATTEMPTS = 3
 
 def _damaged(name: str, problem: str) -> BrokerDataError:
     return BrokerDataError(f"redis: damaged schedule record {name!r}: {problem}")
+
+
+def _busy(name: str) -> BrokerError:
+    """Other writers moved or removed the schedule under each attempt: try again later."""
+    return BrokerError(f"redis: schedule {name!r} kept changing while it was written")
 
 
 class RedisSchedules(RedisContext):
@@ -126,7 +131,7 @@ class RedisSchedules(RedisContext):
                     record = await self._move(found, queue, definition, now_ms, reset_ticks)
                 if record is not None:
                     return record
-        return None
+        raise _busy(name)
 
     async def _update_in_place(
         self, found: Located, definition: bytes, now_ms: int | None, reset_ticks: bool
@@ -249,7 +254,7 @@ class RedisSchedules(RedisContext):
                 record = await self._changed(found, found.queue, change, now_ms)
                 if record is not None:
                     return record
-        return None
+        raise _busy(name)
 
     # -- reads -------------------------------------------------------------------------
     async def get_schedule(self, name: str) -> ScheduleRecord | None:
