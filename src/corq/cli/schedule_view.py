@@ -15,10 +15,9 @@ from rich.console import Console, Group, RenderableType
 from rich.table import Table
 from rich.text import Text
 
-from corq import JobStatus
+from corq import JobStatus, RunInfo, ScheduleInfo, SkipInfo
 from corq.cli.text import plain
 from corq.schedule import ScheduleDef, format_duration_ms, tick_datetime
-from corq.schedules import RunInfo, ScheduleInfo, SkipInfo
 
 #: Job states shown in colour.
 _COLOURS = {

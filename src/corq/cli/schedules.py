@@ -16,7 +16,7 @@ from typing import Any
 import click
 from rich.console import Console
 
-from corq import App
+from corq import App, ScheduleInfo
 from corq.cli.common import app_option, make_app, parse_json, run, url_option
 from corq.cli.schedule_view import (
     moment,
@@ -28,7 +28,6 @@ from corq.cli.schedule_view import (
 )
 from corq.cli.values import UsageLine, parse_duration, parse_moment
 from corq.schedule import CatchUp, Overlap, ScheduleDef
-from corq.schedules import ScheduleInfo
 
 # Piped output is not cut at 80 columns: ids must stay whole for scripts to use them.
 console = Console(width=None if sys.stdout.isatty() else 200)

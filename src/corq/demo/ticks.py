@@ -16,8 +16,6 @@ from rich.console import Console
 
 import corq
 from corq.demo import tasks
-from corq.errors import ScheduleNotFoundError
-from corq.schedules import RunInfo
 
 #: The schedule's name (a tick's job id is ``demo-tick@<tick in ms>``).
 SCHEDULE = "demo-tick"
@@ -35,12 +33,12 @@ class Ticks:
 
     app: corq.App
     #: Its runs, oldest first, once read.
-    runs: list[RunInfo] = field(default_factory=list)
+    runs: list[corq.RunInfo] = field(default_factory=list)
     paused: bool = False
 
     async def start(self) -> None:
         """Add the schedule (a previous demo's on the same broker is replaced)."""
-        with contextlib.suppress(ScheduleNotFoundError):
+        with contextlib.suppress(corq.ScheduleNotFoundError):
             await self.app.schedules.remove(SCHEDULE)
         await self.app.schedules.add(SCHEDULE, tasks.tick, every=EVERY, origin="corq demo")
 
