@@ -95,6 +95,8 @@ COMMANDS = [
     ("dead", "list"),
     ("dead", "retry", "--all"),
     ("dead", "purge", "--all"),
+    ("schedule", "list"),
+    ("schedule", "add", "n", "t", "--every", "5m", "--app", "good:app"),
     ("demo", "--timeout", "5"),
 ]
 

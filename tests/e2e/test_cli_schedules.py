@@ -184,7 +184,7 @@ async def test_show_lists_the_runs_a_worker_fired_with_their_state(cli: Cli) -> 
         assert run["job_id"] == f"beat@{int(tick.timestamp() * 1000)}"
         assert run["kind"] == "tick"
         assert run["duration_s"] >= 0.05
-        assert 0 <= run["lateness_s"] < 1
+        assert run["lateness_s"] >= 0  # late by the worker's start-up for the first ones
     assert shown["fired"] == len(shown["runs"])
     # And the text shows the same runs, and list the last one's outcome
     text = ok(cli.run("schedule", "show", "beat"))

@@ -26,6 +26,7 @@ from corq.cli.schedule_view import (
     show_renderable,
     skip_json,
 )
+from corq.cli.text import clean
 from corq.cli.values import UsageLine, parse_duration, parse_moment
 from corq.schedule import CatchUp, Overlap, ScheduleDef
 
@@ -36,7 +37,7 @@ _OVERLAPS = ", ".join(o.value for o in Overlap)
 _CATCHUPS = ", ".join(c.value for c in CatchUp)
 
 
-@click.group()
+@click.group(short_help="Add, list, show, pause, resume, remove, backfill or run schedules.")
 def schedule() -> None:
     """Schedules: cron, interval and one-shot rules that send jobs (see `--help` of each).
 
@@ -45,7 +46,7 @@ def schedule() -> None:
     """
 
 
-@schedule.command("add")
+@schedule.command("add", short_help="Store a schedule (needs --app).")
 @click.argument("name")
 @click.argument("task")
 @click.option(
@@ -65,7 +66,12 @@ def schedule() -> None:
 @click.option("--priority", type=int, default=None, help="-100..100 [the task's].")
 @click.option("--overlap", default="allow_all", show_default=True, help=f"One of {_OVERLAPS}.")
 @click.option("--catchup", default="all", show_default=True, help=f"One of {_CATCHUPS}.")
-@click.option("--catchup-window", default=None, metavar="DURATION", help="[5m]")
+@click.option(
+    "--catchup-window",
+    default=None,
+    metavar="DURATION",
+    help="Missed ticks older than this are skipped, not fired late [5m].",
+)
 @click.option("--jitter", default=None, metavar="DURATION", help="Delay each job up to this.")
 @click.option("--pause-on-failure", is_flag=True, help="Pause when one of its jobs ends dead.")
 @click.option("--paused", is_flag=True, help="Add it paused (resume it later).")
@@ -137,7 +143,7 @@ def _next(info: ScheduleInfo) -> str:
     return "paused" if info.paused else "no tick ahead"
 
 
-@schedule.command("list")
+@schedule.command("list", short_help="Every schedule, its next fire times and last run.")
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON array.")
 @app_option
 @url_option
@@ -154,7 +160,7 @@ def list_(as_json: bool, app_path: str | None, url: str | None) -> None:
     print_list(console, infos, f"schedules on {app.settings.url}")
 
 
-@schedule.command("show")
+@schedule.command("show", short_help="A schedule, its recent runs and skipped ticks.")
 @click.argument("name")
 @click.option(
     "--limit", default=20, show_default=True, type=click.IntRange(1, 100), help="Runs shown."
@@ -200,7 +206,7 @@ def _call_text(call: Any) -> str:
     return f"({', '.join(p for p in (args, kwargs) if p)})"
 
 
-@schedule.command("pause")
+@schedule.command("pause", short_help="Stop firing its ticks until resumed.")
 @click.argument("name")
 @click.option("--reason", default=None, help="Shown by list and show.")
 @app_option
@@ -209,10 +215,12 @@ def pause(name: str, reason: str | None, app_path: str | None, url: str | None) 
     """Stop firing NAME's ticks until resumed (backfill and run-now still work)."""
     app = make_app(app_path, url)
     info = run(app, lambda: app.schedules.pause(name, reason))
-    click.echo(f"paused schedule {info.name}" + (f": {reason}" if reason else ""))
+    click.echo(
+        f"paused schedule {info.name}" + (f": {clean(reason, one_line=True)}" if reason else "")
+    )
 
 
-@schedule.command("resume")
+@schedule.command("resume", short_help="Fire its ticks again, from now on.")
 @click.argument("name")
 @app_option
 @url_option
@@ -223,7 +231,7 @@ def resume(name: str, app_path: str | None, url: str | None) -> None:
     click.echo(f"resumed schedule {info.name}, {_next(info)}")
 
 
-@schedule.command("rm")
+@schedule.command("rm", short_help="Remove a stored schedule with its state and history.")
 @click.argument("name")
 @app_option
 @url_option
@@ -234,7 +242,7 @@ def rm(name: str, app_path: str | None, url: str | None) -> None:
     click.echo(f"removed schedule {name}")
 
 
-@schedule.command("backfill")
+@schedule.command("backfill", short_help="Fire the past ticks of a window not fired yet.")
 @click.argument("name")
 @click.option("--from", "start", required=True, metavar="ISO", help="Window start, with zone.")
 @click.option("--to", "end", required=True, metavar="ISO", help="Window end (in the past).")
@@ -258,7 +266,7 @@ def backfill(name: str, start: str, end: str, app_path: str | None, url: str | N
         click.echo(job_id)
 
 
-@schedule.command("run-now")
+@schedule.command("run-now", short_help="Send the schedule's job now, outside its ticks.")
 @click.argument("name")
 @app_option
 @url_option
