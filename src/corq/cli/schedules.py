@@ -107,26 +107,41 @@ def add(
             "schedule add needs --app MODULE:ATTR (your corq.App), so the task and its "
             "arguments are checked before anything is stored"
         )
-    options: dict[str, Any] = {
-        "cron": cron,
-        "every": parse_duration(every, "--every"),
-        "at": parse_moment(at, "--at"),
-        "tz": tz,
-        "anchor": parse_moment(anchor, "--anchor"),
-        "args": _json(args_json, "--args", list),
-        "kwargs": _json(kwargs_json, "--kwargs", dict),
-        "queue": queue,
-        "priority": priority,
-        "overlap": overlap,
-        "catchup": catchup,
-        "catchup_window": parse_duration(catchup_window, "--catchup-window"),
-        "jitter": parse_duration(jitter, "--jitter"),
-        "pause_on_failure": pause_on_failure,
-        "paused": paused,
-    }
+    every_d, at_d, anchor_d = (
+        parse_duration(every, "--every"),
+        parse_moment(at, "--at"),
+        parse_moment(anchor, "--anchor"),
+    )
+    window_d, jitter_d = (
+        parse_duration(catchup_window, "--catchup-window"),
+        parse_duration(jitter, "--jitter"),
+    )
+    args, kwargs = _json(args_json, "--args", list), _json(kwargs_json, "--kwargs", dict)
     app = make_app(app_path, url)
     origin = f"corq schedule add on {socket.gethostname()}"
-    info = run(app, lambda: app.schedules.add(name, task, origin=origin, **options))
+    info = run(
+        app,
+        lambda: app.schedules.add(
+            name,
+            task,
+            cron=cron,
+            every=every_d,
+            at=at_d,
+            tz=tz,
+            anchor=anchor_d,
+            args=args,
+            kwargs=kwargs,
+            queue=queue,
+            priority=priority,
+            overlap=overlap,
+            catchup=catchup,
+            catchup_window=window_d,
+            jitter=jitter_d,
+            pause_on_failure=pause_on_failure,
+            paused=paused,
+            origin=origin,
+        ),
+    )
     click.echo(f"added schedule {info.name}: {info.definition.rule.describe()}, {_next(info)}")
 
 
