@@ -167,6 +167,20 @@ class Rule:
             out.append(tick)
         return out
 
+    def last_at_or_before(self, until_ms: int) -> int | None:
+        """The latest tick at or before `until_ms` (None: none, a one-shot still ahead), so a
+        run of passed ticks can be skipped in one step without stepping through them."""
+        if self.every_ms is not None:
+            k = (until_ms - self.anchor_ms) // self.every_ms
+            return self.anchor_ms + k * self.every_ms
+        if self.at_ms is not None:
+            return self.at_ms if self.at_ms <= until_ms else None
+        assert self.cron is not None
+        # cronsim steps back from a whole second strictly, so start one second later.
+        start = datetime.fromtimestamp(until_ms // 1000 + 1, ZoneInfo(self.tz))
+        moment = next(iter(CronSim(self.cron, start, reverse=True)), None)
+        return None if moment is None else int(moment.timestamp()) * 1000
+
     def count_between(self, after_ms: int, until_ms: int, limit: int) -> int:
         """How many ticks fall in (after_ms, until_ms], counted up to `limit`."""
         if self.every_ms is not None:
@@ -222,6 +236,8 @@ def make_rule(
             + (f" (got {', '.join(given)})" if given else "")
         )
     zone = _check_tz("UTC" if tz is None else tz)
+    if anchor is not None and every is None:
+        raise ScheduleError("anchor= applies to every= schedules only")
     if cron is not None:
         return Rule(cron=_check_cron(cron, zone), tz=zone)
     if tz is not None and tz != "UTC":
@@ -230,8 +246,6 @@ def make_rule(
         every_ms = _check_every(every)
         anchor_ms = 0 if anchor is None else _aware_ms(anchor, "anchor")
         return Rule(every_ms=every_ms, anchor_ms=anchor_ms)
-    if anchor is not None:
-        raise ScheduleError("anchor= applies to every= schedules only")
     assert at is not None
     at_ms = _aware_ms(at, "at")
     if now_ms is not None and at_ms <= now_ms:
