@@ -14,6 +14,7 @@ import subprocess
 import sys
 import time
 import uuid
+from collections.abc import Callable
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -22,9 +23,33 @@ sys.path.insert(0, str(ROOT))
 import corq  # noqa: E402
 from bench import bench_app  # noqa: E402
 
+#: Key prefixes this run used (dropped from Redis when it ends).
+USED_PREFIXES: list[str] = []
+
 
 def fresh_prefix() -> str:
-    return f"bench{uuid.uuid4().hex[:8]}"
+    prefix = f"bench{uuid.uuid4().hex[:8]}"
+    USED_PREFIXES.append(prefix)
+    return prefix
+
+
+async def drop_keys(url: str) -> None:
+    """Delete the keys of every prefix this run used, so runs do not pile up in Redis."""
+    import redis.asyncio as aioredis
+
+    client = aioredis.Redis.from_url(url)
+    try:
+        for prefix in USED_PREFIXES:
+            batch: list[bytes] = []
+            async for key in client.scan_iter(match=f"{prefix}:*", count=1000):
+                batch.append(key)
+                if len(batch) >= 1000:
+                    await client.unlink(*batch)
+                    batch.clear()
+            if batch:
+                await client.unlink(*batch)
+    finally:
+        await client.aclose()
 
 
 def configure(url: str) -> str:
@@ -244,6 +269,13 @@ async def main() -> None:
     if opts.sqlite:
         await main_sqlite(url, quick)
         return
+    try:
+        await main_redis(url, quick, want)
+    finally:
+        await drop_keys(url)
+
+
+async def main_redis(url: str, quick: bool, want: Callable[[str], bool]) -> None:
     if want("enqueue"):
         n = 20_000 if quick else 200_000
         print(
