@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Awaitable, Sequence
+from typing import TypeVar
 
 log = logging.getLogger("corq.worker")
+T = TypeVar("T")
 
 
 def reraise_if_cancelling() -> None:
@@ -63,3 +66,15 @@ class OutageLog:
         if self.failing:
             self.failing = False
             self.logger.info("%s works again", self.what)
+
+
+async def gather_bounded(calls: Sequence[Awaitable[T]], limit: int) -> list[T]:
+    """Await `calls` with at most `limit` in flight; results in order (the first error is
+    raised, as with gather)."""
+    gate = asyncio.Semaphore(limit)
+
+    async def one(call: Awaitable[T]) -> T:
+        async with gate:
+            return await call
+
+    return list(await asyncio.gather(*(one(c) for c in calls)))

@@ -3,25 +3,30 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import reprlib
 import threading
 import weakref
 from collections.abc import Callable, Coroutine, Iterable, Sequence
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from typing import Any, ParamSpec, Protocol, TypeVar, overload
 
 from corq.backends import open_backend
 from corq.client import Client, JobHandle
 from corq.clock import SystemClock
-from corq.errors import ArgumentError, ConfigError, TaskDefinitionError
+from corq.errors import ArgumentError, ConfigError, ScheduleError, TaskDefinitionError
 from corq.limits import MAX_DELAY_S, check_priority
 from corq.retry import RetryPolicy, exception_classes
+from corq.schedule import CatchUp, Overlap, Policy, Rule, ScheduleDef, make_policy, make_rule
+from corq.schedules import Schedules, build_schedule
 from corq.serializers import Serializer, get_serializer
 from corq.settings import Settings
 from corq.spec import EnqueueOptions, JobSpec, check_queue_name, check_task_name
 from corq.task import Task, TaskOptions
 from corq.types import Clock, JobId, QueueName, TaskName
 
+log = logging.getLogger(__name__)
 P = ParamSpec("P")
 R = TypeVar("R")
 
@@ -34,6 +39,27 @@ class _Register(Protocol):
 
     @overload
     def __call__(self, fn: Callable[P, R], /) -> Task[P, R]: ...
+
+
+class _Periodic(Protocol):
+    """What ``@app.periodic(...)`` returns: a decorator of a function or an existing task."""
+
+    @overload
+    def __call__(self, fn: Task[P, R], /) -> Task[P, R]: ...
+
+    @overload
+    def __call__(self, fn: Callable[P, Coroutine[Any, Any, R]], /) -> Task[P, R]: ...
+
+    @overload
+    def __call__(self, fn: Callable[P, R], /) -> Task[P, R]: ...
+
+
+@dataclass(frozen=True, slots=True)
+class _PeriodicCall:
+    """A code schedule's arguments as written, so a new serializer can encode them again."""
+
+    args: Sequence[Any]
+    kwargs: dict[str, Any] | None
 
 
 class App:
@@ -54,6 +80,11 @@ class App:
         self.settings = settings
         self.clock: Clock = clock or SystemClock()
         self.registry: dict[TaskName, Task[Any, Any]] = {}
+        #: Schedules declared with ``@app.periodic``, by name (the scheduler leader writes
+        #: them to the broker).
+        self.periodic_schedules: dict[str, ScheduleDef] = {}
+        self._periodic_calls: dict[str, _PeriodicCall] = {}
+        self._schedules = Schedules(self)
         self._serializer = get_serializer(settings.serializer)
         self._clients: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Client] = (
             weakref.WeakKeyDictionary()
@@ -72,8 +103,16 @@ class App:
         """Change settings (e.g. url) before any connection is made."""
         if self._clients or self._portal is not None:
             raise ConfigError("configure() must be called before the app connects")
+        serializer = self.settings.serializer
         self.settings = _updated(self.settings, changes)
         self._serializer = get_serializer(self.settings.serializer)
+        if self.settings.serializer != serializer:
+            self._encode_periodic_again()
+
+    @property
+    def schedules(self) -> Schedules:
+        """Stored schedules at runtime: add, update, pause, resume, backfill, run now."""
+        return self._schedules
 
     @property
     def serializer(self) -> Serializer:
@@ -148,6 +187,146 @@ class App:
             return task
 
         return register(fn) if fn is not None else register
+
+    # -- schedules -------------------------------------------------------------------
+    def periodic(
+        self,
+        *,
+        cron: str | None = None,
+        every: timedelta | float | None = None,
+        at: datetime | None = None,
+        tz: str | None = None,
+        anchor: datetime | None = None,
+        args: Sequence[Any] = (),
+        kwargs: dict[str, Any] | None = None,
+        name: str | None = None,
+        overlap: Overlap | str = Overlap.ALLOW_ALL,
+        catchup: CatchUp | str = CatchUp.ALL,
+        catchup_window: timedelta | float | None = None,
+        jitter: timedelta | float | None = None,
+        pause_on_failure: bool = False,
+        task_name: str | None = None,
+        queue: str | None = None,
+        retries: int | None = None,
+        timeout: float | None = None,
+        process: bool | None = None,
+        retry_on: type[BaseException] | Iterable[type[BaseException]] | None = None,
+        backoff: float | None = None,
+        max_backoff: float | None = None,
+        retry_jitter: bool | None = None,
+        priority: int | None = None,
+    ) -> _Periodic:
+        """Register a task and a schedule that fires it (a *code* schedule):
+
+            @app.periodic(cron="*/5 * * * *", tz="Asia/Shanghai")
+            async def rebuild_report() -> None: ...
+
+        `name` names the schedule (default: the task's name); `task_name` and the task
+        keywords of ``@app.task`` define the task (`retry_jitter` is its retry jitter flag;
+        `jitter` here delays each tick's job). Given an existing task
+        (``app.periodic(every=60)(my_task)``) only the schedule is added. Every mistake is a
+        ScheduleError now, at import, not at the first tick. A one-shot (`at=`) whose time
+        has passed is kept but never fires: the code outlives its one-shot.
+        """
+        rule = make_rule(cron=cron, every=every, at=at, tz=tz, anchor=anchor)
+        if rule.at_ms is not None and rule.at_ms <= self.clock.now_ms():
+            log.warning("code schedule at=%s has passed: it never fires", at)
+        policy = make_policy(
+            overlap=overlap,
+            catchup=catchup,
+            catchup_window=catchup_window,
+            jitter=jitter,
+            pause_on_failure=pause_on_failure,
+        )
+        task_options = {
+            "name": task_name,
+            "queue": queue,
+            "retries": retries,
+            "timeout": timeout,
+            "process": process,
+            "retry_on": retry_on,
+            "backoff": backoff,
+            "max_backoff": max_backoff,
+            "retry_jitter": retry_jitter,
+            "priority": priority,
+        }
+        given = sorted(k for k, v in task_options.items() if v is not None)
+
+        def declare(fn: Callable[..., Any]) -> Task[Any, Any]:
+            registered = not isinstance(fn, Task)
+            if isinstance(fn, Task):
+                if given:
+                    raise ScheduleError(
+                        f"task {fn.name!r} is defined already: give its options to @app.task, "
+                        f"not to periodic ({', '.join(given)})"
+                    )
+                task = fn
+            else:
+                task = self.task(
+                    name=task_name,
+                    queue=queue,
+                    retries=0 if retries is None else retries,
+                    timeout=timeout,
+                    process=False if process is None else process,
+                    retry_on=() if retry_on is None else retry_on,
+                    backoff=1.0 if backoff is None else backoff,
+                    max_backoff=300.0 if max_backoff is None else max_backoff,
+                    jitter=True if retry_jitter is None else retry_jitter,
+                    priority=0 if priority is None else priority,
+                )(fn)
+            try:
+                self._declare_periodic(
+                    task, name, rule=rule, policy=policy, call=_PeriodicCall(args, kwargs)
+                )
+            except BaseException:
+                if registered:
+                    self.registry.pop(task.name, None)
+                raise
+            return task
+
+        return declare
+
+    def _declare_periodic(
+        self,
+        task: Task[Any, Any],
+        name: str | None,
+        *,
+        rule: Rule,
+        policy: Policy,
+        call: _PeriodicCall,
+    ) -> None:
+        fn = task.fn
+        origin = f"{getattr(fn, '__module__', '?')}:{getattr(fn, '__qualname__', task.name)}"
+        schedule_name = task.name if name is None else name
+        existing = self.periodic_schedules.get(schedule_name)
+        if existing is not None:
+            raise ScheduleError(
+                f"schedule {schedule_name!r} is declared twice: at {existing.origin} and at "
+                f"{origin}; pass name=... to one of them"
+            )
+        definition = build_schedule(
+            schedule_name,
+            task,
+            rule=rule,
+            policy=policy,
+            args=call.args,
+            kwargs=call.kwargs,
+            queue=None,
+            priority=None,
+            source="code",
+            origin=origin,
+            max_payload_bytes=self.settings.max_payload_bytes,
+        )
+        self.periodic_schedules[definition.name] = definition
+        self._periodic_calls[definition.name] = call
+
+    def _encode_periodic_again(self) -> None:
+        """A new serializer: the code schedules' payloads are encoded with it."""
+        for name, definition in list(self.periodic_schedules.items()):
+            call = self._periodic_calls[name]
+            task = self.registry[definition.task]
+            payload = task.encode_payload(tuple(call.args), dict(call.kwargs or {}))
+            self.periodic_schedules[name] = replace(definition, payload=payload)
 
     # -- connections -----------------------------------------------------------------
     def client(self) -> Client:

@@ -29,12 +29,11 @@ from corq.errors import (
     JobCancelledError,
     JobFailedError,
     JobNotFoundError,
-    PayloadTooLargeError,
     ResultTimeoutError,
     SerializationError,
 )
 from corq.job import TERMINAL_STATES, Job, JobStatus
-from corq.limits import MAX_DELAY_S, check_priority
+from corq.limits import MAX_DELAY_S, check_payload_size, check_priority
 from corq.serializers import Serializer
 from corq.spec import EnqueueOptions, JobSpec, check_queue_name, specs_list
 from corq.types import Clock, JobId, QueueName, TaskName
@@ -226,12 +225,7 @@ class Client:
     ) -> list[NewJob]:
         jobs = []
         for payload in payloads:
-            if len(payload) > self.max_payload_bytes:
-                raise PayloadTooLargeError(
-                    f"task {task_name!r}: payload is {len(payload):,} bytes, over the limit of "
-                    f"{self.max_payload_bytes:,} (settings.max_payload_bytes / "
-                    "CORQ_MAX_PAYLOAD_BYTES)"
-                )
+            check_payload_size(task_name, payload, self.max_payload_bytes)
             jobs.append(
                 NewJob(
                     id=checked.job_id or uuid.uuid4().hex,

@@ -6,6 +6,7 @@ import asyncio
 from collections.abc import Callable, Coroutine
 from contextvars import ContextVar
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any
 
 from corq.errors import ArgumentError, CorqError
@@ -26,10 +27,16 @@ class JobContext:
     attempt: int
     #: When it was enqueued (ms since the epoch).
     enqueued_at_ms: int
+    #: The schedule that fired it (None for a job sent otherwise).
+    schedule: str | None = None
+    #: The tick it was fired for, aware in UTC (None for a job sent otherwise); the same
+    #: on every attempt and every scheduler, so a task can key its effects on it.
+    tick: datetime | None = None
 
 
-#: The running job as a plain tuple: id, task, queue, attempt, enqueued_at_ms.
-JobTuple = tuple[str, str, str, int, int]
+#: The running job as a plain tuple: id, task, queue, attempt, enqueued_at_ms, schedule,
+#: tick_ms.
+JobTuple = tuple[str, str, str, int, int, str | None, int | None]
 #: Records progress for the job given: one per worker, not one per job (it is on the hot
 #: path), so it is told which job reports.
 Reporter = Callable[[JobTuple, float], Coroutine[Any, Any, bool]]
@@ -42,11 +49,17 @@ _current: ContextVar[_Current] = ContextVar("corq_current_job")
 def current_job() -> JobContext:
     """The job being run by this task call; raises CorqError outside a job."""
     try:
-        (job_id, task, queue, attempt, enqueued_at_ms), _, _ = _current.get()
+        (job_id, task, queue, attempt, enqueued_at_ms, schedule, tick_ms), _, _ = _current.get()
     except LookupError:
         raise CorqError("current_job() is only available inside a task run by a worker") from None
     return JobContext(
-        job_id=job_id, task=task, queue=queue, attempt=attempt, enqueued_at_ms=enqueued_at_ms
+        job_id=job_id,
+        task=task,
+        queue=queue,
+        attempt=attempt,
+        enqueued_at_ms=enqueued_at_ms,
+        schedule=schedule,
+        tick=None if tick_ms is None else datetime.fromtimestamp(tick_ms / 1000, UTC),
     )
 
 

@@ -12,7 +12,7 @@ import reprlib
 import traceback
 from types import TracebackType
 
-from corq.errors import CorqError
+from corq.errors import CorqError, PayloadTooLargeError
 
 #: Longest job id either broker accepts (characters); longer ids are refused at enqueue.
 MAX_JOB_ID_CHARS = 200
@@ -40,6 +40,15 @@ def check_priority(priority: object, error: type[CorqError]) -> int:
             f"got {reprlib.repr(priority)}"
         )
     return priority
+
+
+def check_payload_size(task_name: str, payload: bytes, limit: int) -> None:
+    """Refuse a payload over the limit (enqueues, and schedules that send it later)."""
+    if len(payload) > limit:
+        raise PayloadTooLargeError(
+            f"task {task_name!r}: payload is {len(payload):,} bytes, over the limit of "
+            f"{limit:,} (settings.max_payload_bytes / CORQ_MAX_PAYLOAD_BYTES)"
+        )
 
 
 def format_traceback(exc: BaseException, tb: TracebackType | None) -> str:

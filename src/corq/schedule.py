@@ -14,8 +14,8 @@ broker keeps the firing state beside it (see ``corq.backends.base.ScheduleStore`
 from __future__ import annotations
 
 import hashlib
-import reprlib
 import re
+import reprlib
 from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
@@ -167,6 +167,20 @@ class Rule:
             out.append(tick)
         return out
 
+    def last_at_or_before(self, until_ms: int) -> int | None:
+        """The latest tick at or before `until_ms` (None: none, a one-shot still ahead), so a
+        run of passed ticks can be skipped in one step without stepping through them."""
+        if self.every_ms is not None:
+            k = (until_ms - self.anchor_ms) // self.every_ms
+            return self.anchor_ms + k * self.every_ms
+        if self.at_ms is not None:
+            return self.at_ms if self.at_ms <= until_ms else None
+        assert self.cron is not None
+        # cronsim steps back from a whole second strictly, so start one second later.
+        start = datetime.fromtimestamp(until_ms // 1000 + 1, ZoneInfo(self.tz))
+        moment = next(iter(CronSim(self.cron, start, reverse=True)), None)
+        return None if moment is None else int(moment.timestamp()) * 1000
+
     def count_between(self, after_ms: int, until_ms: int, limit: int) -> int:
         """How many ticks fall in (after_ms, until_ms], counted up to `limit`."""
         if self.every_ms is not None:
@@ -213,10 +227,13 @@ def make_rule(
 
     `now_ms`, when given, refuses a one-shot time that has already passed.
     """
-    given = [name for name, value in (("cron", cron), ("every", every), ("at", at)) if value]
+    given = [
+        name for name, value in (("cron", cron), ("every", every), ("at", at)) if value is not None
+    ]
     if len(given) != 1:
         raise ScheduleError(
-            "give exactly one of cron=, every= or at=" + (f" (got {', '.join(given)})" if given else "")
+            "give exactly one of cron=, every= or at="
+            + (f" (got {', '.join(given)})" if given else "")
         )
     zone = _check_tz("UTC" if tz is None else tz)
     if cron is not None:
@@ -240,7 +257,9 @@ def make_rule(
 
 def _check_tz(tz: object) -> str:
     if not isinstance(tz, str) or not tz:
-        raise ScheduleError(f"tz must be an IANA time zone name such as 'Europe/Berlin', got {tz!r}")
+        raise ScheduleError(
+            f"tz must be an IANA time zone name such as 'Europe/Berlin', got {tz!r}"
+        )
     try:
         ZoneInfo(tz)
     except (ZoneInfoNotFoundError, ValueError):
@@ -295,7 +314,7 @@ def _aware_ms(moment: object, what: str) -> int:
     return round(moment.timestamp() * 1000)
 
 
-def _duration_ms(value: timedelta | float, what: str, *, low: float = 0.0) -> int:
+def _duration_ms(value: object, what: str, *, low: float = 0.0) -> int:
     if isinstance(value, timedelta):
         seconds = value.total_seconds()
     elif isinstance(value, int | float) and not isinstance(value, bool):

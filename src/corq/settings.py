@@ -70,6 +70,11 @@ class Settings(BaseSettings):
     max_stall_s: float = Field(default=60.0, gt=0)
     #: How often a worker checks that the jobs the broker says it holds are the ones it runs.
     reconcile_s: float = Field(default=6.0, gt=0)
+    #: How long the scheduler leader's lease lasts unless renewed: a standby takes over at
+    #: most this long (plus scheduler_poll_s) after the leader died.
+    scheduler_lease_s: float = Field(default=4.0, gt=0)
+    #: How often schedulers look for schedule changes (the leader) or a free lease (standbys).
+    scheduler_poll_s: float = Field(default=0.5, gt=0)
 
     @field_validator("default_queue")
     @classmethod
@@ -87,4 +92,10 @@ class Settings(BaseSettings):
             raise ValueError(f"heartbeat_s ({self.heartbeat_s}) must be less than lease_s")
         if self.max_stall_s <= self.lease_s:
             raise ValueError(f"max_stall_s ({self.max_stall_s}) must exceed lease_s")
+        if self.scheduler_poll_s * 2 > self.scheduler_lease_s:
+            raise ValueError(
+                f"scheduler_poll_s ({self.scheduler_poll_s}) must be at most half of "
+                f"scheduler_lease_s ({self.scheduler_lease_s}): the leader renews its lease "
+                "several times per lease"
+            )
         return self

@@ -337,7 +337,7 @@ def _local_function() -> ChildCall:
     return ChildCall(module=__name__, qualname=inner.__qualname__, payload=b"{}", context=CTX)
 
 
-CTX = ("job-1", "t", "default", 1, 0)
+CTX = ("job-1", "t", "default", 1, 0, None, None)
 EMPTY = b'{"args":[],"kwargs":{}}'
 
 

@@ -1,4 +1,4 @@
-"""SQLite only: files written by older corq versions open, upgraded to schema version 3.
+"""SQLite only: files written by older corq versions open, upgraded to schema version 4.
 
 Each test builds a real file with the old schema (its DDL kept here as it shipped), fills
 it the way that version did, opens it with this corq, and checks that every job still
@@ -17,7 +17,15 @@ from pathlib import Path
 
 import pytest
 
-from corq.backends.base import Completion, NewJob, Reclaimed, WorkerLease
+from corq.backends.base import (
+    Completion,
+    NewJob,
+    Reclaimed,
+    ScheduleStep,
+    TickOutcome,
+    TickStep,
+    WorkerLease,
+)
 from corq.backends.sqlite import SqliteBackend
 from corq.backends.sqlite.columns import ROW_FIELDS
 from corq.backends.sqlite.sql import SCHEMA_VERSION
@@ -72,6 +80,27 @@ SCHEMA_V2 = (
     + "CREATE INDEX jobs_ready ON jobs (queue, suspect, priority DESC, seq)"
     " WHERE status = 'queued';\n" + "PRAGMA user_version = 2;"
 )
+#: Schema version 3 (departed workers, the reclaiming table, queue last-use), as shipped.
+SCHEMA_V3 = (
+    SCHEMA_V2.replace(
+        "CREATE TABLE queues (name TEXT PRIMARY KEY) WITHOUT ROWID;",
+        "CREATE TABLE queues (name TEXT PRIMARY KEY,"
+        " last_used_ms INTEGER NOT NULL DEFAULT 0) WITHOUT ROWID;",
+    )
+    .replace(
+        "lease_deadline_ms INTEGER NOT NULL,\n",
+        "lease_deadline_ms INTEGER NOT NULL,\n    departed INTEGER NOT NULL DEFAULT 0,\n",
+    )
+    .replace("PRAGMA user_version = 2;", "")
+    + """
+CREATE TABLE reclaiming (
+    queue TEXT NOT NULL, worker_id TEXT NOT NULL, departed INTEGER NOT NULL DEFAULT 0,
+    PRIMARY KEY (queue, worker_id)
+) WITHOUT ROWID;
+CREATE INDEX queues_idle ON queues (last_used_ms);
+PRAGMA user_version = 3;
+"""
+)
 
 #: Rows as the older versions wrote them: (id, status, worker_id, run_at_ms, expires_at_ms).
 OLD_JOBS = [
@@ -90,7 +119,10 @@ def old_file(path: Path, ddl: str) -> Path:
     conn = sqlite3.connect(path)
     conn.executescript(ddl)
     conn.execute("INSERT INTO queues (name) VALUES ('q')")
-    conn.execute("INSERT INTO workers VALUES ('q', 'live', ?)", (T0 + 10 * LEASE_MS,))
+    conn.execute(
+        "INSERT INTO workers (queue, worker_id, lease_deadline_ms) VALUES ('q', 'live', ?)",
+        (T0 + 10 * LEASE_MS,),
+    )
     for seq, (job_id, status, worker, run_at, expires) in enumerate(OLD_JOBS, start=1):
         conn.execute(
             "INSERT INTO jobs (queue, id, task, status, payload, seq, enqueued_at_ms, run_at_ms,"
@@ -132,14 +164,15 @@ def columns(path: Path, table: str) -> set[str]:
 async def _every_job_moves_on(path: Path) -> None:
     b = SqliteBackend(f"sqlite:///{path}")
     try:
-        # The file is at the current version, with the version 3 columns and tables
+        # The file is at the current version, with the columns and tables of every version
         await b.ping()
         with look(path) as conn:
             assert conn.execute("PRAGMA user_version").fetchone() == (SCHEMA_VERSION,)
             assert conn.execute("SELECT count(*) FROM reclaiming").fetchone() == (0,)
         assert "departed" in columns(path, "workers")
         assert "last_used_ms" in columns(path, "queues")
-        assert {"suspect", "isolated", "progress"} <= columns(path, "jobs")
+        assert {"suspect", "isolated", "progress", "schedule", "tick_ms"} <= columns(path, "jobs")
+        assert "schedule_tick_id" not in columns(path, "jobs")
 
         # Every record still reads as it was written
         statuses = {}
@@ -147,6 +180,7 @@ async def _every_job_moves_on(path: Path) -> None:
             job = await b.get_job(job_id, "q")
             assert job is not None, job_id
             assert job.error is None or not job.error.startswith("damaged"), job_id
+            assert (job.schedule, job.tick_ms) == (None, None), job_id
             statuses[job_id] = job.status
         assert statuses == {
             "ready": JobStatus.QUEUED,
@@ -185,8 +219,23 @@ async def _every_job_moves_on(path: Path) -> None:
         assert await b.promote_due_jobs("q", T0 + 60_000) is None
         [stats] = await b.queue_stats(["q"])
         assert (stats.ready, stats.delayed, stats.in_flight, stats.workers) == (1, 0, 2, 2)
+
+        # And schedules work on it: one fires its tick into the old queue
+        await _a_schedule_fires(b)
     finally:
         await b.close()
+
+
+async def _a_schedule_fires(b: SqliteBackend) -> None:
+    assert await b.schedules_version() == 0
+    assert await b.add_schedule("s", "q", b"{}", T0) is not None
+    job = NewJob(id="s@1", task="t", queue="q", payload=b"{}", enqueued_at_ms=T0 + 1,
+                 run_at_ms=T0 + 1, schedule="s", tick_ms=T0 + 1)  # fmt: skip
+    fire = ScheduleStep(schedule="s", step=TickStep.FIRE, tick_ms=T0 + 1, job=job)
+    assert await b.advance_schedules([fire], 1, T0 + 1) == [TickOutcome.DONE]
+    fired = await b.get_job("s@1", "q")
+    assert fired is not None
+    assert (fired.status, fired.schedule, fired.tick_ms) == (JobStatus.QUEUED, "s", T0 + 1)
 
 
 async def test_a_version_1_file_is_upgraded_and_its_jobs_move_on(tmp_path: Path) -> None:
@@ -195,6 +244,10 @@ async def test_a_version_1_file_is_upgraded_and_its_jobs_move_on(tmp_path: Path)
 
 async def test_a_version_2_file_is_upgraded_and_its_jobs_move_on(tmp_path: Path) -> None:
     await _every_job_moves_on(old_file(tmp_path / "v2.db", SCHEMA_V2))
+
+
+async def test_a_version_3_file_is_upgraded_and_its_jobs_move_on(tmp_path: Path) -> None:
+    await _every_job_moves_on(old_file(tmp_path / "v3.db", SCHEMA_V3))
 
 
 async def test_names_known_before_the_upgrade_count_as_used_at_it(tmp_path: Path) -> None:
@@ -250,6 +303,25 @@ async def test_a_half_migrated_file_is_refused_at_once(tmp_path: Path) -> None:
         await b.close()
 
 
+async def test_a_version_3_file_with_a_version_4_column_is_refused(tmp_path: Path) -> None:
+    path = old_file(tmp_path / "v3.db", SCHEMA_V3)
+    with look(path) as conn:
+        conn.execute("ALTER TABLE jobs ADD COLUMN tick_ms INTEGER")
+        conn.commit()
+    b = SqliteBackend(f"sqlite:///{path}")
+    try:
+        with pytest.raises(BrokerDataError, match="duplicate column"):
+            await b.ping()
+        with look(path) as conn:  # nothing of the upgrade was kept
+            assert conn.execute("PRAGMA user_version").fetchone() == (3,)
+            assert "schedule_tick_id" in columns(path, "jobs")
+            assert conn.execute(
+                "SELECT count(*) FROM sqlite_master WHERE name = 'schedules'"
+            ).fetchone() == (0,)
+    finally:
+        await b.close()
+
+
 async def test_a_file_marked_current_without_the_current_schema_is_refused(
     tmp_path: Path,
 ) -> None:
@@ -281,7 +353,9 @@ def _declared(sql: str) -> tuple[str, bool, str | None]:
     return match["type"], match["not_null"] is not None, match["default"]
 
 
-@pytest.mark.parametrize("ddl", [None, SCHEMA_V1, SCHEMA_V2], ids=["new", "v1", "v2"])
+@pytest.mark.parametrize(
+    "ddl", [None, SCHEMA_V1, SCHEMA_V2, SCHEMA_V3], ids=["new", "v1", "v2", "v3"]
+)
 async def test_the_jobs_table_holds_every_field_of_the_record_as_declared(
     tmp_path: Path, ddl: str | None
 ) -> None:

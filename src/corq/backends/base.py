@@ -234,8 +234,8 @@ class TickStep(StrEnum):
     BUFFER = "buffer"
     #: Fire the buffered tick: T == buffered_tick_ms and not paused; clears it.
     FIRE_BUFFERED = "fire_buffered"
-    #: Fire a past tick again asked for: floor_ms < T <= last_tick_ms and T not among the
-    #: fired ticks (allowed while paused; needs no fence).
+    #: Fire a past tick again asked for: floor_ms < T <= last_tick_ms, T not among the
+    #: fired ticks and not the buffered tick (allowed while paused; needs no fence).
     BACKFILL = "backfill"
     #: Run now, outside the ticks: only needs the schedule to exist (allowed while paused;
     #: needs no fence); last_tick_ms and the fired ticks are left alone.
@@ -324,13 +324,16 @@ class ScheduleRecord:
     paused_reason: str | None
     #: Every tick at or before this was fired, skipped or buffered (the watermark).
     last_tick_ms: int
-    #: Fired ticks at or before this are no longer kept one by one (BACKFILL refuses them).
+    #: Fired ticks at or before this are no longer kept one by one (BACKFILL refuses them);
+    #: 0 until one is dropped (the highest ticks are kept).
     floor_ms: int
     #: A tick held back by ``buffer_one``, fired when the previous run ends.
     buffered_tick_ms: int | None
     created_at_ms: int
+    #: The last change of the definition or the paused state (steps leave it alone).
     updated_at_ms: int
-    #: Jobs enqueued and ticks skipped, since creation.
+    #: Runs recorded (one per DONE step with a job) and ticks skipped (one per SKIP, plus
+    #: the ``count`` of every ``skipped`` recorded), since creation.
     fired: int
     skipped: int
     #: The latest run, if any (for listings without a history read).
@@ -578,9 +581,10 @@ class ScheduleStore(Protocol):
 
         `reset_ticks` (the rule changed) moves last_tick_ms up to now, so the new rule does
         not catch up ticks from before the change. A definition equal to the stored one (and
-        the same queue) changes nothing, not even the version. A new queue moves the whole
-        schedule there with its firing state (a step in flight against the old queue gets
-        GONE).
+        the same queue) changes nothing, not even the version, `reset_ticks` or not (so a
+        restart that writes its code schedules again still catches up). A new queue moves
+        the whole schedule there with its firing state (a step whose job names the old queue
+        fails, see advance_schedules).
         """
         ...
 
@@ -600,8 +604,8 @@ class ScheduleStore(Protocol):
         """Pause or resume; None when it does not exist.
 
         Resuming moves last_tick_ms up to now (the ticks of the pause are not caught up) and
-        records `skipped` (the caller counts the ticks it passed over). Pausing or resuming
-        in the state it is already in changes nothing.
+        records `skipped` (the caller counts the ticks it passed over; ignored when pausing).
+        Pausing or resuming in the state it is already in changes nothing.
         """
         ...
 
@@ -618,7 +622,8 @@ class ScheduleStore(Protocol):
         ...
 
     async def changed_schedules(self, since_version: int) -> ScheduleChanges:
-        """What changed after `since_version` (0: everything)."""
+        """What changed after `since_version` (0: everything). A name removed and added
+        again since is in `changed` only."""
         ...
 
     async def schedule_history(
@@ -634,19 +639,30 @@ class ScheduleStore(Protocol):
         """Apply steps, each one atomic on its own (see TickStep); one outcome per step.
 
         `fence` is the caller's scheduler lease fence; None (allowed only for BACKFILL and
-        MANUAL steps, from operators) skips the fence check. A FIRE, FIRE_BUFFERED, BACKFILL
-        or MANUAL step enqueues its job exactly as ``enqueue_jobs`` would (waking workers),
-        adds a run to the log and, but for MANUAL, the tick to the fired ticks. Steps of one
-        schedule are applied in order. Raises EnqueueError (nothing written) for a job that
-        enqueue_jobs would refuse, or one whose queue is not the schedule's.
+        MANUAL steps, from operators) skips the fence check. A given fence is checked for
+        every step, and only a step that wrote (DONE) raises the highest fence seen. A
+        FIRE, FIRE_BUFFERED, BACKFILL or MANUAL step enqueues its job exactly as
+        ``enqueue_jobs`` would (waking workers), adds a run to the log and, but for MANUAL,
+        the tick to the fired ticks; an id that exists already is not enqueued again, the
+        step is still DONE and its run recorded. A step's `skipped` is recorded when the step
+        is DONE. Steps of one schedule are applied in order; each step's outcome is decided
+        in the order GONE, FENCED, PAUSED, STALE.
+
+        Raises ValueError (a caller's bug; nothing written) for a fence of None with a FIRE,
+        SKIP, BUFFER or FIRE_BUFFERED step, a FIRE, FIRE_BUFFERED, BACKFILL or MANUAL step
+        without a job, a SKIP or BUFFER step with one, or `skipped` ticks not below the
+        step's tick. Raises EnqueueError (nothing written) for a job that enqueue_jobs would
+        refuse, or one whose queue is not the schedule's when the call begins; a schedule
+        moved to another queue while the call runs gets GONE.
         """
         ...
 
     async def acquire_scheduler_lease(
         self, holder: str, lease_ms: int, now_ms: int | None
     ) -> SchedulerLease | None:
-        """Take the leadership when it is free or its lease passed (a new fence), or renew
-        it when `holder` has it (the same fence); None when another holder has it."""
+        """Take the leadership when it is free or its lease passed (a new fence, even for
+        the holder whose lease it was), or renew it when `holder` has it (the same fence);
+        None when another holder has it. A lease holds while now <= deadline_ms."""
         ...
 
     async def release_scheduler_lease(self, holder: str) -> bool:

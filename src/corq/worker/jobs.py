@@ -115,7 +115,7 @@ class Jobs:
 
     async def _report_progress(self, job: JobTuple, progress: float) -> bool:
         """Progress is telemetry: a broker blip must never fail the job."""
-        job_id, _, queue, attempt, _ = job
+        job_id, _, queue, attempt = job[:4]
         running = self.registry.get(queue, job_id)
         if running is None or running.job.attempt != attempt:
             return False

@@ -81,7 +81,8 @@ class ChildCall:
     qualname: str
     #: The job's encoded arguments, exactly as stored; the child decodes them itself.
     payload: bytes
-    #: What `corq.context.bind_job` takes: job id, task, queue, attempt, enqueued_at_ms.
+    #: What `corq.context.bind_job` takes: job id, task, queue, attempt, enqueued_at_ms,
+    #: schedule, tick_ms.
     context: JobTuple
     #: Serializer name (``json``, ``msgpack``) of the payload and the result.
     serializer: str = "json"

@@ -230,7 +230,7 @@ class Runner:
         loop = self._loop
         if loop is None:
             loop = self._loop = asyncio.get_running_loop()
-        bind_job((job.id, job.task, job.queue, job.attempt, job.enqueued_at_ms), self.report, loop)
+        bind_job(_context(job), self.report, loop)
 
     def _cancelled(self, running: Running) -> Outcome | None:
         job = running.job
@@ -261,7 +261,15 @@ def _not_importable(task: Task[Any, Any]) -> str:
 
 
 def _context(job: ClaimedJob) -> JobTuple:
-    return (job.id, job.task, job.queue, job.attempt, job.enqueued_at_ms)
+    return (
+        job.id,
+        job.task,
+        job.queue,
+        job.attempt,
+        job.enqueued_at_ms,
+        job.schedule,
+        job.tick_ms,
+    )
 
 
 def _raised(task: Task[Any, Any], exc: BaseException, tb: str | None = None) -> Raised:

@@ -15,9 +15,6 @@ from functools import partial
 
 from corq.backends.base import (
     BATCH,
-    MAX_JOB_ID_CHARS,
-    PRIORITY_MAX,
-    PRIORITY_MIN,
     Backend,
     ClaimBatch,
     Completion,
@@ -31,11 +28,11 @@ from corq.backends.base import (
 )
 from corq.backends.sqlite import admin, claims, leases, outcomes, producer, reclaim
 from corq.backends.sqlite.dead import DeadBounds
+from corq.backends.sqlite.schedules import SqliteSchedules
 from corq.backends.sqlite.store import Conn
 from corq.backends.sqlite.thread import ConnectionThread, Tx
 from corq.backends.sqlite.url import Target, parse_url
 from corq.backends.sqlite.watch import HUB, ChangeWatch
-from corq.errors import EnqueueError
 from corq.job import Job
 from corq.types import JobId, QueueName, WorkerId
 
@@ -61,27 +58,12 @@ def _due_is_news(due: int | None, told: object) -> bool:
     return told is None or (isinstance(told, int) and due < told)
 
 
-def check_new_job(job: NewJob) -> None:
-    """Refuse, before anything is written, what no broker stores: an empty id, an id over
-    MAX_JOB_ID_CHARS, a priority that is not an integer in PRIORITY_MIN..PRIORITY_MAX."""
-    if not job.id:
-        raise EnqueueError("job id is empty")
-    if len(job.id) > MAX_JOB_ID_CHARS:
-        raise EnqueueError(
-            f"job id {job.id[:40]!r}... is {len(job.id)} characters long; "
-            f"at most {MAX_JOB_ID_CHARS} are allowed"
-        )
-    if type(job.priority) is not int or not PRIORITY_MIN <= job.priority <= PRIORITY_MAX:
-        raise EnqueueError(
-            f"job {job.id}: priority {job.priority!r} is outside {PRIORITY_MIN}..{PRIORITY_MAX}"
-        )
-
-
-class SqliteBackend:
+class SqliteBackend(SqliteSchedules):
     """Backend on an SQLite file (``sqlite:///path``) or on the process's in-memory database
     (``sqlite:///:memory:``, shared by every backend of the process, gone with the last).
 
-    `dead_max` and `dead_ttl_ms` bound each queue's dead letters (0: unbounded).
+    `dead_max` and `dead_ttl_ms` bound each queue's dead letters (0: unbounded). The
+    ScheduleStore methods come from schedules.py.
     """
 
     def __init__(
@@ -112,7 +94,7 @@ class SqliteBackend:
     # -- JobStore (producer.py) ------------------------------------------------------
     async def enqueue_jobs(self, jobs: Sequence[NewJob]) -> list[bool]:
         for job in jobs:
-            check_new_job(job)
+            producer.check_new_job(job)
         return await self._thread.run(partial(producer.enqueue_jobs, jobs=list(jobs)))
 
     async def get_job(self, job_id: JobId, queue: QueueName | None = None) -> Job | None:

@@ -26,7 +26,6 @@ ROW_FIELDS: tuple[JobField, ...] = (*JOB_FIELDS, SEQ)
 TABLE_ONLY: dict[str, object] = {
     "expires_at_ms": None,
     "pending_deps": 0,
-    "schedule_tick_id": None,
     "fairness_key": None,
 }
 if not all(f.name.isidentifier() for f in ROW_FIELDS):

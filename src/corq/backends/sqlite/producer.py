@@ -4,15 +4,38 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from corq.backends.base import CANCELLED_TTL_MS, NewJob
+from corq.backends.base import (
+    CANCELLED_TTL_MS,
+    MAX_JOB_ID_CHARS,
+    PRIORITY_MAX,
+    PRIORITY_MIN,
+    NewJob,
+)
 from corq.backends.sqlite.columns import NEW_COLUMNS
 from corq.backends.sqlite.records import job_from_row
 from corq.backends.sqlite.sql import Q
 from corq.backends.sqlite.store import Conn, advance_clock, read_clock, take_numbers
+from corq.errors import EnqueueError
 from corq.job import TERMINAL_STATES, Job, JobStatus
 from corq.types import JobId, QueueName
 
 _INT64_MAX = 2**63 - 1
+
+
+def check_new_job(job: NewJob) -> None:
+    """Refuse, before anything is written, what no broker stores: an empty id, an id over
+    MAX_JOB_ID_CHARS, a priority that is not an integer in PRIORITY_MIN..PRIORITY_MAX."""
+    if not job.id:
+        raise EnqueueError("job id is empty")
+    if len(job.id) > MAX_JOB_ID_CHARS:
+        raise EnqueueError(
+            f"job id {job.id[:40]!r}... is {len(job.id)} characters long; "
+            f"at most {MAX_JOB_ID_CHARS} are allowed"
+        )
+    if type(job.priority) is not int or not PRIORITY_MIN <= job.priority <= PRIORITY_MAX:
+        raise EnqueueError(
+            f"job {job.id}: priority {job.priority!r} is outside {PRIORITY_MIN}..{PRIORITY_MAX}"
+        )
 
 
 def enqueue_jobs(conn: Conn, jobs: Sequence[NewJob]) -> list[bool]:

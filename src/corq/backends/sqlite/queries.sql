@@ -61,6 +61,17 @@ ALTER TABLE queues ADD COLUMN last_used_ms INTEGER NOT NULL DEFAULT 0;
 -- Every name known before the migration counts as used now (its history is unknown).
 UPDATE queues SET last_used_ms = CAST((julianday('now') - 2440587.5) * 86400000 AS INTEGER);
 
+-- Steps from schema version 3 to 4 (schema.sql then creates the schedule tables and the
+-- meta rows).
+
+-- name: migrate_4_schedule
+-- The column reserved for schedule ticks becomes the schedule that fired the job.
+ALTER TABLE jobs RENAME COLUMN schedule_tick_id TO schedule;
+
+-- name: migrate_4_tick_ms
+-- The tick a schedule fired the job for.
+ALTER TABLE jobs ADD COLUMN tick_ms INTEGER;
+
 -- ---------------------------------------------------------------- bookkeeping
 
 -- name: seq_take
@@ -538,3 +549,178 @@ DELETE FROM jobs WHERE rowid IN (
     SELECT rowid FROM jobs WHERE queue = :queue AND status = 'dead'
     ORDER BY finished_at_ms DESC, id DESC LIMIT :limit OFFSET :keep
 );
+
+-- ---------------------------------------------------------------- schedules
+-- Rows of the schedule tables are read back and checked in Python (schedules.py) before
+-- anything is decided from them; writes put values computed from checked ones.
+
+-- name: counter_take
+-- Raise a meta counter (:key) by one; returns the new value (no row: the counter is missing
+-- or unreadable, see the *_repair statements).
+UPDATE meta SET value = value + 1
+WHERE key = :key AND typeof(value) = 'integer' AND value BETWEEN 0 AND 4611686018427387903
+RETURNING value;
+
+-- name: meta_get
+-- One meta value (checked by the caller).
+SELECT value FROM meta WHERE key = :key;
+
+-- name: meta_put
+-- Write one meta value.
+INSERT OR REPLACE INTO meta (key, value) VALUES (:key, :value);
+
+-- name: schedules_version_known
+-- The highest version any schedule or tombstone carries: what a missing or unreadable
+-- 'schedules_version' counter is re-created from.
+SELECT max(
+    ifnull((SELECT max(version) FROM schedules
+            WHERE typeof(version) = 'integer' AND version >= 0), 0),
+    ifnull((SELECT max(version) FROM schedule_removed
+            WHERE typeof(version) = 'integer' AND version >= 0), 0)
+);
+
+-- name: scheduler_fence_known
+-- The highest fence the lease row or a step carries: what a missing or unreadable
+-- 'scheduler_fence' counter is re-created from, so a new fence is never below one seen.
+SELECT max(
+    ifnull((SELECT max(fence) FROM scheduler_lease
+            WHERE typeof(fence) = 'integer' AND fence >= 0), 0),
+    ifnull((SELECT value FROM meta
+            WHERE key = 'schedule_fence' AND typeof(value) = 'integer' AND value >= 0), 0)
+);
+
+-- name: schedule_get
+-- One schedule with its latest run (see the schedule_rows view).
+SELECT * FROM schedule_rows WHERE name = :name;
+
+-- name: schedules_all
+-- Every schedule by name, with its latest run.
+SELECT * FROM schedule_rows ORDER BY name;
+
+-- name: schedules_changed
+-- Every schedule changed after version :since, in version order, with its latest run. A
+-- version that is not a number sorts after every number, so a damaged row is met (and
+-- skipped by the reader) rather than hidden.
+SELECT * FROM schedule_rows WHERE version > :since ORDER BY version;
+
+-- name: schedules_removed_since
+-- Names removed after version :since, in version order.
+SELECT name FROM schedule_removed WHERE version > :since ORDER BY version;
+
+-- name: schedule_exists
+-- Whether a row of that name exists, readable or not.
+SELECT EXISTS (SELECT 1 FROM schedules WHERE name = :name);
+
+-- name: schedule_queue
+-- The queue a schedule's jobs go to (checked by the caller).
+SELECT queue FROM schedules WHERE name = :name;
+
+-- name: schedule_put
+-- Write a schedule's whole row (create, or replace every column).
+INSERT INTO schedules (name, queue, definition, version, paused, paused_reason, last_tick_ms,
+                       floor_ms, buffered_tick_ms, created_at_ms, updated_at_ms, fired, skipped)
+VALUES (:name, :queue, :definition, :version, :paused, :paused_reason, :last_tick_ms,
+        :floor_ms, :buffered_tick_ms, :created_at_ms, :updated_at_ms, :fired, :skipped)
+ON CONFLICT (name) DO UPDATE SET
+    queue = excluded.queue, definition = excluded.definition, version = excluded.version,
+    paused = excluded.paused, paused_reason = excluded.paused_reason,
+    last_tick_ms = excluded.last_tick_ms, floor_ms = excluded.floor_ms,
+    buffered_tick_ms = excluded.buffered_tick_ms, created_at_ms = excluded.created_at_ms,
+    updated_at_ms = excluded.updated_at_ms, fired = excluded.fired, skipped = excluded.skipped;
+
+-- name: schedule_delete
+-- Delete a schedule's row (its ticks and logs: the schedule_*_forget statements).
+DELETE FROM schedules WHERE name = :name;
+
+-- name: schedule_fired_forget
+-- Delete a removed schedule's fired ticks (at most SCHEDULE_FIRED_KEEP rows).
+DELETE FROM schedule_fired WHERE name = :name;
+
+-- name: schedule_runs_forget
+-- Delete a removed schedule's runs (at most SCHEDULE_LOG_KEEP rows).
+DELETE FROM schedule_runs WHERE name = :name;
+
+-- name: schedule_skips_forget
+-- Delete a removed schedule's skips (at most SCHEDULE_LOG_KEEP rows).
+DELETE FROM schedule_skips WHERE name = :name;
+
+-- name: schedule_tombstone
+-- Note a removal at version :version, for readers of changes.
+INSERT OR REPLACE INTO schedule_removed (name, version, removed_at_ms)
+VALUES (:name, :version, :now);
+
+-- name: schedule_untombstone
+-- A name added again is no longer removed.
+DELETE FROM schedule_removed WHERE name = :name;
+
+-- name: schedule_tombstones_trim
+-- Forget at most :limit removals made before :before, oldest first.
+DELETE FROM schedule_removed WHERE name IN (
+    SELECT name FROM schedule_removed WHERE removed_at_ms < :before
+    ORDER BY removed_at_ms LIMIT :limit
+);
+
+-- name: schedule_fired_has
+-- Whether a schedule fired a tick (among the ticks kept).
+SELECT EXISTS (SELECT 1 FROM schedule_fired WHERE name = :name AND tick_ms = :tick_ms);
+
+-- name: schedule_fired_add
+-- Note a fired tick.
+INSERT OR IGNORE INTO schedule_fired (name, tick_ms) VALUES (:name, :tick_ms);
+
+-- name: schedule_fired_trim
+-- Drop the fired ticks of a schedule below its highest :keep; returns the ticks dropped
+-- (the floor rises to the highest). One more than :keep, so usually one row.
+DELETE FROM schedule_fired
+WHERE name = :name AND tick_ms <= (
+    SELECT tick_ms FROM schedule_fired WHERE name = :name
+    ORDER BY tick_ms DESC LIMIT 1 OFFSET :keep
+)
+RETURNING tick_ms;
+
+-- name: schedule_run_add
+-- Log a run.
+INSERT INTO schedule_runs (name, tick_ms, job_id, queue, kind, fired_at_ms)
+VALUES (:name, :tick_ms, :job_id, :queue, :kind, :fired_at_ms);
+
+-- name: schedule_runs_trim
+-- Keep the newest :keep runs of a schedule.
+DELETE FROM schedule_runs
+WHERE name = :name AND id <= (
+    SELECT id FROM schedule_runs WHERE name = :name ORDER BY id DESC LIMIT 1 OFFSET :keep
+);
+
+-- name: schedule_runs_list
+-- The newest :limit runs of a schedule, newest first.
+SELECT tick_ms, job_id, queue, kind, fired_at_ms
+FROM schedule_runs WHERE name = :name ORDER BY id DESC LIMIT :limit;
+
+-- name: schedule_skip_add
+-- Log a run of skipped ticks.
+INSERT INTO schedule_skips (name, first_tick_ms, last_tick_ms, count, reason, at_ms)
+VALUES (:name, :first_tick_ms, :last_tick_ms, :count, :reason, :at_ms);
+
+-- name: schedule_skips_trim
+-- Keep the newest :keep skips of a schedule.
+DELETE FROM schedule_skips
+WHERE name = :name AND id <= (
+    SELECT id FROM schedule_skips WHERE name = :name ORDER BY id DESC LIMIT 1 OFFSET :keep
+);
+
+-- name: schedule_skips_list
+-- The newest :limit skips of a schedule, newest first.
+SELECT first_tick_ms, last_tick_ms, count, reason, at_ms
+FROM schedule_skips WHERE name = :name ORDER BY id DESC LIMIT :limit;
+
+-- name: scheduler_lease_get
+-- The scheduler lease (checked by the caller).
+SELECT holder, fence, deadline_ms FROM scheduler_lease WHERE id = 1;
+
+-- name: scheduler_lease_put
+-- Take or renew the scheduler lease.
+INSERT OR REPLACE INTO scheduler_lease (id, holder, fence, deadline_ms)
+VALUES (1, :holder, :fence, :deadline_ms);
+
+-- name: scheduler_lease_release
+-- Give the lease up, if :holder has it.
+DELETE FROM scheduler_lease WHERE id = 1 AND holder = :holder;
