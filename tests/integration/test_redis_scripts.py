@@ -213,6 +213,9 @@ async def test_a_claim_replies_with_the_claimed_fields_in_record_order(
         "enqueued_at_ms": T0,
         "run_at_ms": T0,
         "suspect": 0,
+        # Optional fields the job was not given: '' (a ClaimedJob reads them as None).
+        "schedule": b"",
+        "tick_ms": b"",
     }
 
 

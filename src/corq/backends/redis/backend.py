@@ -9,7 +9,8 @@ as :class:`~corq.errors.BrokerError` (an outage) or :class:`~corq.errors.BrokerD
 
 The broker is composed of one class per role, each in its own file (see ``context.py``):
 producer.py (the JobStore port), claims.py, outcomes.py and reclaim.py (Claims), leases.py
-(WorkerRegistry), admin.py (Admin): the same role files as the SQLite broker.
+(WorkerRegistry), admin.py (Admin), schedules.py (ScheduleStore): the same role files as the
+SQLite broker.
 """
 
 from __future__ import annotations
@@ -22,10 +23,17 @@ from corq.backends.redis.leases import RedisLeases
 from corq.backends.redis.outcomes import RedisOutcomes
 from corq.backends.redis.producer import RedisJobStore
 from corq.backends.redis.reclaim import RedisReclaim
+from corq.backends.redis.schedules import RedisSchedules
 
 
 class RedisBackend(
-    RedisJobStore, RedisClaims, RedisOutcomes, RedisReclaim, RedisLeases, RedisAdmin
+    RedisJobStore,
+    RedisClaims,
+    RedisOutcomes,
+    RedisReclaim,
+    RedisLeases,
+    RedisAdmin,
+    RedisSchedules,
 ):
     """Broker on Redis (standalone, or Cluster-safe key layout; see ``keys.py``).
 

@@ -1,6 +1,7 @@
 """What every role of the Redis broker shares: its settings, keys, connections and scripts.
 
-Each role file (``producer.py``, ``claims.py``, ``outcomes.py``, ``leases.py``, ``admin.py``)
+Each role file (``producer.py``, ``claims.py``, ``outcomes.py``, ``leases.py``, ``admin.py``,
+``schedules.py``)
 holds a class of that role's methods on top of :class:`RedisContext`; ``backend.py``
 composes them into :class:`~corq.backends.redis.backend.RedisBackend`. Connections are made
 lazily in the event loop that first uses the backend; another loop or thread takes a clone.

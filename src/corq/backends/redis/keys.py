@@ -29,6 +29,56 @@ live in one Redis Cluster slot. ``$p`` is the key prefix (default ``corq``), ``$
 
 A job record holds the fields of ``JOB_FIELDS`` in ``corq/backends/record.py`` (by name,
 as text), plus ``score``: its ready score while it waits in ready or suspects.
+
+Schedules (``schedules.py``). What is global to the prefix sits in the ``{schedules}``
+slot; each schedule's record, with its firing state and logs, sits in its queue's slot, so
+the step that checks and moves the state and enqueues the tick's job is one script in one
+slot, $n being the schedule's name::
+
+    $p:{schedules}:index          HASH  name -> queue (where its record is)
+    $p:{schedules}:changes        ZSET  name -> version of its last change (create, update,
+                                        pause, resume, move, removal)
+    $p:{schedules}:removed        ZSET  name -> removed at (ms): the removals among changes
+                                        (tombstones, trimmed after a day)
+    $p:{schedules}:version        STR   the change counter (schedules_version)
+    $p:{schedules}:leader         HASH  holder, fence, deadline_ms: the scheduler lease
+    $p:{schedules}:fence          STR   counter behind the lease's fences
+    $p:{$q}:schedule:$n           HASH  definition, paused (0/1), reason, last_tick_ms,
+                                        floor_ms, buffered_tick_ms, created_at_ms,
+                                        updated_at_ms, fired, skipped; moved_to while a move
+                                        is under way (below)
+    $p:{$q}:schedule-fired:$n     ZSET  tick -> tick: the last SCHEDULE_FIRED_KEEP fired
+                                        (older ones are at or below floor_ms)
+    $p:{$q}:schedule-runs:$n      LIST  msgpack [tick_ms, job_id, queue, kind, fired_at_ms],
+                                        newest first (SCHEDULE_LOG_KEEP)
+    $p:{$q}:schedule-skips:$n     LIST  msgpack [first_tick_ms, last_tick_ms, count, reason,
+                                        at_ms], newest first (SCHEDULE_LOG_KEEP)
+    $p:{$q}:schedule-fence        STR   highest scheduler fence that wrote in this slot
+
+A schedule's version is its score in ``changes``: the record does not hold it. Writes that
+span the two slots go in a fixed order, each step atomic, so a reader (or a crash) between
+two steps never sees a half-made schedule and no change is missed:
+
+- create: index (``reserve_schedule_name``), then the record (``create_schedule``), then
+  the version (``note_schedule_change``);
+- update, pause, resume: the record, then the version;
+- remove: the record with its fired ticks and logs (``remove_schedule``), then the index
+  and the version, leaving a tombstone (``unindex_schedule``);
+- move to another queue (an update with a new queue): (1) ``move_schedule_out`` marks the
+  old record ``moved_to`` the new queue and returns its whole state, atomically, so from
+  then on every step against the old queue gets GONE; (2) ``move_schedule_in`` creates the
+  record in the new queue's slot with that state and the new definition; (3)
+  ``note_schedule_change`` points the index at the new queue with a new version; (4) the
+  old record is deleted.
+
+The version is taken after the record is written, so a reader that saw version v has seen
+every record written by changes up to v. A reader resolves a name through the index; an
+index entry without a record is absent (a create under way, or one that crashed); a record
+marked ``moved_to`` is read from its new queue when the record is there (after step 2) and
+as it stands otherwise (a move interrupted after step 1: nothing can fire there, and the
+next update or pause of the schedule finishes the move). Concurrent writers of one name
+are not serialised beyond this: two creators racing in different queues may leave the
+loser's record unreachable through the index.
 """
 
 from __future__ import annotations
@@ -119,6 +169,84 @@ class QueueKeys:
     def done(self, job_id: JobId) -> str:
         return f"{self.done_prefix}{job_id}"
 
+    @property
+    def schedule_prefix(self) -> str:
+        """Scripts append a schedule's name to this to reach its record."""
+        return f"{self.tag}:schedule:"
+
+    @property
+    def schedule_fired_prefix(self) -> str:
+        return f"{self.tag}:schedule-fired:"
+
+    @property
+    def schedule_runs_prefix(self) -> str:
+        return f"{self.tag}:schedule-runs:"
+
+    @property
+    def schedule_skips_prefix(self) -> str:
+        return f"{self.tag}:schedule-skips:"
+
+    @property
+    def schedule_fence(self) -> str:
+        return f"{self.tag}:schedule-fence"
+
+    def schedule(self, name: str) -> ScheduleKeys:
+        return ScheduleKeys(
+            record=f"{self.schedule_prefix}{name}",
+            fired=f"{self.schedule_fired_prefix}{name}",
+            runs=f"{self.schedule_runs_prefix}{name}",
+            skips=f"{self.schedule_skips_prefix}{name}",
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class ScheduleKeys:
+    """The keys of one schedule in its queue's slot."""
+
+    record: str
+    fired: str
+    runs: str
+    skips: str
+
+    @property
+    def all(self) -> list[str]:
+        return [self.record, self.fired, self.runs, self.skips]
+
+
+@dataclass(frozen=True, slots=True)
+class SchedulesKeys:
+    """The keys of the ``{schedules}`` slot."""
+
+    prefix: str
+
+    @property
+    def tag(self) -> str:
+        return f"{self.prefix}:{{schedules}}"
+
+    @property
+    def index(self) -> str:
+        return f"{self.tag}:index"
+
+    @property
+    def changes(self) -> str:
+        return f"{self.tag}:changes"
+
+    @property
+    def removed(self) -> str:
+        return f"{self.tag}:removed"
+
+    @property
+    def version(self) -> str:
+        return f"{self.tag}:version"
+
+    @property
+    def leader(self) -> str:
+        return f"{self.tag}:leader"
+
+    @property
+    def fence(self) -> str:
+        return f"{self.tag}:fence"
+
 
 @dataclass(frozen=True, slots=True)
 class RedisKeys:
@@ -132,3 +260,7 @@ class RedisKeys:
 
     def queue(self, queue: QueueName) -> QueueKeys:
         return QueueKeys(self.prefix, queue)
+
+    @property
+    def schedules(self) -> SchedulesKeys:
+        return SchedulesKeys(self.prefix)

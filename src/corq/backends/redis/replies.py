@@ -125,17 +125,20 @@ def _claimed_maker() -> Callable[[Sequence[Any]], ClaimedJob]:
     order) into a ClaimedJob, generated from the field list: a claim parses thousands, and
     unpacking into names with one call per value that needs decoding is several times
     faster than a loop over the fields (as namedtuple and dataclasses do, the code is built
-    once, at import)."""
+    once, at import). An optional field (no default) that the record lacks comes as ''
+    and reads None."""
     args = ", ".join(f"v_{name}" for name in CLAIMED_FIELDS)
     fields = []
     scope: dict[str, Any] = {"ClaimedJob": ClaimedJob}
     for name in CLAIMED_FIELDS:
         kind = FIELDS_BY_NAME[name].kind
-        if kind in AS_REPLIED:
-            fields.append(f"{name}=v_{name}")
-        else:
+        value = f"v_{name}"
+        if kind not in AS_REPLIED:
             scope[f"decode_{kind.name}"] = DECODE[kind]
-            fields.append(f"{name}=decode_{kind.name}(v_{name})")
+            value = f"decode_{kind.name}({value})"
+        if FIELDS_BY_NAME[name].default is None:
+            value = f'(None if v_{name} == b"" else {value})'
+        fields.append(f"{name}={value}")
     source = f"def claimed(row):\n    {args}, = row\n    return ClaimedJob({', '.join(fields)})\n"
     exec(compile(source, "<claimed>", "exec"), scope)
     made: Callable[[Sequence[Any]], ClaimedJob] = scope["claimed"]

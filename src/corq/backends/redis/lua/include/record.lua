@@ -4,15 +4,16 @@ record: read a job record without ever failing, so a damaged one costs only itse
 read_record(key, fields, kinds): HMGET `fields` through redis.pcall (a key of another type
 is an error value, not a script error) and check each field against its kind, kinds[name]:
 INT (an integer, converted; missing reads 0), COUNT (the same, never negative: attempt,
-failures, deaths, fence), INT_REQUIRED, SCORE (any finite number, as exact text ZADD takes
-back); a field of any other kind (or none) is text, kept as is. Returns the record as a
+failures, deaths, fence), INT_REQUIRED, INT_OPTIONAL (an integer when present; missing or
+'' reads nil), SCORE (any finite number, as exact text ZADD takes back); a field of any
+other kind (or none) is text, kept as is. Returns the record as a
 table keyed by field name; or nil and nothing when the key does not exist; or nil, a
 problem (for damaged_error) and true when the key is not a hash, false when a field is
 damaged.
 
 record_kinds(fields, overrides): a kinds table for read_record: each field's kind as
-record.py declares it (FIELD_KIND), or overrides[name] where given (e.g. INT_REQUIRED for a
-field a script cannot act without).
+record.py declares it (FIELD_KIND; INT_OPTIONAL for an int without a default), or
+overrides[name] where given (e.g. INT_REQUIRED for a field a script cannot act without).
 fields_of(lists, except): the names in any of `lists`, each once, in the order first met,
 bar those `except` (a set: name -> true) holds.
 positions(names): name -> place in `names` (1-based), to address values sent in that order.
@@ -24,9 +25,10 @@ valid_utf8(s): true when `s` is valid UTF-8 (ids handed to Python must decode).
 ]]
 --- @include "fields"
 -- INT and COUNT are record.py's names for those kinds; the other two are the scripts' own.
-local INT, COUNT, INT_REQUIRED, SCORE = 'int', 'count', 'int!', 'score'
+local INT, COUNT, INT_REQUIRED, INT_OPTIONAL, SCORE = 'int', 'count', 'int!', 'int?', 'score'
 -- The kinds read_record checks (any other is text).
-local CHECKED_KIND = {[INT] = true, [COUNT] = true, [INT_REQUIRED] = true, [SCORE] = true}
+local CHECKED_KIND = {[INT] = true, [COUNT] = true, [INT_REQUIRED] = true,
+  [INT_OPTIONAL] = true, [SCORE] = true}
 local MAX_EXACT = 9007199254740992 -- 2^53: beyond it doubles skip integers
 local QUOTE_BYTES = 40
 
@@ -45,9 +47,11 @@ local floor = math.floor
 
 -- The field as its kind wants it, or nil and the problem.
 local function check_number(name, value, kind)
-  if not value then
+  if not value or (value == '' and kind == INT_OPTIONAL) then
     if kind == INT or kind == COUNT then
       return 0
+    elseif kind == INT_OPTIONAL then
+      return nil
     end
     return nil, name .. ' is missing'
   end
@@ -75,7 +79,11 @@ end
 local function record_kinds(fields, overrides)
   local kinds = {}
   for _, name in ipairs(fields) do
-    kinds[name] = (overrides and overrides[name]) or FIELD_KIND[name]
+    local kind = FIELD_KIND[name]
+    if kind == INT and FIELD_DEFAULT[name] == nil then
+      kind = INT_OPTIONAL
+    end
+    kinds[name] = (overrides and overrides[name]) or kind
   end
   return kinds
 end

@@ -1,0 +1,129 @@
+--[[
+enqueue: write new jobs of one queue, the one way every script does (enqueue_jobs, and
+advance_schedules for a schedule's jobs). `q` is a table of the queue's names: ready,
+delayed, seq, wake (keys), job_prefix, priority_max, wake_cap.
+
+NEW_WIDTH: how many values one job takes: its NEW_FIELDS values (see the fields include),
+in that order.
+enqueue_new(q, values, first, count): the `count` jobs whose values sit in the table
+`values` (ARGV, say) from index `first` on, NEW_WIDTH each. A job whose id has a key
+already, or came earlier in the call, is left alone. Each other job's record gets its NEW
+fields (an optional one, without a default, only when it is not ''), the counters the
+producer does not set at their defaults, and its status: scheduled in the delayed set when
+its run_at_ms is later than its enqueued_at_ms, else queued in ready with a score (priority,
+then FIFO: one INCRBY reserves the call's numbers). One wake token per ready job created,
+plus one when a new delayed job is due before everything already delayed (a worker claims
+and learns the new next_due_ms); the wake list is capped. The caller has checked ids,
+priorities and key types. Returns one integer per job, in order: 1 created, 0 existed.
+]]
+--- @include "record"
+--- @include "score"
+--- @include "wake"
+--- @include "delayed"
+local NEW_WIDTH = #NEW_FIELDS
+-- Where each NEW value sits among a job's values: values[at + ENQ_AT.name].
+local ENQ_AT = positions(NEW_FIELDS)
+for name, i in pairs(ENQ_AT) do
+  ENQ_AT[name] = i - 1
+end
+
+-- HSET arguments of one record, refilled for each job: the NEW fields that have a
+-- default, the counters at their defaults, then the status (and score) and the optional
+-- fields that were given. ENQ_REQUIRED[k]: where the k-th value pair's value comes from.
+local enq_record, ENQ_REQUIRED, ENQ_OPTIONAL, ENQ_OPTIONAL_AT = {}, {}, {}, {}
+for i, name in ipairs(NEW_FIELDS) do
+  if FIELD_DEFAULT[name] == nil then
+    local k = #ENQ_OPTIONAL + 1
+    ENQ_OPTIONAL[k], ENQ_OPTIONAL_AT[k] = name, i - 1
+  else
+    local n = #enq_record
+    enq_record[n + 1], enq_record[n + 2] = name, ''
+    ENQ_REQUIRED[#ENQ_REQUIRED + 1] = i - 1
+  end
+end
+for _, part in ipairs(NEW_COUNTERS) do
+  enq_record[#enq_record + 1] = part
+end
+local ENQ_COUNTERS_AT = #enq_record
+
+-- Pass 1: which jobs are new (also within this call), and how many of them go to ready.
+local function new_ids(q, values, first, count)
+  local created, seen, ready = {}, {}, 0
+  local at_id, at_run, at_enqueued = ENQ_AT.id, ENQ_AT.run_at_ms, ENQ_AT.enqueued_at_ms
+  for i = 1, count do
+    local at = first + (i - 1) * NEW_WIDTH
+    local id = values[at + at_id]
+    if seen[id] or redis.call('EXISTS', q.job_prefix .. id) == 1 then
+      created[i] = 0
+    else
+      seen[id] = true
+      created[i] = 1
+      if tonumber(values[at + at_run]) <= tonumber(values[at + at_enqueued]) then
+        ready = ready + 1
+      end
+    end
+  end
+  return created, ready
+end
+
+-- The HSET arguments of the job at `at`, up to its status; returns how many are filled.
+local function fill_record(values, at, status)
+  local record = enq_record
+  for k = 1, #ENQ_REQUIRED do
+    record[2 * k] = values[at + ENQ_REQUIRED[k]]
+  end
+  local n = ENQ_COUNTERS_AT
+  record[n + 1], record[n + 2] = 'status', status
+  return n + 2
+end
+
+-- Append the optional fields the job was given (not '') to the HSET arguments.
+local function add_optional(values, at, n)
+  local record = enq_record
+  for k = 1, #ENQ_OPTIONAL do
+    local value = values[at + ENQ_OPTIONAL_AT[k]]
+    if value ~= '' then
+      record[n + 1], record[n + 2] = ENQ_OPTIONAL[k], value
+      n = n + 2
+    end
+  end
+  return n
+end
+
+local function enqueue_new(q, values, first, count)
+  local created, new_ready = new_ids(q, values, first, count)
+  local seq = 0
+  if new_ready > 0 then
+    seq = redis.call('INCRBY', q.seq, new_ready) - new_ready
+  end
+  local old_head = delayed_head(q.delayed)
+  local earliest_delayed = nil
+  local at_id, at_run, at_enqueued = ENQ_AT.id, ENQ_AT.run_at_ms, ENQ_AT.enqueued_at_ms
+  for i = 1, count do
+    if created[i] == 1 then
+      local at = first + (i - 1) * NEW_WIDTH
+      local id, run_at = values[at + at_id], values[at + at_run]
+      local key = q.job_prefix .. id
+      if tonumber(run_at) > tonumber(values[at + at_enqueued]) then
+        local n = add_optional(values, at, fill_record(values, at, 'scheduled'))
+        redis.call('HSET', key, unpack(enq_record, 1, n))
+        redis.call('ZADD', q.delayed, run_at, id)
+        earliest_delayed = earlier(earliest_delayed, tonumber(run_at))
+      else
+        seq = seq + 1
+        local score = ready_score(q.priority_max, tonumber(values[at + ENQ_AT.priority]), seq)
+        local n = fill_record(values, at, 'queued')
+        enq_record[n + 1], enq_record[n + 2] = 'score', score
+        n = add_optional(values, at, n + 2)
+        redis.call('HSET', key, unpack(enq_record, 1, n))
+        redis.call('ZADD', q.ready, score, id)
+      end
+    end
+  end
+  local wanted = new_ready
+  if is_new_head(earliest_delayed, old_head) then
+    wanted = wanted + 1
+  end
+  push_wakes(q.wake, wanted, q.wake_cap)
+  return created
+end

@@ -1,0 +1,41 @@
+--[[
+note_schedule_change: the last step of a change of a schedule (created, updated, paused,
+resumed, moved): raise the change counter and give the schedule that version.
+
+It runs after the record was written, so a reader that saw version v has seen every record
+written by the changes up to v. A move's third step also points the index at the new
+queue. A name the index no longer holds (removed meanwhile) keeps its tombstone.
+
+KEYS[1] index           HASH  schedule name -> queue
+KEYS[2] changes         ZSET  schedule name -> version of its last change
+KEYS[3] version         STR   the change counter
+KEYS[4] removed         ZSET  removed schedule name -> when (tombstones)
+ARGV[1] name            the schedule
+ARGV[2] queue           the queue the index must name now (a move), or '' to leave it
+ARGV[3] now_ms          the caller's clock, or '' for the broker's
+
+Returns: the new version.
+]]
+--- @include "now"
+--- @include "keys"
+local index_key = KEYS[1]
+local changes_key = KEYS[2]
+local version_key = KEYS[3]
+local removed_key = KEYS[4]
+local name = ARGV[1]
+local queue = ARGV[2]
+local now_ms = resolve_now(ARGV[3])
+
+expect_types({index_key, 'hash', changes_key, 'zset', version_key, 'string',
+  removed_key, 'zset'})
+if queue ~= '' then
+  redis.call('HSET', index_key, name, queue)
+end
+local version = redis.call('INCR', version_key)
+redis.call('ZADD', changes_key, version, name)
+if redis.call('HEXISTS', index_key, name) == 1 then
+  redis.call('ZREM', removed_key, name)
+else
+  redis.call('ZADD', removed_key, int(now_ms), name)
+end
+return version
