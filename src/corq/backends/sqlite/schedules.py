@@ -257,7 +257,11 @@ def changed_schedules(conn: Conn, since: int) -> ScheduleChanges:
     return ScheduleChanges(
         version=rows.current_version(conn),
         changed=rows.read_schedules(conn, "schedules_changed", since=since),
-        removed=[name for (name,) in conn.execute(Q["schedules_removed_since"], {"since": since})],
+        removed=[
+            name
+            for (name,) in conn.execute(Q["schedules_removed_since"], {"since": since})
+            if type(name) is str
+        ],
     )
 
 
