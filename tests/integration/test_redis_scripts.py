@@ -30,16 +30,16 @@ from corq.backends.record import (
     SHOWN_FIELDS,
 )
 from corq.backends.redis import RedisBackend
-from corq.backends.redis.fields import fields_include
-from corq.backends.redis.keys import RedisKeys
-from corq.backends.redis.scripts import (
+from corq.backends.redis.calls import (
     GENERATED_INCLUDES,
-    Scripts,
     expand_includes,
     include_source,
     load_source,
     lua_file,
 )
+from corq.backends.redis.fields import fields_include
+from corq.backends.redis.keys import RedisKeys
+from corq.backends.redis.scripts import Scripts
 from corq.errors import BrokerError
 from corq.job import JobStatus
 

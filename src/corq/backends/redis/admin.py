@@ -13,12 +13,13 @@ from typing import cast
 from redis.asyncio import Redis
 
 from corq.backends.base import BATCH, QueueStats
+from corq.backends.redis.calls import chunks
 from corq.backends.redis.connections import broker_errors
 from corq.backends.redis.context import RedisContext
 from corq.backends.redis.keys import QueueKeys, RedisKeys
 from corq.backends.redis.reads import read_jobs
 from corq.backends.redis.registry import QueueRegistry, queue_name
-from corq.backends.redis.scripts import Scripts, chunks
+from corq.backends.redis.scripts import Scripts
 from corq.job import Job
 from corq.types import JobId, QueueName
 

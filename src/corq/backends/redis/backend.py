@@ -9,8 +9,8 @@ as :class:`~corq.errors.BrokerError` (an outage) or :class:`~corq.errors.BrokerD
 
 The broker is composed of one class per role, each in its own file (see ``context.py``):
 producer.py (the JobStore port), claims.py, outcomes.py and reclaim.py (Claims), leases.py
-(WorkerRegistry), admin.py (Admin), schedules.py (ScheduleStore): the same role files as the
-SQLite broker.
+(WorkerRegistry), admin.py (Admin), schedules.py and ticks.py (ScheduleStore): the same role
+files as the SQLite broker.
 """
 
 from __future__ import annotations
@@ -24,6 +24,7 @@ from corq.backends.redis.outcomes import RedisOutcomes
 from corq.backends.redis.producer import RedisJobStore
 from corq.backends.redis.reclaim import RedisReclaim
 from corq.backends.redis.schedules import RedisSchedules
+from corq.backends.redis.ticks import RedisTicks
 
 
 class RedisBackend(
@@ -34,6 +35,7 @@ class RedisBackend(
     RedisLeases,
     RedisAdmin,
     RedisSchedules,
+    RedisTicks,
 ):
     """Broker on Redis (standalone, or Cluster-safe key layout; see ``keys.py``).
 

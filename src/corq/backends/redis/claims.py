@@ -6,9 +6,9 @@ from __future__ import annotations
 import asyncio
 
 from corq.backends.base import ClaimBatch, HeldJob, Release
+from corq.backends.redis.calls import ScriptCall
 from corq.backends.redis.connections import broker_errors, cancel_was_swallowed
 from corq.backends.redis.context import RedisContext
-from corq.backends.redis.scripts import ScriptCall
 from corq.types import JobId, QueueName, WorkerId
 
 

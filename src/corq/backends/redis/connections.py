@@ -16,7 +16,8 @@ from redis.asyncio import BlockingConnectionPool, Redis
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 
-from corq.backends.redis.scripts import DeadBounds, Scripts
+from corq.backends.redis.calls import DeadBounds
+from corq.backends.redis.scripts import Scripts
 from corq.backends.redis.waiters import DoneSignals
 from corq.errors import BrokerDataError, BrokerError
 

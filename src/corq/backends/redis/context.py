@@ -1,7 +1,7 @@
 """What every role of the Redis broker shares: its settings, keys, connections and scripts.
 
 Each role file (``producer.py``, ``claims.py``, ``outcomes.py``, ``leases.py``, ``admin.py``,
-``schedules.py``)
+``schedules.py``, ``ticks.py``)
 holds a class of that role's methods on top of :class:`RedisContext`; ``backend.py``
 composes them into :class:`~corq.backends.redis.backend.RedisBackend`. Connections are made
 lazily in the event loop that first uses the backend; another loop or thread takes a clone.
@@ -14,10 +14,11 @@ from collections.abc import Callable, Sequence
 
 from redis.asyncio import Redis
 
+from corq.backends.redis.calls import DeadBounds, ScriptCall, batches
 from corq.backends.redis.connections import Connections
 from corq.backends.redis.keys import QueueKeys, RedisKeys
 from corq.backends.redis.registry import QueueRegistry
-from corq.backends.redis.scripts import DeadBounds, ScriptCall, Scripts, batches
+from corq.backends.redis.scripts import Scripts
 from corq.types import QueueName
 
 

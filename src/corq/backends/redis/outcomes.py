@@ -6,10 +6,10 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from corq.backends.base import Completion, Failure, Release
+from corq.backends.redis.calls import ScriptCall, by_queue
 from corq.backends.redis.connections import broker_errors
 from corq.backends.redis.context import RedisContext
 from corq.backends.redis.keys import QueueKeys
-from corq.backends.redis.scripts import ScriptCall, by_queue
 from corq.types import WorkerId
 
 

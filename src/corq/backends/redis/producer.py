@@ -12,10 +12,10 @@ from corq.backends.base import (
     PRIORITY_MIN,
     NewJob,
 )
+from corq.backends.redis.calls import by_queue
 from corq.backends.redis.connections import broker_errors
 from corq.backends.redis.context import RedisContext
 from corq.backends.redis.reads import read_jobs
-from corq.backends.redis.scripts import by_queue
 from corq.errors import EnqueueError
 from corq.job import TERMINAL_STATES, Job
 from corq.types import JobId, QueueName

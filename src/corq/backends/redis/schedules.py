@@ -1,4 +1,5 @@
-"""Schedules, their firing state and the scheduler lease (the ScheduleStore port).
+"""Schedules and their firing state (the ScheduleStore port, with ``ticks.py``): create,
+update, move, pause, remove, read.
 
 Each write is a fixed sequence of atomic scripts across the ``{schedules}`` slot and the
 schedule's queue slot, in the order ``keys.py`` gives (create: index, record, version;
@@ -7,9 +8,8 @@ so a crash between two steps never leaves a schedule half-made or a tick fired t
 write that finds a move stopped after its first step finishes it before acting. Reads
 resolve names as ``schedule_reads.py`` says; a damaged record is left out of listings
 (logged), reported as removed by ``changed_schedules`` (nothing can fire it) and refused
-by ``get_schedule`` with BrokerDataError. ``advance_schedules`` reads the index once, checks
-every step and job before anything is written, then sends one script per queue (in bounded
-batches), all in one pipeline.
+by ``get_schedule`` with BrokerDataError. The scheduler's traffic (steps, the lease) is in
+``ticks.py``.
 """
 
 from __future__ import annotations
@@ -22,17 +22,12 @@ from corq.backends.base import (
     BATCH,
     ScheduleChanges,
     ScheduleRecord,
-    SchedulerLease,
     ScheduleRun,
-    ScheduleStep,
     SkippedTicks,
-    TickOutcome,
-    TickStep,
 )
 from corq.backends.redis.connections import broker_errors
 from corq.backends.redis.context import RedisContext
 from corq.backends.redis.keys import ScheduleKeys
-from corq.backends.redis.producer import check_new_job
 from corq.backends.redis.schedule_reads import (
     Located,
     indexed_names,
@@ -47,16 +42,11 @@ from corq.backends.redis.schedule_replies import (
     decode_skip,
     parse_state,
 )
-from corq.backends.redis.scripts import ScriptCall, batches
-from corq.errors import BrokerDataError, EnqueueError
+from corq.errors import BrokerDataError
 from corq.types import QueueName
 
 log = logging.getLogger(__name__)
 
-#: Steps a scheduler sends under its lease (the others may come from operators, unfenced).
-FENCED_STEPS = frozenset({TickStep.FIRE, TickStep.SKIP, TickStep.BUFFER, TickStep.FIRE_BUFFERED})
-#: Steps that enqueue a job.
-JOB_STEPS = frozenset({TickStep.FIRE, TickStep.FIRE_BUFFERED, TickStep.BACKFILL, TickStep.MANUAL})
 #: How often a write looks again when a concurrent one moved or removed the schedule.
 _ATTEMPTS = 3
 
@@ -88,7 +78,9 @@ class RedisSchedules(RedisContext):
         self, name: str, queue: QueueName, definition: bytes, now_ms: int | None
     ) -> ScheduleRecord | None:
         with broker_errors("add_schedule"):
-            return await self._create(name, queue, definition, now_ms, await self._settled(name))
+            return await self._create(
+                name, queue, definition, now_ms, await self._settled(name, now_ms)
+            )
 
     async def _create(
         self, name: str, queue: QueueName, definition: bytes, now_ms: int | None, found: Located
@@ -123,7 +115,7 @@ class RedisSchedules(RedisContext):
     ) -> ScheduleRecord | None:
         with broker_errors("update_schedule"):
             for _ in range(_ATTEMPTS):
-                found = await self._settled(name)
+                found = await self._settled(name, now_ms)
                 if found.queue is None:
                     if not create:
                         return None
@@ -195,20 +187,20 @@ class RedisSchedules(RedisContext):
         await run(self._scripts.remove_schedule(old, moved_only=True))
         return self._record(found.name, queue, version, change.reply)
 
-    async def _settled(self, name: str) -> Located:
+    async def _settled(self, name: str, now_ms: int | None) -> Located:
         """Where the schedule is, after finishing a move that stopped between its steps."""
         found = await locate(self._redis, self._keys, name)
         state = found.state
         if state is None or found.queue is None:
             return found
         if found.indexed != found.queue:  # stopped after its second step
-            await self._note(name, None, found.queue)
+            await self._note(name, now_ms, found.queue)
             indexed = cast(QueueName, found.indexed)
             await self._scripts.run(
                 self._scripts.remove_schedule(self._sched(indexed, name), moved_only=True)
             )
         elif state.moved_to is not None:  # stopped after its first step
-            await self._move(found, state.moved_to, state.definition, None, False)
+            await self._move(found, state.moved_to, state.definition, now_ms, False)
         else:
             return found
         return await locate(self._redis, self._keys, name)
@@ -241,7 +233,7 @@ class RedisSchedules(RedisContext):
     ) -> ScheduleRecord | None:
         with broker_errors("set_schedule_paused"):
             for _ in range(_ATTEMPTS):
-                found = await self._settled(name)
+                found = await self._settled(name, now_ms)
                 if found.queue is None:
                     return None
                 if found.problem is not None:
@@ -350,122 +342,6 @@ class RedisSchedules(RedisContext):
             [s for s in map(decode_skip, skips) if s is not None],
         )
 
-    # -- steps -------------------------------------------------------------------------
-    async def advance_schedules(
-        self, steps: Sequence[ScheduleStep], fence: int | None, now_ms: int | None
-    ) -> list[TickOutcome]:
-        outcomes = [TickOutcome.GONE] * len(steps)
-        for step in steps:
-            _check_step(step, fence)
-        with broker_errors("advance_schedules"):
-            queues = await self._step_queues(steps)
-            groups: dict[QueueName, list[int]] = {}
-            for index, queue in enumerate(queues):
-                if queue is not None:
-                    groups.setdefault(queue, []).append(index)
-            calls: list[ScriptCall[list[TickOutcome]]] = []
-            order: list[list[int]] = []
-            for queue, indices in groups.items():
-                for chunk in batches(indices, lambda i: _payload_size(steps[i])):
-                    call = self._scripts.advance_schedules(
-                        self._q(queue), steps=[steps[i] for i in chunk], fence=fence, now_ms=now_ms
-                    )
-                    calls.append(call)
-                    order.append(chunk)
-            await self._touch_queues(steps)
-            for chunk, replies in zip(order, await self._scripts.run_all(calls), strict=True):
-                for index, outcome in zip(chunk, replies, strict=True):
-                    outcomes[index] = outcome
-        return outcomes
-
-    async def _touch_queues(self, steps: Sequence[ScheduleStep]) -> None:
-        """Queues that may get jobs are noted as used (as enqueue_jobs does)."""
-        jobs = [s.job for s in steps if s.job is not None]
-        if jobs:
-            last_used = max(job.enqueued_at_ms for job in jobs)
-            await self._registry.touch(self._scripts, [job.queue for job in jobs], last_used)
-
-    async def _step_queues(self, steps: Sequence[ScheduleStep]) -> list[QueueName | None]:
-        """The queue each step goes to (None: no such schedule: GONE); raises EnqueueError
-        for a job that is not in its schedule's queue, before anything is written."""
-        names = list(dict.fromkeys(s.schedule for s in steps))
-        if not names:
-            return []
-        raw = cast(list[bytes | None], await self._redis.hmget(self._keys.schedules.index, names))
-        indexed = {n: _text(q) for n, q in zip(names, raw, strict=True)}
-        queues = [indexed[s.schedule] for s in steps]
-        # A job for another queue is fine only while its schedule is moving there.
-        odd = {
-            (q, s.schedule, s.job.queue)
-            for s, q in zip(steps, queues, strict=True)
-            if s.job and q is not None and s.job.queue != q
-        }
-        moving = {}
-        if odd:
-            async with self._redis.pipeline(transaction=False) as pipe:
-                for q, name, _ in odd:
-                    pipe.hget(self._sched(q, name).record, "moved_to")
-                targets = await pipe.execute(raise_on_error=False)
-            moving = {(q, name): t for (q, name, _), t in zip(odd, targets, strict=True)}
-        for at, (step, queue) in enumerate(zip(steps, queues, strict=True)):
-            job = step.job
-            if job is None or queue is None or job.queue == queue:
-                continue
-            if moving.get((queue, step.schedule)) != job.queue.encode():
-                raise EnqueueError(
-                    f"job {job.id}: queue {job.queue!r} is not the queue of schedule "
-                    f"{step.schedule!r} ({queue!r})"
-                )
-            queues[at] = job.queue
-        return queues
-
-    # -- the lease ---------------------------------------------------------------------
-    async def acquire_scheduler_lease(
-        self, holder: str, lease_ms: int, now_ms: int | None
-    ) -> SchedulerLease | None:
-        call = self._scripts.acquire_scheduler_lease(
-            self._keys.schedules, holder=holder, lease_ms=lease_ms, now_ms=now_ms
-        )
-        with broker_errors("acquire_scheduler_lease"):
-            got = await self._scripts.run(call)
-        if got is None:
-            return None
-        return SchedulerLease(holder=holder, fence=got[0], deadline_ms=got[1])
-
-    async def release_scheduler_lease(self, holder: str) -> bool:
-        call = self._scripts.release_scheduler_lease(self._keys.schedules, holder=holder)
-        with broker_errors("release_scheduler_lease"):
-            return await self._scripts.run(call)
-
-    async def scheduler_lease(self) -> SchedulerLease | None:
-        with broker_errors("scheduler_lease"):
-            async with self._redis.pipeline(transaction=False) as pipe:
-                pipe.hmget(self._keys.schedules.leader, ["holder", "fence", "deadline_ms"])
-                pipe.time()
-                (holder, fence, deadline), (seconds, micros) = await pipe.execute()
-        now_ms = int(seconds) * 1000 + int(micros) // 1000
-        try:
-            lease = SchedulerLease(
-                holder=_text(holder) or "", fence=int(fence), deadline_ms=int(deadline)
-            )
-        except (TypeError, ValueError):
-            return None
-        return lease if lease.holder and lease.deadline_ms > now_ms else None
-
-
-def _payload_size(step: ScheduleStep) -> int:
-    return 0 if step.job is None else len(step.job.payload)
-
 
 def _text(raw: bytes | None) -> str | None:
     return None if raw is None else raw.decode("utf-8", "replace")
-
-
-def _check_step(step: ScheduleStep, fence: int | None) -> None:
-    """Refuse, before anything is written, a step no broker applies."""
-    if fence is None and step.step in FENCED_STEPS:
-        raise EnqueueError(f"schedule {step.schedule!r}: a {step.step.value} step needs a fence")
-    if step.step in JOB_STEPS:
-        if step.job is None:
-            raise EnqueueError(f"schedule {step.schedule!r}: a {step.step.value} step needs a job")
-        check_new_job(step.job)

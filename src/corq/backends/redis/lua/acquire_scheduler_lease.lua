@@ -1,7 +1,7 @@
 --[[
 acquire_scheduler_lease: take or renew the scheduler leadership.
 
-The holder that has it (its deadline not passed) renews it: a new deadline, the same fence.
+The holder that has it (a lease holds while now <= its deadline) renews it: a new deadline, the same fence.
 When nobody has it, or the lease passed, `holder` takes it with a new fence (the counter
 raised), so the steps of a deposed leader are refused from the new one's first write. A
 fence or deadline that is not a number counts as passed.
@@ -26,7 +26,7 @@ expect_types({leader_key, 'hash', fence_key, 'string'})
 local current = redis.call('HMGET', leader_key, 'holder', 'fence', 'deadline_ms')
 local deadline = int(now_ms + lease_ms)
 local fence, until_ms = tonumber(current[2]), tonumber(current[3])
-local held = current[1] and fence and until_ms and until_ms > now_ms
+local held = current[1] and fence and until_ms and until_ms >= now_ms
 if held and current[1] == holder then
   redis.call('HSET', leader_key, 'deadline_ms', deadline)
   return {fence, tonumber(deadline)}
