@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import importlib.util
 import os
 import random
 import signal
@@ -420,11 +421,9 @@ if __name__ == "__main__":
     # --loop asyncio|uvloop: the event loop of the bench and of every scheduler it starts.
     choice = sys.argv[sys.argv.index("--loop") + 1] if "--loop" in sys.argv else "auto"
     os.environ["CORQ_EVENT_LOOP"] = choice
-    try:
-        import uvloop
-    except ImportError:
-        uvloop = None  # type: ignore[assignment]  # optional dependency
-    if uvloop is None or choice == "asyncio":
+    if choice == "asyncio" or importlib.util.find_spec("uvloop") is None:
         asyncio.run(main())
     else:
-        uvloop.run(main())
+        import uvloop
+
+        uvloop.run(main())  # the bench's reads on the loop the schedulers use
