@@ -19,6 +19,8 @@ from corq.errors import (
     PayloadTooLargeError,
     ResultTimeoutError,
     Retry,
+    ScheduleError,
+    ScheduleNotFoundError,
     SerializationError,
     TaskDefinitionError,
     TaskError,
@@ -26,6 +28,9 @@ from corq.errors import (
 )
 from corq.job import Job, JobStatus
 from corq.retry import RetryPolicy
+from corq.schedule import CatchUp, Overlap, RunKind
+from corq.scheduler import Scheduler
+from corq.schedules import BackfillResult, RunInfo, ScheduleInfo, Schedules, SkipInfo
 from corq.settings import Settings
 from corq.spec import EnqueueOptions, JobSpec
 from corq.task import Task
@@ -36,8 +41,10 @@ __version__ = "0.1.0"
 __all__ = [
     "App",
     "ArgumentError",
+    "BackfillResult",
     "BrokerDataError",
     "BrokerError",
+    "CatchUp",
     "Client",
     "ConfigError",
     "CorqError",
@@ -52,12 +59,21 @@ __all__ = [
     "JobNotFoundError",
     "JobSpec",
     "JobStatus",
+    "Overlap",
     "PayloadTooLargeError",
     "ResultTimeoutError",
     "Retry",
     "RetryPolicy",
+    "RunInfo",
+    "RunKind",
+    "ScheduleError",
+    "ScheduleInfo",
+    "ScheduleNotFoundError",
+    "Scheduler",
+    "Schedules",
     "SerializationError",
     "Settings",
+    "SkipInfo",
     "SystemClock",
     "Task",
     "TaskDefinitionError",

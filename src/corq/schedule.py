@@ -236,6 +236,8 @@ def make_rule(
             + (f" (got {', '.join(given)})" if given else "")
         )
     zone = _check_tz("UTC" if tz is None else tz)
+    if anchor is not None and every is None:
+        raise ScheduleError("anchor= applies to every= schedules only")
     if cron is not None:
         return Rule(cron=_check_cron(cron, zone), tz=zone)
     if tz is not None and tz != "UTC":
@@ -244,8 +246,6 @@ def make_rule(
         every_ms = _check_every(every)
         anchor_ms = 0 if anchor is None else _aware_ms(anchor, "anchor")
         return Rule(every_ms=every_ms, anchor_ms=anchor_ms)
-    if anchor is not None:
-        raise ScheduleError("anchor= applies to every= schedules only")
     assert at is not None
     at_ms = _aware_ms(at, "at")
     if now_ms is not None and at_ms <= now_ms:

@@ -47,7 +47,7 @@ async def slots() -> AsyncIterator[ProcessSlots]:
 
 
 def call(task: Task[Any, Any], *args: Any, job_id: str = "job-1") -> ChildCall:
-    context = (job_id, task.name, "default", 1, 1_700_000_000_000)
+    context = (job_id, task.name, "default", 1, 1_700_000_000_000, None, None)
     return ChildCall.for_task(task, task.encode_payload(args, {}), context)
 
 
@@ -478,7 +478,8 @@ async def ready(value):
 
 async def main(pid_path, go_path):
     payload = tasks.announce_and_wait.encode_payload([pid_path, go_path], {})
-    child_call = ChildCall.for_task(tasks.announce_and_wait, payload, ("j", "t", "q", 1, 0))
+    context = ("j", "t", "q", 1, 0, None, None)
+    child_call = ChildCall.for_task(tasks.announce_and_wait, payload, context)
     await ProcessSlots(1, name="orphan").run(child_call, timeout_s=None, on_progress=ready)
 
 asyncio.run(main(sys.argv[1], sys.argv[2]))

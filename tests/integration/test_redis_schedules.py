@@ -181,7 +181,8 @@ async def test_only_documented_keys_are_written(
         q.wake,
         q.job(f"{S}@{at(1)}"),
     }
-    documented |= {g.index, g.changes, g.removed, g.version, g.leader, g.fence, keys.queues}
+    documented |= {g.index, g.changes, g.removed, g.version, g.announced, g.leader, g.fence}
+    documented.add(keys.queues)
     assert written == documented
 
 
@@ -286,6 +287,20 @@ async def test_damaged_log_entries_are_left_out_of_the_history(
     assert [s.first_tick_ms for s in skips] == [at(2)]
     assert record is not None
     assert (record.last_run, record.fired, record.skipped) == (None, 2, 1)
+
+
+async def test_a_change_counter_that_is_no_number_is_refused_not_crashed_on(
+    backend: RedisBackend, raw: Redis, keys: RedisKeys
+) -> None:
+    await backend.add_schedule(S, Q1, DEF, T0)
+    await raw.set(keys.schedules.version, b"many")
+
+    with pytest.raises(BrokerDataError):
+        await backend.schedules_version()
+    # the firing state does not depend on it
+    assert await advance(backend, fire(at(1))) == [DONE]
+    with pytest.raises(BrokerDataError):
+        await backend.update_schedule(S, Q1, b"{}", at(2))
 
 
 async def test_a_damaged_lease_is_taken_over(
@@ -399,6 +414,29 @@ async def test_a_stopped_move_is_removed_from_both_queues(
     for queue in (Q1, Q2):
         assert not await raw.exists(*keys.queue(queue).schedule(S).all)
     assert await advance(backend, fire(at(2)), fire(at(2), Q2)) == [GONE, GONE]
+
+
+async def test_a_change_stopped_before_its_version_gets_one_at_the_next_write(
+    backend: RedisBackend, keys: RedisKeys
+) -> None:
+    # Given a schedule whose update wrote its record, then crashed before its version step
+    version = (await backend.add_schedule(S, Q1, DEF, T0) or pytest.fail("not added")).version
+    scripts: Scripts = backend._scripts
+    call = scripts.update_schedule(
+        keys.queue(Q1).schedule(S), definition=b"{}", now_ms=at(1), reset_ticks=False
+    )
+    assert (await scripts.run(call)).status == "updated"
+    assert (await backend.changed_schedules(version)).changed == []
+
+    # When the writer tries again (a write that finds nothing to change)
+    again = await backend.update_schedule(S, Q1, b"{}", at(2))
+
+    # Then the change gets its version, and readers of changes see it
+    assert again is not None
+    assert again.version > version
+    assert [s.definition for s in (await backend.changed_schedules(version)).changed] == [b"{}"]
+    # and once it has one, an identical write changes nothing again
+    assert await backend.update_schedule(S, Q1, b"{}", at(3)) == again
 
 
 async def test_a_create_stopped_before_its_record_is_absent_and_can_be_made_again(

@@ -27,5 +27,8 @@ def test_all_is_sorted_and_exported() -> None:
         "cli",
         "annotations",
         "aio",
+        "schedule",
+        "schedules",
+        "scheduler",
     }
     assert set(corq.__all__) == public - modules

@@ -12,6 +12,7 @@ from corq.cli.common import describe_settings_error
 from corq.cli.demo import demo
 from corq.cli.dev import dev
 from corq.cli.jobs import dead, enqueue, job, queues
+from corq.cli.scheduler import scheduler
 from corq.cli.worker import worker
 
 
@@ -26,6 +27,7 @@ def cli() -> None:
 
 
 cli.add_command(worker)
+cli.add_command(scheduler)
 cli.add_command(enqueue)
 cli.add_command(job)
 cli.add_command(queues)

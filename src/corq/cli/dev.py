@@ -67,7 +67,8 @@ def dev(
     """Run APP (module:attribute, e.g. app:app) for local development, in one process.
 
     A worker on the embedded SQLite broker (corq.db in the working directory) that also
-    promotes delayed jobs, with debug-friendly defaults. It listens on no network port.
+    promotes delayed jobs and fires schedules, with debug-friendly defaults. It listens on
+    no network port.
     Ctrl-C stops it gracefully; a second Ctrl-C exits at once.
     """
     setup_logging(log_level)
@@ -96,6 +97,8 @@ def _print_banner(app_path: str, app: App, w: Worker) -> None:
     console.print(f"  broker       {url}", soft_wrap=True)
     console.print(f"  queues       {', '.join(w.queues)}", soft_wrap=True)
     console.print(f"  concurrency  {w.concurrency}", soft_wrap=True)
+    periodic = ", ".join(sorted(app.periodic_schedules)) or "none in code"
+    console.print(f"  schedules    {periodic} (fired by this process)", soft_wrap=True)
     console.print(
         f"  enqueue      corq enqueue TASK --args '[...]'{url_flag}", soft_wrap=True, markup=False
     )

@@ -12,11 +12,11 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Protocol
 
 import click
 
-from corq import CorqError, Worker
+from corq import App, CorqError, Worker
 from corq.cli.common import load_app, parse_queues, setup_logging
 
 log = logging.getLogger("corq.cli")
@@ -46,7 +46,13 @@ log = logging.getLogger("corq.cli")
     show_default=True,
     help="Worker processes under one supervisor that restarts crashed ones.",
 )
-@click.option("--burst", is_flag=True, help="Exit once the queues are empty.")
+@click.option("--burst", is_flag=True, help="Exit once the queues are empty (runs no scheduler).")
+@click.option(
+    "--no-scheduler",
+    is_flag=True,
+    help="Run no scheduler here: schedules are fired by other workers or `corq scheduler` "
+    "[default: one scheduler per `corq worker` command, in its first process].",
+)
 @click.option(
     "--worker-id",
     default=None,
@@ -74,6 +80,7 @@ def worker(
     concurrency: int | None,
     processes: int,
     burst: bool,
+    no_scheduler: bool,
     worker_id: str | None,
     grace: float | None,
     url: str | None,
@@ -99,6 +106,7 @@ def worker(
             burst=burst,
             grace_s=grace,
             worker_id=worker_id,
+            scheduler=False if no_scheduler else None,
         )
     except CorqError as exc:
         raise click.ClickException(str(exc)) from exc
@@ -123,11 +131,21 @@ def tune_gc() -> None:
     gc.set_threshold(GC_GEN0_THRESHOLD, gen1, gen2)
 
 
+class Service(Protocol):
+    """What runs until signalled: a worker, or a scheduler on its own."""
+
+    @property
+    def app(self) -> App: ...
+
+    def request_stop(self) -> None: ...
+
+    async def run(self) -> None: ...
+
+
 def run_until_signalled(w: Worker) -> None:
     """Run `w` until SIGTERM/SIGINT (a second one exits at once), burst end or a failure."""
     tune_gc()
-    with asyncio.Runner(loop_factory=_loop_factory(w.app.settings.event_loop)) as runner:
-        runner.run(_serve_until_signalled(w))
+    run_service(w)
     if w.abandoned_threads:
         # Threads running plain functions cannot be stopped, and the interpreter would wait
         # for them at exit; the broker gives their jobs back once this process is gone.
@@ -135,7 +153,14 @@ def run_until_signalled(w: Worker) -> None:
         os._exit(0)
 
 
-async def _serve_until_signalled(w: Worker) -> None:
+def run_service(w: Service) -> None:
+    """Run `w` on the event loop the settings ask for until SIGTERM/SIGINT (a second one
+    exits at once) or its own end."""
+    with asyncio.Runner(loop_factory=_loop_factory(w.app.settings.event_loop)) as runner:
+        runner.run(_serve_until_signalled(w))
+
+
+async def _serve_until_signalled(w: Service) -> None:
     loop = asyncio.get_running_loop()
     signals = 0
 
@@ -210,7 +235,7 @@ def _supervisor() -> int | None:
     return None
 
 
-async def _stop_when_orphaned(w: Worker, parent: int) -> None:
+async def _stop_when_orphaned(w: Service, parent: int) -> None:
     """A supervised worker stops gracefully if its supervisor dies (even by SIGKILL)."""
     while os.getppid() == parent:  # noqa: ASYNC110  # no event exists for "parent died"
         await asyncio.sleep(1.0)
@@ -243,14 +268,27 @@ def slot_id(base: str | None, slot: int) -> str:
     return f"{prefix}.w{slot}"
 
 
+def slot_argv(argv: list[str], slot: int, worker_id: str | None) -> list[str]:
+    """The command of one supervised slot: its own fixed id, and a scheduler in slot 0 only."""
+    child = [*argv, "--worker-id", slot_id(worker_id, slot)]
+    if slot > 0:
+        child.append("--no-scheduler")
+    return child
+
+
 def supervise(argv: list[str], count: int, worker_id: str | None = None) -> int:
-    """Run `count` copies of a worker; restart any that crash; forward SIGTERM/SIGINT."""
+    """Run `count` copies of a worker; restart any that crash; forward SIGTERM/SIGINT.
+
+    Only the first copy runs a scheduler: one standby per machine is enough for failover,
+    and each more would add its lease attempts and polls to the broker's load. A crashed
+    first copy is restarted with its scheduler like any other.
+    """
     children: dict[int, subprocess.Popen[bytes]] = {}
     stopping = {"flag": False, "signals": 0}
 
     def start(slot: int) -> None:
         env = dict(os.environ, **{_SUPERVISOR_PID: str(os.getpid())})
-        child = [*argv, "--worker-id", slot_id(worker_id, slot)]
+        child = slot_argv(argv, slot, worker_id)
         children[slot] = subprocess.Popen(child, env=env)
         log.info("supervisor: started worker %d (pid %d)", slot, children[slot].pid)
 

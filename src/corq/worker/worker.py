@@ -18,7 +18,9 @@ The parts, each a module of its own:
 - `reclaim`: renews the lease, takes back the jobs of dead workers, now and then tidies the
   broker (`maintenance`);
 - `reconcile`: gives back what the broker says this worker holds but it does not run;
-- `heartbeat`: renews the lease from a thread of its own and watches the loop.
+- `heartbeat`: renews the lease from a thread of its own and watches the loop;
+- `scheduling`: a scheduler (``corq.scheduler``), a standby or the leader of the
+  schedules; on by default, off with ``scheduler=False`` (and in burst mode).
 
 `parts` puts them together. If any of the loops dies, the worker stops.
 """
@@ -45,9 +47,11 @@ from corq.worker.leases import Leases
 from corq.worker.observer import JobCounts, Observers, WorkerObserver
 from corq.worker.parts import Parts, build_parts
 from corq.worker.registry import Registry
+from corq.worker.scheduling import SchedulerPart
 
 if TYPE_CHECKING:
     from corq.app import App
+    from corq.scheduler import Scheduler
 
 log = logging.getLogger(__name__)
 
@@ -73,6 +77,12 @@ def _check_concurrency(concurrency: object) -> int:
     return concurrency
 
 
+def _check_flag(what: str, value: object) -> bool:
+    if not isinstance(value, bool):
+        raise ConfigError(f"{what} must be True or False, got {value!r}")
+    return value
+
+
 def _check_grace(grace_s: object) -> float:
     if not isinstance(grace_s, int | float) or not 0 <= grace_s < float("inf"):
         raise ConfigError(f"grace_s must be a non-negative number of seconds, got {grace_s!r}")
@@ -95,6 +105,7 @@ class Worker:
         worker_id: str | None = None,
         grace_s: float | None = None,
         observers: Sequence[WorkerObserver] = (),
+        scheduler: bool | None = None,
     ) -> None:
         settings = app.settings
         self.app = app
@@ -111,6 +122,8 @@ class Worker:
         )
         #: What happened to this worker's jobs, counted (an observer).
         self.counts = JobCounts()
+        run_scheduler = not burst if scheduler is None else _check_flag("scheduler", scheduler)
+        self._scheduling = SchedulerPart(app, self.worker_id) if run_scheduler else None
         #: Threads still running bodies the worker gave up on when it stopped.
         self.abandoned_threads = 0
         self.registry = Registry()
@@ -131,6 +144,11 @@ class Worker:
     def lease(self) -> WorkerLease:
         """The lease this worker renews (its holder ids change when a queue is lost)."""
         return self.leases.lease
+
+    @property
+    def scheduler(self) -> Scheduler | None:
+        """The scheduler this worker runs (None with ``scheduler=False`` or in burst mode)."""
+        return None if self._scheduling is None else self._scheduling.scheduler
 
     @property
     def stopped(self) -> bool:
@@ -290,6 +308,10 @@ class Worker:
                 ("corq-tick", parts.heartbeat.ticker()),
             )
         ]
+        scheduling = None
+        if self._scheduling is not None:
+            scheduling = asyncio.create_task(self._scheduling.run(), name="corq-scheduler")
+            loops.append(scheduling)
         writer = asyncio.create_task(parts.jobs.write(), name="corq-write")
         log.info(
             "worker %s started: queues=%s concurrency=%d",
@@ -302,6 +324,8 @@ class Worker:
         try:
             failure = await self._wait_stop([*loops, writer])
         finally:
+            if scheduling is not None and self._scheduling is not None:
+                await self._scheduling.stop(scheduling, immediate=self._immediate)
             await self._shutdown(parts, loops, writer)
         if failure is not None:
             raise failure

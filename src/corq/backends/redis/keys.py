@@ -41,12 +41,14 @@ slot, $n being the schedule's name::
     $p:{schedules}:removed        ZSET  name -> removed at (ms): the removals among changes
                                         (tombstones, trimmed after a day)
     $p:{schedules}:version        STR   the change counter (schedules_version)
+    $p:{schedules}:announced      HASH  name -> the record's rev its last version announced
     $p:{schedules}:leader         HASH  holder, fence, deadline_ms: the scheduler lease
     $p:{schedules}:fence          STR   counter behind the lease's fences
     $p:{$q}:schedule:$n           HASH  definition, paused (0/1), reason, last_tick_ms,
                                         floor_ms, buffered_tick_ms, created_at_ms,
-                                        updated_at_ms, fired, skipped; moved_to while a move
-                                        is under way (below)
+                                        updated_at_ms, fired, skipped, rev (raised by every
+                                        change of the record); moved_to while a move is
+                                        under way (below)
     $p:{$q}:schedule-fired:$n     ZSET  tick -> tick: the last SCHEDULE_FIRED_KEEP fired
                                         (older ones are at or below floor_ms)
     $p:{$q}:schedule-runs:$n      LIST  msgpack [tick_ms, job_id, queue, kind, fired_at_ms],
@@ -72,13 +74,17 @@ two steps never sees a half-made schedule and no change is missed:
   old record is deleted.
 
 The version is taken after the record is written, so a reader that saw version v has seen
-every record written by changes up to v. A reader resolves a name through the index; an
-index entry without a record is absent (a create under way, or one that crashed); a record
-marked ``moved_to`` is read from its new queue when the record is there (after step 2) and
-as it stands otherwise (a move interrupted after step 1: nothing can fire there, and the
-next update or pause of the schedule finishes the move). Concurrent writers of one name
-are not serialised beyond this: two creators racing in different queues may leave the
-loser's record unreachable through the index.
+every record written by changes up to v. A crash between the two leaves a change without a
+version: the record's ``rev`` is then above the one ``announced`` for it, and the next write
+of the schedule, even one that changes nothing else, gives it one.
+
+A reader resolves a name through the index; an index entry without a record is absent (a
+create under way, or one that crashed); a record marked ``moved_to`` is read from its new
+queue when the record is there (after step 2) and as it stands otherwise (a move
+interrupted after step 1: nothing can fire there, and the next update or pause of the
+schedule finishes the move). Concurrent writers of one name are not serialised beyond
+this: two creators racing in different queues may leave the loser's record unreachable
+through the index.
 """
 
 from __future__ import annotations
@@ -238,6 +244,10 @@ class SchedulesKeys:
     @property
     def version(self) -> str:
         return f"{self.tag}:version"
+
+    @property
+    def announced(self) -> str:
+        return f"{self.tag}:announced"
 
     @property
     def leader(self) -> str:

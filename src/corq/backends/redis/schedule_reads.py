@@ -11,7 +11,7 @@ others. Versions are the schedules' scores in ``changes``.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, cast
 
 from redis.asyncio import Redis
@@ -42,6 +42,14 @@ class Located:
     #: Its score in changes (0 when it has none: a create that stopped before its last step).
     version: int = 0
     last_run: bytes | None = None
+    #: The record's rev that its version announced (below the record's own: a change that
+    #: stopped before its version).
+    announced: int = 0
+
+    @property
+    def unannounced(self) -> bool:
+        """The record changed after (or without) its last version."""
+        return self.state is not None and self.state.rev > self.announced
 
     @property
     def stuck(self) -> bool:
@@ -62,10 +70,6 @@ class _Raw:
     fields: dict[bytes, bytes] | None
     last_run: bytes | None
     problem: str | None = None
-
-
-def _version(score: Any) -> int:
-    return 0 if score is None else int(float(score))
 
 
 async def read_raw(
@@ -102,27 +106,62 @@ def _state(raw: _Raw) -> tuple[ScheduleState | None, str | None]:
         return None, str(exc)
 
 
-async def locate_many(
-    client: Redis,
-    keys: RedisKeys,
-    names: Sequence[str],
-    indexed: Sequence[QueueName | None],
-    versions: Sequence[int],
-) -> list[Located]:
-    """Resolve names whose index entries and versions are known (see the module docstring)."""
-    present = [(q, n) for q, n in zip(indexed, names, strict=True) if q is not None]
+@dataclass(frozen=True, slots=True)
+class _Entry:
+    """What the ``{schedules}`` slot holds for one name."""
+
+    name: str
+    indexed: QueueName | None
+    version: int
+    announced: int
+
+
+def _number(value: Any) -> int:
+    """A score or a counter another program may have damaged (then 0)."""
+    try:
+        return 0 if value is None else int(float(value))
+    except ValueError:
+        return 0
+
+
+async def _entries(client: Redis, keys: RedisKeys, names: Sequence[str]) -> list[_Entry]:
+    """The index entries, versions and announced revs of `names`, in one round trip."""
+    schedules = keys.schedules
+    async with client.pipeline(transaction=True) as pipe:
+        pipe.hmget(schedules.index, list(names))
+        pipe.zmscore(schedules.changes, list(names))
+        pipe.hmget(schedules.announced, list(names))
+        queues, scores, revs = await pipe.execute()
+    return [
+        _Entry(
+            name,
+            None if q is None else cast(bytes, q).decode("utf-8", "replace"),
+            _number(v),
+            _number(r),
+        )
+        for name, q, v, r in zip(names, queues, scores, revs, strict=True)
+    ]
+
+
+async def _resolve(client: Redis, keys: RedisKeys, entries: Sequence[_Entry]) -> list[Located]:
+    """Resolve names whose index entries are known (see the module docstring)."""
+    present = [(e.indexed, e.name) for e in entries if e.indexed is not None]
     raws = iter(await read_raw(client, keys, present))
     first: list[Located] = []
-    for name, queue, version in zip(names, indexed, versions, strict=True):
-        if queue is None:
-            first.append(Located(name))
+    for e in entries:
+        if e.indexed is None:
+            first.append(Located(e.name))
             continue
         raw = next(raws)
         state, problem = _state(raw)
         if state is None and problem is None:  # an index entry without a record: absent
-            first.append(Located(name, queue, version=version))
+            first.append(Located(e.name, e.indexed, version=e.version))
             continue
-        first.append(Located(name, queue, queue, state, problem, version, raw.last_run))
+        first.append(
+            Located(
+                e.name, e.indexed, e.indexed, state, problem, e.version, raw.last_run, e.announced
+            )
+        )
     return await _follow_moves(client, keys, first)
 
 
@@ -138,35 +177,23 @@ async def _follow_moves(client: Redis, keys: RedisKeys, found: list[Located]) ->
     ):
         state, problem = _state(raw)
         if state is not None and state.moved_to is None:
-            moved[f.name] = Located(f.name, f.indexed, target, state, None, f.version, raw.last_run)
+            moved[f.name] = replace(f, queue=target, state=state, last_run=raw.last_run)
         elif problem is not None:
-            moved[f.name] = Located(f.name, f.indexed, target, None, problem, f.version)
+            moved[f.name] = replace(f, queue=target, state=None, problem=problem, last_run=None)
     return [moved.get(f.name, f) if f.stuck else f for f in found]
 
 
 async def locate(client: Redis, keys: RedisKeys, name: str) -> Located:
     """One name, resolved."""
-    schedules = keys.schedules
-    async with client.pipeline(transaction=True) as pipe:
-        pipe.hget(schedules.index, name)
-        pipe.zscore(schedules.changes, name)
-        queue, score = await pipe.execute()
-    indexed = None if queue is None else cast(bytes, queue).decode("utf-8", "replace")
-    (found,) = await locate_many(client, keys, [name], [indexed], [_version(score)])
+    (found,) = await locate_names(client, keys, [name])
     return found
 
 
 async def locate_names(client: Redis, keys: RedisKeys, names: Sequence[str]) -> list[Located]:
-    """Many names, resolved (their index entries and versions read in one round trip)."""
+    """Many names, resolved (what the ``{schedules}`` slot holds for them read at once)."""
     if not names:
         return []
-    schedules = keys.schedules
-    async with client.pipeline(transaction=True) as pipe:
-        pipe.hmget(schedules.index, list(names))
-        pipe.zmscore(schedules.changes, list(names))
-        queues, scores = await pipe.execute()
-    indexed = [None if q is None else cast(bytes, q).decode("utf-8", "replace") for q in queues]
-    return await locate_many(client, keys, names, indexed, [_version(s) for s in scores])
+    return await _resolve(client, keys, await _entries(client, keys, names))
 
 
 async def indexed_names(client: Redis, keys: RedisKeys, batch: int) -> list[list[str]]:

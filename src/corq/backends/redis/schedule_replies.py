@@ -46,6 +46,8 @@ class ScheduleState:
     updated_at_ms: int
     fired: int
     skipped: int
+    #: Raised by every change of the record (see keys.py).
+    rev: int = 0
     #: Set while a move to that queue is under way (see keys.py).
     moved_to: QueueName | None = None
 
@@ -149,6 +151,7 @@ def parse_state(fields: Fields) -> ScheduleState:
         updated_at_ms=_integer(fields, "updated_at_ms"),
         fired=_integer(fields, "fired", count=True) if b"fired" in fields else 0,
         skipped=_integer(fields, "skipped", count=True) if b"skipped" in fields else 0,
+        rev=_integer(fields, "rev", count=True) if b"rev" in fields else 0,
         moved_to=_text(moved_to) if moved_to else None,
     )
 

@@ -67,17 +67,24 @@ class ScheduleScripts(ScriptRunner):
         return self._call("reserve_schedule_name", [keys.index], args, schedule_replies.reserved)
 
     def note_schedule_change(
-        self, keys: SchedulesKeys, *, name: str, queue: QueueName | None, now_ms: int | None
+        self,
+        keys: SchedulesKeys,
+        *,
+        name: str,
+        rev: int,
+        queue: QueueName | None,
+        now_ms: int | None,
     ) -> ScriptCall[int]:
-        """`queue`: where the index must point now (a move), None to leave it."""
-        schedules_keys = [keys.index, keys.changes, keys.version, keys.removed]
-        args: list[Arg] = [name, queue or "", now_arg(now_ms)]
+        """`rev`: the record's, as the change left it; `queue`: where the index must point
+        now (a move), None to leave it."""
+        schedules_keys = [keys.index, keys.changes, keys.version, keys.removed, keys.announced]
+        args: list[Arg] = [name, queue or "", now_arg(now_ms), rev]
         return self._call("note_schedule_change", schedules_keys, args, int)
 
     def unindex_schedule(
         self, keys: SchedulesKeys, *, name: str, queue: QueueName, now_ms: int | None
     ) -> ScriptCall[int]:
-        schedules_keys = [keys.index, keys.changes, keys.version, keys.removed]
+        schedules_keys = [keys.index, keys.changes, keys.version, keys.removed, keys.announced]
         args: list[Arg] = [name, queue, now_arg(now_ms), TOMBSTONE_KEEP_MS, BATCH]
         return self._call("unindex_schedule", schedules_keys, args, int)
 
@@ -145,7 +152,7 @@ class ScheduleScripts(ScriptRunner):
         buffered = "" if state.buffered_tick_ms is None else state.buffered_tick_ms
         args: list[Arg] = [definition, now_arg(now_ms), int(reset_ticks), int(state.paused)]
         args += [state.paused_reason or "", state.last_tick_ms, state.floor_ms, buffered]
-        args += [state.created_at_ms, state.fired, state.skipped]
+        args += [state.created_at_ms, state.fired, state.skipped, state.rev]
         args += [len(moved.fired), *moved.fired, len(moved.runs), *moved.runs]
         args += [len(moved.skips), *moved.skips]
         return self._call("move_schedule_in", keys.all, args, schedule_replies.record_change)

@@ -42,7 +42,7 @@ from corq.backends.redis.schedule_replies import (
     decode_skip,
     parse_state,
 )
-from corq.errors import BrokerDataError
+from corq.errors import BrokerDataError, BrokerError
 from corq.types import QueueName
 
 log = logging.getLogger(__name__)
@@ -55,21 +55,38 @@ def _damaged(name: str, problem: str) -> BrokerDataError:
     return BrokerDataError(f"redis: damaged schedule record {name!r}: {problem}")
 
 
+def _busy(name: str) -> BrokerError:
+    """Other writers moved or removed the schedule under each attempt: try again later."""
+    return BrokerError(f"redis: schedule {name!r} kept changing while it was written")
+
+
 class RedisSchedules(RedisContext):
     """Schedules in the broker (see the module docstring)."""
 
     def _sched(self, queue: QueueName, name: str) -> ScheduleKeys:
         return self._q(queue).schedule(name)
 
-    def _record(
-        self, name: str, queue: QueueName, version: int, reply: RecordReply
+    async def _versioned(
+        self,
+        name: str,
+        queue: QueueName,
+        reply: RecordReply,
+        now_ms: int | None,
+        *,
+        moved: bool = False,
     ) -> ScheduleRecord:
+        """The record a change left, once the change has its version (with `moved`, the
+        index is pointed at `queue` in the same step)."""
         state = parse_state(reply.fields)
+        version = await self._note(name, state.rev, now_ms, queue if moved else None)
         return state.record(name, queue, version, decode_run(reply.last_run))
 
-    async def _note(self, name: str, now_ms: int | None, queue: QueueName | None = None) -> int:
+    async def _note(
+        self, name: str, rev: int, now_ms: int | None, queue: QueueName | None = None
+    ) -> int:
+        """The version step of a change that left the record at `rev`."""
         call = self._scripts.note_schedule_change(
-            self._keys.schedules, name=name, queue=queue, now_ms=now_ms
+            self._keys.schedules, name=name, rev=rev, queue=queue, now_ms=now_ms
         )
         return await self._scripts.run(call)
 
@@ -101,7 +118,7 @@ class RedisSchedules(RedisContext):
         )
         if reply is None:
             return None
-        return self._record(name, queue, await self._note(name, now_ms), reply)
+        return await self._versioned(name, queue, reply, now_ms)
 
     async def update_schedule(
         self,
@@ -126,7 +143,7 @@ class RedisSchedules(RedisContext):
                     record = await self._move(found, queue, definition, now_ms, reset_ticks)
                 if record is not None:
                     return record
-        return None
+        raise _busy(name)
 
     async def _update_in_place(
         self, found: Located, definition: bytes, now_ms: int | None, reset_ticks: bool
@@ -143,16 +160,16 @@ class RedisSchedules(RedisContext):
     async def _changed(
         self, found: Located, queue: QueueName, change: RecordChange, now_ms: int | None
     ) -> ScheduleRecord | None:
-        """The record a record step left: versioned when it changed (or never was: a create
-        that stopped before its last step); None when the schedule moved or went meanwhile."""
+        """The record a record step left, versioned when it changed (or when its last change
+        stopped before its version); None when the schedule moved or went meanwhile."""
         if change.status == "damaged":
             raise _damaged(found.name, change.detail)
         if change.reply is None:
             return None
-        version = found.version
-        if change.status != "same" or version == 0:
-            version = await self._note(found.name, now_ms)
-        return self._record(found.name, queue, version, change.reply)
+        if change.status != "same" or found.unannounced:
+            return await self._versioned(found.name, queue, change.reply, now_ms)
+        state = parse_state(change.reply.fields)
+        return state.record(found.name, queue, found.version, decode_run(change.reply.last_run))
 
     async def _move(
         self,
@@ -183,9 +200,9 @@ class RedisSchedules(RedisContext):
         )
         if change.status == "damaged" or change.reply is None:
             raise _damaged(found.name, f"in queue {queue!r}: {change.detail}")
-        version = await self._note(found.name, now_ms, queue)
+        record = await self._versioned(found.name, queue, change.reply, now_ms, moved=True)
         await run(self._scripts.remove_schedule(old, moved_only=True))
-        return self._record(found.name, queue, version, change.reply)
+        return record
 
     async def _settled(self, name: str, now_ms: int | None) -> Located:
         """Where the schedule is, after finishing a move that stopped between its steps."""
@@ -194,7 +211,7 @@ class RedisSchedules(RedisContext):
         if state is None or found.queue is None:
             return found
         if found.indexed != found.queue:  # stopped after its second step
-            await self._note(name, now_ms, found.queue)
+            await self._note(name, state.rev, now_ms, found.queue)
             indexed = cast(QueueName, found.indexed)
             await self._scripts.run(
                 self._scripts.remove_schedule(self._sched(indexed, name), moved_only=True)
@@ -249,7 +266,7 @@ class RedisSchedules(RedisContext):
                 record = await self._changed(found, found.queue, change, now_ms)
                 if record is not None:
                     return record
-        return None
+        raise _busy(name)
 
     # -- reads -------------------------------------------------------------------------
     async def get_schedule(self, name: str) -> ScheduleRecord | None:
@@ -286,7 +303,12 @@ class RedisSchedules(RedisContext):
     async def schedules_version(self) -> int:
         with broker_errors("schedules_version"):
             value = await self._redis.get(self._keys.schedules.version)
-        return int(value or 0)
+        try:
+            return int(value or 0)
+        except ValueError:  # another program's: every change would be refused too
+            raise BrokerDataError(
+                f"redis: the schedules' change counter is not a number: {value!r}"
+            ) from None
 
     async def changed_schedules(self, since_version: int) -> ScheduleChanges:
         with broker_errors("changed_schedules"):

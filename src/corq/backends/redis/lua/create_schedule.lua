@@ -33,5 +33,6 @@ end
 redis.call('DEL', record_key, fired_key, runs_key, skips_key)
 local now = int(now_ms)
 redis.call('HSET', record_key, 'definition', definition, 'paused', '0', 'last_tick_ms', now,
-  'floor_ms', '0', 'created_at_ms', now, 'updated_at_ms', now, 'fired', '0', 'skipped', '0')
+  'floor_ms', '0', 'created_at_ms', now, 'updated_at_ms', now, 'fired', '0', 'skipped', '0',
+  'rev', '1')
 return schedule_reply(record_key, runs_key)

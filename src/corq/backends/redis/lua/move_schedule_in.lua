@@ -22,8 +22,9 @@ ARGV[8] buffered_tick_ms  '' for none
 ARGV[9] created_at_ms
 ARGV[10] fired_count
 ARGV[11] skipped_count
-ARGV[12] n_fired        how many fired ticks follow
-ARGV[13..] the fired ticks, then a count and the runs (newest first), then a count and
+ARGV[12] rev            the record's rev (the new record's is one more)
+ARGV[13] n_fired        how many fired ticks follow
+ARGV[14..] the fired ticks, then a count and the runs (newest first), then a count and
 the skips (newest first)
 
 Returns: {'created' or 'existed', the record as schedule_reply gives it}; {'damaged',
@@ -47,8 +48,9 @@ local buffered_tick_ms = ARGV[8]
 local created_at_ms = ARGV[9]
 local fired_count = ARGV[10]
 local skipped_count = ARGV[11]
-local n_fired = tonumber(ARGV[12])
-local FIRST = 13
+local rev = tonumber(ARGV[12])
+local n_fired = tonumber(ARGV[13])
+local FIRST = 14
 
 expect_types({fired_key, 'zset', runs_key, 'list', skips_key, 'list'})
 
@@ -79,7 +81,7 @@ if reset_ticks == '1' and now_ms > last_tick_ms then
 end
 redis.call('HSET', record_key, 'definition', definition, 'paused', paused, 'last_tick_ms',
   int(last_tick_ms), 'floor_ms', floor_ms, 'created_at_ms', created_at_ms, 'updated_at_ms',
-  int(now_ms), 'fired', fired_count, 'skipped', skipped_count)
+  int(now_ms), 'fired', fired_count, 'skipped', skipped_count, 'rev', int(rev + 1))
 if reason ~= '' then
   redis.call('HSET', record_key, 'reason', reason)
 end

@@ -55,6 +55,7 @@ if s.paused == (paused == '1') then
   return {'same', schedule_reply(record_key, runs_key)}
 end
 redis.call('HSET', record_key, 'paused', paused, 'updated_at_ms', int(now_ms))
+redis.call('HINCRBY', record_key, 'rev', 1)
 if paused == '1' and reason ~= '' then
   redis.call('HSET', record_key, 'reason', reason)
 else

@@ -10,6 +10,7 @@ KEYS[1] index           HASH  schedule name -> queue
 KEYS[2] changes         ZSET  schedule name -> version of its last change
 KEYS[3] version         STR   the change counter
 KEYS[4] removed         ZSET  removed schedule name -> when (tombstones)
+KEYS[5] announced       HASH  schedule name -> the record's rev its last version announced
 ARGV[1] name            the schedule
 ARGV[2] queue           the queue the caller deleted its record from
 ARGV[3] now_ms          the caller's clock, or '' for the broker's
@@ -24,6 +25,7 @@ local index_key = KEYS[1]
 local changes_key = KEYS[2]
 local version_key = KEYS[3]
 local removed_key = KEYS[4]
+local announced_key = KEYS[5]
 local name = ARGV[1]
 local queue = ARGV[2]
 local now_ms = resolve_now(ARGV[3])
@@ -31,11 +33,12 @@ local keep_ms = tonumber(ARGV[4])
 local batch = tonumber(ARGV[5])
 
 expect_types({index_key, 'hash', changes_key, 'zset', version_key, 'string',
-  removed_key, 'zset'})
+  removed_key, 'zset', announced_key, 'hash'})
 if redis.call('HGET', index_key, name) ~= queue then
   return 0
 end
 redis.call('HDEL', index_key, name)
+redis.call('HDEL', announced_key, name)
 local version = redis.call('INCR', version_key)
 redis.call('ZADD', changes_key, version, name)
 redis.call('ZADD', removed_key, int(now_ms), name)
