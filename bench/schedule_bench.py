@@ -30,6 +30,7 @@ import time
 import uuid
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -374,6 +375,25 @@ async def runs_by_minute(
     return out
 
 
+async def full_logs_bytes(url: str, count: int) -> float:
+    """Broker bytes per schedule once its logs are at their bounds (1,000 fired ticks and
+    100 runs kept): `count` schedules each backfilled with 1,100 past one-second ticks."""
+    broker = Broker.fresh(url)
+    before = await schedule_memory(broker)
+    schedules = bench_app.app.schedules
+    for i in range(count):
+        await schedules.add(f"full{i}", bench_app.noop, cron="* * * * * *")
+    end = datetime.fromtimestamp(int(time.time()) - 1, UTC)
+    await asyncio.sleep(max(0.0, end.timestamp() + 1.001 - time.time()))  # end <= now
+    for i in range(count):
+        result = await schedules.backfill(f"full{i}", end - timedelta(seconds=1099), end)
+        if result.fired != 1100:
+            raise RuntimeError(f"backfill fired {result.fired} of 1,100 ticks")
+    used = await schedule_memory(broker) - before
+    await broker.close()
+    return used / count
+
+
 async def load_s_of(broker: Broker) -> float:
     """Seconds a new leader spends loading: read every schedule (``changed_schedules(0)``)
     and put it in the table of due ticks, on a connection of its own."""
@@ -450,6 +470,11 @@ async def main() -> None:
         for burst in (False, True):
             figures = await bench_many(opts.url, n, burst=burst, minutes=2 if burst else 1)
             print_many(n, burst, figures)
+        full = await full_logs_bytes(opts.url, 20)
+        print(
+            f"a schedule with its logs full (1,000 fired ticks, 100 runs): {full:,.0f} B; "
+            f"{n:,} of them: {full * n / 2**20:,.0f} MiB"
+        )
 
 
 def print_many(n: int, burst: bool, f: ManyFigures) -> None:
