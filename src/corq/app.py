@@ -8,7 +8,6 @@ import reprlib
 import threading
 import weakref
 from collections.abc import Callable, Coroutine, Iterable, Sequence
-from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from typing import Any, ParamSpec, Protocol, TypeVar, overload
 
@@ -18,8 +17,9 @@ from corq.clock import SystemClock
 from corq.errors import ArgumentError, ConfigError, ScheduleError, TaskDefinitionError
 from corq.limits import MAX_DELAY_S, check_priority
 from corq.retry import RetryPolicy, exception_classes
-from corq.schedule import CatchUp, Overlap, Policy, Rule, ScheduleDef, make_policy, make_rule
-from corq.schedules import Schedules, build_schedule
+from corq.schedule import CatchUp, Overlap, ScheduleDef, make_policy, make_rule
+from corq.schedules import Schedules
+from corq.schedules.periodic import PeriodicSchedules
 from corq.serializers import Serializer, get_serializer
 from corq.settings import Settings
 from corq.spec import EnqueueOptions, JobSpec, check_queue_name, check_task_name
@@ -54,14 +54,6 @@ class _Periodic(Protocol):
     def __call__(self, fn: Callable[P, R], /) -> Task[P, R]: ...
 
 
-@dataclass(frozen=True, slots=True)
-class _PeriodicCall:
-    """A code schedule's arguments as written, so a new serializer can encode them again."""
-
-    args: Sequence[Any]
-    kwargs: dict[str, Any] | None
-
-
 class App:
     """Holds what producers and workers share: settings, tasks, broker connections."""
 
@@ -82,8 +74,8 @@ class App:
         self.registry: dict[TaskName, Task[Any, Any]] = {}
         #: Schedules declared with ``@app.periodic``, by name (the scheduler leader writes
         #: them to the broker).
-        self.periodic_schedules: dict[str, ScheduleDef] = {}
-        self._periodic_calls: dict[str, _PeriodicCall] = {}
+        self._periodic = PeriodicSchedules()
+        self.periodic_schedules: dict[str, ScheduleDef] = self._periodic.definitions
         self._schedules = Schedules(self)
         self._serializer = get_serializer(settings.serializer)
         self._clients: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Client] = (
@@ -107,7 +99,7 @@ class App:
         self.settings = _updated(self.settings, changes)
         self._serializer = get_serializer(self.settings.serializer)
         if self.settings.serializer != serializer:
-            self._encode_periodic_again()
+            self._periodic.encode_again(self.registry)
 
     @property
     def schedules(self) -> Schedules:
@@ -275,8 +267,14 @@ class App:
                     priority=0 if priority is None else priority,
                 )(fn)
             try:
-                self._declare_periodic(
-                    task, name, rule=rule, policy=policy, call=_PeriodicCall(args, kwargs)
+                self._periodic.declare(
+                    task,
+                    name,
+                    rule=rule,
+                    policy=policy,
+                    args=args,
+                    kwargs=kwargs,
+                    max_payload_bytes=self.settings.max_payload_bytes,
                 )
             except BaseException:
                 if registered:
@@ -285,48 +283,6 @@ class App:
             return task
 
         return declare
-
-    def _declare_periodic(
-        self,
-        task: Task[Any, Any],
-        name: str | None,
-        *,
-        rule: Rule,
-        policy: Policy,
-        call: _PeriodicCall,
-    ) -> None:
-        fn = task.fn
-        origin = f"{getattr(fn, '__module__', '?')}:{getattr(fn, '__qualname__', task.name)}"
-        schedule_name = task.name if name is None else name
-        existing = self.periodic_schedules.get(schedule_name)
-        if existing is not None:
-            raise ScheduleError(
-                f"schedule {schedule_name!r} is declared twice: at {existing.origin} and at "
-                f"{origin}; pass name=... to one of them"
-            )
-        definition = build_schedule(
-            schedule_name,
-            task,
-            rule=rule,
-            policy=policy,
-            args=call.args,
-            kwargs=call.kwargs,
-            queue=None,
-            priority=None,
-            source="code",
-            origin=origin,
-            max_payload_bytes=self.settings.max_payload_bytes,
-        )
-        self.periodic_schedules[definition.name] = definition
-        self._periodic_calls[definition.name] = call
-
-    def _encode_periodic_again(self) -> None:
-        """A new serializer: the code schedules' payloads are encoded with it."""
-        for name, definition in list(self.periodic_schedules.items()):
-            call = self._periodic_calls[name]
-            task = self.registry[definition.task]
-            payload = task.encode_payload(tuple(call.args), dict(call.kwargs or {}))
-            self.periodic_schedules[name] = replace(definition, payload=payload)
 
     # -- connections -----------------------------------------------------------------
     def client(self) -> Client:

@@ -165,6 +165,11 @@ def test_periodic_declares_a_task_and_its_schedule() -> None:
         app.periodic(every=60, name="sync-eu", args=("x",))(report)
     with pytest.raises(corq.ScheduleError, match=r"give its options to @app.task.*retries"):
         app.periodic(every=60, name="again", retries=3)(report)
+    # A serializer chosen later encodes the code schedules' arguments too.
+    app.configure(serializer="msgpack")
+    assert app.periodic_schedules["sync-eu"].payload == app.serializer.dumps(
+        {"args": ["eu"], "kwargs": {}}
+    )
 
 
 async def test_code_schedules_cannot_be_changed_or_removed_here_but_can_be_paused(

@@ -3,7 +3,9 @@ and no tick fires twice through it all. Workers run a scheduler unless told not 
 
 from __future__ import annotations
 
+import logging
 from collections.abc import AsyncIterator
+from pathlib import Path
 
 import pytest
 
@@ -12,7 +14,16 @@ from corq.backends.base import NewJob, ScheduleStep, TickOutcome, TickStep
 from corq.schedule import tick_job_id
 from corq.scheduler import Scheduler
 from corq.testing import run_worker
-from tests.integration.scheduling import LEASE_S, START, fake_app, run_ticks, tick, wait_fired
+from tests.conftest import RedisServer, free_port
+from tests.integration.scheduling import (
+    LEASE_S,
+    START,
+    fake_app,
+    leading,
+    run_ticks,
+    tick,
+    wait_fired,
+)
 from tests.waiting import until
 
 FakeApp = tuple[corq.App, corq.FakeClock]
@@ -160,3 +171,35 @@ async def test_a_stopping_worker_hands_the_lead_over_before_its_jobs_finish(
         await until(lambda: standby.is_leader, what="the standby to lead")
     finally:
         await standby.stop()
+
+
+async def test_a_broker_outage_is_logged_once_and_the_scheduler_carries_on(
+    tmp_path: Path, prefix: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    # Given a leading scheduler on a private Redis
+    server = RedisServer(tmp_path / "redis", port=free_port())
+    server.start()
+    app, clock = fake_app(server.url, prefix, socket_timeout_s=0.3)
+
+    @app.periodic(every=60, anchor=START, name="report")
+    async def build() -> None: ...
+
+    caplog.set_level(logging.INFO)
+    try:
+        async with leading(app) as scheduler:
+            clock.advance(60)
+            await wait_fired(app, "report", tick(1))
+            # When the broker goes away while a tick falls due
+            server.stop()
+            clock.advance(60)
+            await until(lambda: "scheduler failed" in caplog.text, what="the outage logged")
+            # Then the scheduler keeps trying, and fires the tick once the broker is back,
+            server.start()
+            await wait_fired(app, "report", tick(2))
+            assert scheduler.is_leader
+        # having said so once.
+        assert caplog.text.count("scheduler failed") == 1
+        assert "scheduler works again" in caplog.text
+    finally:
+        await app.aclose()
+        server.stop()

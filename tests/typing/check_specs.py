@@ -71,3 +71,25 @@ async def check_untyped_paths() -> None:
     assert_type(app.job("some-id"), corq.JobHandle[Any])
     assert_type(app.client().job("some-id", "default"), corq.JobHandle[Any])
     assert_type(corq.JobSpec.from_dict(by_name.to_dict()), corq.JobSpec[Any])
+
+
+@app.periodic(every=30, args=("eu",), name="sync-eu")
+async def sync(region: str) -> int:
+    return len(region)
+
+
+@app.periodic(cron="0 2 * * *", tz="Europe/Berlin", queue="cpu", retry_jitter=False)
+def nightly() -> str:
+    return "done"
+
+
+report = app.periodic(every=60)(nothing)
+
+
+async def check_periodic() -> None:
+    assert_type(await sync.enqueue("us"), corq.JobHandle[int])
+    assert_type(await nightly.enqueue(), corq.JobHandle[str])
+    assert_type(report, corq.Task[[], None])
+    info = await app.schedules.get("sync-eu")
+    assert_type(info, corq.ScheduleInfo)
+    assert_type(await app.schedules.run_now("sync-eu"), corq.JobHandle[Any])

@@ -9,9 +9,10 @@ from pydantic import ValidationError
 from corq import Settings
 from corq.cli import cli
 from corq.cli.common import describe_settings_error
+from corq.cli.worker import slot_argv
 
 
-@pytest.mark.parametrize("command", ["worker", "dev"])
+@pytest.mark.parametrize("command", ["worker", "dev", "scheduler"])
 @pytest.mark.parametrize(
     ("path", "message"),
     [
@@ -62,3 +63,17 @@ def test_settings_errors_read_as_one_line_naming_each_variable() -> None:
     assert describe_settings_error(across.value) == (
         "invalid corq setting: heartbeat_s (20.0) must be less than lease_s"
     )
+
+
+def test_only_the_first_supervised_process_runs_a_scheduler() -> None:
+    argv = ["python", "-m", "corq", "worker", "app:app"]
+    assert slot_argv(argv, 0, "box") == [*argv, "--worker-id", "box.w0"]
+    assert slot_argv(argv, 1, "box") == [*argv, "--worker-id", "box.w1", "--no-scheduler"]
+
+
+def test_the_worker_and_scheduler_commands_document_the_scheduler_switches() -> None:
+    worker = CliRunner().invoke(cli, ["worker", "--help"])
+    assert "--no-scheduler" in worker.output
+    alone = CliRunner().invoke(cli, ["scheduler", "--help"])
+    assert alone.exit_code == 0
+    assert "--holder" in alone.output

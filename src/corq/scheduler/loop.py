@@ -230,16 +230,17 @@ class Term:
             await self._cancel(round_)
             if self.leadership.leading and self.leadership.fence == self.fence:
                 await self._advance(round_, stale)
+            for name in stale:  # not due by the broker's state: take that state in
+                record = await self.backend.get_schedule(name)
+                if record is None:
+                    self.table.remove(name)
+                else:
+                    self.table.put(record)
         finally:
+            # Whatever failed half-way, every schedule goes back on the heap (from the state
+            # last known: a step that was applied after all comes back STALE next time).
             for entry, decision in round_.decisions:
-                if entry.name not in stale:
-                    self._reschedule(entry, more=decision.more)
-        for name in stale:
-            record = await self.backend.get_schedule(name)
-            if record is None:
-                self.table.remove(name)
-            else:
-                self.table.put(record)
+                self._reschedule(entry, more=decision.more)
 
     def _reschedule(self, entry: Entry, *, more: bool) -> None:
         if self.table.get(entry.name) is entry and entry.due_ms is None:

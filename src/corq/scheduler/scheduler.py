@@ -183,7 +183,7 @@ class Scheduler:
                 continue
             finally:
                 self._started.set()
-            await self._sleep_s(backoff_s)
+            await self._back_off(backoff_s)
 
     async def _round(self, client: Client) -> None:
         leadership = self._leadership
@@ -267,6 +267,12 @@ class Scheduler:
             sleep.cancel()
             stop.cancel()
         return not self._stop.is_set()
+
+    async def _back_off(self, delay_s: float) -> None:
+        """Wait before trying again after a failed round: real time, whatever the clock (an
+        outage passes in real time, and a fake clock must not hold the retries back)."""
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._stop.wait(), delay_s)
 
     async def _close(self, client: Client) -> None:
         leadership = self._leadership

@@ -1,57 +1,55 @@
-"""Schedules at runtime: add, change, pause, inspect, backfill and run them from Python.
-
-    await app.schedules.add("nightly-export", export, cron="0 2 * * *", tz="Europe/Berlin")
-    await app.schedules.pause("nightly-export", reason="migration")
-    info = await app.schedules.get("nightly-export")      # next_ticks, last run, counts
-
-Everything is checked here, before the broker is asked (a bad cron, an unknown zone or
-task, args that do not bind, a one-shot in the past, a taken name): the error says what to
-change. Stored schedules are the broker's; code schedules (``@app.periodic``) belong to the
-code, so they can be paused, resumed, backfilled and run now here, but changed or removed
-only in the code. The scheduler leader fires the ticks (``corq.scheduler``); this module only
-writes definitions and operator steps (backfill, run-now), which need no lease.
-"""
+"""The schedules API (``app.schedules``): each call checks everything, then makes one or
+two broker calls. See the package docstring."""
 
 from __future__ import annotations
 
 import builtins
 import reprlib
-import socket
-import uuid
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, replace
-from datetime import UTC, datetime, timedelta
-from enum import Enum
-from typing import TYPE_CHECKING, Any, Final, Literal, Protocol
+from dataclasses import replace
+from datetime import datetime, timedelta
+from typing import TYPE_CHECKING, Any, Protocol
 
 from corq.aio import gather_bounded
-from corq.backends.base import (
-    NewJob,
-    ScheduleRecord,
-    ScheduleRun,
-    ScheduleStep,
-    SkippedTicks,
-    TickOutcome,
-    TickStep,
-)
-from corq.errors import CorqError, ScheduleError, ScheduleNotFoundError
-from corq.job import Job, JobStatus
-from corq.limits import check_payload_size
+from corq.backends.base import ScheduleRecord, ScheduleRun, TickOutcome
+from corq.errors import ScheduleError, ScheduleNotFoundError
+from corq.job import Job
 from corq.schedule import (
     CatchUp,
     Overlap,
-    Policy,
-    Rule,
     RunKind,
     ScheduleDef,
-    Source,
     check_def,
     check_schedule_name,
     make_policy,
     make_rule,
-    manual_job_id,
-    tick_datetime,
-    tick_job_id,
+)
+from corq.schedules.define import (
+    MAX_BACKFILL_TICKS,
+    MAX_REASON_CHARS,
+    UNSET,
+    Unset,
+    aware_ms,
+    build_schedule,
+    check_flag,
+    check_limit,
+    check_text,
+    decode_record,
+    operator_step,
+    origin_of,
+    paused_ticks,
+    updated_policy,
+    updated_rule,
+)
+from corq.schedules.info import (
+    BackfillResult,
+    RunInfo,
+    ScheduleInfo,
+    SkipInfo,
+    run_info,
+    skip_info,
+    stored_info,
+    unstored_info,
 )
 from corq.settings import Settings
 from corq.task import Task
@@ -60,27 +58,10 @@ from corq.types import Clock, JobId, QueueName, TaskName
 if TYPE_CHECKING:  # the client is this layer's sibling: reached through the host, never imported
     from corq.client import Client, JobHandle
 
-#: Fire times `ScheduleInfo.next_ticks` lists.
-NEXT_TICKS = 3
-#: Most ticks one backfill may cover (a longer window is several calls).
-MAX_BACKFILL_TICKS = 10_000
-#: Ticks passed over while paused are counted up to this (the log says "at least").
-PAUSE_COUNT_BOUND = 100_000
-#: Longest pause reason kept.
-MAX_REASON_CHARS = 1000
 #: Steps per broker call of a backfill.
 _STEP_CHUNK = 500
 #: Job records read at once for a listing.
 _READ_CONCURRENCY = 64
-
-
-class _Unset(Enum):
-    UNSET = "unset"
-
-
-#: "Keep the current value" for `Schedules.update`.
-UNSET: Final = _Unset.UNSET
-Unset = Literal[_Unset.UNSET]
 
 
 class ScheduleHost(Protocol):
@@ -99,153 +80,6 @@ class ScheduleHost(Protocol):
     def periodic_schedules(self) -> Mapping[str, ScheduleDef]: ...
 
     def client(self) -> Client: ...
-
-
-@dataclass(frozen=True, kw_only=True, slots=True)
-class RunInfo:
-    """One job a schedule enqueued, with what became of it."""
-
-    #: The tick it was fired for, in the schedule's time zone (the request time of a
-    #: run-now).
-    tick: datetime
-    job_id: JobId
-    queue: QueueName
-    #: A regular tick, a buffered one, a backfill or a run-now.
-    kind: RunKind
-    #: When the step ran (UTC).
-    fired_at: datetime
-    #: The job's state now; None when its record expired (after the result TTL) or was purged.
-    state: JobStatus | None
-    #: From the start of its last attempt to its end (None until it ended).
-    duration: timedelta | None = None
-    #: Its last error, for a failed or dead job.
-    error: str | None = None
-    #: How long after its tick it was enqueued (None when the record expired).
-    lateness: timedelta | None = None
-
-
-@dataclass(frozen=True, kw_only=True, slots=True)
-class SkipInfo:
-    """A run of ticks passed over without a job, and why."""
-
-    #: First and last tick of the run, in the schedule's time zone (equal for one tick).
-    first_tick: datetime
-    last_tick: datetime
-    #: How many ticks (counted up to a bound for long runs).
-    count: int
-    #: ``overlap: previous run … still running``, ``missed: …``, ``paused``...
-    reason: str
-    #: When it was recorded (UTC).
-    at: datetime
-
-
-@dataclass(frozen=True, kw_only=True, slots=True)
-class ScheduleInfo:
-    """A schedule: its definition and its firing state."""
-
-    name: str
-    #: What it sends, when and how.
-    definition: ScheduleDef
-    #: False for a code schedule that no scheduler has written to the broker yet.
-    stored: bool
-    paused: bool
-    #: Why it is paused (an operator's reason, ``paused on failure: …``).
-    paused_reason: str | None
-    #: The next fire times (up to 3), aware in the schedule's time zone; empty when paused
-    #: or when a one-shot has passed.
-    next_ticks: tuple[datetime, ...]
-    #: Every tick at or before this was fired, skipped or buffered (None: not stored).
-    last_tick: datetime | None
-    #: A tick held back by ``buffer_one`` until the previous run ends.
-    buffered_tick: datetime | None
-    #: Jobs enqueued and ticks skipped since it was created.
-    fired: int
-    skipped: int
-    created_at: datetime | None
-    updated_at: datetime | None
-    #: The latest run with its job's state, if any.
-    last_run: RunInfo | None
-    #: Raised by every change (0: not stored).
-    version: int
-
-    @property
-    def task(self) -> TaskName:
-        return self.definition.task
-
-    @property
-    def queue(self) -> QueueName:
-        return self.definition.queue
-
-    @property
-    def source(self) -> Source:
-        return self.definition.source
-
-    def describe(self) -> str:
-        """``cron 0 2 * * * (Europe/Berlin)``, ``every 30s``, ``once at …``."""
-        return self.definition.rule.describe()
-
-
-@dataclass(frozen=True, kw_only=True, slots=True)
-class BackfillResult:
-    """What a backfill did with each tick of its window."""
-
-    #: Ticks of the rule in the window.
-    ticks: int
-    #: Jobs enqueued now, one per tick not fired before, oldest first.
-    job_ids: tuple[JobId, ...]
-    #: Ticks fired before (by the scheduler or an earlier backfill): not fired again.
-    already_fired: int
-    #: Ticks older than the fired ticks the broker still keeps one by one: refused, so an
-    #: old tick can never be fired twice.
-    below_floor: int
-    #: Ticks the scheduler has not reached yet (it fires them as regular ticks).
-    ahead: int
-
-    @property
-    def fired(self) -> int:
-        return len(self.job_ids)
-
-
-def build_schedule(
-    name: str,
-    task: Task[Any, Any],
-    *,
-    rule: Rule,
-    policy: Policy,
-    args: object,
-    kwargs: object,
-    queue: object,
-    priority: object,
-    source: Source,
-    origin: str,
-    max_payload_bytes: int,
-) -> ScheduleDef:
-    """A checked definition: the arguments bound and encoded exactly as an enqueue's."""
-    name = check_schedule_name(name)
-    if not isinstance(args, list | tuple):
-        raise ScheduleError(f"schedule {name!r}: args must be a tuple or list, got {_r(args)}")
-    if kwargs is None:
-        kwargs = {}
-    if not (isinstance(kwargs, dict) and all(isinstance(k, str) for k in kwargs)):
-        raise ScheduleError(f"schedule {name!r}: kwargs must be a dict with str keys")
-    try:
-        payload = task.encode_payload(tuple(args), dict(kwargs))
-        check_payload_size(task.name, payload, max_payload_bytes)
-    except CorqError as exc:
-        raise ScheduleError(f"schedule {name!r}: {exc}") from exc
-    return check_def(
-        ScheduleDef(
-            name=name,
-            task=task.name,
-            queue=task.options.queue if queue is None else queue,  # type: ignore[arg-type]  # checked by check_def
-            payload=payload,
-            priority=task.options.priority if priority is None else priority,  # type: ignore[arg-type]  # checked by check_def
-            rule=rule,
-            policy=policy,
-            source=source,
-            origin=origin,
-        )
-    )
 
 
 class Schedules:
@@ -308,10 +142,10 @@ class Schedules:
             queue=queue,
             priority=priority,
             source="stored",
-            origin=_origin(origin),
+            origin=origin_of(origin),
             max_payload_bytes=self._host.settings.max_payload_bytes,
         )
-        _check_flag("paused", paused)
+        check_flag("paused", paused)
         backend = self._client.backend
         record = await backend.add_schedule(
             name, definition.queue, definition.encode(), self._host.clock.broker_now_ms()
@@ -355,8 +189,8 @@ class Schedules:
         cannot be changed here (change its ``@app.periodic``).
         """
         current, _ = await self._stored(name, changing=True)
-        rule = self._updated_rule(current.rule, cron, every, at, tz, anchor)
-        policy = _updated_policy(
+        rule = updated_rule(current.rule, cron, every, at, tz, anchor, self._now())
+        policy = updated_policy(
             current.policy, overlap, catchup, catchup_window, jitter, pause_on_failure
         )
         definition = self._updated_call(current, task, args, kwargs)
@@ -370,7 +204,7 @@ class Schedules:
             )
         )
         if paused is not UNSET:
-            _check_flag("paused", paused)
+            check_flag("paused", paused)
         updated = await self._client.backend.update_schedule(
             name,
             definition.queue,
@@ -395,13 +229,13 @@ class Schedules:
     async def pause(self, name: str, reason: str | None = None) -> ScheduleInfo:
         """Stop firing ticks until resumed (backfill and run-now still work)."""
         name = check_schedule_name(name)
-        _check_text("reason", reason, MAX_REASON_CHARS)
+        check_text("reason", reason, MAX_REASON_CHARS)
         record = await self._client.backend.set_schedule_paused(
             name, True, reason, self._host.clock.broker_now_ms()
         )
         if record is None:
             raise self._not_found(name)
-        return await self._info(_decode(record), record)
+        return await self._info(decode_record(record), record)
 
     async def resume(self, name: str) -> ScheduleInfo:
         """Fire again from now on; the ticks passed while paused are logged as one skip."""
@@ -413,7 +247,7 @@ class Schedules:
                 False,
                 None,
                 self._host.clock.broker_now_ms(),
-                skipped=_paused_ticks(definition.rule, record.last_tick_ms, now),
+                skipped=paused_ticks(definition.rule, record.last_tick_ms, now),
             )
             if record_now is None:
                 raise self._not_found(name)
@@ -429,8 +263,8 @@ class Schedules:
             code = self._host.periodic_schedules.get(name)
             if code is None:
                 raise ScheduleNotFoundError(f"no schedule named {name!r}")
-            return self._unstored_info(code)
-        return await self._info(_decode(record), record)
+            return unstored_info(code, self._now())
+        return await self._info(decode_record(record), record)
 
     async def list(self) -> builtins.list[ScheduleInfo]:
         """Every schedule by name, with this app's code schedules not stored yet; a stored
@@ -439,18 +273,18 @@ class Schedules:
         known: dict[str, tuple[ScheduleDef, ScheduleRecord]] = {}
         for record in records:
             try:
-                known[record.name] = (_decode(record), record)
+                known[record.name] = (decode_record(record), record)
             except ScheduleError:
                 continue
         runs = await gather_bounded(
             [self._job_of(r.last_run) for _, r in known.values()], _READ_CONCURRENCY
         )
         infos = [
-            self._info_with(definition, record, job)
+            stored_info(definition, record, job, self._now())
             for (definition, record), job in zip(known.values(), runs, strict=True)
         ]
         infos += [
-            self._unstored_info(code)
+            unstored_info(code, self._now())
             for name, code in self._host.periodic_schedules.items()
             if name not in known
         ]
@@ -461,18 +295,18 @@ class Schedules:
     ) -> tuple[builtins.list[RunInfo], builtins.list[SkipInfo]]:
         """Recent runs (with each job's state and duration) and skips, newest first."""
         name = check_schedule_name(name)
-        _check_limit(limit)
+        check_limit(limit)
         record = await self._client.backend.get_schedule(name)
         if record is None:
             if name in self._host.periodic_schedules:
                 return [], []
             raise ScheduleNotFoundError(f"no schedule named {name!r}")
-        tz = _decode(record).rule.tz
+        tz = decode_record(record).rule.tz
         runs, skips = await self._client.backend.schedule_history(name, limit)
         jobs = await gather_bounded([self._job_of(run) for run in runs], _READ_CONCURRENCY)
         return (
-            [_run_info(run, job, tz) for run, job in zip(runs, jobs, strict=True)],
-            [_skip_info(skip, tz) for skip in skips],
+            [run_info(run, job, tz) for run, job in zip(runs, jobs, strict=True)],
+            [skip_info(skip, tz) for skip in skips],
         )
 
     # -- operator steps --------------------------------------------------------------
@@ -481,7 +315,7 @@ class Schedules:
         paused, missed, ...); each tick still fires at most once, whoever else fires it."""
         definition, record = await self._stored(name)
         now = self._now()
-        start_ms, end_ms = _aware_ms(start, "start"), _aware_ms(end, "end")
+        start_ms, end_ms = aware_ms(start, "start"), aware_ms(end, "end")
         if start_ms > end_ms:
             raise ScheduleError("start must not be after end")
         if end_ms > now:
@@ -553,7 +387,7 @@ class Schedules:
                 f"unknown task {task!r}: register it in this app (@app.task) or pass the task "
                 f"itself (registered here: {known})"
             )
-        raise ScheduleError(f"task must be a corq Task or a task name, got {_r(task)}")
+        raise ScheduleError(f"task must be a corq Task or a task name, got {reprlib.repr(task)}")
 
     def _refuse_code_name(self, name: str, action: str = "") -> None:
         code = self._host.periodic_schedules.get(name)
@@ -574,7 +408,7 @@ class Schedules:
         if record is None:
             return f"schedule name {name!r} was taken and freed meanwhile: try again"
         try:
-            existing = _decode(record)
+            existing = decode_record(record)
         except ScheduleError:
             return f"schedule name {name!r} is taken (by a definition that cannot be read)"
         if existing.source == "code":
@@ -597,7 +431,7 @@ class Schedules:
         record = await self._client.backend.get_schedule(name)
         if record is None:
             raise self._not_found(name)
-        definition = _decode(record)
+        definition = decode_record(record)
         if changing and definition.source == "code":
             raise ScheduleError(
                 f"schedule {name!r} is declared in code at {definition.origin} "
@@ -612,40 +446,6 @@ class Schedules:
                 "it takes the lead (run a worker or `corq scheduler`)"
             )
         return ScheduleNotFoundError(f"no schedule named {name!r}")
-
-    def _updated_rule(
-        self,
-        current: Rule,
-        cron: str | Unset | None,
-        every: timedelta | float | Unset | None,
-        at: datetime | Unset | None,
-        tz: str | Unset | None,
-        anchor: datetime | Unset | None,
-    ) -> Rule:
-        given = {
-            k: v
-            for k, v in (("cron", cron), ("every", every), ("at", at))
-            if v is not UNSET and v is not None
-        }
-        if not given and tz is UNSET and anchor is UNSET:
-            return current
-        if not given:
-            given = _rule_args(current)
-        kind = next(iter(given))
-        if tz is UNSET:
-            tz = current.tz if kind == "cron" and current.kind == "cron" else None
-        if anchor is UNSET:
-            anchor = (
-                _datetime(current.anchor_ms)
-                if kind == "every" and current.kind == "every" and current.anchor_ms
-                else None
-            )
-        return make_rule(
-            **given,  # type: ignore[arg-type]  # one of cron/every/at, checked by make_rule
-            tz=tz,
-            anchor=anchor,
-            now_ms=self._now() if at is not UNSET and at is not None else None,
-        )
 
     def _updated_call(
         self,
@@ -695,208 +495,5 @@ class Schedules:
         return await self._client.backend.get_job(run.job_id, run.queue)
 
     async def _info(self, definition: ScheduleDef, record: ScheduleRecord) -> ScheduleInfo:
-        return self._info_with(definition, record, await self._job_of(record.last_run))
-
-    def _info_with(
-        self, definition: ScheduleDef, record: ScheduleRecord, job: Job | None
-    ) -> ScheduleInfo:
-        tz = definition.rule.tz
-        after = max(record.last_tick_ms, self._now())
-        return ScheduleInfo(
-            name=record.name,
-            definition=definition,
-            stored=True,
-            paused=record.paused,
-            paused_reason=record.paused_reason,
-            next_ticks=() if record.paused else _next_ticks(definition.rule, after),
-            last_tick=tick_datetime(record.last_tick_ms, tz),
-            buffered_tick=(
-                None
-                if record.buffered_tick_ms is None
-                else tick_datetime(record.buffered_tick_ms, tz)
-            ),
-            fired=record.fired,
-            skipped=record.skipped,
-            created_at=_datetime(record.created_at_ms),
-            updated_at=_datetime(record.updated_at_ms),
-            last_run=None if record.last_run is None else _run_info(record.last_run, job, tz),
-            version=record.version,
-        )
-
-    def _unstored_info(self, code: ScheduleDef) -> ScheduleInfo:
-        return ScheduleInfo(
-            name=code.name,
-            definition=code,
-            stored=False,
-            paused=False,
-            paused_reason=None,
-            next_ticks=_next_ticks(code.rule, self._now()),
-            last_tick=None,
-            buffered_tick=None,
-            fired=0,
-            skipped=0,
-            created_at=None,
-            updated_at=None,
-            last_run=None,
-            version=0,
-        )
-
-
-def operator_step(
-    definition: ScheduleDef, tick_ms: int, kind: RunKind, now_ms: int
-) -> ScheduleStep:
-    """A BACKFILL or MANUAL step: its job runs now (no jitter: an operator asked for it)."""
-    manual = kind is RunKind.MANUAL
-    job_id = (
-        manual_job_id(definition.name, now_ms, uuid.uuid4().hex[:8])
-        if manual
-        else tick_job_id(definition.name, tick_ms)
-    )
-    return ScheduleStep(
-        schedule=definition.name,
-        step=TickStep.MANUAL if manual else TickStep.BACKFILL,
-        tick_ms=tick_ms,
-        job=NewJob(
-            id=job_id,
-            task=definition.task,
-            queue=definition.queue,
-            payload=definition.payload,
-            priority=definition.priority,
-            enqueued_at_ms=now_ms,
-            run_at_ms=now_ms,
-            schedule=definition.name,
-            tick_ms=tick_ms,
-        ),
-        kind=kind.value,
-    )
-
-
-def _decode(record: ScheduleRecord) -> ScheduleDef:
-    try:
-        return ScheduleDef.decode(record.definition)
-    except ScheduleError as exc:
-        raise ScheduleError(
-            f"schedule {record.name!r}: {exc} (remove it and add it again)"
-        ) from None
-
-
-def _updated_policy(
-    current: Policy,
-    overlap: Overlap | str | Unset,
-    catchup: CatchUp | str | Unset,
-    catchup_window: timedelta | float | Unset | None,
-    jitter: timedelta | float | Unset | None,
-    pause_on_failure: bool | Unset,
-) -> Policy:
-    return make_policy(
-        overlap=current.overlap if overlap is UNSET else overlap,
-        catchup=current.catchup if catchup is UNSET else catchup,
-        catchup_window=(
-            current.catchup_window_ms / 1000 if catchup_window is UNSET else catchup_window
-        ),
-        jitter=current.jitter_ms / 1000 if jitter is UNSET else jitter,
-        pause_on_failure=(
-            current.pause_on_failure if pause_on_failure is UNSET else pause_on_failure
-        ),
-    )
-
-
-def _rule_args(rule: Rule) -> dict[str, Any]:
-    if rule.cron is not None:
-        return {"cron": rule.cron}
-    if rule.every_ms is not None:
-        return {"every": timedelta(milliseconds=rule.every_ms)}
-    assert rule.at_ms is not None
-    return {"at": _datetime(rule.at_ms)}
-
-
-def _paused_ticks(rule: Rule, after_ms: int, until_ms: int) -> SkippedTicks | None:
-    """The ticks a pause passed over, as one skip (None when there were none)."""
-    count = rule.count_between(after_ms, until_ms, PAUSE_COUNT_BOUND)
-    first, last = rule.next_after(after_ms), rule.last_at_or_before(until_ms)
-    if count == 0 or first is None or last is None or first > last:
-        return None
-    return SkippedTicks(
-        first_tick_ms=first, last_tick_ms=last, count=count, reason="paused", at_ms=until_ms
-    )
-
-
-def _next_ticks(rule: Rule, after_ms: int) -> tuple[datetime, ...]:
-    return tuple(tick_datetime(t, rule.tz) for t in rule.next_ticks(after_ms, NEXT_TICKS))
-
-
-def _run_info(run: ScheduleRun, job: Job | None, tz: str) -> RunInfo:
-    try:
-        kind = RunKind(run.kind)
-    except ValueError:  # written by a newer corq
-        kind = RunKind.TICK
-    duration = lateness = None
-    if job is not None:
-        if job.started_at_ms is not None and job.finished_at_ms is not None:
-            duration = timedelta(milliseconds=max(0, job.finished_at_ms - job.started_at_ms))
-        if kind is not RunKind.MANUAL:
-            lateness = timedelta(milliseconds=job.enqueued_at_ms - run.tick_ms)
-    failed = job is not None and job.status in (JobStatus.FAILED, JobStatus.DEAD)
-    return RunInfo(
-        tick=tick_datetime(run.tick_ms, tz),
-        job_id=run.job_id,
-        queue=run.queue,
-        kind=kind,
-        fired_at=_datetime(run.fired_at_ms),
-        state=None if job is None else job.status,
-        duration=duration,
-        error=job.error if failed and job is not None else None,
-        lateness=lateness,
-    )
-
-
-def _skip_info(skip: SkippedTicks, tz: str) -> SkipInfo:
-    return SkipInfo(
-        first_tick=tick_datetime(skip.first_tick_ms, tz),
-        last_tick=tick_datetime(skip.last_tick_ms, tz),
-        count=skip.count,
-        reason=skip.reason,
-        at=_datetime(skip.at_ms),
-    )
-
-
-def _datetime(ms: int) -> datetime:
-    return datetime.fromtimestamp(ms / 1000, UTC)
-
-
-def _aware_ms(moment: object, what: str) -> int:
-    if not isinstance(moment, datetime):
-        raise ScheduleError(f"{what} must be a datetime, got {_r(moment)}")
-    if moment.utcoffset() is None:
-        raise ScheduleError(
-            f"{what}={moment.isoformat()} has no time zone; pass an aware datetime "
-            "(e.g. tzinfo=datetime.UTC)"
-        )
-    return round(moment.timestamp() * 1000)
-
-
-def _check_flag(what: str, value: object) -> None:
-    if not isinstance(value, bool):
-        raise ScheduleError(f"{what} must be True or False, got {_r(value)}")
-
-
-def _origin(origin: str | None) -> str:
-    if origin is None:
-        return f"python on {socket.gethostname()}"
-    _check_text("origin", origin, 200)
-    return origin
-
-
-def _check_text(what: str, value: object, limit: int) -> None:
-    """None, or a str of at most `limit` characters (everything stored has a bound)."""
-    if value is not None and (not isinstance(value, str) or len(value) > limit):
-        raise ScheduleError(f"{what} must be a str of at most {limit} characters, got {_r(value)}")
-
-
-def _check_limit(limit: object) -> None:
-    if isinstance(limit, bool) or not isinstance(limit, int) or not 1 <= limit <= 1000:
-        raise ScheduleError(f"limit must be an integer from 1 to 1000, got {_r(limit)}")
-
-
-def _r(value: object) -> str:
-    return reprlib.repr(value)
+        job = await self._job_of(record.last_run)
+        return stored_info(definition, record, job, self._now())
