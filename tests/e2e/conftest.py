@@ -41,10 +41,14 @@ class Cli:
         return env
 
     def worker(self, *args: str, log_name: str = "worker", **env: str) -> subprocess.Popen[bytes]:
+        return self.spawn("worker", "tests.e2e.sample_app:app", *args, log_name=log_name, **env)
+
+    def spawn(self, *argv: str, log_name: str, **env: str) -> subprocess.Popen[bytes]:
+        """Start `corq <argv>`, its output in <log_name>-<n>.log; stop_all ends it."""
         with open(self.tmp / f"{log_name}-{len(self.procs)}.log", "wb") as log:
             # The child keeps its own copy of the file descriptor.
             proc = subprocess.Popen(
-                [sys.executable, "-m", "corq", "worker", "tests.e2e.sample_app:app", *args],
+                [sys.executable, "-m", "corq", *argv],
                 cwd=ROOT,
                 env=self.env(**env),
                 stdout=log,

@@ -276,7 +276,6 @@ class Term:
                 )
 
     async def _advance(self, round_: Round, stale: set[str]) -> None:
-        now = self.clock.now_ms()
         planned = [
             (entry, p)
             for entry, decision in round_.decisions
@@ -285,6 +284,8 @@ class Term:
         ]
         for at in range(0, len(planned), STEP_CHUNK):
             chunk = planned[at : at + STEP_CHUNK]
+            # Stamped per call: a later chunk's jobs are sent after the earlier calls returned.
+            now = self.clock.now_ms()
             steps = [_sent_at(p.step, now) for _, p in chunk]
             outcomes = await self.backend.advance_schedules(
                 steps, self.fence, self.clock.broker_now_ms()
