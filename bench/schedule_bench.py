@@ -3,15 +3,20 @@
 Run: .venv/bin/python bench/schedule_bench.py [--url URL] [--loop asyncio|uvloop] [--only ...]
 
 Each figure starts `corq scheduler bench.bench_app:app` as real subprocesses (default
-settings) against the broker in --url (Redis: a fresh key prefix, removed afterwards;
-SQLite: a fresh file), adds stored schedules of the no-op task from this process, and reads
-the results from the broker. No worker runs: a tick's job is measured when it is enqueued.
+settings) against the broker in --url (Redis: a fresh key prefix, its keys deleted at the
+end; SQLite: a fresh file, deleted at the end), adds stored schedules of the no-op task
+from this process, and reads what happened from the broker. No worker runs: a tick's job
+is measured when it is enqueued. Lateness is given twice: by the job record's
+``enqueued_at_ms`` (the scheduler's clock as it sends the step) and by the run log's
+``fired_at_ms`` (the broker's clock as it begins the write).
 
-- lateness: one scheduler, a cron every second; lateness = job.enqueued_at_ms - tick.
-- failover: three schedulers, the leader SIGKILLed; the time until the lease names another
-  live scheduler, and until the next tick's job is enqueued.
-- many: 10,000 stored schedules: broker memory, the leader's load time and CPU while they
-  tick, and the lateness of their ticks (spread over a minute, then all in one second).
+- lateness: one scheduler, a cron every second, 60 ticks; and the leader's CPU meanwhile.
+- failover: three schedulers, the leader SIGKILLed at a random point (7 times); the time
+  until the lease names another live scheduler, and until the next tick's job.
+- many: 10,000 stored schedules, ``S * * * * *`` (S = i mod 60: spread over the minute)
+  for a minute, then ``* * * * *`` (all due in one second) for two minutes: add time,
+  broker memory, a new leader's load time, the leader's CPU and the ticks' lateness; and
+  the memory of one schedule whose logs are full (1,000 fired ticks, 100 runs).
 """
 
 from __future__ import annotations
@@ -67,7 +72,9 @@ class Broker:
             _remove_sqlite(Path(url.removeprefix("sqlite:///")))
         bench_app.app._clients.clear()
         bench_app.app.configure(url=url, prefix=prefix)
-        return cls(url, prefix)
+        broker = cls(url, prefix)
+        OPENED.append(broker)
+        return broker
 
     @property
     def is_sqlite(self) -> bool:
@@ -94,6 +101,10 @@ class Broker:
         async with aioredis.from_url(self.url) as r:
             async for keys in _scan_batches(r, f"{self.prefix}:*"):
                 await r.unlink(*keys)
+
+
+#: Every store this run made, dropped again when it ends (also after a failure).
+OPENED: list[Broker] = []
 
 
 def _remove_sqlite(path: Path) -> None:
@@ -449,32 +460,36 @@ async def main() -> None:
         f"corq {corq.__version__} scheduler bench on {opts.url} (python "
         f"{sys.version.split()[0]}, {os.cpu_count()} cpus, {loop} event loop)"
     )
-    if not only or "lateness" in only:
-        count = 10 if opts.quick else 60
-        late, cpu = await bench_lateness(opts.url, count)
-        print(
-            f"tick lateness, {count} one-second ticks, one idle scheduler: job enqueued "
-            f"{fmt_ms(late.enqueued_ms)}; written by the broker {fmt_ms(late.written_ms)}; "
-            f"leader CPU {cpu:.2f}% of one core"
-        )
-    if not only or "failover" in only:
-        repeats = 2 if opts.quick else 7
-        takeovers, gaps = await bench_failover(opts.url, repeats)
-        print(
-            f"failover after SIGKILL of the leader ({repeats} times, 3 schedulers, lease "
-            f"{LEASE_S:g} s, poll {POLL_S:g} s): lease taken over after "
-            f"{_spread(takeovers)}; next tick's job after {_spread(gaps)}"
-        )
-    if not only or "many" in only:
-        n = 1000 if opts.quick else 10_000
-        for burst in (False, True):
-            figures = await bench_many(opts.url, n, burst=burst, minutes=2 if burst else 1)
-            print_many(n, burst, figures)
-        full = await full_logs_bytes(opts.url, 20)
-        print(
-            f"a schedule with its logs full (1,000 fired ticks, 100 runs): {full:,.0f} B; "
-            f"{n:,} of them: {full * n / 2**20:,.0f} MiB"
-        )
+    try:
+        if not only or "lateness" in only:
+            count = 10 if opts.quick else 60
+            late, cpu = await bench_lateness(opts.url, count)
+            print(
+                f"tick lateness, {count} one-second ticks, one idle scheduler: job enqueued "
+                f"{fmt_ms(late.enqueued_ms)}; written by the broker {fmt_ms(late.written_ms)}; "
+                f"leader CPU {cpu:.2f}% of one core"
+            )
+        if not only or "failover" in only:
+            repeats = 2 if opts.quick else 7
+            takeovers, gaps = await bench_failover(opts.url, repeats)
+            print(
+                f"failover after SIGKILL of the leader ({repeats} times, 3 schedulers, lease "
+                f"{LEASE_S:g} s, poll {POLL_S:g} s): lease taken over after "
+                f"{_spread(takeovers)}; next tick's job after {_spread(gaps)}"
+            )
+        if not only or "many" in only:
+            n = 1000 if opts.quick else 10_000
+            for burst in (False, True):
+                figures = await bench_many(opts.url, n, burst=burst, minutes=2 if burst else 1)
+                print_many(n, burst, figures)
+            full = await full_logs_bytes(opts.url, 20)
+            print(
+                f"a schedule with its logs full (1,000 fired ticks, 100 runs): {full:,.0f} B; "
+                f"{n:,} of them: {full * n / 2**20:,.0f} MiB"
+            )
+    finally:
+        for broker in OPENED:
+            await broker.close()
 
 
 def print_many(n: int, burst: bool, f: ManyFigures) -> None:
