@@ -16,7 +16,8 @@ is measured when it is enqueued. Lateness is given twice: by the job record's
 - many: 10,000 stored schedules, ``S * * * * *`` (S = i mod 60: spread over the minute)
   for a minute, then ``* * * * *`` (all due in one second) for two minutes: add time,
   broker memory, a new leader's load time, the leader's CPU and the ticks' lateness; and
-  the memory of one schedule whose logs are full (1,000 fired ticks, 100 runs).
+  the memory of one schedule whose logs are full (``--only full``: SCHEDULE_FIRED_KEEP
+  fired ticks, 100 runs).
 """
 
 from __future__ import annotations
@@ -47,7 +48,12 @@ sys.path.insert(0, str(ROOT))
 
 import corq  # noqa: E402
 from bench import bench_app  # noqa: E402
-from corq.backends.base import Backend, ScheduleRun  # noqa: E402
+from corq.backends.base import (  # noqa: E402
+    SCHEDULE_FIRED_KEEP,
+    SCHEDULE_LOG_KEEP,
+    Backend,
+    ScheduleRun,
+)
 from corq.scheduler.state import Table  # noqa: E402
 
 T = TypeVar("T")
@@ -387,8 +393,9 @@ async def runs_by_minute(
 
 
 async def full_logs_bytes(url: str, count: int) -> float:
-    """Broker bytes per schedule once its logs are at their bounds (1,000 fired ticks and
-    100 runs kept): `count` schedules each backfilled with 1,100 past one-second ticks."""
+    """Broker bytes per schedule once its logs are at their bounds (SCHEDULE_FIRED_KEEP
+    fired ticks and SCHEDULE_LOG_KEEP runs kept): `count` schedules each backfilled with
+    1,100 past one-second ticks."""
     broker = Broker.fresh(url)
     before = await schedule_memory(broker)
     schedules = bench_app.app.schedules
@@ -445,7 +452,7 @@ async def schedule_memory(broker: Broker) -> int:
 async def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--url", default=os.environ.get("CORQ_URL", "redis://127.0.0.1:6379/0"))
-    parser.add_argument("--only", default="", help="comma list: lateness,failover,many")
+    parser.add_argument("--only", default="", help="comma list: lateness,failover,many,full")
     parser.add_argument("--quick", action="store_true", help="smaller runs (smoke test)")
     parser.add_argument(
         "--loop",
@@ -482,10 +489,13 @@ async def main() -> None:
             for burst in (False, True):
                 figures = await bench_many(opts.url, n, burst=burst, minutes=2 if burst else 1)
                 print_many(n, burst, figures)
+        if not only or "full" in only:
+            n = 1000 if opts.quick else 10_000
             full = await full_logs_bytes(opts.url, 20)
             print(
-                f"a schedule with its logs full (1,000 fired ticks, 100 runs): {full:,.0f} B; "
-                f"{n:,} of them: {full * n / 2**20:,.0f} MiB"
+                f"a schedule with its logs full ({SCHEDULE_FIRED_KEEP:,} fired ticks, "
+                f"{SCHEDULE_LOG_KEEP} runs): {full:,.0f} B; {n:,} of them: "
+                f"{full * n / 2**20:,.0f} MiB"
             )
     finally:
         for broker in OPENED:
