@@ -10,10 +10,8 @@ call fails (a failing claim would make every worker of the queue crash in turn).
 from __future__ import annotations
 
 import contextlib
-import re
 import sqlite3
-from collections.abc import AsyncIterator, Iterator
-from contextlib import contextmanager
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
@@ -23,10 +21,11 @@ from corq.backends.record import Kind
 from corq.backends.sqlite import SqliteBackend
 from corq.backends.sqlite.columns import CHECKED_COLUMNS, ROW_FIELDS, SHOWN_COLUMNS, SQL_CHECKS
 from corq.backends.sqlite.records import CHECKS, CHECKS_BY_KIND, Checked, damage, looks_readable
-from corq.backends.sqlite.sql import SCHEMA_VERSION, Q, schema
+from corq.backends.sqlite.sql import Q
 from corq.backends.sqlite.store import connect
 from corq.backends.sqlite.url import parse_url
 from corq.job import Job, JobStatus
+from tests.integration.sqlite_files import write_loose_schema, writer
 
 T0 = 1_700_000_000_000
 LEASE_MS = 30_000
@@ -53,11 +52,7 @@ def db(tmp_path: Path) -> Path:
 def loose_db(db: Path) -> Path:
     """A file whose schema has no NOT NULL constraint (another writer's, or an edited one),
     so NULLs can sit where corq never writes them."""
-    conn = sqlite3.connect(db)
-    conn.executescript(re.sub(r"(?<!IS) NOT NULL", "", schema()))
-    conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
-    conn.close()
-    return db
+    return write_loose_schema(db)
 
 
 @pytest.fixture
@@ -65,16 +60,6 @@ async def backend(db: Path) -> AsyncIterator[SqliteBackend]:
     b = SqliteBackend(f"sqlite:///{db}")
     yield b
     await b.close()
-
-
-@contextmanager
-def writer(db: Path) -> Iterator[sqlite3.Connection]:
-    """Another program's connection (autocommit: each statement commits)."""
-    conn = sqlite3.connect(db, isolation_level=None, timeout=10)
-    try:
-        yield conn
-    finally:
-        conn.close()
 
 
 def corrupt(db: Path, job_id: str, column: str, value: object) -> None:

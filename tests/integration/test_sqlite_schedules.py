@@ -10,10 +10,8 @@ above every value in use, so no leader is fenced by a counter that went back.
 from __future__ import annotations
 
 import contextlib
-import re
 import sqlite3
-from collections.abc import AsyncIterator, Iterator
-from contextlib import contextmanager
+from collections.abc import AsyncIterator
 from functools import partial
 from pathlib import Path
 
@@ -21,10 +19,10 @@ import pytest
 
 from corq.backends.base import BATCH, NewJob, ScheduleStep, TickOutcome, TickStep
 from corq.backends.sqlite import SqliteBackend, ticks
-from corq.backends.sqlite.sql import SCHEMA_VERSION, schema
 from corq.backends.sqlite.store import connect, transaction
 from corq.backends.sqlite.url import parse_url
 from corq.errors import EnqueueError
+from tests.integration.sqlite_files import write_loose_schema, writer
 
 T0 = 1_700_000_000_000
 MINUTE = 60_000
@@ -82,12 +80,7 @@ def fire(name: str, tick_ms: int, queue: str = "q") -> ScheduleStep:
 def db(tmp_path: Path) -> Path:
     """A file whose schema has no NOT NULL constraint (another writer's, or an edited one),
     so any value can sit in any column."""
-    path = tmp_path / "corq.db"
-    conn = sqlite3.connect(path)
-    conn.executescript(re.sub(r"(?<!IS) NOT NULL", "", schema()))
-    conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
-    conn.close()
-    return path
+    return write_loose_schema(tmp_path / "corq.db")
 
 
 @pytest.fixture
@@ -95,16 +88,6 @@ async def backend(db: Path) -> AsyncIterator[SqliteBackend]:
     b = SqliteBackend(f"sqlite:///{db}")
     yield b
     await b.close()
-
-
-@contextmanager
-def writer(db: Path) -> Iterator[sqlite3.Connection]:
-    """Another program's connection (autocommit: each statement commits)."""
-    conn = sqlite3.connect(db, isolation_level=None, timeout=10)
-    try:
-        yield conn
-    finally:
-        conn.close()
 
 
 def damage(db: Path, sql: str, *params: object) -> None:
