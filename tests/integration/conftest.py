@@ -7,6 +7,7 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
+from redis.asyncio import Redis
 
 import corq
 
@@ -31,3 +32,11 @@ async def fake_app(broker_url: str, prefix: str) -> AsyncIterator[tuple[corq.App
     application = corq.App(broker_url, prefix=prefix, clock=clock)
     yield application, clock
     await application.aclose()
+
+
+@pytest.fixture
+async def raw(redis_url: str) -> AsyncIterator[Redis]:
+    """A plain redis-py client, to read or damage keys the way another program would."""
+    client = Redis.from_url(redis_url)
+    yield client
+    await client.aclose()

@@ -29,13 +29,6 @@ async def backend(redis_url: str, prefix: str) -> AsyncIterator[RedisBackend]:
     await b.close()
 
 
-@pytest.fixture
-async def raw(redis_url: str) -> AsyncIterator[Redis]:
-    client = Redis.from_url(redis_url)
-    yield client
-    await client.aclose()
-
-
 async def claim_and_kill(backend: RedisBackend, count: int, now_ms: int) -> set[str]:
     """Worker "killer" (registered by kill()) claims `count` ready jobs and fails each for
     good."""

@@ -33,13 +33,6 @@ async def backend(redis_url: str, prefix: str) -> AsyncIterator[RedisBackend]:
 
 
 @pytest.fixture
-async def raw(redis_url: str) -> AsyncIterator[Redis]:
-    client = Redis.from_url(redis_url)
-    yield client
-    await client.aclose()
-
-
-@pytest.fixture
 def keys(prefix: str) -> QueueKeys:
     return RedisKeys(prefix).queue(Q)
 

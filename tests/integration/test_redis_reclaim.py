@@ -31,13 +31,6 @@ async def backend(redis_url: str, prefix: str) -> AsyncIterator[RedisBackend]:
     await b.close()
 
 
-@pytest.fixture
-async def raw(redis_url: str) -> AsyncIterator[Redis]:
-    client = Redis.from_url(redis_url)
-    yield client
-    await client.aclose()
-
-
 def lease(worker: str, holder: str) -> WorkerLease:
     return WorkerLease(worker_id=worker, queues=[Q], lease_ms=LEASE_MS, holders={Q: holder})
 

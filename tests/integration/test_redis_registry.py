@@ -28,13 +28,6 @@ async def backend(redis_url: str, prefix: str) -> AsyncIterator[RedisBackend]:
     await b.close()
 
 
-@pytest.fixture
-async def raw(redis_url: str) -> AsyncIterator[Redis]:
-    client = Redis.from_url(redis_url)
-    yield client
-    await client.aclose()
-
-
 @pytest.mark.parametrize("first_use", ["list", "enqueue"])
 async def test_a_registry_left_as_a_set_by_an_older_corq_is_migrated(
     backend: RedisBackend, raw: Redis, prefix: str, first_use: str

@@ -75,13 +75,6 @@ async def backend(redis_url: str, prefix: str) -> AsyncIterator[RedisBackend]:
     await b.close()
 
 
-@pytest.fixture
-async def raw(redis_url: str) -> AsyncIterator[Redis]:
-    client = Redis.from_url(redis_url)
-    yield client
-    await client.aclose()
-
-
 async def run_one_job(backend: RedisBackend, job_id: str, queue: str = Q) -> None:
     await backend.enqueue_jobs([new_job(job_id, queue=queue)])
     await backend.register_worker(WorkerLease(worker_id="w1", queues=[queue], lease_ms=1000), T0)
