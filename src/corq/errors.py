@@ -10,12 +10,15 @@ The tree::
     ├── EnqueueError                a job that cannot be accepted (nothing was written)
     │   ├── ArgumentError           args do not bind to the signature or do not match its hints
     │   ├── SerializationError      a value the serializer cannot encode
-    │   └── PayloadTooLargeError    encoded payload over the size limit
+    │   ├── PayloadTooLargeError    encoded payload over the size limit
+    │   └── WorkflowError           a workflow that cannot be accepted (unknown dependency, cycle, size)
     ├── BrokerError                 the broker is unreachable or failed for now (retried)
     ├── BrokerDataError             the broker refused a request or holds unusable data
     ├── JobNotFoundError            no job with that id (or its record expired)
     ├── JobFailedError              the job ended dead; carries its error and traceback
+    │   └── UpstreamFailedError     the job ended upstream_failed: a dependency ended dead or cancelled
     ├── JobCancelledError           the job was cancelled
+    ├── WorkflowNotFoundError       no workflow with that id (or it finished and expired)
     ├── ScheduleError               a schedule that cannot be defined (bad rule, task, args)
     │   └── ScheduleNotFoundError   no schedule with that name
     ├── ResultTimeoutError          waiting for a result took longer than asked (also TimeoutError)
@@ -89,6 +92,19 @@ class JobFailedError(CorqError):
 
 class JobCancelledError(CorqError):
     """The job was cancelled."""
+
+
+class WorkflowError(EnqueueError):
+    """This workflow cannot be enqueued (an unknown dependency, a cycle, too many jobs);
+    nothing was written."""
+
+
+class WorkflowNotFoundError(CorqError):
+    """No workflow has this id (or it finished and expired)."""
+
+
+class UpstreamFailedError(JobFailedError):
+    """A dependency of the job ended dead or cancelled, so the job never ran."""
 
 
 class ScheduleError(CorqError):

@@ -93,3 +93,7 @@ class Job:
     #: The schedule that fired it, and the tick (ms since the epoch) it fired for.
     schedule: str | None = None
     tick_ms: int | None = None
+    #: The workflow it belongs to, if any.
+    workflow: str | None = None
+    #: How its parents' results feed its arguments (``first``, ``list``, ``summary``).
+    inputs: str | None = None

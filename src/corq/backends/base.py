@@ -70,8 +70,8 @@ from corq.backends.record import PRIORITY_MAX as PRIORITY_MAX
 from corq.backends.record import PRIORITY_MIN as PRIORITY_MIN
 from corq.backends.record import ClaimedJob as ClaimedJob
 from corq.backends.record import NewJob as NewJob
-from corq.job import Job
-from corq.types import JobId, QueueName, WorkerId
+from corq.job import Job, JobStatus
+from corq.types import JobId, QueueName, TaskName, WorkerId
 
 #: Most jobs one script call or transaction touches, so the broker is never blocked long.
 BATCH = 1000
@@ -85,6 +85,14 @@ SCHEDULE_FIRED_KEEP = 128
 SCHEDULE_LOG_KEEP = 100
 #: How long a cancelled job's record is kept.
 CANCELLED_TTL_MS = 7 * 24 * 3600 * 1000
+#: Most jobs one workflow holds (callbacks and later additions to a batch included).
+WORKFLOW_MAX_JOBS = 100_000
+#: How long a workflow job's record is kept at least after it ends (its children may start
+#: long after), and the workflow's own state after its last job ended.
+WORKFLOW_KEEP_MS = 7 * 24 * 3600 * 1000
+#: How long a workflow may stay ``creating`` (an enqueue that died half-way) before
+#: maintenance deletes it.
+WORKFLOW_CREATE_GRACE_MS = 60_000
 
 
 def backstop_deaths(max_deaths: int) -> int:
@@ -393,7 +401,9 @@ class JobStore(Protocol):
         ...
 
     async def cancel_job(self, job_id: JobId, queue: QueueName, now_ms: int | None) -> bool:
-        """Cancel a scheduled, queued or failed-awaiting-retry job; False if not cancellable."""
+        """Cancel a scheduled, waiting, queued or failed-awaiting-retry job; False if not
+        cancellable. A workflow's job (or a watched one) notes its end in the outbox (see
+        Workflows): the caller settles the queue so its dependents end upstream_failed."""
         ...
 
 
@@ -449,13 +459,16 @@ class Claims(Protocol):
     async def complete_jobs(
         self, worker_id: WorkerId, completions: Sequence[Completion], result_ttl_ms: int
     ) -> list[bool]:
-        """Record results (fenced); the records expire after `result_ttl_ms`."""
+        """Record results (fenced); the records expire after `result_ttl_ms` (a workflow's
+        job's after at least WORKFLOW_KEEP_MS). A job of a workflow, or one a workflow
+        watches, notes its end in the queue's outbox in the same step (see Workflows)."""
         ...
 
     async def fail_jobs(
         self, worker_id: WorkerId, failures: Sequence[Failure], result_ttl_ms: int
     ) -> list[bool]:
-        """Record failed attempts (fenced): to the delayed set for a retry, or dead."""
+        """Record failed attempts (fenced): to the delayed set for a retry, or dead (a dead
+        workflow job notes its end in the outbox, as complete_jobs does)."""
         ...
 
     async def release_jobs(self, worker_id: WorkerId, releases: Sequence[Release]) -> list[bool]:
@@ -677,7 +690,259 @@ class ScheduleStore(Protocol):
         ...
 
 
-class Backend(JobStore, Claims, WorkerRegistry, Admin, ScheduleStore, Protocol):
+class BatchEvent(StrEnum):
+    """When a batch callback of a workflow runs (``WorkflowJob.callback``)."""
+
+    #: Once every member succeeded.
+    SUCCESS = "success"
+    #: Once every member ended, whatever its state.
+    COMPLETE = "complete"
+    #: Once the first member ends dead.
+    FAILURE = "failure"
+
+
+class ResultShape(StrEnum):
+    """What a workflow's result is, from its output jobs."""
+
+    #: The result of its one output job (a chain's last link, a chord's callback).
+    ONE = "one"
+    #: The list of its output jobs' results, in order (a group).
+    LIST = "list"
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class Edge:
+    """A dependency: the child waits for `parent` (in `queue`) to end."""
+
+    parent: JobId
+    queue: QueueName
+    #: The child runs whatever terminal state the parent ends in (and sees its error);
+    #: otherwise a parent ending dead, cancelled or upstream_failed makes it upstream_failed.
+    allow_failed: bool = False
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class WorkflowJob:
+    """One job of a workflow, with the parents it waits for, in order."""
+
+    #: The job; its ``workflow`` must be the workflow's id.
+    job: NewJob
+    #: Parents inside this workflow or outside it (any existing job, any queue), in order:
+    #: a chord callback's results come in this order. Empty: a root, queued at once.
+    parents: tuple[Edge, ...] = ()
+    #: A batch callback: released by the members' counts, not by parents (then `parents`
+    #: must be empty). Members are the workflow's jobs that are not callbacks.
+    callback: BatchEvent | None = None
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class NewWorkflow:
+    """A whole workflow as a producer hands it over (one ``enqueue_workflow``)."""
+
+    #: ``wf_<hex>``, or the dependent's job id for a plain ``enqueue(depends_on=...)``.
+    id: str
+    #: What built it (``chain``, ``group``, ``chord``, ``batch``, ``depends``, ``dag``),
+    #: shown by status and the CLI.
+    kind: str
+    #: Every job, parents before children is not required (the graph is checked whole).
+    jobs: Sequence[WorkflowJob]
+    #: The jobs whose results make the workflow's result, in order.
+    outputs: tuple[JobId, ...]
+    shape: ResultShape = ResultShape.ONE
+    #: An open batch: ``add_to_workflow`` takes more jobs until ``close_workflow``; its
+    #: callbacks are not released before the close.
+    open: bool = False
+    created_at_ms: int
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class WorkflowRecord:
+    """A workflow's own state, as ``get_workflow`` reads it."""
+
+    id: str
+    kind: str
+    #: Jobs in the workflow (callbacks included) and how many of them have ended.
+    total: int
+    ended: int
+    #: Ends taken in so far, by terminal state (only states with a count > 0).
+    counts: Mapping[str, int]
+    #: Still taking jobs (an open batch not closed yet).
+    open: bool
+    #: Being written by ``enqueue_workflow`` (nothing in it runs yet).
+    creating: bool
+    outputs: tuple[tuple[JobId, QueueName], ...]
+    shape: ResultShape
+    created_at_ms: int
+    #: When its last job ended (every job ended and the batch closed), else None.
+    finished_at_ms: int | None
+    #: The first job that ended dead, cancelled or upstream_failed, with its error.
+    first_failure: tuple[JobId, str] | None = None
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class WorkflowNode:
+    """One job of a workflow with its edges and its record's current state."""
+
+    job_id: JobId
+    queue: QueueName
+    task: TaskName
+    #: The record's status; None when the record is gone (expired or purged).
+    status: JobStatus | None
+    parents: tuple[Edge, ...]
+    callback: BatchEvent | None
+    #: The record's error (upstream_failed: ``upstream_failed: <id> ended dead: <error>``).
+    error: str | None = None
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class ParentOutcome:
+    """How one parent of a job ended, read from its record."""
+
+    job_id: JobId
+    queue: QueueName
+    #: None when the record is gone (its result expired, or it was purged).
+    status: JobStatus | None
+    #: Encoded result when it succeeded.
+    result: bytes | None
+    error: str | None
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class BatchSummary:
+    """What a batch callback gets: how the members ended."""
+
+    #: Members (jobs that are not callbacks) and their ends by terminal state.
+    total: int
+    counts: Mapping[str, int]
+    #: Members that ended dead, cancelled or upstream_failed (at most ``BATCH``, in the order
+    #: they ended), and how many there are in all.
+    failed_ids: tuple[JobId, ...]
+    failed: int
+
+
+class Workflows(Protocol):
+    """Jobs that wait for other jobs: graphs of dependencies, released in the broker.
+
+    A workflow is a set of jobs linked by edges parent → child (``Edge``); parents may be
+    jobs of the workflow or any existing job of any queue. A job with parents is
+    ``waiting`` until each parent has ended and the edge is satisfied: the parent succeeded,
+    or it ended in any terminal state on an edge with ``allow_failed``. Then it is queued
+    (or scheduled, when its ``run_at_ms`` is still ahead) exactly once. A parent that ends
+    dead, cancelled or upstream_failed on an edge without ``allow_failed`` makes the child
+    ``upstream_failed`` with the error ``upstream_failed: <parent id> ended <state>:
+    <parent error>``, and transitively its own children the same way (each naming its own
+    parent). A failed attempt that will be retried ends nothing. A dead job retried later
+    (``retry_dead``) does not bring back dependents already upstream_failed.
+
+    Atomic steps (Redis keeps dependency state in the workflow's own slot, so each step
+    touches one slot and this holds on Redis Cluster): a job that ends (``complete_jobs``,
+    ``fail_jobs`` to dead, ``cancel_job``, reclaim or claim to dead, an upstream_failed
+    release) notes its end in its queue's *outbox* in the same step, when it belongs to a
+    workflow or a workflow watches it (``notify``). ``settle_workflows`` takes ended jobs
+    from the outbox, applies each end to each workflow once (idempotent: the workflow keeps
+    which ends it took in), releases the children it decided, and only then removes the
+    outbox entry; a caller that dies half-way leaves the entry, and the next settle (any
+    worker's, replaying entries older than a few seconds) finishes it. Two parents ending
+    at the same instant therefore never lose the release nor release a child twice. A
+    broker may do all of it in the end's own step (SQLite does); its ``settle_workflows``
+    then has nothing left to do.
+
+    Records: a workflow job's record is kept for at least ``WORKFLOW_KEEP_MS`` after it
+    ends (or its result TTL when that is longer), so children that start later read their
+    parents' results; the workflow's own keys are kept as long after its last job ended.
+    """
+
+    async def enqueue_workflow(self, workflow: NewWorkflow, now_ms: int | None) -> bool:
+        """Store a whole workflow: every job with parents ``waiting``, the others queued
+        (or scheduled); True when created, False when a workflow of that id exists (nothing
+        written; a workflow left half-written by a crashed call is finished instead, so a
+        retry of the same call is safe).
+
+        Jobs are written as ``enqueue_jobs`` would (a job id that exists already is refused,
+        see below). Nothing runs before the whole workflow is written: a crash half-way
+        leaves it ``creating`` with nothing runnable, and ``tend_workflows`` deletes it
+        after ``WORKFLOW_CREATE_GRACE_MS``. An external parent that has already ended
+        counts at once (succeeded: satisfied; dead, cancelled or upstream_failed: the child
+        fails at once unless ``allow_failed``).
+
+        Raises WorkflowError (nothing written) for: an external parent that does not exist
+        in its queue; a job whose id exists already; a job whose ``workflow`` is not the
+        workflow's id; a parent listed twice for one job; an edge to a job of the workflow
+        under another queue; a cycle; a callback with parents; outputs that are not jobs
+        of the workflow; more than ``WORKFLOW_MAX_JOBS`` jobs; no jobs. Raises
+        EnqueueError as ``enqueue_jobs`` does for a job it would refuse.
+        """
+        ...
+
+    async def add_to_workflow(
+        self, workflow_id: str, jobs: Sequence[WorkflowJob], now_ms: int | None
+    ) -> None:
+        """Add jobs to an open batch (their parents may be earlier jobs of it, or external
+        ones); the batch's size grows in the same step, so its callbacks wait for them.
+
+        Raises WorkflowNotFoundError when there is no such workflow, WorkflowError (nothing
+        written) when it is not open or for any reason ``enqueue_workflow`` gives, or when
+        the workflow would grow past ``WORKFLOW_MAX_JOBS``. Safe to retry after a
+        BrokerError (idempotent by job ids); jobs of a call that died half-way are written
+        or dropped whole by ``tend_workflows``.
+        """
+        ...
+
+    async def close_workflow(self, workflow_id: str, now_ms: int | None) -> bool:
+        """Close an open batch: no more jobs; its callbacks may now be released (at once
+        when every member has ended). False when it was closed already (or never open);
+        raises WorkflowNotFoundError when there is no such workflow."""
+        ...
+
+    async def settle_workflows(
+        self, queue: QueueName, now_ms: int | None, *, older_than_ms: int = 0
+    ) -> int:
+        """Apply the ends waiting in `queue`'s outbox (those noted at least
+        `older_than_ms` ago) to their workflows and release what they decide, in bounded
+        steps; returns how many ends were settled. Idempotent and safe to run from many
+        workers at once."""
+        ...
+
+    async def tend_workflows(self, now_ms: int | None) -> int:
+        """Maintenance: delete workflows left ``creating`` longer than
+        ``WORKFLOW_CREATE_GRACE_MS`` (their jobs never ran), finish or drop additions left
+        half-written as long, and release what a crashed settle decided but did not
+        release; returns how many workflows it touched."""
+        ...
+
+    async def get_workflow(self, workflow_id: str) -> WorkflowRecord | None:
+        """The workflow's state and counts (cheap: one slot), or None."""
+        ...
+
+    async def workflow_nodes(
+        self, workflow_id: str, offset: int = 0, limit: int = BATCH
+    ) -> list[WorkflowNode]:
+        """The workflow's jobs in the order they were added, with their edges and current
+        states (records read in bounded steps); empty when there is no such workflow."""
+        ...
+
+    async def parent_outcomes(
+        self, job_id: JobId, queue: QueueName, offset: int = 0, limit: int = BATCH
+    ) -> list[ParentOutcome]:
+        """The job's parents in edge order, each as its record now says (a page of at most
+        `limit`; the caller pages on for more): how the worker builds a chain link's or a
+        chord callback's input without one huge call. Empty for a job without parents."""
+        ...
+
+    async def batch_summary(self, workflow_id: str) -> BatchSummary | None:
+        """How the workflow's members ended so far (a batch callback's input), or None."""
+        ...
+
+    async def cancel_workflow(self, workflow_id: str, now_ms: int | None) -> int:
+        """Cancel every job of the workflow that has not started (scheduled, waiting,
+        queued, failed awaiting a retry) and settle: their dependents end upstream_failed.
+        Running jobs finish (cancelling them is the operations issue's); callbacks not yet
+        released end cancelled. Returns how many jobs it cancelled; raises
+        WorkflowNotFoundError when there is no such workflow."""
+        ...
+
+
+class Backend(JobStore, Claims, WorkerRegistry, Admin, ScheduleStore, Workflows, Protocol):
     """A whole broker: every port, and the connection they share.
 
     Code that needs only one role takes that port (the client a JobStore, say), so a

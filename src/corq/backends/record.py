@@ -115,6 +115,9 @@ JOB_FIELDS: tuple[JobField, ...] = (
     _field("isolated", Kind.FLAG, 0, "INTEGER NOT NULL DEFAULT 0"),
     _field("schedule", Kind.TEXT, None, "TEXT", _N, _C, _S),
     _field("tick_ms", Kind.INT, None, "INTEGER", _N, _C, _S),
+    _field("workflow", Kind.TEXT, None, "TEXT", _N, _C, _S),
+    _field("inputs", Kind.TEXT, None, "TEXT", _N, _C, _S),
+    _field("notify", Kind.FLAG, 0, "INTEGER NOT NULL DEFAULT 0", _C),
 )
 
 #: Fields by name.
@@ -154,6 +157,15 @@ class NewJob:
     #: The schedule that fired it, and the tick (ms) it fired for; None for other jobs.
     schedule: str | None = None
     tick_ms: int | None = None
+    #: The workflow it belongs to (None for a plain job); set on every job of a
+    #: ``NewWorkflow`` (see ``corq.backends.base.Workflows``).
+    workflow: str | None = None
+    #: How its parents' results feed its arguments (a ``corq.workflow.Inputs`` value):
+    #: None (they do not; ``parent_results()`` still reads them), ``first`` (a chain link:
+    #: its one parent's result is the first argument), ``list`` (a chord callback: the list
+    #: of its parents' results, in edge order), ``summary`` (a batch callback: the batch
+    #: summary).
+    inputs: str | None = None
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -187,3 +199,9 @@ class ClaimedJob:
     #: The schedule that fired it and its tick (ms), None for other jobs.
     schedule: str | None = None
     tick_ms: int | None = None
+    #: Its workflow, and how its parents' results feed its arguments (see NewJob).
+    workflow: str | None = None
+    inputs: str | None = None
+    #: Some workflow watches this job's end (an external parent of a ``depends_on``): the
+    #: worker settles workflows right after recording its outcome.
+    notify: bool = False
