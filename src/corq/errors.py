@@ -11,12 +11,12 @@ The tree::
     │   ├── ArgumentError           args do not bind to the signature or do not match its hints
     │   ├── SerializationError      a value the serializer cannot encode
     │   ├── PayloadTooLargeError    encoded payload over the size limit
-    │   └── WorkflowError           a workflow that cannot be accepted (unknown dependency, cycle, size)
+    │   └── WorkflowError           unknown dependency, cycle, too many jobs
     ├── BrokerError                 the broker is unreachable or failed for now (retried)
     ├── BrokerDataError             the broker refused a request or holds unusable data
     ├── JobNotFoundError            no job with that id (or its record expired)
     ├── JobFailedError              the job ended dead; carries its error and traceback
-    │   └── UpstreamFailedError     the job ended upstream_failed: a dependency ended dead or cancelled
+    │   └── UpstreamFailedError     a dependency ended dead or cancelled
     ├── JobCancelledError           the job was cancelled
     ├── WorkflowNotFoundError       no workflow with that id (or it finished and expired)
     ├── ScheduleError               a schedule that cannot be defined (bad rule, task, args)
