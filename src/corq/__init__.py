@@ -25,6 +25,9 @@ from corq.errors import (
     TaskDefinitionError,
     TaskError,
     UnknownTaskError,
+    UpstreamFailedError,
+    WorkflowError,
+    WorkflowNotFoundError,
 )
 from corq.job import Job, JobStatus
 from corq.retry import RetryPolicy
@@ -35,6 +38,25 @@ from corq.settings import Settings
 from corq.spec import EnqueueOptions, JobSpec
 from corq.task import Task
 from corq.worker import Worker
+from corq.workflow import (
+    Batch,
+    BatchSummary,
+    Callback,
+    Chain,
+    Chord,
+    Group,
+    Inputs,
+    Node,
+    ParentOutcome,
+    UpstreamError,
+    Workflow,
+    WorkflowState,
+    batch,
+    chain,
+    chord,
+    group,
+)
+from corq.workflows import BatchHandle, WorkflowHandle, WorkflowJobInfo, WorkflowStatus
 
 __version__ = "0.1.0"
 
@@ -42,15 +64,23 @@ __all__ = [
     "App",
     "ArgumentError",
     "BackfillResult",
+    "Batch",
+    "BatchHandle",
+    "BatchSummary",
     "BrokerDataError",
     "BrokerError",
+    "Callback",
     "CatchUp",
+    "Chain",
+    "Chord",
     "Client",
     "ConfigError",
     "CorqError",
     "EnqueueError",
     "EnqueueOptions",
     "FakeClock",
+    "Group",
+    "Inputs",
     "Job",
     "JobCancelledError",
     "JobContext",
@@ -59,7 +89,9 @@ __all__ = [
     "JobNotFoundError",
     "JobSpec",
     "JobStatus",
+    "Node",
     "Overlap",
+    "ParentOutcome",
     "PayloadTooLargeError",
     "ResultTimeoutError",
     "Retry",
@@ -79,8 +111,21 @@ __all__ = [
     "TaskDefinitionError",
     "TaskError",
     "UnknownTaskError",
+    "UpstreamError",
+    "UpstreamFailedError",
     "Worker",
+    "Workflow",
+    "WorkflowError",
+    "WorkflowHandle",
+    "WorkflowJobInfo",
+    "WorkflowNotFoundError",
+    "WorkflowState",
+    "WorkflowStatus",
+    "batch",
+    "chain",
+    "chord",
     "current_job",
+    "group",
     "set_progress",
     "set_progress_sync",
 ]

@@ -25,6 +25,8 @@ from corq.settings import Settings
 from corq.spec import EnqueueOptions, JobSpec, check_queue_name, check_task_name
 from corq.task import Task, TaskOptions
 from corq.types import Clock, JobId, QueueName, TaskName
+from corq.workflow import Batch, Chain, Chord, Flow, Group, Workflow
+from corq.workflows import BatchHandle, WorkflowHandle
 
 log = logging.getLogger(__name__)
 P = ParamSpec("P")
@@ -310,6 +312,7 @@ class App:
             max_payload_bytes=self.settings.max_payload_bytes,
             default_queue=self.settings.default_queue,
             registry=self.registry,
+            max_workflow_jobs=self.settings.max_workflow_jobs,
         )
 
     async def enqueue_calls(
@@ -323,6 +326,33 @@ class App:
     async def enqueue_spec(self, spec: JobSpec[R]) -> JobHandle[R]:
         """Send one spec (what `spec.enqueue()` calls)."""
         return await self.client().enqueue(spec)
+
+    # -- workflows -------------------------------------------------------------------
+    @overload
+    async def enqueue_workflow(self, flow: Group[R], /) -> WorkflowHandle[list[R]]: ...
+
+    @overload
+    async def enqueue_workflow(self, flow: Chain[R] | Chord[R], /) -> WorkflowHandle[R]: ...
+
+    @overload
+    async def enqueue_workflow(self, flow: Workflow, /) -> WorkflowHandle[list[Any]]: ...
+
+    async def enqueue_workflow(self, flow: Flow, /) -> WorkflowHandle[Any]:
+        """Send a chain, group, chord or Workflow in one broker call (what
+        ``corq.chain(...).enqueue()`` calls)."""
+        return await self.client().enqueue_workflow(flow)
+
+    async def open_batch(self, batch: Batch, /) -> BatchHandle:
+        """Create an open batch (what ``corq.batch(...).open()`` calls)."""
+        return await self.client().open_batch(batch)
+
+    def workflow(self, workflow_id: str) -> WorkflowHandle[Any]:
+        """A handle on an existing workflow: its status, result, cancel."""
+        return self.client().workflow(workflow_id)
+
+    def batch(self, workflow_id: str) -> BatchHandle:
+        """A handle on an existing batch, to add jobs to or close."""
+        return self.client().batch(workflow_id)
 
     def spec(self, task_name: TaskName, /, *args: Any, **kwargs: Any) -> JobSpec[Any]:
         """An unsent job of a task known by name (registered here or only in some worker);

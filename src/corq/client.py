@@ -18,6 +18,7 @@ import msgspec
 from corq.aio import reraise_if_cancelling
 from corq.backends.base import (
     MAX_JOB_ID_CHARS,
+    WORKFLOW_MAX_JOBS,
     Backend,
     NewJob,
     QueueStats,
@@ -31,12 +32,21 @@ from corq.errors import (
     JobNotFoundError,
     ResultTimeoutError,
     SerializationError,
+    UpstreamFailedError,
 )
 from corq.job import TERMINAL_STATES, Job, JobStatus
 from corq.limits import MAX_DELAY_S, check_payload_size, check_priority
 from corq.serializers import Serializer
-from corq.spec import EnqueueOptions, JobSpec, check_queue_name, specs_list
+from corq.spec import (
+    DependencyLike,
+    EnqueueOptions,
+    JobSpec,
+    check_queue_name,
+    specs_list,
+)
 from corq.types import Clock, JobId, QueueName, TaskName
+from corq.workflow import Batch, Canvas, Chain, Chord, Flow, Group, Inputs, Workflow
+from corq.workflows import BatchHandle, WorkflowHandle, WorkflowSender
 
 if TYPE_CHECKING:
     from corq.task import Task
@@ -108,6 +118,7 @@ class Client:
         max_payload_bytes: int,
         default_queue: QueueName = "default",
         registry: Mapping[TaskName, Task[Any, Any]] | None = None,
+        max_workflow_jobs: int = WORKFLOW_MAX_JOBS,
     ) -> None:
         self.backend = backend
         self.serializer = serializer
@@ -115,6 +126,9 @@ class Client:
         self.max_payload_bytes = max_payload_bytes
         self.default_queue = default_queue
         self.registry = registry or {}
+        #: Most jobs one workflow may hold (callbacks and batch additions included).
+        self.max_workflow_jobs = max_workflow_jobs
+        self._workflows = WorkflowSender(self)
 
     async def enqueue_calls(
         self,
@@ -125,6 +139,12 @@ class Client:
         """Validate and send calls of a registered task (one round trip per batch)."""
         if options.job_id is not None and len(calls) > 1:
             raise ArgumentError("job_id can only be given when enqueueing one job")
+        if options.depends_on:  # each job waits on its own: one workflow per job
+            specs: list[JobSpec[R]] = [
+                JobSpec(task=task.name, args=tuple(args), kwargs=kwargs, options=options)
+                for args, kwargs in calls
+            ]
+            return await self.enqueue_many(specs)
         queue = check_queue_name(task.options.queue if options.queue is None else options.queue)
         priority = task.options.priority if options.priority is None else options.priority
         checked = self._check_options(options, priority)
@@ -148,6 +168,8 @@ class Client:
         eta: datetime | None = None,
         job_id: JobId | None = None,
         priority: int | None = None,
+        depends_on: Sequence[DependencyLike] = (),
+        allow_failed: bool = False,
     ) -> JobHandle[Any]: ...
 
     async def enqueue(
@@ -162,11 +184,18 @@ class Client:
         eta: datetime | None = None,
         job_id: JobId | None = None,
         priority: int | None = None,
+        depends_on: Sequence[DependencyLike] = (),
+        allow_failed: bool = False,
     ) -> JobHandle[Any]:
         """Send a spec, or a job by task name (validated when the task is registered in
-        this process; otherwise sent to the default queue unless `queue` says)."""
+        this process; otherwise sent to the default queue unless `queue` says).
+
+        With `depends_on` (job handles or ids, any queue) the job waits until each of them
+        succeeded (ended, with `allow_failed`), then runs once; see EnqueueOptions.
+        """
         if isinstance(target, JobSpec):
-            if args or kwargs or (queue, delay, eta, job_id, priority) != (None,) * 5:
+            options = (queue, delay, eta, job_id, priority, depends_on or None, allow_failed)
+            if args or kwargs or options != (None,) * 6 + (False,):
                 raise ArgumentError("a job spec carries its own arguments and options")
             spec = target
         else:
@@ -175,19 +204,49 @@ class Client:
                 args=args,  # type: ignore[arg-type]  # a list is accepted and made a tuple
                 kwargs={} if kwargs is None else kwargs,
                 options=EnqueueOptions(
-                    delay=delay, eta=eta, job_id=job_id, priority=priority, queue=queue
+                    delay=delay,
+                    eta=eta,
+                    job_id=job_id,
+                    priority=priority,
+                    queue=queue,
+                    depends_on=depends_on,  # type: ignore[arg-type]  # made Dependency values
+                    allow_failed=allow_failed,
                 ),
             )
         return (await self.enqueue_many([spec]))[0]
 
     async def enqueue_many(self, specs: Sequence[JobSpec[R]]) -> list[JobHandle[R]]:
         """Send specs, of any tasks and queues, in one pipelined broker call; every spec is
-        checked before anything is sent."""
-        jobs = [self._new_job(spec) for spec in specs_list(specs)]
-        return await self._send(jobs)
+        checked before anything is sent.
 
-    def _new_job(self, spec: JobSpec[Any]) -> NewJob:
-        """The broker record of a spec: checked and encoded as its registered task says."""
+        A spec with ``depends_on`` is sent as a workflow of its own (one more call each),
+        after the others, so it may depend on them; its arguments are checked with the
+        others', its dependencies when it is sent (an unknown one raises WorkflowError
+        then, after the specs before it were sent).
+        """
+        listed = specs_list(specs)
+        jobs = [self.encode_spec(spec) for spec in listed]
+        dependents = [
+            (index, spec, job)
+            for index, (spec, job) in enumerate(zip(listed, jobs, strict=True))
+            if spec.options.depends_on
+        ]
+        if not dependents:
+            return await self._send(jobs)
+        plain = [job for spec, job in zip(listed, jobs, strict=True) if not spec.options.depends_on]
+        handles: list[JobHandle[Any]] = [*await self._send(plain)] if plain else []
+        for index, spec, job in dependents:  # ascending: each lands at its own place
+            handles.insert(index, await self._workflows.send_dependent(spec, job))
+        return handles
+
+    def encode_spec(
+        self, spec: JobSpec[Any], *, workflow: str | None = None, inputs: Inputs | None = None
+    ) -> NewJob:
+        """The broker record of a spec: checked and encoded as its registered task says.
+
+        A workflow job with `inputs` is checked as called with its parents' results
+        prepended (only a task registered here can be checked).
+        """
         task = self.registry.get(spec.task)
         options = spec.options
         queue, priority = (
@@ -200,8 +259,11 @@ class Client:
         if task is None:
             payload = self._encode_unregistered(spec)
         else:
-            payload = task.encode_payload(spec.args, dict(spec.kwargs))
-        return self._new_jobs(spec.task, queue, [payload], checked)[0]
+            given = None if inputs is None else _INPUT_WORDS[inputs]
+            payload = task.encode_payload(spec.args, dict(spec.kwargs), takes_input=given)
+        return self._new_jobs(
+            spec.task, queue, [payload], checked, workflow=workflow, inputs=inputs
+        )[0]
 
     def _encode_unregistered(self, spec: JobSpec[Any]) -> bytes:
         try:
@@ -221,7 +283,14 @@ class Client:
         )
 
     def _new_jobs(
-        self, task_name: TaskName, queue: QueueName, payloads: list[bytes], checked: _Checked
+        self,
+        task_name: TaskName,
+        queue: QueueName,
+        payloads: list[bytes],
+        checked: _Checked,
+        *,
+        workflow: str | None = None,
+        inputs: Inputs | None = None,
     ) -> list[NewJob]:
         jobs = []
         for payload in payloads:
@@ -235,15 +304,50 @@ class Client:
                     priority=checked.priority,
                     enqueued_at_ms=checked.enqueued_at_ms,
                     run_at_ms=checked.run_at_ms,
+                    workflow=workflow,
+                    inputs=None if inputs is None else inputs.value,
                 )
             )
         return jobs
 
     async def _send(self, jobs: list[NewJob]) -> list[JobHandle[Any]]:
-        await self._with_retry(lambda: self.backend.enqueue_jobs(jobs), "enqueue")
+        await self.with_retry(lambda: self.backend.enqueue_jobs(jobs), "enqueue")
         return [JobHandle(self, j.id, j.queue, j.task) for j in jobs]
 
-    async def _with_retry(self, call: Callable[[], Awaitable[T]], what: str) -> T:
+    # -- workflows -------------------------------------------------------------------
+    @overload
+    async def enqueue_workflow(self, flow: Group[R], /) -> WorkflowHandle[list[R]]: ...
+
+    @overload
+    async def enqueue_workflow(self, flow: Chain[R] | Chord[R], /) -> WorkflowHandle[R]: ...
+
+    @overload
+    async def enqueue_workflow(self, flow: Workflow, /) -> WorkflowHandle[list[Any]]: ...
+
+    async def enqueue_workflow(self, flow: Flow, /) -> WorkflowHandle[Any]:
+        """Send a chain, group, chord or Workflow whole, in one broker call: every job is
+        checked first, and nothing is written when one is refused."""
+        return await self._workflows.send(flow)
+
+    async def open_batch(self, batch: Batch, /) -> BatchHandle:
+        """Create an open batch (``corq.batch(...)``): add jobs to its handle, then close it."""
+        return await self._workflows.open(batch)
+
+    async def add_to_batch(
+        self, workflow_id: str, items: Sequence[Canvas[Any]]
+    ) -> list[JobHandle[Any]]:
+        """Add specs or canvases to an open batch (see BatchHandle.add)."""
+        return await self._workflows.add(_check_workflow_id(workflow_id), items)
+
+    def workflow(self, workflow_id: str) -> WorkflowHandle[Any]:
+        """A handle on an existing workflow (``wf_...``, or a dependent job's id)."""
+        return WorkflowHandle(self, _check_workflow_id(workflow_id))
+
+    def batch(self, workflow_id: str) -> BatchHandle:
+        """A handle on an existing batch, to add jobs to or close."""
+        return BatchHandle(self, _check_workflow_id(workflow_id))
+
+    async def with_retry(self, call: Callable[[], Awaitable[T]], what: str) -> T:
         """Retry while the broker is unreachable; enqueue is idempotent by job id."""
         deadline = asyncio.get_running_loop().time() + ENQUEUE_RETRY_S
         delay = 0.05
@@ -289,15 +393,19 @@ class Client:
             if job is None:
                 raise JobNotFoundError(f"job {job_id} not found")
             if job.status in TERMINAL_STATES:
-                return self._outcome(job)
+                return self.outcome(job)
             if deadline is not None and loop.time() >= deadline:
                 raise ResultTimeoutError(f"job {job_id} still {job.status} after {timeout}s")
 
-    def _outcome(self, job: Job) -> Any:
+    def outcome(self, job: Job) -> Any:
+        """An ended job's result, or its end raised: JobCancelledError, UpstreamFailedError
+        (a dependency failed, the job never ran; the error names it), JobFailedError."""
         if job.status is JobStatus.SUCCEEDED:
             return self._result(job)
         if job.status is JobStatus.CANCELLED:
             raise JobCancelledError(f"job {job.id} was cancelled")
+        if job.status is JobStatus.UPSTREAM_FAILED:
+            raise UpstreamFailedError(f"job {job.id} ({job.task}) never ran: {job.error}")
         raise JobFailedError(
             f"job {job.id} ({job.task}) {job.status} after {job.attempt} attempt(s): {job.error}",
             traceback=job.traceback,
@@ -317,9 +425,21 @@ class Client:
             ) from exc
 
     async def cancel(self, job_id: JobId, queue: QueueName) -> bool:
-        """Cancel a job that has not started; True when it was cancelled."""
+        """Cancel a job that has not started; True when it was cancelled.
+
+        A workflow's job (or one a workflow waits for) is settled right after, so its
+        dependents end upstream_failed at once; if that step fails, the workers' replay of
+        the broker's outbox does it within seconds.
+        """
         _check_lookup_id(job_id)
-        return await self.backend.cancel_job(job_id, check_queue_name(queue), self.clock.now_ms())
+        queue = check_queue_name(queue)
+        cancelled = await self.backend.cancel_job(job_id, queue, self.clock.now_ms())
+        if cancelled:
+            try:
+                await self.backend.settle_workflows(queue, self.clock.broker_now_ms())
+            except (BrokerError, BrokerDataError) as exc:
+                log.warning("job %s cancelled; its workflows are settled later (%s)", job_id, exc)
+        return cancelled
 
     # -- operators -------------------------------------------------------------------
     async def queue_stats(self, queues: Sequence[QueueName] | None = None) -> list[QueueStats]:
@@ -345,6 +465,20 @@ class Client:
 
     async def close(self) -> None:
         await self.backend.close()
+
+
+#: How an enqueue error names what a workflow job will be given.
+_INPUT_WORDS = {
+    Inputs.FIRST: "a chain link (the previous job's result)",
+    Inputs.LIST: "a chord callback (the list of its parents' results)",
+    Inputs.SUMMARY: "a batch callback (the batch summary)",
+}
+
+
+def _check_workflow_id(workflow_id: object) -> str:
+    _check_lookup_id(workflow_id)
+    assert isinstance(workflow_id, str)
+    return workflow_id
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,16 +1,21 @@
-"""What a running task can know about its own job (for idempotence: job_id and attempt)."""
+"""What a running task can know about its own job (for idempotence: job_id and attempt),
+and, in a workflow, how its parents ended (``current_job().parent_results()``)."""
 
 from __future__ import annotations
 
 import asyncio
+import functools
 from collections.abc import Callable, Coroutine
 from contextvars import ContextVar
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, TypeVar
 
 from corq.errors import ArgumentError, CorqError
 from corq.types import JobId, QueueName, TaskName
+from corq.workflow import ParentOutcome
+
+T = TypeVar("T")
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -32,26 +37,67 @@ class JobContext:
     #: The tick it was fired for, aware in UTC (None for a job sent otherwise); the same
     #: on every attempt and every scheduler, so a task can key its effects on it.
     tick: datetime | None = None
+    #: The workflow it belongs to (a plain ``depends_on`` job's is its own id), or None.
+    workflow: str | None = None
+    #: Reads its parents (the worker's, bound to this job); None outside a worker.
+    _parents: Callable[[], Coroutine[Any, Any, list[ParentOutcome]]] | None = field(
+        default=None, repr=False, compare=False
+    )
+    _loop: asyncio.AbstractEventLoop | None = field(default=None, repr=False, compare=False)
+
+    async def parents(self) -> list[ParentOutcome]:
+        """How each job this one depends on ended, in edge order (a chain link's one
+        parent; a chord callback's header, in order; a ``depends_on`` list, in order),
+        with its decoded result. Read from the broker 1,000 at a time; empty for a job
+        outside a workflow."""
+        if self.workflow is None:
+            return []
+        if self._parents is None:
+            raise CorqError("parents() is only available inside a task run by a worker")
+        return await self._parents()
+
+    async def parent_results(self) -> dict[JobId, Any]:
+        """``{parent job id: its result}``; a parent that did not succeed (reached on an
+        ``allow_failed`` edge) or whose record is gone maps to an `UpstreamError` saying
+        how it ended, never raised (as ``asyncio.gather(return_exceptions=True)`` does)."""
+        return {parent.job_id: parent.value() for parent in await self.parents()}
+
+    def parents_sync(self) -> list[ParentOutcome]:
+        """`parents` for plain (thread pool) tasks."""
+        return self._run_sync(self.parents())
+
+    def parent_results_sync(self) -> dict[JobId, Any]:
+        """`parent_results` for plain (thread pool) tasks."""
+        return self._run_sync(self.parent_results())
+
+    def _run_sync(self, call: Coroutine[Any, Any, T]) -> T:
+        if self._loop is None:
+            call.close()
+            raise CorqError("parents_sync() is only available inside a task run by a worker")
+        return asyncio.run_coroutine_threadsafe(call, self._loop).result(PARENTS_TIMEOUT_S)
 
 
 #: The running job as a plain tuple: id, task, queue, attempt, enqueued_at_ms, schedule,
-#: tick_ms.
-JobTuple = tuple[str, str, str, int, int, str | None, int | None]
+#: tick_ms, workflow.
+JobTuple = tuple[str, str, str, int, int, str | None, int | None, str | None]
 #: Records progress for the job given: one per worker, not one per job (it is on the hot
 #: path), so it is told which job reports.
 Reporter = Callable[[JobTuple, float], Coroutine[Any, Any, bool]]
-#: The running job, how it reports progress, and the worker's loop. One ContextVar set per
-#: job: it is on the hot path.
-_Current = tuple[JobTuple, Reporter | None, asyncio.AbstractEventLoop | None]
+#: Reads the parents of the job given (one per worker, like the reporter).
+ParentsReader = Callable[[JobTuple], Coroutine[Any, Any, list[ParentOutcome]]]
+#: The running job, how it reports progress, the worker's loop, and how it reads its
+#: parents. One ContextVar set per job: it is on the hot path.
+_Current = tuple[JobTuple, Reporter | None, asyncio.AbstractEventLoop | None, ParentsReader | None]
 _current: ContextVar[_Current] = ContextVar("corq_current_job")
 
 
 def current_job() -> JobContext:
     """The job being run by this task call; raises CorqError outside a job."""
     try:
-        (job_id, task, queue, attempt, enqueued_at_ms, schedule, tick_ms), _, _ = _current.get()
+        job, _, loop, parents = _current.get()
     except LookupError:
         raise CorqError("current_job() is only available inside a task run by a worker") from None
+    job_id, task, queue, attempt, enqueued_at_ms, schedule, tick_ms, workflow = job
     return JobContext(
         job_id=job_id,
         task=task,
@@ -60,6 +106,9 @@ def current_job() -> JobContext:
         enqueued_at_ms=enqueued_at_ms,
         schedule=schedule,
         tick=None if tick_ms is None else datetime.fromtimestamp(tick_ms / 1000, UTC),
+        workflow=workflow,
+        _parents=None if parents is None else functools.partial(parents, job),
+        _loop=loop,
     )
 
 
@@ -67,16 +116,17 @@ def bind_job(
     job: JobTuple,
     report: Reporter | None = None,
     loop: asyncio.AbstractEventLoop | None = None,
+    parents: ParentsReader | None = None,
 ) -> None:
     """Called by the worker before running a task body."""
-    _current.set((job, report, loop))
+    _current.set((job, report, loop, parents))
 
 
 def _progress_call(progress: object) -> tuple[Coroutine[Any, Any, bool], asyncio.AbstractEventLoop]:
     if not isinstance(progress, int | float) or not 0.0 <= progress <= 1.0:
         raise ArgumentError(f"progress must be a number from 0.0 to 1.0, got {progress!r}")
     try:
-        job, report, loop = _current.get()
+        job, report, loop, _ = _current.get()
     except LookupError:
         report = loop = None
     if report is None or loop is None:
@@ -86,6 +136,8 @@ def _progress_call(progress: object) -> tuple[Coroutine[Any, Any, bool], asyncio
 
 #: Longest a plain function waits for its progress report to be recorded.
 PROGRESS_TIMEOUT_S = 10.0
+#: Longest a plain function waits for its parents to be read.
+PARENTS_TIMEOUT_S = 60.0
 
 
 async def set_progress(progress: float) -> bool:

@@ -25,6 +25,9 @@ MAX_TRACEBACK_CHARS = 64 * 1024
 #: Longest delay a job or a retry can be given: 100 years (longer ones are refused at enqueue,
 #: clamped for retries).
 MAX_DELAY_S = 100 * 365 * 86_400.0
+#: Most jobs one workflow holds (callbacks and later additions to a batch included); the
+#: default and the ceiling of ``settings.max_workflow_jobs``.
+WORKFLOW_MAX_JOBS = 100_000
 
 
 def check_priority(priority: object, error: type[CorqError]) -> int:

@@ -8,6 +8,7 @@ from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from corq.errors import ArgumentError
+from corq.limits import WORKFLOW_MAX_JOBS
 from corq.names import check_queue_name
 
 _DAY_S = 86_400.0
@@ -29,6 +30,9 @@ class Settings(BaseSettings):
     serializer: Literal["json", "msgpack"] = "json"
     #: Largest encoded job payload accepted by enqueue, in bytes.
     max_payload_bytes: int = Field(default=1024 * 1024, gt=0)
+    #: Most jobs one workflow may hold (callbacks and jobs added to a batch included);
+    #: a bigger one is refused at enqueue, nothing written.
+    max_workflow_jobs: int = Field(default=WORKFLOW_MAX_JOBS, gt=0, le=WORKFLOW_MAX_JOBS)
     #: Largest encoded result a worker stores; a bigger one sends the job to the dead letters.
     max_result_bytes: int = Field(default=4 * 1024 * 1024, gt=0)
     #: Queue used when a task names none.

@@ -21,8 +21,10 @@ from corq.names import check_queue_name as check_queue_name
 from corq.names import check_task_name as check_task_name
 from corq.types import JobId, QueueName, TaskName
 
-if TYPE_CHECKING:  # for annotations only: the handle belongs to the runtime layer
+if TYPE_CHECKING:  # for annotations only: handles belong to the runtime layer
     from corq.client import JobHandle
+    from corq.workflow import Batch, Flow
+    from corq.workflows import BatchHandle, WorkflowHandle
 
 R = TypeVar("R")
 #: A spec's result type: covariant, so a list of specs of several tasks is a list of
@@ -31,7 +33,60 @@ R_co = TypeVar("R_co", covariant=True)
 
 #: Names of the enqueue options; a task's call keywords may not use them unless the
 #: function declares a parameter of that name.
-OPTION_NAMES = frozenset({"delay", "eta", "job_id", "priority", "queue"})
+OPTION_NAMES = frozenset(
+    {"allow_failed", "delay", "depends_on", "eta", "job_id", "priority", "queue"}
+)
+
+
+class JobRef(Protocol):
+    """Anything naming an existing job with its queue: a ``JobHandle``, a ``Job`` record."""
+
+    @property
+    def id(self) -> JobId: ...
+
+    @property
+    def queue(self) -> QueueName: ...
+
+
+@dataclass(frozen=True, slots=True)
+class Dependency:
+    """A job another job waits for: its id, and its queue when known.
+
+    A handle gives both; a bare id has no queue, and is looked up when the dependent is
+    sent (its own queue first, then every known queue).
+    """
+
+    job_id: JobId
+    queue: QueueName | None = None
+
+    @classmethod
+    def of(cls, value: object) -> Dependency:
+        """The dependency `value` names: a Dependency, a job id, or a handle (anything
+        with str ``id`` and ``queue``); anything else is an ArgumentError."""
+        if isinstance(value, Dependency):
+            return value
+        if isinstance(value, str):
+            return cls(value)
+        job_id, queue = getattr(value, "id", None), getattr(value, "queue", None)
+        if isinstance(job_id, str) and isinstance(queue, str):
+            return cls(job_id, queue)
+        raise ArgumentError(
+            f"depends_on takes job handles or job ids, got an item {reprlib.repr(value)}"
+        )
+
+
+#: What ``depends_on`` accepts per item.
+DependencyLike = JobRef | JobId | Dependency
+
+
+def dependencies(values: object) -> tuple[Dependency, ...]:
+    """``depends_on`` as Dependency values; a lone id or handle is a mistake (a str would
+    be split into letters), refused as an ArgumentError."""
+    if isinstance(values, str | bytes | Mapping) or not isinstance(values, Iterable):
+        raise ArgumentError(
+            f"depends_on takes a list of job handles or ids, got {reprlib.repr(values)}"
+        )
+    return tuple(Dependency.of(value) for value in values)
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -50,6 +105,22 @@ class EnqueueOptions:
     priority: int | None = None
     #: Overrides the task's queue.
     queue: QueueName | None = None
+    #: Jobs this one waits for (handles or ids, any queue): it stays ``waiting`` until each
+    #: succeeded, then runs once (``corq.current_job().parent_results()`` reads theirs).
+    depends_on: tuple[Dependency, ...] = ()
+    #: Run once every dependency ended, whatever its state (a failed one's error is in
+    #: ``parent_results()``), instead of ending ``upstream_failed`` when one fails.
+    allow_failed: bool = False
+
+    def __post_init__(self) -> None:
+        # A list or a generator of handles is kept as Dependency values: the options stay
+        # plain data that `to_dict` can store.
+        given: object = self.depends_on  # any value: options are built from stored data too
+        if not (isinstance(given, tuple) and all(isinstance(d, Dependency) for d in given)):
+            object.__setattr__(self, "depends_on", dependencies(given))
+        allow_failed: object = self.allow_failed
+        if not isinstance(allow_failed, bool):
+            raise ArgumentError(f"allow_failed must be True or False, got {self.allow_failed!r}")
 
     def replace(self, changes: Mapping[str, object]) -> EnqueueOptions:
         """These options with `changes` applied; an unknown name is an ArgumentError."""
@@ -64,6 +135,8 @@ class OptionChanges(TypedDict, total=False):
     job_id: JobId | None
     priority: int | None
     queue: QueueName | None
+    depends_on: Iterable[DependencyLike]
+    allow_failed: bool
 
 
 def options_from(options: Mapping[str, object]) -> EnqueueOptions:
@@ -82,9 +155,14 @@ def _known(options: Mapping[str, object]) -> dict[str, Any]:
 
 
 class SpecSender(Protocol):
-    """Where a spec made by `task.s()` or `app.spec()` is sent (the App)."""
+    """Where a spec made by `task.s()` or `app.spec()` is sent (the App), and the
+    workflows built from such specs."""
 
     async def enqueue_spec(self, spec: JobSpec[R]) -> JobHandle[R]: ...
+
+    async def enqueue_workflow(self, flow: Flow) -> WorkflowHandle[Any]: ...
+
+    async def open_batch(self, batch: Batch) -> BatchHandle: ...
 
 
 _NO_OPTIONS = EnqueueOptions()
@@ -150,6 +228,10 @@ class JobSpec(Generic[R_co]):
                 value = value.total_seconds()
             elif isinstance(value, datetime):
                 value = value.isoformat()
+            elif name == "depends_on":
+                value = [_dependency_data(d) for d in value] or None
+            elif name == "allow_failed":
+                value = value or None
             if value is not None:
                 options[name] = value
         return {
@@ -168,6 +250,8 @@ class JobSpec(Generic[R_co]):
                 f", got {reprlib.repr(data)}"
             )
         options = dict(data.get("options", {}))
+        if isinstance(options.get("depends_on"), list):
+            options["depends_on"] = [_dependency_from(d) for d in options["depends_on"]]
         if isinstance(options.get("eta"), str):
             try:
                 options["eta"] = datetime.fromisoformat(options["eta"])
@@ -180,6 +264,20 @@ class JobSpec(Generic[R_co]):
             options=options_from(options),
             sender=sender,
         )
+
+
+def _dependency_data(dependency: Dependency) -> str | dict[str, str]:
+    if dependency.queue is None:
+        return dependency.job_id
+    return {"id": dependency.job_id, "queue": dependency.queue}
+
+
+def _dependency_from(data: object) -> object:
+    """A stored dependency back as one (a wrong shape is left for `Dependency.of` to name)."""
+    if isinstance(data, dict) and isinstance(data.get("id"), str):
+        queue = data.get("queue")
+        return Dependency(data["id"], queue if isinstance(queue, str) else None)
+    return data
 
 
 def specs_list(specs: object) -> Sequence[JobSpec[Any]]:

@@ -169,9 +169,18 @@ class Task(Generic[P, R]):
             )
 
     # -- arguments -----------------------------------------------------------------
-    def encode_payload(self, args: Sequence[Any], kwargs: dict[str, Any]) -> bytes:
-        """Check the call against the signature and hints, then encode it."""
-        if self._positional_fits(args, kwargs):
+    def encode_payload(
+        self, args: Sequence[Any], kwargs: dict[str, Any], *, takes_input: str | None = None
+    ) -> bytes:
+        """Check the call against the signature and hints, then encode it.
+
+        `takes_input` names what the worker will prepend to the arguments (a workflow job's
+        parents' results, e.g. ``a chain link``): the call is then checked as if a first
+        argument came before `args`, and only `args` are encoded.
+        """
+        if takes_input is not None:
+            self._check_with_input(args, kwargs, takes_input)
+        elif self._positional_fits(args, kwargs):
             self._convert_positional(args, strict=True)
         else:
             self._convert(self._bind(args, kwargs), strict=True)
@@ -194,6 +203,24 @@ class Task(Generic[P, R]):
         bound = self._bind(args, kwargs)
         self._convert(bound, strict=False)
         return bound.args, bound.kwargs
+
+    def _check_with_input(self, args: Sequence[Any], kwargs: dict[str, Any], what: str) -> None:
+        """Bind the call with a stand-in for the prepended value, then check the hints of
+        everything but that value (it is checked by the worker, once it exists)."""
+        try:
+            bound = self._signature.bind(_INPUT, *args, **kwargs)
+        except TypeError as exc:
+            raise ArgumentError(
+                f"task {self.name!r} cannot take the result it would be given as {what} "
+                f"(prepended as its first argument): {exc}"
+            ) from exc
+        # The stand-in went to the first positional parameter, or into *args.
+        name, value = next(iter(bound.arguments.items()))
+        if value is _INPUT:
+            del bound.arguments[name]
+        else:
+            bound.arguments[name] = value[1:]
+        self._convert(bound, strict=True)
 
     def _positional_fits(self, args: Sequence[Any], kwargs: dict[str, Any]) -> bool:
         return self._plain and not kwargs and self._required <= len(args) <= len(self._params)
@@ -301,6 +328,9 @@ def _as_call(
         f"each call must be an args tuple or (args, kwargs), got {reprlib.repr(call)}"
     )
 
+
+#: Stands for the value a workflow job is given by its parents, while its call is checked.
+_INPUT = object()
 
 #: Parameter kinds a keyword can name.
 _NAMED = (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)

@@ -47,7 +47,7 @@ async def slots() -> AsyncIterator[ProcessSlots]:
 
 
 def call(task: Task[Any, Any], *args: Any, job_id: str = "job-1") -> ChildCall:
-    context = (job_id, task.name, "default", 1, 1_700_000_000_000, None, None)
+    context = (job_id, task.name, "default", 1, 1_700_000_000_000, None, None, None)
     return ChildCall.for_task(task, task.encode_payload(args, {}), context)
 
 
@@ -337,7 +337,7 @@ def _local_function() -> ChildCall:
     return ChildCall(module=__name__, qualname=inner.__qualname__, payload=b"{}", context=CTX)
 
 
-CTX = ("job-1", "t", "default", 1, 0, None, None)
+CTX = ("job-1", "t", "default", 1, 0, None, None, None)
 EMPTY = b'{"args":[],"kwargs":{}}'
 
 
@@ -478,7 +478,7 @@ async def ready(value):
 
 async def main(pid_path, go_path):
     payload = tasks.announce_and_wait.encode_payload([pid_path, go_path], {})
-    context = ("j", "t", "q", 1, 0, None, None)
+    context = ("j", "t", "q", 1, 0, None, None, None)
     child_call = ChildCall.for_task(tasks.announce_and_wait, payload, context)
     await ProcessSlots(1, name="orphan").run(child_call, timeout_s=None, on_progress=ready)
 

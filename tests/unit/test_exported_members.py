@@ -30,5 +30,7 @@ def test_all_is_sorted_and_exported() -> None:
         "schedule",
         "schedules",
         "scheduler",
+        "workflow",
+        "workflows",
     }
     assert set(corq.__all__) == public - modules

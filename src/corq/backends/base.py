@@ -71,6 +71,7 @@ from corq.backends.record import PRIORITY_MIN as PRIORITY_MIN
 from corq.backends.record import ClaimedJob as ClaimedJob
 from corq.backends.record import NewJob as NewJob
 from corq.job import Job, JobStatus
+from corq.limits import WORKFLOW_MAX_JOBS as LIMITS_WORKFLOW_MAX_JOBS
 from corq.types import JobId, QueueName, TaskName, WorkerId
 
 #: Most jobs one script call or transaction touches, so the broker is never blocked long.
@@ -86,7 +87,7 @@ SCHEDULE_LOG_KEEP = 100
 #: How long a cancelled job's record is kept.
 CANCELLED_TTL_MS = 7 * 24 * 3600 * 1000
 #: Most jobs one workflow holds (callbacks and later additions to a batch included).
-WORKFLOW_MAX_JOBS = 100_000
+WORKFLOW_MAX_JOBS = LIMITS_WORKFLOW_MAX_JOBS
 #: How long a workflow job's record is kept at least after it ends (its children may start
 #: long after), and the workflow's own state after its last job ended.
 WORKFLOW_KEEP_MS = 7 * 24 * 3600 * 1000

@@ -3,7 +3,8 @@
 Messages are msgpack envelopes sent with `multiprocessing.connection` ``send_bytes``, never
 pickle (spawn's own bootstrap pickles only the connection and the parent's pid)::
 
-    parent → child   JobMessage(module, qualname, payload, context, serializer, retry_on)
+    parent → child   JobMessage(module, qualname, payload, context, serializer, retry_on,
+                                parents)
     child → parent   StartedMessage, any number of ProgressMessage(value), then one of
                      OkMessage(result) · RaisedMessage(...) · UnavailableMessage(error)
 
@@ -29,8 +30,8 @@ from typing import Any
 
 import msgspec
 
-from corq.context import JobTuple, bind_job
-from corq.errors import Retry
+from corq.context import JobTuple, ParentsReader, bind_job
+from corq.errors import CorqError, Retry
 from corq.limits import (
     MAX_ERROR_CHARS,
     clamp_delay_s,
@@ -39,8 +40,10 @@ from corq.limits import (
     safe_str,
     safe_text,
 )
-from corq.serializers import get_serializer
+from corq.serializers import Serializer, get_serializer
 from corq.task import Task
+from corq.worker.inputs import ParentTuple, decode_parents, from_tuples
+from corq.workflow import ParentOutcome
 
 #: How often a child checks that its parent is alive (an orphan must not keep running a job).
 _PARENT_POLL_S = 0.2
@@ -56,6 +59,7 @@ class JobMessage(msgspec.Struct, tag="job", array_like=True):
     context: JobTuple
     serializer: str
     retry_on: tuple[str, ...]
+    parents: tuple[ParentTuple, ...] | None = ()
 
 
 class StartedMessage(msgspec.Struct, tag="started", array_like=True):
@@ -162,7 +166,7 @@ class _JobServer:
             return UnavailableMessage(
                 error=f"cannot decode the payload in a child: {error_line(exc)}"
             )
-        bind_job(job.context, self._report, self._loop)
+        bind_job(job.context, self._report, self._loop, _parents_reader(job, serializer))
         self._send(StartedMessage())
         try:
             value = _call(fn, args, kwargs)
@@ -182,6 +186,22 @@ class _JobServer:
         if found is None:
             found = self._functions[module, qualname] = find_function(module, qualname)
         return found
+
+
+def _parents_reader(job: JobMessage, serializer: Serializer) -> ParentsReader:
+    """``current_job().parents()`` in a child: the parents the worker read and sent."""
+    parents = job.parents
+
+    async def read(_: JobTuple) -> list[ParentOutcome]:
+        if parents is None:
+            raise CorqError(
+                "parents() in a child process (process=True, or a sandbox): its parents' "
+                "results were too big to hand over (over settings.max_payload_bytes); "
+                "give the task inputs, or read them in a coroutine or thread task"
+            )
+        return decode_parents(from_tuples(parents), serializer)
+
+    return read
 
 
 def find_function(

@@ -12,15 +12,17 @@ import asyncio
 import logging
 from typing import TYPE_CHECKING
 
-from corq.backends.base import Backend, ClaimedJob
+from corq.backends.base import Backend, ClaimedJob, Completion, Failure
 from corq.context import JobTuple
 from corq.errors import BrokerDataError, BrokerError
 from corq.types import WorkerId
 from corq.worker.fetch import Admission
+from corq.worker.inputs import ParentReader
 from corq.worker.observer import Observers
 from corq.worker.outcomes import Outcome, Outcomes
 from corq.worker.registry import CancelReason, Registry, Running
 from corq.worker.runner import Runner
+from corq.worker.settling import Settler
 from corq.worker.writer import OutcomeWriter, Pending
 
 if TYPE_CHECKING:
@@ -39,12 +41,14 @@ class Jobs:
         registry: Registry,
         admission: Admission,
         observers: Observers,
+        settler: Settler,
     ) -> None:
         settings = app.settings
         self.backend = backend
         self.registry = registry
         self.admission = admission
         self.observers = observers
+        self.settler = settler
         self.result_ttl_s = settings.result_ttl_s
         #: Outcomes waiting for the writer (None: no more, stop writing).
         self.outcomes: asyncio.Queue[Pending | None] = asyncio.Queue()
@@ -60,6 +64,7 @@ class Jobs:
             processes=settings.process_pool,
             sandboxes=settings.sandboxes,
             report=self._report_progress,
+            parents=ParentReader(backend, app.serializer, settings.max_payload_bytes),
         )
 
     def start(self, job: ClaimedJob, holder: WorkerId) -> None:
@@ -96,6 +101,8 @@ class Jobs:
         running = self.registry.remove(outcome.queue, outcome.job_id, outcome.fence)
         if running is None:
             return
+        if recorded and _ends_for_a_workflow(running.job, outcome):
+            self.settler.note(outcome.queue)
         if recorded:
             self.observers.recorded(running.job, outcome)
         else:
@@ -132,3 +139,13 @@ class Jobs:
         abandoned = self.runner.abandoned_threads()
         await self.runner.close()
         return abandoned
+
+
+def _ends_for_a_workflow(job: ClaimedJob, outcome: Outcome) -> bool:
+    """True when recording `outcome` ended a job some workflow waits on: its end is in the
+    outbox, to settle (a retried failure or a release ends nothing)."""
+    if job.workflow is None and not job.notify:
+        return False
+    return isinstance(outcome, Completion) or (
+        isinstance(outcome, Failure) and outcome.retry_at_ms is None
+    )

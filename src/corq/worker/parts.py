@@ -17,6 +17,7 @@ from corq.worker.promoter import Promoter
 from corq.worker.reclaim import Reclaimer
 from corq.worker.reconcile import Reconciler
 from corq.worker.registry import Registry
+from corq.worker.settling import Settler
 
 if TYPE_CHECKING:
     from corq.app import App
@@ -35,6 +36,7 @@ class Parts:
     reclaimer: Reclaimer
     reconciler: Reconciler
     heartbeat: Heartbeat
+    settler: Settler
 
 
 def build_parts(
@@ -66,7 +68,8 @@ def build_parts(
         sandboxes=settings.sandboxes,
         burst=burst,
     )
-    jobs = Jobs(app, backend, registry, admission, observers)
+    settler = Settler(backend, clock, queues)
+    jobs = Jobs(app, backend, registry, admission, observers, settler)
     promoter = Promoter(backend, clock)
     fetcher = Fetcher(
         backend,
@@ -100,5 +103,14 @@ def build_parts(
         registry=registry,
     )
     return Parts(
-        backend, leases, admission, jobs, fetcher, promoter, reclaimer, reconciler, heartbeat
+        backend,
+        leases,
+        admission,
+        jobs,
+        fetcher,
+        promoter,
+        reclaimer,
+        reconciler,
+        heartbeat,
+        settler,
     )

@@ -48,6 +48,7 @@ from corq.worker.child import (
     class_name,
     find_function,
 )
+from corq.worker.inputs import ParentTuple
 from corq.worker.spawn import REAP_WAIT_S, ProgressRelay, SpawnedChild
 
 log = logging.getLogger(__name__)
@@ -79,18 +80,28 @@ class ChildCall:
     module: str
     #: Attribute path in that module: the function itself, or a `corq.Task` wrapping it.
     qualname: str
-    #: The job's encoded arguments, exactly as stored; the child decodes them itself.
+    #: The job's encoded arguments, as stored (a workflow job's with its input prepended);
+    #: the child decodes them itself.
     payload: bytes
     #: What `corq.context.bind_job` takes: job id, task, queue, attempt, enqueued_at_ms,
-    #: schedule, tick_ms.
+    #: schedule, tick_ms, workflow.
     context: JobTuple
     #: Serializer name (``json``, ``msgpack``) of the payload and the result.
     serializer: str = "json"
     #: The task's ``retry_on`` classes as ``module.qualname`` (empty: retry any exception).
     retry_on: tuple[str, ...] = ()
+    #: Its parents as stored, read by the worker for ``current_job().parents()`` in the
+    #: child (a child has no broker connection); None when they were too big to send.
+    parents: tuple[ParentTuple, ...] | None = ()
 
     @classmethod
-    def for_task(cls, task: Task[Any, Any], payload: bytes, context: JobTuple) -> ChildCall:
+    def for_task(
+        cls,
+        task: Task[Any, Any],
+        payload: bytes,
+        context: JobTuple,
+        parents: tuple[ParentTuple, ...] | None = (),
+    ) -> ChildCall:
         """The call that runs `task`'s function in a child (see `importable` first)."""
         return cls(
             module=task.fn.__module__,
@@ -99,6 +110,7 @@ class ChildCall:
             context=context,
             serializer=task.app.serializer.name,
             retry_on=tuple(class_name(c) for c in task.options.retry.retry_on),
+            parents=parents,
         )
 
 
@@ -290,6 +302,7 @@ class ProcessSlots:
             context=call.context,
             serializer=call.serializer,
             retry_on=call.retry_on,
+            parents=call.parents,
         )
         try:
             await child.send(ENCODER.encode(job))

@@ -23,13 +23,15 @@ import traceback
 from collections.abc import Mapping
 from typing import Any
 
-from corq.backends.base import ClaimedJob
+from corq.aio import Backoff
+from corq.backends.base import ClaimedJob, Failure
 from corq.context import JobTuple, Reporter, bind_job
-from corq.errors import Retry
+from corq.errors import BrokerDataError, BrokerError, Retry
 from corq.limits import error_line, safe_str
 from corq.serializers import Serializer
 from corq.task import Task
 from corq.types import TaskName
+from corq.worker.inputs import InputError, ParentReader, ParentTuple, as_tuples
 from corq.worker.outcomes import Outcome, Outcomes, Raised
 from corq.worker.processes import (
     ChildCall,
@@ -40,8 +42,12 @@ from corq.worker.processes import (
 )
 from corq.worker.registry import CancelReason, Running
 from corq.worker.threads import ThreadOutcome, ThreadOutcomeKind, ThreadSlots
+from corq.workflow import Inputs
 
 log = logging.getLogger(__name__)
+
+#: A job ready to run: its task, arguments, and the payload a child process would decode.
+_Prepared = tuple[Task[Any, Any], tuple[Any, ...], dict[str, Any], bytes]
 
 
 class Runner:
@@ -57,11 +63,15 @@ class Runner:
         processes: int,
         sandboxes: int,
         report: Reporter | None = None,
+        parents: ParentReader | None = None,
     ) -> None:
         self.registry = registry
         self.serializer = serializer
         self.outcomes = outcomes
         self.report = report
+        #: Reads workflow jobs' parents (None: jobs with inputs cannot run, e.g. in tests
+        #: of the runner alone).
+        self.parents = parents
         self.threads = ThreadSlots(threads, name="corq-job")
         self.processes = ProcessSlots(processes or os.cpu_count() or 1, name="corq-process")
         self.sandboxes = ProcessSlots(sandboxes, name="corq-sandbox")
@@ -71,12 +81,15 @@ class Runner:
     async def run(self, running: Running) -> Outcome | None:
         """Execute the job; None when nothing should be written (its claim is gone)."""
         try:
-            prepared = self._prepare(running.job)
+            job = running.job
+            # A workflow job's input needs a broker read; every other job stays on the
+            # plain, synchronous path.
+            prepared = self._prepare(job) if job.inputs is None else await self._with_input(job)
             if not isinstance(prepared, tuple):
                 return prepared
-            task, args, kwargs = prepared
-            if running.job.suspect or task.options.process:
-                outcome = await self._run_in_child(running, task)
+            task, args, kwargs, payload = prepared
+            if job.suspect or task.options.process:
+                outcome = await self._run_in_child(running, task, payload)
                 if outcome is not None:
                     return outcome
             if task.is_async:
@@ -90,20 +103,97 @@ class Runner:
                 running.job, f"corq could not run this job: {error_line(exc)}"
             )
 
-    def _prepare(
-        self, job: ClaimedJob
-    ) -> tuple[Task[Any, Any], tuple[Any, ...], dict[str, Any]] | Outcome:
+    def _prepare(self, job: ClaimedJob) -> _Prepared | Outcome:
         """The task and its arguments, or the dead letter of a job that cannot run."""
-        task = self.registry.get(job.task) if job.task else None
-        if task is None:
-            if not job.task:
-                return self.outcomes.dead(job, "corrupted job record: it has no task name")
-            return self.outcomes.dead(job, f"unknown task '{job.task}'")
+        task = self._task(job)
+        if not isinstance(task, Task):
+            return task
         try:
             args, kwargs = task.decode_payload(self.serializer.loads(job.payload))
         except Exception as exc:  # any decode problem means this payload is bad
             return self.outcomes.dead(job, f"corrupted job payload: {error_line(exc)}")
-        return task, args, kwargs
+        return task, args, kwargs, job.payload
+
+    def _task(self, job: ClaimedJob) -> Task[Any, Any] | Outcome:
+        task = self.registry.get(job.task) if job.task else None
+        if task is not None:
+            return task
+        if not job.task:
+            return self.outcomes.dead(job, "corrupted job record: it has no task name")
+        return self.outcomes.dead(job, f"unknown task '{job.task}'")
+
+    async def _with_input(self, job: ClaimedJob) -> _Prepared | Outcome:
+        """A workflow job's task and arguments, its parents' input first; a dead letter
+        when the input cannot be built or does not fit the task (see worker.inputs)."""
+        task = self._task(job)
+        if not isinstance(task, Task):
+            return task
+        try:
+            data = self.serializer.loads(job.payload)
+            inputs = Inputs(job.inputs or "")
+            if not (isinstance(data, dict) and isinstance(data.get("args", []), list)):
+                raise ValueError("payload is not {'args': [...], 'kwargs': {...}}")
+        except Exception as exc:  # a bad payload, or inputs no corq writes
+            return self.outcomes.dead(job, f"corrupted job payload: {error_line(exc)}")
+        value = await self._read_input(job, inputs)
+        if isinstance(value, Failure):
+            return value
+        data = {"args": [value, *data.get("args", [])], "kwargs": data.get("kwargs", {})}
+        try:
+            args, kwargs = task.decode_payload(data)
+        except Exception as exc:  # the parents' results do not fit the task's hints
+            return self.outcomes.dead(
+                job, f"InputError: its input does not fit task {task.name!r}: {error_line(exc)}"
+            )
+        if not (job.suspect or task.options.process):
+            return task, args, kwargs, job.payload
+        try:  # a child decodes its payload itself: hand it the input inside
+            return task, args, kwargs, self.serializer.dumps(data)
+        except Exception as exc:  # an UpstreamError from an allow_failed edge, say
+            return self.outcomes.dead(
+                job,
+                f"InputError: its input cannot be handed to a child process: {error_line(exc)}",
+            )
+
+    async def _read_input(self, job: ClaimedJob, inputs: Inputs) -> Any:
+        """The input, or a dead letter (Failure) saying why there is none. An outage is
+        waited out: the job is held meanwhile, and a shutdown releases it unstarted."""
+        if self.parents is None:
+            return self.outcomes.dead(job, "InputError: this worker cannot read parents")
+        backoff = Backoff(f"read the parents of job {job.id}")
+        while True:
+            try:
+                value = await self.parents.input_of(
+                    job.id, job.queue, job.workflow, inputs, len(job.payload)
+                )
+            except InputError as exc:
+                return self.outcomes.dead(job, f"InputError: {exc}")
+            except BrokerDataError as exc:
+                return self.outcomes.dead(job, f"InputError: cannot read its parents: {exc}")
+            except BrokerError as exc:
+                await backoff.wait(exc)
+                continue
+            backoff.reset()
+            return value
+
+    async def _child_parents(self, job: ClaimedJob) -> tuple[ParentTuple, ...] | None:
+        """What ``current_job().parents()`` reads in a child: read here, up to the payload
+        limit (None beyond it: the child says so if the task asks)."""
+        if job.workflow is None or self.parents is None:
+            return ()
+        backoff = Backoff(f"read the parents of job {job.id}")
+        while True:
+            try:
+                stored = await self.parents.stored(
+                    job.id, job.queue, max_bytes=self.parents.max_payload_bytes
+                )
+            except InputError:
+                return None
+            except BrokerError as exc:
+                await backoff.wait(exc)
+                continue
+            backoff.reset()
+            return as_tuples(stored)
 
     # -- coroutines ------------------------------------------------------------------
     async def _run_coroutine(
@@ -159,7 +249,9 @@ class Runner:
         return self.outcomes.failed(job, task.options.retry, raised)
 
     # -- child processes ------------------------------------------------------------
-    async def _run_in_child(self, running: Running, task: Task[Any, Any]) -> Outcome | None:
+    async def _run_in_child(
+        self, running: Running, task: Task[Any, Any], payload: bytes
+    ) -> Outcome | None:
         """Run in a process of its own; None when the task cannot run there (run it here)."""
         job = running.job
         if not importable(task.fn):
@@ -168,7 +260,8 @@ class Runner:
             self._note_unsandboxable(task)
             return None
         slots = self.sandboxes if job.suspect else self.processes
-        call = ChildCall.for_task(task, job.payload, _context(job))
+        parents = await self._child_parents(job)
+        call = ChildCall.for_task(task, payload, _context(job), parents)
         report = None if self.report is None else functools.partial(self.report, _context(job))
 
         def started() -> None:
@@ -230,7 +323,9 @@ class Runner:
         loop = self._loop
         if loop is None:
             loop = self._loop = asyncio.get_running_loop()
-        bind_job(_context(job), self.report, loop)
+        bind_job(
+            _context(job), self.report, loop, None if self.parents is None else self.parents.parents
+        )
 
     def _cancelled(self, running: Running) -> Outcome | None:
         job = running.job
@@ -269,6 +364,7 @@ def _context(job: ClaimedJob) -> JobTuple:
         job.enqueued_at_ms,
         job.schedule,
         job.tick_ms,
+        job.workflow,
     )
 
 

@@ -18,6 +18,8 @@ The parts, each a module of its own:
 - `reclaim`: renews the lease, takes back the jobs of dead workers, now and then tidies the
   broker (`maintenance`);
 - `reconcile`: gives back what the broker says this worker holds but it does not run;
+- `settling`: applies ended workflow jobs to their workflows (so their children run), at
+  once after the writer recorded them, and replays what dead workers left behind;
 - `heartbeat`: renews the lease from a thread of its own and watches the loop;
 - `scheduling`: a scheduler (``corq.scheduler``), a standby or the leader of the
   schedules; on by default, off with ``scheduler=False`` (and in burst mode).
@@ -60,6 +62,8 @@ log = logging.getLogger(__name__)
 DEPART_LINGER_MS = 5_000
 #: Longest the final flush of outcomes may wait for an unreachable broker at shutdown.
 FLUSH_TIMEOUT_S = 15.0
+#: Longest the last settle of workflows may take at shutdown.
+SETTLE_TIMEOUT_S = 5.0
 _WORKER_ID = re.compile(r"[A-Za-z0-9_.:@/-]{1,100}")
 
 
@@ -305,6 +309,7 @@ class Worker:
                 ("corq-promote", parts.promoter.run()),
                 ("corq-reclaim", parts.reclaimer.run()),
                 ("corq-reconcile", parts.reconciler.run()),
+                ("corq-settle", parts.settler.run()),
                 ("corq-tick", parts.heartbeat.ticker()),
             )
         ]
@@ -363,6 +368,11 @@ class Worker:
                         "their jobs run again elsewhere once this worker's lease expires",
                         parts.jobs.outcomes.qsize(),
                     )
+                # The last outcomes' workflows, settled now rather than by another
+                # worker's replay seconds later (bounded: an outage leaves it to them).
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(SETTLE_TIMEOUT_S):
+                        await parts.settler.settle_noted()
         finally:
             writer.cancel()
             await asyncio.wait([writer])
