@@ -7,7 +7,16 @@ import reprlib
 import typing
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Generic, ParamSpec, Protocol, TypeVar, Unpack
+from typing import (
+    TYPE_CHECKING,
+    Any,
+    Concatenate,
+    Generic,
+    ParamSpec,
+    Protocol,
+    TypeVar,
+    Unpack,
+)
 
 import msgspec
 
@@ -30,7 +39,9 @@ if TYPE_CHECKING:  # for annotations only: the handle belongs to the runtime lay
     from corq.client import JobHandle
 
 P = ParamSpec("P")
+Q = ParamSpec("Q")
 R = TypeVar("R")
+A = TypeVar("A")
 
 #: What checking a value against a hint raises: a mismatch, a value too deep for a
 #: recursive hint, a str with a lone surrogate.
@@ -136,6 +147,14 @@ class Task(Generic[P, R]):
     # -- sending -------------------------------------------------------------------
     def s(self, *args: P.args, **kwargs: P.kwargs) -> JobSpec[R]:
         """An unsent job of this task; options go on with `.with_options(...)`."""
+        self._refuse_options(kwargs)
+        return JobSpec(task=self.name, args=args, kwargs=kwargs, sender=self.app)
+
+    def then(self: Task[Concatenate[A, Q], R], *args: Q.args, **kwargs: Q.kwargs) -> JobSpec[R]:
+        """A spec whose first argument its parents give: a chain's link, a chord's
+        callback, a batch callback (``chain(fetch.s(url), parse.then())``). The same spec
+        as `s`, typed without that first argument, so a checked call stays checked; the
+        whole call is checked at enqueue, with the input in front."""
         self._refuse_options(kwargs)
         return JobSpec(task=self.name, args=args, kwargs=kwargs, sender=self.app)
 
@@ -279,6 +298,19 @@ class BoundTask(Generic[P, R]):
 
     def s(self, *args: P.args, **kwargs: P.kwargs) -> JobSpec[R]:
         """An unsent job of the task, with these options."""
+        self.task._refuse_options(kwargs)
+        return JobSpec(
+            task=self.task.name,
+            args=args,
+            kwargs=kwargs,
+            options=self.options,
+            sender=self.task.app,
+        )
+
+    def then(
+        self: BoundTask[Concatenate[A, Q], R], *args: Q.args, **kwargs: Q.kwargs
+    ) -> JobSpec[R]:
+        """`Task.then` with these options."""
         self.task._refuse_options(kwargs)
         return JobSpec(
             task=self.task.name,

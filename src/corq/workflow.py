@@ -903,4 +903,6 @@ def _a_cycle(steps: Sequence[Step], left: set[int]) -> list[int]:
         )
     cycle = path[seen[current] :]
     cycle.reverse()  # parents first: read as "a runs before b"
+    first = cycle.index(min(cycle))  # from its lowest step, so the message is stable
+    cycle = cycle[first:] + cycle[:first]
     return [*cycle, cycle[0]]
