@@ -72,6 +72,20 @@ ALTER TABLE jobs RENAME COLUMN schedule_tick_id TO schedule;
 -- The tick a schedule fired the job for.
 ALTER TABLE jobs ADD COLUMN tick_ms INTEGER;
 
+-- Steps from schema version 4 to 5 (schema.sql then creates the workflow tables).
+
+-- name: migrate_5_workflow
+-- The workflow a job belongs to.
+ALTER TABLE jobs ADD COLUMN workflow TEXT;
+
+-- name: migrate_5_inputs
+-- How a workflow job's parents' results feed its arguments.
+ALTER TABLE jobs ADD COLUMN inputs TEXT;
+
+-- name: migrate_5_notify
+-- Whether a workflow other than the job's own waits for its end.
+ALTER TABLE jobs ADD COLUMN notify INTEGER NOT NULL DEFAULT 0;
+
 -- ---------------------------------------------------------------- bookkeeping
 
 -- name: seq_take
