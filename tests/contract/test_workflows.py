@@ -525,6 +525,7 @@ REFUSED: dict[str, NewWorkflow] = {
     "a job id that exists already": dag(wjob("a"), wjob("x", "a")),
     "a job of another workflow": dag(wjob("a"), wjob("b", "a", workflow="wf_other")),
     "a job of no workflow": dag(wjob("a"), wjob("b", "a", workflow=None)),
+    "a job listed twice": dag(wjob("a"), wjob("b", "a"), wjob("b")),
     "a parent listed twice": dag(wjob("a"), wjob("b", "a", "a")),
     "a parent listed twice with other flags": dag(
         wjob("a"), wjob("b", "a", edge("a", allow_failed=True))
