@@ -13,6 +13,7 @@ what the contract guarantees.
 
 from __future__ import annotations
 
+import asyncio
 import functools
 
 import pytest
@@ -22,17 +23,21 @@ from corq.backends.base import (
     PRIORITY_MAX,
     WORKFLOW_MAX_JOBS,
     BatchEvent,
+    ClaimedJob,
+    Completion,
     Edge,
     NewWorkflow,
     ParentOutcome,
     ResultShape,
     WorkflowNode,
 )
-from corq.errors import EnqueueError, WorkflowError
+from corq.errors import EnqueueError, WorkflowError, WorkflowNotFoundError
 from corq.job import JobStatus
-from tests.contract.jobs import T0, Q, kill, new_job
+from tests.contract.conftest import Broker
+from tests.contract.jobs import HOUR_MS, T0, Q, kill, new_job, wall_ms
 from tests.contract.workflows import (
     Q2,
+    TTL_MS,
     WF,
     Hands,
     dag,
@@ -473,34 +478,6 @@ async def test_an_allow_failed_edge_releases_the_child_of_a_dead_parent(backend:
     ]
 
 
-async def test_cancelling_a_waiting_job_fails_its_children(backend: Backend) -> None:
-    # Given a → b → c
-    assert await backend.enqueue_workflow(dag(wjob("a"), wjob("b", "a"), wjob("c", "b")), None)
-
-    # When the waiting b is cancelled (and its queue settled)
-    assert await backend.cancel_job("b", Q, T0) is True
-    await settle(backend)
-
-    # Then c is upstream_failed by it; a still runs, and its success releases nothing
-    assert await statuses(backend, "a", "b", "c") == {
-        "a": S.QUEUED,
-        "b": S.CANCELLED,
-        "c": S.UPSTREAM_FAILED,
-    }
-    error = await error_of(backend, "c")
-    assert error is not None
-    assert error.startswith("upstream_failed: b ended cancelled"), error
-    hands = Hands(backend)
-    await hands.run("a")
-    assert await hands.claim() == {}
-    assert await statuses(backend, "b", "c") == {"b": S.CANCELLED, "c": S.UPSTREAM_FAILED}
-    record = await backend.get_workflow(WF)
-    assert record is not None
-    assert record.finished_at_ms is not None
-    assert record.first_failure is not None
-    assert record.first_failure[0] == "b"
-
-
 async def test_a_dead_parent_retried_later_does_not_bring_back_its_failed_children(
     backend: Backend,
 ) -> None:
@@ -551,6 +528,7 @@ REFUSED: dict[str, NewWorkflow] = {
     "a job id that exists already": dag(wjob("a"), wjob("x", "a")),
     "a job of another workflow": dag(wjob("a"), wjob("b", "a", workflow="wf_other")),
     "a job of no workflow": dag(wjob("a"), wjob("b", "a", workflow=None)),
+    "a job listed twice": dag(wjob("a"), wjob("b", "a"), wjob("b")),
     "a parent listed twice": dag(wjob("a"), wjob("b", "a", "a")),
     "a parent listed twice with other flags": dag(
         wjob("a"), wjob("b", "a", edge("a", allow_failed=True))
@@ -623,3 +601,400 @@ async def test_a_workflow_of_a_job_too_many_is_refused_whole(backend: Backend) -
     assert await backend.get_job("j0", Q) is None
     assert await backend.get_job(f"j{WORKFLOW_MAX_JOBS}", Q) is None
     assert list(await Hands(backend).claim()) == ["x"]
+
+
+# ------------------------------------------------------------------------------------------------
+# Races: ends at the same instant never lose a release nor release a child twice
+# ------------------------------------------------------------------------------------------------
+
+ROUNDS = 20
+RACING_PARENTS = 50
+RACING_BACKENDS = 5
+
+
+async def test_parents_ending_at_once_release_their_child_exactly_once(
+    broker: Broker, backend: Backend
+) -> None:
+    # Given several backends on the same store, each with its own connections
+    others = [broker.open() for _ in range(RACING_BACKENDS)]
+    hands = Hands(backend)
+    for n in range(ROUNDS):
+        # Given a child of 50 parents, all of them held
+        wf_id = f"wf_race{n}"
+        parents = [f"r{n}p{i}" for i in range(RACING_PARENTS)]
+        child = f"r{n}child"
+        wf = dag(
+            *(wjob(p, workflow=wf_id) for p in parents),
+            wjob(child, *parents, workflow=wf_id),
+            workflow_id=wf_id,
+        )
+        assert await backend.enqueue_workflow(wf, None) is True
+        held = await hands.claim()
+        assert sorted(held) == sorted(parents)
+
+        # When every parent completes at once, each end followed by its own settle, while
+        # more settles run besides
+        async def end(i: int, job: ClaimedJob) -> None:
+            one = others[i % RACING_BACKENDS]
+            done = Completion(
+                job_id=job.id, queue=Q, fence=job.fence, result=b"r", finished_at_ms=T0 + 9
+            )
+            assert await one.complete_jobs(hands.name, [done], TTL_MS) == [True]
+            await one.settle_workflows(Q, None)
+
+        await asyncio.gather(
+            *(end(i, held[p]) for i, p in enumerate(parents)),
+            *(one.settle_workflows(Q, None) for one in others),
+        )
+
+        # Then the child was released exactly once
+        assert list(await hands.claim()) == [child], f"round {n}"
+        assert await hands.claim() == {}, f"round {n}"
+        assert await status_of(backend, child) == S.RUNNING
+        record = await backend.get_workflow(wf_id)
+        assert record is not None
+        assert (record.ended, dict(record.counts)) == (RACING_PARENTS, {"succeeded": 50})
+
+
+async def test_concurrent_settles_of_the_same_ends_release_once(
+    broker: Broker, backend: Backend
+) -> None:
+    # Given a diamond's two sides ended, with no settle yet (their writer died)
+    assert await backend.enqueue_workflow(dag(wjob("a"), wjob("b"), wjob("c", "a", "b")), None)
+    hands = Hands(backend)
+    held = await hands.claim()
+    await hands.succeed(held["a"], held["b"], settled=False)
+
+    # When ten settles run at once from five backends
+    others = [broker.open() for _ in range(5)]
+    await asyncio.gather(*(others[n % 5].settle_workflows(Q, None) for n in range(10)))
+
+    # Then the child is released once
+    assert list(await hands.claim()) == ["c"]
+    assert await hands.claim() == {}
+
+
+# ------------------------------------------------------------------------------------------------
+# Crashes: an end whose settle never ran
+# ------------------------------------------------------------------------------------------------
+
+
+async def test_an_end_whose_settle_never_ran_is_settled_by_another_worker(
+    broker: Broker, backend: Backend
+) -> None:
+    # Given a → b, and a's writer died right after recording a's success
+    assert await backend.enqueue_workflow(dag(wjob("a"), wjob("b", "a")), None)
+    hands = Hands(backend)
+    await hands.succeed(await hands.claim_one("a"), settled=False)
+
+    # When another worker's maintenance settles the queue
+    await settle(broker.open())
+
+    # Then b is released, once
+    assert list(await hands.claim()) == ["b"]
+    assert await hands.claim() == {}
+    record = await backend.get_workflow(WF)
+    assert record is not None
+    assert dict(record.counts) == {"succeeded": 1}
+
+
+async def test_a_settle_of_old_ends_only_leaves_fresh_ones_to_their_writer(
+    backend: Backend,
+) -> None:
+    # Given a → b, and a's success recorded just now (by the broker's clock) but not settled
+    assert await backend.enqueue_workflow(dag(wjob("a"), wjob("b", "a")), None)
+    hands = Hands(backend)
+    await hands.succeed(await hands.claim_one("a"), settled=False, at_ms=wall_ms())
+    settled_in_the_end = await status_of(backend, "b") == S.QUEUED
+
+    # When maintenance settles only ends older than an hour
+    assert await backend.settle_workflows(Q, None, older_than_ms=HOUR_MS) == 0
+
+    # Then b is as the end left it: waiting (it is the writer's to settle), unless the
+    # broker settled in the end's own step
+    expected = S.QUEUED if settled_in_the_end else S.WAITING
+    assert await status_of(backend, "b") == expected
+    # And a settle without a bound releases it
+    await settle(backend)
+    assert list(await hands.claim()) == ["b"]
+
+
+async def test_tend_workflows_leaves_healthy_workflows_alone(backend: Backend) -> None:
+    assert await backend.enqueue_workflow(dag(wjob("a"), wjob("b", "a")), None)
+    hands = Hands(backend)
+    await hands.run("a")
+
+    await backend.tend_workflows(None)
+
+    assert await statuses(backend, "a", "b") == {"a": S.SUCCEEDED, "b": S.QUEUED}
+    assert list(await hands.claim()) == ["b"]
+    assert await backend.get_workflow(WF) is not None
+
+
+# ------------------------------------------------------------------------------------------------
+# Batches: callbacks released by the members' counts
+# ------------------------------------------------------------------------------------------------
+
+
+def batch(*members: str, open: bool = False) -> NewWorkflow:
+    """Members (roots) with one callback of each kind: on_ok, on_done, on_fail."""
+    callbacks = (
+        wjob("on_ok", callback=BatchEvent.SUCCESS, inputs="summary"),
+        wjob("on_done", callback=BatchEvent.COMPLETE, inputs="summary"),
+        wjob("on_fail", callback=BatchEvent.FAILURE, inputs="summary"),
+    )
+    return dag(
+        *(wjob(m) for m in members), *callbacks, kind="batch", outputs=("on_done",), open=open
+    )
+
+
+CALLBACKS = ("on_ok", "on_done", "on_fail")
+
+
+async def test_a_batch_that_succeeds_runs_its_success_and_complete_callbacks(
+    backend: Backend,
+) -> None:
+    # Given a batch of three members
+    assert await backend.enqueue_workflow(batch("m1", "m2", "m3"), None) is True
+    assert await statuses(backend, *CALLBACKS) == dict.fromkeys(CALLBACKS, S.WAITING)
+    hands = Hands(backend)
+    held = await hands.claim()
+    assert sorted(held) == ["m1", "m2", "m3"]
+    nodes = {n.job_id: n for n in await backend.workflow_nodes(WF)}
+    assert nodes["on_fail"].callback == BatchEvent.FAILURE
+    assert nodes["m1"].callback is None
+
+    # When two members succeed, no callback runs yet
+    await hands.succeed(held["m1"], held["m2"])
+    assert await statuses(backend, *CALLBACKS) == dict.fromkeys(CALLBACKS, S.WAITING)
+    assert await hands.claim() == {}
+
+    # When the last one succeeds, success and complete run once; failure is not needed
+    await hands.succeed(held["m3"])
+    assert sorted(await hands.claim()) == ["on_done", "on_ok"]
+    assert await hands.claim() == {}
+    assert await status_of(backend, "on_fail") == S.CANCELLED
+    summary = await backend.batch_summary(WF)
+    assert summary is not None
+    assert (summary.total, dict(summary.counts)) == (3, {"succeeded": 3})
+    assert (summary.failed_ids, summary.failed) == ((), 0)
+    record = await backend.get_workflow(WF)
+    assert record is not None
+    assert record.total == 6
+
+
+async def test_a_batch_with_dead_members_runs_its_failure_callback_once(
+    backend: Backend,
+) -> None:
+    # Given a batch of three members
+    assert await backend.enqueue_workflow(batch("m1", "m2", "m3"), None) is True
+    hands = Hands(backend)
+    held = await hands.claim()
+
+    # When the first member dies, the failure callback runs at once
+    await hands.die(held["m2"])
+    assert list(await hands.claim()) == ["on_fail"]
+    assert await status_of(backend, "on_done") == S.WAITING
+    # success can never come now: it waits or is already cancelled, but never runs
+    assert await status_of(backend, "on_ok") in {S.WAITING, S.CANCELLED}
+
+    # When a second one dies, nothing more is released
+    await hands.die(held["m1"])
+    assert await hands.claim() == {}
+
+    # When the last one succeeds, complete runs; success ends cancelled
+    await hands.succeed(held["m3"])
+    assert list(await hands.claim()) == ["on_done"]
+    assert await hands.claim() == {}
+    assert await status_of(backend, "on_ok") == S.CANCELLED
+    summary = await backend.batch_summary(WF)
+    assert summary is not None
+    assert (summary.total, dict(summary.counts)) == (3, {"dead": 2, "succeeded": 1})
+    assert (summary.failed_ids, summary.failed) == (("m2", "m1"), 2)
+
+
+async def test_an_open_batch_releases_its_callbacks_only_once_closed(backend: Backend) -> None:
+    # Given an open batch whose one member has succeeded
+    assert await backend.enqueue_workflow(batch("m1", open=True), None) is True
+    hands = Hands(backend)
+    await hands.run("m1")
+    assert await statuses(backend, "on_ok", "on_done") == dict.fromkeys(
+        ("on_ok", "on_done"), S.WAITING
+    )
+
+    # When more members are added (one a child of m1, which has ended), and they succeed
+    await backend.add_to_workflow(WF, [wjob("m2"), wjob("m3", "m1")], None)
+    record = await backend.get_workflow(WF)
+    assert record is not None
+    assert (record.total, record.open) == (6, True)
+    held = await hands.claim()
+    assert sorted(held) == ["m2", "m3"]
+    await hands.succeed(*held.values())
+
+    # Then every member has ended, but the callbacks wait for the close
+    assert await statuses(backend, "on_ok", "on_done") == dict.fromkeys(
+        ("on_ok", "on_done"), S.WAITING
+    )
+    assert await hands.claim() == {}
+    record = await backend.get_workflow(WF)
+    assert record is not None
+    assert record.finished_at_ms is None
+
+    # When it is closed, they are released at once (once)
+    assert await backend.close_workflow(WF, None) is True
+    assert sorted(await hands.claim()) == ["on_done", "on_ok"]
+    assert await hands.claim() == {}
+    assert await status_of(backend, "on_fail") == S.CANCELLED
+    summary = await backend.batch_summary(WF)
+    assert summary is not None
+    assert (summary.total, dict(summary.counts)) == (3, {"succeeded": 3})
+    record = await backend.get_workflow(WF)
+    assert record is not None
+    assert record.open is False
+
+    # And a closed batch takes no more jobs, nor a second close
+    assert await backend.close_workflow(WF, None) is False
+    with pytest.raises(WorkflowError):
+        await backend.add_to_workflow(WF, [wjob("m4")], None)
+    assert await backend.get_job("m4", Q) is None
+
+
+async def test_an_open_batch_closed_before_its_members_end_releases_at_the_last_end(
+    backend: Backend,
+) -> None:
+    assert await backend.enqueue_workflow(batch("m1", open=True), None) is True
+    hands = Hands(backend)
+    m1 = await hands.claim_one("m1")
+
+    assert await backend.close_workflow(WF, None) is True
+    assert await statuses(backend, "on_ok", "on_done") == dict.fromkeys(
+        ("on_ok", "on_done"), S.WAITING
+    )
+
+    await hands.succeed(m1)
+    assert sorted(await hands.claim()) == ["on_done", "on_ok"]
+
+
+async def test_adding_the_same_jobs_again_is_a_safe_retry(backend: Backend) -> None:
+    # Given an open batch that took m2 (the caller never saw the reply)
+    assert await backend.enqueue_workflow(batch("m1", open=True), None) is True
+    await backend.add_to_workflow(WF, [wjob("m2")], None)
+
+    # When the same call is retried, the batch does not grow
+    await backend.add_to_workflow(WF, [wjob("m2")], None)
+
+    record = await backend.get_workflow(WF)
+    assert record is not None
+    assert record.total == 5
+    assert sorted(await Hands(backend).claim()) == ["m1", "m2"]
+
+
+async def test_a_bad_addition_is_refused_whole(backend: Backend) -> None:
+    await backend.enqueue_jobs([new_job("x")])
+    assert await backend.enqueue_workflow(batch("m1", open=True), None) is True
+
+    for jobs in (
+        [wjob("m2"), wjob("m3", edge("ghost"))],  # an unknown parent
+        [wjob("m2"), wjob("x")],  # an id that exists already
+        [wjob("m2"), wjob("m3", "m3")],  # a self-edge
+        [wjob("m2", workflow="wf_other")],
+    ):
+        with pytest.raises(WorkflowError):
+            await backend.add_to_workflow(WF, jobs, None)
+
+    assert await backend.get_job("m2", Q) is None
+    assert await backend.get_job("m3", Q) is None
+    record = await backend.get_workflow(WF)
+    assert record is not None
+    assert record.total == 4
+
+
+async def test_closing_a_workflow_that_was_never_open_changes_nothing(backend: Backend) -> None:
+    assert await backend.enqueue_workflow(dag(wjob("a")), None) is True
+
+    assert await backend.close_workflow(WF, None) is False
+    with pytest.raises(WorkflowError):
+        await backend.add_to_workflow(WF, [wjob("b")], None)
+    assert await backend.get_job("b", Q) is None
+
+
+async def test_calls_on_an_unknown_workflow_raise(backend: Backend) -> None:
+    with pytest.raises(WorkflowNotFoundError):
+        await backend.add_to_workflow("wf_missing", [wjob("a", workflow="wf_missing")], None)
+    with pytest.raises(WorkflowNotFoundError):
+        await backend.close_workflow("wf_missing", None)
+    with pytest.raises(WorkflowNotFoundError):
+        await backend.cancel_workflow("wf_missing", None)
+    assert await backend.get_job("a", Q) is None
+
+
+# ------------------------------------------------------------------------------------------------
+# Cancelling a workflow
+# ------------------------------------------------------------------------------------------------
+
+
+async def test_cancel_workflow_cancels_what_has_not_started_and_lets_running_jobs_finish(
+    backend: Backend,
+) -> None:
+    # Given a workflow with a running job, a failed one awaiting its retry, a queued one (in
+    # Q2), a scheduled one and a waiting one; and another workflow depending on the queued one
+    wf = dag(
+        wjob("run"),
+        wjob("retrying"),
+        wjob("queued", queue=Q2),
+        wjob("scheduled", run_at_ms=later_ms()),
+        wjob("waiting", "run"),
+        outputs=("waiting",),
+    )
+    assert await backend.enqueue_workflow(wf, None) is True
+    other = dag(wjob("outside", edge("queued", Q2), workflow="wf_2"), workflow_id="wf_2")
+    assert await backend.enqueue_workflow(other, None) is True
+    hands = Hands(backend)
+    held = await hands.claim()
+    assert sorted(held) == ["retrying", "run"]
+    await hands.fail_for_retry(held["retrying"], later_ms())
+
+    # When the workflow is cancelled (the call settles what it ended)
+    assert await backend.cancel_workflow(WF, None) == 4
+
+    # Then what had not started is cancelled, the running job runs on, and the dependent
+    # in the other workflow is upstream_failed
+    assert await statuses(backend, "run", "retrying", "scheduled", "waiting") == {
+        "run": S.RUNNING,
+        "retrying": S.CANCELLED,
+        "scheduled": S.CANCELLED,
+        "waiting": S.CANCELLED,
+    }
+    assert await status_of(backend, "queued", Q2) == S.CANCELLED
+    assert await status_of(backend, "outside") == S.UPSTREAM_FAILED
+    error = await error_of(backend, "outside")
+    assert error is not None
+    assert error.startswith("upstream_failed: queued ended cancelled"), error
+    assert await hands.claim(Q2) == {}
+
+    # When the running job succeeds, its child stays cancelled and the workflow is over
+    await hands.succeed(held["run"])
+    assert await status_of(backend, "waiting") == S.CANCELLED
+    assert await hands.claim() == {}
+    record = await backend.get_workflow(WF)
+    assert record is not None
+    assert dict(record.counts) == {"succeeded": 1, "cancelled": 4}
+    assert record.finished_at_ms is not None
+    assert record.first_failure is not None
+    assert record.first_failure[0] in {"retrying", "queued", "scheduled", "waiting"}
+
+
+async def test_cancel_workflow_cancels_callbacks_not_yet_released(backend: Backend) -> None:
+    assert await backend.enqueue_workflow(batch("m1"), None) is True
+    hands = Hands(backend)
+    m1 = await hands.claim_one("m1")
+
+    assert await backend.cancel_workflow(WF, None) == 3
+
+    assert await statuses(backend, "m1", *CALLBACKS) == {
+        "m1": S.RUNNING,
+        **dict.fromkeys(CALLBACKS, S.CANCELLED),
+    }
+    await hands.succeed(m1)
+    assert await hands.claim() == {}
+    assert await statuses(backend, *CALLBACKS) == dict.fromkeys(CALLBACKS, S.CANCELLED)
