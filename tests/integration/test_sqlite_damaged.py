@@ -517,9 +517,10 @@ def test_each_kind_is_checked_alike_in_sql_and_in_python(kind: Kind) -> None:
 
 
 def _readable_part() -> str:
-    """The readable part as job_complete includes it (its WHERE clause after the fence)."""
+    """The readable part as job_complete includes it (its WHERE clause after the fence,
+    before what it returns)."""
     where = Q["job_complete"].split("AND fence = :fence AND", 1)[1]
-    return where.strip()
+    return where.split("RETURNING", 1)[0].strip()
 
 
 #: The statements whose rows are read as records.Checked (reclaiming_held adds two columns).

@@ -1,4 +1,4 @@
-"""SQLite only: files written by older corq versions open, upgraded to schema version 4.
+"""SQLite only: files written by older corq versions open, upgraded to the current schema.
 
 Each test builds a real file with the old schema (its DDL kept here as it shipped), fills
 it the way that version did, opens it with this corq, and checks that every job still
@@ -34,6 +34,14 @@ from corq.job import JobStatus
 
 T0 = 1_700_000_000_000
 LEASE_MS = 30_000
+#: The tables schema version 5 added.
+WORKFLOW_TABLES = (
+    "workflows",
+    "workflow_counts",
+    "workflow_nodes",
+    "workflow_edges",
+    "workflow_failed",
+)
 
 _TABLES_V1 = """
 CREATE TABLE meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL) WITHOUT ROWID;
@@ -100,6 +108,58 @@ CREATE TABLE reclaiming (
 CREATE INDEX queues_idle ON queues (last_used_ms);
 PRAGMA user_version = 3;
 """
+)
+_SCHEDULE_TABLES_V4 = """
+INSERT INTO meta (key, value)
+VALUES ('schedules_version', 0), ('schedule_fence', 0), ('scheduler_fence', 0);
+CREATE TABLE schedules (
+    name TEXT PRIMARY KEY, queue TEXT NOT NULL, definition BLOB NOT NULL,
+    version INTEGER NOT NULL, paused INTEGER NOT NULL DEFAULT 0, paused_reason TEXT,
+    last_tick_ms INTEGER NOT NULL, floor_ms INTEGER NOT NULL DEFAULT 0, buffered_tick_ms INTEGER,
+    created_at_ms INTEGER NOT NULL, updated_at_ms INTEGER NOT NULL,
+    fired INTEGER NOT NULL DEFAULT 0, skipped INTEGER NOT NULL DEFAULT 0
+) WITHOUT ROWID;
+CREATE INDEX schedules_by_version ON schedules (version);
+CREATE TABLE schedule_removed (
+    name TEXT PRIMARY KEY, version INTEGER NOT NULL, removed_at_ms INTEGER NOT NULL
+) WITHOUT ROWID;
+CREATE INDEX schedule_removed_by_version ON schedule_removed (version);
+CREATE INDEX schedule_removed_by_age ON schedule_removed (removed_at_ms);
+CREATE TABLE schedule_fired (
+    name TEXT NOT NULL, tick_ms INTEGER NOT NULL, PRIMARY KEY (name, tick_ms)
+) WITHOUT ROWID;
+CREATE TABLE schedule_runs (
+    id INTEGER PRIMARY KEY, name TEXT NOT NULL, tick_ms INTEGER NOT NULL,
+    job_id TEXT NOT NULL, queue TEXT NOT NULL, kind TEXT NOT NULL, fired_at_ms INTEGER NOT NULL
+);
+CREATE INDEX schedule_runs_by_name ON schedule_runs (name, id);
+CREATE TABLE schedule_skips (
+    id INTEGER PRIMARY KEY, name TEXT NOT NULL, first_tick_ms INTEGER NOT NULL,
+    last_tick_ms INTEGER NOT NULL, count INTEGER NOT NULL, reason TEXT NOT NULL,
+    at_ms INTEGER NOT NULL
+);
+CREATE INDEX schedule_skips_by_name ON schedule_skips (name, id);
+CREATE VIEW schedule_rows AS
+SELECT s.name, s.queue, s.definition, s.version, s.paused, s.paused_reason, s.last_tick_ms,
+       s.floor_ms, s.buffered_tick_ms, s.created_at_ms, s.updated_at_ms, s.fired, s.skipped,
+       r.tick_ms AS run_tick_ms, r.job_id AS run_job_id, r.queue AS run_queue,
+       r.kind AS run_kind, r.fired_at_ms AS run_fired_at_ms
+FROM schedules AS s
+LEFT JOIN schedule_runs AS r
+    ON r.id = (SELECT max(id) FROM schedule_runs WHERE schedule_runs.name = s.name);
+CREATE TABLE scheduler_lease (
+    id INTEGER PRIMARY KEY CHECK (id = 1), holder TEXT NOT NULL, fence INTEGER NOT NULL,
+    deadline_ms INTEGER NOT NULL
+);
+PRAGMA user_version = 4;
+"""
+#: Schema version 4 (schedules: jobs.schedule and jobs.tick_ms, the schedule tables), as
+#: shipped.
+SCHEMA_V4 = (
+    SCHEMA_V3.replace("schedule_tick_id TEXT", "schedule TEXT")
+    .replace("progress REAL, PRIMARY KEY", "progress REAL, tick_ms INTEGER, PRIMARY KEY")
+    .replace("PRAGMA user_version = 3;", "")
+    + _SCHEDULE_TABLES_V4
 )
 
 #: Rows as the older versions wrote them: (id, status, worker_id, run_at_ms, expires_at_ms).
@@ -172,7 +232,11 @@ async def _every_job_moves_on(path: Path) -> None:
         assert "departed" in columns(path, "workers")
         assert "last_used_ms" in columns(path, "queues")
         assert {"suspect", "isolated", "progress", "schedule", "tick_ms"} <= columns(path, "jobs")
+        assert {"workflow", "inputs", "notify"} <= columns(path, "jobs")
         assert "schedule_tick_id" not in columns(path, "jobs")
+        with look(path) as conn:
+            for table in WORKFLOW_TABLES:
+                assert conn.execute(f"SELECT count(*) FROM {table}").fetchone() == (0,), table
 
         # Every record still reads as it was written
         statuses = {}
@@ -181,6 +245,7 @@ async def _every_job_moves_on(path: Path) -> None:
             assert job is not None, job_id
             assert job.error is None or not job.error.startswith("damaged"), job_id
             assert (job.schedule, job.tick_ms) == (None, None), job_id
+            assert (job.workflow, job.inputs) == (None, None), job_id
             statuses[job_id] = job.status
         assert statuses == {
             "ready": JobStatus.QUEUED,
@@ -248,6 +313,57 @@ async def test_a_version_2_file_is_upgraded_and_its_jobs_move_on(tmp_path: Path)
 
 async def test_a_version_3_file_is_upgraded_and_its_jobs_move_on(tmp_path: Path) -> None:
     await _every_job_moves_on(old_file(tmp_path / "v3.db", SCHEMA_V3))
+
+
+async def test_a_version_4_file_is_upgraded_and_its_jobs_move_on(tmp_path: Path) -> None:
+    await _every_job_moves_on(old_file(tmp_path / "v4.db", SCHEMA_V4))
+
+
+async def test_a_version_4_file_keeps_its_schedules_and_their_jobs(tmp_path: Path) -> None:
+    # Given a version 4 file with a schedule that fired a tick
+    path = old_file(tmp_path / "v4.db", SCHEMA_V4)
+    with look(path) as conn:
+        conn.execute(
+            "INSERT INTO schedules (name, queue, definition, version, last_tick_ms,"
+            " created_at_ms, updated_at_ms, fired) VALUES ('s', 'q', x'7b7d', 1, ?, ?, ?, 1)",
+            (T0, T0, T0),
+        )
+        conn.execute("INSERT INTO schedule_fired (name, tick_ms) VALUES ('s', ?)", (T0,))
+        conn.execute(
+            "INSERT INTO schedule_runs (name, tick_ms, job_id, queue, kind, fired_at_ms)"
+            " VALUES ('s', ?, 's@1', 'q', 'tick', ?)",
+            (T0, T0),
+        )
+        conn.execute(
+            "INSERT INTO jobs (queue, id, task, status, payload, seq, enqueued_at_ms, run_at_ms,"
+            " schedule, tick_ms) VALUES ('q', 's@1', 't', 'queued', x'7b7d', 99, ?, ?, 's', ?)",
+            (T0, T0, T0),
+        )
+        conn.execute("UPDATE meta SET value = 1 WHERE key = 'schedules_version'")
+        conn.commit()
+    b = SqliteBackend(f"sqlite:///{path}")
+    try:
+        # When this corq opens it, the schedule, its firing state and its job are as written
+        record = await b.get_schedule("s")
+        assert record is not None
+        assert (record.version, record.last_tick_ms, record.fired) == (1, T0, 1)
+        assert record.last_run is not None
+        assert record.last_run.job_id == "s@1"
+        job = await b.get_job("s@1", "q")
+        assert job is not None
+        assert (job.status, job.schedule, job.tick_ms, job.workflow) == (
+            JobStatus.QUEUED,
+            "s",
+            T0,
+            None,
+        )
+        # and a backfill of the fired tick is still refused as fired
+        again = NewJob(id="s@1b", task="t", queue="q", payload=b"{}", enqueued_at_ms=T0,
+                       run_at_ms=T0, schedule="s", tick_ms=T0)  # fmt: skip
+        step = ScheduleStep(schedule="s", step=TickStep.BACKFILL, tick_ms=T0, job=again)
+        assert await b.advance_schedules([step], None, T0 + 1) == [TickOutcome.STALE]
+    finally:
+        await b.close()
 
 
 async def test_names_known_before_the_upgrade_count_as_used_at_it(tmp_path: Path) -> None:
@@ -322,6 +438,25 @@ async def test_a_version_3_file_with_a_version_4_column_is_refused(tmp_path: Pat
         await b.close()
 
 
+async def test_a_version_4_file_with_a_version_5_column_is_refused(tmp_path: Path) -> None:
+    path = old_file(tmp_path / "v4.db", SCHEMA_V4)
+    with look(path) as conn:
+        conn.execute("ALTER TABLE jobs ADD COLUMN notify INTEGER NOT NULL DEFAULT 0")
+        conn.commit()
+    b = SqliteBackend(f"sqlite:///{path}")
+    try:
+        with pytest.raises(BrokerDataError, match="duplicate column"):
+            await b.ping()
+        with look(path) as conn:  # nothing of the upgrade was kept
+            assert conn.execute("PRAGMA user_version").fetchone() == (4,)
+            assert "workflow" not in columns(path, "jobs")
+            assert conn.execute(
+                "SELECT count(*) FROM sqlite_master WHERE name LIKE 'workflow%'"
+            ).fetchone() == (0,)
+    finally:
+        await b.close()
+
+
 async def test_a_file_marked_current_without_the_current_schema_is_refused(
     tmp_path: Path,
 ) -> None:
@@ -354,7 +489,9 @@ def _declared(sql: str) -> tuple[str, bool, str | None]:
 
 
 @pytest.mark.parametrize(
-    "ddl", [None, SCHEMA_V1, SCHEMA_V2, SCHEMA_V3], ids=["new", "v1", "v2", "v3"]
+    "ddl",
+    [None, SCHEMA_V1, SCHEMA_V2, SCHEMA_V3, SCHEMA_V4],
+    ids=["new", "v1", "v2", "v3", "v4"],
 )
 async def test_the_jobs_table_holds_every_field_of_the_record_as_declared(
     tmp_path: Path, ddl: str | None

@@ -33,6 +33,7 @@ from corq.backends.sqlite.store import Conn
 from corq.backends.sqlite.thread import ConnectionThread, Tx
 from corq.backends.sqlite.url import Target, parse_url
 from corq.backends.sqlite.watch import HUB, ChangeWatch
+from corq.backends.sqlite.workflows import SqliteWorkflows
 from corq.job import Job
 from corq.types import JobId, QueueName, WorkerId
 
@@ -40,10 +41,11 @@ from corq.types import JobId, QueueName, WorkerId
 #: bounds the latency of a cross-process wake (~20 ms) at the cost of one thread wake-up and
 #: one pragma per tick, only while anyone waits.
 POLL_S = 0.02
-#: How often (at most) a backend deletes expired results, after a promote_due_jobs or a
-#: complete_jobs call (whichever comes first): in transactions of their own, BATCH rows
-#: each, until none is left. Never inside an enqueue or complete transaction, whose write
-#: lock it would otherwise hold for as long as a backlog of expired results takes.
+#: How often (at most) a backend deletes expired results (and workflows kept long enough),
+#: after a promote_due_jobs or a complete_jobs call (whichever comes first): in transactions
+#: of their own, BATCH rows each, until none is left. Never inside an enqueue or complete
+#: transaction, whose write lock it would otherwise hold for as long as a backlog of
+#: expired results takes.
 EXPIRE_EVERY_S = 1.0
 
 
@@ -58,12 +60,12 @@ def _due_is_news(due: int | None, told: object) -> bool:
     return told is None or (isinstance(told, int) and due < told)
 
 
-class SqliteBackend(SqliteSchedules):
+class SqliteBackend(SqliteSchedules, SqliteWorkflows):
     """Backend on an SQLite file (``sqlite:///path``) or on the process's in-memory database
     (``sqlite:///:memory:``, shared by every backend of the process, gone with the last).
 
     `dead_max` and `dead_ttl_ms` bound each queue's dead letters (0: unbounded). The
-    ScheduleStore methods come from schedules.py.
+    ScheduleStore methods come from schedules.py, the Workflows methods from workflows.py.
     """
 
     def __init__(
@@ -240,6 +242,7 @@ class SqliteBackend(SqliteSchedules):
         self._expired_at = time.monotonic()
         while await self._thread.run(claims.expire_results) >= BATCH:
             pass
+        await self._expire_workflows()
 
     async def complete_jobs(
         self, worker_id: WorkerId, completions: Sequence[Completion], result_ttl_ms: int

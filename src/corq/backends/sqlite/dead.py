@@ -7,8 +7,10 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 
 from corq.backends.base import BATCH
+from corq.backends.sqlite.ends import End, apply_ends
 from corq.backends.sqlite.sql import Q
 from corq.backends.sqlite.store import Conn
+from corq.job import JobStatus
 from corq.types import QueueName
 
 _INT64_MIN = -(2**63)
@@ -24,8 +26,14 @@ class DeadBounds:
 
 def bury(conn: Conn, rowid: int, error: str, now_ms: int) -> None:
     """Send a record that could not be read to the dead letters; only its status, error and
-    times are written, so the write cannot fail on what it holds."""
-    conn.execute(Q["job_damaged"], {"rowid": rowid, "error": error, "now": now_ms})
+    times are written, so the write cannot fail on what it holds. A workflow waiting for
+    the job takes the end in at once (its dependents end upstream_failed)."""
+    row = conn.execute(Q["job_damaged"], {"rowid": rowid, "error": error, "now": now_ms})
+    ended = row.fetchone()
+    if ended is not None:
+        queue, job_id, workflow, notify = ended
+        end = End(job_id, queue, JobStatus.DEAD, error, workflow=workflow, notify=notify)
+        apply_ends(conn, [end], now_ms)
 
 
 def trim(conn: Conn, queues: Iterable[QueueName], now_ms: int, bounds: DeadBounds) -> None:

@@ -6,6 +6,9 @@ nothing and reports False. Each outcome is one statement (the hot path stays one
 job): a failure or release, which add to stored counters, also require those counters to
 be readable, and are refused (False) otherwise; the holder's next ``list_held_jobs`` then
 sends the damaged record to the dead letters.
+
+A success, or a failure to the dead letters, of a job a workflow waits for is applied to
+its workflows in the same transaction (ends.py).
 """
 
 from __future__ import annotations
@@ -13,10 +16,12 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from corq.backends.base import Completion, Failure, Release
+from corq.backends.base import WORKFLOW_KEEP_MS, Completion, Failure, Release
 from corq.backends.sqlite.dead import DeadBounds, trim
+from corq.backends.sqlite.ends import End, apply_ends, end_of
 from corq.backends.sqlite.sql import Q
 from corq.backends.sqlite.store import Conn, advance_clock
+from corq.job import JobStatus
 from corq.types import JobId, QueueName, WorkerId
 
 _INT64_MAX = 2**63 - 1
@@ -27,20 +32,28 @@ def complete_jobs(
 ) -> list[bool]:
     """Record successes; each record expires `result_ttl_ms` after it was recorded, by the
     broker's time (the latest any call brought, as a Redis PEXPIRE counts from the write;
-    never when the TTL is <= 0, like the Redis broker)."""
+    never when the TTL is <= 0, like the Redis broker), or WORKFLOW_KEEP_MS after when that
+    is later and a workflow waits for the job."""
     if not completions:
         return []
-    _, latest = advance_clock(conn, max(c.finished_at_ms for c in completions))
+    now, latest = advance_clock(conn, max(c.finished_at_ms for c in completions))
     expires = min(latest + result_ttl_ms, _INT64_MAX) if result_ttl_ms > 0 else None
+    kept = None if expires is None else max(expires, min(latest + WORKFLOW_KEEP_MS, _INT64_MAX))
     done = []
+    ends: list[End] = []
     for c in completions:
         params = {
             **_fence(c.queue, c.job_id, worker_id, c.fence),
             "result": c.result,
             "finished_at_ms": c.finished_at_ms,
             "expires_at_ms": expires,
+            "kept_expires_at_ms": kept,
         }
-        done.append(conn.execute(Q["job_complete"], params).rowcount == 1)
+        row = conn.execute(Q["job_complete"], params).fetchone()
+        done.append(row is not None)
+        if row is not None:
+            ends.append(end_of(c.job_id, c.queue, JobStatus.SUCCEEDED, row))
+    apply_ends(conn, ends, now)
     return done
 
 
@@ -57,6 +70,7 @@ def fail_jobs(
     now, _ = advance_clock(conn, max(f.finished_at_ms for f in failures))
     done = []
     dead_in: list[QueueName] = []
+    ends: list[End] = []
     for f in failures:
         params = {
             **_fence(f.queue, f.job_id, worker_id, f.fence),
@@ -67,11 +81,16 @@ def fail_jobs(
             "retry_at_ms": f.retry_at_ms,
             "finished_at_ms": f.finished_at_ms,
         }
-        sql = Q["job_fail_dead"] if f.retry_at_ms is None else Q["job_fail_retry"]
-        failed = conn.execute(sql, params).rowcount == 1
-        if failed and f.retry_at_ms is None:
-            dead_in.append(f.queue)
+        if f.retry_at_ms is None:
+            row = conn.execute(Q["job_fail_dead"], params).fetchone()
+            failed = row is not None
+            if row is not None:
+                dead_in.append(f.queue)
+                ends.append(end_of(f.job_id, f.queue, JobStatus.DEAD, row))
+        else:
+            failed = conn.execute(Q["job_fail_retry"], params).rowcount == 1
         done.append(failed)
+    apply_ends(conn, ends, now)
     trim(conn, dead_in, now, bounds)
     return done
 

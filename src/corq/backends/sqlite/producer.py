@@ -9,9 +9,11 @@ from corq.backends.base import (
     MAX_JOB_ID_CHARS,
     PRIORITY_MAX,
     PRIORITY_MIN,
+    WORKFLOW_KEEP_MS,
     NewJob,
 )
 from corq.backends.sqlite.columns import NEW_COLUMNS
+from corq.backends.sqlite.ends import End, apply_ends, end_of
 from corq.backends.sqlite.records import job_from_row
 from corq.backends.sqlite.sql import Q
 from corq.backends.sqlite.store import Conn, advance_clock, read_clock, take_numbers
@@ -78,8 +80,23 @@ def job_outcome(conn: Conn, job_id: JobId, queue: QueueName) -> tuple[Job | None
 
 
 def cancel_job(conn: Conn, job_id: JobId, queue: QueueName, now_ms: int | None) -> bool:
-    """Cancel unless it is running or already finished; the record is kept for a week."""
+    """Cancel unless it is running or already finished (a waiting workflow job too); the
+    record is kept for a week (a workflow's job at least WORKFLOW_KEEP_MS). Its workflows
+    take the end in at once: its dependents end upstream_failed."""
     now, _ = advance_clock(conn, now_ms)
-    expires_at_ms = min(now + CANCELLED_TTL_MS, _INT64_MAX)
-    params = {"queue": queue, "id": job_id, "now": now, "expires_at_ms": expires_at_ms}
-    return conn.execute(Q["job_cancel"], params).rowcount == 1
+    end = cancel(conn, job_id, queue, now)
+    if end is None:
+        return False
+    apply_ends(conn, [end], now)
+    return True
+
+
+def cancel(conn: Conn, job_id: JobId, queue: QueueName, now_ms: int) -> End | None:
+    """Cancel one job that has not started; its end (for apply_ends), or None when it was
+    not cancellable. The record's time to live counts from the broker's time (the latest
+    any call brought, which reads judge expiry by), as a result's does."""
+    latest = max(now_ms, read_clock(conn))
+    expires_at_ms = min(latest + max(CANCELLED_TTL_MS, WORKFLOW_KEEP_MS), _INT64_MAX)
+    params = {"queue": queue, "id": job_id, "now": now_ms, "expires_at_ms": expires_at_ms}
+    row = conn.execute(Q["job_cancel"], params).fetchone()
+    return None if row is None else end_of(job_id, queue, JobStatus.CANCELLED, row)

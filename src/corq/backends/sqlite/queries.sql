@@ -72,6 +72,20 @@ ALTER TABLE jobs RENAME COLUMN schedule_tick_id TO schedule;
 -- The tick a schedule fired the job for.
 ALTER TABLE jobs ADD COLUMN tick_ms INTEGER;
 
+-- Steps from schema version 4 to 5 (schema.sql then creates the workflow tables).
+
+-- name: migrate_5_workflow
+-- The workflow a job belongs to.
+ALTER TABLE jobs ADD COLUMN workflow TEXT;
+
+-- name: migrate_5_inputs
+-- How a workflow job's parents' results feed its arguments.
+ALTER TABLE jobs ADD COLUMN inputs TEXT;
+
+-- name: migrate_5_notify
+-- Whether a workflow other than the job's own waits for its end.
+ALTER TABLE jobs ADD COLUMN notify INTEGER NOT NULL DEFAULT 0;
+
 -- ---------------------------------------------------------------- bookkeeping
 
 -- name: seq_take
@@ -172,11 +186,12 @@ ORDER BY queue LIMIT 1;
 -- name: job_cancel
 -- Cancel a job that is not running or finished (scheduled, waiting, queued (suspects too),
 -- awaiting retry); refused when the record cannot be read (the next claim or promotion
--- sends it to the dead letters).
+-- sends it to the dead letters). Returns what the end's workflows need (see ends.py).
 UPDATE jobs SET status = 'cancelled', finished_at_ms = :now, expires_at_ms = :expires_at_ms
 WHERE queue = :queue AND id = :id AND status IN ('scheduled', 'waiting', 'queued', 'failed')
   AND
-  {readable};
+  {readable}
+RETURNING workflow, notify, error;
 
 -- ---------------------------------------------------------------- worker leases
 
@@ -407,13 +422,17 @@ WHERE rowid IN (SELECT value FROM json_each(:rowids));
 
 -- name: job_complete
 -- Record a success of the attempt the holder holds under this fence; the record expires
--- at :expires_at_ms (NULL: never). Refused (no row) when the record cannot be read.
+-- at :expires_at_ms (NULL: never), or at :kept_expires_at_ms when a workflow waits for it
+-- (its children read its result later). Refused (no row) when the record cannot be read.
+-- Returns what the end's workflows need (see ends.py).
 UPDATE jobs
 SET status = 'succeeded', result = :result, finished_at_ms = :finished_at_ms,
-    expires_at_ms = :expires_at_ms
+    expires_at_ms = CASE WHEN workflow IS NOT NULL OR notify IS NOT 0
+                         THEN :kept_expires_at_ms ELSE :expires_at_ms END
 WHERE queue = :queue AND id = :id AND status = 'running' AND worker_id = :worker
   AND fence = :fence AND
-  {readable};
+  {readable}
+RETURNING workflow, notify;
 
 -- name: job_fail_retry
 -- Record a failed attempt (:failed 1: it counts; :died 1: its process died, a death
@@ -438,7 +457,8 @@ SET status = 'dead', finished_at_ms = :finished_at_ms, failures = failures + :fa
     error = nullif(:error, ''), traceback = nullif(:traceback, ''), expires_at_ms = NULL
 WHERE queue = :queue AND id = :id AND status = 'running' AND worker_id = :worker
   AND fence = :fence AND
-  {readable};
+  {readable}
+RETURNING workflow, notify, error;
 
 -- name: job_release
 -- Give a held job back to the head of its lane (seq kept), held by nobody: an unstarted
@@ -466,11 +486,13 @@ WHERE queue = :queue AND id = :id AND status = 'running' AND worker_id = :worker
 
 -- name: job_damaged
 -- Send a record a claim, reclaim or outcome could not read to the dead letters (only
--- status, error and times are written, never the unreadable fields).
+-- status, error and times are written, never the unreadable fields). Returns what the
+-- end's workflows need (see ends.py), as stored.
 UPDATE jobs
 SET status = 'dead', error = :error, traceback = NULL, finished_at_ms = :now,
     expires_at_ms = NULL
-WHERE rowid = :rowid;
+WHERE rowid = :rowid
+RETURNING queue, id, workflow, notify;
 
 -- name: id_round_trips
 -- Whether an id read back (decoded with replacement) still names its row: false when
@@ -724,3 +746,252 @@ VALUES (1, :holder, :fence, :deadline_ms);
 -- name: scheduler_lease_release
 -- Give the lease up, if :holder has it.
 DELETE FROM scheduler_lease WHERE id = 1 AND holder = :holder;
+
+-- ---------------------------------------------------------------- workflows
+-- Rows of the workflow tables are read back and checked in Python (workflow_rows.py,
+-- ends.py) before anything is decided from them; a write that adds to a stored count
+-- checks its type in its own WHERE clause, so no write fails on what a row holds.
+
+-- name: wf_get
+-- A workflow's row (checked by the caller, expiry included).
+SELECT id, kind, state, shape, outputs, total, members, ended, members_ended,
+       first_failure, first_failure_error, created_at_ms, finished_at_ms, expires_at_ms
+FROM workflows WHERE id = :workflow;
+
+-- name: wf_insert
+-- Store a new workflow's row (its counts at 0).
+INSERT INTO workflows (id, kind, state, shape, outputs, total, members, created_at_ms)
+VALUES (:workflow, :kind, :state, :shape, :outputs, :total, :members, :created_at_ms);
+
+-- name: wf_grow
+-- An open batch takes :total more jobs, :members of them members.
+UPDATE workflows SET total = :total_now + :total, members = :members_now + :members
+WHERE id = :workflow;
+
+-- name: wf_close
+-- An open batch takes no more jobs.
+UPDATE workflows SET state = 'closed' WHERE id = :workflow AND state = 'open';
+
+-- name: wf_node_insert
+-- Store one job of a workflow.
+INSERT INTO workflow_nodes (workflow, job, queue, task, callback, position, pending, decided)
+VALUES (:workflow, :job, :queue, :task, :callback, :position, :pending, :decided);
+
+-- name: wf_edge_insert
+-- Store one edge (applied 1: its parent had ended already and was taken in at once).
+INSERT INTO workflow_edges (workflow, child, position, parent, parent_queue, allow_failed,
+                            applied)
+VALUES (:workflow, :child, :position, :parent, :parent_queue, :allow_failed, :applied);
+
+-- name: wf_node_get
+-- One job of a workflow (checked by the caller).
+SELECT job, queue, task, callback, position, pending, decided, ended
+FROM workflow_nodes WHERE workflow = :workflow AND job = :job;
+
+-- name: wf_parent_state
+-- A parent's status and error, unless its record expired by :clock (no row: it does not
+-- exist).
+SELECT status, error FROM jobs
+WHERE queue = :queue AND id = :id
+  AND NOT (typeof(expires_at_ms) = 'integer' AND expires_at_ms <= :clock);
+
+-- name: wf_watch
+-- A workflow other than its own waits for this job's end (its worker is told so).
+UPDATE jobs SET notify = 1 WHERE queue = :queue AND id = :id AND notify IS NOT 1;
+
+-- name: wf_node_end
+-- Take a job's end in by its own workflow, once; returns its callback event (NULL: a
+-- member). No row: not a job of that workflow, or its end was taken in already.
+UPDATE workflow_nodes SET ended = :state
+WHERE workflow = :workflow AND job = :job AND queue = :queue AND ended IS NULL
+RETURNING callback;
+
+-- name: wf_count_end
+-- Count one end (:member 1 for a member), and note the first failure (:failed 1 for dead,
+-- cancelled, upstream_failed); returns what decides the callbacks and the finish. No row:
+-- no such workflow, or its counts cannot be read.
+UPDATE workflows
+SET ended = ended + 1, members_ended = members_ended + :member,
+    first_failure = CASE WHEN :failed AND first_failure IS NULL
+                         THEN :job ELSE first_failure END,
+    first_failure_error = CASE WHEN :failed AND first_failure IS NULL
+                               THEN :error ELSE first_failure_error END
+WHERE id = :workflow
+  AND typeof(ended) = 'integer' AND ended BETWEEN 0 AND 4611686018427387903
+  AND typeof(members_ended) = 'integer' AND members_ended BETWEEN 0 AND 4611686018427387903
+RETURNING state, total, ended, members, members_ended, finished_at_ms;
+
+-- name: wf_count_state
+-- Count one end by its state (an unreadable count starts again at 1); returns the count.
+INSERT INTO workflow_counts (workflow, member, state, n) VALUES (:workflow, :member, :state, 1)
+ON CONFLICT (workflow, member, state) DO UPDATE SET
+    n = CASE WHEN typeof(n) = 'integer' AND n BETWEEN 0 AND 4611686018427387903
+             THEN n + 1 ELSE 1 END
+RETURNING n;
+
+-- name: wf_count_get
+-- One count of a workflow (checked by the caller).
+SELECT n FROM workflow_counts WHERE workflow = :workflow AND member = :member AND state = :state;
+
+-- name: wf_counts
+-- Every count of a workflow (checked by the caller).
+SELECT member, state, n FROM workflow_counts WHERE workflow = :workflow;
+
+-- name: wf_failed_add
+-- Note a member that failed, at its place in the order members failed.
+INSERT OR IGNORE INTO workflow_failed (workflow, position, job)
+VALUES (:workflow, :position, :job);
+
+-- name: wf_failed_list
+-- The members that failed, in the order they did (at most :limit).
+SELECT job FROM workflow_failed WHERE workflow = :workflow ORDER BY position LIMIT :limit;
+
+-- name: wf_finish
+-- Every job ended and the workflow is closed: note when, and when its rows go.
+UPDATE workflows SET finished_at_ms = :now, expires_at_ms = :expires_at_ms
+WHERE id = :workflow AND finished_at_ms IS NULL;
+
+-- name: wf_edges_apply
+-- Apply a job's end to at most :limit of its edges not applied yet, in every workflow
+-- (the workflow_dependents index); returns them.
+UPDATE workflow_edges SET applied = 1
+WHERE (workflow, child, position) IN (
+    SELECT workflow, child, position FROM workflow_edges
+    WHERE parent_queue = :queue AND parent = :job AND applied IS NOT 1
+    LIMIT :limit
+)
+RETURNING workflow, child, allow_failed;
+
+-- name: wf_node_satisfy
+-- One more edge of a job satisfied; returns what decides its release. No row: no such
+-- job, or a pending count that cannot be read (or already 0).
+UPDATE workflow_nodes SET pending = pending - 1
+WHERE workflow = :workflow AND job = :job
+  AND typeof(pending) = 'integer' AND pending BETWEEN 1 AND 4611686018427387903
+RETURNING pending, decided, ended, queue;
+
+-- name: wf_node_decide
+-- The workflow decides a job (releases it, fails it, finds a callback not needed), once;
+-- returns its queue. No row: decided before, or ended already.
+UPDATE workflow_nodes SET decided = 1
+WHERE workflow = :workflow AND job = :job AND decided = 0 AND ended IS NULL
+RETURNING queue;
+
+-- name: wf_job_release
+-- Release a waiting job to the tail of the ready lane, or to the delayed lane when its
+-- time is still ahead (an unreadable run time sorts after numbers: the next promotion
+-- sends it to the dead letters).
+UPDATE jobs
+SET status = CASE WHEN run_at_ms > :now THEN 'scheduled' ELSE 'queued' END, seq = :seq
+WHERE queue = :queue AND id = :id AND status = 'waiting';
+
+-- name: wf_job_end
+-- End a waiting job without running it (:status upstream_failed, or cancelled for a
+-- callback not needed); returns what the end's other workflows need.
+UPDATE jobs
+SET status = :status, error = :error, traceback = NULL, finished_at_ms = :now,
+    expires_at_ms = :expires_at_ms
+WHERE queue = :queue AND id = :id AND status = 'waiting'
+RETURNING workflow, notify;
+
+-- name: wf_job_seq
+-- A job's seq as stored (what tells a job this call wrote from one that existed).
+SELECT seq FROM jobs WHERE queue = :queue AND id = :id;
+
+-- name: wf_job_status
+-- A job's status as stored (no row: the record is gone).
+SELECT status FROM jobs WHERE queue = :queue AND id = :id;
+
+-- name: wf_callbacks
+-- A workflow's batch callbacks not decided yet (the workflow_callbacks index).
+SELECT job, callback FROM workflow_nodes
+WHERE workflow = :workflow AND callback IS NOT NULL AND decided = 0 AND ended IS NULL;
+
+-- name: wf_nodes_page
+-- At most :limit jobs of a workflow from position :offset on, in the order added, with
+-- their records' status and error (NULL when gone or expired by :clock).
+SELECT n.job, n.queue, n.task, n.callback, n.position, j.status, j.error
+FROM workflow_nodes AS n
+LEFT JOIN jobs AS j
+    ON j.queue = n.queue AND j.id = n.job
+   AND NOT (typeof(j.expires_at_ms) = 'integer' AND j.expires_at_ms <= :clock)
+WHERE n.workflow = :workflow AND n.position >= :offset
+ORDER BY n.position
+LIMIT :limit;
+
+-- name: wf_edges_of
+-- A job's parents in edge order (at most :limit from position :offset on).
+SELECT position, parent, parent_queue, allow_failed FROM workflow_edges
+WHERE workflow = :workflow AND child = :job AND position >= :offset
+ORDER BY position
+LIMIT :limit;
+
+-- name: wf_job_workflow
+-- The workflow a job belongs to (checked by the caller).
+SELECT workflow FROM jobs WHERE queue = :queue AND id = :id;
+
+-- name: wf_parent_outcomes
+-- A job's parents in edge order (at most :limit from position :offset on), each with its
+-- record's status, result and error (NULL when gone or expired by :clock).
+SELECT e.position, e.parent, e.parent_queue, p.status, p.result, p.error
+FROM workflow_edges AS e
+LEFT JOIN jobs AS p
+    ON p.queue = e.parent_queue AND p.id = e.parent
+   AND NOT (typeof(p.expires_at_ms) = 'integer' AND p.expires_at_ms <= :clock)
+WHERE e.workflow = :workflow AND e.child = :job AND e.position >= :offset
+ORDER BY e.position
+LIMIT :limit;
+
+-- name: wf_cancel_page
+-- At most :limit jobs of a workflow from position :offset on (cancel_workflow's sweep).
+SELECT job, queue, position FROM workflow_nodes
+WHERE workflow = :workflow AND position >= :offset
+ORDER BY position
+LIMIT :limit;
+
+-- name: wf_expired
+-- The workflow whose rows have waited longest past their time (NULL-free: no row).
+SELECT id FROM workflows WHERE expires_at_ms <= :clock ORDER BY expires_at_ms LIMIT 1;
+
+-- name: wf_stale_creating
+-- At most :limit workflows left 'creating' since before :before (never by this broker).
+SELECT id FROM workflows WHERE state = 'creating' AND created_at_ms < :before
+ORDER BY created_at_ms LIMIT :limit;
+
+-- name: wf_edges_drop
+-- Delete at most :limit edges of a workflow.
+DELETE FROM workflow_edges WHERE (workflow, child, position) IN (
+    SELECT workflow, child, position FROM workflow_edges WHERE workflow = :workflow
+    LIMIT :limit
+);
+
+-- name: wf_nodes_drop
+-- Delete at most :limit jobs of a workflow from its graph.
+DELETE FROM workflow_nodes WHERE (workflow, job) IN (
+    SELECT workflow, job FROM workflow_nodes WHERE workflow = :workflow LIMIT :limit
+);
+
+-- name: wf_failed_drop
+-- Delete at most :limit failed members of a workflow.
+DELETE FROM workflow_failed WHERE (workflow, position) IN (
+    SELECT workflow, position FROM workflow_failed WHERE workflow = :workflow LIMIT :limit
+);
+
+-- name: wf_counts_drop
+-- Delete a workflow's counts (a few rows: one per state).
+DELETE FROM workflow_counts WHERE workflow = :workflow;
+
+-- name: wf_drop
+-- Delete a workflow's own row.
+DELETE FROM workflows WHERE id = :workflow;
+
+-- name: wf_unwritten_jobs
+-- At most :limit jobs of a workflow left 'creating' that are still waiting, by rowid.
+SELECT j.rowid FROM workflow_nodes AS n
+CROSS JOIN jobs AS j ON j.queue = n.queue AND j.id = n.job
+WHERE n.workflow = :workflow AND j.status = 'waiting' AND j.workflow = :workflow
+LIMIT :limit;
+
+-- name: wf_job_drop
+-- Delete one job record by rowid.
+DELETE FROM jobs WHERE rowid = :rowid;

@@ -13,9 +13,11 @@ from typing import Any
 from corq.backends.base import BATCH, Reclaimed, backstop_deaths, damaged_error
 from corq.backends.sqlite.columns import CHECKED_COLUMNS
 from corq.backends.sqlite.dead import DeadBounds, bury, trim
+from corq.backends.sqlite.ends import End, apply_ends
 from corq.backends.sqlite.records import damage, row_class
 from corq.backends.sqlite.sql import Q
 from corq.backends.sqlite.store import Conn, advance_clock
+from corq.job import JobStatus
 from corq.types import QueueName
 
 
@@ -60,6 +62,7 @@ def reclaim_step(
     reclaimed = [_take_back(conn, queue, row, now, max_deaths, writes) for row in held]
     for statement, rows in writes.items():
         conn.executemany(Q[statement], rows)  # one statement per kind of move
+    apply_ends(conn, _dead_ends(queue, held, writes), now)
     if buried or any(r.dead for r in reclaimed):
         trim(conn, [queue], now, bounds)
     conn.execute(Q["reclaiming_done"], {"queue": queue})
@@ -92,6 +95,25 @@ def _bury_unheld(conn: Conn, queue: QueueName, now_ms: int) -> int:
     for (rowid,) in rows:
         bury(conn, rowid, damaged_error("running with no holder"), now_ms)
     return len(rows)
+
+
+def _dead_ends(
+    queue: QueueName, held: list[HeldRow], writes: dict[str, list[dict[str, Any]]]
+) -> list[End]:
+    """The ends of the jobs this step sent to the dead letters, for their workflows."""
+    rows = {row.rowid: row for row in held}
+    return [
+        End(
+            rows[w["rowid"]].id,
+            queue,
+            JobStatus.DEAD,
+            w["error"],
+            workflow=rows[w["rowid"]].workflow,
+            notify=rows[w["rowid"]].notify,
+        )
+        for statement in ("job_damaged", "job_poison")
+        for w in writes.get(statement, ())
+    ]
 
 
 class HeldRow(row_class("HeldRow", (*CHECKED_COLUMNS, "holder", "departed"))):  # type: ignore[misc]

@@ -1,4 +1,4 @@
--- corq's SQLite schema, version 4 (PRAGMA user_version = 4).
+-- corq's SQLite schema, version 5 (PRAGMA user_version = 5).
 --
 -- The same data model as the Redis broker (see corq/backends/redis/keys.py), with the
 -- Redis sets turned into "lanes" of one jobs table, chosen by status and served by
@@ -33,6 +33,15 @@
 --   schedule-fence        meta row 'schedule_fence': highest scheduler fence that wrote
 --   {schedules}:leader    scheduler_lease (one row); meta row 'scheduler_fence' counts fences
 --   {schedules}:version   meta row 'schedules_version'
+--   {wf:<id>}:meta        workflows (one row per workflow: kind, state, counts, outputs,
+--                         times) and workflow_counts (ends taken in, by terminal state)
+--   {wf:<id>}:graph,      workflow_nodes (one row per job: queue, task, callback event,
+--   pending                order, pending edges, whether decided and its end taken in)
+--                         and workflow_edges (one row per edge, in the child's parent
+--                         order, with whether the parent's end was applied to it)
+--   {wf:<id>}:failed      workflow_failed (the first BATCH members that failed)
+--   {q}:notify:<id>,      no table: an ending job finds its dependents in every workflow
+--   {q}:outbox            through workflow_dependents, inside its own transaction
 --
 -- SQLite is dynamically typed and the file may have been written by another program (or
 -- with an edited schema): the code never trusts a column's declared type or NOT NULL, it
@@ -55,10 +64,13 @@
 --           schedule that fired a job; ALTER TABLE ... RENAME COLUMN), jobs.tick_ms added
 --           (its tick); the schedules, schedule_removed, schedule_fired, schedule_runs,
 --           schedule_skips and scheduler_lease tables and the meta rows created.
+--   4 -> 5  workflows: jobs.workflow, jobs.inputs and jobs.notify added; the workflows,
+--           workflow_counts, workflow_nodes, workflow_edges and workflow_failed tables
+--           and their indexes created.
 --
--- Later issues, not implemented yet (the columns are reserved, always NULL/0 for now):
---   * dependencies between jobs: jobs.pending_deps counts unfinished upstream jobs of a
---     'waiting' job; the edges will live in a job_deps table added by a later migration;
+-- Reserved columns, always NULL/0:
+--   * jobs.pending_deps (reserved by version 1 for dependencies): unused, the pending
+--     counts live with the workflow (workflow_nodes.pending);
 --   * fair claiming: jobs.fairness_key groups jobs (e.g. per tenant) for round-robin claims.
 
 CREATE TABLE IF NOT EXISTS meta (
@@ -134,7 +146,7 @@ CREATE TABLE IF NOT EXISTS jobs (
     death_log TEXT NOT NULL DEFAULT '',
     -- Succeeded and cancelled records are gone once the clock passes this (NULL: never).
     expires_at_ms INTEGER,
-    -- Reserved for later issues (see the header).
+    -- Reserved (see the header).
     pending_deps INTEGER NOT NULL DEFAULT 0,
     -- Version 4 (the reserved schedule_tick_id renamed): the schedule that fired the job.
     schedule TEXT,
@@ -150,6 +162,12 @@ CREATE TABLE IF NOT EXISTS jobs (
     progress REAL,
     -- Version 4 (appended by the migration): the tick (ms) a schedule fired the job for.
     tick_ms INTEGER,
+    -- Version 5 (appended by the migration): the workflow the job belongs to; how its
+    -- parents' results feed its arguments (first, list, summary); 1 when a workflow other
+    -- than its own waits for its end (an external parent).
+    workflow TEXT,
+    inputs TEXT,
+    notify INTEGER NOT NULL DEFAULT 0,
     PRIMARY KEY (queue, id)
 );
 
@@ -255,3 +273,100 @@ CREATE TABLE IF NOT EXISTS scheduler_lease (
     fence INTEGER NOT NULL,
     deadline_ms INTEGER NOT NULL
 );
+
+-- Version 5: workflows (see corq/backends/base.py, Workflows). Each workflow step is one
+-- transaction here: a whole workflow is written by one, and a job's end is applied to
+-- every workflow that waits for it (its own and those watching it) inside the
+-- transaction that ends it, so nothing here is ever half-written or waits to be settled.
+CREATE TABLE IF NOT EXISTS workflows (
+    id TEXT PRIMARY KEY,
+    -- What built it (chain, group, chord, batch, depends, dag).
+    kind TEXT NOT NULL,
+    -- 'open' (a batch still taking jobs) or 'closed'; 'creating' is never committed by
+    -- this broker (tend_workflows deletes such a row left by another writer).
+    state TEXT NOT NULL,
+    -- A ResultShape value (one, list).
+    shape TEXT NOT NULL,
+    -- The output jobs, in order: a JSON array of [job id, queue] pairs.
+    outputs TEXT NOT NULL,
+    -- Jobs (callbacks included), and members (jobs that are not callbacks).
+    total INTEGER NOT NULL,
+    members INTEGER NOT NULL,
+    -- How many of them ended (their ends taken in; by state in workflow_counts).
+    ended INTEGER NOT NULL DEFAULT 0,
+    members_ended INTEGER NOT NULL DEFAULT 0,
+    -- The first job that ended dead, cancelled or upstream_failed, and its error.
+    first_failure TEXT,
+    first_failure_error TEXT,
+    created_at_ms INTEGER NOT NULL,
+    -- When its last job ended (every job ended and closed), and when its rows go.
+    finished_at_ms INTEGER,
+    expires_at_ms INTEGER
+) WITHOUT ROWID;
+
+CREATE INDEX IF NOT EXISTS workflows_expiry ON workflows (expires_at_ms)
+    WHERE expires_at_ms IS NOT NULL;
+CREATE INDEX IF NOT EXISTS workflows_creating ON workflows (created_at_ms)
+    WHERE state = 'creating';
+
+-- Ends a workflow took in, by terminal state, of its members (member 1) and of its
+-- callbacks (member 0): a state the job record gains later needs no new column.
+CREATE TABLE IF NOT EXISTS workflow_counts (
+    workflow TEXT NOT NULL,
+    member INTEGER NOT NULL,
+    state TEXT NOT NULL,
+    n INTEGER NOT NULL,
+    PRIMARY KEY (workflow, member, state)
+) WITHOUT ROWID;
+
+-- One row per job of a workflow (a job id is one job within a workflow).
+CREATE TABLE IF NOT EXISTS workflow_nodes (
+    workflow TEXT NOT NULL,
+    job TEXT NOT NULL,
+    queue TEXT NOT NULL,
+    task TEXT NOT NULL,
+    -- A batch callback's event (success, complete, failure); NULL for a member.
+    callback TEXT,
+    -- The order jobs were added in (workflow_nodes pages by it).
+    position INTEGER NOT NULL,
+    -- Edges not satisfied yet: a job still waiting is released when it reaches 0.
+    pending INTEGER NOT NULL,
+    -- 1 once the workflow released the job or failed it (upstream_failed, a callback
+    -- not needed): later counts never move it again.
+    decided INTEGER NOT NULL DEFAULT 0,
+    -- The terminal state its end was taken in as; NULL until then (so once only).
+    ended TEXT,
+    PRIMARY KEY (workflow, job)
+) WITHOUT ROWID;
+
+CREATE INDEX IF NOT EXISTS workflow_nodes_order ON workflow_nodes (workflow, position);
+CREATE INDEX IF NOT EXISTS workflow_callbacks ON workflow_nodes (workflow)
+    WHERE callback IS NOT NULL;
+
+-- One row per edge parent -> child, in the child's parent order (position); the parent is
+-- a job of the workflow or any other job (an external parent, in parent_queue).
+CREATE TABLE IF NOT EXISTS workflow_edges (
+    workflow TEXT NOT NULL,
+    child TEXT NOT NULL,
+    position INTEGER NOT NULL,
+    parent TEXT NOT NULL,
+    parent_queue TEXT NOT NULL,
+    -- 1: the child runs whatever terminal state the parent ends in.
+    allow_failed INTEGER NOT NULL DEFAULT 0,
+    -- 1 once the parent's end was applied to this edge (so once only, even when a dead
+    -- parent is retried and ends again).
+    applied INTEGER NOT NULL DEFAULT 0,
+    PRIMARY KEY (workflow, child, position)
+) WITHOUT ROWID;
+
+-- What an ending job looks up: its dependents, in every workflow.
+CREATE INDEX IF NOT EXISTS workflow_dependents ON workflow_edges (parent_queue, parent);
+
+-- The first BATCH members of a workflow that ended dead, cancelled or upstream_failed, in
+-- the order they ended (a batch summary's failed ids; the count is in workflow_counts).
+CREATE TABLE IF NOT EXISTS workflow_failed (
+    workflow TEXT NOT NULL,
+    position INTEGER NOT NULL,
+    job TEXT NOT NULL,
+    PRIMARY KEY (workflow, position)
+) WITHOUT ROWID;

@@ -1,0 +1,258 @@
+"""A job's end applied to every workflow that waits for it, inside the transaction that
+ended it (see corq/backends/base.py, Workflows).
+
+Whatever ends a job (a completion, a failure or reclaim to the dead letters, a damaged
+record buried, a cancel, an upstream failure decided here) hands the end to
+:func:`apply_ends` in the same transaction. The end is taken in once by the job's own
+workflow (``workflow_nodes.ended``: counted, the first failure noted, batch callbacks and
+the finish decided from the counts) and once per edge that names the job as parent, in
+any workflow (``workflow_edges.applied``, found through the ``workflow_dependents``
+index): a satisfied edge lowers the child's pending count and releases it at 0; an
+unsatisfied one ends the child ``upstream_failed``, which is an end in its turn. So two
+parents ending "at once" are two transactions one after the other, and a child is
+released exactly once; there is nothing to settle later.
+
+Every lookup is by key (an end costs a few index probes whatever the size of its
+workflows), and every statement touches at most BATCH rows. Rows of the workflow tables
+are checked before anything is decided from them: a row that cannot be read (another
+program wrote it) leaves its own job where it is, never the call or another workflow.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+from corq.backends.base import BATCH, WORKFLOW_KEEP_MS, BatchEvent
+from corq.backends.sqlite.sql import Q
+from corq.backends.sqlite.store import Conn, read_clock, take_numbers
+from corq.job import JobStatus
+
+_INT64_MAX = 2**63 - 1
+#: Ends that count as a workflow's failure (a batch summary's failed members).
+FAILED_STATES = (JobStatus.DEAD, JobStatus.CANCELLED, JobStatus.UPSTREAM_FAILED)
+#: Errors of batch callbacks whose condition can no longer hold.
+NOT_NEEDED: dict[BatchEvent, str] = {
+    BatchEvent.SUCCESS: "not needed: not every member of the batch succeeded",
+    BatchEvent.FAILURE: "not needed: no member of the batch ended dead",
+}
+
+
+@dataclass(frozen=True, slots=True)
+class End:
+    """A job that reached a terminal state, as its record says (values as stored: another
+    program may have written a workflow that is not text)."""
+
+    job_id: object
+    queue: object
+    state: JobStatus
+    error: object
+    #: The record's ``workflow`` and ``notify`` columns.
+    workflow: object
+    notify: object = 0
+
+    def concerns_workflows(self) -> bool:
+        """Whether a workflow may wait for this end: the job has one, or one watches it
+        (a plain job costs no lookup)."""
+        return self.workflow is not None or self.notify != 0
+
+
+def end_of(job_id: object, queue: object, state: JobStatus, row: tuple[object, ...]) -> End:
+    """The end of a job from the ``workflow, notify[, error]`` its ending statement
+    returned."""
+    error = row[2] if len(row) > 2 else None
+    return End(job_id, queue, state, error, workflow=row[0], notify=row[1])
+
+
+def upstream_error(parent: object, state: JobStatus, error: object) -> str:
+    """``upstream_failed: <parent id> ended <state>: <parent error>`` (without the last
+    part when the parent has no error, as a cancelled job usually has not)."""
+    cause = f"upstream_failed: {parent} ended {state.value}"
+    return cause if error is None else f"{cause}: {error}"
+
+
+def expiry(conn: Conn, now_ms: int) -> int:
+    """When the record of a workflow job ended now goes (its children may start later), or
+    a finished workflow's rows: WORKFLOW_KEEP_MS after the broker's time (the latest any
+    call brought, which reads judge expiry by), as results expire."""
+    return min(max(now_ms, read_clock(conn)) + WORKFLOW_KEEP_MS, _INT64_MAX)
+
+
+def apply_ends(conn: Conn, ends: Iterable[End], now_ms: int) -> None:
+    """Apply each end, and the upstream failures and callback ends it causes, to every
+    workflow that waits for them (see the module docstring)."""
+    work = deque(end for end in ends if end.concerns_workflows())
+    while work:
+        end = work.popleft()
+        if isinstance(end.workflow, str) and isinstance(end.job_id, str):
+            _take_in(conn, end, now_ms, work)
+        if isinstance(end.job_id, str) and isinstance(end.queue, str):
+            _apply_edges(conn, end, now_ms, work)
+
+
+# -- the job's own workflow ----------------------------------------------------------------
+
+
+def _take_in(conn: Conn, end: End, now_ms: int, work: deque[End]) -> None:
+    """Count the end in the job's own workflow (once), then decide its callbacks and its
+    finish when the counts say so."""
+    node = conn.execute(
+        Q["wf_node_end"],
+        {"workflow": end.workflow, "job": end.job_id, "queue": end.queue, "state": end.state},
+    ).fetchone()
+    if node is None:
+        return  # not a job of it (or not any more), or taken in already
+    member = int(node[0] is None)
+    failed = end.state in FAILED_STATES
+    params = {
+        "workflow": end.workflow,
+        "job": end.job_id,
+        "member": member,
+        "failed": int(failed),
+        "error": _text_or_none(end.error),
+    }
+    counts = conn.execute(Q["wf_count_end"], params).fetchone()
+    state_params = {"workflow": end.workflow, "member": member, "state": end.state}
+    conn.execute(Q["wf_count_state"], state_params)
+    if member and failed:
+        _note_failed(conn, str(end.workflow), end.job_id)
+    if counts is None:
+        return  # the workflow's row is gone or cannot be read: nothing to decide from
+    state, total, ended, members, members_ended, finished_at = counts
+    if not _all_int(total, ended, members, members_ended):
+        return
+    if member and state == "closed" and (members_ended >= members or end.state == "dead"):
+        decide_callbacks(conn, str(end.workflow), now_ms, work)
+    if state == "closed" and ended >= total and finished_at is None:
+        finish(conn, str(end.workflow), now_ms)
+
+
+def _note_failed(conn: Conn, workflow: str, job_id: object) -> None:
+    """Keep the first BATCH failed members in the order they failed (this one counted)."""
+    failed = sum(member_count(conn, workflow, state) for state in FAILED_STATES)
+    if 0 < failed <= BATCH:
+        conn.execute(
+            Q["wf_failed_add"], {"workflow": workflow, "position": failed - 1, "job": job_id}
+        )
+
+
+def finish(conn: Conn, workflow: str, now_ms: int) -> None:
+    """Every job of the workflow ended and it is closed: it is kept WORKFLOW_KEEP_MS."""
+    conn.execute(
+        Q["wf_finish"], {"workflow": workflow, "now": now_ms, "expires_at_ms": expiry(conn, now_ms)}
+    )
+
+
+def member_count(conn: Conn, workflow: str, state: JobStatus) -> int:
+    """How many members ended in `state` (0 when the count cannot be read)."""
+    row = conn.execute(
+        Q["wf_count_get"], {"workflow": workflow, "member": 1, "state": state}
+    ).fetchone()
+    return row[0] if row is not None and type(row[0]) is int and row[0] >= 0 else 0
+
+
+def decide_callbacks(conn: Conn, workflow: str, now_ms: int, work: deque[End]) -> None:
+    """Release the batch callbacks of a closed workflow whose condition holds, and end
+    those whose condition can no longer hold ``cancelled`` (not needed)."""
+    callbacks = conn.execute(Q["wf_callbacks"], {"workflow": workflow}).fetchall()
+    if not callbacks:
+        return
+    row = conn.execute(Q["wf_get"], {"workflow": workflow}).fetchone()
+    if row is None or row[2] != "closed" or not _all_int(row[6], row[8]):
+        return
+    members, members_ended = row[6], row[8]
+    all_ended = members_ended >= members
+    succeeded = member_count(conn, workflow, JobStatus.SUCCEEDED)
+    dead = member_count(conn, workflow, JobStatus.DEAD)
+    for job_id, event in callbacks:
+        if event == BatchEvent.SUCCESS:
+            run, over = succeeded >= members, all_ended
+        elif event == BatchEvent.COMPLETE:
+            run, over = all_ended, all_ended
+        elif event == BatchEvent.FAILURE:
+            run, over = dead > 0, all_ended
+        else:
+            continue  # an event this corq does not know: left waiting
+        if run:
+            release(conn, workflow, job_id, now_ms)
+        elif over:
+            end_waiting(
+                conn, workflow, job_id, JobStatus.CANCELLED, NOT_NEEDED[event], now_ms, work
+            )
+
+
+# -- the workflows watching the job ----------------------------------------------------------
+
+
+def _apply_edges(conn: Conn, end: End, now_ms: int, work: deque[End]) -> None:
+    """Apply the end to every edge that names the job as parent, BATCH edges at a time."""
+    params = {"queue": end.queue, "job": end.job_id, "limit": BATCH}
+    while True:
+        edges = conn.execute(Q["wf_edges_apply"], params).fetchall()
+        for workflow, child, allow_failed in edges:
+            if end.state == JobStatus.SUCCEEDED or allow_failed == 1:
+                _satisfy(conn, workflow, child, now_ms)
+            else:
+                error = upstream_error(end.job_id, end.state, end.error)
+                end_waiting(conn, workflow, child, JobStatus.UPSTREAM_FAILED, error, now_ms, work)
+        if len(edges) < BATCH:
+            return
+
+
+def _satisfy(conn: Conn, workflow: object, child: object, now_ms: int) -> None:
+    """One more edge of `child` satisfied: released when it was the last. A node that
+    cannot be read stays as it is (waiting, until cancelled)."""
+    row = conn.execute(Q["wf_node_satisfy"], {"workflow": workflow, "job": child}).fetchone()
+    if row is not None and row[0] == 0 and row[1] == 0 and row[2] is None:
+        release(conn, workflow, child, now_ms)
+
+
+def release(conn: Conn, workflow: object, job_id: object, now_ms: int) -> None:
+    """Decide a waiting job released (once): queued at the tail of its lane, or scheduled
+    when its run time is still ahead. Committing wakes the queue's workers."""
+    row = conn.execute(Q["wf_node_decide"], {"workflow": workflow, "job": job_id}).fetchone()
+    if row is None:
+        return
+    seq = take_numbers(conn, 1) + 1
+    conn.execute(Q["wf_job_release"], {"queue": row[0], "id": job_id, "now": now_ms, "seq": seq})
+
+
+def end_waiting(
+    conn: Conn,
+    workflow: object,
+    job_id: object,
+    state: JobStatus,
+    error: str,
+    now_ms: int,
+    work: deque[End],
+) -> None:
+    """Decide a waiting job ended without running (once): upstream_failed, or a callback
+    cancelled as not needed. Its end joins the work, for its own workflow and for those
+    watching it; a job whose record is gone counts as ended so, so its workflow can
+    finish."""
+    row = conn.execute(Q["wf_node_decide"], {"workflow": workflow, "job": job_id}).fetchone()
+    if row is None:
+        return
+    queue = row[0]
+    params = {
+        "queue": queue,
+        "id": job_id,
+        "status": state,
+        "error": error,
+        "now": now_ms,
+        "expires_at_ms": expiry(conn, now_ms),
+    }
+    ended = conn.execute(Q["wf_job_end"], params).fetchone()
+    if ended is not None:
+        work.append(End(job_id, queue, state, error, workflow=ended[0], notify=ended[1]))
+    elif conn.execute(Q["wf_job_status"], {"queue": queue, "id": job_id}).fetchone() is None:
+        work.append(End(job_id, queue, state, error, workflow=workflow))
+
+
+def _all_int(*values: object) -> bool:
+    return all(type(v) is int and v >= 0 for v in values)
+
+
+def _text_or_none(value: object) -> str | None:
+    return value if isinstance(value, str) else None
