@@ -434,6 +434,10 @@ def chain(*links: *tuple[*Ts, Group[R]]) -> Chain[list[R]]: ...
 def chain(*links: *tuple[*Ts, JobSpec[R] | Chain[R] | Chord[R]]) -> Chain[R]: ...
 
 
+@overload
+def chain(*links: Canvas[Any]) -> Chain[Any]: ...  # ``chain(*links)`` from a list
+
+
 def chain(*links: object) -> Chain[Any]:
     """Run `links` one after another: ``chain(fetch.s(url), parse.s(), store.s())`` calls
     ``parse(<fetch's result>)``, then ``store(<parse's result>)``; a link after a group

@@ -45,6 +45,8 @@ async def check_chain() -> None:
     assert_type(await wf.cancel(), int)
     ends_in_group = corq.chain(fetch.s("u"), corq.group(parse.then(), parse.then()))
     assert_type(ends_in_group, corq.Chain[list[list[str]]])
+    links = [fetch.s("u"), fetch.s("v")]
+    assert_type(corq.chain(*links), corq.Chain[Any])
 
 
 async def check_group_and_chord() -> None:

@@ -135,13 +135,13 @@ def test_a_callback_with_dependencies_is_refused() -> None:
     ("build", "message"),
     [
         (lambda: plan(corq.group()), "group\\(\\) is empty"),
-        (lambda: plan(corq.chain()), "chain\\(\\) is empty"),
+        (lambda: plan(corq.chain()), "chain\\(\\) is empty"),  # type: ignore[call-arg]
         (lambda: plan(corq.chord([], s("t"))), "group\\(\\) is empty"),
-        (lambda: corq.group("ab"), "takes job specs"),
+        (lambda: corq.group("ab"), "takes job specs"),  # type: ignore[arg-type]
         (lambda: corq.chain(s("a"), "b"), "takes job specs"),  # type: ignore[call-overload]
         (lambda: corq.group(s("a"), on_success="cb"), "on_success must be a job spec"),  # type: ignore[call-overload]
         (lambda: plan(s("a")), "send a single spec with enqueue"),  # type: ignore[arg-type]
-        (lambda: corq.chain(corq.Workflow()), "cannot hold a Workflow"),  # type: ignore[call-overload]
+        (lambda: corq.chain(corq.Workflow()), "cannot hold a Workflow"),  # type: ignore[call-arg, arg-type]
     ],
     ids=[
         "empty group",
@@ -242,7 +242,7 @@ def test_workflow_arguments_are_checked_when_given() -> None:
     with pytest.raises(corq.ArgumentError, match="for batch callbacks"):
         wf.add(s("a"), inputs="summary")
     with pytest.raises(corq.ArgumentError, match="depends_on takes a list"):
-        wf.add(s("a"), depends_on="job-1")  # type: ignore[arg-type]
+        wf.add(s("a"), depends_on="job-1")  # a str is iterable: refused at run time
     with pytest.raises(corq.ArgumentError, match="this Workflow is empty"):
         plan(corq.Workflow())
 
