@@ -57,7 +57,7 @@ async def test_a_groups_callbacks_run_once_each_with_the_summary(
         boom.s(2),
         ok.s(3),
         on_success=tasks["on_success"].then(),
-        on_complete=tasks["on_complete"].then(label="batch"),
+        on_complete=tasks["on_complete"].s(label="batch"),
         on_failure=tasks["on_failure"].then(),
     )
     async with run_worker(app):
@@ -142,12 +142,9 @@ async def test_an_open_batch_takes_jobs_until_closed_and_calls_back_after(
     assert await app.batch(batch.id).summary() == summary
 
 
-async def _ended(handle: corq.JobHandle[Any]) -> bool:
-    return await handle.status() in {
-        corq.JobStatus.SUCCEEDED,
-        corq.JobStatus.DEAD,
-        corq.JobStatus.UPSTREAM_FAILED,
-    }
+async def _all_ended(handles: list[corq.JobHandle[Any]]) -> bool:
+    ended = {corq.JobStatus.SUCCEEDED, corq.JobStatus.DEAD, corq.JobStatus.UPSTREAM_FAILED}
+    return all([await handle.status() in ended for handle in handles])
 
 
 async def test_a_batch_is_opened_through_an_app_when_it_has_no_callback(app: corq.App) -> None:

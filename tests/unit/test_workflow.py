@@ -135,7 +135,7 @@ def test_a_callback_with_dependencies_is_refused() -> None:
     ("build", "message"),
     [
         (lambda: plan(corq.group()), "group\\(\\) is empty"),
-        (lambda: plan(corq.chain()), "chain\\(\\) is empty"),  # type: ignore[call-arg]
+        (lambda: plan(corq.chain()), "chain\\(\\) is empty"),
         (lambda: plan(corq.chord([], s("t"))), "group\\(\\) is empty"),
         (lambda: corq.group("ab"), "takes job specs"),  # type: ignore[arg-type]
         (lambda: corq.chain(s("a"), "b"), "takes job specs"),  # type: ignore[call-overload]
