@@ -117,11 +117,7 @@ async def test_an_open_batch_takes_jobs_until_closed_and_calls_back_after(
         later = await batch.add(corq.chain(boom.s(3), ok.then()))
         assert len(first) == 2
         assert len(later) == 2
-        for handle in [*first, *later]:
-            await until(
-                lambda h=handle: _ended(h),
-                what=f"job {handle.id} ended",  # type: ignore[misc]
-            )
+        await until(lambda: _all_ended([*first, *later]), what="every job added ended")
         # Then the callback still waits for the close,
         status = await batch.status()
         assert status.open
