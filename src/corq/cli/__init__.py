@@ -15,6 +15,7 @@ from corq.cli.jobs import dead, enqueue, job, queues
 from corq.cli.scheduler import scheduler
 from corq.cli.schedules import schedule
 from corq.cli.worker import worker
+from corq.cli.workflows import workflow
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
@@ -34,6 +35,7 @@ cli.add_command(job)
 cli.add_command(queues)
 cli.add_command(dead)
 cli.add_command(schedule)
+cli.add_command(workflow)
 cli.add_command(demo)
 cli.add_command(dev)
 

@@ -15,18 +15,10 @@ from rich.console import Console, Group, RenderableType
 from rich.table import Table
 from rich.text import Text
 
-from corq import JobStatus, RunInfo, ScheduleInfo, SkipInfo
-from corq.cli.text import plain
+from corq import RunInfo, ScheduleInfo, SkipInfo
+from corq.cli.text import plain, state_text
 from corq.schedule import ScheduleDef, format_duration_ms, tick_datetime
 
-#: Job states shown in colour.
-_COLOURS = {
-    JobStatus.SUCCEEDED: "green",
-    JobStatus.DEAD: "red",
-    JobStatus.FAILED: "yellow",
-    JobStatus.RUNNING: "cyan",
-    JobStatus.CANCELLED: "magenta",
-}
 #: Longest error shown in a history row (the full text is in `corq job ID`).
 ERROR_CHARS = 120
 
@@ -56,12 +48,6 @@ def rule_text(definition: ScheduleDef) -> str:
         return f"every {format_duration_ms(rule.every_ms)}"
     assert rule.at_ms is not None
     return f"once at {moment(tick_datetime(rule.at_ms))}"
-
-
-def state_text(state: JobStatus | None) -> Text:
-    if state is None:
-        return Text("record expired", style="dim")
-    return Text(str(state), style=_COLOURS.get(state, ""))
 
 
 def last_run_text(run: RunInfo | None) -> Text:

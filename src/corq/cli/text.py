@@ -6,6 +6,8 @@ import re
 
 from rich.text import Text
 
+from corq import JobStatus
+
 #: Characters escaped in what is printed (terminal escapes, bells, carriage returns);
 #: tabs and newlines are kept where a text may span lines (a traceback).
 _CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
@@ -22,3 +24,25 @@ def clean(text: str, *, one_line: bool = False) -> str:
 def plain(text: str, *, one_line: bool = False, style: str = "") -> Text:
     """Text printed as is (no console markup), made safe by `clean`."""
     return Text(clean(text, one_line=one_line), style=style)
+
+
+#: Each job state's colour: green ended well, red ended badly, yellow will retry, cyan runs,
+#: blue is ready, dim waits.
+STATE_COLOURS = {
+    JobStatus.SCHEDULED: "dim",
+    JobStatus.WAITING: "dim",
+    JobStatus.QUEUED: "blue",
+    JobStatus.RUNNING: "cyan",
+    JobStatus.SUCCEEDED: "green",
+    JobStatus.FAILED: "yellow",
+    JobStatus.DEAD: "red",
+    JobStatus.CANCELLED: "magenta",
+    JobStatus.UPSTREAM_FAILED: "red",
+}
+
+
+def state_text(state: JobStatus | None) -> Text:
+    """A job state, in its colour and as a word (so it reads without colour too)."""
+    if state is None:
+        return Text("record expired", style="dim")
+    return Text(str(state), style=STATE_COLOURS.get(state, ""))
