@@ -81,6 +81,50 @@ def test_demo_runs_every_task_to_success(tmp_path: Path) -> None:
     assert len(set(ids)) == len(ids), output
     assert all(ms % 1000 == 0 for ms in ids), output  # every=1s ticks fall on whole seconds
     assert "corq schedule show demo-tick --url sqlite:///corq-demo.db" in done.stdout, output
+    _check_workflow(tmp_path, done.stdout)
+
+
+def _check_workflow(tmp_path: Path, stdout: str) -> None:
+    """The demo's workflow ran: the chord's five fetches, add_up given their prices, the
+    discount given the total, and the receipt after it; `corq workflow` shows it later."""
+    chain = re.search(
+        r"^workflow (wf_\w+) · chain · succeeded · 7 jobs: 7 succeeded$", stdout, re.M
+    )
+    assert chain is not None, stdout
+    tree = stdout.split(chain.group(0), 1)[1].splitlines()[2:10]
+    assert [re.sub(r"  \w{32}  ", "  <id>  ", line) for line in tree] == [
+        "├── group of 5 side by side",
+        *["│   ├── fetch_price  <id>  [demo]  succeeded"] * 4,
+        "│   └── fetch_price  <id>  [demo]  succeeded",
+        "├── add_up  <id>  [demo]  succeeded",
+        "└── apply_discount  <id>  [demo]  succeeded",
+    ], stdout
+    receipt = re.search(
+        r"^workflow (\w{32}) · depends · succeeded · 1 job: 1 succeeded$", stdout, re.M
+    )
+    assert receipt is not None, stdout
+    last_job = tree[-1].split()[2]
+    assert f"after {last_job} (outside this workflow)" in stdout
+    # The results flowed from job to job
+    figures = re.search(
+        r"prices \[([\d., ]+)\] → add_up ([\d.]+) → apply_discount\(10%\) ([\d.]+) "
+        r"\(the workflow's result\)",
+        stdout,
+    )
+    assert figures is not None, stdout
+    prices = [float(p) for p in figures.group(1).split(", ")]
+    total, discounted = float(figures.group(2)), float(figures.group(3))
+    assert len(prices) == 5
+    assert total == pytest.approx(sum(prices), abs=0.01)
+    assert discounted == pytest.approx(total * 0.9, abs=0.01)
+    assert f"email_receipt, after it: 'receipt sent to ann: {discounted:.2f} charged'" in stdout
+    # And the commands it suggests show the same workflow afterwards
+    for workflow_id in (chain.group(1), receipt.group(1)):
+        assert f"corq workflow {workflow_id} --url sqlite:///corq-demo.db" in stdout
+    shown = _corq(tmp_path, "workflow", chain.group(1), "--url", "sqlite:///corq-demo.db")
+    assert shown.returncode == 0, shown.stderr
+    assert shown.stdout.splitlines()[0] == chain.group(0)
+    assert shown.stdout.splitlines()[2:10] == stdout.split(chain.group(0), 1)[1].splitlines()[2:10]
 
 
 @pytest.mark.timeout(60)

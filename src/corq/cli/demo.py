@@ -7,6 +7,8 @@ import sys
 import click
 from rich.console import Console
 
+from corq.cli.workflow_view import print_workflow
+
 
 @click.command(short_help="Run the bundled example app end to end, with nothing to set up.")
 @click.option(
@@ -37,11 +39,19 @@ def demo(url: str | None, timeout_s: float, log_level: str) -> None:
 
     A worker runs in this process while the demo enqueues HTTP fetches (against a local
     server on 127.0.0.1), CPU-bound jobs in the process pool, async jobs that report
-    progress, flaky jobs that succeed on retry and delayed jobs. Exits 0 when every job
-    succeeded.
+    progress, flaky jobs that succeed on retry, delayed jobs, and a small workflow (a chain
+    with a chord, and a job sent with depends_on). Exits 0 when every job succeeded.
     """
     from corq.demo.run import run_demo  # imported here: `corq --help` stays quick
 
     # Piped output is not cut at 80 columns, so ids and commands stay whole.
     console = Console(width=None if sys.stdout.isatty() else 120)
-    sys.exit(run_demo(url, timeout_s=timeout_s, console=console, log_level=log_level))
+    sys.exit(
+        run_demo(
+            url,
+            show_workflow=print_workflow,
+            timeout_s=timeout_s,
+            console=console,
+            log_level=log_level,
+        )
+    )

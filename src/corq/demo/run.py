@@ -1,7 +1,8 @@
 """`corq demo`: the example app end to end, on a fresh SQLite file, with nothing to set up.
 
 It starts a small HTTP server on 127.0.0.1 for the fetch jobs to call, runs a worker in this
-process, enqueues a few jobs of each kind, shows their progress and ends with a summary.
+process, enqueues a few jobs of each kind and a small workflow (`corq.demo.basket`), shows
+their progress and ends with a summary.
 Every wait is bounded: past the overall timeout the demo says what is still pending and
 exits non-zero.
 """
@@ -29,6 +30,8 @@ from rich.table import Table
 
 import corq
 from corq.demo import tasks
+from corq.demo.basket import JOBS as BASKET_JOBS
+from corq.demo.basket import Basket, ShowWorkflow
 from corq.demo.tasks import DEMO_QUEUE, DEMO_URL
 from corq.demo.ticks import EVERY, SCHEDULE, TICKS, Ticks
 from corq.worker import JobCounts
@@ -222,11 +225,13 @@ def local_http_server() -> Iterator[str]:
 def run_demo(
     url: str | None = None,
     *,
+    show_workflow: ShowWorkflow,
     timeout_s: float = 60.0,
     console: Console | None = None,
     log_level: str = "error",
 ) -> int:
-    """Run the demo; 0 when every job succeeded."""
+    """Run the demo; 0 when every job succeeded. `show_workflow` prints the workflow the
+    way `corq workflow ID` does (the CLI's view, handed in: the CLI is the layer above)."""
     console = console or Console()
     url = url or DEMO_URL
     if url == DEMO_URL:
@@ -242,7 +247,7 @@ def run_demo(
     corq_log.setLevel(log_level.upper())
     try:
         with local_http_server() as base_url:
-            return asyncio.run(_run(url, base_url, timeout_s, console))
+            return asyncio.run(_run(url, base_url, timeout_s, console, show_workflow))
     finally:
         corq_log.removeHandler(handler)
         corq_log.setLevel(saved_level)
@@ -254,7 +259,9 @@ def _remove_demo_database() -> None:
         Path(DEMO_FILE + suffix).unlink(missing_ok=True)
 
 
-async def _run(url: str, base_url: str, timeout_s: float, console: Console) -> int:
+async def _run(
+    url: str, base_url: str, timeout_s: float, console: Console, show_workflow: ShowWorkflow
+) -> int:
     app = tasks.app
     app.configure(url=url)
     try:
@@ -263,35 +270,43 @@ async def _run(url: str, base_url: str, timeout_s: float, console: Console) -> i
         except (corq.BrokerError, TimeoutError) as exc:
             console.print(f"[red bold]Cannot reach the broker at {url}:[/red bold] {exc}")
             return 1
-        return await _run_jobs(app, url, base_url, timeout_s, console)
+        return await _run_jobs(app, url, base_url, timeout_s, console, show_workflow)
     finally:
         await app.aclose()
 
 
 async def _run_jobs(
-    app: corq.App, url: str, base_url: str, timeout_s: float, console: Console
+    app: corq.App,
+    url: str,
+    base_url: str,
+    timeout_s: float,
+    console: Console,
+    show_workflow: ShowWorkflow,
 ) -> int:
     lines = [Line(step=step) for step in plan(base_url)]
     ticks = Ticks(app=app)
+    basket = Basket(app=app, base_url=base_url)
     started = time.monotonic()
     worker = corq.Worker(app, queues=[DEMO_QUEUE], concurrency=CONCURRENCY, grace_s=2.0)
     console.print(
         f"[bold]corq demo[/bold]: {sum(len(ln.step.specs) for ln in lines)} jobs "
-        f"of {len(lines)} tasks and a schedule every {EVERY.total_seconds():g}s, "
+        f"of {len(lines)} tasks, a workflow of {BASKET_JOBS} jobs and a schedule every "
+        f"{EVERY.total_seconds():g}s, "
         f"one worker in this process, broker {url}"
     )
     try:
         async with asyncio.timeout(timeout_s):
             await _start_worker(worker)
             await ticks.start()
-            await _follow(lines, ticks, worker, console)
+            await _follow(lines, ticks, basket, worker, console)
     except TimeoutError:
         done = sum(line.done for line in lines)
         total = sum(len(line.handles) for line in lines)
+        pending = "; ".join(p for p in (_pending(lines), basket.pending()) if p)
         console.print(
             f"[red bold]The demo did not finish within {timeout_s:g}s[/red bold]: "
             f"{done} of {total} jobs done, {ticks.done} of {TICKS} ticks. "
-            f"Still pending: {_pending(lines) or 'nothing sent yet'}."
+            f"Still pending: {pending or 'nothing sent yet'}."
         )
         return 1
     except (DemoError, corq.CorqError) as exc:
@@ -303,7 +318,10 @@ async def _run_jobs(
     if failure is not None:
         console.print(f"[red bold]The worker failed:[/red bold] {failure!r}")
         return 1
-    return _summarize(lines, ticks, url, time.monotonic() - started, console, worker.counts)
+    failed = _summarize(lines, ticks, time.monotonic() - started, console, worker.counts)
+    workflow_ok = await basket.summarize(console, show_workflow)
+    _look_around(lines, basket, url, console)
+    return 1 if failed or not workflow_ok else 0
 
 
 async def _start_worker(worker: corq.Worker) -> None:
@@ -320,10 +338,10 @@ async def _start_worker(worker: corq.Worker) -> None:
 
 
 async def _follow(
-    lines: Sequence[Line], ticks: Ticks, worker: corq.Worker, console: Console
+    lines: Sequence[Line], ticks: Ticks, basket: Basket, worker: corq.Worker, console: Console
 ) -> None:
-    """Send the jobs, then show their progress until every one has finished and the
-    schedule's ticks have run."""
+    """Send the jobs and the workflow, then show their progress until every one has
+    finished and the schedule's ticks have run."""
     progress = Progress(
         TextColumn("{task.description}", style="bold"),
         BarColumn(bar_width=28),
@@ -334,6 +352,7 @@ async def _follow(
     with progress:
         for line in lines:
             line.bar = progress.add_task(line.name, total=len(line.step.specs), status="")
+        flow = progress.add_task("workflow", total=BASKET_JOBS, status="")
         schedule = progress.add_task(SCHEDULE, total=TICKS, status="")
         total = progress.add_task(
             "all jobs", total=sum(len(ln.step.specs) for ln in lines), status=""
@@ -342,16 +361,20 @@ async def _follow(
         handles = iter(await tasks.app.enqueue_many([s for ln in lines for s in ln.step.specs]))
         for line in lines:
             line.handles = [next(handles) for _ in line.step.specs]
+        await basket.start()
         while True:
             await _refresh(lines)
             await ticks.refresh()
+            await basket.refresh()
             for line in lines:
                 assert line.bar is not None
                 progress.update(line.bar, completed=line.progress(), status=line.status_text())
+            progress.update(flow, completed=basket.done, status=basket.status_text())
             progress.update(schedule, completed=ticks.done, status=ticks.status_text())
             done = sum(line.done for line in lines)
             progress.update(total, completed=done, status=_elapsed(progress, total))
-            if all(line.done == len(line.handles) for line in lines) and ticks.done == TICKS:
+            jobs_done = all(line.done == len(line.handles) for line in lines)
+            if jobs_done and ticks.done == TICKS and basket.finished:
                 return
             if worker.stopped:
                 raise DemoError(f"the worker stopped early: {await _failure(worker)}")
@@ -408,11 +431,12 @@ async def _failure(worker: corq.Worker) -> str:
 def _summarize(
     lines: Sequence[Line],
     ticks: Ticks,
-    url: str,
     elapsed_s: float,
     console: Console,
     counts: JobCounts,
 ) -> int:
+    """The table of the jobs, what the worker saw and the schedule's ticks; how many jobs
+    did not succeed."""
     jobs = sum(len(line.handles) for line in lines)
     table = Table(title=f"corq demo: {jobs} jobs in {elapsed_s:.1f}s", title_justify="left")
     table.add_column("task", no_wrap=True, style="bold")
@@ -451,8 +475,7 @@ def _summarize(
         f"(a crashed process), {counts.dead} went dead."
     )
     ticks.summarize(console)
-    _look_around(lines, url, console)
-    return 1 if failed else 0
+    return failed
 
 
 def _shows(line: Line) -> str:
@@ -484,7 +507,7 @@ def _duration(ms: float | None) -> str:
     return f"{ms:.0f} ms" if ms < 1000 else f"{ms / 1000:.2f} s"
 
 
-def _look_around(lines: Sequence[Line], url: str, console: Console) -> None:
+def _look_around(lines: Sequence[Line], basket: Basket, url: str, console: Console) -> None:
     """Where to look next: the records stay in the broker after the demo."""
     retried = [r for line in lines for r in line.records.values() if r.attempt > 1]
     example = max(retried, key=lambda r: r.attempt) if retried else None
@@ -499,4 +522,14 @@ def _look_around(lines: Sequence[Line], url: str, console: Console) -> None:
         highlight=False,
     )
     console.print(f"  corq schedule show {SCHEDULE} --url {url}", soft_wrap=True, highlight=False)
+    if basket.workflow is not None and basket.receipt is not None:
+        for workflow_id, what in (
+            (basket.workflow.id, "the chain"),
+            (basket.receipt.id, "the receipt"),
+        ):
+            console.print(
+                f"  corq workflow {workflow_id} --url {url}   [dim]# {what}[/dim]",
+                soft_wrap=True,
+                highlight=False,
+            )
     console.print("  README: tutorial", highlight=False)

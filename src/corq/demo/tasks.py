@@ -10,6 +10,7 @@ Run it yourself with a worker of your own:
 from __future__ import annotations
 
 import asyncio
+import json
 import random
 import time
 import urllib.request
@@ -110,6 +111,33 @@ def render_thumbnail(image: int) -> str:
     if attempt == 1:
         os._exit(139)  # what a segfault in native code looks like from outside
     return f"thumbnail {image} rendered on attempt {attempt}"
+
+
+@app.task(timeout=10, retries=2, backoff=0.2)
+def fetch_price(url: str) -> dict[str, Any]:
+    """A member of the workflow's chord: one product's name and price, from the shop."""
+    with _opener.open(url, timeout=5) as response:
+        product = json.loads(response.read())
+    return {"name": product["name"], "price": product["price"]}
+
+
+@app.task(timeout=10)
+async def add_up(products: list[dict[str, Any]]) -> float:
+    """The chord's callback: given the list of its members' results, in their order."""
+    return round(sum(float(product["price"]) for product in products), 2)
+
+
+@app.task(timeout=10)
+async def apply_discount(total: float, percent: int) -> float:
+    """A link of the chain: given the previous job's result as its first argument."""
+    return round(total * (100 - percent) / 100, 2)
+
+
+@app.task(timeout=10)
+async def email_receipt(user: str) -> str:
+    """Sent with ``depends_on``: it reads the job it waited for with parent_results()."""
+    (amount,) = (await corq.current_job().parent_results()).values()
+    return f"receipt sent to {user}: {amount:.2f} charged"
 
 
 @app.task(timeout=10)
