@@ -15,11 +15,13 @@ import time
 from corq.backends import Backend
 from corq.backends.base import (
     BATCH,
+    WORKFLOW_KEEP_MS,
     ClaimedJob,
     Completion,
     Failure,
     HeldJob,
     NewJob,
+    ParentOutcome,
     Reclaimed,
     Release,
     WorkerLease,
@@ -28,6 +30,7 @@ from corq.backends.base import (
 from corq.job import JobStatus
 from tests.contract.conftest import Damage
 from tests.contract.jobs import (
+    HOUR_MS,
     LATER,
     LEASE_MS,
     MAX_DEATHS,
@@ -49,7 +52,10 @@ from tests.contract.jobs import (
     register,
     release,
     run_and_die,
+    wall_ms,
 )
+from tests.contract.workflows import Hands, dag, wjob
+from tests.waiting import until
 
 # Helpers of the claiming, outcome and reclaim tests: the ids claimed, outcomes by id and fence.
 
@@ -326,6 +332,31 @@ async def test_a_completed_record_keeps_its_result_until_the_ttl(backend: Backen
     job = await backend.get_job("a", Q)
     assert job is not None
     assert job.result == b"x"
+
+
+async def test_a_workflow_jobs_record_outlives_a_short_result_ttl(backend: Backend) -> None:
+    # Given a → b, and an ordinary job p, both completed with a 1 ms result TTL
+    assert await backend.enqueue_workflow(dag(wjob("a"), wjob("b", "a")), None)
+    await backend.enqueue_jobs([new_job("p")])
+    hands = Hands(backend)
+    held = await hands.claim()
+    assert sorted(held) == ["a", "p"]
+    done_at = wall_ms()
+    await hands.succeed(held["a"], held["p"], ttl_ms=1, at_ms=done_at)
+
+    # When the TTL has passed by far (the broker's clock: Redis's own, SQLite's the latest
+    # time a call brought)
+    await until(lambda: wall_ms() > done_at + 20, what="the 1 ms TTL to pass")
+    await backend.promote_due_jobs(Q, done_at + WORKFLOW_KEEP_MS - HOUR_MS)
+
+    # Then the ordinary job's record is gone, the workflow job's is still read by its child
+    assert await backend.get_job("p", Q) is None
+    a = await backend.get_job("a", Q)
+    assert a is not None
+    assert (a.status, a.result) == (JobStatus.SUCCEEDED, b"a")
+    assert await backend.parent_outcomes("b", Q) == [
+        ParentOutcome(job_id="a", queue=Q, status=JobStatus.SUCCEEDED, result=b"a", error=None)
+    ]
 
 
 # ------------------------------------------------------------------------------------------------

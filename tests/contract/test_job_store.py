@@ -37,6 +37,7 @@ from tests.contract.jobs import (
     record,
     register,
 )
+from tests.contract.workflows import WF, Hands, dag, error_of, settle, statuses, wjob
 
 # ------------------------------------------------------------------------------------------------
 # Enqueue and read back
@@ -291,6 +292,37 @@ async def test_a_waiting_suspect_can_be_cancelled(backend: Backend) -> None:
     assert (ids(batch), batch.suspects) == (["innocent"], 0)
     assert ids(await claim_batch(backend, "w3", now, suspects=1)) == []
     assert await backend.cancel_job("innocent", Q, now) is False  # running: not cancellable
+
+
+async def test_cancelling_a_waiting_job_of_a_workflow_fails_its_children(backend: Backend) -> None:
+    # Given a → b → c
+    assert await backend.enqueue_workflow(dag(wjob("a"), wjob("b", "a"), wjob("c", "b")), None)
+
+    # When the waiting b is cancelled (and its queue settled)
+    assert await backend.cancel_job("b", Q, T0) is True
+    await settle(backend)
+
+    # Then c is upstream_failed by it; a still runs, and its success releases nothing
+    assert await statuses(backend, "a", "b", "c") == {
+        "a": JobStatus.QUEUED,
+        "b": JobStatus.CANCELLED,
+        "c": JobStatus.UPSTREAM_FAILED,
+    }
+    error = await error_of(backend, "c")
+    assert error is not None
+    assert error.startswith("upstream_failed: b ended cancelled"), error
+    hands = Hands(backend)
+    await hands.run("a")
+    assert await hands.claim() == {}
+    assert await statuses(backend, "b", "c") == {
+        "b": JobStatus.CANCELLED,
+        "c": JobStatus.UPSTREAM_FAILED,
+    }
+    workflow = await backend.get_workflow(WF)
+    assert workflow is not None
+    assert workflow.finished_at_ms is not None
+    assert workflow.first_failure is not None
+    assert workflow.first_failure[0] == "b"
 
 
 # ------------------------------------------------------------------------------------------------

@@ -4,6 +4,7 @@ One scenario drives jobs through every method that changes a state (enqueue, pro
 claim, complete, fail with and without a retry, release, reclaim, cancel, dead-letter retry)
 and reads every record after each step; each change seen must be in the table, and the
 moves seen must cover the ones the scenario makes (so the check cannot pass vacuously).
+A second scenario does the same for the moves out of ``waiting`` (workflows).
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from __future__ import annotations
 from collections.abc import Awaitable
 
 from corq.backends import Backend
+from corq.backends.base import ClaimedJob
 from corq.job import JobStatus, can_transition
 from tests.contract.jobs import (
     LATER,
@@ -23,6 +25,7 @@ from tests.contract.jobs import (
     register,
     release,
 )
+from tests.contract.workflows import Hands, dag, later_ms, settle, wjob
 
 S = JobStatus
 IDS = ("a", "b", "c", "d", "e")
@@ -36,8 +39,12 @@ class Watch:
         self.states: dict[str, JobStatus] = {}
         self.moves: set[tuple[JobStatus, JobStatus]] = set()
 
-    async def step(self, name: str, call: Awaitable[object]) -> None:
+    async def step(self, name: str, call: Awaitable[object], *settled: str) -> None:
+        """Run `call`, then settle the queues named (an end and its settle are one step
+        for a reader, as the runtime's writer runs them back to back)."""
         await call
+        for queue in settled:
+            await settle(self.backend, queue)
         for job_id in IDS:
             job = await self.backend.get_job(job_id, "default")
             if job is None:
@@ -102,3 +109,46 @@ async def test_every_state_change_is_a_legal_move(backend: Backend) -> None:
 
 async def _noop() -> None:
     """A step whose change was made just before (a claim's jobs are needed by the test)."""
+
+
+async def test_every_move_out_of_waiting_is_legal(backend: Backend) -> None:
+    # a → b (queued when a succeeds), a → c (scheduled: its time is still ahead),
+    # b → d (upstream_failed when b dies), a → e (cancelled while waiting)
+    w = Watch(backend)
+    wf = dag(
+        wjob("a"),
+        wjob("b", "a"),
+        wjob("c", "a", run_at_ms=later_ms()),
+        wjob("d", "b"),
+        wjob("e", "a"),
+        outputs=("c", "d", "e"),
+    )
+    hands = Hands(backend)
+    await w.step("enqueue workflow", backend.enqueue_workflow(wf, None))
+    assert w.states == {"a": S.QUEUED, **dict.fromkeys("bcde", S.WAITING)}
+    await w.step("cancel waiting", backend.cancel_job("e", "default", None), "default")
+    a = await _claim(w, hands, "a")
+    await w.step("complete", hands.succeed(a))
+    b = await _claim(w, hands, "b")
+    await w.step("fail dead", hands.die(b))
+
+    assert w.states == {
+        "a": S.SUCCEEDED,
+        "b": S.DEAD,
+        "c": S.SCHEDULED,
+        "d": S.UPSTREAM_FAILED,
+        "e": S.CANCELLED,
+    }
+    assert {
+        (S.WAITING, S.QUEUED),
+        (S.WAITING, S.SCHEDULED),
+        (S.WAITING, S.UPSTREAM_FAILED),
+        (S.WAITING, S.CANCELLED),
+    } <= w.moves
+
+
+async def _claim(w: Watch, hands: Hands, job_id: str) -> ClaimedJob:
+    """Claim what is ready, as a step: exactly `job_id`."""
+    held = await hands.claim_one(job_id)
+    await w.step("claim", _noop())
+    return held
