@@ -1,0 +1,316 @@
+"""corq workflow benchmarks: prints figures (not a test).
+
+Run: .venv/bin/python bench/workflow_bench.py [--url URL] [--loop asyncio|uvloop] [--only ...]
+
+Each figure starts one `corq worker bench.workflow_app:app --concurrency 500` as a real
+subprocess against the broker in --url (Redis: a fresh key prefix, its keys deleted at the
+end; SQLite: a fresh file, deleted at the end), waits until it is registered and has run a
+small chord (connections open, scripts loaded), then sends one workflow from this process
+and reads what happened from the broker and from the callbacks' own stamps
+(``perf_counter_ns``, CLOCK_MONOTONIC, shared by the processes of one machine).
+
+- chord: a chord of 10,000 no-op members and one fan-in callback (given the list of their
+  results): the time from just before the enqueue call to the callback's body starting
+  (the worker has by then read the 10,000 results to build its argument), split into the
+  enqueue call, the members' run, and the fan-in; and a check that the callback ran
+  exactly once, with every result.
+- chain: a chain of 1,000 links, each given the previous one's result: the time per step,
+  from the first link's start to the last one's, over the 999 hand-offs between them
+  (end, release of the next link, claim, its input read); and the whole from the enqueue.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import importlib.util
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import redis.asyncio as aioredis
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+import corq  # noqa: E402
+from bench import workflow_app  # noqa: E402
+from bench.workflow_app import chain_end, chain_start, chain_step, fan_in, member  # noqa: E402
+
+APP = "bench.workflow_app:app"
+CONCURRENCY = 500
+#: Goals of the issue: the figure each section is held to (printed beside it).
+CHORD_GOAL_S = 3.0
+STEP_GOAL_MS = 2.0
+
+
+# -- set-up ------------------------------------------------------------------------------
+@dataclass
+class Broker:
+    """One bench run's store: a Redis prefix or a SQLite file, made fresh, and the file the
+    callbacks note their runs in."""
+
+    url: str
+    prefix: str
+    runs: Path
+
+    @classmethod
+    def fresh(cls, url: str) -> Broker:
+        prefix = f"bench{uuid.uuid4().hex[:8]}"
+        if url.startswith("sqlite:///"):
+            _remove_sqlite(Path(url.removeprefix("sqlite:///")))
+        workflow_app.app._clients.clear()
+        workflow_app.app.configure(url=url, prefix=prefix)
+        runs = Path(tempfile.gettempdir()) / f"corq-workflow-bench-{prefix}.runs"
+        runs.unlink(missing_ok=True)
+        broker = cls(url, prefix, runs)
+        OPENED.append(broker)
+        return broker
+
+    @property
+    def is_sqlite(self) -> bool:
+        return self.url.startswith("sqlite:///")
+
+    def worker(self) -> subprocess.Popen[bytes]:
+        return subprocess.Popen(
+            [
+                sys.executable, "-m", "corq", "worker", APP, "--concurrency", str(CONCURRENCY),
+                "--log-level", "warning",
+            ],
+            cwd=ROOT,
+            env=dict(
+                os.environ, CORQ_URL=self.url, CORQ_PREFIX=self.prefix, BENCH_RUNS=str(self.runs)
+            ),
+        )  # fmt: skip
+
+    def runs_of(self, what: str) -> int:
+        """How many times a callback's body ran."""
+        if not self.runs.exists():
+            return 0
+        return sum(1 for line in self.runs.read_text().splitlines() if line.split()[0] == what)
+
+    async def close(self) -> None:
+        """Drop the bench's data: the Redis keys of its prefix, or the SQLite file."""
+        await workflow_app.app.aclose()
+        workflow_app.app._clients.clear()
+        self.runs.unlink(missing_ok=True)
+        if self.is_sqlite:
+            _remove_sqlite(Path(self.url.removeprefix("sqlite:///")))
+            return
+        async with aioredis.from_url(self.url) as r:
+            batch: list[bytes] = []
+            async for key in r.scan_iter(match=f"{self.prefix}:*", count=1000):
+                batch.append(key)
+                if len(batch) >= 1000:
+                    await r.unlink(*batch)
+                    batch = []
+            if batch:
+                await r.unlink(*batch)
+
+
+#: Every store this run made, dropped again when it ends (also after a failure).
+OPENED: list[Broker] = []
+
+
+def _remove_sqlite(path: Path) -> None:
+    for suffix in ("", "-wal", "-shm"):
+        Path(f"{path}{suffix}").unlink(missing_ok=True)
+
+
+def stop(proc: subprocess.Popen[bytes]) -> None:
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+    try:
+        proc.wait(30)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+
+
+async def wait_until(predicate: Callable[[], Awaitable[bool]], timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while not await predicate():
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"timed out waiting for {what}")
+        await asyncio.sleep(0.02)
+
+
+async def ready_worker(broker: Broker) -> subprocess.Popen[bytes]:
+    """A worker registered on the queue, warmed up by a small chord it has run."""
+    proc = broker.worker()
+    client = workflow_app.app.client()
+
+    async def registered() -> bool:
+        if proc.poll() is not None:
+            raise RuntimeError(f"the worker exited with {proc.returncode}")
+        stats = await client.queue_stats(["default"])
+        return bool(stats) and stats[0].workers > 0
+
+    await wait_until(registered, 60, "the worker to register")
+    warm = await corq.chord([member.s(i) for i in range(10)], fan_in.then()).enqueue()
+    await warm.result(timeout=60)
+    return proc
+
+
+def seconds(ns: int) -> float:
+    return ns / 1e9
+
+
+# -- (a) a chord of 10,000 -------------------------------------------------------------------
+@dataclass
+class ChordFigures:
+    members: int
+    #: From just before the enqueue call: the call returned, the last member ended (the
+    #: workflow's end count), the callback's body started.
+    enqueued_s: float
+    members_done_s: float
+    callback_started_s: float
+    #: Runs of the callback's body (must be 1).
+    callback_runs: int
+
+
+async def bench_chord(url: str, n: int) -> ChordFigures:
+    broker = Broker.fresh(url)
+    proc = await ready_worker(broker)
+    warm_runs = broker.runs_of("fan_in")
+    try:
+        flow = corq.chord((member.s(i) for i in range(n)), fan_in.then())
+        started_ns = time.perf_counter_ns()
+        wf = await flow.enqueue()
+        enqueued_ns = time.perf_counter_ns()
+        members_done_ns = await _members_done_ns(wf, n)
+        result: dict[str, Any] = await wf.result(timeout=300)
+        if (result["count"], result["sum"]) != (n, n * (n - 1) // 2):
+            raise RuntimeError(f"the callback got {result['count']} results, sum {result['sum']}")
+        status = await wf.wait(timeout=60)
+        if status.state is not corq.WorkflowState.SUCCEEDED or status.ended != n + 1:
+            raise RuntimeError(f"the chord ended {status.state}, {status.ended} of {n + 1}")
+        runs = broker.runs_of("fan_in") - warm_runs
+    finally:
+        stop(proc)
+        await broker.close()
+    return ChordFigures(
+        members=n,
+        enqueued_s=seconds(enqueued_ns - started_ns),
+        members_done_s=seconds(members_done_ns - started_ns),
+        callback_started_s=seconds(result["started_ns"] - started_ns),
+        callback_runs=runs,
+    )
+
+
+async def _members_done_ns(wf: corq.WorkflowHandle[Any], n: int) -> int:
+    """When the workflow counted its n members' ends (polled every 2 ms: one cheap read)."""
+    while True:
+        status = await wf.status(jobs=False)
+        if status.ended >= n:
+            return time.perf_counter_ns()
+        await asyncio.sleep(0.002)
+
+
+# -- (b) a chain of 1,000 ----------------------------------------------------------------
+@dataclass
+class ChainFigures:
+    steps: int
+    #: From the enqueue call to the last link's start, and per hand-off between the first
+    #: link's start and the last one's.
+    total_s: float
+    per_step_ms: float
+    #: Runs of the last link's body (must be 1).
+    end_runs: int
+
+
+async def bench_chain(url: str, steps: int) -> ChainFigures:
+    broker = Broker.fresh(url)
+    proc = await ready_worker(broker)
+    try:
+        links = [chain_start.s(), *[chain_step.then() for _ in range(steps - 2)], chain_end.then()]
+        started_ns = time.perf_counter_ns()
+        wf = await corq.chain(*links).enqueue()
+        result: dict[str, int] = await wf.result(timeout=600)
+        status = await wf.wait(timeout=60)
+        if status.state is not corq.WorkflowState.SUCCEEDED or status.ended != steps:
+            raise RuntimeError(f"the chain ended {status.state}, {status.ended} of {steps}")
+        runs = broker.runs_of("chain_end")
+    finally:
+        stop(proc)
+        await broker.close()
+    return ChainFigures(
+        steps=steps,
+        total_s=seconds(result["last_ns"] - started_ns),
+        per_step_ms=(result["last_ns"] - result["first_ns"]) / 1e6 / (steps - 1),
+        end_runs=runs,
+    )
+
+
+# -- main --------------------------------------------------------------------------------
+async def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--url", default=os.environ.get("CORQ_URL", "redis://127.0.0.1:6379/0"))
+    parser.add_argument("--only", default="", help="comma list: chord,chain")
+    parser.add_argument("--quick", action="store_true", help="smaller runs (smoke test)")
+    parser.add_argument("--repeat", type=int, default=1, help="runs of each figure")
+    parser.add_argument(
+        "--loop",
+        choices=["auto", "uvloop", "asyncio"],
+        default="auto",
+        help="event loop of the bench and its worker [default: uvloop when installed]",
+    )
+    opts = parser.parse_args()
+    only = set(filter(None, opts.only.split(",")))
+    loop = type(asyncio.get_running_loop()).__module__.split(".")[0]
+    print(
+        f"corq {corq.__version__} workflow bench on {opts.url} (python "
+        f"{sys.version.split()[0]}, {os.cpu_count()} cpus, {loop} event loop, one worker "
+        f"process, concurrency {CONCURRENCY})"
+    )
+    try:
+        for _ in range(opts.repeat):
+            if not only or "chord" in only:
+                print_chord(await bench_chord(opts.url, 1000 if opts.quick else 10_000))
+            if not only or "chain" in only:
+                print_chain(await bench_chain(opts.url, 100 if opts.quick else 1000))
+    finally:
+        for broker in OPENED:
+            await broker.close()
+
+
+def print_chord(f: ChordFigures) -> None:
+    verdict = "met" if f.callback_started_s < CHORD_GOAL_S else "MISSED"
+    print(
+        f"chord of {f.members:,} members and one fan-in callback: callback started "
+        f"{f.callback_started_s:.2f} s after the first enqueue (goal < {CHORD_GOAL_S:g} s: "
+        f"{verdict}); enqueue call {f.enqueued_s:.2f} s, members all ended at "
+        f"{f.members_done_s:.2f} s, fan-in (release, {f.members:,} results read, start) "
+        f"{f.callback_started_s - f.members_done_s:.2f} s; callback ran {f.callback_runs} "
+        f"time(s)" + ("" if f.callback_runs == 1 else " (EXPECTED ONCE)")
+    )
+
+
+def print_chain(f: ChainFigures) -> None:
+    verdict = "met" if f.per_step_ms < STEP_GOAL_MS else "MISSED"
+    print(
+        f"chain of {f.steps:,} links: {f.per_step_ms:.2f} ms per step (goal < "
+        f"{STEP_GOAL_MS:g} ms: {verdict}); last link started {f.total_s:.2f} s after the "
+        f"enqueue; last link ran {f.end_runs} time(s)"
+        + ("" if f.end_runs == 1 else " (EXPECTED ONCE)")
+    )
+
+
+if __name__ == "__main__":
+    # --loop asyncio|uvloop: the event loop of the bench and of the worker it starts.
+    choice = sys.argv[sys.argv.index("--loop") + 1] if "--loop" in sys.argv else "auto"
+    os.environ["CORQ_EVENT_LOOP"] = choice
+    if choice == "asyncio" or importlib.util.find_spec("uvloop") is None:
+        asyncio.run(main())
+    else:
+        import uvloop
+
+        uvloop.run(main())
