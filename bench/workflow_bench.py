@@ -36,6 +36,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import psutil
 import redis.asyncio as aioredis
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -160,6 +161,34 @@ async def ready_worker(broker: Broker) -> subprocess.Popen[bytes]:
     return proc
 
 
+#: Where `--profile DIR` writes py-spy's samples of the worker (collapsed stacks), or None.
+PROFILE_DIR: list[Path] = []
+
+
+def profile(proc: subprocess.Popen[bytes], name: str) -> subprocess.Popen[bytes] | None:
+    """Sample the worker with py-spy during the measured part, when asked (--profile)."""
+    if not PROFILE_DIR:
+        return None
+    out = PROFILE_DIR[0] / f"{name}-{os.getpid()}.txt"
+    spy = subprocess.Popen(
+        ["py-spy", "record", "-p", str(proc.pid), "-r", "250", "-f", "raw", "-o", str(out)],
+        stdout=subprocess.DEVNULL,
+    )
+    time.sleep(1.0)  # attached
+    return spy
+
+
+def stop_profile(spy: subprocess.Popen[bytes] | None) -> None:
+    if spy is not None:
+        spy.send_signal(signal.SIGINT)
+        spy.wait(60)
+
+
+def cpu_s(proc: psutil.Process) -> float:
+    times = proc.cpu_times()
+    return times.user + times.system
+
+
 def seconds(ns: int) -> float:
     return ns / 1e9
 
@@ -181,6 +210,7 @@ async def bench_chord(url: str, n: int) -> ChordFigures:
     broker = Broker.fresh(url)
     proc = await ready_worker(broker)
     warm_runs = broker.runs_of("fan_in")
+    spy = profile(proc, "chord")
     try:
         flow = corq.chord((member.s(i) for i in range(n)), fan_in.then())
         started_ns = time.perf_counter_ns()
@@ -195,6 +225,7 @@ async def bench_chord(url: str, n: int) -> ChordFigures:
             raise RuntimeError(f"the chord ended {status.state}, {status.ended} of {n + 1}")
         runs = broker.runs_of("fan_in") - warm_runs
     finally:
+        stop_profile(spy)
         stop(proc)
         await broker.close()
     return ChordFigures(
@@ -225,21 +256,28 @@ class ChainFigures:
     per_step_ms: float
     #: Runs of the last link's body (must be 1).
     end_runs: int
+    #: CPU the worker process used meanwhile, per step (user + system).
+    worker_cpu_ms: float
 
 
 async def bench_chain(url: str, steps: int) -> ChainFigures:
     broker = Broker.fresh(url)
     proc = await ready_worker(broker)
+    spy = profile(proc, "chain")
+    worker = psutil.Process(proc.pid)
     try:
         links = [chain_start.s(), *[chain_step.then() for _ in range(steps - 2)], chain_end.then()]
+        cpu_before = cpu_s(worker)
         started_ns = time.perf_counter_ns()
         wf = await corq.chain(*links).enqueue()
         result: dict[str, int] = await wf.result(timeout=600)
+        cpu_used = cpu_s(worker) - cpu_before
         status = await wf.wait(timeout=60)
         if status.state is not corq.WorkflowState.SUCCEEDED or status.ended != steps:
             raise RuntimeError(f"the chain ended {status.state}, {status.ended} of {steps}")
         runs = broker.runs_of("chain_end")
     finally:
+        stop_profile(spy)
         stop(proc)
         await broker.close()
     return ChainFigures(
@@ -247,6 +285,7 @@ async def bench_chain(url: str, steps: int) -> ChainFigures:
         total_s=seconds(result["last_ns"] - started_ns),
         per_step_ms=(result["last_ns"] - result["first_ns"]) / 1e6 / (steps - 1),
         end_runs=runs,
+        worker_cpu_ms=cpu_used * 1000 / steps,
     )
 
 
@@ -258,6 +297,9 @@ async def main() -> None:
     parser.add_argument("--quick", action="store_true", help="smaller runs (smoke test)")
     parser.add_argument("--repeat", type=int, default=1, help="runs of each figure")
     parser.add_argument(
+        "--profile", metavar="DIR", help="sample the worker with py-spy, collapsed stacks to DIR"
+    )
+    parser.add_argument(
         "--loop",
         choices=["auto", "uvloop", "asyncio"],
         default="auto",
@@ -265,6 +307,9 @@ async def main() -> None:
     )
     opts = parser.parse_args()
     only = set(filter(None, opts.only.split(",")))
+    if opts.profile:
+        PROFILE_DIR.append(Path(opts.profile))
+        PROFILE_DIR[0].mkdir(parents=True, exist_ok=True)
     loop = type(asyncio.get_running_loop()).__module__.split(".")[0]
     print(
         f"corq {corq.__version__} workflow bench on {opts.url} (python "
@@ -299,8 +344,8 @@ def print_chain(f: ChainFigures) -> None:
     print(
         f"chain of {f.steps:,} links: {f.per_step_ms:.2f} ms per step (goal < "
         f"{STEP_GOAL_MS:g} ms: {verdict}); last link started {f.total_s:.2f} s after the "
-        f"enqueue; last link ran {f.end_runs} time(s)"
-        + ("" if f.end_runs == 1 else " (EXPECTED ONCE)")
+        f"enqueue; worker CPU {f.worker_cpu_ms:.2f} ms per step; last link ran {f.end_runs} "
+        "time(s)" + ("" if f.end_runs == 1 else " (EXPECTED ONCE)")
     )
 
 
