@@ -225,7 +225,7 @@ class Client:
         then, after the specs before it were sent).
         """
         listed = specs_list(specs)
-        jobs = [self.encode_spec(spec) for spec in listed]
+        jobs = self.encode_specs([(spec, None) for spec in listed])
         dependents = [
             (index, spec, job)
             for index, (spec, job) in enumerate(zip(listed, jobs, strict=True))
@@ -247,23 +247,45 @@ class Client:
         A workflow job with `inputs` is checked as called with its parents' results
         prepended (only a task registered here can be checked).
         """
-        task = self.registry.get(spec.task)
-        options = spec.options
+        return self.encode_specs([(spec, inputs)], workflow=workflow)[0]
+
+    def encode_specs(
+        self, specs: Sequence[tuple[JobSpec[Any], Inputs | None]], *, workflow: str | None = None
+    ) -> list[NewJob]:
+        """`encode_spec` for many specs: the options they share are checked once (a
+        workflow's thousands of jobs mostly share one task's), and every job gets the same
+        enqueue time."""
+        # By the options' identity: specs made alike share one object (a task's defaults,
+        # a bound task's), and options holding a bad value may not even hash.
+        shared: dict[tuple[TaskName, int], tuple[QueueName, _Checked]] = {}
+        jobs = []
+        for spec, inputs in specs:
+            task = self.registry.get(spec.task)
+            key = (spec.task, id(spec.options))
+            known = shared.get(key)
+            if known is None:
+                known = shared[key] = self._queue_and_options(task, spec.options)
+            queue, checked = known
+            if task is None:
+                payload = self._encode_unregistered(spec)
+            else:
+                given = None if inputs is None else _INPUT_WORDS[inputs]
+                payload = task.encode_payload(spec.args, dict(spec.kwargs), takes_input=given)
+            jobs += self._new_jobs(
+                spec.task, queue, [payload], checked, workflow=workflow, inputs=inputs
+            )
+        return jobs
+
+    def _queue_and_options(
+        self, task: Task[Any, Any] | None, options: EnqueueOptions
+    ) -> tuple[QueueName, _Checked]:
         queue, priority = (
             (self.default_queue, 0) if task is None else (task.options.queue, task.options.priority)
         )
         checked = self._check_options(
             options, priority if options.priority is None else options.priority
         )
-        queue = check_queue_name(queue if options.queue is None else options.queue)
-        if task is None:
-            payload = self._encode_unregistered(spec)
-        else:
-            given = None if inputs is None else _INPUT_WORDS[inputs]
-            payload = task.encode_payload(spec.args, dict(spec.kwargs), takes_input=given)
-        return self._new_jobs(
-            spec.task, queue, [payload], checked, workflow=workflow, inputs=inputs
-        )[0]
+        return check_queue_name(queue if options.queue is None else options.queue), checked
 
     def _encode_unregistered(self, spec: JobSpec[Any]) -> bytes:
         try:

@@ -68,7 +68,7 @@ R = TypeVar("R")
 R_co = TypeVar("R_co", covariant=True)
 
 #: Output jobs waited for at once by ``result()`` (each wait holds a broker subscription).
-_WAITERS = 64
+_WAITERS = 16
 #: Job ids looked up at once in the known queues when a dependency is given as a bare id.
 _LOOKUPS = 16
 #: Longest pause between two reads of a workflow whose jobs all ended but that is not
@@ -214,10 +214,12 @@ class WorkflowHandle(Generic[R_co]):
         """Wait until every job has ended (an open batch: and it is closed), failed or not,
         and return the status; ResultTimeoutError after `timeout` seconds.
 
-        Each unfinished job is waited for on its done signal, in the order jobs were added;
-        only once all have ended and the broker has not marked the workflow finished yet
-        (an open batch, or its last end still being settled) is its record read again at
-        growing intervals, up to half a second.
+        The jobs not ended yet are found by reading the workflow's nodes (1,000 a call, from
+        the first unended one on), and the last of them is waited for on its done signal:
+        in a group or a chain that is the one to end last, so most workflows cost one wait
+        and a few reads. Only once every job has ended and the broker has not marked the
+        workflow finished yet (an open batch, or its last end still being settled) is its
+        record read again at growing intervals, up to half a second.
         """
         limit_s = _timeout_s(timeout)
         loop = asyncio.get_running_loop()
@@ -227,40 +229,32 @@ class WorkflowHandle(Generic[R_co]):
             record = await self._record()
             if record.finished_at_ms is not None:
                 return await self.status(jobs=jobs)
-            offset, waited = await self._wait_nodes(offset, deadline, timeout)
-            if waited:
-                pause = 0.01
-                continue
-            if deadline is not None and loop.time() >= deadline:
+            offset, last = await self._unended(offset)
+            left = None if deadline is None else deadline - loop.time()
+            if left is not None and left <= 0:
                 raise ResultTimeoutError(f"workflow {self.id} still running after {timeout}s")
-            await asyncio.sleep(pause if deadline is None else min(pause, deadline - loop.time()))
+            if last is not None:
+                pause = 0.01
+                wait_s = 60.0 if left is None else min(left, 60.0)
+                await self._client.backend.wait_for_job(last.job_id, last.queue, wait_s)
+                continue
+            await asyncio.sleep(pause if left is None else min(pause, left))
             pause = min(pause * 2, _FINISH_POLL_MAX_S)
 
-    async def _wait_nodes(
-        self, offset: int, deadline: float | None, timeout: float | None
-    ) -> tuple[int, bool]:
-        """Wait for the jobs from `offset` on, in order, until one is left unended (by the
-        deadline) or all have ended; returns the offset reached and whether any was
-        waited for."""
-        backend = self._client.backend
-        loop = asyncio.get_running_loop()
-        waited = False
+    async def _unended(self, offset: int) -> tuple[int, WorkflowNode | None]:
+        """The position of the first job from `offset` on that has not ended (or the end),
+        and the last such job (None when every one has ended)."""
+        first, last = None, None
+        position = offset
         while True:
-            page = await backend.workflow_nodes(self.id, offset, BATCH)
-            for node in page:
-                while node.status is not None and node.status not in TERMINAL_STATES:
-                    left = 60.0 if deadline is None else deadline - loop.time()
-                    if left <= 0:
-                        raise ResultTimeoutError(
-                            f"workflow {self.id}: job {node.job_id} ({node.task}) still "
-                            f"{node.status} after {timeout}s"
-                        )
-                    job = await backend.wait_for_job(node.job_id, node.queue, min(left, 60.0))
-                    node = _with_status(node, None if job is None else job.status)
-                    waited = True
-                offset += 1
+            page = await self._client.backend.workflow_nodes(self.id, position, BATCH)
+            for at, node in enumerate(page, start=position):
+                if node.status is not None and node.status not in TERMINAL_STATES:
+                    first = at if first is None else first
+                    last = node
+            position += len(page)
             if len(page) < BATCH:
-                return offset, waited
+                return (position if first is None else first), last
 
     async def status(self, *, jobs: bool = True) -> WorkflowStatus:
         """The workflow's state and counts, and each job's (read in pages of 1,000; pass
@@ -359,18 +353,6 @@ def _info(node: WorkflowNode) -> WorkflowJobInfo:
     )
 
 
-def _with_status(node: WorkflowNode, status: JobStatus | None) -> WorkflowNode:
-    return WorkflowNode(
-        job_id=node.job_id,
-        queue=node.queue,
-        task=node.task,
-        status=status,
-        parents=node.parents,
-        callback=node.callback,
-        error=node.error,
-    )
-
-
 def _timeout_s(timeout: object) -> float | None:
     if timeout is None:
         return None
@@ -464,10 +446,9 @@ class WorkflowSender:
                 f"this workflow has {len(planned):,} jobs, over the limit of {limit:,} "
                 "(settings.max_workflow_jobs / CORQ_MAX_WORKFLOW_JOBS)"
             )
-        new_jobs = [
-            self.client.encode_spec(step.spec, workflow=workflow_id, inputs=step.inputs)
-            for step in planned.steps
-        ]
+        new_jobs = self.client.encode_specs(
+            [(step.spec, step.inputs) for step in planned.steps], workflow=workflow_id
+        )
         _check_unique_ids(new_jobs)
         jobs = []
         for step, job in zip(planned.steps, new_jobs, strict=True):

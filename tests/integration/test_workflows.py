@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 import corq
-from corq.testing import run_worker
+from corq.testing import drain, run_worker
 from tests.integration import workflow_tasks
 
 
@@ -227,3 +227,18 @@ async def test_the_worker_starts_the_next_link_without_waiting_for_a_poll(
         for a, b in itertools.pairwise(infos)
     ]
     assert max(gaps) < 500, gaps
+
+
+async def test_a_burst_worker_runs_a_whole_workflow_before_stopping(
+    app: corq.App, tasks: dict[str, corq.Task[Any, Any]]
+) -> None:
+    fetch, parse, store, count, total = (
+        tasks[name] for name in ("fetch", "parse", "store", "count", "total")
+    )
+    # Each child is released only once its parent's outcome is recorded (and settled):
+    # a burst worker must not take the moment in between for the end of its work.
+    chain = await corq.chain(fetch.s("abc"), parse.then(), store.then()).enqueue()
+    chord = await corq.chord([count.s("ab"), count.s("c")], total.then()).enqueue()
+    await drain(app)
+    assert await chain.result(timeout=1) == "abc"
+    assert await chord.result(timeout=1) == 3
