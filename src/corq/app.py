@@ -12,6 +12,7 @@ from datetime import datetime, timedelta
 from typing import Any, ParamSpec, Protocol, TypeVar, overload
 
 from corq.backends import open_backend
+from corq.canvas import Batch, Chain, Chord, Flow, Group, Workflow
 from corq.client import Client, JobHandle
 from corq.clock import SystemClock
 from corq.errors import ArgumentError, ConfigError, ScheduleError, TaskDefinitionError
@@ -25,7 +26,6 @@ from corq.settings import Settings
 from corq.spec import EnqueueOptions, JobSpec, check_queue_name, check_task_name
 from corq.task import Task, TaskOptions
 from corq.types import Clock, JobId, QueueName, TaskName
-from corq.workflow import Batch, Chain, Chord, Flow, Group, Workflow
 from corq.workflows import BatchHandle, WorkflowHandle
 
 log = logging.getLogger(__name__)

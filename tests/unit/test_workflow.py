@@ -9,7 +9,8 @@ import pytest
 
 import corq
 from corq.spec import Dependency
-from corq.workflow import Inputs, Link, Plan, Step, plan, plan_addition, plan_batch
+from corq.workflow import Inputs
+from corq.workflow_plan import Link, Plan, Step, plan, plan_addition, plan_batch
 
 
 def s(task: str, *args: Any) -> corq.JobSpec[Any]:
