@@ -141,6 +141,9 @@ async def test_depends_on_reaches_jobs_of_other_queues_by_handle_or_id(
         assert await r.result(timeout=10) == {by_handle.id: 10, by_id.id: 20}
         parents = [job.parents for job in (await app.workflow(r.id).status()).jobs]
         assert parents == [(by_handle.id, by_id.id)]
+        # A task known by name takes the same option.
+        by_name = await app.enqueue("build_report", depends_on=[by_id], allow_failed=True)
+        assert await by_name.result(timeout=10) == {by_id.id: 20}
 
 
 async def test_a_process_job_gets_its_input_and_its_parents(
