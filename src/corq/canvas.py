@@ -388,8 +388,17 @@ def batch(
     on_failure: JobSpec[Any] | None = None,
 ) -> Batch:
     """An open batch to create with ``await corq.batch(...).open()``: jobs are added until
-    it is closed; each callback runs once (after the close) with a `BatchSummary`."""
+    it is closed; each callback runs once (after the close) with a `BatchSummary`.
+
+    At least one callback is needed: it is what a batch is for (without one, a group does
+    the same), and the broker stores no workflow without a job.
+    """
     _check_callbacks(on_success, on_complete, on_failure)
+    if on_success is None and on_complete is None and on_failure is None:
+        raise ArgumentError(
+            "batch() needs a callback (on_success, on_complete or on_failure); without "
+            "one, send a group"
+        )
     return Batch(on_success=on_success, on_complete=on_complete, on_failure=on_failure)
 
 
