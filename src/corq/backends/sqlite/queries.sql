@@ -807,11 +807,11 @@ WHERE workflow = :workflow AND job = :job AND queue = :queue AND ended IS NULL
 RETURNING callback;
 
 -- name: wf_count_end
--- Count one end (:member 1 for a member), and note the first failure (:failed 1 for dead,
--- cancelled, upstream_failed); returns what decides the callbacks and the finish. No row:
--- no such workflow, or its counts cannot be read.
+-- Count :ended ends, :members_ended of them of members, and note the first failure among
+-- them (:failed 1, its :job and :error) unless one is noted; returns what decides the
+-- callbacks and the finish. No row: no such workflow, or its counts cannot be read.
 UPDATE workflows
-SET ended = ended + 1, members_ended = members_ended + :member,
+SET ended = ended + :ended, members_ended = members_ended + :members_ended,
     first_failure = CASE WHEN :failed AND first_failure IS NULL
                          THEN :job ELSE first_failure END,
     first_failure_error = CASE WHEN :failed AND first_failure IS NULL
@@ -822,12 +822,11 @@ WHERE id = :workflow
 RETURNING state, total, ended, members, members_ended, finished_at_ms;
 
 -- name: wf_count_state
--- Count one end by its state (an unreadable count starts again at 1); returns the count.
-INSERT INTO workflow_counts (workflow, member, state, n) VALUES (:workflow, :member, :state, 1)
+-- Count :n ends in a state (an unreadable count starts again from :n).
+INSERT INTO workflow_counts (workflow, member, state, n) VALUES (:workflow, :member, :state, :n)
 ON CONFLICT (workflow, member, state) DO UPDATE SET
     n = CASE WHEN typeof(n) = 'integer' AND n BETWEEN 0 AND 4611686018427387903
-             THEN n + 1 ELSE 1 END
-RETURNING n;
+             THEN n + excluded.n ELSE excluded.n END;
 
 -- name: wf_count_get
 -- One count of a workflow (checked by the caller).
@@ -851,23 +850,24 @@ SELECT job FROM workflow_failed WHERE workflow = :workflow ORDER BY position LIM
 UPDATE workflows SET finished_at_ms = :now, expires_at_ms = :expires_at_ms
 WHERE id = :workflow AND finished_at_ms IS NULL;
 
--- name: wf_edges_apply
--- Apply a job's end to at most :limit of its edges not applied yet, in every workflow
--- (the workflow_dependents index); returns them.
+-- name: wf_edges_unapplied
+-- At most :limit edges that name a job as parent and have not taken its end in, in every
+-- workflow (the workflow_dependents index).
+SELECT workflow, child, position, allow_failed FROM workflow_edges
+WHERE parent_queue = :queue AND parent = :job AND applied IS NOT 1
+LIMIT :limit;
+
+-- name: wf_edge_applied
+-- An edge took its parent's end in (by its key, as wf_edges_unapplied read it).
 UPDATE workflow_edges SET applied = 1
-WHERE (workflow, child, position) IN (
-    SELECT workflow, child, position FROM workflow_edges
-    WHERE parent_queue = :queue AND parent = :job AND applied IS NOT 1
-    LIMIT :limit
-)
-RETURNING workflow, child, allow_failed;
+WHERE workflow = :workflow AND child = :child AND position = :position;
 
 -- name: wf_node_satisfy
--- One more edge of a job satisfied; returns what decides its release. No row: no such
--- job, or a pending count that cannot be read (or already 0).
-UPDATE workflow_nodes SET pending = pending - 1
+-- :n more edges of a job satisfied; returns what decides its release. No row: no such
+-- job, or a pending count that cannot be read (or below :n).
+UPDATE workflow_nodes SET pending = pending - :n
 WHERE workflow = :workflow AND job = :job
-  AND typeof(pending) = 'integer' AND pending BETWEEN 1 AND 4611686018427387903
+  AND typeof(pending) = 'integer' AND pending BETWEEN :n AND 4611686018427387903
 RETURNING pending, decided, ended, queue;
 
 -- name: wf_node_decide

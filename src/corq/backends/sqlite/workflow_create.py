@@ -16,19 +16,12 @@ and its end finds the edge through the ``workflow_dependents`` index.
 from __future__ import annotations
 
 import json
-from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from corq.backends.base import NewJob, NewWorkflow, WorkflowJob
 from corq.backends.sqlite.columns import NEW_COLUMNS
-from corq.backends.sqlite.ends import (
-    End,
-    apply_ends,
-    decide_callbacks,
-    end_waiting,
-    upstream_error,
-)
+from corq.backends.sqlite.ends import apply_ends, decide_callbacks, fail_waiting, upstream_error
 from corq.backends.sqlite.sql import Q
 from corq.backends.sqlite.store import Conn, advance_clock, take_numbers
 from corq.backends.sqlite.workflow_expiry import drop_workflow
@@ -87,9 +80,7 @@ def enqueue_workflow(
     )
     _write(conn, plan, now, clock)
     if not workflow.open:
-        work: deque[End] = deque()
-        decide_callbacks(conn, workflow.id, now, work)
-        apply_ends(conn, work, now)
+        apply_ends(conn, decide_callbacks(conn, workflow.id, now), now)
     return True
 
 
@@ -236,10 +227,11 @@ def _write(conn: Conn, plan: _Plan, now_ms: int, clock: int) -> None:
     for (parent, queue), ended in plan.outside.items():
         if ended is None:
             conn.execute(Q["wf_watch"], {"queue": queue, "id": parent})
-    work: deque[End] = deque()
-    for child, error in plan.failed:
-        end_waiting(conn, plan.workflow_id, child, JobStatus.UPSTREAM_FAILED, error, now_ms, work)
-    apply_ends(conn, work, now_ms)
+    failed = [
+        fail_waiting(conn, plan.workflow_id, child, JobStatus.UPSTREAM_FAILED, error, now_ms)
+        for child, error in plan.failed
+    ]
+    apply_ends(conn, [end for end in failed if end is not None], now_ms)
 
 
 def _job_params(job: NewJob, ready: bool, seq: int, clock: int) -> dict[str, object]:

@@ -10,7 +10,6 @@ in schema.sql and docs/design.md ("Data model (SQLite)").
 
 from __future__ import annotations
 
-from collections import deque
 from collections.abc import Sequence
 from functools import partial
 
@@ -133,9 +132,7 @@ def close_workflow(conn: Conn, workflow_id: str, now_ms: int | None) -> bool:
         raise WorkflowNotFoundError(f"no workflow {workflow_id!r}")
     if conn.execute(Q["wf_close"], {"workflow": workflow_id}).rowcount == 0:
         return False
-    work: deque[End] = deque()
-    decide_callbacks(conn, workflow_id, now, work)
-    apply_ends(conn, work, now)
+    apply_ends(conn, decide_callbacks(conn, workflow_id, now), now)
     closed = workflow_row(conn, workflow_id)
     if closed is not None and closed.ended >= closed.total and closed.finished_at_ms is None:
         finish(conn, workflow_id, now)
