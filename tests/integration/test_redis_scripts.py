@@ -209,6 +209,9 @@ async def test_a_claim_replies_with_the_claimed_fields_in_record_order(
         # Optional fields the job was not given: '' (a ClaimedJob reads them as None).
         "schedule": b"",
         "tick_ms": b"",
+        "workflow": b"",
+        "inputs": b"",
+        "notify": 0,
     }
 
 

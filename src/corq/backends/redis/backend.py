@@ -9,8 +9,8 @@ as :class:`~corq.errors.BrokerError` (an outage) or :class:`~corq.errors.BrokerD
 
 The broker is composed of one class per role, each in its own file (see ``context.py``):
 producer.py (the JobStore port), claims.py, outcomes.py and reclaim.py (Claims), leases.py
-(WorkerRegistry), admin.py (Admin), schedules.py and ticks.py (ScheduleStore): the same role
-files as the SQLite broker.
+(WorkerRegistry), admin.py (Admin), schedules.py and ticks.py (ScheduleStore), workflows.py,
+settle.py and workflow_reads.py (Workflows): the same role files as the SQLite broker.
 """
 
 from __future__ import annotations
@@ -25,6 +25,8 @@ from corq.backends.redis.producer import RedisJobStore
 from corq.backends.redis.reclaim import RedisReclaim
 from corq.backends.redis.schedules import RedisSchedules
 from corq.backends.redis.ticks import RedisTicks
+from corq.backends.redis.workflow_reads import RedisWorkflowReads
+from corq.backends.redis.workflows import RedisWorkflows
 
 
 class RedisBackend(
@@ -36,6 +38,8 @@ class RedisBackend(
     RedisAdmin,
     RedisSchedules,
     RedisTicks,
+    RedisWorkflows,
+    RedisWorkflowReads,
 ):
     """Broker on Redis (standalone, or Cluster-safe key layout; see ``keys.py``).
 

@@ -160,6 +160,22 @@ class QueueKeys:
     def done_prefix(self) -> str:
         return f"{self.tag}:done:"
 
+    @property
+    def waiting(self) -> str:
+        return f"{self.tag}:waiting"
+
+    @property
+    def outbox(self) -> str:
+        return f"{self.tag}:outbox"
+
+    @property
+    def notify_prefix(self) -> str:
+        """Scripts append a job id to this to reach the workflows watching that job."""
+        return f"{self.tag}:notify:"
+
+    def notify(self, job_id: JobId) -> str:
+        return f"{self.notify_prefix}{job_id}"
+
     def job(self, job_id: JobId) -> str:
         return f"{self.job_prefix}{job_id}"
 
@@ -259,6 +275,102 @@ class SchedulesKeys:
 
 
 @dataclass(frozen=True, slots=True)
+class WorkflowKeys:
+    """The keys of one workflow, in its own slot ``{wf:<id>}``."""
+
+    prefix: str
+    workflow_id: str
+
+    @property
+    def tag(self) -> str:
+        return f"{self.prefix}:{{wf:{self.workflow_id}}}"
+
+    @property
+    def meta(self) -> str:
+        return f"{self.tag}:meta"
+
+    @property
+    def order(self) -> str:
+        return f"{self.tag}:order"
+
+    @property
+    def nodes(self) -> str:
+        return f"{self.tag}:nodes"
+
+    @property
+    def pending(self) -> str:
+        return f"{self.tag}:pending"
+
+    @property
+    def todo(self) -> str:
+        return f"{self.tag}:todo"
+
+    @property
+    def applied(self) -> str:
+        return f"{self.tag}:applied"
+
+    @property
+    def callbacks(self) -> str:
+        return f"{self.tag}:callbacks"
+
+    @property
+    def failed(self) -> str:
+        return f"{self.tag}:failed"
+
+    @property
+    def watched(self) -> str:
+        return f"{self.tag}:watched"
+
+    @property
+    def adding(self) -> str:
+        return f"{self.tag}:adding"
+
+    @property
+    def deferred(self) -> str:
+        return f"{self.tag}:deferred"
+
+    @property
+    def parents_prefix(self) -> str:
+        """Scripts append a job id to this to reach its parents (edge order)."""
+        return f"{self.tag}:parents:"
+
+    @property
+    def children_prefix(self) -> str:
+        """Scripts append a job id to this to reach its children in this workflow."""
+        return f"{self.tag}:children:"
+
+    @property
+    def addition_prefix(self) -> str:
+        return f"{self.tag}:addition:"
+
+    def parents(self, job_id: JobId) -> str:
+        return f"{self.parents_prefix}{job_id}"
+
+    def children(self, job_id: JobId) -> str:
+        return f"{self.children_prefix}{job_id}"
+
+    def addition(self, token: str) -> str:
+        return f"{self.addition_prefix}{token}"
+
+    @property
+    def fixed(self) -> list[str]:
+        """The keys of the workflow that are not per job, in the order scripts take them."""
+        return [
+            self.meta,
+            self.order,
+            self.nodes,
+            self.pending,
+            self.todo,
+            self.applied,
+            self.callbacks,
+            self.failed,
+            self.watched,
+            self.adding,
+            self.deferred,
+        ]
+
+
+@dataclass(frozen=True, slots=True)
 class RedisKeys:
     """Key names under one prefix."""
 
@@ -274,3 +386,11 @@ class RedisKeys:
     @property
     def schedules(self) -> SchedulesKeys:
         return SchedulesKeys(self.prefix)
+
+    def workflow(self, workflow_id: str) -> WorkflowKeys:
+        return WorkflowKeys(self.prefix, workflow_id)
+
+    @property
+    def tend(self) -> str:
+        """Multi-step workflow writes under way, by when maintenance must look at them."""
+        return f"{self.prefix}:{{workflows}}:tend"

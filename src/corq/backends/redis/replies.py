@@ -65,14 +65,14 @@ class QueueCounts:
     in_flight: int
 
 
-def text(value: bytes) -> str:
+def text(value: bytes | str) -> str:
     """Text as stored; bytes that are not UTF-8 (written by another program) are replaced."""
-    return value.decode("utf-8", "replace")
+    return value if isinstance(value, str) else value.decode("utf-8", "replace")
 
 
-def decode_id(value: bytes) -> JobId:
+def decode_id(value: bytes | str) -> JobId:
     """A job id a script checked is UTF-8; surrogates keep any other byte, never crash."""
-    return value.decode("utf-8", "surrogateescape")
+    return value if isinstance(value, str) else value.decode("utf-8", "surrogateescape")
 
 
 def score(value: bytes | int | None) -> int | None:

@@ -1,5 +1,6 @@
 """Typed wrappers of the Lua scripts in ``lua/``: one method per script, named like its file
-(the schedule scripts' wrappers are in ``schedule_scripts.py``, mixed in). How they load
+(the schedule and workflow scripts' wrappers are in ``schedule_scripts.py`` and
+``workflow_scripts.py``, mixed in). How they load
 and run is ``calls.py``'s.
 """
 
@@ -11,6 +12,7 @@ from corq.backends.base import (
     BATCH,
     PRIORITY_MAX,
     PRIORITY_MIN,
+    WORKFLOW_KEEP_MS,
     ClaimBatch,
     Failure,
     NewJob,
@@ -21,13 +23,14 @@ from corq.backends.redis.calls import WAKE_CAP, Arg, ScriptCall, new_values, now
 from corq.backends.redis.keys import QueueKeys
 from corq.backends.redis.replies import HeldStep, Promoted, QueueCounts, StalledBatch
 from corq.backends.redis.schedule_scripts import ScheduleScripts
+from corq.backends.redis.workflow_scripts import WorkflowScripts
 from corq.types import JobId, QueueName, WorkerId
 
 #: How long the snapshot behind one ``retry_dead`` of all dead letters is kept at most.
 SNAPSHOT_TTL_MS = 3600 * 1000
 
 
-class Scripts(ScheduleScripts):
+class Scripts(ScheduleScripts, WorkflowScripts):
     """The scripts, registered on one client (their SHA1s are computed once)."""
 
     def enqueue_jobs(self, keys: QueueKeys, *, jobs: Sequence[NewJob]) -> ScriptCall[list[bool]]:
@@ -48,7 +51,7 @@ class Scripts(ScheduleScripts):
         now_ms: int | None,
     ) -> ScriptCall[ClaimBatch]:
         queue_keys = [keys.workers, keys.ready, keys.delayed, keys.seq, keys.wake]
-        queue_keys += [keys.held(holder), keys.suspects, keys.dead]
+        queue_keys += [keys.held(holder), keys.suspects, keys.dead, keys.outbox]
         args: list[Arg] = [keys.job_prefix, keys.done_prefix, holder, max(0, count)]
         args += [max(0, suspects), lease_ms, now_arg(now_ms), BATCH, PRIORITY_MIN, PRIORITY_MAX]
         args += [*self._dead_bounds, keys.queue]
@@ -59,10 +62,12 @@ class Scripts(ScheduleScripts):
     ) -> ScriptCall[HeldStep]:
         args: list[Arg] = [keys.job_prefix, keys.done_prefix, holder, cursor, BATCH]
         args += self._dead_bounds
-        return self._call("list_held_jobs", [keys.held(holder), keys.dead], args, replies.held_step)
+        queue_keys = [keys.held(holder), keys.dead, keys.outbox]
+        return self._call("list_held_jobs", queue_keys, args, replies.held_step)
 
     def promote_due_jobs(self, keys: QueueKeys, *, now_ms: int | None) -> ScriptCall[Promoted]:
         queue_keys = [keys.delayed, keys.ready, keys.seq, keys.wake, keys.suspects, keys.dead]
+        queue_keys.append(keys.outbox)
         args: list[Arg] = [keys.job_prefix, keys.done_prefix, now_arg(now_ms), BATCH]
         args += [PRIORITY_MIN, PRIORITY_MAX, WAKE_CAP, *self._dead_bounds]
         return self._call("promote_due_jobs", queue_keys, args, replies.promoted)
@@ -77,9 +82,11 @@ class Scripts(ScheduleScripts):
     ) -> ScriptCall[list[bool]]:
         """`jobs`: (id, fence, result, finished_at_ms) each."""
         args: list[Arg] = [keys.job_prefix, keys.done_prefix, holder, result_ttl_ms]
+        args.append(WORKFLOW_KEEP_MS)
         for job_id, fence, result, finished_at_ms in jobs:
             args += [job_id, fence, result, finished_at_ms]
-        return self._call("complete_jobs", [keys.held(holder)], args, replies.flags)
+        queue_keys = [keys.held(holder), keys.outbox]
+        return self._call("complete_jobs", queue_keys, args, replies.flags)
 
     def fail_jobs(
         self, keys: QueueKeys, *, holder: WorkerId, failures: Sequence[Failure]
@@ -90,7 +97,7 @@ class Scripts(ScheduleScripts):
             retry_at = "" if f.retry_at_ms is None else f.retry_at_ms
             args += [f.job_id, f.fence, int(f.counted), int(f.died), f.error, f.traceback or ""]
             args += [retry_at, f.finished_at_ms]
-        queue_keys = [keys.held(holder), keys.delayed, keys.dead, keys.wake]
+        queue_keys = [keys.held(holder), keys.delayed, keys.dead, keys.wake, keys.outbox]
         return self._call("fail_jobs", queue_keys, args, replies.flags)
 
     def release_jobs(
@@ -112,7 +119,7 @@ class Scripts(ScheduleScripts):
         ended_only: bool,
     ) -> ScriptCall[StalledBatch]:
         queue_keys = [keys.workers, keys.ready, keys.dead, keys.wake, keys.suspects]
-        queue_keys += [keys.departed, keys.reclaiming]
+        queue_keys += [keys.departed, keys.reclaiming, keys.outbox]
         args: list[Arg] = [keys.job_prefix, keys.held_prefix, keys.reclaim_prefix]
         args += [keys.done_prefix, now_arg(now_ms), max_deaths, backstop, BATCH, WAKE_CAP]
         args += [int(ended_only), *self._dead_bounds]
@@ -145,8 +152,9 @@ class Scripts(ScheduleScripts):
     def cancel_job(
         self, keys: QueueKeys, *, job_id: JobId, now_ms: int | None, ttl_ms: int
     ) -> ScriptCall[bool]:
-        queue_keys = [keys.job(job_id), keys.ready, keys.delayed, keys.suspects]
-        args: list[Arg] = [job_id, keys.done(job_id), now_arg(now_ms), ttl_ms]
+        queue_keys = [keys.job(job_id), keys.ready, keys.delayed, keys.suspects, keys.outbox]
+        queue_keys.append(keys.waiting)
+        args: list[Arg] = [job_id, keys.done(job_id), now_arg(now_ms), ttl_ms, WORKFLOW_KEEP_MS]
         return self._call("cancel_job", queue_keys, args, bool)
 
     def set_progress(
@@ -190,7 +198,8 @@ class Scripts(ScheduleScripts):
 
     def prune_queue(self, keys: QueueKeys) -> ScriptCall[bool]:
         queue_keys = [keys.ready, keys.delayed, keys.suspects, keys.dead, keys.workers]
-        queue_keys += [keys.reclaiming, keys.seq, keys.wake, keys.departed]
+        queue_keys += [keys.reclaiming, keys.seq, keys.wake, keys.departed, keys.waiting]
+        queue_keys.append(keys.outbox)
         return self._call("prune_queue", queue_keys, [], bool)
 
     def touch_queues(

@@ -19,6 +19,7 @@ KEYS[5] wake           LIST  wake tokens
 KEYS[6] held           SET   ids this holder holds in the queue
 KEYS[7] suspects       ZSET  suspect job ids by score
 KEYS[8] dead           ZSET  dead job ids by finished_at_ms
+KEYS[9] outbox         ZSET  ended workflow jobs (a damaged one buried here ends)
 ARGV[1] job_prefix     a record's key is job_prefix .. id
 ARGV[2] done_prefix    a job's done channel is done_prefix .. id
 ARGV[3] holder         the claiming holder
@@ -55,6 +56,7 @@ local wake_key = KEYS[5]
 local held_key = KEYS[6]
 local suspects_key = KEYS[7]
 local dead_key = KEYS[8]
+local outbox_key = KEYS[9]
 local job_prefix = ARGV[1]
 local done_prefix = ARGV[2]
 local holder = ARGV[3]
@@ -71,7 +73,7 @@ local queue = ARGV[13]
 
 local q = {
   ready = ready_key, delayed = delayed_key, suspects = suspects_key, seq = seq_key,
-  dead = dead_key, job_prefix = job_prefix, done_prefix = done_prefix, batch = batch,
+  dead = dead_key, outbox = outbox_key, job_prefix = job_prefix, done_prefix = done_prefix, batch = batch,
   priority_min = priority_min, priority_max = priority_max, dead_max = dead_max,
   dead_ttl_ms = dead_ttl_ms,
 }
@@ -80,7 +82,7 @@ local CLAIM_FIELDS = fields_of({CLAIMED_FIELDS, CHECKED_FIELDS}, {id = true, que
 local CLAIM_KINDS = record_kinds(CLAIM_FIELDS, {priority = INT_REQUIRED})
 
 expect_types({workers_key, 'zset', ready_key, 'zset', delayed_key, 'zset', seq_key, 'string',
-  wake_key, 'list', held_key, 'set', suspects_key, 'zset', dead_key, 'zset'})
+  wake_key, 'list', held_key, 'set', suspects_key, 'zset', dead_key, 'zset', outbox_key, 'zset'})
 
 if not redis.call('ZSCORE', workers_key, holder) then
   return {1}

@@ -15,6 +15,7 @@ KEYS[1] held            SET   ids this holder holds in the queue
 KEYS[2] delayed         ZSET  delayed job ids by run_at_ms
 KEYS[3] dead            ZSET  dead job ids by finished_at_ms
 KEYS[4] wake            LIST  wake tokens
+KEYS[5] outbox          ZSET  ended workflow jobs: a dead one of a workflow joins it
 ARGV[1] job_prefix      a record's key is job_prefix .. id
 ARGV[2] done_prefix     a job's done channel is done_prefix .. id
 ARGV[3] holder          the failing holder
@@ -37,6 +38,7 @@ local held_key = KEYS[1]
 local delayed_key = KEYS[2]
 local dead_key = KEYS[3]
 local wake_key = KEYS[4]
+local outbox_key = KEYS[5]
 local job_prefix = ARGV[1]
 local done_prefix = ARGV[2]
 local holder = ARGV[3]
@@ -46,12 +48,13 @@ local dead_max = tonumber(ARGV[6])
 local dead_ttl_ms = tonumber(ARGV[7])
 local FIRST, WIDTH = 8, 8
 
-local q = {dead = dead_key, job_prefix = job_prefix, done_prefix = done_prefix, batch = batch,
+local q = {dead = dead_key, outbox = outbox_key, job_prefix = job_prefix, done_prefix = done_prefix, batch = batch,
   dead_max = dead_max, dead_ttl_ms = dead_ttl_ms}
 local FAIL_FIELDS = {'status', 'worker_id', 'fence', 'failures', 'deaths', 'death_log'}
 local FAIL_KINDS = {failures = COUNT, deaths = COUNT}
 
-expect_types({held_key, 'set', delayed_key, 'zset', dead_key, 'zset', wake_key, 'list'})
+expect_types({held_key, 'set', delayed_key, 'zset', dead_key, 'zset', wake_key, 'list',
+  outbox_key, 'zset'})
 
 local old_head = delayed_head(delayed_key)
 local earliest_retry = nil

@@ -10,6 +10,7 @@ broker's clock) and leaves the held set.
 
 KEYS[1] held            SET   ids this holder holds in the queue
 KEYS[2] dead            ZSET  dead job ids by finished_at_ms
+KEYS[3] outbox          ZSET  ended workflow jobs (a damaged one buried here ends)
 ARGV[1] job_prefix      a record's key is job_prefix .. id
 ARGV[2] done_prefix     a job's done channel is done_prefix .. id
 ARGV[3] holder          the holder
@@ -26,6 +27,7 @@ Returns: {next cursor ('0' when done), then one array per job held: id, fence}.
 --- @include "dead"
 local held_key = KEYS[1]
 local dead_key = KEYS[2]
+local outbox_key = KEYS[3]
 local job_prefix = ARGV[1]
 local done_prefix = ARGV[2]
 local holder = ARGV[3]
@@ -34,7 +36,7 @@ local batch = tonumber(ARGV[5])
 local dead_max = tonumber(ARGV[6])
 local dead_ttl_ms = tonumber(ARGV[7])
 
-local q = {dead = dead_key, job_prefix = job_prefix, done_prefix = done_prefix, batch = batch,
+local q = {dead = dead_key, outbox = outbox_key, job_prefix = job_prefix, done_prefix = done_prefix, batch = batch,
   dead_max = dead_max, dead_ttl_ms = dead_ttl_ms}
 -- Checked once the record is known to be this holder's: what later scripts must read.
 local CHECKS = fields_of({CHECKED_FIELDS, {'score'}}, {})
@@ -43,7 +45,7 @@ local KINDS = record_kinds(CHECKS, {fence = INT_REQUIRED, priority = INT_REQUIRE
 local FIELDS = fields_of({{'status', 'worker_id'}, CHECKS}, {})
 local AS_TEXT = {}
 
-expect_types({held_key, 'set', dead_key, 'zset'})
+expect_types({held_key, 'set', dead_key, 'zset', outbox_key, 'zset'})
 
 local now_ms = nil
 local buried = 0

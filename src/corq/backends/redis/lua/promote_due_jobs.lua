@@ -12,6 +12,7 @@ KEYS[3] seq            STR   counter behind the FIFO part of ready scores
 KEYS[4] wake           LIST  wake tokens
 KEYS[5] suspects       ZSET  where a promoted suspect goes
 KEYS[6] dead           ZSET  dead job ids by finished_at_ms
+KEYS[7] outbox         ZSET  ended workflow jobs (a damaged one buried here ends)
 ARGV[1] job_prefix     a record's key is job_prefix .. id
 ARGV[2] done_prefix    a job's done channel is done_prefix .. id
 ARGV[3] now_ms         the caller's clock, or '' for the broker's; run_at_ms <= now is due
@@ -35,6 +36,7 @@ local seq_key = KEYS[3]
 local wake_key = KEYS[4]
 local suspects_key = KEYS[5]
 local dead_key = KEYS[6]
+local outbox_key = KEYS[7]
 local job_prefix = ARGV[1]
 local done_prefix = ARGV[2]
 local now_ms = resolve_now(ARGV[3])
@@ -47,13 +49,13 @@ local dead_ttl_ms = tonumber(ARGV[9])
 
 local q = {
   ready = ready_key, delayed = delayed_key, suspects = suspects_key, seq = seq_key,
-  dead = dead_key, job_prefix = job_prefix, done_prefix = done_prefix, batch = batch,
+  dead = dead_key, outbox = outbox_key, job_prefix = job_prefix, done_prefix = done_prefix, batch = batch,
   priority_min = priority_min, priority_max = priority_max, dead_max = dead_max,
   dead_ttl_ms = dead_ttl_ms,
 }
 
 expect_types({delayed_key, 'zset', ready_key, 'zset', seq_key, 'string', wake_key, 'list',
-  suspects_key, 'zset', dead_key, 'zset'})
+  suspects_key, 'zset', dead_key, 'zset', outbox_key, 'zset'})
 
 local promoted, buried, more = promote_due(q, now_ms, batch)
 if buried > 0 then

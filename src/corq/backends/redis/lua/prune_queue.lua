@@ -1,9 +1,9 @@
 --[[
 prune_queue: clear what is left of one queue that holds nothing, before its name is forgotten.
 
-A queue holds nothing when it has no ready, delayed, suspect or dead job, no registered
-holder and no holder whose jobs are still being taken back (running jobs are always held
-by one of those). Then its FIFO counter, wake tokens and departed set are deleted too.
+A queue holds nothing when it has no ready, delayed, suspect, dead or waiting job, no end
+waiting in its outbox, no registered holder and no holder whose jobs are still being taken
+back (running jobs are always held by one of those). Then its FIFO counter, wake tokens and departed set are deleted too.
 
 KEYS[1] ready           ZSET  ready job ids
 KEYS[2] delayed         ZSET  delayed job ids
@@ -14,6 +14,8 @@ KEYS[6] reclaiming      HASH  holders whose jobs reclaim is still taking back
 KEYS[7] seq             STR   FIFO counter
 KEYS[8] wake            LIST  wake tokens
 KEYS[9] departed        SET   departed holders
+KEYS[10] waiting        SET   ids of jobs waiting for their parents
+KEYS[11] outbox         ZSET  ended workflow jobs not settled yet
 
 Returns: 1 when the queue held nothing (and was cleared), else 0.
 ]]
@@ -26,9 +28,11 @@ local reclaiming_key = KEYS[6]
 local seq_key = KEYS[7]
 local wake_key = KEYS[8]
 local departed_key = KEYS[9]
+local waiting_key = KEYS[10]
+local outbox_key = KEYS[11]
 
 if redis.call('EXISTS', ready_key, delayed_key, suspects_key, dead_key, workers_key,
-    reclaiming_key) > 0 then
+    reclaiming_key, waiting_key, outbox_key) > 0 then
   return 0
 end
 redis.call('DEL', seq_key, wake_key, departed_key)

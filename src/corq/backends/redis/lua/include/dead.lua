@@ -1,11 +1,12 @@
 --[[
 dead: the dead letters of one queue. `q` is a table of the queue's names and bounds: dead,
-job_prefix, done_prefix, dead_max, dead_ttl_ms (0: unbounded), batch.
+outbox, job_prefix, done_prefix, dead_max, dead_ttl_ms (0: unbounded), batch.
 
 add_dead(q, id, at_ms): the job joins the dead letters (scored by when it died) and its
 waiters are woken. Its record is the caller's to write.
 make_dead(q, id, at_ms, ...): the record says dead, finished at `at_ms`, with the field/value
-pairs given after it; then add_dead.
+pairs given after it; then add_dead. A job of a workflow (or watched by one) notes its end
+in q.outbox (see the outbox include).
 bury_damaged(q, id, now_ms, problem, wrong_type): a record a script could not read joins
 the dead letters. A hash becomes dead with DAMAGED .. problem as its error; a key of another
 type is left as it is (only its id joins, so an operator can see and purge it).
@@ -13,6 +14,7 @@ trim_dead(q, now_ms): delete at most q.batch dead letters with their records: th
 than dead_ttl_ms, then the oldest beyond dead_max. Run once per call that added any.
 ]]
 --- @include "now"
+--- @include "outbox"
 local DAMAGED = 'damaged job record: ' -- damaged_error() in corq.backends.base
 
 local function add_dead(q, id, at_ms)
@@ -21,8 +23,10 @@ local function add_dead(q, id, at_ms)
 end
 
 local function make_dead(q, id, at_ms, ...)
-  redis.call('HSET', q.job_prefix .. id, 'status', 'dead', 'finished_at_ms', at_ms, ...)
+  local key = q.job_prefix .. id
+  redis.call('HSET', key, 'status', 'dead', 'finished_at_ms', at_ms, ...)
   add_dead(q, id, at_ms)
+  note_end_of(q.outbox, key, id, at_ms)
 end
 
 local function bury_damaged(q, id, now_ms, problem, wrong_type)

@@ -15,6 +15,9 @@ then FIFO: one INCRBY reserves the call's numbers). One wake token per ready job
 plus one when a new delayed job is due before everything already delayed (a worker claims
 and learns the new next_due_ms); the wake list is capped. The caller has checked ids,
 priorities and key types. Returns one integer per job, in order: 1 created, 0 existed.
+enqueue_waiting(q, values, first, count): the same jobs written as waiting for their
+parents (a workflow's): the record as above with status waiting, the id in the set q.waiting
+(a key), in no lane and waking no one (a workflow's release queues them). Returns the same.
 ]]
 --- @include "record"
 --- @include "score"
@@ -125,5 +128,20 @@ local function enqueue_new(q, values, first, count)
     wanted = wanted + 1
   end
   push_wakes(q.wake, wanted, q.wake_cap)
+  return created
+end
+
+local function enqueue_waiting(q, values, first, count)
+  local created = new_ids(q, values, first, count)
+  local at_id = ENQ_AT.id
+  for i = 1, count do
+    if created[i] == 1 then
+      local at = first + (i - 1) * NEW_WIDTH
+      local id = values[at + at_id]
+      local n = add_optional(values, at, fill_record(values, at, 'waiting'))
+      redis.call('HSET', q.job_prefix .. id, unpack(enq_record, 1, n))
+      redis.call('SADD', q.waiting, id)
+    end
+  end
   return created
 end

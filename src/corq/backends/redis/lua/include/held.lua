@@ -4,9 +4,9 @@ held: what makes a job the holder's to act on, and what its death adds to the re
 holds(job, holder, fence): true when the record `job` (read with status, worker_id and
 fence) says running, under `holder`, claimed with `fence` (an outcome, a release or a
 progress report acts only then).
-held_at(key, holder, fence): the same check read straight from the record at `key` (three
-fields, no table: the completion of every job runs it); returns held, and whether the key
-is not a hash at all.
+held_at(key, holder, fence): the same check read straight from the record at `key` (no
+table: the completion of every job runs it); returns held, whether the key is not a hash at
+all, and the record's `workflow` and `notify` (where its end must be told, see outbox).
 death_log_with(log, holder): the death log (space-separated holders) with `holder` added.
 requeue(key, id, lane, score): the job at `key` is queued again, held by no one, at `score`
 in `lane` (the ready set or the suspects): a release, or a reclaim that gives it back.
@@ -17,13 +17,13 @@ local function holds(job, holder, fence)
 end
 
 local function held_at(key, holder, fence)
-  local f = redis.pcall('HMGET', key, 'status', 'worker_id', 'fence')
+  local f = redis.pcall('HMGET', key, 'status', 'worker_id', 'fence', 'workflow', 'notify')
   if f.err then
     return false, true
   end
   local status, worker_id, job_fence = f[1], f[2], f[3]
   return status == 'running' and worker_id == holder and tonumber(job_fence) == tonumber(fence),
-    false
+    false, f[4], f[5]
 end
 
 local function death_log_with(log, holder)

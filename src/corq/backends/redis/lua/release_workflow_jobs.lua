@@ -1,0 +1,147 @@
+--[[
+release_workflow_jobs: apply what workflows decided to jobs of one queue (idempotent).
+
+Only a job whose record still says waiting and names the deciding workflow moves, so a
+replay changes nothing: 'r' queues it (with a ready score: priority, then FIFO, and a wake
+token) or, when its run_at_ms is still ahead of now, schedules it (delayed; a wake when it
+is the new head); 'u' .. error ends it upstream_failed and 'c' .. error cancelled, each an
+end itself: finished now, its record kept keep_ms, its waiters woken, and noted in the
+outbox only when another workflow watches it (its own took it in when deciding). A record
+that cannot be released (no valid priority or run_at_ms) goes to the dead letters (an end
+its workflow takes in from the outbox); one that is gone or not a hash is reported, for
+the caller to take in as dead.
+
+KEYS[1] ready           ZSET  ready job ids by score
+KEYS[2] delayed         ZSET  delayed job ids by run_at_ms
+KEYS[3] seq             STR   counter behind the FIFO part of ready scores
+KEYS[4] wake            LIST  wake tokens
+KEYS[5] outbox          ZSET  ended workflow jobs -> end time
+KEYS[6] waiting         SET   ids of jobs waiting for their parents
+KEYS[7] dead            ZSET  dead job ids by finished_at_ms
+ARGV[1] job_prefix      a record's key is job_prefix .. id
+ARGV[2] done_prefix     a job's done channel is done_prefix .. id
+ARGV[3] now_ms          the caller's clock, or '' for the broker's
+ARGV[4] priority_min    lowest valid priority
+ARGV[5] priority_max    highest valid priority (for the ready score)
+ARGV[6] wake_cap        longest the wake list may grow
+ARGV[7] keep_ms         how long an ended record is kept (WORKFLOW_KEEP_MS)
+ARGV[8] batch           most dead letters to trim
+ARGV[9] dead_max        most dead letters kept (0: no limit)
+ARGV[10] dead_ttl_ms    longest a dead letter is kept (0: no limit)
+ARGV[11..] three per job: id, workflow, decision ('r', 'u' .. error, 'c' .. error)
+
+Returns: {how many ends were noted in the outbox (for the caller to settle this queue
+too), then the ids that could not be read (gone or not a hash)}.
+]]
+--- @include "now"
+--- @include "keys"
+--- @include "record"
+--- @include "dead"
+--- @include "score"
+--- @include "wake"
+--- @include "delayed"
+local ready_key = KEYS[1]
+local delayed_key = KEYS[2]
+local seq_key = KEYS[3]
+local wake_key = KEYS[4]
+local outbox_key = KEYS[5]
+local waiting_key = KEYS[6]
+local dead_key = KEYS[7]
+local job_prefix = ARGV[1]
+local done_prefix = ARGV[2]
+local now_ms = resolve_now(ARGV[3])
+local priority_min = tonumber(ARGV[4])
+local priority_max = tonumber(ARGV[5])
+local wake_cap = tonumber(ARGV[6])
+local keep_ms = tonumber(ARGV[7])
+local batch = tonumber(ARGV[8])
+local dead_max = tonumber(ARGV[9])
+local dead_ttl_ms = tonumber(ARGV[10])
+local FIRST = 11
+
+local q = {dead = dead_key, outbox = outbox_key, job_prefix = job_prefix,
+  done_prefix = done_prefix, batch = batch, dead_max = dead_max, dead_ttl_ms = dead_ttl_ms}
+local RELEASE_FIELDS = {'status', 'workflow', 'notify', 'priority', 'run_at_ms'}
+local AS_TEXT = {}
+
+expect_types({ready_key, 'zset', delayed_key, 'zset', seq_key, 'string', wake_key, 'list',
+  outbox_key, 'zset', waiting_key, 'set', dead_key, 'zset'})
+
+local old_head = delayed_head(delayed_key)
+local earliest_delayed = nil
+local queued, noted, buried = 0, 0, 0
+local out = {0}
+local now_text = int(now_ms)
+
+-- The record's priority and run time, or nil and the problem.
+local function timing(job)
+  local priority, problem = check_number('priority', job.priority, INT_REQUIRED)
+  if priority and (priority < priority_min or priority > priority_max) then
+    return nil, nil, 'priority is out of range: ' .. quote(int(priority))
+  end
+  local run_at
+  if priority then
+    run_at, problem = check_number('run_at_ms', job.run_at_ms, INT_REQUIRED)
+  end
+  return priority, run_at, problem
+end
+
+local function release(key, id, job)
+  local priority, run_at, problem = timing(job)
+  if not run_at then
+    bury_damaged(q, id, now_ms, problem, false) -- notes its end in the outbox
+    buried, noted = buried + 1, noted + 1
+  elseif run_at > now_ms then
+    redis.call('HSET', key, 'status', 'scheduled')
+    redis.call('ZADD', delayed_key, int(run_at), id)
+    earliest_delayed = earlier(earliest_delayed, run_at)
+  else
+    local seq = redis.call('INCR', seq_key)
+    local score = ready_score(priority_max, priority, seq)
+    redis.call('HSET', key, 'status', 'queued', 'score', score)
+    redis.call('ZADD', ready_key, score, id)
+    queued = queued + 1
+  end
+end
+
+local function finish(key, id, job, state, err)
+  redis.call('HSET', key, 'status', state, 'error', err, 'finished_at_ms', now_text)
+  redis.call('PEXPIRE', key, keep_ms)
+  redis.call('PUBLISH', done_prefix .. id, id)
+  if note_end(outbox_key, id, now_text, false, job.notify) then
+    noted = noted + 1
+  end
+end
+
+for at = FIRST, #ARGV, 3 do
+  local id, workflow, decision = ARGV[at], ARGV[at + 1], ARGV[at + 2]
+  local key = job_prefix .. id
+  local job, _, wrong_type = read_record(key, RELEASE_FIELDS, AS_TEXT)
+  if not job then
+    out[#out + 1] = id -- gone, or not a hash (its end cannot be noted here)
+    if wrong_type then
+      redis.call('SREM', waiting_key, id)
+    end
+  elseif job.status == 'waiting' and job.workflow == workflow then
+    redis.call('SREM', waiting_key, id)
+    local kind = string.sub(decision, 1, 1)
+    if kind == 'r' then
+      release(key, id, job)
+    elseif kind == 'u' then
+      finish(key, id, job, 'upstream_failed', string.sub(decision, 2))
+    else
+      finish(key, id, job, 'cancelled', string.sub(decision, 2))
+    end
+  end
+end
+
+if buried > 0 then
+  trim_dead(q, now_ms)
+end
+local wanted = queued
+if is_new_head(earliest_delayed, old_head) then
+  wanted = wanted + 1
+end
+push_wakes(wake_key, wanted, wake_cap)
+out[1] = noted
+return out
