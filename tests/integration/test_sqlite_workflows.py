@@ -178,6 +178,35 @@ def _until_seen(counts: set[int], n: int) -> None:
         time.sleep(0.001)
 
 
+async def test_a_release_by_a_backends_own_completion_wakes_its_own_waiter(db: Path) -> None:
+    """A worker's fetcher waits on the backend its writer completes with: the release its
+    own completion makes must wake it, even when the commit lands right after the wait's
+    first look (data_version never moves for a connection's own commits)."""
+    # Commits without fsync are fast enough to land before the waiter listens
+    b = SqliteBackend(f"sqlite:///{db}?synchronous=normal")
+    try:
+        hands = Hands(b)
+        for n in range(30):
+            wf = dag(wjob(f"a{n}", workflow=f"wf{n}"), wjob(f"b{n}", f"a{n}", workflow=f"wf{n}"),
+                     workflow_id=f"wf{n}")  # fmt: skip
+            assert await b.enqueue_workflow(wf, None)
+            a = await hands.claim_one(f"a{n}")
+            # Given a waiter whose first look is queued before the completion
+            waiter = asyncio.create_task(b.wait_for_jobs(Q, 20))
+            await asyncio.sleep(0)
+            # When the completion releases b, the waiter is woken, long before its timeout
+            await hands.succeed(a)
+            try:
+                woken, _ = await asyncio.wait({waiter}, timeout=1)
+            finally:
+                waiter.cancel()
+            assert waiter in woken, f"round {n}: the release did not wake the waiter"
+            assert waiter.result() is True
+            await hands.claim_one(f"b{n}")
+    finally:
+        await b.close()
+
+
 # -- several backends and processes on one file ------------------------------------------
 
 
