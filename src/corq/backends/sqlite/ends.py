@@ -25,6 +25,7 @@ program wrote it) leaves its own job where it is, never the call or another work
 
 from __future__ import annotations
 
+import json
 from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -111,15 +112,12 @@ class _Tally:
 def _apply_wave(conn: Conn, wave: list[End], now_ms: int) -> list[End]:
     """Take the wave's ends in (own workflows), apply them to their edges, then write what
     they add up to; returns the next wave (the ends this one decided)."""
-    tallies: dict[str, _Tally] = {}
-    for end in wave:
-        if isinstance(end.workflow, str) and isinstance(end.job_id, str):
-            _take_in(conn, end, tallies)
+    tallies = _take_in(conn, wave)
     satisfied: Counter[tuple[object, object]] = Counter()
     failing: list[tuple[object, object, str]] = []
-    for end in wave:
-        if isinstance(end.job_id, str) and isinstance(end.queue, str):
-            _apply_edges(conn, end, satisfied, failing)
+    named = [end for end in wave if isinstance(end.job_id, str) and isinstance(end.queue, str)]
+    for start in range(0, len(named), BATCH):
+        _apply_edges(conn, named[start : start + BATCH], satisfied, failing)
     following: list[End] = []
     for (workflow, child), n in satisfied.items():
         _satisfy(conn, workflow, child, n, now_ms)
@@ -135,26 +133,42 @@ def _apply_wave(conn: Conn, wave: list[End], now_ms: int) -> list[End]:
 # -- the job's own workflow ----------------------------------------------------------------
 
 
-def _take_in(conn: Conn, end: End, tallies: dict[str, _Tally]) -> None:
-    """Take the end in by the job's own workflow (once) and add it to the wave's tally."""
-    node = conn.execute(
-        Q["wf_node_end"],
-        {"workflow": end.workflow, "job": end.job_id, "queue": end.queue, "state": end.state},
-    ).fetchone()
-    if node is None:
-        return  # not a job of it (or not any more), or taken in already
-    workflow, job_id = str(end.workflow), str(end.job_id)
-    tally = tallies.setdefault(workflow, _Tally())
-    member = int(node[0] is None)
+def _take_in(conn: Conn, wave: list[End]) -> dict[str, _Tally]:
+    """Take the wave's ends in by the jobs' own workflows (each end once, BATCH ends of a
+    workflow, queue and state a statement) and add them up per workflow, in the order they
+    came."""
+    groups: dict[tuple[str, str, JobStatus], list[End]] = {}
+    for end in wave:
+        workflow, queue = end.workflow, end.queue
+        if isinstance(workflow, str) and isinstance(queue, str) and isinstance(end.job_id, str):
+            groups.setdefault((workflow, queue, end.state), []).append(end)
+    taken: dict[tuple[str, str], bool] = {}  # (workflow, job) -> a member
+    for (workflow, queue, state), ends in groups.items():
+        for start in range(0, len(ends), BATCH):
+            jobs = json.dumps([end.job_id for end in ends[start : start + BATCH]])
+            params = {"workflow": workflow, "queue": queue, "state": state, "jobs": jobs}
+            for job, callback in conn.execute(Q["wf_nodes_end"], params):
+                taken[(workflow, job)] = callback is None
+    tallies: dict[str, _Tally] = {}
+    for end in wave:
+        member = taken.get((str(end.workflow), str(end.job_id)))
+        if member is not None and isinstance(end.workflow, str):
+            _add(tallies.setdefault(end.workflow, _Tally()), end, member)
+    return tallies
+
+
+def _add(tally: _Tally, end: End, member: bool) -> None:
+    """Add one end taken in to its workflow's tally."""
+    job_id = str(end.job_id)
     tally.ended += 1
-    tally.members_ended += member
-    tally.states[(member, end.state.value)] += 1
+    tally.members_ended += int(member)
+    tally.states[(int(member), end.state.value)] += 1
     if end.state in FAILED_STATES:
         if tally.first_failure is None:
             tally.first_failure = (job_id, _text_or_none(end.error))
         if member:
             tally.failed_members.append(job_id)
-    tally.dead_member |= bool(member) and end.state == JobStatus.DEAD
+    tally.dead_member |= member and end.state == JobStatus.DEAD
 
 
 def _count(conn: Conn, workflow: str, tally: _Tally, now_ms: int) -> list[End]:
@@ -253,22 +267,24 @@ def decide_callbacks(conn: Conn, workflow: str, now_ms: int) -> list[End]:
 
 def _apply_edges(
     conn: Conn,
-    end: End,
+    ends: list[End],
     satisfied: Counter[tuple[object, object]],
     failing: list[tuple[object, object, str]],
 ) -> None:
-    """Apply the end to every edge that names the job as parent, BATCH edges at a time:
-    each satisfied edge counts for its child, each other fails it."""
-    params = {"queue": end.queue, "job": end.job_id, "limit": BATCH}
+    """Apply at most BATCH ends to every edge that names their jobs as parent, BATCH edges
+    a statement: each satisfied edge counts for its child, each other fails it."""
+    parents = json.dumps([[end.job_id, end.queue] for end in ends])
+    params = {"parents": parents, "limit": BATCH}
     while True:
         edges = conn.execute(Q["wf_edges_unapplied"], params).fetchall()
         if not edges:
             return
         conn.executemany(
             Q["wf_edge_applied"],
-            [{"workflow": w, "child": c, "position": p} for w, c, p, _ in edges],
+            [{"workflow": w, "child": c, "position": p} for _, w, c, p, _ in edges],
         )
-        for workflow, child, _, allow_failed in edges:
+        for at, workflow, child, _, allow_failed in edges:
+            end = ends[at]
             if end.state == JobStatus.SUCCEEDED or allow_failed == 1:
                 satisfied[(workflow, child)] += 1
             else:

@@ -799,12 +799,14 @@ WHERE queue = :queue AND id = :id
 -- A workflow other than its own waits for this job's end (its worker is told so).
 UPDATE jobs SET notify = 1 WHERE queue = :queue AND id = :id AND notify IS NOT 1;
 
--- name: wf_node_end
--- Take a job's end in by its own workflow, once; returns its callback event (NULL: a
--- member). No row: not a job of that workflow, or its end was taken in already.
+-- name: wf_nodes_end
+-- Take in ends in :state of jobs of one workflow in one queue (:jobs, a JSON array of
+-- ids), each once; returns the jobs taken in, with their callback event (NULL: a member).
+-- A job not of that workflow (in that queue), or whose end was taken in, is left out.
 UPDATE workflow_nodes SET ended = :state
-WHERE workflow = :workflow AND job = :job AND queue = :queue AND ended IS NULL
-RETURNING callback;
+WHERE workflow = :workflow AND job IN (SELECT value FROM json_each(:jobs))
+  AND queue = :queue AND ended IS NULL
+RETURNING job, callback;
 
 -- name: wf_count_end
 -- Count :ended ends, :members_ended of them of members, and note the first failure among
@@ -851,10 +853,15 @@ UPDATE workflows SET finished_at_ms = :now, expires_at_ms = :expires_at_ms
 WHERE id = :workflow AND finished_at_ms IS NULL;
 
 -- name: wf_edges_unapplied
--- At most :limit edges that name a job as parent and have not taken its end in, in every
--- workflow (the workflow_dependents index).
-SELECT workflow, child, position, allow_failed FROM workflow_edges
-WHERE parent_queue = :queue AND parent = :job AND applied IS NOT 1
+-- At most :limit edges, in every workflow, whose parent is one of :parents (a JSON array
+-- of [job, queue]) and that have not taken its end in, each with the parent's place in
+-- :parents (the workflow_dependents index, one probe per parent).
+SELECT p.key, e.workflow, e.child, e.position, e.allow_failed
+FROM json_each(:parents) AS p
+CROSS JOIN workflow_edges AS e
+    ON e.parent_queue = json_extract(p.value, '$[1]')
+   AND e.parent = json_extract(p.value, '$[0]')
+WHERE e.applied IS NOT 1
 LIMIT :limit;
 
 -- name: wf_edge_applied
@@ -904,7 +911,7 @@ SELECT status FROM jobs WHERE queue = :queue AND id = :id;
 
 -- name: wf_callbacks
 -- A workflow's batch callbacks not decided yet (the workflow_callbacks index).
-SELECT job, callback FROM workflow_nodes
+SELECT job, callback FROM workflow_nodes INDEXED BY workflow_callbacks
 WHERE workflow = :workflow AND callback IS NOT NULL AND decided = 0 AND ended IS NULL;
 
 -- name: wf_nodes_page
@@ -943,11 +950,23 @@ ORDER BY e.position
 LIMIT :limit;
 
 -- name: wf_cancel_page
--- At most :limit jobs of a workflow from position :offset on (cancel_workflow's sweep).
-SELECT job, queue, position FROM workflow_nodes
-WHERE workflow = :workflow AND position >= :offset
-ORDER BY position
-LIMIT :limit;
+-- Cancel the jobs of a workflow from position :offset on (at most :limit of them) that
+-- have not started, as job_cancel does one (the records that cannot be read are left);
+-- returns what their ends need. The positions are read by wf_positions.
+UPDATE jobs SET status = 'cancelled', finished_at_ms = :now, expires_at_ms = :expires_at_ms
+WHERE rowid IN (
+    SELECT j.rowid FROM workflow_nodes AS n
+    CROSS JOIN jobs AS j ON j.queue = n.queue AND j.id = n.job
+    WHERE n.workflow = :workflow AND n.position >= :offset AND n.position < :offset + :limit
+  )
+  AND status IN ('scheduled', 'waiting', 'queued', 'failed')
+  AND
+  {readable}
+RETURNING id, queue, workflow, notify, error;
+
+-- name: wf_last_position
+-- The highest position of a workflow's jobs (NULL: none; the walk of cancel_workflow).
+SELECT max(position) FROM workflow_nodes WHERE workflow = :workflow;
 
 -- name: wf_expired
 -- The workflow whose rows have waited longest past their time (NULL-free: no row).
@@ -986,11 +1005,12 @@ DELETE FROM workflow_counts WHERE workflow = :workflow;
 DELETE FROM workflows WHERE id = :workflow;
 
 -- name: wf_unwritten_jobs
--- At most :limit jobs of a workflow left 'creating' that are still waiting, by rowid.
+-- The jobs of a workflow left 'creating' from position :offset on (at most :limit of them)
+-- that are still waiting, by rowid.
 SELECT j.rowid FROM workflow_nodes AS n
 CROSS JOIN jobs AS j ON j.queue = n.queue AND j.id = n.job
-WHERE n.workflow = :workflow AND j.status = 'waiting' AND j.workflow = :workflow
-LIMIT :limit;
+WHERE n.workflow = :workflow AND n.position >= :offset AND n.position < :offset + :limit
+  AND j.status = 'waiting' AND j.workflow = :workflow;
 
 -- name: wf_job_drop
 -- Delete one job record by rowid.
