@@ -380,6 +380,44 @@ async def test_a_dead_parent_fails_more_children_than_a_batch_and_their_own(
     assert await hands.claim() == {}
 
 
+async def test_errors_down_a_long_failed_chain_stay_small(backend: SqliteBackend) -> None:
+    # Given a chain of 300 links whose root dies with a long error
+    links = [f"l{n:03}" for n in range(300)]
+    chain = [wjob(links[0]), *(wjob(link, prev) for prev, link in itertools.pairwise(links))]
+    assert await backend.enqueue_workflow(dag(*chain), None)
+    hands = Hands(backend)
+
+    await hands.die(await hands.claim_one(links[0]), error="ValueError:" + "é" * 3_000)
+
+    # Then each link names its parent, the cause cut to 1,000 bytes (the 1,000th byte is
+    # inside an "é": the cut goes before it)
+    last = await backend.get_job(links[-1], Q)
+    assert last is not None
+    assert last.error is not None
+    assert last.error.startswith(f"upstream_failed: {links[-2]} ended upstream_failed: ")
+    assert len(last.error.encode()) <= 1_100
+    second = await backend.get_job(links[1], Q)
+    assert second is not None
+    assert second.error is not None
+    assert second.error.endswith("é...")
+    assert len(second.error.encode()) <= 1_100
+
+
+async def test_an_addition_waiting_for_an_earlier_job_of_its_batch_watches_nothing(
+    backend: SqliteBackend, db: Path
+) -> None:
+    # Given an open batch with a, and b added later waiting for a
+    assert await backend.enqueue_workflow(dag(wjob("a"), open=True, kind="batch"), None)
+    await backend.add_to_workflow(WF, [wjob("b", "a")], None)
+
+    # Then a is not flagged as watched by another workflow (it is its own), and its end
+    # still releases b
+    a = await Hands(backend).claim_one("a")
+    assert a.notify is False
+    await Hands(backend).succeed(a)
+    assert status_in(db, "b") == "queued"
+
+
 # -- damaged rows in the workflow tables ----------------------------------------------------
 
 

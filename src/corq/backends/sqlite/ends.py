@@ -38,6 +38,8 @@ from corq.job import JobStatus
 _INT64_MAX = 2**63 - 1
 #: Ends that count as a workflow's failure (a batch summary's failed members).
 FAILED_STATES = (JobStatus.DEAD, JobStatus.CANCELLED, JobStatus.UPSTREAM_FAILED)
+#: Bytes of a parent's error kept in its child's upstream_failed error.
+CAUSE_BYTES = 1000
 #: Errors of batch callbacks whose condition can no longer hold.
 NOT_NEEDED: dict[BatchEvent, str] = {
     BatchEvent.SUCCESS: "not needed: not every member of the batch succeeded",
@@ -73,9 +75,22 @@ def end_of(job_id: object, queue: object, state: JobStatus, row: tuple[object, .
 
 def upstream_error(parent: object, state: JobStatus, error: object) -> str:
     """``upstream_failed: <parent id> ended <state>: <parent error>`` (without the last
-    part when the parent has no error, as a cancelled job usually has not)."""
+    part when the parent has no error, as a cancelled job usually has not). The parent's
+    error is cut to CAUSE_BYTES, so the errors down a failed chain of 1,000 links stay
+    small (the same text as the Redis broker's)."""
     cause = f"upstream_failed: {parent} ended {state.value}"
-    return cause if error is None else f"{cause}: {error}"
+    if not isinstance(error, str) or not error:
+        return cause
+    return f"{cause}: {cut_text(error, CAUSE_BYTES)}"
+
+
+def cut_text(text: str, limit: int) -> str:
+    """`text` cut to at most `limit` bytes of UTF-8 (then ``...``), never inside a
+    character."""
+    encoded = text.encode("utf-8", "surrogatepass")
+    if len(encoded) <= limit:
+        return text
+    return encoded[:limit].decode("utf-8", "ignore") + "..."
 
 
 def expiry(conn: Conn, now_ms: int) -> int:

@@ -31,9 +31,10 @@ from corq.errors import WorkflowError, WorkflowNotFoundError
 from corq.job import TERMINAL_STATES, JobStatus
 from corq.types import JobId, QueueName
 
-#: A parent outside the call: (id, queue) -> its terminal state and error, or None while
-#: it has not ended.
-Outside = dict[tuple[JobId, QueueName], tuple[JobStatus, object] | None]
+#: A parent outside the call: (id, queue) -> its terminal state and error, None while it
+#: has not ended (it is watched), or _EARLIER for a job of the batch not ended yet.
+Outside = dict[tuple[JobId, QueueName], tuple[JobStatus, object] | str | None]
+_EARLIER = "earlier"
 
 
 @dataclass(slots=True)
@@ -139,6 +140,7 @@ def _outside(
     queue (with `earlier`, a job of the batch named under another queue too)."""
     found: Outside = {}
     for parent, queue in parents:
+        known = None
         if earlier:
             node = conn.execute(Q["wf_node_get"], {"workflow": workflow_id, "job": parent})
             known = node.fetchone()
@@ -155,8 +157,10 @@ def _outside(
                 f"workflow {workflow_id}: parent {parent!r} does not exist in queue {queue!r}"
             )
         status, error = row
-        ended = status in TERMINAL_STATES
-        found[(parent, queue)] = (JobStatus(status), error) if ended else None
+        if status in TERMINAL_STATES:
+            found[(parent, queue)] = (JobStatus(status), error)
+        else:  # an earlier job of the batch needs no watch: its end finds the edge anyway
+            found[(parent, queue)] = None if known is None else _EARLIER
     return found
 
 
@@ -173,7 +177,8 @@ def _plan(
     for position, wf_job in enumerate(jobs, start=first_position):
         pending, failure = len(wf_job.parents), None
         for edge_position, edge in enumerate(wf_job.parents):
-            ended = outside.get((edge.parent, edge.queue))
+            stands = outside.get((edge.parent, edge.queue))
+            ended = None if isinstance(stands, str) else stands
             plan.edges.append(
                 {
                     "workflow": workflow_id,
