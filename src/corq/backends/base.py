@@ -832,8 +832,8 @@ class Workflows(Protocol):
     ``upstream_failed`` with the error ``upstream_failed: <parent id> ended <state>:
     <parent error>`` (no ``: <parent error>`` when the parent has none; the parent's error
     cut to 1,000 bytes, then ``...``), and transitively its own children the same way (each
-    naming its own parent). A failed attempt that will be retried ends nothing. A dead job retried later
-    (``retry_dead``) does not bring back dependents already upstream_failed.
+    naming its own parent). A failed attempt that will be retried ends nothing. A dead job
+    retried later (``retry_dead``) does not bring back dependents already upstream_failed.
 
     Atomic steps (Redis keeps dependency state in the workflow's own slot, so each step
     touches one slot and this holds on Redis Cluster): a job that ends (``complete_jobs``,
