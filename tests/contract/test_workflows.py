@@ -657,7 +657,7 @@ async def test_a_workflow_of_a_job_too_many_is_refused_whole(backend: Backend) -
 # Races: ends at the same instant never lose a release nor release a child twice
 # ------------------------------------------------------------------------------------------------
 
-ROUNDS = 10
+ROUNDS = 5
 RACING_PARENTS = 30
 RACING_BACKENDS = 5
 
