@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from corq.app import App
+from corq.canvas import Batch, Chain, Chord, Group, Node, Workflow, batch, chain, chord, group
 from corq.client import Client, JobHandle
 from corq.clock import FakeClock, SystemClock
 from corq.context import JobContext, current_job, set_progress, set_progress_sync
@@ -39,22 +40,12 @@ from corq.spec import EnqueueOptions, JobSpec
 from corq.task import Task
 from corq.worker import Worker
 from corq.workflow import (
-    Batch,
     BatchSummary,
     Callback,
-    Chain,
-    Chord,
-    Group,
     Inputs,
-    Node,
     ParentOutcome,
     UpstreamError,
-    Workflow,
     WorkflowState,
-    batch,
-    chain,
-    chord,
-    group,
 )
 from corq.workflows import BatchHandle, WorkflowHandle, WorkflowJobInfo, WorkflowStatus
 

@@ -12,6 +12,7 @@ from datetime import datetime, timedelta
 from typing import Any, ParamSpec, Protocol, TypeVar, overload
 
 from corq.backends import open_backend
+from corq.canvas import Batch, Chain, Chord, Flow, Group, Workflow
 from corq.client import Client, JobHandle
 from corq.clock import SystemClock
 from corq.errors import ArgumentError, ConfigError, ScheduleError, TaskDefinitionError
@@ -22,10 +23,9 @@ from corq.schedules import Schedules
 from corq.schedules.periodic import PeriodicSchedules
 from corq.serializers import Serializer, get_serializer
 from corq.settings import Settings
-from corq.spec import EnqueueOptions, JobSpec, check_queue_name, check_task_name
+from corq.spec import DependencyLike, EnqueueOptions, JobSpec, check_queue_name, check_task_name
 from corq.task import Task, TaskOptions
 from corq.types import Clock, JobId, QueueName, TaskName
-from corq.workflow import Batch, Chain, Chord, Flow, Group, Workflow
 from corq.workflows import BatchHandle, WorkflowHandle
 
 log = logging.getLogger(__name__)
@@ -373,6 +373,8 @@ class App:
         eta: datetime | None = None,
         job_id: JobId | None = None,
         priority: int | None = None,
+        depends_on: Sequence[DependencyLike] = (),
+        allow_failed: bool = False,
     ) -> JobHandle[Any]: ...
 
     async def enqueue(
@@ -385,15 +387,27 @@ class App:
         eta: datetime | None = None,
         job_id: JobId | None = None,
         priority: int | None = None,
+        depends_on: Sequence[DependencyLike] = (),
+        allow_failed: bool = False,
     ) -> JobHandle[Any]:
-        """Send a spec, or a job by task name with positional args (options as keywords)."""
+        """Send a spec, or a job by task name with positional args (options as keywords;
+        `depends_on` and `allow_failed` as in EnqueueOptions)."""
         client = self.client()
         if isinstance(target, JobSpec):
-            if args or (queue, delay, eta, job_id, priority) != (None,) * 5:
+            given = (queue, delay, eta, job_id, priority, depends_on or None, allow_failed)
+            if args or given != (None,) * 6 + (False,):
                 raise ArgumentError("a job spec carries its own arguments and options")
             return await client.enqueue(target)
         return await client.enqueue(
-            target, args, queue=queue, delay=delay, eta=eta, job_id=job_id, priority=priority
+            target,
+            args,
+            queue=queue,
+            delay=delay,
+            eta=eta,
+            job_id=job_id,
+            priority=priority,
+            depends_on=depends_on,
+            allow_failed=allow_failed,
         )
 
     async def enqueue_many(self, specs: Sequence[JobSpec[R]]) -> list[JobHandle[R]]:

@@ -4,25 +4,22 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import math
-import re
-import reprlib
 import uuid
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any, Generic, TypeVar, overload
 
 import msgspec
 
 from corq.aio import reraise_if_cancelling
 from corq.backends.base import (
-    MAX_JOB_ID_CHARS,
     WORKFLOW_MAX_JOBS,
     Backend,
     NewJob,
     QueueStats,
 )
+from corq.canvas import Batch, Canvas, Chain, Chord, Flow, Group, Workflow
 from corq.errors import (
     ArgumentError,
     BrokerDataError,
@@ -35,7 +32,16 @@ from corq.errors import (
     UpstreamFailedError,
 )
 from corq.job import TERMINAL_STATES, Job, JobStatus
-from corq.limits import MAX_DELAY_S, check_payload_size, check_priority
+from corq.limits import check_payload_size, check_priority
+from corq.producer_checks import (
+    check_count,
+    check_job_id,
+    check_job_ids,
+    check_lookup_id,
+    check_timeout,
+    run_at_ms,
+    str_list,
+)
 from corq.serializers import Serializer
 from corq.spec import (
     DependencyLike,
@@ -45,8 +51,9 @@ from corq.spec import (
     specs_list,
 )
 from corq.types import Clock, JobId, QueueName, TaskName
-from corq.workflow import Batch, Canvas, Chain, Chord, Flow, Group, Inputs, Workflow
-from corq.workflows import BatchHandle, WorkflowHandle, WorkflowSender
+from corq.workflow import Inputs
+from corq.workflow_sender import WorkflowSender
+from corq.workflows import BatchHandle, WorkflowHandle
 
 if TYPE_CHECKING:
     from corq.task import Task
@@ -59,12 +66,6 @@ R_co = TypeVar("R_co", covariant=True)
 
 #: How long a producer keeps retrying while the broker is unreachable before raising.
 ENQUEUE_RETRY_S = 30.0
-#: Characters a job id may not hold: control characters (they break every one-line display
-#: and terminal) and lone surrogates (not valid UTF-8, so no broker can store them).
-_BAD_ID_CHARS = re.compile(r"[\x00-\x1f\x7f-\x9f\ud800-\udfff]")
-_SURROGATES = re.compile(r"[\ud800-\udfff]")
-#: Largest offset or page size a listing takes (both brokers hold it as a 64-bit integer).
-_MAX_PAGE = 2**31 - 1
 
 
 class JobHandle(Generic[R_co]):
@@ -225,7 +226,7 @@ class Client:
         then, after the specs before it were sent).
         """
         listed = specs_list(specs)
-        jobs = [self.encode_spec(spec) for spec in listed]
+        jobs = self.encode_specs([(spec, None) for spec in listed])
         dependents = [
             (index, spec, job)
             for index, (spec, job) in enumerate(zip(listed, jobs, strict=True))
@@ -247,23 +248,45 @@ class Client:
         A workflow job with `inputs` is checked as called with its parents' results
         prepended (only a task registered here can be checked).
         """
-        task = self.registry.get(spec.task)
-        options = spec.options
+        return self.encode_specs([(spec, inputs)], workflow=workflow)[0]
+
+    def encode_specs(
+        self, specs: Sequence[tuple[JobSpec[Any], Inputs | None]], *, workflow: str | None = None
+    ) -> list[NewJob]:
+        """`encode_spec` for many specs: the options they share are checked once (a
+        workflow's thousands of jobs mostly share one task's), and every job gets the same
+        enqueue time."""
+        # By the options' identity: specs made alike share one object (a task's defaults,
+        # a bound task's), and options holding a bad value may not even hash.
+        shared: dict[tuple[TaskName, int], tuple[QueueName, _Checked]] = {}
+        jobs = []
+        for spec, inputs in specs:
+            task = self.registry.get(spec.task)
+            key = (spec.task, id(spec.options))
+            known = shared.get(key)
+            if known is None:
+                known = shared[key] = self._queue_and_options(task, spec.options)
+            queue, checked = known
+            if task is None:
+                payload = self._encode_unregistered(spec)
+            else:
+                given = None if inputs is None else _INPUT_WORDS[inputs]
+                payload = task.encode_payload(spec.args, dict(spec.kwargs), takes_input=given)
+            jobs += self._new_jobs(
+                spec.task, queue, [payload], checked, workflow=workflow, inputs=inputs
+            )
+        return jobs
+
+    def _queue_and_options(
+        self, task: Task[Any, Any] | None, options: EnqueueOptions
+    ) -> tuple[QueueName, _Checked]:
         queue, priority = (
             (self.default_queue, 0) if task is None else (task.options.queue, task.options.priority)
         )
         checked = self._check_options(
             options, priority if options.priority is None else options.priority
         )
-        queue = check_queue_name(queue if options.queue is None else options.queue)
-        if task is None:
-            payload = self._encode_unregistered(spec)
-        else:
-            given = None if inputs is None else _INPUT_WORDS[inputs]
-            payload = task.encode_payload(spec.args, dict(spec.kwargs), takes_input=given)
-        return self._new_jobs(
-            spec.task, queue, [payload], checked, workflow=workflow, inputs=inputs
-        )[0]
+        return check_queue_name(queue if options.queue is None else options.queue), checked
 
     def _encode_unregistered(self, spec: JobSpec[Any]) -> bytes:
         try:
@@ -276,10 +299,10 @@ class Client:
         or sent, so both brokers give the same answer to the same input."""
         now = self.clock.now_ms()
         return _Checked(
-            job_id=None if options.job_id is None else _check_job_id(options.job_id),
+            job_id=None if options.job_id is None else check_job_id(options.job_id),
             priority=check_priority(priority, ArgumentError),
             enqueued_at_ms=now,
-            run_at_ms=_run_at_ms(now, options),
+            run_at_ms=run_at_ms(now, options),
         )
 
     def _new_jobs(
@@ -367,7 +390,7 @@ class Client:
     # -- reading ---------------------------------------------------------------------
     async def get_job(self, job_id: JobId, queue: QueueName | None = None) -> Job | None:
         """The job's record, or None (every known queue is searched without `queue`)."""
-        _check_lookup_id(job_id)
+        check_lookup_id(job_id)
         return await self.backend.get_job(
             job_id, None if queue is None else check_queue_name(queue)
         )
@@ -375,16 +398,16 @@ class Client:
     def job(self, job_id: JobId, queue: QueueName, task: TaskName = "") -> JobHandle[Any]:
         """A handle on an existing job (checked here, so its calls never reach the broker
         with a name no broker could hold)."""
-        _check_lookup_id(job_id)
+        check_lookup_id(job_id)
         return JobHandle(self, job_id, check_queue_name(queue), task)
 
     async def wait_result(
         self, job_id: JobId, queue: QueueName, *, timeout: float | None = None
     ) -> Any:
         """Wait for the job's end without polling; its result, or its error raised."""
-        _check_lookup_id(job_id)
+        check_lookup_id(job_id)
         queue = check_queue_name(queue)
-        limit_s = _check_timeout(timeout)
+        limit_s = check_timeout(timeout)
         loop = asyncio.get_running_loop()
         deadline = None if limit_s is None else loop.time() + limit_s
         while True:
@@ -431,7 +454,7 @@ class Client:
         dependents end upstream_failed at once; if that step fails, the workers' replay of
         the broker's outbox does it within seconds.
         """
-        _check_lookup_id(job_id)
+        check_lookup_id(job_id)
         queue = check_queue_name(queue)
         cancelled = await self.backend.cancel_job(job_id, queue, self.clock.now_ms())
         if cancelled:
@@ -444,23 +467,25 @@ class Client:
     # -- operators -------------------------------------------------------------------
     async def queue_stats(self, queues: Sequence[QueueName] | None = None) -> list[QueueStats]:
         """Counts per queue, in one broker call (every known queue when None)."""
-        names = None if queues is None else [check_queue_name(q) for q in _names(queues, "queues")]
+        names = (
+            None if queues is None else [check_queue_name(q) for q in str_list(queues, "queues")]
+        )
         return await self.backend.queue_stats(names)
 
     async def list_dead(self, queue: QueueName, offset: int = 0, limit: int = 50) -> list[Job]:
         """Dead jobs of a queue, newest first."""
-        _check_count(offset, "offset")
-        _check_count(limit, "limit")
+        check_count(offset, "offset")
+        check_count(limit, "limit")
         return await self.backend.list_dead(check_queue_name(queue), offset, limit)
 
     async def retry_dead(self, queue: QueueName, job_ids: Sequence[JobId] | None = None) -> int:
         """Queue dead jobs again with a fresh retry budget (all of the queue's when None)."""
-        ids = None if job_ids is None else _job_ids(job_ids)
+        ids = None if job_ids is None else check_job_ids(job_ids)
         return await self.backend.retry_dead(check_queue_name(queue), ids, self.clock.now_ms())
 
     async def purge_dead(self, queue: QueueName, job_ids: Sequence[JobId] | None = None) -> int:
         """Delete dead jobs for good (all of the queue's when None)."""
-        ids = None if job_ids is None else _job_ids(job_ids)
+        ids = None if job_ids is None else check_job_ids(job_ids)
         return await self.backend.purge_dead(check_queue_name(queue), ids)
 
     async def close(self) -> None:
@@ -476,7 +501,7 @@ _INPUT_WORDS = {
 
 
 def _check_workflow_id(workflow_id: object) -> str:
-    _check_lookup_id(workflow_id)
+    check_lookup_id(workflow_id)
     assert isinstance(workflow_id, str)
     return workflow_id
 
@@ -489,120 +514,3 @@ class _Checked:
     priority: int
     enqueued_at_ms: int
     run_at_ms: int
-
-
-def _shown(value: object) -> str:
-    """A short repr for error messages (a 32 MiB id must not become a 32 MiB message)."""
-    return reprlib.repr(value)
-
-
-def _as_float(value: object) -> float | None:
-    """`value` as a float when it is an int or a float; None for anything else, bool
-    included (True is an int to Python, never a number of seconds to corq)."""
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        return None
-    try:
-        return float(value)
-    except OverflowError:  # an int beyond any float
-        return math.inf if value > 0 else -math.inf
-
-
-def _check_job_id(job_id: object) -> JobId:
-    """A job id both brokers can store and every display can print on one line."""
-    if not isinstance(job_id, str):
-        raise ArgumentError(f"job_id must be a str, got {type(job_id).__name__} {_shown(job_id)}")
-    if not 1 <= len(job_id) <= MAX_JOB_ID_CHARS:
-        raise ArgumentError(
-            f"job_id must be 1 to {MAX_JOB_ID_CHARS} characters, got {len(job_id):,}"
-        )
-    bad = _BAD_ID_CHARS.search(job_id)
-    if bad is not None:
-        raise ArgumentError(
-            f"job_id must not hold control characters or lone surrogates, got "
-            f"{bad.group()!r} at position {bad.start()} in {_shown(job_id)}"
-        )
-    return job_id
-
-
-def _check_lookup_id(job_id: object) -> None:
-    """Ids looked up are checked less than new ones: records stored before the id rules
-    (long ids, control characters) must stay reachable. A lone surrogate was never storable."""
-    if not isinstance(job_id, str):
-        raise ArgumentError(f"job id must be a str, got {type(job_id).__name__} {_shown(job_id)}")
-    if _SURROGATES.search(job_id):
-        raise ArgumentError(f"job id {_shown(job_id)} holds a lone surrogate (not valid UTF-8)")
-
-
-def _names(values: object, what: str) -> list[str]:
-    """A list of str from a sequence of them (a lone str would be split into letters)."""
-    if isinstance(values, str | bytes) or not isinstance(values, Sequence | set | frozenset):
-        raise ArgumentError(f"{what} must be a list of str, got {_shown(values)}")
-    for value in values:
-        if not isinstance(value, str):
-            raise ArgumentError(f"{what} must be a list of str, got an item {_shown(value)}")
-    return list(values)
-
-
-def _job_ids(values: object) -> list[JobId]:
-    """Ids of dead letters to act on, checked like lookups."""
-    ids = _names(values, "job_ids")
-    for job_id in ids:
-        _check_lookup_id(job_id)
-    return ids
-
-
-def _check_count(value: object, what: str) -> None:
-    if not isinstance(value, int) or isinstance(value, bool) or not 0 <= value <= _MAX_PAGE:
-        raise ArgumentError(
-            f"{what} must be an integer from 0 to {_MAX_PAGE:,}, got {_shown(value)}"
-        )
-
-
-def _check_timeout(timeout: object) -> float | None:
-    """Seconds to wait for a result: None or infinity wait for ever; NaN would spin."""
-    if timeout is None:
-        return None
-    seconds = _as_float(timeout)
-    if seconds is None or math.isnan(seconds) or seconds < 0:
-        raise ArgumentError(
-            f"timeout must be None or a number of seconds >= 0, got {_shown(timeout)}"
-        )
-    return None if math.isinf(seconds) else seconds
-
-
-def _delay_ms(delay: object) -> int:
-    """A delay in whole milliseconds, finite and at most MAX_DELAY_S."""
-    seconds = delay.total_seconds() if isinstance(delay, timedelta) else _as_float(delay)
-    if seconds is None or not 0 <= seconds <= MAX_DELAY_S:  # NaN fails the comparison too
-        raise ArgumentError(
-            f"delay must be a number of seconds (or a timedelta) from 0 to {MAX_DELAY_S:,.0f} "
-            f"(corq.limits.MAX_DELAY_S), got {_shown(delay)}"
-        )
-    return round(seconds * 1000)
-
-
-def _eta_ms(eta: object, now_ms: int) -> int:
-    """An absolute start time in ms; naive means UTC, the past means now."""
-    if not isinstance(eta, datetime):
-        raise ArgumentError(f"eta must be a datetime, got {type(eta).__name__} {_shown(eta)}")
-    aware = eta if eta.utcoffset() is not None else eta.replace(tzinfo=UTC)
-    try:
-        ahead_s = (aware - datetime.fromtimestamp(now_ms / 1000, UTC)).total_seconds()
-    except OverflowError as exc:  # within a day of datetime.min or .max
-        raise ArgumentError(f"eta is out of range: {eta!r}") from exc
-    if ahead_s > MAX_DELAY_S:
-        raise ArgumentError(
-            f"eta must be at most {MAX_DELAY_S:,.0f}s (corq.limits.MAX_DELAY_S) ahead, "
-            f"got {aware.isoformat()}"
-        )
-    return now_ms + max(0, round(ahead_s * 1000))
-
-
-def _run_at_ms(now_ms: int, options: EnqueueOptions) -> int:
-    if options.delay is not None and options.eta is not None:
-        raise ArgumentError("give delay or eta, not both")
-    if options.delay is not None:
-        return now_ms + _delay_ms(options.delay)
-    if options.eta is not None:
-        return _eta_ms(options.eta, now_ms)
-    return now_ms

@@ -22,8 +22,8 @@ from corq.names import check_task_name as check_task_name
 from corq.types import JobId, QueueName, TaskName
 
 if TYPE_CHECKING:  # for annotations only: handles belong to the runtime layer
+    from corq.canvas import Batch, Flow
     from corq.client import JobHandle
-    from corq.workflow import Batch, Flow
     from corq.workflows import BatchHandle, WorkflowHandle
 
 R = TypeVar("R")

@@ -1,63 +1,27 @@
-"""Workflow handles, and how a planned workflow becomes the one broker call storing it.
-
-`WorkflowSender` turns a `corq.workflow.Plan` into a ``NewWorkflow``: each step is checked
-and encoded like any enqueue (its task's signature, with the value its parents give it
-prepended; the payload limit), dependencies on existing jobs are located, and the whole is
-sent with ``enqueue_workflow`` (retried while the broker is unreachable: the call is
-idempotent by workflow id). A refusal raises before anything is written.
+"""Workflow handles: waiting for a workflow's result, its status, cancelling it, and adding
+to an open batch.
 
 `WorkflowHandle` waits for results without polling (each output job's done signal),
-reports status, and cancels; `BatchHandle` adds jobs to an open batch and closes it.
+reports status, and cancels; `BatchHandle` adds jobs to an open batch and closes it. How a
+workflow is sent is `corq.workflow_sender`'s.
 """
 
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import logging
-import math
-import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
-from corq.backends.base import (
-    BATCH,
-    BatchEvent,
-    Edge,
-    NewJob,
-    NewWorkflow,
-    ResultShape,
-    WorkflowJob,
-    WorkflowNode,
-    WorkflowRecord,
-)
+from corq.backends.base import BATCH, ResultShape, WorkflowNode, WorkflowRecord
 from corq.backends.base import BatchSummary as StoredSummary
-from corq.errors import (
-    ArgumentError,
-    BrokerDataError,
-    ResultTimeoutError,
-    WorkflowError,
-    WorkflowNotFoundError,
-)
+from corq.canvas import Canvas, Node
+from corq.errors import ArgumentError, BrokerDataError, ResultTimeoutError, WorkflowNotFoundError
 from corq.job import TERMINAL_STATES, JobStatus
-from corq.spec import Dependency, JobSpec
+from corq.producer_checks import check_timeout
 from corq.types import JobId, QueueName, TaskName
-from corq.workflow import (
-    Batch,
-    BatchSummary,
-    Callback,
-    Canvas,
-    Flow,
-    Link,
-    Node,
-    Plan,
-    WorkflowState,
-    plan,
-    plan_addition,
-    plan_batch,
-    workflow_state,
-)
+from corq.workflow import BatchSummary, Callback, WorkflowState, workflow_state
 
 if TYPE_CHECKING:  # for annotations only: the client is the layer above
     from corq.client import Client, JobHandle
@@ -68,9 +32,7 @@ R = TypeVar("R")
 R_co = TypeVar("R_co", covariant=True)
 
 #: Output jobs waited for at once by ``result()`` (each wait holds a broker subscription).
-_WAITERS = 64
-#: Job ids looked up at once in the known queues when a dependency is given as a bare id.
-_LOOKUPS = 16
+_WAITERS = 16
 #: Longest pause between two reads of a workflow whose jobs all ended but that is not
 #: finished yet (an open batch, or the last end still being settled).
 _FINISH_POLL_MAX_S = 0.5
@@ -169,7 +131,7 @@ class WorkflowHandle(Generic[R_co]):
         (JobFailedError, UpstreamFailedError naming the job that failed first,
         JobCancelledError), or ResultTimeoutError."""
         record = await self._record()
-        limit_s = _timeout_s(timeout)
+        limit_s = check_timeout(timeout)
         if record.shape is ResultShape.ONE:
             if len(record.outputs) != 1:
                 raise BrokerDataError(
@@ -214,12 +176,14 @@ class WorkflowHandle(Generic[R_co]):
         """Wait until every job has ended (an open batch: and it is closed), failed or not,
         and return the status; ResultTimeoutError after `timeout` seconds.
 
-        Each unfinished job is waited for on its done signal, in the order jobs were added;
-        only once all have ended and the broker has not marked the workflow finished yet
-        (an open batch, or its last end still being settled) is its record read again at
-        growing intervals, up to half a second.
+        The jobs not ended yet are found by reading the workflow's nodes (1,000 a call, from
+        the first unended one on), and the last of them is waited for on its done signal:
+        in a group or a chain that is the one to end last, so most workflows cost one wait
+        and a few reads. Only once every job has ended and the broker has not marked the
+        workflow finished yet (an open batch, or its last end still being settled) is its
+        record read again at growing intervals, up to half a second.
         """
-        limit_s = _timeout_s(timeout)
+        limit_s = check_timeout(timeout)
         loop = asyncio.get_running_loop()
         deadline = None if limit_s is None else loop.time() + limit_s
         offset, pause = 0, 0.01
@@ -227,40 +191,32 @@ class WorkflowHandle(Generic[R_co]):
             record = await self._record()
             if record.finished_at_ms is not None:
                 return await self.status(jobs=jobs)
-            offset, waited = await self._wait_nodes(offset, deadline, timeout)
-            if waited:
-                pause = 0.01
-                continue
-            if deadline is not None and loop.time() >= deadline:
+            offset, last = await self._unended(offset)
+            left = None if deadline is None else deadline - loop.time()
+            if left is not None and left <= 0:
                 raise ResultTimeoutError(f"workflow {self.id} still running after {timeout}s")
-            await asyncio.sleep(pause if deadline is None else min(pause, deadline - loop.time()))
+            if last is not None:
+                pause = 0.01
+                wait_s = 60.0 if left is None else min(left, 60.0)
+                await self._client.backend.wait_for_job(last.job_id, last.queue, wait_s)
+                continue
+            await asyncio.sleep(pause if left is None else min(pause, left))
             pause = min(pause * 2, _FINISH_POLL_MAX_S)
 
-    async def _wait_nodes(
-        self, offset: int, deadline: float | None, timeout: float | None
-    ) -> tuple[int, bool]:
-        """Wait for the jobs from `offset` on, in order, until one is left unended (by the
-        deadline) or all have ended; returns the offset reached and whether any was
-        waited for."""
-        backend = self._client.backend
-        loop = asyncio.get_running_loop()
-        waited = False
+    async def _unended(self, offset: int) -> tuple[int, WorkflowNode | None]:
+        """The position of the first job from `offset` on that has not ended (or the end),
+        and the last such job (None when every one has ended)."""
+        first, last = None, None
+        position = offset
         while True:
-            page = await backend.workflow_nodes(self.id, offset, BATCH)
-            for node in page:
-                while node.status is not None and node.status not in TERMINAL_STATES:
-                    left = 60.0 if deadline is None else deadline - loop.time()
-                    if left <= 0:
-                        raise ResultTimeoutError(
-                            f"workflow {self.id}: job {node.job_id} ({node.task}) still "
-                            f"{node.status} after {timeout}s"
-                        )
-                    job = await backend.wait_for_job(node.job_id, node.queue, min(left, 60.0))
-                    node = _with_status(node, None if job is None else job.status)
-                    waited = True
-                offset += 1
+            page = await self._client.backend.workflow_nodes(self.id, position, BATCH)
+            for at, node in enumerate(page, start=position):
+                if node.status is not None and node.status not in TERMINAL_STATES:
+                    first = at if first is None else first
+                    last = node
+            position += len(page)
             if len(page) < BATCH:
-                return offset, waited
+                return (position if first is None else first), last
 
     async def status(self, *, jobs: bool = True) -> WorkflowStatus:
         """The workflow's state and counts, and each job's (read in pages of 1,000; pass
@@ -357,176 +313,3 @@ def _info(node: WorkflowNode) -> WorkflowJobInfo:
         error=node.error,
         callback=None if node.callback is None else Callback(node.callback.value),
     )
-
-
-def _with_status(node: WorkflowNode, status: JobStatus | None) -> WorkflowNode:
-    return WorkflowNode(
-        job_id=node.job_id,
-        queue=node.queue,
-        task=node.task,
-        status=status,
-        parents=node.parents,
-        callback=node.callback,
-        error=node.error,
-    )
-
-
-def _timeout_s(timeout: object) -> float | None:
-    if timeout is None:
-        return None
-    if isinstance(timeout, bool) or not isinstance(timeout, int | float) or not timeout >= 0:
-        raise ArgumentError(f"timeout must be None or a number of seconds >= 0, got {timeout!r}")
-    return None if math.isinf(timeout) else float(timeout)
-
-
-# -- sending ------------------------------------------------------------------------------
-class WorkflowSender:
-    """Plans, checks and sends workflows for one client."""
-
-    def __init__(self, client: Client) -> None:
-        self.client = client
-
-    async def send(self, flow: Flow) -> WorkflowHandle[Any]:
-        """One call stores the whole workflow (or nothing, raising why)."""
-        planned = plan(flow)
-        workflow_id = _new_workflow_id()
-        jobs = await self._workflow_jobs(planned, workflow_id)
-        await self._create(planned, workflow_id, jobs)
-        return WorkflowHandle(
-            self.client,
-            workflow_id,
-            jobs=[self.client.job(j.job.id, j.job.queue, j.job.task) for j in jobs],
-            node_steps=planned.node_steps,
-        )
-
-    async def open(self, batch: Batch) -> BatchHandle:
-        planned = plan_batch(batch)
-        workflow_id = _new_workflow_id()
-        jobs = await self._workflow_jobs(planned, workflow_id)
-        await self._create(planned, workflow_id, jobs)
-        return BatchHandle(
-            self.client,
-            workflow_id,
-            jobs=[self.client.job(j.job.id, j.job.queue, j.job.task) for j in jobs],
-        )
-
-    async def add(self, workflow_id: str, items: Sequence[Canvas[Any]]) -> list[JobHandle[Any]]:
-        planned = plan_addition(list(items))
-        jobs = await self._workflow_jobs(planned, workflow_id)
-        client = self.client
-        await client.with_retry(
-            lambda: client.backend.add_to_workflow(workflow_id, jobs, client.clock.now_ms()),
-            "add to a batch",
-        )
-        return [client.job(j.job.id, j.job.queue, j.job.task) for j in jobs]
-
-    async def send_dependent(self, spec: JobSpec[Any], job: NewJob) -> JobHandle[Any]:
-        """A plain ``depends_on`` enqueue: a workflow of one job, named by the job's id."""
-        client = self.client
-        links = tuple(Link(d, spec.options.allow_failed) for d in spec.options.depends_on)
-        parents = await self._edges(links, [], job.queue)
-        workflow = NewWorkflow(
-            id=job.id,
-            kind="depends",
-            jobs=[WorkflowJob(job=dataclasses.replace(job, workflow=job.id), parents=parents)],
-            outputs=(job.id,),
-            created_at_ms=client.clock.now_ms(),
-        )
-        await client.with_retry(
-            lambda: client.backend.enqueue_workflow(workflow, client.clock.now_ms()), "enqueue"
-        )
-        return client.job(job.id, job.queue, job.task)
-
-    async def _create(self, planned: Plan, workflow_id: str, jobs: list[WorkflowJob]) -> None:
-        client = self.client
-        by_index = [j.job for j in jobs]
-        workflow = NewWorkflow(
-            id=workflow_id,
-            kind=planned.kind,
-            jobs=jobs,
-            outputs=tuple(by_index[i].id for i in planned.outputs),
-            shape=ResultShape.LIST if planned.many else ResultShape.ONE,
-            open=planned.open,
-            created_at_ms=client.clock.now_ms(),
-        )
-        # A retry after an outage may find the workflow written by the first try (False):
-        # the id is new, so that can only be this call's own.
-        await client.with_retry(
-            lambda: client.backend.enqueue_workflow(workflow, client.clock.now_ms()), "enqueue"
-        )
-
-    async def _workflow_jobs(self, planned: Plan, workflow_id: str) -> list[WorkflowJob]:
-        """Every step checked and encoded, with its edges; WorkflowError or another
-        EnqueueError before anything is sent."""
-        limit = self.client.max_workflow_jobs
-        if len(planned) > limit:
-            raise WorkflowError(
-                f"this workflow has {len(planned):,} jobs, over the limit of {limit:,} "
-                "(settings.max_workflow_jobs / CORQ_MAX_WORKFLOW_JOBS)"
-            )
-        new_jobs = [
-            self.client.encode_spec(step.spec, workflow=workflow_id, inputs=step.inputs)
-            for step in planned.steps
-        ]
-        _check_unique_ids(new_jobs)
-        jobs = []
-        for step, job in zip(planned.steps, new_jobs, strict=True):
-            parents = await self._edges(step.parents, new_jobs, job.queue)
-            callback = None if step.callback is None else BatchEvent(step.callback.value)
-            jobs.append(WorkflowJob(job=job, parents=parents, callback=callback))
-        return jobs
-
-    async def _edges(
-        self, links: Sequence[Link], jobs: Sequence[NewJob], queue: QueueName
-    ) -> tuple[Edge, ...]:
-        edges = []
-        for link in links:
-            if isinstance(link.parent, int):
-                parent = jobs[link.parent]
-                edges.append(
-                    Edge(parent=parent.id, queue=parent.queue, allow_failed=link.allow_failed)
-                )
-            else:
-                found = await self._locate(link.parent, queue)
-                edges.append(
-                    Edge(parent=link.parent.job_id, queue=found, allow_failed=link.allow_failed)
-                )
-        return tuple(edges)
-
-    async def _locate(self, dependency: Dependency, queue: QueueName) -> QueueName:
-        """The queue of a job given by id: the dependent's own queue first, then every known
-        queue (in several: a WorkflowError asking for a handle)."""
-        if dependency.queue is not None:
-            return dependency.queue
-        job_id = dependency.job_id
-        client = self.client
-        if await client.get_job(job_id, queue) is not None:
-            return queue
-        others = [q for q in await client.backend.list_queues() if q != queue]
-        found: list[QueueName] = []
-        for start in range(0, len(others), _LOOKUPS):
-            chunk = others[start : start + _LOOKUPS]
-            records = await asyncio.gather(*(client.get_job(job_id, q) for q in chunk))
-            found += [q for q, record in zip(chunk, records, strict=True) if record is not None]
-        if not found:
-            raise WorkflowError(
-                f"depends_on: no job {job_id!r} in queue {queue!r} nor in any other known queue"
-            )
-        if len(found) > 1:
-            raise WorkflowError(
-                f"depends_on: job id {job_id!r} is in several queues ({', '.join(found)}): "
-                "pass its handle (or client.job(id, queue)) to say which"
-            )
-        return found[0]
-
-
-def _new_workflow_id() -> str:
-    return f"wf_{uuid.uuid4().hex}"
-
-
-def _check_unique_ids(jobs: Sequence[NewJob]) -> None:
-    seen: set[JobId] = set()
-    for job in jobs:
-        if job.id in seen:
-            raise WorkflowError(f"job id {job.id!r} is given to two jobs of this workflow")
-        seen.add(job.id)

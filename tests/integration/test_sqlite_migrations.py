@@ -19,12 +19,15 @@ import pytest
 
 from corq.backends.base import (
     Completion,
+    Edge,
     NewJob,
+    NewWorkflow,
     Reclaimed,
     ScheduleStep,
     TickOutcome,
     TickStep,
     WorkerLease,
+    WorkflowJob,
 )
 from corq.backends.sqlite import SqliteBackend
 from corq.backends.sqlite.columns import ROW_FIELDS
@@ -434,6 +437,41 @@ async def test_a_version_3_file_with_a_version_4_column_is_refused(tmp_path: Pat
             assert conn.execute(
                 "SELECT count(*) FROM sqlite_master WHERE name = 'schedules'"
             ).fetchone() == (0,)
+    finally:
+        await b.close()
+
+
+async def test_a_workflow_on_an_upgraded_file_waits_for_a_job_of_the_old_version(
+    tmp_path: Path,
+) -> None:
+    # Given a version 4 file with a job held by a live worker
+    path = old_file(tmp_path / "v4.db", SCHEMA_V4)
+    b = SqliteBackend(f"sqlite:///{path}")
+    try:
+        # When a workflow depends on that old job (an external parent)
+        child = NewJob(id="child", task="t", queue="q", payload=b"{}", enqueued_at_ms=T0,
+                       run_at_ms=T0, workflow="child")  # fmt: skip
+        workflow = NewWorkflow(
+            id="child",
+            kind="depends",
+            jobs=[WorkflowJob(job=child, parents=(Edge(parent="held", queue="q"),))],
+            outputs=("child",),
+            created_at_ms=T0,
+        )
+        assert await b.enqueue_workflow(workflow, T0) is True
+        waiting = await b.get_job("child", "q")
+        assert waiting is not None
+        assert waiting.status == JobStatus.WAITING
+
+        # Then its completion by the old worker releases the child
+        done = Completion(job_id="held", queue="q", fence=1, result=b"1", finished_at_ms=T0)
+        assert await b.complete_jobs("live", [done], 60_000) == [True]
+        released = await b.get_job("child", "q")
+        assert released is not None
+        assert released.status == JobStatus.QUEUED
+        record = await b.get_workflow("child")
+        assert record is not None
+        assert (record.ended, record.total) == (0, 1)
     finally:
         await b.close()
 

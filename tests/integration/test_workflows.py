@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 import corq
-from corq.testing import run_worker
+from corq.testing import drain, run_worker
 from tests.integration import workflow_tasks
 
 
@@ -141,6 +141,9 @@ async def test_depends_on_reaches_jobs_of_other_queues_by_handle_or_id(
         assert await r.result(timeout=10) == {by_handle.id: 10, by_id.id: 20}
         parents = [job.parents for job in (await app.workflow(r.id).status()).jobs]
         assert parents == [(by_handle.id, by_id.id)]
+        # A task known by name takes the same option.
+        by_name = await app.enqueue("build_report", depends_on=[by_id], allow_failed=True)
+        assert await by_name.result(timeout=10) == {by_id.id: 20}
 
 
 async def test_a_process_job_gets_its_input_and_its_parents(
@@ -227,3 +230,18 @@ async def test_the_worker_starts_the_next_link_without_waiting_for_a_poll(
         for a, b in itertools.pairwise(infos)
     ]
     assert max(gaps) < 500, gaps
+
+
+async def test_a_burst_worker_runs_a_whole_workflow_before_stopping(
+    app: corq.App, tasks: dict[str, corq.Task[Any, Any]]
+) -> None:
+    fetch, parse, store, count, total = (
+        tasks[name] for name in ("fetch", "parse", "store", "count", "total")
+    )
+    # Each child is released only once its parent's outcome is recorded (and settled):
+    # a burst worker must not take the moment in between for the end of its work.
+    chain = await corq.chain(fetch.s("abc"), parse.then(), store.then()).enqueue()
+    chord = await corq.chord([count.s("ab"), count.s("c")], total.then()).enqueue()
+    await drain(app)
+    assert await chain.result(timeout=1) == "abc"
+    assert await chord.result(timeout=1) == 3

@@ -143,6 +143,11 @@ async def _all_ended(handles: list[corq.JobHandle[Any]]) -> bool:
     return all([await handle.status() in ended for handle in handles])
 
 
-async def test_a_batch_is_opened_through_an_app_when_it_has_no_callback(app: corq.App) -> None:
+async def test_a_batch_needs_a_callback_and_an_app_to_open_it(app: corq.App) -> None:
+    with pytest.raises(corq.ArgumentError, match="batch\\(\\) needs a callback"):
+        corq.batch()
+    orphan = corq.batch(on_complete=corq.JobSpec(task="report"))
     with pytest.raises(corq.CorqError, match=r"open it with batch.open\(app\)"):
-        await corq.batch().open()
+        await orphan.open()
+    handle = await orphan.open(app)
+    assert (await handle.status()).open

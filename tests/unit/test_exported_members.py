@@ -30,7 +30,11 @@ def test_all_is_sorted_and_exported() -> None:
         "schedule",
         "schedules",
         "scheduler",
+        "canvas",
+        "producer_checks",
         "workflow",
+        "workflow_plan",
+        "workflow_sender",
         "workflows",
     }
     assert set(corq.__all__) == public - modules

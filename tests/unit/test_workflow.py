@@ -9,7 +9,8 @@ import pytest
 
 import corq
 from corq.spec import Dependency
-from corq.workflow import Inputs, Link, Plan, Step, plan, plan_addition, plan_batch
+from corq.workflow import Inputs
+from corq.workflow_plan import Link, Plan, Step, plan, plan_addition, plan_batch
 
 
 def s(task: str, *args: Any) -> corq.JobSpec[Any]:
@@ -294,3 +295,16 @@ def test_a_failed_parent_is_a_value_that_says_how_it_ended() -> None:
     assert "has no record any more" in str(gone)
     ok = corq.ParentOutcome(job_id="p3", queue="q", status=corq.JobStatus.SUCCEEDED, result=[1])
     assert ok.value() == [1]
+
+
+def test_a_workflow_may_carry_batch_callbacks_over_all_its_jobs() -> None:
+    wf = corq.Workflow(on_failure=s("alert"))
+    a = wf.add(s("a"))
+    wf.add(s("b"), depends_on=[a])
+    planned = plan(wf)
+    assert [(step.spec.task, step.callback) for step in planned.steps] == [
+        ("a", None),
+        ("b", None),
+        ("alert", corq.Callback.FAILURE),
+    ]
+    assert planned.outputs == (1,)

@@ -831,9 +831,10 @@ class Workflows(Protocol):
     (or scheduled, when its ``run_at_ms`` is still ahead) exactly once. A parent that ends
     dead, cancelled or upstream_failed on an edge without ``allow_failed`` makes the child
     ``upstream_failed`` with the error ``upstream_failed: <parent id> ended <state>:
-    <parent error>``, and transitively its own children the same way (each naming its own
-    parent). A failed attempt that will be retried ends nothing. A dead job retried later
-    (``retry_dead``) does not bring back dependents already upstream_failed.
+    <parent error>`` (no ``: <parent error>`` when the parent has none; the parent's error
+    cut to 1,000 bytes, then ``...``), and transitively its own children the same way (each
+    naming its own parent). A failed attempt that will be retried ends nothing. A dead job
+    retried later (``retry_dead``) does not bring back dependents already upstream_failed.
 
     Atomic steps (Redis keeps dependency state in the workflow's own slot, so each step
     touches one slot and this holds on Redis Cluster): a job that ends (``complete_jobs``,

@@ -72,6 +72,9 @@ class Admission:
         self._slot_freed = asyncio.Event()
         self._activity = asyncio.Event()
         self._empty: set[QueueName] = set()
+        #: Work that may still make jobs ready: jobs claimed whose outcome is not recorded
+        #: yet, and queues whose workflows are not settled yet (burst mode waits for both).
+        self._pending = 0
 
     @contextlib.asynccontextmanager
     async def turn(self, queue: QueueName) -> AsyncIterator[Grant]:
@@ -115,11 +118,24 @@ class Admission:
             self._empty.clear()
             self._activity.set()
 
+    def pending(self, delta: int) -> None:
+        """One more (+1) or one less (-1) piece of work that may still make jobs ready: an
+        outcome not recorded yet (a workflow job's children are released by it), a queue's
+        workflows not settled yet. When the last one is done, burst mode looks again."""
+        self._pending += delta
+        if self.burst and delta < 0 and self._pending == 0:
+            self._empty.clear()
+            self._activity.set()
+
     def queue_empty(self, queue: QueueName) -> bool:
         """Burst mode: `queue` had nothing to claim; True once the worker is done."""
         self._empty.add(queue)
         self._activity.clear()
-        return self.free == self.concurrency and self._empty.issuperset(self.queues)
+        return (
+            self.free == self.concurrency
+            and self._pending == 0
+            and self._empty.issuperset(self.queues)
+        )
 
     async def wait_for_activity(self, timeout_s: float) -> None:
         """Burst mode: wait until a job ends (it may have enqueued more), or `timeout_s`."""

@@ -23,10 +23,11 @@ from typing import Any
 
 import msgspec
 
-from corq.backends.base import BATCH, Workflows
+from corq.aio import Backoff
+from corq.backends.base import BATCH, ClaimedJob, Workflows
 from corq.backends.base import ParentOutcome as StoredOutcome
 from corq.context import JobTuple
-from corq.errors import BrokerDataError, CorqError
+from corq.errors import BrokerDataError, BrokerError, CorqError
 from corq.job import JobStatus
 from corq.limits import error_line
 from corq.serializers import Serializer
@@ -131,6 +132,42 @@ class ParentReader:
 
     def decode_all(self, outcomes: Sequence[StoredOutcome]) -> list[ParentOutcome]:
         return decode_parents(outcomes, self.serializer)
+
+    async def input_for(self, job: ClaimedJob, inputs: Inputs) -> Any:
+        """The value prepended to the job's arguments; InputError when it cannot be built
+        (a refused read included). An outage is waited out: the job is held meanwhile, and
+        a shutdown releases it unstarted (its body never began)."""
+        backoff = Backoff(f"read the parents of job {job.id}")
+        while True:
+            try:
+                value = await self.input_of(
+                    job.id, job.queue, job.workflow, inputs, len(job.payload)
+                )
+            except BrokerDataError as exc:
+                raise InputError(f"cannot read its parents: {exc}") from exc
+            except BrokerError as exc:
+                await backoff.wait(exc)
+                continue
+            backoff.reset()
+            return value
+
+    async def for_child(self, job: ClaimedJob) -> tuple[ParentTuple, ...] | None:
+        """What ``current_job().parents()`` reads in a child process (which has no broker
+        connection): read here, up to the payload limit; None beyond it or when the broker
+        refuses (the child says so if the task asks)."""
+        if job.workflow is None:
+            return ()
+        backoff = Backoff(f"read the parents of job {job.id}")
+        while True:
+            try:
+                stored = await self.stored(job.id, job.queue, max_bytes=self.max_payload_bytes)
+            except (InputError, BrokerDataError):
+                return None
+            except BrokerError as exc:
+                await backoff.wait(exc)
+                continue
+            backoff.reset()
+            return as_tuples(stored)
 
     async def input_of(
         self, job_id: JobId, queue: QueueName, workflow: str | None, inputs: Inputs, payload: int

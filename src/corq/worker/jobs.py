@@ -70,6 +70,7 @@ class Jobs:
     def start(self, job: ClaimedJob, holder: WorkerId) -> None:
         """Run a job just claimed under `holder`."""
         self.admission.claimed(job)
+        self.admission.pending(+1)  # until its outcome is recorded (see _settled)
         running = Running(job, holder)
         running.task = asyncio.create_task(self._execute(running))
         self.registry.add(running)
@@ -89,7 +90,9 @@ class Jobs:
                 if not (running.unstoppable and running.cancel_reason is CancelReason.SHUTDOWN):
                     # (A plain function still running at shutdown stays held: its holder
                     # departs.)
-                    self.registry.remove(running.job.queue, running.job.id, running.job.fence)
+                    job = running.job
+                    if self.registry.remove(job.queue, job.id, job.fence) is not None:
+                        self.admission.pending(-1)
 
     async def write(self) -> None:
         """Record outcomes until `flush` (the writer loop)."""
@@ -102,7 +105,8 @@ class Jobs:
         if running is None:
             return
         if recorded and _ends_for_a_workflow(running.job, outcome):
-            self.settler.note(outcome.queue)
+            self.settler.note(outcome.queue)  # pending until settled, taken over here
+        self.admission.pending(-1)
         if recorded:
             self.observers.recorded(running.job, outcome)
         else:

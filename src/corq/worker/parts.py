@@ -68,7 +68,7 @@ def build_parts(
         sandboxes=settings.sandboxes,
         burst=burst,
     )
-    settler = Settler(backend, clock, queues)
+    settler = Settler(backend, clock, queues, pending=admission.pending)
     jobs = Jobs(app, backend, registry, admission, observers, settler)
     promoter = Promoter(backend, clock)
     fetcher = Fetcher(

@@ -23,15 +23,14 @@ import traceback
 from collections.abc import Mapping
 from typing import Any
 
-from corq.aio import Backoff
 from corq.backends.base import ClaimedJob, Failure
 from corq.context import JobTuple, Reporter, bind_job
-from corq.errors import BrokerDataError, BrokerError, Retry
+from corq.errors import Retry
 from corq.limits import error_line, safe_str
 from corq.serializers import Serializer
 from corq.task import Task
 from corq.types import TaskName
-from corq.worker.inputs import InputError, ParentReader, ParentTuple, as_tuples
+from corq.worker.inputs import InputError, ParentReader
 from corq.worker.outcomes import Outcome, Outcomes, Raised
 from corq.worker.processes import (
     ChildCall,
@@ -156,44 +155,14 @@ class Runner:
             )
 
     async def _read_input(self, job: ClaimedJob, inputs: Inputs) -> Any:
-        """The input, or a dead letter (Failure) saying why there is none. An outage is
-        waited out: the job is held meanwhile, and a shutdown releases it unstarted."""
+        """The input, or the dead letter (a Failure: no parent's decoded result is one)
+        saying why there is none."""
         if self.parents is None:
             return self.outcomes.dead(job, "InputError: this worker cannot read parents")
-        backoff = Backoff(f"read the parents of job {job.id}")
-        while True:
-            try:
-                value = await self.parents.input_of(
-                    job.id, job.queue, job.workflow, inputs, len(job.payload)
-                )
-            except InputError as exc:
-                return self.outcomes.dead(job, f"InputError: {exc}")
-            except BrokerDataError as exc:
-                return self.outcomes.dead(job, f"InputError: cannot read its parents: {exc}")
-            except BrokerError as exc:
-                await backoff.wait(exc)
-                continue
-            backoff.reset()
-            return value
-
-    async def _child_parents(self, job: ClaimedJob) -> tuple[ParentTuple, ...] | None:
-        """What ``current_job().parents()`` reads in a child: read here, up to the payload
-        limit (None beyond it: the child says so if the task asks)."""
-        if job.workflow is None or self.parents is None:
-            return ()
-        backoff = Backoff(f"read the parents of job {job.id}")
-        while True:
-            try:
-                stored = await self.parents.stored(
-                    job.id, job.queue, max_bytes=self.parents.max_payload_bytes
-                )
-            except InputError:
-                return None
-            except BrokerError as exc:
-                await backoff.wait(exc)
-                continue
-            backoff.reset()
-            return as_tuples(stored)
+        try:
+            return await self.parents.input_for(job, inputs)
+        except InputError as exc:
+            return self.outcomes.dead(job, f"InputError: {exc}")
 
     # -- coroutines ------------------------------------------------------------------
     async def _run_coroutine(
@@ -260,7 +229,7 @@ class Runner:
             self._note_unsandboxable(task)
             return None
         slots = self.sandboxes if job.suspect else self.processes
-        parents = await self._child_parents(job)
+        parents = () if self.parents is None else await self.parents.for_child(job)
         call = ChildCall.for_task(task, payload, _context(job), parents)
         report = None if self.report is None else functools.partial(self.report, _context(job))
 

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 
 from corq.aio import OutageLog, reraise_if_cancelling
 from corq.backends.base import Workflows
@@ -45,10 +45,14 @@ class Settler:
         *,
         interval_s: float = SETTLE_EVERY_S,
         replay_ms: int = REPLAY_AFTER_MS,
+        pending: Callable[[int], None] | None = None,
     ) -> None:
         self.backend = backend
         self.clock = clock
         self.queues = tuple(queues)
+        #: Told +1 when a queue is noted and -1 once it is settled (burst mode must not
+        #: stop while a settle may still release jobs).
+        self._pending = pending
         self.interval_s = interval_s
         self.replay_ms = replay_ms
         self._noted: set[QueueName] = set()
@@ -57,7 +61,10 @@ class Settler:
 
     def note(self, queue: QueueName) -> None:
         """A workflow job of `queue` just ended: settle that queue soon (never blocks)."""
-        self._noted.add(queue)
+        if queue not in self._noted:
+            self._noted.add(queue)
+            if self._pending is not None:
+                self._pending(+1)
         self._wake.set()
 
     async def run(self) -> None:
@@ -89,6 +96,8 @@ class Settler:
             if not await self._call(self.backend.settle_workflows(queue, self._now())):
                 self._noted.add(queue)
                 return False
+            if self._pending is not None:
+                self._pending(-1)
         return True
 
     async def replay(self) -> None:

@@ -23,6 +23,7 @@ from typing import Any, Generic, TypeVar
 
 from redis.asyncio import Redis
 from redis.commands.core import AsyncScript
+from redis.exceptions import NoScriptError
 
 from corq.backends.base import BATCH, NewJob
 from corq.backends.record import FIELDS_BY_NAME, NEW_FIELDS
@@ -182,12 +183,35 @@ class ScriptRunner:
         """EVALSHA one call (redis-py loads the script on NOSCRIPT and retries once)."""
         return call.parse(await call.script(keys=call.keys, args=call.args))
 
-    async def run_all(self, calls: Sequence[ScriptCall[T]]) -> list[T]:
-        """Run the calls in one pipeline round trip (no MULTI: each script is atomic)."""
-        if len(calls) <= 1:
+    async def run_all(
+        self, calls: Sequence[ScriptCall[T]], *, first: Callable[[Any], object] | None = None
+    ) -> list[T]:
+        """Run the calls in one pipeline round trip (no MULTI: each script is atomic).
+
+        `first` adds plain commands to the pipeline ahead of the calls (their replies are
+        dropped; an error among them is raised). The scripts go as plain EVALSHA: redis-py's
+        own pipelined scripts cost a SCRIPT EXISTS round trip every time. A call Redis
+        answers NOSCRIPT (a restart, a SCRIPT FLUSH) did not run: its script is loaded and
+        that call alone is sent again.
+        """
+        if first is None and len(calls) <= 1:
             return [await self.run(call) for call in calls]
         async with self._client.pipeline(transaction=False) as pipe:
+            if first is not None:
+                first(pipe)
+            ahead = len(pipe.command_stack)
             for call in calls:
-                await call.script(keys=call.keys, args=call.args, client=pipe)
-            replies = await pipe.execute()
-        return [call.parse(reply) for call, reply in zip(calls, replies, strict=True)]
+                pipe.evalsha(call.script.sha, len(call.keys), *call.keys, *call.args)
+            replies = await pipe.execute(raise_on_error=False)
+        for reply in replies[:ahead]:
+            if isinstance(reply, Exception):
+                raise reply
+        out: list[T] = []
+        for call, reply in zip(calls, replies[ahead:], strict=True):
+            if isinstance(reply, NoScriptError):
+                out.append(await self.run(call))  # loads the script, then runs it
+            elif isinstance(reply, Exception):
+                raise reply
+            else:
+                out.append(call.parse(reply))
+        return out

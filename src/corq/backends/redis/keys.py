@@ -24,8 +24,16 @@ live in one Redis Cluster slot. ``$p`` is the key prefix (default ``corq``), ``$
     $p:{$q}:retrying:$token       ZSET  a copy of dead taken by one ``retry_dead`` of all
                                         (expires after an hour)
     $p:{$q}:job:$id               HASH  the job record (fields below); expires result_ttl
-                                        after success, 7 days after a cancel
+                                        after success, 7 days after a cancel (a workflow's
+                                        job, or one a workflow watches: at least
+                                        WORKFLOW_KEEP_MS after it ends)
     $p:{$q}:done:$id              CHAN  pub/sub channel; the job id is published when it ends
+    $p:{$q}:waiting               SET   ids of jobs waiting for their parents (a workflow's)
+    $p:{$q}:outbox                ZSET  msgpack [job id, workflow or ''] -> when its end was
+                                        noted: ended jobs whose workflows (its own, and
+                                        those watching it) have not all taken the end in
+    $p:{$q}:notify:$id            SET   ids of the workflows watching that job (it is an
+                                        external parent of theirs); its record has notify 1
 
 A job record holds the fields of ``JOB_FIELDS`` in ``corq/backends/record.py`` (by name,
 as text), plus ``score``: its ready score while it waits in ready or suspects.
@@ -85,6 +93,58 @@ interrupted after step 1: nothing can fire there, and the next update or pause o
 schedule finishes the move). Concurrent writers of one name are not serialised beyond
 this: two creators racing in different queues may leave the loser's record unreachable
 through the index.
+
+Workflows (``workflows.py``, ``settle.py``, ``workflow_reads.py``). A workflow's
+dependency state sits in a slot of its own, ``{wf:$w}`` ($w its id), so every step that
+changes it is one script there; its jobs sit in their queues' slots as usual::
+
+    $p:{wf:$w}:meta               HASH  state (creating | live), open (1 while a batch
+                                        takes jobs), kind, shape, outputs (msgpack [[id,
+                                        queue], ...]), created_at_ms, finished_at_ms, total,
+                                        members (jobs that are not callbacks), ended,
+                                        c:$state (ends by terminal state), m:ended, m:$state
+                                        and m:failed (the members'), first_failure and
+                                        first_error; drop:$token while an addition is
+                                        dropped
+    $p:{wf:$w}:order              LIST  job ids in the order added (workflow_nodes pages it)
+    $p:{wf:$w}:nodes              HASH  job id -> msgpack [queue, task, callback event or '']
+    $p:{wf:$w}:parents:$id        LIST  msgpack [parent, queue, allow_failed 1/0] per edge,
+                                        in edge order (parent_outcomes pages it)
+    $p:{wf:$w}:children:$id       LIST  '1'/'0' (allow_failed) .. child id, for each child
+                                        of that job (of the workflow or external) in it
+    $p:{wf:$w}:pending            HASH  job id -> how many of its parents have not ended
+    $p:{wf:$w}:todo               HASH  job id -> decision not released yet: 'r' release,
+                                        'u' .. error upstream_failed, 'c' .. error cancelled
+                                        (a batch callback not needed)
+    $p:{wf:$w}:applied            HASH  job id -> state:error of each end taken in (once)
+    $p:{wf:$w}:callbacks          HASH  callback job id -> event, until decided
+    $p:{wf:$w}:failed             LIST  members that ended dead, cancelled or
+                                        upstream_failed, in that order (the first BATCH)
+    $p:{wf:$w}:watched            HASH  external parent id -> its queue
+    $p:{wf:$w}:adding             HASH  job id -> 1 while the addition writing it has not
+                                        committed (decisions for it wait)
+    $p:{wf:$w}:deferred           HASH  such a job's id -> the failure decided meanwhile
+    $p:{wf:$w}:addition:$token    LIST  the ids one addition to a batch writes, in order
+    $p:{workflows}:tend           ZSET  $op/$w -> when maintenance must look at it: a
+                                        multi-step write under way ($op: create, add.$token,
+                                        release.$token), removed by its writer when done
+
+A creation writes, each step atomic in one slot: the tend mark (due after
+WORKFLOW_CREATE_GRACE_MS); the meta (creating) and the nodes with their edges, counts and
+decisions (roots decided 'r'); the jobs as waiting records; a watch on each external parent
+(ended already: its end is taken in at once; else the workflow joins its notify set); the
+open step (live); the release of the todo; the tend mark removed. Nothing can run before
+the open step, and a creation that dies before it is deleted by tend_workflows once due. An
+end (complete, fail to dead, cancel, reclaim or claim to dead) notes the job in its
+queue's outbox in its own script; settle_workflows then applies it in each workflow
+(applied makes that once), releases the todo in the jobs' queues (only a job still waiting
+moves), clears the todo entries released and, last, the outbox entry: a settle that dies
+between steps leaves the entry, and the next settle replays it. An addition to an open
+batch writes its nodes under adding (the size grows at once, so callbacks wait), its
+records, its watches, then commits; tend_workflows drops one that never committed. When
+its last job has ended (and it is not an open batch) a workflow is finished: its keys
+expire after WORKFLOW_KEEP_MS (a job's edge lists already expire that long after the
+job's own end).
 """
 
 from __future__ import annotations

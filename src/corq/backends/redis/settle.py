@@ -31,11 +31,14 @@ from corq.types import JobId, QueueName
 RELEASE_GRACE_MS = 10_000
 #: Rounds of settling queues where releases noted more ends (watched jobs failed in turn).
 SETTLE_ROUNDS = 10
+#: Outbox batches one settle of a queue takes at most (the rest waits for the next one).
+SETTLE_BATCHES = 100
 _TERMINAL = frozenset(state.value for state in TERMINAL_STATES)
 #: The end taken in for a decided job whose record could not be read when released.
 UNREADABLE_ERROR = damaged_error("the record is gone or not a hash")
 
-Ends = dict[str, list[tuple[JobId, str, str]]]
+#: Ends per workflow: (job id, as stored or given, terminal state, error).
+Ends = dict[str, list[tuple[JobId | bytes, str, str]]]
 
 
 def tend_member(operation: str, workflow_id: str) -> str:
@@ -63,33 +66,38 @@ class RedisWorkflowSteps(RedisContext):
         await self._redis.zrem(self._keys.tend, member)
 
     # -- apply and release ----------------------------------------------------------------
-    async def _apply(self, ends: Ends, now_ms: int | None) -> set[QueueName]:
-        """Apply `ends` (per workflow) and release what the workflows decide; returns the
-        queues whose outbox got new ends meanwhile."""
+    async def _apply(
+        self, ends: Ends, now_ms: int | None, then: Sequence[ScriptCall[Any]] = (), depth: int = 0
+    ) -> set[QueueName]:
+        """Apply `ends` (per workflow), release what the workflows decide, then run `then`
+        (with the clearing of the todo, in one round trip); returns the queues whose outbox
+        got new ends meanwhile."""
         calls = [
             self._scripts.apply_workflow_ends(self._wf(wf), ends=chunk, now_ms=now_ms)
             for wf, wf_ends in ends.items()
             for chunk in chunks(wf_ends, BATCH)
         ]
         owners = [wf for wf, wf_ends in ends.items() for _ in chunks(wf_ends, BATCH)]
-        decided: dict[str, dict[JobId, Decision]] = {}
+        decided: dict[str, dict[bytes, Decision]] = {}
         for wf, step in zip(owners, await self._scripts.run_all(calls), strict=True):
             decided.setdefault(wf, {}).update((d.job_id, d) for d in step.todo)
-        return await self._release(
-            {wf: list(todo.values()) for wf, todo in decided.items()}, now_ms
-        )
+        todo = {wf: list(decisions.values()) for wf, decisions in decided.items()}
+        return await self._release(todo, now_ms, then, depth)
 
     async def _release(
-        self, decided: Mapping[str, Sequence[Decision]], now_ms: int | None, depth: int = 0
+        self,
+        decided: Mapping[str, Sequence[Decision]],
+        now_ms: int | None,
+        then: Sequence[ScriptCall[Any]] = (),
+        depth: int = 0,
     ) -> set[QueueName]:
-        """Apply decisions in their jobs' queues, then clear them from the todo; a job whose
-        record cannot be read is taken in as dead. Returns the queues with new ends."""
-        by_queue: dict[QueueName, list[tuple[JobId, str, bytes]]] = {}
+        """Apply decisions in their jobs' queues (a job whose record cannot be read is taken
+        in as dead), then clear them from the todo and run `then`, in one round trip.
+        Returns the queues with new ends."""
+        by_queue: dict[QueueName, list[tuple[JobId | bytes, str, bytes]]] = {}
         for wf, decisions in decided.items():
             for d in decisions:
                 by_queue.setdefault(d.queue, []).append((d.job_id, wf, d.value))
-        if not by_queue:
-            return set()
         calls, queues = [], []
         for queue, jobs in by_queue.items():
             for chunk in chunks(jobs, BATCH):
@@ -106,30 +114,25 @@ class RedisWorkflowSteps(RedisContext):
             for job_id in result.unreadable:
                 wf = owner[(queue, job_id)]
                 unreadable.setdefault(wf, []).append((job_id, "dead", UNREADABLE_ERROR))
-        await self._clear_todo(decided)
         if unreadable and depth < SETTLE_ROUNDS:
-            noted |= await self._apply_unreadable(unreadable, now_ms, depth + 1)
+            # Taken in before the end that led here is cleared: a crash leaves it to replay.
+            noted |= await self._apply(unreadable, now_ms, depth=depth + 1)
+        await self._clear_todo(decided, then)
         return noted
 
-    async def _apply_unreadable(self, ends: Ends, now_ms: int | None, depth: int) -> set[QueueName]:
-        calls = [
-            self._scripts.apply_workflow_ends(self._wf(wf), ends=chunk, now_ms=now_ms)
-            for wf, wf_ends in ends.items()
-            for chunk in chunks(wf_ends, BATCH)
-        ]
-        owners = [wf for wf, wf_ends in ends.items() for _ in chunks(wf_ends, BATCH)]
-        decided = {
-            wf: step.todo
-            for wf, step in zip(owners, await self._scripts.run_all(calls), strict=True)
-        }
-        return await self._release(decided, now_ms, depth)
+    async def _clear_todo(
+        self, decided: Mapping[str, Sequence[Decision]], then: Sequence[ScriptCall[Any]]
+    ) -> None:
+        """HDEL the released decisions, then run `then`, in one round trip."""
+        if not then and not any(decided.values()):
+            return
 
-    async def _clear_todo(self, decided: Mapping[str, Sequence[Decision]]) -> None:
-        async with self._redis.pipeline(transaction=False) as pipe:
+        def clear(pipe: Any) -> None:
             for wf, decisions in decided.items():
                 for chunk in chunks([d.job_id for d in decisions], BATCH):
                     pipe.hdel(self._wf(wf).todo, *chunk)
-            await pipe.execute()
+
+        await self._scripts.run_all(then, first=clear)
 
     async def _release_todo(self, workflow_id: str, now_ms: int | None) -> set[QueueName]:
         """Release whatever the workflow decided and nobody released (a dead writer's)."""
@@ -166,18 +169,17 @@ class RedisWorkflowSteps(RedisContext):
         keys = self._q(queue)
         settled = 0
         noted: set[QueueName] = set()
-        while True:
+        for _ in range(SETTLE_BATCHES):
             call = self._scripts.take_outbox(keys, now_ms=now_ms, older_than_ms=older_than_ms)
             entries = await self._scripts.run(call)
             if not entries:
                 break
             ends, cleared = _route(entries)
-            noted |= await self._apply(ends, now_ms)
-            await self._scripts.run(self._scripts.clear_outbox(keys, entries=cleared))
+            clear = self._scripts.clear_outbox(keys, entries=cleared)
+            noted |= await self._apply(ends, now_ms, then=[clear])
             settled += sum(1 for entry, _ in cleared if entry.state in _TERMINAL or not entry.state)
             if len(entries) < BATCH:
                 break
-        noted.discard(queue)  # its own new ends were read by the loop, or wait for the next
         return settled, noted
 
     # -- maintenance ----------------------------------------------------------------------

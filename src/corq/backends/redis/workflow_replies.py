@@ -15,7 +15,7 @@ from typing import Any
 import msgspec
 
 from corq.backends.base import BatchEvent, Edge
-from corq.backends.redis.replies import decode_id, text
+from corq.backends.redis.replies import text
 from corq.types import JobId, QueueName, TaskName
 
 _NODE = msgspec.msgpack.Decoder(tuple[str, str, str])
@@ -84,7 +84,8 @@ def pack_job(
 class Decision:
     """What a workflow decided for one of its jobs and has not seen released yet."""
 
-    job_id: JobId
+    #: As stored (bytes: passed back to the scripts as they are, whatever they hold).
+    job_id: bytes
     queue: QueueName
     #: ``r`` (release), ``u<error>`` (upstream_failed) or ``c<error>`` (cancelled), as stored.
     value: bytes
@@ -102,7 +103,7 @@ class WorkflowStep:
 
 def _todo(values: Sequence[Any]) -> list[Decision]:
     return [
-        Decision(job_id=decode_id(values[at]), queue=text(values[at + 1]), value=values[at + 2])
+        Decision(job_id=values[at], queue=text(values[at + 1]), value=values[at + 2])
         for at in range(0, len(values), 3)
     ]
 
@@ -128,21 +129,24 @@ class Released:
 
     #: Ends it noted in its queue's outbox (that queue needs a settle too).
     noted: int
-    #: Jobs whose record could not be read (gone, or not a hash).
-    unreadable: list[JobId]
+    #: Jobs whose record could not be read (gone, or not a hash), ids as stored.
+    unreadable: list[bytes]
 
 
 def released(reply: list[Any]) -> Released:
-    return Released(noted=int(reply[0]), unreadable=[decode_id(v) for v in reply[1:]])
+    return Released(noted=int(reply[0]), unreadable=list(reply[1:]))
 
 
 @dataclass(frozen=True, slots=True)
 class OutboxEntry:
     """One end waiting in a queue's outbox, as take_outbox read it."""
 
-    job_id: JobId
-    #: The score it was noted with, as Redis printed it (clear_outbox compares it).
+    #: The entry as stored (msgpack [id, workflow]) and its score as Redis printed it
+    #: (clear_outbox removes it only if both are unchanged).
+    member: bytes
     score: bytes
+    #: As stored (passed back to the scripts as it is).
+    job_id: bytes
     #: The record's state now ("" when the record is gone).
     state: str
     error: str
@@ -155,18 +159,19 @@ def outbox_entries(reply: list[Any]) -> list[OutboxEntry]:
     entries: list[OutboxEntry] = []
     at = 0
     while at < len(reply):
-        count = int(reply[at + 5])
+        count = int(reply[at + 6])
         entries.append(
             OutboxEntry(
-                job_id=decode_id(reply[at]),
+                member=reply[at],
                 score=reply[at + 1],
-                state=text(reply[at + 2]),
-                error=text(reply[at + 3]),
-                workflow=text(reply[at + 4]),
-                watchers=tuple(text(w) for w in reply[at + 6 : at + 6 + count]),
+                job_id=reply[at + 2],
+                state=text(reply[at + 3]),
+                error=text(reply[at + 4]),
+                workflow=text(reply[at + 5]),
+                watchers=tuple(text(w) for w in reply[at + 7 : at + 7 + count]),
             )
         )
-        at += 6 + count
+        at += 7 + count
     return entries
 
 

@@ -59,7 +59,7 @@ class WorkflowScripts(ScriptRunner):
         self,
         wk: WorkflowKeys,
         *,
-        ends: Sequence[tuple[JobId, str, str]],
+        ends: Sequence[tuple[JobId | bytes, str, str]],
         now_ms: int | None,
     ) -> ScriptCall[WorkflowStep]:
         """`ends`: (job id, terminal state, error) each."""
@@ -114,7 +114,7 @@ class WorkflowScripts(ScriptRunner):
         self,
         keys: QueueKeys,
         *,
-        jobs: Sequence[tuple[JobId, str, bytes]],
+        jobs: Sequence[tuple[JobId | bytes, str, bytes]],
         now_ms: int | None,
     ) -> ScriptCall[Released]:
         """`jobs`: (job id, its workflow, the decision as stored) each."""
@@ -139,7 +139,7 @@ class WorkflowScripts(ScriptRunner):
         """`entries`: each with the watchers that took its end in."""
         args: list[Arg] = [keys.notify_prefix]
         for entry, watchers in entries:
-            args += [entry.job_id, entry.score, len(watchers), *watchers]
+            args += [entry.member, entry.score, entry.job_id, len(watchers), *watchers]
         return self._call("clear_outbox", [keys.outbox], args, int)
 
     def drop_waiting_jobs(

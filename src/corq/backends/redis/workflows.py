@@ -56,10 +56,8 @@ class RedisWorkflows(RedisWorkflowSteps):
                 return False
             fresh = state is None
             if fresh:
+                # A job id taken already is found by the write itself (see _write).
                 await self._check_parents(workflow.id, graph.outside)
-                await self._check_free(
-                    workflow.id, [j.job.id for j in workflow.jobs], workflow.jobs
-                )
             queues = list(dict.fromkeys(j.job.queue for j in workflow.jobs))
             await self._registry.touch(self._scripts, queues, workflow.created_at_ms)
             member = tend_member("create", workflow.id)
@@ -77,7 +75,10 @@ class RedisWorkflows(RedisWorkflowSteps):
         now_ms: int | None,
     ) -> bool:
         """The tend mark, the graph and the waiting records, in one round trip; False when
-        another creation of the same id got there first."""
+        another creation of the same id got there first. A job id that is taken already is
+        found here, by the record it could not write: the workflow, still creating and
+        nothing of it runnable, is dropped again and refused (so a refusal costs one write
+        and its undoing, not a read of every id beforehand)."""
         wk = self._wf(workflow.id)
         queue_of = {j.job.id: j.job.queue for j in workflow.jobs}
         outputs = pack_outputs([(o, queue_of[o]) for o in workflow.outputs])
@@ -176,14 +177,6 @@ class RedisWorkflows(RedisWorkflowSteps):
                     f"workflow {workflow_id}: parent {job_id!r} is not a job of queue {queue!r}"
                 )
 
-    async def _check_free(
-        self, workflow_id: str, job_ids: Sequence[JobId], jobs: Sequence[WorkflowJob]
-    ) -> None:
-        keys = [self._q(j.job.queue).job(j.job.id) for j in jobs]
-        for job_id, found in zip(job_ids, await self._exists(keys), strict=True):
-            if found:
-                raise WorkflowError(f"workflow {workflow_id}: job {job_id!r} exists already")
-
     def _node_calls(
         self,
         workflow_id: str,
@@ -248,7 +241,6 @@ class RedisWorkflows(RedisWorkflowSteps):
                 check_new_job(wf_job.job)
             external = await self._external(workflow_id, graph)
             await self._check_parents(workflow_id, external)
-            await self._check_free(workflow_id, [j.job.id for j in new], new)
             await self._registry.touch(
                 self._scripts, list(dict.fromkeys(j.job.queue for j in new)), None
             )

@@ -91,12 +91,22 @@ def cancel_job(conn: Conn, job_id: JobId, queue: QueueName, now_ms: int | None) 
     return True
 
 
+def cancelled_expiry(conn: Conn, now_ms: int) -> int:
+    """When a record cancelled now goes: CANCELLED_TTL_MS (and at least WORKFLOW_KEEP_MS,
+    for a workflow's children) after the broker's time, the latest any call brought."""
+    latest = max(now_ms, read_clock(conn))
+    return min(latest + max(CANCELLED_TTL_MS, WORKFLOW_KEEP_MS), _INT64_MAX)
+
+
 def cancel(conn: Conn, job_id: JobId, queue: QueueName, now_ms: int) -> End | None:
     """Cancel one job that has not started; its end (for apply_ends), or None when it was
     not cancellable. The record's time to live counts from the broker's time (the latest
     any call brought, which reads judge expiry by), as a result's does."""
-    latest = max(now_ms, read_clock(conn))
-    expires_at_ms = min(latest + max(CANCELLED_TTL_MS, WORKFLOW_KEEP_MS), _INT64_MAX)
-    params = {"queue": queue, "id": job_id, "now": now_ms, "expires_at_ms": expires_at_ms}
+    params = {
+        "queue": queue,
+        "id": job_id,
+        "now": now_ms,
+        "expires_at_ms": cancelled_expiry(conn, now_ms),
+    }
     row = conn.execute(Q["job_cancel"], params).fetchone()
     return None if row is None else end_of(job_id, queue, JobStatus.CANCELLED, row)

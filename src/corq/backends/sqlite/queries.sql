@@ -799,19 +799,21 @@ WHERE queue = :queue AND id = :id
 -- A workflow other than its own waits for this job's end (its worker is told so).
 UPDATE jobs SET notify = 1 WHERE queue = :queue AND id = :id AND notify IS NOT 1;
 
--- name: wf_node_end
--- Take a job's end in by its own workflow, once; returns its callback event (NULL: a
--- member). No row: not a job of that workflow, or its end was taken in already.
+-- name: wf_nodes_end
+-- Take in ends in :state of jobs of one workflow in one queue (:jobs, a JSON array of
+-- ids), each once; returns the jobs taken in, with their callback event (NULL: a member).
+-- A job not of that workflow (in that queue), or whose end was taken in, is left out.
 UPDATE workflow_nodes SET ended = :state
-WHERE workflow = :workflow AND job = :job AND queue = :queue AND ended IS NULL
-RETURNING callback;
+WHERE workflow = :workflow AND job IN (SELECT value FROM json_each(:jobs))
+  AND queue = :queue AND ended IS NULL
+RETURNING job, callback;
 
 -- name: wf_count_end
--- Count one end (:member 1 for a member), and note the first failure (:failed 1 for dead,
--- cancelled, upstream_failed); returns what decides the callbacks and the finish. No row:
--- no such workflow, or its counts cannot be read.
+-- Count :ended ends, :members_ended of them of members, and note the first failure among
+-- them (:failed 1, its :job and :error) unless one is noted; returns what decides the
+-- callbacks and the finish. No row: no such workflow, or its counts cannot be read.
 UPDATE workflows
-SET ended = ended + 1, members_ended = members_ended + :member,
+SET ended = ended + :ended, members_ended = members_ended + :members_ended,
     first_failure = CASE WHEN :failed AND first_failure IS NULL
                          THEN :job ELSE first_failure END,
     first_failure_error = CASE WHEN :failed AND first_failure IS NULL
@@ -822,12 +824,11 @@ WHERE id = :workflow
 RETURNING state, total, ended, members, members_ended, finished_at_ms;
 
 -- name: wf_count_state
--- Count one end by its state (an unreadable count starts again at 1); returns the count.
-INSERT INTO workflow_counts (workflow, member, state, n) VALUES (:workflow, :member, :state, 1)
+-- Count :n ends in a state (an unreadable count starts again from :n).
+INSERT INTO workflow_counts (workflow, member, state, n) VALUES (:workflow, :member, :state, :n)
 ON CONFLICT (workflow, member, state) DO UPDATE SET
     n = CASE WHEN typeof(n) = 'integer' AND n BETWEEN 0 AND 4611686018427387903
-             THEN n + 1 ELSE 1 END
-RETURNING n;
+             THEN n + excluded.n ELSE excluded.n END;
 
 -- name: wf_count_get
 -- One count of a workflow (checked by the caller).
@@ -851,23 +852,29 @@ SELECT job FROM workflow_failed WHERE workflow = :workflow ORDER BY position LIM
 UPDATE workflows SET finished_at_ms = :now, expires_at_ms = :expires_at_ms
 WHERE id = :workflow AND finished_at_ms IS NULL;
 
--- name: wf_edges_apply
--- Apply a job's end to at most :limit of its edges not applied yet, in every workflow
--- (the workflow_dependents index); returns them.
+-- name: wf_edges_unapplied
+-- At most :limit edges, in every workflow, whose parent is one of :parents (a JSON array
+-- of [job, queue]) and that have not taken its end in, each with the parent's place in
+-- :parents (the workflow_dependents index, one probe per parent).
+SELECT p.key, e.workflow, e.child, e.position, e.allow_failed
+FROM json_each(:parents) AS p
+CROSS JOIN workflow_edges AS e
+    ON e.parent_queue = json_extract(p.value, '$[1]')
+   AND e.parent = json_extract(p.value, '$[0]')
+WHERE e.applied IS NOT 1
+LIMIT :limit;
+
+-- name: wf_edge_applied
+-- An edge took its parent's end in (by its key, as wf_edges_unapplied read it).
 UPDATE workflow_edges SET applied = 1
-WHERE (workflow, child, position) IN (
-    SELECT workflow, child, position FROM workflow_edges
-    WHERE parent_queue = :queue AND parent = :job AND applied IS NOT 1
-    LIMIT :limit
-)
-RETURNING workflow, child, allow_failed;
+WHERE workflow = :workflow AND child = :child AND position = :position;
 
 -- name: wf_node_satisfy
--- One more edge of a job satisfied; returns what decides its release. No row: no such
--- job, or a pending count that cannot be read (or already 0).
-UPDATE workflow_nodes SET pending = pending - 1
+-- :n more edges of a job satisfied; returns what decides its release. No row: no such
+-- job, or a pending count that cannot be read (or below :n).
+UPDATE workflow_nodes SET pending = pending - :n
 WHERE workflow = :workflow AND job = :job
-  AND typeof(pending) = 'integer' AND pending BETWEEN 1 AND 4611686018427387903
+  AND typeof(pending) = 'integer' AND pending BETWEEN :n AND 4611686018427387903
 RETURNING pending, decided, ended, queue;
 
 -- name: wf_node_decide
@@ -904,7 +911,7 @@ SELECT status FROM jobs WHERE queue = :queue AND id = :id;
 
 -- name: wf_callbacks
 -- A workflow's batch callbacks not decided yet (the workflow_callbacks index).
-SELECT job, callback FROM workflow_nodes
+SELECT job, callback FROM workflow_nodes INDEXED BY workflow_callbacks
 WHERE workflow = :workflow AND callback IS NOT NULL AND decided = 0 AND ended IS NULL;
 
 -- name: wf_nodes_page
@@ -943,11 +950,23 @@ ORDER BY e.position
 LIMIT :limit;
 
 -- name: wf_cancel_page
--- At most :limit jobs of a workflow from position :offset on (cancel_workflow's sweep).
-SELECT job, queue, position FROM workflow_nodes
-WHERE workflow = :workflow AND position >= :offset
-ORDER BY position
-LIMIT :limit;
+-- Cancel the jobs of a workflow from position :offset on (at most :limit of them) that
+-- have not started, as job_cancel does one (the records that cannot be read are left);
+-- returns what their ends need. The positions are read by wf_positions.
+UPDATE jobs SET status = 'cancelled', finished_at_ms = :now, expires_at_ms = :expires_at_ms
+WHERE rowid IN (
+    SELECT j.rowid FROM workflow_nodes AS n
+    CROSS JOIN jobs AS j ON j.queue = n.queue AND j.id = n.job
+    WHERE n.workflow = :workflow AND n.position >= :offset AND n.position < :offset + :limit
+  )
+  AND status IN ('scheduled', 'waiting', 'queued', 'failed')
+  AND
+  {readable}
+RETURNING id, queue, workflow, notify, error;
+
+-- name: wf_last_position
+-- The highest position of a workflow's jobs (NULL: none; the walk of cancel_workflow).
+SELECT max(position) FROM workflow_nodes WHERE workflow = :workflow;
 
 -- name: wf_expired
 -- The workflow whose rows have waited longest past their time (NULL-free: no row).
@@ -986,11 +1005,12 @@ DELETE FROM workflow_counts WHERE workflow = :workflow;
 DELETE FROM workflows WHERE id = :workflow;
 
 -- name: wf_unwritten_jobs
--- At most :limit jobs of a workflow left 'creating' that are still waiting, by rowid.
+-- The jobs of a workflow left 'creating' from position :offset on (at most :limit of them)
+-- that are still waiting, by rowid.
 SELECT j.rowid FROM workflow_nodes AS n
 CROSS JOIN jobs AS j ON j.queue = n.queue AND j.id = n.job
-WHERE n.workflow = :workflow AND j.status = 'waiting' AND j.workflow = :workflow
-LIMIT :limit;
+WHERE n.workflow = :workflow AND n.position >= :offset AND n.position < :offset + :limit
+  AND j.status = 'waiting' AND j.workflow = :workflow;
 
 -- name: wf_job_drop
 -- Delete one job record by rowid.

@@ -100,7 +100,8 @@ class ConnectionThread:
         self._thread: threading.Thread | None = None
         self._closed = False
         self._conn: Conn | None = None
-        #: +1 each time a poll finds that another connection committed (written only here).
+        #: +1 each time a poll finds that another connection committed, and after each commit
+        #: of this connection that changed rows (written only on the thread).
         self.generation = 0
         self._last_version: int | None = None
         self._listener: ChangeListener | None = None
@@ -183,6 +184,11 @@ class ConnectionThread:
             before = conn.total_changes
             result = transaction(conn, fn, write=tx is Tx.WRITE)
             if conn.total_changes != before:
+                # A waiter of this backend whose look ran just before this commit may not be
+                # listening yet, and data_version never moves for a connection's own commits:
+                # the new generation tells it to look again (a workflow's release, made by
+                # the worker's own completion, must wake that worker's fetcher).
+                self.generation += 1
                 self._on_commit()
             return result
         except (sqlite3.Error, *_REFUSED) as exc:

@@ -16,19 +16,12 @@ and its end finds the edge through the ``workflow_dependents`` index.
 from __future__ import annotations
 
 import json
-from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from corq.backends.base import NewJob, NewWorkflow, WorkflowJob
 from corq.backends.sqlite.columns import NEW_COLUMNS
-from corq.backends.sqlite.ends import (
-    End,
-    apply_ends,
-    decide_callbacks,
-    end_waiting,
-    upstream_error,
-)
+from corq.backends.sqlite.ends import apply_ends, decide_callbacks, fail_waiting, upstream_error
 from corq.backends.sqlite.sql import Q
 from corq.backends.sqlite.store import Conn, advance_clock, take_numbers
 from corq.backends.sqlite.workflow_expiry import drop_workflow
@@ -38,9 +31,10 @@ from corq.errors import WorkflowError, WorkflowNotFoundError
 from corq.job import TERMINAL_STATES, JobStatus
 from corq.types import JobId, QueueName
 
-#: A parent outside the call: (id, queue) -> its terminal state and error, or None while
-#: it has not ended.
-Outside = dict[tuple[JobId, QueueName], tuple[JobStatus, object] | None]
+#: A parent outside the call: (id, queue) -> its terminal state and error, None while it
+#: has not ended (it is watched), or _EARLIER for a job of the batch not ended yet.
+Outside = dict[tuple[JobId, QueueName], tuple[JobStatus, object] | str | None]
+_EARLIER = "earlier"
 
 
 @dataclass(slots=True)
@@ -87,9 +81,7 @@ def enqueue_workflow(
     )
     _write(conn, plan, now, clock)
     if not workflow.open:
-        work: deque[End] = deque()
-        decide_callbacks(conn, workflow.id, now, work)
-        apply_ends(conn, work, now)
+        apply_ends(conn, decide_callbacks(conn, workflow.id, now), now)
     return True
 
 
@@ -148,6 +140,7 @@ def _outside(
     queue (with `earlier`, a job of the batch named under another queue too)."""
     found: Outside = {}
     for parent, queue in parents:
+        known = None
         if earlier:
             node = conn.execute(Q["wf_node_get"], {"workflow": workflow_id, "job": parent})
             known = node.fetchone()
@@ -164,8 +157,10 @@ def _outside(
                 f"workflow {workflow_id}: parent {parent!r} does not exist in queue {queue!r}"
             )
         status, error = row
-        ended = status in TERMINAL_STATES
-        found[(parent, queue)] = (JobStatus(status), error) if ended else None
+        if status in TERMINAL_STATES:
+            found[(parent, queue)] = (JobStatus(status), error)
+        else:  # an earlier job of the batch needs no watch: its end finds the edge anyway
+            found[(parent, queue)] = None if known is None else _EARLIER
     return found
 
 
@@ -182,7 +177,8 @@ def _plan(
     for position, wf_job in enumerate(jobs, start=first_position):
         pending, failure = len(wf_job.parents), None
         for edge_position, edge in enumerate(wf_job.parents):
-            ended = outside.get((edge.parent, edge.queue))
+            stands = outside.get((edge.parent, edge.queue))
+            ended = None if isinstance(stands, str) else stands
             plan.edges.append(
                 {
                     "workflow": workflow_id,
@@ -236,10 +232,11 @@ def _write(conn: Conn, plan: _Plan, now_ms: int, clock: int) -> None:
     for (parent, queue), ended in plan.outside.items():
         if ended is None:
             conn.execute(Q["wf_watch"], {"queue": queue, "id": parent})
-    work: deque[End] = deque()
-    for child, error in plan.failed:
-        end_waiting(conn, plan.workflow_id, child, JobStatus.UPSTREAM_FAILED, error, now_ms, work)
-    apply_ends(conn, work, now_ms)
+    failed = [
+        fail_waiting(conn, plan.workflow_id, child, JobStatus.UPSTREAM_FAILED, error, now_ms)
+        for child, error in plan.failed
+    ]
+    apply_ends(conn, [end for end in failed if end is not None], now_ms)
 
 
 def _job_params(job: NewJob, ready: bool, seq: int, clock: int) -> dict[str, object]:

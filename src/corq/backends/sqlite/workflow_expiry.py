@@ -49,8 +49,10 @@ def tend_workflows(conn: Conn, now_ms: int | None) -> int:
     before = max(now - WORKFLOW_CREATE_GRACE_MS, _INT64_MIN)
     stale = conn.execute(Q["wf_stale_creating"], {"before": before, "limit": BATCH}).fetchall()
     for (workflow_id,) in stale:
-        params = {"workflow": workflow_id, "limit": BATCH}
-        while rowids := conn.execute(Q["wf_unwritten_jobs"], params).fetchall():
+        (last,) = conn.execute(Q["wf_last_position"], {"workflow": workflow_id}).fetchone()
+        for offset in range(0, last + 1 if type(last) is int else 0, BATCH):
+            params = {"workflow": workflow_id, "offset": offset, "limit": BATCH}
+            rowids = conn.execute(Q["wf_unwritten_jobs"], params).fetchall()
             conn.executemany(Q["wf_job_drop"], [{"rowid": rowid} for (rowid,) in rowids])
         drop_workflow(conn, workflow_id)
     return len(stale)

@@ -10,7 +10,6 @@ in schema.sql and docs/design.md ("Data model (SQLite)").
 
 from __future__ import annotations
 
-from collections import deque
 from collections.abc import Sequence
 from functools import partial
 
@@ -24,14 +23,15 @@ from corq.backends.base import (
     WorkflowRecord,
 )
 from corq.backends.sqlite import workflow_create, workflow_expiry, workflow_rows
-from corq.backends.sqlite.ends import End, apply_ends, decide_callbacks, finish
-from corq.backends.sqlite.producer import cancel, check_new_job
+from corq.backends.sqlite.ends import End, apply_ends, decide_callbacks, end_of, finish
+from corq.backends.sqlite.producer import cancelled_expiry, check_new_job
 from corq.backends.sqlite.sql import Q
 from corq.backends.sqlite.store import Conn, advance_clock
 from corq.backends.sqlite.thread import ConnectionThread, Tx
 from corq.backends.sqlite.workflow_rows import workflow_row
 from corq.backends.workflow_graph import check_workflow
 from corq.errors import WorkflowNotFoundError
+from corq.job import JobStatus
 from corq.types import JobId, QueueName
 
 
@@ -133,9 +133,7 @@ def close_workflow(conn: Conn, workflow_id: str, now_ms: int | None) -> bool:
         raise WorkflowNotFoundError(f"no workflow {workflow_id!r}")
     if conn.execute(Q["wf_close"], {"workflow": workflow_id}).rowcount == 0:
         return False
-    work: deque[End] = deque()
-    decide_callbacks(conn, workflow_id, now, work)
-    apply_ends(conn, work, now)
+    apply_ends(conn, decide_callbacks(conn, workflow_id, now), now)
     closed = workflow_row(conn, workflow_id)
     if closed is not None and closed.ended >= closed.total and closed.finished_at_ms is None:
         finish(conn, workflow_id, now)
@@ -143,24 +141,25 @@ def close_workflow(conn: Conn, workflow_id: str, now_ms: int | None) -> bool:
 
 
 def cancel_workflow(conn: Conn, workflow_id: str, now_ms: int | None) -> int:
-    """Cancel every job of the workflow that has not started, then apply their ends (so
-    each such job ends cancelled, not upstream_failed by a parent cancelled first; the
-    workflows watching them see their dependents fail). Returns how many it cancelled."""
+    """Cancel every job of the workflow that has not started (BATCH a statement), then
+    apply their ends: so each such job ends cancelled, not upstream_failed by a parent
+    cancelled first, and the workflows watching them see their dependents fail. Returns
+    how many it cancelled."""
     now, _ = advance_clock(conn, now_ms)
     if workflow_row(conn, workflow_id) is None:
         raise WorkflowNotFoundError(f"no workflow {workflow_id!r}")
+    (last,) = conn.execute(Q["wf_last_position"], {"workflow": workflow_id}).fetchone()
+    expires = cancelled_expiry(conn, now)
     ends: list[End] = []
-    offset = 0
-    while True:
-        params = {"workflow": workflow_id, "offset": offset, "limit": BATCH}
-        page = conn.execute(Q["wf_cancel_page"], params).fetchall()
-        for job_id, queue, _ in page:
-            if isinstance(job_id, str) and isinstance(queue, str):
-                end = cancel(conn, job_id, queue, now)
-                if end is not None:
-                    ends.append(end)
-        if len(page) < BATCH or type(page[-1][2]) is not int:
-            break
-        offset = page[-1][2] + 1
+    for offset in range(0, last + 1 if type(last) is int else 0, BATCH):
+        params = {
+            "workflow": workflow_id,
+            "offset": offset,
+            "limit": BATCH,
+            "now": now,
+            "expires_at_ms": expires,
+        }
+        for job_id, queue, *row in conn.execute(Q["wf_cancel_page"], params).fetchall():
+            ends.append(end_of(job_id, queue, JobStatus.CANCELLED, tuple(row)))
     apply_ends(conn, ends, now)
     return len(ends)
