@@ -2,12 +2,13 @@
 
 Run: .venv/bin/python bench/workflow_bench.py [--url URL] [--loop asyncio|uvloop] [--only ...]
 
-Each figure starts one `corq worker bench.workflow_app:app --concurrency 500` as a real
-subprocess against the broker in --url (Redis: a fresh key prefix, its keys deleted at the
-end; SQLite: a fresh file, deleted at the end), waits until it is registered and has run a
-small chord (connections open, scripts loaded), then sends one workflow from this process
-and reads what happened from the broker and from the callbacks' own stamps
-(``perf_counter_ns``, CLOCK_MONOTONIC, shared by the processes of one machine).
+Each figure starts one `corq worker bench.workflow_app:app --concurrency 500` (or
+``--concurrency N``) as a real subprocess against the broker in --url (Redis: a fresh key
+prefix, its keys deleted at the end; SQLite: a fresh file, deleted at the end), waits until
+it is registered and has run a small chord (connections open, scripts loaded), then sends
+one workflow from this process and reads what happened from the broker and from the
+callbacks' own stamps (``perf_counter_ns``, CLOCK_MONOTONIC, shared by the processes of one
+machine). ``--profile DIR`` samples the worker with py-spy meanwhile (collapsed stacks).
 
 - chord: a chord of 10,000 no-op members and one fan-in callback (given the list of their
   results): the time from just before the enqueue call to the callback's body starting
@@ -17,6 +18,9 @@ and reads what happened from the broker and from the callbacks' own stamps
 - chain: a chain of 1,000 links, each given the previous one's result: the time per step,
   from the first link's start to the last one's, over the 999 hand-offs between them
   (end, release of the next link, claim, its input read); and the whole from the enqueue.
+- plain (references, the same session): 10,000 no-op jobs by enqueue_many on the same
+  worker (the chord's members without the workflow), and 1,000 jobs each enqueuing the
+  next one from its body (a chain's hand-off without the workflow).
 """
 
 from __future__ import annotations
@@ -44,10 +48,18 @@ sys.path.insert(0, str(ROOT))
 
 import corq  # noqa: E402
 from bench import workflow_app  # noqa: E402
-from bench.workflow_app import chain_end, chain_start, chain_step, fan_in, member  # noqa: E402
+from bench.workflow_app import (  # noqa: E402
+    chain_end,
+    chain_start,
+    chain_step,
+    fan_in,
+    member,
+    relay,
+)
 
 APP = "bench.workflow_app:app"
-CONCURRENCY = 500
+#: The worker's --concurrency (``--concurrency`` changes it).
+CONCURRENCY = [500]
 #: Goals of the issue: the figure each section is held to (printed beside it).
 CHORD_GOAL_S = 3.0
 STEP_GOAL_MS = 2.0
@@ -67,7 +79,7 @@ class Broker:
     def fresh(cls, url: str) -> Broker:
         prefix = f"bench{uuid.uuid4().hex[:8]}"
         if url.startswith("sqlite:///"):
-            _remove_sqlite(Path(url.removeprefix("sqlite:///")))
+            _remove_sqlite(_sqlite_path(url))
         workflow_app.app._clients.clear()
         workflow_app.app.configure(url=url, prefix=prefix)
         runs = Path(tempfile.gettempdir()) / f"corq-workflow-bench-{prefix}.runs"
@@ -83,7 +95,7 @@ class Broker:
     def worker(self) -> subprocess.Popen[bytes]:
         return subprocess.Popen(
             [
-                sys.executable, "-m", "corq", "worker", APP, "--concurrency", str(CONCURRENCY),
+                sys.executable, "-m", "corq", "worker", APP, "--concurrency", str(CONCURRENCY[0]),
                 "--log-level", "warning",
             ],
             cwd=ROOT,
@@ -104,7 +116,7 @@ class Broker:
         workflow_app.app._clients.clear()
         self.runs.unlink(missing_ok=True)
         if self.is_sqlite:
-            _remove_sqlite(Path(self.url.removeprefix("sqlite:///")))
+            _remove_sqlite(_sqlite_path(self.url))
             return
         async with aioredis.from_url(self.url) as r:
             batch: list[bytes] = []
@@ -119,6 +131,11 @@ class Broker:
 
 #: Every store this run made, dropped again when it ends (also after a failure).
 OPENED: list[Broker] = []
+
+
+def _sqlite_path(url: str) -> Path:
+    """The file of a ``sqlite:///path[?synchronous=...]`` URL."""
+    return Path(url.removeprefix("sqlite:///").partition("?")[0])
 
 
 def _remove_sqlite(path: Path) -> None:
@@ -289,13 +306,59 @@ async def bench_chain(url: str, steps: int) -> ChainFigures:
     )
 
 
+# -- references: the same work without a workflow -----------------------------------------
+async def bench_plain_jobs(url: str, n: int) -> tuple[float, float]:
+    """`n` no-op jobs sent with enqueue_many (batches of 10,000): seconds for the call, and
+    until the queue was empty and nothing ran (polled every 2 ms)."""
+    broker = Broker.fresh(url)
+    proc = await ready_worker(broker)
+    client = workflow_app.app.client()
+    try:
+        started = time.perf_counter()
+        for i in range(0, n, 10_000):
+            await member.enqueue_many([(j,) for j in range(i, min(n, i + 10_000))])
+        enqueued = time.perf_counter() - started
+        while True:
+            stats = (await client.queue_stats(["default"]))[0]
+            if stats.ready == 0 and stats.in_flight == 0:
+                break
+            await asyncio.sleep(0.002)
+        done = time.perf_counter() - started
+    finally:
+        stop(proc)
+        await broker.close()
+    return enqueued, done
+
+
+async def bench_relay(url: str, steps: int) -> float:
+    """Ms per hand-off when each job enqueues the next one itself (no workflow)."""
+    broker = Broker.fresh(url)
+    proc = await ready_worker(broker)
+    try:
+        end_id = f"relay-end-{uuid.uuid4().hex[:8]}"
+        await relay.enqueue(0, steps - 1, end_id)
+        client = workflow_app.app.client()
+
+        async def last_sent() -> bool:
+            return await client.get_job(end_id, "default") is not None
+
+        await wait_until(last_sent, 600, "the last relay job")
+        result = await workflow_app.app.job(end_id).result(timeout=60)
+    finally:
+        stop(proc)
+        await broker.close()
+    assert result is not None
+    return float(result["last_ns"] - result["first_ns"]) / 1e6 / (steps - 1)
+
+
 # -- main --------------------------------------------------------------------------------
 async def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--url", default=os.environ.get("CORQ_URL", "redis://127.0.0.1:6379/0"))
-    parser.add_argument("--only", default="", help="comma list: chord,chain")
+    parser.add_argument("--only", default="", help="comma list: chord,chain,plain (the references)")
     parser.add_argument("--quick", action="store_true", help="smaller runs (smoke test)")
     parser.add_argument("--repeat", type=int, default=1, help="runs of each figure")
+    parser.add_argument("--concurrency", type=int, default=500, help="the worker's [500]")
     parser.add_argument(
         "--profile", metavar="DIR", help="sample the worker with py-spy, collapsed stacks to DIR"
     )
@@ -307,6 +370,7 @@ async def main() -> None:
     )
     opts = parser.parse_args()
     only = set(filter(None, opts.only.split(",")))
+    CONCURRENCY[0] = opts.concurrency
     if opts.profile:
         PROFILE_DIR.append(Path(opts.profile))
         PROFILE_DIR[0].mkdir(parents=True, exist_ok=True)
@@ -314,7 +378,7 @@ async def main() -> None:
     print(
         f"corq {corq.__version__} workflow bench on {opts.url} (python "
         f"{sys.version.split()[0]}, {os.cpu_count()} cpus, {loop} event loop, one worker "
-        f"process, concurrency {CONCURRENCY})"
+        f"process, concurrency {CONCURRENCY[0]})"
     )
     try:
         for _ in range(opts.repeat):
@@ -322,9 +386,22 @@ async def main() -> None:
                 print_chord(await bench_chord(opts.url, 1000 if opts.quick else 10_000))
             if not only or "chain" in only:
                 print_chain(await bench_chain(opts.url, 100 if opts.quick else 1000))
+            if not only or "plain" in only:
+                await print_references(opts.url, opts.quick)
     finally:
         for broker in OPENED:
             await broker.close()
+
+
+async def print_references(url: str, quick: bool) -> None:
+    n, steps = (1000, 100) if quick else (10_000, 1000)
+    enqueued, done = await bench_plain_jobs(url, n)
+    per_step = await bench_relay(url, steps)
+    print(
+        f"references without a workflow: {n:,} no-op jobs by enqueue_many: call {enqueued:.2f} "
+        f"s, all ended at {done:.2f} s; {steps:,} jobs each enqueuing the next: "
+        f"{per_step:.2f} ms per hand-off"
+    )
 
 
 def print_chord(f: ChordFigures) -> None:
