@@ -47,7 +47,7 @@ def workflow(
     app_path: str | None,
     url: str | None,
 ) -> None:
-    """Show workflow ID (``wf_...``, or the id of a job sent with depends_on): its kind,
+    """Show workflow ID (wf_..., or the id of a job sent with depends_on): its kind,
     state and counts, then its jobs as a tree (chains, groups, chords) or, for any other
     graph, each job with the jobs it waits for; each job's task, queue, state, and error."""
     if not workflow_id:
