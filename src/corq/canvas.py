@@ -130,7 +130,7 @@ class Node(Generic[R_co]):
 
 
 @dataclass(slots=True)
-class _NodeEdges:
+class NodeEdges:
     """The dependencies a node of a `Workflow` was given, in order."""
 
     parents: list[tuple[Node[Any] | Dependency, bool]] = field(default_factory=list)
@@ -159,7 +159,7 @@ class Workflow:
         on_failure: JobSpec[Any] | None = None,
     ) -> None:
         self.nodes: list[Node[Any]] = []
-        self._edges: list[_NodeEdges] = []
+        self._edges: list[NodeEdges] = []
         self.callbacks = Group(
             (), on_success=on_success, on_complete=on_complete, on_failure=on_failure
         ).callbacks()
@@ -206,7 +206,7 @@ class Workflow:
         check_item(item, "Workflow.add")
         node: Node[Any] = Node(self, len(self.nodes), item)
         self.nodes.append(node)
-        self._edges.append(_NodeEdges(inputs=_inputs(inputs)))
+        self._edges.append(NodeEdges(inputs=_inputs(inputs)))
         self.connect(depends_on, node, allow_failed=allow_failed)
         return node
 
@@ -238,7 +238,7 @@ class Workflow:
         if not isinstance(node, Node) or node.workflow is not self:
             raise ArgumentError(f"{node!r} is not a node of this workflow")
 
-    def edges(self, node: Node[Any]) -> _NodeEdges:
+    def edges(self, node: Node[Any]) -> NodeEdges:
         return self._edges[node.index]
 
     async def enqueue(self) -> WorkflowHandle[list[Any]]:

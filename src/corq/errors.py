@@ -24,6 +24,9 @@ The tree::
     ├── ResultTimeoutError          waiting for a result took longer than asked (also TimeoutError)
     └── Retry                       raised inside a task to ask for another attempt
 
+Not raised by corq but handed over as a value: ``corq.workflow.UpstreamError`` (a
+CorqError), a failed parent in ``current_job().parent_results()``.
+
 Each class docstring is its default message.
 """
 

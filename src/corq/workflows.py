@@ -129,7 +129,11 @@ class WorkflowHandle(Generic[R_co]):
         """Wait for its output jobs and return the workflow's result; raise as
         ``JobHandle.result`` does for the first output found to have failed
         (JobFailedError, UpstreamFailedError naming the job that failed first,
-        JobCancelledError), or ResultTimeoutError."""
+        JobCancelledError), or ResultTimeoutError.
+
+        It returns as soon as the outputs have ended: batch callbacks may still run, and
+        the workflow's own counts (``status()``) follow once the last end is settled, a
+        moment later on Redis. ``wait()`` waits for the workflow as a whole."""
         record = await self._record()
         limit_s = check_timeout(timeout)
         if record.shape is ResultShape.ONE:

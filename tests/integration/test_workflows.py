@@ -79,7 +79,8 @@ async def test_a_chain_passes_each_result_on(
     async with run_worker(app):
         wf = await corq.chain(fetch.s("abc"), parse.then(), store.s(sep="-")).enqueue()
         assert await wf.result(timeout=10) == "a-b-c"
-        status = await wf.status()
+        # (Its own counts follow once the last end is settled: wait() waits for that.)
+        status = await wf.wait(timeout=10, jobs=True)
     assert (status.kind, status.state, status.total, status.ended) == ("chain", "succeeded", 3, 3)
     assert [job.task for job in status.jobs] == ["fetch", "parse", "store"]
     assert [job.parents for job in status.jobs] == [(), (status.jobs[0].id,), (status.jobs[1].id,)]
@@ -223,13 +224,14 @@ async def test_the_worker_starts_the_next_link_without_waiting_for_a_poll(
         wf = await corq.chain(*links).enqueue()
         assert await wf.result(timeout=10) == 33
         status = await wf.status()
-    # Each link started right after its parent ended (well under the 1 s replay period).
+    # Each link started right after its parent ended, not when another worker's replay of
+    # ends older than 2 s would have released it.
     infos = [await app.client().get_job(job.id, job.queue) for job in status.jobs]
     gaps = [
         b.started_at_ms - a.finished_at_ms  # type: ignore[operator, union-attr]
         for a, b in itertools.pairwise(infos)
     ]
-    assert max(gaps) < 500, gaps
+    assert max(gaps) < 1_000, gaps
 
 
 async def test_a_burst_worker_runs_a_whole_workflow_before_stopping(
