@@ -155,6 +155,7 @@ def test_json_has_every_job_with_its_parents_and_the_counts(broker: Broker) -> N
         async with run_worker(app):
             wf = await corq.chord([count.s("ab"), count.s("c")], total.then()).enqueue()
             assert await wf.result(timeout=10) == 3
+            await wf.wait(timeout=10)  # and its last end settled (a moment later on Redis)
         return wf
 
     wf = broker.setup(make)
@@ -258,7 +259,7 @@ def test_a_depends_on_job_names_its_parents_outside(broker: Broker) -> None:
         async with run_worker(app):
             parents = [await count.enqueue("x"), await count.enqueue("yy")]
             child = await total.with_options(depends_on=parents).enqueue([0])
-            await child.result(timeout=10)
+            await app.workflow(child.id).wait(timeout=10)
         return [p.id for p in parents], child.id
 
     parents, child = broker.setup(make)
