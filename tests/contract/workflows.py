@@ -9,7 +9,6 @@ after the real clock (``later_ms``).
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Sequence
 
 from corq.backends import Backend
@@ -90,11 +89,6 @@ def dag(
         open=open,
         created_at_ms=T0,
     )
-
-
-def in_workflow(job: WorkflowJob, workflow_id: str) -> WorkflowJob:
-    """The same job, in another workflow."""
-    return dataclasses.replace(job, job=dataclasses.replace(job.job, workflow=workflow_id))
 
 
 async def settle(backend: Backend, *queues: str) -> None:
