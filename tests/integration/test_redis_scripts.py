@@ -274,7 +274,7 @@ def test_all_keys_of_one_queue_share_a_cluster_slot() -> None:
     names = [keys.ready, keys.seq, keys.delayed, keys.wake, keys.workers, keys.dead]
     names += [keys.suspects, keys.departed, keys.reclaiming, keys.reclaim("host:1:w~x")]
     names += [keys.job("j-1"), keys.job("j{2}"), keys.held("host:1:w"), keys.done("j-1")]
-    names += [keys.retrying("abc")]
+    names += [keys.retrying("abc"), keys.waiting, keys.outbox, keys.notify("j{3}")]
 
     assert len({key_slot(name.encode()) for name in names}) == 1
     assert key_slot(RedisKeys("corq").queue("other").ready.encode()) != key_slot(
@@ -295,7 +295,7 @@ async def test_only_documented_keys_are_written(
     q = RedisKeys(prefix).queue(Q)
     documented = {RedisKeys(prefix).queues, q.ready, q.seq, q.delayed, q.wake, q.workers}
     documented |= {q.dead, q.held("w1"), q.job("a"), q.job("b"), q.suspects, q.departed}
-    documented |= {q.reclaiming, q.reclaim("w1")}
+    documented |= {q.reclaiming, q.reclaim("w1"), q.waiting, q.outbox}
     assert {q.job("a"), q.job("b"), q.delayed, q.workers} <= keys <= documented
 
 

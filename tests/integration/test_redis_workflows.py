@@ -466,6 +466,26 @@ async def test_a_waiting_record_damaged_before_its_release_ends_only_itself(
     assert record.counts.get("dead") == 1
 
 
+async def test_a_workflow_job_buried_by_a_claim_fails_its_children(
+    backend: RedisBackend, raw: Redis, prefix: str
+) -> None:
+    # Given a → b, with a's record damaged while it is queued
+    assert await backend.enqueue_workflow(dag(wjob("a"), wjob("b", "a")), None)
+    await raw.hset(QueueKeys(prefix, Q).job("a"), "attempt", "many")
+
+    # When a claim buries it (and the queue is settled, as the claimer's worker does)
+    hands = Hands(backend)
+    assert await hands.claim() == {}
+    await settle(backend)
+
+    # Then its child ends upstream_failed, naming the damage
+    b = await backend.get_job("b", Q)
+    assert b is not None
+    assert b.status == S.UPSTREAM_FAILED
+    assert b.error is not None
+    assert b.error.startswith("upstream_failed: a ended dead: damaged job record: attempt")
+
+
 # -- expiry ----------------------------------------------------------------------------
 async def test_a_finished_workflow_s_keys_and_records_expire_after_the_keep(
     backend: RedisBackend, raw: Redis, prefix: str

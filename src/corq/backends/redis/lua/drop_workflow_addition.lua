@@ -76,14 +76,17 @@ local function forget(id)
     local edge = cmsgpack.unpack(entry)
     redis.call('LREM', children_prefix .. edge[1], 1, (edge[3] == 1 and '1' or '0') .. id)
   end
-  local callback = cmsgpack.unpack(redis.call('HGET', nodes_key, id))[3]
+  local raw = redis.call('HGET', nodes_key, id)
+  local callback = raw and cmsgpack.unpack(raw)[3] or ''
   redis.call('DEL', parents_key, children_prefix .. id)
   redis.call('HDEL', nodes_key, id)
   redis.call('HDEL', pending_key, id)
   redis.call('HDEL', deferred_key, id)
-  redis.call('HINCRBY', meta_key, 'total', -1)
-  if callback == '' then
-    redis.call('HINCRBY', meta_key, 'members', -1)
+  if raw then
+    redis.call('HINCRBY', meta_key, 'total', -1)
+    if callback == '' then
+      redis.call('HINCRBY', meta_key, 'members', -1)
+    end
   end
 end
 
