@@ -924,11 +924,27 @@ class Workflows(Protocol):
         ...
 
     async def parent_outcomes(
-        self, job_id: JobId, queue: QueueName, offset: int = 0, limit: int = BATCH
+        self,
+        job_id: JobId,
+        queue: QueueName,
+        offset: int = 0,
+        limit: int = BATCH,
+        *,
+        workflow_id: str | None = None,
     ) -> list[ParentOutcome]:
         """The job's parents in edge order, each as its record now says (a page of at most
         `limit`; the caller pages on for more): how the worker builds a chain link's or a
-        chord callback's input without one huge call. Empty for a job without parents."""
+        chord callback's input without one huge call. Empty for a job without parents.
+        `workflow_id` (the job's ``workflow``, which a worker has from its claim) saves the
+        broker looking it up; it must be the job's own workflow."""
+        ...
+
+    async def output_outcomes(
+        self, workflow_id: str, offset: int = 0, limit: int = BATCH
+    ) -> list[ParentOutcome]:
+        """The workflow's outputs in order, each as its record now says (a page of at most
+        `limit`): how ``result()`` of a 10,000-job group reads its list in a few calls.
+        Empty when there is no such workflow."""
         ...
 
     async def batch_summary(self, workflow_id: str) -> BatchSummary | None:
