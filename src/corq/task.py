@@ -159,8 +159,17 @@ class Task(Generic[P, R]):
         return JobSpec(task=self.name, args=args, kwargs=kwargs, sender=self.app)
 
     async def enqueue(self, *args: P.args, **kwargs: P.kwargs) -> JobHandle[R]:
-        """Send one job; options go through `with_options` (``task.with_options(delay=5)``)."""
-        return await self.s(*args, **kwargs).enqueue()
+        """Send one job; options go through `with_options` (``task.with_options(delay=5)``).
+
+        ``depends_on=`` and ``allow_failed=`` are also taken here, as a shorthand
+        (``report.enqueue(depends_on=[a, b])``), when the function has no parameter of that
+        name: they never were task arguments, so nothing changes meaning. Type checkers
+        see only the task's own parameters; typed code writes
+        ``report.with_options(depends_on=[a, b]).enqueue()``.
+        """
+        waits = self._dependency_options(kwargs)
+        spec = self.s(*args, **kwargs)
+        return await (spec.with_options(**waits) if waits else spec).enqueue()
 
     def enqueue_sync(self, *args: P.args, **kwargs: P.kwargs) -> JobHandle[R]:
         """`enqueue` for synchronous code (a web view, a script)."""
@@ -177,6 +186,15 @@ class Task(Generic[P, R]):
     def with_options(self, **options: Unpack[OptionChanges]) -> BoundTask[P, R]:
         """This task with enqueue options fixed, e.g. `task.with_options(delay=5).enqueue(x)`."""
         return BoundTask(self, options_from(options))
+
+    def _dependency_options(self, kwargs: dict[str, Any]) -> OptionChanges:
+        """Take ``depends_on`` / ``allow_failed`` out of a call's keywords (see enqueue)."""
+        taken: OptionChanges = {}
+        if "depends_on" in kwargs and "depends_on" in self._option_names:
+            taken["depends_on"] = kwargs.pop("depends_on")
+        if "allow_failed" in kwargs and "allow_failed" in self._option_names:
+            taken["allow_failed"] = kwargs.pop("allow_failed")
+        return taken
 
     def _refuse_options(self, kwargs: dict[str, Any]) -> None:
         if kwargs and not self._option_names.isdisjoint(kwargs):
@@ -321,7 +339,10 @@ class BoundTask(Generic[P, R]):
         )
 
     async def enqueue(self, *args: P.args, **kwargs: P.kwargs) -> JobHandle[R]:
-        return await self.s(*args, **kwargs).enqueue()
+        """`Task.enqueue` with these options (``depends_on=`` taken here too)."""
+        waits = self.task._dependency_options(kwargs)
+        spec = self.s(*args, **kwargs)
+        return await (spec.with_options(**waits) if waits else spec).enqueue()
 
     def enqueue_sync(self, *args: P.args, **kwargs: P.kwargs) -> JobHandle[R]:
         return self.task.app.run_sync(self.enqueue(*args, **kwargs))

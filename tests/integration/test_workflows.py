@@ -72,6 +72,28 @@ async def test_a_diamond_of_dependencies_runs_each_job_once_its_parents_succeede
         assert (last.workflow, last.attempt) == (d.id, 1)
 
 
+async def test_enqueue_takes_depends_on_as_the_issue_writes_it(
+    app: corq.App, tasks: dict[str, corq.Task[Any, Any]]
+) -> None:
+    extract, report = tasks["extract"], tasks["build_report"]
+
+    @app.task
+    async def takes_its_own(depends_on: str) -> str:
+        return depends_on
+
+    async with run_worker(app):
+        a = await extract.enqueue("s3://a")
+        b = await extract.enqueue("s3://b")
+        # The shorthand of `with_options(depends_on=...)`: not a task argument,
+        r = await report.enqueue(depends_on=[a, b])
+        assert await r.result(timeout=10) == {a.id: "data of s3://a", b.id: "data of s3://b"}
+        assert (await r.info()).workflow == r.id
+        # unless the function takes a parameter of that name.
+        own = await takes_its_own.enqueue(depends_on="mine")
+        assert await own.result(timeout=10) == "mine"
+        assert (await own.info()).workflow is None
+
+
 async def test_a_chain_passes_each_result_on(
     app: corq.App, tasks: dict[str, corq.Task[Any, Any]]
 ) -> None:

@@ -88,3 +88,10 @@ def test_the_size_counts_the_jobs_already_there() -> None:
 
     with pytest.raises(WorkflowError, match=f"at most {WORKFLOW_MAX_JOBS}"):
         check_jobs(WF, [job("a"), job("b")], existing=WORKFLOW_MAX_JOBS - 1)
+
+
+def test_a_job_depending_on_a_callback_of_its_batch_is_refused() -> None:
+    # A callback waits for every member; a member waiting for the callback would never run.
+    callback = WorkflowJob(job=job("done").job, callback=BatchEvent.COMPLETE)
+    with pytest.raises(WorkflowError, match="'after' depends on 'done', a complete callback"):
+        check_workflow(workflow(job("a"), callback, job("after", "done")))

@@ -55,6 +55,7 @@ def check_jobs(workflow_id: str, jobs: Sequence[WorkflowJob], *, existing: int) 
             f"at most {WORKFLOW_MAX_JOBS} are allowed"
         )
     queues = _queues(workflow_id, jobs)
+    _check_callbacks_are_leaves(workflow_id, jobs)
     outside: dict[JobId, QueueName] = {}
     children: dict[JobId, list[JobId]] = {}
     for wf_job in jobs:
@@ -86,6 +87,23 @@ def check_jobs(workflow_id: str, jobs: Sequence[WorkflowJob], *, existing: int) 
         outside=tuple(outside.items()),
         children={parent: tuple(kids) for parent, kids in children.items()},
     )
+
+
+def _check_callbacks_are_leaves(workflow_id: str, jobs: Sequence[WorkflowJob]) -> None:
+    """A batch callback waits for every member, and a job depending on a callback would
+    be a member the callback waits for: both would wait for ever, so it is refused."""
+    callbacks = {j.job.id: j.callback for j in jobs if j.callback is not None}
+    if not callbacks:
+        return
+    for wf_job in jobs:
+        for edge in wf_job.parents:
+            event = callbacks.get(edge.parent)
+            if event is not None:
+                raise WorkflowError(
+                    f"workflow {workflow_id}: job {wf_job.job.id!r} depends on "
+                    f"{edge.parent!r}, a {event.value} callback of the same batch (the callback "
+                    "waits for every member, so the two would wait for each other for ever)"
+                )
 
 
 def _queues(workflow_id: str, jobs: Sequence[WorkflowJob]) -> dict[JobId, QueueName]:
