@@ -435,15 +435,19 @@ class Client:
         )
 
     def _result(self, job: Job) -> Any:
-        """The stored result as the task's return hint says; a record that does not decode
-        is the broker's data problem, reported as such rather than as a decoder's error."""
-        task = self.registry.get(job.task)
+        return self.result_of(job.id, job.task, job.result)
+
+    def result_of(self, job_id: JobId, task_name: TaskName, result: bytes | None) -> Any:
+        """A succeeded job's stored result as its task's return hint says; a record that
+        does not decode is the broker's data problem, reported as such rather than as a
+        decoder's error."""
+        task = self.registry.get(task_name)
         result_type = task.return_type if task is not None and task.return_type else Any
         try:
-            return self.serializer.loads(job.result or b"null", result_type)
+            return self.serializer.loads(result or b"null", result_type)
         except (msgspec.DecodeError, msgspec.ValidationError, RecursionError) as exc:
             raise BrokerDataError(
-                f"job {job.id} ({job.task}) succeeded but its result cannot be decoded "
+                f"job {job_id} ({task_name}) succeeded but its result cannot be decoded "
                 f"with the {self.serializer.name} serializer: {exc}"
             ) from exc
 

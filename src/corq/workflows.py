@@ -150,7 +150,47 @@ class WorkflowHandle(Generic[R_co]):
     async def _outputs(
         self, outputs: Sequence[tuple[JobId, QueueName]], limit_s: float | None
     ) -> list[Any]:
-        """Every output's result, in order; the first failure seen is raised at once."""
+        """Every output's result, in order; the first failure seen is raised at once.
+
+        The outputs are read a page of 1,000 at a time (``output_outcomes``): a succeeded
+        one is decoded from that read, and only the others (not ended yet, or ended badly:
+        the error needs the full record) are each read and waited for on their own."""
+        values: list[Any] = [None] * len(outputs)
+        tasks = await self._tasks()
+        rest: list[int] = []
+        for at in range(0, len(outputs), BATCH):
+            page = await self._client.backend.output_outcomes(self.id, at, BATCH)
+            known = {o.job_id: o for o in page}
+            for n, (job_id, _) in enumerate(outputs[at : at + BATCH], start=at):
+                got = known.get(job_id)
+                if got is not None and got.status is JobStatus.SUCCEEDED and job_id in tasks:
+                    values[n] = self._client.result_of(job_id, tasks[job_id], got.result)
+                else:
+                    rest.append(n)
+        waited = await self._waited([outputs[n] for n in rest], limit_s)
+        for n, value in zip(rest, waited, strict=True):
+            values[n] = value
+        return values
+
+    async def _tasks(self) -> dict[JobId, TaskName]:
+        """Each job's task (a succeeded result is decoded as its task's return hint says):
+        known to the handle that sent the workflow, else read from its nodes."""
+        known = {job.id: job.task for job in self._jobs if job.task}
+        if known or self._jobs:
+            return known
+        tasks: dict[JobId, TaskName] = {}
+        while True:
+            page = await self._client.backend.workflow_nodes(self.id, len(tasks), BATCH)
+            tasks.update((node.job_id, node.task) for node in page)
+            if len(page) < BATCH:
+                return tasks
+
+    async def _waited(
+        self, outputs: Sequence[tuple[JobId, QueueName]], limit_s: float | None
+    ) -> list[Any]:
+        """Each output's result, waited for on its own; the first failure seen is raised."""
+        if not outputs:
+            return []
         gate = asyncio.Semaphore(_WAITERS)
         loop = asyncio.get_running_loop()
         deadline = None if limit_s is None else loop.time() + limit_s

@@ -2,8 +2,8 @@
 
 Methods: ``enqueue_workflow``, ``add_to_workflow``, ``close_workflow``,
 ``settle_workflows``, ``tend_workflows``, ``get_workflow``, ``workflow_nodes``,
-``parent_outcomes``, ``batch_summary``, ``cancel_workflow``; and the ends other ports note
-for them (``complete_jobs``, ``fail_jobs`` to dead, ``cancel_job``).
+``parent_outcomes``, ``output_outcomes``, ``batch_summary``, ``cancel_workflow``; and the
+ends other ports note for them (``complete_jobs``, ``fail_jobs`` to dead, ``cancel_job``).
 
 Every end is driven at port level and followed by ``settle_workflows`` of the queue where
 it happened (see ``tests.contract.workflows.Hands``); a broker that settles in the end's own
@@ -147,6 +147,7 @@ async def test_an_unknown_workflow_reads_as_nothing(backend: Backend) -> None:
     assert await backend.workflow_nodes("wf_missing") == []
     assert await backend.batch_summary("wf_missing") is None
     assert await backend.parent_outcomes("missing", Q) == []
+    assert await backend.output_outcomes("wf_missing") == []
 
 
 # ------------------------------------------------------------------------------------------------
@@ -181,6 +182,60 @@ async def test_a_diamond_releases_its_join_once_both_sides_succeeded(backend: Ba
         ParentOutcome(job_id="B", queue=Q, status=S.SUCCEEDED, result=b"B", error=None),
         ParentOutcome(job_id="C", queue=Q, status=S.SUCCEEDED, result=b"C", error=None),
     ]
+
+
+async def test_parent_outcomes_read_the_same_given_the_jobs_workflow(backend: Backend) -> None:
+    # Given a → c, b → c, both parents ended (a succeeded, b dead)
+    wf = dag(wjob("a"), wjob("b"), wjob("c", "a", edge("b", allow_failed=True)))
+    assert await backend.enqueue_workflow(wf, None) is True
+    hands = Hands(backend)
+    held = await hands.claim()
+    await hands.succeed(held["a"])
+    await hands.die(held["b"])
+
+    # When c's parents are read with its workflow id, a page at a time
+    whole = await backend.parent_outcomes("c", Q, workflow_id=WF)
+    pages = [await backend.parent_outcomes("c", Q, at, 1, workflow_id=WF) for at in (0, 1, 2)]
+
+    # Then they read as without it, in edge order
+    assert whole == await backend.parent_outcomes("c", Q)
+    assert whole == [
+        ParentOutcome(job_id="a", queue=Q, status=S.SUCCEEDED, result=b"a", error=None),
+        ParentOutcome(job_id="b", queue=Q, status=S.DEAD, result=None, error="ValueError: boom"),
+    ]
+    assert pages == [whole[:1], whole[1:], []]
+
+
+async def test_output_outcomes_read_the_outputs_in_order_a_page_at_a_time(
+    backend: Backend,
+) -> None:
+    # Given a group whose outputs are c (in Q2), a, b: a succeeded, b dead, c still queued
+    wf = dag(
+        wjob("a"),
+        wjob("b"),
+        wjob("c", queue=Q2),
+        kind="group",
+        outputs=("c", "a", "b"),
+        shape=ResultShape.LIST,
+    )
+    assert await backend.enqueue_workflow(wf, None) is True
+    hands = Hands(backend)
+    held = await hands.claim()
+    await hands.succeed(held["a"])
+    await hands.die(held["b"])
+
+    # When its outputs are read whole, then a page of one at a time
+    whole = await backend.output_outcomes(WF)
+    pages = [await backend.output_outcomes(WF, at, 1) for at in (0, 1, 2, 3)]
+
+    # Then each reads as its record now says, in the outputs' order
+    assert whole == [
+        ParentOutcome(job_id="c", queue=Q2, status=S.QUEUED, result=None, error=None),
+        ParentOutcome(job_id="a", queue=Q, status=S.SUCCEEDED, result=b"a", error=None),
+        ParentOutcome(job_id="b", queue=Q, status=S.DEAD, result=None, error="ValueError: boom"),
+    ]
+    assert pages == [whole[:1], whole[1:2], whole[2:], []]
+    assert await backend.output_outcomes(WF, 1, 0) == []
 
 
 async def test_a_chain_runs_link_after_link(backend: Backend) -> None:

@@ -247,3 +247,29 @@ async def test_a_burst_worker_runs_a_whole_workflow_before_stopping(
     await drain(app)
     assert await chain.result(timeout=1) == "abc"
     assert await chord.result(timeout=1) == 3
+
+
+async def test_a_groups_result_is_typed_and_raises_its_first_failure_for_any_handle(
+    app: corq.App,
+) -> None:
+    @app.task
+    async def pair(name: str) -> tuple[str, int]:
+        if name == "bad":
+            raise ValueError(f"no pair for {name}")
+        return name, len(name)
+
+    names = [f"n{i:04}" for i in range(1_205)]  # more than one page of outputs
+    async with run_worker(app, concurrency=200):
+        # Given a group of 1,205 that succeeds, and one whose third member fails
+        good = await corq.group(pair.s(n) for n in names).enqueue()
+        bad = await corq.group(pair.s("a"), pair.s("b"), pair.s("bad")).enqueue()
+
+        # Then the handle that sent it and one made from its id read the same typed list
+        expected = [(n, 5) for n in names]
+        assert await good.result(timeout=30) == expected
+        assert await app.client().workflow(good.id).result(timeout=5) == expected
+
+        # And the failing group raises its member's failure, from either handle
+        for handle in (bad, app.client().workflow(bad.id)):
+            with pytest.raises(corq.JobFailedError, match="no pair for bad"):
+                await handle.result(timeout=10)

@@ -105,14 +105,22 @@ class ParentReader:
         self.max_payload_bytes = max_payload_bytes
 
     async def stored(
-        self, job_id: JobId, queue: QueueName, *, max_bytes: int | None = None
+        self,
+        job_id: JobId,
+        queue: QueueName,
+        *,
+        max_bytes: int | None = None,
+        workflow: str | None = None,
     ) -> list[StoredOutcome]:
         """Every parent as stored, in edge order; InputError once their results pass
-        `max_bytes` (None: no bound)."""
+        `max_bytes` (None: no bound). `workflow` (the job's, from its claim) saves the
+        broker looking it up."""
         outcomes: list[StoredOutcome] = []
         size = 0
         while True:
-            page = await self.backend.parent_outcomes(job_id, queue, len(outcomes), BATCH)
+            page = await self.backend.parent_outcomes(
+                job_id, queue, len(outcomes), BATCH, workflow_id=workflow
+            )
             outcomes += page
             if max_bytes is not None:
                 size += sum(len(o.result or b"") for o in page)
@@ -160,7 +168,9 @@ class ParentReader:
         backoff = Backoff(f"read the parents of job {job.id}")
         while True:
             try:
-                stored = await self.stored(job.id, job.queue, max_bytes=self.max_payload_bytes)
+                stored = await self.stored(
+                    job.id, job.queue, max_bytes=self.max_payload_bytes, workflow=job.workflow
+                )
             except (InputError, BrokerDataError):
                 return None
             except BrokerError as exc:
@@ -179,11 +189,11 @@ class ParentReader:
         if inputs is Inputs.SUMMARY:
             return await self._summary(workflow)
         if inputs is Inputs.FIRST:
-            page = await self.backend.parent_outcomes(job_id, queue, 0, 1)
+            page = await self.backend.parent_outcomes(job_id, queue, 0, 1, workflow_id=workflow)
             if not page:
                 raise InputError("it takes its parent's result, but it has no parent")
             return self._value(page[0], room)
-        outcomes = await self.stored(job_id, queue, max_bytes=room)
+        outcomes = await self.stored(job_id, queue, max_bytes=room, workflow=workflow)
         return [self._value(o, room) for o in outcomes]
 
     async def _summary(self, workflow: str | None) -> Any:

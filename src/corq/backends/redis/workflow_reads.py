@@ -1,5 +1,6 @@
 """Reading workflows (the Workflows port, with ``workflows.py`` and ``settle.py``): a
-workflow's record, its nodes, a job's parents' outcomes, a batch's summary.
+workflow's record, its nodes, a job's parents' outcomes, its outputs' outcomes, a batch's
+summary.
 
 Each read is a few round trips whatever the workflow's size: one slot's keys, then the job
 records it names read with one pipelined HMGET per record (only the fields needed, never
@@ -147,22 +148,44 @@ class RedisWorkflowReads(RedisContext):
         return out
 
     async def parent_outcomes(
-        self, job_id: JobId, queue: str, offset: int = 0, limit: int = BATCH
+        self,
+        job_id: JobId,
+        queue: str,
+        offset: int = 0,
+        limit: int = BATCH,
+        *,
+        workflow_id: str | None = None,
     ) -> list[ParentOutcome]:
         if limit <= 0:
             return []
         with broker_errors("parent_outcomes"):
-            ((is_hash, (workflow_id,)),) = await read_fields(
-                self._redis, [self._q(queue).job(job_id)], ["workflow"]
-            )
-            if not is_hash or workflow_id is None:
-                return []
-            wk = self._keys.workflow(text(workflow_id))
+            if workflow_id is None:
+                ((is_hash, (found,)),) = await read_fields(
+                    self._redis, [self._q(queue).job(job_id)], ["workflow"]
+                )
+                if not is_hash or found is None:
+                    return []
+                workflow_id = text(found)
+            wk = self._keys.workflow(workflow_id)
             start = max(0, offset)
             edges = _edges(await self._redis.lrange(wk.parents(job_id), start, start + limit - 1))
-            keys = [self._q(e.queue).job(e.parent) for e in edges]
-            records = await read_fields(self._redis, keys, ["status", "result", "error"])
-        return [_outcome(edge, record) for edge, record in zip(edges, records, strict=True)]
+            return await self._outcomes([(e.parent, e.queue) for e in edges])
+
+    async def output_outcomes(
+        self, workflow_id: str, offset: int = 0, limit: int = BATCH
+    ) -> list[ParentOutcome]:
+        if limit <= 0:
+            return []
+        with broker_errors("output_outcomes"):
+            raw = await self._redis.hget(self._keys.workflow(workflow_id).meta, "outputs")
+            start = max(0, offset)
+            return await self._outcomes(unpack_outputs(raw)[start : start + limit])
+
+    async def _outcomes(self, jobs: Sequence[tuple[JobId, str]]) -> list[ParentOutcome]:
+        """Each job (id, queue) as its record now says, in one round trip."""
+        keys = [self._q(queue).job(job_id) for job_id, queue in jobs]
+        records = await read_fields(self._redis, keys, ["status", "result", "error"])
+        return [_outcome(job, record) for job, record in zip(jobs, records, strict=True)]
 
     async def batch_summary(self, workflow_id: str) -> BatchSummary | None:
         wk = self._keys.workflow(workflow_id)
@@ -187,20 +210,21 @@ def _edges(raw: Sequence[bytes | str]) -> tuple[Edge, ...]:
     return tuple(edge for entry in raw if (edge := unpack_edge(entry)) is not None)
 
 
-def _outcome(edge: Edge, record: tuple[bool, list[bytes | None]]) -> ParentOutcome:
+def _outcome(job: tuple[JobId, str], record: tuple[bool, list[bytes | None]]) -> ParentOutcome:
+    job_id, queue = job
     is_hash, (status, result, error) = record
     if not is_hash:
         return ParentOutcome(
-            job_id=edge.parent,
-            queue=edge.queue,
+            job_id=job_id,
+            queue=queue,
             status=JobStatus.DEAD,
             result=None,
             error=_NOT_A_HASH,
         )
     job_status = _status(status)
     return ParentOutcome(
-        job_id=edge.parent,
-        queue=edge.queue,
+        job_id=job_id,
+        queue=queue,
         status=job_status,
         result=result if job_status is JobStatus.SUCCEEDED else None,
         error=None if error is None else text(error),
