@@ -438,6 +438,24 @@ def damage(db: Path, sql: str, *params: object) -> None:
         assert conn.execute(sql, params).rowcount >= 1, sql
 
 
+async def test_a_damaged_output_is_named_in_the_outputs_read_and_hides_the_record(
+    loose: SqliteBackend, db: Path
+) -> None:
+    # Given a group of a and b, both outputs, b's output row damaged
+    group = dag(wjob("a"), wjob("b"), kind="group", outputs=["a", "b"], shape=ResultShape.LIST)
+    assert await loose.enqueue_workflow(group, None)
+    damage(db, "UPDATE workflow_outputs SET job = x'37' WHERE workflow = ? AND position = 1", WF)
+
+    # When its outputs are read, the damaged one is a parent whose record is gone, with an
+    # error naming the damage (never a shorter list); the record reads as absent
+    first, second = await loose.output_outcomes(WF)
+    assert (first.job_id, first.status) == ("a", S.QUEUED)
+    assert second.status is None
+    assert second.error is not None
+    assert "damaged workflow record" in second.error
+    assert await loose.get_workflow(WF) is None
+
+
 async def test_a_damaged_workflow_row_costs_only_its_own_record(
     loose: SqliteBackend, db: Path
 ) -> None:
