@@ -40,6 +40,7 @@ LEASE_MS = 30_000
 #: The tables schema version 5 added.
 WORKFLOW_TABLES = (
     "workflows",
+    "workflow_outputs",
     "workflow_counts",
     "workflow_nodes",
     "workflow_edges",

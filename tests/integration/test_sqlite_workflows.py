@@ -29,6 +29,8 @@ from corq.backends.base import (
     WORKFLOW_KEEP_MS,
     Completion,
     NewJob,
+    NewWorkflow,
+    ResultShape,
     WorkerLease,
 )
 from corq.backends.sqlite import SqliteBackend
@@ -36,7 +38,7 @@ from corq.backends.sqlite import outcomes as sqlite_outcomes
 from corq.backends.sqlite.store import connect
 from corq.backends.sqlite.url import parse_url
 from corq.job import JobStatus
-from tests.contract.workflows import WF, Hands, dag, edge, wjob
+from tests.contract.workflows import Q2, WF, Hands, dag, edge, wjob
 from tests.integration.sqlite_files import write_loose_schema, writer
 
 S = JobStatus
@@ -436,6 +438,24 @@ def damage(db: Path, sql: str, *params: object) -> None:
         assert conn.execute(sql, params).rowcount >= 1, sql
 
 
+async def test_a_damaged_output_is_named_in_the_outputs_read_and_hides_the_record(
+    loose: SqliteBackend, db: Path
+) -> None:
+    # Given a group of a and b, both outputs, b's output row damaged
+    group = dag(wjob("a"), wjob("b"), kind="group", outputs=["a", "b"], shape=ResultShape.LIST)
+    assert await loose.enqueue_workflow(group, None)
+    damage(db, "UPDATE workflow_outputs SET job = x'37' WHERE workflow = ? AND position = 1", WF)
+
+    # When its outputs are read, the damaged one is a parent whose record is gone, with an
+    # error naming the damage (never a shorter list); the record reads as absent
+    first, second = await loose.output_outcomes(WF)
+    assert (first.job_id, first.status) == ("a", S.QUEUED)
+    assert second.status is None
+    assert second.error is not None
+    assert "damaged workflow record" in second.error
+    assert await loose.get_workflow(WF) is None
+
+
 async def test_a_damaged_workflow_row_costs_only_its_own_record(
     loose: SqliteBackend, db: Path
 ) -> None:
@@ -443,7 +463,7 @@ async def test_a_damaged_workflow_row_costs_only_its_own_record(
     assert await loose.enqueue_workflow(dag(wjob("a"), wjob("b", "a")), None)
     other = dag(wjob("x", workflow="wf_2"), wjob("y", "x", workflow="wf_2"), workflow_id="wf_2")
     assert await loose.enqueue_workflow(other, None)
-    damage(db, "UPDATE workflows SET ended = 'many', outputs = NULL WHERE id = ?", WF)
+    damage(db, "UPDATE workflows SET ended = 'many' WHERE id = ?", WF)
     hands = Hands(loose)
 
     # When both parents succeed: no call fails, and both children are released
@@ -636,8 +656,8 @@ async def test_tend_deletes_a_workflow_another_writer_left_creating(
     await backend.ping()
     with look(db) as conn:
         conn.execute(
-            "INSERT INTO workflows (id, kind, state, shape, outputs, total, members,"
-            " created_at_ms) VALUES ('wf_half', 'dag', 'creating', 'one', '[]', 1, 1, ?)",
+            "INSERT INTO workflows (id, kind, state, shape, total, members,"
+            " created_at_ms) VALUES ('wf_half', 'dag', 'creating', 'one', 1, 1, ?)",
             (T0,),
         )
         conn.execute(
@@ -675,3 +695,53 @@ async def test_a_queue_holding_only_waiting_jobs_is_named_again_when_they_are_re
     assert "later" in await backend.list_queues()
     [stats] = await backend.queue_stats(["later"])
     assert stats.ready == 1
+
+
+# -- the cost of an end ----------------------------------------------------------------
+
+
+def group_of(size: int, workflow_id: str, queue: str) -> NewWorkflow:
+    """A group of `size` members with long ids, every member an output (a list)."""
+    members = [
+        wjob(f"{workflow_id}-member-{n:06d}", queue=queue, workflow=workflow_id)
+        for n in range(size)
+    ]
+    return dag(
+        *members,
+        workflow_id=workflow_id,
+        kind="group",
+        outputs=[m.job.id for m in members],
+        shape=ResultShape.LIST,
+    )
+
+
+def row_bytes(db: Path, workflow_id: str) -> int:
+    """The bytes of every column of a workflow's own row (the row each end updates)."""
+    with look(db) as conn:
+        names = [row[1] for row in conn.execute("PRAGMA table_info(workflows)")]
+        sizes = ", ".join(f"coalesce(length(CAST({name} AS BLOB)), 0)" for name in names)
+        row = conn.execute(f"SELECT {sizes} FROM workflows WHERE id = ?", (workflow_id,))
+        return sum(row.fetchone())
+
+
+async def test_the_row_each_end_updates_holds_as_much_for_5000_members_as_for_10(
+    backend: SqliteBackend, db: Path
+) -> None:
+    # Given a group of 10 and one of 5,000, every member an output
+    assert await backend.enqueue_workflow(group_of(10, "wf_small", Q), T0)
+    assert await backend.enqueue_workflow(group_of(5_000, "wf_big", Q2), T0)
+
+    # When a member of each succeeds
+    hands = Hands(backend)
+    await hands.succeed(*(await hands.claim(Q, 1)).values())
+    await hands.succeed(*(await hands.claim(Q2, 1)).values())
+
+    # Then the workflow row each end rewrites stays under 200 bytes for both (it once held the
+    # outputs: 175 KB here, read and written again by every end), and the outputs read
+    # back whole and in order
+    assert row_bytes(db, "wf_small") < 200
+    assert row_bytes(db, "wf_big") < 200
+    record = await backend.get_workflow("wf_big")
+    assert record is not None
+    assert record.ended == 1
+    assert [job for job, _ in record.outputs] == [f"wf_big-member-{n:06d}" for n in range(5_000)]

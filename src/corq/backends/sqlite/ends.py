@@ -251,9 +251,9 @@ def decide_callbacks(conn: Conn, workflow: str, now_ms: int) -> list[End]:
     if not callbacks:
         return []
     row = conn.execute(Q["wf_get"], {"workflow": workflow}).fetchone()
-    if row is None or row[2] != "closed" or not _all_int(row[6], row[8]):
+    if row is None or row[2] != "closed" or not _all_int(row[5], row[7]):
         return []
-    members, members_ended = row[6], row[8]
+    members, members_ended = row[5], row[7]
     all_ended = members_ended >= members
     succeeded = member_count(conn, workflow, JobStatus.SUCCEEDED)
     dead = member_count(conn, workflow, JobStatus.DEAD)

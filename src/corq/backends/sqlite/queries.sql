@@ -754,14 +754,38 @@ DELETE FROM scheduler_lease WHERE id = 1 AND holder = :holder;
 
 -- name: wf_get
 -- A workflow's row (checked by the caller, expiry included).
-SELECT id, kind, state, shape, outputs, total, members, ended, members_ended,
+SELECT id, kind, state, shape, total, members, ended, members_ended,
        first_failure, first_failure_error, created_at_ms, finished_at_ms, expires_at_ms
 FROM workflows WHERE id = :workflow;
 
 -- name: wf_insert
 -- Store a new workflow's row (its counts at 0).
-INSERT INTO workflows (id, kind, state, shape, outputs, total, members, created_at_ms)
-VALUES (:workflow, :kind, :state, :shape, :outputs, :total, :members, :created_at_ms);
+INSERT INTO workflows (id, kind, state, shape, total, members, created_at_ms)
+VALUES (:workflow, :kind, :state, :shape, :total, :members, :created_at_ms);
+
+-- name: wf_output_insert
+-- Store one output of a new workflow, at its place in the order.
+INSERT INTO workflow_outputs (workflow, position, job, queue)
+VALUES (:workflow, :position, :job, :queue);
+
+-- name: wf_outputs_page
+-- At most :limit outputs of a workflow from position :offset on (checked by the caller).
+SELECT position, job, queue FROM workflow_outputs
+WHERE workflow = :workflow AND position >= :offset
+ORDER BY position
+LIMIT :limit;
+
+-- name: wf_output_outcomes
+-- At most :limit outputs of a workflow from position :offset on, in order, each with its
+-- record's status, result and error (NULL when gone or expired by :clock).
+SELECT o.position, o.job, o.queue, j.status, j.result, j.error
+FROM workflow_outputs AS o
+LEFT JOIN jobs AS j
+    ON j.queue = o.queue AND j.id = o.job
+   AND NOT (typeof(j.expires_at_ms) = 'integer' AND j.expires_at_ms <= :clock)
+WHERE o.workflow = :workflow AND o.position >= :offset
+ORDER BY o.position
+LIMIT :limit;
 
 -- name: wf_grow
 -- An open batch takes :total more jobs, :members of them members.
@@ -994,6 +1018,12 @@ DELETE FROM workflow_nodes WHERE (workflow, job) IN (
 -- Delete at most :limit failed members of a workflow.
 DELETE FROM workflow_failed WHERE (workflow, position) IN (
     SELECT workflow, position FROM workflow_failed WHERE workflow = :workflow LIMIT :limit
+);
+
+-- name: wf_outputs_drop
+-- Delete at most :limit outputs of a workflow.
+DELETE FROM workflow_outputs WHERE (workflow, position) IN (
+    SELECT workflow, position FROM workflow_outputs WHERE workflow = :workflow LIMIT :limit
 );
 
 -- name: wf_counts_drop

@@ -33,8 +33,9 @@
 --   schedule-fence        meta row 'schedule_fence': highest scheduler fence that wrote
 --   {schedules}:leader    scheduler_lease (one row); meta row 'scheduler_fence' counts fences
 --   {schedules}:version   meta row 'schedules_version'
---   {wf:<id>}:meta        workflows (one row per workflow: kind, state, counts, outputs,
---                         times) and workflow_counts (ends taken in, by terminal state)
+--   {wf:<id>}:meta        workflows (one row per workflow: kind, state, counts, times),
+--                         workflow_outputs (its outputs, in order) and workflow_counts
+--                         (ends taken in, by terminal state)
 --   {wf:<id>}:graph,      workflow_nodes (one row per job: queue, task, callback event,
 --   pending                order, pending edges, whether decided and its end taken in)
 --                         and workflow_edges (one row per edge, in the child's parent
@@ -65,8 +66,8 @@
 --           (its tick); the schedules, schedule_removed, schedule_fired, schedule_runs,
 --           schedule_skips and scheduler_lease tables and the meta rows created.
 --   4 -> 5  workflows: jobs.workflow, jobs.inputs and jobs.notify added; the workflows,
---           workflow_counts, workflow_nodes, workflow_edges and workflow_failed tables
---           and their indexes created.
+--           workflow_outputs, workflow_counts, workflow_nodes, workflow_edges and
+--           workflow_failed tables and their indexes created.
 --
 -- Reserved columns, always NULL/0:
 --   * jobs.pending_deps (reserved by version 1 for dependencies): unused, the pending
@@ -287,8 +288,6 @@ CREATE TABLE IF NOT EXISTS workflows (
     state TEXT NOT NULL,
     -- A ResultShape value (one, list).
     shape TEXT NOT NULL,
-    -- The output jobs, in order: a JSON array of [job id, queue] pairs.
-    outputs TEXT NOT NULL,
     -- Jobs (callbacks included), and members (jobs that are not callbacks).
     total INTEGER NOT NULL,
     members INTEGER NOT NULL,
@@ -308,6 +307,16 @@ CREATE INDEX IF NOT EXISTS workflows_expiry ON workflows (expires_at_ms)
     WHERE expires_at_ms IS NOT NULL;
 CREATE INDEX IF NOT EXISTS workflows_creating ON workflows (created_at_ms)
     WHERE state = 'creating';
+
+-- A workflow's output jobs, in order (position 0 on). Their own table, written once: the
+-- workflows row every end updates stays small however many outputs a group has.
+CREATE TABLE IF NOT EXISTS workflow_outputs (
+    workflow TEXT NOT NULL,
+    position INTEGER NOT NULL,
+    job TEXT NOT NULL,
+    queue TEXT NOT NULL,
+    PRIMARY KEY (workflow, position)
+) WITHOUT ROWID;
 
 -- Ends a workflow took in, by terminal state, of its members (member 1) and of its
 -- callbacks (member 0): a state the job record gains later needs no new column.

@@ -15,7 +15,6 @@ and its end finds the edge through the ``workflow_dependents`` index.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
@@ -73,11 +72,17 @@ def enqueue_workflow(
             "kind": workflow.kind,
             "state": "open" if workflow.open else "closed",
             "shape": workflow.shape.value,
-            "outputs": json.dumps([[o, queues[o]] for o in workflow.outputs]),
             "total": len(workflow.jobs),
             "members": members,
             "created_at_ms": workflow.created_at_ms,
         },
+    )
+    conn.executemany(
+        Q["wf_output_insert"],
+        [
+            {"workflow": workflow.id, "position": n, "job": job, "queue": queues[job]}
+            for n, job in enumerate(workflow.outputs)
+        ],
     )
     _write(conn, plan, now, clock)
     if not workflow.open:
@@ -87,7 +92,7 @@ def enqueue_workflow(
 
 def _expired(conn: Conn, workflow_id: str, clock: int) -> bool:
     row = conn.execute(Q["wf_get"], {"workflow": workflow_id}).fetchone()
-    return row is not None and type(row[13]) is int and row[13] <= clock
+    return row is not None and type(row[12]) is int and row[12] <= clock
 
 
 def add_to_workflow(

@@ -20,7 +20,7 @@ def drop_step(conn: Conn, workflow_id: object) -> int:
     the rest is gone); returns how many rows went (0: it is gone)."""
     params = {"workflow": workflow_id, "limit": BATCH}
     dropped = 0
-    for statement in ("wf_edges_drop", "wf_nodes_drop", "wf_failed_drop"):
+    for statement in ("wf_edges_drop", "wf_nodes_drop", "wf_failed_drop", "wf_outputs_drop"):
         dropped += conn.execute(Q[statement], params).rowcount
     if dropped == 0:
         dropped += conn.execute(Q["wf_counts_drop"], params).rowcount

@@ -1,15 +1,15 @@
 """Reading the workflow tables without trusting them: get_workflow, workflow_nodes,
-parent_outcomes, batch_summary (read transactions).
+parent_outcomes, output_outcomes, batch_summary (read transactions).
 
-A row another program wrote may hold anything. A workflow row that cannot be read reads as
-absent (as a schedule row does); a job of the graph whose key cannot be read is left out
-of the nodes; an edge that cannot be read reads as a parent whose record is gone, with an
-error naming the damage, so a chord callback is never handed a shorter list in silence.
+A row another program wrote may hold anything. A workflow row (or one of its outputs) that
+cannot be read reads as absent (as a schedule row does); a job of the graph whose key
+cannot be read is left out of the nodes; an edge or an output that cannot be read reads as
+a parent whose record is gone, with an error naming the damage, so a chord callback is
+never handed a shorter list in silence.
 """
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from typing import Any
 
@@ -44,7 +44,6 @@ class WorkflowRow:
     kind: str
     state: str
     shape: ResultShape
-    outputs: tuple[tuple[JobId, QueueName], ...]
     total: int
     members: int
     ended: int
@@ -65,7 +64,6 @@ def workflow_row(conn: Conn, workflow_id: str) -> WorkflowRow | None:
         kind,
         state,
         shape,
-        outputs,
         total,
         members,
         ended,
@@ -78,11 +76,10 @@ def workflow_row(conn: Conn, workflow_id: str) -> WorkflowRow | None:
     ) = row
     if type(expires) is int and expires <= read_clock(conn):
         return None
-    read_outputs = _outputs(outputs)
     texts_ok = isinstance(wid, str) and isinstance(kind, str) and state in _STATES
     counts_ok = all(type(v) is int and v >= 0 for v in (total, members, ended, members_ended))
     times_ok = type(created) is int and (finished is None or type(finished) is int)
-    if not (texts_ok and counts_ok and times_ok and shape in _SHAPES) or read_outputs is None:
+    if not (texts_ok and counts_ok and times_ok and shape in _SHAPES):
         return None
     first = None
     if isinstance(failure, str):
@@ -92,7 +89,6 @@ def workflow_row(conn: Conn, workflow_id: str) -> WorkflowRow | None:
         kind,
         state,
         _SHAPES[shape],
-        read_outputs,
         total,
         members,
         ended,
@@ -103,24 +99,23 @@ def workflow_row(conn: Conn, workflow_id: str) -> WorkflowRow | None:
     )
 
 
-def _outputs(value: object) -> tuple[tuple[JobId, QueueName], ...] | None:
-    """The stored outputs (a JSON array of [job id, queue]), or None when unreadable."""
-    if not isinstance(value, str):
-        return None
-    try:
-        pairs = json.loads(value)
-    except ValueError:
-        return None
-    if not isinstance(pairs, list):
-        return None
-    outputs = []
-    for pair in pairs:
-        if not (
-            isinstance(pair, list) and len(pair) == 2 and all(isinstance(p, str) for p in pair)
-        ):
+def _outputs(conn: Conn, workflow_id: str) -> tuple[tuple[JobId, QueueName], ...] | None:
+    """The workflow's outputs in order (read BATCH at a time), or None when one cannot be
+    read (the record then reads as absent, as a damaged row does)."""
+    outputs: list[tuple[JobId, QueueName]] = []
+    offset = 0
+    while True:
+        params = {"workflow": workflow_id, "offset": offset, "limit": BATCH}
+        rows = conn.execute(Q["wf_outputs_page"], params).fetchall()
+        for _, job, queue in rows:
+            if not (isinstance(job, str) and isinstance(queue, str)):
+                return None
+            outputs.append((job, queue))
+        if len(rows) < BATCH:
+            return tuple(outputs)
+        if type(rows[-1][0]) is not int:
             return None
-        outputs.append((pair[0], pair[1]))
-    return tuple(outputs)
+        offset = rows[-1][0] + 1
 
 
 def counts(conn: Conn, workflow_id: str) -> tuple[dict[str, int], dict[str, int]]:
@@ -138,7 +133,8 @@ def counts(conn: Conn, workflow_id: str) -> tuple[dict[str, int], dict[str, int]
 
 def get_workflow(conn: Conn, workflow_id: str) -> WorkflowRecord | None:
     row = workflow_row(conn, workflow_id)
-    if row is None:
+    outputs = None if row is None else _outputs(conn, workflow_id)
+    if row is None or outputs is None:
         return None
     every, _ = counts(conn, workflow_id)
     return WorkflowRecord(
@@ -149,7 +145,7 @@ def get_workflow(conn: Conn, workflow_id: str) -> WorkflowRecord | None:
         counts=every,
         open=row.state == "open",
         creating=row.state == "creating",
-        outputs=row.outputs,
+        outputs=outputs,
         shape=row.shape,
         created_at_ms=row.created_at_ms,
         finished_at_ms=row.finished_at_ms,
@@ -201,20 +197,43 @@ def _edges(conn: Conn, workflow_id: str, job: str) -> tuple[Edge, ...]:
 
 
 def parent_outcomes(
-    conn: Conn, job_id: JobId, queue: QueueName, offset: int, limit: int
+    conn: Conn,
+    job_id: JobId,
+    queue: QueueName,
+    offset: int,
+    limit: int,
+    workflow_id: str | None = None,
 ) -> list[ParentOutcome]:
-    """A page of the job's parents in edge order, each as its record now says."""
-    row = conn.execute(Q["wf_job_workflow"], {"queue": queue, "id": job_id}).fetchone()
-    if row is None or not isinstance(row[0], str):
-        return []
+    """A page of the job's parents in edge order, each as its record now says. With
+    `workflow_id` (the job's own workflow, as its claim said) the job's record is not
+    read: the edges are keyed by workflow and child, so a wrong hint finds none."""
+    if workflow_id is None:
+        row = conn.execute(Q["wf_job_workflow"], {"queue": queue, "id": job_id}).fetchone()
+        if row is None or not isinstance(row[0], str):
+            return []
+        workflow_id = row[0]
     params = {
-        "workflow": row[0],
+        "workflow": workflow_id,
         "job": job_id,
         "offset": max(0, offset),
         "limit": max(0, min(limit, BATCH)),
         "clock": read_clock(conn),
     }
     return [_outcome(*r) for r in conn.execute(Q["wf_parent_outcomes"], params)]
+
+
+def output_outcomes(conn: Conn, workflow_id: str, offset: int, limit: int) -> list[ParentOutcome]:
+    """A page of the workflow's outputs in order, each as its record now says; empty when
+    the workflow is gone, expired or cannot be read."""
+    if workflow_row(conn, workflow_id) is None:
+        return []
+    params = {
+        "workflow": workflow_id,
+        "offset": max(0, offset),
+        "limit": max(0, min(limit, BATCH)),
+        "clock": read_clock(conn),
+    }
+    return [_outcome(*r) for r in conn.execute(Q["wf_output_outcomes"], params)]
 
 
 def _outcome(

@@ -95,7 +95,13 @@ class SqliteWorkflows:
         )
 
     async def parent_outcomes(
-        self, job_id: JobId, queue: QueueName, offset: int = 0, limit: int = BATCH
+        self,
+        job_id: JobId,
+        queue: QueueName,
+        offset: int = 0,
+        limit: int = BATCH,
+        *,
+        workflow_id: str | None = None,
     ) -> list[ParentOutcome]:
         """At most BATCH parents per call (a larger `limit` gets a full page of BATCH)."""
         return await self._thread.run(
@@ -103,6 +109,21 @@ class SqliteWorkflows:
                 workflow_rows.parent_outcomes,
                 job_id=job_id,
                 queue=queue,
+                offset=offset,
+                limit=limit,
+                workflow_id=workflow_id,
+            ),
+            Tx.READ,
+        )
+
+    async def output_outcomes(
+        self, workflow_id: str, offset: int = 0, limit: int = BATCH
+    ) -> list[ParentOutcome]:
+        """At most BATCH outputs per call (a larger `limit` gets a full page of BATCH)."""
+        return await self._thread.run(
+            partial(
+                workflow_rows.output_outcomes,
+                workflow_id=workflow_id,
                 offset=offset,
                 limit=limit,
             ),
