@@ -316,19 +316,16 @@ class BoundTask(Generic[P, R]):
 
     def s(self, *args: P.args, **kwargs: P.kwargs) -> JobSpec[R]:
         """An unsent job of the task, with these options."""
-        self.task._refuse_options(kwargs)
-        return JobSpec(
-            task=self.task.name,
-            args=args,
-            kwargs=kwargs,
-            options=self.options,
-            sender=self.task.app,
-        )
+        return self._spec(args, kwargs)
 
     def then(
         self: BoundTask[Concatenate[A, Q], R], *args: Q.args, **kwargs: Q.kwargs
     ) -> JobSpec[R]:
         """`Task.then` with these options."""
+        return self._spec(args, kwargs)
+
+    def _spec(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> JobSpec[R]:
+        """`s` and `then` build the same spec; only their typing differs."""
         self.task._refuse_options(kwargs)
         return JobSpec(
             task=self.task.name,
