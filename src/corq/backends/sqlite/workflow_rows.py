@@ -157,12 +157,7 @@ def workflow_nodes(conn: Conn, workflow_id: str, offset: int, limit: int) -> lis
     """At most `limit` (and BATCH) jobs from `offset` on, each with its edges."""
     if workflow_row(conn, workflow_id) is None:
         return []
-    params = {
-        "workflow": workflow_id,
-        "offset": max(0, offset),
-        "limit": max(0, min(limit, BATCH)),
-        "clock": read_clock(conn),
-    }
+    params = _page(conn, workflow_id, offset, limit)
     nodes = []
     for job, queue, task, callback, _, status, error in conn.execute(Q["wf_nodes_page"], params):
         if not (isinstance(job, str) and isinstance(queue, str)):
@@ -212,13 +207,7 @@ def parent_outcomes(
         if row is None or not isinstance(row[0], str):
             return []
         workflow_id = row[0]
-    params = {
-        "workflow": workflow_id,
-        "job": job_id,
-        "offset": max(0, offset),
-        "limit": max(0, min(limit, BATCH)),
-        "clock": read_clock(conn),
-    }
+    params = {**_page(conn, workflow_id, offset, limit), "job": job_id}
     return [_outcome(*r) for r in conn.execute(Q["wf_parent_outcomes"], params)]
 
 
@@ -227,13 +216,19 @@ def output_outcomes(conn: Conn, workflow_id: str, offset: int, limit: int) -> li
     the workflow is gone, expired or cannot be read."""
     if workflow_row(conn, workflow_id) is None:
         return []
-    params = {
+    params = _page(conn, workflow_id, offset, limit)
+    return [_outcome(*r) for r in conn.execute(Q["wf_output_outcomes"], params)]
+
+
+def _page(conn: Conn, workflow_id: str, offset: int, limit: int) -> dict[str, object]:
+    """The parameters of a paged read of a workflow's rows: at most BATCH from `offset`,
+    records judged by the latest clock seen (as every read of a result is)."""
+    return {
         "workflow": workflow_id,
         "offset": max(0, offset),
         "limit": max(0, min(limit, BATCH)),
         "clock": read_clock(conn),
     }
-    return [_outcome(*r) for r in conn.execute(Q["wf_output_outcomes"], params)]
 
 
 def _outcome(
