@@ -47,26 +47,19 @@ class WorkflowSender:
     async def send(self, flow: Flow) -> WorkflowHandle[Any]:
         """One call stores the whole workflow (or nothing, raising why)."""
         planned = plan(flow)
-        workflow_id = _new_workflow_id()
-        jobs = await self._workflow_jobs(planned, workflow_id)
-        await self._create(planned, workflow_id, jobs)
-        return WorkflowHandle(
-            self.client,
-            workflow_id,
-            jobs=[self.client.job(j.job.id, j.job.queue, j.job.task) for j in jobs],
-            node_steps=planned.node_steps,
-        )
+        workflow_id, handles = await self._store(planned)
+        return WorkflowHandle(self.client, workflow_id, jobs=handles, node_steps=planned.node_steps)
 
     async def open(self, batch: Batch) -> BatchHandle:
-        planned = plan_batch(batch)
+        workflow_id, handles = await self._store(plan_batch(batch))
+        return BatchHandle(self.client, workflow_id, jobs=handles)
+
+    async def _store(self, planned: Plan) -> tuple[str, list[JobHandle[Any]]]:
+        """Store a new workflow from its plan: its id and a handle per job."""
         workflow_id = _new_workflow_id()
         jobs = await self._workflow_jobs(planned, workflow_id)
         await self._create(planned, workflow_id, jobs)
-        return BatchHandle(
-            self.client,
-            workflow_id,
-            jobs=[self.client.job(j.job.id, j.job.queue, j.job.task) for j in jobs],
-        )
+        return workflow_id, [self.client.job(j.job.id, j.job.queue, j.job.task) for j in jobs]
 
     async def add(self, workflow_id: str, items: Sequence[Canvas[Any]]) -> list[JobHandle[Any]]:
         planned = plan_addition(list(items))
