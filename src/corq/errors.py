@@ -97,6 +97,18 @@ class JobCancelledError(CorqError):
     """The job was cancelled."""
 
 
+class JobExpiredError(CorqError):
+    """The job never ran: it was not started by its ``expires`` deadline, or it was over a
+    rate limit that drops (``over_limit="drop"``). Its error says which."""
+
+
+class FlowRuleError(TaskDefinitionError, ArgumentError):
+    """A flow-control rule or option is not valid (a rate like ``"fast"``, a limit of 0, a
+    weight that is not a positive integer, ``debounce`` without ``unique_key``, a key
+    function that raises or returns a non-str): raised where the rule is given, at task
+    definition or at enqueue, before anything is written."""
+
+
 class WorkflowError(EnqueueError):
     """This workflow cannot be enqueued (an unknown dependency, a cycle, too many jobs);
     nothing was written."""

@@ -20,18 +20,27 @@ class JobStatus(StrEnum):
     DEAD = "dead"  #: out of attempts (or unrunnable); kept in the dead letters
     CANCELLED = "cancelled"  #: cancelled before it finished
     UPSTREAM_FAILED = "upstream_failed"  #: a dependency ended dead or cancelled
+    EXPIRED = "expired"  #: not started by its deadline (or dropped over a rate limit)
 
 
 #: States a job never leaves (except dead → queued, by an explicit retry of a dead letter).
 TERMINAL_STATES = frozenset(
-    {JobStatus.SUCCEEDED, JobStatus.DEAD, JobStatus.CANCELLED, JobStatus.UPSTREAM_FAILED}
+    {
+        JobStatus.SUCCEEDED,
+        JobStatus.DEAD,
+        JobStatus.CANCELLED,
+        JobStatus.UPSTREAM_FAILED,
+        JobStatus.EXPIRED,
+    }
 )
 
 _S = JobStatus
 TRANSITIONS: dict[JobStatus, frozenset[JobStatus]] = {
-    _S.SCHEDULED: frozenset({_S.QUEUED, _S.CANCELLED}),
-    _S.WAITING: frozenset({_S.QUEUED, _S.SCHEDULED, _S.UPSTREAM_FAILED, _S.CANCELLED}),
-    _S.QUEUED: frozenset({_S.RUNNING, _S.CANCELLED, _S.DEAD}),
+    # → expired: not started by its `expires` deadline (found by promotion or a claim), or
+    # popped over a dropping rate limit (queued only).
+    _S.SCHEDULED: frozenset({_S.QUEUED, _S.CANCELLED, _S.EXPIRED}),
+    _S.WAITING: frozenset({_S.QUEUED, _S.SCHEDULED, _S.UPSTREAM_FAILED, _S.CANCELLED, _S.EXPIRED}),
+    _S.QUEUED: frozenset({_S.RUNNING, _S.CANCELLED, _S.DEAD, _S.EXPIRED}),
     # running → queued: released at shutdown or reclaimed after its worker died;
     # running → dead: out of retries, unknown task, bad payload, or a poison job.
     _S.RUNNING: frozenset({_S.SUCCEEDED, _S.FAILED, _S.DEAD, _S.QUEUED, _S.CANCELLED}),
@@ -40,6 +49,7 @@ TRANSITIONS: dict[JobStatus, frozenset[JobStatus]] = {
     _S.DEAD: frozenset({_S.QUEUED}),
     _S.CANCELLED: frozenset(),
     _S.UPSTREAM_FAILED: frozenset(),
+    _S.EXPIRED: frozenset(),
 }
 
 
@@ -97,3 +107,9 @@ class Job:
     workflow: str | None = None
     #: How its parents' results feed its arguments (``first``, ``list``, ``summary``).
     inputs: str | None = None
+    #: Its fairness key (the task's ``key=`` function of its arguments), if any.
+    key: str | None = None
+    #: Its ``unique_key``, if any.
+    unique_key: str | None = None
+    #: The deadline of its first start (``expires``): not started by then, it ends expired.
+    start_by_ms: int | None = None

@@ -70,6 +70,9 @@ from corq.backends.record import PRIORITY_MAX as PRIORITY_MAX
 from corq.backends.record import PRIORITY_MIN as PRIORITY_MIN
 from corq.backends.record import ClaimedJob as ClaimedJob
 from corq.backends.record import NewJob as NewJob
+from corq.flow import FlowStats as FlowStats
+from corq.flow import Outcome as Outcome
+from corq.flow import TaskRules as TaskRules
 from corq.job import Job, JobStatus
 from corq.limits import WORKFLOW_MAX_JOBS as LIMITS_WORKFLOW_MAX_JOBS
 from corq.types import JobId, QueueName, TaskName, WorkerId
@@ -123,6 +126,9 @@ class ClaimBatch:
     next_due_ms: int | None = None
     #: Suspect jobs still waiting for a worker with a free sandbox.
     suspects: int = 0
+    #: The claim found nothing and, as asked (``idle=True``), listed the holder as idle:
+    #: the next job made ready in the queue is handed straight to it (``await_jobs``).
+    idle: bool = False
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -375,6 +381,16 @@ class SchedulerLease:
     deadline_ms: int
 
 
+@dataclass(frozen=True, kw_only=True, slots=True)
+class Admitted:
+    """What ``admit_jobs`` did with one job."""
+
+    #: The job the producer's handle names: the new one, or the existing one its unique
+    #: key (or cooldown) points at.
+    job_id: JobId
+    outcome: Outcome
+
+
 class JobStore(Protocol):
     """Producers and readers of jobs: enqueue, read, wait for, cancel."""
 
@@ -384,6 +400,33 @@ class JobStore(Protocol):
         Jobs with ``run_at_ms`` after ``enqueued_at_ms`` go to the delayed set
         (``scheduled``). Idle workers of the queue are woken. Raises EnqueueError (nothing
         written) for an empty id or one over MAX_JOB_ID_CHARS, or a priority out of range.
+
+        The same step as ``admit_jobs`` (flow control included), answered as booleans: True
+        for ``Outcome.CREATED``, False for every other outcome.
+        """
+        ...
+
+    async def admit_jobs(self, jobs: Sequence[NewJob]) -> list[Admitted]:
+        """Store jobs atomically per queue, applying their flow-control directives; what
+        happened to each, in order.
+
+        Per job, in this order (docs/design.md, "Flow control"), with "now" its
+        ``enqueued_at_ms``: an id that exists is ``EXISTS`` (nothing else is looked at);
+        a cooldown (``dedupe.cooldown_ms``) whose window for the key (the unique key, or
+        the task name) is open drops it (``DROPPED``, naming the job that opened it,
+        counted in ``FlowStats.cooled``), else opens the window; a ``unique_key`` held by a
+        live job (scheduled, waiting, queued, running, failed awaiting a retry) or by one
+        that ended less than its ``unique_for`` window ago is ``EXISTING``, unless the
+        dedupe says otherwise: ``debounce_ms`` moves a job that has not started to
+        ``now + debounce`` (never later than its first enqueue + ``max_wait_ms``) with the
+        new payload (``DEBOUNCED``); ``REPLACE`` gives a job that has not started the new
+        payload and priority (``REPLACED``); ``CANCEL`` cancels the existing job (running
+        included: its attempt is fenced off and its slots freed) and writes the new one
+        (``CREATED``). A written job goes to the lane its task's rules pick (``FlowControl``)
+        or to the plain ready set, or to the delayed set when it runs later; idle workers
+        get it handed over (``await_jobs``).
+
+        Two jobs of one call with the same unique key: the second sees the first.
         """
         ...
 
@@ -420,6 +463,7 @@ class Claims(Protocol):
         now_ms: int | None,
         *,
         suspects: int = 0,
+        idle: bool = False,
     ) -> ClaimBatch:
         """Promote due delayed jobs, then take up to `count` jobs as held by the holder
         `worker_id`, status running, attempt + 1, new fence: first up to `suspects` suspects
@@ -427,6 +471,26 @@ class Claims(Protocol):
 
         Each job is added to the held set as it is taken; a damaged record goes to the dead
         letters instead and the claim goes on with the next.
+
+        Flow control (docs/design.md, "Flow control"): promotion also ends ``expired`` the
+        jobs whose ``start_by_ms`` passed, and brings back lanes whose rate limit allows a
+        start again. Ready jobs come from the plain ready set and the lanes of ruled tasks,
+        visited round robin (highest head priority first, then the lane waiting longest;
+        a key of weight w gives up to w jobs per visit); a lane whose task or key is at its
+        concurrency limit is parked (not visited) until a slot of that limit frees, one
+        over a rate limit is throttled until its next start is due (``next_due_ms`` is then
+        the earlier of that and the delayed head). A popped job past its ``start_by_ms``
+        ends expired, one over a dropping rate limit ends expired as dropped; neither takes
+        a slot. A job taken from a lane raises its task's and key's running counts
+        (record flag ``limited``); the end of that attempt (outcome, release, reclaim,
+        cancel) lowers them. Nothing taken is ever put back.
+
+        With `idle`, a claim that takes nothing lists the holder as idle in the queue, with
+        room for one job: the next step that makes a job ready (enqueue, promotion, a
+        release, a retry) claims it for the holder under the same rules and hands it over
+        through ``await_jobs`` (one round trip for the worker). A claim that takes
+        something, ``await_jobs`` returning, ``deregister_worker`` and a reclaim of the
+        holder unlist it.
         """
         ...
 
@@ -450,6 +514,21 @@ class Claims(Protocol):
 
     async def wait_for_jobs(self, queue: QueueName, timeout_s: float) -> bool:
         """Block until the queue may have work (a wake signal) or the timeout; True if woken."""
+        ...
+
+    async def await_jobs(
+        self, queue: QueueName, worker_id: WorkerId, timeout_s: float
+    ) -> list[ClaimedJob] | None:
+        """Block (no sleep-polling) until something is handed to the idle holder
+        `worker_id` (see ``claim_jobs(idle=True)``), or the timeout.
+
+        Returns the jobs handed over, already held by the holder and running under their
+        fence exactly as a claim leaves them (``[]``: woken without a job: claim now);
+        None when the time is up. Jobs handed over but not returned (the call was cancelled,
+        the worker died) stay held: ``deregister_worker`` gives them back unstarted, a
+        reclaim like any held job. A broker that cannot hand over (SQLite) returns ``[]``
+        on any wake signal.
+        """
         ...
 
     async def promote_due_jobs(self, queue: QueueName, now_ms: int | None) -> int | None:
@@ -960,7 +1039,37 @@ class Workflows(Protocol):
         ...
 
 
-class Backend(JobStore, Claims, WorkerRegistry, Admin, ScheduleStore, Workflows, Protocol):
+class FlowControl(Protocol):
+    """The flow-control rules a queue's claims and enqueues apply, and what they did.
+
+    Rules are per task and per queue (a task's limits count its jobs in that queue); code
+    defines them (``@app.task(concurrency=..., rate_limit=..., key=...)``), a worker
+    stores them for every queue it serves when it starts, and an app before its first
+    enqueue of a ruled task into a queue. A job is put in its task's lane when the task has
+    rules at the time it is made ready; rules stored later apply to jobs enqueued after.
+    """
+
+    async def set_rules(self, queue: QueueName, rules: Sequence[TaskRules]) -> None:
+        """Store these tasks' rules in `queue` (replacing theirs; other tasks keep theirs).
+
+        A rule that is no longer ``active`` removes the task's rules: its lanes drain
+        without limits. A changed limit applies from the next claim: a raised concurrency
+        unparks the lanes it parked, a lowered one lets running jobs finish.
+        """
+        ...
+
+    async def get_rules(self, queue: QueueName) -> list[TaskRules]:
+        """The rules stored in `queue`, by task name."""
+        ...
+
+    async def flow_stats(self, queue: QueueName) -> FlowStats:
+        """Counters and the current state of `queue`'s flow control."""
+        ...
+
+
+class Backend(
+    JobStore, Claims, WorkerRegistry, Admin, ScheduleStore, Workflows, FlowControl, Protocol
+):
     """A whole broker: every port, and the connection they share.
 
     Code that needs only one role takes that port (the client a JobStore, say), so a

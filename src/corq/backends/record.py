@@ -21,6 +21,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from enum import Enum, StrEnum
 
+from corq.flow import Dedupe
 from corq.limits import MAX_JOB_ID_CHARS as MAX_JOB_ID_CHARS
 from corq.limits import PRIORITY_MAX as PRIORITY_MAX
 from corq.limits import PRIORITY_MIN as PRIORITY_MIN
@@ -118,6 +119,16 @@ JOB_FIELDS: tuple[JobField, ...] = (
     _field("workflow", Kind.TEXT, None, "TEXT", _N, _C, _S),
     _field("inputs", Kind.TEXT, None, "TEXT", _N, _C, _S),
     _field("notify", Kind.FLAG, 0, "INTEGER NOT NULL DEFAULT 0", _C),
+    # Flow control (see docs/design.md, "Flow control").
+    _field("key", Kind.TEXT, None, "TEXT", _N, _C, _S),
+    _field("unique_key", Kind.TEXT, None, "TEXT", _N, _S),
+    _field("start_by_ms", Kind.INT, None, "INTEGER", _N, _S),
+    # Written by the broker: how long the unique key stays taken after the end (from the
+    # enqueue's Dedupe), the lane the job waits in ('' = the plain ready set, else
+    # ``<task>\x1f<key>``), and whether the running attempt holds concurrency slots.
+    _field("unique_for_ms", Kind.INT, 0, "INTEGER NOT NULL DEFAULT 0"),
+    _field("lane", Kind.TEXT, "", "TEXT NOT NULL DEFAULT ''"),
+    _field("limited", Kind.FLAG, 0, "INTEGER NOT NULL DEFAULT 0"),
 )
 
 #: Fields by name.
@@ -166,6 +177,17 @@ class NewJob:
     #: of its parents' results, in edge order), ``summary`` (a batch callback: the batch
     #: summary).
     inputs: str | None = None
+    #: Its fairness key (the task's key function of its arguments); with the task's rules
+    #: stored in the broker it picks the lane (see ``FlowControl``).
+    key: str | None = None
+    #: Live jobs in one queue never share a unique key (see ``dedupe`` for what a
+    #: duplicate does); None: no uniqueness.
+    unique_key: str | None = None
+    #: Deadline of the first start: a job not started by then ends ``expired``.
+    start_by_ms: int | None = None
+    #: Not stored: what the enqueue does about a taken ``unique_key``, debounce and
+    #: cooldown (None: a duplicate keeps the existing job, no debounce, no cooldown).
+    dedupe: Dedupe | None = None
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -205,3 +227,5 @@ class ClaimedJob:
     #: Some workflow watches this job's end (an external parent of a ``depends_on``): the
     #: worker settles workflows right after recording its outcome.
     notify: bool = False
+    #: Its fairness key, if any (a batched task may group its calls by it).
+    key: str | None = None
