@@ -212,6 +212,7 @@ async def test_a_claim_replies_with_the_claimed_fields_in_record_order(
         "workflow": b"",
         "inputs": b"",
         "notify": 0,
+        "key": b"",
     }
 
 

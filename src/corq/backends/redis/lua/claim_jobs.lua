@@ -6,9 +6,8 @@ its lease, promotes delayed jobs whose time has come (at most `batch`), then pop
 to `suspects` suspects (best score first; run in a sandbox, record flag isolated 1), then
 the best-scored ready jobs up to `count` in all (isolated 0). Each becomes running under
 the holder with attempt + 1 and a new fence, and joins the holder's held set as soon as it
-is popped and checked, before it is marked running (one SADD per popped chunk). A damaged record (a number that is not one, a key that is not a hash, an id that is
-not UTF-8) goes to the dead letters instead and takes no slot of the claim; a vanished one
-is dropped; a record with no task is handed out with task '' (the worker dead-letters it). If ready jobs remain and no
+is popped and checked, before it is marked running (the claim include). A record with no
+task is handed out with task '' (the worker dead-letters it). If ready jobs remain and no
 wake token is pending, one is pushed so another idle worker comes to help (chain wake-up).
 
 KEYS[1] workers        ZSET  holder id -> lease deadline
@@ -48,6 +47,7 @@ cost a claim ~15% more); numbers as integers, suspect 1/0, a missing text as its
 --- @include "promote"
 --- @include "wake"
 --- @include "delayed"
+--- @include "claim"
 local workers_key = KEYS[1]
 local ready_key = KEYS[2]
 local delayed_key = KEYS[3]
@@ -77,10 +77,6 @@ local q = {
   priority_min = priority_min, priority_max = priority_max, dead_max = dead_max,
   dead_ttl_ms = dead_ttl_ms,
 }
-local CLAIM_FIELDS = fields_of({CLAIMED_FIELDS, CHECKED_FIELDS}, {id = true, queue = true,
-  suspect = true})
-local CLAIM_KINDS = record_kinds(CLAIM_FIELDS, {priority = INT_REQUIRED})
-
 expect_types({workers_key, 'zset', ready_key, 'zset', delayed_key, 'zset', seq_key, 'string',
   wake_key, 'list', held_key, 'set', suspects_key, 'zset', dead_key, 'zset', outbox_key, 'zset'})
 
@@ -92,65 +88,15 @@ redis.call('ZADD', workers_key, int(now_ms + lease_ms), holder)
 local _, buried = promote_due(q, now_ms, batch)
 
 local out = {0, false, 0}
-local started_at = int(now_ms)
-
--- The record of a popped job, checked; nil (buried when damaged) if it cannot be handed out.
-local function checked(id)
-  local job, problem, wrong_type = read_record(job_prefix .. id, CLAIM_FIELDS, CLAIM_KINDS)
-  if job and not valid_utf8(id) then
-    job, problem, wrong_type = nil, 'the job id is not valid UTF-8', false
-  end
-  if not job and problem then
-    bury_damaged(q, id, now_ms, problem, wrong_type)
-    buried = buried + 1
-  end
-  return job
-end
-
--- Hand out one checked job (already in the held set): running, attempt + 1, a new fence.
-local function hand_out(id, job, suspect)
-  job.id, job.queue, job.suspect = id, queue, tonumber(suspect)
-  job.attempt, job.fence = job.attempt + 1, job.fence + 1
-  redis.call('HSET', job_prefix .. id, 'status', 'running', 'attempt', int(job.attempt),
-    'fence', int(job.fence), 'worker_id', holder, 'started_at_ms', started_at, 'isolated', suspect)
-  put_claimed(out, job)
-end
-
--- Take up to `wanted` jobs from a lane, a popped chunk at a time: check every record, add
--- the good ids to the held set, then mark each running, so a record never says running
--- outside its holder's held set. A damaged record takes no slot, but a claim looks at no
--- more than `wanted` + batch ids, so it stays short whatever the lane holds.
-local function take_from(lane, wanted, suspect)
-  local taken, budget = 0, wanted + batch
-  while taken < wanted and budget > 0 do
-    local popped = redis.call('ZPOPMIN', lane, math.min(wanted - taken, budget))
-    if #popped == 0 then
-      break
-    end
-    budget = budget - #popped / 2
-    local ids, records = {}, {}
-    for i = 1, #popped, 2 do
-      local f = checked(popped[i])
-      if f then
-        local n = #ids + 1
-        ids[n], records[n] = popped[i], f
-      end
-    end
-    call_chunked('SADD', held_key, ids)
-    for k = 1, #ids do
-      hand_out(ids[k], records[k], suspect)
-    end
-    taken = taken + #ids
-  end
-  return taken
-end
+local c = claim_context(q, holder, held_key, queue, now_ms, out)
 
 count = math.min(count, batch) -- one call stays bounded; the worker claims again for more
 if count > 0 then
-  local from_suspects = take_from(suspects_key, math.min(suspects_wanted, count), '1')
-  take_from(ready_key, count - from_suspects, '0')
+  local from_suspects = take_jobs(c, suspects_key, math.min(suspects_wanted, count), '1')
+  take_jobs(c, ready_key, count - from_suspects, '0')
 end
 
+buried = buried + c.buried
 if buried > 0 then
   trim_dead(q, now_ms)
 end
