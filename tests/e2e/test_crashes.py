@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import signal
+import sqlite3
+import subprocess
 from pathlib import Path
 from typing import Any
 
@@ -190,6 +192,30 @@ async def test_four_processes_share_one_sqlite_file(cli: Cli, client_app: corq.A
     assert await asyncio.to_thread(proc.wait, 30) == 0
 
 
+async def _freeze_outside_a_write(process: subprocess.Popen[bytes], url: str) -> None:
+    """SIGSTOP `process`; on SQLite only while this test holds the file's write lock.
+
+    A process frozen inside a SQLite write transaction keeps the lock: every other writer
+    waits until it resumes or dies (SQLite has no lock lease, see the failure cases in
+    docs/design.md). Freezing it while the test holds the lock means it holds none, which
+    is the stall this test is about; on Redis nothing is held between calls.
+    """
+    if not url.startswith("sqlite:///"):
+        process.send_signal(signal.SIGSTOP)
+        return
+
+    def freeze() -> None:
+        conn = sqlite3.connect(url.removeprefix("sqlite:///"), timeout=30, isolation_level=None)
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+            process.send_signal(signal.SIGSTOP)
+            conn.execute("ROLLBACK")
+        finally:
+            conn.close()
+
+    await asyncio.to_thread(freeze)
+
+
 async def test_stalled_worker_is_fenced_off_and_recovers(cli: Cli, client_app: corq.App) -> None:
     # Given worker A running jobs (lease 1.5 s)
     handles = await nap.enqueue_many([(2.0,) for _ in range(10)])
@@ -200,7 +226,7 @@ async def test_stalled_worker_is_fenced_off_and_recovers(cli: Cli, client_app: c
 
     await wait_for(a_holds_them, 15, "worker A to hold the jobs")
     # When A freezes (SIGSTOP) past its lease, and worker B takes the jobs and finishes them
-    a.send_signal(signal.SIGSTOP)
+    await _freeze_outside_a_write(a, cli.url)
     cli.worker("--concurrency", "100")
     await wait_for(lambda: _all_succeeded(client_app, handles), 30, "B to finish the jobs")
     finished_by = {j.worker_id for j in await _statuses(client_app, handles)}
