@@ -59,7 +59,9 @@ def configure(url: str) -> str:
     return prefix
 
 
-def start_worker(url: str, prefix: str, *args: str) -> subprocess.Popen[bytes]:
+def start_worker(
+    url: str, prefix: str, *args: str, app: str = "bench.bench_app:app"
+) -> subprocess.Popen[bytes]:
     env = dict(os.environ, CORQ_URL=url, CORQ_PREFIX=prefix)
     return subprocess.Popen(
         [
@@ -67,7 +69,7 @@ def start_worker(url: str, prefix: str, *args: str) -> subprocess.Popen[bytes]:
             "-m",
             "corq",
             "worker",
-            "bench.bench_app:app",
+            app,
             "--log-level",
             "warning",
             *args,
