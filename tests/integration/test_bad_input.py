@@ -82,7 +82,12 @@ BAD_OPTIONS: list[tuple[dict[str, Any], str]] = [
 ]
 
 
-@pytest.mark.parametrize(("options", "message"), BAD_OPTIONS, ids=repr)
+def _ids(cases: list[tuple[dict[str, Any], str]]) -> list[str]:
+    """Stable test ids (a value holding now() would differ between pytest-xdist workers)."""
+    return [f"{sorted(options)}-{message}" for options, message in cases]
+
+
+@pytest.mark.parametrize(("options", "message"), BAD_OPTIONS, ids=_ids(BAD_OPTIONS))
 async def test_bad_enqueue_options_are_refused_and_nothing_is_written(
     app: corq.App, tasks: dict[str, corq.Task[Any, Any]], options: dict[str, Any], message: str
 ) -> None:
@@ -101,7 +106,7 @@ ONE_PER_OPTION = [
 ]
 
 
-@pytest.mark.parametrize(("options", "message"), ONE_PER_OPTION, ids=repr)
+@pytest.mark.parametrize(("options", "message"), ONE_PER_OPTION, ids=_ids(ONE_PER_OPTION))
 async def test_every_way_to_enqueue_checks_the_options(
     app: corq.App, tasks: dict[str, corq.Task[Any, Any]], options: dict[str, Any], message: str
 ) -> None:

@@ -141,7 +141,7 @@ async def test_one_bad_spec_in_a_bulk_sends_nothing(
         ({"queue": "bad name"}, "invalid queue name 'bad name'"),
         ({"delay": 5, "eta": datetime.now(UTC)}, "give delay or eta, not both"),
     ],
-    ids=repr,
+    ids=lambda value: repr(sorted(value) if isinstance(value, dict) else value),
 )
 async def test_a_bad_option_value_is_refused_when_sent(
     fake_app: tuple[corq.App, corq.FakeClock],
