@@ -161,8 +161,9 @@ def _take(
     taken: list[ClaimedJob] = []
     while len(taken) < want:
         asked = want - len(taken)
-        pick = {"queue": ask.queue, "suspect": int(suspect), "count": asked}
-        rows = checked_rows(conn.execute(Q["claim_pick"], pick))
+        pick = {"queue": ask.queue, "lane": "", "count": asked}
+        statement = Q["claim_pick_suspects" if suspect else "claim_pick"]
+        rows = checked_rows(conn.execute(statement, pick))
         good: list[Checked] = []
         for row in rows:
             error = damage(conn, row)

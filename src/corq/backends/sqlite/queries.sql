@@ -86,6 +86,37 @@ ALTER TABLE jobs ADD COLUMN inputs TEXT;
 -- Whether a workflow other than the job's own waits for its end.
 ALTER TABLE jobs ADD COLUMN notify INTEGER NOT NULL DEFAULT 0;
 
+-- Steps from schema version 5 to 6 (schema.sql then creates jobs_ready again with the
+-- lane column, and the flow-control tables).
+
+-- name: migrate_6_key
+-- The job's fairness key.
+ALTER TABLE jobs ADD COLUMN key TEXT;
+
+-- name: migrate_6_unique_key
+-- The job's unique key.
+ALTER TABLE jobs ADD COLUMN unique_key TEXT;
+
+-- name: migrate_6_start_by_ms
+-- The deadline of the job's first start.
+ALTER TABLE jobs ADD COLUMN start_by_ms INTEGER;
+
+-- name: migrate_6_unique_for_ms
+-- How long the unique key stays taken after the job's end.
+ALTER TABLE jobs ADD COLUMN unique_for_ms INTEGER NOT NULL DEFAULT 0;
+
+-- name: migrate_6_lane
+-- The lane the job waits in ('' the plain ready set: every job of an older file).
+ALTER TABLE jobs ADD COLUMN lane TEXT NOT NULL DEFAULT '';
+
+-- name: migrate_6_limited
+-- Whether the running attempt holds concurrency slots.
+ALTER TABLE jobs ADD COLUMN limited INTEGER NOT NULL DEFAULT 0;
+
+-- name: migrate_6_ready_index
+-- The version 5 ready index does not know the lane column.
+DROP INDEX IF EXISTS jobs_ready;
+
 -- ---------------------------------------------------------------- bookkeeping
 
 -- name: seq_take
@@ -389,11 +420,19 @@ SELECT EXISTS (SELECT 1 FROM jobs WHERE queue = :queue AND status = 'queued' AND
 SELECT count(*) FROM jobs WHERE queue = :queue AND status = 'queued' AND suspect = 1;
 
 -- name: claim_pick
--- The first :count jobs of a lane (:suspect 0: ready, 1: suspects) in claim order
+-- The first :count ready jobs of a lane (:lane '' the plain ready set) in claim order
 -- (priority, then FIFO), with every field a claim checks before it takes one.
 SELECT {checked_columns}
 FROM jobs
-WHERE queue = :queue AND status = 'queued' AND suspect = :suspect
+WHERE queue = :queue AND status = 'queued' AND suspect = 0 AND lane = :lane
+ORDER BY priority DESC, seq
+LIMIT :count;
+
+-- name: claim_pick_suspects
+-- The first :count suspects of a queue (whatever their lane) in claim order.
+SELECT {checked_columns}
+FROM jobs
+WHERE queue = :queue AND status = 'queued' AND suspect = 1
 ORDER BY priority DESC, seq
 LIMIT :count;
 
