@@ -374,6 +374,25 @@ async def test_each_end_of_an_attempt_gives_its_slots_back(backend: Backend, how
     assert await running(backend, key_slot("k")) == 1
 
 
+@pytest.mark.parametrize("how", ["retry", "dead-letter retry"])
+async def test_a_job_made_ready_again_waits_in_its_lane(backend: Backend, how: str) -> None:
+    # Given a task limited to one running job, whose first job fails
+    await set_rules(backend, TaskRules(task=LIMITED, concurrency=1))
+    await backend.enqueue_jobs([job("a"), job("b")])
+    await register(backend, "w1")
+    [held] = await claim_jobs(backend, "w1")
+    if how == "retry":
+        assert await backend.fail_jobs("w1", [failure(held, T0 + 10)], 60_000) == [True]
+    else:
+        assert await backend.fail_jobs("w1", [failure(held)], 60_000) == [True]
+        assert await backend.retry_dead(Q, ["a"], T0 + 10) == 1
+
+    # When it is ready again, it is back under its task's limit: one of the two starts
+    assert len(await claim_ids(backend, "w1", T0 + 10)) == 1
+    assert await claim_ids(backend, "w1", T0 + 11) == []
+    assert (await stats(backend)).laned == 1
+
+
 async def test_a_dead_holders_slots_return_when_its_jobs_are_reclaimed(backend: Backend) -> None:
     # Given a worker holding the one slot of a task, then killed
     await set_rules(backend, TaskRules(task=LIMITED, concurrency=1))
@@ -572,6 +591,19 @@ async def test_next_due_is_the_earlier_of_a_throttled_lane_and_the_delayed_head(
     assert await claim_ids(backend, "w1", T0 + 1000) == ["r2"]
 
 
+async def test_a_key_rate_throttles_its_key_only(backend: Backend) -> None:
+    await set_rules(backend, TaskRules(task=LIMITED, keyed=True, key_rate=per_second(1)))
+    await backend.enqueue_jobs(keyed("a", "a", 3) + keyed("b", "b", 1))
+    await register(backend, "w1")
+    assert sorted(await claim_ids(backend, "w1", T0)) == ["a0", "b0"]
+
+    batch = await backend.claim_jobs(Q, "w1", 10, LEASE_MS, T0 + 1)
+    assert (batch.jobs, batch.next_due_ms) == ([], T0 + 1000)
+    await backend.enqueue_jobs([job("b1", key="b", at_ms=T0 + 2)])
+    assert await claim_ids(backend, "w1", T0 + 999) == []
+    assert sorted(await claim_ids(backend, "w1", T0 + 1000)) == ["a1", "b1"]
+
+
 async def test_a_throttled_lane_does_not_block_other_lanes(backend: Backend) -> None:
     await set_rules(
         backend,
@@ -637,6 +669,7 @@ async def test_a_job_past_its_deadline_expires_at_claim(backend: Backend, task: 
     assert await claim_ids(backend, "w1", T0 + 102) == []
     if task == LIMITED:
         assert await running(backend, task_slot()) == 1  # the expired job took no slot
+        assert (await stats(backend)).laned == 0
 
 
 async def test_a_job_started_in_time_is_not_expired_later(backend: Backend) -> None:
