@@ -152,16 +152,8 @@ async def test_enqueue_jobs_answers_true_only_for_created_jobs(backend: Backend)
     )
 
     assert answers == [True, False, False, False, True, False, True, False]
-    assert [await backend.get_job(i) is not None for i in "abcdefg"] == [
-        True,
-        False,
-        False,
-        False,
-        True,
-        False,
-        True,
-        False,
-    ]
+    written = {i for i in "abcdefg" if await backend.get_job(i) is not None}
+    assert written == {"a", "d", "f"}
 
 
 # ------------------------------------------------------------------------------------------------
