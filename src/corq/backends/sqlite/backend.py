@@ -15,6 +15,7 @@ from functools import partial
 
 from corq.backends.base import (
     BATCH,
+    Admitted,
     Backend,
     ClaimBatch,
     ClaimedJob,
@@ -27,7 +28,7 @@ from corq.backends.base import (
     Release,
     WorkerLease,
 )
-from corq.backends.sqlite import admin, claims, leases, outcomes, producer, reclaim
+from corq.backends.sqlite import admin, admit, claims, leases, outcomes, producer, reclaim
 from corq.backends.sqlite.dead import DeadBounds
 from corq.backends.sqlite.flow import SqliteFlow
 from corq.backends.sqlite.schedules import SqliteSchedules
@@ -36,6 +37,7 @@ from corq.backends.sqlite.thread import ConnectionThread, Tx
 from corq.backends.sqlite.url import Target, parse_url
 from corq.backends.sqlite.watch import HUB, ChangeWatch
 from corq.backends.sqlite.workflows import SqliteWorkflows
+from corq.flow import Outcome
 from corq.job import Job
 from corq.types import JobId, QueueName, WorkerId
 
@@ -96,11 +98,15 @@ class SqliteBackend(SqliteSchedules, SqliteWorkflows, SqliteFlow):
     def __repr__(self) -> str:
         return f"SqliteBackend({self._target.database!r})"
 
-    # -- JobStore (producer.py) ------------------------------------------------------
+    # -- JobStore (admit.py, producer.py) ------------------------------------------------------
     async def enqueue_jobs(self, jobs: Sequence[NewJob]) -> list[bool]:
+        admitted = await self.admit_jobs(jobs)
+        return [one.outcome is Outcome.CREATED for one in admitted]
+
+    async def admit_jobs(self, jobs: Sequence[NewJob]) -> list[Admitted]:
         for job in jobs:
             producer.check_new_job(job)
-        return await self._thread.run(partial(producer.enqueue_jobs, jobs=list(jobs)))
+        return await self._thread.run(partial(admit.admit_jobs, jobs=list(jobs)))
 
     async def get_job(self, job_id: JobId, queue: QueueName | None = None) -> Job | None:
         return await self._thread.run(

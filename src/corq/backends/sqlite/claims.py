@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from functools import partial
 
 from corq.backends.base import BATCH, ClaimBatch, ClaimedJob, HeldJob, damaged_error
-from corq.backends.sqlite import flow
+from corq.backends.sqlite import admit, flow
 from corq.backends.sqlite.dead import DeadBounds, bury, trim
 from corq.backends.sqlite.records import Checked, checked_rows, claimed_job_maker, damage
 from corq.backends.sqlite.sql import Q
@@ -63,6 +63,7 @@ def promote(conn: Conn, queue: QueueName, now_ms: int, bounds: DeadBounds) -> Pr
         trim(conn, [queue], now_ms, bounds)
     if next_due is None and not ended:
         next_due = _next_due(conn, queue)
+    admit.prune(conn, queue, now_ms)
     return Promoted(len(due) + len(damaged) + expired, next_due)
 
 

@@ -1277,3 +1277,95 @@ ON CONFLICT (queue, name) DO UPDATE SET
     running = CASE WHEN typeof(running) = 'integer' AND running > 0 THEN running ELSE 0 END
               + excluded.running,
     tat_ms = excluded.tat_ms;
+
+-- ---------------------------------------------------------------- flow control: enqueue
+
+-- name: job_alive
+-- Whether a job with this id exists (an expired record by :clock does not).
+SELECT 1 FROM jobs
+WHERE queue = :queue AND id = :id
+  AND NOT (typeof(expires_at_ms) = 'integer' AND expires_at_ms <= :clock);
+
+-- name: unique_holder
+-- The job a unique key of a queue maps to, with what decides whether it still holds the
+-- key (admit.py). No row: no mapping, or its record is gone, expired, or has another key.
+SELECT j.id, j.rowid, j.status, j.enqueued_at_ms, j.finished_at_ms, j.unique_for_ms
+FROM unique_keys AS u
+JOIN jobs AS j ON j.queue = u.queue AND j.id = u.job_id
+WHERE u.queue = :queue AND u.key = :key AND j.unique_key = u.key
+  AND NOT (typeof(j.expires_at_ms) = 'integer' AND j.expires_at_ms <= :clock);
+
+-- name: unique_take
+-- The job now holds the key (live: no until_ms), whoever held it before.
+INSERT INTO unique_keys (queue, key, job_id, until_ms) VALUES (:queue, :key, :job_id, NULL)
+ON CONFLICT (queue, key) DO UPDATE SET job_id = excluded.job_id, until_ms = NULL;
+
+-- name: job_unique_for
+-- How long the job's unique key stays taken after its end (the triggers read it).
+UPDATE jobs SET unique_for_ms = :ms WHERE queue = :queue AND id = :id;
+
+-- name: job_replace
+-- A job that has not started takes a duplicate's payload and priority (OnDuplicate.REPLACE).
+UPDATE jobs SET payload = :payload, priority = :priority
+WHERE rowid = :rowid AND status IN ('scheduled', 'queued');
+
+-- name: job_debounce
+-- A job that has not started runs at :run_at_ms with a later call's payload; a queued one
+-- moved into the future waits scheduled (a scheduled one now due is promoted next).
+UPDATE jobs
+SET payload = :payload, run_at_ms = :run_at_ms,
+    status = CASE WHEN status = 'queued' AND :run_at_ms > :now THEN 'scheduled'
+                  ELSE status END
+WHERE rowid = :rowid AND status IN ('scheduled', 'queued');
+
+-- name: job_cancel_running
+-- Cancel a running job (OnDuplicate.CANCEL): the fence moves on, so its holder's outcome
+-- is refused, and it leaves the holder's set. Refused when the record cannot be read.
+-- Returns what the end's workflows need (see ends.py), then what its slots need.
+UPDATE jobs
+SET status = 'cancelled', fence = fence + 1, finished_at_ms = :now,
+    expires_at_ms = :expires_at_ms
+WHERE queue = :queue AND id = :id AND status = 'running'
+  AND
+  {readable}
+RETURNING workflow, notify, error, limited, task, lane;
+
+-- name: job_unlimit
+-- The job's attempt no longer holds concurrency slots (once: no row when it did not).
+UPDATE jobs SET limited = 0 WHERE queue = :queue AND id = :id AND limited = 1;
+
+-- name: flow_slots_free
+-- Lower the running counts of a task and of its lane by the one attempt that held them.
+UPDATE flow_limits SET running = max(0, running - 1)
+WHERE queue = :queue AND name IN ('t:' || :task, 'k:' || :lane)
+  AND typeof(running) = 'integer';
+
+-- name: cooldown_open
+-- The job named by a key's cooldown window when it is still open at :now.
+SELECT job_id FROM cooldowns WHERE queue = :queue AND key = :key AND until_ms > :now;
+
+-- name: cooldown_put
+-- Open (or open again) a key's cooldown window until :until_ms.
+INSERT INTO cooldowns (queue, key, until_ms, job_id) VALUES (:queue, :key, :until_ms, :job_id)
+ON CONFLICT (queue, key) DO UPDATE SET until_ms = excluded.until_ms, job_id = excluded.job_id;
+
+-- name: flow_cooled_count
+-- One more enqueue of the queue dropped by a cooldown (FlowStats.cooled).
+INSERT INTO flow_queues (queue, cooled) VALUES (:queue, 1)
+ON CONFLICT (queue) DO UPDATE SET
+    cooled = CASE WHEN typeof(cooled) = 'integer' AND cooled BETWEEN 0 AND 4611686018427387903
+                  THEN cooled + 1 ELSE 1 END;
+
+-- name: unique_keys_prune
+-- Forget at most :limit unique keys of a queue whose window after their job's end passed.
+DELETE FROM unique_keys
+WHERE queue = :queue AND key IN (
+    SELECT key FROM unique_keys WHERE queue = :queue AND until_ms <= :now LIMIT :limit
+);
+
+-- name: cooldowns_prune
+-- Forget at most :limit cooldown windows of a queue that closed.
+DELETE FROM cooldowns
+WHERE queue = :queue AND key IN (
+    SELECT key FROM cooldowns WHERE queue = :queue AND until_ms <= :now LIMIT :limit
+);

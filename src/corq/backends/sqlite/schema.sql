@@ -502,11 +502,13 @@ CREATE TABLE IF NOT EXISTS unique_keys (
 CREATE INDEX IF NOT EXISTS unique_keys_expiry ON unique_keys (queue, until_ms)
     WHERE until_ms IS NOT NULL;
 
--- Cooldowns: enqueues of a key before until_ms are dropped; pruned past it.
+-- Cooldowns: enqueues of a key before until_ms are dropped (the handle names job_id, the
+-- job the call that opened the window was answered with); pruned past it.
 CREATE TABLE IF NOT EXISTS cooldowns (
     queue TEXT NOT NULL,
     key TEXT NOT NULL,
     until_ms INTEGER NOT NULL,
+    job_id TEXT NOT NULL DEFAULT '',
     PRIMARY KEY (queue, key)
 ) WITHOUT ROWID;
 
@@ -591,4 +593,45 @@ BEGIN
                AND EXISTS (SELECT 1 FROM flow_lanes
                            WHERE queue = OLD.queue AND lane = OLD.lane AND state = 'ready')));
     UPDATE jobs SET limited = 0 WHERE rowid = NEW.rowid;
+END;
+
+-- The unique key of a job follows its status, whichever statement (or other program)
+-- writes it: an end (succeeded, dead, cancelled, expired, upstream_failed) frees the key
+-- when it maps to the job, at once (unique_for_ms 0) or at finished_at_ms + unique_for_ms
+-- (the prune at promotion removes it then); a dead job retried takes its key again unless
+-- another job holds it. A trigger, not a call in each ending statement's caller, so no
+-- end can forget it; its WHEN clause is all a job without a unique key pays.
+CREATE TRIGGER IF NOT EXISTS jobs_unique_end
+AFTER UPDATE OF status ON jobs
+WHEN NEW.unique_key IS NOT NULL AND NEW.status IS NOT OLD.status
+ AND NEW.status IN ('succeeded', 'dead', 'cancelled', 'expired', 'upstream_failed')
+BEGIN
+    DELETE FROM unique_keys
+    WHERE queue = NEW.queue AND key = NEW.unique_key AND job_id = NEW.id
+      AND NOT (typeof(NEW.unique_for_ms) = 'integer' AND NEW.unique_for_ms > 0
+               AND typeof(NEW.finished_at_ms) = 'integer');
+    UPDATE unique_keys SET until_ms = NEW.finished_at_ms + NEW.unique_for_ms
+    WHERE queue = NEW.queue AND key = NEW.unique_key AND job_id = NEW.id
+      AND typeof(NEW.unique_for_ms) = 'integer' AND NEW.unique_for_ms > 0
+      AND typeof(NEW.finished_at_ms) = 'integer';
+END;
+
+CREATE TRIGGER IF NOT EXISTS jobs_unique_retry
+AFTER UPDATE OF status ON jobs
+WHEN NEW.unique_key IS NOT NULL AND OLD.status = 'dead' AND NEW.status = 'queued'
+BEGIN
+    UPDATE unique_keys SET until_ms = NULL
+    WHERE queue = NEW.queue AND key = NEW.unique_key AND job_id = NEW.id;
+    INSERT OR IGNORE INTO unique_keys (queue, key, job_id, until_ms)
+    VALUES (NEW.queue, NEW.unique_key, NEW.id, NULL);
+END;
+
+-- A job record deleted (expired, purged) frees the key it held: a mapping to a record
+-- that is gone counts as free anyway, this keeps such rows from piling up.
+CREATE TRIGGER IF NOT EXISTS jobs_unique_gone
+AFTER DELETE ON jobs
+WHEN OLD.unique_key IS NOT NULL
+BEGIN
+    DELETE FROM unique_keys
+    WHERE queue = OLD.queue AND key = OLD.unique_key AND job_id = OLD.id;
 END;
