@@ -1112,9 +1112,10 @@ SELECT task, concurrency, keyed, key_concurrency, rate_count, rate_period_ms, ke
 FROM flow_rules WHERE queue = :queue;
 
 -- name: flow_unpark_task_groups
--- Put a task's parked group back at the back of the rotation (its rules changed).
+-- Put a task's parked (or waiting: its lanes were parked) group back at the back of the
+-- rotation (its rules changed).
 UPDATE flow_groups SET state = 'ready', turn = :turn
-WHERE queue = :queue AND task = :task AND state = 'parked';
+WHERE queue = :queue AND task = :task AND state IN ('parked', 'waiting');
 
 -- name: flow_unpark_task_lanes
 -- Put a task's parked lanes back at the back of their rotation (its rules changed).
