@@ -156,8 +156,9 @@ class SqliteBackend(SqliteSchedules, SqliteWorkflows, SqliteFlow):
         suspects: int = 0,
         idle: bool = False,
     ) -> ClaimBatch:
-        """`idle` is accepted and changes nothing: this broker hands no job over (an idle
-        fetcher waits in await_jobs for the local wake-up, then claims)."""
+        """With `idle`, a claim that takes nothing says so (``ClaimBatch.idle``) but lists
+        nothing: this broker hands no job over (an idle fetcher waits in await_jobs for the
+        local wake-up, then claims)."""
         ask = claims.ClaimRequest(queue, worker_id, count, lease_ms, now_ms, suspects, idle)
         batch = await self._thread.run(partial(claims.claim_jobs, ask=ask, bounds=self._bounds))
         if not batch.lost:
