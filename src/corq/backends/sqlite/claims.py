@@ -38,6 +38,8 @@ class Promoted:
     moved: int
     #: Earliest numeric run time left in the delayed lane (<= now: more are due).
     next_due_ms: int | None
+    #: The step ended BATCH jobs expired: more may be past their start_by_ms.
+    more_expired: bool = False
 
 
 def promote(conn: Conn, queue: QueueName, now_ms: int, bounds: DeadBounds) -> Promoted:
@@ -64,7 +66,7 @@ def promote(conn: Conn, queue: QueueName, now_ms: int, bounds: DeadBounds) -> Pr
     if next_due is None and not ended:
         next_due = _next_due(conn, queue)
     admit.prune(conn, queue, now_ms)
-    return Promoted(len(due) + len(damaged) + expired, next_due)
+    return Promoted(len(due) + len(damaged) + expired, next_due, expired >= BATCH)
 
 
 def _walk_due(
