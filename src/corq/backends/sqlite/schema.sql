@@ -443,7 +443,8 @@ CREATE TABLE IF NOT EXISTS flow_queues (
 -- for the plain ready set while the queue has lanes. state: 'ready' (in the rotation,
 -- ordered by its head priority, then turn), 'parked' (task at its concurrency; the end
 -- of an attempt that held a slot puts it back), 'throttled' (task rate: due again at
--- due_ms). head: the best priority among its runnable lanes when last seen.
+-- due_ms), 'waiting' (none of its lanes is runnable: a lane made runnable puts it back).
+-- head: the best priority among its runnable lanes when last seen.
 CREATE TABLE IF NOT EXISTS flow_groups (
     queue TEXT NOT NULL,
     task TEXT NOT NULL,
@@ -512,6 +513,87 @@ CREATE TABLE IF NOT EXISTS cooldowns (
 ) WITHOUT ROWID;
 
 CREATE INDEX IF NOT EXISTS cooldowns_expiry ON cooldowns (queue, until_ms);
+
+-- Version 6: the lanes follow the jobs through triggers, so every step that makes a job
+-- ready, ends an attempt or routes a job does so in its own statement, whichever code (or
+-- later feature) runs it, and a job without rules costs one probe of flow_rules.
+--
+-- A job made ready for the first time (enqueued ready, promoted from scheduled, released
+-- by its workflow, a new job over an expired record) takes its task's lane when the task
+-- has rules in the queue ('<task>\x1f<key>', the key only for a keyed task), else the
+-- plain ready set (''). Jobs made ready again (a release, a reclaim, a retry, a dead
+-- letter retried) keep their lane.
+CREATE TRIGGER IF NOT EXISTS jobs_route_new AFTER INSERT ON jobs
+WHEN NEW.status = 'queued'
+BEGIN
+    UPDATE jobs
+    SET lane = (SELECT r.task || char(31) || CASE WHEN r.keyed = 1 THEN coalesce(NEW.key, '')
+                                                  ELSE '' END
+                FROM flow_rules AS r WHERE r.queue = NEW.queue AND r.task = NEW.task)
+    WHERE rowid = NEW.rowid
+      AND EXISTS (SELECT 1 FROM flow_rules WHERE queue = NEW.queue AND task = NEW.task);
+END;
+
+CREATE TRIGGER IF NOT EXISTS jobs_route_ready AFTER UPDATE OF status ON jobs
+WHEN NEW.status = 'queued' AND OLD.status NOT IN ('queued', 'running', 'failed', 'dead')
+BEGIN
+    UPDATE jobs
+    SET lane = coalesce(
+        (SELECT r.task || char(31) || CASE WHEN r.keyed = 1 THEN coalesce(NEW.key, '')
+                                           ELSE '' END
+         FROM flow_rules AS r WHERE r.queue = NEW.queue AND r.task = NEW.task), '')
+    WHERE rowid = NEW.rowid
+      AND (NEW.lane IS NOT ''
+           OR EXISTS (SELECT 1 FROM flow_rules WHERE queue = NEW.queue AND task = NEW.task));
+END;
+
+-- A job that enters a lane (made ready in it, not a suspect) puts the lane and its task's
+-- group in their rotations: a new one at the back (the next turn), an existing one keeps
+-- its place and state (a parked or throttled lane stays so); a group that had no runnable
+-- lane is runnable again.
+CREATE TRIGGER IF NOT EXISTS jobs_enter_lane AFTER UPDATE OF status, lane, suspect ON jobs
+WHEN NEW.status = 'queued' AND NEW.suspect = 0 AND NEW.lane != ''
+  AND (OLD.status IS NOT 'queued' OR OLD.lane IS NOT NEW.lane OR OLD.suspect IS NOT 0)
+BEGIN
+    INSERT INTO flow_queues (queue, turn) VALUES (NEW.queue, 1)
+    ON CONFLICT (queue) DO UPDATE SET turn = turn + 1;
+    INSERT INTO flow_lanes (queue, lane, task, head, turn)
+    VALUES (NEW.queue, NEW.lane, NEW.task,
+            CASE WHEN typeof(NEW.priority) = 'integer' THEN NEW.priority ELSE 0 END,
+            (SELECT turn FROM flow_queues WHERE queue = NEW.queue))
+    ON CONFLICT (queue, lane) DO UPDATE SET head = max(head, excluded.head);
+    INSERT INTO flow_groups (queue, task, head, turn)
+    VALUES (NEW.queue, NEW.task,
+            CASE WHEN typeof(NEW.priority) = 'integer' THEN NEW.priority ELSE 0 END,
+            (SELECT turn FROM flow_queues WHERE queue = NEW.queue))
+    ON CONFLICT (queue, task) DO UPDATE SET
+        head = max(head, excluded.head),
+        state = CASE WHEN state = 'waiting' THEN 'ready' ELSE state END;
+END;
+
+-- The end of an attempt that holds concurrency slots (jobs.limited, set by the claim):
+-- whatever ends it (complete, fail, release, reclaim, cancel) lowers its counts once,
+-- puts back its task's group and its lane if they were parked (at the back of the
+-- rotation), and clears the flag, in the ending statement itself.
+CREATE TRIGGER IF NOT EXISTS jobs_attempt_end AFTER UPDATE OF status ON jobs
+WHEN OLD.status = 'running' AND NEW.status IS NOT 'running' AND OLD.limited = 1
+BEGIN
+    UPDATE flow_limits SET running = running - 1
+    WHERE queue = OLD.queue AND name IN ('t:' || OLD.task, 'k:' || OLD.lane) AND running > 0;
+    INSERT INTO flow_queues (queue, turn) VALUES (OLD.queue, 1)
+    ON CONFLICT (queue) DO UPDATE SET turn = turn + 1;
+    UPDATE flow_lanes SET state = 'ready', turn = (SELECT turn FROM flow_queues
+                                                  WHERE queue = OLD.queue)
+    WHERE queue = OLD.queue AND lane = OLD.lane AND state = 'parked';
+    UPDATE flow_groups SET state = 'ready', turn = (SELECT turn FROM flow_queues
+                                                   WHERE queue = OLD.queue)
+    WHERE queue = OLD.queue AND task = OLD.task
+      AND (state = 'parked'
+           OR (state = 'waiting'
+               AND EXISTS (SELECT 1 FROM flow_lanes
+                           WHERE queue = OLD.queue AND lane = OLD.lane AND state = 'ready')));
+    UPDATE jobs SET limited = 0 WHERE rowid = NEW.rowid;
+END;
 
 -- The unique key of a job follows its status, whichever statement (or other program)
 -- writes it: an end (succeeded, dead, cancelled, expired, upstream_failed) frees the key
