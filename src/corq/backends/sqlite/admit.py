@@ -184,8 +184,8 @@ def cancel_holder(conn: Conn, queue: QueueName, held: Holder, now: int) -> bool:
         row = conn.execute(Q["job_cancel_running"], params).fetchone()
         if row is None:
             return False
-        end = end_of(held.job_id, queue, JobStatus.CANCELLED, row[:3])
-        free_slots(conn, queue, held.job_id, row[4], row[5])
+        # Its slots: the jobs_attempt_end trigger lowers them in this same statement.
+        end = end_of(held.job_id, queue, JobStatus.CANCELLED, row)
     else:
         found = producer.cancel(conn, held.job_id, queue, now)
         if found is None:
@@ -193,13 +193,6 @@ def cancel_holder(conn: Conn, queue: QueueName, held: Holder, now: int) -> bool:
         end = found
     apply_ends(conn, [end], now)
     return True
-
-
-def free_slots(conn: Conn, queue: QueueName, job_id: JobId, task: object, lane: object) -> None:
-    """Lower the running counts (task, lane) a cancelled attempt held, once: the record's
-    ``limited`` says whether it held them and is cleared here."""
-    if conn.execute(Q["job_unlimit"], {"queue": queue, "id": job_id}).rowcount == 1:
-        conn.execute(Q["flow_slots_free"], {"queue": queue, "task": task, "lane": lane})
 
 
 def _write(conn: Conn, job: NewJob, dedupe: Dedupe, seq: int, now: int, clock: int) -> Outcome:
