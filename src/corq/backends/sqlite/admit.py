@@ -17,7 +17,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 
-from corq.backends.base import BATCH, Admitted, NewJob
+from corq.backends.base import BATCH, NewJob
 from corq.backends.sqlite import producer
 from corq.backends.sqlite.ends import apply_ends, end_of
 from corq.backends.sqlite.sql import Q
@@ -41,8 +41,13 @@ NOT_STARTED = frozenset({JobStatus.SCHEDULED, JobStatus.QUEUED})
 #: A dedupe that asks for nothing but uniqueness (a unique key without a dedupe).
 _KEEP = Dedupe()
 
+#: What the step did with one job: the job the handle names, and the outcome (the
+#: backend builds ``Admitted`` from it, outside the transaction: a plain enqueue holds the
+#: write lock for its insert only).
+Verdict = tuple[JobId, Outcome]
 
-def admit_jobs(conn: Conn, jobs: Sequence[NewJob]) -> list[Admitted]:
+
+def admit_jobs(conn: Conn, jobs: Sequence[NewJob]) -> list[Verdict]:
     """Store each job, in order, applying its flow-control directives; what happened to
     each (see ``JobStore.admit_jobs``).
 
@@ -57,27 +62,23 @@ def admit_jobs(conn: Conn, jobs: Sequence[NewJob]) -> list[Admitted]:
     for queue in dict.fromkeys(job.queue for job in jobs):
         conn.execute(Q["queue_touch"], {"queue": queue, "now": now})
     base = take_numbers(conn, len(jobs))
-    admitted = []
+    verdicts: list[Verdict] = []
     for offset, job in enumerate(jobs, start=1):
         seq = base + offset
         if job.unique_key is None and job.dedupe is None:
-            written = producer.write_job(conn, job, seq, clock)
-            admitted.append(Admitted(job_id=job.id, outcome=_written(written)))
+            created = producer.write_job(conn, job, seq, clock)
+            verdicts.append((job.id, Outcome.CREATED if created else Outcome.EXISTS))
         else:
-            admitted.append(_admit(conn, job, seq, job.enqueued_at_ms, clock))
-    return admitted
+            verdicts.append(_admit(conn, job, seq, job.enqueued_at_ms, clock))
+    return verdicts
 
 
-def _written(created: bool) -> Outcome:
-    return Outcome.CREATED if created else Outcome.EXISTS
-
-
-def _admit(conn: Conn, job: NewJob, seq: int, now: int, clock: int) -> Admitted:
+def _admit(conn: Conn, job: NewJob, seq: int, now: int, clock: int) -> Verdict:
     """One job with flow-control directives, rule after rule: id, cooldown, uniqueness
     (with debounce), write; `now` is its enqueued_at_ms. A cooldown's window opens for
     every call it does not drop, naming the job that call was answered with."""
     if conn.execute(Q["job_alive"], {"queue": job.queue, "id": job.id, "clock": clock}).fetchone():
-        return Admitted(job_id=job.id, outcome=Outcome.EXISTS)
+        return (job.id, Outcome.EXISTS)
     dedupe = job.dedupe or _KEEP
     cool_key = cooldown_key(job)
     if dedupe.cooldown_ms:
@@ -85,13 +86,13 @@ def _admit(conn: Conn, job: NewJob, seq: int, now: int, clock: int) -> Admitted:
         opener = conn.execute(Q["cooldown_open"], params).fetchone()
         if opener is not None:
             conn.execute(Q["flow_cooled_count"], {"queue": job.queue})
-            return Admitted(job_id=opener[0], outcome=Outcome.DROPPED)
+            return (opener[0], Outcome.DROPPED)
     if job.unique_key is None:
-        admitted = Admitted(job_id=job.id, outcome=_write(conn, job, dedupe, seq, now, clock))
+        admitted = (job.id, _write(conn, job, dedupe, seq, now, clock))
     else:
         admitted = _unique(conn, job, dedupe, seq, now, clock)
     if dedupe.cooldown_ms:
-        window = {"queue": job.queue, "key": cool_key, "job_id": admitted.job_id}
+        window = {"queue": job.queue, "key": cool_key, "job_id": admitted[0]}
         conn.execute(Q["cooldown_put"], window | {"until_ms": now + dedupe.cooldown_ms})
     return admitted
 
@@ -130,28 +131,28 @@ def holder(conn: Conn, queue: QueueName, key: str, now: int, clock: int) -> Hold
     return None
 
 
-def _unique(conn: Conn, job: NewJob, dedupe: Dedupe, seq: int, now: int, clock: int) -> Admitted:
+def _unique(conn: Conn, job: NewJob, dedupe: Dedupe, seq: int, now: int, clock: int) -> Verdict:
     """A job with a unique key: written when the key is free, else what its dedupe says
     about the job holding it."""
     assert job.unique_key is not None
     held = holder(conn, job.queue, job.unique_key, now, clock)
     if held is None:
-        return Admitted(job_id=job.id, outcome=_write(conn, job, dedupe, seq, now, clock))
-    existing = Admitted(job_id=held.job_id, outcome=Outcome.EXISTING)
+        return (job.id, _write(conn, job, dedupe, seq, now, clock))
+    existing = (held.job_id, Outcome.EXISTING)
     if held.ended:
         return existing
     if dedupe.debounce_ms is not None:
         if held.status in NOT_STARTED:
             _debounce(conn, held, job, dedupe, now)
-            return Admitted(job_id=held.job_id, outcome=Outcome.DEBOUNCED)
+            return (held.job_id, Outcome.DEBOUNCED)
         # Running (or past its first start): left alone, the call writes the next one.
-        return Admitted(job_id=job.id, outcome=_write(conn, job, dedupe, seq, now, clock))
+        return (job.id, _write(conn, job, dedupe, seq, now, clock))
     if dedupe.on_duplicate is OnDuplicate.REPLACE and held.status in NOT_STARTED:
         params = {"rowid": held.rowid, "payload": job.payload, "priority": job.priority}
         if conn.execute(Q["job_replace"], params).rowcount == 1:
-            return Admitted(job_id=held.job_id, outcome=Outcome.REPLACED)
+            return (held.job_id, Outcome.REPLACED)
     if dedupe.on_duplicate is OnDuplicate.CANCEL and cancel_holder(conn, job.queue, held, now):
-        return Admitted(job_id=job.id, outcome=_write(conn, job, dedupe, seq, now, clock))
+        return (job.id, _write(conn, job, dedupe, seq, now, clock))
     return existing
 
 
@@ -183,8 +184,8 @@ def cancel_holder(conn: Conn, queue: QueueName, held: Holder, now: int) -> bool:
         row = conn.execute(Q["job_cancel_running"], params).fetchone()
         if row is None:
             return False
-        end = end_of(held.job_id, queue, JobStatus.CANCELLED, row[:3])
-        free_slots(conn, queue, held.job_id, row[4], row[5])
+        # Its slots: the jobs_attempt_end trigger lowers them in this same statement.
+        end = end_of(held.job_id, queue, JobStatus.CANCELLED, row)
     else:
         found = producer.cancel(conn, held.job_id, queue, now)
         if found is None:
@@ -192,13 +193,6 @@ def cancel_holder(conn: Conn, queue: QueueName, held: Holder, now: int) -> bool:
         end = found
     apply_ends(conn, [end], now)
     return True
-
-
-def free_slots(conn: Conn, queue: QueueName, job_id: JobId, task: object, lane: object) -> None:
-    """Lower the running counts (task, lane) a cancelled attempt held, once: the record's
-    ``limited`` says whether it held them and is cleared here."""
-    if conn.execute(Q["job_unlimit"], {"queue": queue, "id": job_id}).rowcount == 1:
-        conn.execute(Q["flow_slots_free"], {"queue": queue, "task": task, "lane": lane})
 
 
 def _write(conn: Conn, job: NewJob, dedupe: Dedupe, seq: int, now: int, clock: int) -> Outcome:

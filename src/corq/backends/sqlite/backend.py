@@ -100,10 +100,14 @@ class SqliteBackend(SqliteSchedules, SqliteWorkflows, SqliteFlow):
 
     # -- JobStore (admit.py, producer.py) ------------------------------------------------------
     async def enqueue_jobs(self, jobs: Sequence[NewJob]) -> list[bool]:
-        admitted = await self.admit_jobs(jobs)
-        return [one.outcome is Outcome.CREATED for one in admitted]
+        verdicts = await self._admit(jobs)
+        return [outcome is Outcome.CREATED for _, outcome in verdicts]
 
     async def admit_jobs(self, jobs: Sequence[NewJob]) -> list[Admitted]:
+        verdicts = await self._admit(jobs)
+        return [Admitted(job_id=job_id, outcome=outcome) for job_id, outcome in verdicts]
+
+    async def _admit(self, jobs: Sequence[NewJob]) -> list[admit.Verdict]:
         for job in jobs:
             producer.check_new_job(job)
         return await self._thread.run(partial(admit.admit_jobs, jobs=list(jobs)))

@@ -1327,25 +1327,15 @@ WHERE rowid = :rowid AND status IN ('scheduled', 'queued');
 
 -- name: job_cancel_running
 -- Cancel a running job (OnDuplicate.CANCEL): the fence moves on, so its holder's outcome
--- is refused, and it leaves the holder's set. Refused when the record cannot be read.
--- Returns what the end's workflows need (see ends.py), then what its slots need.
+-- is refused, and it leaves the holder's set (its slots: the jobs_attempt_end trigger).
+-- Refused when the record cannot be read. Returns what the end's workflows need.
 UPDATE jobs
 SET status = 'cancelled', fence = fence + 1, finished_at_ms = :now,
     expires_at_ms = :expires_at_ms
 WHERE queue = :queue AND id = :id AND status = 'running'
   AND
   {readable}
-RETURNING workflow, notify, error, limited, task, lane;
-
--- name: job_unlimit
--- The job's attempt no longer holds concurrency slots (once: no row when it did not).
-UPDATE jobs SET limited = 0 WHERE queue = :queue AND id = :id AND limited = 1;
-
--- name: flow_slots_free
--- Lower the running counts of a task and of its lane by the one attempt that held them.
-UPDATE flow_limits SET running = max(0, running - 1)
-WHERE queue = :queue AND name IN ('t:' || :task, 'k:' || :lane)
-  AND typeof(running) = 'integer';
+RETURNING workflow, notify, error;
 
 -- name: cooldown_open
 -- The job named by a key's cooldown window when it is still open at :now.
