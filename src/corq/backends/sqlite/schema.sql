@@ -84,7 +84,8 @@
 -- Reserved columns, always NULL/0:
 --   * jobs.pending_deps (reserved by version 1 for dependencies): unused, the pending
 --     counts live with the workflow (workflow_nodes.pending);
---   * fair claiming: jobs.fairness_key groups jobs (e.g. per tenant) for round-robin claims.
+--   * jobs.fairness_key (reserved by version 1 for fair claiming): unused, flow control
+--     keeps a job's fairness key in jobs.key and its lane in jobs.lane (version 6).
 
 CREATE TABLE IF NOT EXISTS meta (
     key TEXT PRIMARY KEY,
