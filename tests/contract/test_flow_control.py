@@ -10,6 +10,7 @@ attempt), rate limits (throttled or dropped), expiry by deadline. See docs/desig
 from __future__ import annotations
 
 import dataclasses
+import random
 from enum import StrEnum
 
 import pytest
@@ -48,7 +49,7 @@ from tests.contract.jobs import (
     register,
     release,
 )
-from tests.contract.workflows import dag, error_of, settle, wjob
+from tests.contract.workflows import Hands, dag, error_of, settle, wjob
 
 S = JobStatus
 HOURLY = Rate.parse("/h")
@@ -374,6 +375,62 @@ async def test_each_end_of_an_attempt_gives_its_slots_back(backend: Backend, how
     assert await running(backend, key_slot("k")) == 1
 
 
+async def test_limits_hold_through_many_claims_and_ends(backend: Backend) -> None:
+    # Given three workers serving a task of concurrency 3 and key concurrency 1, 4 keys
+    await set_rules(backend, TaskRules(task=LIMITED, concurrency=3, keyed=True, key_concurrency=1))
+    await backend.enqueue_jobs([j for k in "abcd" for j in keyed(k, k, 6)])
+    workers = ("w1", "w2", "w3")
+    for worker in workers:
+        await register(backend, worker)
+    pick = random.Random(10)
+    running_now: dict[str, tuple[str, ClaimedJob]] = {}  # job id -> (holder, job)
+    ended: set[str] = set()
+
+    # When they claim, complete, fail (retried later or dead) and release, in turns
+    for step in range(200):
+        now = T0 + step * 10
+        worker = workers[step % 3]
+        for held in await claim_jobs(backend, worker, now, count=pick.randint(1, 3)):
+            running_now[held.id] = (worker, held)
+
+        # Then the limits hold at every step, as the workers and the broker count them
+        keys = counted([held.key for _, held in running_now.values()])
+        assert len(running_now) <= 3, running_now
+        assert all(n == 1 for n in keys.values()), keys
+        assert await running(backend, task_slot()) == len(running_now)
+
+        for job_id in pick.sample(sorted(running_now), k=min(len(running_now), 1)):
+            await _end_at_random(backend, pick, *running_now.pop(job_id), now, ended)
+        if len(ended) == 24:
+            break
+
+    # And every job ran to its end
+    assert len(ended) == 24
+
+
+async def _end_at_random(
+    backend: Backend,
+    pick: random.Random,
+    worker: str,
+    held: ClaimedJob,
+    now: int,
+    ended: set[str],
+) -> None:
+    """Complete `held` mostly; else fail it (retried soon, or dead) or release it."""
+    roll = pick.random()
+    if roll < 0.6:
+        done = await backend.complete_jobs(worker, [completion(held, at_ms=now)], 60_000)
+        ended.add(held.id)
+    elif roll < 0.75:
+        done = await backend.fail_jobs(worker, [failure(held, now + 15, at_ms=now)], 60_000)
+    elif roll < 0.85:
+        done = await backend.fail_jobs(worker, [failure(held, at_ms=now)], 60_000)
+        ended.add(held.id)
+    else:
+        done = await backend.release_jobs(worker, [release(held)])
+    assert done == [True]
+
+
 @pytest.mark.parametrize("how", ["retry", "dead-letter retry"])
 async def test_a_job_made_ready_again_waits_in_its_lane(backend: Backend, how: str) -> None:
     # Given a task limited to one running job, whose first job fails
@@ -685,11 +742,15 @@ async def test_a_job_started_in_time_is_not_expired_later(backend: Backend) -> N
     assert (await stats(backend)).expired == 0
 
 
-async def test_a_scheduled_job_past_its_deadline_expires_at_promotion(backend: Backend) -> None:
+@pytest.mark.parametrize("task", [PLAIN, LIMITED])
+async def test_a_scheduled_job_past_its_deadline_expires_at_promotion(
+    backend: Backend, task: str
+) -> None:
+    await set_rules(backend, TaskRules(task=LIMITED, concurrency=5))
     await backend.enqueue_jobs(
         [
-            job("late", task=PLAIN, delay_ms=1000, start_by_ms=T0 + 1500),
-            job("fine", task=PLAIN, delay_ms=1000, start_by_ms=T0 + 9000),
+            job("late", task=task, delay_ms=1000, start_by_ms=T0 + 1500),
+            job("fine", task=task, delay_ms=1000, start_by_ms=T0 + 9000),
         ]
     )
     assert await status(backend, "late") is S.SCHEDULED
@@ -721,6 +782,21 @@ async def test_an_expired_workflow_job_fails_its_dependents(backend: Backend) ->
     error = await error_of(backend, "b")
     assert error is not None
     assert error.startswith("upstream_failed: a ended expired"), error
+
+
+async def test_released_workflow_jobs_wait_in_their_lane(backend: Backend) -> None:
+    # Given a workflow a → (b, c) of a task limited to one running job
+    await set_rules(backend, TaskRules(task="tasks.add", concurrency=1))
+    assert await backend.enqueue_workflow(dag(wjob("a"), wjob("b", "a"), wjob("c", "a")), None)
+    hands = Hands(backend)
+
+    # When a succeeds, its children are released into the task's lane: one runs at a time
+    await hands.succeed(await hands.claim_one("a"))
+    held = await hands.claim()
+    assert len(held) == 1
+    assert await hands.claim() == {}
+    await hands.succeed(*held.values())
+    assert len(await hands.claim()) == 1
 
 
 # ------------------------------------------------------------------------------------------------

@@ -20,7 +20,17 @@ from pathlib import Path
 
 import pytest
 
-from corq.backends.base import BATCH, Completion, Failure, NewJob, Release, WorkerLease
+from corq.backends.base import (
+    BATCH,
+    Completion,
+    Edge,
+    Failure,
+    NewJob,
+    NewWorkflow,
+    Release,
+    WorkerLease,
+    WorkflowJob,
+)
 from corq.backends.sqlite import SqliteBackend
 from corq.flow import TaskRules
 from corq.job import JobStatus
@@ -356,3 +366,40 @@ async def test_a_claim_in_a_queue_of_many_parked_keys_visits_a_bounded_number(
         (group,) = conn.execute("SELECT state FROM flow_groups WHERE task = ?", (RULED,)).fetchone()
     assert group == "waiting"
     assert await claim(backend) == []
+
+
+# -- expiry of a workflow's job ----------------------------------------------------------
+
+
+async def test_a_workflow_job_that_expires_fails_its_dependents_in_the_same_step(
+    db: Path, backend: SqliteBackend
+) -> None:
+    # Given a chain whose first job must start by T0 + 10 (in a ruled task's lane)
+    await backend.set_rules("q", [TaskRules(task=RULED, concurrency=1)])
+    first = NewJob(id="first", task=RULED, queue="q", payload=b"", enqueued_at_ms=T0,
+                   run_at_ms=T0, workflow="wf", start_by_ms=T0 + 10)  # fmt: skip
+    then = NewJob(id="then", task=RULED, queue="q", payload=b"", enqueued_at_ms=T0,
+                  run_at_ms=T0, workflow="wf")  # fmt: skip
+    chain = NewWorkflow(
+        id="wf",
+        kind="chain",
+        jobs=[
+            WorkflowJob(job=first),
+            WorkflowJob(job=then, parents=(Edge(parent="first", queue="q"),)),
+        ],
+        outputs=("then",),
+        created_at_ms=T0,
+    )
+    assert await backend.enqueue_workflow(chain, T0)
+    assert column(db, "first", "lane") == RULED + "\x1f"
+
+    # When a claim comes after the deadline
+    assert await claim(backend, now_ms=T0 + 11) == []
+
+    # Then the job ended expired, counted, and its dependent upstream_failed at once
+    assert column(db, "first", "status") == "expired"
+    assert column(db, "then", "status") == "upstream_failed"
+    assert (await backend.flow_stats("q")).expired == 1
+    record = await backend.get_workflow("wf")
+    assert record is not None
+    assert record.ended == 2

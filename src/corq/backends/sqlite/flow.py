@@ -436,6 +436,8 @@ def after_take(
     head_row = conn.execute(Q["flow_lane_head"], params).fetchone()
     if head_row is None:
         conn.execute(Q["flow_lane_delete"], {"queue": queue, "lane": lane})
+        forget = {"queue": queue, "name": "k:" + lane, "now": now_ms}
+        conn.execute(Q["flow_limit_forget"], forget)
     else:
         head = head_row[0] if type(head_row[0]) is int else 0
         params = {"queue": queue, "lane": lane, "head": head, "rotate": int(rotate),

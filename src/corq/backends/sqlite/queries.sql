@@ -1249,6 +1249,12 @@ SELECT EXISTS (SELECT 1 FROM flow_lanes WHERE queue = :queue AND lane >= :low AN
 -- Forget an empty lane.
 DELETE FROM flow_lanes WHERE queue = :queue AND lane = :lane;
 
+-- name: flow_limit_forget
+-- Forget a limit that holds nothing any more: no job running under it and a tat already
+-- passed (GCRA then starts as from no state), so keys seen once do not pile up.
+DELETE FROM flow_limits
+WHERE queue = :queue AND name = :name AND running = 0 AND (tat_ms IS NULL OR tat_ms <= :now);
+
 -- name: flow_lane_taken
 -- A lane gave a job: its new head; :rotate 1 ends its visit (back of the rotation, none
 -- taken), else one more taken in this visit.

@@ -84,7 +84,8 @@
 -- Reserved columns, always NULL/0:
 --   * jobs.pending_deps (reserved by version 1 for dependencies): unused, the pending
 --     counts live with the workflow (workflow_nodes.pending);
---   * fair claiming: jobs.fairness_key groups jobs (e.g. per tenant) for round-robin claims.
+--   * jobs.fairness_key (reserved by version 1 for fair claiming): unused, flow control
+--     keeps a job's fairness key in jobs.key and its lane in jobs.lane (version 6).
 
 CREATE TABLE IF NOT EXISTS meta (
     key TEXT PRIMARY KEY,
@@ -574,12 +575,15 @@ END;
 -- The end of an attempt that holds concurrency slots (jobs.limited, set by the claim):
 -- whatever ends it (complete, fail, release, reclaim, cancel) lowers its counts once,
 -- puts back its task's group and its lane if they were parked (at the back of the
--- rotation), and clears the flag, in the ending statement itself.
+-- rotation), and clears the flag, in the ending statement itself. A key's limit row that
+-- holds nothing more (no job running, no rate) goes, so keys seen once do not pile up.
 CREATE TRIGGER IF NOT EXISTS jobs_attempt_end AFTER UPDATE OF status ON jobs
 WHEN OLD.status = 'running' AND NEW.status IS NOT 'running' AND OLD.limited = 1
 BEGIN
     UPDATE flow_limits SET running = running - 1
     WHERE queue = OLD.queue AND name IN ('t:' || OLD.task, 'k:' || OLD.lane) AND running > 0;
+    DELETE FROM flow_limits
+    WHERE queue = OLD.queue AND name = 'k:' || OLD.lane AND running = 0 AND tat_ms IS NULL;
     INSERT INTO flow_queues (queue, turn) VALUES (OLD.queue, 1)
     ON CONFLICT (queue) DO UPDATE SET turn = turn + 1;
     UPDATE flow_lanes SET state = 'ready', turn = (SELECT turn FROM flow_queues
