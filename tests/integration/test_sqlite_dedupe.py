@@ -12,13 +12,24 @@ import asyncio
 import multiprocessing
 import sqlite3
 from collections.abc import AsyncIterator
+from dataclasses import replace
 from multiprocessing.queues import Queue
 from multiprocessing.synchronize import Event
 from pathlib import Path
 
 import pytest
 
-from corq.backends.base import BATCH, Admitted, Completion, Failure, NewJob, WorkerLease
+from corq.backends.base import (
+    BATCH,
+    Admitted,
+    Completion,
+    Edge,
+    Failure,
+    NewJob,
+    NewWorkflow,
+    WorkerLease,
+    WorkflowJob,
+)
 from corq.backends.sqlite import SqliteBackend
 from corq.flow import Dedupe, OnDuplicate, Outcome
 
@@ -337,3 +348,28 @@ async def test_promotion_prunes_in_bounded_steps(backend: SqliteBackend, db: Pat
     # Then only the row whose time has not come is left
     assert keys(db) == [("later", "x", T0 + 10)]
     assert rows(db, "SELECT count(*) FROM cooldowns") == [(0,)]
+
+
+async def test_cancelling_a_running_holder_fails_the_jobs_waiting_for_it_at_once(
+    backend: SqliteBackend, db: Path
+) -> None:
+    # Given a running job "a" holding the key, and a workflow job "b" waiting for it
+    await admit(backend, new_job("a"))
+    b = replace(new_job("b", unique_key=None), workflow="wf")
+    flow = NewWorkflow(
+        id="wf", kind="depends", jobs=[WorkflowJob(job=b, parents=(Edge(parent="a", queue="q"),))],
+        outputs=("b",), created_at_ms=T0,
+    )  # fmt: skip
+    assert await backend.enqueue_workflow(flow, T0)
+    assert [job.id for job in (await backend.claim_jobs("q", "w1", 1, LEASE_MS, T0)).jobs] == ["a"]
+
+    # When a duplicate cancels it
+    cancel = Dedupe(on_duplicate=OnDuplicate.CANCEL)
+    assert await admit(backend, new_job("c", T0 + 1, dedupe=cancel)) == [("c", Outcome.CREATED)]
+
+    # Then the job waiting for it ended upstream_failed in the same step, and c holds the key
+    assert rows(db, "SELECT id, status FROM jobs WHERE id IN ('a', 'b') ORDER BY id") == [
+        ("a", "cancelled"),
+        ("b", "upstream_failed"),
+    ]
+    assert keys(db) == [("k", "c", None)]
