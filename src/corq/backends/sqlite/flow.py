@@ -431,7 +431,9 @@ def after_take(
 ) -> None:
     """A lane was visited: its new head (deleted when empty), to the back of its rotation
     when its visit is over (`rotate`); its group to the back of its band, with its new
-    head (waiting or deleted when no lane of it is runnable)."""
+    head (waiting or deleted when no lane of it is runnable). One turn number serves
+    both: lanes are only ordered among the lanes of their group, groups among groups."""
+    turn = next_turn(conn, queue)
     params = {"queue": queue, "lane": lane, "now": now_ms}
     head_row = conn.execute(Q["flow_lane_head"], params).fetchone()
     if head_row is None:
@@ -441,12 +443,12 @@ def after_take(
     else:
         head = head_row[0] if type(head_row[0]) is int else 0
         params = {"queue": queue, "lane": lane, "head": head, "rotate": int(rotate),
-                  "turn": next_turn(conn, queue) if rotate else 0}  # fmt: skip
+                  "turn": turn}  # fmt: skip
         conn.execute(Q["flow_lane_taken"], params)
     best = conn.execute(Q["flow_lane_top"], {"queue": queue, "task": task}).fetchone()
     if best is None:
         group_done(conn, queue, task)
         return
     head = best[2] if type(best[2]) is int else 0
-    params = {"queue": queue, "task": task, "head": head, "turn": next_turn(conn, queue)}
+    params = {"queue": queue, "task": task, "head": head, "turn": turn}
     conn.execute(Q["flow_group_turn"], params)
