@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from corq.backends.base import Admitted, Completion, Failure, NewJob, WorkerLease
+from corq.backends.base import BATCH, Admitted, Completion, Failure, NewJob, WorkerLease
 from corq.backends.sqlite import SqliteBackend
 from corq.flow import Dedupe, OnDuplicate, Outcome
 
@@ -308,3 +308,32 @@ async def test_processes_enqueueing_the_same_keys_at_once_create_one_job_per_key
     assert {job_id for job_id, _ in results} == created
     assert rows(db, "SELECT count(*) FROM jobs") == [(KEYS,)]
     assert sorted(str(r[1]) for r in keys(db)) == sorted(created)
+
+
+async def test_promotion_prunes_in_bounded_steps(backend: SqliteBackend, db: Path) -> None:
+    # Given more passed keys and cooldowns than one step deletes, and one still running
+    conn = sqlite3.connect(db)
+    many = BATCH + 500
+    conn.execute(
+        "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < ?)"
+        " INSERT INTO unique_keys SELECT 'q', 'k' || i, 'j' || i, ? FROM n",
+        (many, T0),
+    )
+    conn.execute(
+        "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < ?)"
+        " INSERT INTO cooldowns SELECT 'q', 'k' || i, ?, 'j' || i FROM n",
+        (many, T0),
+    )
+    conn.execute("INSERT INTO unique_keys VALUES ('q', 'later', 'x', ?)", (T0 + 10,))
+    conn.commit()
+    conn.close()
+
+    # When promotion steps run, each deletes at most BATCH rows of each table
+    await backend.promote_due_jobs("q", T0 + 1)
+    assert rows(db, "SELECT count(*) FROM unique_keys") == [(500 + 1,)]
+    assert rows(db, "SELECT count(*) FROM cooldowns") == [(500,)]
+    await backend.promote_due_jobs("q", T0 + 1)
+
+    # Then only the row whose time has not come is left
+    assert keys(db) == [("later", "x", T0 + 10)]
+    assert rows(db, "SELECT count(*) FROM cooldowns") == [(0,)]

@@ -45,6 +45,9 @@ _KEEP = Dedupe()
 #: backend builds ``Admitted`` from it, outside the transaction: a plain enqueue holds the
 #: write lock for its insert only).
 Verdict = tuple[JobId, Outcome]
+#: The plain enqueue's two outcomes, bound once: an enum member read through its class
+#: costs about half a microsecond on Python 3.11, as much as the rest of the loop.
+_CREATED, _EXISTS = Outcome.CREATED, Outcome.EXISTS
 
 
 def admit_jobs(conn: Conn, jobs: Sequence[NewJob]) -> list[Verdict]:
@@ -63,11 +66,11 @@ def admit_jobs(conn: Conn, jobs: Sequence[NewJob]) -> list[Verdict]:
         conn.execute(Q["queue_touch"], {"queue": queue, "now": now})
     base = take_numbers(conn, len(jobs))
     verdicts: list[Verdict] = []
+    write = producer.write_job
     for offset, job in enumerate(jobs, start=1):
         seq = base + offset
         if job.unique_key is None and job.dedupe is None:
-            created = producer.write_job(conn, job, seq, clock)
-            verdicts.append((job.id, Outcome.CREATED if created else Outcome.EXISTS))
+            verdicts.append((job.id, _CREATED if write(conn, job, seq, clock) else _EXISTS))
         else:
             verdicts.append(_admit(conn, job, seq, job.enqueued_at_ms, clock))
     return verdicts

@@ -100,8 +100,8 @@ class SqliteBackend(SqliteSchedules, SqliteWorkflows, SqliteFlow):
 
     # -- JobStore (admit.py, producer.py) ------------------------------------------------------
     async def enqueue_jobs(self, jobs: Sequence[NewJob]) -> list[bool]:
-        verdicts = await self._admit(jobs)
-        return [outcome is Outcome.CREATED for _, outcome in verdicts]
+        verdicts, created = await self._admit(jobs), Outcome.CREATED
+        return [outcome is created for _, outcome in verdicts]
 
     async def admit_jobs(self, jobs: Sequence[NewJob]) -> list[Admitted]:
         verdicts = await self._admit(jobs)

@@ -48,7 +48,8 @@ def write_job(conn: Conn, job: NewJob, seq: int, clock: int) -> bool:
     params["status"] = JobStatus.SCHEDULED if delayed else JobStatus.QUEUED
     params["seq"] = seq
     params["clock"] = clock
-    return bool(conn.execute(Q["job_insert"], params).rowcount == 1)
+    created: bool = conn.execute(Q["job_insert"], params).rowcount == 1
+    return created
 
 
 def get_job(conn: Conn, job_id: JobId, queue: QueueName | None) -> Job | None:
