@@ -309,7 +309,9 @@ def _visit_group(v: Visit, task: str) -> list[ClaimedJob]:
         group_done(v.conn, v.queue, task)
         return []
     lane, taken = lanes
-    task_limit = read_limit(v.conn, v.queue, "t:" + task)
+    task_limit = _limit(
+        v, "t:" + task, rule is not None and (rule.rate or rule.concurrency) is not None
+    )
     if rule is not None and rule.rate is not None:
         due = rate_due(rule.rate, task_limit, v.now_ms)
         if due is not None:
@@ -325,7 +327,9 @@ def _visit_lane(
     v: Visit, rule: TaskRules | None, task: str, lane: str, taken: int, task_limit: Limit
 ) -> list[ClaimedJob]:
     """One visit of a key lane: its rate, its concurrency, then its head job."""
-    key_limit = read_limit(v.conn, v.queue, "k:" + lane)
+    key_limit = _limit(
+        v, "k:" + lane, rule is not None and (rule.key_rate or rule.key_concurrency) is not None
+    )
     if rule is not None and rule.key_rate is not None:
         due = rate_due(rule.key_rate, key_limit, v.now_ms)
         if due is not None:
@@ -345,6 +349,11 @@ def _visit_lane(
     weight = rule.weight(lane.partition(SEP)[2]) if rule is not None and rule.keyed else 1
     after_take(v.conn, v.queue, task, lane, v.now_ms, rotate=not got or taken + 1 >= weight)
     return got
+
+
+def _limit(v: Visit, name: str, limited: bool) -> Limit:
+    """The limit's state, read only when a rule limits it (else it is never spent)."""
+    return read_limit(v.conn, v.queue, name) if limited else Limit(name)
 
 
 def _over_rate(v: Visit, rule: TaskRules, task: str, lane: str, due: int, *, group: bool) -> None:
@@ -431,7 +440,9 @@ def after_take(
 ) -> None:
     """A lane was visited: its new head (deleted when empty), to the back of its rotation
     when its visit is over (`rotate`); its group to the back of its band, with its new
-    head (waiting or deleted when no lane of it is runnable)."""
+    head (waiting or deleted when no lane of it is runnable). One turn number serves
+    both: lanes are only ordered among the lanes of their group, groups among groups."""
+    turn = next_turn(conn, queue)
     params = {"queue": queue, "lane": lane, "now": now_ms}
     head_row = conn.execute(Q["flow_lane_head"], params).fetchone()
     if head_row is None:
@@ -441,12 +452,12 @@ def after_take(
     else:
         head = head_row[0] if type(head_row[0]) is int else 0
         params = {"queue": queue, "lane": lane, "head": head, "rotate": int(rotate),
-                  "turn": next_turn(conn, queue) if rotate else 0}  # fmt: skip
+                  "turn": turn}  # fmt: skip
         conn.execute(Q["flow_lane_taken"], params)
     best = conn.execute(Q["flow_lane_top"], {"queue": queue, "task": task}).fetchone()
     if best is None:
         group_done(conn, queue, task)
         return
     head = best[2] if type(best[2]) is int else 0
-    params = {"queue": queue, "task": task, "head": head, "turn": next_turn(conn, queue)}
+    params = {"queue": queue, "task": task, "head": head, "turn": turn}
     conn.execute(Q["flow_group_turn"], params)
