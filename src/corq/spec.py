@@ -16,7 +16,8 @@ from datetime import datetime, timedelta
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any, Generic, Protocol, TypedDict, TypeVar, Unpack
 
-from corq.errors import ArgumentError, CorqError
+from corq.errors import ArgumentError, CorqError, FlowRuleError
+from corq.limits import MAX_DELAY_S
 from corq.names import check_queue_name as check_queue_name
 from corq.names import check_task_name as check_task_name
 from corq.types import JobId, QueueName, TaskName
@@ -36,6 +37,22 @@ R_co = TypeVar("R_co", covariant=True)
 OPTION_NAMES = frozenset(
     {"allow_failed", "delay", "depends_on", "eta", "job_id", "priority", "queue"}
 )
+
+
+def duration_ms(value: object, what: str) -> int:
+    """A flow-control duration (a timedelta or seconds) in whole milliseconds, from 0 to
+    ``corq.limits.MAX_DELAY_S``; anything else is a FlowRuleError naming `what`."""
+    seconds: object = value.total_seconds() if isinstance(value, timedelta) else value
+    if (
+        isinstance(seconds, bool)
+        or not isinstance(seconds, int | float)
+        or not 0 <= seconds <= MAX_DELAY_S  # NaN fails both comparisons
+    ):
+        raise FlowRuleError(
+            f"{what} must be a timedelta or a number of seconds from 0 to "
+            f"{MAX_DELAY_S:,.0f}, got {reprlib.repr(value)}"
+        )
+    return round(seconds * 1000)
 
 
 class JobRef(Protocol):

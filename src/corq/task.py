@@ -5,7 +5,7 @@ from __future__ import annotations
 import inspect
 import reprlib
 import typing
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import (
     TYPE_CHECKING,
@@ -20,7 +20,14 @@ from typing import (
 
 import msgspec
 
-from corq.errors import ArgumentError, CorqError, SerializationError, TaskDefinitionError
+from corq.errors import (
+    ArgumentError,
+    CorqError,
+    FlowRuleError,
+    SerializationError,
+    TaskDefinitionError,
+)
+from corq.flow import MAX_BATCH_SIZE, OnDuplicate, OverLimit, Rate, TaskRules, check_limit
 from corq.retry import RetryPolicy
 from corq.serializers import Serializer
 from corq.spec import (
@@ -75,6 +82,124 @@ class TaskOptions:
     process: bool = False
     #: Default priority of its jobs.
     priority: int = 0
+    # -- flow control (docs/design.md, "Flow control"); checked when the options are built
+    #: Most of its jobs running at once on all workers together (None: no limit).
+    concurrency: int | None = None
+    #: Its fairness key: a function of a job's arguments (called with them as the task
+    #: would be, by name where they have one) returning a str; one lane per key.
+    key: Callable[..., str] | None = None
+    #: Most jobs of one key running at once (1: strict order within a key); needs `key`.
+    key_concurrency: int | None = None
+    #: Starts of its jobs, all keys together (a ``"50/s"`` str is parsed).
+    rate_limit: Rate | None = None
+    #: Starts per key; needs `key`.
+    key_rate_limit: Rate | None = None
+    #: Jobs of a key started per turn of the round robin (default 1); needs `key`.
+    key_weights: Mapping[str, int] = field(default_factory=dict)
+    #: What a job over a rate limit does: wait for capacity, or end ``expired`` (dropped).
+    over_limit: OverLimit = OverLimit.WAIT
+    #: What an enqueue whose ``unique_key`` is taken by a live job does.
+    on_duplicate: OnDuplicate = OnDuplicate.KEEP
+    #: How long a job's ``unique_key`` stays taken after the job ended (0: freed at its end).
+    unique_for_ms: int = 0
+    #: Call the function with a list of up to this many jobs' arguments (None: one job
+    #: per call).
+    batch_size: int | None = None
+    #: How long a batch waits for more jobs after its first one (0: it takes what one
+    #: claim brought).
+    batch_wait_s: float = 0.0
+    #: Batch jobs of the same key together only (needs `key`).
+    batch_by_key: bool = False
+    #: The rules the broker applies to its jobs (built from the fields above).
+    rules: TaskRules = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "rules", self._build_rules())
+        self._check_batch()
+        window: object = self.unique_for_ms  # any value: options may be built directly
+        if isinstance(window, bool) or not isinstance(window, int) or window < 0:
+            raise FlowRuleError(
+                f"task {self.name!r}: unique_for must be a duration of 0 or more, "
+                f"got {self.unique_for_ms!r}"
+            )
+        try:
+            object.__setattr__(self, "on_duplicate", OnDuplicate(self.on_duplicate))
+        except ValueError:
+            raise FlowRuleError(
+                f"task {self.name!r}: on_duplicate must be one of "
+                f"{', '.join(repr(o.value) for o in OnDuplicate)}, got "
+                f"{reprlib.repr(self.on_duplicate)}"
+            ) from None
+
+    def _build_rules(self) -> TaskRules:
+        key: object = self.key
+        if key is not None and not callable(key):
+            raise FlowRuleError(
+                f"task {self.name!r}: key must be a function of the task's arguments "
+                f"returning a str, got {reprlib.repr(key)}"
+            )
+        over: object = self.over_limit
+        if not isinstance(over, str) or over not in set(OverLimit):
+            raise FlowRuleError(
+                f"task {self.name!r}: over_limit must be 'wait' or 'drop', got {reprlib.repr(over)}"
+            )
+        rates = []
+        for name in ("rate_limit", "key_rate_limit"):
+            value = getattr(self, name)
+            try:
+                rates.append(None if value is None else Rate.parse(value))
+            except FlowRuleError as exc:
+                raise FlowRuleError(f"task {self.name!r}: {name}: {exc}") from None
+            object.__setattr__(self, name, rates[-1])
+        if self.key is None and (
+            self.key_concurrency is not None
+            or self.key_rate_limit is not None
+            or self.key_weights
+            or self.batch_by_key
+        ):
+            raise FlowRuleError(
+                f"task {self.name!r}: key_concurrency, key_rate_limit, key_weights and "
+                "batch_by_key need a key= function (what the key of a job is)"
+            )
+        return TaskRules(
+            task=self.name,
+            concurrency=self.concurrency,
+            keyed=self.key is not None,
+            key_concurrency=self.key_concurrency,
+            rate=rates[0],
+            key_rate=rates[1],
+            over_limit=OverLimit(over),
+            key_weights=self.key_weights,
+        )
+
+    def _check_batch(self) -> None:
+        if self.batch_size is None:
+            if self.batch_wait_s or self.batch_by_key:
+                raise FlowRuleError(
+                    f"task {self.name!r}: batch_wait and batch_by_key need a batch_size"
+                )
+            return
+        size = check_limit(self.batch_size, f"task {self.name!r}: batch_size")
+        if size is not None and size > MAX_BATCH_SIZE:
+            raise FlowRuleError(
+                f"task {self.name!r}: batch_size must be at most {MAX_BATCH_SIZE:,}, got {size:,}"
+            )
+        wait: object = self.batch_wait_s
+        if isinstance(wait, bool) or not isinstance(wait, int | float) or not 0 <= wait <= 3600:
+            raise FlowRuleError(
+                f"task {self.name!r}: batch_wait must be 0 to 3600 seconds, got "
+                f"{reprlib.repr(wait)}"
+            )
+        if not isinstance(self.batch_by_key, bool):
+            raise FlowRuleError(
+                f"task {self.name!r}: batch_by_key must be True or False, got "
+                f"{reprlib.repr(self.batch_by_key)}"
+            )
+        if self.process:
+            raise FlowRuleError(
+                f"task {self.name!r}: a batched task runs on the worker's event loop or "
+                "thread pool, not in the process pool: drop process=True or batch_size"
+            )
 
 
 class Enqueuer(SpecSender, Protocol):
