@@ -35,7 +35,25 @@ R_co = TypeVar("R_co", covariant=True)
 #: Names of the enqueue options; a task's call keywords may not use them unless the
 #: function declares a parameter of that name.
 OPTION_NAMES = frozenset(
-    {"allow_failed", "delay", "depends_on", "eta", "job_id", "priority", "queue"}
+    {
+        "allow_failed",
+        "cooldown",
+        "debounce",
+        "delay",
+        "depends_on",
+        "eta",
+        "expires",
+        "job_id",
+        "max_wait",
+        "priority",
+        "queue",
+        "unique_key",
+    }
+)
+#: Options `task.enqueue(...)` also takes as call keywords (a shorthand of `with_options`),
+#: when the function has no parameter of that name: none of them ever was a task argument.
+CALL_OPTION_NAMES = frozenset(
+    {"allow_failed", "cooldown", "debounce", "depends_on", "expires", "max_wait", "unique_key"}
 )
 
 
@@ -128,6 +146,21 @@ class EnqueueOptions:
     #: Run once every dependency ended, whatever its state (a failed one's error is in
     #: ``parent_results()``), instead of ending ``upstream_failed`` when one fails.
     allow_failed: bool = False
+    #: Live jobs of a queue never share a unique key: while one holding it is scheduled,
+    #: queued or running (or within its task's ``unique_for`` after it ended), an enqueue
+    #: returns that job (``JobHandle.outcome`` says ``existing``), or does what the task's
+    #: ``on_duplicate`` says.
+    unique_key: str | None = None
+    #: With a `unique_key`: one pending job, run this long (a timedelta or seconds) after
+    #: the last call, with the last call's arguments.
+    debounce: float | timedelta | None = None
+    #: With `debounce`: never later than this long after the first call.
+    max_wait: float | timedelta | None = None
+    #: Run the first call, drop the calls within this long after it (by `unique_key`, or
+    #: the task without one); a dropped call's handle names the job that ran.
+    cooldown: float | timedelta | None = None
+    #: Discard the job (state ``expired``) if it has not started this long after the enqueue.
+    expires: float | timedelta | None = None
 
     def __post_init__(self) -> None:
         # A list or a generator of handles is kept as Dependency values: the options stay
@@ -154,6 +187,11 @@ class OptionChanges(TypedDict, total=False):
     queue: QueueName | None
     depends_on: Iterable[DependencyLike]
     allow_failed: bool
+    unique_key: str | None
+    debounce: float | timedelta | None
+    max_wait: float | timedelta | None
+    cooldown: float | timedelta | None
+    expires: float | timedelta | None
 
 
 def options_from(options: Mapping[str, object]) -> EnqueueOptions:

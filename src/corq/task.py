@@ -27,10 +27,19 @@ from corq.errors import (
     SerializationError,
     TaskDefinitionError,
 )
-from corq.flow import MAX_BATCH_SIZE, OnDuplicate, OverLimit, Rate, TaskRules, check_limit
+from corq.flow import (
+    MAX_BATCH_SIZE,
+    OnDuplicate,
+    OverLimit,
+    Rate,
+    TaskRules,
+    check_key,
+    check_limit,
+)
 from corq.retry import RetryPolicy
 from corq.serializers import Serializer
 from corq.spec import (
+    CALL_OPTION_NAMES,
     OPTION_NAMES,
     EnqueueOptions,
     JobSpec,
@@ -251,6 +260,8 @@ class Task(Generic[P, R]):
         self._option_names = OPTION_NAMES - {
             p.name for p in self._signature.parameters.values() if p.kind in _NAMED
         }
+        self._call_option_names = self._option_names & CALL_OPTION_NAMES
+        self._key_names = _key_names(options.key)
         # Plain positional calls (the common case) skip inspect's bind: it dominated the
         # worker's per-job cost. Any other call shape goes through bind as usual.
         positional = (inspect.Parameter.POSITIONAL_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD)
@@ -286,13 +297,14 @@ class Task(Generic[P, R]):
     async def enqueue(self, *args: P.args, **kwargs: P.kwargs) -> JobHandle[R]:
         """Send one job; options go through `with_options` (``task.with_options(delay=5)``).
 
-        ``depends_on=`` and ``allow_failed=`` are also taken here, as a shorthand
-        (``report.enqueue(depends_on=[a, b])``), when the function has no parameter of that
-        name: they never were task arguments, so nothing changes meaning. Type checkers
-        see only the task's own parameters; typed code writes
-        ``report.with_options(depends_on=[a, b]).enqueue()``.
+        ``depends_on=``, ``allow_failed=``, ``unique_key=``, ``debounce=``, ``max_wait=``,
+        ``cooldown=`` and ``expires=`` are also taken here, as a shorthand
+        (``report.enqueue(depends_on=[a, b])``, ``send.enqueue(user, unique_key=...)``),
+        when the function has no parameter of that name: they never were task arguments, so
+        nothing changes meaning. Type checkers see only the task's own parameters; typed
+        code writes ``report.with_options(depends_on=[a, b]).enqueue()``.
         """
-        waits = self._dependency_options(kwargs)
+        waits = self._call_options(kwargs)
         spec = self.s(*args, **kwargs)
         return await (spec.with_options(**waits) if waits else spec).enqueue()
 
@@ -312,14 +324,15 @@ class Task(Generic[P, R]):
         """This task with enqueue options fixed, e.g. `task.with_options(delay=5).enqueue(x)`."""
         return BoundTask(self, options_from(options))
 
-    def _dependency_options(self, kwargs: dict[str, Any]) -> OptionChanges:
-        """Take ``depends_on`` / ``allow_failed`` out of a call's keywords (see enqueue)."""
-        taken: OptionChanges = {}
-        if "depends_on" in kwargs and "depends_on" in self._option_names:
-            taken["depends_on"] = kwargs.pop("depends_on")
-        if "allow_failed" in kwargs and "allow_failed" in self._option_names:
-            taken["allow_failed"] = kwargs.pop("allow_failed")
-        return taken
+    def _call_options(self, kwargs: dict[str, Any]) -> OptionChanges:
+        """Take the shorthand options (``depends_on``, ``unique_key``, ``expires``...: see
+        enqueue) out of a call's keywords."""
+        if not kwargs:
+            return {}
+        taken: dict[str, Any] = {
+            name: kwargs.pop(name) for name in self._call_option_names.intersection(kwargs)
+        }
+        return typing.cast(OptionChanges, taken)
 
     def _refuse_options(self, kwargs: dict[str, Any]) -> None:
         if kwargs and not self._option_names.isdisjoint(kwargs):
@@ -329,6 +342,50 @@ class Task(Generic[P, R]):
                 f"task: use {self.name}.with_options({name}=...).enqueue(...) or "
                 f"{self.name}.s(...).with_options({name}=...)"
             )
+
+    # -- flow control --------------------------------------------------------------
+    def key_of(self, args: Sequence[Any], kwargs: Mapping[str, Any]) -> str | None:
+        """A job's fairness key: the task's key function called with the job's arguments
+        (see `_key_call`); None without one. A key function that raises, or returns
+        anything but a short str, is a FlowRuleError naming the task: nothing is sent."""
+        key = self.options.key
+        if key is None:
+            return None
+        positional, named = self._key_call(args, kwargs)
+        try:
+            value = key(*positional, **named)
+        except Exception as exc:
+            raise FlowRuleError(
+                f"task {self.name!r}: its key function raised {type(exc).__name__}: {exc}"
+            ) from exc
+        return check_key(value, f"task {self.name!r}: the key function's result")
+
+    def _key_call(
+        self, args: Sequence[Any], kwargs: Mapping[str, Any]
+    ) -> tuple[Sequence[Any], dict[str, Any]]:
+        """The job's arguments as the key function is called with them: by name (defaults
+        filled in), so ``key=lambda tenant, **_: tenant`` reads one whatever the call's
+        shape; positionally where a name cannot be used (positional-only, ``*args``). A
+        key function without ``**kwargs`` gets only the names it declares."""
+        bound = self._bind(args, dict(kwargs))
+        bound.apply_defaults()
+        if any(p.kind is inspect.Parameter.VAR_POSITIONAL for p in self._params):
+            return bound.args, bound.kwargs
+        positional: list[Any] = []
+        named: dict[str, Any] = {}
+        for param in self._params:
+            if param.name not in bound.arguments:
+                continue
+            value = bound.arguments[param.name]
+            if param.kind is inspect.Parameter.POSITIONAL_ONLY:
+                positional.append(value)
+            elif param.kind is inspect.Parameter.VAR_KEYWORD:
+                named.update(value)
+            else:
+                named[param.name] = value
+        if self._key_names is not None:
+            named = {name: value for name, value in named.items() if name in self._key_names}
+        return positional, named
 
     # -- arguments -----------------------------------------------------------------
     def encode_payload(
@@ -461,8 +518,8 @@ class BoundTask(Generic[P, R]):
         )
 
     async def enqueue(self, *args: P.args, **kwargs: P.kwargs) -> JobHandle[R]:
-        """`Task.enqueue` with these options (``depends_on=`` taken here too)."""
-        waits = self.task._dependency_options(kwargs)
+        """`Task.enqueue` with these options (the shorthand options taken here too)."""
+        waits = self.task._call_options(kwargs)
         spec = self.s(*args, **kwargs)
         return await (spec.with_options(**waits) if waits else spec).enqueue()
 
@@ -509,6 +566,20 @@ _INPUT = object()
 
 #: Parameter kinds a keyword can name.
 _NAMED = (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)
+
+
+def _key_names(key: Callable[..., str] | None) -> frozenset[str] | None:
+    """The keyword names a key function takes; None when it takes any (``**kwargs``), has
+    no key function, or its signature cannot be read."""
+    if key is None:
+        return None
+    try:
+        params = inspect.signature(key).parameters.values()
+    except (TypeError, ValueError):
+        return None
+    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params):
+        return None
+    return frozenset(p.name for p in params if p.kind in _NAMED)
 
 
 def _describe(fn: Callable[..., Any], signature: inspect.Signature) -> tuple[list[_Param], Any]:
