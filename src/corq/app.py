@@ -39,6 +39,7 @@ from corq.workflows import BatchHandle, WorkflowHandle
 log = logging.getLogger(__name__)
 P = ParamSpec("P")
 R = TypeVar("R")
+T = TypeVar("T")
 
 
 class _Register(Protocol):
@@ -49,6 +50,28 @@ class _Register(Protocol):
 
     @overload
     def __call__(self, fn: Callable[P, R], /) -> Task[P, R]: ...
+
+
+class _RegisterBatch(Protocol):
+    """What ``@app.task(batch_size=...)`` returns: the function takes a list of items
+    (``rows: list[Row]``), so each job takes one item and results in one item of the list
+    it returns (or None)."""
+
+    @overload
+    def __call__(
+        self, fn: Callable[[list[T]], Coroutine[Any, Any, None]], /
+    ) -> Task[[T], None]: ...
+
+    @overload
+    def __call__(
+        self, fn: Callable[[list[T]], Coroutine[Any, Any, list[R]]], /
+    ) -> Task[[T], R]: ...
+
+    @overload
+    def __call__(self, fn: Callable[[list[T]], None], /) -> Task[[T], None]: ...
+
+    @overload
+    def __call__(self, fn: Callable[[list[T]], list[R]], /) -> Task[[T], R]: ...
 
 
 class _Periodic(Protocol):
@@ -154,7 +177,37 @@ class App:
         over_limit: OverLimit | Literal["wait", "drop"] = OverLimit.WAIT,
         on_duplicate: OnDuplicate | Literal["keep", "replace", "cancel"] = OnDuplicate.KEEP,
         unique_for: timedelta | float = 0,
-        batch_size: int | None = None,
+        batch_size: int,
+        batch_wait: timedelta | float = 0,
+        batch_by_key: bool = False,
+    ) -> _RegisterBatch: ...
+
+    @overload
+    def task(
+        self,
+        fn: None = None,
+        /,
+        *,
+        name: str | None = None,
+        queue: str | None = None,
+        retries: int = 0,
+        timeout: float | None = None,
+        process: bool = False,
+        retry_on: type[BaseException] | Iterable[type[BaseException]] = (),
+        backoff: float = 1.0,
+        max_backoff: float = 300.0,
+        jitter: bool = True,
+        priority: int = 0,
+        concurrency: int | None = None,
+        key: Callable[..., str] | None = None,
+        key_concurrency: int | None = None,
+        rate_limit: str | Rate | None = None,
+        key_rate_limit: str | Rate | None = None,
+        key_weights: Mapping[str, int] | None = None,
+        over_limit: OverLimit | Literal["wait", "drop"] = OverLimit.WAIT,
+        on_duplicate: OnDuplicate | Literal["keep", "replace", "cancel"] = OnDuplicate.KEEP,
+        unique_for: timedelta | float = 0,
+        batch_size: None = None,
         batch_wait: timedelta | float = 0,
         batch_by_key: bool = False,
     ) -> _Register: ...
@@ -186,7 +239,7 @@ class App:
         batch_size: int | None = None,
         batch_wait: timedelta | float = 0,
         batch_by_key: bool = False,
-    ) -> Task[Any, Any] | _Register:
+    ) -> Task[Any, Any] | _Register | _RegisterBatch:
         """Register a function as a task: ``@app.task`` or ``@app.task(retries=3, timeout=10)``.
 
         Flow control (docs/design.md, "Flow control"), applied by the broker on all workers
@@ -431,6 +484,11 @@ class App:
         priority: int | None = None,
         depends_on: Sequence[DependencyLike] = (),
         allow_failed: bool = False,
+        unique_key: str | None = None,
+        debounce: float | timedelta | None = None,
+        max_wait: float | timedelta | None = None,
+        cooldown: float | timedelta | None = None,
+        expires: float | timedelta | None = None,
     ) -> JobHandle[Any]: ...
 
     async def enqueue(
@@ -445,13 +503,19 @@ class App:
         priority: int | None = None,
         depends_on: Sequence[DependencyLike] = (),
         allow_failed: bool = False,
+        unique_key: str | None = None,
+        debounce: float | timedelta | None = None,
+        max_wait: float | timedelta | None = None,
+        cooldown: float | timedelta | None = None,
+        expires: float | timedelta | None = None,
     ) -> JobHandle[Any]:
-        """Send a spec, or a job by task name with positional args (options as keywords;
-        `depends_on` and `allow_failed` as in EnqueueOptions)."""
+        """Send a spec, or a job by task name with positional args (options as keywords,
+        as in EnqueueOptions)."""
         client = self.client()
         if isinstance(target, JobSpec):
             given = (queue, delay, eta, job_id, priority, depends_on or None, allow_failed)
-            if args or given != (None,) * 6 + (False,):
+            flow = (unique_key, debounce, max_wait, cooldown, expires)
+            if args or given != (None,) * 6 + (False,) or flow != (None,) * 5:
                 raise ArgumentError("a job spec carries its own arguments and options")
             return await client.enqueue(target)
         return await client.enqueue(
@@ -464,6 +528,11 @@ class App:
             priority=priority,
             depends_on=depends_on,
             allow_failed=allow_failed,
+            unique_key=unique_key,
+            debounce=debounce,
+            max_wait=max_wait,
+            cooldown=cooldown,
+            expires=expires,
         )
 
     async def enqueue_many(self, specs: Sequence[JobSpec[R]]) -> list[JobHandle[R]]:

@@ -198,6 +198,11 @@ class Client:
         priority: int | None = None,
         depends_on: Sequence[DependencyLike] = (),
         allow_failed: bool = False,
+        unique_key: str | None = None,
+        debounce: float | timedelta | None = None,
+        max_wait: float | timedelta | None = None,
+        cooldown: float | timedelta | None = None,
+        expires: float | timedelta | None = None,
     ) -> JobHandle[Any]: ...
 
     async def enqueue(
@@ -214,6 +219,11 @@ class Client:
         priority: int | None = None,
         depends_on: Sequence[DependencyLike] = (),
         allow_failed: bool = False,
+        unique_key: str | None = None,
+        debounce: float | timedelta | None = None,
+        max_wait: float | timedelta | None = None,
+        cooldown: float | timedelta | None = None,
+        expires: float | timedelta | None = None,
     ) -> JobHandle[Any]:
         """Send a spec, or a job by task name (validated when the task is registered in
         this process; otherwise sent to the default queue unless `queue` says).
@@ -223,7 +233,8 @@ class Client:
         """
         if isinstance(target, JobSpec):
             options = (queue, delay, eta, job_id, priority, depends_on or None, allow_failed)
-            if args or kwargs or options != (None,) * 6 + (False,):
+            flow = (unique_key, debounce, max_wait, cooldown, expires)
+            if args or kwargs or options != (None,) * 6 + (False,) or flow != (None,) * 5:
                 raise ArgumentError("a job spec carries its own arguments and options")
             spec = target
         else:
@@ -239,6 +250,11 @@ class Client:
                     queue=queue,
                     depends_on=depends_on,  # type: ignore[arg-type]  # made Dependency values
                     allow_failed=allow_failed,
+                    unique_key=unique_key,
+                    debounce=debounce,
+                    max_wait=max_wait,
+                    cooldown=cooldown,
+                    expires=expires,
                 ),
             )
         return (await self.enqueue_many([spec]))[0]

@@ -255,6 +255,14 @@ class Task(Generic[P, R]):
                 "cannot be checked; wrap it in a plain function"
             ) from exc
         self._params, self.return_type = _describe(fn, self._signature)
+        #: Called with a list of jobs' arguments (``batch_size``): each job takes the one
+        #: item, checked against the list's item hint, and the function returns one result
+        #: per job (a list) or None.
+        self.batched = options.batch_size is not None
+        if self.batched:
+            self._signature, self._params, self.return_type = _batch_shape(
+                options.name, self._signature, self._params, self.return_type
+            )
         # Option names the function does not take as parameters: refused as call keywords,
         # so a call written for the old mixed form fails instead of changing meaning.
         self._option_names = OPTION_NAMES - {
@@ -564,6 +572,8 @@ def _as_call(
 #: Stands for the value a workflow job is given by its parents, while its call is checked.
 _INPUT = object()
 
+#: Parameter kinds a positional argument can fill.
+_POSITIONAL = (inspect.Parameter.POSITIONAL_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD)
 #: Parameter kinds a keyword can name.
 _NAMED = (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)
 
@@ -580,6 +590,38 @@ def _key_names(key: Callable[..., str] | None) -> frozenset[str] | None:
     if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params):
         return None
     return frozenset(p.name for p in params if p.kind in _NAMED)
+
+
+def _batch_shape(
+    name: TaskName, signature: inspect.Signature, params: list[_Param], returns: Any
+) -> tuple[inspect.Signature, list[_Param], Any]:
+    """A batched task's per-job shape: the function takes one list (``rows: list[Row]``),
+    so a job takes one item (a ``Row``) and results in one item of the returned list."""
+    required = [p for p in signature.parameters.values() if p.default is inspect.Parameter.empty]
+    if len(params) != 1 or len(required) != 1 or params[0].kind not in _POSITIONAL:
+        raise TaskDefinitionError(
+            f"task {name!r}: a batched task (batch_size=) takes one positional parameter, "
+            f"the list of its jobs' arguments (one item per job), got {signature}"
+        )
+    param = params[0]
+    item = _item_decoder(param.decoder, name, "its parameter must be a list")
+    result = _item_decoder(returns, name, "it must return a list (one result per job) or None")
+    job_signature = inspect.Signature(
+        [inspect.Parameter(param.name, inspect.Parameter.POSITIONAL_ONLY)]
+    )
+    return job_signature, [_Param(param.name, inspect.Parameter.POSITIONAL_ONLY, item)], result
+
+
+def _item_decoder(hint: Any, name: TaskName, what: str) -> Any:
+    """The item type of a ``list[T]`` / ``Sequence[T]`` hint (None: anything); a hint that
+    is not a list (nor None, for a result) is a TaskDefinitionError saying `what`."""
+    if hint is None or hint is type(None):
+        return None
+    origin = typing.get_origin(hint) or hint
+    if not (isinstance(origin, type) and issubclass(origin, Sequence)) or origin in (str, bytes):
+        raise TaskDefinitionError(f"task {name!r}: a batched task takes a list: {what}")
+    args = typing.get_args(hint)
+    return _decoder_for(args[0]) if args else None
 
 
 def _describe(fn: Callable[..., Any], signature: inspect.Signature) -> tuple[list[_Param], Any]:
