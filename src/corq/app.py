@@ -16,7 +16,7 @@ from corq.canvas import Batch, Chain, Chord, Flow, Group, Workflow
 from corq.client import Client, JobHandle
 from corq.clock import SystemClock
 from corq.errors import ArgumentError, ConfigError, ScheduleError, TaskDefinitionError
-from corq.flow import OnDuplicate, OverLimit, Rate
+from corq.flow import OnDuplicate, OverLimit, Rate, TaskRules
 from corq.limits import MAX_DELAY_S, check_priority
 from corq.retry import RetryPolicy, exception_classes
 from corq.schedule import CatchUp, Overlap, ScheduleDef, make_policy, make_rule
@@ -123,6 +123,11 @@ class App:
     def task_queues(self) -> set[QueueName]:
         """Every queue this app's tasks send to."""
         return {t.options.queue for t in self.registry.values()}
+
+    def flow_rules(self) -> list[TaskRules]:
+        """The flow-control rules of every registered task that has some (what a worker
+        stores with ``set_rules`` in each queue it serves, before it claims)."""
+        return [t.options.rules for t in self.registry.values() if t.options.rules.active]
 
     def configure(self, **changes: Any) -> None:
         """Change settings (e.g. url) before any connection is made."""

@@ -35,7 +35,7 @@ from corq.errors import (
     SerializationError,
     UpstreamFailedError,
 )
-from corq.flow import Dedupe, Outcome, TaskRules
+from corq.flow import Dedupe, FlowStats, Outcome, TaskRules
 from corq.job import TERMINAL_STATES, Job, JobStatus
 from corq.limits import check_payload_size, check_priority
 from corq.producer_checks import (
@@ -576,6 +576,11 @@ class Client:
             None if queues is None else [check_queue_name(q) for q in str_list(queues, "queues")]
         )
         return await self.backend.queue_stats(names)
+
+    async def flow_stats(self, queue: QueueName) -> FlowStats:
+        """What flow control did in a queue: expired, dropped and cooled-down jobs, lanes
+        waiting for a slot or a rate, jobs of each limited task and key running now."""
+        return await self.backend.flow_stats(check_queue_name(queue))
 
     async def list_dead(self, queue: QueueName, offset: int = 0, limit: int = 50) -> list[Job]:
         """Dead jobs of a queue, newest first."""

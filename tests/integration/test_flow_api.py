@@ -120,7 +120,7 @@ async def test_cooldown_drops_repeats_within_the_window(fake_app: FakeApp) -> No
     assert first.created
     assert repeat.outcome is Outcome.DROPPED
     assert repeat.id == first.id
-    assert (await app.client().backend.flow_stats("default")).cooled == 1
+    assert (await app.client().flow_stats("default")).cooled == 1
     clock.advance(61)
     assert (await ping.with_options(cooldown=60).enqueue()).created
 
@@ -173,7 +173,7 @@ async def test_a_job_not_started_by_its_deadline_expires(fake_app: FakeApp) -> N
     assert await job.status() is corq.JobStatus.EXPIRED
     with pytest.raises(corq.JobExpiredError, match=r"expired, never ran"):
         await job.result(timeout=5)
-    assert (await app.client().backend.flow_stats("default")).expired == 1
+    assert (await app.client().flow_stats("default")).expired == 1
 
 
 async def test_a_job_started_in_time_runs(fake_app: FakeApp) -> None:

@@ -329,3 +329,13 @@ def test_a_handle_says_what_the_enqueue_did(app: corq.App) -> None:
     assert not found.created
     assert "outcome=existing" in repr(found)
     assert client.job("j2", "default").outcome is None
+
+
+def test_the_app_lists_the_rules_its_workers_store(app: corq.App) -> None:
+    @app.task(concurrency=3)
+    async def limited() -> None: ...
+
+    @app.task
+    async def plain() -> None: ...
+
+    assert app.flow_rules() == [limited.options.rules]
