@@ -270,6 +270,7 @@ class Task(Generic[P, R]):
         }
         self._call_option_names = self._option_names & CALL_OPTION_NAMES
         self._key_names = _key_names(options.key)
+        self._check_key_names()
         # Plain positional calls (the common case) skip inspect's bind: it dominated the
         # worker's per-job cost. Any other call shape goes through bind as usual.
         positional = (inspect.Parameter.POSITIONAL_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD)
@@ -352,6 +353,28 @@ class Task(Generic[P, R]):
             )
 
     # -- flow control --------------------------------------------------------------
+    def _check_key_names(self) -> None:
+        """A key function asking for a name the task does not take fails on every job:
+        said at definition instead (when every argument is passed by name)."""
+        key = self.options.key
+        if key is None or any(p.kind not in _NAMED for p in self._params):
+            return
+        try:
+            params = inspect.signature(key).parameters.values()
+        except (TypeError, ValueError):
+            return
+        names = {p.name for p in self._params}
+        missing = sorted(
+            p.name
+            for p in params
+            if p.kind in _NAMED and p.default is inspect.Parameter.empty and p.name not in names
+        )
+        if missing:
+            raise FlowRuleError(
+                f"task {self.name!r}: its key function takes {', '.join(map(repr, missing))}, "
+                f"which the task does not: it is called with the task's arguments by name"
+            )
+
     def key_of(self, args: Sequence[Any], kwargs: Mapping[str, Any]) -> str | None:
         """A job's fairness key: the task's key function called with the job's arguments
         (see `_key_call`); None without one. A key function that raises, or returns

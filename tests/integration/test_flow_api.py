@@ -15,6 +15,7 @@ from datetime import timedelta
 import pytest
 
 import corq
+import corq.flow
 from corq.flow import Outcome
 from corq.testing import drain
 
@@ -218,3 +219,24 @@ async def test_uniqueness_is_refused_in_a_workflow_and_nothing_is_sent(app: corq
         )
     stats = await app.client().queue_stats(["default"])
     assert [s.ready for s in stats] in ([], [0])
+
+
+async def test_rules_are_stored_once_per_client_queue_and_task(app: corq.App) -> None:
+    @app.task(concurrency=5)
+    async def call_partner(order: int) -> None: ...
+
+    client = app.client()
+    await call_partner.enqueue(1)
+    # Given the rules changed in the broker since (as another app version would),
+    other = corq.flow.TaskRules(task="call_partner", concurrency=9)
+    await client.backend.set_rules("default", [other])
+    # When this client sends the task again, Then it does not store its rules again,
+    await call_partner.enqueue(2)
+    assert await client.backend.get_rules("default") == [other]
+    # while a new client (a restarted producer) stores them before its first enqueue.
+    fresh = app.new_client()
+    try:
+        await fresh.enqueue(call_partner.s(3))
+        assert await fresh.backend.get_rules("default") == [call_partner.options.rules]
+    finally:
+        await fresh.close()

@@ -339,3 +339,12 @@ def test_the_app_lists_the_rules_its_workers_store(app: corq.App) -> None:
     async def plain() -> None: ...
 
     assert app.flow_rules() == [limited.options.rules]
+
+
+def test_a_key_function_asking_for_an_unknown_argument_is_refused_at_definition(
+    app: corq.App,
+) -> None:
+    async def sync(tenant: str, since: int) -> None: ...
+
+    with pytest.raises(FlowRuleError, match=r"its key function takes 'account', which the task"):
+        app.task(key=lambda account: account)(sync)
