@@ -15,7 +15,6 @@ import msgspec
 from corq.aio import reraise_if_cancelling
 from corq.backends.base import (
     WORKFLOW_MAX_JOBS,
-    Admitted,
     Backend,
     NewJob,
     QueueStats,
@@ -25,7 +24,6 @@ from corq.errors import (
     ArgumentError,
     BrokerDataError,
     BrokerError,
-    EnqueueError,
     FlowRuleError,
     JobCancelledError,
     JobExpiredError,
@@ -399,7 +397,7 @@ class Client:
         """Admit the jobs; each handle names the job the broker says (an existing one for
         a taken unique key) and what it did."""
         await self.store_rules(jobs)
-        admitted = await self.with_retry(lambda: _admit_jobs(self.backend, jobs), "enqueue")
+        admitted = await self.with_retry(lambda: self.backend.admit_jobs(jobs), "enqueue")
         return [
             JobHandle(self, answer.job_id, job.queue, job.task, answer.outcome)
             for job, answer in zip(jobs, admitted, strict=True)
@@ -423,10 +421,7 @@ class Client:
             self._rules_stored.update((queue, name) for name in rules)
 
     async def _set_rules(self, queue: QueueName, rules: list[TaskRules]) -> None:
-        set_rules = getattr(self.backend, "set_rules", None)  # transitional: see _admit_jobs
-        if set_rules is None:
-            raise EnqueueError(f"this broker cannot store flow-control rules (queue {queue!r})")
-        await self.with_retry(lambda: set_rules(queue, rules), "store rules")
+        await self.with_retry(lambda: self.backend.set_rules(queue, rules), "store rules")
 
     # -- workflows -------------------------------------------------------------------
     @overload
@@ -627,23 +622,6 @@ class _Checked:
     unique_key: str | None
     start_by_ms: int | None
     dedupe: Dedupe | None
-
-
-async def _admit_jobs(backend: Backend, jobs: list[NewJob]) -> list[Admitted]:
-    """``backend.admit_jobs``. Transitional, until both brokers implement the flow-control
-    port: a broker without it takes plain jobs through ``enqueue_jobs`` (answered as
-    CREATED / EXISTS) and refuses jobs with flow-control directives."""
-    admit = getattr(backend, "admit_jobs", None)
-    if admit is not None:
-        answers: list[Admitted] = await admit(jobs)
-        return answers
-    if any(j.key or j.unique_key or j.start_by_ms or j.dedupe for j in jobs):
-        raise EnqueueError("this broker does not implement flow control (admit_jobs)")
-    created = await backend.enqueue_jobs(jobs)
-    return [
-        Admitted(job_id=j.id, outcome=Outcome.CREATED if new else Outcome.EXISTS)
-        for j, new in zip(jobs, created, strict=True)
-    ]
 
 
 def _task_dedupe(task: Task[Any, Any]) -> dict[str, Any]:
