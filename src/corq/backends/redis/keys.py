@@ -34,6 +34,15 @@ live in one Redis Cluster slot. ``$p`` is the key prefix (default ``corq``), ``$
                                         those watching it) have not all taken the end in
     $p:{$q}:notify:$id            SET   ids of the workflows watching that job (it is an
                                         external parent of theirs); its record has notify 1
+    $p:{$q}:unique                HASH  unique key -> id of the job holding it (a live job,
+                                        or one ended less than its unique_for_ms ago)
+    $p:{$q}:unique-kept           ZSET  unique key -> when its ended job's window closes:
+                                        the keys promotion prunes from unique
+    $p:{$q}:cooldown              HASH  cooldown key ('u:' unique key, or 't:' task) ->
+                                        '<until_ms>:<job id>' (the job that opened it)
+    $p:{$q}:cooldown-until        ZSET  cooldown key -> until_ms: the windows promotion prunes
+    $p:{$q}:flow                  HASH  flow-control counters of the queue (cooled: enqueues
+                                        a cooldown dropped)
 
 A job record holds the fields of ``JOB_FIELDS`` in ``corq/backends/record.py`` (by name,
 as text), plus ``score``: its ready score while it waits in ready or suspects.
@@ -232,6 +241,26 @@ class QueueKeys:
     def notify_prefix(self) -> str:
         """Scripts append a job id to this to reach the workflows watching that job."""
         return f"{self.tag}:notify:"
+
+    @property
+    def unique(self) -> str:
+        return f"{self.tag}:unique"
+
+    @property
+    def unique_kept(self) -> str:
+        return f"{self.tag}:unique-kept"
+
+    @property
+    def cooldown(self) -> str:
+        return f"{self.tag}:cooldown"
+
+    @property
+    def cooldown_until(self) -> str:
+        return f"{self.tag}:cooldown-until"
+
+    @property
+    def flow(self) -> str:
+        return f"{self.tag}:flow"
 
     def notify(self, job_id: JobId) -> str:
         return f"{self.notify_prefix}{job_id}"

@@ -19,6 +19,8 @@ KEYS[6] held           SET   ids this holder holds in the queue
 KEYS[7] suspects       ZSET  suspect job ids by score
 KEYS[8] dead           ZSET  dead job ids by finished_at_ms
 KEYS[9] outbox         ZSET  ended workflow jobs (a damaged one buried here ends)
+KEYS[10] unique        HASH  unique key -> job holding it (an end frees it)
+KEYS[11] unique_kept   ZSET  unique keys kept after their job's end
 ARGV[1] job_prefix     a record's key is job_prefix .. id
 ARGV[2] done_prefix    a job's done channel is done_prefix .. id
 ARGV[3] holder         the claiming holder
@@ -57,6 +59,8 @@ local held_key = KEYS[6]
 local suspects_key = KEYS[7]
 local dead_key = KEYS[8]
 local outbox_key = KEYS[9]
+local unique_key = KEYS[10]
+local unique_kept_key = KEYS[11]
 local job_prefix = ARGV[1]
 local done_prefix = ARGV[2]
 local holder = ARGV[3]
@@ -77,8 +81,10 @@ local q = {
   priority_min = priority_min, priority_max = priority_max, dead_max = dead_max,
   dead_ttl_ms = dead_ttl_ms,
 }
+q.unique, q.unique_kept = unique_key, unique_kept_key
 expect_types({workers_key, 'zset', ready_key, 'zset', delayed_key, 'zset', seq_key, 'string',
-  wake_key, 'list', held_key, 'set', suspects_key, 'zset', dead_key, 'zset', outbox_key, 'zset'})
+  wake_key, 'list', held_key, 'set', suspects_key, 'zset', dead_key, 'zset', outbox_key, 'zset',
+  unique_key, 'hash', unique_kept_key, 'zset'})
 
 if not redis.call('ZSCORE', workers_key, holder) then
   return {1}

@@ -16,6 +16,8 @@ KEYS[2] delayed         ZSET  delayed job ids by run_at_ms
 KEYS[3] dead            ZSET  dead job ids by finished_at_ms
 KEYS[4] wake            LIST  wake tokens
 KEYS[5] outbox          ZSET  ended workflow jobs: a dead one of a workflow joins it
+KEYS[6] unique          HASH  unique key -> job holding it (an end frees it)
+KEYS[7] unique_kept     ZSET  unique keys kept after their job's end
 ARGV[1] job_prefix      a record's key is job_prefix .. id
 ARGV[2] done_prefix     a job's done channel is done_prefix .. id
 ARGV[3] holder          the failing holder
@@ -39,6 +41,8 @@ local delayed_key = KEYS[2]
 local dead_key = KEYS[3]
 local wake_key = KEYS[4]
 local outbox_key = KEYS[5]
+local unique_key = KEYS[6]
+local unique_kept_key = KEYS[7]
 local job_prefix = ARGV[1]
 local done_prefix = ARGV[2]
 local holder = ARGV[3]
@@ -50,11 +54,12 @@ local FIRST, WIDTH = 8, 8
 
 local q = {dead = dead_key, outbox = outbox_key, job_prefix = job_prefix, done_prefix = done_prefix, batch = batch,
   dead_max = dead_max, dead_ttl_ms = dead_ttl_ms}
+q.unique, q.unique_kept = unique_key, unique_kept_key
 local FAIL_FIELDS = {'status', 'worker_id', 'fence', 'failures', 'deaths', 'death_log'}
 local FAIL_KINDS = {failures = COUNT, deaths = COUNT}
 
 expect_types({held_key, 'set', delayed_key, 'zset', dead_key, 'zset', wake_key, 'list',
-  outbox_key, 'zset'})
+  outbox_key, 'zset', unique_key, 'hash', unique_kept_key, 'zset'})
 
 local old_head = delayed_head(delayed_key)
 local earliest_retry = nil

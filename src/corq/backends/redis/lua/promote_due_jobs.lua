@@ -5,6 +5,9 @@ Scheduled jobs and failed jobs waiting for a retry both become queued, with a ne
 (priority, then the order of promotion); flagged suspects go back among the suspects. At
 most `batch` per call: the caller repeats while more may be due. A damaged record goes to
 the dead letters and the rest go on. One wake token per promoted job, the wake list capped.
+At most `batch` unique keys whose window after their job's end has closed, and as many
+closed cooldown windows, are pruned (the unique include); the next time one closes counts
+as a due time, so the promoter comes back for it.
 
 KEYS[1] delayed        ZSET  delayed job ids by run_at_ms
 KEYS[2] ready          ZSET  ready job ids by score
@@ -13,6 +16,10 @@ KEYS[4] wake           LIST  wake tokens
 KEYS[5] suspects       ZSET  where a promoted suspect goes
 KEYS[6] dead           ZSET  dead job ids by finished_at_ms
 KEYS[7] outbox         ZSET  ended workflow jobs (a damaged one buried here ends)
+KEYS[8] unique         HASH  unique key -> job holding it (an end frees it)
+KEYS[9] unique_kept    ZSET  unique keys kept after their job's end (pruned here)
+KEYS[10] cooldown      HASH  cooldown key -> '<until>:<job id>' (closed windows pruned here)
+KEYS[11] cooldown_until ZSET cooldown key -> until
 ARGV[1] job_prefix     a record's key is job_prefix .. id
 ARGV[2] done_prefix    a job's done channel is done_prefix .. id
 ARGV[3] now_ms         the caller's clock, or '' for the broker's; run_at_ms <= now is due
@@ -23,13 +30,14 @@ ARGV[7] wake_cap       longest the wake list may grow
 ARGV[8] dead_max       most dead letters kept (0: no limit)
 ARGV[9] dead_ttl_ms    longest a dead letter is kept (0: no limit)
 
-Returns: {promoted count, earliest run_at_ms left in the delayed set or nil, 1 when more
-may be due (call again) else 0}.
+Returns: {promoted count, earliest run_at_ms left in the delayed set (or pruning due) or
+nil, 1 when more may be due (call again) else 0}.
 ]]
 --- @include "now"
 --- @include "keys"
 --- @include "wake"
 --- @include "promote"
+--- @include "delayed"
 local delayed_key = KEYS[1]
 local ready_key = KEYS[2]
 local seq_key = KEYS[3]
@@ -37,6 +45,10 @@ local wake_key = KEYS[4]
 local suspects_key = KEYS[5]
 local dead_key = KEYS[6]
 local outbox_key = KEYS[7]
+local unique_key = KEYS[8]
+local unique_kept_key = KEYS[9]
+local cooldown_key = KEYS[10]
+local cooldown_until_key = KEYS[11]
 local job_prefix = ARGV[1]
 local done_prefix = ARGV[2]
 local now_ms = resolve_now(ARGV[3])
@@ -53,9 +65,12 @@ local q = {
   priority_min = priority_min, priority_max = priority_max, dead_max = dead_max,
   dead_ttl_ms = dead_ttl_ms,
 }
+q.unique, q.unique_kept = unique_key, unique_kept_key
+q.cooldown, q.cooldown_until = cooldown_key, cooldown_until_key
 
 expect_types({delayed_key, 'zset', ready_key, 'zset', seq_key, 'string', wake_key, 'list',
-  suspects_key, 'zset', dead_key, 'zset', outbox_key, 'zset'})
+  suspects_key, 'zset', dead_key, 'zset', outbox_key, 'zset', unique_key, 'hash', unique_kept_key,
+  'zset', cooldown_key, 'hash', cooldown_until_key, 'zset'})
 
 local promoted, buried, more = promote_due(q, now_ms, batch)
 if buried > 0 then
@@ -63,5 +78,6 @@ if buried > 0 then
 end
 push_wakes(wake_key, promoted, wake_cap)
 
-local first_due = redis.call('ZRANGE', delayed_key, 0, 0, 'WITHSCORES')
-return {promoted, first_due[2] or false, more and 1 or 0}
+local next_prune = prune_unique(q, now_ms, batch)
+local first_due = earlier(delayed_head(delayed_key), next_prune)
+return {promoted, first_due and int(first_due) or false, more and 1 or 0}

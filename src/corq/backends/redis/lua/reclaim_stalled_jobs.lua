@@ -24,6 +24,8 @@ KEYS[5] suspects        ZSET  jobs from max_deaths - 1 deaths on wait here
 KEYS[6] departed        SET   holders that deregistered while holding jobs
 KEYS[7] reclaiming      HASH  holder -> 1 departed / 0: holders whose jobs are being taken
 KEYS[8] outbox          ZSET  ended workflow jobs: one sent to the dead letters joins it
+KEYS[9] unique          HASH  unique key -> job holding it (an end frees it)
+KEYS[10] unique_kept    ZSET  unique keys kept after their job's end
 ARGV[1] job_prefix      a record's key is job_prefix .. id
 ARGV[2] held_prefix     a holder's held set is held_prefix .. holder
 ARGV[3] reclaim_prefix  the ids still to take back from a holder: reclaim_prefix .. holder
@@ -54,6 +56,8 @@ local suspects_key = KEYS[5]
 local departed_key = KEYS[6]
 local reclaiming_key = KEYS[7]
 local outbox_key = KEYS[8]
+local unique_key = KEYS[9]
+local unique_kept_key = KEYS[10]
 local job_prefix = ARGV[1]
 local held_prefix = ARGV[2]
 local reclaim_prefix = ARGV[3]
@@ -69,11 +73,13 @@ local dead_ttl_ms = tonumber(ARGV[12])
 
 local q = {dead = dead_key, outbox = outbox_key, job_prefix = job_prefix, done_prefix = done_prefix, batch = batch,
   dead_max = dead_max, dead_ttl_ms = dead_ttl_ms}
+q.unique, q.unique_kept = unique_key, unique_kept_key
 local RECLAIM_FIELDS = {'status', 'worker_id', 'deaths', 'death_log', 'score', 'suspect'}
 local AS_TEXT = {} -- deaths and score are checked once the record is known to be the holder's
 
 expect_types({workers_key, 'zset', ready_key, 'zset', dead_key, 'zset', wake_key, 'list',
-  suspects_key, 'zset', departed_key, 'set', reclaiming_key, 'hash', outbox_key, 'zset'})
+  suspects_key, 'zset', departed_key, 'set', reclaiming_key, 'hash', outbox_key, 'zset',
+  unique_key, 'hash', unique_kept_key, 'zset'})
 
 local out = {0}
 local requeued, buried = 0, 0

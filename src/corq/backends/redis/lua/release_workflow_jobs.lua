@@ -6,7 +6,8 @@ replay changes nothing: 'r' queues it (with a ready score: priority, then FIFO, 
 token) or, when its run_at_ms is still ahead of now, schedules it (delayed; a wake when it
 is the new head); 'u' .. error ends it upstream_failed and 'c' .. error cancelled, each an
 end itself: finished now, its record kept keep_ms, its waiters woken, and noted in the
-outbox only when another workflow watches it (its own took it in when deciding). A record
+outbox only when another workflow watches it (its own took it in when deciding), its unique
+key freed (see the unique include). A record
 that cannot be released (no valid priority or run_at_ms) goes to the dead letters (an end
 its workflow takes in from the outbox); one that is gone or not a hash is reported, for
 the caller to take in as dead.
@@ -18,6 +19,8 @@ KEYS[4] wake            LIST  wake tokens
 KEYS[5] outbox          ZSET  ended workflow jobs -> end time
 KEYS[6] waiting         SET   ids of jobs waiting for their parents
 KEYS[7] dead            ZSET  dead job ids by finished_at_ms
+KEYS[8] unique          HASH  unique key -> job holding it (an end frees it)
+KEYS[9] unique_kept     ZSET  unique keys kept after their job's end
 ARGV[1] job_prefix      a record's key is job_prefix .. id
 ARGV[2] done_prefix     a job's done channel is done_prefix .. id
 ARGV[3] now_ms          the caller's clock, or '' for the broker's
@@ -47,6 +50,8 @@ local wake_key = KEYS[4]
 local outbox_key = KEYS[5]
 local waiting_key = KEYS[6]
 local dead_key = KEYS[7]
+local unique_key = KEYS[8]
+local unique_kept_key = KEYS[9]
 local job_prefix = ARGV[1]
 local done_prefix = ARGV[2]
 local now_ms = resolve_now(ARGV[3])
@@ -61,11 +66,14 @@ local FIRST = 11
 
 local q = {dead = dead_key, outbox = outbox_key, job_prefix = job_prefix,
   done_prefix = done_prefix, batch = batch, dead_max = dead_max, dead_ttl_ms = dead_ttl_ms}
-local RELEASE_FIELDS = {'status', 'workflow', 'notify', 'priority', 'run_at_ms'}
+q.unique, q.unique_kept = unique_key, unique_kept_key
+local RELEASE_FIELDS = {'status', 'workflow', 'notify', 'priority', 'run_at_ms', 'unique_key',
+  'unique_for_ms'}
 local AS_TEXT = {}
 
 expect_types({ready_key, 'zset', delayed_key, 'zset', seq_key, 'string', wake_key, 'list',
-  outbox_key, 'zset', waiting_key, 'set', dead_key, 'zset'})
+  outbox_key, 'zset', waiting_key, 'set', dead_key, 'zset', unique_key, 'hash', unique_kept_key,
+  'zset'})
 
 local old_head = delayed_head(delayed_key)
 local earliest_delayed = nil
@@ -111,6 +119,7 @@ local function finish(key, id, job, state, err)
   if note_end(outbox_key, id, now_text, false, job.notify) then
     noted = noted + 1
   end
+  free_unique(q, id, job.unique_key, job.unique_for_ms, now_text)
 end
 
 for at = FIRST, #ARGV, 3 do

@@ -5,7 +5,7 @@ delayed, seq, wake (keys), job_prefix, priority_max, wake_cap.
 
 NEW_WIDTH: how many values one job takes: its NEW_FIELDS values (see the fields include),
 in that order.
-enqueue_new(q, values, first, count): the `count` jobs whose values sit in the table
+enqueue_new(q, values, first, count, rules): the `count` jobs whose values sit in the table
 `values` (ARGV, say) from index `first` on, NEW_WIDTH each. A job whose id has a key
 already, or came earlier in the call, is left alone. Each other job's record gets its NEW
 fields (an optional one, without a default, only when it is not ''), the counters the
@@ -15,6 +15,9 @@ then FIFO: one INCRBY reserves the call's numbers). One wake token per ready job
 plus one when a new delayed job is due before everything already delayed (a worker claims
 and learns the new next_due_ms); the wake list is capped. The caller has checked ids,
 priorities and key types. Returns one integer per job, in order: 1 created, 0 existed.
+With `rules` (the dedupe include's read_rules, when any job of the call has a unique key or
+a dedupe), the jobs go one by one through the dedupe include's admit_new instead, which
+writes each with write_new and may reply {outcome, job id} for a job.
 enqueue_waiting(q, values, first, count): the same jobs written as waiting for their
 parents (a workflow's): the record as above with status waiting, the id in the set q.waiting
 (a key), in no lane and waking no one (a workflow's release queues them). Returns the same.
@@ -93,42 +96,65 @@ local function add_optional(values, at, n)
   return n
 end
 
-local function enqueue_new(q, values, first, count)
+-- Write the new job at `at`: scheduled in the delayed set when it runs later, else queued
+-- in ready with the score of `seq`. Returns its run_at when delayed, else nil.
+local function write_new(q, values, at, seq)
+  local id, run_at = values[at + ENQ_AT.id], values[at + ENQ_AT.run_at_ms]
+  local key = q.job_prefix .. id
+  if tonumber(run_at) > tonumber(values[at + ENQ_AT.enqueued_at_ms]) then
+    local n = add_optional(values, at, fill_record(values, at, 'scheduled'))
+    redis.call('HSET', key, unpack(enq_record, 1, n))
+    redis.call('ZADD', q.delayed, run_at, id)
+    return tonumber(run_at)
+  end
+  local score = ready_score(q.priority_max, tonumber(values[at + ENQ_AT.priority]), seq)
+  local n = fill_record(values, at, 'queued')
+  enq_record[n + 1], enq_record[n + 2] = 'score', score
+  n = add_optional(values, at, n + 2)
+  redis.call('HSET', key, unpack(enq_record, 1, n))
+  redis.call('ZADD', q.ready, score, id)
+  return nil
+end
+
+-- The jobs without flow-control directives: pass 1 finds the new ones, one INCRBY
+-- reserves their ready numbers. Returns the replies, how many went ready, the earliest
+-- delayed time.
+local function write_plain(q, values, first, count)
   local created, new_ready = new_ids(q, values, first, count)
   local seq = 0
   if new_ready > 0 then
     seq = redis.call('INCRBY', q.seq, new_ready) - new_ready
   end
-  local old_head = delayed_head(q.delayed)
   local earliest_delayed = nil
-  local at_id, at_run, at_enqueued = ENQ_AT.id, ENQ_AT.run_at_ms, ENQ_AT.enqueued_at_ms
   for i = 1, count do
     if created[i] == 1 then
       local at = first + (i - 1) * NEW_WIDTH
-      local id, run_at = values[at + at_id], values[at + at_run]
-      local key = q.job_prefix .. id
-      if tonumber(run_at) > tonumber(values[at + at_enqueued]) then
-        local n = add_optional(values, at, fill_record(values, at, 'scheduled'))
-        redis.call('HSET', key, unpack(enq_record, 1, n))
-        redis.call('ZADD', q.delayed, run_at, id)
-        earliest_delayed = earlier(earliest_delayed, tonumber(run_at))
+      local delayed_to = write_new(q, values, at, seq + 1)
+      if delayed_to then
+        earliest_delayed = earlier(earliest_delayed, delayed_to)
       else
         seq = seq + 1
-        local score = ready_score(q.priority_max, tonumber(values[at + ENQ_AT.priority]), seq)
-        local n = fill_record(values, at, 'queued')
-        enq_record[n + 1], enq_record[n + 2] = 'score', score
-        n = add_optional(values, at, n + 2)
-        redis.call('HSET', key, unpack(enq_record, 1, n))
-        redis.call('ZADD', q.ready, score, id)
       end
     end
   end
-  local wanted = new_ready
+  return created, new_ready, earliest_delayed
+end
+
+--- @include "dedupe"
+
+local function enqueue_new(q, values, first, count, rules)
+  local old_head = delayed_head(q.delayed)
+  local out, wanted, earliest_delayed
+  if rules then
+    out, wanted, earliest_delayed = admit_new(q, values, first, count, rules, write_new)
+  else
+    out, wanted, earliest_delayed = write_plain(q, values, first, count)
+  end
   if is_new_head(earliest_delayed, old_head) then
     wanted = wanted + 1
   end
   push_wakes(q.wake, wanted, q.wake_cap)
-  return created
+  return out
 end
 
 local function enqueue_waiting(q, values, first, count)
