@@ -51,10 +51,10 @@ class Scripts(ScheduleScripts, WorkflowScripts):
         now_ms: int | None,
     ) -> ScriptCall[ClaimBatch]:
         queue_keys = [keys.workers, keys.ready, keys.delayed, keys.seq, keys.wake]
-        queue_keys += [keys.held(holder), keys.suspects, keys.dead, keys.outbox]
+        queue_keys += [keys.held(holder), keys.suspects, keys.dead, keys.outbox, *keys.flow_keys]
         args: list[Arg] = [keys.job_prefix, keys.done_prefix, holder, max(0, count)]
         args += [max(0, suspects), lease_ms, now_arg(now_ms), BATCH, PRIORITY_MIN, PRIORITY_MAX]
-        args += [*self._dead_bounds, keys.queue]
+        args += [*self._dead_bounds, keys.queue, *keys.flow_prefixes]
         return self._call("claim_jobs", queue_keys, args, replies.claim_batch)
 
     def list_held_jobs(
@@ -67,9 +67,9 @@ class Scripts(ScheduleScripts, WorkflowScripts):
 
     def promote_due_jobs(self, keys: QueueKeys, *, now_ms: int | None) -> ScriptCall[Promoted]:
         queue_keys = [keys.delayed, keys.ready, keys.seq, keys.wake, keys.suspects, keys.dead]
-        queue_keys.append(keys.outbox)
+        queue_keys += [keys.outbox, *keys.flow_keys]
         args: list[Arg] = [keys.job_prefix, keys.done_prefix, now_arg(now_ms), BATCH]
-        args += [PRIORITY_MIN, PRIORITY_MAX, WAKE_CAP, *self._dead_bounds]
+        args += [PRIORITY_MIN, PRIORITY_MAX, WAKE_CAP, *self._dead_bounds, *keys.flow_prefixes]
         return self._call("promote_due_jobs", queue_keys, args, replies.promoted)
 
     def complete_jobs(

@@ -19,6 +19,8 @@ KEYS[6] held           SET   ids this holder holds in the queue
 KEYS[7] suspects       ZSET  suspect job ids by score
 KEYS[8] dead           ZSET  dead job ids by finished_at_ms
 KEYS[9] outbox         ZSET  ended workflow jobs (a damaged one buried here ends)
+KEYS[10..17] rules, groups, parked, throttled, active, tat, flow, expiring: flow control
+        (see the lanes and limits includes, and keys.py)
 ARGV[1] job_prefix     a record's key is job_prefix .. id
 ARGV[2] done_prefix    a job's done channel is done_prefix .. id
 ARGV[3] holder         the claiming holder
@@ -32,6 +34,13 @@ ARGV[10] priority_max  highest valid priority (for the ready score)
 ARGV[11] dead_max      most dead letters kept (0: no limit)
 ARGV[12] dead_ttl_ms   longest a dead letter is kept (0: no limit)
 ARGV[13] queue         the queue's name (handed out with each job)
+ARGV[14] lane_prefix   a lane's jobs are lane_prefix .. lane
+ARGV[15] keys_prefix   a task's rotation of keys is keys_prefix .. task
+
+Flow control costs a queue without it one EXISTS: with lanes, throttled lanes or deadlines,
+promotion also ends the jobs past their deadline and restores the throttled lanes due, and
+the ready jobs come from the rotations (take_laned); next_due_ms is then the earlier of the
+delayed head and the next throttled lane.
 
 A claim reads each record's CLAIMED and CHECKED fields (see the fields include) with their
 kinds, bar those it sets itself (id, queue, suspect); a priority is required.
@@ -70,12 +79,18 @@ local priority_max = tonumber(ARGV[10])
 local dead_max = tonumber(ARGV[11])
 local dead_ttl_ms = tonumber(ARGV[12])
 local queue = ARGV[13]
+local rules_key, groups_key, parked_key, throttled_key = KEYS[10], KEYS[11], KEYS[12], KEYS[13]
+local active_key, tat_key, flow_key, expiring_key = KEYS[14], KEYS[15], KEYS[16], KEYS[17]
+local lane_prefix = ARGV[14]
+local keys_prefix = ARGV[15]
 
 local q = {
   ready = ready_key, delayed = delayed_key, suspects = suspects_key, seq = seq_key,
   dead = dead_key, outbox = outbox_key, job_prefix = job_prefix, done_prefix = done_prefix, batch = batch,
   priority_min = priority_min, priority_max = priority_max, dead_max = dead_max,
-  dead_ttl_ms = dead_ttl_ms,
+  dead_ttl_ms = dead_ttl_ms, rules = rules_key, groups = groups_key, parked = parked_key,
+  throttled = throttled_key, active = active_key, tat = tat_key, flow = flow_key,
+  expiring = expiring_key, lane_prefix = lane_prefix, keys_prefix = keys_prefix,
 }
 expect_types({workers_key, 'zset', ready_key, 'zset', delayed_key, 'zset', seq_key, 'string',
   wake_key, 'list', held_key, 'set', suspects_key, 'zset', dead_key, 'zset', outbox_key, 'zset'})
@@ -85,7 +100,14 @@ if not redis.call('ZSCORE', workers_key, holder) then
 end
 redis.call('ZADD', workers_key, int(now_ms + lease_ms), holder)
 
+local flowing = redis.call('EXISTS', groups_key, throttled_key, expiring_key) > 0
+if flowing then
+  expect_types({rules_key, 'hash', groups_key, 'zset', parked_key, 'set', throttled_key, 'zset',
+    active_key, 'hash', tat_key, 'hash', flow_key, 'hash', expiring_key, 'zset'})
+  promote_flow(q, now_ms, batch)
+end
 local _, buried = promote_due(q, now_ms, batch)
+flowing = flowing or q.made_laned == true
 
 local out = {0, false, 0}
 local c = claim_context(q, holder, held_key, queue, now_ms, out)
@@ -93,14 +115,23 @@ local c = claim_context(q, holder, held_key, queue, now_ms, out)
 count = math.min(count, batch) -- one call stays bounded; the worker claims again for more
 if count > 0 then
   local from_suspects = take_jobs(c, suspects_key, math.min(suspects_wanted, count), '1')
-  take_jobs(c, ready_key, count - from_suspects, '0')
+  if flowing then
+    take_laned(c, count - from_suspects)
+  else
+    take_jobs(c, ready_key, count - from_suspects, '0')
+  end
 end
 
 buried = buried + c.buried
 if buried > 0 then
   trim_dead(q, now_ms)
 end
-chain_wake(wake_key, ready_key)
-out[2] = delayed_head(delayed_key) or false
+if flowing then
+  chain_wake(wake_key, groups_key)
+  out[2] = earlier(delayed_head(delayed_key), throttled_head(q)) or false
+else
+  chain_wake(wake_key, ready_key)
+  out[2] = delayed_head(delayed_key) or false
+end
 out[3] = redis.call('ZCARD', suspects_key)
 return out

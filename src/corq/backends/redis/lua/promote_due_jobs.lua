@@ -13,6 +13,7 @@ KEYS[4] wake           LIST  wake tokens
 KEYS[5] suspects       ZSET  where a promoted suspect goes
 KEYS[6] dead           ZSET  dead job ids by finished_at_ms
 KEYS[7] outbox         ZSET  ended workflow jobs (a damaged one buried here ends)
+KEYS[8..15] rules, groups, parked, throttled, active, tat, flow, expiring: flow control
 ARGV[1] job_prefix     a record's key is job_prefix .. id
 ARGV[2] done_prefix    a job's done channel is done_prefix .. id
 ARGV[3] now_ms         the caller's clock, or '' for the broker's; run_at_ms <= now is due
@@ -22,6 +23,12 @@ ARGV[6] priority_max   highest valid priority (for the ready score)
 ARGV[7] wake_cap       longest the wake list may grow
 ARGV[8] dead_max       most dead letters kept (0: no limit)
 ARGV[9] dead_ttl_ms    longest a dead letter is kept (0: no limit)
+ARGV[10] lane_prefix   a lane's jobs are lane_prefix .. lane
+ARGV[11] keys_prefix   a task's rotation of keys is keys_prefix .. task
+A promoted job goes back to its lane (the record's); with throttled lanes or deadlines
+(one EXISTS) the jobs past their deadline end expired first and the throttled lanes due
+are restored; the earliest time returned is then the earlier of the delayed head and the
+next throttled lane.
 
 Returns: {promoted count, earliest run_at_ms left in the delayed set or nil, 1 when more
 may be due (call again) else 0}.
@@ -30,6 +37,8 @@ may be due (call again) else 0}.
 --- @include "keys"
 --- @include "wake"
 --- @include "promote"
+--- @include "delayed"
+--- @include "limits"
 local delayed_key = KEYS[1]
 local ready_key = KEYS[2]
 local seq_key = KEYS[3]
@@ -46,12 +55,18 @@ local priority_max = tonumber(ARGV[6])
 local wake_cap = tonumber(ARGV[7])
 local dead_max = tonumber(ARGV[8])
 local dead_ttl_ms = tonumber(ARGV[9])
+local rules_key, groups_key, parked_key, throttled_key = KEYS[8], KEYS[9], KEYS[10], KEYS[11]
+local active_key, tat_key, flow_key, expiring_key = KEYS[12], KEYS[13], KEYS[14], KEYS[15]
+local lane_prefix = ARGV[10]
+local keys_prefix = ARGV[11]
 
 local q = {
   ready = ready_key, delayed = delayed_key, suspects = suspects_key, seq = seq_key,
   dead = dead_key, outbox = outbox_key, job_prefix = job_prefix, done_prefix = done_prefix, batch = batch,
   priority_min = priority_min, priority_max = priority_max, dead_max = dead_max,
-  dead_ttl_ms = dead_ttl_ms,
+  dead_ttl_ms = dead_ttl_ms, rules = rules_key, groups = groups_key, parked = parked_key,
+  throttled = throttled_key, active = active_key, tat = tat_key, flow = flow_key,
+  expiring = expiring_key, lane_prefix = lane_prefix, keys_prefix = keys_prefix,
 }
 
 expect_types({delayed_key, 'zset', ready_key, 'zset', seq_key, 'string', wake_key, 'list',
