@@ -34,10 +34,10 @@ class Scripts(ScheduleScripts, WorkflowScripts):
     """The scripts, registered on one client (their SHA1s are computed once)."""
 
     def enqueue_jobs(self, keys: QueueKeys, *, jobs: Sequence[NewJob]) -> ScriptCall[list[bool]]:
-        args: list[Arg] = [keys.job_prefix, PRIORITY_MAX, WAKE_CAP]
+        args: list[Arg] = [keys.job_prefix, PRIORITY_MAX, WAKE_CAP, *keys.flow_prefixes]
         for job in jobs:
             args += new_values(job)
-        queue_keys = [keys.ready, keys.delayed, keys.seq, keys.wake]
+        queue_keys = [keys.ready, keys.delayed, keys.seq, keys.wake, *keys.flow_keys]
         return self._call("enqueue_jobs", queue_keys, args, replies.flags)
 
     def claim_jobs(
@@ -82,31 +82,32 @@ class Scripts(ScheduleScripts, WorkflowScripts):
     ) -> ScriptCall[list[bool]]:
         """`jobs`: (id, fence, result, finished_at_ms) each."""
         args: list[Arg] = [keys.job_prefix, keys.done_prefix, holder, result_ttl_ms]
-        args.append(WORKFLOW_KEEP_MS)
+        args += [WORKFLOW_KEEP_MS, *keys.flow_prefixes]
         for job_id, fence, result, finished_at_ms in jobs:
             args += [job_id, fence, result, finished_at_ms]
-        queue_keys = [keys.held(holder), keys.outbox]
+        queue_keys = [keys.held(holder), keys.outbox, *keys.flow_keys]
         return self._call("complete_jobs", queue_keys, args, replies.flags)
 
     def fail_jobs(
         self, keys: QueueKeys, *, holder: WorkerId, failures: Sequence[Failure]
     ) -> ScriptCall[list[bool]]:
         args: list[Arg] = [keys.job_prefix, keys.done_prefix, holder, WAKE_CAP, BATCH]
-        args += self._dead_bounds
+        args += [*self._dead_bounds, *keys.flow_prefixes]
         for f in failures:
             retry_at = "" if f.retry_at_ms is None else f.retry_at_ms
             args += [f.job_id, f.fence, int(f.counted), int(f.died), f.error, f.traceback or ""]
             args += [retry_at, f.finished_at_ms]
         queue_keys = [keys.held(holder), keys.delayed, keys.dead, keys.wake, keys.outbox]
+        queue_keys += keys.flow_keys
         return self._call("fail_jobs", queue_keys, args, replies.flags)
 
     def release_jobs(
         self, keys: QueueKeys, *, holder: WorkerId, releases: Sequence[Release]
     ) -> ScriptCall[list[bool]]:
-        args: list[Arg] = [keys.job_prefix, holder, WAKE_CAP]
+        args: list[Arg] = [keys.job_prefix, holder, WAKE_CAP, *keys.flow_prefixes]
         for r in releases:
             args += [r.job_id, r.fence, int(r.unstarted), int(r.died), int(r.suspect)]
-        queue_keys = [keys.held(holder), keys.ready, keys.wake, keys.suspects]
+        queue_keys = [keys.held(holder), keys.ready, keys.wake, keys.suspects, *keys.flow_keys]
         return self._call("release_jobs", queue_keys, args, replies.flags)
 
     def reclaim_stalled_jobs(
@@ -119,10 +120,10 @@ class Scripts(ScheduleScripts, WorkflowScripts):
         ended_only: bool,
     ) -> ScriptCall[StalledBatch]:
         queue_keys = [keys.workers, keys.ready, keys.dead, keys.wake, keys.suspects]
-        queue_keys += [keys.departed, keys.reclaiming, keys.outbox]
+        queue_keys += [keys.departed, keys.reclaiming, keys.outbox, *keys.flow_keys]
         args: list[Arg] = [keys.job_prefix, keys.held_prefix, keys.reclaim_prefix]
         args += [keys.done_prefix, now_arg(now_ms), max_deaths, backstop, BATCH, WAKE_CAP]
-        args += [int(ended_only), *self._dead_bounds]
+        args += [int(ended_only), *self._dead_bounds, *keys.flow_prefixes]
         return self._call("reclaim_stalled_jobs", queue_keys, args, replies.stalled)
 
     def register_worker(
@@ -153,8 +154,9 @@ class Scripts(ScheduleScripts, WorkflowScripts):
         self, keys: QueueKeys, *, job_id: JobId, now_ms: int | None, ttl_ms: int
     ) -> ScriptCall[bool]:
         queue_keys = [keys.job(job_id), keys.ready, keys.delayed, keys.suspects, keys.outbox]
-        queue_keys.append(keys.waiting)
+        queue_keys += [keys.waiting, *keys.flow_keys]
         args: list[Arg] = [job_id, keys.done(job_id), now_arg(now_ms), ttl_ms, WORKFLOW_KEEP_MS]
+        args += keys.flow_prefixes
         return self._call("cancel_job", queue_keys, args, bool)
 
     def set_progress(
@@ -174,12 +176,12 @@ class Scripts(ScheduleScripts, WorkflowScripts):
     ) -> ScriptCall[tuple[int, int]]:
         """The `job_ids`, or (with `snapshot`) the next BATCH ids of that snapshot of the dead
         letters, taken now when `take_snapshot`. Returns (moved, looked at)."""
-        queue_keys = [keys.dead, keys.ready, keys.seq, keys.wake]
+        queue_keys = [keys.dead, keys.ready, keys.seq, keys.wake, *keys.flow_keys]
         if snapshot is not None:
             queue_keys.append(snapshot)
         ttl_ms = SNAPSHOT_TTL_MS if take_snapshot else 0
         args: list[Arg] = [keys.job_prefix, now_arg(now_ms), PRIORITY_MIN, PRIORITY_MAX, WAKE_CAP]
-        args += [BATCH, ttl_ms, *job_ids]
+        args += [BATCH, ttl_ms, *keys.flow_prefixes, *job_ids]
         return self._call("retry_dead_jobs", queue_keys, args, replies.pair)
 
     def purge_dead_jobs(
@@ -190,9 +192,16 @@ class Scripts(ScheduleScripts, WorkflowScripts):
             "purge_dead_jobs", [keys.dead], [keys.job_prefix, BATCH, *job_ids], replies.pair
         )
 
+    def set_rules(self, keys: QueueKeys, *, rules: Sequence[tuple[str, str]]) -> ScriptCall[int]:
+        """`rules`: (task, encoded rules or '' to remove them) each."""
+        args: list[Arg] = [*keys.flow_prefixes]
+        for task, encoded in rules:
+            args += [task, encoded]
+        return self._call("set_rules", keys.flow_keys, args, int)
+
     def count_queue_jobs(self, keys: QueueKeys) -> ScriptCall[QueueCounts]:
         queue_keys = [keys.ready, keys.delayed, keys.dead, keys.workers, keys.suspects]
-        queue_keys.append(keys.reclaiming)
+        queue_keys += [keys.reclaiming, keys.flow]
         args: list[Arg] = [keys.held_prefix, keys.reclaim_prefix]
         return self._call("count_queue_jobs", queue_keys, args, replies.counts)
 

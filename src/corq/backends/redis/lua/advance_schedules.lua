@@ -20,6 +20,14 @@ KEYS[2] ready           ZSET  ready job ids by score
 KEYS[3] delayed         ZSET  delayed job ids by run_at_ms
 KEYS[4] seq             STR   counter behind the FIFO part of ready scores
 KEYS[5] wake            LIST  wake tokens idle workers block on
+KEYS[6]  rules           HASH  task -> its encoded rules
+KEYS[7]  groups          ZSET  the rotation of groups (ruled tasks, '' plain)
+KEYS[8]  parked          SET   groups and keys at their concurrency
+KEYS[9]  throttled       ZSET  groups and keys over a rate -> when due
+KEYS[10] active          HASH  running counts per task and lane
+KEYS[11] tat             HASH  GCRA theoretical arrival times
+KEYS[12] flow            HASH  counters (expired, dropped, laned, turn)
+KEYS[13] expiring        ZSET  job id -> start_by_ms
 ARGV[1] record_prefix   a schedule's record is record_prefix .. name
 ARGV[2] fired_prefix    its fired ticks: fired_prefix .. name
 ARGV[3] runs_prefix     its runs: runs_prefix .. name
@@ -32,7 +40,9 @@ ARGV[9] now_ms          the caller's clock, or '' for the broker's
 ARGV[10] fired_keep     fired ticks kept one by one
 ARGV[11] log_keep       entries each log keeps
 ARGV[12] queue          this queue's name (written in each run)
-ARGV[13..] per step, STEP_WIDTH values: name, step (a TickStep value), tick_ms, kind,
+ARGV[13] lane_prefix    a lane's jobs are lane_prefix .. lane
+ARGV[14] keys_prefix    a task's rotation of keys is keys_prefix .. task
+ARGV[15..] per step, STEP_WIDTH values: name, step (a TickStep value), tick_ms, kind,
 reason, has_skipped (1/0), the skipped ticks' first, last, count, reason and at_ms (''
 without), has_job (1/0), then the job's NEW_FIELDS values ('' without; see the enqueue
 include)
@@ -60,7 +70,17 @@ local now_ms = resolve_now(ARGV[9])
 local fired_keep = tonumber(ARGV[10])
 local log_keep = tonumber(ARGV[11])
 local queue = ARGV[12]
-local FIRST = 13
+local rules_key = KEYS[6]
+local groups_key = KEYS[7]
+local parked_key = KEYS[8]
+local throttled_key = KEYS[9]
+local active_key = KEYS[10]
+local tat_key = KEYS[11]
+local flow_key = KEYS[12]
+local expiring_key = KEYS[13]
+local lane_prefix = ARGV[13]
+local keys_prefix = ARGV[14]
+local FIRST = 15
 local FIXED = 12 -- values of a step before its job's
 local STEP_WIDTH = FIXED + NEW_WIDTH
 
@@ -70,6 +90,8 @@ local q = {
   ready = ready_key, delayed = delayed_key, seq = seq_key, wake = wake_key,
   job_prefix = job_prefix, priority_max = priority_max, wake_cap = wake_cap,
 }
+with_flow(q, rules_key, groups_key, parked_key, throttled_key, active_key, tat_key,
+  flow_key, expiring_key, lane_prefix, keys_prefix)
 -- A slot fence that is not a number (another program's) is overwritten by the next write.
 local slot_fence = tonumber(redis.call('GET', fence_key) or '0') or 0
 

@@ -19,8 +19,14 @@ KEYS[6] held           SET   ids this holder holds in the queue
 KEYS[7] suspects       ZSET  suspect job ids by score
 KEYS[8] dead           ZSET  dead job ids by finished_at_ms
 KEYS[9] outbox         ZSET  ended workflow jobs (a damaged one buried here ends)
-KEYS[10..17] rules, groups, parked, throttled, active, tat, flow, expiring: flow control
-        (see the lanes and limits includes, and keys.py)
+KEYS[10] rules           HASH  task -> its encoded rules
+KEYS[11] groups          ZSET  the rotation of groups (ruled tasks, '' plain)
+KEYS[12] parked          SET   groups and keys at their concurrency
+KEYS[13] throttled       ZSET  groups and keys over a rate -> when due
+KEYS[14] active          HASH  running counts per task and lane
+KEYS[15] tat             HASH  GCRA theoretical arrival times
+KEYS[16] flow            HASH  counters (expired, dropped, laned, turn)
+KEYS[17] expiring        ZSET  job id -> start_by_ms
 ARGV[1] job_prefix     a record's key is job_prefix .. id
 ARGV[2] done_prefix    a job's done channel is done_prefix .. id
 ARGV[3] holder         the claiming holder
@@ -79,8 +85,14 @@ local priority_max = tonumber(ARGV[10])
 local dead_max = tonumber(ARGV[11])
 local dead_ttl_ms = tonumber(ARGV[12])
 local queue = ARGV[13]
-local rules_key, groups_key, parked_key, throttled_key = KEYS[10], KEYS[11], KEYS[12], KEYS[13]
-local active_key, tat_key, flow_key, expiring_key = KEYS[14], KEYS[15], KEYS[16], KEYS[17]
+local rules_key = KEYS[10]
+local groups_key = KEYS[11]
+local parked_key = KEYS[12]
+local throttled_key = KEYS[13]
+local active_key = KEYS[14]
+local tat_key = KEYS[15]
+local flow_key = KEYS[16]
+local expiring_key = KEYS[17]
 local lane_prefix = ARGV[14]
 local keys_prefix = ARGV[15]
 

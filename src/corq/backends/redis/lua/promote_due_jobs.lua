@@ -13,7 +13,14 @@ KEYS[4] wake           LIST  wake tokens
 KEYS[5] suspects       ZSET  where a promoted suspect goes
 KEYS[6] dead           ZSET  dead job ids by finished_at_ms
 KEYS[7] outbox         ZSET  ended workflow jobs (a damaged one buried here ends)
-KEYS[8..15] rules, groups, parked, throttled, active, tat, flow, expiring: flow control
+KEYS[8]  rules           HASH  task -> its encoded rules
+KEYS[9]  groups          ZSET  the rotation of groups (ruled tasks, '' plain)
+KEYS[10] parked          SET   groups and keys at their concurrency
+KEYS[11] throttled       ZSET  groups and keys over a rate -> when due
+KEYS[12] active          HASH  running counts per task and lane
+KEYS[13] tat             HASH  GCRA theoretical arrival times
+KEYS[14] flow            HASH  counters (expired, dropped, laned, turn)
+KEYS[15] expiring        ZSET  job id -> start_by_ms
 ARGV[1] job_prefix     a record's key is job_prefix .. id
 ARGV[2] done_prefix    a job's done channel is done_prefix .. id
 ARGV[3] now_ms         the caller's clock, or '' for the broker's; run_at_ms <= now is due
@@ -55,8 +62,14 @@ local priority_max = tonumber(ARGV[6])
 local wake_cap = tonumber(ARGV[7])
 local dead_max = tonumber(ARGV[8])
 local dead_ttl_ms = tonumber(ARGV[9])
-local rules_key, groups_key, parked_key, throttled_key = KEYS[8], KEYS[9], KEYS[10], KEYS[11]
-local active_key, tat_key, flow_key, expiring_key = KEYS[12], KEYS[13], KEYS[14], KEYS[15]
+local rules_key = KEYS[8]
+local groups_key = KEYS[9]
+local parked_key = KEYS[10]
+local throttled_key = KEYS[11]
+local active_key = KEYS[12]
+local tat_key = KEYS[13]
+local flow_key = KEYS[14]
+local expiring_key = KEYS[15]
 local lane_prefix = ARGV[10]
 local keys_prefix = ARGV[11]
 

@@ -14,10 +14,22 @@ KEYS[1] held            SET   ids this holder holds in the queue
 KEYS[2] ready           ZSET  ready job ids by score
 KEYS[3] wake            LIST  wake tokens
 KEYS[4] suspects        ZSET  suspect job ids by score
+KEYS[5]  rules           HASH  task -> its encoded rules
+KEYS[6]  groups          ZSET  the rotation of groups (ruled tasks, '' plain)
+KEYS[7]  parked          SET   groups and keys at their concurrency
+KEYS[8]  throttled       ZSET  groups and keys over a rate -> when due
+KEYS[9]  active          HASH  running counts per task and lane
+KEYS[10] tat             HASH  GCRA theoretical arrival times
+KEYS[11] flow            HASH  counters (expired, dropped, laned, turn)
+KEYS[12] expiring        ZSET  job id -> start_by_ms
 ARGV[1] job_prefix      a record's key is job_prefix .. id
 ARGV[2] holder          the releasing holder
 ARGV[3] wake_cap        longest the wake list may grow
-ARGV[4..] five per job: id, fence, unstarted (1/0), died (1/0), suspect (1/0)
+ARGV[4] lane_prefix     a lane's jobs are lane_prefix .. lane
+ARGV[5] keys_prefix     a task's rotation of keys is keys_prefix .. task
+ARGV[6..] five per job: id, fence, unstarted (1/0), died (1/0), suspect (1/0)
+
+A released job goes back to its own lane (the record's) and frees its slots.
 
 Returns: one integer per job, in order: 1 released, 0 refused.
 ]]
@@ -26,6 +38,7 @@ Returns: one integer per job, in order: 1 released, 0 refused.
 --- @include "record"
 --- @include "wake"
 --- @include "held"
+--- @include "limits"
 local held_key = KEYS[1]
 local ready_key = KEYS[2]
 local wake_key = KEYS[3]
@@ -33,10 +46,23 @@ local suspects_key = KEYS[4]
 local job_prefix = ARGV[1]
 local holder = ARGV[2]
 local wake_cap = tonumber(ARGV[3])
-local FIRST, WIDTH = 4, 5
+local rules_key = KEYS[5]
+local groups_key = KEYS[6]
+local parked_key = KEYS[7]
+local throttled_key = KEYS[8]
+local active_key = KEYS[9]
+local tat_key = KEYS[10]
+local flow_key = KEYS[11]
+local expiring_key = KEYS[12]
+local lane_prefix = ARGV[4]
+local keys_prefix = ARGV[5]
+local FIRST, WIDTH = 6, 5
+local q = {ready = ready_key}
+with_flow(q, rules_key, groups_key, parked_key, throttled_key, active_key, tat_key,
+  flow_key, expiring_key, lane_prefix, keys_prefix)
 
 local RELEASE_FIELDS = {'status', 'worker_id', 'fence', 'score', 'suspect', 'attempt',
-  'deaths', 'death_log'}
+  'deaths', 'death_log', 'lane', 'limited'}
 local RELEASE_KINDS = {score = SCORE, attempt = COUNT, deaths = COUNT}
 
 expect_types({held_key, 'set', ready_key, 'zset', wake_key, 'list', suspects_key, 'zset'})
@@ -63,8 +89,12 @@ local function release(at)
   if suspect == '1' then
     redis.call('HSET', key, 'suspect', '1')
   end
-  local lane = (suspect == '1' or job.suspect == '1') and suspects_key or ready_key
-  requeue(key, id, lane, job.score)
+  free_slots(q, key, job.lane, job.limited)
+  if suspect == '1' or job.suspect == '1' then
+    requeue(key, id, suspects_key, job.score)
+  else
+    requeue_ready(q, key, id, job.lane, job.score)
+  end
   redis.call('SREM', held_key, id)
   return 1
 end

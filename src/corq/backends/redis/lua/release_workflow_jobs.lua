@@ -18,6 +18,14 @@ KEYS[4] wake            LIST  wake tokens
 KEYS[5] outbox          ZSET  ended workflow jobs -> end time
 KEYS[6] waiting         SET   ids of jobs waiting for their parents
 KEYS[7] dead            ZSET  dead job ids by finished_at_ms
+KEYS[8]  rules           HASH  task -> its encoded rules
+KEYS[9]  groups          ZSET  the rotation of groups (ruled tasks, '' plain)
+KEYS[10] parked          SET   groups and keys at their concurrency
+KEYS[11] throttled       ZSET  groups and keys over a rate -> when due
+KEYS[12] active          HASH  running counts per task and lane
+KEYS[13] tat             HASH  GCRA theoretical arrival times
+KEYS[14] flow            HASH  counters (expired, dropped, laned, turn)
+KEYS[15] expiring        ZSET  job id -> start_by_ms
 ARGV[1] job_prefix      a record's key is job_prefix .. id
 ARGV[2] done_prefix     a job's done channel is done_prefix .. id
 ARGV[3] now_ms          the caller's clock, or '' for the broker's
@@ -28,8 +36,14 @@ ARGV[7] keep_ms         how long an ended record is kept (WORKFLOW_KEEP_MS)
 ARGV[8] batch           most dead letters to trim
 ARGV[9] dead_max        most dead letters kept (0: no limit)
 ARGV[10] dead_ttl_ms    longest a dead letter is kept (0: no limit)
-ARGV[11..] three per job: id, workflow, decision ('r', 'u' .. error, 'c' .. error)
+ARGV[11] lane_prefix     a lane's jobs are lane_prefix .. lane
+ARGV[12] keys_prefix     a task's rotation of keys is keys_prefix .. task
+ARGV[13..] three per job: id, workflow, decision ('r', 'u' .. error, 'c' .. error)
 
+A released job is first made ready here: it gets its lane from the queue's rules then (the
+limits include's lane_for; a queue without rules: one EXISTS) and joins the expiry index;
+one already past its start_by_ms ends expired instead (an end its own workflow takes in
+from the outbox, so its dependents end upstream_failed).
 Returns: {how many ends were noted in the outbox (for the caller to settle this queue
 too), then the ids that could not be read (gone or not a hash)}.
 ]]
@@ -40,6 +54,7 @@ too), then the ids that could not be read (gone or not a hash)}.
 --- @include "score"
 --- @include "wake"
 --- @include "delayed"
+--- @include "limits"
 local ready_key = KEYS[1]
 local delayed_key = KEYS[2]
 local seq_key = KEYS[3]
@@ -57,11 +72,26 @@ local keep_ms = tonumber(ARGV[7])
 local batch = tonumber(ARGV[8])
 local dead_max = tonumber(ARGV[9])
 local dead_ttl_ms = tonumber(ARGV[10])
-local FIRST = 11
+local rules_key = KEYS[8]
+local groups_key = KEYS[9]
+local parked_key = KEYS[10]
+local throttled_key = KEYS[11]
+local active_key = KEYS[12]
+local tat_key = KEYS[13]
+local flow_key = KEYS[14]
+local expiring_key = KEYS[15]
+local lane_prefix = ARGV[11]
+local keys_prefix = ARGV[12]
+local FIRST = 13
 
 local q = {dead = dead_key, outbox = outbox_key, job_prefix = job_prefix,
-  done_prefix = done_prefix, batch = batch, dead_max = dead_max, dead_ttl_ms = dead_ttl_ms}
-local RELEASE_FIELDS = {'status', 'workflow', 'notify', 'priority', 'run_at_ms'}
+  done_prefix = done_prefix, batch = batch, dead_max = dead_max, dead_ttl_ms = dead_ttl_ms,
+  ready = ready_key, delayed = delayed_key}
+with_flow(q, rules_key, groups_key, parked_key, throttled_key, active_key, tat_key,
+  flow_key, expiring_key, lane_prefix, keys_prefix)
+local ruled = redis.call('EXISTS', rules_key) == 1
+local RELEASE_FIELDS = {'status', 'workflow', 'notify', 'priority', 'run_at_ms', 'task', 'key',
+  'start_by_ms'}
 local AS_TEXT = {}
 
 expect_types({ready_key, 'zset', delayed_key, 'zset', seq_key, 'string', wake_key, 'list',
@@ -86,20 +116,39 @@ local function timing(job)
   return priority, run_at, problem
 end
 
+-- The lane a released job waits in, written into its record ('' without rules).
+local function released_lane(key, job)
+  local lane = ruled and lane_for(q, job.task or '', job.key) or ''
+  if lane ~= '' then
+    redis.call('HSET', key, 'lane', lane)
+  end
+  return lane
+end
+
 local function release(key, id, job)
   local priority, run_at, problem = timing(job)
+  local start_by = job.start_by_ms and tonumber(job.start_by_ms)
+  if run_at and start_by and start_by < now_ms then
+    expire_job(q, id, now_ms, EXPIRED_ERROR, 'expired')
+    noted = noted + 1
+    return
+  end
+  if run_at then
+    index_expiry(q, id, job.start_by_ms)
+  end
   if not run_at then
     bury_damaged(q, id, now_ms, problem, false) -- notes its end in the outbox
     buried, noted = buried + 1, noted + 1
   elseif run_at > now_ms then
     redis.call('HSET', key, 'status', 'scheduled')
+    released_lane(key, job)
     redis.call('ZADD', delayed_key, int(run_at), id)
     earliest_delayed = earlier(earliest_delayed, run_at)
   else
     local seq = redis.call('INCR', seq_key)
     local score = ready_score(priority_max, priority, seq)
     redis.call('HSET', key, 'status', 'queued', 'score', score)
-    redis.call('ZADD', ready_key, score, id)
+    make_ready(q, id, score, released_lane(key, job))
     queued = queued + 1
   end
 end

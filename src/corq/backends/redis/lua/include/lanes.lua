@@ -27,9 +27,19 @@ hold_back(q, member, due): take a group or key out of its rotation, parked (due 
 throttled until `due`. unpark(q, member): a parked member back in its rotation (O(1)).
 restore_due(q, now_ms, limit): throttled members due by now back in their rotations.
 laned_add(q, n): the count of jobs in lanes (FlowStats.laned, QueueStats.ready).
+with_flow(q, rules, groups, parked, throttled, active, tat, flow, expiring, lane_prefix,
+keys_prefix): `q` with the flow names set (a script binds its KEYS/ARGV, then calls this).
 ]]
 --- @include "score"
 local LANE_SEP = '\031'
+
+local function with_flow(q, rules, groups, parked, throttled, active, tat, flow, expiring,
+    lane_prefix, keys_prefix)
+  q.rules, q.groups, q.parked, q.throttled = rules, groups, parked, throttled
+  q.active, q.tat, q.flow, q.expiring = active, tat, flow, expiring
+  q.lane_prefix, q.keys_prefix = lane_prefix, keys_prefix
+  return q
+end
 
 local function lane_parts(lane)
   local at = string.find(lane, LANE_SEP, 1, true)
