@@ -34,11 +34,21 @@ class Scripts(ScheduleScripts, WorkflowScripts):
     """The scripts, registered on one client (their SHA1s are computed once)."""
 
     def enqueue_jobs(self, keys: QueueKeys, *, jobs: Sequence[NewJob]) -> ScriptCall[list[bool]]:
-        args: list[Arg] = [keys.job_prefix, PRIORITY_MAX, WAKE_CAP]
+        args: list[Arg] = [keys.job_prefix, PRIORITY_MAX, WAKE_CAP, *self._handover_args(keys)]
         for job in jobs:
             args += new_values(job)
-        queue_keys = [keys.ready, keys.delayed, keys.seq, keys.wake]
+        queue_keys = [keys.ready, keys.delayed, keys.seq, keys.wake, *self._handover_keys(keys)]
         return self._call("enqueue_jobs", queue_keys, args, replies.flags)
+
+    def _handover_keys(self, keys: QueueKeys) -> list[str]:
+        """The keys a step that makes jobs ready takes to hand them to idle holders
+        (workers, idle, dead, outbox: see the wake include)."""
+        return [keys.workers, keys.idle, keys.dead, keys.outbox]
+
+    def _handover_args(self, keys: QueueKeys) -> list[Arg]:
+        """Its values: done_prefix, held_prefix, inbox_prefix, queue, batch, dead bounds."""
+        prefixes: list[Arg] = [keys.done_prefix, keys.held_prefix, keys.inbox_prefix]
+        return [*prefixes, keys.queue, BATCH, *self._dead_bounds]
 
     def claim_jobs(
         self,
@@ -49,12 +59,13 @@ class Scripts(ScheduleScripts, WorkflowScripts):
         suspects: int,
         lease_ms: int,
         now_ms: int | None,
+        idle: bool = False,
     ) -> ScriptCall[ClaimBatch]:
         queue_keys = [keys.workers, keys.ready, keys.delayed, keys.seq, keys.wake]
-        queue_keys += [keys.held(holder), keys.suspects, keys.dead, keys.outbox]
+        queue_keys += [keys.held(holder), keys.suspects, keys.dead, keys.outbox, keys.idle]
         args: list[Arg] = [keys.job_prefix, keys.done_prefix, holder, max(0, count)]
         args += [max(0, suspects), lease_ms, now_arg(now_ms), BATCH, PRIORITY_MIN, PRIORITY_MAX]
-        args += [*self._dead_bounds, keys.queue]
+        args += [*self._dead_bounds, keys.queue, keys.held_prefix, keys.inbox_prefix, int(idle)]
         return self._call("claim_jobs", queue_keys, args, replies.claim_batch)
 
     def list_held_jobs(

@@ -35,38 +35,14 @@ local holder = ARGV[2]
 local wake_cap = tonumber(ARGV[3])
 local FIRST, WIDTH = 4, 5
 
-local RELEASE_FIELDS = {'status', 'worker_id', 'fence', 'score', 'suspect', 'attempt',
-  'deaths', 'death_log'}
-local RELEASE_KINDS = {score = SCORE, attempt = COUNT, deaths = COUNT}
+local q = {job_prefix = job_prefix, ready = ready_key, suspects = suspects_key}
 
 expect_types({held_key, 'set', ready_key, 'zset', wake_key, 'list', suspects_key, 'zset'})
 
 -- Give one job back; 1 released, 0 refused.
 local function release(at)
-  local id, fence, unstarted = ARGV[at], ARGV[at + 1], ARGV[at + 2]
-  local died, suspect = ARGV[at + 3], ARGV[at + 4]
-  local key = job_prefix .. id
-  local job, _, wrong_type = read_record(key, RELEASE_FIELDS, RELEASE_KINDS)
-  if wrong_type then
-    redis.call('SREM', held_key, id)
-  end
-  if not holds(job, holder, fence) then
-    return 0
-  end
-  if unstarted == '1' then
-    redis.call('HSET', key, 'attempt', int(math.max(0, job.attempt - 1)))
-  end
-  if died == '1' then
-    redis.call('HSET', key, 'deaths', int(job.deaths + 1),
-      'death_log', death_log_with(job.death_log, holder))
-  end
-  if suspect == '1' then
-    redis.call('HSET', key, 'suspect', '1')
-  end
-  local lane = (suspect == '1' or job.suspect == '1') and suspects_key or ready_key
-  requeue(key, id, lane, job.score)
-  redis.call('SREM', held_key, id)
-  return 1
+  return release_held(q, held_key, holder, ARGV[at], ARGV[at + 1], ARGV[at + 2], ARGV[at + 3],
+    ARGV[at + 4])
 end
 
 local out = {}
