@@ -6,7 +6,7 @@ give_back_inbox(h, holder, held_key): the holder leaves the idle list, and every
 waiting in its inbox is given back unstarted (release_held: queued again at its old
 score, the attempt not counted, out of the held set); the inbox is deleted. Used when the
 holder deregisters and when a reclaim takes it out (its jobs never started, so no death).
-Returns how many jobs went back (the caller wakes others for them).
+Returns the ids of the jobs that went back (the caller wakes others for them).
 ]]
 --- @include "held"
 --- @include "wake"
@@ -15,15 +15,17 @@ local HANDED_AT = positions(CLAIMED_FIELDS)
 local function give_back_inbox(h, holder, held_key)
   redis.call('ZREM', h.idle, holder)
   local inbox = h.inbox_prefix .. holder
+  local given = {}
   if redis.call('TYPE', inbox).ok ~= 'list' then
-    return 0
+    return given
   end
-  local given = 0
   for _, entry in ipairs(redis.call('LRANGE', inbox, 0, -1)) do
     local values = unpack_handed(entry)
     if values then
       local id, fence = values[HANDED_AT.id], values[HANDED_AT.fence]
-      given = given + release_held(h, held_key, holder, id, fence, '1', '0', '0')
+      if release_held(h, held_key, holder, id, fence, '1', '0', '0') == 1 then
+        given[#given + 1] = id
+      end
     end
   end
   redis.call('DEL', inbox)
