@@ -13,8 +13,18 @@ requeue(key, id, lane, score): the job at `key` is queued again, held by no one,
 in `lane` (a ZSET: the suspects): a release, or a reclaim that gives it back.
 requeue_ready(q, key, id, job_lane, score): the same into the job's own lane (the record's
 `lane`: '' the ready set), through the lanes include's make_ready.
+release_held(q, held_key, holder, id, fence, unstarted, died, suspect): give one held job
+back (release_jobs, and the jobs of an inbox nobody took): only while its record says
+running under `holder` with `fence`, with a readable score, attempt and deaths. Queued again
+at its old score (the head of the queue), among the suspects when `suspect` is '1' or it was
+one, else in its own lane; its slots are freed (free_slots). `unstarted` '1' does not
+count the attempt, `died` '1' counts a death. `q` holds job_prefix, ready, suspects and the
+flow names (the limits include). Returns 1 released, 0 refused (an id whose key is not a
+hash leaves the held set). Needs the record and now includes.
 ]]
---- @include "lanes"
+--- @include "now"
+--- @include "record"
+--- @include "limits"
 local function holds(job, holder, fence)
   return job ~= nil and job.status == 'running' and job.worker_id == holder
     and tonumber(job.fence) == tonumber(fence)
@@ -48,4 +58,37 @@ local function requeue_ready(q, key, id, job_lane, score)
   redis.call('HSET', key, 'status', 'queued')
   redis.call('HDEL', key, 'worker_id')
   make_ready(q, id, score, job_lane)
+end
+
+local RELEASE_FIELDS = {'status', 'worker_id', 'fence', 'score', 'suspect', 'attempt',
+  'deaths', 'death_log', 'lane', 'limited'}
+local RELEASE_KINDS = {score = SCORE, attempt = COUNT, deaths = COUNT}
+
+local function release_held(q, held_key, holder, id, fence, unstarted, died, suspect)
+  local key = q.job_prefix .. id
+  local job, _, wrong_type = read_record(key, RELEASE_FIELDS, RELEASE_KINDS)
+  if wrong_type then
+    redis.call('SREM', held_key, id)
+  end
+  if not holds(job, holder, fence) then
+    return 0
+  end
+  if unstarted == '1' then
+    redis.call('HSET', key, 'attempt', int(math.max(0, job.attempt - 1)))
+  end
+  if died == '1' then
+    redis.call('HSET', key, 'deaths', int(job.deaths + 1),
+      'death_log', death_log_with(job.death_log, holder))
+  end
+  if suspect == '1' then
+    redis.call('HSET', key, 'suspect', '1')
+  end
+  free_slots(q, key, job.lane, job.limited)
+  if suspect == '1' or job.suspect == '1' then
+    requeue(key, id, q.suspects, job.score)
+  else
+    requeue_ready(q, key, id, job.lane, job.score)
+  end
+  redis.call('SREM', held_key, id)
+  return 1
 end
