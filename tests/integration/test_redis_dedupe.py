@@ -10,7 +10,7 @@ from collections.abc import AsyncIterator
 import pytest
 from redis.asyncio import Redis
 
-from corq.backends.base import Admitted, Completion, NewJob, WorkerLease
+from corq.backends.base import Admitted, Completion, Failure, NewJob, WorkerLease
 from corq.backends.redis import RedisBackend
 from corq.backends.redis.keys import RedisKeys
 from corq.flow import Dedupe, OnDuplicate, Outcome
@@ -310,3 +310,97 @@ async def test_uniqueness_holds_under_enqueues_from_several_processes(
     keys_ = RedisKeys(prefix).queue(Q)
     assert await raw.hlen(keys_.unique) == keys
     assert await raw.zcard(keys_.ready) == keys
+
+
+# -- every end frees the key ------------------------------------------------------------
+async def test_a_dead_job_frees_its_key(backend: RedisBackend, raw: Redis, prefix: str) -> None:
+    keys = RedisKeys(prefix).queue(Q)
+    await backend.admit_jobs([job("a", unique_key="k")])
+    fence = await run(backend, "a")
+    failure = Failure(
+        job_id="a",
+        queue=Q,
+        fence=fence,
+        error="boom",
+        traceback=None,
+        finished_at_ms=T0 + 1,
+        retry_at_ms=None,
+    )
+
+    assert await backend.fail_jobs("w1", [failure], 60_000) == [True]
+
+    assert await raw.exists(keys.unique) == 0
+
+
+async def test_a_cancelled_job_frees_its_key_and_one_kept_by_a_window_stays(
+    backend: RedisBackend, raw: Redis, prefix: str
+) -> None:
+    keys = RedisKeys(prefix).queue(Q)
+    await backend.admit_jobs(
+        [job("a", unique_key="k"), job("b", unique_key="kept", dedupe=Dedupe(window_ms=500))]
+    )
+
+    assert await backend.cancel_job("a", Q, T0 + 1)
+    assert await backend.cancel_job("b", Q, T0 + 1)
+
+    assert await raw.hgetall(keys.unique) == {b"kept": b"b"}
+    assert await raw.zrange(keys.unique_kept, 0, -1, withscores=True) == [(b"kept", T0 + 501)]
+
+
+async def test_an_end_leaves_a_key_another_job_holds(
+    backend: RedisBackend, raw: Redis, prefix: str
+) -> None:
+    keys = RedisKeys(prefix).queue(Q)
+    cancel = Dedupe(on_duplicate=OnDuplicate.CANCEL)
+    await backend.admit_jobs([job("a", unique_key="k")])
+    fence = await run(backend, "a")
+    await backend.admit_jobs([job("b", unique_key="k", dedupe=cancel, at=T0 + 1)])
+
+    assert not await complete(backend, "a", fence, T0 + 2)  # refused: the map stays b's
+    assert await backend.cancel_job("b", Q, T0 + 3)
+
+    assert await raw.exists(keys.unique) == 0
+
+
+# -- in one call --------------------------------------------------------------------------
+async def test_the_second_job_of_a_call_sees_the_first(backend: RedisBackend) -> None:
+    replace = Dedupe(on_duplicate=OnDuplicate.REPLACE)
+
+    admitted = await backend.admit_jobs(
+        [
+            job("a", unique_key="k"),
+            job("b", unique_key="k"),
+            job("c", unique_key="k", dedupe=replace, payload=b"c"),
+            job("a"),  # an id taken earlier in the call
+            job("d"),  # a plain job among them is written as ever
+        ]
+    )
+
+    assert admitted == [
+        admitted_as("a", Outcome.CREATED),
+        admitted_as("a", Outcome.EXISTING),
+        admitted_as("a", Outcome.REPLACED),
+        admitted_as("a", Outcome.EXISTS),
+        admitted_as("d", Outcome.CREATED),
+    ]
+    record = await backend.get_job("a", Q)
+    assert record is not None
+    assert record.payload == b"c"
+
+
+async def test_debounce_writes_a_new_job_beside_a_running_holder(
+    backend: RedisBackend, raw: Redis, prefix: str
+) -> None:
+    keys = RedisKeys(prefix).queue(Q)
+    bounce = Dedupe(debounce_ms=100)
+    await backend.admit_jobs([job("a", unique_key="k")])
+    await run(backend, "a")
+
+    (admitted,) = await backend.admit_jobs([job("b", unique_key="k", dedupe=bounce, at=T0 + 5)])
+
+    assert admitted == admitted_as("b", Outcome.CREATED)
+    assert await raw.zrange(keys.delayed, 0, -1, withscores=True) == [(b"b", T0 + 105)]
+    assert await raw.hget(keys.unique, "k") == b"b"
+    running = await backend.get_job("a", Q)
+    assert running is not None
+    assert running.status is JobStatus.RUNNING

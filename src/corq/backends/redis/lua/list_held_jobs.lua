@@ -50,8 +50,7 @@ local KINDS = record_kinds(CHECKS, {fence = INT_REQUIRED, priority = INT_REQUIRE
 local FIELDS = fields_of({{'status', 'worker_id'}, CHECKS}, {})
 local AS_TEXT = {}
 
-expect_types({held_key, 'set', dead_key, 'zset', outbox_key, 'zset', unique_key, 'hash',
-  unique_kept_key, 'zset'})
+expect_types({held_key, 'set', dead_key, 'zset', outbox_key, 'zset'})
 
 local now_ms = nil
 local buried = 0

@@ -2,8 +2,10 @@
 dedupe: the enqueue of jobs that carry flow-control directives (a unique key, debounce,
 cooldown), one job after the other so a job sees those written before it in the same call.
 Included by the enqueue include, after its layout of a job's values (NEW_WIDTH, ENQ_AT).
-`q` is the enqueue's table of names plus unique, unique_kept, cooldown, cooldown_until,
-flow, suspects, waiting, outbox (keys), held_prefix, done_prefix, cancel_ttl_ms, keep_ms.
+`q` is the enqueue's table of names (its lanes and limits names included: a holder leaves
+its lane with take_out, a replaced one is made ready again there, a cancelled running one
+frees its slots) plus unique, unique_kept, cooldown, cooldown_until, suspects, waiting
+(keys), cancel_ttl_ms and keep_ms; flow, outbox, held_prefix and done_prefix it has.
 
 read_rules(values, first, n): the `n` directives sent from values[first] on, six values
 each: the job's place in the call (1-based), on_duplicate (keep, replace, cancel),
@@ -24,7 +26,8 @@ that has started is left alone and the new job is written, taking the key); else
 'existing'; replace: a scheduled or queued holder gets the new payload and priority,
 keeping its place ('replaced'), any other stays ('existing'); cancel: the holder ends
 cancelled (a running one is fenced off and leaves its holder's held set) and the new job
-is written. A written job takes the key (its unique_for_ms the rule's window_ms).
+is written. A written job takes the key (its unique_for_ms the rule's window_ms). A holder
+taken out of where it waits leaves the expiry index too when it ends (cancel).
 
 Cooldown: the key is 'u:' .. unique key, or 't:' .. task. A window open at now (before
 its until) drops the job, naming the job that opened it; a call that wrote, replaced or
@@ -34,14 +37,17 @@ debounced a job opens the window until now + cooldown_ms, naming that job.
 --- @include "score"
 --- @include "outbox"
 --- @include "delayed"
+--- @include "limits"
 local RULE_WIDTH = 6
-local NOT_STARTED = {scheduled = true, queued = true}
-local HOLDER_FIELDS = {'status', 'unique_key', 'unique_for_ms', 'finished_at_ms',
-  'enqueued_at_ms', 'score', 'suspect', 'worker_id', 'workflow', 'notify'}
-local HOLDER_LIVE = {scheduled = true, waiting = true, queued = true, running = true,
+-- The steps of admit_new (in a table: scripts have at most 200 locals, includes share them).
+local dd = {}
+dd.UNSTARTED = {scheduled = true, queued = true}
+dd.HOLDER_FIELDS = {'status', 'unique_key', 'unique_for_ms', 'finished_at_ms',
+  'enqueued_at_ms', 'score', 'suspect', 'worker_id', 'workflow', 'notify', 'lane', 'limited'}
+dd.HOLDER_LIVE = {scheduled = true, waiting = true, queued = true, running = true,
   failed = true}
 
-local function optional_ms(value)
+function dd.optional_ms(value)
   if value == '' then
     return nil
   end
@@ -54,28 +60,28 @@ local function read_rules(values, first, n)
     local at = first + k * RULE_WIDTH
     rules[tonumber(values[at])] = {
       on_duplicate = values[at + 1], window_ms = tonumber(values[at + 2]),
-      debounce_ms = optional_ms(values[at + 3]), max_wait_ms = optional_ms(values[at + 4]),
-      cooldown_ms = optional_ms(values[at + 5]),
+      debounce_ms = dd.optional_ms(values[at + 3]), max_wait_ms = dd.optional_ms(values[at + 4]),
+      cooldown_ms = dd.optional_ms(values[at + 5]),
     }
   end
   return rules
 end
 
 -- The job holding `unique_key` at `now` (its id and record), or nil: the key is free.
-local function holder_of(q, unique_key, now)
+function dd.holder_of(q, unique_key, now)
   local id = redis.call('HGET', q.unique, unique_key)
   if not id then
     return nil
   end
-  local f = redis.pcall('HMGET', q.job_prefix .. id, unpack(HOLDER_FIELDS))
+  local f = redis.pcall('HMGET', q.job_prefix .. id, unpack(dd.HOLDER_FIELDS))
   if f.err or f[2] ~= unique_key then
     return nil -- not a hash, gone, or a mapping this record does not own
   end
   local job = {}
-  for i, name in ipairs(HOLDER_FIELDS) do
+  for i, name in ipairs(dd.HOLDER_FIELDS) do
     job[name] = f[i]
   end
-  if HOLDER_LIVE[job.status] then
+  if dd.HOLDER_LIVE[job.status] then
     return id, job
   end
   local closes = (tonumber(job.finished_at_ms) or 0) + (tonumber(job.unique_for_ms) or 0)
@@ -85,22 +91,22 @@ local function holder_of(q, unique_key, now)
   return nil
 end
 
--- A waiting holder leaves the set it waits in (ready, or the suspects).
-local function leave_ready(q, id)
-  redis.call('ZREM', q.ready, id)
+-- A queued holder leaves where it waits (its lane, or the suspects).
+function dd.leave_ready(q, id, job)
+  take_out(q, id, job.lane)
   redis.call('ZREM', q.suspects, id)
 end
 
 -- Debounce: the holder (scheduled or queued) runs at `run_at` with the new payload.
 -- Returns the time it was delayed to, or nil when it stays due.
-local function debounce_holder(q, id, job, payload, run_at, now)
+function dd.debounce_holder(q, id, job, payload, run_at, now)
   local key = q.job_prefix .. id
   redis.call('HSET', key, 'payload', payload)
   if run_at <= now and job.status == 'queued' then
     return nil -- capped by max_wait at a time already passed: it stays where it is
   end
   if job.status == 'queued' then
-    leave_ready(q, id)
+    dd.leave_ready(q, id, job)
     redis.call('HSET', key, 'status', 'scheduled')
   end
   redis.call('HSET', key, 'run_at_ms', int(run_at))
@@ -110,30 +116,37 @@ end
 
 -- Replace: the holder (scheduled or queued) takes the new payload and priority; a queued
 -- one keeps its FIFO place (the seq part of its score) in its new priority band.
-local function replace_holder(q, id, job, payload, priority)
+function dd.replace_holder(q, id, job, payload, priority)
   local key = q.job_prefix .. id
   redis.call('HSET', key, 'payload', payload, 'priority', priority)
   local score = tonumber(job.score)
   if job.status == 'queued' and score then
     local new_score = ready_score(q.priority_max, tonumber(priority), score % SCORE_BAND)
     redis.call('HSET', key, 'score', new_score)
-    redis.call('ZADD', job.suspect == '1' and q.suspects or q.ready, 'XX', new_score, id)
+    if redis.call('ZADD', q.suspects, 'XX', 'CH', new_score, id) == 0 and
+        take_out(q, id, job.lane) == 1 then
+      make_ready(q, id, new_score, job.lane) -- its lane's rotation sees the new priority
+    end
   end
 end
 
 -- Cancel: the holder ends cancelled at `now`, as cancel_job ends it; a running one is
 -- fenced off (its outcome is refused) and leaves its holder's held set.
-local function cancel_holder(q, id, job, now)
+function dd.cancel_holder(q, id, job, now)
   local key = q.job_prefix .. id
   if job.status == 'running' then
     redis.call('HINCRBY', key, 'fence', 1)
     if job.worker_id then
       redis.call('SREM', q.held_prefix .. job.worker_id, id)
     end
+    free_slots(q, key, job.lane, job.limited)
   else
-    leave_ready(q, id)
+    dd.leave_ready(q, id, job)
     redis.call('ZREM', q.delayed, id)
     redis.call('SREM', q.waiting, id)
+  end
+  if q.expiring then
+    redis.call('ZREM', q.expiring, id)
   end
   redis.call('HSET', key, 'status', 'cancelled', 'finished_at_ms', int(now))
   redis.call('PEXPIRE', key, kept_ms(q.cancel_ttl_ms, q.keep_ms, job.workflow, job.notify))
@@ -141,7 +154,7 @@ local function cancel_holder(q, id, job, now)
   note_end(q.outbox, id, int(now), job.workflow, job.notify)
 end
 
-local function cooldown_key(values, at)
+function dd.cooldown_key(values, at)
   local unique_key = values[at + ENQ_AT.unique_key]
   if unique_key ~= '' then
     return 'u:' .. unique_key
@@ -150,7 +163,7 @@ local function cooldown_key(values, at)
 end
 
 -- The job that opened the cooldown window open at `now` for `ckey`, or nil.
-local function cooled_by(q, ckey, now)
+function dd.cooled_by(q, ckey, now)
   local value = redis.call('HGET', q.cooldown, ckey)
   if not value then
     return nil
@@ -162,7 +175,7 @@ local function cooled_by(q, ckey, now)
   return nil
 end
 
-local function open_cooldown(q, ckey, until_ms, id)
+function dd.open_cooldown(q, ckey, until_ms, id)
   redis.call('HSET', q.cooldown, ckey, int(until_ms) .. ':' .. id)
   redis.call('ZADD', q.cooldown_until, int(until_ms), ckey)
 end
@@ -170,25 +183,25 @@ end
 -- What uniqueness does with the job at `at` whose key `unique_key` is held by `holder`:
 -- an outcome naming the holder, or 'write' (the new job is written, taking the key), and
 -- the time a debounced holder was delayed to.
-local function duplicate(q, values, at, rule, holder, job, now)
-  if not HOLDER_LIVE[job.status] then
+function dd.duplicate(q, values, at, rule, holder, job, now)
+  if not dd.HOLDER_LIVE[job.status] then
     return 'existing'
   end
   local payload = values[at + ENQ_AT.payload]
   if rule.debounce_ms then
-    if not NOT_STARTED[job.status] then
+    if not dd.UNSTARTED[job.status] then
       return 'write'
     end
     local run_at = now + rule.debounce_ms
     if rule.max_wait_ms then
       run_at = math.min(run_at, (tonumber(job.enqueued_at_ms) or now) + rule.max_wait_ms)
     end
-    return 'debounced', debounce_holder(q, holder, job, payload, run_at, now)
-  elseif rule.on_duplicate == 'replace' and NOT_STARTED[job.status] then
-    replace_holder(q, holder, job, payload, values[at + ENQ_AT.priority])
+    return 'debounced', dd.debounce_holder(q, holder, job, payload, run_at, now)
+  elseif rule.on_duplicate == 'replace' and dd.UNSTARTED[job.status] then
+    dd.replace_holder(q, holder, job, payload, values[at + ENQ_AT.priority])
     return 'replaced'
   elseif rule.on_duplicate == 'cancel' then
-    cancel_holder(q, holder, job, now)
+    dd.cancel_holder(q, holder, job, now)
     return 'write'
   end
   return 'existing'
@@ -203,17 +216,17 @@ local function admit_new(q, values, first, count, rules, write)
     local rule = rules[i]
     local now = tonumber(values[at + ENQ_AT.enqueued_at_ms])
     local unique_key = values[at + ENQ_AT.unique_key]
-    local ckey = rule and rule.cooldown_ms and cooldown_key(values, at)
+    local ckey = rule and rule.cooldown_ms and dd.cooldown_key(values, at)
     local outcome, named, delayed_to = 'write', id, nil
     if redis.call('EXISTS', q.job_prefix .. id) == 1 then
       outcome = 'exists'
-    elseif ckey and cooled_by(q, ckey, now) then
-      outcome, named = 'dropped', cooled_by(q, ckey, now)
+    elseif ckey and dd.cooled_by(q, ckey, now) then
+      outcome, named = 'dropped', dd.cooled_by(q, ckey, now)
       redis.call('HINCRBY', q.flow, 'cooled', 1)
     elseif unique_key ~= '' then
-      local holder, job = holder_of(q, unique_key, now)
+      local holder, job = dd.holder_of(q, unique_key, now)
       if holder then
-        outcome, delayed_to = duplicate(q, values, at, rule or {}, holder, job, now)
+        outcome, delayed_to = dd.duplicate(q, values, at, rule or {}, holder, job, now)
         if outcome ~= 'write' then
           named = holder
         end
@@ -235,7 +248,7 @@ local function admit_new(q, values, first, count, rules, write)
     end
     earliest = earlier(earliest, delayed_to)
     if ckey and (outcome == 'created' or outcome == 'replaced' or outcome == 'debounced') then
-      open_cooldown(q, ckey, now + rule.cooldown_ms, named)
+      dd.open_cooldown(q, ckey, now + rule.cooldown_ms, named)
     end
     if outcome == 'created' then
       out[i] = 1

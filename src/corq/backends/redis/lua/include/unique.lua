@@ -8,7 +8,9 @@ until) and job_prefix. A script that does not pass u.unique frees nothing.
 free_unique(u, id, unique_key, unique_for_ms, at_ms): job `id` ended at `at_ms`. When its
 unique key (false or '' for none) still maps to it, the key is freed at once
 (unique_for_ms 0 or unreadable) or kept until at_ms + unique_for_ms (indexed in
-unique_kept). A mapping to another job (a later one took the key) is left alone.
+unique_kept). A mapping to another job (a later one took the key) is left alone. A key of
+the wrong type frees nothing (never fails the end that calls it), so end scripts need not
+type-check these keys.
 free_unique_of(u, key, id, at_ms): the same, its fields read from the record at `key`
 (nothing when it is not a hash).
 prune_unique(u, now_ms, limit): at most `limit` kept keys whose window has closed leave
@@ -20,12 +22,12 @@ local function free_unique(u, id, unique_key, unique_for_ms, at_ms)
   if not u.unique or not unique_key or unique_key == '' then
     return
   end
-  if redis.call('HGET', u.unique, unique_key) ~= id then
-    return
+  if redis.pcall('HGET', u.unique, unique_key) ~= id then
+    return -- another job's, none, or the map is not a hash (the end goes on)
   end
   local for_ms = tonumber(unique_for_ms) or 0
   if for_ms > 0 then
-    redis.call('ZADD', u.unique_kept, int(tonumber(at_ms) + for_ms), unique_key)
+    redis.pcall('ZADD', u.unique_kept, int(tonumber(at_ms) + for_ms), unique_key)
   else
     redis.call('HDEL', u.unique, unique_key)
   end
@@ -41,12 +43,15 @@ local function free_unique_of(u, key, id, at_ms)
   end
 end
 
+-- The pruning steps (in a table: scripts have at most 200 locals, includes share them).
+local uq = {}
+
 -- A kept key leaves unique unless the job it maps to is live again (another job took
 -- the key after the window: the ZSET entry is then stale) or its own window is still open.
-local UNIQUE_ENDED = {succeeded = true, dead = true, cancelled = true, expired = true,
+uq.ENDED = {succeeded = true, dead = true, cancelled = true, expired = true,
   upstream_failed = true}
 
-local function prune_kept(u, now_ms, limit)
+function uq.prune_kept(u, now_ms, limit)
   local due = redis.call('ZRANGEBYSCORE', u.unique_kept, '-inf', int(now_ms), 'LIMIT', 0,
     limit)
   for _, unique_key in ipairs(due) do
@@ -55,7 +60,7 @@ local function prune_kept(u, now_ms, limit)
       local f = redis.pcall('HMGET', u.job_prefix .. id, 'status', 'finished_at_ms',
         'unique_for_ms')
       local closes = (not f.err) and (tonumber(f[2]) or 0) + (tonumber(f[3]) or 0) or 0
-      if f.err or not f[1] or (UNIQUE_ENDED[f[1]] and closes <= now_ms) then
+      if f.err or not f[1] or (uq.ENDED[f[1]] and closes <= now_ms) then
         redis.call('HDEL', u.unique, unique_key)
       end
     end
@@ -65,7 +70,7 @@ local function prune_kept(u, now_ms, limit)
   end
 end
 
-local function prune_cooldowns(u, now_ms, limit)
+function uq.prune_cooldowns(u, now_ms, limit)
   local due = redis.call('ZRANGEBYSCORE', u.cooldown_until, '-inf', int(now_ms), 'LIMIT',
     0, limit)
   for _, cooldown_key in ipairs(due) do
@@ -80,14 +85,14 @@ local function prune_cooldowns(u, now_ms, limit)
   end
 end
 
-local function first_score(zset)
+function uq.first_score(zset)
   return tonumber(redis.call('ZRANGE', zset, 0, 0, 'WITHSCORES')[2])
 end
 
 local function prune_unique(u, now_ms, limit)
-  prune_kept(u, now_ms, limit)
-  prune_cooldowns(u, now_ms, limit)
-  local kept, cooled = first_score(u.unique_kept), first_score(u.cooldown_until)
+  uq.prune_kept(u, now_ms, limit)
+  uq.prune_cooldowns(u, now_ms, limit)
+  local kept, cooled = uq.first_score(u.unique_kept), uq.first_score(u.cooldown_until)
   if kept and cooled then
     return math.min(kept, cooled)
   end
