@@ -20,7 +20,7 @@ from redis.asyncio import Redis
 
 from corq.backends.redis import RedisBackend
 from corq.backends.redis.keys import QueueKeys, RedisKeys
-from corq.flow import TaskRules
+from corq.flow import OverLimit, TaskRules
 from corq.job import JobStatus
 from tests.contract.flow import (
     LIMITED,
@@ -233,7 +233,7 @@ async def test_a_throttled_key_waits_in_throttled_until_due(
 async def test_a_dropping_rate_ends_its_popped_jobs_expired_and_counts_them(
     backend: RedisBackend,
 ) -> None:
-    await set_rules(backend, TaskRules(task=LIMITED, rate=per_second(1), over_limit="drop"))
+    await set_rules(backend, TaskRules(task=LIMITED, rate=per_second(1), over_limit=OverLimit.DROP))
     await backend.enqueue_jobs([job(f"j{n}") for n in range(3)])
     await register(backend, "w1")
 
@@ -285,7 +285,7 @@ async def test_every_flow_key_is_in_the_queues_slot(
     await claim_jobs(backend, "w1", count=10)
     await claim_jobs(backend, "w1", T0 + 20, count=10)
 
-    names = [k.decode() for k in await raw.keys(f"{prefix}:*")]
+    names = [k.decode() for k in cast(list[bytes], await raw.keys(f"{prefix}:*"))]
     assert names
     assert all(n.startswith(keys.tag + ":") for n in names if n != f"{prefix}:queues"), names
     expected = {keys.rules, keys.parked, keys.active, keys.tat, keys.flow}
