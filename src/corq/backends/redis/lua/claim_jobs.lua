@@ -133,13 +133,13 @@ end
 redis.call('ZADD', workers_key, int(now_ms + lease_ms), holder)
 
 local flowing = redis.call('EXISTS', groups_key, throttled_key, expiring_key) > 0
-q.has_lanes = flowing and redis.call('EXISTS', groups_key) == 1
 if flowing then
   expect_types({rules_key, 'hash', groups_key, 'zset', parked_key, 'set', throttled_key, 'zset',
     active_key, 'hash', tat_key, 'hash', flow_key, 'hash', expiring_key, 'zset'})
   promote_flow(q, now_ms, batch)
 end
 local _, buried = promote_due(q, now_ms, batch)
+q.has_lanes = flowing and redis.call('EXISTS', groups_key) == 1
 
 local out = {0, false, 0, 0}
 local c = claim_context(q, holder, held_key, queue, now_ms, out)

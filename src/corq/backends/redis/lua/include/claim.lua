@@ -195,6 +195,7 @@ end
 
 local function take_laned(c, wanted)
   local q = c.q
+  forget_offers(q) -- the rotations change below: later offers must look again
   offer_plain(q)
   local taken, budget = 0, wanted + q.batch
   while taken < wanted and budget > 0 do
