@@ -105,6 +105,20 @@ async def test_a_plain_enqueue_writes_no_flow_key(
     assert not names & {f"{tag}:unique", f"{tag}:cooldown", f"{tag}:flow"}
 
 
+async def test_a_plain_enqueue_looks_up_no_flow_key(backend: RedisBackend, raw: Redis) -> None:
+    await backend.enqueue_jobs([job("warm")])  # the script loaded, the queue known
+    await raw.config_resetstat()
+
+    await backend.enqueue_jobs([job(f"p{n}") for n in range(10)])
+
+    stats = await raw.info("commandstats")
+    inner = {name.removeprefix("cmdstat_"): v["calls"] for name, v in stats.items()}
+    # No lookup of a unique key or a cooldown, no count: the plain two-pass write.
+    assert "hget" not in inner
+    assert "hincrby" not in inner
+    assert inner["hset"] == 10  # one write per record, nothing added to it
+
+
 async def test_a_window_keeps_the_key_until_promotion_prunes_it(
     backend: RedisBackend, raw: Redis, prefix: str
 ) -> None:

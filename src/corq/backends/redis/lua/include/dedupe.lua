@@ -30,8 +30,8 @@ is written. A written job takes the key (its unique_for_ms the rule's window_ms)
 taken out of where it waits leaves the expiry index too when it ends (cancel).
 
 Cooldown: the key is 'u:' .. unique key, or 't:' .. task. A window open at now (before
-its until) drops the job, naming the job that opened it; a call that wrote, replaced or
-debounced a job opens the window until now + cooldown_ms, naming that job.
+its until) drops the job, naming the job that opened it; any other call (bar an id that
+exists) opens the window until now + cooldown_ms, naming the job it was answered with.
 ]]
 --- @include "now"
 --- @include "score"
@@ -247,7 +247,7 @@ local function admit_new(q, values, first, count, rules, write)
       outcome = 'created'
     end
     earliest = earlier(earliest, delayed_to)
-    if ckey and (outcome == 'created' or outcome == 'replaced' or outcome == 'debounced') then
+    if ckey and outcome ~= 'exists' and outcome ~= 'dropped' then
       dd.open_cooldown(q, ckey, now + rule.cooldown_ms, named)
     end
     if outcome == 'created' then
