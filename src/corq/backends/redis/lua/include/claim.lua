@@ -23,7 +23,8 @@ asked while it is the only group), inside a ruled group its best key, up to the 
 weight jobs per visit, within the task's and the key's free concurrency; a group or key at
 its concurrency is parked, one over a rate throttled until due (with drop, the popped job
 ends expired as dropped). A job taken from a limited lane raises its slots (record
-`limited` 1). Each visit sends the visited key and group to the back of their bands.
+`limited` 1). Each visit sends the visited key and group to the back of their bands, or
+parks them when the visit brought them to their concurrency.
 Returns how many it took.
 take_ready(c, wanted): take up to `wanted` ready jobs under the queue's rules: what a claim
 takes after the suspects, and what a hand-over to an idle holder takes (the wake include):
@@ -170,6 +171,16 @@ local function visit_room(q, rule, task, lane, wanted)
   return room
 end
 
+-- After a visit: a key (group) now at its concurrency is parked at once (an end of one of
+-- its running jobs brings it back), else it goes to the back of its band.
+local function next_turn_of(q, member, limit, rotate, task, lane)
+  if limit and active_count(q, member) >= limit then
+    hold_back(q, member)
+  else
+    rotate(q, task, lane)
+  end
+end
+
 -- One visit of a ruled group: its best key gives up to its room; returns how many.
 local function visit_group(c, task, wanted)
   local q = c.q
@@ -186,9 +197,9 @@ local function visit_group(c, task, wanted)
   local taken, group_held = take_from_lane(c, task, lane, rule, room)
   if not group_held then
     if redis.call('ZSCORE', q.keys_prefix .. task, lane) then
-      rotate_key(q, task, lane)
+      next_turn_of(q, 'k:' .. lane, rule and rule.kc, rotate_key, task, lane)
     end
-    rotate_group(q, task)
+    next_turn_of(q, 't:' .. task, rule and rule.c, rotate_group, task)
   end
   return taken
 end
