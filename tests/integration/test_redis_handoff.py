@@ -13,9 +13,9 @@ import pytest
 from redis.asyncio import Redis
 
 from corq.backends.base import Release, WorkerLease
-from corq.flow import TaskRules
 from corq.backends.redis import RedisBackend
 from corq.backends.redis.keys import RedisKeys
+from corq.flow import TaskRules
 from corq.job import JobStatus
 from tests.contract.jobs import LEASE_MS, Q, completion, lease_of, new_job, record, wall_ms
 
