@@ -90,6 +90,7 @@ local freed = 0
 expect_types({held_key, 'set', outbox_key, 'zset'})
 
 local out = {}
+local done = {} -- leave the held set in one SREM per call
 for at = FIRST, #ARGV, WIDTH do
   local id, fence = ARGV[at], ARGV[at + 1]
   local key = job_prefix .. id
@@ -110,13 +111,14 @@ for at = FIRST, #ARGV, WIDTH do
       freed = freed + 1
     end
     free_slots(q, key, lane, limited)
-    redis.call('SREM', held_key, id)
+    done[#done + 1] = id
     redis.call('PUBLISH', done_prefix .. id, id)
     out[#out + 1] = 1
   else
     out[#out + 1] = 0
   end
 end
+call_chunked('SREM', held_key, done)
 if freed > 0 then
   with_handover(q, workers_key, idle_key, held_prefix, inbox_prefix, queue, nil, wake_key,
     wake_cap)
