@@ -59,7 +59,7 @@ def new_job(i: int) -> NewJob:
 
 
 def started_ms(job: ClaimedJob) -> float:
-    sent_ns = json.loads(job.payload)[0][0]
+    sent_ns: int = json.loads(job.payload)[0][0]
     return (time.perf_counter_ns() - sent_ns) / 1e6
 
 
