@@ -117,6 +117,7 @@ local function enqueue_new(q, values, first, count)
   if q.ruled == nil then -- once per script call
     q.ruled = q.rules ~= nil and redis.call('EXISTS', q.rules) == 1
   end
+  local plain = {} -- score, id pairs for the plain ready set
   local created, new_ready = new_ids(q, values, first, count)
   local seq = 0
   if new_ready > 0 then
@@ -148,13 +149,18 @@ local function enqueue_new(q, values, first, count)
         local lane
         lane, n = new_lane(q, values, at, n)
         redis.call('HSET', key, unpack(enq_record, 1, n))
-        make_ready(q, id, score, lane)
+        if lane == '' then -- the plain ready set: one ZADD for the call (below)
+          plain[#plain + 1], plain[#plain + 2] = score, id
+        else
+          make_ready(q, id, score, lane)
+        end
         if q.expiring then
           index_expiry(q, id, values[at + ENQ_AT.start_by_ms])
         end
       end
     end
   end
+  call_chunked('ZADD', q.ready, plain)
   wake_ready(q, new_ready)
   if is_new_head(earliest_delayed, old_head) then
     wake_one(q)
