@@ -24,12 +24,12 @@ weight jobs per visit, within the task's and the key's free concurrency; a group
 its concurrency is parked, one over a rate throttled until due (with drop, the popped job
 ends expired as dropped). A job taken from a limited lane raises its slots (record
 `limited` 1). Each visit sends the visited key and group to the back of their bands.
-Returns how many it took. Callers use it when q.groups exists, else take_jobs(q.ready).
+Returns how many it took.
 take_ready(c, wanted): take up to `wanted` ready jobs under the queue's rules: what a claim
 takes after the suspects, and what a hand-over to an idle holder takes (the wake include):
-take_laned when the queue's flow is in use (q.groups names a rotation, a throttled set or
-an expiry index that exists, or this script put a job in a lane: q.made_laned), else the
-plain ready set, so both paths follow the same rules.
+take_laned while the queue has runnable lanes (q.groups exists, or this call put a job in
+a lane), else take_jobs(q.ready): a queue without lanes pays one EXISTS per script call.
+ready_left(q): whether ready jobs remain to take (the plain set, or runnable lanes).
 ]]
 --- @include "limits"
 local CLAIM_FIELDS = fields_of({CLAIMED_FIELDS, CHECKED_FIELDS, {'start_by_ms'}},
@@ -195,6 +195,7 @@ end
 
 local function take_laned(c, wanted)
   local q = c.q
+  forget_offers(q) -- the rotations change below: later offers must look again
   offer_plain(q)
   local taken, budget = 0, wanted + q.batch
   while taken < wanted and budget > 0 do
@@ -215,15 +216,20 @@ local function take_laned(c, wanted)
   return taken
 end
 
--- Whether the queue's flow (lanes, throttles, expiry) is in use: then claims go through it.
-local function flow_in_use(q)
-  return q.groups ~= nil and (q.made_laned == true
-    or redis.call('EXISTS', q.groups, q.throttled, q.expiring) > 0)
-end
-
 local function take_ready(c, wanted)
-  if flow_in_use(c.q) then
+  local q = c.q
+  if q.has_lanes == nil then -- once per script call
+    q.has_lanes = q.groups ~= nil and redis.call('EXISTS', q.groups) == 1
+  end
+  if q.has_lanes or q.made_laned then
     return take_laned(c, wanted)
   end
-  return take_jobs(c, c.q.ready, wanted, '0')
+  return take_jobs(c, q.ready, wanted, '0')
+end
+
+local function ready_left(q)
+  if q.groups and (q.has_lanes or q.made_laned) then
+    return redis.call('ZCARD', q.groups) + redis.call('ZCARD', q.ready)
+  end
+  return redis.call('ZCARD', q.ready)
 end

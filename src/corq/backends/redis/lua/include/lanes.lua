@@ -14,7 +14,8 @@ for a group, 'k:' .. lane for a key.
 
 make_ready(q, id, score, lane): THE way a job becomes ready (enqueue, promotion, release,
 reclaim, retries, workflow release): ZADD into its lane (the record's `lane` field) and
-offer that lane to its rotations unless held back. Returns 1 when the id was added; a job
+offer that lane to its rotations unless held back (each lane and group once per band in a
+call, remembered in q.offered; a claim forgets it: forget_offers(q)). Returns 1 when the id was added; a job
 put in a lane sets q.made_laned (the caller's claim then visits the rotations).
 take_out(q, id, lane): the removal counterpart (cancel, expiry): ZREM from its lane; a
 lane left empty leaves its rotation. Returns 1 when the id was there.
@@ -118,6 +119,30 @@ local function rotate_plain(q)
   end
 end
 
+-- Offer `lane` (a job of band `band` just joined it) to its rotations, once per band in
+-- a call: a step making many jobs ready checks each lane and group once, not per job.
+local function offer_lane(q, task, lane, band)
+  local offered = q.offered
+  if not offered then
+    offered = {lanes = {}, groups = {}}
+    q.offered = offered
+  end
+  local known = offered.lanes[lane]
+  if known and known <= band then
+    return
+  end
+  offered.lanes[lane] = band
+  if held_back(q, 'k:' .. lane) then
+    return
+  end
+  redis.call('ZADD', q.keys_prefix .. task, 'LT', turn_score(q, band), lane)
+  local group = offered.groups[task]
+  if not group or band < group then
+    offered.groups[task] = band
+    offer_group(q, task)
+  end
+end
+
 local function make_ready(q, id, score, lane)
   if not lane or lane == '' then
     return redis.call('ZADD', q.ready, score, id)
@@ -125,12 +150,12 @@ local function make_ready(q, id, score, lane)
   local added = redis.call('ZADD', q.lane_prefix .. lane, score, id)
   laned_add(q, added)
   q.made_laned = true
-  local task = lane_parts(lane)
-  if not held_back(q, 'k:' .. lane) then
-    redis.call('ZADD', q.keys_prefix .. task, 'LT', turn_score(q, band_of(score)), lane)
-    offer_group(q, task)
-  end
+  offer_lane(q, (lane_parts(lane)), lane, band_of(score))
   return added
+end
+
+local function forget_offers(q)
+  q.offered = nil
 end
 
 local function take_out(q, id, lane)

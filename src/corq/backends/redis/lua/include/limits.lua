@@ -6,7 +6,7 @@ done_prefix.
 
 rule_of(q, task): the task's rules decoded from q.rules (cached in q for the call), or
 false when it has none or its value is damaged (a damaged rule limits nothing: its lanes
-drain, and the next set_rules writes it again). Fields: c (concurrency), kc (key
+drain, and the next set_rules writes it again; so does one that is not active). Fields: c (concurrency), kc (key
 concurrency), keyed, r and kr (rates: {count, period_ms}), drop (over_limit drop),
 w (key -> weight).
 lane_for(q, task, key): the lane a new job of `task` waits in: '' without rules, else
@@ -75,6 +75,9 @@ local function checked_rule(raw)
       end
       rule.w[key] = weight
     end
+  end
+  if not (rule.c or rule.keyed or rule.r or rule.drop) then
+    return nil -- set_rules stores active rules only
   end
   return rule
 end
