@@ -15,6 +15,11 @@ live in one Redis Cluster slot. ``$p`` is the key prefix (default ``corq``), ``$
                                         in sandboxes, handed out only when a claim asks
     $p:{$q}:wake                  LIST  wake tokens; idle workers BLPOP it (capped length)
     $p:{$q}:workers               ZSET  holder id -> lease deadline (ms); 0 = lease ended
+    $p:{$q}:idle                  ZSET  holder id -> when listed (ms): holders whose claim
+                                        took nothing and asked to be handed the next job
+    $p:{$q}:inbox:$holder         LIST  jobs handed to that idle holder, held by it and
+                                        running (one entry per job: its claim values), or
+                                        '' (a bare wake: claim); await_jobs BLPOPs it
     $p:{$q}:departed              SET   holders that deregistered while still holding jobs
     $p:{$q}:held:$holder          SET   ids of the jobs that holder holds in this queue
     $p:{$q}:reclaiming            HASH  holder -> 1 if it had departed, else 0: holders taken
@@ -34,6 +39,33 @@ live in one Redis Cluster slot. ``$p`` is the key prefix (default ``corq``), ``$
                                         those watching it) have not all taken the end in
     $p:{$q}:notify:$id            SET   ids of the workflows watching that job (it is an
                                         external parent of theirs); its record has notify 1
+    $p:{$q}:unique                HASH  unique key -> id of the job holding it (a live job,
+                                        or one ended less than its unique_for_ms ago)
+    $p:{$q}:unique-kept           ZSET  unique key -> when its ended job's window closes:
+                                        the keys promotion prunes from unique
+    $p:{$q}:cooldown              HASH  cooldown key ('u:' unique key, or 't:' task) ->
+                                        '<until_ms>:<job id>' (the job that opened it)
+    $p:{$q}:cooldown-until        ZSET  cooldown key -> until_ms: the windows promotion prunes
+
+Flow control (``flow.py``; docs/design.md, "Flow control"). A lane is ``$t\x1f$k`` ($t a
+task with rules, $k its key or ''); the plain ready set is the lane ''::
+
+    $p:{$q}:rules                 HASH  task -> its TaskRules as JSON (flow.py encodes them)
+    $p:{$q}:lane:$lane            ZSET  job id -> ready score: the jobs waiting in that lane
+    $p:{$q}:keys:$t               ZSET  lane -> band(head priority) * 2**44 + turn: the task's
+                                        keys in its rotation (runnable heads, not held back)
+    $p:{$q}:groups                ZSET  task (or '' the plain ready set) -> band * 2**44 +
+                                        turn: the groups in the rotation; absent while no
+                                        lane is runnable (claims then take from ready alone)
+    $p:{$q}:parked                SET   't:'$t / 'k:'$lane: groups and keys at their
+                                        concurrency, out of their rotation until a slot frees
+    $p:{$q}:throttled             ZSET  't:'$t / 'k:'$lane -> when a start is allowed again
+    $p:{$q}:active                HASH  't:'$t / 'k:'$lane -> running jobs holding a slot
+    $p:{$q}:tat                   HASH  't:'$t / 'k:'$lane -> GCRA theoretical arrival (ms)
+    $p:{$q}:flow                  HASH  counters: expired, dropped, cooled, laned (jobs in
+                                        lanes), turn (the rotations' counter)
+    $p:{$q}:expiring              ZSET  job id -> start_by_ms: jobs with a deadline of first
+                                        start (removed when started; promotion ends the due)
 
 A job record holds the fields of ``JOB_FIELDS`` in ``corq/backends/record.py`` (by name,
 as text), plus ``score``: its ready score while it waits in ready or suspects.
@@ -190,6 +222,18 @@ class QueueKeys:
         return f"{self.tag}:workers"
 
     @property
+    def idle(self) -> str:
+        return f"{self.tag}:idle"
+
+    @property
+    def inbox_prefix(self) -> str:
+        """Scripts append the holder id to this to reach its inbox."""
+        return f"{self.tag}:inbox:"
+
+    def inbox(self, worker_id: WorkerId) -> str:
+        return f"{self.inbox_prefix}{worker_id}"
+
+    @property
     def departed(self) -> str:
         return f"{self.tag}:departed"
 
@@ -232,6 +276,96 @@ class QueueKeys:
     def notify_prefix(self) -> str:
         """Scripts append a job id to this to reach the workflows watching that job."""
         return f"{self.tag}:notify:"
+
+    @property
+    def rules(self) -> str:
+        return f"{self.tag}:rules"
+
+    @property
+    def lane_prefix(self) -> str:
+        """Scripts append a lane name to this to reach its jobs."""
+        return f"{self.tag}:lane:"
+
+    @property
+    def keys_prefix(self) -> str:
+        """Scripts append a task name to this to reach the rotation of its keys."""
+        return f"{self.tag}:keys:"
+
+    def lane(self, lane: str) -> str:
+        return f"{self.lane_prefix}{lane}"
+
+    def task_keys(self, task: str) -> str:
+        return f"{self.keys_prefix}{task}"
+
+    @property
+    def groups(self) -> str:
+        return f"{self.tag}:groups"
+
+    @property
+    def parked(self) -> str:
+        return f"{self.tag}:parked"
+
+    @property
+    def throttled(self) -> str:
+        return f"{self.tag}:throttled"
+
+    @property
+    def active(self) -> str:
+        return f"{self.tag}:active"
+
+    @property
+    def tat(self) -> str:
+        return f"{self.tag}:tat"
+
+    @property
+    def unique(self) -> str:
+        return f"{self.tag}:unique"
+
+    @property
+    def unique_kept(self) -> str:
+        return f"{self.tag}:unique-kept"
+
+    @property
+    def cooldown(self) -> str:
+        return f"{self.tag}:cooldown"
+
+    @property
+    def cooldown_until(self) -> str:
+        return f"{self.tag}:cooldown-until"
+
+    @property
+    def unique_keys(self) -> list[str]:
+        """The keys an end frees a unique key in: unique, unique_kept (scripts take them
+        after the flow keys)."""
+        return [self.unique, self.unique_kept]
+
+    @property
+    def flow(self) -> str:
+        return f"{self.tag}:flow"
+
+    @property
+    def expiring(self) -> str:
+        return f"{self.tag}:expiring"
+
+    @property
+    def flow_keys(self) -> list[str]:
+        """The flow-control keys, in the order scripts take them (after their own):
+        rules, groups, parked, throttled, active, tat, flow, expiring."""
+        return [
+            self.rules,
+            self.groups,
+            self.parked,
+            self.throttled,
+            self.active,
+            self.tat,
+            self.flow,
+            self.expiring,
+        ]
+
+    @property
+    def flow_prefixes(self) -> list[str]:
+        """The flow-control prefixes scripts take as arguments: lanes, then task keys."""
+        return [self.lane_prefix, self.keys_prefix]
 
     def notify(self, job_id: JobId) -> str:
         return f"{self.notify_prefix}{job_id}"

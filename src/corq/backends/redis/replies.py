@@ -11,8 +11,9 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from corq.backends.base import ClaimBatch, ClaimedJob, HeldJob
+from corq.backends.base import Admitted, ClaimBatch, ClaimedJob, HeldJob
 from corq.backends.record import CLAIMED_FIELDS, FIELDS_BY_NAME, Kind
+from corq.flow import Outcome
 from corq.job import JobStatus
 from corq.types import JobId, WorkerId
 
@@ -84,6 +85,25 @@ def flags(reply: list[int]) -> list[bool]:
     return [bool(flag) for flag in reply]
 
 
+def admitted(ids: Sequence[JobId]) -> Callable[[list[Any]], list[Admitted]]:
+    """The parser of an enqueue_jobs reply for the jobs `ids`: 1 created, 0 an existing id,
+    or [outcome, the id of the job it names]."""
+
+    def parse(reply: list[Any]) -> list[Admitted]:
+        out: list[Admitted] = []
+        for job_id, item in zip(ids, reply, strict=True):
+            if isinstance(item, list):
+                out.append(Admitted(job_id=decode_id(item[1]), outcome=Outcome(text(item[0]))))
+            else:
+                out.append(Admitted(job_id=job_id, outcome=_PLAIN[bool(item)]))
+        return out
+
+    return parse
+
+
+_PLAIN = {True: Outcome.CREATED, False: Outcome.EXISTS}
+
+
 def pair(reply: list[int]) -> tuple[int, int]:
     return int(reply[0]), int(reply[1])
 
@@ -152,8 +172,37 @@ def claim_batch(reply: list[Any]) -> ClaimBatch:
     if reply[0] == 1:
         return ClaimBatch(jobs=[], lost=True)
     width = CLAIM_WIDTH
-    jobs = [claimed(reply[at : at + width]) for at in range(3, len(reply), width)]
-    return ClaimBatch(jobs=jobs, next_due_ms=score(reply[1]), suspects=int(reply[2]))
+    jobs = [claimed(reply[at : at + width]) for at in range(4, len(reply), width)]
+    return ClaimBatch(
+        jobs=jobs, next_due_ms=score(reply[1]), suspects=int(reply[2]), idle=reply[3] == 1
+    )
+
+
+#: Positions, among a job's claim values, of the numbers a script replies as integers:
+#: an inbox entry carries every value as text (see handed).
+_HANDED_INTS = tuple(
+    i
+    for i, name in enumerate(CLAIMED_FIELDS)
+    if FIELDS_BY_NAME[name].kind in (Kind.INT, Kind.COUNT)
+)
+
+
+def handed(entry: bytes) -> list[ClaimedJob]:
+    """One inbox entry (the wake include's pack_handed): the job handed over, or none for
+    a bare wake marker (b'')."""
+    if not entry:
+        return []
+    header, _, body = entry.partition(b"\n")
+    values: list[Any] = []
+    at = 0
+    for length in header.split():
+        end = at + int(length)
+        values.append(body[at:end])
+        at = end
+    for i in _HANDED_INTS:
+        if values[i]:
+            values[i] = int(values[i])
+    return [claimed(values)]
 
 
 def promoted(reply: list[Any]) -> Promoted:
