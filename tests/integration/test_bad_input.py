@@ -82,7 +82,7 @@ BAD_OPTIONS: list[tuple[dict[str, Any], str]] = [
 ]
 
 
-def _ids(cases: list[tuple[dict[str, Any], str]]) -> list[str]:
+def _ids(cases: list[tuple[Any, str]]) -> list[str]:
     """Stable test ids (a value holding now() would differ between pytest-xdist workers)."""
     return [f"{sorted(options)}-{message}" for options, message in cases]
 
