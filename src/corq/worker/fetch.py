@@ -126,6 +126,11 @@ class Admission:
         self._pending = 0
 
     @property
+    def claimable(self) -> int:
+        """Free slots claims may still fill (those held for hand-overs set aside)."""
+        return self.free - len(self._idle)
+
+    @property
     def spare(self) -> int:
         """Free slots not yet given to a queue nor held for a hand-over."""
         return self.free - len(self._idle) - sum(self._owed.values())

@@ -307,11 +307,16 @@ class Worker:
         return True
 
     async def _join(self, parts: Parts) -> None:
-        """Join every queue (retrying outages) and take back at once the jobs of leases
-        that were ended (a supervised predecessor that died)."""
+        """Store the tasks' flow-control rules in every queue, join every queue (retrying
+        outages) and take back at once the jobs of leases that were ended (a supervised
+        predecessor that died)."""
         backoff = Backoff("register")
+        rules = self.app.flow_rules()
         while True:
             try:
+                if rules:  # before the first claim: the broker applies them to it
+                    for queue in self.queues:
+                        await parts.backend.set_rules(queue, rules)
                 await parts.leases.join()
                 await parts.reclaimer.reclaim_all(ended_only=True)
                 backoff.reset()
