@@ -353,7 +353,10 @@ class Fetcher:
         fetcher claims again."""
         try:
             jobs = await self.backend.await_jobs(queue, holder, IDLE_BLOCK_S)
+            # Under the claim lock, as a claim's jobs: a reconciliation round sees them
+            # either on their way (the queue awaiting) or in the registry, never between.
+            async with self.admission.lock:
+                self.admission.woken(queue)
+                self._start_all(jobs or (), holder)
         finally:
             self.admission.woken(queue)
-        if jobs:
-            self._start_all(jobs, holder)
