@@ -9,10 +9,13 @@ signal handler calls `request_stop()`) or, in burst mode, until the queues are e
 
 The parts, each a module of its own:
 
-- `fetch`: `Admission` decides which queue claims next and how many jobs (free slots,
-  suspects while a sandbox is free, burst mode's end); `Fetcher` runs a claim loop per queue;
-- `jobs`: runs claimed jobs (`runner`) and settles their outcomes (`writer`), keeping the
-  `registry` of what the worker holds and telling the `observer`s;
+- `fetch`: `Admission` decides which queue claims next and how many jobs (free slots by
+  queue weight, suspects while a sandbox is free, the slot an idle queue holds for a
+  hand-over, burst mode's end); `Fetcher` runs a claim loop per queue and, when its queue is
+  empty, waits for the broker to hand it a job;
+- `jobs`: runs claimed jobs (`runner`; a batched task's in batches, `batches`) and settles
+  their outcomes (`writer`), keeping the `registry` of what the worker holds and telling the
+  `observer`s;
 - `leases`: the worker's lease and holder ids, and joining again when a queue's is lost;
 - `promoter`: sleeps until the next delayed job is due and moves due jobs to ready;
 - `reclaim`: renews the lease, takes back the jobs of dead workers, now and then tidies the
