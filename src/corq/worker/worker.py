@@ -350,7 +350,7 @@ class Worker:
         log.info(
             "worker %s started: queues=%s concurrency=%d",
             self.worker_id,
-            ",".join(self.queues),
+            ",".join(q if w == 1 else f"{q}={w}" for q, w in self.weights.items()),
             self.concurrency,
         )
         self._serving.set()
