@@ -106,7 +106,7 @@ def test_queues_take_optional_weights(value: str, queues: dict[str, int] | None)
     ],
 )
 def test_bad_queue_weights_are_usage_errors(command: str, value: str, message: str) -> None:
-    result = CliRunner().invoke(cli, [command, "corq.demo.tasks:app", "--queues", value])
+    result = CliRunner().invoke(cli, [command, "no_such_module:app", "--queues", value])
     assert result.exit_code == 2, result.output
     assert "Invalid value for --queues" in result.output
     assert message in result.output

@@ -73,10 +73,11 @@ def dev(
     Ctrl-C stops it gracefully; a second Ctrl-C exits at once.
     """
     setup_logging(log_level)
+    named = parse_queues(queues)
     app = load_app(app_path)
     if url:
         app.configure(url=url)
-    queue_weights = parse_queues(queues) or dict.fromkeys(_app_queues(app), 1)
+    queue_weights = named or dict.fromkeys(_app_queues(app), 1)
     try:
         w = Worker(app, queues=queue_weights, concurrency=concurrency, grace_s=grace)
     except CorqError as exc:

@@ -93,8 +93,8 @@ def worker(
     what still runs; a second signal exits at once (the jobs are recovered by other workers).
     """
     setup_logging(log_level)
-    app = load_app(app_path)  # a bad app path fails here, once, not in every child
-    queue_weights = parse_queues(queues)  # and so do bad queues
+    queue_weights = parse_queues(queues)  # bad queues fail here, once, not in every child
+    app = load_app(app_path)  # and so does a bad app path
     if processes > 1:
         sys.exit(supervise(_child_argv(sys.argv[1:]), processes, worker_id))
     if url:
