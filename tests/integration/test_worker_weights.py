@@ -25,6 +25,14 @@ class Starts(WorkerObserver):
         self.queues.append(job.queue)
 
 
+async def _release_all(release: asyncio.Event, starts: Starts) -> None:
+    """Every waiting job ends; wait until the freed slots are claimed again."""
+    seen = len(starts.queues)
+    release.set()
+    release.clear()
+    await until(lambda: len(starts.queues) > seen, what="more starts")
+
+
 @pytest.mark.slow
 async def test_started_jobs_follow_the_queue_weights_under_load(app: corq.App) -> None:
     release = asyncio.Event()
@@ -42,10 +50,7 @@ async def test_started_jobs_follow_the_queue_weights_under_load(app: corq.App) -
     async with worker:
         await until(lambda: len(starts.queues) >= 4, what="the first claims")
         while len(starts.queues) < 404:
-            seen = len(starts.queues)
-            release.set()
-            release.clear()  # every waiting job ends; the freed slots are claimed again
-            await until(lambda seen=seen: len(starts.queues) > seen, what="more starts")
+            await _release_all(release, starts)
         release.set()
         await worker.stop(0)
     # Then each queue's share of the first 400 starts after the first claim is its weight's

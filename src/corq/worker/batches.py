@@ -81,6 +81,18 @@ class Batches:
             buffer.timer.cancel()
         self._run(buffer.jobs)
 
+    def remove(self, running: Running) -> bool:
+        """Take one job out of its buffer; False if it is in none."""
+        for key, buffer in self._buffers.items():
+            if running in buffer.jobs:
+                buffer.jobs.remove(running)
+                if not buffer.jobs:
+                    self._buffers.pop(key)
+                    if buffer.timer is not None:
+                        buffer.timer.cancel()
+                return True
+        return False
+
     def drain(self) -> list[Running]:
         """Every buffered job, taken out of its buffer (shutdown gives them back)."""
         drained = []

@@ -77,6 +77,7 @@ class Jobs:
         self.registry.add(running)
         self.observers.started(job)
         if self.batches.batched(running):
+            running.withdraw = self._withdraw
             self.batches.add(running)
         else:
             running.task = asyncio.create_task(self._execute(running))
@@ -92,14 +93,17 @@ class Jobs:
 
     def _run_batch(self, batch: list[Running]) -> None:
         """Call a full batch on a task of its own (each of its jobs names that task)."""
-        live = [r for r in batch if r.cancel_reason is None]
+        task = asyncio.create_task(self._execute_batch(batch))
         for running in batch:
-            if running.cancel_reason is not None:  # taken away while buffered
-                self._finish(running, None)
-        if live:
-            task = asyncio.create_task(self._execute_batch(live))
-            for running in live:
-                running.task = task
+            running.withdraw = None
+            running.task = task
+
+    def _withdraw(self, running: Running) -> None:
+        """A buffered job was cancelled (its claim lost, or an immediate stop): it leaves its
+        batch at once, and its slot is free again; nothing is written for it."""
+        if self.batches.remove(running):
+            running.withdraw = None
+            self._finish(running, None)
 
     async def _execute_batch(self, batch: list[Running]) -> None:
         outcomes: list[Outcome | None] = [None] * len(batch)
