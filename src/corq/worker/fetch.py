@@ -162,12 +162,8 @@ class Admission:
     def _allocate(self) -> int:
         """Give the spare slots, one at a time by weight, to the queues waiting for work
         (at most a claim's `BATCH` each); how many were given."""
-        if len(self.queues) == 1:  # nobody to share with: no picks needed
-            queue, owed = self.queues[0], self._owed.get(self.queues[0], 0)
-            given = min(self.spare, BATCH - owed) if queue in self._waiting else 0
-            if given > 0:
-                self._owed[queue] = owed + given
-            return max(given, 0)
+        if len(self.queues) == 1:
+            return self._allocate_alone(self.queues[0])
         candidates = {q for q in self._waiting if self._owed.get(q, 0) < BATCH}
         given = 0
         for _ in range(max(0, self.spare)):
@@ -179,6 +175,14 @@ class Admission:
             if owed >= BATCH:
                 candidates.discard(queue)
         return given
+
+    def _allocate_alone(self, queue: QueueName) -> int:
+        """One queue has nobody to share with: it is given the spare slots, no picks."""
+        owed = self._owed.get(queue, 0)
+        given = min(self.spare, BATCH - owed) if queue in self._waiting else 0
+        if given > 0:
+            self._owed[queue] = owed + given
+        return max(given, 0)
 
     def _grant(self, count: int) -> Grant:
         free_sandboxes = max(0, self.sandboxes - self.suspects_running)
