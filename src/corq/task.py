@@ -170,6 +170,11 @@ class TaskOptions:
                 f"task {self.name!r}: key_concurrency, key_rate_limit, key_weights and "
                 "batch_by_key need a key= function (what the key of a job is)"
             )
+        if over == OverLimit.DROP and rates == [None, None]:
+            raise FlowRuleError(
+                f"task {self.name!r}: over_limit='drop' drops jobs over a rate limit: it needs "
+                "rate_limit or key_rate_limit"
+            )
         return TaskRules(
             task=self.name,
             concurrency=self.concurrency,

@@ -50,6 +50,7 @@ def _noop() -> None:
         ({"key": str, "key_weights": {"": 1}}, r"a key_weights key must be 1 to 200"),
         ({"key": str, "key_weights": [("a", 1)]}, r"key_weights must be a dict"),
         ({"key": "tenant"}, r"key must be a function of the task's arguments"),
+        ({"over_limit": "drop"}, r"over_limit='drop' drops jobs over a rate limit: it needs"),
         ({"over_limit": "later"}, r"over_limit must be 'wait' or 'drop', got 'later'"),
         ({"on_duplicate": "merge"}, r"on_duplicate must be one of 'keep', 'replace', 'cancel'"),
         ({"unique_for": -1}, r"task 'job': unique_for must be a timedelta or a number"),
