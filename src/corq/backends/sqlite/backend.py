@@ -156,8 +156,9 @@ class SqliteBackend(SqliteSchedules, SqliteWorkflows, SqliteFlow):
         suspects: int = 0,
         idle: bool = False,
     ) -> ClaimBatch:
-        """`idle` is accepted and changes nothing: this broker hands no job over (an idle
-        fetcher waits in await_jobs for the local wake-up, then claims)."""
+        """With `idle`, a claim that takes nothing says so (``ClaimBatch.idle``) but lists
+        nothing: this broker hands no job over (an idle fetcher waits in await_jobs for the
+        local wake-up, then claims)."""
         ask = claims.ClaimRequest(queue, worker_id, count, lease_ms, now_ms, suspects, idle)
         batch = await self._thread.run(partial(claims.claim_jobs, ask=ask, bounds=self._bounds))
         if not batch.lost:
@@ -244,11 +245,14 @@ class SqliteBackend(SqliteSchedules, SqliteWorkflows, SqliteFlow):
 
     async def promote_due_jobs(self, queue: QueueName, now_ms: int | None) -> int | None:
         """Promote in steps of at most BATCH jobs (one transaction each) until nothing is
-        due; then, about once a second, delete expired results (see EXPIRE_EVERY_S)."""
+        due (nor past its start_by_ms); then, about once a second, delete expired results
+        (see EXPIRE_EVERY_S)."""
         while True:
             step = partial(claims.promote_due_jobs, queue=queue, now_ms=now_ms, bounds=self._bounds)
             promoted, now = await self._thread.run(step)
             due, now_ms = promoted.next_due_ms, now  # later steps keep the first step's time
+            if promoted.more_expired:
+                continue
             if due is None or due > now or promoted.moved == 0:
                 await self._expire_results()
                 return due

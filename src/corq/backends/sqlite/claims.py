@@ -38,6 +38,8 @@ class Promoted:
     moved: int
     #: Earliest numeric run time left in the delayed lane (<= now: more are due).
     next_due_ms: int | None
+    #: The step ended BATCH jobs expired: more may be past their start_by_ms.
+    more_expired: bool = False
 
 
 def promote(conn: Conn, queue: QueueName, now_ms: int, bounds: DeadBounds) -> Promoted:
@@ -64,7 +66,7 @@ def promote(conn: Conn, queue: QueueName, now_ms: int, bounds: DeadBounds) -> Pr
     if next_due is None and not ended:
         next_due = _next_due(conn, queue)
     admit.prune(conn, queue, now_ms)
-    return Promoted(len(due) + len(damaged) + expired, next_due)
+    return Promoted(len(due) + len(damaged) + expired, next_due, expired >= BATCH)
 
 
 def _walk_due(
@@ -135,8 +137,9 @@ class ClaimRequest:
     lease_ms: int
     now_ms: int | None
     suspects: int
-    #: Asked to be listed idle when nothing is taken: SQLite hands nothing over (its
-    #: waiters are woken locally, see SqliteBackend.await_jobs), so it is not listed.
+    #: Asked to be listed idle when nothing is taken. SQLite keeps no list and hands
+    #: nothing over: every commit wakes the local waiters (SqliteBackend.await_jobs returns
+    #: [] and the holder claims), so the claim only reports the holder idle.
     idle: bool = False
 
 
@@ -162,7 +165,8 @@ def claim_jobs(conn: Conn, ask: ClaimRequest, bounds: DeadBounds) -> ClaimBatch:
     elif ask.count > len(jobs):
         jobs += _take(conn, ask, ask.count - len(jobs), now, bounds, suspect=False)
     (waiting,) = conn.execute(Q["suspects_count"], {"queue": ask.queue}).fetchone()
-    return ClaimBatch(jobs=jobs, next_due_ms=next_due, suspects=waiting)
+    idle = ask.idle and not jobs
+    return ClaimBatch(jobs=jobs, next_due_ms=next_due, suspects=waiting, idle=idle)
 
 
 def _take_lane(

@@ -250,7 +250,9 @@ def spend(
     conn: Conn, queue: QueueName, limit: Limit, rate: Rate | None, slot: bool, now: int
 ) -> None:
     """A start under `limit`: its tat moves on by one interval (with a rate), its running
-    count goes up by one (with a concurrency)."""
+    count goes up by one (with a concurrency); a limit with neither writes nothing."""
+    if rate is None and not slot:
+        return
     tat = limit.tat_ms
     if rate is not None:
         tat = max(tat if tat is not None else now, now) + rate.interval_ms
