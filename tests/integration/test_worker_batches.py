@@ -117,3 +117,24 @@ async def test_a_batch_is_called_when_no_slot_is_left(app: corq.App) -> None:
         # Then each batch is called once the slots are full, not after the wait
         assert [await h.result(timeout=20) for h in handles] == list(range(8))
     assert sizes == [4, 4]
+
+
+async def test_batch_by_key_calls_each_keys_jobs_together(app: corq.App) -> None:
+    if not hasattr(app.client().backend, "admit_jobs"):
+        pytest.skip("this broker takes no keyed jobs yet (admit_jobs)")
+    calls: list[list[str]] = []
+
+    @app.task(key=lambda row: row.split(":")[0], batch_size=4, batch_wait=0.2, batch_by_key=True)
+    async def per_tenant(rows: list[str]) -> list[str]:
+        calls.append(rows)
+        return [row.upper() for row in rows]
+
+    # Given jobs of two tenants, interleaved
+    rows = [f"{tenant}:{n}" for n in range(4) for tenant in ("a", "b")]
+    handles = await per_tenant.enqueue_many([(row,) for row in rows])
+    async with run_worker(app, concurrency=8):
+        results = [await h.result(timeout=20) for h in handles]
+    # Then each call held one tenant's jobs only, and each job has its own result
+    assert results == [row.upper() for row in rows]
+    assert all(len({row.split(":")[0] for row in call}) == 1 for call in calls)
+    assert sorted(row for call in calls for row in call) == sorted(rows)
