@@ -19,16 +19,20 @@ from __future__ import annotations
 import asyncio
 import contextvars
 import functools
+import logging
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from corq.limits import error_line
 from corq.task import Task
 from corq.types import TaskName
 from corq.worker.outcomes import Outcome, Raised
 from corq.worker.registry import Running
 from corq.worker.runner import Runner, _raised, _timed_out
 from corq.worker.threads import ThreadOutcomeKind
+
+log = logging.getLogger(__name__)
 
 #: One buffer: a queue, a task and, with ``batch_by_key``, a key.
 BufferKey = tuple[str, TaskName, str | None]
@@ -127,6 +131,10 @@ async def call_batch(runner: Runner, batch: list[Running]) -> list[Outcome | Non
         results = await _call(runner, task, called, [item for _, item in items])
     except asyncio.CancelledError:
         results = [_cancelled(runner, running) for running in called]
+    except Exception as exc:  # a fault of corq's own: park the jobs where they can be seen
+        log.exception("batch of task %s: corq failed to run it", task.name)
+        error = f"corq could not run this job: {error_line(exc)}"
+        results = [runner.outcomes.dead(running.job, error) for running in called]
     for (n, _), outcome in zip(items, results, strict=True):
         outcomes[n] = outcome
     return outcomes

@@ -99,11 +99,14 @@ class Jobs:
             running.task = task
 
     def _withdraw(self, running: Running) -> None:
-        """A buffered job was cancelled (its claim lost, or an immediate stop): it leaves its
-        batch at once, and its slot is free again; nothing is written for it."""
+        """A buffered job was cancelled: it leaves its batch at once and its slot is free
+        again; given back unstarted at shutdown, else (its claim lost) nothing is written."""
         if self.batches.remove(running):
             running.withdraw = None
-            self._finish(running, None)
+            shutdown = running.cancel_reason is CancelReason.SHUTDOWN
+            self._finish(
+                running, Outcomes.released(running.job, unstarted=True) if shutdown else None
+            )
 
     async def _execute_batch(self, batch: list[Running]) -> None:
         outcomes: list[Outcome | None] = [None] * len(batch)
