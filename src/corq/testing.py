@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
 from typing import Any
 
 from corq.app import App
@@ -28,7 +28,7 @@ __all__ = ["FakeClock", "drain", "run_worker"]
 async def run_worker(
     app: App,
     *,
-    queues: Sequence[QueueName] | None = None,
+    queues: Mapping[QueueName, int] | Sequence[QueueName] | None = None,
     concurrency: int | None = None,
     grace_s: float = 5.0,
     **kwargs: Any,
@@ -45,7 +45,7 @@ async def run_worker(
 async def drain(
     app: App,
     *,
-    queues: Sequence[QueueName] | None = None,
+    queues: Mapping[QueueName, int] | Sequence[QueueName] | None = None,
     concurrency: int | None = None,
     timeout: float = 30.0,
 ) -> Worker:

@@ -13,7 +13,7 @@ heartbeat thread asks which job the task the loop is stepping runs, when the loo
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from enum import Enum
 from typing import Any
@@ -51,6 +51,8 @@ class Running:
     unstoppable: bool = False
     #: True once the job's outcome is handed to the writer (or there is none to write).
     finished: bool = False
+    #: Set while it waits in a batch (no task yet): cancelling it takes it out and ends it.
+    withdraw: Callable[[Running], None] | None = None
 
     @property
     def key(self) -> Key:
@@ -126,6 +128,8 @@ class Registry:
         running.cancel_reason = reason
         if running.task is not None:
             running.task.cancel()
+        elif running.withdraw is not None:
+            running.withdraw(running)
 
     def cancel_held_by(self, queue: QueueName, holder: WorkerId, reason: CancelReason) -> int:
         """Cancel every executing job of `queue` claimed under `holder`; how many."""
