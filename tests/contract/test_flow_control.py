@@ -587,6 +587,27 @@ async def test_a_rate_admits_a_burst_then_throttles_until_next_due(backend: Back
     assert await claim_ids(backend, "w1", T0 + 201, count=50) == []
 
 
+async def test_promotion_at_a_throttled_lanes_due_time_wakes_waiting_workers(
+    backend: Backend,
+) -> None:
+    # Given a lane throttled after its burst, and the wake signals of that burst used up
+    await set_rules(backend, TaskRules(task=LIMITED, rate=per_second(5)))
+    await backend.enqueue_jobs([job(f"j{n:02}") for n in range(10)])
+    await register(backend, "w1")
+    assert len(await claim_ids(backend, "w1", T0, count=10)) == 5
+    batch = await backend.claim_jobs(Q, "w1", 10, LEASE_MS, T0 + 1)
+    assert (batch.jobs, batch.next_due_ms) == ([], T0 + 200)
+    while await backend.wait_for_jobs(Q, 0):
+        pass
+
+    # When the worker's promoter runs at that due time
+    await backend.promote_due_jobs(Q, T0 + 200)
+
+    # Then a worker waiting for work is woken (it does not sleep until its idle timeout)
+    assert await backend.wait_for_jobs(Q, 5)
+    assert await claim_ids(backend, "w1", T0 + 200, count=10) == ["j05"]
+
+
 async def test_starts_over_any_window_stay_within_the_rate(backend: Backend) -> None:
     rate = per_second(10)
     await set_rules(backend, TaskRules(task=LIMITED, rate=rate))

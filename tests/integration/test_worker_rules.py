@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import pytest
-
 import corq
 from corq.backends import open_backend
 from corq.flow import Rate
@@ -14,10 +12,6 @@ async def test_a_worker_stores_its_tasks_rules_in_every_queue_it_serves(
 ) -> None:
     app = corq.App(broker_url, prefix=prefix)
     other = open_backend(broker_url, prefix=prefix)
-    if not hasattr(other, "set_rules"):
-        await other.close()
-        await app.aclose()
-        pytest.skip("this broker stores no flow rules yet")
 
     @app.task(concurrency=3, rate_limit="10/s")
     async def limited() -> None: ...
@@ -42,4 +36,24 @@ async def test_a_worker_stores_its_tasks_rules_in_every_queue_it_serves(
                 assert rules[per_tenant.name].key_concurrency == 1
     finally:
         await other.close()
+        await app.aclose()
+
+
+async def test_a_burst_worker_runs_the_jobs_a_rate_limit_holds_back_before_it_stops(
+    broker_url: str, prefix: str
+) -> None:
+    # Given 12 jobs of a task limited to 10 starts a second (a burst of 10, then throttled)
+    app = corq.App(broker_url, prefix=prefix)
+
+    @app.task(rate_limit="10/s")
+    async def limited(n: int) -> int:
+        return n
+
+    try:
+        handles = await limited.enqueue_many([(n,) for n in range(12)])
+        # When a burst worker runs until it stops by itself
+        await corq.Worker(app, burst=True, scheduler=False).run()
+        # Then it stopped only once every job had run: a throttled job is not "empty"
+        assert [(await h.info()).status for h in handles] == [corq.JobStatus.SUCCEEDED] * 12
+    finally:
         await app.aclose()

@@ -303,7 +303,7 @@ class Fetcher:
             if batch.lost:
                 await self.leases.recover_lost([(queue, holder)])
             elif not batch.jobs:
-                await self._idle_wait(queue, holder, batch.idle, backoff)
+                await self._idle_wait(queue, holder, batch, backoff)
 
     async def _claim(self, queue: QueueName, holder: WorkerId, grant: Grant) -> ClaimBatch:
         """One claim; every job claimed is started before the turn ends."""
@@ -339,23 +339,38 @@ class Fetcher:
             self._start(job, holder)
 
     async def _idle_wait(
-        self, queue: QueueName, holder: WorkerId, listed: bool, backoff: Backoff
+        self, queue: QueueName, holder: WorkerId, batch: ClaimBatch, backoff: Backoff
     ) -> None:
         """Nothing to claim: wait for a hand-over when listed idle, else block on the wake
-        signal (burst: stop, or wait for a job to end)."""
-        if self.admission.burst:
-            if self.admission.queue_empty(queue):
-                log.info("burst: queues empty, stopping")
-                self._burst_done()
-            await self.admission.wait_for_activity(IDLE_BLOCK_S)
-            return
+        signal (burst: stop, or wait for a job to end, or for a limit to let more start)."""
         try:
-            if listed:
+            if self.admission.burst:
+                await self._burst_wait(queue, batch)
+            elif batch.idle:
                 await self._await_hand_over(queue, holder)
             else:
                 await self.backend.wait_for_jobs(queue, IDLE_BLOCK_S)
         except BrokerError as exc:
             await backoff.wait(exc)
+
+    async def _burst_wait(self, queue: QueueName, batch: ClaimBatch) -> None:
+        """Burst mode: jobs still ready but held back by a rate or concurrency limit keep
+        the worker going (it waits for the limit, not for time); else the queue is empty."""
+        (stats,) = await self.backend.queue_stats([queue])
+        if stats.ready > batch.suspects:
+            await self.backend.wait_for_jobs(queue, self._until_due(batch.next_due_ms))
+            return
+        if self.admission.queue_empty(queue):
+            log.info("burst: queues empty, stopping")
+            self._burst_done()
+        await self.admission.wait_for_activity(IDLE_BLOCK_S)
+
+    def _until_due(self, next_due_ms: int | None) -> float:
+        """Seconds to block before claiming again: until the next start is due, at most
+        IDLE_BLOCK_S (a freed slot wakes the wait earlier)."""
+        if next_due_ms is None:
+            return IDLE_BLOCK_S
+        return min(IDLE_BLOCK_S, max(0.001, (next_due_ms - self.clock.now_ms()) / 1000))
 
     async def _await_hand_over(self, queue: QueueName, holder: WorkerId) -> None:
         """Wait for the broker to hand the idle holder a job, already claimed for it, and

@@ -47,7 +47,8 @@ def promote(conn: Conn, queue: QueueName, now_ms: int, bounds: DeadBounds) -> Pr
 
     The lane is walked in index order up to the first job not due yet, so the cost is the
     number of due jobs, however many wait. A damaged record met on the way (a run time that
-    is not an integer sorts first or last) goes to the dead letters instead.
+    is not an integer sorts first or last) goes to the dead letters instead. Throttled
+    lanes that are due go back to their rotations; the next due time counts them.
     """
     expired = flow.expire_due(conn, queue, now_ms)
     due, damaged, next_due, ended = _walk_due(conn, queue, now_ms)
@@ -65,6 +66,11 @@ def promote(conn: Conn, queue: QueueName, now_ms: int, bounds: DeadBounds) -> Pr
         trim(conn, [queue], now_ms, bounds)
     if next_due is None and not ended:
         next_due = _next_due(conn, queue)
+    if flow.has_lanes(conn, queue):
+        # Lanes whose rate lets them start again go back to their rotations now, so the
+        # promoter's wake-up at a throttled lane's due time starts its next job on time.
+        flow.wake_due(conn, queue, now_ms)
+        next_due = _earliest(next_due, flow.next_throttled(conn, queue))
     admit.prune(conn, queue, now_ms)
     return Promoted(len(due) + len(damaged) + expired, next_due, expired >= BATCH)
 
