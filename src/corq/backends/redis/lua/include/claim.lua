@@ -145,12 +145,14 @@ local function take_from_lane(c, task, lane, rule, room)
 end
 
 -- How many jobs one visit of `lane` may take, or nil after parking what is at its limit.
-local function visit_room(q, rule, task, lane, wanted)
+-- A lane that is the only runnable one of the queue (`sole`) shares with nobody: it gives
+-- all that is asked, within its limits, in one visit.
+local function visit_room(q, rule, task, lane, wanted, sole)
   if not rule then
-    return 1
+    return sole and wanted or 1
   end
   local _, key = lane_parts(lane)
-  local room = math.min(wanted, rule.w[key] or 1)
+  local room = sole and wanted or math.min(wanted, rule.w[key] or 1)
   if rule.c then
     local free = rule.c - active_count(q, 't:' .. task)
     if free <= 0 then
@@ -182,15 +184,16 @@ local function next_turn_of(q, member, limit, rotate, task, lane)
   end
 end
 
-local function visit_group(c, task, wanted)
+local function visit_group(c, task, wanted, alone)
   local q = c.q
-  local lane = redis.call('ZRANGE', q.keys_prefix .. task, 0, 0)[1]
+  local lanes = redis.call('ZRANGE', q.keys_prefix .. task, 0, 1)
+  local lane = lanes[1]
   if not lane then
     redis.call('ZREM', q.groups, task)
     return 0
   end
   local rule = rule_of(q, task)
-  local room = visit_room(q, rule, task, lane, wanted)
+  local room = visit_room(q, rule, task, lane, wanted, alone and lanes[2] == nil)
   if not room then
     return 0
   end
@@ -221,7 +224,7 @@ local function take_laned(c, wanted)
       taken = taken + take_jobs(c, q.ready, alone and wanted - taken or 1, '0')
       rotate_plain(q)
     else
-      taken = taken + visit_group(c, head, wanted - taken)
+      taken = taken + visit_group(c, head, wanted - taken, heads[2] == nil)
     end
   end
   return taken
