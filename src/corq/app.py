@@ -7,15 +7,16 @@ import logging
 import reprlib
 import threading
 import weakref
-from collections.abc import Callable, Coroutine, Iterable, Sequence
+from collections.abc import Callable, Coroutine, Iterable, Mapping, Sequence
 from datetime import datetime, timedelta
-from typing import Any, ParamSpec, Protocol, TypeVar, overload
+from typing import Any, Literal, ParamSpec, Protocol, TypeVar, overload
 
 from corq.backends import open_backend
 from corq.canvas import Batch, Chain, Chord, Flow, Group, Workflow
 from corq.client import Client, JobHandle
 from corq.clock import SystemClock
 from corq.errors import ArgumentError, ConfigError, ScheduleError, TaskDefinitionError
+from corq.flow import OnDuplicate, OverLimit, Rate, TaskRules
 from corq.limits import MAX_DELAY_S, check_priority
 from corq.retry import RetryPolicy, exception_classes
 from corq.schedule import CatchUp, Overlap, ScheduleDef, make_policy, make_rule
@@ -23,7 +24,14 @@ from corq.schedules import Schedules
 from corq.schedules.periodic import PeriodicSchedules
 from corq.serializers import Serializer, get_serializer
 from corq.settings import Settings
-from corq.spec import DependencyLike, EnqueueOptions, JobSpec, check_queue_name, check_task_name
+from corq.spec import (
+    DependencyLike,
+    EnqueueOptions,
+    JobSpec,
+    check_queue_name,
+    check_task_name,
+    duration_ms,
+)
 from corq.task import Task, TaskOptions
 from corq.types import Clock, JobId, QueueName, TaskName
 from corq.workflows import BatchHandle, WorkflowHandle
@@ -31,6 +39,7 @@ from corq.workflows import BatchHandle, WorkflowHandle
 log = logging.getLogger(__name__)
 P = ParamSpec("P")
 R = TypeVar("R")
+T = TypeVar("T")
 
 
 class _Register(Protocol):
@@ -41,6 +50,28 @@ class _Register(Protocol):
 
     @overload
     def __call__(self, fn: Callable[P, R], /) -> Task[P, R]: ...
+
+
+class _RegisterBatch(Protocol):
+    """What ``@app.task(batch_size=...)`` returns: the function takes a list of items
+    (``rows: list[Row]``), so each job takes one item and results in one item of the list
+    it returns (or None)."""
+
+    @overload
+    def __call__(
+        self, fn: Callable[[list[T]], Coroutine[Any, Any, None]], /
+    ) -> Task[[T], None]: ...
+
+    @overload
+    def __call__(
+        self, fn: Callable[[list[T]], Coroutine[Any, Any, list[R]]], /
+    ) -> Task[[T], R]: ...
+
+    @overload
+    def __call__(self, fn: Callable[[list[T]], None], /) -> Task[[T], None]: ...
+
+    @overload
+    def __call__(self, fn: Callable[[list[T]], list[R]], /) -> Task[[T], R]: ...
 
 
 class _Periodic(Protocol):
@@ -93,6 +124,11 @@ class App:
         """Every queue this app's tasks send to."""
         return {t.options.queue for t in self.registry.values()}
 
+    def flow_rules(self) -> list[TaskRules]:
+        """The flow-control rules of every registered task that has some (what a worker
+        stores with ``set_rules`` in each queue it serves, before it claims)."""
+        return [t.options.rules for t in self.registry.values() if t.options.rules.active]
+
     def configure(self, **changes: Any) -> None:
         """Change settings (e.g. url) before any connection is made."""
         if self._clients or self._portal is not None:
@@ -137,6 +173,48 @@ class App:
         max_backoff: float = 300.0,
         jitter: bool = True,
         priority: int = 0,
+        concurrency: int | None = None,
+        key: Callable[..., str] | None = None,
+        key_concurrency: int | None = None,
+        rate_limit: str | Rate | None = None,
+        key_rate_limit: str | Rate | None = None,
+        key_weights: Mapping[str, int] | None = None,
+        over_limit: OverLimit | Literal["wait", "drop"] = OverLimit.WAIT,
+        on_duplicate: OnDuplicate | Literal["keep", "replace", "cancel"] = OnDuplicate.KEEP,
+        unique_for: timedelta | float = 0,
+        batch_size: int,
+        batch_wait: timedelta | float = 0,
+        batch_by_key: bool = False,
+    ) -> _RegisterBatch: ...
+
+    @overload
+    def task(
+        self,
+        fn: None = None,
+        /,
+        *,
+        name: str | None = None,
+        queue: str | None = None,
+        retries: int = 0,
+        timeout: float | None = None,
+        process: bool = False,
+        retry_on: type[BaseException] | Iterable[type[BaseException]] = (),
+        backoff: float = 1.0,
+        max_backoff: float = 300.0,
+        jitter: bool = True,
+        priority: int = 0,
+        concurrency: int | None = None,
+        key: Callable[..., str] | None = None,
+        key_concurrency: int | None = None,
+        rate_limit: str | Rate | None = None,
+        key_rate_limit: str | Rate | None = None,
+        key_weights: Mapping[str, int] | None = None,
+        over_limit: OverLimit | Literal["wait", "drop"] = OverLimit.WAIT,
+        on_duplicate: OnDuplicate | Literal["keep", "replace", "cancel"] = OnDuplicate.KEEP,
+        unique_for: timedelta | float = 0,
+        batch_size: None = None,
+        batch_wait: timedelta | float = 0,
+        batch_by_key: bool = False,
     ) -> _Register: ...
 
     def task(
@@ -154,12 +232,36 @@ class App:
         max_backoff: float = 300.0,
         jitter: bool = True,
         priority: int = 0,
-    ) -> Task[Any, Any] | _Register:
-        """Register a function as a task: ``@app.task`` or ``@app.task(retries=3, timeout=10)``."""
+        concurrency: int | None = None,
+        key: Callable[..., str] | None = None,
+        key_concurrency: int | None = None,
+        rate_limit: str | Rate | None = None,
+        key_rate_limit: str | Rate | None = None,
+        key_weights: Mapping[str, int] | None = None,
+        over_limit: OverLimit | Literal["wait", "drop"] = OverLimit.WAIT,
+        on_duplicate: OnDuplicate | Literal["keep", "replace", "cancel"] = OnDuplicate.KEEP,
+        unique_for: timedelta | float = 0,
+        batch_size: int | None = None,
+        batch_wait: timedelta | float = 0,
+        batch_by_key: bool = False,
+    ) -> Task[Any, Any] | _Register | _RegisterBatch:
+        """Register a function as a task: ``@app.task`` or ``@app.task(retries=3, timeout=10)``.
+
+        Flow control (docs/design.md, "Flow control"), applied by the broker on all workers
+        together: `concurrency` (most jobs running at once), `key` (a function of the
+        job's arguments giving its fairness key: keys share the workers round robin, by
+        `key_weights`), `key_concurrency`, `rate_limit` and `key_rate_limit` (``"50/s"``,
+        ``"100/m"``, ``"/h"``), `over_limit` (``"wait"`` or ``"drop"``), `on_duplicate`
+        (what an enqueue whose ``unique_key`` is taken does) and `unique_for` (how long the
+        key stays taken after the job ended). `batch_size` hands the function a list of up
+        to that many jobs' arguments at once, waiting up to `batch_wait` for more, grouped
+        by key with `batch_by_key`. A bad value is a FlowRuleError here, at definition.
+        """
 
         def register(func: Callable[..., Any]) -> Task[Any, Any]:
+            task_name = check_task_name(_task_name(func) if name is None else name)
             options = TaskOptions(
-                name=check_task_name(_task_name(func) if name is None else name),
+                name=task_name,
                 queue=check_queue_name(self.settings.default_queue if queue is None else queue),
                 retry=RetryPolicy(
                     max_retries=retries,
@@ -171,6 +273,18 @@ class App:
                 timeout_s=_check_timeout(timeout),
                 process=_check_flag("process", process),
                 priority=check_priority(priority, TaskDefinitionError),
+                concurrency=concurrency,
+                key=key,
+                key_concurrency=key_concurrency,
+                rate_limit=rate_limit,  # type: ignore[arg-type]  # a str is parsed by TaskOptions
+                key_rate_limit=key_rate_limit,  # type: ignore[arg-type]  # parsed too
+                key_weights={} if key_weights is None else key_weights,
+                over_limit=over_limit,  # type: ignore[arg-type]  # checked by TaskOptions
+                on_duplicate=on_duplicate,  # type: ignore[arg-type]  # checked by TaskOptions
+                unique_for_ms=duration_ms(unique_for, f"task {task_name!r}: unique_for"),
+                batch_size=batch_size,
+                batch_wait_s=duration_ms(batch_wait, f"task {task_name!r}: batch_wait") / 1000,
+                batch_by_key=batch_by_key,
             )
             if options.name in self.registry:
                 raise TaskDefinitionError(
@@ -375,6 +489,11 @@ class App:
         priority: int | None = None,
         depends_on: Sequence[DependencyLike] = (),
         allow_failed: bool = False,
+        unique_key: str | None = None,
+        debounce: float | timedelta | None = None,
+        max_wait: float | timedelta | None = None,
+        cooldown: float | timedelta | None = None,
+        expires: float | timedelta | None = None,
     ) -> JobHandle[Any]: ...
 
     async def enqueue(
@@ -389,13 +508,19 @@ class App:
         priority: int | None = None,
         depends_on: Sequence[DependencyLike] = (),
         allow_failed: bool = False,
+        unique_key: str | None = None,
+        debounce: float | timedelta | None = None,
+        max_wait: float | timedelta | None = None,
+        cooldown: float | timedelta | None = None,
+        expires: float | timedelta | None = None,
     ) -> JobHandle[Any]:
-        """Send a spec, or a job by task name with positional args (options as keywords;
-        `depends_on` and `allow_failed` as in EnqueueOptions)."""
+        """Send a spec, or a job by task name with positional args (options as keywords,
+        as in EnqueueOptions)."""
         client = self.client()
         if isinstance(target, JobSpec):
             given = (queue, delay, eta, job_id, priority, depends_on or None, allow_failed)
-            if args or given != (None,) * 6 + (False,):
+            flow = (unique_key, debounce, max_wait, cooldown, expires)
+            if args or given != (None,) * 6 + (False,) or flow != (None,) * 5:
                 raise ArgumentError("a job spec carries its own arguments and options")
             return await client.enqueue(target)
         return await client.enqueue(
@@ -408,6 +533,11 @@ class App:
             priority=priority,
             depends_on=depends_on,
             allow_failed=allow_failed,
+            unique_key=unique_key,
+            debounce=debounce,
+            max_wait=max_wait,
+            cooldown=cooldown,
+            expires=expires,
         )
 
     async def enqueue_many(self, specs: Sequence[JobSpec[R]]) -> list[JobHandle[R]]:

@@ -15,6 +15,7 @@ import msgspec
 from corq.aio import reraise_if_cancelling
 from corq.backends.base import (
     WORKFLOW_MAX_JOBS,
+    Admitted,
     Backend,
     NewJob,
     QueueStats,
@@ -24,13 +25,17 @@ from corq.errors import (
     ArgumentError,
     BrokerDataError,
     BrokerError,
+    EnqueueError,
+    FlowRuleError,
     JobCancelledError,
+    JobExpiredError,
     JobFailedError,
     JobNotFoundError,
     ResultTimeoutError,
     SerializationError,
     UpstreamFailedError,
 )
+from corq.flow import Dedupe, FlowStats, Outcome, TaskRules
 from corq.job import TERMINAL_STATES, Job, JobStatus
 from corq.limits import check_payload_size, check_priority
 from corq.producer_checks import (
@@ -39,6 +44,7 @@ from corq.producer_checks import (
     check_job_ids,
     check_lookup_id,
     check_timeout,
+    flow_directives,
     run_at_ms,
     str_list,
 )
@@ -72,19 +78,37 @@ class JobHandle(Generic[R_co]):
     """A reference to one job, returned by enqueue; R is what its result decodes to
     (Any for a handle made from an id, or for a task known only by name)."""
 
-    __slots__ = ("_client", "id", "queue", "task")
+    __slots__ = ("_client", "id", "outcome", "queue", "task")
 
-    def __init__(self, client: Client, job_id: JobId, queue: QueueName, task: TaskName) -> None:
+    def __init__(
+        self,
+        client: Client,
+        job_id: JobId,
+        queue: QueueName,
+        task: TaskName,
+        outcome: Outcome | None = None,
+    ) -> None:
         self._client = client
-        #: Job id.
+        #: Job id: the job the broker named, which is an existing one when the enqueue
+        #: found its ``unique_key`` taken (see `outcome`).
         self.id = job_id
         #: Queue the job was sent to.
         self.queue = queue
         #: Task name.
         self.task = task
+        #: What the enqueue did (``created``, ``existing``, ``debounced``...); None for a
+        #: handle made from an id.
+        self.outcome = outcome
 
     def __repr__(self) -> str:
-        return f"<JobHandle {self.task} id={self.id} queue={self.queue}>"
+        shown = "" if self.outcome is None else f" outcome={self.outcome}"
+        return f"<JobHandle {self.task} id={self.id} queue={self.queue}{shown}>"
+
+    @property
+    def created(self) -> bool:
+        """True when the enqueue wrote a new job (False: it returned an existing one, moved
+        or changed it, or dropped the call)."""
+        return self.outcome is Outcome.CREATED
 
     async def info(self) -> Job:
         """The job's current record."""
@@ -130,6 +154,8 @@ class Client:
         #: Most jobs one workflow may hold (callbacks and batch additions included).
         self.max_workflow_jobs = max_workflow_jobs
         self._workflows = WorkflowSender(self)
+        #: (queue, task) pairs whose rules this client stored (see `store_rules`).
+        self._rules_stored: set[tuple[QueueName, TaskName]] = set()
 
     async def enqueue_calls(
         self,
@@ -148,9 +174,10 @@ class Client:
             return await self.enqueue_many(specs)
         queue = check_queue_name(task.options.queue if options.queue is None else options.queue)
         priority = task.options.priority if options.priority is None else options.priority
-        checked = self._check_options(options, priority)
+        checked = self._check_options(options, priority, task)
         payloads = [task.encode_payload(args, kwargs) for args, kwargs in calls]
-        jobs = self._new_jobs(task.name, queue, payloads, checked)
+        keys = [task.key_of(args, kwargs) for args, kwargs in calls]
+        jobs = self._new_jobs(task.name, queue, payloads, checked, keys=keys)
         return await self._send(jobs)
 
     @overload
@@ -171,6 +198,11 @@ class Client:
         priority: int | None = None,
         depends_on: Sequence[DependencyLike] = (),
         allow_failed: bool = False,
+        unique_key: str | None = None,
+        debounce: float | timedelta | None = None,
+        max_wait: float | timedelta | None = None,
+        cooldown: float | timedelta | None = None,
+        expires: float | timedelta | None = None,
     ) -> JobHandle[Any]: ...
 
     async def enqueue(
@@ -187,6 +219,11 @@ class Client:
         priority: int | None = None,
         depends_on: Sequence[DependencyLike] = (),
         allow_failed: bool = False,
+        unique_key: str | None = None,
+        debounce: float | timedelta | None = None,
+        max_wait: float | timedelta | None = None,
+        cooldown: float | timedelta | None = None,
+        expires: float | timedelta | None = None,
     ) -> JobHandle[Any]:
         """Send a spec, or a job by task name (validated when the task is registered in
         this process; otherwise sent to the default queue unless `queue` says).
@@ -196,7 +233,8 @@ class Client:
         """
         if isinstance(target, JobSpec):
             options = (queue, delay, eta, job_id, priority, depends_on or None, allow_failed)
-            if args or kwargs or options != (None,) * 6 + (False,):
+            flow = (unique_key, debounce, max_wait, cooldown, expires)
+            if args or kwargs or options != (None,) * 6 + (False,) or flow != (None,) * 5:
                 raise ArgumentError("a job spec carries its own arguments and options")
             spec = target
         else:
@@ -212,6 +250,11 @@ class Client:
                     queue=queue,
                     depends_on=depends_on,  # type: ignore[arg-type]  # made Dependency values
                     allow_failed=allow_failed,
+                    unique_key=unique_key,
+                    debounce=debounce,
+                    max_wait=max_wait,
+                    cooldown=cooldown,
+                    expires=expires,
                 ),
             )
         return (await self.enqueue_many([spec]))[0]
@@ -262,18 +305,21 @@ class Client:
         jobs = []
         for spec, inputs in specs:
             task = self.registry.get(spec.task)
-            key = (spec.task, id(spec.options))
-            known = shared.get(key)
+            shared_by = (spec.task, id(spec.options))
+            known = shared.get(shared_by)
             if known is None:
-                known = shared[key] = self._queue_and_options(task, spec.options)
+                known = shared[shared_by] = self._queue_and_options(task, spec.options)
             queue, checked = known
+            if workflow is not None or spec.options.depends_on:
+                _refuse_dedupe_in_workflow(spec)
             if task is None:
-                payload = self._encode_unregistered(spec)
+                payload, key = self._encode_unregistered(spec), None
             else:
                 given = None if inputs is None else _INPUT_WORDS[inputs]
                 payload = task.encode_payload(spec.args, dict(spec.kwargs), takes_input=given)
+                key = _job_key(task, spec, given)
             jobs += self._new_jobs(
-                spec.task, queue, [payload], checked, workflow=workflow, inputs=inputs
+                spec.task, queue, [payload], checked, workflow=workflow, inputs=inputs, keys=[key]
             )
         return jobs
 
@@ -284,7 +330,7 @@ class Client:
             (self.default_queue, 0) if task is None else (task.options.queue, task.options.priority)
         )
         checked = self._check_options(
-            options, priority if options.priority is None else options.priority
+            options, priority if options.priority is None else options.priority, task
         )
         return check_queue_name(queue if options.queue is None else options.queue), checked
 
@@ -294,15 +340,26 @@ class Client:
         except SerializationError as exc:
             raise SerializationError(f"task {spec.task!r}: {exc}") from exc
 
-    def _check_options(self, options: EnqueueOptions, priority: object) -> _Checked:
+    def _check_options(
+        self, options: EnqueueOptions, priority: object, task: Task[Any, Any] | None
+    ) -> _Checked:
         """The options every job of one enqueue shares, checked before anything is encoded
         or sent, so both brokers give the same answer to the same input."""
         now = self.clock.now_ms()
+        flow = flow_directives(
+            options,
+            now_ms=now,
+            run_at_ms=run_at_ms(now, options),
+            **({} if task is None else _task_dedupe(task)),
+        )
         return _Checked(
             job_id=None if options.job_id is None else check_job_id(options.job_id),
             priority=check_priority(priority, ArgumentError),
             enqueued_at_ms=now,
-            run_at_ms=run_at_ms(now, options),
+            run_at_ms=flow.run_at_ms,
+            unique_key=flow.unique_key,
+            start_by_ms=flow.start_by_ms,
+            dedupe=flow.dedupe,
         )
 
     def _new_jobs(
@@ -314,9 +371,10 @@ class Client:
         *,
         workflow: str | None = None,
         inputs: Inputs | None = None,
+        keys: Sequence[str | None],
     ) -> list[NewJob]:
         jobs = []
-        for payload in payloads:
+        for payload, key in zip(payloads, keys, strict=True):
             check_payload_size(task_name, payload, self.max_payload_bytes)
             jobs.append(
                 NewJob(
@@ -329,13 +387,46 @@ class Client:
                     run_at_ms=checked.run_at_ms,
                     workflow=workflow,
                     inputs=None if inputs is None else inputs.value,
+                    key=key,
+                    unique_key=checked.unique_key,
+                    start_by_ms=checked.start_by_ms,
+                    dedupe=checked.dedupe,
                 )
             )
         return jobs
 
     async def _send(self, jobs: list[NewJob]) -> list[JobHandle[Any]]:
-        await self.with_retry(lambda: self.backend.enqueue_jobs(jobs), "enqueue")
-        return [JobHandle(self, j.id, j.queue, j.task) for j in jobs]
+        """Admit the jobs; each handle names the job the broker says (an existing one for
+        a taken unique key) and what it did."""
+        await self.store_rules(jobs)
+        admitted = await self.with_retry(lambda: _admit_jobs(self.backend, jobs), "enqueue")
+        return [
+            JobHandle(self, answer.job_id, job.queue, job.task, answer.outcome)
+            for job, answer in zip(jobs, admitted, strict=True)
+        ]
+
+    async def store_rules(self, jobs: Sequence[NewJob]) -> None:
+        """Before the first enqueue of a ruled task into a queue, store its rules there
+        (once per client, queue and task), so its jobs wait in its lanes even before a
+        worker serving the queue started (the worker stores them too)."""
+        missing: dict[QueueName, dict[TaskName, TaskRules]] = {}
+        for job in jobs:
+            if (job.queue, job.task) in self._rules_stored:
+                continue
+            task = self.registry.get(job.task)
+            if task is None or not task.options.rules.active:
+                self._rules_stored.add((job.queue, job.task))
+                continue
+            missing.setdefault(job.queue, {})[job.task] = task.options.rules
+        for queue, rules in missing.items():
+            await self._set_rules(queue, list(rules.values()))
+            self._rules_stored.update((queue, name) for name in rules)
+
+    async def _set_rules(self, queue: QueueName, rules: list[TaskRules]) -> None:
+        set_rules = getattr(self.backend, "set_rules", None)  # transitional: see _admit_jobs
+        if set_rules is None:
+            raise EnqueueError(f"this broker cannot store flow-control rules (queue {queue!r})")
+        await self.with_retry(lambda: set_rules(queue, rules), "store rules")
 
     # -- workflows -------------------------------------------------------------------
     @overload
@@ -395,11 +486,17 @@ class Client:
             job_id, None if queue is None else check_queue_name(queue)
         )
 
-    def job(self, job_id: JobId, queue: QueueName, task: TaskName = "") -> JobHandle[Any]:
+    def job(
+        self,
+        job_id: JobId,
+        queue: QueueName,
+        task: TaskName = "",
+        outcome: Outcome | None = None,
+    ) -> JobHandle[Any]:
         """A handle on an existing job (checked here, so its calls never reach the broker
         with a name no broker could hold)."""
         check_lookup_id(job_id)
-        return JobHandle(self, job_id, check_queue_name(queue), task)
+        return JobHandle(self, job_id, check_queue_name(queue), task, outcome)
 
     async def wait_result(
         self, job_id: JobId, queue: QueueName, *, timeout: float | None = None
@@ -422,13 +519,17 @@ class Client:
 
     def outcome(self, job: Job) -> Any:
         """An ended job's result, or its end raised: JobCancelledError, UpstreamFailedError
-        (a dependency failed, the job never ran; the error names it), JobFailedError."""
+        (a dependency failed, the job never ran; the error names it), JobExpiredError (not
+        started by its deadline, or dropped over a rate limit; the error says which),
+        JobFailedError."""
         if job.status is JobStatus.SUCCEEDED:
             return self._result(job)
         if job.status is JobStatus.CANCELLED:
             raise JobCancelledError(f"job {job.id} was cancelled")
         if job.status is JobStatus.UPSTREAM_FAILED:
             raise UpstreamFailedError(f"job {job.id} ({job.task}) never ran: {job.error}")
+        if job.status is JobStatus.EXPIRED:
+            raise JobExpiredError(f"job {job.id} ({job.task}) expired, never ran: {job.error}")
         raise JobFailedError(
             f"job {job.id} ({job.task}) {job.status} after {job.attempt} attempt(s): {job.error}",
             traceback=job.traceback,
@@ -476,6 +577,11 @@ class Client:
         )
         return await self.backend.queue_stats(names)
 
+    async def flow_stats(self, queue: QueueName) -> FlowStats:
+        """What flow control did in a queue: expired, dropped and cooled-down jobs, lanes
+        waiting for a slot or a rate, jobs of each limited task and key running now."""
+        return await self.backend.flow_stats(check_queue_name(queue))
+
     async def list_dead(self, queue: QueueName, offset: int = 0, limit: int = 50) -> list[Job]:
         """Dead jobs of a queue, newest first."""
         check_count(offset, "offset")
@@ -518,3 +624,61 @@ class _Checked:
     priority: int
     enqueued_at_ms: int
     run_at_ms: int
+    unique_key: str | None
+    start_by_ms: int | None
+    dedupe: Dedupe | None
+
+
+async def _admit_jobs(backend: Backend, jobs: list[NewJob]) -> list[Admitted]:
+    """``backend.admit_jobs``. Transitional, until both brokers implement the flow-control
+    port: a broker without it takes plain jobs through ``enqueue_jobs`` (answered as
+    CREATED / EXISTS) and refuses jobs with flow-control directives."""
+    admit = getattr(backend, "admit_jobs", None)
+    if admit is not None:
+        answers: list[Admitted] = await admit(jobs)
+        return answers
+    if any(j.key or j.unique_key or j.start_by_ms or j.dedupe for j in jobs):
+        raise EnqueueError("this broker does not implement flow control (admit_jobs)")
+    created = await backend.enqueue_jobs(jobs)
+    return [
+        Admitted(job_id=j.id, outcome=Outcome.CREATED if new else Outcome.EXISTS)
+        for j, new in zip(jobs, created, strict=True)
+    ]
+
+
+def _task_dedupe(task: Task[Any, Any]) -> dict[str, Any]:
+    """The task's side of a dedupe: what a duplicate does, and the window after the end."""
+    return {
+        "on_duplicate": task.options.on_duplicate,
+        "unique_for_ms": task.options.unique_for_ms,
+    }
+
+
+def _job_key(task: Task[Any, Any], spec: JobSpec[Any], takes_input: str | None) -> str | None:
+    """A spec's fairness key; a workflow job given its parents' results as its first
+    argument cannot have one computed now (that argument does not exist yet)."""
+    if task.options.key is None:
+        return None
+    if takes_input is not None:
+        raise FlowRuleError(
+            f"task {task.name!r} has a key function of its arguments, so it cannot be "
+            f"{takes_input}: its first argument is not known when it is sent"
+        )
+    return task.key_of(spec.args, spec.kwargs)
+
+
+def _refuse_dedupe_in_workflow(spec: JobSpec[Any]) -> None:
+    """Uniqueness, debounce and cooldown return, move or drop a job at enqueue: a
+    workflow's job (or one waiting on dependencies) must exist as planned, so they are
+    refused there."""
+    options = spec.options
+    given = [
+        name
+        for name in ("unique_key", "debounce", "cooldown")
+        if getattr(options, name) is not None
+    ]
+    if given:
+        raise FlowRuleError(
+            f"task {spec.task!r}: {', '.join(given)} cannot be used in a workflow or with "
+            "depends_on (the job must exist as the workflow plans it); enqueue it on its own"
+        )

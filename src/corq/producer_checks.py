@@ -10,11 +10,13 @@ import math
 import re
 import reprlib
 from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
-from corq.errors import ArgumentError
+from corq.errors import ArgumentError, FlowRuleError
+from corq.flow import Dedupe, OnDuplicate, check_key
 from corq.limits import MAX_DELAY_S, MAX_JOB_ID_CHARS
-from corq.spec import EnqueueOptions
+from corq.spec import EnqueueOptions, duration_ms
 from corq.types import JobId
 
 #: Characters a job id may not hold: control characters (they break every one-line display
@@ -140,3 +142,71 @@ def run_at_ms(now_ms: int, options: EnqueueOptions) -> int:
     if options.eta is not None:
         return eta_ms(options.eta, now_ms)
     return now_ms
+
+
+@dataclass(frozen=True, slots=True)
+class FlowDirectives:
+    """What an enqueue's flow-control options ask of the broker, checked."""
+
+    unique_key: str | None
+    start_by_ms: int | None
+    dedupe: Dedupe | None
+    #: When the job may start (a debounced job: `debounce` after the call).
+    run_at_ms: int
+
+
+def flow_directives(
+    options: EnqueueOptions,
+    *,
+    now_ms: int,
+    run_at_ms: int,
+    on_duplicate: OnDuplicate = OnDuplicate.KEEP,
+    unique_for_ms: int = 0,
+) -> FlowDirectives:
+    """The enqueue's ``unique_key``, ``debounce``, ``max_wait``, ``cooldown`` and
+    ``expires`` as the broker takes them (`on_duplicate` and `unique_for_ms` are the
+    task's); every mistake is a FlowRuleError before anything is sent."""
+    unique_key = None if options.unique_key is None else check_key(options.unique_key, "unique_key")
+    debounce, max_wait, cooldown, expires = (
+        _positive_ms(options.debounce, "debounce"),
+        _positive_ms(options.max_wait, "max_wait"),
+        _positive_ms(options.cooldown, "cooldown"),
+        _positive_ms(options.expires, "expires"),
+    )
+    if debounce is not None:
+        if unique_key is None:
+            raise FlowRuleError(
+                "debounce needs a unique_key: the calls that share it are the ones debounced"
+            )
+        if options.delay is not None or options.eta is not None:
+            raise FlowRuleError("debounce sets when the job runs: give debounce or delay/eta")
+        run_at_ms = now_ms + debounce
+    if max_wait is not None and debounce is None:
+        raise FlowRuleError("max_wait caps a debounce: it needs debounce (and a unique_key)")
+    start_by_ms = None if expires is None else now_ms + expires
+    if expires is not None and now_ms + expires <= run_at_ms:
+        raise FlowRuleError(
+            f"expires ({expires / 1000:g}s) ends before the job may start "
+            f"({(run_at_ms - now_ms) / 1000:g}s from now): it could only expire"
+        )
+    dedupe = None
+    if unique_key is not None or cooldown is not None:
+        dedupe = Dedupe(
+            on_duplicate=on_duplicate,
+            window_ms=unique_for_ms if unique_key is not None else 0,
+            debounce_ms=debounce,
+            max_wait_ms=max_wait,
+            cooldown_ms=cooldown,
+        )
+    return FlowDirectives(unique_key, start_by_ms, dedupe, run_at_ms)
+
+
+def _positive_ms(value: object, what: str) -> int | None:
+    """A flow-control window in ms, above 0 (a window of 0 would do nothing, or for
+    `expires` discard the job at once); None when not given."""
+    if value is None:
+        return None
+    ms = duration_ms(value, what)
+    if ms < 1:
+        raise FlowRuleError(f"{what} must be at least 1 ms, got {shown(value)}")
+    return ms

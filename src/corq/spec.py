@@ -16,7 +16,8 @@ from datetime import datetime, timedelta
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any, Generic, Protocol, TypedDict, TypeVar, Unpack
 
-from corq.errors import ArgumentError, CorqError
+from corq.errors import ArgumentError, CorqError, FlowRuleError
+from corq.limits import MAX_DELAY_S
 from corq.names import check_queue_name as check_queue_name
 from corq.names import check_task_name as check_task_name
 from corq.types import JobId, QueueName, TaskName
@@ -34,8 +35,42 @@ R_co = TypeVar("R_co", covariant=True)
 #: Names of the enqueue options; a task's call keywords may not use them unless the
 #: function declares a parameter of that name.
 OPTION_NAMES = frozenset(
-    {"allow_failed", "delay", "depends_on", "eta", "job_id", "priority", "queue"}
+    {
+        "allow_failed",
+        "cooldown",
+        "debounce",
+        "delay",
+        "depends_on",
+        "eta",
+        "expires",
+        "job_id",
+        "max_wait",
+        "priority",
+        "queue",
+        "unique_key",
+    }
 )
+#: Options `task.enqueue(...)` also takes as call keywords (a shorthand of `with_options`),
+#: when the function has no parameter of that name: none of them ever was a task argument.
+CALL_OPTION_NAMES = frozenset(
+    {"allow_failed", "cooldown", "debounce", "depends_on", "expires", "max_wait", "unique_key"}
+)
+
+
+def duration_ms(value: object, what: str) -> int:
+    """A flow-control duration (a timedelta or seconds) in whole milliseconds, from 0 to
+    ``corq.limits.MAX_DELAY_S``; anything else is a FlowRuleError naming `what`."""
+    seconds: object = value.total_seconds() if isinstance(value, timedelta) else value
+    if (
+        isinstance(seconds, bool)
+        or not isinstance(seconds, int | float)
+        or not 0 <= seconds <= MAX_DELAY_S  # NaN fails both comparisons
+    ):
+        raise FlowRuleError(
+            f"{what} must be a timedelta or a number of seconds from 0 to "
+            f"{MAX_DELAY_S:,.0f}, got {reprlib.repr(value)}"
+        )
+    return round(seconds * 1000)
 
 
 class JobRef(Protocol):
@@ -111,6 +146,21 @@ class EnqueueOptions:
     #: Run once every dependency ended, whatever its state (a failed one's error is in
     #: ``parent_results()``), instead of ending ``upstream_failed`` when one fails.
     allow_failed: bool = False
+    #: Live jobs of a queue never share a unique key: while one holding it is scheduled,
+    #: queued or running (or within its task's ``unique_for`` after it ended), an enqueue
+    #: returns that job (``JobHandle.outcome`` says ``existing``), or does what the task's
+    #: ``on_duplicate`` says.
+    unique_key: str | None = None
+    #: With a `unique_key`: one pending job, run this long (a timedelta or seconds) after
+    #: the last call, with the last call's arguments.
+    debounce: float | timedelta | None = None
+    #: With `debounce`: never later than this long after the first call.
+    max_wait: float | timedelta | None = None
+    #: Run the first call, drop the calls within this long after it (by `unique_key`, or
+    #: the task without one); a dropped call's handle names the job that ran.
+    cooldown: float | timedelta | None = None
+    #: Discard the job (state ``expired``) if it has not started this long after the enqueue.
+    expires: float | timedelta | None = None
 
     def __post_init__(self) -> None:
         # A list or a generator of handles is kept as Dependency values: the options stay
@@ -137,6 +187,11 @@ class OptionChanges(TypedDict, total=False):
     queue: QueueName | None
     depends_on: Iterable[DependencyLike]
     allow_failed: bool
+    unique_key: str | None
+    debounce: float | timedelta | None
+    max_wait: float | timedelta | None
+    cooldown: float | timedelta | None
+    expires: float | timedelta | None
 
 
 def options_from(options: Mapping[str, object]) -> EnqueueOptions:

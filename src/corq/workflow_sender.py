@@ -26,6 +26,7 @@ from corq.backends.base import (
 )
 from corq.canvas import Batch, Canvas, Flow
 from corq.errors import WorkflowError
+from corq.flow import Outcome
 from corq.spec import Dependency, JobSpec
 from corq.types import JobId, QueueName
 from corq.workflow_plan import Link, Plan, plan, plan_addition, plan_batch
@@ -59,17 +60,20 @@ class WorkflowSender:
         workflow_id = _new_workflow_id()
         jobs = await self._workflow_jobs(planned, workflow_id)
         await self._create(planned, workflow_id, jobs)
-        return workflow_id, [self.client.job(j.job.id, j.job.queue, j.job.task) for j in jobs]
+        return workflow_id, [
+            self.client.job(j.job.id, j.job.queue, j.job.task, Outcome.CREATED) for j in jobs
+        ]
 
     async def add(self, workflow_id: str, items: Sequence[Canvas[Any]]) -> list[JobHandle[Any]]:
         planned = plan_addition(list(items))
         jobs = await self._workflow_jobs(planned, workflow_id)
         client = self.client
+        await client.store_rules([j.job for j in jobs])
         await client.with_retry(
             lambda: client.backend.add_to_workflow(workflow_id, jobs, client.clock.now_ms()),
             "add to a batch",
         )
-        return [client.job(j.job.id, j.job.queue, j.job.task) for j in jobs]
+        return [client.job(j.job.id, j.job.queue, j.job.task, Outcome.CREATED) for j in jobs]
 
     async def send_dependent(self, spec: JobSpec[Any], job: NewJob) -> JobHandle[Any]:
         """A plain ``depends_on`` enqueue: a workflow of one job, named by the job's id."""
@@ -83,10 +87,11 @@ class WorkflowSender:
             outputs=(job.id,),
             created_at_ms=client.clock.now_ms(),
         )
+        await client.store_rules([job])
         await client.with_retry(
             lambda: client.backend.enqueue_workflow(workflow, client.clock.now_ms()), "enqueue"
         )
-        return client.job(job.id, job.queue, job.task)
+        return client.job(job.id, job.queue, job.task, Outcome.CREATED)
 
     async def _create(self, planned: Plan, workflow_id: str, jobs: list[WorkflowJob]) -> None:
         client = self.client
@@ -100,6 +105,7 @@ class WorkflowSender:
             open=planned.open,
             created_at_ms=client.clock.now_ms(),
         )
+        await client.store_rules(by_index)
         # A retry after an outage may find the workflow written by the first try (False):
         # the id is new, so that can only be this call's own.
         await client.with_retry(

@@ -4,7 +4,8 @@ One scenario drives jobs through every method that changes a state (enqueue, pro
 claim, complete, fail with and without a retry, release, reclaim, cancel, dead-letter retry)
 and reads every record after each step; each change seen must be in the table, and the
 moves seen must cover the ones the scenario makes (so the check cannot pass vacuously).
-A second scenario does the same for the moves out of ``waiting`` (workflows).
+A second scenario does the same for the moves out of ``waiting`` (workflows), a third for
+the moves of flow control (into ``expired``, and a running job cancelled by a duplicate).
 """
 
 from __future__ import annotations
@@ -12,8 +13,10 @@ from __future__ import annotations
 from collections.abc import Awaitable
 
 from corq.backends import Backend
-from corq.backends.base import ClaimedJob
+from corq.backends.base import ClaimedJob, TaskRules
+from corq.flow import Dedupe, OnDuplicate, OverLimit, Rate
 from corq.job import JobStatus, can_transition
+from tests.contract.flow import LIMITED, PLAIN, job
 from tests.contract.jobs import (
     LATER,
     T0,
@@ -152,3 +155,43 @@ async def _claim(w: Watch, hands: Hands, job_id: str) -> ClaimedJob:
     held = await hands.claim_one(job_id)
     await w.step("claim", _noop())
     return held
+
+
+async def test_every_move_of_flow_control_is_legal(backend: Backend) -> None:
+    # a: queued, past its deadline; b: scheduled, past its deadline when due; c, d: one start
+    # an hour, over it dropped; e: running, cancelled by a duplicate
+    w = Watch(backend)
+    b = backend
+    hourly_drop = TaskRules(task=LIMITED, rate=Rate.parse("/h"), over_limit=OverLimit.DROP)
+    await b.set_rules("default", [hourly_drop])
+    jobs = [
+        job("a", task=PLAIN, start_by_ms=T0 + 100),
+        job("b", task=PLAIN, delay_ms=50, start_by_ms=T0 + 100),
+        job("c"),
+        job("d"),
+        job("e", task=PLAIN, unique_key="u"),
+    ]
+    await w.step("enqueue", b.enqueue_jobs(jobs))
+    assert w.states == {"a": S.QUEUED, "b": S.SCHEDULED, **dict.fromkeys("cde", S.QUEUED)}
+    await w.step("promote", b.promote_due_jobs("default", T0 + 200))
+    await register(b, "w1", T0 + 200)
+    await w.step("claim", claim(b, "w1", T0 + 200))
+    await w.step("claim", claim(b, "w1", T0 + 201))
+    cancel = Dedupe(on_duplicate=OnDuplicate.CANCEL)
+    await w.step(
+        "cancel running", b.admit_jobs([job("f", task=PLAIN, unique_key="u", dedupe=cancel)])
+    )
+
+    assert w.states == {
+        "a": S.EXPIRED,
+        "b": S.EXPIRED,
+        "c": S.RUNNING,
+        "d": S.EXPIRED,
+        "e": S.CANCELLED,
+    }
+    assert {
+        (S.QUEUED, S.EXPIRED),
+        (S.SCHEDULED, S.EXPIRED),
+        (S.QUEUED, S.RUNNING),
+        (S.RUNNING, S.CANCELLED),
+    } <= w.moves

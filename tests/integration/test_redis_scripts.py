@@ -190,9 +190,9 @@ async def test_a_claim_replies_with_the_claimed_fields_in_record_order(
     call = scripts.claim_jobs(keys, holder="w1", count=1, suspects=0, lease_ms=1000, now_ms=T0)
     reply = await call.script(keys=call.keys, args=call.args)
 
-    # Then after the three header values come the CLAIMED fields, in record order
-    assert len(reply) == 3 + len(CLAIMED_FIELDS)
-    values = dict(zip(CLAIMED_FIELDS, reply[3:], strict=True))
+    # Then after the four header values come the CLAIMED fields, in record order
+    assert len(reply) == 4 + len(CLAIMED_FIELDS)
+    values = dict(zip(CLAIMED_FIELDS, reply[4:], strict=True))
     assert values == {
         "id": b"a",
         "task": b"t",

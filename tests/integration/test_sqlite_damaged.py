@@ -525,8 +525,8 @@ def _readable_part() -> str:
 
 #: The statements whose rows are read as records.Checked (reclaiming_held adds two columns).
 CHECKED_BY = (
-    "claim_pick", "delayed_due", "delayed_unreadable", "held_list", "held_by_rowid",
-    "reclaiming_held",
+    "claim_pick", "claim_pick_suspects", "delayed_due", "delayed_unreadable", "held_list",
+    "held_by_rowid", "reclaiming_held",
 )  # fmt: skip
 
 
@@ -536,7 +536,7 @@ def test_every_statement_that_acts_on_jobs_selects_the_checked_columns(db: Path)
     conn = connect(parse_url(f"sqlite:///{db}"), 5_000)
     try:
         params = {"queue": "q", "worker": "w", "limit": 1, "after": 0, "rowid": 1, "suspect": 0,
-                  "count": 1, "id": "a", "clock": 0, "offset": 0}  # fmt: skip
+                  "lane": "", "now": 0, "count": 1, "id": "a", "clock": 0, "offset": 0}  # fmt: skip
         for name in CHECKED_BY:
             described = [d[0] for d in conn.execute(Q[name], params).description]
             plain = [column.split(".")[-1] for column in described]

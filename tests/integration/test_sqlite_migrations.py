@@ -165,6 +165,12 @@ SCHEMA_V4 = (
     .replace("PRAGMA user_version = 3;", "")
     + _SCHEDULE_TABLES_V4
 )
+#: Schema version 5 (workflows: jobs.workflow, inputs, notify; its workflow tables are as
+#: schema.sql creates them, so they are left for the migration to create), as shipped.
+_WORKFLOW_COLUMNS_V5 = "workflow TEXT, inputs TEXT, notify INTEGER NOT NULL DEFAULT 0, "
+SCHEMA_V5 = SCHEMA_V4.replace(
+    "tick_ms INTEGER, PRIMARY KEY", "tick_ms INTEGER, " + _WORKFLOW_COLUMNS_V5 + "PRIMARY KEY"
+).replace("PRAGMA user_version = 4;", "PRAGMA user_version = 5;")
 
 #: Rows as the older versions wrote them: (id, status, worker_id, run_at_ms, expires_at_ms).
 OLD_JOBS = [
@@ -321,6 +327,10 @@ async def test_a_version_3_file_is_upgraded_and_its_jobs_move_on(tmp_path: Path)
 
 async def test_a_version_4_file_is_upgraded_and_its_jobs_move_on(tmp_path: Path) -> None:
     await _every_job_moves_on(old_file(tmp_path / "v4.db", SCHEMA_V4))
+
+
+async def test_a_version_5_file_is_upgraded_and_its_jobs_move_on(tmp_path: Path) -> None:
+    await _every_job_moves_on(old_file(tmp_path / "v5.db", SCHEMA_V5))
 
 
 async def test_a_version_4_file_keeps_its_schedules_and_their_jobs(tmp_path: Path) -> None:
@@ -529,8 +539,8 @@ def _declared(sql: str) -> tuple[str, bool, str | None]:
 
 @pytest.mark.parametrize(
     "ddl",
-    [None, SCHEMA_V1, SCHEMA_V2, SCHEMA_V3, SCHEMA_V4],
-    ids=["new", "v1", "v2", "v3", "v4"],
+    [None, SCHEMA_V1, SCHEMA_V2, SCHEMA_V3, SCHEMA_V4, SCHEMA_V5],
+    ids=["new", "v1", "v2", "v3", "v4", "v5"],
 )
 async def test_the_jobs_table_holds_every_field_of_the_record_as_declared(
     tmp_path: Path, ddl: str | None

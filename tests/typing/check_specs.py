@@ -5,6 +5,7 @@ Never executed: each ``assert_type`` is checked by mypy, not at run time.
 
 from __future__ import annotations
 
+from datetime import timedelta
 from typing import Any, assert_type
 
 import corq
@@ -93,3 +94,40 @@ async def check_periodic() -> None:
     info = await app.schedules.get("sync-eu")
     assert_type(info, corq.ScheduleInfo)
     assert_type(await app.schedules.run_now("sync-eu"), corq.JobHandle[Any])
+
+
+@app.task(
+    key=lambda tenant, **_: tenant,
+    key_concurrency=2,
+    rate_limit="50/s",
+    key_rate_limit=corq.Rate(5, 1000),
+    key_weights={"big": 3},
+    over_limit="drop",
+    on_duplicate=corq.OnDuplicate.REPLACE,
+    unique_for=timedelta(minutes=1),
+)
+async def sync_tenant(tenant: str, since: int) -> int:
+    return since
+
+
+@app.task(batch_size=100, batch_wait=timedelta(seconds=1))
+async def write_rows(rows: list[str]) -> list[int]:
+    return [len(row) for row in rows]
+
+
+@app.task(batch_size=10, key=lambda row: row, batch_by_key=True)
+def log_rows(rows: list[str]) -> None:
+    return None
+
+
+async def check_flow_control() -> None:
+    handle = await sync_tenant.with_options(
+        unique_key="t-1", debounce=timedelta(seconds=5), max_wait=60, expires=600
+    ).enqueue("t", 1)
+    assert_type(handle, corq.JobHandle[int])
+    assert_type(handle.outcome, corq.Outcome | None)
+    assert_type(handle.created, bool)
+    assert_type(await write_rows.enqueue("a"), corq.JobHandle[int])
+    assert_type(await log_rows.enqueue("a"), corq.JobHandle[None])
+    assert_type(sync_tenant.options.rules.key_rate, corq.Rate | None)
+    assert_type(await app.enqueue("sync_tenant", "t", 1, unique_key="k"), corq.JobHandle[Any])

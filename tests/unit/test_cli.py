@@ -8,7 +8,7 @@ from pydantic import ValidationError
 
 from corq import Settings
 from corq.cli import cli
-from corq.cli.common import describe_settings_error
+from corq.cli.common import describe_settings_error, parse_queues
 from corq.cli.worker import slot_argv
 
 
@@ -77,3 +77,37 @@ def test_the_worker_and_scheduler_commands_document_the_scheduler_switches() -> 
     alone = CliRunner().invoke(cli, ["scheduler", "--help"])
     assert alone.exit_code == 0
     assert "--holder" in alone.output
+
+
+@pytest.mark.parametrize(
+    ("value", "queues"),
+    [
+        ("high=5,default=2,low=1", {"high": 5, "default": 2, "low": 1}),
+        ("a,b", {"a": 1, "b": 1}),
+        (" a = 3 , b ,", {"a": 3, "b": 1}),
+        ("", None),
+    ],
+)
+def test_queues_take_optional_weights(value: str, queues: dict[str, int] | None) -> None:
+    assert parse_queues(value) == queues
+
+
+@pytest.mark.parametrize("command", ["worker", "dev"])
+@pytest.mark.parametrize(
+    ("value", "message"),
+    [
+        ("high=0", "the weight of queue 'high' must be an integer from 1 to 1000, got '0'"),
+        ("high=-2", "must be an integer from 1 to 1000, got '-2'"),
+        ("high=fast", "must be an integer from 1 to 1000, got 'fast'"),
+        ("high=1.5", "got '1.5'"),
+        ("high=", "got ''"),
+        ("a,b=2,a=3", "queue 'a' is named twice"),
+        ("=4", "'=4' names no queue"),
+    ],
+)
+def test_bad_queue_weights_are_usage_errors(command: str, value: str, message: str) -> None:
+    result = CliRunner().invoke(cli, [command, "no_such_module:app", "--queues", value])
+    assert result.exit_code == 2, result.output
+    assert "Invalid value for --queues" in result.output
+    assert message in result.output
+    assert "Traceback" not in result.output

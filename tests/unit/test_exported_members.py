@@ -13,6 +13,7 @@ def test_all_is_sorted_and_exported() -> None:
         "clock",
         "context",
         "errors",
+        "flow",
         "job",
         "limits",
         "names",

@@ -42,6 +42,16 @@ async def mistakes() -> None:
     text: str = await (await fetch.enqueue(1, 2)).result()  # expect: assignment
     number: int = await (await resize.enqueue("a.png")).result()  # expect: assignment
     await resize.with_options(queue="cpu").enqueue(3)  # expect: arg-type
+    fetch.with_options(unique_key=5)  # expect: arg-type
+    fetch.with_options(expires="soon")  # expect: arg-type
+    app.task(rate_limit=50)  # expect: call-overload
+    app.task(over_limit="later")  # expect: call-overload
+    await batched.enqueue(["a"])  # expect: arg-type
+
+
+@app.task(batch_size=10)
+async def batched(rows: list[str]) -> None:
+    return None
 """
 
 

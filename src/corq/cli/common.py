@@ -165,10 +165,30 @@ def run(app: App, make: Callable[[], Awaitable[T]]) -> T:
         raise click.ClickException(str(exc)) from exc
 
 
-def parse_queues(value: str | None) -> list[str] | None:
-    """`--queues a,b` as a list; None when not given (or empty)."""
-    queues = [q.strip() for q in (value or "").split(",") if q.strip()]
+def parse_queues(value: str | None) -> dict[str, int] | None:
+    """`--queues high=5,default=2,low` as queue name -> weight (1 when not given); None when
+    not given (or empty). A weight that is not a positive integer, or a queue named twice,
+    is a usage error."""
+    queues: dict[str, int] = {}
+    for item in (value or "").split(","):
+        name, has_weight, weight = (part.strip() for part in item.partition("="))
+        if not name and not has_weight:
+            continue
+        if not name:
+            raise click.BadParameter(f"{item.strip()!r} names no queue", param_hint="--queues")
+        if name in queues:
+            raise click.BadParameter(f"queue {name!r} is named twice", param_hint="--queues")
+        queues[name] = _weight(name, weight) if has_weight else 1
     return queues or None
+
+
+def _weight(name: str, text: str) -> int:
+    if not text.isascii() or not text.isdigit() or not 1 <= int(text) <= 1000:
+        raise click.BadParameter(
+            f"the weight of queue {name!r} must be an integer from 1 to 1000, got {text!r}",
+            param_hint="--queues",
+        )
+    return int(text)
 
 
 def setup_logging(level: str) -> None:

@@ -7,7 +7,7 @@ import shlex
 import click
 from rich.console import Console
 
-from corq import App, Settings, Worker
+from corq import App, CorqError, Settings, Worker
 from corq.cli.common import load_app, parse_queues, setup_logging
 from corq.cli.worker import run_until_signalled
 
@@ -24,8 +24,9 @@ DEV_GRACE_S = 5.0
     "--queues",
     "-q",
     default=None,
-    metavar="Q1,Q2",
-    help="Queues to serve, comma separated [default: every queue APP's tasks use].",
+    metavar="Q1=W,Q2",
+    help="Queues to serve, comma separated, each with an optional weight (high=5,low=1) "
+    "[default: every queue APP's tasks use].",
 )
 @click.option(
     "--concurrency",
@@ -72,11 +73,15 @@ def dev(
     Ctrl-C stops it gracefully; a second Ctrl-C exits at once.
     """
     setup_logging(log_level)
+    named = parse_queues(queues)
     app = load_app(app_path)
     if url:
         app.configure(url=url)
-    queue_list = parse_queues(queues) or _app_queues(app)
-    w = Worker(app, queues=queue_list, concurrency=concurrency, grace_s=grace)
+    queue_weights = named or dict.fromkeys(_app_queues(app), 1)
+    try:
+        w = Worker(app, queues=queue_weights, concurrency=concurrency, grace_s=grace)
+    except CorqError as exc:
+        raise click.ClickException(str(exc)) from exc
     _print_banner(app_path, app, w)
     run_until_signalled(w)
 

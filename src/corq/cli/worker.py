@@ -28,8 +28,9 @@ log = logging.getLogger("corq.cli")
     "--queues",
     "-q",
     default=None,
-    metavar="Q1,Q2",
-    help="Queues to serve, comma separated [default: the default queue].",
+    metavar="Q1=W,Q2",
+    help="Queues to serve, comma separated, each with an optional weight (high=5,low=1: "
+    "its share of the free slots under load; 1 when not given) [default: the default queue].",
 )
 @click.option(
     "--concurrency",
@@ -92,16 +93,16 @@ def worker(
     what still runs; a second signal exits at once (the jobs are recovered by other workers).
     """
     setup_logging(log_level)
-    app = load_app(app_path)  # a bad app path fails here, once, not in every child
+    queue_weights = parse_queues(queues)  # bad queues fail here, once, not in every child
+    app = load_app(app_path)  # and so does a bad app path
     if processes > 1:
         sys.exit(supervise(_child_argv(sys.argv[1:]), processes, worker_id))
     if url:
         app.configure(url=url)
-    queue_list = parse_queues(queues)
     try:
         w = Worker(
             app,
-            queues=queue_list,
+            queues=queue_weights,
             concurrency=concurrency,
             burst=burst,
             grace_s=grace,

@@ -1,22 +1,25 @@
 """Fetching: which queue claims next, how many jobs, how many of them suspects.
 
 `Admission` decides, without I/O; `Fetcher` runs one loop per queue that asks it for a turn,
-claims what the turn grants (one round trip for a batch), and blocks on the broker's wake
-signal when the queue is empty (no sleep-polling).
+claims what the turn grants (one round trip for a batch), and, when the queue is empty,
+waits for the broker to hand it a job (``await_jobs``, one round trip to start it).
 
-Today's policy: queues take turns (their fetchers queue on one FIFO lock), each turn claims
-as many jobs as there are free slots (at most `BATCH`), and suspects only while a sandbox is
-free. In burst mode, the worker is done once every queue was seen empty since the last job
-ended and nothing runs.
+Slots go to queues by weight (``Worker(queues={"high": 5, "low": 1})``): every free slot is
+given, one at a time, to one of the queues *waiting for work* by nginx's smooth weighted
+round robin (`WeightedTurns`), so under load each queue's share of started jobs follows its
+weight. A queue whose claim took nothing leaves the waiting set (its share goes to the
+others) until its fetcher is woken and asks again. Claims are one at a time (one FIFO
+lock, which reconciliation takes too); the slots given to a queue wait for its turn.
 
-Where the coming controls go:
+An idle queue (its claim took nothing and listed its holder as idle in the broker) holds one
+slot back for the job the broker may hand it: a handed-over job is already claimed, so the
+worker never runs more than its concurrency. Idle listing is used only where that slot can
+be spared (one queue, or slots left for the others); elsewhere the fetcher claims, and
+blocks on the wake signal when the queue is empty. In burst mode, the worker is done once
+every queue was seen empty since the last job ended and nothing runs.
 
-- pause: `Admission.turn` waits while its queue is paused (a set of paused queues and an
-  event, like the free-slot wait);
-- weights: `turn` hands scarce slots to the waiting queue furthest below its share, instead
-  of the lock's arrival order;
-- limits (per queue or task, local or cluster-wide): `_grant` caps `count` by the allowance
-  left, and `finished` gives a slot back to it.
+Where the coming controls go: pause (`turn` waits while its queue is paused), local limits
+(`_allocate` caps a queue's slots by its allowance, `finished` gives one back).
 """
 
 from __future__ import annotations
@@ -24,7 +27,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass
 
 from corq.aio import Backoff
@@ -50,15 +53,53 @@ class Grant:
     count: int
     #: Most of them that may be suspects (each needs a free sandbox).
     suspects: int
+    #: The claim may list the holder as idle when it takes nothing (``claim_jobs(idle=)``):
+    #: a slot is then held back for the job the broker hands over.
+    idle: bool = False
+
+
+class WeightedTurns:
+    """Smooth weighted round robin (nginx's) over the queues waiting for work. No I/O.
+
+    Each pick adds every waiting queue's weight to its credit, takes the queue with the most
+    credit (the first one listed on a tie) and takes the waiting queues' total weight from
+    it: over any run of picks among the same queues each gets its weight's share, spread
+    out rather than in bursts, and a queue left out of a pick neither gains nor loses.
+    """
+
+    def __init__(self, weights: Mapping[QueueName, int]) -> None:
+        self.weights = dict(weights)
+        self.credit = dict.fromkeys(self.weights, 0)
+
+    def pick(self, waiting: Collection[QueueName]) -> QueueName | None:
+        """The queue the next slot goes to, among `waiting` (None when none waits)."""
+        best: QueueName | None = None
+        total = 0
+        for queue, weight in self.weights.items():
+            if queue not in waiting:
+                continue
+            self.credit[queue] += weight
+            total += weight
+            if best is None or self.credit[queue] > self.credit[best]:
+                best = queue
+        if best is not None:
+            self.credit[best] -= total
+        return best
 
 
 class Admission:
-    """Free slots, free sandboxes and turns between queues; burst mode's end."""
+    """Free slots, free sandboxes and turns between queues by weight; burst mode's end."""
 
     def __init__(
-        self, queues: Sequence[QueueName], *, concurrency: int, sandboxes: int, burst: bool
+        self,
+        queues: Mapping[QueueName, int] | Sequence[QueueName],
+        *,
+        concurrency: int,
+        sandboxes: int,
+        burst: bool,
     ) -> None:
-        self.queues = tuple(queues)
+        weights = queues if isinstance(queues, Mapping) else dict.fromkeys(queues, 1)
+        self.queues = tuple(weights)
         self.concurrency = concurrency
         self.sandboxes = sandboxes
         self.burst = burst
@@ -67,53 +108,121 @@ class Admission:
         #: Suspects claimed and not finished (each holds a sandbox).
         self.suspects_running = 0
         #: Held while a claim is in flight: reconciliation takes it too, so that every job
-        #: the broker lists for this worker is one it already knows.
+        #: the broker lists for this worker is one it already knows (or one being handed
+        #: over to an idle queue, see `awaiting`).
         self.lock = asyncio.Lock()
-        self._slot_freed = asyncio.Event()
+        self._turns = WeightedTurns(weights)
+        #: Queues waiting for work: every queue but those whose last claim took nothing.
+        self._waiting: set[QueueName] = set(self.queues)
+        #: Slots given to a queue that its next claim may take.
+        self._owed: dict[QueueName, int] = {}
+        #: Queues listed idle in the broker, each holding one slot for a hand-over.
+        self._idle: set[QueueName] = set()
+        self._changed = asyncio.Event()
         self._activity = asyncio.Event()
         self._empty: set[QueueName] = set()
         #: Work that may still make jobs ready: jobs claimed whose outcome is not recorded
         #: yet, and queues whose workflows are not settled yet (burst mode waits for both).
         self._pending = 0
 
+    @property
+    def claimable(self) -> int:
+        """Free slots claims may still fill (those held for hand-overs set aside)."""
+        return self.free - len(self._idle)
+
+    @property
+    def spare(self) -> int:
+        """Free slots not yet given to a queue nor held for a hand-over."""
+        return self.free - len(self._idle) - sum(self._owed.values())
+
     @contextlib.asynccontextmanager
     async def turn(self, queue: QueueName) -> AsyncIterator[Grant]:
-        """Wait until `queue` may claim, then hold the turn while the claim is in flight.
+        """Wait until `queue` is given slots, then hold the turn while the claim is in flight.
 
-        Jobs claimed must be reported with `claimed` before the turn ends.
+        Asking for a turn puts the queue back among those waiting for work. Jobs claimed
+        must be reported with `claimed` (or an empty claim with `idle` or `empty`) before
+        the turn ends.
         """
+        self._waiting.add(queue)
         while True:
-            await self._wait_for_slot()
+            self._changed.clear()  # before looking: a change from now on wakes us
             async with self.lock:
-                grant = self._grant()
-                if grant is not None:
-                    yield grant
+                count = self._take(queue)
+                if count > 0:
+                    yield self._grant(count)
                     return
-            # Another queue took the last slots while we waited for the lock: wait again.
+            await self._changed.wait()
 
-    def _grant(self) -> Grant | None:
-        count = min(self.free, BATCH)
-        if count <= 0:
-            return None
+    def _take(self, queue: QueueName) -> int:
+        """The slots `queue` may claim now: those given to it, after giving out the spare."""
+        if queue not in self._owed and self._allocate():
+            self._changed.set()  # other queues may have been given slots: wake them
+        return self._owed.pop(queue, 0)
+
+    def _allocate(self) -> int:
+        """Give the spare slots, one at a time by weight, to the queues waiting for work
+        (at most a claim's `BATCH` each); how many were given."""
+        candidates = {q for q in self._waiting if self._owed.get(q, 0) < BATCH}
+        given = 0
+        for _ in range(max(0, self.spare)):
+            queue = self._turns.pick(candidates)
+            if queue is None:
+                break
+            given += 1
+            owed = self._owed[queue] = self._owed.get(queue, 0) + 1
+            if owed >= BATCH:
+                candidates.discard(queue)
+        return given
+
+    def _grant(self, count: int) -> Grant:
         free_sandboxes = max(0, self.sandboxes - self.suspects_running)
-        return Grant(count=count, suspects=min(count, free_sandboxes))
+        return Grant(count=count, suspects=min(count, free_sandboxes), idle=self._may_idle())
 
-    async def _wait_for_slot(self) -> None:
-        while self.free <= 0:
-            self._slot_freed.clear()
-            await self._slot_freed.wait()
+    def _may_idle(self) -> bool:
+        """Whether an empty claim may hold a slot back for a hand-over: never in burst mode
+        (it must see the queue empty), and only while the other queues keep a slot."""
+        if self.burst:
+            return False
+        return len(self.queues) == 1 or len(self._idle) + 1 < self.concurrency
 
     def claimed(self, job: ClaimedJob) -> None:
-        """A job was claimed: it takes a slot (and a sandbox, if a suspect)."""
+        """A job was claimed (or handed over): it takes a slot (and a sandbox, if a suspect)."""
         self.free -= 1
         self.suspects_running += job.suspect
         self._empty.discard(job.queue)
+
+    def idle(self, queue: QueueName) -> None:
+        """`queue`'s claim took nothing and listed its holder idle: it holds one slot for the
+        job the broker may hand over, and leaves the waiting set until `woken`."""
+        self._leave(queue)
+        self._idle.add(queue)
+
+    def empty(self, queue: QueueName) -> None:
+        """`queue`'s claim took nothing: it leaves the waiting set until it asks again."""
+        self._leave(queue)
+
+    def _leave(self, queue: QueueName) -> None:
+        self._waiting.discard(queue)
+        if self._owed.pop(queue, 0):
+            self._changed.set()
+
+    def woken(self, queue: QueueName) -> None:
+        """An idle queue's wait ended: its held slot is free again (a job handed over takes
+        it back at once with `claimed`)."""
+        if queue in self._idle:
+            self._idle.discard(queue)
+            self._changed.set()
+
+    def awaiting(self, queue: QueueName) -> bool:
+        """True while `queue` waits for a hand-over: a job the broker lists as held by this
+        worker may be on its way to it."""
+        return queue in self._idle
 
     def finished(self, job: ClaimedJob) -> None:
         """A job's task ended: its slot is free again."""
         self.free += 1
         self.suspects_running -= job.suspect
-        self._slot_freed.set()
+        self._changed.set()
         if self.burst:  # the job may have enqueued more: look again before stopping
             self._empty.clear()
             self._activity.set()
@@ -184,7 +293,7 @@ class Fetcher:
             if batch.lost:
                 await self.leases.recover_lost([(queue, holder)])
             elif not batch.jobs:
-                await self._idle_wait(queue, backoff)
+                await self._idle_wait(queue, holder, batch.idle, backoff)
 
     async def _claim(self, queue: QueueName, holder: WorkerId, grant: Grant) -> ClaimBatch:
         """One claim; every job claimed is started before the turn ends."""
@@ -195,11 +304,21 @@ class Fetcher:
             self.leases.lease.lease_ms,
             self.clock.broker_now_ms(),
             suspects=grant.suspects,
+            idle=grant.idle,
         )
         if batch.lost:
             return batch
         self._note_due(queue, batch.next_due_ms)
-        for job in batch.jobs:
+        if not batch.jobs:
+            if batch.idle:
+                self.admission.idle(queue)
+            else:
+                self.admission.empty(queue)
+        self._start_all(batch.jobs, holder)
+        return batch
+
+    def _start_all(self, jobs: Sequence[ClaimedJob], holder: WorkerId) -> None:
+        for job in jobs:
             if job.suspect:
                 log.warning(
                     "job %s (%s) died with %d worker(s) already: running it in a sandbox",
@@ -208,10 +327,12 @@ class Fetcher:
                     job.deaths,
                 )
             self._start(job, holder)
-        return batch
 
-    async def _idle_wait(self, queue: QueueName, backoff: Backoff) -> None:
-        """Nothing to claim: block on the wake signal (burst: stop, or wait for a job to end)."""
+    async def _idle_wait(
+        self, queue: QueueName, holder: WorkerId, listed: bool, backoff: Backoff
+    ) -> None:
+        """Nothing to claim: wait for a hand-over when listed idle, else block on the wake
+        signal (burst: stop, or wait for a job to end)."""
         if self.admission.burst:
             if self.admission.queue_empty(queue):
                 log.info("burst: queues empty, stopping")
@@ -219,6 +340,23 @@ class Fetcher:
             await self.admission.wait_for_activity(IDLE_BLOCK_S)
             return
         try:
-            await self.backend.wait_for_jobs(queue, IDLE_BLOCK_S)
+            if listed:
+                await self._await_hand_over(queue, holder)
+            else:
+                await self.backend.wait_for_jobs(queue, IDLE_BLOCK_S)
         except BrokerError as exc:
             await backoff.wait(exc)
+
+    async def _await_hand_over(self, queue: QueueName, holder: WorkerId) -> None:
+        """Wait for the broker to hand the idle holder a job, already claimed for it, and
+        start it in the slot held back for it; woken without one (or after the timeout) the
+        fetcher claims again."""
+        try:
+            jobs = await self.backend.await_jobs(queue, holder, IDLE_BLOCK_S)
+            # Under the claim lock, as a claim's jobs: a reconciliation round sees them
+            # either on their way (the queue awaiting) or in the registry, never between.
+            async with self.admission.lock:
+                self.admission.woken(queue)
+                self._start_all(jobs or (), holder)
+        finally:
+            self.admission.woken(queue)

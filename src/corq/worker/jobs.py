@@ -16,6 +16,7 @@ from corq.backends.base import Backend, ClaimedJob, Completion, Failure
 from corq.context import JobTuple
 from corq.errors import BrokerDataError, BrokerError
 from corq.types import WorkerId
+from corq.worker.batches import Batches, call_batch
 from corq.worker.fetch import Admission
 from corq.worker.inputs import ParentReader
 from corq.worker.observer import Observers
@@ -66,33 +67,62 @@ class Jobs:
             report=self._report_progress,
             parents=ParentReader(backend, app.serializer, settings.max_payload_bytes),
         )
+        self.batches = Batches(app.registry, self._run_batch)
 
     def start(self, job: ClaimedJob, holder: WorkerId) -> None:
-        """Run a job just claimed under `holder`."""
+        """Run a job just claimed under `holder` (a batched task's: into its batch)."""
         self.admission.claimed(job)
         self.admission.pending(+1)  # until its outcome is recorded (see _settled)
         running = Running(job, holder)
-        running.task = asyncio.create_task(self._execute(running))
         self.registry.add(running)
         self.observers.started(job)
+        if self.batches.batched(running):
+            self.batches.add(running)
+        else:
+            running.task = asyncio.create_task(self._execute(running))
+        if self.admission.claimable <= 0:
+            self.batches.flush_all()  # no slot left to claim more: waiting only delays them
 
     async def _execute(self, running: Running) -> None:
         outcome: Outcome | None = None
         try:
             outcome = await self.runner.run(running)
         finally:
-            self.registry.finished(running)
-            self.admission.finished(running.job)
-            if outcome is not None:
-                self.outcomes.put_nowait((running.holder, outcome))
-            else:
-                self.observers.lost(running.job)
-                if not (running.unstoppable and running.cancel_reason is CancelReason.SHUTDOWN):
-                    # (A plain function still running at shutdown stays held: its holder
-                    # departs.)
-                    job = running.job
-                    if self.registry.remove(job.queue, job.id, job.fence) is not None:
-                        self.admission.pending(-1)
+            self._finish(running, outcome)
+
+    def _run_batch(self, batch: list[Running]) -> None:
+        """Call a full batch on a task of its own (each of its jobs names that task)."""
+        live = [r for r in batch if r.cancel_reason is None]
+        for running in batch:
+            if running.cancel_reason is not None:  # taken away while buffered
+                self._finish(running, None)
+        if live:
+            task = asyncio.create_task(self._execute_batch(live))
+            for running in live:
+                running.task = task
+
+    async def _execute_batch(self, batch: list[Running]) -> None:
+        outcomes: list[Outcome | None] = [None] * len(batch)
+        try:
+            outcomes = await call_batch(self.runner, batch)
+        finally:
+            for running, outcome in zip(batch, outcomes, strict=True):
+                self._finish(running, outcome)
+
+    def _finish(self, running: Running, outcome: Outcome | None) -> None:
+        """Its task ended: free the slot, hand the outcome to the writer (None: nothing to
+        write, the job leaves the registry)."""
+        self.registry.finished(running)
+        self.admission.finished(running.job)
+        if outcome is not None:
+            self.outcomes.put_nowait((running.holder, outcome))
+            return
+        self.observers.lost(running.job)
+        if not (running.unstoppable and running.cancel_reason is CancelReason.SHUTDOWN):
+            # (A plain function still running at shutdown stays held: its holder departs.)
+            job = running.job
+            if self.registry.remove(job.queue, job.id, job.fence) is not None:
+                self.admission.pending(-1)
 
     async def write(self) -> None:
         """Record outcomes until `flush` (the writer loop)."""
@@ -115,7 +145,8 @@ class Jobs:
     async def stop(self, grace_s: float, *, immediate: bool) -> None:
         """Give running jobs `grace_s`, then cancel what still runs: released at shutdown,
         given up without a word when `immediate`."""
-        jobs = [r.task for r in self.registry.executing() if r.task is not None]
+        self._release_buffered(immediate=immediate)
+        jobs = list({r.task for r in self.registry.executing() if r.task is not None})
         if jobs and not immediate and grace_s > 0:
             log.info("waiting up to %.1fs for %d running job(s)", grace_s, len(jobs))
             await asyncio.wait(jobs, timeout=grace_s)
@@ -123,6 +154,13 @@ class Jobs:
         for running in self.registry.executing():
             self.registry.cancel(running, reason)
         await asyncio.gather(*jobs, return_exceptions=True)
+
+    def _release_buffered(self, *, immediate: bool) -> None:
+        """Jobs still waiting in a batch go back unstarted (nothing written when
+        `immediate`: the broker gives them back once the lease ends)."""
+        for running in self.batches.drain():
+            release = None if immediate else Outcomes.released(running.job, unstarted=True)
+            self._finish(running, release)
 
     async def _report_progress(self, job: JobTuple, progress: float) -> bool:
         """Progress is telemetry: a broker blip must never fail the job."""

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -45,7 +45,7 @@ def build_parts(
     observers: Observers,
     *,
     worker_id: str,
-    queues: Sequence[QueueName],
+    queues: Mapping[QueueName, int],
     concurrency: int,
     burst: bool,
     fixed_id: bool,
@@ -54,12 +54,13 @@ def build_parts(
     """The parts of one worker, on the running event loop, with a connection of its own."""
     settings = app.settings
     clock = app.clock
+    names = tuple(queues)
     backend = app.new_client().backend
     lease = WorkerLease(
         worker_id=worker_id,
-        queues=tuple(queues),
+        queues=names,
         lease_ms=round(settings.lease_s * 1000),
-        holders={q: new_holder(worker_id) for q in queues},
+        holders={q: new_holder(worker_id) for q in names},
     )
     leases = Leases(backend, clock, registry, lease, fixed_id=fixed_id)
     admission = Admission(
@@ -68,7 +69,7 @@ def build_parts(
         sandboxes=settings.sandboxes,
         burst=burst,
     )
-    settler = Settler(backend, clock, queues, pending=admission.pending)
+    settler = Settler(backend, clock, names, pending=admission.pending)
     jobs = Jobs(app, backend, registry, admission, observers, settler)
     promoter = Promoter(backend, clock)
     fetcher = Fetcher(
@@ -84,13 +85,19 @@ def build_parts(
         backend,
         clock,
         leases,
-        queues,
+        names,
         interval_s=settings.reclaim_s,
         max_deaths=settings.max_deaths,
         result_ttl_s=settings.result_ttl_s,
     )
     reconciler = Reconciler(
-        backend, clock, registry, leases, admission.lock, interval_s=settings.reconcile_s
+        backend,
+        clock,
+        registry,
+        leases,
+        admission.lock,
+        interval_s=settings.reconcile_s,
+        awaiting=admission.awaiting,
     )
     heartbeat = Heartbeat(
         backend,

@@ -9,7 +9,9 @@ each one it does not know, uncounted. A job it runs that the broker no longer li
 own was taken away: it is cancelled, and nothing is written for it.
 
 Run under the worker's claim lock, so no claim is in flight: every job the broker lists was
-either claimed by this worker (and is in its registry) or is a stray. Releases are fenced,
+either claimed by this worker (and is in its registry) or is a stray, except in a queue
+waiting for a hand-over (``await_jobs``), where a job held for it may be on its way: there a
+stray is given back only when the next round finds it a stray again. Releases are fenced,
 so a race with an outcome written meanwhile is refused by the broker, never harmful.
 """
 
@@ -17,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from corq.aio import OutageLog, reraise_if_cancelling
@@ -54,6 +57,7 @@ class Reconciler:
         claim_lock: asyncio.Lock,
         *,
         interval_s: float,
+        awaiting: Callable[[QueueName], bool] = lambda queue: False,
     ) -> None:
         self.backend = backend
         self.clock = clock
@@ -61,6 +65,9 @@ class Reconciler:
         self.leases = leases
         self.claim_lock = claim_lock
         self.interval_s = interval_s
+        self.awaiting = awaiting
+        #: Strays (id, fence) seen last round in queues waiting for a hand-over.
+        self._deferred: dict[QueueName, set[tuple[str, int]]] = {}
 
     async def run(self) -> None:
         """Reconcile until cancelled."""
@@ -75,6 +82,7 @@ class Reconciler:
                         self.registry,
                         self.leases.lease,
                         full=rounds % FULL_RECONCILE_EVERY == 0,
+                        defer=self._defer,
                     )
             except (BrokerError, BrokerDataError) as exc:
                 reraise_if_cancelling()
@@ -85,14 +93,32 @@ class Reconciler:
                 log.warning("job %s is no longer held by this worker: stopping it", running.job.id)
                 self.registry.cancel(running, CancelReason.LOST)
 
+    def _defer(self, queue: QueueName, strays: list[HeldJob]) -> list[HeldJob]:
+        """The strays to give back now: in a queue waiting for a hand-over, only those that
+        were strays last round too (a job handed over reaches the worker within moments)."""
+        before = self._deferred.pop(queue, set())
+        if not self.awaiting(queue):
+            return strays
+        self._deferred[queue] = {(h.job_id, h.fence) for h in strays}
+        return [h for h in strays if (h.job_id, h.fence) in before]
+
+
+#: Which of a queue's strays to give back now (all of them by default).
+Defer = Callable[[QueueName, list[HeldJob]], list[HeldJob]]
+
 
 async def reconcile(
-    backend: Backend, registry: Registry, lease: WorkerLease, *, full: bool
+    backend: Backend,
+    registry: Registry,
+    lease: WorkerLease,
+    *,
+    full: bool,
+    defer: Defer = lambda queue, strays: strays,
 ) -> Findings:
     """One round over every queue of `lease`; `full` lists even when the counts agree."""
     findings = Findings()
     for queue in lease.queues:
-        await _queue(backend, registry, lease, queue, full, findings)
+        await _queue(backend, registry, lease, queue, full, findings, defer)
     return findings
 
 
@@ -103,13 +129,14 @@ async def _queue(
     queue: QueueName,
     full: bool,
     findings: Findings,
+    defer: Defer,
 ) -> None:
     holder = lease.holder(queue)
     known = registry.held_by(queue, holder)
     if not full and await backend.count_held_jobs(queue, holder) <= len(known):
         return
     listed = await backend.list_held_jobs(queue, holder)
-    strays = [h for h in listed if known.get(h.job_id) != h.fence]
+    strays = defer(queue, [h for h in listed if known.get(h.job_id) != h.fence])
     if strays:
         findings.released += await _give_back(backend, holder, queue, strays)
     on_record = {(h.job_id, h.fence) for h in listed}

@@ -9,10 +9,13 @@ signal handler calls `request_stop()`) or, in burst mode, until the queues are e
 
 The parts, each a module of its own:
 
-- `fetch`: `Admission` decides which queue claims next and how many jobs (free slots,
-  suspects while a sandbox is free, burst mode's end); `Fetcher` runs a claim loop per queue;
-- `jobs`: runs claimed jobs (`runner`) and settles their outcomes (`writer`), keeping the
-  `registry` of what the worker holds and telling the `observer`s;
+- `fetch`: `Admission` decides which queue claims next and how many jobs (free slots by
+  queue weight, suspects while a sandbox is free, the slot an idle queue holds for a
+  hand-over, burst mode's end); `Fetcher` runs a claim loop per queue and, when its queue is
+  empty, waits for the broker to hand it a job;
+- `jobs`: runs claimed jobs (`runner`; a batched task's in batches, `batches`) and settles
+  their outcomes (`writer`), keeping the `registry` of what the worker holds and telling the
+  `observer`s;
 - `leases`: the worker's lease and holder ids, and joining again when a queue's is lost;
 - `promoter`: sleeps until the next delayed job is due and moves due jobs to ready;
 - `reclaim`: renews the lease, takes back the jobs of dead workers, now and then tidies the
@@ -36,13 +39,14 @@ import os
 import re
 import socket
 import uuid
-from collections.abc import Coroutine, Sequence
+from collections.abc import Coroutine, Mapping, Sequence
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
 from corq.aio import Backoff
 from corq.backends.base import WorkerLease
 from corq.errors import BrokerDataError, BrokerError, ConfigError
+from corq.flow import check_weight
 from corq.task import check_queue_name
 from corq.types import QueueName
 from corq.worker.leases import Leases
@@ -81,6 +85,22 @@ def _check_concurrency(concurrency: object) -> int:
     return concurrency
 
 
+def _weighted_queues(
+    queues: Mapping[QueueName, int] | Sequence[QueueName] | None, default: QueueName
+) -> dict[QueueName, int]:
+    """Queue name -> weight: a list gives each queue weight 1 (repeats served once)."""
+    if queues is None or not queues:
+        return {check_queue_name(default): 1}
+    if isinstance(queues, str):
+        raise ConfigError(f"queues must be a list or a dict of weights, not the str {queues!r}")
+    if not isinstance(queues, Mapping):
+        return dict.fromkeys((check_queue_name(q) for q in queues), 1)
+    return {
+        check_queue_name(q): check_weight(w, f"the weight of queue {q!r}")
+        for q, w in queues.items()
+    }
+
+
 def _check_flag(what: str, value: object) -> bool:
     if not isinstance(value, bool):
         raise ConfigError(f"{what} must be True or False, got {value!r}")
@@ -96,6 +116,9 @@ def _check_grace(grace_s: object) -> float:
 class Worker:
     """Runs jobs from some queues until stopped (or, in burst mode, until they are empty).
 
+    `queues` is a list of names, or a dict of name to weight (a positive integer): under
+    load on all of them, each queue gets its weight's share of the started jobs.
+
     A worker runs once: start it (or enter it) one time, stop it one time.
     """
 
@@ -103,7 +126,7 @@ class Worker:
         self,
         app: App,
         *,
-        queues: Sequence[QueueName] | None = None,
+        queues: Mapping[QueueName, int] | Sequence[QueueName] | None = None,
         concurrency: int | None = None,
         burst: bool = False,
         worker_id: str | None = None,
@@ -113,8 +136,9 @@ class Worker:
     ) -> None:
         settings = app.settings
         self.app = app
-        named = queues or [settings.default_queue]
-        self.queues = list(dict.fromkeys(check_queue_name(q) for q in named))
+        #: Queue name -> weight: the share of free slots each queue's claims get under load.
+        self.weights = _weighted_queues(queues, settings.default_queue)
+        self.queues = list(self.weights)
         self.concurrency = _check_concurrency(
             settings.concurrency if concurrency is None else concurrency
         )
@@ -261,7 +285,7 @@ class Worker:
             self.registry,
             self._observers,
             worker_id=self.worker_id,
-            queues=self.queues,
+            queues=self.weights,
             concurrency=self.concurrency,
             burst=self.burst,
             fixed_id=self._fixed_id,
@@ -286,11 +310,16 @@ class Worker:
         return True
 
     async def _join(self, parts: Parts) -> None:
-        """Join every queue (retrying outages) and take back at once the jobs of leases
-        that were ended (a supervised predecessor that died)."""
+        """Store the tasks' flow-control rules in every queue, join every queue (retrying
+        outages) and take back at once the jobs of leases that were ended (a supervised
+        predecessor that died)."""
         backoff = Backoff("register")
+        rules = self.app.flow_rules()
         while True:
             try:
+                if rules:  # before the first claim: the broker applies them to it
+                    for queue in self.queues:
+                        await parts.backend.set_rules(queue, rules)
                 await parts.leases.join()
                 await parts.reclaimer.reclaim_all(ended_only=True)
                 backoff.reset()
@@ -321,7 +350,7 @@ class Worker:
         log.info(
             "worker %s started: queues=%s concurrency=%d",
             self.worker_id,
-            ",".join(self.queues),
+            ",".join(q if w == 1 else f"{q}={w}" for q, w in self.weights.items()),
             self.concurrency,
         )
         self._serving.set()

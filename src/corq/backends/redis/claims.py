@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import asyncio
 
-from corq.backends.base import ClaimBatch, HeldJob, Release
+from corq.backends.base import ClaimBatch, ClaimedJob, HeldJob, Release
+from corq.backends.redis import replies
 from corq.backends.redis.calls import ScriptCall
 from corq.backends.redis.connections import broker_errors, cancel_was_swallowed
 from corq.backends.redis.context import RedisContext
@@ -24,6 +25,7 @@ class RedisClaims(RedisContext):
         now_ms: int | None,
         *,
         suspects: int = 0,
+        idle: bool = False,
     ) -> ClaimBatch:
         call = self._scripts.claim_jobs(
             self._q(queue),
@@ -32,6 +34,7 @@ class RedisClaims(RedisContext):
             suspects=suspects,
             lease_ms=lease_ms,
             now_ms=now_ms,
+            idle=idle,
         )
         task = asyncio.current_task()
         cancels_before = task.cancelling() if task is not None else 0
@@ -40,15 +43,38 @@ class RedisClaims(RedisContext):
             if batch.jobs and cancel_was_swallowed(task, cancels_before):
                 # Cancelled as the claim went through: hand the jobs straight back, so a
                 # cancelled claim holds nothing (broker_errors then raises CancelledError).
-                await self._scripts.run(self._unclaim(queue, worker_id, batch))
+                await self._scripts.run(self._unclaim(queue, worker_id, batch.jobs))
         return batch
 
+    async def await_jobs(
+        self, queue: QueueName, worker_id: WorkerId, timeout_s: float
+    ) -> list[ClaimedJob] | None:
+        """One BLPOP on the holder's inbox (see the wake include): the job handed over,
+        [] for a bare wake, None when the time is up. A job handed over after the time is
+        up waits there for the next call (or deregister_worker gives it back)."""
+        inbox = self._q(queue).inbox(worker_id)
+        task = asyncio.current_task()
+        cancels_before = task.cancelling() if task is not None else 0
+        with broker_errors("await_jobs"):
+            if timeout_s <= 0:  # BLPOP 0 would block forever
+                entry = await self._redis.lpop(inbox)
+            else:
+                popped = await self._conn().blocking(timeout_s).blpop([inbox], timeout_s)
+                entry = None if popped is None else popped[1]
+            if entry is None:
+                return None
+            jobs = replies.handed(entry)
+            if jobs and cancel_was_swallowed(task, cancels_before):
+                # Cancelled as the job arrived: give it straight back, unstarted, so a
+                # cancelled wait holds nothing (broker_errors then raises CancelledError).
+                await self._scripts.run(self._unclaim(queue, worker_id, jobs))
+        return jobs
+
     def _unclaim(
-        self, queue: QueueName, worker_id: WorkerId, batch: ClaimBatch
+        self, queue: QueueName, worker_id: WorkerId, jobs: list[ClaimedJob]
     ) -> ScriptCall[list[bool]]:
         releases = [
-            Release(job_id=job.id, queue=queue, fence=job.fence, unstarted=True)
-            for job in batch.jobs
+            Release(job_id=job.id, queue=queue, fence=job.fence, unstarted=True) for job in jobs
         ]
         return self._scripts.release_jobs(self._q(queue), holder=worker_id, releases=releases)
 

@@ -15,6 +15,11 @@ live in one Redis Cluster slot. ``$p`` is the key prefix (default ``corq``), ``$
                                         in sandboxes, handed out only when a claim asks
     $p:{$q}:wake                  LIST  wake tokens; idle workers BLPOP it (capped length)
     $p:{$q}:workers               ZSET  holder id -> lease deadline (ms); 0 = lease ended
+    $p:{$q}:idle                  ZSET  holder id -> when listed (ms): holders whose claim
+                                        took nothing and asked to be handed the next job
+    $p:{$q}:inbox:$holder         LIST  jobs handed to that idle holder, held by it and
+                                        running (one entry per job: its claim values), or
+                                        '' (a bare wake: claim); await_jobs BLPOPs it
     $p:{$q}:departed              SET   holders that deregistered while still holding jobs
     $p:{$q}:held:$holder          SET   ids of the jobs that holder holds in this queue
     $p:{$q}:reclaiming            HASH  holder -> 1 if it had departed, else 0: holders taken
@@ -188,6 +193,18 @@ class QueueKeys:
     @property
     def workers(self) -> str:
         return f"{self.tag}:workers"
+
+    @property
+    def idle(self) -> str:
+        return f"{self.tag}:idle"
+
+    @property
+    def inbox_prefix(self) -> str:
+        """Scripts append the holder id to this to reach its inbox."""
+        return f"{self.tag}:inbox:"
+
+    def inbox(self, worker_id: WorkerId) -> str:
+        return f"{self.inbox_prefix}{worker_id}"
 
     @property
     def departed(self) -> str:

@@ -152,8 +152,35 @@ def claim_batch(reply: list[Any]) -> ClaimBatch:
     if reply[0] == 1:
         return ClaimBatch(jobs=[], lost=True)
     width = CLAIM_WIDTH
-    jobs = [claimed(reply[at : at + width]) for at in range(3, len(reply), width)]
-    return ClaimBatch(jobs=jobs, next_due_ms=score(reply[1]), suspects=int(reply[2]))
+    jobs = [claimed(reply[at : at + width]) for at in range(4, len(reply), width)]
+    return ClaimBatch(
+        jobs=jobs, next_due_ms=score(reply[1]), suspects=int(reply[2]), idle=reply[3] == 1
+    )
+
+
+#: Positions, among a job's claim values, of the numbers a script replies as integers:
+#: an inbox entry carries every value as text (see handed).
+_HANDED_INTS = tuple(
+    i for i, name in enumerate(CLAIMED_FIELDS) if FIELDS_BY_NAME[name].kind in (Kind.INT, Kind.COUNT)
+)
+
+
+def handed(entry: bytes) -> list[ClaimedJob]:
+    """One inbox entry (the wake include's pack_handed): the job handed over, or none for
+    a bare wake marker (b'')."""
+    if not entry:
+        return []
+    header, _, body = entry.partition(b"\n")
+    values: list[Any] = []
+    at = 0
+    for length in header.split():
+        end = at + int(length)
+        values.append(body[at:end])
+        at = end
+    for i in _HANDED_INTS:
+        if values[i]:
+            values[i] = int(values[i])
+    return [claimed(values)]
 
 
 def promoted(reply: list[Any]) -> Promoted:

@@ -34,11 +34,21 @@ class Scripts(ScheduleScripts, WorkflowScripts):
     """The scripts, registered on one client (their SHA1s are computed once)."""
 
     def enqueue_jobs(self, keys: QueueKeys, *, jobs: Sequence[NewJob]) -> ScriptCall[list[bool]]:
-        args: list[Arg] = [keys.job_prefix, PRIORITY_MAX, WAKE_CAP]
+        args: list[Arg] = [keys.job_prefix, PRIORITY_MAX, WAKE_CAP, *self._handover_args(keys)]
         for job in jobs:
             args += new_values(job)
-        queue_keys = [keys.ready, keys.delayed, keys.seq, keys.wake]
+        queue_keys = [keys.ready, keys.delayed, keys.seq, keys.wake, *self._handover_keys(keys)]
         return self._call("enqueue_jobs", queue_keys, args, replies.flags)
+
+    def _handover_keys(self, keys: QueueKeys) -> list[str]:
+        """The keys a step that makes jobs ready takes to hand them to idle holders
+        (workers, idle, dead, outbox: see the wake include)."""
+        return [keys.workers, keys.idle, keys.dead, keys.outbox]
+
+    def _handover_args(self, keys: QueueKeys) -> list[Arg]:
+        """Its values: done_prefix, held_prefix, inbox_prefix, queue, batch, dead bounds."""
+        prefixes: list[Arg] = [keys.done_prefix, keys.held_prefix, keys.inbox_prefix]
+        return [*prefixes, keys.queue, BATCH, *self._dead_bounds]
 
     def claim_jobs(
         self,
@@ -49,12 +59,13 @@ class Scripts(ScheduleScripts, WorkflowScripts):
         suspects: int,
         lease_ms: int,
         now_ms: int | None,
+        idle: bool = False,
     ) -> ScriptCall[ClaimBatch]:
         queue_keys = [keys.workers, keys.ready, keys.delayed, keys.seq, keys.wake]
-        queue_keys += [keys.held(holder), keys.suspects, keys.dead, keys.outbox]
+        queue_keys += [keys.held(holder), keys.suspects, keys.dead, keys.outbox, keys.idle]
         args: list[Arg] = [keys.job_prefix, keys.done_prefix, holder, max(0, count)]
         args += [max(0, suspects), lease_ms, now_arg(now_ms), BATCH, PRIORITY_MIN, PRIORITY_MAX]
-        args += [*self._dead_bounds, keys.queue]
+        args += [*self._dead_bounds, keys.queue, keys.held_prefix, keys.inbox_prefix, int(idle)]
         return self._call("claim_jobs", queue_keys, args, replies.claim_batch)
 
     def list_held_jobs(
@@ -67,9 +78,10 @@ class Scripts(ScheduleScripts, WorkflowScripts):
 
     def promote_due_jobs(self, keys: QueueKeys, *, now_ms: int | None) -> ScriptCall[Promoted]:
         queue_keys = [keys.delayed, keys.ready, keys.seq, keys.wake, keys.suspects, keys.dead]
-        queue_keys.append(keys.outbox)
+        queue_keys += [keys.outbox, keys.workers, keys.idle]
         args: list[Arg] = [keys.job_prefix, keys.done_prefix, now_arg(now_ms), BATCH]
         args += [PRIORITY_MIN, PRIORITY_MAX, WAKE_CAP, *self._dead_bounds]
+        args += [keys.held_prefix, keys.inbox_prefix, keys.queue]
         return self._call("promote_due_jobs", queue_keys, args, replies.promoted)
 
     def complete_jobs(
@@ -92,21 +104,23 @@ class Scripts(ScheduleScripts, WorkflowScripts):
         self, keys: QueueKeys, *, holder: WorkerId, failures: Sequence[Failure]
     ) -> ScriptCall[list[bool]]:
         args: list[Arg] = [keys.job_prefix, keys.done_prefix, holder, WAKE_CAP, BATCH]
-        args += self._dead_bounds
+        args += [*self._dead_bounds, keys.held_prefix, keys.inbox_prefix]
         for f in failures:
             retry_at = "" if f.retry_at_ms is None else f.retry_at_ms
             args += [f.job_id, f.fence, int(f.counted), int(f.died), f.error, f.traceback or ""]
             args += [retry_at, f.finished_at_ms]
         queue_keys = [keys.held(holder), keys.delayed, keys.dead, keys.wake, keys.outbox]
+        queue_keys += [keys.workers, keys.idle]
         return self._call("fail_jobs", queue_keys, args, replies.flags)
 
     def release_jobs(
         self, keys: QueueKeys, *, holder: WorkerId, releases: Sequence[Release]
     ) -> ScriptCall[list[bool]]:
-        args: list[Arg] = [keys.job_prefix, holder, WAKE_CAP]
+        args: list[Arg] = [keys.job_prefix, holder, WAKE_CAP, *self._handover_args(keys)]
         for r in releases:
             args += [r.job_id, r.fence, int(r.unstarted), int(r.died), int(r.suspect)]
         queue_keys = [keys.held(holder), keys.ready, keys.wake, keys.suspects]
+        queue_keys += self._handover_keys(keys)
         return self._call("release_jobs", queue_keys, args, replies.flags)
 
     def reclaim_stalled_jobs(
@@ -119,10 +133,10 @@ class Scripts(ScheduleScripts, WorkflowScripts):
         ended_only: bool,
     ) -> ScriptCall[StalledBatch]:
         queue_keys = [keys.workers, keys.ready, keys.dead, keys.wake, keys.suspects]
-        queue_keys += [keys.departed, keys.reclaiming, keys.outbox]
+        queue_keys += [keys.departed, keys.reclaiming, keys.outbox, keys.idle]
         args: list[Arg] = [keys.job_prefix, keys.held_prefix, keys.reclaim_prefix]
         args += [keys.done_prefix, now_arg(now_ms), max_deaths, backstop, BATCH, WAKE_CAP]
-        args += [int(ended_only), *self._dead_bounds]
+        args += [int(ended_only), *self._dead_bounds, keys.inbox_prefix, keys.queue]
         return self._call("reclaim_stalled_jobs", queue_keys, args, replies.stalled)
 
     def register_worker(
@@ -140,8 +154,10 @@ class Scripts(ScheduleScripts, WorkflowScripts):
     def deregister_worker(
         self, keys: QueueKeys, *, holder: WorkerId, now_ms: int | None, linger_ms: int
     ) -> ScriptCall[int]:
-        queue_keys = [keys.workers, keys.held(holder), keys.departed]
-        args: list[Arg] = [holder, now_arg(now_ms), max(0, linger_ms)]
+        queue_keys = [keys.workers, keys.held(holder), keys.departed, keys.idle, keys.ready]
+        queue_keys += [keys.suspects, keys.wake, keys.dead, keys.outbox]
+        args: list[Arg] = [holder, now_arg(now_ms), max(0, linger_ms), keys.job_prefix]
+        args += [*self._handover_args(keys), WAKE_CAP]
         return self._call("deregister_worker", queue_keys, args, int)
 
     def end_leases(
@@ -174,12 +190,13 @@ class Scripts(ScheduleScripts, WorkflowScripts):
     ) -> ScriptCall[tuple[int, int]]:
         """The `job_ids`, or (with `snapshot`) the next BATCH ids of that snapshot of the dead
         letters, taken now when `take_snapshot`. Returns (moved, looked at)."""
-        queue_keys = [keys.dead, keys.ready, keys.seq, keys.wake]
+        queue_keys = [keys.dead, keys.ready, keys.seq, keys.wake, keys.workers, keys.idle]
+        queue_keys.append(keys.outbox)
         if snapshot is not None:
             queue_keys.append(snapshot)
         ttl_ms = SNAPSHOT_TTL_MS if take_snapshot else 0
         args: list[Arg] = [keys.job_prefix, now_arg(now_ms), PRIORITY_MIN, PRIORITY_MAX, WAKE_CAP]
-        args += [BATCH, ttl_ms, *job_ids]
+        args += [BATCH, ttl_ms, *self._handover_args(keys), *job_ids]
         return self._call("retry_dead_jobs", queue_keys, args, replies.pair)
 
     def purge_dead_jobs(
@@ -199,7 +216,7 @@ class Scripts(ScheduleScripts, WorkflowScripts):
     def prune_queue(self, keys: QueueKeys) -> ScriptCall[bool]:
         queue_keys = [keys.ready, keys.delayed, keys.suspects, keys.dead, keys.workers]
         queue_keys += [keys.reclaiming, keys.seq, keys.wake, keys.departed, keys.waiting]
-        queue_keys.append(keys.outbox)
+        queue_keys += [keys.outbox, keys.idle]
         return self._call("prune_queue", queue_keys, [], bool)
 
     def touch_queues(

@@ -15,8 +15,10 @@ from functools import partial
 
 from corq.backends.base import (
     BATCH,
+    Admitted,
     Backend,
     ClaimBatch,
+    ClaimedJob,
     Completion,
     Failure,
     HeldJob,
@@ -26,14 +28,16 @@ from corq.backends.base import (
     Release,
     WorkerLease,
 )
-from corq.backends.sqlite import admin, claims, leases, outcomes, producer, reclaim
+from corq.backends.sqlite import admin, admit, claims, leases, outcomes, producer, reclaim
 from corq.backends.sqlite.dead import DeadBounds
+from corq.backends.sqlite.flow import SqliteFlow
 from corq.backends.sqlite.schedules import SqliteSchedules
 from corq.backends.sqlite.store import Conn
 from corq.backends.sqlite.thread import ConnectionThread, Tx
 from corq.backends.sqlite.url import Target, parse_url
 from corq.backends.sqlite.watch import HUB, ChangeWatch
 from corq.backends.sqlite.workflows import SqliteWorkflows
+from corq.flow import Outcome
 from corq.job import Job
 from corq.types import JobId, QueueName, WorkerId
 
@@ -60,12 +64,13 @@ def _due_is_news(due: int | None, told: object) -> bool:
     return told is None or (isinstance(told, int) and due < told)
 
 
-class SqliteBackend(SqliteSchedules, SqliteWorkflows):
+class SqliteBackend(SqliteSchedules, SqliteWorkflows, SqliteFlow):
     """Backend on an SQLite file (``sqlite:///path``) or on the process's in-memory database
     (``sqlite:///:memory:``, shared by every backend of the process, gone with the last).
 
     `dead_max` and `dead_ttl_ms` bound each queue's dead letters (0: unbounded). The
-    ScheduleStore methods come from schedules.py, the Workflows methods from workflows.py.
+    ScheduleStore methods come from schedules.py, the Workflows methods from workflows.py,
+    the FlowControl methods from flow.py.
     """
 
     def __init__(
@@ -93,11 +98,19 @@ class SqliteBackend(SqliteSchedules, SqliteWorkflows):
     def __repr__(self) -> str:
         return f"SqliteBackend({self._target.database!r})"
 
-    # -- JobStore (producer.py) ------------------------------------------------------
+    # -- JobStore (admit.py, producer.py) ------------------------------------------------------
     async def enqueue_jobs(self, jobs: Sequence[NewJob]) -> list[bool]:
+        verdicts = await self._admit(jobs)
+        return [outcome is Outcome.CREATED for _, outcome in verdicts]
+
+    async def admit_jobs(self, jobs: Sequence[NewJob]) -> list[Admitted]:
+        verdicts = await self._admit(jobs)
+        return [Admitted(job_id=job_id, outcome=outcome) for job_id, outcome in verdicts]
+
+    async def _admit(self, jobs: Sequence[NewJob]) -> list[admit.Verdict]:
         for job in jobs:
             producer.check_new_job(job)
-        return await self._thread.run(partial(producer.enqueue_jobs, jobs=list(jobs)))
+        return await self._thread.run(partial(admit.admit_jobs, jobs=list(jobs)))
 
     async def get_job(self, job_id: JobId, queue: QueueName | None = None) -> Job | None:
         return await self._thread.run(
@@ -145,8 +158,12 @@ class SqliteBackend(SqliteSchedules, SqliteWorkflows):
         now_ms: int | None,
         *,
         suspects: int = 0,
+        idle: bool = False,
     ) -> ClaimBatch:
-        ask = claims.ClaimRequest(queue, worker_id, count, lease_ms, now_ms, suspects)
+        """With `idle`, a claim that takes nothing says so (``ClaimBatch.idle``) but lists
+        nothing: this broker hands no job over (an idle fetcher waits in await_jobs for the
+        local wake-up, then claims)."""
+        ask = claims.ClaimRequest(queue, worker_id, count, lease_ms, now_ms, suspects, idle)
         batch = await self._thread.run(partial(claims.claim_jobs, ask=ask, bounds=self._bounds))
         if not batch.lost:
             self._told_due[queue] = batch.next_due_ms
@@ -223,13 +240,23 @@ class SqliteBackend(SqliteSchedules, SqliteWorkflows):
                 return True
         return True
 
+    async def await_jobs(
+        self, queue: QueueName, worker_id: WorkerId, timeout_s: float
+    ) -> list[ClaimedJob] | None:
+        """Nothing is ever handed over here: ``[]`` as soon as wait_for_jobs would say a
+        claim may find something (the holder then claims), None after `timeout_s`."""
+        return [] if await self.wait_for_jobs(queue, timeout_s) else None
+
     async def promote_due_jobs(self, queue: QueueName, now_ms: int | None) -> int | None:
         """Promote in steps of at most BATCH jobs (one transaction each) until nothing is
-        due; then, about once a second, delete expired results (see EXPIRE_EVERY_S)."""
+        due (nor past its start_by_ms); then, about once a second, delete expired results
+        (see EXPIRE_EVERY_S)."""
         while True:
             step = partial(claims.promote_due_jobs, queue=queue, now_ms=now_ms, bounds=self._bounds)
             promoted, now = await self._thread.run(step)
             due, now_ms = promoted.next_due_ms, now  # later steps keep the first step's time
+            if promoted.more_expired:
+                continue
             if due is None or due > now or promoted.moved == 0:
                 await self._expire_results()
                 return due

@@ -12,8 +12,10 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from functools import partial
 
 from corq.backends.base import BATCH, ClaimBatch, ClaimedJob, HeldJob, damaged_error
+from corq.backends.sqlite import admit, flow
 from corq.backends.sqlite.dead import DeadBounds, bury, trim
 from corq.backends.sqlite.records import Checked, checked_rows, claimed_job_maker, damage
 from corq.backends.sqlite.sql import Q
@@ -31,10 +33,13 @@ from corq.types import JobId, QueueName, WorkerId
 class Promoted:
     """What one promotion step did."""
 
-    #: Jobs moved to the ready lane (or the suspects) and sent to the dead letters.
+    #: Jobs moved to the ready lane (or the suspects), sent to the dead letters, or ended
+    #: expired past their start_by_ms.
     moved: int
     #: Earliest numeric run time left in the delayed lane (<= now: more are due).
     next_due_ms: int | None
+    #: The step ended BATCH jobs expired: more may be past their start_by_ms.
+    more_expired: bool = False
 
 
 def promote(conn: Conn, queue: QueueName, now_ms: int, bounds: DeadBounds) -> Promoted:
@@ -44,6 +49,7 @@ def promote(conn: Conn, queue: QueueName, now_ms: int, bounds: DeadBounds) -> Pr
     number of due jobs, however many wait. A damaged record met on the way (a run time that
     is not an integer sorts first or last) goes to the dead letters instead.
     """
+    expired = flow.expire_due(conn, queue, now_ms)
     due, damaged, next_due, ended = _walk_due(conn, queue, now_ms)
     if next_due is not None:
         # The walk stopped before the text and blob run times, which sort last.
@@ -59,7 +65,8 @@ def promote(conn: Conn, queue: QueueName, now_ms: int, bounds: DeadBounds) -> Pr
         trim(conn, [queue], now_ms, bounds)
     if next_due is None and not ended:
         next_due = _next_due(conn, queue)
-    return Promoted(len(due) + len(damaged), next_due)
+    admit.prune(conn, queue, now_ms)
+    return Promoted(len(due) + len(damaged) + expired, next_due, expired >= BATCH)
 
 
 def _walk_due(
@@ -130,6 +137,10 @@ class ClaimRequest:
     lease_ms: int
     now_ms: int | None
     suspects: int
+    #: Asked to be listed idle when nothing is taken. SQLite keeps no list and hands
+    #: nothing over: every commit wakes the local waiters (SqliteBackend.await_jobs returns
+    #: [] and the holder claims), so the claim only reports the holder idle.
+    idle: bool = False
 
 
 def claim_jobs(conn: Conn, ask: ClaimRequest, bounds: DeadBounds) -> ClaimBatch:
@@ -147,22 +158,49 @@ def claim_jobs(conn: Conn, ask: ClaimRequest, bounds: DeadBounds) -> ClaimBatch:
     jobs: list[ClaimedJob] = []
     if ask.suspects > 0 and ask.count > 0:
         jobs += _take(conn, ask, min(ask.suspects, ask.count), now, bounds, suspect=True)
-    if ask.count > len(jobs):
+    if ask.count > len(jobs) and flow.has_lanes(conn, ask.queue):
+        take = partial(_take_lane, conn, ask, now, bounds)
+        jobs += flow.claim_laned(conn, ask.queue, ask.count - len(jobs), now, take)
+        next_due = _earliest(next_due, flow.next_throttled(conn, ask.queue))
+    elif ask.count > len(jobs):
         jobs += _take(conn, ask, ask.count - len(jobs), now, bounds, suspect=False)
     (waiting,) = conn.execute(Q["suspects_count"], {"queue": ask.queue}).fetchone()
-    return ClaimBatch(jobs=jobs, next_due_ms=next_due, suspects=waiting)
+    idle = ask.idle and not jobs
+    return ClaimBatch(jobs=jobs, next_due_ms=next_due, suspects=waiting, idle=idle)
+
+
+def _take_lane(
+    conn: Conn, ask: ClaimRequest, now_ms: int, bounds: DeadBounds, lane: str, want: int,
+    limited: bool,
+) -> list[ClaimedJob]:  # fmt: skip
+    """flow.Take: up to `want` ready jobs of one lane."""
+    return _take(conn, ask, want, now_ms, bounds, suspect=False, lane=lane, limited=limited)
+
+
+def _earliest(a: int | None, b: int | None) -> int | None:
+    return b if a is None else a if b is None else min(a, b)
 
 
 def _take(
-    conn: Conn, ask: ClaimRequest, want: int, now_ms: int, bounds: DeadBounds, *, suspect: bool
+    conn: Conn,
+    ask: ClaimRequest,
+    want: int,
+    now_ms: int,
+    bounds: DeadBounds,
+    *,
+    suspect: bool,
+    lane: str = "",
+    limited: bool = False,
 ) -> list[ClaimedJob]:
-    """Take up to `want` jobs of one lane in claim order; damaged rows go to the dead
+    """Take up to `want` jobs of one lane ('' the plain ready set) or of the suspects in
+    claim order, `limited` when they hold concurrency slots; damaged rows go to the dead
     letters and the next ones are picked in their place."""
     taken: list[ClaimedJob] = []
     while len(taken) < want:
         asked = want - len(taken)
-        pick = {"queue": ask.queue, "suspect": int(suspect), "count": asked}
-        rows = checked_rows(conn.execute(Q["claim_pick"], pick))
+        pick = {"queue": ask.queue, "lane": lane, "count": asked, "now": now_ms}
+        statement = Q["claim_pick_suspects" if suspect else "claim_pick"]
+        rows = checked_rows(conn.execute(statement, pick))
         good: list[Checked] = []
         for row in rows:
             error = damage(conn, row)
@@ -172,7 +210,7 @@ def _take(
                 bury(conn, row.rowid, error, now_ms)
         if good:
             take = {"rowids": _json_ints([row.rowid for row in good]), "worker": ask.worker_id,
-                    "now": now_ms, "isolated": int(suspect)}  # fmt: skip
+                    "now": now_ms, "isolated": int(suspect), "limited": int(limited)}  # fmt: skip
             conn.execute(Q["claim_take"], take)
             taken += [_claimed(row) for row in good]
         if len(good) < len(rows):

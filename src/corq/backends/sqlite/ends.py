@@ -37,7 +37,12 @@ from corq.job import JobStatus
 
 _INT64_MAX = 2**63 - 1
 #: Ends that count as a workflow's failure (a batch summary's failed members).
-FAILED_STATES = (JobStatus.DEAD, JobStatus.CANCELLED, JobStatus.UPSTREAM_FAILED)
+FAILED_STATES = (
+    JobStatus.DEAD,
+    JobStatus.CANCELLED,
+    JobStatus.UPSTREAM_FAILED,
+    JobStatus.EXPIRED,
+)
 #: Bytes of a parent's error kept in its child's upstream_failed error.
 CAUSE_BYTES = 1000
 #: Errors of batch callbacks whose condition can no longer hold.

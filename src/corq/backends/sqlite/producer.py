@@ -1,8 +1,7 @@
-"""The JobStore port: enqueue, read, cancel. Each function is one transaction body."""
+"""The JobStore port: write, read, cancel. Each public function but write_job and cancel
+is one transaction body (the enqueue step itself is admit.py's)."""
 
 from __future__ import annotations
-
-from collections.abc import Sequence
 
 from corq.backends.base import (
     CANCELLED_TTL_MS,
@@ -16,7 +15,7 @@ from corq.backends.sqlite.columns import NEW_COLUMNS
 from corq.backends.sqlite.ends import End, apply_ends, end_of
 from corq.backends.sqlite.records import job_from_row
 from corq.backends.sqlite.sql import Q
-from corq.backends.sqlite.store import Conn, advance_clock, read_clock, take_numbers
+from corq.backends.sqlite.store import Conn, advance_clock, read_clock
 from corq.errors import EnqueueError
 from corq.job import TERMINAL_STATES, Job, JobStatus
 from corq.types import JobId, QueueName
@@ -40,29 +39,16 @@ def check_new_job(job: NewJob) -> None:
         )
 
 
-def enqueue_jobs(conn: Conn, jobs: Sequence[NewJob]) -> list[bool]:
-    """Insert each job in the ready or delayed lane; an existing id stays as is unless its
-    record has expired (then the id starts a new job: an expired record is gone).
-
-    Expired records are not deleted here (that is promote_due_jobs' bounded work), so an
-    enqueue costs the same however many results wait to expire.
-    """
-    if not jobs:
-        return []
-    now, clock = advance_clock(conn, max(job.enqueued_at_ms for job in jobs))
-    for queue in dict.fromkeys(job.queue for job in jobs):
-        conn.execute(Q["queue_touch"], {"queue": queue, "now": now})
-    base = take_numbers(conn, len(jobs))
-    created = []
-    for offset, job in enumerate(jobs, start=1):
-        delayed = job.run_at_ms > job.enqueued_at_ms
-        params = {name: getattr(job, name) for name in NEW_COLUMNS}  # {new_values}
-        params["status"] = JobStatus.SCHEDULED if delayed else JobStatus.QUEUED
-        params["seq"] = base + offset
-        params["clock"] = clock
-        cursor = conn.execute(Q["job_insert"], params)
-        created.append(cursor.rowcount == 1)
-    return created
+def write_job(conn: Conn, job: NewJob, seq: int, clock: int) -> bool:
+    """Insert one job in the ready or delayed lane; False when its id exists (unless that
+    record has expired by `clock`: then the id starts a new job, an expired record is
+    gone)."""
+    delayed = job.run_at_ms > job.enqueued_at_ms
+    params = {name: getattr(job, name) for name in NEW_COLUMNS}  # {new_values}
+    params["status"] = JobStatus.SCHEDULED if delayed else JobStatus.QUEUED
+    params["seq"] = seq
+    params["clock"] = clock
+    return bool(conn.execute(Q["job_insert"], params).rowcount == 1)
 
 
 def get_job(conn: Conn, job_id: JobId, queue: QueueName | None) -> Job | None:

@@ -86,6 +86,37 @@ ALTER TABLE jobs ADD COLUMN inputs TEXT;
 -- Whether a workflow other than the job's own waits for its end.
 ALTER TABLE jobs ADD COLUMN notify INTEGER NOT NULL DEFAULT 0;
 
+-- Steps from schema version 5 to 6 (schema.sql then creates jobs_ready again with the
+-- lane column, and the flow-control tables).
+
+-- name: migrate_6_key
+-- The job's fairness key.
+ALTER TABLE jobs ADD COLUMN key TEXT;
+
+-- name: migrate_6_unique_key
+-- The job's unique key.
+ALTER TABLE jobs ADD COLUMN unique_key TEXT;
+
+-- name: migrate_6_start_by_ms
+-- The deadline of the job's first start.
+ALTER TABLE jobs ADD COLUMN start_by_ms INTEGER;
+
+-- name: migrate_6_unique_for_ms
+-- How long the unique key stays taken after the job's end.
+ALTER TABLE jobs ADD COLUMN unique_for_ms INTEGER NOT NULL DEFAULT 0;
+
+-- name: migrate_6_lane
+-- The lane the job waits in ('' the plain ready set: every job of an older file).
+ALTER TABLE jobs ADD COLUMN lane TEXT NOT NULL DEFAULT '';
+
+-- name: migrate_6_limited
+-- Whether the running attempt holds concurrency slots.
+ALTER TABLE jobs ADD COLUMN limited INTEGER NOT NULL DEFAULT 0;
+
+-- name: migrate_6_ready_index
+-- The version 5 ready index does not know the lane column.
+DROP INDEX IF EXISTS jobs_ready;
+
 -- ---------------------------------------------------------------- bookkeeping
 
 -- name: seq_take
@@ -377,9 +408,13 @@ SELECT min(run_at_ms) FROM jobs
 WHERE queue = :queue AND status IN ('scheduled', 'failed') AND run_at_ms < '';
 
 -- name: waiting_probe
--- Whether the ready lane of a queue has a job, how many suspects wait, and the earliest
--- numeric delayed run time (the wait_for_jobs probe).
-SELECT EXISTS (SELECT 1 FROM jobs WHERE queue = :queue AND status = 'queued' AND suspect = 0),
+-- Whether a queue has a job a claim could take (in the plain ready set, or a ruled task's
+-- group in its rotation: parked and throttled lanes do not count), how many suspects
+-- wait, and the earliest numeric delayed run time (the wait_for_jobs probe).
+SELECT EXISTS (SELECT 1 FROM jobs
+               WHERE queue = :queue AND status = 'queued' AND suspect = 0 AND lane = '')
+       OR EXISTS (SELECT 1 FROM flow_groups
+                  WHERE queue = :queue AND state = 'ready' AND task > ''),
        (SELECT count(*) FROM jobs WHERE queue = :queue AND status = 'queued' AND suspect = 1),
        (SELECT min(run_at_ms) FROM jobs
         WHERE queue = :queue AND status IN ('scheduled', 'failed') AND run_at_ms < '');
@@ -389,11 +424,21 @@ SELECT EXISTS (SELECT 1 FROM jobs WHERE queue = :queue AND status = 'queued' AND
 SELECT count(*) FROM jobs WHERE queue = :queue AND status = 'queued' AND suspect = 1;
 
 -- name: claim_pick
--- The first :count jobs of a lane (:suspect 0: ready, 1: suspects) in claim order
--- (priority, then FIFO), with every field a claim checks before it takes one.
+-- The first :count ready jobs of a lane (:lane '' the plain ready set) in claim order
+-- (priority, then FIFO), with every field a claim checks before it takes one; a job past
+-- its start_by_ms is passed over (expiry ends it).
 SELECT {checked_columns}
 FROM jobs
-WHERE queue = :queue AND status = 'queued' AND suspect = :suspect
+WHERE queue = :queue AND status = 'queued' AND suspect = 0 AND lane = :lane
+  AND (start_by_ms IS NULL OR start_by_ms >= :now OR attempt > 0)
+ORDER BY priority DESC, seq
+LIMIT :count;
+
+-- name: claim_pick_suspects
+-- The first :count suspects of a queue (whatever their lane) in claim order.
+SELECT {checked_columns}
+FROM jobs
+WHERE queue = :queue AND status = 'queued' AND suspect = 1
 ORDER BY priority DESC, seq
 LIMIT :count;
 
@@ -412,10 +457,10 @@ LIMIT :limit;
 
 -- name: claim_take
 -- Take checked jobs (:rowids, a JSON array) as held by the holder, each under its next
--- fence number (isolated: taken from the suspects).
+-- fence number (isolated: taken from the suspects; limited: holding concurrency slots).
 UPDATE jobs
 SET status = 'running', worker_id = :worker, fence = fence + 1, attempt = attempt + 1,
-    started_at_ms = :now, isolated = :isolated
+    started_at_ms = :now, isolated = :isolated, limited = :limited
 WHERE rowid IN (SELECT value FROM json_each(:rowids));
 
 -- ---------------------------------------------------------------- outcomes (fenced)
@@ -1045,3 +1090,273 @@ WHERE n.workflow = :workflow AND n.position >= :offset AND n.position < :offset 
 -- name: wf_job_drop
 -- Delete one job record by rowid.
 DELETE FROM jobs WHERE rowid = :rowid;
+
+-- ---------------------------------------------------------------- flow control
+
+-- name: flow_rule_put
+-- Store a task's rules in a queue (replacing its earlier ones).
+INSERT OR REPLACE INTO flow_rules (
+    queue, task, concurrency, keyed, key_concurrency, rate_count, rate_period_ms,
+    key_rate_count, key_rate_period_ms, over_limit, key_weights)
+VALUES (:queue, :task, :concurrency, :keyed, :key_concurrency, :rate_count, :rate_period_ms,
+        :key_rate_count, :key_rate_period_ms, :over_limit, :key_weights);
+
+-- name: flow_rule_delete
+-- Remove a task's rules from a queue (its lanes drain without limits).
+DELETE FROM flow_rules WHERE queue = :queue AND task = :task;
+
+-- name: flow_rules_of
+-- A queue's rules, one row per task.
+SELECT task, concurrency, keyed, key_concurrency, rate_count, rate_period_ms, key_rate_count,
+       key_rate_period_ms, over_limit, key_weights
+FROM flow_rules WHERE queue = :queue;
+
+-- name: flow_unpark_task_groups
+-- Put a task's parked (or waiting: its lanes were parked) group back at the back of the
+-- rotation (its rules changed).
+UPDATE flow_groups SET state = 'ready', turn = :turn
+WHERE queue = :queue AND task = :task AND state IN ('parked', 'waiting');
+
+-- name: flow_unpark_task_lanes
+-- Put a task's parked lanes back at the back of their rotation (its rules changed).
+UPDATE flow_lanes SET state = 'ready', turn = :turn
+WHERE queue = :queue AND task = :task AND state = 'parked';
+
+-- name: flow_counters
+-- A queue's flow-control counters (no row: all 0).
+SELECT expired, dropped, cooled FROM flow_queues WHERE queue = :queue;
+
+-- name: flow_state_counts
+-- Jobs waiting in ruled lanes, and the groups and lanes parked and throttled now.
+SELECT
+    (SELECT count(*) FROM jobs
+     WHERE queue = :queue AND status = 'queued' AND suspect = 0 AND lane > ''),
+    (SELECT count(*) FROM flow_groups WHERE queue = :queue AND state = 'parked')
+    + (SELECT count(*) FROM flow_lanes WHERE queue = :queue AND state = 'parked'),
+    (SELECT count(*) FROM flow_groups WHERE queue = :queue AND state = 'throttled')
+    + (SELECT count(*) FROM flow_lanes WHERE queue = :queue AND state = 'throttled');
+
+-- name: flow_active
+-- The limits with jobs running under them now.
+SELECT name, running FROM flow_limits WHERE queue = :queue AND running > 0;
+
+-- name: flow_count
+-- Add to a queue's expired and dropped counters.
+INSERT INTO flow_queues (queue, expired, dropped) VALUES (:queue, :expired, :dropped)
+ON CONFLICT (queue) DO UPDATE SET
+    expired = expired + excluded.expired, dropped = dropped + excluded.dropped;
+
+-- name: flow_turn_take
+-- The queue's next turn number.
+INSERT INTO flow_queues (queue, turn) VALUES (:queue, 1)
+ON CONFLICT (queue) DO UPDATE SET turn = turn + 1
+RETURNING turn;
+
+-- name: flow_has_lanes
+-- Whether a ruled task's group exists in the queue (the claim then visits lanes).
+SELECT EXISTS (SELECT 1 FROM flow_groups WHERE queue = :queue AND task > '');
+
+-- name: flow_wake_groups
+-- Groups whose task rate allows a start again, back in the rotation (at most :limit).
+UPDATE flow_groups SET state = 'ready', due_ms = NULL, turn = :turn
+WHERE (queue, task) IN (
+    SELECT queue, task FROM flow_groups
+    WHERE queue = :queue AND state = 'throttled' AND due_ms <= :now LIMIT :limit);
+
+-- name: flow_wake_lanes
+-- Lanes whose key rate allows a start again, back in their rotation (at most :limit);
+-- their groups are runnable again.
+UPDATE flow_lanes SET state = 'ready', due_ms = NULL, turn = :turn
+WHERE (queue, lane) IN (
+    SELECT queue, lane FROM flow_lanes
+    WHERE queue = :queue AND state = 'throttled' AND due_ms <= :now LIMIT :limit)
+RETURNING task;
+
+-- name: flow_next_throttled
+-- When the earliest throttled group or lane of the queue is due again (NULL: none).
+SELECT min(due) FROM (
+    SELECT min(due_ms) AS due FROM flow_groups WHERE queue = :queue AND state = 'throttled'
+    UNION ALL
+    SELECT min(due_ms) FROM flow_lanes WHERE queue = :queue AND state = 'throttled');
+
+-- name: flow_expire_due
+-- End expired at most :limit jobs of a queue that have not started and whose start_by_ms
+-- passed (walks jobs_start_by); returns what the ends' workflows need.
+UPDATE jobs
+SET status = 'expired', finished_at_ms = :now, expires_at_ms = :expires_at_ms,
+    error = :error, worker_id = NULL
+WHERE rowid IN (
+    SELECT rowid FROM jobs
+    WHERE queue = :queue AND start_by_ms IS NOT NULL AND attempt = 0
+      AND status IN ('queued', 'scheduled') AND start_by_ms < :now
+    LIMIT :limit)
+RETURNING id, workflow, notify, error;
+
+-- name: flow_drop
+-- End one waiting job expired as dropped over a rate limit.
+UPDATE jobs
+SET status = 'expired', finished_at_ms = :now, expires_at_ms = :expires_at_ms, error = :error
+WHERE rowid = :rowid AND status = 'queued'
+RETURNING id, workflow, notify, error;
+
+-- name: flow_lane_head
+-- The head of a lane ('' the plain ready set) that a claim may take (not past its
+-- start_by_ms, which expiry ends): its priority and rowid.
+SELECT priority, rowid FROM jobs
+WHERE queue = :queue AND status = 'queued' AND suspect = 0 AND lane = :lane
+  AND (start_by_ms IS NULL OR start_by_ms >= :now OR attempt > 0)
+ORDER BY priority DESC, seq
+LIMIT 1;
+
+-- name: flow_plain_put
+-- The plain ready set's group with its head priority; :rotate 1 sends it to the back.
+INSERT INTO flow_groups (queue, task, state, head, turn) VALUES (:queue, '', 'ready', :head, :turn)
+ON CONFLICT (queue, task) DO UPDATE SET
+    state = 'ready', head = excluded.head,
+    turn = CASE WHEN :rotate THEN excluded.turn ELSE turn END;
+
+-- name: flow_group_delete
+-- Forget a group (no lane left).
+DELETE FROM flow_groups WHERE queue = :queue AND task = :task;
+
+-- name: flow_group_top
+-- The runnable group to visit next: highest head priority, then the longest waiting.
+SELECT task, head FROM flow_groups
+WHERE queue = :queue AND state = 'ready'
+ORDER BY head DESC, turn
+LIMIT 1;
+
+-- name: flow_lane_top
+-- A group's runnable lane to visit next, with the jobs it gave in its current visit.
+SELECT lane, taken, head FROM flow_lanes
+WHERE queue = :queue AND task = :task AND state = 'ready'
+ORDER BY head DESC, turn
+LIMIT 1;
+
+-- name: flow_group_state
+-- Park, throttle (until :due) or set waiting a group.
+UPDATE flow_groups SET state = :state, due_ms = :due WHERE queue = :queue AND task = :task;
+
+-- name: flow_lane_state
+-- Park or throttle (until :due) a lane.
+UPDATE flow_lanes SET state = :state, due_ms = :due WHERE queue = :queue AND lane = :lane;
+
+-- name: flow_group_has_lanes
+-- Whether a task has any lane row (its lane names sort between :low and :high).
+SELECT EXISTS (SELECT 1 FROM flow_lanes WHERE queue = :queue AND lane >= :low AND lane < :high);
+
+-- name: flow_lane_delete
+-- Forget an empty lane.
+DELETE FROM flow_lanes WHERE queue = :queue AND lane = :lane;
+
+-- name: flow_lane_taken
+-- A lane gave a job: its new head; :rotate 1 ends its visit (back of the rotation, none
+-- taken), else one more taken in this visit.
+UPDATE flow_lanes SET
+    head = :head,
+    taken = CASE WHEN :rotate THEN 0 ELSE taken + 1 END,
+    turn = CASE WHEN :rotate THEN :turn ELSE turn END
+WHERE queue = :queue AND lane = :lane;
+
+-- name: flow_group_turn
+-- A group gave a job: to the back of its band, with its new head.
+UPDATE flow_groups SET head = :head, turn = :turn WHERE queue = :queue AND task = :task;
+
+-- name: flow_groups_revive
+-- Groups waiting for a runnable lane whose lane became runnable again.
+UPDATE flow_groups SET state = 'ready'
+WHERE queue = :queue AND task = :task AND state = 'waiting';
+
+-- name: flow_limit_get
+-- A limit's running count and GCRA tat.
+SELECT running, tat_ms FROM flow_limits WHERE queue = :queue AND name = :name;
+
+-- name: flow_limit_spend
+-- A start under a limit: :add to its running count, its new tat.
+INSERT INTO flow_limits (queue, name, running, tat_ms) VALUES (:queue, :name, :add, :tat)
+ON CONFLICT (queue, name) DO UPDATE SET
+    running = CASE WHEN typeof(running) = 'integer' AND running > 0 THEN running ELSE 0 END
+              + excluded.running,
+    tat_ms = excluded.tat_ms;
+
+-- ---------------------------------------------------------------- flow control: enqueue
+
+-- name: job_alive
+-- Whether a job with this id exists (an expired record by :clock does not).
+SELECT 1 FROM jobs
+WHERE queue = :queue AND id = :id
+  AND NOT (typeof(expires_at_ms) = 'integer' AND expires_at_ms <= :clock);
+
+-- name: unique_holder
+-- The job a unique key of a queue maps to, with what decides whether it still holds the
+-- key (admit.py). No row: no mapping, or its record is gone, expired, or has another key.
+SELECT j.id, j.rowid, j.status, j.enqueued_at_ms, j.finished_at_ms, j.unique_for_ms
+FROM unique_keys AS u
+JOIN jobs AS j ON j.queue = u.queue AND j.id = u.job_id
+WHERE u.queue = :queue AND u.key = :key AND j.unique_key = u.key
+  AND NOT (typeof(j.expires_at_ms) = 'integer' AND j.expires_at_ms <= :clock);
+
+-- name: unique_take
+-- The job now holds the key (live: no until_ms), whoever held it before.
+INSERT INTO unique_keys (queue, key, job_id, until_ms) VALUES (:queue, :key, :job_id, NULL)
+ON CONFLICT (queue, key) DO UPDATE SET job_id = excluded.job_id, until_ms = NULL;
+
+-- name: job_unique_for
+-- How long the job's unique key stays taken after its end (the triggers read it).
+UPDATE jobs SET unique_for_ms = :ms WHERE queue = :queue AND id = :id;
+
+-- name: job_replace
+-- A job that has not started takes a duplicate's payload and priority (OnDuplicate.REPLACE).
+UPDATE jobs SET payload = :payload, priority = :priority
+WHERE rowid = :rowid AND status IN ('scheduled', 'queued');
+
+-- name: job_debounce
+-- A job that has not started runs at :run_at_ms with a later call's payload; a queued one
+-- moved into the future waits scheduled (a scheduled one now due is promoted next).
+UPDATE jobs
+SET payload = :payload, run_at_ms = :run_at_ms,
+    status = CASE WHEN status = 'queued' AND :run_at_ms > :now THEN 'scheduled'
+                  ELSE status END
+WHERE rowid = :rowid AND status IN ('scheduled', 'queued');
+
+-- name: job_cancel_running
+-- Cancel a running job (OnDuplicate.CANCEL): the fence moves on, so its holder's outcome
+-- is refused, and it leaves the holder's set (its slots: the jobs_attempt_end trigger).
+-- Refused when the record cannot be read. Returns what the end's workflows need.
+UPDATE jobs
+SET status = 'cancelled', fence = fence + 1, finished_at_ms = :now,
+    expires_at_ms = :expires_at_ms
+WHERE queue = :queue AND id = :id AND status = 'running'
+  AND
+  {readable}
+RETURNING workflow, notify, error;
+
+-- name: cooldown_open
+-- The job named by a key's cooldown window when it is still open at :now.
+SELECT job_id FROM cooldowns WHERE queue = :queue AND key = :key AND until_ms > :now;
+
+-- name: cooldown_put
+-- Open (or open again) a key's cooldown window until :until_ms.
+INSERT INTO cooldowns (queue, key, until_ms, job_id) VALUES (:queue, :key, :until_ms, :job_id)
+ON CONFLICT (queue, key) DO UPDATE SET until_ms = excluded.until_ms, job_id = excluded.job_id;
+
+-- name: flow_cooled_count
+-- One more enqueue of the queue dropped by a cooldown (FlowStats.cooled).
+INSERT INTO flow_queues (queue, cooled) VALUES (:queue, 1)
+ON CONFLICT (queue) DO UPDATE SET
+    cooled = CASE WHEN typeof(cooled) = 'integer' AND cooled BETWEEN 0 AND 4611686018427387903
+                  THEN cooled + 1 ELSE 1 END;
+
+-- name: unique_keys_prune
+-- Forget at most :limit unique keys of a queue whose window after their job's end passed.
+DELETE FROM unique_keys
+WHERE queue = :queue AND key IN (
+    SELECT key FROM unique_keys WHERE queue = :queue AND until_ms <= :now LIMIT :limit
+);
+
+-- name: cooldowns_prune
+-- Forget at most :limit cooldown windows of a queue that closed.
+DELETE FROM cooldowns
+WHERE queue = :queue AND key IN (
+    SELECT key FROM cooldowns WHERE queue = :queue AND until_ms <= :now LIMIT :limit
+);

@@ -1,4 +1,4 @@
--- corq's SQLite schema, version 5 (PRAGMA user_version = 5).
+-- corq's SQLite schema, version 6 (PRAGMA user_version = 6).
 --
 -- The same data model as the Redis broker (see corq/backends/redis/keys.py), with the
 -- Redis sets turned into "lanes" of one jobs table, chosen by status and served by
@@ -25,6 +25,14 @@
 --   {q}:dead  ZSET        jobs WHERE status = 'dead', newest finished_at_ms first
 --   {q}:job:{id}  HASH    one jobs row; expires_at_ms replaces PEXPIRE (rows past it are
 --                         treated as gone and deleted lazily, in bounded batches)
+--   {q}:lane:<lane>       jobs WHERE status = 'queued' AND suspect = 0 AND lane = <lane>
+--                         (lane '' is the plain ready set above), same order; the
+--                         rotation, parking and throttling of lanes in flow_groups (one
+--                         row per ruled task, and '' for the plain set) and flow_lanes (one
+--                         row per key lane), see "Flow control" in docs/design.md
+--   {q}:rules, counts,    flow_rules (per queue and task), flow_limits (running count and
+--   tat, stats            GCRA tat per limit name), flow_queues (turn, counters)
+--   {q}:unique, cooldown  unique_keys, cooldowns
 --   {q}:wake, done:{id}   no table: in-process notification plus PRAGMA data_version
 --   schedules (index,     schedules table (one row per schedule: definition, queue, version,
 --   record, changes)      firing state); schedule_removed (tombstones: name, version)
@@ -68,6 +76,10 @@
 --   4 -> 5  workflows: jobs.workflow, jobs.inputs and jobs.notify added; the workflows,
 --           workflow_outputs, workflow_counts, workflow_nodes, workflow_edges and
 --           workflow_failed tables and their indexes created.
+--   5 -> 6  flow control: jobs.key, unique_key, start_by_ms, unique_for_ms, lane and
+--           limited added; jobs_ready dropped and created again with the lane column;
+--           the flow_rules, flow_queues, flow_groups, flow_lanes, flow_limits,
+--           unique_keys and cooldowns tables and the jobs_start_by index created.
 --
 -- Reserved columns, always NULL/0:
 --   * jobs.pending_deps (reserved by version 1 for dependencies): unused, the pending
@@ -169,13 +181,30 @@ CREATE TABLE IF NOT EXISTS jobs (
     workflow TEXT,
     inputs TEXT,
     notify INTEGER NOT NULL DEFAULT 0,
+    -- Version 6 (appended by the migration): flow control (see corq/backends/record.py).
+    -- The fairness key; the unique key; the deadline of the first start; how long the
+    -- unique key stays taken after the end; the lane the job waits in when queued (''
+    -- the plain ready set, else '<task>\x1f<key>'), written when the job is first made
+    -- ready and kept by every step that makes it ready again; 1 while the running
+    -- attempt holds concurrency slots (flow_limits.running).
+    key TEXT,
+    unique_key TEXT,
+    start_by_ms INTEGER,
+    unique_for_ms INTEGER NOT NULL DEFAULT 0,
+    lane TEXT NOT NULL DEFAULT '',
+    limited INTEGER NOT NULL DEFAULT 0,
     PRIMARY KEY (queue, id)
 );
 
--- Both waiting lanes: ready jobs (suspect = 0) and suspects (suspect = 1), each in claim
--- order; a count of all queued jobs of a queue walks the (queue) prefix.
-CREATE INDEX IF NOT EXISTS jobs_ready ON jobs (queue, suspect, priority DESC, seq)
+-- Every waiting lane: ready jobs (suspect = 0) by lane ('' the plain ready set) and
+-- suspects (suspect = 1), each in claim order; a count of all queued jobs of a queue walks
+-- the (queue) prefix. (Version 6 added lane.)
+CREATE INDEX IF NOT EXISTS jobs_ready ON jobs (queue, suspect, lane, priority DESC, seq)
     WHERE status = 'queued';
+-- Version 6: jobs that have not started yet and must start by a deadline (promotion and
+-- claims end them expired past it).
+CREATE INDEX IF NOT EXISTS jobs_start_by ON jobs (queue, start_by_ms)
+    WHERE start_by_ms IS NOT NULL AND attempt = 0 AND status IN ('queued', 'scheduled');
 CREATE INDEX IF NOT EXISTS jobs_delayed ON jobs (queue, run_at_ms, seq)
     WHERE status IN ('scheduled', 'failed');
 CREATE INDEX IF NOT EXISTS jobs_held ON jobs (queue, worker_id)
@@ -379,3 +408,230 @@ CREATE TABLE IF NOT EXISTS workflow_failed (
     job TEXT NOT NULL,
     PRIMARY KEY (workflow, position)
 ) WITHOUT ROWID;
+
+-- Version 6: flow control (see corq/backends/base.py, FlowControl, and docs/design.md,
+-- "Flow control"). A task's rules in a queue, as FlowControl.set_rules stored them (a
+-- NULL limit: none); key_weights is a JSON object of key -> weight.
+CREATE TABLE IF NOT EXISTS flow_rules (
+    queue TEXT NOT NULL,
+    task TEXT NOT NULL,
+    concurrency INTEGER,
+    keyed INTEGER NOT NULL DEFAULT 0,
+    key_concurrency INTEGER,
+    rate_count INTEGER,
+    rate_period_ms INTEGER,
+    key_rate_count INTEGER,
+    key_rate_period_ms INTEGER,
+    over_limit TEXT NOT NULL DEFAULT 'wait',
+    key_weights TEXT NOT NULL DEFAULT '{}',
+    PRIMARY KEY (queue, task)
+) WITHOUT ROWID;
+
+-- Per queue: the rotation counter (a visited group or lane takes the next turn, so it goes
+-- to the back of its band), and what flow control did: jobs ended expired past their
+-- start_by_ms, jobs dropped over a rate (over_limit='drop'), enqueues dropped by a
+-- cooldown.
+CREATE TABLE IF NOT EXISTS flow_queues (
+    queue TEXT PRIMARY KEY,
+    turn INTEGER NOT NULL DEFAULT 0,
+    expired INTEGER NOT NULL DEFAULT 0,
+    dropped INTEGER NOT NULL DEFAULT 0,
+    cooled INTEGER NOT NULL DEFAULT 0
+) WITHOUT ROWID;
+
+-- The first level of the round robin: one row per ruled task with jobs in lanes, and ''
+-- for the plain ready set while the queue has lanes. state: 'ready' (in the rotation,
+-- ordered by its head priority, then turn), 'parked' (task at its concurrency; the end
+-- of an attempt that held a slot puts it back), 'throttled' (task rate: due again at
+-- due_ms), 'waiting' (none of its lanes is runnable: a lane made runnable puts it back).
+-- head: the best priority among its runnable lanes when last seen.
+CREATE TABLE IF NOT EXISTS flow_groups (
+    queue TEXT NOT NULL,
+    task TEXT NOT NULL,
+    state TEXT NOT NULL DEFAULT 'ready',
+    head INTEGER NOT NULL DEFAULT 0,
+    turn INTEGER NOT NULL DEFAULT 0,
+    due_ms INTEGER,
+    PRIMARY KEY (queue, task)
+) WITHOUT ROWID;
+
+CREATE INDEX IF NOT EXISTS flow_groups_rotation ON flow_groups (queue, head DESC, turn)
+    WHERE state = 'ready';
+CREATE INDEX IF NOT EXISTS flow_groups_state ON flow_groups (queue, state, due_ms);
+
+-- The second level: one row per key lane ('<task>\x1f<key>') with queued jobs, states as
+-- for groups (parked: key at its key concurrency; throttled: key rate). taken: jobs the
+-- lane gave in its current visit (a key of weight w gives up to w before its turn moves).
+CREATE TABLE IF NOT EXISTS flow_lanes (
+    queue TEXT NOT NULL,
+    lane TEXT NOT NULL,
+    task TEXT NOT NULL,
+    state TEXT NOT NULL DEFAULT 'ready',
+    head INTEGER NOT NULL DEFAULT 0,
+    turn INTEGER NOT NULL DEFAULT 0,
+    due_ms INTEGER,
+    taken INTEGER NOT NULL DEFAULT 0,
+    PRIMARY KEY (queue, lane)
+) WITHOUT ROWID;
+
+CREATE INDEX IF NOT EXISTS flow_lanes_rotation ON flow_lanes (queue, task, head DESC, turn)
+    WHERE state = 'ready';
+CREATE INDEX IF NOT EXISTS flow_lanes_state ON flow_lanes (queue, state, due_ms);
+
+-- One row per limit ('t:<task>', 'k:<lane>'): jobs running under it now (raised at a
+-- claim that sets jobs.limited, lowered once by every end of that attempt) and its GCRA
+-- theoretical arrival time (ms, fractional).
+CREATE TABLE IF NOT EXISTS flow_limits (
+    queue TEXT NOT NULL,
+    name TEXT NOT NULL,
+    running INTEGER NOT NULL DEFAULT 0,
+    tat_ms REAL,
+    PRIMARY KEY (queue, name)
+) WITHOUT ROWID;
+
+-- Unique keys: the job holding each key of a queue; until_ms NULL while it is live, else
+-- when the key is free again (its end plus unique_for_ms), pruned past it.
+CREATE TABLE IF NOT EXISTS unique_keys (
+    queue TEXT NOT NULL,
+    key TEXT NOT NULL,
+    job_id TEXT NOT NULL,
+    until_ms INTEGER,
+    PRIMARY KEY (queue, key)
+) WITHOUT ROWID;
+
+CREATE INDEX IF NOT EXISTS unique_keys_expiry ON unique_keys (queue, until_ms)
+    WHERE until_ms IS NOT NULL;
+
+-- Cooldowns: enqueues of a key before until_ms are dropped (the handle names job_id, the
+-- job the call that opened the window was answered with); pruned past it.
+CREATE TABLE IF NOT EXISTS cooldowns (
+    queue TEXT NOT NULL,
+    key TEXT NOT NULL,
+    until_ms INTEGER NOT NULL,
+    job_id TEXT NOT NULL DEFAULT '',
+    PRIMARY KEY (queue, key)
+) WITHOUT ROWID;
+
+CREATE INDEX IF NOT EXISTS cooldowns_expiry ON cooldowns (queue, until_ms);
+
+-- Version 6: the lanes follow the jobs through triggers, so every step that makes a job
+-- ready, ends an attempt or routes a job does so in its own statement, whichever code (or
+-- later feature) runs it, and a job without rules costs one probe of flow_rules.
+--
+-- A job made ready for the first time (enqueued ready, promoted from scheduled, released
+-- by its workflow, a new job over an expired record) takes its task's lane when the task
+-- has rules in the queue ('<task>\x1f<key>', the key only for a keyed task), else the
+-- plain ready set (''). Jobs made ready again (a release, a reclaim, a retry, a dead
+-- letter retried) keep their lane.
+CREATE TRIGGER IF NOT EXISTS jobs_route_new AFTER INSERT ON jobs
+WHEN NEW.status = 'queued'
+BEGIN
+    UPDATE jobs
+    SET lane = (SELECT r.task || char(31) || CASE WHEN r.keyed = 1 THEN coalesce(NEW.key, '')
+                                                  ELSE '' END
+                FROM flow_rules AS r WHERE r.queue = NEW.queue AND r.task = NEW.task)
+    WHERE rowid = NEW.rowid
+      AND EXISTS (SELECT 1 FROM flow_rules WHERE queue = NEW.queue AND task = NEW.task);
+END;
+
+CREATE TRIGGER IF NOT EXISTS jobs_route_ready AFTER UPDATE OF status ON jobs
+WHEN NEW.status = 'queued' AND OLD.status NOT IN ('queued', 'running', 'failed', 'dead')
+BEGIN
+    UPDATE jobs
+    SET lane = coalesce(
+        (SELECT r.task || char(31) || CASE WHEN r.keyed = 1 THEN coalesce(NEW.key, '')
+                                           ELSE '' END
+         FROM flow_rules AS r WHERE r.queue = NEW.queue AND r.task = NEW.task), '')
+    WHERE rowid = NEW.rowid
+      AND (NEW.lane IS NOT ''
+           OR EXISTS (SELECT 1 FROM flow_rules WHERE queue = NEW.queue AND task = NEW.task));
+END;
+
+-- A job that enters a lane (made ready in it, not a suspect) puts the lane and its task's
+-- group in their rotations: a new one at the back (the next turn), an existing one keeps
+-- its place and state (a parked or throttled lane stays so); a group that had no runnable
+-- lane is runnable again.
+CREATE TRIGGER IF NOT EXISTS jobs_enter_lane AFTER UPDATE OF status, lane, suspect ON jobs
+WHEN NEW.status = 'queued' AND NEW.suspect = 0 AND NEW.lane != ''
+  AND (OLD.status IS NOT 'queued' OR OLD.lane IS NOT NEW.lane OR OLD.suspect IS NOT 0)
+BEGIN
+    INSERT INTO flow_queues (queue, turn) VALUES (NEW.queue, 1)
+    ON CONFLICT (queue) DO UPDATE SET turn = turn + 1;
+    INSERT INTO flow_lanes (queue, lane, task, head, turn)
+    VALUES (NEW.queue, NEW.lane, NEW.task,
+            CASE WHEN typeof(NEW.priority) = 'integer' THEN NEW.priority ELSE 0 END,
+            (SELECT turn FROM flow_queues WHERE queue = NEW.queue))
+    ON CONFLICT (queue, lane) DO UPDATE SET head = max(head, excluded.head);
+    INSERT INTO flow_groups (queue, task, head, turn)
+    VALUES (NEW.queue, NEW.task,
+            CASE WHEN typeof(NEW.priority) = 'integer' THEN NEW.priority ELSE 0 END,
+            (SELECT turn FROM flow_queues WHERE queue = NEW.queue))
+    ON CONFLICT (queue, task) DO UPDATE SET
+        head = max(head, excluded.head),
+        state = CASE WHEN state = 'waiting' THEN 'ready' ELSE state END;
+END;
+
+-- The end of an attempt that holds concurrency slots (jobs.limited, set by the claim):
+-- whatever ends it (complete, fail, release, reclaim, cancel) lowers its counts once,
+-- puts back its task's group and its lane if they were parked (at the back of the
+-- rotation), and clears the flag, in the ending statement itself.
+CREATE TRIGGER IF NOT EXISTS jobs_attempt_end AFTER UPDATE OF status ON jobs
+WHEN OLD.status = 'running' AND NEW.status IS NOT 'running' AND OLD.limited = 1
+BEGIN
+    UPDATE flow_limits SET running = running - 1
+    WHERE queue = OLD.queue AND name IN ('t:' || OLD.task, 'k:' || OLD.lane) AND running > 0;
+    INSERT INTO flow_queues (queue, turn) VALUES (OLD.queue, 1)
+    ON CONFLICT (queue) DO UPDATE SET turn = turn + 1;
+    UPDATE flow_lanes SET state = 'ready', turn = (SELECT turn FROM flow_queues
+                                                  WHERE queue = OLD.queue)
+    WHERE queue = OLD.queue AND lane = OLD.lane AND state = 'parked';
+    UPDATE flow_groups SET state = 'ready', turn = (SELECT turn FROM flow_queues
+                                                   WHERE queue = OLD.queue)
+    WHERE queue = OLD.queue AND task = OLD.task
+      AND (state = 'parked'
+           OR (state = 'waiting'
+               AND EXISTS (SELECT 1 FROM flow_lanes
+                           WHERE queue = OLD.queue AND lane = OLD.lane AND state = 'ready')));
+    UPDATE jobs SET limited = 0 WHERE rowid = NEW.rowid;
+END;
+
+-- The unique key of a job follows its status, whichever statement (or other program)
+-- writes it: an end (succeeded, dead, cancelled, expired, upstream_failed) frees the key
+-- when it maps to the job, at once (unique_for_ms 0) or at finished_at_ms + unique_for_ms
+-- (the prune at promotion removes it then); a dead job retried takes its key again unless
+-- another job holds it. A trigger, not a call in each ending statement's caller, so no
+-- end can forget it; its WHEN clause is all a job without a unique key pays.
+CREATE TRIGGER IF NOT EXISTS jobs_unique_end
+AFTER UPDATE OF status ON jobs
+WHEN NEW.unique_key IS NOT NULL AND NEW.status IS NOT OLD.status
+ AND NEW.status IN ('succeeded', 'dead', 'cancelled', 'expired', 'upstream_failed')
+BEGIN
+    DELETE FROM unique_keys
+    WHERE queue = NEW.queue AND key = NEW.unique_key AND job_id = NEW.id
+      AND NOT (typeof(NEW.unique_for_ms) = 'integer' AND NEW.unique_for_ms > 0
+               AND typeof(NEW.finished_at_ms) = 'integer');
+    UPDATE unique_keys SET until_ms = NEW.finished_at_ms + NEW.unique_for_ms
+    WHERE queue = NEW.queue AND key = NEW.unique_key AND job_id = NEW.id
+      AND typeof(NEW.unique_for_ms) = 'integer' AND NEW.unique_for_ms > 0
+      AND typeof(NEW.finished_at_ms) = 'integer';
+END;
+
+CREATE TRIGGER IF NOT EXISTS jobs_unique_retry
+AFTER UPDATE OF status ON jobs
+WHEN NEW.unique_key IS NOT NULL AND OLD.status = 'dead' AND NEW.status = 'queued'
+BEGIN
+    UPDATE unique_keys SET until_ms = NULL
+    WHERE queue = NEW.queue AND key = NEW.unique_key AND job_id = NEW.id;
+    INSERT OR IGNORE INTO unique_keys (queue, key, job_id, until_ms)
+    VALUES (NEW.queue, NEW.unique_key, NEW.id, NULL);
+END;
+
+-- A job record deleted (expired, purged) frees the key it held: a mapping to a record
+-- that is gone counts as free anyway, this keeps such rows from piling up.
+CREATE TRIGGER IF NOT EXISTS jobs_unique_gone
+AFTER DELETE ON jobs
+WHEN OLD.unique_key IS NOT NULL
+BEGIN
+    DELETE FROM unique_keys
+    WHERE queue = OLD.queue AND key = OLD.unique_key AND job_id = OLD.id;
+END;

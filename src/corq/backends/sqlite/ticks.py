@@ -4,7 +4,7 @@ Steps run in transactions of at most BATCH steps. Within one, each step reads it
 schedule's row as the steps before it left it, decides (GONE, FENCED, PAUSED, STALE or
 DONE, in that order) and, when DONE, writes the new firing state, the logs and the fired
 tick; the jobs of the DONE steps are enqueued at the end of the transaction by the
-producer's own enqueue_jobs (same lanes, seq, queue registry, wake on commit). So the
+enqueue step, admit.admit_jobs (same lanes, seq, queue registry, wake on commit). So the
 check and the enqueue of a tick commit together, or not at all.
 """
 
@@ -22,7 +22,7 @@ from corq.backends.base import (
     TickOutcome,
     TickStep,
 )
-from corq.backends.sqlite import producer
+from corq.backends.sqlite import admit, producer
 from corq.backends.sqlite import schedule_rows as rows
 from corq.backends.sqlite.store import Conn, advance_clock
 from corq.errors import EnqueueError
@@ -150,7 +150,7 @@ class _Chunk:
     def finish(self) -> None:
         """Enqueue the jobs of the DONE steps; remember a higher fence that wrote."""
         if self._jobs:
-            producer.enqueue_jobs(self._conn, self._jobs)
+            admit.admit_jobs(self._conn, self._jobs)
         if self._raised:
             rows.put_meta(self._conn, _FENCE_KEY, self._highest)
 

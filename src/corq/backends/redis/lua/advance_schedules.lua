@@ -20,6 +20,10 @@ KEYS[2] ready           ZSET  ready job ids by score
 KEYS[3] delayed         ZSET  delayed job ids by run_at_ms
 KEYS[4] seq             STR   counter behind the FIFO part of ready scores
 KEYS[5] wake            LIST  wake tokens idle workers block on
+KEYS[6] workers         ZSET  holder id -> lease deadline (hand-overs go to live holders)
+KEYS[7] idle            ZSET  idle holders waiting to be handed a job (the wake include)
+KEYS[8] dead            ZSET  dead letters (a damaged record met by a hand-over goes there)
+KEYS[9] outbox          ZSET  ended workflow jobs (such a buried one ends)
 ARGV[1] record_prefix   a schedule's record is record_prefix .. name
 ARGV[2] fired_prefix    its fired ticks: fired_prefix .. name
 ARGV[3] runs_prefix     its runs: runs_prefix .. name
@@ -32,7 +36,13 @@ ARGV[9] now_ms          the caller's clock, or '' for the broker's
 ARGV[10] fired_keep     fired ticks kept one by one
 ARGV[11] log_keep       entries each log keeps
 ARGV[12] queue          this queue's name (written in each run)
-ARGV[13..] per step, STEP_WIDTH values: name, step (a TickStep value), tick_ms, kind,
+ARGV[13] done_prefix    a job's done channel is done_prefix .. id
+ARGV[14] held_prefix    a holder's held set is held_prefix .. holder
+ARGV[15] inbox_prefix   a holder's inbox is inbox_prefix .. holder
+ARGV[16] batch          most dead letters to trim
+ARGV[17] dead_max       most dead letters kept (0: no limit)
+ARGV[18] dead_ttl_ms    longest a dead letter is kept (0: no limit)
+ARGV[19..] per step, STEP_WIDTH values: name, step (a TickStep value), tick_ms, kind,
 reason, has_skipped (1/0), the skipped ticks' first, last, count, reason and at_ms (''
 without), has_job (1/0), then the job's NEW_FIELDS values ('' without; see the enqueue
 include)
@@ -60,15 +70,28 @@ local now_ms = resolve_now(ARGV[9])
 local fired_keep = tonumber(ARGV[10])
 local log_keep = tonumber(ARGV[11])
 local queue = ARGV[12]
-local FIRST = 13
+local workers_key = KEYS[6]
+local idle_key = KEYS[7]
+local dead_key = KEYS[8]
+local outbox_key = KEYS[9]
+local done_prefix = ARGV[13]
+local held_prefix = ARGV[14]
+local inbox_prefix = ARGV[15]
+local batch = tonumber(ARGV[16])
+local dead_max = tonumber(ARGV[17])
+local dead_ttl_ms = tonumber(ARGV[18])
+local FIRST = 19
 local FIXED = 12 -- values of a step before its job's
 local STEP_WIDTH = FIXED + NEW_WIDTH
 
 expect_types({fence_key, 'string', ready_key, 'zset', delayed_key, 'zset', seq_key, 'string',
-  wake_key, 'list'})
+  wake_key, 'list', idle_key, 'zset'})
 local q = {
   ready = ready_key, delayed = delayed_key, seq = seq_key, wake = wake_key,
   job_prefix = job_prefix, priority_max = priority_max, wake_cap = wake_cap,
+  workers = workers_key, idle = idle_key, dead = dead_key, outbox = outbox_key,
+  done_prefix = done_prefix, held_prefix = held_prefix, inbox_prefix = inbox_prefix,
+  queue = queue, batch = batch, dead_max = dead_max, dead_ttl_ms = dead_ttl_ms, now_ms = now_ms,
 }
 -- A slot fence that is not a number (another program's) is overwritten by the next write.
 local slot_fence = tonumber(redis.call('GET', fence_key) or '0') or 0

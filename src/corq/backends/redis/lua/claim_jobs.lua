@@ -7,8 +7,13 @@ to `suspects` suspects (best score first; run in a sandbox, record flag isolated
 the best-scored ready jobs up to `count` in all (isolated 0). Each becomes running under
 the holder with attempt + 1 and a new fence, and joins the holder's held set as soon as it
 is popped and checked, before it is marked running (the claim include). A record with no
-task is handed out with task '' (the worker dead-letters it). If ready jobs remain and no
-wake token is pending, one is pushed so another idle worker comes to help (chain wake-up).
+task is handed out with task '' (the worker dead-letters it). If ready jobs remain, idle
+holders are handed them and, when no wake token is pending, one is pushed so another
+waiting worker comes to help (chain wake-up, the wake include).
+
+With `idle` '1', a claim that takes nothing lists the holder in `idle` (the next step that
+makes a job ready hands one to it, see the wake include), unless its inbox already holds
+something (await_jobs returns that at once). A claim that takes something unlists it.
 
 KEYS[1] workers        ZSET  holder id -> lease deadline
 KEYS[2] ready          ZSET  ready job ids by score
@@ -19,6 +24,7 @@ KEYS[6] held           SET   ids this holder holds in the queue
 KEYS[7] suspects       ZSET  suspect job ids by score
 KEYS[8] dead           ZSET  dead job ids by finished_at_ms
 KEYS[9] outbox         ZSET  ended workflow jobs (a damaged one buried here ends)
+KEYS[10] idle          ZSET  idle holders waiting to be handed a job
 ARGV[1] job_prefix     a record's key is job_prefix .. id
 ARGV[2] done_prefix    a job's done channel is done_prefix .. id
 ARGV[3] holder         the claiming holder
@@ -32,12 +38,15 @@ ARGV[10] priority_max  highest valid priority (for the ready score)
 ARGV[11] dead_max      most dead letters kept (0: no limit)
 ARGV[12] dead_ttl_ms   longest a dead letter is kept (0: no limit)
 ARGV[13] queue         the queue's name (handed out with each job)
+ARGV[14] held_prefix   a holder's held set is held_prefix .. holder (hand-overs)
+ARGV[15] inbox_prefix  a holder's inbox is inbox_prefix .. holder
+ARGV[16] idle          '1': list the holder idle when nothing is taken
 
 A claim reads each record's CLAIMED and CHECKED fields (see the fields include) with their
 kinds, bar those it sets itself (id, queue, suspect); a priority is required.
 
 Returns: {1} when the holder is not registered; otherwise {0, next_due_ms or nil, suspects
-still waiting, then per job the values of CLAIMED_FIELDS in that order (flat: nested tables
+still waiting, 1 when the holder is listed idle (or has an inbox to take) else 0, then per job the values of CLAIMED_FIELDS in that order (flat: nested tables
 cost a claim ~15% more); numbers as integers, suspect 1/0, a missing text as its default}.
 ]]
 --- @include "now"
@@ -70,15 +79,21 @@ local priority_max = tonumber(ARGV[10])
 local dead_max = tonumber(ARGV[11])
 local dead_ttl_ms = tonumber(ARGV[12])
 local queue = ARGV[13]
+local held_prefix = ARGV[14]
+local inbox_prefix = ARGV[15]
+local idle = ARGV[16]
+local idle_key = KEYS[10]
 
 local q = {
   ready = ready_key, delayed = delayed_key, suspects = suspects_key, seq = seq_key,
   dead = dead_key, outbox = outbox_key, job_prefix = job_prefix, done_prefix = done_prefix, batch = batch,
   priority_min = priority_min, priority_max = priority_max, dead_max = dead_max,
-  dead_ttl_ms = dead_ttl_ms,
+  dead_ttl_ms = dead_ttl_ms, workers = workers_key, idle = idle_key, held_prefix = held_prefix,
+  inbox_prefix = inbox_prefix, queue = queue, now_ms = now_ms, wake = wake_key,
 }
 expect_types({workers_key, 'zset', ready_key, 'zset', delayed_key, 'zset', seq_key, 'string',
-  wake_key, 'list', held_key, 'set', suspects_key, 'zset', dead_key, 'zset', outbox_key, 'zset'})
+  wake_key, 'list', held_key, 'set', suspects_key, 'zset', dead_key, 'zset', outbox_key, 'zset',
+  idle_key, 'zset'})
 
 if not redis.call('ZSCORE', workers_key, holder) then
   return {1}
@@ -87,20 +102,30 @@ redis.call('ZADD', workers_key, int(now_ms + lease_ms), holder)
 
 local _, buried = promote_due(q, now_ms, batch)
 
-local out = {0, false, 0}
+local out = {0, false, 0, 0}
 local c = claim_context(q, holder, held_key, queue, now_ms, out)
 
 count = math.min(count, batch) -- one call stays bounded; the worker claims again for more
+local taken = 0
 if count > 0 then
-  local from_suspects = take_jobs(c, suspects_key, math.min(suspects_wanted, count), '1')
-  take_jobs(c, ready_key, count - from_suspects, '0')
+  taken = take_jobs(c, suspects_key, math.min(suspects_wanted, count), '1')
+  taken = taken + take_ready(c, count - taken)
+end
+if taken > 0 then
+  redis.call('ZREM', idle_key, holder)
+elseif idle == '1' then
+  local inbox = inbox_prefix .. holder
+  if redis.call('EXISTS', inbox) == 0 then
+    redis.call('ZADD', idle_key, 'NX', int(now_ms), holder)
+  end
+  out[4] = 1
 end
 
 buried = buried + c.buried
 if buried > 0 then
   trim_dead(q, now_ms)
 end
-chain_wake(wake_key, ready_key)
+chain_wake(q, taken > 0)
 out[2] = delayed_head(delayed_key) or false
 out[3] = redis.call('ZCARD', suspects_key)
 return out

@@ -4,9 +4,10 @@ enqueue_jobs: store a batch of new jobs of one queue, atomically.
 A job whose run_at_ms is later than its enqueued_at_ms waits in the delayed set
 (status scheduled); any other job goes to the ready set (status queued) with a score
 that orders it by priority, then FIFO. An id that already has a key is left untouched.
-Idle workers are woken with one wake token per ready job created, plus one when a new
-delayed job is due before everything already delayed (so a worker claims, learns the new
-next_due_ms and sets its timer); the wake list is capped. The caller has checked ids and
+Each ready job created is handed to an idle holder (claimed for it, into its inbox) or
+brings a wake token, plus one wake when a new delayed job is due before everything already
+delayed (so a worker claims, learns the new next_due_ms and sets its timer); see the wake
+include. The caller has checked ids and
 priorities; queue keys of the wrong type refuse the whole call before anything is written.
 The writing is the enqueue include's (advance_schedules enqueues the same way).
 
@@ -14,10 +15,21 @@ KEYS[1] ready         ZSET  ready job ids by score
 KEYS[2] delayed       ZSET  delayed job ids by run_at_ms
 KEYS[3] seq           STR   counter behind the FIFO part of ready scores
 KEYS[4] wake          LIST  wake tokens idle workers block on
+KEYS[5] workers       ZSET  holder id -> lease deadline (hand-overs go to live holders)
+KEYS[6] idle          ZSET  idle holders waiting to be handed a job
+KEYS[7] dead          ZSET  dead letters (a damaged record met by a hand-over goes there)
+KEYS[8] outbox        ZSET  ended workflow jobs (such a buried one ends)
 ARGV[1] job_prefix    a record's key is job_prefix .. id
 ARGV[2] priority_max  highest priority (for the ready score)
 ARGV[3] wake_cap      longest the wake list may grow
-ARGV[4..] per job, the values of NEW_FIELDS (see the fields include), in that order
+ARGV[4] done_prefix   a job's done channel is done_prefix .. id
+ARGV[5] held_prefix   a holder's held set is held_prefix .. holder
+ARGV[6] inbox_prefix  a holder's inbox is inbox_prefix .. holder
+ARGV[7] queue         the queue's name (handed out with each job)
+ARGV[8] batch         most dead letters to trim
+ARGV[9] dead_max      most dead letters kept (0: no limit)
+ARGV[10] dead_ttl_ms  longest a dead letter is kept (0: no limit)
+ARGV[11..] per job, the values of NEW_FIELDS (see the fields include), in that order
 
 Each record gets the NEW fields (bar optional ones, without a default, sent as '': not
 written), the counters (fields of kind count) the producer does not set at their defaults,
@@ -31,15 +43,30 @@ local ready_key = KEYS[1]
 local delayed_key = KEYS[2]
 local seq_key = KEYS[3]
 local wake_key = KEYS[4]
+local workers_key = KEYS[5]
+local idle_key = KEYS[6]
+local dead_key = KEYS[7]
+local outbox_key = KEYS[8]
 local job_prefix = ARGV[1]
 local priority_max = tonumber(ARGV[2])
 local wake_cap = tonumber(ARGV[3])
-local FIRST = 4
+local done_prefix = ARGV[4]
+local held_prefix = ARGV[5]
+local inbox_prefix = ARGV[6]
+local queue = ARGV[7]
+local batch = tonumber(ARGV[8])
+local dead_max = tonumber(ARGV[9])
+local dead_ttl_ms = tonumber(ARGV[10])
+local FIRST = 11
 
-expect_types({ready_key, 'zset', delayed_key, 'zset', seq_key, 'string', wake_key, 'list'})
+expect_types({ready_key, 'zset', delayed_key, 'zset', seq_key, 'string', wake_key, 'list',
+  idle_key, 'zset'})
 
 local q = {
   ready = ready_key, delayed = delayed_key, seq = seq_key, wake = wake_key,
   job_prefix = job_prefix, priority_max = priority_max, wake_cap = wake_cap,
+  workers = workers_key, idle = idle_key, dead = dead_key, outbox = outbox_key,
+  done_prefix = done_prefix, held_prefix = held_prefix, inbox_prefix = inbox_prefix,
+  queue = queue, batch = batch, dead_max = dead_max, dead_ttl_ms = dead_ttl_ms,
 }
 return enqueue_new(q, ARGV, FIRST, (#ARGV - FIRST + 1) / NEW_WIDTH)

@@ -8,14 +8,17 @@ process died, a death is counted (deaths + 1, the holder joins death_log); other
 failures grows by one when the attempt counted. With a retry time the job becomes failed
 and waits in the delayed set until then; without one it becomes dead: it joins the dead
 letters (scored by finished_at_ms, then trimmed to their bounds) and its id is published on
-its done channel. A retry due before everything already delayed pushes one wake token
-(capped), so an idle worker claims and learns the new next_due_ms.
+its done channel. A retry due before everything already delayed wakes one worker (the wake
+include: a bare wake to an idle holder, else a wake token, capped), so it claims and learns
+the new next_due_ms.
 
 KEYS[1] held            SET   ids this holder holds in the queue
 KEYS[2] delayed         ZSET  delayed job ids by run_at_ms
 KEYS[3] dead            ZSET  dead job ids by finished_at_ms
 KEYS[4] wake            LIST  wake tokens
 KEYS[5] outbox          ZSET  ended workflow jobs: a dead one of a workflow joins it
+KEYS[6] workers         ZSET  holder id -> lease deadline (wakes go to live holders)
+KEYS[7] idle            ZSET  idle holders waiting to be handed a job
 ARGV[1] job_prefix      a record's key is job_prefix .. id
 ARGV[2] done_prefix     a job's done channel is done_prefix .. id
 ARGV[3] holder          the failing holder
@@ -23,7 +26,9 @@ ARGV[4] wake_cap        longest the wake list may grow
 ARGV[5] batch           most dead letters to trim in this call
 ARGV[6] dead_max        most dead letters kept (0: no limit)
 ARGV[7] dead_ttl_ms     longest a dead letter is kept (0: no limit)
-ARGV[8..] eight per job: id, fence, counted (1/0), died (1/0), error, traceback ('' for
+ARGV[8] held_prefix     a holder's held set is held_prefix .. holder
+ARGV[9] inbox_prefix    a holder's inbox is inbox_prefix .. holder
+ARGV[10..] eight per job: id, fence, counted (1/0), died (1/0), error, traceback ('' for
           none), retry_at_ms ('' for none: dead), finished_at_ms
 
 Returns: one integer per job, in order: 1 recorded, 0 refused.
@@ -46,15 +51,20 @@ local wake_cap = tonumber(ARGV[4])
 local batch = tonumber(ARGV[5])
 local dead_max = tonumber(ARGV[6])
 local dead_ttl_ms = tonumber(ARGV[7])
-local FIRST, WIDTH = 8, 8
+local workers_key = KEYS[6]
+local idle_key = KEYS[7]
+local held_prefix = ARGV[8]
+local inbox_prefix = ARGV[9]
+local FIRST, WIDTH = 10, 8
 
 local q = {dead = dead_key, outbox = outbox_key, job_prefix = job_prefix, done_prefix = done_prefix, batch = batch,
-  dead_max = dead_max, dead_ttl_ms = dead_ttl_ms}
+  dead_max = dead_max, dead_ttl_ms = dead_ttl_ms, wake = wake_key, wake_cap = wake_cap,
+  workers = workers_key, idle = idle_key, held_prefix = held_prefix, inbox_prefix = inbox_prefix}
 local FAIL_FIELDS = {'status', 'worker_id', 'fence', 'failures', 'deaths', 'death_log'}
 local FAIL_KINDS = {failures = COUNT, deaths = COUNT}
 
 expect_types({held_key, 'set', delayed_key, 'zset', dead_key, 'zset', wake_key, 'list',
-  outbox_key, 'zset'})
+  outbox_key, 'zset', idle_key, 'zset'})
 
 local old_head = delayed_head(delayed_key)
 local earliest_retry = nil
@@ -107,6 +117,6 @@ if died_now then
   trim_dead(q, latest_death)
 end
 if is_new_head(earliest_retry, old_head) then
-  push_wakes(wake_key, 1, wake_cap)
+  wake_one(q)
 end
 return out

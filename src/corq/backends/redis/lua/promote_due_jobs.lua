@@ -4,7 +4,8 @@ promote_due_jobs: move delayed jobs of one queue whose time has come to the read
 Scheduled jobs and failed jobs waiting for a retry both become queued, with a new score
 (priority, then the order of promotion); flagged suspects go back among the suspects. At
 most `batch` per call: the caller repeats while more may be due. A damaged record goes to
-the dead letters and the rest go on. One wake token per promoted job, the wake list capped.
+the dead letters and the rest go on. Each promoted job wakes a worker (the wake include:
+handed to an idle holder, else a wake token, the wake list capped).
 
 KEYS[1] delayed        ZSET  delayed job ids by run_at_ms
 KEYS[2] ready          ZSET  ready job ids by score
@@ -13,6 +14,8 @@ KEYS[4] wake           LIST  wake tokens
 KEYS[5] suspects       ZSET  where a promoted suspect goes
 KEYS[6] dead           ZSET  dead job ids by finished_at_ms
 KEYS[7] outbox         ZSET  ended workflow jobs (a damaged one buried here ends)
+KEYS[8] workers        ZSET  holder id -> lease deadline (hand-overs go to live holders)
+KEYS[9] idle           ZSET  idle holders waiting to be handed a job
 ARGV[1] job_prefix     a record's key is job_prefix .. id
 ARGV[2] done_prefix    a job's done channel is done_prefix .. id
 ARGV[3] now_ms         the caller's clock, or '' for the broker's; run_at_ms <= now is due
@@ -22,6 +25,9 @@ ARGV[6] priority_max   highest valid priority (for the ready score)
 ARGV[7] wake_cap       longest the wake list may grow
 ARGV[8] dead_max       most dead letters kept (0: no limit)
 ARGV[9] dead_ttl_ms    longest a dead letter is kept (0: no limit)
+ARGV[10] held_prefix   a holder's held set is held_prefix .. holder
+ARGV[11] inbox_prefix  a holder's inbox is inbox_prefix .. holder
+ARGV[12] queue         the queue's name (handed out with each job)
 
 Returns: {promoted count, earliest run_at_ms left in the delayed set or nil, 1 when more
 may be due (call again) else 0}.
@@ -46,22 +52,29 @@ local priority_max = tonumber(ARGV[6])
 local wake_cap = tonumber(ARGV[7])
 local dead_max = tonumber(ARGV[8])
 local dead_ttl_ms = tonumber(ARGV[9])
+local workers_key = KEYS[8]
+local idle_key = KEYS[9]
+local held_prefix = ARGV[10]
+local inbox_prefix = ARGV[11]
+local queue = ARGV[12]
 
 local q = {
   ready = ready_key, delayed = delayed_key, suspects = suspects_key, seq = seq_key,
   dead = dead_key, outbox = outbox_key, job_prefix = job_prefix, done_prefix = done_prefix, batch = batch,
   priority_min = priority_min, priority_max = priority_max, dead_max = dead_max,
-  dead_ttl_ms = dead_ttl_ms,
+  dead_ttl_ms = dead_ttl_ms, wake = wake_key, wake_cap = wake_cap, workers = workers_key,
+  idle = idle_key, held_prefix = held_prefix, inbox_prefix = inbox_prefix, queue = queue,
+  now_ms = now_ms,
 }
 
 expect_types({delayed_key, 'zset', ready_key, 'zset', seq_key, 'string', wake_key, 'list',
-  suspects_key, 'zset', dead_key, 'zset', outbox_key, 'zset'})
+  suspects_key, 'zset', dead_key, 'zset', outbox_key, 'zset', idle_key, 'zset'})
 
 local promoted, buried, more = promote_due(q, now_ms, batch)
 if buried > 0 then
   trim_dead(q, now_ms)
 end
-push_wakes(wake_key, promoted, wake_cap)
+wake_ready(q, promoted)
 
 local first_due = redis.call('ZRANGE', delayed_key, 0, 0, 'WITHSCORES')
 return {promoted, first_due[2] or false, more and 1 or 0}

@@ -3,7 +3,8 @@ prune_queue: clear what is left of one queue that holds nothing, before its name
 
 A queue holds nothing when it has no ready, delayed, suspect, dead or waiting job, no end
 waiting in its outbox, no registered holder and no holder whose jobs are still being taken
-back (running jobs are always held by one of those). Then its FIFO counter, wake tokens and departed set are deleted too.
+back (running jobs are always held by one of those). Then its FIFO counter, wake tokens,
+departed set and idle list are deleted too.
 
 KEYS[1] ready           ZSET  ready job ids
 KEYS[2] delayed         ZSET  delayed job ids
@@ -16,6 +17,7 @@ KEYS[8] wake            LIST  wake tokens
 KEYS[9] departed        SET   departed holders
 KEYS[10] waiting        SET   ids of jobs waiting for their parents
 KEYS[11] outbox         ZSET  ended workflow jobs not settled yet
+KEYS[12] idle           ZSET  idle holders (none registered: stale)
 
 Returns: 1 when the queue held nothing (and was cleared), else 0.
 ]]
@@ -30,10 +32,11 @@ local wake_key = KEYS[8]
 local departed_key = KEYS[9]
 local waiting_key = KEYS[10]
 local outbox_key = KEYS[11]
+local idle_key = KEYS[12]
 
 if redis.call('EXISTS', ready_key, delayed_key, suspects_key, dead_key, workers_key,
     reclaiming_key, waiting_key, outbox_key) > 0 then
   return 0
 end
-redis.call('DEL', seq_key, wake_key, departed_key)
+redis.call('DEL', seq_key, wake_key, departed_key, idle_key)
 return 1

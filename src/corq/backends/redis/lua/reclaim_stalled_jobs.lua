@@ -5,7 +5,10 @@ Works in bounded steps; the caller repeats until the result says done. Each call
 takes at most `batch` stalled holders out of workers (deadline < now; with ended_only only
 those known to be gone: deadline <= 0, a lease ended on purpose, or a departed holder whose
 linger passed), so each one's next heartbeat or claim says lost at once, and moves each
-one's held set under reclaiming (remembering whether it had departed). Then
+one's held set under reclaiming (remembering whether it had departed); such a holder also
+leaves the idle list, and the jobs handed to it and still in its inbox go back unstarted
+(they never ran: no death, the attempt not counted, reported released; the inbox
+include). Then
 it takes back at most `batch` of the jobs waiting there. Per job still running under that
 holder (and not held again by a new registration of the same id):
 - the holder had departed: queued again like a release (old score, no death, attempt and
@@ -13,8 +16,8 @@ holder (and not held again by a new registration of the same id):
 - else a death: deaths + 1, the holder joins death_log; then dead once deaths reach
   backstop_deaths (poison error, waiters woken, reported dead), else a suspect from
   max_deaths - 1 deaths on, else queued again at its old score (the head of the queue).
-A damaged record goes to the dead letters (reported dead). One wake token per job queued
-again, capped.
+A damaged record goes to the dead letters (reported dead). Each job queued again wakes a
+worker (the wake include: handed to an idle holder, else a wake token, capped).
 
 KEYS[1] workers         ZSET  holder id -> lease deadline
 KEYS[2] ready           ZSET  ready job ids by score
@@ -24,6 +27,7 @@ KEYS[5] suspects        ZSET  jobs from max_deaths - 1 deaths on wait here
 KEYS[6] departed        SET   holders that deregistered while holding jobs
 KEYS[7] reclaiming      HASH  holder -> 1 departed / 0: holders whose jobs are being taken
 KEYS[8] outbox          ZSET  ended workflow jobs: one sent to the dead letters joins it
+KEYS[9] idle            ZSET  idle holders waiting to be handed a job
 ARGV[1] job_prefix      a record's key is job_prefix .. id
 ARGV[2] held_prefix     a holder's held set is held_prefix .. holder
 ARGV[3] reclaim_prefix  the ids still to take back from a holder: reclaim_prefix .. holder
@@ -36,6 +40,8 @@ ARGV[9] wake_cap        longest the wake list may grow
 ARGV[10] ended_only     '1': take only ended leases and departed holders past their linger
 ARGV[11] dead_max       most dead letters kept (0: no limit)
 ARGV[12] dead_ttl_ms    longest a dead letter is kept (0: no limit)
+ARGV[13] inbox_prefix   a holder's inbox is inbox_prefix .. holder
+ARGV[14] queue          the queue's name (handed out with each job)
 
 Returns: {done (1 when no stalled holder and nothing to take back is left, else 0), then
 one array per job taken back: holder, job id, dead (1/0), released (1/0)}.
@@ -46,6 +52,7 @@ one array per job taken back: holder, job id, dead (1/0), released (1/0)}.
 --- @include "dead"
 --- @include "wake"
 --- @include "held"
+--- @include "inbox"
 local workers_key = KEYS[1]
 local ready_key = KEYS[2]
 local dead_key = KEYS[3]
@@ -66,14 +73,20 @@ local wake_cap = tonumber(ARGV[9])
 local ended_only = ARGV[10]
 local dead_max = tonumber(ARGV[11])
 local dead_ttl_ms = tonumber(ARGV[12])
+local idle_key = KEYS[9]
+local inbox_prefix = ARGV[13]
+local queue = ARGV[14]
 
 local q = {dead = dead_key, outbox = outbox_key, job_prefix = job_prefix, done_prefix = done_prefix, batch = batch,
-  dead_max = dead_max, dead_ttl_ms = dead_ttl_ms}
+  dead_max = dead_max, dead_ttl_ms = dead_ttl_ms, ready = ready_key, suspects = suspects_key,
+  wake = wake_key, wake_cap = wake_cap, workers = workers_key, idle = idle_key,
+  held_prefix = held_prefix, inbox_prefix = inbox_prefix, queue = queue, now_ms = now_ms}
 local RECLAIM_FIELDS = {'status', 'worker_id', 'deaths', 'death_log', 'score', 'suspect'}
 local AS_TEXT = {} -- deaths and score are checked once the record is known to be the holder's
 
 expect_types({workers_key, 'zset', ready_key, 'zset', dead_key, 'zset', wake_key, 'list',
-  suspects_key, 'zset', departed_key, 'set', reclaiming_key, 'hash', outbox_key, 'zset'})
+  suspects_key, 'zset', departed_key, 'set', reclaiming_key, 'hash', outbox_key, 'zset',
+  idle_key, 'zset'})
 
 local out = {0}
 local requeued, buried = 0, 0
@@ -101,8 +114,21 @@ local function unregister(holder)
   local departed = redis.call('SREM', departed_key, holder)
   redis.call('ZREM', workers_key, holder)
   local held = held_prefix .. holder
-  if redis.call('TYPE', held).ok ~= 'set' then
+  local held_type = redis.call('TYPE', held).ok
+  if held_type ~= 'set' then
+    if held_type == 'none' then
+      give_back_inbox(q, holder, held) -- only bare wakes can wait there: nothing is held
+    else
+      redis.call('ZREM', idle_key, holder)
+    end
     return -- holds nothing (a key of another type is not ours to drain)
+  end
+  for _, id in ipairs(give_back_inbox(q, holder, held)) do
+    requeued = requeued + 1
+    out[#out + 1] = {holder, id, 0, 1}
+  end
+  if redis.call('EXISTS', held) == 0 then
+    return -- the inbox held all it held
   end
   local drain = reclaim_prefix .. holder
   local drain_type = redis.call('TYPE', drain).ok
@@ -205,7 +231,7 @@ end
 if buried > 0 then
   trim_dead(q, now_ms)
 end
-push_wakes(wake_key, requeued, wake_cap)
+wake_ready(q, requeued)
 if #stalled_holders(1) == 0 and redis.call('HLEN', reclaiming_key) == 0 then
   out[1] = 1
 end

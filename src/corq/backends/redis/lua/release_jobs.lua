@@ -8,16 +8,28 @@ id whose key is not a hash leaves the held set). A released job is queued again 
 score it had (so ahead of everything that came after it), no longer held by anyone. An
 attempt whose task body never started is not counted; when the job's own process died a
 death is counted (deaths + 1, the holder joins death_log). It goes among the suspects when
-asked to or when it already was one. One wake token per released job, capped.
+asked to or when it already was one. Each released job wakes a worker (the wake include:
+handed to an idle holder, else a wake token, capped).
 
 KEYS[1] held            SET   ids this holder holds in the queue
 KEYS[2] ready           ZSET  ready job ids by score
 KEYS[3] wake            LIST  wake tokens
 KEYS[4] suspects        ZSET  suspect job ids by score
+KEYS[5] workers         ZSET  holder id -> lease deadline (hand-overs go to live holders)
+KEYS[6] idle            ZSET  idle holders waiting to be handed a job
+KEYS[7] dead            ZSET  dead letters (a damaged record met by a hand-over goes there)
+KEYS[8] outbox          ZSET  ended workflow jobs (such a buried one ends)
 ARGV[1] job_prefix      a record's key is job_prefix .. id
 ARGV[2] holder          the releasing holder
 ARGV[3] wake_cap        longest the wake list may grow
-ARGV[4..] five per job: id, fence, unstarted (1/0), died (1/0), suspect (1/0)
+ARGV[4] done_prefix     a job's done channel is done_prefix .. id
+ARGV[5] held_prefix     a holder's held set is held_prefix .. holder
+ARGV[6] inbox_prefix    a holder's inbox is inbox_prefix .. holder
+ARGV[7] queue           the queue's name (handed out with each job)
+ARGV[8] batch           most dead letters to trim
+ARGV[9] dead_max        most dead letters kept (0: no limit)
+ARGV[10] dead_ttl_ms     longest a dead letter is kept (0: no limit)
+ARGV[11..] five per job: id, fence, unstarted (1/0), died (1/0), suspect (1/0)
 
 Returns: one integer per job, in order: 1 released, 0 refused.
 ]]
@@ -33,40 +45,32 @@ local suspects_key = KEYS[4]
 local job_prefix = ARGV[1]
 local holder = ARGV[2]
 local wake_cap = tonumber(ARGV[3])
-local FIRST, WIDTH = 4, 5
+local workers_key = KEYS[5]
+local idle_key = KEYS[6]
+local dead_key = KEYS[7]
+local outbox_key = KEYS[8]
+local done_prefix = ARGV[4]
+local held_prefix = ARGV[5]
+local inbox_prefix = ARGV[6]
+local queue = ARGV[7]
+local batch = tonumber(ARGV[8])
+local dead_max = tonumber(ARGV[9])
+local dead_ttl_ms = tonumber(ARGV[10])
+local FIRST, WIDTH = 11, 5
 
-local RELEASE_FIELDS = {'status', 'worker_id', 'fence', 'score', 'suspect', 'attempt',
-  'deaths', 'death_log'}
-local RELEASE_KINDS = {score = SCORE, attempt = COUNT, deaths = COUNT}
+local q = {job_prefix = job_prefix, ready = ready_key, suspects = suspects_key,
+  wake = wake_key, wake_cap = wake_cap, workers = workers_key, idle = idle_key,
+  dead = dead_key, outbox = outbox_key, done_prefix = done_prefix, held_prefix = held_prefix,
+  inbox_prefix = inbox_prefix, queue = queue, batch = batch, dead_max = dead_max,
+  dead_ttl_ms = dead_ttl_ms}
 
-expect_types({held_key, 'set', ready_key, 'zset', wake_key, 'list', suspects_key, 'zset'})
+expect_types({held_key, 'set', ready_key, 'zset', wake_key, 'list', suspects_key, 'zset',
+  idle_key, 'zset'})
 
 -- Give one job back; 1 released, 0 refused.
 local function release(at)
-  local id, fence, unstarted = ARGV[at], ARGV[at + 1], ARGV[at + 2]
-  local died, suspect = ARGV[at + 3], ARGV[at + 4]
-  local key = job_prefix .. id
-  local job, _, wrong_type = read_record(key, RELEASE_FIELDS, RELEASE_KINDS)
-  if wrong_type then
-    redis.call('SREM', held_key, id)
-  end
-  if not holds(job, holder, fence) then
-    return 0
-  end
-  if unstarted == '1' then
-    redis.call('HSET', key, 'attempt', int(math.max(0, job.attempt - 1)))
-  end
-  if died == '1' then
-    redis.call('HSET', key, 'deaths', int(job.deaths + 1),
-      'death_log', death_log_with(job.death_log, holder))
-  end
-  if suspect == '1' then
-    redis.call('HSET', key, 'suspect', '1')
-  end
-  local lane = (suspect == '1' or job.suspect == '1') and suspects_key or ready_key
-  requeue(key, id, lane, job.score)
-  redis.call('SREM', held_key, id)
-  return 1
+  return release_held(q, held_key, holder, ARGV[at], ARGV[at + 1], ARGV[at + 2], ARGV[at + 3],
+    ARGV[at + 4])
 end
 
 local out = {}
@@ -76,5 +80,5 @@ for at = FIRST, #ARGV, WIDTH do
   out[#out + 1] = ok
   released = released + ok
 end
-push_wakes(wake_key, released, wake_cap)
+wake_ready(q, released)
 return out

@@ -18,6 +18,8 @@ KEYS[4] wake            LIST  wake tokens
 KEYS[5] outbox          ZSET  ended workflow jobs -> end time
 KEYS[6] waiting         SET   ids of jobs waiting for their parents
 KEYS[7] dead            ZSET  dead job ids by finished_at_ms
+KEYS[8] workers         ZSET  holder id -> lease deadline (hand-overs go to live holders)
+KEYS[9] idle            ZSET  idle holders waiting to be handed a job
 ARGV[1] job_prefix      a record's key is job_prefix .. id
 ARGV[2] done_prefix     a job's done channel is done_prefix .. id
 ARGV[3] now_ms          the caller's clock, or '' for the broker's
@@ -28,7 +30,10 @@ ARGV[7] keep_ms         how long an ended record is kept (WORKFLOW_KEEP_MS)
 ARGV[8] batch           most dead letters to trim
 ARGV[9] dead_max        most dead letters kept (0: no limit)
 ARGV[10] dead_ttl_ms    longest a dead letter is kept (0: no limit)
-ARGV[11..] three per job: id, workflow, decision ('r', 'u' .. error, 'c' .. error)
+ARGV[11] held_prefix    a holder's held set is held_prefix .. holder (hand-overs)
+ARGV[12] inbox_prefix   a holder's inbox is inbox_prefix .. holder
+ARGV[13] queue          the queue's name (handed out with each job)
+ARGV[14..] three per job: id, workflow, decision ('r', 'u' .. error, 'c' .. error)
 
 Returns: {how many ends were noted in the outbox (for the caller to settle this queue
 too), then the ids that could not be read (gone or not a hash)}.
@@ -57,15 +62,23 @@ local keep_ms = tonumber(ARGV[7])
 local batch = tonumber(ARGV[8])
 local dead_max = tonumber(ARGV[9])
 local dead_ttl_ms = tonumber(ARGV[10])
-local FIRST = 11
+local workers_key = KEYS[8]
+local idle_key = KEYS[9]
+local held_prefix = ARGV[11]
+local inbox_prefix = ARGV[12]
+local queue = ARGV[13]
+local FIRST = 14
 
 local q = {dead = dead_key, outbox = outbox_key, job_prefix = job_prefix,
-  done_prefix = done_prefix, batch = batch, dead_max = dead_max, dead_ttl_ms = dead_ttl_ms}
+  done_prefix = done_prefix, batch = batch, dead_max = dead_max, dead_ttl_ms = dead_ttl_ms,
+  ready = ready_key, workers = workers_key, idle = idle_key, held_prefix = held_prefix,
+  inbox_prefix = inbox_prefix, queue = queue, now_ms = now_ms, wake = wake_key,
+  wake_cap = wake_cap}
 local RELEASE_FIELDS = {'status', 'workflow', 'notify', 'priority', 'run_at_ms'}
 local AS_TEXT = {}
 
 expect_types({ready_key, 'zset', delayed_key, 'zset', seq_key, 'string', wake_key, 'list',
-  outbox_key, 'zset', waiting_key, 'set', dead_key, 'zset'})
+  outbox_key, 'zset', waiting_key, 'set', dead_key, 'zset', idle_key, 'zset'})
 
 local old_head = delayed_head(delayed_key)
 local earliest_delayed = nil
@@ -138,10 +151,9 @@ end
 if buried > 0 then
   trim_dead(q, now_ms)
 end
-local wanted = queued
+wake_ready(q, queued)
 if is_new_head(earliest_delayed, old_head) then
-  wanted = wanted + 1
+  wake_one(q)
 end
-push_wakes(wake_key, wanted, wake_cap)
 out[1] = noted
 return out

@@ -9,13 +9,17 @@ kept), a new score (priority, then this order) and one wake token, capped. What 
 read in a damaged record is reset (attempt 0, fence 0, priority 0, enqueued_at_ms now,
 started_at_ms dropped); a key that is not a hash is not retried (it stays a dead letter,
 not counted); an id without a record leaves the dead letters, not counted. Ids not in the
-dead letters are skipped.
+dead letters are skipped. Each job queued again wakes a worker (the wake include: handed
+to an idle holder, else a wake token, capped).
 
 KEYS[1] dead            ZSET  dead job ids by finished_at_ms
 KEYS[2] ready           ZSET  ready job ids by score
 KEYS[3] seq             STR   counter behind the FIFO part of ready scores
 KEYS[4] wake            LIST  wake tokens
-KEYS[5] snapshot        ZSET  (only without ids) this retry's copy of the dead letters
+KEYS[5] workers         ZSET  holder id -> lease deadline (hand-overs go to live holders)
+KEYS[6] idle            ZSET  idle holders waiting to be handed a job
+KEYS[7] outbox          ZSET  ended workflow jobs (a damaged record met by a hand-over)
+KEYS[8] snapshot        ZSET  (only without ids) this retry's copy of the dead letters
 ARGV[1] job_prefix      a record's key is job_prefix .. id
 ARGV[2] now_ms          the caller's clock, or '' for the broker's (the new run_at_ms)
 ARGV[3] priority_min    lowest valid priority
@@ -23,7 +27,14 @@ ARGV[4] priority_max    highest valid priority (for the ready score)
 ARGV[5] wake_cap        longest the wake list may grow
 ARGV[6] limit           with a snapshot: how many of its ids to take in this call
 ARGV[7] snapshot_ttl_ms > 0: take the snapshot now (first call), kept this long; else 0
-ARGV[8..] job ids (none with a snapshot)
+ARGV[8] done_prefix     a job's done channel is done_prefix .. id
+ARGV[9] held_prefix     a holder's held set is held_prefix .. holder
+ARGV[10] inbox_prefix   a holder's inbox is inbox_prefix .. holder
+ARGV[11] queue          the queue's name (handed out with each job)
+ARGV[12] batch          most dead letters to trim
+ARGV[13] dead_max       most dead letters kept (0: no limit)
+ARGV[14] dead_ttl_ms    longest a dead letter is kept (0: no limit)
+ARGV[15..] job ids (none with a snapshot)
 
 Returns: {moved, looked at}; with a snapshot the caller repeats while looked at == limit.
 ]]
@@ -36,7 +47,10 @@ local dead_key = KEYS[1]
 local ready_key = KEYS[2]
 local seq_key = KEYS[3]
 local wake_key = KEYS[4]
-local snapshot_key = KEYS[5]
+local workers_key = KEYS[5]
+local idle_key = KEYS[6]
+local outbox_key = KEYS[7]
+local snapshot_key = KEYS[8]
 local job_prefix = ARGV[1]
 local now_ms = resolve_now(ARGV[2])
 local priority_min = tonumber(ARGV[3])
@@ -44,12 +58,26 @@ local priority_max = tonumber(ARGV[4])
 local wake_cap = tonumber(ARGV[5])
 local limit = tonumber(ARGV[6])
 local snapshot_ttl_ms = tonumber(ARGV[7])
-local FIRST_ID = 8
+local done_prefix = ARGV[8]
+local held_prefix = ARGV[9]
+local inbox_prefix = ARGV[10]
+local queue = ARGV[11]
+local batch = tonumber(ARGV[12])
+local dead_max = tonumber(ARGV[13])
+local dead_ttl_ms = tonumber(ARGV[14])
+local FIRST_ID = 15
+
+local h = {ready = ready_key, job_prefix = job_prefix, dead = dead_key, outbox = outbox_key,
+  done_prefix = done_prefix, batch = batch, dead_max = dead_max, dead_ttl_ms = dead_ttl_ms,
+  workers = workers_key, idle = idle_key, held_prefix = held_prefix,
+  inbox_prefix = inbox_prefix, queue = queue, now_ms = now_ms, wake = wake_key,
+  wake_cap = wake_cap}
 
 local FIELDS = {'priority', 'attempt', 'fence', 'enqueued_at_ms', 'started_at_ms'}
 local AS_TEXT = {} -- each is checked on its own: what cannot be read is reset
 
-expect_types({dead_key, 'zset', ready_key, 'zset', seq_key, 'string', wake_key, 'list'})
+expect_types({dead_key, 'zset', ready_key, 'zset', seq_key, 'string', wake_key, 'list',
+  idle_key, 'zset'})
 
 local ids = {}
 if snapshot_key then
@@ -111,5 +139,5 @@ local moved = 0
 for _, id in ipairs(ids) do
   moved = moved + retry(id)
 end
-push_wakes(wake_key, moved, wake_cap)
+wake_ready(h, moved)
 return {moved, #ids}

@@ -15,6 +15,9 @@ damaged record (a number that is not one, a key that is not a hash, an id that i
 UTF-8) goes to the dead letters and takes no slot; a vanished one is dropped; a claim looks
 at no more than `wanted` + batch ids, so it stays short whatever the lane holds. Returns
 how many it took.
+take_ready(c, wanted): take up to `wanted` ready jobs under the queue's rules: what a claim
+takes after the suspects, and what a hand-over to an idle holder takes (the wake include).
+Lanes and limits extend this one function, so both paths follow them.
 ]]
 local CLAIM_FIELDS = fields_of({CLAIMED_FIELDS, CHECKED_FIELDS}, {id = true, queue = true,
   suspect = true})
@@ -71,4 +74,8 @@ local function take_jobs(c, lane, wanted, suspect)
     taken = taken + #ids
   end
   return taken
+end
+
+local function take_ready(c, wanted)
+  return take_jobs(c, c.q.ready, wanted, '0')
 end

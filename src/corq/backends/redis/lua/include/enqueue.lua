@@ -1,7 +1,8 @@
 --[[
 enqueue: write new jobs of one queue, the one way every script does (enqueue_jobs, and
 advance_schedules for a schedule's jobs). `q` is a table of the queue's names: ready,
-delayed, seq, wake (keys), job_prefix, priority_max, wake_cap.
+delayed, seq, wake (keys), job_prefix, priority_max, wake_cap, and what the wake include's
+hand-over to idle holders needs (without `idle`, only wake tokens).
 
 NEW_WIDTH: how many values one job takes: its NEW_FIELDS values (see the fields include),
 in that order.
@@ -11,9 +12,10 @@ already, or came earlier in the call, is left alone. Each other job's record get
 fields (an optional one, without a default, only when it is not ''), the counters the
 producer does not set at their defaults, and its status: scheduled in the delayed set when
 its run_at_ms is later than its enqueued_at_ms, else queued in ready with a score (priority,
-then FIFO: one INCRBY reserves the call's numbers). One wake token per ready job created,
-plus one when a new delayed job is due before everything already delayed (a worker claims
-and learns the new next_due_ms); the wake list is capped. The caller has checked ids,
+then FIFO: one INCRBY reserves the call's numbers). Each ready job created wakes a worker
+(wake_ready: handed to an idle holder, else a wake token), and a new delayed job due
+before everything already delayed wakes one more (wake_one: it claims and learns the new
+next_due_ms). The caller has checked ids,
 priorities and key types. Returns one integer per job, in order: 1 created, 0 existed.
 enqueue_waiting(q, values, first, count): the same jobs written as waiting for their
 parents (a workflow's): the record as above with status waiting, the id in the set q.waiting
@@ -123,11 +125,10 @@ local function enqueue_new(q, values, first, count)
       end
     end
   end
-  local wanted = new_ready
+  wake_ready(q, new_ready)
   if is_new_head(earliest_delayed, old_head) then
-    wanted = wanted + 1
+    wake_one(q)
   end
-  push_wakes(q.wake, wanted, q.wake_cap)
   return created
 end
 

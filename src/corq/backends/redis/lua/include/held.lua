@@ -10,7 +10,16 @@ all, and the record's `workflow` and `notify` (where its end must be told, see o
 death_log_with(log, holder): the death log (space-separated holders) with `holder` added.
 requeue(key, id, lane, score): the job at `key` is queued again, held by no one, at `score`
 in `lane` (the ready set or the suspects): a release, or a reclaim that gives it back.
+release_held(q, held_key, holder, id, fence, unstarted, died, suspect): give one held job
+back (release_jobs, and the jobs of an inbox nobody took): only while its record says
+running under `holder` with `fence`, with a readable score, attempt and deaths. Queued again
+at its old score (the head of the queue), among the suspects when `suspect` is '1' or it was
+one; `unstarted` '1' does not count the attempt, `died` '1' counts a death. `q` holds
+job_prefix, ready and suspects. Returns 1 released, 0 refused (an id whose key is not a
+hash leaves the held set). Needs the record and now includes.
 ]]
+--- @include "now"
+--- @include "record"
 local function holds(job, holder, fence)
   return job ~= nil and job.status == 'running' and job.worker_id == holder
     and tonumber(job.fence) == tonumber(fence)
@@ -37,4 +46,33 @@ local function requeue(key, id, lane, score)
   redis.call('HSET', key, 'status', 'queued')
   redis.call('HDEL', key, 'worker_id')
   redis.call('ZADD', lane, score, id)
+end
+
+local RELEASE_FIELDS = {'status', 'worker_id', 'fence', 'score', 'suspect', 'attempt',
+  'deaths', 'death_log'}
+local RELEASE_KINDS = {score = SCORE, attempt = COUNT, deaths = COUNT}
+
+local function release_held(q, held_key, holder, id, fence, unstarted, died, suspect)
+  local key = q.job_prefix .. id
+  local job, _, wrong_type = read_record(key, RELEASE_FIELDS, RELEASE_KINDS)
+  if wrong_type then
+    redis.call('SREM', held_key, id)
+  end
+  if not holds(job, holder, fence) then
+    return 0
+  end
+  if unstarted == '1' then
+    redis.call('HSET', key, 'attempt', int(math.max(0, job.attempt - 1)))
+  end
+  if died == '1' then
+    redis.call('HSET', key, 'deaths', int(job.deaths + 1),
+      'death_log', death_log_with(job.death_log, holder))
+  end
+  if suspect == '1' then
+    redis.call('HSET', key, 'suspect', '1')
+  end
+  local lane = (suspect == '1' or job.suspect == '1') and q.suspects or q.ready
+  requeue(key, id, lane, job.score)
+  redis.call('SREM', held_key, id)
+  return 1
 end
