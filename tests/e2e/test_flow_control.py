@@ -61,8 +61,8 @@ def runs(log_dir: str) -> list[Run]:
     ends: dict[tuple[str, int], list[int]] = defaultdict(list)
     for path in Path(log_dir).glob("flow-*.log"):
         for line in path.read_text().splitlines():
-            event, label, ns, pid = line.split()
-            (starts if event == "start" else ends)[(label, int(pid))].append(int(ns))
+            event, name, ns, process = line.split()
+            (starts if event == "start" else ends)[(name, int(process))].append(int(ns))
     found = []
     for (label, pid), began in starts.items():
         ended = ends.get((label, pid), [])
