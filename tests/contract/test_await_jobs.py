@@ -33,9 +33,9 @@ async def join(backend: Backend, *holders: str) -> None:
         await backend.register_worker(lease_of(holder), None)
 
 
-async def idle_claim(backend: Backend, holder: str) -> ClaimBatch:
+async def idle_claim(backend: Backend, holder: str, now_ms: int | None = None) -> ClaimBatch:
     """A fetcher's claim that finds nothing and lists its holder as idle."""
-    batch = await backend.claim_jobs(Q, holder, 10, LEASE_MS, None, idle=True)
+    batch = await backend.claim_jobs(Q, holder, 10, LEASE_MS, now_ms, idle=True)
     assert not batch.lost
     assert batch.jobs == []
     assert batch.idle is True
@@ -138,10 +138,11 @@ async def test_one_job_is_started_by_one_idle_holder_only(backend: Backend) -> N
 async def test_a_job_made_ready_by_promotion_is_started_by_the_idle_holder(
     backend: Backend,
 ) -> None:
+    # The holder goes idle just before the job is due (an hour ahead, by the test's clock)
     due = now() + HOUR_MS
     await backend.enqueue_jobs([job("later", at_ms=due - HOUR_MS, delay_ms=HOUR_MS)])
-    await join(backend, "w1")
-    await idle_claim(backend, "w1")
+    await backend.register_worker(lease_of("w1"), due - 1)
+    assert (await idle_claim(backend, "w1", due - 1)).next_due_ms == due
 
     await backend.promote_due_jobs(Q, due)
 

@@ -10,6 +10,7 @@ attempt), rate limits (throttled or dropped), expiry by deadline. See docs/desig
 from __future__ import annotations
 
 import dataclasses
+import random
 from enum import StrEnum
 
 import pytest
@@ -372,6 +373,62 @@ async def test_each_end_of_an_attempt_gives_its_slots_back(backend: Backend, how
     assert await claim_ids(backend, "w2", T0 + 3) == []
     assert await running(backend, task_slot()) == 1
     assert await running(backend, key_slot("k")) == 1
+
+
+async def test_limits_hold_through_many_claims_and_ends(backend: Backend) -> None:
+    # Given three workers serving a task of concurrency 3 and key concurrency 1, 4 keys
+    await set_rules(backend, TaskRules(task=LIMITED, concurrency=3, keyed=True, key_concurrency=1))
+    await backend.enqueue_jobs([j for k in "abcd" for j in keyed(k, k, 6)])
+    workers = ("w1", "w2", "w3")
+    for worker in workers:
+        await register(backend, worker)
+    pick = random.Random(10)
+    running_now: dict[str, tuple[str, ClaimedJob]] = {}  # job id -> (holder, job)
+    ended: set[str] = set()
+
+    # When they claim, complete, fail (retried later or dead) and release, in turns
+    for step in range(200):
+        now = T0 + step * 10
+        worker = workers[step % 3]
+        for held in await claim_jobs(backend, worker, now, count=pick.randint(1, 3)):
+            running_now[held.id] = (worker, held)
+
+        # Then the limits hold at every step, as the workers and the broker count them
+        keys = counted([held.key for _, held in running_now.values()])
+        assert len(running_now) <= 3, running_now
+        assert all(n == 1 for n in keys.values()), keys
+        assert await running(backend, task_slot()) == len(running_now)
+
+        for job_id in pick.sample(sorted(running_now), k=min(len(running_now), 1)):
+            await _end_at_random(backend, pick, *running_now.pop(job_id), now, ended)
+        if len(ended) == 24:
+            break
+
+    # And every job ran to its end
+    assert len(ended) == 24
+
+
+async def _end_at_random(
+    backend: Backend,
+    pick: random.Random,
+    worker: str,
+    held: ClaimedJob,
+    now: int,
+    ended: set[str],
+) -> None:
+    """Complete `held` mostly; else fail it (retried soon, or dead) or release it."""
+    roll = pick.random()
+    if roll < 0.6:
+        done = await backend.complete_jobs(worker, [completion(held, at_ms=now)], 60_000)
+        ended.add(held.id)
+    elif roll < 0.75:
+        done = await backend.fail_jobs(worker, [failure(held, now + 15, at_ms=now)], 60_000)
+    elif roll < 0.85:
+        done = await backend.fail_jobs(worker, [failure(held, at_ms=now)], 60_000)
+        ended.add(held.id)
+    else:
+        done = await backend.release_jobs(worker, [release(held)])
+    assert done == [True]
 
 
 @pytest.mark.parametrize("how", ["retry", "dead-letter retry"])

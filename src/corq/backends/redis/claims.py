@@ -61,7 +61,7 @@ class RedisClaims(RedisContext):
             else:
                 popped = await self._conn().blocking(timeout_s).blpop([inbox], timeout_s)
                 entry = None if popped is None else popped[1]
-            if entry is None:
+            if not isinstance(entry, bytes):  # None: the time is up (no decoding: bytes)
                 return None
             jobs = replies.handed(entry)
             if jobs and cancel_was_swallowed(task, cancels_before):

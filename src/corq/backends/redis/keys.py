@@ -40,6 +40,26 @@ live in one Redis Cluster slot. ``$p`` is the key prefix (default ``corq``), ``$
     $p:{$q}:notify:$id            SET   ids of the workflows watching that job (it is an
                                         external parent of theirs); its record has notify 1
 
+Flow control (``flow.py``; docs/design.md, "Flow control"). A lane is ``$t\x1f$k`` ($t a
+task with rules, $k its key or ''); the plain ready set is the lane ''::
+
+    $p:{$q}:rules                 HASH  task -> its TaskRules as JSON (flow.py encodes them)
+    $p:{$q}:lane:$lane            ZSET  job id -> ready score: the jobs waiting in that lane
+    $p:{$q}:keys:$t               ZSET  lane -> band(head priority) * 2**44 + turn: the task's
+                                        keys in its rotation (runnable heads, not held back)
+    $p:{$q}:groups                ZSET  task (or '' the plain ready set) -> band * 2**44 +
+                                        turn: the groups in the rotation; absent while no
+                                        lane is runnable (claims then take from ready alone)
+    $p:{$q}:parked                SET   't:'$t / 'k:'$lane: groups and keys at their
+                                        concurrency, out of their rotation until a slot frees
+    $p:{$q}:throttled             ZSET  't:'$t / 'k:'$lane -> when a start is allowed again
+    $p:{$q}:active                HASH  't:'$t / 'k:'$lane -> running jobs holding a slot
+    $p:{$q}:tat                   HASH  't:'$t / 'k:'$lane -> GCRA theoretical arrival (ms)
+    $p:{$q}:flow                  HASH  counters: expired, dropped, cooled, laned (jobs in
+                                        lanes), turn (the rotations' counter)
+    $p:{$q}:expiring              ZSET  job id -> start_by_ms: jobs with a deadline of first
+                                        start (removed when started; promotion ends the due)
+
 A job record holds the fields of ``JOB_FIELDS`` in ``corq/backends/record.py`` (by name,
 as text), plus ``score``: its ready score while it waits in ready or suspects.
 
@@ -249,6 +269,74 @@ class QueueKeys:
     def notify_prefix(self) -> str:
         """Scripts append a job id to this to reach the workflows watching that job."""
         return f"{self.tag}:notify:"
+
+    @property
+    def rules(self) -> str:
+        return f"{self.tag}:rules"
+
+    @property
+    def lane_prefix(self) -> str:
+        """Scripts append a lane name to this to reach its jobs."""
+        return f"{self.tag}:lane:"
+
+    @property
+    def keys_prefix(self) -> str:
+        """Scripts append a task name to this to reach the rotation of its keys."""
+        return f"{self.tag}:keys:"
+
+    def lane(self, lane: str) -> str:
+        return f"{self.lane_prefix}{lane}"
+
+    def task_keys(self, task: str) -> str:
+        return f"{self.keys_prefix}{task}"
+
+    @property
+    def groups(self) -> str:
+        return f"{self.tag}:groups"
+
+    @property
+    def parked(self) -> str:
+        return f"{self.tag}:parked"
+
+    @property
+    def throttled(self) -> str:
+        return f"{self.tag}:throttled"
+
+    @property
+    def active(self) -> str:
+        return f"{self.tag}:active"
+
+    @property
+    def tat(self) -> str:
+        return f"{self.tag}:tat"
+
+    @property
+    def flow(self) -> str:
+        return f"{self.tag}:flow"
+
+    @property
+    def expiring(self) -> str:
+        return f"{self.tag}:expiring"
+
+    @property
+    def flow_keys(self) -> list[str]:
+        """The flow-control keys, in the order scripts take them (after their own):
+        rules, groups, parked, throttled, active, tat, flow, expiring."""
+        return [
+            self.rules,
+            self.groups,
+            self.parked,
+            self.throttled,
+            self.active,
+            self.tat,
+            self.flow,
+            self.expiring,
+        ]
+
+    @property
+    def flow_prefixes(self) -> list[str]:
+        """The flow-control prefixes scripts take as arguments: lanes, then task keys."""
+        return [self.lane_prefix, self.keys_prefix]
 
     def notify(self, job_id: JobId) -> str:
         return f"{self.notify_prefix}{job_id}"

@@ -161,7 +161,9 @@ def claim_batch(reply: list[Any]) -> ClaimBatch:
 #: Positions, among a job's claim values, of the numbers a script replies as integers:
 #: an inbox entry carries every value as text (see handed).
 _HANDED_INTS = tuple(
-    i for i, name in enumerate(CLAIMED_FIELDS) if FIELDS_BY_NAME[name].kind in (Kind.INT, Kind.COUNT)
+    i
+    for i, name in enumerate(CLAIMED_FIELDS)
+    if FIELDS_BY_NAME[name].kind in (Kind.INT, Kind.COUNT)
 )
 
 

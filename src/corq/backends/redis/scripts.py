@@ -35,9 +35,11 @@ class Scripts(ScheduleScripts, WorkflowScripts):
 
     def enqueue_jobs(self, keys: QueueKeys, *, jobs: Sequence[NewJob]) -> ScriptCall[list[bool]]:
         args: list[Arg] = [keys.job_prefix, PRIORITY_MAX, WAKE_CAP, *self._handover_args(keys)]
+        args += keys.flow_prefixes
         for job in jobs:
             args += new_values(job)
         queue_keys = [keys.ready, keys.delayed, keys.seq, keys.wake, *self._handover_keys(keys)]
+        queue_keys += keys.flow_keys
         return self._call("enqueue_jobs", queue_keys, args, replies.flags)
 
     def _handover_keys(self, keys: QueueKeys) -> list[str]:
@@ -63,9 +65,11 @@ class Scripts(ScheduleScripts, WorkflowScripts):
     ) -> ScriptCall[ClaimBatch]:
         queue_keys = [keys.workers, keys.ready, keys.delayed, keys.seq, keys.wake]
         queue_keys += [keys.held(holder), keys.suspects, keys.dead, keys.outbox, keys.idle]
+        queue_keys += keys.flow_keys
         args: list[Arg] = [keys.job_prefix, keys.done_prefix, holder, max(0, count)]
         args += [max(0, suspects), lease_ms, now_arg(now_ms), BATCH, PRIORITY_MIN, PRIORITY_MAX]
         args += [*self._dead_bounds, keys.queue, keys.held_prefix, keys.inbox_prefix, int(idle)]
+        args += keys.flow_prefixes
         return self._call("claim_jobs", queue_keys, args, replies.claim_batch)
 
     def list_held_jobs(
@@ -78,10 +82,10 @@ class Scripts(ScheduleScripts, WorkflowScripts):
 
     def promote_due_jobs(self, keys: QueueKeys, *, now_ms: int | None) -> ScriptCall[Promoted]:
         queue_keys = [keys.delayed, keys.ready, keys.seq, keys.wake, keys.suspects, keys.dead]
-        queue_keys += [keys.outbox, keys.workers, keys.idle]
+        queue_keys += [keys.outbox, keys.workers, keys.idle, *keys.flow_keys]
         args: list[Arg] = [keys.job_prefix, keys.done_prefix, now_arg(now_ms), BATCH]
         args += [PRIORITY_MIN, PRIORITY_MAX, WAKE_CAP, *self._dead_bounds]
-        args += [keys.held_prefix, keys.inbox_prefix, keys.queue]
+        args += [keys.held_prefix, keys.inbox_prefix, keys.queue, *keys.flow_prefixes]
         return self._call("promote_due_jobs", queue_keys, args, replies.promoted)
 
     def complete_jobs(
@@ -94,33 +98,34 @@ class Scripts(ScheduleScripts, WorkflowScripts):
     ) -> ScriptCall[list[bool]]:
         """`jobs`: (id, fence, result, finished_at_ms) each."""
         args: list[Arg] = [keys.job_prefix, keys.done_prefix, holder, result_ttl_ms]
-        args.append(WORKFLOW_KEEP_MS)
+        args += [WORKFLOW_KEEP_MS, *keys.flow_prefixes]
         for job_id, fence, result, finished_at_ms in jobs:
             args += [job_id, fence, result, finished_at_ms]
-        queue_keys = [keys.held(holder), keys.outbox]
+        queue_keys = [keys.held(holder), keys.outbox, *keys.flow_keys]
         return self._call("complete_jobs", queue_keys, args, replies.flags)
 
     def fail_jobs(
         self, keys: QueueKeys, *, holder: WorkerId, failures: Sequence[Failure]
     ) -> ScriptCall[list[bool]]:
         args: list[Arg] = [keys.job_prefix, keys.done_prefix, holder, WAKE_CAP, BATCH]
-        args += [*self._dead_bounds, keys.held_prefix, keys.inbox_prefix]
+        args += [*self._dead_bounds, keys.held_prefix, keys.inbox_prefix, *keys.flow_prefixes]
         for f in failures:
             retry_at = "" if f.retry_at_ms is None else f.retry_at_ms
             args += [f.job_id, f.fence, int(f.counted), int(f.died), f.error, f.traceback or ""]
             args += [retry_at, f.finished_at_ms]
         queue_keys = [keys.held(holder), keys.delayed, keys.dead, keys.wake, keys.outbox]
-        queue_keys += [keys.workers, keys.idle]
+        queue_keys += [keys.workers, keys.idle, *keys.flow_keys]
         return self._call("fail_jobs", queue_keys, args, replies.flags)
 
     def release_jobs(
         self, keys: QueueKeys, *, holder: WorkerId, releases: Sequence[Release]
     ) -> ScriptCall[list[bool]]:
         args: list[Arg] = [keys.job_prefix, holder, WAKE_CAP, *self._handover_args(keys)]
+        args += keys.flow_prefixes
         for r in releases:
             args += [r.job_id, r.fence, int(r.unstarted), int(r.died), int(r.suspect)]
         queue_keys = [keys.held(holder), keys.ready, keys.wake, keys.suspects]
-        queue_keys += self._handover_keys(keys)
+        queue_keys += [*self._handover_keys(keys), *keys.flow_keys]
         return self._call("release_jobs", queue_keys, args, replies.flags)
 
     def reclaim_stalled_jobs(
@@ -133,10 +138,11 @@ class Scripts(ScheduleScripts, WorkflowScripts):
         ended_only: bool,
     ) -> ScriptCall[StalledBatch]:
         queue_keys = [keys.workers, keys.ready, keys.dead, keys.wake, keys.suspects]
-        queue_keys += [keys.departed, keys.reclaiming, keys.outbox, keys.idle]
+        queue_keys += [keys.departed, keys.reclaiming, keys.outbox, keys.idle, *keys.flow_keys]
         args: list[Arg] = [keys.job_prefix, keys.held_prefix, keys.reclaim_prefix]
         args += [keys.done_prefix, now_arg(now_ms), max_deaths, backstop, BATCH, WAKE_CAP]
         args += [int(ended_only), *self._dead_bounds, keys.inbox_prefix, keys.queue]
+        args += keys.flow_prefixes
         return self._call("reclaim_stalled_jobs", queue_keys, args, replies.stalled)
 
     def register_worker(
@@ -155,9 +161,9 @@ class Scripts(ScheduleScripts, WorkflowScripts):
         self, keys: QueueKeys, *, holder: WorkerId, now_ms: int | None, linger_ms: int
     ) -> ScriptCall[int]:
         queue_keys = [keys.workers, keys.held(holder), keys.departed, keys.idle, keys.ready]
-        queue_keys += [keys.suspects, keys.wake, keys.dead, keys.outbox]
+        queue_keys += [keys.suspects, keys.wake, keys.dead, keys.outbox, *keys.flow_keys]
         args: list[Arg] = [holder, now_arg(now_ms), max(0, linger_ms), keys.job_prefix]
-        args += [*self._handover_args(keys), WAKE_CAP]
+        args += [*self._handover_args(keys), WAKE_CAP, *keys.flow_prefixes]
         return self._call("deregister_worker", queue_keys, args, int)
 
     def end_leases(
@@ -169,8 +175,9 @@ class Scripts(ScheduleScripts, WorkflowScripts):
         self, keys: QueueKeys, *, job_id: JobId, now_ms: int | None, ttl_ms: int
     ) -> ScriptCall[bool]:
         queue_keys = [keys.job(job_id), keys.ready, keys.delayed, keys.suspects, keys.outbox]
-        queue_keys.append(keys.waiting)
+        queue_keys += [keys.waiting, *keys.flow_keys]
         args: list[Arg] = [job_id, keys.done(job_id), now_arg(now_ms), ttl_ms, WORKFLOW_KEEP_MS]
+        args += keys.flow_prefixes
         return self._call("cancel_job", queue_keys, args, bool)
 
     def set_progress(
@@ -191,12 +198,12 @@ class Scripts(ScheduleScripts, WorkflowScripts):
         """The `job_ids`, or (with `snapshot`) the next BATCH ids of that snapshot of the dead
         letters, taken now when `take_snapshot`. Returns (moved, looked at)."""
         queue_keys = [keys.dead, keys.ready, keys.seq, keys.wake, keys.workers, keys.idle]
-        queue_keys.append(keys.outbox)
+        queue_keys += [keys.outbox, *keys.flow_keys]
         if snapshot is not None:
             queue_keys.append(snapshot)
         ttl_ms = SNAPSHOT_TTL_MS if take_snapshot else 0
         args: list[Arg] = [keys.job_prefix, now_arg(now_ms), PRIORITY_MIN, PRIORITY_MAX, WAKE_CAP]
-        args += [BATCH, ttl_ms, *self._handover_args(keys), *job_ids]
+        args += [BATCH, ttl_ms, *self._handover_args(keys), *keys.flow_prefixes, *job_ids]
         return self._call("retry_dead_jobs", queue_keys, args, replies.pair)
 
     def purge_dead_jobs(
@@ -207,9 +214,16 @@ class Scripts(ScheduleScripts, WorkflowScripts):
             "purge_dead_jobs", [keys.dead], [keys.job_prefix, BATCH, *job_ids], replies.pair
         )
 
+    def set_rules(self, keys: QueueKeys, *, rules: Sequence[tuple[str, str]]) -> ScriptCall[int]:
+        """`rules`: (task, encoded rules or '' to remove them) each."""
+        args: list[Arg] = [*keys.flow_prefixes]
+        for task, encoded in rules:
+            args += [task, encoded]
+        return self._call("set_rules", keys.flow_keys, args, int)
+
     def count_queue_jobs(self, keys: QueueKeys) -> ScriptCall[QueueCounts]:
         queue_keys = [keys.ready, keys.delayed, keys.dead, keys.workers, keys.suspects]
-        queue_keys.append(keys.reclaiming)
+        queue_keys += [keys.reclaiming, keys.flow]
         args: list[Arg] = [keys.held_prefix, keys.reclaim_prefix]
         return self._call("count_queue_jobs", queue_keys, args, replies.counts)
 

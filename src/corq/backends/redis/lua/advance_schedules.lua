@@ -24,6 +24,14 @@ KEYS[6] workers         ZSET  holder id -> lease deadline (hand-overs go to live
 KEYS[7] idle            ZSET  idle holders waiting to be handed a job (the wake include)
 KEYS[8] dead            ZSET  dead letters (a damaged record met by a hand-over goes there)
 KEYS[9] outbox          ZSET  ended workflow jobs (such a buried one ends)
+KEYS[10] rules          HASH  task -> its encoded rules
+KEYS[11] groups         ZSET  the rotation of groups (ruled tasks, '' plain)
+KEYS[12] parked         SET   groups and keys at their concurrency
+KEYS[13] throttled      ZSET  groups and keys over a rate -> when due
+KEYS[14] active         HASH  running counts per task and lane
+KEYS[15] tat            HASH  GCRA theoretical arrival times
+KEYS[16] flow           HASH  counters (expired, dropped, laned, turn)
+KEYS[17] expiring       ZSET  job id -> start_by_ms
 ARGV[1] record_prefix   a schedule's record is record_prefix .. name
 ARGV[2] fired_prefix    its fired ticks: fired_prefix .. name
 ARGV[3] runs_prefix     its runs: runs_prefix .. name
@@ -42,7 +50,9 @@ ARGV[15] inbox_prefix   a holder's inbox is inbox_prefix .. holder
 ARGV[16] batch          most dead letters to trim
 ARGV[17] dead_max       most dead letters kept (0: no limit)
 ARGV[18] dead_ttl_ms    longest a dead letter is kept (0: no limit)
-ARGV[19..] per step, STEP_WIDTH values: name, step (a TickStep value), tick_ms, kind,
+ARGV[19] lane_prefix     a lane's jobs are lane_prefix .. lane
+ARGV[20] keys_prefix     a task's rotation of keys is keys_prefix .. task
+ARGV[21..] per step, STEP_WIDTH values: name, step (a TickStep value), tick_ms, kind,
 reason, has_skipped (1/0), the skipped ticks' first, last, count, reason and at_ms (''
 without), has_job (1/0), then the job's NEW_FIELDS values ('' without; see the enqueue
 include)
@@ -80,7 +90,17 @@ local inbox_prefix = ARGV[15]
 local batch = tonumber(ARGV[16])
 local dead_max = tonumber(ARGV[17])
 local dead_ttl_ms = tonumber(ARGV[18])
-local FIRST = 19
+local rules_key = KEYS[10]
+local groups_key = KEYS[11]
+local parked_key = KEYS[12]
+local throttled_key = KEYS[13]
+local active_key = KEYS[14]
+local tat_key = KEYS[15]
+local flow_key = KEYS[16]
+local expiring_key = KEYS[17]
+local lane_prefix = ARGV[19]
+local keys_prefix = ARGV[20]
+local FIRST = 21
 local FIXED = 12 -- values of a step before its job's
 local STEP_WIDTH = FIXED + NEW_WIDTH
 
@@ -93,6 +113,8 @@ local q = {
   done_prefix = done_prefix, held_prefix = held_prefix, inbox_prefix = inbox_prefix,
   queue = queue, batch = batch, dead_max = dead_max, dead_ttl_ms = dead_ttl_ms, now_ms = now_ms,
 }
+with_flow(q, rules_key, groups_key, parked_key, throttled_key, active_key, tat_key,
+  flow_key, expiring_key, lane_prefix, keys_prefix)
 -- A slot fence that is not a number (another program's) is overwritten by the next write.
 local slot_fence = tonumber(redis.call('GET', fence_key) or '0') or 0
 

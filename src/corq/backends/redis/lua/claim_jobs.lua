@@ -25,6 +25,14 @@ KEYS[7] suspects       ZSET  suspect job ids by score
 KEYS[8] dead           ZSET  dead job ids by finished_at_ms
 KEYS[9] outbox         ZSET  ended workflow jobs (a damaged one buried here ends)
 KEYS[10] idle          ZSET  idle holders waiting to be handed a job
+KEYS[11] rules          HASH  task -> its encoded rules
+KEYS[12] groups         ZSET  the rotation of groups (ruled tasks, '' plain)
+KEYS[13] parked         SET   groups and keys at their concurrency
+KEYS[14] throttled      ZSET  groups and keys over a rate -> when due
+KEYS[15] active         HASH  running counts per task and lane
+KEYS[16] tat            HASH  GCRA theoretical arrival times
+KEYS[17] flow           HASH  counters (expired, dropped, laned, turn)
+KEYS[18] expiring       ZSET  job id -> start_by_ms
 ARGV[1] job_prefix     a record's key is job_prefix .. id
 ARGV[2] done_prefix    a job's done channel is done_prefix .. id
 ARGV[3] holder         the claiming holder
@@ -41,6 +49,13 @@ ARGV[13] queue         the queue's name (handed out with each job)
 ARGV[14] held_prefix   a holder's held set is held_prefix .. holder (hand-overs)
 ARGV[15] inbox_prefix  a holder's inbox is inbox_prefix .. holder
 ARGV[16] idle          '1': list the holder idle when nothing is taken
+ARGV[17] lane_prefix     a lane's jobs are lane_prefix .. lane
+ARGV[18] keys_prefix     a task's rotation of keys is keys_prefix .. task
+
+Flow control costs a queue without it one EXISTS: with lanes, throttled lanes or deadlines,
+promotion also ends the jobs past their deadline and restores the throttled lanes due, and
+the ready jobs come from the rotations (the claim include's take_ready); next_due_ms is
+then the earlier of the delayed head and the next throttled lane.
 
 A claim reads each record's CLAIMED and CHECKED fields (see the fields include) with their
 kinds, bar those it sets itself (id, queue, suspect); a priority is required.
@@ -83,6 +98,16 @@ local held_prefix = ARGV[14]
 local inbox_prefix = ARGV[15]
 local idle = ARGV[16]
 local idle_key = KEYS[10]
+local rules_key = KEYS[11]
+local groups_key = KEYS[12]
+local parked_key = KEYS[13]
+local throttled_key = KEYS[14]
+local active_key = KEYS[15]
+local tat_key = KEYS[16]
+local flow_key = KEYS[17]
+local expiring_key = KEYS[18]
+local lane_prefix = ARGV[17]
+local keys_prefix = ARGV[18]
 
 local q = {
   ready = ready_key, delayed = delayed_key, suspects = suspects_key, seq = seq_key,
@@ -91,6 +116,8 @@ local q = {
   dead_ttl_ms = dead_ttl_ms, workers = workers_key, idle = idle_key, held_prefix = held_prefix,
   inbox_prefix = inbox_prefix, queue = queue, now_ms = now_ms, wake = wake_key,
 }
+with_flow(q, rules_key, groups_key, parked_key, throttled_key, active_key, tat_key,
+  flow_key, expiring_key, lane_prefix, keys_prefix)
 expect_types({workers_key, 'zset', ready_key, 'zset', delayed_key, 'zset', seq_key, 'string',
   wake_key, 'list', held_key, 'set', suspects_key, 'zset', dead_key, 'zset', outbox_key, 'zset',
   idle_key, 'zset'})
@@ -100,7 +127,14 @@ if not redis.call('ZSCORE', workers_key, holder) then
 end
 redis.call('ZADD', workers_key, int(now_ms + lease_ms), holder)
 
+local flowing = redis.call('EXISTS', groups_key, throttled_key, expiring_key) > 0
+if flowing then
+  expect_types({rules_key, 'hash', groups_key, 'zset', parked_key, 'set', throttled_key, 'zset',
+    active_key, 'hash', tat_key, 'hash', flow_key, 'hash', expiring_key, 'zset'})
+  promote_flow(q, now_ms, batch)
+end
 local _, buried = promote_due(q, now_ms, batch)
+q.has_lanes = flowing and redis.call('EXISTS', groups_key) == 1
 
 local out = {0, false, 0, 0}
 local c = claim_context(q, holder, held_key, queue, now_ms, out)
@@ -126,6 +160,10 @@ if buried > 0 then
   trim_dead(q, now_ms)
 end
 chain_wake(q, taken > 0)
-out[2] = delayed_head(delayed_key) or false
+out[2] = delayed_head(delayed_key)
+if flowing then
+  out[2] = earlier(out[2], throttled_head(q))
+end
+out[2] = out[2] or false
 out[3] = redis.call('ZCARD', suspects_key)
 return out

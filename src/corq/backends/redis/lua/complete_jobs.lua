@@ -10,18 +10,31 @@ outbox), and its id is published on its done channel (waking wait_for_job).
 
 KEYS[1] held            SET   ids this holder holds in the queue
 KEYS[2] outbox          ZSET  ended workflow jobs -> end time (finished_at_ms)
+KEYS[3]  rules           HASH  task -> its encoded rules
+KEYS[4]  groups          ZSET  the rotation of groups (ruled tasks, '' plain)
+KEYS[5]  parked          SET   groups and keys at their concurrency
+KEYS[6]  throttled       ZSET  groups and keys over a rate -> when due
+KEYS[7]  active          HASH  running counts per task and lane
+KEYS[8]  tat             HASH  GCRA theoretical arrival times
+KEYS[9]  flow            HASH  counters (expired, dropped, laned, turn)
+KEYS[10] expiring        ZSET  job id -> start_by_ms
 ARGV[1] job_prefix      a record's key is job_prefix .. id
 ARGV[2] done_prefix     a job's done channel is done_prefix .. id
 ARGV[3] holder          the completing holder
 ARGV[4] result_ttl_ms   how long the record is kept
 ARGV[5] keep_ms         least a workflow job's record is kept (WORKFLOW_KEEP_MS)
-ARGV[6..] four per job: id, fence, result, finished_at_ms
+ARGV[6] lane_prefix     a lane's jobs are lane_prefix .. lane
+ARGV[7] keys_prefix     a task's rotation of keys is keys_prefix .. task
+ARGV[8..] four per job: id, fence, result, finished_at_ms
+
+A completed job of a limited lane frees its slots (the limits include's free_slots).
 
 Returns: one integer per job, in order: 1 completed, 0 refused.
 ]]
 --- @include "keys"
 --- @include "held"
 --- @include "outbox"
+--- @include "limits"
 local held_key = KEYS[1]
 local outbox_key = KEYS[2]
 local job_prefix = ARGV[1]
@@ -29,7 +42,20 @@ local done_prefix = ARGV[2]
 local holder = ARGV[3]
 local result_ttl_ms = tonumber(ARGV[4])
 local keep_ms = tonumber(ARGV[5])
-local FIRST, WIDTH = 6, 4
+local rules_key = KEYS[3]
+local groups_key = KEYS[4]
+local parked_key = KEYS[5]
+local throttled_key = KEYS[6]
+local active_key = KEYS[7]
+local tat_key = KEYS[8]
+local flow_key = KEYS[9]
+local expiring_key = KEYS[10]
+local lane_prefix = ARGV[6]
+local keys_prefix = ARGV[7]
+local FIRST, WIDTH = 8, 4
+local q = {}
+with_flow(q, rules_key, groups_key, parked_key, throttled_key, active_key, tat_key,
+  flow_key, expiring_key, lane_prefix, keys_prefix)
 
 expect_types({held_key, 'set', outbox_key, 'zset'})
 
@@ -37,7 +63,7 @@ local out = {}
 for at = FIRST, #ARGV, WIDTH do
   local id, fence = ARGV[at], ARGV[at + 1]
   local key = job_prefix .. id
-  local held, wrong_type, workflow, notify = held_at(key, holder, fence)
+  local held, wrong_type, workflow, notify, lane, limited = held_at(key, holder, fence)
   if wrong_type then
     redis.call('SREM', held_key, id)
     out[#out + 1] = 0
@@ -50,6 +76,7 @@ for at = FIRST, #ARGV, WIDTH do
       redis.call('PEXPIRE', key, ttl_ms)
     end
     note_end(outbox_key, id, finished_at, workflow, notify)
+    free_slots(q, key, lane, limited)
     redis.call('SREM', held_key, id)
     redis.call('PUBLISH', done_prefix .. id, id)
     out[#out + 1] = 1

@@ -19,6 +19,14 @@ KEYS[5] workers       ZSET  holder id -> lease deadline (hand-overs go to live h
 KEYS[6] idle          ZSET  idle holders waiting to be handed a job
 KEYS[7] dead          ZSET  dead letters (a damaged record met by a hand-over goes there)
 KEYS[8] outbox        ZSET  ended workflow jobs (such a buried one ends)
+KEYS[9]  rules          HASH  task -> its encoded rules
+KEYS[10] groups         ZSET  the rotation of groups (ruled tasks, '' plain)
+KEYS[11] parked         SET   groups and keys at their concurrency
+KEYS[12] throttled      ZSET  groups and keys over a rate -> when due
+KEYS[13] active         HASH  running counts per task and lane
+KEYS[14] tat            HASH  GCRA theoretical arrival times
+KEYS[15] flow           HASH  counters (expired, dropped, laned, turn)
+KEYS[16] expiring       ZSET  job id -> start_by_ms
 ARGV[1] job_prefix    a record's key is job_prefix .. id
 ARGV[2] priority_max  highest priority (for the ready score)
 ARGV[3] wake_cap      longest the wake list may grow
@@ -29,7 +37,9 @@ ARGV[7] queue         the queue's name (handed out with each job)
 ARGV[8] batch         most dead letters to trim
 ARGV[9] dead_max      most dead letters kept (0: no limit)
 ARGV[10] dead_ttl_ms  longest a dead letter is kept (0: no limit)
-ARGV[11..] per job, the values of NEW_FIELDS (see the fields include), in that order
+ARGV[11] lane_prefix     a lane's jobs are lane_prefix .. lane
+ARGV[12] keys_prefix     a task's rotation of keys is keys_prefix .. task
+ARGV[13..] per job, the values of NEW_FIELDS (see the fields include), in that order
 
 Each record gets the NEW fields (bar optional ones, without a default, sent as '': not
 written), the counters (fields of kind count) the producer does not set at their defaults,
@@ -57,7 +67,17 @@ local queue = ARGV[7]
 local batch = tonumber(ARGV[8])
 local dead_max = tonumber(ARGV[9])
 local dead_ttl_ms = tonumber(ARGV[10])
-local FIRST = 11
+local rules_key = KEYS[9]
+local groups_key = KEYS[10]
+local parked_key = KEYS[11]
+local throttled_key = KEYS[12]
+local active_key = KEYS[13]
+local tat_key = KEYS[14]
+local flow_key = KEYS[15]
+local expiring_key = KEYS[16]
+local lane_prefix = ARGV[11]
+local keys_prefix = ARGV[12]
+local FIRST = 13
 
 expect_types({ready_key, 'zset', delayed_key, 'zset', seq_key, 'string', wake_key, 'list',
   idle_key, 'zset'})
@@ -69,4 +89,6 @@ local q = {
   done_prefix = done_prefix, held_prefix = held_prefix, inbox_prefix = inbox_prefix,
   queue = queue, batch = batch, dead_max = dead_max, dead_ttl_ms = dead_ttl_ms,
 }
+with_flow(q, rules_key, groups_key, parked_key, throttled_key, active_key, tat_key,
+  flow_key, expiring_key, lane_prefix, keys_prefix)
 return enqueue_new(q, ARGV, FIRST, (#ARGV - FIRST + 1) / NEW_WIDTH)

@@ -19,6 +19,14 @@ KEYS[4] wake            LIST  wake tokens
 KEYS[5] outbox          ZSET  ended workflow jobs: a dead one of a workflow joins it
 KEYS[6] workers         ZSET  holder id -> lease deadline (wakes go to live holders)
 KEYS[7] idle            ZSET  idle holders waiting to be handed a job
+KEYS[8]  rules          HASH  task -> its encoded rules
+KEYS[9]  groups         ZSET  the rotation of groups (ruled tasks, '' plain)
+KEYS[10] parked         SET   groups and keys at their concurrency
+KEYS[11] throttled      ZSET  groups and keys over a rate -> when due
+KEYS[12] active         HASH  running counts per task and lane
+KEYS[13] tat            HASH  GCRA theoretical arrival times
+KEYS[14] flow           HASH  counters (expired, dropped, laned, turn)
+KEYS[15] expiring       ZSET  job id -> start_by_ms
 ARGV[1] job_prefix      a record's key is job_prefix .. id
 ARGV[2] done_prefix     a job's done channel is done_prefix .. id
 ARGV[3] holder          the failing holder
@@ -28,8 +36,13 @@ ARGV[6] dead_max        most dead letters kept (0: no limit)
 ARGV[7] dead_ttl_ms     longest a dead letter is kept (0: no limit)
 ARGV[8] held_prefix     a holder's held set is held_prefix .. holder
 ARGV[9] inbox_prefix    a holder's inbox is inbox_prefix .. holder
-ARGV[10..] eight per job: id, fence, counted (1/0), died (1/0), error, traceback ('' for
+ARGV[10] lane_prefix     a lane's jobs are lane_prefix .. lane
+ARGV[11] keys_prefix     a task's rotation of keys is keys_prefix .. task
+ARGV[12..] eight per job: id, fence, counted (1/0), died (1/0), error, traceback ('' for
           none), retry_at_ms ('' for none: dead), finished_at_ms
+
+A failed job of a limited lane frees its slots, to a retry or to the dead letters (the
+limits include's free_slots); its retry goes back to its lane when promoted.
 
 Returns: one integer per job, in order: 1 recorded, 0 refused.
 ]]
@@ -55,12 +68,25 @@ local workers_key = KEYS[6]
 local idle_key = KEYS[7]
 local held_prefix = ARGV[8]
 local inbox_prefix = ARGV[9]
-local FIRST, WIDTH = 10, 8
+local rules_key = KEYS[8]
+local groups_key = KEYS[9]
+local parked_key = KEYS[10]
+local throttled_key = KEYS[11]
+local active_key = KEYS[12]
+local tat_key = KEYS[13]
+local flow_key = KEYS[14]
+local expiring_key = KEYS[15]
+local lane_prefix = ARGV[10]
+local keys_prefix = ARGV[11]
+local FIRST, WIDTH = 12, 8
 
 local q = {dead = dead_key, outbox = outbox_key, job_prefix = job_prefix, done_prefix = done_prefix, batch = batch,
   dead_max = dead_max, dead_ttl_ms = dead_ttl_ms, wake = wake_key, wake_cap = wake_cap,
   workers = workers_key, idle = idle_key, held_prefix = held_prefix, inbox_prefix = inbox_prefix}
-local FAIL_FIELDS = {'status', 'worker_id', 'fence', 'failures', 'deaths', 'death_log'}
+with_flow(q, rules_key, groups_key, parked_key, throttled_key, active_key, tat_key,
+  flow_key, expiring_key, lane_prefix, keys_prefix)
+local FAIL_FIELDS = {'status', 'worker_id', 'fence', 'failures', 'deaths', 'death_log', 'lane',
+  'limited'}
 local FAIL_KINDS = {failures = COUNT, deaths = COUNT}
 
 expect_types({held_key, 'set', delayed_key, 'zset', dead_key, 'zset', wake_key, 'list',
@@ -96,6 +122,7 @@ local function fail(at)
     redis.call('HSET', key, 'traceback', traceback)
   end
   redis.call('SREM', held_key, id)
+  free_slots(q, key, job.lane, job.limited)
   if retry_at ~= '' then
     redis.call('HSET', key, 'status', 'failed', 'run_at_ms', retry_at)
     redis.call('ZADD', delayed_key, retry_at, id)

@@ -16,6 +16,14 @@ KEYS[6] dead           ZSET  dead job ids by finished_at_ms
 KEYS[7] outbox         ZSET  ended workflow jobs (a damaged one buried here ends)
 KEYS[8] workers        ZSET  holder id -> lease deadline (hand-overs go to live holders)
 KEYS[9] idle           ZSET  idle holders waiting to be handed a job
+KEYS[10] rules          HASH  task -> its encoded rules
+KEYS[11] groups         ZSET  the rotation of groups (ruled tasks, '' plain)
+KEYS[12] parked         SET   groups and keys at their concurrency
+KEYS[13] throttled      ZSET  groups and keys over a rate -> when due
+KEYS[14] active         HASH  running counts per task and lane
+KEYS[15] tat            HASH  GCRA theoretical arrival times
+KEYS[16] flow           HASH  counters (expired, dropped, laned, turn)
+KEYS[17] expiring       ZSET  job id -> start_by_ms
 ARGV[1] job_prefix     a record's key is job_prefix .. id
 ARGV[2] done_prefix    a job's done channel is done_prefix .. id
 ARGV[3] now_ms         the caller's clock, or '' for the broker's; run_at_ms <= now is due
@@ -28,7 +36,13 @@ ARGV[9] dead_ttl_ms    longest a dead letter is kept (0: no limit)
 ARGV[10] held_prefix   a holder's held set is held_prefix .. holder
 ARGV[11] inbox_prefix  a holder's inbox is inbox_prefix .. holder
 ARGV[12] queue         the queue's name (handed out with each job)
+ARGV[13] lane_prefix     a lane's jobs are lane_prefix .. lane
+ARGV[14] keys_prefix     a task's rotation of keys is keys_prefix .. task
 
+A promoted job goes back to its lane (the record's); with throttled lanes or deadlines
+(one EXISTS) the jobs past their deadline end expired first and the throttled lanes due
+are restored; the earliest time returned is then the earlier of the delayed head and the
+next throttled lane.
 Returns: {promoted count, earliest run_at_ms left in the delayed set or nil, 1 when more
 may be due (call again) else 0}.
 ]]
@@ -36,6 +50,7 @@ may be due (call again) else 0}.
 --- @include "keys"
 --- @include "wake"
 --- @include "promote"
+--- @include "delayed"
 local delayed_key = KEYS[1]
 local ready_key = KEYS[2]
 local seq_key = KEYS[3]
@@ -57,6 +72,16 @@ local idle_key = KEYS[9]
 local held_prefix = ARGV[10]
 local inbox_prefix = ARGV[11]
 local queue = ARGV[12]
+local rules_key = KEYS[10]
+local groups_key = KEYS[11]
+local parked_key = KEYS[12]
+local throttled_key = KEYS[13]
+local active_key = KEYS[14]
+local tat_key = KEYS[15]
+local flow_key = KEYS[16]
+local expiring_key = KEYS[17]
+local lane_prefix = ARGV[13]
+local keys_prefix = ARGV[14]
 
 local q = {
   ready = ready_key, delayed = delayed_key, suspects = suspects_key, seq = seq_key,
@@ -66,15 +91,28 @@ local q = {
   idle = idle_key, held_prefix = held_prefix, inbox_prefix = inbox_prefix, queue = queue,
   now_ms = now_ms,
 }
+with_flow(q, rules_key, groups_key, parked_key, throttled_key, active_key, tat_key,
+  flow_key, expiring_key, lane_prefix, keys_prefix)
 
 expect_types({delayed_key, 'zset', ready_key, 'zset', seq_key, 'string', wake_key, 'list',
   suspects_key, 'zset', dead_key, 'zset', outbox_key, 'zset', idle_key, 'zset'})
 
+local flowing = redis.call('EXISTS', throttled_key, expiring_key) > 0
+local restored = 0
+if flowing then
+  expect_types({rules_key, 'hash', groups_key, 'zset', parked_key, 'set', throttled_key, 'zset',
+    active_key, 'hash', tat_key, 'hash', flow_key, 'hash', expiring_key, 'zset'})
+  expire_due(q, now_ms, batch)
+  restored = restore_due(q, now_ms, batch)
+end
 local promoted, buried, more = promote_due(q, now_ms, batch)
 if buried > 0 then
   trim_dead(q, now_ms)
 end
-wake_ready(q, promoted)
+wake_ready(q, promoted + restored)
 
-local first_due = redis.call('ZRANGE', delayed_key, 0, 0, 'WITHSCORES')
-return {promoted, first_due[2] or false, more and 1 or 0}
+local first_due = delayed_head(delayed_key)
+if flowing then
+  first_due = earlier(first_due, throttled_head(q))
+end
+return {promoted, first_due or false, more and 1 or 0}

@@ -28,6 +28,14 @@ KEYS[6] departed        SET   holders that deregistered while holding jobs
 KEYS[7] reclaiming      HASH  holder -> 1 departed / 0: holders whose jobs are being taken
 KEYS[8] outbox          ZSET  ended workflow jobs: one sent to the dead letters joins it
 KEYS[9] idle            ZSET  idle holders waiting to be handed a job
+KEYS[10] rules          HASH  task -> its encoded rules
+KEYS[11] groups         ZSET  the rotation of groups (ruled tasks, '' plain)
+KEYS[12] parked         SET   groups and keys at their concurrency
+KEYS[13] throttled      ZSET  groups and keys over a rate -> when due
+KEYS[14] active         HASH  running counts per task and lane
+KEYS[15] tat            HASH  GCRA theoretical arrival times
+KEYS[16] flow           HASH  counters (expired, dropped, laned, turn)
+KEYS[17] expiring       ZSET  job id -> start_by_ms
 ARGV[1] job_prefix      a record's key is job_prefix .. id
 ARGV[2] held_prefix     a holder's held set is held_prefix .. holder
 ARGV[3] reclaim_prefix  the ids still to take back from a holder: reclaim_prefix .. holder
@@ -42,7 +50,11 @@ ARGV[11] dead_max       most dead letters kept (0: no limit)
 ARGV[12] dead_ttl_ms    longest a dead letter is kept (0: no limit)
 ARGV[13] inbox_prefix   a holder's inbox is inbox_prefix .. holder
 ARGV[14] queue          the queue's name (handed out with each job)
+ARGV[15] lane_prefix     a lane's jobs are lane_prefix .. lane
+ARGV[16] keys_prefix     a task's rotation of keys is keys_prefix .. task
 
+Every job taken back from its holder frees its slots (the limits include's free_slots),
+whatever becomes of it, and one queued again goes back to its own lane.
 Returns: {done (1 when no stalled holder and nothing to take back is left, else 0), then
 one array per job taken back: holder, job id, dead (1/0), released (1/0)}.
 ]]
@@ -76,12 +88,25 @@ local dead_ttl_ms = tonumber(ARGV[12])
 local idle_key = KEYS[9]
 local inbox_prefix = ARGV[13]
 local queue = ARGV[14]
+local rules_key = KEYS[10]
+local groups_key = KEYS[11]
+local parked_key = KEYS[12]
+local throttled_key = KEYS[13]
+local active_key = KEYS[14]
+local tat_key = KEYS[15]
+local flow_key = KEYS[16]
+local expiring_key = KEYS[17]
+local lane_prefix = ARGV[15]
+local keys_prefix = ARGV[16]
 
 local q = {dead = dead_key, outbox = outbox_key, job_prefix = job_prefix, done_prefix = done_prefix, batch = batch,
   dead_max = dead_max, dead_ttl_ms = dead_ttl_ms, ready = ready_key, suspects = suspects_key,
   wake = wake_key, wake_cap = wake_cap, workers = workers_key, idle = idle_key,
   held_prefix = held_prefix, inbox_prefix = inbox_prefix, queue = queue, now_ms = now_ms}
-local RECLAIM_FIELDS = {'status', 'worker_id', 'deaths', 'death_log', 'score', 'suspect'}
+with_flow(q, rules_key, groups_key, parked_key, throttled_key, active_key, tat_key,
+  flow_key, expiring_key, lane_prefix, keys_prefix)
+local RECLAIM_FIELDS = {'status', 'worker_id', 'deaths', 'death_log', 'score', 'suspect',
+  'lane', 'limited'}
 local AS_TEXT = {} -- deaths and score are checked once the record is known to be the holder's
 
 expect_types({workers_key, 'zset', ready_key, 'zset', dead_key, 'zset', wake_key, 'list',
@@ -148,13 +173,18 @@ local function report(holder, id, dead, released)
   out[#out + 1] = {holder, id, dead, released}
 end
 
-local function give_back(key, id, lane, score)
-  requeue(key, id, lane, score)
+-- Queued again: among the suspects (`suspect`), else in the job's own lane.
+local function give_back(key, id, job_lane, score, suspect)
+  if suspect then
+    requeue(key, id, suspects_key, score)
+  else
+    requeue_ready(q, key, id, job_lane, score)
+  end
   requeued = requeued + 1
 end
 
 -- A death while `holder` ran it: counted, then dead, a suspect, or queued again.
-local function count_death(key, id, holder, deaths, log, score)
+local function count_death(key, id, holder, deaths, log, score, job_lane)
   if deaths >= backstop then
     local message = string.format(
       'poison job: its worker died %d times while running it (workers: %s)', deaths, log)
@@ -164,11 +194,11 @@ local function count_death(key, id, holder, deaths, log, score)
     report(holder, id, 1, 0)
   elseif deaths >= max_deaths - 1 then
     redis.call('HSET', key, 'deaths', int(deaths), 'death_log', log, 'suspect', '1')
-    give_back(key, id, suspects_key, score)
+    give_back(key, id, job_lane, score, true)
     report(holder, id, 0, 0)
   else
     redis.call('HSET', key, 'deaths', int(deaths), 'death_log', log, 'suspect', '0')
-    give_back(key, id, ready_key, score)
+    give_back(key, id, job_lane, score, false)
     report(holder, id, 0, 0)
   end
 end
@@ -196,12 +226,14 @@ local function take_back(holder, id, departed)
     end
     return
   end
+  free_slots(q, key, job.lane, job.limited)
   if departed then
-    give_back(key, id, job.suspect == '1' and suspects_key or ready_key, score)
+    give_back(key, id, job.lane, score, job.suspect == '1')
     report(holder, id, 0, 1)
     return
   end
-  count_death(key, id, holder, deaths + 1, death_log_with(job.death_log, holder), score)
+  count_death(key, id, holder, deaths + 1, death_log_with(job.death_log, holder), score,
+    job.lane)
 end
 
 -- Step 1: every stalled holder (up to batch) is unregistered before any job moves.

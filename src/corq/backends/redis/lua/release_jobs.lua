@@ -19,6 +19,14 @@ KEYS[5] workers         ZSET  holder id -> lease deadline (hand-overs go to live
 KEYS[6] idle            ZSET  idle holders waiting to be handed a job
 KEYS[7] dead            ZSET  dead letters (a damaged record met by a hand-over goes there)
 KEYS[8] outbox          ZSET  ended workflow jobs (such a buried one ends)
+KEYS[9]  rules          HASH  task -> its encoded rules
+KEYS[10] groups         ZSET  the rotation of groups (ruled tasks, '' plain)
+KEYS[11] parked         SET   groups and keys at their concurrency
+KEYS[12] throttled      ZSET  groups and keys over a rate -> when due
+KEYS[13] active         HASH  running counts per task and lane
+KEYS[14] tat            HASH  GCRA theoretical arrival times
+KEYS[15] flow           HASH  counters (expired, dropped, laned, turn)
+KEYS[16] expiring       ZSET  job id -> start_by_ms
 ARGV[1] job_prefix      a record's key is job_prefix .. id
 ARGV[2] holder          the releasing holder
 ARGV[3] wake_cap        longest the wake list may grow
@@ -29,7 +37,11 @@ ARGV[7] queue           the queue's name (handed out with each job)
 ARGV[8] batch           most dead letters to trim
 ARGV[9] dead_max        most dead letters kept (0: no limit)
 ARGV[10] dead_ttl_ms     longest a dead letter is kept (0: no limit)
-ARGV[11..] five per job: id, fence, unstarted (1/0), died (1/0), suspect (1/0)
+ARGV[11] lane_prefix     a lane's jobs are lane_prefix .. lane
+ARGV[12] keys_prefix     a task's rotation of keys is keys_prefix .. task
+ARGV[13..] five per job: id, fence, unstarted (1/0), died (1/0), suspect (1/0)
+
+A released job goes back to its own lane (the record's) and frees its slots (release_held).
 
 Returns: one integer per job, in order: 1 released, 0 refused.
 ]]
@@ -56,13 +68,25 @@ local queue = ARGV[7]
 local batch = tonumber(ARGV[8])
 local dead_max = tonumber(ARGV[9])
 local dead_ttl_ms = tonumber(ARGV[10])
-local FIRST, WIDTH = 11, 5
+local rules_key = KEYS[9]
+local groups_key = KEYS[10]
+local parked_key = KEYS[11]
+local throttled_key = KEYS[12]
+local active_key = KEYS[13]
+local tat_key = KEYS[14]
+local flow_key = KEYS[15]
+local expiring_key = KEYS[16]
+local lane_prefix = ARGV[11]
+local keys_prefix = ARGV[12]
+local FIRST, WIDTH = 13, 5
 
 local q = {job_prefix = job_prefix, ready = ready_key, suspects = suspects_key,
   wake = wake_key, wake_cap = wake_cap, workers = workers_key, idle = idle_key,
   dead = dead_key, outbox = outbox_key, done_prefix = done_prefix, held_prefix = held_prefix,
   inbox_prefix = inbox_prefix, queue = queue, batch = batch, dead_max = dead_max,
   dead_ttl_ms = dead_ttl_ms}
+with_flow(q, rules_key, groups_key, parked_key, throttled_key, active_key, tat_key,
+  flow_key, expiring_key, lane_prefix, keys_prefix)
 
 expect_types({held_key, 'set', ready_key, 'zset', wake_key, 'list', suspects_key, 'zset',
   idle_key, 'zset'})

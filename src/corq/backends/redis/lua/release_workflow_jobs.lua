@@ -20,6 +20,14 @@ KEYS[6] waiting         SET   ids of jobs waiting for their parents
 KEYS[7] dead            ZSET  dead job ids by finished_at_ms
 KEYS[8] workers         ZSET  holder id -> lease deadline (hand-overs go to live holders)
 KEYS[9] idle            ZSET  idle holders waiting to be handed a job
+KEYS[10] rules          HASH  task -> its encoded rules
+KEYS[11] groups         ZSET  the rotation of groups (ruled tasks, '' plain)
+KEYS[12] parked         SET   groups and keys at their concurrency
+KEYS[13] throttled      ZSET  groups and keys over a rate -> when due
+KEYS[14] active         HASH  running counts per task and lane
+KEYS[15] tat            HASH  GCRA theoretical arrival times
+KEYS[16] flow           HASH  counters (expired, dropped, laned, turn)
+KEYS[17] expiring       ZSET  job id -> start_by_ms
 ARGV[1] job_prefix      a record's key is job_prefix .. id
 ARGV[2] done_prefix     a job's done channel is done_prefix .. id
 ARGV[3] now_ms          the caller's clock, or '' for the broker's
@@ -33,8 +41,14 @@ ARGV[10] dead_ttl_ms    longest a dead letter is kept (0: no limit)
 ARGV[11] held_prefix    a holder's held set is held_prefix .. holder (hand-overs)
 ARGV[12] inbox_prefix   a holder's inbox is inbox_prefix .. holder
 ARGV[13] queue          the queue's name (handed out with each job)
-ARGV[14..] three per job: id, workflow, decision ('r', 'u' .. error, 'c' .. error)
+ARGV[14] lane_prefix     a lane's jobs are lane_prefix .. lane
+ARGV[15] keys_prefix     a task's rotation of keys is keys_prefix .. task
+ARGV[16..] three per job: id, workflow, decision ('r', 'u' .. error, 'c' .. error)
 
+A released job is first made ready here: it gets its lane from the queue's rules then (the
+limits include's lane_for; a queue without rules: one EXISTS) and joins the expiry index;
+one already past its start_by_ms ends expired instead (an end its own workflow takes in
+from the outbox, so its dependents end upstream_failed).
 Returns: {how many ends were noted in the outbox (for the caller to settle this queue
 too), then the ids that could not be read (gone or not a hash)}.
 ]]
@@ -67,14 +81,28 @@ local idle_key = KEYS[9]
 local held_prefix = ARGV[11]
 local inbox_prefix = ARGV[12]
 local queue = ARGV[13]
-local FIRST = 14
+local rules_key = KEYS[10]
+local groups_key = KEYS[11]
+local parked_key = KEYS[12]
+local throttled_key = KEYS[13]
+local active_key = KEYS[14]
+local tat_key = KEYS[15]
+local flow_key = KEYS[16]
+local expiring_key = KEYS[17]
+local lane_prefix = ARGV[14]
+local keys_prefix = ARGV[15]
+local FIRST = 16
 
 local q = {dead = dead_key, outbox = outbox_key, job_prefix = job_prefix,
   done_prefix = done_prefix, batch = batch, dead_max = dead_max, dead_ttl_ms = dead_ttl_ms,
   ready = ready_key, workers = workers_key, idle = idle_key, held_prefix = held_prefix,
   inbox_prefix = inbox_prefix, queue = queue, now_ms = now_ms, wake = wake_key,
-  wake_cap = wake_cap}
-local RELEASE_FIELDS = {'status', 'workflow', 'notify', 'priority', 'run_at_ms'}
+  wake_cap = wake_cap, delayed = delayed_key}
+with_flow(q, rules_key, groups_key, parked_key, throttled_key, active_key, tat_key,
+  flow_key, expiring_key, lane_prefix, keys_prefix)
+local ruled = redis.call('EXISTS', rules_key) == 1
+local RELEASE_FIELDS = {'status', 'workflow', 'notify', 'priority', 'run_at_ms', 'task', 'key',
+  'start_by_ms'}
 local AS_TEXT = {}
 
 expect_types({ready_key, 'zset', delayed_key, 'zset', seq_key, 'string', wake_key, 'list',
@@ -99,20 +127,39 @@ local function timing(job)
   return priority, run_at, problem
 end
 
+-- The lane a released job waits in, written into its record ('' without rules).
+local function released_lane(key, job)
+  local lane = ruled and lane_for(q, job.task or '', job.key) or ''
+  if lane ~= '' then
+    redis.call('HSET', key, 'lane', lane)
+  end
+  return lane
+end
+
 local function release(key, id, job)
   local priority, run_at, problem = timing(job)
+  local start_by = job.start_by_ms and tonumber(job.start_by_ms)
+  if run_at and start_by and start_by < now_ms then
+    expire_job(q, id, now_ms, EXPIRED_ERROR, 'expired')
+    noted = noted + 1
+    return
+  end
+  if run_at then
+    index_expiry(q, id, job.start_by_ms)
+  end
   if not run_at then
     bury_damaged(q, id, now_ms, problem, false) -- notes its end in the outbox
     buried, noted = buried + 1, noted + 1
   elseif run_at > now_ms then
     redis.call('HSET', key, 'status', 'scheduled')
+    released_lane(key, job)
     redis.call('ZADD', delayed_key, int(run_at), id)
     earliest_delayed = earlier(earliest_delayed, run_at)
   else
     local seq = redis.call('INCR', seq_key)
     local score = ready_score(priority_max, priority, seq)
     redis.call('HSET', key, 'status', 'queued', 'score', score)
-    redis.call('ZADD', ready_key, score, id)
+    make_ready(q, id, score, released_lane(key, job))
     queued = queued + 1
   end
 end

@@ -19,7 +19,15 @@ KEYS[4] wake            LIST  wake tokens
 KEYS[5] workers         ZSET  holder id -> lease deadline (hand-overs go to live holders)
 KEYS[6] idle            ZSET  idle holders waiting to be handed a job
 KEYS[7] outbox          ZSET  ended workflow jobs (a damaged record met by a hand-over)
-KEYS[8] snapshot        ZSET  (only without ids) this retry's copy of the dead letters
+KEYS[8]  rules          HASH  task -> its encoded rules
+KEYS[9]  groups         ZSET  the rotation of groups (ruled tasks, '' plain)
+KEYS[10] parked         SET   groups and keys at their concurrency
+KEYS[11] throttled      ZSET  groups and keys over a rate -> when due
+KEYS[12] active         HASH  running counts per task and lane
+KEYS[13] tat            HASH  GCRA theoretical arrival times
+KEYS[14] flow           HASH  counters (expired, dropped, laned, turn)
+KEYS[15] expiring       ZSET  job id -> start_by_ms
+KEYS[16] snapshot       ZSET  (only without ids) this retry's copy of the dead letters
 ARGV[1] job_prefix      a record's key is job_prefix .. id
 ARGV[2] now_ms          the caller's clock, or '' for the broker's (the new run_at_ms)
 ARGV[3] priority_min    lowest valid priority
@@ -34,8 +42,11 @@ ARGV[11] queue          the queue's name (handed out with each job)
 ARGV[12] batch          most dead letters to trim
 ARGV[13] dead_max       most dead letters kept (0: no limit)
 ARGV[14] dead_ttl_ms    longest a dead letter is kept (0: no limit)
-ARGV[15..] job ids (none with a snapshot)
+ARGV[15] lane_prefix     a lane's jobs are lane_prefix .. lane
+ARGV[16] keys_prefix     a task's rotation of keys is keys_prefix .. task
+ARGV[17..] job ids (none with a snapshot)
 
+A retried job goes back to its own lane (the record's).
 Returns: {moved, looked at}; with a snapshot the caller repeats while looked at == limit.
 ]]
 --- @include "now"
@@ -50,7 +61,7 @@ local wake_key = KEYS[4]
 local workers_key = KEYS[5]
 local idle_key = KEYS[6]
 local outbox_key = KEYS[7]
-local snapshot_key = KEYS[8]
+local snapshot_key = KEYS[16]
 local job_prefix = ARGV[1]
 local now_ms = resolve_now(ARGV[2])
 local priority_min = tonumber(ARGV[3])
@@ -65,15 +76,27 @@ local queue = ARGV[11]
 local batch = tonumber(ARGV[12])
 local dead_max = tonumber(ARGV[13])
 local dead_ttl_ms = tonumber(ARGV[14])
-local FIRST_ID = 15
+local rules_key = KEYS[8]
+local groups_key = KEYS[9]
+local parked_key = KEYS[10]
+local throttled_key = KEYS[11]
+local active_key = KEYS[12]
+local tat_key = KEYS[13]
+local flow_key = KEYS[14]
+local expiring_key = KEYS[15]
+local lane_prefix = ARGV[15]
+local keys_prefix = ARGV[16]
+local FIRST_ID = 17
 
 local h = {ready = ready_key, job_prefix = job_prefix, dead = dead_key, outbox = outbox_key,
   done_prefix = done_prefix, batch = batch, dead_max = dead_max, dead_ttl_ms = dead_ttl_ms,
   workers = workers_key, idle = idle_key, held_prefix = held_prefix,
   inbox_prefix = inbox_prefix, queue = queue, now_ms = now_ms, wake = wake_key,
   wake_cap = wake_cap}
+with_flow(h, rules_key, groups_key, parked_key, throttled_key, active_key, tat_key,
+  flow_key, expiring_key, lane_prefix, keys_prefix)
 
-local FIELDS = {'priority', 'attempt', 'fence', 'enqueued_at_ms', 'started_at_ms'}
+local FIELDS = {'priority', 'attempt', 'fence', 'enqueued_at_ms', 'started_at_ms', 'lane'}
 local AS_TEXT = {} -- each is checked on its own: what cannot be read is reset
 
 expect_types({dead_key, 'zset', ready_key, 'zset', seq_key, 'string', wake_key, 'list',
@@ -127,11 +150,11 @@ local function retry(id)
     'fence', int(kept('fence', job.fence, COUNT, 0)),
     'enqueued_at_ms', int(kept('enqueued_at_ms', job.enqueued_at_ms, INT, now_ms)))
   redis.call('HDEL', key, 'death_log', 'finished_at_ms', 'worker_id', 'suspect', 'isolated',
-    'progress')
+    'progress', 'limited')
   if job.started_at_ms and not check_number('started_at_ms', job.started_at_ms, INT) then
     redis.call('HDEL', key, 'started_at_ms')
   end
-  redis.call('ZADD', ready_key, score, id)
+  make_ready(h, id, score, job.lane)
   return 1
 end
 

@@ -31,7 +31,7 @@ local older_than_ms = tonumber(ARGV[4])
 local batch = tonumber(ARGV[5])
 
 local KNOWN = {succeeded = true, dead = true, cancelled = true, upstream_failed = true,
-  scheduled = true, waiting = true, queued = true, running = true, failed = true}
+  expired = true, scheduled = true, waiting = true, queued = true, running = true, failed = true}
 local DAMAGED = 'damaged job record: '
 
 expect_types({outbox_key, 'zset'})

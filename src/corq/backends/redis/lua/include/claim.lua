@@ -14,13 +14,27 @@ then mark each running (attempt + 1, a new fence, the holder, started now, isola
 damaged record (a number that is not one, a key that is not a hash, an id that is not
 UTF-8) goes to the dead letters and takes no slot; a vanished one is dropped; a claim looks
 at no more than `wanted` + batch ids, so it stays short whatever the lane holds. Returns
-how many it took.
+how many it took. A job past its start_by_ms (never started) ends expired instead, taking
+no slot (the flow names of `q` are the limits include's).
+
+take_laned(c, wanted): take up to `wanted` jobs from the queue's rotations (the lanes
+include): the best group first (the plain ready set '' gives one job per visit, all it is
+asked while it is the only group), inside a ruled group its best key, up to the key's
+weight jobs per visit, within the task's and the key's free concurrency; a group or key at
+its concurrency is parked, one over a rate throttled until due (with drop, the popped job
+ends expired as dropped). A job taken from a limited lane raises its slots (record
+`limited` 1). Each visit sends the visited key and group to the back of their bands, or
+parks them when the visit brought them to their concurrency.
+Returns how many it took.
 take_ready(c, wanted): take up to `wanted` ready jobs under the queue's rules: what a claim
-takes after the suspects, and what a hand-over to an idle holder takes (the wake include).
-Lanes and limits extend this one function, so both paths follow them.
+takes after the suspects, and what a hand-over to an idle holder takes (the wake include):
+take_laned while the queue has runnable lanes (q.groups exists, or this call put a job in
+a lane), else take_jobs(q.ready): a queue without lanes pays one EXISTS per script call.
+ready_left(q): whether ready jobs remain to take (the plain set, or runnable lanes).
 ]]
-local CLAIM_FIELDS = fields_of({CLAIMED_FIELDS, CHECKED_FIELDS}, {id = true, queue = true,
-  suspect = true})
+--- @include "limits"
+local CLAIM_FIELDS = fields_of({CLAIMED_FIELDS, CHECKED_FIELDS, {'start_by_ms'}},
+  {id = true, queue = true, suspect = true})
 local CLAIM_KINDS = record_kinds(CLAIM_FIELDS, {priority = INT_REQUIRED})
 
 local function claim_context(q, holder, held_key, queue, now_ms, out)
@@ -41,8 +55,20 @@ local function claim_checked(c, id)
   return job
 end
 
+-- A job past its deadline of first start ends expired here (true), taking no slot.
+local function claim_expired(c, id, job)
+  if job.start_by_ms and job.start_by_ms < c.now_ms and job.attempt == 0 then
+    expire_job(c.q, id, c.now_ms, EXPIRED_ERROR, 'expired')
+    return true
+  end
+  return false
+end
+
 -- Hand out one checked job (already in the held set): running, attempt + 1, a new fence.
 local function claim_hand_out(c, id, job, suspect)
+  if job.start_by_ms then
+    redis.call('ZREM', c.q.expiring, id)
+  end
   job.id, job.queue, job.suspect = id, c.queue, tonumber(suspect)
   job.attempt, job.fence = job.attempt + 1, job.fence + 1
   redis.call('HSET', c.q.job_prefix .. id, 'status', 'running', 'attempt', int(job.attempt),
@@ -62,6 +88,9 @@ local function take_jobs(c, lane, wanted, suspect)
     local ids, records = {}, {}
     for i = 1, #popped, 2 do
       local f = claim_checked(c, popped[i])
+      if f and claim_expired(c, popped[i], f) then
+        f = nil
+      end
       if f then
         local n = #ids + 1
         ids[n], records[n] = popped[i], f
@@ -76,6 +105,142 @@ local function take_jobs(c, lane, wanted, suspect)
   return taken
 end
 
+-- Take up to `room` jobs from one lane of `task`; returns how many, and true when the lane
+-- or its group was throttled on the way.
+local function take_from_lane(c, task, lane, rule, room)
+  local q, taken = c.q, 0
+  local lane_key = q.lane_prefix .. lane
+  local limited = limited_rule(rule)
+  while taken < room do
+    local popped = redis.call('ZPOPMIN', lane_key)
+    if #popped == 0 then
+      break
+    end
+    laned_add(q, -1)
+    local id = popped[1]
+    local job = claim_checked(c, id)
+    if job and not claim_expired(c, id, job) then
+      local ok, member, due = true, nil, nil
+      if rule and (rule.r or rule.kr) then
+        ok, member, due = admit(q, rule, task, lane, c.now_ms)
+      end
+      if ok then
+        redis.call('SADD', c.held_key, id)
+        if limited then
+          raise_slots(q, q.job_prefix .. id, task, lane)
+        end
+        claim_hand_out(c, id, job, '0')
+        taken = taken + 1
+      elseif rule.drop then
+        expire_job(q, id, c.now_ms, DROPPED_ERROR, 'dropped')
+      else
+        redis.call('ZADD', lane_key, popped[2], id) -- not taken: it stays the lane's head
+        laned_add(q, 1)
+        hold_back(q, member, due)
+        return taken, string.sub(member, 1, 2) == 't:'
+      end
+    end
+  end
+  return taken, false
+end
+
+-- How many jobs one visit of `lane` may take, or nil after parking what is at its limit.
+local function visit_room(q, rule, task, lane, wanted)
+  if not rule then
+    return 1
+  end
+  local _, key = lane_parts(lane)
+  local room = math.min(wanted, rule.w[key] or 1)
+  if rule.c then
+    local free = rule.c - active_count(q, 't:' .. task)
+    if free <= 0 then
+      hold_back(q, 't:' .. task)
+      return nil
+    end
+    room = math.min(room, free)
+  end
+  if rule.kc then
+    local free = rule.kc - active_count(q, 'k:' .. lane)
+    if free <= 0 then
+      hold_back(q, 'k:' .. lane)
+      rotate_group(q, task)
+      return nil
+    end
+    room = math.min(room, free)
+  end
+  return room
+end
+
+-- After a visit: a key (group) now at its concurrency is parked at once (an end of one of
+-- its running jobs brings it back), else it goes to the back of its band.
+local function next_turn_of(q, member, limit, rotate, task, lane)
+  if limit and active_count(q, member) >= limit then
+    hold_back(q, member)
+  else
+    rotate(q, task, lane)
+  end
+end
+
+-- One visit of a ruled group: its best key gives up to its room; returns how many.
+local function visit_group(c, task, wanted)
+  local q = c.q
+  local lane = redis.call('ZRANGE', q.keys_prefix .. task, 0, 0)[1]
+  if not lane then
+    redis.call('ZREM', q.groups, task)
+    return 0
+  end
+  local rule = rule_of(q, task)
+  local room = visit_room(q, rule, task, lane, wanted)
+  if not room then
+    return 0
+  end
+  local taken, group_held = take_from_lane(c, task, lane, rule, room)
+  if not group_held then
+    if redis.call('ZSCORE', q.keys_prefix .. task, lane) then
+      next_turn_of(q, 'k:' .. lane, rule and rule.kc, rotate_key, task, lane)
+    end
+    next_turn_of(q, 't:' .. task, rule and rule.c, rotate_group, task)
+  end
+  return taken
+end
+
+local function take_laned(c, wanted)
+  local q = c.q
+  forget_offers(q) -- the rotations change below: later offers must look again
+  offer_plain(q)
+  local taken, budget = 0, wanted + q.batch
+  while taken < wanted and budget > 0 do
+    local heads = redis.call('ZRANGE', q.groups, 0, 1)
+    local head = heads[1]
+    if not head then
+      break
+    end
+    budget = budget - 1
+    if head == '' then
+      local alone = heads[2] == nil
+      taken = taken + take_jobs(c, q.ready, alone and wanted - taken or 1, '0')
+      rotate_plain(q)
+    else
+      taken = taken + visit_group(c, head, wanted - taken)
+    end
+  end
+  return taken
+end
+
 local function take_ready(c, wanted)
-  return take_jobs(c, c.q.ready, wanted, '0')
+  local q = c.q
+  if q.has_lanes == nil then -- once per script call
+    q.has_lanes = q.groups ~= nil and redis.call('EXISTS', q.groups) == 1
+  end
+  if q.has_lanes or q.made_laned then
+    return take_laned(c, wanted)
+  end
+  return take_jobs(c, q.ready, wanted, '0')
+end
+
+local function ready_left(q)
+  if q.groups and (q.has_lanes or q.made_laned) then
+    return redis.call('ZCARD', q.groups) + redis.call('ZCARD', q.ready)
+  end
+  return redis.call('ZCARD', q.ready)
 end

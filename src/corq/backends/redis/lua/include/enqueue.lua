@@ -17,6 +17,10 @@ then FIFO: one INCRBY reserves the call's numbers). Each ready job created wakes
 before everything already delayed wakes one more (wake_one: it claims and learns the new
 next_due_ms). The caller has checked ids,
 priorities and key types. Returns one integer per job, in order: 1 created, 0 existed.
+With the flow names in `q` (the lanes and limits includes; q.rules nil: none), a queue
+that stores rules (one EXISTS per call) gives each new job of a ruled task its lane (the
+record's `lane`, for every later step) and makes it ready there; a job with a start_by_ms
+joins the expiry index.
 enqueue_waiting(q, values, first, count): the same jobs written as waiting for their
 parents (a workflow's): the record as above with status waiting, the id in the set q.waiting
 (a key), in no lane and waking no one (a workflow's release queues them). Returns the same.
@@ -25,6 +29,7 @@ parents (a workflow's): the record as above with status waiting, the id in the s
 --- @include "score"
 --- @include "wake"
 --- @include "delayed"
+--- @include "limits"
 local NEW_WIDTH = #NEW_FIELDS
 -- Where each NEW value sits among a job's values: values[at + ENQ_AT.name].
 local ENQ_AT = positions(NEW_FIELDS)
@@ -95,7 +100,23 @@ local function add_optional(values, at, n)
   return n
 end
 
+-- The lane of the job at `at` ('' without rules), written into the HSET arguments.
+local function new_lane(q, values, at, n)
+  if not q.ruled then
+    return '', n
+  end
+  local lane = lane_for(q, values[at + ENQ_AT.task], values[at + ENQ_AT.key])
+  if lane ~= '' then
+    enq_record[n + 1], enq_record[n + 2] = 'lane', lane
+    n = n + 2
+  end
+  return lane, n
+end
+
 local function enqueue_new(q, values, first, count)
+  if q.ruled == nil then -- once per script call
+    q.ruled = q.rules ~= nil and redis.call('EXISTS', q.rules) == 1
+  end
   local created, new_ready = new_ids(q, values, first, count)
   local seq = 0
   if new_ready > 0 then
@@ -111,7 +132,11 @@ local function enqueue_new(q, values, first, count)
       local key = q.job_prefix .. id
       if tonumber(run_at) > tonumber(values[at + at_enqueued]) then
         local n = add_optional(values, at, fill_record(values, at, 'scheduled'))
+        n = select(2, new_lane(q, values, at, n))
         redis.call('HSET', key, unpack(enq_record, 1, n))
+        if q.expiring then
+          index_expiry(q, id, values[at + ENQ_AT.start_by_ms])
+        end
         redis.call('ZADD', q.delayed, run_at, id)
         earliest_delayed = earlier(earliest_delayed, tonumber(run_at))
       else
@@ -120,8 +145,13 @@ local function enqueue_new(q, values, first, count)
         local n = fill_record(values, at, 'queued')
         enq_record[n + 1], enq_record[n + 2] = 'score', score
         n = add_optional(values, at, n + 2)
+        local lane
+        lane, n = new_lane(q, values, at, n)
         redis.call('HSET', key, unpack(enq_record, 1, n))
-        redis.call('ZADD', q.ready, score, id)
+        make_ready(q, id, score, lane)
+        if q.expiring then
+          index_expiry(q, id, values[at + ENQ_AT.start_by_ms])
+        end
       end
     end
   end

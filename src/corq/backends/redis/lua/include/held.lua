@@ -6,33 +6,39 @@ fence) says running, under `holder`, claimed with `fence` (an outcome, a release
 progress report acts only then).
 held_at(key, holder, fence): the same check read straight from the record at `key` (no
 table: the completion of every job runs it); returns held, whether the key is not a hash at
-all, and the record's `workflow` and `notify` (where its end must be told, see outbox).
+all, the record's `workflow` and `notify` (where its end must be told, see outbox), and
+its `lane` and `limited` (the slots its end frees, see the limits include).
 death_log_with(log, holder): the death log (space-separated holders) with `holder` added.
 requeue(key, id, lane, score): the job at `key` is queued again, held by no one, at `score`
-in `lane` (the ready set or the suspects): a release, or a reclaim that gives it back.
+in `lane` (a ZSET: the suspects): a release, or a reclaim that gives it back.
+requeue_ready(q, key, id, job_lane, score): the same into the job's own lane (the record's
+`lane`: '' the ready set), through the lanes include's make_ready.
 release_held(q, held_key, holder, id, fence, unstarted, died, suspect): give one held job
 back (release_jobs, and the jobs of an inbox nobody took): only while its record says
 running under `holder` with `fence`, with a readable score, attempt and deaths. Queued again
 at its old score (the head of the queue), among the suspects when `suspect` is '1' or it was
-one; `unstarted` '1' does not count the attempt, `died` '1' counts a death. `q` holds
-job_prefix, ready and suspects. Returns 1 released, 0 refused (an id whose key is not a
+one, else in its own lane; its slots are freed (free_slots). `unstarted` '1' does not
+count the attempt, `died` '1' counts a death. `q` holds job_prefix, ready, suspects and the
+flow names (the limits include). Returns 1 released, 0 refused (an id whose key is not a
 hash leaves the held set). Needs the record and now includes.
 ]]
 --- @include "now"
 --- @include "record"
+--- @include "limits"
 local function holds(job, holder, fence)
   return job ~= nil and job.status == 'running' and job.worker_id == holder
     and tonumber(job.fence) == tonumber(fence)
 end
 
 local function held_at(key, holder, fence)
-  local f = redis.pcall('HMGET', key, 'status', 'worker_id', 'fence', 'workflow', 'notify')
+  local f = redis.pcall('HMGET', key, 'status', 'worker_id', 'fence', 'workflow', 'notify',
+    'lane', 'limited')
   if f.err then
     return false, true
   end
   local status, worker_id, job_fence = f[1], f[2], f[3]
   return status == 'running' and worker_id == holder and tonumber(job_fence) == tonumber(fence),
-    false, f[4], f[5]
+    false, f[4], f[5], f[6], f[7]
 end
 
 local function death_log_with(log, holder)
@@ -48,8 +54,14 @@ local function requeue(key, id, lane, score)
   redis.call('ZADD', lane, score, id)
 end
 
+local function requeue_ready(q, key, id, job_lane, score)
+  redis.call('HSET', key, 'status', 'queued')
+  redis.call('HDEL', key, 'worker_id')
+  make_ready(q, id, score, job_lane)
+end
+
 local RELEASE_FIELDS = {'status', 'worker_id', 'fence', 'score', 'suspect', 'attempt',
-  'deaths', 'death_log'}
+  'deaths', 'death_log', 'lane', 'limited'}
 local RELEASE_KINDS = {score = SCORE, attempt = COUNT, deaths = COUNT}
 
 local function release_held(q, held_key, holder, id, fence, unstarted, died, suspect)
@@ -71,8 +83,12 @@ local function release_held(q, held_key, holder, id, fence, unstarted, died, sus
   if suspect == '1' then
     redis.call('HSET', key, 'suspect', '1')
   end
-  local lane = (suspect == '1' or job.suspect == '1') and q.suspects or q.ready
-  requeue(key, id, lane, job.score)
+  free_slots(q, key, job.lane, job.limited)
+  if suspect == '1' or job.suspect == '1' then
+    requeue(key, id, q.suspects, job.score)
+  else
+    requeue_ready(q, key, id, job.lane, job.score)
+  end
   redis.call('SREM', held_key, id)
   return 1
 end

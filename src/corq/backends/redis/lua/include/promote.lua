@@ -1,6 +1,7 @@
 --[[
 promote: move due delayed jobs to where they wait to run. `q` is the queue's table as for
-dead.lua, plus delayed, ready, suspects, seq, priority_min, priority_max.
+dead.lua, plus delayed, ready, suspects, seq, priority_min, priority_max, and the lanes
+include's names (a job goes back to its record's lane).
 
 promote_due(q, now_ms, limit): at most `limit` delayed jobs due by now_ms become queued
 with a fresh score (priority, then order of promotion), among the suspects when flagged so.
@@ -12,7 +13,8 @@ and whether more may be due (`limit` were taken).
 --- @include "record"
 --- @include "score"
 --- @include "dead"
-local PROMOTE_FIELDS = {'priority', 'suspect'}
+--- @include "lanes"
+local PROMOTE_FIELDS = {'priority', 'suspect', 'lane'}
 local PROMOTE_KINDS = {priority = INT_REQUIRED}
 
 local function promotable(q, key)
@@ -37,7 +39,11 @@ local function promote_due(q, now_ms, limit)
       seq = seq + 1
       local score = ready_score(q.priority_max, job.priority, seq)
       redis.call('HSET', key, 'status', 'queued', 'score', score)
-      redis.call('ZADD', job.suspect == '1' and q.suspects or q.ready, score, id)
+      if job.suspect == '1' then
+        redis.call('ZADD', q.suspects, score, id)
+      else
+        make_ready(q, id, score, job.lane)
+      end
       promoted = promoted + 1
     elseif problem then
       bury_damaged(q, id, now_ms, problem, wrong_type)

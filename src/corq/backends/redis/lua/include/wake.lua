@@ -20,7 +20,8 @@ holder took, never letting it grow past wake_cap (a burst must not leave thousan
 stale tokens).
 wake_one(h): one worker must claim now (a new delayed head: it learns the new
 next_due_ms): a marker to one idle holder, else one token.
-chain_wake(h, took): after a claim: while ready jobs remain, idle holders get them when
+chain_wake(h, took): after a claim: while ready jobs remain (the claim include's
+ready_left: the plain set, or runnable lanes), idle holders get them when
 the claim took some (a job enqueued by a step that hands nothing over; a claim that took
 nothing found them all held back by the rules, and handing over would only wake holders
 in turn for nothing), and one token is pushed when none is pending, so another worker
@@ -149,7 +150,7 @@ local function wake_one(h)
 end
 
 local function chain_wake(h, took)
-  local ready = redis.call('ZCARD', h.ready)
+  local ready = ready_left(h)
   if ready > 0 and took then
     ready = ready - hand_over(h, math.min(ready, h.batch))
   end

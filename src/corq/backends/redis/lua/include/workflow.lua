@@ -28,8 +28,9 @@ put_todo(w, out): append each todo entry as id, queue, value (an entry of no nod
 upstream_error(parent, state, error): the error of a child whose parent ended badly.
 cut_text(s, n): `s` cut to at most n bytes (then '...'), never inside a UTF-8 sequence.
 ]]
-local TERMINAL_END = {succeeded = true, dead = true, cancelled = true, upstream_failed = true}
-local FAILED_END = {dead = true, cancelled = true, upstream_failed = true}
+local TERMINAL_END = {succeeded = true, dead = true, cancelled = true, upstream_failed = true,
+  expired = true}
+local FAILED_END = {dead = true, cancelled = true, upstream_failed = true, expired = true}
 -- Bytes of a parent's error kept in a child's: a failed chain of 1,000 links must not make
 -- errors grow without bound.
 local CAUSE_BYTES = 1000
