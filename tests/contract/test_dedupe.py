@@ -11,7 +11,7 @@ from __future__ import annotations
 import pytest
 
 from corq.backends import Backend
-from corq.backends.base import ClaimedJob
+from corq.backends.base import ClaimedJob, TaskRules
 from corq.flow import Dedupe, OnDuplicate, Outcome
 from corq.job import JobStatus
 from tests.contract.flow import LIMITED, OTHER, claim_jobs, job, outcomes, stats, status
@@ -164,11 +164,18 @@ async def test_enqueue_jobs_answers_true_only_for_created_jobs(backend: Backend)
 # ------------------------------------------------------------------------------------------------
 
 
-async def test_replace_gives_a_queued_job_the_new_payload_and_priority(backend: Backend) -> None:
-    await backend.admit_jobs([job("x"), job("a", unique_key="u")])
+@pytest.mark.parametrize("laned", [False, True], ids=["plain", "laned"])
+async def test_replace_gives_a_queued_job_the_new_payload_and_priority(
+    backend: Backend, laned: bool
+) -> None:
+    # Given a queued job with a unique key behind another (in one key's lane, or not)
+    key = "k" if laned else None
+    if laned:
+        await backend.set_rules(Q, [TaskRules(task=LIMITED, keyed=True)])
+    await backend.admit_jobs([job("x", key=key), job("a", key=key, unique_key="u")])
 
     admitted = await backend.admit_jobs(
-        [job("b", unique_key="u", payload=b"new", priority=9, dedupe=REPLACE)]
+        [job("b", key=key, unique_key="u", payload=b"new", priority=9, dedupe=REPLACE)]
     )
 
     assert outcomes(admitted) == [("a", "replaced")]
@@ -205,7 +212,10 @@ async def test_replace_keeps_a_running_job(backend: Backend) -> None:
     assert await backend.complete_jobs("w1", [completion(held)], 60_000) == [True]
 
 
-async def test_cancel_replaces_a_queued_job_with_the_new_one(backend: Backend) -> None:
+@pytest.mark.parametrize("laned", [False, True], ids=["plain", "laned"])
+async def test_cancel_replaces_a_queued_job_with_the_new_one(backend: Backend, laned: bool) -> None:
+    if laned:
+        await backend.set_rules(Q, [TaskRules(task=LIMITED, concurrency=1)])
     await backend.admit_jobs([job("a", unique_key="u")])
 
     admitted = await backend.admit_jobs([job("b", unique_key="u", payload=b"new", dedupe=CANCEL)])
@@ -215,6 +225,7 @@ async def test_cancel_replaces_a_queued_job_with_the_new_one(backend: Backend) -
     assert (await record(backend, "b")).payload == b"new"
     await register(backend, "w1")
     assert [j.id for j in await claim_jobs(backend, "w1")] == ["b"]
+    assert (await stats(backend)).laned == 0
     # and the key now belongs to the new job
     assert outcomes(await backend.admit_jobs([job("c", unique_key="u")])) == [("b", "existing")]
 
@@ -276,7 +287,12 @@ async def test_debounce_is_capped_by_max_wait_after_the_first_call(backend: Back
     assert (await record(backend, "a")).run_at_ms == T0 + 8000
 
 
-async def test_debounce_of_a_queued_job_moves_it_back_to_wait(backend: Backend) -> None:
+@pytest.mark.parametrize("laned", [False, True], ids=["plain", "laned"])
+async def test_debounce_of_a_queued_job_moves_it_back_to_wait(
+    backend: Backend, laned: bool
+) -> None:
+    if laned:
+        await backend.set_rules(Q, [TaskRules(task=LIMITED, concurrency=5)])
     debounce = Dedupe(debounce_ms=1000)
     await backend.admit_jobs([job("a", unique_key="u", dedupe=debounce)])
     await backend.promote_due_jobs(Q, T0 + 1000)
@@ -285,10 +301,15 @@ async def test_debounce_of_a_queued_job_moves_it_back_to_wait(backend: Backend) 
     again = job("b", unique_key="u", dedupe=debounce, at_ms=T0 + 1500)
     assert outcomes(await backend.admit_jobs([again])) == [("a", "debounced")]
 
+    # Then it waits for its new time, out of the ready jobs (and its lane)
     moved = await record(backend, "a")
     assert (moved.status, moved.run_at_ms) == (S.SCHEDULED, T0 + 2500)
+    [queue] = await backend.queue_stats([Q])
+    assert (queue.ready, queue.delayed) == (0, 1)
+    assert (await stats(backend)).laned == 0
     await register(backend, "w1", T0 + 1500)
     assert await claim_jobs(backend, "w1", T0 + 1500) == []
+    assert [j.id for j in await claim_jobs(backend, "w1", T0 + 2500)] == ["a"]
 
 
 async def test_debounce_leaves_a_running_job_and_writes_a_new_one(backend: Backend) -> None:

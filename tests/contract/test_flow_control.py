@@ -49,7 +49,7 @@ from tests.contract.jobs import (
     register,
     release,
 )
-from tests.contract.workflows import dag, error_of, settle, wjob
+from tests.contract.workflows import Hands, dag, error_of, settle, wjob
 
 S = JobStatus
 HOURLY = Rate.parse("/h")
@@ -742,11 +742,15 @@ async def test_a_job_started_in_time_is_not_expired_later(backend: Backend) -> N
     assert (await stats(backend)).expired == 0
 
 
-async def test_a_scheduled_job_past_its_deadline_expires_at_promotion(backend: Backend) -> None:
+@pytest.mark.parametrize("task", [PLAIN, LIMITED])
+async def test_a_scheduled_job_past_its_deadline_expires_at_promotion(
+    backend: Backend, task: str
+) -> None:
+    await set_rules(backend, TaskRules(task=LIMITED, concurrency=5))
     await backend.enqueue_jobs(
         [
-            job("late", task=PLAIN, delay_ms=1000, start_by_ms=T0 + 1500),
-            job("fine", task=PLAIN, delay_ms=1000, start_by_ms=T0 + 9000),
+            job("late", task=task, delay_ms=1000, start_by_ms=T0 + 1500),
+            job("fine", task=task, delay_ms=1000, start_by_ms=T0 + 9000),
         ]
     )
     assert await status(backend, "late") is S.SCHEDULED
@@ -778,6 +782,21 @@ async def test_an_expired_workflow_job_fails_its_dependents(backend: Backend) ->
     error = await error_of(backend, "b")
     assert error is not None
     assert error.startswith("upstream_failed: a ended expired"), error
+
+
+async def test_released_workflow_jobs_wait_in_their_lane(backend: Backend) -> None:
+    # Given a workflow a → (b, c) of a task limited to one running job
+    await set_rules(backend, TaskRules(task="tasks.add", concurrency=1))
+    assert await backend.enqueue_workflow(dag(wjob("a"), wjob("b", "a"), wjob("c", "a")), None)
+    hands = Hands(backend)
+
+    # When a succeeds, its children are released into the task's lane: one runs at a time
+    await hands.succeed(await hands.claim_one("a"))
+    held = await hands.claim()
+    assert len(held) == 1
+    assert await hands.claim() == {}
+    await hands.succeed(*held.values())
+    assert len(await hands.claim()) == 1
 
 
 # ------------------------------------------------------------------------------------------------

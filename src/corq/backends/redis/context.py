@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable, Sequence
+from typing import Any, TypeVar
 
 from redis.asyncio import Redis
 
@@ -20,6 +21,8 @@ from corq.backends.redis.keys import QueueKeys, RedisKeys
 from corq.backends.redis.registry import QueueRegistry
 from corq.backends.redis.scripts import Scripts
 from corq.types import QueueName
+
+R = TypeVar("R")
 
 
 class RedisContext:
@@ -70,18 +73,20 @@ class RedisContext:
         self,
         total: int,
         groups: dict[QueueName, list[int]],
-        make: Callable[[QueueKeys, Sequence[int]], ScriptCall[list[bool]]],
+        make: Callable[[QueueKeys, Sequence[int]], ScriptCall[list[R]]],
         size_of: Callable[[int], int] = lambda _: 0,
-    ) -> list[bool]:
-        """Run `make(queue, indices)` per queue and batch in one round trip; flags in order."""
-        calls: list[ScriptCall[list[bool]]] = []
+        missing: R | bool = False,
+    ) -> list[R]:
+        """Run `make(queue, indices)` per queue and batch in one round trip; the replies in
+        the order of the items (`missing` stands for none, and every item has one)."""
+        calls: list[ScriptCall[list[R]]] = []
         order: list[Sequence[int]] = []
         for queue, indices in groups.items():
             for chunk in batches(indices, size_of):
                 calls.append(make(self._q(queue), chunk))
                 order.append(chunk)
-        flags = [False] * total
+        out: list[Any] = [missing] * total
         for batch, replies in zip(order, await self._scripts.run_all(calls), strict=True):
-            for index, flag in zip(batch, replies, strict=True):
-                flags[index] = flag
-        return flags
+            for index, reply in zip(batch, replies, strict=True):
+                out[index] = reply
+        return out

@@ -39,6 +39,13 @@ live in one Redis Cluster slot. ``$p`` is the key prefix (default ``corq``), ``$
                                         those watching it) have not all taken the end in
     $p:{$q}:notify:$id            SET   ids of the workflows watching that job (it is an
                                         external parent of theirs); its record has notify 1
+    $p:{$q}:unique                HASH  unique key -> id of the job holding it (a live job,
+                                        or one ended less than its unique_for_ms ago)
+    $p:{$q}:unique-kept           ZSET  unique key -> when its ended job's window closes:
+                                        the keys promotion prunes from unique
+    $p:{$q}:cooldown              HASH  cooldown key ('u:' unique key, or 't:' task) ->
+                                        '<until_ms>:<job id>' (the job that opened it)
+    $p:{$q}:cooldown-until        ZSET  cooldown key -> until_ms: the windows promotion prunes
 
 Flow control (``flow.py``; docs/design.md, "Flow control"). A lane is ``$t\x1f$k`` ($t a
 task with rules, $k its key or ''); the plain ready set is the lane ''::
@@ -309,6 +316,28 @@ class QueueKeys:
     @property
     def tat(self) -> str:
         return f"{self.tag}:tat"
+
+    @property
+    def unique(self) -> str:
+        return f"{self.tag}:unique"
+
+    @property
+    def unique_kept(self) -> str:
+        return f"{self.tag}:unique-kept"
+
+    @property
+    def cooldown(self) -> str:
+        return f"{self.tag}:cooldown"
+
+    @property
+    def cooldown_until(self) -> str:
+        return f"{self.tag}:cooldown-until"
+
+    @property
+    def unique_keys(self) -> list[str]:
+        """The keys an end frees a unique key in: unique, unique_kept (scripts take them
+        after the flow keys)."""
+        return [self.unique, self.unique_kept]
 
     @property
     def flow(self) -> str:

@@ -1,8 +1,14 @@
-"""The producer's side of the Redis broker (the JobStore port): enqueue, read, wait, cancel."""
+"""The producer's side of the Redis broker (the JobStore port): enqueue (admit), read, wait,
+cancel.
+
+An enqueue is one script per queue and batch (``enqueue_jobs.lua``): plain jobs are written
+in two passes, jobs with flow-control directives admitted one by one (the dedupe include).
+"""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import replace
 from functools import partial
 
 from corq.backends.base import (
@@ -10,6 +16,7 @@ from corq.backends.base import (
     MAX_JOB_ID_CHARS,
     PRIORITY_MAX,
     PRIORITY_MIN,
+    Admitted,
     NewJob,
 )
 from corq.backends.redis.calls import by_queue
@@ -17,6 +24,7 @@ from corq.backends.redis.connections import broker_errors
 from corq.backends.redis.context import RedisContext
 from corq.backends.redis.reads import read_jobs
 from corq.errors import EnqueueError
+from corq.flow import Outcome
 from corq.job import TERMINAL_STATES, Job
 from corq.types import JobId, QueueName
 
@@ -38,10 +46,26 @@ def check_new_job(job: NewJob) -> None:
         )
 
 
+def debounced(job: NewJob) -> NewJob:
+    """A debounced job as written when no pending job holds its key: it runs `debounce`
+    after its enqueue (the script moves the pending one instead when there is one)."""
+    debounce = job.dedupe.debounce_ms if job.dedupe is not None else None
+    if debounce is None or job.run_at_ms >= job.enqueued_at_ms + debounce:
+        return job
+    return replace(job, run_at_ms=job.enqueued_at_ms + debounce)
+
+
+_NOT_RUN = Admitted(job_id=JobId(""), outcome=Outcome.EXISTS)
+
+
 class RedisJobStore(RedisContext):
     """Jobs as producers and callers see them."""
 
     async def enqueue_jobs(self, jobs: Sequence[NewJob]) -> list[bool]:
+        return [admitted.outcome is Outcome.CREATED for admitted in await self.admit_jobs(jobs)]
+
+    async def admit_jobs(self, jobs: Sequence[NewJob]) -> list[Admitted]:
+        jobs = [debounced(job) for job in jobs]
         for job in jobs:
             check_new_job(job)
         groups = by_queue(jobs, lambda job: job.queue)
@@ -55,6 +79,7 @@ class RedisJobStore(RedisContext):
                 groups,
                 lambda keys, chunk: self._scripts.enqueue_jobs(keys, jobs=[jobs[i] for i in chunk]),
                 size_of=lambda i: len(jobs[i].payload),
+                missing=_NOT_RUN,
             )
 
     async def get_job(self, job_id: JobId, queue: QueueName | None = None) -> Job | None:

@@ -11,8 +11,9 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from corq.backends.base import ClaimBatch, ClaimedJob, HeldJob
+from corq.backends.base import Admitted, ClaimBatch, ClaimedJob, HeldJob
 from corq.backends.record import CLAIMED_FIELDS, FIELDS_BY_NAME, Kind
+from corq.flow import Outcome
 from corq.job import JobStatus
 from corq.types import JobId, WorkerId
 
@@ -82,6 +83,25 @@ def score(value: bytes | int | None) -> int | None:
 
 def flags(reply: list[int]) -> list[bool]:
     return [bool(flag) for flag in reply]
+
+
+def admitted(ids: Sequence[JobId]) -> Callable[[list[Any]], list[Admitted]]:
+    """The parser of an enqueue_jobs reply for the jobs `ids`: 1 created, 0 an existing id,
+    or [outcome, the id of the job it names]."""
+
+    def parse(reply: list[Any]) -> list[Admitted]:
+        out: list[Admitted] = []
+        for job_id, item in zip(ids, reply, strict=True):
+            if isinstance(item, list):
+                out.append(Admitted(job_id=decode_id(item[1]), outcome=Outcome(text(item[0]))))
+            else:
+                out.append(Admitted(job_id=job_id, outcome=_PLAIN[bool(item)]))
+        return out
+
+    return parse
+
+
+_PLAIN = {True: Outcome.CREATED, False: Outcome.EXISTS}
 
 
 def pair(reply: list[int]) -> tuple[int, int]:

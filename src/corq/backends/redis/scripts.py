@@ -10,9 +10,11 @@ from collections.abc import Sequence
 
 from corq.backends.base import (
     BATCH,
+    CANCELLED_TTL_MS,
     PRIORITY_MAX,
     PRIORITY_MIN,
     WORKFLOW_KEEP_MS,
+    Admitted,
     ClaimBatch,
     Failure,
     NewJob,
@@ -24,7 +26,30 @@ from corq.backends.redis.keys import QueueKeys
 from corq.backends.redis.replies import HeldStep, Promoted, QueueCounts, StalledBatch
 from corq.backends.redis.schedule_scripts import ScheduleScripts
 from corq.backends.redis.workflow_scripts import WorkflowScripts
+from corq.flow import Dedupe
 from corq.types import JobId, QueueName, WorkerId
+
+#: The directive of a job with a unique key and no dedupe: a duplicate keeps the existing job.
+NO_DEDUPE = Dedupe()
+#: Values per directive in enqueue_jobs (see the dedupe include's read_rules).
+RULE_WIDTH = 6
+
+
+def dedupe_values(place: int, dedupe: Dedupe) -> list[Arg]:
+    """One job's directive as enqueue_jobs takes it ('' for a duration not given)."""
+
+    def ms(value: int | None) -> Arg:
+        return "" if value is None else value
+
+    return [
+        place,
+        dedupe.on_duplicate.value,
+        dedupe.window_ms,
+        ms(dedupe.debounce_ms),
+        ms(dedupe.max_wait_ms),
+        ms(dedupe.cooldown_ms),
+    ]
+
 
 #: How long the snapshot behind one ``retry_dead`` of all dead letters is kept at most.
 SNAPSHOT_TTL_MS = 3600 * 1000
@@ -33,14 +58,25 @@ SNAPSHOT_TTL_MS = 3600 * 1000
 class Scripts(ScheduleScripts, WorkflowScripts):
     """The scripts, registered on one client (their SHA1s are computed once)."""
 
-    def enqueue_jobs(self, keys: QueueKeys, *, jobs: Sequence[NewJob]) -> ScriptCall[list[bool]]:
+    def enqueue_jobs(
+        self, keys: QueueKeys, *, jobs: Sequence[NewJob]
+    ) -> ScriptCall[list[Admitted]]:
+        """Plain jobs go as their values; a call with a job that has a unique key or a dedupe
+        adds a directive per such job (dedupe_values), so the script admits them in order."""
+        rules: list[Arg] = []
+        for place, job in enumerate(jobs, 1):
+            if job.unique_key is not None or job.dedupe is not None:
+                rules += dedupe_values(place, job.dedupe or NO_DEDUPE)
         args: list[Arg] = [keys.job_prefix, PRIORITY_MAX, WAKE_CAP, *self._handover_args(keys)]
-        args += keys.flow_prefixes
+        args += [*keys.flow_prefixes, CANCELLED_TTL_MS, WORKFLOW_KEEP_MS]
+        args += [len(rules) // RULE_WIDTH, *rules]
         for job in jobs:
             args += new_values(job)
         queue_keys = [keys.ready, keys.delayed, keys.seq, keys.wake, *self._handover_keys(keys)]
-        queue_keys += keys.flow_keys
-        return self._call("enqueue_jobs", queue_keys, args, replies.flags)
+        queue_keys += [*keys.flow_keys, *keys.unique_keys, keys.cooldown, keys.cooldown_until]
+        queue_keys += [keys.suspects, keys.waiting]
+        parse = replies.admitted([job.id for job in jobs])
+        return self._call("enqueue_jobs", queue_keys, args, parse)
 
     def _handover_keys(self, keys: QueueKeys) -> list[str]:
         """The keys a step that makes jobs ready takes to hand them to idle holders
@@ -65,7 +101,7 @@ class Scripts(ScheduleScripts, WorkflowScripts):
     ) -> ScriptCall[ClaimBatch]:
         queue_keys = [keys.workers, keys.ready, keys.delayed, keys.seq, keys.wake]
         queue_keys += [keys.held(holder), keys.suspects, keys.dead, keys.outbox, keys.idle]
-        queue_keys += keys.flow_keys
+        queue_keys += [*keys.flow_keys, *keys.unique_keys]
         args: list[Arg] = [keys.job_prefix, keys.done_prefix, holder, max(0, count)]
         args += [max(0, suspects), lease_ms, now_arg(now_ms), BATCH, PRIORITY_MIN, PRIORITY_MAX]
         args += [*self._dead_bounds, keys.queue, keys.held_prefix, keys.inbox_prefix, int(idle)]
@@ -77,12 +113,13 @@ class Scripts(ScheduleScripts, WorkflowScripts):
     ) -> ScriptCall[HeldStep]:
         args: list[Arg] = [keys.job_prefix, keys.done_prefix, holder, cursor, BATCH]
         args += self._dead_bounds
-        queue_keys = [keys.held(holder), keys.dead, keys.outbox]
+        queue_keys = [keys.held(holder), keys.dead, keys.outbox, *keys.unique_keys]
         return self._call("list_held_jobs", queue_keys, args, replies.held_step)
 
     def promote_due_jobs(self, keys: QueueKeys, *, now_ms: int | None) -> ScriptCall[Promoted]:
         queue_keys = [keys.delayed, keys.ready, keys.seq, keys.wake, keys.suspects, keys.dead]
-        queue_keys += [keys.outbox, keys.workers, keys.idle, *keys.flow_keys]
+        queue_keys += [keys.outbox, keys.workers, keys.idle, *keys.flow_keys, *keys.unique_keys]
+        queue_keys += [keys.cooldown, keys.cooldown_until]
         args: list[Arg] = [keys.job_prefix, keys.done_prefix, now_arg(now_ms), BATCH]
         args += [PRIORITY_MIN, PRIORITY_MAX, WAKE_CAP, *self._dead_bounds]
         args += [keys.held_prefix, keys.inbox_prefix, keys.queue, *keys.flow_prefixes]
@@ -101,7 +138,7 @@ class Scripts(ScheduleScripts, WorkflowScripts):
         args += [WORKFLOW_KEEP_MS, *keys.flow_prefixes]
         for job_id, fence, result, finished_at_ms in jobs:
             args += [job_id, fence, result, finished_at_ms]
-        queue_keys = [keys.held(holder), keys.outbox, *keys.flow_keys]
+        queue_keys = [keys.held(holder), keys.outbox, *keys.flow_keys, *keys.unique_keys]
         return self._call("complete_jobs", queue_keys, args, replies.flags)
 
     def fail_jobs(
@@ -114,7 +151,7 @@ class Scripts(ScheduleScripts, WorkflowScripts):
             args += [f.job_id, f.fence, int(f.counted), int(f.died), f.error, f.traceback or ""]
             args += [retry_at, f.finished_at_ms]
         queue_keys = [keys.held(holder), keys.delayed, keys.dead, keys.wake, keys.outbox]
-        queue_keys += [keys.workers, keys.idle, *keys.flow_keys]
+        queue_keys += [keys.workers, keys.idle, *keys.flow_keys, *keys.unique_keys]
         return self._call("fail_jobs", queue_keys, args, replies.flags)
 
     def release_jobs(
@@ -139,6 +176,7 @@ class Scripts(ScheduleScripts, WorkflowScripts):
     ) -> ScriptCall[StalledBatch]:
         queue_keys = [keys.workers, keys.ready, keys.dead, keys.wake, keys.suspects]
         queue_keys += [keys.departed, keys.reclaiming, keys.outbox, keys.idle, *keys.flow_keys]
+        queue_keys += keys.unique_keys
         args: list[Arg] = [keys.job_prefix, keys.held_prefix, keys.reclaim_prefix]
         args += [keys.done_prefix, now_arg(now_ms), max_deaths, backstop, BATCH, WAKE_CAP]
         args += [int(ended_only), *self._dead_bounds, keys.inbox_prefix, keys.queue]
@@ -175,7 +213,7 @@ class Scripts(ScheduleScripts, WorkflowScripts):
         self, keys: QueueKeys, *, job_id: JobId, now_ms: int | None, ttl_ms: int
     ) -> ScriptCall[bool]:
         queue_keys = [keys.job(job_id), keys.ready, keys.delayed, keys.suspects, keys.outbox]
-        queue_keys += [keys.waiting, *keys.flow_keys]
+        queue_keys += [keys.waiting, *keys.flow_keys, *keys.unique_keys]
         args: list[Arg] = [job_id, keys.done(job_id), now_arg(now_ms), ttl_ms, WORKFLOW_KEEP_MS]
         args += keys.flow_prefixes
         return self._call("cancel_job", queue_keys, args, bool)
@@ -230,7 +268,8 @@ class Scripts(ScheduleScripts, WorkflowScripts):
     def prune_queue(self, keys: QueueKeys) -> ScriptCall[bool]:
         queue_keys = [keys.ready, keys.delayed, keys.suspects, keys.dead, keys.workers]
         queue_keys += [keys.reclaiming, keys.seq, keys.wake, keys.departed, keys.waiting]
-        queue_keys += [keys.outbox, keys.idle]
+        queue_keys += [keys.outbox, keys.idle, *keys.unique_keys, keys.cooldown]
+        queue_keys.append(keys.cooldown_until)
         return self._call("prune_queue", queue_keys, [], bool)
 
     def touch_queues(

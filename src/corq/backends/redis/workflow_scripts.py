@@ -119,7 +119,7 @@ class WorkflowScripts(ScriptRunner):
     ) -> ScriptCall[Released]:
         """`jobs`: (job id, its workflow, the decision as stored) each."""
         queue_keys = [keys.ready, keys.delayed, keys.seq, keys.wake, keys.outbox, keys.waiting]
-        queue_keys += [keys.dead, keys.workers, keys.idle, *keys.flow_keys]
+        queue_keys += [keys.dead, keys.workers, keys.idle, *keys.flow_keys, *keys.unique_keys]
         args: list[Arg] = [keys.job_prefix, keys.done_prefix, now_arg(now_ms), PRIORITY_MIN]
         args += [PRIORITY_MAX, WAKE_CAP, WORKFLOW_KEEP_MS, BATCH, *self._dead_bounds]
         args += [keys.held_prefix, keys.inbox_prefix, keys.queue, *keys.flow_prefixes]

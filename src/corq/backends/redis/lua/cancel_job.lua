@@ -22,6 +22,8 @@ KEYS[11] active          HASH  running counts per task and lane
 KEYS[12] tat             HASH  GCRA theoretical arrival times
 KEYS[13] flow            HASH  counters (expired, dropped, laned, turn)
 KEYS[14] expiring        ZSET  job id -> start_by_ms
+KEYS[15] unique          HASH  unique key -> job holding it (an end frees it)
+KEYS[16] unique_kept     ZSET  unique keys kept after their job's end
 ARGV[1] job_id          the job
 ARGV[2] done_channel    the job's done channel
 ARGV[3] now_ms          the caller's clock, or '' for the broker's
@@ -37,6 +39,7 @@ Returns: 1 cancelled, 0 not cancellable (or no such job).
 --- @include "keys"
 --- @include "outbox"
 --- @include "limits"
+--- @include "unique"
 local job_key = KEYS[1]
 local ready_key = KEYS[2]
 local delayed_key = KEYS[3]
@@ -56,6 +59,8 @@ local active_key = KEYS[11]
 local tat_key = KEYS[12]
 local flow_key = KEYS[13]
 local expiring_key = KEYS[14]
+local unique_key = KEYS[15]
+local unique_kept_key = KEYS[16]
 local lane_prefix = ARGV[6]
 local keys_prefix = ARGV[7]
 local q = {ready = ready_key}
@@ -66,7 +71,8 @@ local CANCELLABLE = {scheduled = true, waiting = true, queued = true, failed = t
 
 expect_types({ready_key, 'zset', delayed_key, 'zset', suspects_key, 'zset', outbox_key, 'zset',
   waiting_key, 'set'})
-local f = redis.pcall('HMGET', job_key, 'status', 'workflow', 'notify', 'lane')
+local f = redis.pcall('HMGET', job_key, 'status', 'workflow', 'notify', 'lane', 'unique_key',
+  'unique_for_ms')
 if f.err or not CANCELLABLE[f[1]] then
   return 0 -- also when the key is not a hash
 end
@@ -80,4 +86,5 @@ redis.call('HSET', job_key, 'status', 'cancelled', 'finished_at_ms', int(now_ms)
 redis.call('PEXPIRE', job_key, kept_ms(ttl_ms, keep_ms, workflow, notify))
 redis.call('PUBLISH', done_channel, job_id)
 note_end(outbox_key, job_id, int(now_ms), workflow, notify)
+free_unique({unique = unique_key, unique_kept = unique_kept_key}, job_id, f[5], f[6], int(now_ms))
 return 1

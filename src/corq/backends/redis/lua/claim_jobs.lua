@@ -33,6 +33,8 @@ KEYS[15] active         HASH  running counts per task and lane
 KEYS[16] tat            HASH  GCRA theoretical arrival times
 KEYS[17] flow           HASH  counters (expired, dropped, laned, turn)
 KEYS[18] expiring       ZSET  job id -> start_by_ms
+KEYS[19] unique         HASH  unique key -> job holding it (an end frees it)
+KEYS[20] unique_kept    ZSET  unique keys kept after their job's end
 ARGV[1] job_prefix     a record's key is job_prefix .. id
 ARGV[2] done_prefix    a job's done channel is done_prefix .. id
 ARGV[3] holder         the claiming holder
@@ -106,6 +108,8 @@ local active_key = KEYS[15]
 local tat_key = KEYS[16]
 local flow_key = KEYS[17]
 local expiring_key = KEYS[18]
+local unique_key = KEYS[19]
+local unique_kept_key = KEYS[20]
 local lane_prefix = ARGV[17]
 local keys_prefix = ARGV[18]
 
@@ -118,6 +122,7 @@ local q = {
 }
 with_flow(q, rules_key, groups_key, parked_key, throttled_key, active_key, tat_key,
   flow_key, expiring_key, lane_prefix, keys_prefix)
+q.unique, q.unique_kept = unique_key, unique_kept_key
 expect_types({workers_key, 'zset', ready_key, 'zset', delayed_key, 'zset', seq_key, 'string',
   wake_key, 'list', held_key, 'set', suspects_key, 'zset', dead_key, 'zset', outbox_key, 'zset',
   idle_key, 'zset'})

@@ -6,7 +6,7 @@ given fence; otherwise nothing changes for it (a damaged record is refused too, 
 whose key is not a hash leaves the held set). A completed job is succeeded, leaves the
 holder's held set, its record expires after result_ttl_ms (never when <= 0; at least
 keep_ms for a job of a workflow or one a workflow watches, which also notes its end in the
-outbox), and its id is published on its done channel (waking wait_for_job).
+outbox), its unique key is freed (the unique include), and its id is published on its done channel (waking wait_for_job).
 
 KEYS[1] held            SET   ids this holder holds in the queue
 KEYS[2] outbox          ZSET  ended workflow jobs -> end time (finished_at_ms)
@@ -18,6 +18,8 @@ KEYS[7]  active          HASH  running counts per task and lane
 KEYS[8]  tat             HASH  GCRA theoretical arrival times
 KEYS[9]  flow            HASH  counters (expired, dropped, laned, turn)
 KEYS[10] expiring        ZSET  job id -> start_by_ms
+KEYS[11] unique          HASH  unique key -> job holding it (an end frees it)
+KEYS[12] unique_kept     ZSET  unique keys kept after their job's end
 ARGV[1] job_prefix      a record's key is job_prefix .. id
 ARGV[2] done_prefix     a job's done channel is done_prefix .. id
 ARGV[3] holder          the completing holder
@@ -35,6 +37,7 @@ Returns: one integer per job, in order: 1 completed, 0 refused.
 --- @include "held"
 --- @include "outbox"
 --- @include "limits"
+--- @include "unique"
 local held_key = KEYS[1]
 local outbox_key = KEYS[2]
 local job_prefix = ARGV[1]
@@ -50,6 +53,8 @@ local active_key = KEYS[7]
 local tat_key = KEYS[8]
 local flow_key = KEYS[9]
 local expiring_key = KEYS[10]
+local unique_key = KEYS[11]
+local unique_kept_key = KEYS[12]
 local lane_prefix = ARGV[6]
 local keys_prefix = ARGV[7]
 local FIRST, WIDTH = 8, 4
@@ -58,12 +63,14 @@ with_flow(q, rules_key, groups_key, parked_key, throttled_key, active_key, tat_k
   flow_key, expiring_key, lane_prefix, keys_prefix)
 
 expect_types({held_key, 'set', outbox_key, 'zset'})
+local u = {unique = unique_key, unique_kept = unique_kept_key}
 
 local out = {}
 for at = FIRST, #ARGV, WIDTH do
   local id, fence = ARGV[at], ARGV[at + 1]
   local key = job_prefix .. id
-  local held, wrong_type, workflow, notify, lane, limited = held_at(key, holder, fence)
+  local held, wrong_type, workflow, notify, lane, limited, unique, unique_for =
+    held_at(key, holder, fence)
   if wrong_type then
     redis.call('SREM', held_key, id)
     out[#out + 1] = 0
@@ -77,6 +84,7 @@ for at = FIRST, #ARGV, WIDTH do
     end
     note_end(outbox_key, id, finished_at, workflow, notify)
     free_slots(q, key, lane, limited)
+    free_unique(u, id, unique, unique_for, finished_at)
     redis.call('SREM', held_key, id)
     redis.call('PUBLISH', done_prefix .. id, id)
     out[#out + 1] = 1

@@ -27,6 +27,12 @@ KEYS[13] active         HASH  running counts per task and lane
 KEYS[14] tat            HASH  GCRA theoretical arrival times
 KEYS[15] flow           HASH  counters (expired, dropped, laned, turn)
 KEYS[16] expiring       ZSET  job id -> start_by_ms
+KEYS[17] unique         HASH  unique key -> job holding it
+KEYS[18] unique_kept    ZSET  unique keys kept after their job's end
+KEYS[19] cooldown       HASH  cooldown key -> '<until>:<job id>'
+KEYS[20] cooldown_until ZSET  cooldown key -> until
+KEYS[21] suspects       ZSET  suspects (a holder replaced, debounced or cancelled may be one)
+KEYS[22] waiting        SET   jobs waiting for their parents (a cancelled holder may be one)
 ARGV[1] job_prefix    a record's key is job_prefix .. id
 ARGV[2] priority_max  highest priority (for the ready score)
 ARGV[3] wake_cap      longest the wake list may grow
@@ -39,13 +45,20 @@ ARGV[9] dead_max      most dead letters kept (0: no limit)
 ARGV[10] dead_ttl_ms  longest a dead letter is kept (0: no limit)
 ARGV[11] lane_prefix     a lane's jobs are lane_prefix .. lane
 ARGV[12] keys_prefix     a task's rotation of keys is keys_prefix .. task
-ARGV[13..] per job, the values of NEW_FIELDS (see the fields include), in that order
+ARGV[13] cancel_ttl_ms  how long a cancelled holder's record is kept
+ARGV[14] keep_ms        least a workflow job's record is kept (WORKFLOW_KEEP_MS)
+ARGV[15] rules          how many flow-control directives follow (0: none, the plain path)
+ARGV[16..] the directives, six values each (see the dedupe include's read_rules)
+ARGV[..] then per job, the values of NEW_FIELDS (see the fields include), in that order
 
 Each record gets the NEW fields (bar optional ones, without a default, sent as '': not
 written), the counters (fields of kind count) the producer does not set at their defaults,
-and its status (and score when ready).
+and its status (and score when ready). With directives (sent when any job of the call has a
+unique key or a dedupe), the jobs are admitted one by one (the dedupe include): cooldown,
+uniqueness, debounce; the keys only they use are type-checked only then.
 
-Returns: one integer per job, in order: 1 created, 0 the id already existed.
+Returns: one reply per job, in order: 1 created, 0 the id already existed, or {outcome,
+job id} (existing, replaced, debounced, dropped: the job the outcome names).
 ]]
 --- @include "keys"
 --- @include "enqueue"
@@ -75,9 +88,19 @@ local active_key = KEYS[13]
 local tat_key = KEYS[14]
 local flow_key = KEYS[15]
 local expiring_key = KEYS[16]
+local unique_key = KEYS[17]
+local unique_kept_key = KEYS[18]
+local cooldown_key = KEYS[19]
+local cooldown_until_key = KEYS[20]
+local suspects_key = KEYS[21]
+local waiting_key = KEYS[22]
 local lane_prefix = ARGV[11]
 local keys_prefix = ARGV[12]
-local FIRST = 13
+local cancel_ttl_ms = tonumber(ARGV[13])
+local keep_ms = tonumber(ARGV[14])
+local rule_count = tonumber(ARGV[15])
+local RULES = 16
+local FIRST = RULES + rule_count * RULE_WIDTH
 
 expect_types({ready_key, 'zset', delayed_key, 'zset', seq_key, 'string', wake_key, 'list',
   idle_key, 'zset'})
@@ -91,4 +114,16 @@ local q = {
 }
 with_flow(q, rules_key, groups_key, parked_key, throttled_key, active_key, tat_key,
   flow_key, expiring_key, lane_prefix, keys_prefix)
-return enqueue_new(q, ARGV, FIRST, (#ARGV - FIRST + 1) / NEW_WIDTH)
+q.unique, q.unique_kept = unique_key, unique_kept_key
+local rules = nil
+if rule_count > 0 then
+  expect_types({unique_key, 'hash', unique_kept_key, 'zset', cooldown_key, 'hash',
+    cooldown_until_key, 'zset', flow_key, 'hash', suspects_key, 'zset', waiting_key, 'set',
+    outbox_key, 'zset', rules_key, 'hash', groups_key, 'zset', parked_key, 'set',
+    active_key, 'hash', expiring_key, 'zset'})
+  q.cooldown, q.cooldown_until = cooldown_key, cooldown_until_key
+  q.suspects, q.waiting, q.cancel_ttl_ms, q.keep_ms = suspects_key, waiting_key,
+    cancel_ttl_ms, keep_ms
+  rules = read_rules(ARGV, RULES, rule_count)
+end
+return enqueue_new(q, ARGV, FIRST, (#ARGV - FIRST + 1) / NEW_WIDTH, rules)

@@ -27,6 +27,8 @@ KEYS[12] active         HASH  running counts per task and lane
 KEYS[13] tat            HASH  GCRA theoretical arrival times
 KEYS[14] flow           HASH  counters (expired, dropped, laned, turn)
 KEYS[15] expiring       ZSET  job id -> start_by_ms
+KEYS[16] unique         HASH  unique key -> job holding it (an end frees it)
+KEYS[17] unique_kept    ZSET  unique keys kept after their job's end
 ARGV[1] job_prefix      a record's key is job_prefix .. id
 ARGV[2] done_prefix     a job's done channel is done_prefix .. id
 ARGV[3] holder          the failing holder
@@ -76,6 +78,8 @@ local active_key = KEYS[12]
 local tat_key = KEYS[13]
 local flow_key = KEYS[14]
 local expiring_key = KEYS[15]
+local unique_key = KEYS[16]
+local unique_kept_key = KEYS[17]
 local lane_prefix = ARGV[10]
 local keys_prefix = ARGV[11]
 local FIRST, WIDTH = 12, 8
@@ -85,6 +89,7 @@ local q = {dead = dead_key, outbox = outbox_key, job_prefix = job_prefix, done_p
   workers = workers_key, idle = idle_key, held_prefix = held_prefix, inbox_prefix = inbox_prefix}
 with_flow(q, rules_key, groups_key, parked_key, throttled_key, active_key, tat_key,
   flow_key, expiring_key, lane_prefix, keys_prefix)
+q.unique, q.unique_kept = unique_key, unique_kept_key
 local FAIL_FIELDS = {'status', 'worker_id', 'fence', 'failures', 'deaths', 'death_log', 'lane',
   'limited'}
 local FAIL_KINDS = {failures = COUNT, deaths = COUNT}

@@ -24,6 +24,10 @@ KEYS[14] active         HASH  running counts per task and lane
 KEYS[15] tat            HASH  GCRA theoretical arrival times
 KEYS[16] flow           HASH  counters (expired, dropped, laned, turn)
 KEYS[17] expiring       ZSET  job id -> start_by_ms
+KEYS[18] unique         HASH  unique key -> job holding it (an end frees it)
+KEYS[19] unique_kept    ZSET  unique keys kept after their job's end
+KEYS[20] cooldown       HASH  cooldown key -> '<until>:<job id>'
+KEYS[21] cooldown_until ZSET  cooldown key -> until
 ARGV[1] job_prefix     a record's key is job_prefix .. id
 ARGV[2] done_prefix    a job's done channel is done_prefix .. id
 ARGV[3] now_ms         the caller's clock, or '' for the broker's; run_at_ms <= now is due
@@ -42,7 +46,11 @@ ARGV[14] keys_prefix     a task's rotation of keys is keys_prefix .. task
 A promoted job goes back to its lane (the record's); with throttled lanes or deadlines
 (one EXISTS) the jobs past their deadline end expired first and the throttled lanes due
 are restored; the earliest time returned is then the earlier of the delayed head and the
-next throttled lane.
+next throttled lane. At most `batch` unique keys whose window after their job's end has
+closed, and as many closed cooldown windows, are pruned (the unique include; one EXISTS
+when there are none), and the next one due counts among the earliest times, so the
+promoter comes back for it.
+
 Returns: {promoted count, earliest run_at_ms left in the delayed set or nil, 1 when more
 may be due (call again) else 0}.
 ]]
@@ -50,6 +58,7 @@ may be due (call again) else 0}.
 --- @include "keys"
 --- @include "wake"
 --- @include "promote"
+--- @include "unique"
 --- @include "delayed"
 local delayed_key = KEYS[1]
 local ready_key = KEYS[2]
@@ -80,6 +89,10 @@ local active_key = KEYS[14]
 local tat_key = KEYS[15]
 local flow_key = KEYS[16]
 local expiring_key = KEYS[17]
+local unique_key = KEYS[18]
+local unique_kept_key = KEYS[19]
+local cooldown_key = KEYS[20]
+local cooldown_until_key = KEYS[21]
 local lane_prefix = ARGV[13]
 local keys_prefix = ARGV[14]
 
@@ -93,9 +106,16 @@ local q = {
 }
 with_flow(q, rules_key, groups_key, parked_key, throttled_key, active_key, tat_key,
   flow_key, expiring_key, lane_prefix, keys_prefix)
+q.unique, q.unique_kept = unique_key, unique_kept_key
+q.cooldown, q.cooldown_until = cooldown_key, cooldown_until_key
 
 expect_types({delayed_key, 'zset', ready_key, 'zset', seq_key, 'string', wake_key, 'list',
   suspects_key, 'zset', dead_key, 'zset', outbox_key, 'zset', idle_key, 'zset'})
+local pruning = redis.call('EXISTS', unique_kept_key, cooldown_until_key) > 0
+if pruning then
+  expect_types({unique_key, 'hash', unique_kept_key, 'zset', cooldown_key, 'hash',
+    cooldown_until_key, 'zset'})
+end
 
 local flowing = redis.call('EXISTS', throttled_key, expiring_key) > 0
 local restored = 0
@@ -114,5 +134,8 @@ wake_ready(q, promoted + restored)
 local first_due = delayed_head(delayed_key)
 if flowing then
   first_due = earlier(first_due, throttled_head(q))
+end
+if pruning then
+  first_due = earlier(first_due, prune_unique(q, now_ms, batch))
 end
 return {promoted, first_due or false, more and 1 or 0}

@@ -36,6 +36,8 @@ KEYS[14] active         HASH  running counts per task and lane
 KEYS[15] tat            HASH  GCRA theoretical arrival times
 KEYS[16] flow           HASH  counters (expired, dropped, laned, turn)
 KEYS[17] expiring       ZSET  job id -> start_by_ms
+KEYS[18] unique         HASH  unique key -> job holding it (an end frees it)
+KEYS[19] unique_kept    ZSET  unique keys kept after their job's end
 ARGV[1] job_prefix      a record's key is job_prefix .. id
 ARGV[2] held_prefix     a holder's held set is held_prefix .. holder
 ARGV[3] reclaim_prefix  the ids still to take back from a holder: reclaim_prefix .. holder
@@ -96,6 +98,8 @@ local active_key = KEYS[14]
 local tat_key = KEYS[15]
 local flow_key = KEYS[16]
 local expiring_key = KEYS[17]
+local unique_key = KEYS[18]
+local unique_kept_key = KEYS[19]
 local lane_prefix = ARGV[15]
 local keys_prefix = ARGV[16]
 
@@ -105,6 +109,7 @@ local q = {dead = dead_key, outbox = outbox_key, job_prefix = job_prefix, done_p
   held_prefix = held_prefix, inbox_prefix = inbox_prefix, queue = queue, now_ms = now_ms}
 with_flow(q, rules_key, groups_key, parked_key, throttled_key, active_key, tat_key,
   flow_key, expiring_key, lane_prefix, keys_prefix)
+q.unique, q.unique_kept = unique_key, unique_kept_key
 local RECLAIM_FIELDS = {'status', 'worker_id', 'deaths', 'death_log', 'score', 'suspect',
   'lane', 'limited'}
 local AS_TEXT = {} -- deaths and score are checked once the record is known to be the holder's

@@ -6,7 +6,8 @@ replay changes nothing: 'r' queues it (with a ready score: priority, then FIFO, 
 token) or, when its run_at_ms is still ahead of now, schedules it (delayed; a wake when it
 is the new head); 'u' .. error ends it upstream_failed and 'c' .. error cancelled, each an
 end itself: finished now, its record kept keep_ms, its waiters woken, and noted in the
-outbox only when another workflow watches it (its own took it in when deciding). A record
+outbox only when another workflow watches it (its own took it in when deciding), and its
+unique key freed (the unique include). A record
 that cannot be released (no valid priority or run_at_ms) goes to the dead letters (an end
 its workflow takes in from the outbox); one that is gone or not a hash is reported, for
 the caller to take in as dead.
@@ -28,6 +29,8 @@ KEYS[14] active         HASH  running counts per task and lane
 KEYS[15] tat            HASH  GCRA theoretical arrival times
 KEYS[16] flow           HASH  counters (expired, dropped, laned, turn)
 KEYS[17] expiring       ZSET  job id -> start_by_ms
+KEYS[18] unique         HASH  unique key -> job holding it (an end frees it)
+KEYS[19] unique_kept    ZSET  unique keys kept after their job's end
 ARGV[1] job_prefix      a record's key is job_prefix .. id
 ARGV[2] done_prefix     a job's done channel is done_prefix .. id
 ARGV[3] now_ms          the caller's clock, or '' for the broker's
@@ -89,6 +92,8 @@ local active_key = KEYS[14]
 local tat_key = KEYS[15]
 local flow_key = KEYS[16]
 local expiring_key = KEYS[17]
+local unique_key = KEYS[18]
+local unique_kept_key = KEYS[19]
 local lane_prefix = ARGV[14]
 local keys_prefix = ARGV[15]
 local FIRST = 16
@@ -100,9 +105,10 @@ local q = {dead = dead_key, outbox = outbox_key, job_prefix = job_prefix,
   wake_cap = wake_cap, delayed = delayed_key}
 with_flow(q, rules_key, groups_key, parked_key, throttled_key, active_key, tat_key,
   flow_key, expiring_key, lane_prefix, keys_prefix)
+q.unique, q.unique_kept = unique_key, unique_kept_key
 local ruled = redis.call('EXISTS', rules_key) == 1
 local RELEASE_FIELDS = {'status', 'workflow', 'notify', 'priority', 'run_at_ms', 'task', 'key',
-  'start_by_ms'}
+  'start_by_ms', 'unique_key', 'unique_for_ms'}
 local AS_TEXT = {}
 
 expect_types({ready_key, 'zset', delayed_key, 'zset', seq_key, 'string', wake_key, 'list',
@@ -171,6 +177,7 @@ local function finish(key, id, job, state, err)
   if note_end(outbox_key, id, now_text, false, job.notify) then
     noted = noted + 1
   end
+  free_unique(q, id, job.unique_key, job.unique_for_ms, now_text)
 end
 
 for at = FIRST, #ARGV, 3 do

@@ -1,12 +1,13 @@
 --[[
 dead: the dead letters of one queue. `q` is a table of the queue's names and bounds: dead,
-outbox, job_prefix, done_prefix, dead_max, dead_ttl_ms (0: unbounded), batch.
+outbox, job_prefix, done_prefix, dead_max, dead_ttl_ms (0: unbounded), batch, and unique,
+unique_kept (the unique include's: a dead job frees its unique key).
 
 add_dead(q, id, at_ms): the job joins the dead letters (scored by when it died) and its
 waiters are woken. Its record is the caller's to write.
 make_dead(q, id, at_ms, ...): the record says dead, finished at `at_ms`, with the field/value
 pairs given after it; then add_dead. A job of a workflow (or watched by one) notes its end
-in q.outbox (see the outbox include).
+in q.outbox (see the outbox include); its unique key is freed (see the unique include).
 bury_damaged(q, id, now_ms, problem, wrong_type): a record a script could not read joins
 the dead letters. A hash becomes dead with DAMAGED .. problem as its error; a key of another
 type is left as it is (only its id joins, so an operator can see and purge it).
@@ -15,6 +16,7 @@ than dead_ttl_ms, then the oldest beyond dead_max. Run once per call that added 
 ]]
 --- @include "now"
 --- @include "outbox"
+--- @include "unique"
 local DAMAGED = 'damaged job record: ' -- damaged_error() in corq.backends.base
 
 local function add_dead(q, id, at_ms)
@@ -27,6 +29,7 @@ local function make_dead(q, id, at_ms, ...)
   redis.call('HSET', key, 'status', 'dead', 'finished_at_ms', at_ms, ...)
   add_dead(q, id, at_ms)
   note_end_of(q.outbox, key, id, at_ms)
+  free_unique_of(q, key, id, at_ms)
 end
 
 local function bury_damaged(q, id, now_ms, problem, wrong_type)

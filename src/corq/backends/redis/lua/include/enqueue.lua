@@ -6,7 +6,7 @@ hand-over to idle holders needs (without `idle`, only wake tokens).
 
 NEW_WIDTH: how many values one job takes: its NEW_FIELDS values (see the fields include),
 in that order.
-enqueue_new(q, values, first, count): the `count` jobs whose values sit in the table
+enqueue_new(q, values, first, count, rules): the `count` jobs whose values sit in the table
 `values` (ARGV, say) from index `first` on, NEW_WIDTH each. A job whose id has a key
 already, or came earlier in the call, is left alone. Each other job's record gets its NEW
 fields (an optional one, without a default, only when it is not ''), the counters the
@@ -20,7 +20,9 @@ priorities and key types. Returns one integer per job, in order: 1 created, 0 ex
 With the flow names in `q` (the lanes and limits includes; q.rules nil: none), a queue
 that stores rules (one EXISTS per call) gives each new job of a ruled task its lane (the
 record's `lane`, for every later step) and makes it ready there; a job with a start_by_ms
-joins the expiry index.
+joins the expiry index. With `rules` (the dedupe include's read_rules, sent when any job of
+the call has a unique key or a dedupe), the jobs go one by one through the dedupe include's
+admit_new instead, which writes each with write_new and may reply {outcome, job id}.
 enqueue_waiting(q, values, first, count): the same jobs written as waiting for their
 parents (a workflow's): the record as above with status waiting, the id in the set q.waiting
 (a key), in no lane and waking no one (a workflow's release queues them). Returns the same.
@@ -113,53 +115,76 @@ local function new_lane(q, values, at, n)
   return lane, n
 end
 
-local function enqueue_new(q, values, first, count)
-  if q.ruled == nil then -- once per script call
-    q.ruled = q.rules ~= nil and redis.call('EXISTS', q.rules) == 1
+-- Write the new job at `at`: scheduled in the delayed set when it runs later, else made
+-- ready in its lane with the score of `seq`. Returns its run_at when delayed, else nil.
+local function write_new(q, values, at, seq)
+  local id, run_at = values[at + ENQ_AT.id], values[at + ENQ_AT.run_at_ms]
+  local key = q.job_prefix .. id
+  if tonumber(run_at) > tonumber(values[at + ENQ_AT.enqueued_at_ms]) then
+    local n = add_optional(values, at, fill_record(values, at, 'scheduled'))
+    n = select(2, new_lane(q, values, at, n))
+    redis.call('HSET', key, unpack(enq_record, 1, n))
+    if q.expiring then
+      index_expiry(q, id, values[at + ENQ_AT.start_by_ms])
+    end
+    redis.call('ZADD', q.delayed, run_at, id)
+    return tonumber(run_at)
   end
+  local score = ready_score(q.priority_max, tonumber(values[at + ENQ_AT.priority]), seq)
+  local n = fill_record(values, at, 'queued')
+  enq_record[n + 1], enq_record[n + 2] = 'score', score
+  n = add_optional(values, at, n + 2)
+  local lane
+  lane, n = new_lane(q, values, at, n)
+  redis.call('HSET', key, unpack(enq_record, 1, n))
+  make_ready(q, id, score, lane)
+  if q.expiring then
+    index_expiry(q, id, values[at + ENQ_AT.start_by_ms])
+  end
+  return nil
+end
+
+-- The jobs of a call without flow-control directives: pass 1 finds the new ones, one
+-- INCRBY reserves their ready numbers. Returns the replies, how many went ready, and the
+-- earliest time one was delayed to.
+local function write_plain(q, values, first, count)
   local created, new_ready = new_ids(q, values, first, count)
   local seq = 0
   if new_ready > 0 then
     seq = redis.call('INCRBY', q.seq, new_ready) - new_ready
   end
-  local old_head = delayed_head(q.delayed)
   local earliest_delayed = nil
-  local at_id, at_run, at_enqueued = ENQ_AT.id, ENQ_AT.run_at_ms, ENQ_AT.enqueued_at_ms
   for i = 1, count do
     if created[i] == 1 then
-      local at = first + (i - 1) * NEW_WIDTH
-      local id, run_at = values[at + at_id], values[at + at_run]
-      local key = q.job_prefix .. id
-      if tonumber(run_at) > tonumber(values[at + at_enqueued]) then
-        local n = add_optional(values, at, fill_record(values, at, 'scheduled'))
-        n = select(2, new_lane(q, values, at, n))
-        redis.call('HSET', key, unpack(enq_record, 1, n))
-        if q.expiring then
-          index_expiry(q, id, values[at + ENQ_AT.start_by_ms])
-        end
-        redis.call('ZADD', q.delayed, run_at, id)
-        earliest_delayed = earlier(earliest_delayed, tonumber(run_at))
+      local delayed_to = write_new(q, values, first + (i - 1) * NEW_WIDTH, seq + 1)
+      if delayed_to then
+        earliest_delayed = earlier(earliest_delayed, delayed_to)
       else
         seq = seq + 1
-        local score = ready_score(q.priority_max, tonumber(values[at + ENQ_AT.priority]), seq)
-        local n = fill_record(values, at, 'queued')
-        enq_record[n + 1], enq_record[n + 2] = 'score', score
-        n = add_optional(values, at, n + 2)
-        local lane
-        lane, n = new_lane(q, values, at, n)
-        redis.call('HSET', key, unpack(enq_record, 1, n))
-        make_ready(q, id, score, lane)
-        if q.expiring then
-          index_expiry(q, id, values[at + ENQ_AT.start_by_ms])
-        end
       end
     end
+  end
+  return created, new_ready, earliest_delayed
+end
+
+--- @include "dedupe"
+
+local function enqueue_new(q, values, first, count, rules)
+  if q.ruled == nil then -- once per script call
+    q.ruled = q.rules ~= nil and redis.call('EXISTS', q.rules) == 1
+  end
+  local old_head = delayed_head(q.delayed)
+  local out, new_ready, earliest_delayed
+  if rules then
+    out, new_ready, earliest_delayed = admit_new(q, values, first, count, rules, write_new)
+  else
+    out, new_ready, earliest_delayed = write_plain(q, values, first, count)
   end
   wake_ready(q, new_ready)
   if is_new_head(earliest_delayed, old_head) then
     wake_one(q)
   end
-  return created
+  return out
 end
 
 local function enqueue_waiting(q, values, first, count)

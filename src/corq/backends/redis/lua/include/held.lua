@@ -6,8 +6,9 @@ fence) says running, under `holder`, claimed with `fence` (an outcome, a release
 progress report acts only then).
 held_at(key, holder, fence): the same check read straight from the record at `key` (no
 table: the completion of every job runs it); returns held, whether the key is not a hash at
-all, the record's `workflow` and `notify` (where its end must be told, see outbox), and
-its `lane` and `limited` (the slots its end frees, see the limits include).
+all, the record's `workflow` and `notify` (where its end must be told, see outbox), its
+`lane` and `limited` (the slots its end frees, see the limits include), and its
+`unique_key` and `unique_for_ms` (what its end frees, see the unique include).
 death_log_with(log, holder): the death log (space-separated holders) with `holder` added.
 requeue(key, id, lane, score): the job at `key` is queued again, held by no one, at `score`
 in `lane` (a ZSET: the suspects): a release, or a reclaim that gives it back.
@@ -32,13 +33,13 @@ end
 
 local function held_at(key, holder, fence)
   local f = redis.pcall('HMGET', key, 'status', 'worker_id', 'fence', 'workflow', 'notify',
-    'lane', 'limited')
+    'lane', 'limited', 'unique_key', 'unique_for_ms')
   if f.err then
     return false, true
   end
   local status, worker_id, job_fence = f[1], f[2], f[3]
   return status == 'running' and worker_id == holder and tonumber(job_fence) == tonumber(fence),
-    false, f[4], f[5], f[6], f[7]
+    false, f[4], f[5], f[6], f[7], f[8], f[9]
 end
 
 local function death_log_with(log, holder)

@@ -24,7 +24,8 @@ counts once, clear the flag and unpark the group and the key (O(1)); else nothin
 index_expiry(q, id, start_by): a job with a deadline joins q.expiring.
 expire_job(q, id, now_ms, error, counter): the job (not started) ends expired: finished now,
 its error, kept EXPIRED_TTL_MS, waiters woken, its end noted in the outbox (a workflow's
-dependents then end upstream_failed), counted in flow[counter] ('expired' or 'dropped').
+dependents then end upstream_failed), its unique key freed (the unique include, when q has
+unique), counted in flow[counter] ('expired' or 'dropped').
 The caller has taken it out of wherever it waited.
 expire_due(q, now_ms, limit): at most `limit` jobs of q.expiring past their deadline that
 have not started (scheduled or queued) end expired, taken out of the delayed set, the
@@ -34,6 +35,7 @@ throttled_head(q): when the next throttled lane is due, or nil.
 ]]
 --- @include "lanes"
 --- @include "outbox"
+--- @include "unique"
 local EXPIRED_TTL_MS = 7 * 24 * 3600 * 1000 -- as long as a workflow job's record is kept
 local EXPIRED_ERROR = 'expired: not started by its deadline'
 local DROPPED_ERROR = 'expired: dropped over its rate limit'
@@ -187,6 +189,7 @@ local function expire_job(q, id, now_ms, error, counter)
   redis.call('PEXPIRE', key, EXPIRED_TTL_MS)
   redis.call('PUBLISH', q.done_prefix .. id, id)
   note_end_of(q.outbox, key, id, now_text)
+  free_unique_of(q, key, id, now_text)
   redis.call('HINCRBY', q.flow, counter, 1)
   redis.call('ZREM', q.expiring, id)
 end
