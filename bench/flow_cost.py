@@ -1,7 +1,7 @@
 """Redis server time per job under flow control (not a test): what lanes and limits cost.
 
 Run: .venv/bin/python bench/flow_cost.py [--jobs 20000] [--keys 1000] [--batch 1]
-     [--key-concurrency 1] [--plain]
+     [--key-concurrency 1] [--plain] [--breakdown]
 
 Like ``broker_cost.py`` (its own redis-server, ``INFO commandstats`` per phase, usec of
 the top-level calls per job), for jobs of one keyed task spread round robin over `--keys`
@@ -31,6 +31,7 @@ from bench.broker_cost import (  # noqa: E402
     QUEUE,
     completions,
     measured,
+    print_breakdown,
     server_version,
     start_redis,
 )
@@ -54,7 +55,9 @@ def keyed_job(i: int, keys: int, now_ms: int) -> NewJob:
     )
 
 
-async def run(url: str, jobs: int, keys: int, batch: int, limit: int, plain: bool) -> None:
+async def run(
+    url: str, jobs: int, keys: int, batch: int, limit: int, plain: bool, breakdown: bool
+) -> None:
     backend = RedisBackend(url, prefix="flow")
     client = Redis.from_url(url)
     if not plain:
@@ -84,16 +87,19 @@ async def run(url: str, jobs: int, keys: int, batch: int, limit: int, plain: boo
             done += len(got)
 
     started = time.perf_counter()
-    enq, _ = await measured(client, jobs, enqueue)
+    enq, enq_stats = await measured(client, jobs, enqueue)
     enq_wall = time.perf_counter() - started
     started = time.perf_counter()
-    run_cost, _ = await measured(client, jobs, claim_and_complete)
+    run_cost, run_stats = await measured(client, jobs, claim_and_complete)
     run_wall = time.perf_counter() - started
     what = "no rules" if plain else f"key_concurrency={limit}"
     version = await server_version(client)
     print(f"{jobs} jobs over {keys} keys, {what}, {batch} per call, redis {version}")
     print(f"  enqueue            {enq:6.2f} usec/job   {jobs / enq_wall:8.0f} jobs/s")
     print(f"  claim + complete   {run_cost:6.2f} usec/job   {jobs / run_wall:8.0f} jobs/s")
+    if breakdown:
+        print_breakdown("enqueue", jobs, enq_stats)
+        print_breakdown("claim + complete", jobs, run_stats)
     await backend.close()
     await client.aclose()
 
@@ -105,12 +111,21 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=1, help="jobs per enqueue/claim/complete")
     parser.add_argument("--key-concurrency", type=int, default=1)
     parser.add_argument("--plain", action="store_true", help="the same jobs without rules")
+    parser.add_argument("--breakdown", action="store_true", help="inner commands per job")
     opts = parser.parse_args()
     with tempfile.TemporaryDirectory() as workdir:
         proc, url = start_redis(workdir)
         try:
             asyncio.run(
-                run(url, opts.jobs, opts.keys, max(1, opts.batch), opts.key_concurrency, opts.plain)
+                run(
+                    url,
+                    opts.jobs,
+                    opts.keys,
+                    max(1, opts.batch),
+                    opts.key_concurrency,
+                    opts.plain,
+                    opts.breakdown,
+                )
             )
         finally:
             proc.terminate()

@@ -215,6 +215,34 @@ async def test_a_unique_map_of_the_wrong_type_refuses_the_call(
     assert await backend.enqueue_jobs([job("b")]) == [True]
 
 
+async def test_an_end_goes_on_when_the_unique_map_is_damaged(
+    backend: RedisBackend, raw: Redis, prefix: str
+) -> None:
+    keys = RedisKeys(prefix).queue(Q)
+    await backend.admit_jobs([job("a", unique_key="k")])
+    fence = await run(backend, "a")
+    await raw.delete(keys.unique)
+    await raw.set(keys.unique, "junk")
+
+    assert await complete(backend, "a", fence, T0 + 1)
+
+    record = await backend.get_job("a", Q)
+    assert record is not None
+    assert record.status is JobStatus.SUCCEEDED
+
+
+async def test_a_damaged_cooldown_window_counts_as_closed(
+    backend: RedisBackend, raw: Redis, prefix: str
+) -> None:
+    keys = RedisKeys(prefix).queue(Q)
+    await raw.hset(keys.cooldown, "t:t", "junk")
+
+    (admitted,) = await backend.admit_jobs([job("a", dedupe=Dedupe(cooldown_ms=100))])
+
+    assert admitted == admitted_as("a", Outcome.CREATED)
+    assert await raw.hget(keys.cooldown, "t:t") == f"{T0 + 100}:a".encode()
+
+
 # -- the policies, as Redis keeps them -------------------------------------------------
 async def test_replace_keeps_the_queued_jobs_place_in_its_new_priority(
     backend: RedisBackend, raw: Redis, prefix: str

@@ -15,6 +15,7 @@ from redis.asyncio import Redis
 from corq.backends.base import Release, WorkerLease
 from corq.backends.redis import RedisBackend
 from corq.backends.redis.keys import RedisKeys
+from corq.flow import TaskRules
 from corq.job import JobStatus
 from tests.contract.jobs import LEASE_MS, Q, completion, lease_of, new_job, record, wall_ms
 
@@ -201,3 +202,41 @@ async def test_a_released_job_is_handed_to_an_idle_holder(backend: RedisBackend)
     assert jobs is not None
     assert [(j.id, j.attempt) for j in jobs] == [("a", 1)]
     assert (await record(backend, "a")).worker_id == "w2"
+
+
+async def test_a_job_over_its_task_limit_is_not_handed_over(backend: RedisBackend) -> None:
+    # Given a task limited to one running job, w1 running one, and w2 idle
+    await backend.set_rules(Q, [TaskRules(task="tasks.add", concurrency=1)])
+    await backend.register_worker(lease_of("w1"), None)
+    await backend.enqueue_jobs([new_job("a")])
+    assert [j.id for j in (await backend.claim_jobs(Q, "w1", 10, LEASE_MS, None)).jobs] == ["a"]
+    await idle_holder(backend, "w2")
+
+    # When a second job of that task is enqueued
+    await backend.enqueue_jobs([new_job("b")])
+
+    # Then w2 is woken without it (a bare wake), and it waits queued for a free slot
+    assert await backend.await_jobs(Q, "w2", WAIT_S) == []
+    assert (await record(backend, "b")).status is JobStatus.QUEUED
+    assert (await backend.claim_jobs(Q, "w2", 10, LEASE_MS, None, idle=True)).jobs == []
+
+
+async def test_a_freed_slot_hands_the_waiting_job_to_an_idle_holder(
+    backend: RedisBackend,
+) -> None:
+    # Given a task limited to one running job, w1 running one, one more waiting, w2 idle
+    await backend.set_rules(Q, [TaskRules(task="tasks.add", concurrency=1)])
+    await backend.register_worker(lease_of("w1"), None)
+    await backend.enqueue_jobs([new_job("a")])
+    (running,) = (await backend.claim_jobs(Q, "w1", 10, LEASE_MS, None)).jobs
+    await backend.enqueue_jobs([new_job("b")])
+    await idle_holder(backend, "w2")
+
+    # When w1 completes its job (the slot frees)
+    assert await backend.complete_jobs("w1", [completion(running)], 60_000) == [True]
+
+    # Then the waiting job is handed to w2 under the limit
+    jobs = await backend.await_jobs(Q, "w2", WAIT_S)
+    assert jobs is not None
+    assert [j.id for j in jobs] == ["b"]
+    assert (await record(backend, "b")).worker_id == "w2"

@@ -167,13 +167,12 @@ class ScheduleScripts(ScriptRunner):
     ) -> ScriptCall[list[TickOutcome]]:
         """Steps of schedules whose records are in this queue's slot, jobs checked."""
         queue_keys = [keys.schedule_fence, keys.ready, keys.delayed, keys.seq, keys.wake]
-        queue_keys += [keys.workers, keys.idle, keys.dead, keys.outbox, *keys.flow_keys]
+        queue_keys += [*keys.flow_keys, keys.workers, keys.idle, keys.dead, keys.outbox]
         args: list[Arg] = [keys.schedule_prefix, keys.schedule_fired_prefix]
         args += [keys.schedule_runs_prefix, keys.schedule_skips_prefix, keys.job_prefix]
         args += [PRIORITY_MAX, WAKE_CAP, "" if fence is None else fence, now_arg(now_ms)]
-        args += [SCHEDULE_FIRED_KEEP, SCHEDULE_LOG_KEEP, keys.queue, keys.done_prefix]
-        args += [keys.held_prefix, keys.inbox_prefix, BATCH, *self._dead_bounds]
-        args += keys.flow_prefixes
+        args += [SCHEDULE_FIRED_KEEP, SCHEDULE_LOG_KEEP, keys.queue, *keys.flow_prefixes]
+        args += [keys.done_prefix, keys.held_prefix, keys.inbox_prefix, BATCH, *self._dead_bounds]
         for step in steps:
             args += _step_values(step)
         return self._call("advance_schedules", queue_keys, args, _outcomes)

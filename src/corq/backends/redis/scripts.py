@@ -67,20 +67,20 @@ class Scripts(ScheduleScripts, WorkflowScripts):
         for place, job in enumerate(jobs, 1):
             if job.unique_key is not None or job.dedupe is not None:
                 rules += dedupe_values(place, job.dedupe or NO_DEDUPE)
-        args: list[Arg] = [keys.job_prefix, PRIORITY_MAX, WAKE_CAP, *self._handover_args(keys)]
-        args += [*keys.flow_prefixes, CANCELLED_TTL_MS, WORKFLOW_KEEP_MS]
+        args: list[Arg] = [keys.job_prefix, PRIORITY_MAX, WAKE_CAP, *keys.flow_prefixes]
+        args += [*self._handover_args(keys), CANCELLED_TTL_MS, WORKFLOW_KEEP_MS]
         args += [len(rules) // RULE_WIDTH, *rules]
         for job in jobs:
             args += new_values(job)
-        queue_keys = [keys.ready, keys.delayed, keys.seq, keys.wake, *self._handover_keys(keys)]
-        queue_keys += [*keys.flow_keys, *keys.unique_keys, keys.cooldown, keys.cooldown_until]
-        queue_keys += [keys.suspects, keys.waiting]
+        queue_keys = [keys.ready, keys.delayed, keys.seq, keys.wake, *keys.flow_keys]
+        queue_keys += [*self._handover_keys(keys), *keys.unique_keys, keys.cooldown]
+        queue_keys += [keys.cooldown_until, keys.suspects, keys.waiting]
         parse = replies.admitted([job.id for job in jobs])
         return self._call("enqueue_jobs", queue_keys, args, parse)
 
     def _handover_keys(self, keys: QueueKeys) -> list[str]:
         """The keys a step that makes jobs ready takes to hand them to idle holders
-        (workers, idle, dead, outbox: see the wake include)."""
+        (workers, idle, dead, outbox: see the wake include), after the flow keys."""
         return [keys.workers, keys.idle, keys.dead, keys.outbox]
 
     def _handover_args(self, keys: QueueKeys) -> list[Arg]:
@@ -100,12 +100,12 @@ class Scripts(ScheduleScripts, WorkflowScripts):
         idle: bool = False,
     ) -> ScriptCall[ClaimBatch]:
         queue_keys = [keys.workers, keys.ready, keys.delayed, keys.seq, keys.wake]
-        queue_keys += [keys.held(holder), keys.suspects, keys.dead, keys.outbox, keys.idle]
-        queue_keys += [*keys.flow_keys, *keys.unique_keys]
+        queue_keys += [keys.held(holder), keys.suspects, keys.dead, keys.outbox, *keys.flow_keys]
+        queue_keys += [keys.idle, *keys.unique_keys]
         args: list[Arg] = [keys.job_prefix, keys.done_prefix, holder, max(0, count)]
         args += [max(0, suspects), lease_ms, now_arg(now_ms), BATCH, PRIORITY_MIN, PRIORITY_MAX]
-        args += [*self._dead_bounds, keys.queue, keys.held_prefix, keys.inbox_prefix, int(idle)]
-        args += keys.flow_prefixes
+        args += [*self._dead_bounds, keys.queue, *keys.flow_prefixes]
+        args += [keys.held_prefix, keys.inbox_prefix, int(idle)]
         return self._call("claim_jobs", queue_keys, args, replies.claim_batch)
 
     def list_held_jobs(
@@ -118,11 +118,11 @@ class Scripts(ScheduleScripts, WorkflowScripts):
 
     def promote_due_jobs(self, keys: QueueKeys, *, now_ms: int | None) -> ScriptCall[Promoted]:
         queue_keys = [keys.delayed, keys.ready, keys.seq, keys.wake, keys.suspects, keys.dead]
-        queue_keys += [keys.outbox, keys.workers, keys.idle, *keys.flow_keys, *keys.unique_keys]
+        queue_keys += [keys.outbox, *keys.flow_keys, keys.workers, keys.idle, *keys.unique_keys]
         queue_keys += [keys.cooldown, keys.cooldown_until]
         args: list[Arg] = [keys.job_prefix, keys.done_prefix, now_arg(now_ms), BATCH]
-        args += [PRIORITY_MIN, PRIORITY_MAX, WAKE_CAP, *self._dead_bounds]
-        args += [keys.held_prefix, keys.inbox_prefix, keys.queue, *keys.flow_prefixes]
+        args += [PRIORITY_MIN, PRIORITY_MAX, WAKE_CAP, *self._dead_bounds, *keys.flow_prefixes]
+        args += [keys.held_prefix, keys.inbox_prefix, keys.queue]
         return self._call("promote_due_jobs", queue_keys, args, replies.promoted)
 
     def complete_jobs(
@@ -135,34 +135,36 @@ class Scripts(ScheduleScripts, WorkflowScripts):
     ) -> ScriptCall[list[bool]]:
         """`jobs`: (id, fence, result, finished_at_ms) each."""
         args: list[Arg] = [keys.job_prefix, keys.done_prefix, holder, result_ttl_ms]
-        args += [WORKFLOW_KEEP_MS, *keys.flow_prefixes]
+        args += [WORKFLOW_KEEP_MS, *keys.flow_prefixes, keys.held_prefix, keys.inbox_prefix]
+        args += [keys.queue, BATCH, *self._dead_bounds, WAKE_CAP]
         for job_id, fence, result, finished_at_ms in jobs:
             args += [job_id, fence, result, finished_at_ms]
-        queue_keys = [keys.held(holder), keys.outbox, *keys.flow_keys, *keys.unique_keys]
+        queue_keys = [keys.held(holder), keys.outbox, *keys.flow_keys, keys.ready, keys.wake]
+        queue_keys += [keys.workers, keys.idle, keys.dead, *keys.unique_keys]
         return self._call("complete_jobs", queue_keys, args, replies.flags)
 
     def fail_jobs(
         self, keys: QueueKeys, *, holder: WorkerId, failures: Sequence[Failure]
     ) -> ScriptCall[list[bool]]:
         args: list[Arg] = [keys.job_prefix, keys.done_prefix, holder, WAKE_CAP, BATCH]
-        args += [*self._dead_bounds, keys.held_prefix, keys.inbox_prefix, *keys.flow_prefixes]
+        args += [*self._dead_bounds, *keys.flow_prefixes, keys.held_prefix, keys.inbox_prefix]
         for f in failures:
             retry_at = "" if f.retry_at_ms is None else f.retry_at_ms
             args += [f.job_id, f.fence, int(f.counted), int(f.died), f.error, f.traceback or ""]
             args += [retry_at, f.finished_at_ms]
         queue_keys = [keys.held(holder), keys.delayed, keys.dead, keys.wake, keys.outbox]
-        queue_keys += [keys.workers, keys.idle, *keys.flow_keys, *keys.unique_keys]
+        queue_keys += [*keys.flow_keys, keys.workers, keys.idle, *keys.unique_keys]
         return self._call("fail_jobs", queue_keys, args, replies.flags)
 
     def release_jobs(
         self, keys: QueueKeys, *, holder: WorkerId, releases: Sequence[Release]
     ) -> ScriptCall[list[bool]]:
-        args: list[Arg] = [keys.job_prefix, holder, WAKE_CAP, *self._handover_args(keys)]
-        args += keys.flow_prefixes
+        args: list[Arg] = [keys.job_prefix, holder, WAKE_CAP, *keys.flow_prefixes]
+        args += self._handover_args(keys)
         for r in releases:
             args += [r.job_id, r.fence, int(r.unstarted), int(r.died), int(r.suspect)]
-        queue_keys = [keys.held(holder), keys.ready, keys.wake, keys.suspects]
-        queue_keys += [*self._handover_keys(keys), *keys.flow_keys]
+        queue_keys = [keys.held(holder), keys.ready, keys.wake, keys.suspects, *keys.flow_keys]
+        queue_keys += self._handover_keys(keys)
         return self._call("release_jobs", queue_keys, args, replies.flags)
 
     def reclaim_stalled_jobs(
@@ -175,12 +177,12 @@ class Scripts(ScheduleScripts, WorkflowScripts):
         ended_only: bool,
     ) -> ScriptCall[StalledBatch]:
         queue_keys = [keys.workers, keys.ready, keys.dead, keys.wake, keys.suspects]
-        queue_keys += [keys.departed, keys.reclaiming, keys.outbox, keys.idle, *keys.flow_keys]
+        queue_keys += [keys.departed, keys.reclaiming, keys.outbox, *keys.flow_keys, keys.idle]
         queue_keys += keys.unique_keys
         args: list[Arg] = [keys.job_prefix, keys.held_prefix, keys.reclaim_prefix]
         args += [keys.done_prefix, now_arg(now_ms), max_deaths, backstop, BATCH, WAKE_CAP]
-        args += [int(ended_only), *self._dead_bounds, keys.inbox_prefix, keys.queue]
-        args += keys.flow_prefixes
+        args += [int(ended_only), *self._dead_bounds, *keys.flow_prefixes]
+        args += [keys.inbox_prefix, keys.queue]
         return self._call("reclaim_stalled_jobs", queue_keys, args, replies.stalled)
 
     def register_worker(
@@ -235,13 +237,13 @@ class Scripts(ScheduleScripts, WorkflowScripts):
     ) -> ScriptCall[tuple[int, int]]:
         """The `job_ids`, or (with `snapshot`) the next BATCH ids of that snapshot of the dead
         letters, taken now when `take_snapshot`. Returns (moved, looked at)."""
-        queue_keys = [keys.dead, keys.ready, keys.seq, keys.wake, keys.workers, keys.idle]
-        queue_keys += [keys.outbox, *keys.flow_keys]
+        queue_keys = [keys.dead, keys.ready, keys.seq, keys.wake, *keys.flow_keys]
+        queue_keys += [keys.workers, keys.idle, keys.outbox]
         if snapshot is not None:
             queue_keys.append(snapshot)
         ttl_ms = SNAPSHOT_TTL_MS if take_snapshot else 0
         args: list[Arg] = [keys.job_prefix, now_arg(now_ms), PRIORITY_MIN, PRIORITY_MAX, WAKE_CAP]
-        args += [BATCH, ttl_ms, *self._handover_args(keys), *keys.flow_prefixes, *job_ids]
+        args += [BATCH, ttl_ms, *keys.flow_prefixes, *self._handover_args(keys), *job_ids]
         return self._call("retry_dead_jobs", queue_keys, args, replies.pair)
 
     def purge_dead_jobs(

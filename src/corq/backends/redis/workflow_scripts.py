@@ -119,10 +119,10 @@ class WorkflowScripts(ScriptRunner):
     ) -> ScriptCall[Released]:
         """`jobs`: (job id, its workflow, the decision as stored) each."""
         queue_keys = [keys.ready, keys.delayed, keys.seq, keys.wake, keys.outbox, keys.waiting]
-        queue_keys += [keys.dead, keys.workers, keys.idle, *keys.flow_keys, *keys.unique_keys]
+        queue_keys += [keys.dead, *keys.flow_keys, keys.workers, keys.idle, *keys.unique_keys]
         args: list[Arg] = [keys.job_prefix, keys.done_prefix, now_arg(now_ms), PRIORITY_MIN]
         args += [PRIORITY_MAX, WAKE_CAP, WORKFLOW_KEEP_MS, BATCH, *self._dead_bounds]
-        args += [keys.held_prefix, keys.inbox_prefix, keys.queue, *keys.flow_prefixes]
+        args += [*keys.flow_prefixes, keys.held_prefix, keys.inbox_prefix, keys.queue]
         for job_id, workflow_id, decision in jobs:
             args += [job_id, workflow_id, decision]
         return self._call("release_workflow_jobs", queue_keys, args, workflow_replies.released)

@@ -20,18 +20,18 @@ KEYS[2] ready           ZSET  ready job ids by score
 KEYS[3] delayed         ZSET  delayed job ids by run_at_ms
 KEYS[4] seq             STR   counter behind the FIFO part of ready scores
 KEYS[5] wake            LIST  wake tokens idle workers block on
-KEYS[6] workers         ZSET  holder id -> lease deadline (hand-overs go to live holders)
-KEYS[7] idle            ZSET  idle holders waiting to be handed a job (the wake include)
-KEYS[8] dead            ZSET  dead letters (a damaged record met by a hand-over goes there)
-KEYS[9] outbox          ZSET  ended workflow jobs (such a buried one ends)
-KEYS[10] rules          HASH  task -> its encoded rules
-KEYS[11] groups         ZSET  the rotation of groups (ruled tasks, '' plain)
-KEYS[12] parked         SET   groups and keys at their concurrency
-KEYS[13] throttled      ZSET  groups and keys over a rate -> when due
-KEYS[14] active         HASH  running counts per task and lane
-KEYS[15] tat            HASH  GCRA theoretical arrival times
-KEYS[16] flow           HASH  counters (expired, dropped, laned, turn)
-KEYS[17] expiring       ZSET  job id -> start_by_ms
+KEYS[6]  rules           HASH  task -> its encoded rules
+KEYS[7]  groups          ZSET  the rotation of groups (ruled tasks, '' plain)
+KEYS[8]  parked          SET   groups and keys at their concurrency
+KEYS[9]  throttled       ZSET  groups and keys over a rate -> when due
+KEYS[10] active          HASH  running counts per task and lane
+KEYS[11] tat             HASH  GCRA theoretical arrival times
+KEYS[12] flow            HASH  counters (expired, dropped, laned, turn)
+KEYS[13] expiring        ZSET  job id -> start_by_ms
+KEYS[14] workers         ZSET  holder id -> lease deadline (hand-overs go to live holders)
+KEYS[15] idle            ZSET  idle holders waiting to be handed a job (the wake include)
+KEYS[16] dead            ZSET  dead letters (a damaged record met by a hand-over goes there)
+KEYS[17] outbox          ZSET  ended workflow jobs (such a buried one ends)
 ARGV[1] record_prefix   a schedule's record is record_prefix .. name
 ARGV[2] fired_prefix    its fired ticks: fired_prefix .. name
 ARGV[3] runs_prefix     its runs: runs_prefix .. name
@@ -44,14 +44,14 @@ ARGV[9] now_ms          the caller's clock, or '' for the broker's
 ARGV[10] fired_keep     fired ticks kept one by one
 ARGV[11] log_keep       entries each log keeps
 ARGV[12] queue          this queue's name (written in each run)
-ARGV[13] done_prefix    a job's done channel is done_prefix .. id
-ARGV[14] held_prefix    a holder's held set is held_prefix .. holder
-ARGV[15] inbox_prefix   a holder's inbox is inbox_prefix .. holder
-ARGV[16] batch          most dead letters to trim
-ARGV[17] dead_max       most dead letters kept (0: no limit)
-ARGV[18] dead_ttl_ms    longest a dead letter is kept (0: no limit)
-ARGV[19] lane_prefix     a lane's jobs are lane_prefix .. lane
-ARGV[20] keys_prefix     a task's rotation of keys is keys_prefix .. task
+ARGV[13] lane_prefix    a lane's jobs are lane_prefix .. lane
+ARGV[14] keys_prefix    a task's rotation of keys is keys_prefix .. task
+ARGV[15] done_prefix    a job's done channel is done_prefix .. id
+ARGV[16] held_prefix    a holder's held set is held_prefix .. holder
+ARGV[17] inbox_prefix   a holder's inbox is inbox_prefix .. holder
+ARGV[18] batch          most dead letters to trim
+ARGV[19] dead_max       most dead letters kept (0: no limit)
+ARGV[20] dead_ttl_ms    longest a dead letter is kept (0: no limit)
 ARGV[21..] per step, STEP_WIDTH values: name, step (a TickStep value), tick_ms, kind,
 reason, has_skipped (1/0), the skipped ticks' first, last, count, reason and at_ms (''
 without), has_job (1/0), then the job's NEW_FIELDS values ('' without; see the enqueue
@@ -80,26 +80,26 @@ local now_ms = resolve_now(ARGV[9])
 local fired_keep = tonumber(ARGV[10])
 local log_keep = tonumber(ARGV[11])
 local queue = ARGV[12]
-local workers_key = KEYS[6]
-local idle_key = KEYS[7]
-local dead_key = KEYS[8]
-local outbox_key = KEYS[9]
-local done_prefix = ARGV[13]
-local held_prefix = ARGV[14]
-local inbox_prefix = ARGV[15]
-local batch = tonumber(ARGV[16])
-local dead_max = tonumber(ARGV[17])
-local dead_ttl_ms = tonumber(ARGV[18])
-local rules_key = KEYS[10]
-local groups_key = KEYS[11]
-local parked_key = KEYS[12]
-local throttled_key = KEYS[13]
-local active_key = KEYS[14]
-local tat_key = KEYS[15]
-local flow_key = KEYS[16]
-local expiring_key = KEYS[17]
-local lane_prefix = ARGV[19]
-local keys_prefix = ARGV[20]
+local rules_key = KEYS[6]
+local groups_key = KEYS[7]
+local parked_key = KEYS[8]
+local throttled_key = KEYS[9]
+local active_key = KEYS[10]
+local tat_key = KEYS[11]
+local flow_key = KEYS[12]
+local expiring_key = KEYS[13]
+local lane_prefix = ARGV[13]
+local keys_prefix = ARGV[14]
+local workers_key = KEYS[14]
+local idle_key = KEYS[15]
+local dead_key = KEYS[16]
+local outbox_key = KEYS[17]
+local done_prefix = ARGV[15]
+local held_prefix = ARGV[16]
+local inbox_prefix = ARGV[17]
+local batch = tonumber(ARGV[18])
+local dead_max = tonumber(ARGV[19])
+local dead_ttl_ms = tonumber(ARGV[20])
 local FIRST = 21
 local FIXED = 12 -- values of a step before its job's
 local STEP_WIDTH = FIXED + NEW_WIDTH
@@ -108,13 +108,14 @@ expect_types({fence_key, 'string', ready_key, 'zset', delayed_key, 'zset', seq_k
   wake_key, 'list', idle_key, 'zset'})
 local q = {
   ready = ready_key, delayed = delayed_key, seq = seq_key, wake = wake_key,
-  job_prefix = job_prefix, priority_max = priority_max, wake_cap = wake_cap,
-  workers = workers_key, idle = idle_key, dead = dead_key, outbox = outbox_key,
-  done_prefix = done_prefix, held_prefix = held_prefix, inbox_prefix = inbox_prefix,
-  queue = queue, batch = batch, dead_max = dead_max, dead_ttl_ms = dead_ttl_ms, now_ms = now_ms,
+  job_prefix = job_prefix, priority_max = priority_max, wake_cap = wake_cap, dead = dead_key,
+  outbox = outbox_key, done_prefix = done_prefix, batch = batch, dead_max = dead_max,
+  dead_ttl_ms = dead_ttl_ms,
 }
 with_flow(q, rules_key, groups_key, parked_key, throttled_key, active_key, tat_key,
   flow_key, expiring_key, lane_prefix, keys_prefix)
+with_handover(q, workers_key, idle_key, held_prefix, inbox_prefix, queue, now_ms, wake_key,
+  wake_cap)
 -- A slot fence that is not a number (another program's) is overwritten by the next write.
 local slot_fence = tonumber(redis.call('GET', fence_key) or '0') or 0
 

@@ -18,11 +18,11 @@ KEYS[6] suspects        ZSET  suspect job ids by score
 KEYS[7] wake            LIST  wake tokens
 KEYS[8] dead            ZSET  dead letters (a damaged record met by a hand-over goes there)
 KEYS[9] outbox          ZSET  ended workflow jobs (such a buried one ends)
-KEYS[10] rules          HASH  task -> its encoded rules
+KEYS[10] rules          HASH  task -> its encoded rules (an inbox job goes back to its lane)
 KEYS[11] groups         ZSET  the rotation of groups (ruled tasks, '' plain)
 KEYS[12] parked         SET   groups and keys at their concurrency
 KEYS[13] throttled      ZSET  groups and keys over a rate -> when due
-KEYS[14] active         HASH  running counts per task and lane
+KEYS[14] active         HASH  running counts per task and lane (its slots are freed)
 KEYS[15] tat            HASH  GCRA theoretical arrival times
 KEYS[16] flow           HASH  counters (expired, dropped, laned, turn)
 KEYS[17] expiring       ZSET  job id -> start_by_ms
@@ -38,8 +38,8 @@ ARGV[9] batch           most dead letters to trim
 ARGV[10] dead_max       most dead letters kept (0: no limit)
 ARGV[11] dead_ttl_ms    longest a dead letter is kept (0: no limit)
 ARGV[12] wake_cap       longest the wake list may grow
-ARGV[13] lane_prefix     a lane's jobs are lane_prefix .. lane
-ARGV[14] keys_prefix     a task's rotation of keys is keys_prefix .. task
+ARGV[13] lane_prefix    a lane's jobs are lane_prefix .. lane
+ARGV[14] keys_prefix    a task's rotation of keys is keys_prefix .. task
 
 Returns: 1 removed, 0 departed (it still holds jobs), -1 it was not registered.
 ]]
@@ -79,12 +79,12 @@ local lane_prefix = ARGV[13]
 local keys_prefix = ARGV[14]
 
 local h = {job_prefix = job_prefix, ready = ready_key, suspects = suspects_key,
-  wake = wake_key, wake_cap = wake_cap, workers = workers_key, idle = idle_key,
-  dead = dead_key, outbox = outbox_key, done_prefix = done_prefix, held_prefix = held_prefix,
-  inbox_prefix = inbox_prefix, queue = queue, batch = batch, dead_max = dead_max,
-  dead_ttl_ms = dead_ttl_ms, now_ms = now_ms}
+  dead = dead_key, outbox = outbox_key, done_prefix = done_prefix, batch = batch,
+  dead_max = dead_max, dead_ttl_ms = dead_ttl_ms}
 with_flow(h, rules_key, groups_key, parked_key, throttled_key, active_key, tat_key,
   flow_key, expiring_key, lane_prefix, keys_prefix)
+with_handover(h, workers_key, idle_key, held_prefix, inbox_prefix, queue, now_ms, wake_key,
+  wake_cap)
 
 expect_types({workers_key, 'zset', held_key, 'set', departed_key, 'set', idle_key, 'zset',
   ready_key, 'zset', suspects_key, 'zset', wake_key, 'list'})

@@ -15,39 +15,39 @@ KEYS[1] ready         ZSET  ready job ids by score
 KEYS[2] delayed       ZSET  delayed job ids by run_at_ms
 KEYS[3] seq           STR   counter behind the FIFO part of ready scores
 KEYS[4] wake          LIST  wake tokens idle workers block on
-KEYS[5] workers       ZSET  holder id -> lease deadline (hand-overs go to live holders)
-KEYS[6] idle          ZSET  idle holders waiting to be handed a job
-KEYS[7] dead          ZSET  dead letters (a damaged record met by a hand-over goes there)
-KEYS[8] outbox        ZSET  ended workflow jobs (such a buried one ends)
-KEYS[9]  rules          HASH  task -> its encoded rules
-KEYS[10] groups         ZSET  the rotation of groups (ruled tasks, '' plain)
-KEYS[11] parked         SET   groups and keys at their concurrency
-KEYS[12] throttled      ZSET  groups and keys over a rate -> when due
-KEYS[13] active         HASH  running counts per task and lane
-KEYS[14] tat            HASH  GCRA theoretical arrival times
-KEYS[15] flow           HASH  counters (expired, dropped, laned, turn)
-KEYS[16] expiring       ZSET  job id -> start_by_ms
-KEYS[17] unique         HASH  unique key -> job holding it
-KEYS[18] unique_kept    ZSET  unique keys kept after their job's end
-KEYS[19] cooldown       HASH  cooldown key -> '<until>:<job id>'
-KEYS[20] cooldown_until ZSET  cooldown key -> until
-KEYS[21] suspects       ZSET  suspects (a holder replaced, debounced or cancelled may be one)
-KEYS[22] waiting        SET   jobs waiting for their parents (a cancelled holder may be one)
+KEYS[5]  rules           HASH  task -> its encoded rules
+KEYS[6]  groups          ZSET  the rotation of groups (ruled tasks, '' plain)
+KEYS[7]  parked          SET   groups and keys at their concurrency
+KEYS[8]  throttled       ZSET  groups and keys over a rate -> when due
+KEYS[9]  active          HASH  running counts per task and lane
+KEYS[10] tat             HASH  GCRA theoretical arrival times
+KEYS[11] flow            HASH  counters (expired, dropped, laned, turn)
+KEYS[12] expiring        ZSET  job id -> start_by_ms
+KEYS[13] workers         ZSET  holder id -> lease deadline (hand-overs go to live holders)
+KEYS[14] idle            ZSET  idle holders waiting to be handed a job (the wake include)
+KEYS[15] dead            ZSET  dead letters (a damaged record met by a hand-over goes there)
+KEYS[16] outbox          ZSET  ended workflow jobs (such a buried one ends)
+KEYS[17] unique          HASH  unique key -> job holding it
+KEYS[18] unique_kept     ZSET  unique keys kept after their job's end
+KEYS[19] cooldown        HASH  cooldown key -> '<until>:<job id>'
+KEYS[20] cooldown_until  ZSET  cooldown key -> until
+KEYS[21] suspects        ZSET  suspects (a holder replaced, debounced or cancelled may be one)
+KEYS[22] waiting         SET   jobs waiting for their parents (a cancelled holder may be one)
 ARGV[1] job_prefix    a record's key is job_prefix .. id
 ARGV[2] priority_max  highest priority (for the ready score)
 ARGV[3] wake_cap      longest the wake list may grow
-ARGV[4] done_prefix   a job's done channel is done_prefix .. id
-ARGV[5] held_prefix   a holder's held set is held_prefix .. holder
-ARGV[6] inbox_prefix  a holder's inbox is inbox_prefix .. holder
-ARGV[7] queue         the queue's name (handed out with each job)
-ARGV[8] batch         most dead letters to trim
-ARGV[9] dead_max      most dead letters kept (0: no limit)
-ARGV[10] dead_ttl_ms  longest a dead letter is kept (0: no limit)
-ARGV[11] lane_prefix     a lane's jobs are lane_prefix .. lane
-ARGV[12] keys_prefix     a task's rotation of keys is keys_prefix .. task
-ARGV[13] cancel_ttl_ms  how long a cancelled holder's record is kept
-ARGV[14] keep_ms        least a workflow job's record is kept (WORKFLOW_KEEP_MS)
-ARGV[15] rules          how many flow-control directives follow (0: none, the plain path)
+ARGV[4] lane_prefix   a lane's jobs are lane_prefix .. lane
+ARGV[5] keys_prefix   a task's rotation of keys is keys_prefix .. task
+ARGV[6] done_prefix     a job's done channel is done_prefix .. id
+ARGV[7] held_prefix     a holder's held set is held_prefix .. holder
+ARGV[8] inbox_prefix    a holder's inbox is inbox_prefix .. holder
+ARGV[9] queue           the queue's name (handed out with each job)
+ARGV[10] batch           most dead letters to trim
+ARGV[11] dead_max        most dead letters kept (0: no limit)
+ARGV[12] dead_ttl_ms     longest a dead letter is kept (0: no limit)
+ARGV[13] cancel_ttl_ms   how long a cancelled holder's record is kept
+ARGV[14] keep_ms         least a workflow job's record is kept (WORKFLOW_KEEP_MS)
+ARGV[15] rules           how many flow-control directives follow (0: none, the plain path)
 ARGV[16..] the directives, six values each (see the dedupe include's read_rules)
 ARGV[..] then per job, the values of NEW_FIELDS (see the fields include), in that order
 
@@ -66,36 +66,36 @@ local ready_key = KEYS[1]
 local delayed_key = KEYS[2]
 local seq_key = KEYS[3]
 local wake_key = KEYS[4]
-local workers_key = KEYS[5]
-local idle_key = KEYS[6]
-local dead_key = KEYS[7]
-local outbox_key = KEYS[8]
 local job_prefix = ARGV[1]
 local priority_max = tonumber(ARGV[2])
 local wake_cap = tonumber(ARGV[3])
-local done_prefix = ARGV[4]
-local held_prefix = ARGV[5]
-local inbox_prefix = ARGV[6]
-local queue = ARGV[7]
-local batch = tonumber(ARGV[8])
-local dead_max = tonumber(ARGV[9])
-local dead_ttl_ms = tonumber(ARGV[10])
-local rules_key = KEYS[9]
-local groups_key = KEYS[10]
-local parked_key = KEYS[11]
-local throttled_key = KEYS[12]
-local active_key = KEYS[13]
-local tat_key = KEYS[14]
-local flow_key = KEYS[15]
-local expiring_key = KEYS[16]
+local rules_key = KEYS[5]
+local groups_key = KEYS[6]
+local parked_key = KEYS[7]
+local throttled_key = KEYS[8]
+local active_key = KEYS[9]
+local tat_key = KEYS[10]
+local flow_key = KEYS[11]
+local expiring_key = KEYS[12]
+local lane_prefix = ARGV[4]
+local keys_prefix = ARGV[5]
+local workers_key = KEYS[13]
+local idle_key = KEYS[14]
+local dead_key = KEYS[15]
+local outbox_key = KEYS[16]
 local unique_key = KEYS[17]
 local unique_kept_key = KEYS[18]
 local cooldown_key = KEYS[19]
 local cooldown_until_key = KEYS[20]
 local suspects_key = KEYS[21]
 local waiting_key = KEYS[22]
-local lane_prefix = ARGV[11]
-local keys_prefix = ARGV[12]
+local done_prefix = ARGV[6]
+local held_prefix = ARGV[7]
+local inbox_prefix = ARGV[8]
+local queue = ARGV[9]
+local batch = tonumber(ARGV[10])
+local dead_max = tonumber(ARGV[11])
+local dead_ttl_ms = tonumber(ARGV[12])
 local cancel_ttl_ms = tonumber(ARGV[13])
 local keep_ms = tonumber(ARGV[14])
 local rule_count = tonumber(ARGV[15])
@@ -108,13 +108,14 @@ expect_types({ready_key, 'zset', delayed_key, 'zset', seq_key, 'string', wake_ke
 local q = {
   ready = ready_key, delayed = delayed_key, seq = seq_key, wake = wake_key,
   job_prefix = job_prefix, priority_max = priority_max, wake_cap = wake_cap,
+  rules = rules_key, groups = groups_key, parked = parked_key, throttled = throttled_key,
+  active = active_key, tat = tat_key, flow = flow_key, expiring = expiring_key,
+  lane_prefix = lane_prefix, keys_prefix = keys_prefix,
   workers = workers_key, idle = idle_key, dead = dead_key, outbox = outbox_key,
   done_prefix = done_prefix, held_prefix = held_prefix, inbox_prefix = inbox_prefix,
   queue = queue, batch = batch, dead_max = dead_max, dead_ttl_ms = dead_ttl_ms,
+  unique = unique_key, unique_kept = unique_kept_key,
 }
-with_flow(q, rules_key, groups_key, parked_key, throttled_key, active_key, tat_key,
-  flow_key, expiring_key, lane_prefix, keys_prefix)
-q.unique, q.unique_kept = unique_key, unique_kept_key
 local rules = nil
 if rule_count > 0 then
   expect_types({unique_key, 'hash', unique_kept_key, 'zset', cooldown_key, 'hash',

@@ -10,25 +10,26 @@ and waits in the delayed set until then; without one it becomes dead: it joins t
 letters (scored by finished_at_ms, then trimmed to their bounds) and its id is published on
 its done channel. A retry due before everything already delayed wakes one worker (the wake
 include: a bare wake to an idle holder, else a wake token, capped), so it claims and learns
-the new next_due_ms.
+the new next_due_ms; so does a freed slot of a limited lane (a job waiting for it can
+start).
 
 KEYS[1] held            SET   ids this holder holds in the queue
 KEYS[2] delayed         ZSET  delayed job ids by run_at_ms
 KEYS[3] dead            ZSET  dead job ids by finished_at_ms
 KEYS[4] wake            LIST  wake tokens
 KEYS[5] outbox          ZSET  ended workflow jobs: a dead one of a workflow joins it
-KEYS[6] workers         ZSET  holder id -> lease deadline (wakes go to live holders)
-KEYS[7] idle            ZSET  idle holders waiting to be handed a job
-KEYS[8]  rules          HASH  task -> its encoded rules
-KEYS[9]  groups         ZSET  the rotation of groups (ruled tasks, '' plain)
-KEYS[10] parked         SET   groups and keys at their concurrency
-KEYS[11] throttled      ZSET  groups and keys over a rate -> when due
-KEYS[12] active         HASH  running counts per task and lane
-KEYS[13] tat            HASH  GCRA theoretical arrival times
-KEYS[14] flow           HASH  counters (expired, dropped, laned, turn)
-KEYS[15] expiring       ZSET  job id -> start_by_ms
-KEYS[16] unique         HASH  unique key -> job holding it (an end frees it)
-KEYS[17] unique_kept    ZSET  unique keys kept after their job's end
+KEYS[6]  rules           HASH  task -> its encoded rules
+KEYS[7]  groups          ZSET  the rotation of groups (ruled tasks, '' plain)
+KEYS[8]  parked          SET   groups and keys at their concurrency
+KEYS[9]  throttled       ZSET  groups and keys over a rate -> when due
+KEYS[10] active          HASH  running counts per task and lane
+KEYS[11] tat             HASH  GCRA theoretical arrival times
+KEYS[12] flow            HASH  counters (expired, dropped, laned, turn)
+KEYS[13] expiring        ZSET  job id -> start_by_ms
+KEYS[14] workers         ZSET  holder id -> lease deadline (hand-overs go to live holders)
+KEYS[15] idle            ZSET  idle holders waiting to be handed a job (the wake include)
+KEYS[16] unique          HASH  unique key -> job holding it (an end frees it)
+KEYS[17] unique_kept     ZSET  unique keys kept after their job's end
 ARGV[1] job_prefix      a record's key is job_prefix .. id
 ARGV[2] done_prefix     a job's done channel is done_prefix .. id
 ARGV[3] holder          the failing holder
@@ -36,10 +37,10 @@ ARGV[4] wake_cap        longest the wake list may grow
 ARGV[5] batch           most dead letters to trim in this call
 ARGV[6] dead_max        most dead letters kept (0: no limit)
 ARGV[7] dead_ttl_ms     longest a dead letter is kept (0: no limit)
-ARGV[8] held_prefix     a holder's held set is held_prefix .. holder
-ARGV[9] inbox_prefix    a holder's inbox is inbox_prefix .. holder
-ARGV[10] lane_prefix     a lane's jobs are lane_prefix .. lane
-ARGV[11] keys_prefix     a task's rotation of keys is keys_prefix .. task
+ARGV[8] lane_prefix     a lane's jobs are lane_prefix .. lane
+ARGV[9] keys_prefix     a task's rotation of keys is keys_prefix .. task
+ARGV[10] held_prefix     a holder's held set is held_prefix .. holder
+ARGV[11] inbox_prefix    a holder's inbox is inbox_prefix .. holder
 ARGV[12..] eight per job: id, fence, counted (1/0), died (1/0), error, traceback ('' for
           none), retry_at_ms ('' for none: dead), finished_at_ms
 
@@ -54,6 +55,7 @@ Returns: one integer per job, in order: 1 recorded, 0 refused.
 --- @include "wake"
 --- @include "delayed"
 --- @include "held"
+--- @include "limits"
 local held_key = KEYS[1]
 local delayed_key = KEYS[2]
 local dead_key = KEYS[3]
@@ -66,27 +68,26 @@ local wake_cap = tonumber(ARGV[4])
 local batch = tonumber(ARGV[5])
 local dead_max = tonumber(ARGV[6])
 local dead_ttl_ms = tonumber(ARGV[7])
-local workers_key = KEYS[6]
-local idle_key = KEYS[7]
-local held_prefix = ARGV[8]
-local inbox_prefix = ARGV[9]
-local rules_key = KEYS[8]
-local groups_key = KEYS[9]
-local parked_key = KEYS[10]
-local throttled_key = KEYS[11]
-local active_key = KEYS[12]
-local tat_key = KEYS[13]
-local flow_key = KEYS[14]
-local expiring_key = KEYS[15]
+local rules_key = KEYS[6]
+local groups_key = KEYS[7]
+local parked_key = KEYS[8]
+local throttled_key = KEYS[9]
+local active_key = KEYS[10]
+local tat_key = KEYS[11]
+local flow_key = KEYS[12]
+local expiring_key = KEYS[13]
+local lane_prefix = ARGV[8]
+local keys_prefix = ARGV[9]
+local workers_key = KEYS[14]
+local idle_key = KEYS[15]
 local unique_key = KEYS[16]
 local unique_kept_key = KEYS[17]
-local lane_prefix = ARGV[10]
-local keys_prefix = ARGV[11]
+local held_prefix = ARGV[10]
+local inbox_prefix = ARGV[11]
 local FIRST, WIDTH = 12, 8
 
 local q = {dead = dead_key, outbox = outbox_key, job_prefix = job_prefix, done_prefix = done_prefix, batch = batch,
-  dead_max = dead_max, dead_ttl_ms = dead_ttl_ms, wake = wake_key, wake_cap = wake_cap,
-  workers = workers_key, idle = idle_key, held_prefix = held_prefix, inbox_prefix = inbox_prefix}
+  dead_max = dead_max, dead_ttl_ms = dead_ttl_ms}
 with_flow(q, rules_key, groups_key, parked_key, throttled_key, active_key, tat_key,
   flow_key, expiring_key, lane_prefix, keys_prefix)
 q.unique, q.unique_kept = unique_key, unique_kept_key
@@ -95,12 +96,13 @@ local FAIL_FIELDS = {'status', 'worker_id', 'fence', 'failures', 'deaths', 'deat
 local FAIL_KINDS = {failures = COUNT, deaths = COUNT}
 
 expect_types({held_key, 'set', delayed_key, 'zset', dead_key, 'zset', wake_key, 'list',
-  outbox_key, 'zset', idle_key, 'zset'})
+  outbox_key, 'zset'})
 
 local old_head = delayed_head(delayed_key)
 local earliest_retry = nil
 local died_now = false
 local latest_death = 0
+local freed_slot = false
 
 -- The outcome of one failure; 1 recorded, 0 refused.
 local function fail(at)
@@ -127,6 +129,9 @@ local function fail(at)
     redis.call('HSET', key, 'traceback', traceback)
   end
   redis.call('SREM', held_key, id)
+  if job.limited == '1' then
+    freed_slot = true
+  end
   free_slots(q, key, job.lane, job.limited)
   if retry_at ~= '' then
     redis.call('HSET', key, 'status', 'failed', 'run_at_ms', retry_at)
@@ -148,7 +153,9 @@ end
 if died_now then
   trim_dead(q, latest_death)
 end
-if is_new_head(earliest_retry, old_head) then
+if freed_slot or is_new_head(earliest_retry, old_head) then
+  with_handover(q, workers_key, idle_key, held_prefix, inbox_prefix, nil, nil, wake_key,
+    wake_cap)
   wake_one(q)
 end
 return out

@@ -14,20 +14,20 @@ KEYS[4] wake           LIST  wake tokens
 KEYS[5] suspects       ZSET  where a promoted suspect goes
 KEYS[6] dead           ZSET  dead job ids by finished_at_ms
 KEYS[7] outbox         ZSET  ended workflow jobs (a damaged one buried here ends)
-KEYS[8] workers        ZSET  holder id -> lease deadline (hand-overs go to live holders)
-KEYS[9] idle           ZSET  idle holders waiting to be handed a job
-KEYS[10] rules          HASH  task -> its encoded rules
-KEYS[11] groups         ZSET  the rotation of groups (ruled tasks, '' plain)
-KEYS[12] parked         SET   groups and keys at their concurrency
-KEYS[13] throttled      ZSET  groups and keys over a rate -> when due
-KEYS[14] active         HASH  running counts per task and lane
-KEYS[15] tat            HASH  GCRA theoretical arrival times
-KEYS[16] flow           HASH  counters (expired, dropped, laned, turn)
-KEYS[17] expiring       ZSET  job id -> start_by_ms
-KEYS[18] unique         HASH  unique key -> job holding it (an end frees it)
-KEYS[19] unique_kept    ZSET  unique keys kept after their job's end
-KEYS[20] cooldown       HASH  cooldown key -> '<until>:<job id>'
-KEYS[21] cooldown_until ZSET  cooldown key -> until
+KEYS[8]  rules           HASH  task -> its encoded rules
+KEYS[9]  groups          ZSET  the rotation of groups (ruled tasks, '' plain)
+KEYS[10] parked          SET   groups and keys at their concurrency
+KEYS[11] throttled       ZSET  groups and keys over a rate -> when due
+KEYS[12] active          HASH  running counts per task and lane
+KEYS[13] tat             HASH  GCRA theoretical arrival times
+KEYS[14] flow            HASH  counters (expired, dropped, laned, turn)
+KEYS[15] expiring        ZSET  job id -> start_by_ms
+KEYS[16] workers         ZSET  holder id -> lease deadline (hand-overs go to live holders)
+KEYS[17] idle            ZSET  idle holders waiting to be handed a job (the wake include)
+KEYS[18] unique          HASH  unique key -> job holding it (an end frees it)
+KEYS[19] unique_kept     ZSET  unique keys kept after their job's end
+KEYS[20] cooldown        HASH  cooldown key -> '<until>:<job id>'
+KEYS[21] cooldown_until  ZSET  cooldown key -> until
 ARGV[1] job_prefix     a record's key is job_prefix .. id
 ARGV[2] done_prefix    a job's done channel is done_prefix .. id
 ARGV[3] now_ms         the caller's clock, or '' for the broker's; run_at_ms <= now is due
@@ -37,12 +37,11 @@ ARGV[6] priority_max   highest valid priority (for the ready score)
 ARGV[7] wake_cap       longest the wake list may grow
 ARGV[8] dead_max       most dead letters kept (0: no limit)
 ARGV[9] dead_ttl_ms    longest a dead letter is kept (0: no limit)
-ARGV[10] held_prefix   a holder's held set is held_prefix .. holder
-ARGV[11] inbox_prefix  a holder's inbox is inbox_prefix .. holder
-ARGV[12] queue         the queue's name (handed out with each job)
-ARGV[13] lane_prefix     a lane's jobs are lane_prefix .. lane
-ARGV[14] keys_prefix     a task's rotation of keys is keys_prefix .. task
-
+ARGV[10] lane_prefix   a lane's jobs are lane_prefix .. lane
+ARGV[11] keys_prefix   a task's rotation of keys is keys_prefix .. task
+ARGV[12] held_prefix     a holder's held set is held_prefix .. holder
+ARGV[13] inbox_prefix    a holder's inbox is inbox_prefix .. holder
+ARGV[14] queue           the queue's name (handed out with each job)
 A promoted job goes back to its lane (the record's); with throttled lanes or deadlines
 (one EXISTS) the jobs past their deadline end expired first and the throttled lanes due
 are restored; the earliest time returned is then the earlier of the delayed head and the
@@ -60,6 +59,7 @@ may be due (call again) else 0}.
 --- @include "promote"
 --- @include "unique"
 --- @include "delayed"
+--- @include "limits"
 local delayed_key = KEYS[1]
 local ready_key = KEYS[2]
 local seq_key = KEYS[3]
@@ -76,41 +76,39 @@ local priority_max = tonumber(ARGV[6])
 local wake_cap = tonumber(ARGV[7])
 local dead_max = tonumber(ARGV[8])
 local dead_ttl_ms = tonumber(ARGV[9])
-local workers_key = KEYS[8]
-local idle_key = KEYS[9]
-local held_prefix = ARGV[10]
-local inbox_prefix = ARGV[11]
-local queue = ARGV[12]
-local rules_key = KEYS[10]
-local groups_key = KEYS[11]
-local parked_key = KEYS[12]
-local throttled_key = KEYS[13]
-local active_key = KEYS[14]
-local tat_key = KEYS[15]
-local flow_key = KEYS[16]
-local expiring_key = KEYS[17]
+local rules_key = KEYS[8]
+local groups_key = KEYS[9]
+local parked_key = KEYS[10]
+local throttled_key = KEYS[11]
+local active_key = KEYS[12]
+local tat_key = KEYS[13]
+local flow_key = KEYS[14]
+local expiring_key = KEYS[15]
+local lane_prefix = ARGV[10]
+local keys_prefix = ARGV[11]
+local workers_key = KEYS[16]
+local idle_key = KEYS[17]
 local unique_key = KEYS[18]
 local unique_kept_key = KEYS[19]
 local cooldown_key = KEYS[20]
 local cooldown_until_key = KEYS[21]
-local lane_prefix = ARGV[13]
-local keys_prefix = ARGV[14]
+local held_prefix = ARGV[12]
+local inbox_prefix = ARGV[13]
+local queue = ARGV[14]
 
 local q = {
   ready = ready_key, delayed = delayed_key, suspects = suspects_key, seq = seq_key,
   dead = dead_key, outbox = outbox_key, job_prefix = job_prefix, done_prefix = done_prefix, batch = batch,
   priority_min = priority_min, priority_max = priority_max, dead_max = dead_max,
-  dead_ttl_ms = dead_ttl_ms, wake = wake_key, wake_cap = wake_cap, workers = workers_key,
-  idle = idle_key, held_prefix = held_prefix, inbox_prefix = inbox_prefix, queue = queue,
-  now_ms = now_ms,
+  dead_ttl_ms = dead_ttl_ms, rules = rules_key, groups = groups_key, parked = parked_key,
+  throttled = throttled_key, active = active_key, tat = tat_key, flow = flow_key,
+  expiring = expiring_key, lane_prefix = lane_prefix, keys_prefix = keys_prefix,
 }
-with_flow(q, rules_key, groups_key, parked_key, throttled_key, active_key, tat_key,
-  flow_key, expiring_key, lane_prefix, keys_prefix)
 q.unique, q.unique_kept = unique_key, unique_kept_key
 q.cooldown, q.cooldown_until = cooldown_key, cooldown_until_key
 
 expect_types({delayed_key, 'zset', ready_key, 'zset', seq_key, 'string', wake_key, 'list',
-  suspects_key, 'zset', dead_key, 'zset', outbox_key, 'zset', idle_key, 'zset'})
+  suspects_key, 'zset', dead_key, 'zset', outbox_key, 'zset'})
 local pruning = redis.call('EXISTS', unique_kept_key, cooldown_until_key) > 0
 if pruning then
   expect_types({unique_key, 'hash', unique_kept_key, 'zset', cooldown_key, 'hash',
@@ -129,6 +127,8 @@ local promoted, buried, more = promote_due(q, now_ms, batch)
 if buried > 0 then
   trim_dead(q, now_ms)
 end
+with_handover(q, workers_key, idle_key, held_prefix, inbox_prefix, queue, now_ms, wake_key,
+  wake_cap)
 wake_ready(q, promoted + restored)
 
 local first_due = delayed_head(delayed_key)

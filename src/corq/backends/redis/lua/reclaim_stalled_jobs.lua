@@ -27,17 +27,17 @@ KEYS[5] suspects        ZSET  jobs from max_deaths - 1 deaths on wait here
 KEYS[6] departed        SET   holders that deregistered while holding jobs
 KEYS[7] reclaiming      HASH  holder -> 1 departed / 0: holders whose jobs are being taken
 KEYS[8] outbox          ZSET  ended workflow jobs: one sent to the dead letters joins it
-KEYS[9] idle            ZSET  idle holders waiting to be handed a job
-KEYS[10] rules          HASH  task -> its encoded rules
-KEYS[11] groups         ZSET  the rotation of groups (ruled tasks, '' plain)
-KEYS[12] parked         SET   groups and keys at their concurrency
-KEYS[13] throttled      ZSET  groups and keys over a rate -> when due
-KEYS[14] active         HASH  running counts per task and lane
-KEYS[15] tat            HASH  GCRA theoretical arrival times
-KEYS[16] flow           HASH  counters (expired, dropped, laned, turn)
-KEYS[17] expiring       ZSET  job id -> start_by_ms
-KEYS[18] unique         HASH  unique key -> job holding it (an end frees it)
-KEYS[19] unique_kept    ZSET  unique keys kept after their job's end
+KEYS[9]  rules           HASH  task -> its encoded rules
+KEYS[10] groups          ZSET  the rotation of groups (ruled tasks, '' plain)
+KEYS[11] parked          SET   groups and keys at their concurrency
+KEYS[12] throttled       ZSET  groups and keys over a rate -> when due
+KEYS[13] active          HASH  running counts per task and lane
+KEYS[14] tat             HASH  GCRA theoretical arrival times
+KEYS[15] flow            HASH  counters (expired, dropped, laned, turn)
+KEYS[16] expiring        ZSET  job id -> start_by_ms
+KEYS[17] idle            ZSET  idle holders waiting to be handed a job (the wake include)
+KEYS[18] unique          HASH  unique key -> job holding it (an end frees it)
+KEYS[19] unique_kept     ZSET  unique keys kept after their job's end
 ARGV[1] job_prefix      a record's key is job_prefix .. id
 ARGV[2] held_prefix     a holder's held set is held_prefix .. holder
 ARGV[3] reclaim_prefix  the ids still to take back from a holder: reclaim_prefix .. holder
@@ -50,13 +50,13 @@ ARGV[9] wake_cap        longest the wake list may grow
 ARGV[10] ended_only     '1': take only ended leases and departed holders past their linger
 ARGV[11] dead_max       most dead letters kept (0: no limit)
 ARGV[12] dead_ttl_ms    longest a dead letter is kept (0: no limit)
-ARGV[13] inbox_prefix   a holder's inbox is inbox_prefix .. holder
-ARGV[14] queue          the queue's name (handed out with each job)
-ARGV[15] lane_prefix     a lane's jobs are lane_prefix .. lane
-ARGV[16] keys_prefix     a task's rotation of keys is keys_prefix .. task
-
+ARGV[13] lane_prefix     a lane's jobs are lane_prefix .. lane
+ARGV[14] keys_prefix     a task's rotation of keys is keys_prefix .. task
+ARGV[15] inbox_prefix    a holder's inbox is inbox_prefix .. holder
+ARGV[16] queue           the queue's name (handed out with each job)
 Every job taken back from its holder frees its slots (the limits include's free_slots),
 whatever becomes of it, and one queued again goes back to its own lane.
+
 Returns: {done (1 when no stalled holder and nothing to take back is left, else 0), then
 one array per job taken back: holder, job id, dead (1/0), released (1/0)}.
 ]]
@@ -67,6 +67,7 @@ one array per job taken back: holder, job id, dead (1/0), released (1/0)}.
 --- @include "wake"
 --- @include "held"
 --- @include "inbox"
+--- @include "limits"
 local workers_key = KEYS[1]
 local ready_key = KEYS[2]
 local dead_key = KEYS[3]
@@ -87,29 +88,30 @@ local wake_cap = tonumber(ARGV[9])
 local ended_only = ARGV[10]
 local dead_max = tonumber(ARGV[11])
 local dead_ttl_ms = tonumber(ARGV[12])
-local idle_key = KEYS[9]
-local inbox_prefix = ARGV[13]
-local queue = ARGV[14]
-local rules_key = KEYS[10]
-local groups_key = KEYS[11]
-local parked_key = KEYS[12]
-local throttled_key = KEYS[13]
-local active_key = KEYS[14]
-local tat_key = KEYS[15]
-local flow_key = KEYS[16]
-local expiring_key = KEYS[17]
+local rules_key = KEYS[9]
+local groups_key = KEYS[10]
+local parked_key = KEYS[11]
+local throttled_key = KEYS[12]
+local active_key = KEYS[13]
+local tat_key = KEYS[14]
+local flow_key = KEYS[15]
+local expiring_key = KEYS[16]
+local lane_prefix = ARGV[13]
+local keys_prefix = ARGV[14]
+local idle_key = KEYS[17]
 local unique_key = KEYS[18]
 local unique_kept_key = KEYS[19]
-local lane_prefix = ARGV[15]
-local keys_prefix = ARGV[16]
+local inbox_prefix = ARGV[15]
+local queue = ARGV[16]
 
 local q = {dead = dead_key, outbox = outbox_key, job_prefix = job_prefix, done_prefix = done_prefix, batch = batch,
-  dead_max = dead_max, dead_ttl_ms = dead_ttl_ms, ready = ready_key, suspects = suspects_key,
-  wake = wake_key, wake_cap = wake_cap, workers = workers_key, idle = idle_key,
-  held_prefix = held_prefix, inbox_prefix = inbox_prefix, queue = queue, now_ms = now_ms}
+  dead_max = dead_max, dead_ttl_ms = dead_ttl_ms, ready = ready_key}
 with_flow(q, rules_key, groups_key, parked_key, throttled_key, active_key, tat_key,
   flow_key, expiring_key, lane_prefix, keys_prefix)
 q.unique, q.unique_kept = unique_key, unique_kept_key
+q.suspects = suspects_key
+with_handover(q, workers_key, idle_key, held_prefix, inbox_prefix, queue, now_ms, wake_key,
+  wake_cap)
 local RECLAIM_FIELDS = {'status', 'worker_id', 'deaths', 'death_log', 'score', 'suspect',
   'lane', 'limited'}
 local AS_TEXT = {} -- deaths and score are checked once the record is known to be the holder's

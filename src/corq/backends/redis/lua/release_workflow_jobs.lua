@@ -2,8 +2,8 @@
 release_workflow_jobs: apply what workflows decided to jobs of one queue (idempotent).
 
 Only a job whose record still says waiting and names the deciding workflow moves, so a
-replay changes nothing: 'r' queues it (with a ready score: priority, then FIFO, and a wake
-token) or, when its run_at_ms is still ahead of now, schedules it (delayed; a wake when it
+replay changes nothing: 'r' queues it (with a ready score: priority, then FIFO; it is
+handed to an idle holder or brings a wake token, the wake include) or, when its run_at_ms is still ahead of now, schedules it (delayed; a wake when it
 is the new head); 'u' .. error ends it upstream_failed and 'c' .. error cancelled, each an
 end itself: finished now, its record kept keep_ms, its waiters woken, and noted in the
 outbox only when another workflow watches it (its own took it in when deciding), and its
@@ -19,18 +19,18 @@ KEYS[4] wake            LIST  wake tokens
 KEYS[5] outbox          ZSET  ended workflow jobs -> end time
 KEYS[6] waiting         SET   ids of jobs waiting for their parents
 KEYS[7] dead            ZSET  dead job ids by finished_at_ms
-KEYS[8] workers         ZSET  holder id -> lease deadline (hand-overs go to live holders)
-KEYS[9] idle            ZSET  idle holders waiting to be handed a job
-KEYS[10] rules          HASH  task -> its encoded rules
-KEYS[11] groups         ZSET  the rotation of groups (ruled tasks, '' plain)
-KEYS[12] parked         SET   groups and keys at their concurrency
-KEYS[13] throttled      ZSET  groups and keys over a rate -> when due
-KEYS[14] active         HASH  running counts per task and lane
-KEYS[15] tat            HASH  GCRA theoretical arrival times
-KEYS[16] flow           HASH  counters (expired, dropped, laned, turn)
-KEYS[17] expiring       ZSET  job id -> start_by_ms
-KEYS[18] unique         HASH  unique key -> job holding it (an end frees it)
-KEYS[19] unique_kept    ZSET  unique keys kept after their job's end
+KEYS[8]  rules           HASH  task -> its encoded rules
+KEYS[9]  groups          ZSET  the rotation of groups (ruled tasks, '' plain)
+KEYS[10] parked          SET   groups and keys at their concurrency
+KEYS[11] throttled       ZSET  groups and keys over a rate -> when due
+KEYS[12] active          HASH  running counts per task and lane
+KEYS[13] tat             HASH  GCRA theoretical arrival times
+KEYS[14] flow            HASH  counters (expired, dropped, laned, turn)
+KEYS[15] expiring        ZSET  job id -> start_by_ms
+KEYS[16] workers         ZSET  holder id -> lease deadline (hand-overs go to live holders)
+KEYS[17] idle            ZSET  idle holders waiting to be handed a job (the wake include)
+KEYS[18] unique          HASH  unique key -> job holding it (an end frees it)
+KEYS[19] unique_kept     ZSET  unique keys kept after their job's end
 ARGV[1] job_prefix      a record's key is job_prefix .. id
 ARGV[2] done_prefix     a job's done channel is done_prefix .. id
 ARGV[3] now_ms          the caller's clock, or '' for the broker's
@@ -41,11 +41,11 @@ ARGV[7] keep_ms         how long an ended record is kept (WORKFLOW_KEEP_MS)
 ARGV[8] batch           most dead letters to trim
 ARGV[9] dead_max        most dead letters kept (0: no limit)
 ARGV[10] dead_ttl_ms    longest a dead letter is kept (0: no limit)
-ARGV[11] held_prefix    a holder's held set is held_prefix .. holder (hand-overs)
-ARGV[12] inbox_prefix   a holder's inbox is inbox_prefix .. holder
-ARGV[13] queue          the queue's name (handed out with each job)
-ARGV[14] lane_prefix     a lane's jobs are lane_prefix .. lane
-ARGV[15] keys_prefix     a task's rotation of keys is keys_prefix .. task
+ARGV[11] lane_prefix     a lane's jobs are lane_prefix .. lane
+ARGV[12] keys_prefix     a task's rotation of keys is keys_prefix .. task
+ARGV[13] held_prefix     a holder's held set is held_prefix .. holder
+ARGV[14] inbox_prefix    a holder's inbox is inbox_prefix .. holder
+ARGV[15] queue           the queue's name (handed out with each job)
 ARGV[16..] three per job: id, workflow, decision ('r', 'u' .. error, 'c' .. error)
 
 A released job is first made ready here: it gets its lane from the queue's rules then (the
@@ -62,6 +62,7 @@ too), then the ids that could not be read (gone or not a hash)}.
 --- @include "score"
 --- @include "wake"
 --- @include "delayed"
+--- @include "limits"
 local ready_key = KEYS[1]
 local delayed_key = KEYS[2]
 local seq_key = KEYS[3]
@@ -79,33 +80,33 @@ local keep_ms = tonumber(ARGV[7])
 local batch = tonumber(ARGV[8])
 local dead_max = tonumber(ARGV[9])
 local dead_ttl_ms = tonumber(ARGV[10])
-local workers_key = KEYS[8]
-local idle_key = KEYS[9]
-local held_prefix = ARGV[11]
-local inbox_prefix = ARGV[12]
-local queue = ARGV[13]
-local rules_key = KEYS[10]
-local groups_key = KEYS[11]
-local parked_key = KEYS[12]
-local throttled_key = KEYS[13]
-local active_key = KEYS[14]
-local tat_key = KEYS[15]
-local flow_key = KEYS[16]
-local expiring_key = KEYS[17]
+local rules_key = KEYS[8]
+local groups_key = KEYS[9]
+local parked_key = KEYS[10]
+local throttled_key = KEYS[11]
+local active_key = KEYS[12]
+local tat_key = KEYS[13]
+local flow_key = KEYS[14]
+local expiring_key = KEYS[15]
+local lane_prefix = ARGV[11]
+local keys_prefix = ARGV[12]
+local workers_key = KEYS[16]
+local idle_key = KEYS[17]
 local unique_key = KEYS[18]
 local unique_kept_key = KEYS[19]
-local lane_prefix = ARGV[14]
-local keys_prefix = ARGV[15]
+local held_prefix = ARGV[13]
+local inbox_prefix = ARGV[14]
+local queue = ARGV[15]
 local FIRST = 16
 
 local q = {dead = dead_key, outbox = outbox_key, job_prefix = job_prefix,
   done_prefix = done_prefix, batch = batch, dead_max = dead_max, dead_ttl_ms = dead_ttl_ms,
-  ready = ready_key, workers = workers_key, idle = idle_key, held_prefix = held_prefix,
-  inbox_prefix = inbox_prefix, queue = queue, now_ms = now_ms, wake = wake_key,
-  wake_cap = wake_cap, delayed = delayed_key}
+  ready = ready_key, delayed = delayed_key}
 with_flow(q, rules_key, groups_key, parked_key, throttled_key, active_key, tat_key,
   flow_key, expiring_key, lane_prefix, keys_prefix)
 q.unique, q.unique_kept = unique_key, unique_kept_key
+with_handover(q, workers_key, idle_key, held_prefix, inbox_prefix, queue, now_ms, wake_key,
+  wake_cap)
 local ruled = redis.call('EXISTS', rules_key) == 1
 local RELEASE_FIELDS = {'status', 'workflow', 'notify', 'priority', 'run_at_ms', 'task', 'key',
   'start_by_ms', 'unique_key', 'unique_for_ms'}

@@ -16,18 +16,18 @@ KEYS[1] dead            ZSET  dead job ids by finished_at_ms
 KEYS[2] ready           ZSET  ready job ids by score
 KEYS[3] seq             STR   counter behind the FIFO part of ready scores
 KEYS[4] wake            LIST  wake tokens
-KEYS[5] workers         ZSET  holder id -> lease deadline (hand-overs go to live holders)
-KEYS[6] idle            ZSET  idle holders waiting to be handed a job
-KEYS[7] outbox          ZSET  ended workflow jobs (a damaged record met by a hand-over)
-KEYS[8]  rules          HASH  task -> its encoded rules
-KEYS[9]  groups         ZSET  the rotation of groups (ruled tasks, '' plain)
-KEYS[10] parked         SET   groups and keys at their concurrency
-KEYS[11] throttled      ZSET  groups and keys over a rate -> when due
-KEYS[12] active         HASH  running counts per task and lane
-KEYS[13] tat            HASH  GCRA theoretical arrival times
-KEYS[14] flow           HASH  counters (expired, dropped, laned, turn)
-KEYS[15] expiring       ZSET  job id -> start_by_ms
-KEYS[16] snapshot       ZSET  (only without ids) this retry's copy of the dead letters
+KEYS[5]  rules           HASH  task -> its encoded rules
+KEYS[6]  groups          ZSET  the rotation of groups (ruled tasks, '' plain)
+KEYS[7]  parked          SET   groups and keys at their concurrency
+KEYS[8]  throttled       ZSET  groups and keys over a rate -> when due
+KEYS[9]  active          HASH  running counts per task and lane
+KEYS[10] tat             HASH  GCRA theoretical arrival times
+KEYS[11] flow            HASH  counters (expired, dropped, laned, turn)
+KEYS[12] expiring        ZSET  job id -> start_by_ms
+KEYS[13] workers         ZSET  holder id -> lease deadline (hand-overs go to live holders)
+KEYS[14] idle            ZSET  idle holders waiting to be handed a job (the wake include)
+KEYS[15] outbox          ZSET  ended workflow jobs (a damaged record met by a hand-over)
+KEYS[16] snapshot        ZSET  (only without ids) this retry's copy of the dead letters
 ARGV[1] job_prefix      a record's key is job_prefix .. id
 ARGV[2] now_ms          the caller's clock, or '' for the broker's (the new run_at_ms)
 ARGV[3] priority_min    lowest valid priority
@@ -35,18 +35,18 @@ ARGV[4] priority_max    highest valid priority (for the ready score)
 ARGV[5] wake_cap        longest the wake list may grow
 ARGV[6] limit           with a snapshot: how many of its ids to take in this call
 ARGV[7] snapshot_ttl_ms > 0: take the snapshot now (first call), kept this long; else 0
-ARGV[8] done_prefix     a job's done channel is done_prefix .. id
-ARGV[9] held_prefix     a holder's held set is held_prefix .. holder
-ARGV[10] inbox_prefix   a holder's inbox is inbox_prefix .. holder
-ARGV[11] queue          the queue's name (handed out with each job)
-ARGV[12] batch          most dead letters to trim
-ARGV[13] dead_max       most dead letters kept (0: no limit)
-ARGV[14] dead_ttl_ms    longest a dead letter is kept (0: no limit)
-ARGV[15] lane_prefix     a lane's jobs are lane_prefix .. lane
-ARGV[16] keys_prefix     a task's rotation of keys is keys_prefix .. task
+ARGV[8] lane_prefix     a lane's jobs are lane_prefix .. lane
+ARGV[9] keys_prefix     a task's rotation of keys is keys_prefix .. task
+ARGV[10] done_prefix     a job's done channel is done_prefix .. id
+ARGV[11] held_prefix     a holder's held set is held_prefix .. holder
+ARGV[12] inbox_prefix    a holder's inbox is inbox_prefix .. holder
+ARGV[13] queue           the queue's name (handed out with each job)
+ARGV[14] batch           most dead letters to trim
+ARGV[15] dead_max        most dead letters kept (0: no limit)
+ARGV[16] dead_ttl_ms     longest a dead letter is kept (0: no limit)
 ARGV[17..] job ids (none with a snapshot)
-
 A retried job goes back to its own lane (the record's).
+
 Returns: {moved, looked at}; with a snapshot the caller repeats while looked at == limit.
 ]]
 --- @include "now"
@@ -54,13 +54,11 @@ Returns: {moved, looked at}; with a snapshot the caller repeats while looked at 
 --- @include "record"
 --- @include "score"
 --- @include "wake"
+--- @include "lanes"
 local dead_key = KEYS[1]
 local ready_key = KEYS[2]
 local seq_key = KEYS[3]
 local wake_key = KEYS[4]
-local workers_key = KEYS[5]
-local idle_key = KEYS[6]
-local outbox_key = KEYS[7]
 local snapshot_key = KEYS[16]
 local job_prefix = ARGV[1]
 local now_ms = resolve_now(ARGV[2])
@@ -69,38 +67,39 @@ local priority_max = tonumber(ARGV[4])
 local wake_cap = tonumber(ARGV[5])
 local limit = tonumber(ARGV[6])
 local snapshot_ttl_ms = tonumber(ARGV[7])
-local done_prefix = ARGV[8]
-local held_prefix = ARGV[9]
-local inbox_prefix = ARGV[10]
-local queue = ARGV[11]
-local batch = tonumber(ARGV[12])
-local dead_max = tonumber(ARGV[13])
-local dead_ttl_ms = tonumber(ARGV[14])
-local rules_key = KEYS[8]
-local groups_key = KEYS[9]
-local parked_key = KEYS[10]
-local throttled_key = KEYS[11]
-local active_key = KEYS[12]
-local tat_key = KEYS[13]
-local flow_key = KEYS[14]
-local expiring_key = KEYS[15]
-local lane_prefix = ARGV[15]
-local keys_prefix = ARGV[16]
+local rules_key = KEYS[5]
+local groups_key = KEYS[6]
+local parked_key = KEYS[7]
+local throttled_key = KEYS[8]
+local active_key = KEYS[9]
+local tat_key = KEYS[10]
+local flow_key = KEYS[11]
+local expiring_key = KEYS[12]
+local lane_prefix = ARGV[8]
+local keys_prefix = ARGV[9]
+local workers_key = KEYS[13]
+local idle_key = KEYS[14]
+local outbox_key = KEYS[15]
+local done_prefix = ARGV[10]
+local held_prefix = ARGV[11]
+local inbox_prefix = ARGV[12]
+local queue = ARGV[13]
+local batch = tonumber(ARGV[14])
+local dead_max = tonumber(ARGV[15])
+local dead_ttl_ms = tonumber(ARGV[16])
 local FIRST_ID = 17
-
-local h = {ready = ready_key, job_prefix = job_prefix, dead = dead_key, outbox = outbox_key,
-  done_prefix = done_prefix, batch = batch, dead_max = dead_max, dead_ttl_ms = dead_ttl_ms,
-  workers = workers_key, idle = idle_key, held_prefix = held_prefix,
-  inbox_prefix = inbox_prefix, queue = queue, now_ms = now_ms, wake = wake_key,
-  wake_cap = wake_cap}
-with_flow(h, rules_key, groups_key, parked_key, throttled_key, active_key, tat_key,
-  flow_key, expiring_key, lane_prefix, keys_prefix)
 
 local FIELDS = {'priority', 'attempt', 'fence', 'enqueued_at_ms', 'started_at_ms', 'lane'}
 local AS_TEXT = {} -- each is checked on its own: what cannot be read is reset
 
 expect_types({dead_key, 'zset', ready_key, 'zset', seq_key, 'string', wake_key, 'list',
   idle_key, 'zset'})
+local q = {ready = ready_key, job_prefix = job_prefix, dead = dead_key, outbox = outbox_key,
+  done_prefix = done_prefix, batch = batch, dead_max = dead_max, dead_ttl_ms = dead_ttl_ms}
+with_flow(q, rules_key, groups_key, parked_key, throttled_key, active_key, tat_key,
+  flow_key, expiring_key, lane_prefix, keys_prefix)
+with_handover(q, workers_key, idle_key, held_prefix, inbox_prefix, queue, now_ms, wake_key,
+  wake_cap)
 
 local ids = {}
 if snapshot_key then
@@ -154,7 +153,7 @@ local function retry(id)
   if job.started_at_ms and not check_number('started_at_ms', job.started_at_ms, INT) then
     redis.call('HDEL', key, 'started_at_ms')
   end
-  make_ready(h, id, score, job.lane)
+  make_ready(q, id, score, job.lane)
   return 1
 end
 
@@ -162,5 +161,5 @@ local moved = 0
 for _, id in ipairs(ids) do
   moved = moved + retry(id)
 end
-wake_ready(h, moved)
+wake_ready(q, moved)
 return {moved, #ids}

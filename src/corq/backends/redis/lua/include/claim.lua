@@ -25,12 +25,12 @@ its concurrency is parked, one over a rate throttled until due (with drop, the p
 ends expired as dropped). A job taken from a limited lane raises its slots (record
 `limited` 1). Each visit sends the visited key and group to the back of their bands, or
 parks them when the visit brought them to their concurrency.
-Returns how many it took.
+Returns how many it took. Callers use it when q.groups exists, else take_jobs(q.ready).
 take_ready(c, wanted): take up to `wanted` ready jobs under the queue's rules: what a claim
 takes after the suspects, and what a hand-over to an idle holder takes (the wake include):
-take_laned while the queue has runnable lanes (q.groups exists, or this call put a job in
-a lane), else take_jobs(q.ready): a queue without lanes pays one EXISTS per script call.
-ready_left(q): whether ready jobs remain to take (the plain set, or runnable lanes).
+take_laned when the queue's flow is in use (q.groups names a rotation, a throttled set or
+an expiry index that exists, or this script put a job in a lane: q.made_laned), else the
+plain ready set, so both paths follow the same rules.
 ]]
 --- @include "limits"
 local CLAIM_FIELDS = fields_of({CLAIMED_FIELDS, CHECKED_FIELDS, {'start_by_ms'}},
@@ -171,6 +171,7 @@ local function visit_room(q, rule, task, lane, wanted)
   return room
 end
 
+-- One visit of a ruled group: its best key gives up to its room; returns how many.
 -- After a visit: a key (group) now at its concurrency is parked at once (an end of one of
 -- its running jobs brings it back), else it goes to the back of its band.
 local function next_turn_of(q, member, limit, rotate, task, lane)
@@ -181,7 +182,6 @@ local function next_turn_of(q, member, limit, rotate, task, lane)
   end
 end
 
--- One visit of a ruled group: its best key gives up to its room; returns how many.
 local function visit_group(c, task, wanted)
   local q = c.q
   local lane = redis.call('ZRANGE', q.keys_prefix .. task, 0, 0)[1]
@@ -227,20 +227,15 @@ local function take_laned(c, wanted)
   return taken
 end
 
-local function take_ready(c, wanted)
-  local q = c.q
-  if q.has_lanes == nil then -- once per script call
-    q.has_lanes = q.groups ~= nil and redis.call('EXISTS', q.groups) == 1
-  end
-  if q.has_lanes or q.made_laned then
-    return take_laned(c, wanted)
-  end
-  return take_jobs(c, q.ready, wanted, '0')
+-- Whether the queue's flow (lanes, throttles, expiry) is in use: then claims go through it.
+local function flow_in_use(q)
+  return q.groups ~= nil and (q.made_laned == true
+    or redis.call('EXISTS', q.groups, q.throttled, q.expiring) > 0)
 end
 
-local function ready_left(q)
-  if q.groups and (q.has_lanes or q.made_laned) then
-    return redis.call('ZCARD', q.groups) + redis.call('ZCARD', q.ready)
+local function take_ready(c, wanted)
+  if flow_in_use(c.q) then
+    return take_laned(c, wanted)
   end
-  return redis.call('ZCARD', q.ready)
+  return take_jobs(c, c.q.ready, wanted, '0')
 end

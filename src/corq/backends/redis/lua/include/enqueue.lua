@@ -115,9 +115,11 @@ local function new_lane(q, values, at, n)
   return lane, n
 end
 
--- Write the new job at `at`: scheduled in the delayed set when it runs later, else made
--- ready in its lane with the score of `seq`. Returns its run_at when delayed, else nil.
-local function write_new(q, values, at, seq)
+-- Write the new job at `at`: scheduled in the delayed set when it runs later, else ready
+-- in its lane with the score of `seq` (a job of the plain ready set is added to `plain`,
+-- score and id, for one ZADD per call, when the caller passes that table). Returns its
+-- run_at when delayed, else nil.
+local function write_new(q, values, at, seq, plain)
   local id, run_at = values[at + ENQ_AT.id], values[at + ENQ_AT.run_at_ms]
   local key = q.job_prefix .. id
   if tonumber(run_at) > tonumber(values[at + ENQ_AT.enqueued_at_ms]) then
@@ -137,7 +139,11 @@ local function write_new(q, values, at, seq)
   local lane
   lane, n = new_lane(q, values, at, n)
   redis.call('HSET', key, unpack(enq_record, 1, n))
-  make_ready(q, id, score, lane)
+  if lane == '' and plain then
+    plain[#plain + 1], plain[#plain + 2] = score, id
+  else
+    make_ready(q, id, score, lane)
+  end
   if q.expiring then
     index_expiry(q, id, values[at + ENQ_AT.start_by_ms])
   end
@@ -145,18 +151,19 @@ local function write_new(q, values, at, seq)
 end
 
 -- The jobs of a call without flow-control directives: pass 1 finds the new ones, one
--- INCRBY reserves their ready numbers. Returns the replies, how many went ready, and the
--- earliest time one was delayed to.
+-- INCRBY reserves their ready numbers, one ZADD adds the plain ready ones. Returns the
+-- replies, how many went ready, and the earliest time one was delayed to.
 local function write_plain(q, values, first, count)
   local created, new_ready = new_ids(q, values, first, count)
   local seq = 0
   if new_ready > 0 then
     seq = redis.call('INCRBY', q.seq, new_ready) - new_ready
   end
+  local plain = {} -- score, id pairs for the plain ready set
   local earliest_delayed = nil
   for i = 1, count do
     if created[i] == 1 then
-      local delayed_to = write_new(q, values, first + (i - 1) * NEW_WIDTH, seq + 1)
+      local delayed_to = write_new(q, values, first + (i - 1) * NEW_WIDTH, seq + 1, plain)
       if delayed_to then
         earliest_delayed = earlier(earliest_delayed, delayed_to)
       else
@@ -164,6 +171,7 @@ local function write_plain(q, values, first, count)
       end
     end
   end
+  call_chunked('ZADD', q.ready, plain)
   return created, new_ready, earliest_delayed
 end
 

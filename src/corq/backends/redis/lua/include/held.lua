@@ -16,15 +16,16 @@ requeue_ready(q, key, id, job_lane, score): the same into the job's own lane (th
 `lane`: '' the ready set), through the lanes include's make_ready.
 release_held(q, held_key, holder, id, fence, unstarted, died, suspect): give one held job
 back (release_jobs, and the jobs of an inbox nobody took): only while its record says
-running under `holder` with `fence`, with a readable score, attempt and deaths. Queued again
-at its old score (the head of the queue), among the suspects when `suspect` is '1' or it was
-one, else in its own lane; its slots are freed (free_slots). `unstarted` '1' does not
-count the attempt, `died` '1' counts a death. `q` holds job_prefix, ready, suspects and the
-flow names (the limits include). Returns 1 released, 0 refused (an id whose key is not a
-hash leaves the held set). Needs the record and now includes.
+running under `holder` with `fence`, with a readable score, attempt and deaths. Its slots
+are freed (the limits include), and it is queued again at its old score (the head of its
+lane), among the suspects when `suspect` is '1' or it was one; `unstarted` '1' does not
+count the attempt, `died` '1' counts a death. `q` holds job_prefix, ready, suspects and
+the flow names (with_flow). Returns 1 released, 0 refused (an id whose key is not a hash
+leaves the held set).
 ]]
 --- @include "now"
 --- @include "record"
+--- @include "lanes"
 --- @include "limits"
 local function holds(job, holder, fence)
   return job ~= nil and job.status == 'running' and job.worker_id == holder

@@ -15,8 +15,9 @@ for a group, 'k:' .. lane for a key.
 make_ready(q, id, score, lane): THE way a job becomes ready (enqueue, promotion, release,
 reclaim, retries, workflow release): ZADD into its lane (the record's `lane` field) and
 offer that lane to its rotations unless held back (each lane and group once per band in a
-call, remembered in q.offered; a claim forgets it: forget_offers(q)). Returns 1 when the id was added; a job
-put in a lane sets q.made_laned (the caller's claim then visits the rotations).
+call, remembered in q.offered; a claim forgets it: forget_offers(q)). Returns 1 when the
+id was added; a job put in a lane sets q.made_laned (the caller's claim then visits the
+rotations).
 take_out(q, id, lane): the removal counterpart (cancel, expiry): ZREM from its lane; a
 lane left empty leaves its rotation. Returns 1 when the id was there.
 lane_parts(lane): task, key. held_back(q, member): parked or throttled.

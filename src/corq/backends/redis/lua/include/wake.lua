@@ -20,8 +20,9 @@ holder took, never letting it grow past wake_cap (a burst must not leave thousan
 stale tokens).
 wake_one(h): one worker must claim now (a new delayed head: it learns the new
 next_due_ms): a marker to one idle holder, else one token.
-chain_wake(h, took): after a claim: while ready jobs remain (the claim include's
-ready_left: the plain set, or runnable lanes), idle holders get them when
+chain_wake(h, took, runnable): after a claim: while ready jobs remain (`runnable`, a ZSET:
+the ready set, or the rotation of groups when the queue's flow is in use), idle holders
+get them when
 the claim took some (a job enqueued by a step that hands nothing over; a claim that took
 nothing found them all held back by the rules, and handing over would only wake holders
 in turn for nothing), and one token is pushed when none is pending, so another worker
@@ -31,6 +32,8 @@ pack_handed(values): one inbox entry: the flat claim reply of one job (CLAIMED_F
 values in order): a header of their byte lengths, space separated, a newline, then the
 values back to back (text and payload bytes alike; replies.handed reads it).
 unpack_handed(entry): the values of an entry (as text); nil for a bare marker.
+with_handover(h, workers, idle, held_prefix, inbox_prefix, queue, now_ms, wake, wake_cap):
+`h` with the hand-over names set (a script binds its KEYS/ARGV, then calls this).
 WAKE_MARKER: the bare marker: an empty entry.
 ]]
 --- @include "now"
@@ -39,6 +42,13 @@ WAKE_MARKER: the bare marker: an empty entry.
 --- @include "dead"
 --- @include "claim"
 local WAKE_MARKER = ''
+
+local function with_handover(h, workers, idle, held_prefix, inbox_prefix, queue, now_ms, wake,
+    wake_cap)
+  h.workers, h.idle, h.held_prefix, h.inbox_prefix = workers, idle, held_prefix, inbox_prefix
+  h.queue, h.now_ms, h.wake, h.wake_cap = queue, now_ms, wake, wake_cap
+  return h
+end
 
 local function push_wakes(wake_key, wanted, wake_cap)
   local n = math.min(wanted, wake_cap - redis.call('LLEN', wake_key))
@@ -149,8 +159,8 @@ local function wake_one(h)
   push_wakes(h.wake, 1, h.wake_cap)
 end
 
-local function chain_wake(h, took)
-  local ready = ready_left(h)
+local function chain_wake(h, took, runnable)
+  local ready = redis.call('ZCARD', runnable)
   if ready > 0 and took then
     ready = ready - hand_over(h, math.min(ready, h.batch))
   end
