@@ -170,6 +170,7 @@ async def test_a_cooldown_counts_what_it_drops_and_promotion_prunes_it(
 
     assert first == [admitted_as("a", Outcome.CREATED), admitted_as("a", Outcome.DROPPED)]
     assert await raw.hget(keys.flow, "cooled") == b"1"
+    assert (await backend.flow_stats(Q)).cooled == 1
     assert await raw.hgetall(keys.cooldown) == {b"t:t": f"{T0 + 1_000}:a".encode()}
     assert await raw.exists(keys.job("b")) == 0
 
