@@ -71,8 +71,8 @@ async def rated(log_dir: str, n: int) -> None:
 
 
 @app.task(key=lambda tenant, **_: tenant)
-async def fair(log_dir: str, tenant: str, n: int) -> None:
-    await _recorded(log_dir, f"{tenant}:{n}", asyncio.sleep(0.002))
+async def fair(log_dir: str, tenant: str, n: int, seconds: float) -> None:
+    await _recorded(log_dir, f"{tenant}:{n}", asyncio.sleep(seconds))
 
 
 @app.task

@@ -190,13 +190,14 @@ async def test_weighted_queues_share_the_starts(cli: Cli, flow: corq.App, log_di
 async def test_a_small_tenant_starts_before_a_big_backlog(
     cli: Cli, flow: corq.App, log_dir: str
 ) -> None:
-    # Given a big tenant's backlog of 5,000 short jobs being worked off by 4 workers
+    # Given a big tenant's backlog of 5,000 short jobs being worked off by 4 workers of 10
+    # slots (about 2,000 jobs a second: the backlog lasts a few seconds)
     big = 5000
-    await flow_app.fair.enqueue_many([(log_dir, "big", n) for n in range(big)])
-    workers(cli)
+    await flow_app.fair.enqueue_many([(log_dir, "big", n, 0.02) for n in range(big)])
+    workers(cli, "-c", "10")
     await wait_for(lambda: len(runs(log_dir)) >= 20, 30, "the backlog being worked off")
     # When a small tenant enqueues 5 jobs after it
-    await flow_app.fair.enqueue_many([(log_dir, "small", n) for n in range(5)])
+    await flow_app.fair.enqueue_many([(log_dir, "small", n, 0.02) for n in range(5)])
     await wait_for(
         lambda: sum(r.label.startswith("small:") for r in runs(log_dir)) == 5,
         30,
