@@ -82,6 +82,25 @@ def test_demo_runs_every_task_to_success(tmp_path: Path) -> None:
     assert all(ms % 1000 == 0 for ms in ids), output  # every=1s ticks fall on whole seconds
     assert "corq schedule show demo-tick --url sqlite:///corq-demo.db" in done.stdout, output
     _check_workflow(tmp_path, done.stdout)
+    _check_flow_control(done.stdout)
+
+
+def _check_flow_control(stdout: str) -> None:
+    """The flow-control part: fair turns under a per-tenant limit, a rate limit, a unique
+    key returning the existing job, an expired job (its table's cells read whole)."""
+    table = stdout.split("\nflow control", 1)[1].split("Look around", 1)[0]
+    cells = [line.split("│") for line in table.splitlines() if line.startswith("│")]
+    said = " ".join(" ".join(c[2].split()) for c in cells if len(c) > 2)
+    fair = re.search(
+        r"tenant small's 3 jobs, sent after big's 30, all started after (\d+) of", said
+    )
+    assert fair is not None, stdout
+    assert int(fair.group(1)) < 30, said  # not after the big tenant's backlog
+    assert "at most 2 of one tenant at once" in said, said
+    assert "30 calls sent at once: 20 started at once (a full bucket), the other 10" in said, said
+    assert "1st enqueue created, 2nd existing: the same job" in said, said
+    assert "ended expired" in said, said
+    assert "corq.JobExpiredError" in said, said
 
 
 def _check_workflow(tmp_path: Path, stdout: str) -> None:

@@ -2,7 +2,7 @@
 
 It starts a small HTTP server on 127.0.0.1 for the fetch jobs to call, runs a worker in this
 process, enqueues a few jobs of each kind and a small workflow (`corq.demo.basket`), shows
-their progress and ends with a summary.
+their progress, then sends the flow-control jobs (`corq.demo.flow`) and ends with a summary.
 Every wait is bounded: past the overall timeout the demo says what is still pending and
 exits non-zero.
 """
@@ -32,6 +32,7 @@ import corq
 from corq.demo import tasks
 from corq.demo.basket import JOBS as BASKET_JOBS
 from corq.demo.basket import Basket, ShowWorkflow
+from corq.demo.flow import FlowPart
 from corq.demo.tasks import DEMO_QUEUE, DEMO_URL
 from corq.demo.ticks import EVERY, SCHEDULE, TICKS, Ticks
 from corq.worker import JobCounts
@@ -286,12 +287,13 @@ async def _run_jobs(
     lines = [Line(step=step) for step in plan(base_url)]
     ticks = Ticks(app=app)
     basket = Basket(app=app, base_url=base_url)
+    flow = FlowPart(app=app)
     started = time.monotonic()
     worker = corq.Worker(app, queues=[DEMO_QUEUE], concurrency=CONCURRENCY, grace_s=2.0)
     console.print(
         f"[bold]corq demo[/bold]: {sum(len(ln.step.specs) for ln in lines)} jobs "
         f"of {len(lines)} tasks, a workflow of {BASKET_JOBS} jobs and a schedule every "
-        f"{EVERY.total_seconds():g}s, "
+        f"{EVERY.total_seconds():g}s, then flow control, "
         f"one worker in this process, broker {url}"
     )
     try:
@@ -299,10 +301,12 @@ async def _run_jobs(
             await _start_worker(worker)
             await ticks.start()
             await _follow(lines, ticks, basket, worker, console)
+            await flow.send()
+            await flow.wait()
     except TimeoutError:
         done = sum(line.done for line in lines)
         total = sum(len(line.handles) for line in lines)
-        pending = "; ".join(p for p in (_pending(lines), basket.pending()) if p)
+        pending = "; ".join(p for p in (_pending(lines), basket.pending(), flow.pending()) if p)
         console.print(
             f"[red bold]The demo did not finish within {timeout_s:g}s[/red bold]: "
             f"{done} of {total} jobs done, {ticks.done} of {TICKS} ticks. "
@@ -320,8 +324,9 @@ async def _run_jobs(
         return 1
     failed = _summarize(lines, ticks, time.monotonic() - started, console, worker.counts)
     workflow_ok = await basket.summarize(console, show_workflow)
+    flow_ok = flow.summarize(console)
     _look_around(lines, basket, url, console)
-    return 1 if failed or not workflow_ok else 0
+    return 1 if failed or not workflow_ok or not flow_ok else 0
 
 
 async def _start_worker(worker: corq.Worker) -> None:

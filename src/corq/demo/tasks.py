@@ -148,3 +148,31 @@ async def tick() -> str:
     effects on it (a report for 09:00 is written once, whoever fires it)."""
     job = corq.current_job()
     return f"{job.schedule} tick {job.tick:%H:%M:%S}"
+
+
+# -- flow control (corq.demo.flow sends these) -------------------------------------------
+@app.task(timeout=10, key=lambda tenant, **_: tenant, key_concurrency=2)
+async def sync_tenant(tenant: str, page: int) -> str:
+    """One page of a tenant's sync: tenants take turns, at most 2 pages of one at once."""
+    await asyncio.sleep(0.04)
+    return f"{tenant} page {page} synced"
+
+
+@app.task(timeout=10, rate_limit="20/s")
+async def call_partner(order: int) -> int:
+    """A partner API that takes at most 20 calls a second from all workers together."""
+    return order
+
+
+@app.task(timeout=10)
+async def send_welcome(user: str) -> str:
+    """Enqueued with a unique_key: a second welcome while the first is pending is the same job."""
+    await asyncio.sleep(0.3)
+    return f"welcome sent to {user}"
+
+
+@app.task(timeout=10, concurrency=1)
+async def export_report(name: str) -> str:
+    """One export at a time: a second one with `expires` that cannot start in time expires."""
+    await asyncio.sleep(0.5)
+    return f"report {name} exported"
