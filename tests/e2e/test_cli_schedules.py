@@ -141,7 +141,9 @@ def test_backfill_fires_each_past_tick_once_and_run_now_leaves_the_ticks_alone(c
     job_id = ok(cli.run("schedule", "run-now", "minutely")).strip()
     assert job_id.startswith("minutely@now-")
     after = listed(cli)["minutely"]
-    assert (after["last_tick"], after["next_ticks"]) == (before["last_tick"], before["next_ticks"])
+    assert after["last_tick"] == before["last_tick"]
+    # (the next ticks are counted from the wall clock: a minute may turn between the reads)
+    assert after["next_ticks"][0] in before["next_ticks"][:2]
     assert after["last_run"]["job_id"] == job_id
     assert after["last_run"]["kind"] == "manual"
     # And show lists the six runs, newest first, with their kind
