@@ -14,8 +14,9 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -322,8 +323,9 @@ async def main_redis(url: str, quick: bool, want: Callable[[str], bool]) -> None
         )
 
 
-if __name__ == "__main__":
-    # --loop asyncio|uvloop: the event loop of the bench and of every worker it starts.
+def run_on_chosen_loop(main: Callable[[], Coroutine[Any, Any, None]]) -> None:
+    """Run `main` on the loop `--loop asyncio|uvloop|auto` names (uvloop when installed by
+    default), and make every worker it starts use the same one (CORQ_EVENT_LOOP)."""
     choice = sys.argv[sys.argv.index("--loop") + 1] if "--loop" in sys.argv else "auto"
     os.environ["CORQ_EVENT_LOOP"] = choice
     try:
@@ -334,3 +336,7 @@ if __name__ == "__main__":
         asyncio.run(main())
     else:
         uvloop.run(main())  # the producer on the same loop the worker uses
+
+
+if __name__ == "__main__":
+    run_on_chosen_loop(main)

@@ -26,7 +26,14 @@ sys.path.insert(0, str(ROOT))
 
 import corq  # noqa: E402
 from bench import flow_app  # noqa: E402
-from bench.bench import drop_keys, fresh_prefix, fresh_sqlite, start_worker, wait_rusage  # noqa: E402
+from bench.bench import (  # noqa: E402
+    drop_keys,
+    fresh_prefix,
+    fresh_sqlite,
+    run_on_chosen_loop,
+    start_worker,
+    wait_rusage,
+)
 
 APP = "bench.flow_app:app"
 
@@ -110,13 +117,4 @@ async def main() -> None:
 
 
 if __name__ == "__main__":
-    choice = sys.argv[sys.argv.index("--loop") + 1] if "--loop" in sys.argv else "auto"
-    os.environ["CORQ_EVENT_LOOP"] = choice
-    try:
-        import uvloop
-    except ImportError:
-        uvloop = None  # type: ignore[assignment]  # optional dependency
-    if uvloop is None or choice == "asyncio":
-        asyncio.run(main())
-    else:
-        uvloop.run(main())
+    run_on_chosen_loop(main)

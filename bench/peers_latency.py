@@ -187,14 +187,4 @@ async def main() -> None:
 
 
 if __name__ == "__main__":
-    # --loop asyncio|uvloop: the event loop of this process and of corq's worker.
-    choice = sys.argv[sys.argv.index("--loop") + 1] if "--loop" in sys.argv else "auto"
-    os.environ["CORQ_EVENT_LOOP"] = choice
-    try:
-        import uvloop
-    except ImportError:
-        uvloop = None  # type: ignore[assignment]  # optional dependency
-    if uvloop is None or choice == "asyncio":
-        asyncio.run(main())
-    else:
-        uvloop.run(main())
+    bench.run_on_chosen_loop(main)
