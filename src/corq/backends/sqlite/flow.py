@@ -282,9 +282,9 @@ def claim_laned(
     conn: Conn, queue: QueueName, want: int, now_ms: int, take: Take
 ) -> list[ClaimedJob]:
     """Take up to `want` jobs from the queue's lanes round robin (see the module
-    docstring), bounded to `want` + BATCH visits (parking, throttling, drops)."""
+    docstring), bounded to `want` + BATCH visits (parking, throttling, drops). The claim's
+    promotion, at the same time, has already put the throttled lanes that are due back."""
     visit = Visit(conn, queue, now_ms, load_rules(conn, queue), take)
-    wake_due(conn, queue, now_ms)
     refresh_plain(conn, queue, now_ms, rotate=False)
     jobs: list[ClaimedJob] = []
     for _ in range(want + BATCH):
