@@ -355,9 +355,15 @@ class Fetcher:
 
     async def _burst_wait(self, queue: QueueName, batch: ClaimBatch) -> None:
         """Burst mode: jobs still ready but held back by a rate or concurrency limit keep
-        the worker going (it waits for the limit, not for time); else the queue is empty."""
-        (stats,) = await self.backend.queue_stats([queue])
-        if stats.ready > batch.suspects:
+        the worker going (it waits for the limit, not for time); else the queue is empty.
+        Counts the broker refuses to give (a damaged store) hold nothing back."""
+        try:
+            (stats,) = await self.backend.queue_stats([queue])
+            held_back = stats.ready > batch.suspects
+        except BrokerDataError as exc:
+            log.error("queue %s: the broker refused its counts: %s", queue, exc)
+            held_back = False
+        if held_back:
             await self.backend.wait_for_jobs(queue, self._until_due(batch.next_due_ms))
             return
         if self.admission.queue_empty(queue):
