@@ -7,6 +7,7 @@ from corq.canvas import Batch, Chain, Chord, Group, Node, Workflow, batch, chain
 from corq.client import Client, JobHandle
 from corq.clock import FakeClock, SystemClock
 from corq.context import JobContext, current_job, set_progress, set_progress_sync
+from corq.control import Breaker, Strike
 from corq.errors import (
     ArgumentError,
     BrokerDataError,
@@ -25,6 +26,7 @@ from corq.errors import (
     ScheduleError,
     ScheduleNotFoundError,
     SerializationError,
+    Snooze,
     TaskDefinitionError,
     TaskError,
     UnknownTaskError,
@@ -96,6 +98,9 @@ __all__ = [
     "Rate",
     "ResultTimeoutError",
     "Retry",
+    "Snooze",
+    "Breaker",
+    "Strike",
     "RetryPolicy",
     "RunInfo",
     "RunKind",

@@ -11,6 +11,7 @@ from collections.abc import Callable, Coroutine, Iterable, Mapping, Sequence
 from datetime import datetime, timedelta
 from typing import Any, Literal, ParamSpec, Protocol, TypeVar, overload
 
+from corq.admin import Admin
 from corq.backends import open_backend
 from corq.canvas import Batch, Chain, Chord, Flow, Group, Workflow
 from corq.client import Client, JobHandle
@@ -401,6 +402,11 @@ class App:
         return declare
 
     # -- connections -----------------------------------------------------------------
+    def admin(self, who: str | None = None) -> Admin:
+        """The operator API on this loop's client; changes are recorded as made by `who`
+        (default: the OS user at this host)."""
+        return Admin(self, self.client(), who)
+
     def client(self) -> Client:
         """The client bound to the running event loop (made on first use)."""
         loop = asyncio.get_running_loop()

@@ -141,3 +141,17 @@ class Retry(CorqError):  # the name reads as an instruction: `raise corq.Retry(d
         super().__init__(message)
         #: Seconds to wait before the next attempt; None means the task's backoff policy.
         self.delay = delay
+
+
+class Snooze(CorqError):  # an instruction, like Retry: `raise corq.Snooze(30)`
+    """The task asks to run again later without using an attempt (polling something that is
+    not ready yet): the job is scheduled `delay` seconds from now, its attempt not counted."""
+
+    def __init__(self, delay: float, message: str | None = None) -> None:
+        super().__init__(message)
+        #: Seconds until the job runs again.
+        self.delay = delay
+
+
+class JobNotCancellableError(CorqError):
+    """The job has ended already (or does not exist): there is nothing to cancel."""

@@ -70,12 +70,23 @@ from corq.backends.record import PRIORITY_MAX as PRIORITY_MAX
 from corq.backends.record import PRIORITY_MIN as PRIORITY_MIN
 from corq.backends.record import ClaimedJob as ClaimedJob
 from corq.backends.record import NewJob as NewJob
+from corq.control import Breaker as Breaker
+from corq.control import BreakerPermit as BreakerPermit
+from corq.control import BreakerState as BreakerState
+from corq.control import ConfigChange as ConfigChange
+from corq.control import ConfigScope as ConfigScope
+from corq.control import ConfigSnapshot as ConfigSnapshot
+from corq.control import ControlMessage as ControlMessage
+from corq.events import Attempt as Attempt
+from corq.events import Event as Event
+from corq.events import EventPage as EventPage
 from corq.flow import FlowStats as FlowStats
 from corq.flow import Outcome as Outcome
 from corq.flow import TaskRules as TaskRules
 from corq.job import Job, JobStatus
 from corq.limits import WORKFLOW_MAX_JOBS as LIMITS_WORKFLOW_MAX_JOBS
 from corq.types import JobId, QueueName, TaskName, WorkerId
+from corq.worker_info import WorkerInfo as WorkerInfo
 
 #: Most jobs one script call or transaction touches, so the broker is never blocked long.
 BATCH = 1000
@@ -87,6 +98,10 @@ HOLDER_SEPARATOR = "~"
 SCHEDULE_FIRED_KEEP = 128
 #: Runs and skips a schedule's logs keep (each).
 SCHEDULE_LOG_KEEP = 100
+#: Changes the runtime configuration's history keeps.
+CONFIG_HISTORY_KEEP = 10_000
+#: Events the log keeps per queue, by default (``events_max`` setting).
+EVENTS_MAX = 100_000
 #: How long a cancelled job's record is kept.
 CANCELLED_TTL_MS = 7 * 24 * 3600 * 1000
 #: Most jobs one workflow holds (callbacks and later additions to a batch included).
@@ -160,6 +175,11 @@ class Failure:
     #: False when the attempt never ran the task body (unknown task, undecodable payload):
     #: such a failure does not count against the retries.
     counted: bool = True
+    #: A snooze (``raise corq.Snooze``, a struck task, an open breaker): the job is
+    #: scheduled at ``retry_at_ms`` (never None here) as if this attempt never started: its
+    #: attempt number goes back, no failure or death is counted, its status is
+    #: ``scheduled``, ``error`` is the reason (event SNOOZED).
+    snoozed: bool = False
     #: True when the job's own process died (a sandbox or process-pool child): a death is
     #: counted (deaths + 1, the holder joins the death log) instead of a failure.
     died: bool = False
@@ -218,6 +238,15 @@ class QueueStats:
     dead: int
     #: Live workers registered on the queue.
     workers: int
+    #: Jobs waiting for their workflow parents.
+    waiting: int = 0
+    #: Of `delayed`, the jobs waiting for a retry after a failed attempt.
+    retrying: int = 0
+    #: When the oldest ready job became ready (its run_at_ms, or enqueued_at_ms), if any:
+    #: the age of the backlog.
+    oldest_ready_ms: int | None = None
+    #: The queue is paused (runtime configuration): no claim hands out its jobs.
+    paused: bool = False
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -445,9 +474,16 @@ class JobStore(Protocol):
         ...
 
     async def cancel_job(self, job_id: JobId, queue: QueueName, now_ms: int | None) -> bool:
-        """Cancel a scheduled, waiting, queued or failed-awaiting-retry job; False if not
-        cancellable. A workflow's job (or a watched one) notes its end in the outbox (see
-        Workflows): the caller settles the queue so its dependents end upstream_failed."""
+        """Cancel a job that has not ended; False if it ended already (or does not exist).
+
+        A scheduled, waiting, queued or failed-awaiting-retry job leaves its sets. A running
+        one is cancelled in the same step: its claim is fenced off (the worker's outcome
+        will be refused), its limit slots are freed, its status is cancelled with the
+        holder kept in ``worker_id``; the caller then tells that worker over the control
+        channel to stop it (and the worker's reconciliation finds it gone from its held
+        jobs if the message is lost). A workflow's job (or a watched one) notes its end in
+        the outbox (see Workflows): the caller settles the queue so its dependents end
+        upstream_failed."""
         ...
 
 
@@ -598,6 +634,46 @@ class WorkerRegistry(Protocol):
         ...
 
 
+class WorkerFacts(Protocol):
+    """What each worker publishes about itself, for operators (see corq/worker_info.py)."""
+
+    async def publish_worker_info(self, info: WorkerInfo, ttl_ms: int) -> None:
+        """Store the worker's facts (replacing its last ones), kept `ttl_ms` after
+        ``info.heartbeat_at_ms``; one key or row for the whole cluster, not per queue."""
+        ...
+
+    async def list_worker_info(self, now_ms: int | None, lost_after_ms: int) -> list[WorkerInfo]:
+        """Every worker's last facts, by worker id; one whose heartbeat is older than
+        `lost_after_ms` reads as LOST (state), and facts past their ttl are gone (removed
+        by this call)."""
+        ...
+
+    async def forget_worker_info(self, worker_id: WorkerId) -> None:
+        """Drop a worker's facts (a clean shutdown)."""
+        ...
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class DeadFilter:
+    """Which dead letters an operator means (every condition given must hold)."""
+
+    task: TaskName | None = None
+    #: Case-insensitive substring of the error line.
+    error: str | None = None
+    #: Died (finished_at_ms) at or after / before these times.
+    since_ms: int | None = None
+    until_ms: int | None = None
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class DeadPage:
+    """One page of ``find_dead``."""
+
+    jobs: list[Job]
+    #: Pass back for the next page; None when this was the last.
+    cursor: str | None = None
+
+
 class Admin(Protocol):
     """What operators see and steer: queues, their counts, the dead letters."""
 
@@ -631,6 +707,26 @@ class Admin(Protocol):
 
     async def purge_dead(self, queue: QueueName, job_ids: Sequence[JobId] | None) -> int:
         """Delete dead jobs (all when None); returns how many."""
+        ...
+
+
+class DeadLetters(Protocol):
+    """Operators' search and re-drive of the dead letters."""
+
+    async def find_dead(
+        self, queue: QueueName, where: DeadFilter, cursor: str | None, limit: int
+    ) -> DeadPage:
+        """Dead jobs matching `where`, newest first, a page at a time (``limit`` at most);
+        pass the page's cursor back for the next one. Damaged records match only a filter
+        on error text."""
+        ...
+
+    async def redrive_dead(
+        self, queue: QueueName, job_id: JobId, payload: bytes | None, now_ms: int | None
+    ) -> bool:
+        """Queue one dead job again with a fresh retry budget, its payload replaced by
+        `payload` when given (the caller checked it against the task's signature and the
+        size limit); False when it is not dead (any more)."""
         ...
 
 
@@ -1067,13 +1163,164 @@ class FlowControl(Protocol):
         ...
 
 
+class ControlListener(Protocol):
+    """One worker's subscription to the control channel (see ControlChannel)."""
+
+    async def next_message(self, timeout_s: float) -> ControlMessage | None:
+        """The next message for this worker (or for all), None when `timeout_s` passed.
+        A lost connection is re-established inside; messages sent meanwhile may be lost
+        (the durable paths cover what matters: see ControlChannel)."""
+        ...
+
+    async def close(self) -> None:
+        """Unsubscribe."""
+        ...
+
+
+class ControlChannel(Protocol):
+    """Messages from operators to running workers, and their replies.
+
+    Live delivery (Redis pub/sub; on SQLite a table the listener watches) reaches a
+    connected worker within milliseconds. Nothing depends on it alone: a cancelled job is
+    cancelled in the broker first (``cancel_job``), and a worker that missed the message
+    finds the job gone from its held jobs at its next reconciliation; a configuration
+    change bumps the config version that workers poll.
+    """
+
+    async def send_control(self, message: ControlMessage) -> int:
+        """Publish a message; returns how many listeners received it live (0 is not an
+        error)."""
+        ...
+
+    def control_listener(self, worker_id: WorkerId) -> ControlListener:
+        """Subscribe to the messages for `worker_id` and for ALL_WORKERS."""
+        ...
+
+    async def put_reply(self, request_id: str, body: bytes, ttl_ms: int) -> None:
+        """Answer a request (kept `ttl_ms` for the asker to take)."""
+        ...
+
+    async def take_reply(self, request_id: str, timeout_s: float) -> bytes | None:
+        """Wait (without sleep-polling on Redis) for the answer to a request; None when
+        none came in time."""
+        ...
+
+
+class RuntimeConfig(Protocol):
+    """The configuration operators change at runtime, with its history.
+
+    One versioned document (see corq/control.py, ConfigScope): workers poll
+    ``config_version`` (cheap) and read it again when it moved. Entries override the
+    code's defaults field by field; removing a field gives the code default back.
+    """
+
+    async def change_config(
+        self,
+        scope: ConfigScope,
+        name: str,
+        values: Mapping[str, str | None],
+        who: str,
+        now_ms: int | None,
+    ) -> int:
+        """Set fields of one entry (JSON texts; None removes a field) in one atomic step
+        with their history records (one ConfigChange per field that changed); returns the
+        new version (unchanged when nothing changed). A queue's ``paused`` also closes or
+        opens the queue's claims: from the return on, no claim hands out its jobs (running
+        ones finish)."""
+        ...
+
+    async def read_config(self) -> ConfigSnapshot:
+        """The whole configuration at its current version."""
+        ...
+
+    async def config_version(self) -> int:
+        """The current version (0 when nothing was ever set)."""
+        ...
+
+    async def config_history(
+        self,
+        limit: int = 100,
+        before_version: int | None = None,
+        scope: ConfigScope | None = None,
+        name: str | None = None,
+    ) -> list[ConfigChange]:
+        """Changes, newest first (bounded: the oldest beyond CONFIG_HISTORY_KEEP go)."""
+        ...
+
+
+class Breakers(Protocol):
+    """Circuit breakers per task, shared by every worker (see corq.control.Breaker)."""
+
+    async def breaker_permit(
+        self, task: TaskName, rule: Breaker, now_ms: int | None
+    ) -> BreakerPermit:
+        """May a job of `task` start now? Closed: yes. Open before ``until_ms``: no. Open
+        after it: this caller gets the one probe (half-open, the permit lapses after
+        `rule.reset`), everyone else waits."""
+        ...
+
+    async def breaker_outcome(
+        self, task: TaskName, rule: Breaker, ok: bool, probe: bool, now_ms: int | None
+    ) -> BreakerState:
+        """Count an attempt's outcome: a failure within the window (``rule.failures`` of
+        them open the circuit for ``rule.reset``); a probe's success closes it, its failure
+        opens it again."""
+        ...
+
+    async def breaker_states(self, tasks: Sequence[TaskName] | None = None) -> list[BreakerState]:
+        """The circuits (every task that has one when None)."""
+        ...
+
+    async def reset_breaker(self, task: TaskName) -> bool:
+        """Close a circuit by hand; False when the task had none."""
+        ...
+
+
+class EventLog(Protocol):
+    """The bounded log of lifecycle events, and each job's attempt history.
+
+    Every state change is appended in the same atomic step as the change (see docs/design.md,
+    "Operations"); the log keeps about ``events_max`` events per queue (older ones are
+    trimmed). Cursors are opaque strings.
+    """
+
+    async def read_events(
+        self,
+        cursor: str | None,
+        *,
+        queues: Sequence[QueueName] | None = None,
+        limit: int = 100,
+        block_s: float = 0.0,
+    ) -> EventPage:
+        """Events after `cursor` (None: from the oldest kept), oldest first, of the given
+        queues (all known when None); with `block_s` waits that long for the first one
+        when none is there yet (without sleep-polling on Redis)."""
+        ...
+
+    async def events_cursor(self, queues: Sequence[QueueName] | None = None) -> str:
+        """A cursor at the end of the log now (``--follow`` from now on)."""
+        ...
+
+    async def job_attempts(self, job_id: JobId, queue: QueueName) -> list[Attempt]:
+        """The job's attempts, first first (kept as long as its record)."""
+        ...
+
+
 class Backend(
-    JobStore, Claims, WorkerRegistry, Admin, ScheduleStore, Workflows, FlowControl, Protocol
+    JobStore,
+    Claims,
+    WorkerRegistry,
+    Admin,
+    ScheduleStore,
+    Workflows,
+    FlowControl,
+    Protocol,
 ):
     """A whole broker: every port, and the connection they share.
 
     Code that needs only one role takes that port (the client a JobStore, say), so a
     feature's new methods land in the port it belongs to (see docs/design.md, "Ports").
+    A new port joins this union when both brokers implement it.
     """
 
     async def ping(self) -> None:

@@ -1,4 +1,4 @@
--- corq's SQLite schema, version 6 (PRAGMA user_version = 6).
+-- corq's SQLite schema, version 7 (PRAGMA user_version = 7).
 --
 -- The same data model as the Redis broker (see corq/backends/redis/keys.py), with the
 -- Redis sets turned into "lanes" of one jobs table, chosen by status and served by
@@ -80,6 +80,9 @@
 --           limited added; jobs_ready dropped and created again with the lane column;
 --           the flow_rules, flow_queues, flow_groups, flow_lanes, flow_limits,
 --           unique_keys and cooldowns tables and the jobs_start_by index created.
+--   6 -> 7: the operations tables (events, job_attempts, control_messages, control_replies,
+--           config_entries, config_history, breakers, worker_info) created; any column
+--           they add to existing tables comes by a migrate_7_<part> step in queries.sql.
 --
 -- Reserved columns, always NULL/0:
 --   * jobs.pending_deps (reserved by version 1 for dependencies): unused, the pending

@@ -15,7 +15,7 @@ from importlib import resources
 from corq.backends.sqlite.columns import expand
 
 #: The schema version this code writes (``PRAGMA user_version``).
-SCHEMA_VERSION = 6
+SCHEMA_VERSION = 7
 
 _HEADER = re.compile(r"^-- name: (\w+)\s*$", re.MULTILINE)
 

@@ -1,0 +1,56 @@
+"""What a worker tells the cluster about itself (the registry's facts, for `corq workers`,
+`corq top`, live inspection and metrics)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from enum import StrEnum
+
+from corq.types import JobId, QueueName, TaskName, WorkerId
+
+
+class WorkerState(StrEnum):
+    """A registered worker as readers see it."""
+
+    ALIVE = "alive"  #: its last heartbeat is recent
+    LOST = "lost"  #: no heartbeat for longer than its lease: shown, then removed
+    STOPPING = "stopping"  #: shutting down (draining its running jobs)
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class RunningJob:
+    """One job a worker runs now."""
+
+    job_id: JobId
+    queue: QueueName
+    task: TaskName
+    started_at_ms: int
+    attempt: int = 1
+    #: The task's timeout, if any (a job near it is flagged as stuck).
+    timeout_ms: int | None = None
+    #: thread / process / async.
+    executor: str = "async"
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class WorkerInfo:
+    """A worker's facts, published with its heartbeats."""
+
+    worker_id: WorkerId
+    host: str
+    pid: int
+    version: str
+    #: Queue -> weight.
+    queues: Mapping[QueueName, int]
+    concurrency: int
+    started_at_ms: int
+    heartbeat_at_ms: int
+    running: Sequence[RunningJob] = ()
+    cpu_percent: float = 0.0
+    rss_bytes: int = 0
+    #: How late the event loop ran a timer, lately (ms).
+    loop_lag_ms: float = 0.0
+    state: WorkerState = WorkerState.ALIVE
+    #: Jobs started and ended since the worker started (by final outcome).
+    counts: Mapping[str, int] = field(default_factory=dict)
