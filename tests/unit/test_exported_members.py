@@ -37,5 +37,9 @@ def test_all_is_sorted_and_exported() -> None:
         "workflow_plan",
         "workflow_sender",
         "workflows",
+        "admin",
+        "control",
+        "events",
+        "worker_info",
     }
     assert set(corq.__all__) == public - modules
