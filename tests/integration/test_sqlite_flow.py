@@ -32,6 +32,7 @@ from corq.backends.base import (
     WorkflowJob,
 )
 from corq.backends.sqlite import SqliteBackend
+from corq.backends.sqlite.sql import SCHEMA_VERSION
 from corq.flow import TaskRules
 from corq.job import JobStatus
 from tests.integration.test_sqlite_migrations import SCHEMA_V5, old_file
@@ -131,7 +132,7 @@ async def test_a_version_5_file_keeps_its_jobs_and_takes_rules(tmp_path: Path) -
         assert held.status is JobStatus.RUNNING
     finally:
         await b.close()
-    assert rows(path, "PRAGMA user_version") == [(6,)]
+    assert rows(path, "PRAGMA user_version") == [(SCHEMA_VERSION,)]
 
 
 # -- lanes -----------------------------------------------------------------------------

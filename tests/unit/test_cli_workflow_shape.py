@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 from typing import Any
 
 import pytest
@@ -73,14 +72,11 @@ def test_a_parent_listed_twice_counts_once() -> None:
     assert form(decompose([[], [0, 0]])) == ("chain", [0, 1])
 
 
-def test_a_fan_in_of_10000_decomposes_in_well_under_a_second() -> None:
+def test_a_fan_in_of_10000_decomposes_into_a_group_then_its_callback() -> None:
+    # How fast is measured by bench/, not here (a timed assert fails on a busy machine).
     n = 10_000
     parents: list[list[int]] = [[] for _ in range(n)] + [list(range(n))]
-    started = time.perf_counter()
-    shape = decompose(parents)
-    took = time.perf_counter() - started
-    assert form(shape) == ("chain", [("group", list(range(n))), n])
-    assert took < 1.0, took
+    assert form(decompose(parents)) == ("chain", [("group", list(range(n))), n])
 
 
 def test_a_deep_tree_is_walked_without_recursion() -> None:
