@@ -239,3 +239,65 @@ async def test_purge_by_ids_or_by_filter(ops: corq.App) -> None:
 async def test_bad_inputs_are_refused_clearly(ops: corq.App, call: object, message: str) -> None:
     with pytest.raises(corq.CorqError, match=message):
         await call(ops.admin())  # type: ignore[operator]
+
+
+async def test_an_edit_that_moves_the_job_to_another_key_is_refused(app: corq.App) -> None:
+    # Given a dead job of a task with one lane per tenant
+    @app.task(name="report.build", key=lambda tenant, n: tenant, key_concurrency=1)
+    async def build(tenant: str, n: int) -> int:
+        if n < 0:
+            raise ValueError("negative")
+        return n
+
+    handle = await build.enqueue("acme", -1)
+    await drain(app)
+    admin = app.admin()
+
+    # When an edit would change its tenant, it is refused; an edit within it is not
+    with pytest.raises(ArgumentError, match="fairness key from 'acme' to 'other'"):
+        await admin.redrive(handle.id, args=["other", 1])
+    assert (await admin.dead_job(handle.id)).status is JobStatus.DEAD
+    await admin.redrive(handle.id, args=["acme", 2])
+    await drain(app)
+    assert await app.client().wait_result(handle.id, "default", timeout=5) == 2
+
+
+async def test_a_chain_link_is_checked_with_its_input_in_front(app: corq.App) -> None:
+    # Given a chain whose second link died
+    @app.task(name="num.one")
+    async def one() -> int:
+        return 1
+
+    @app.task(name="num.add")
+    async def add(total: int, more: int) -> int:
+        if more < 0:
+            raise ValueError("negative")
+        return total + more
+
+    flow = await app.enqueue_workflow(corq.chain(one.s(), add.then(-1)))
+    await drain(app)
+    (link,) = (await app.admin().dead(task="num.add")).jobs
+    admin = app.admin()
+
+    # Then its edited arguments bind after the result it is given
+    with pytest.raises(ArgumentError, match="a chain link"):
+        await admin.redrive(link.id, args=[1, 2])
+    await admin.redrive(link.id, args=[41])
+    await drain(app)
+    assert await app.client().wait_result(link.id, "default", timeout=5) == 42
+    assert flow.id
+
+
+async def test_without_a_queue_the_tasks_own_queue_is_searched(app: corq.App) -> None:
+    @app.task(name="slow.thing", queue="slow")
+    async def thing() -> None:
+        raise RuntimeError("no")
+
+    handle = await thing.enqueue()
+    await drain(app)
+
+    page = await app.admin().dead(task="slow.thing")
+
+    assert [j.id for j in page.jobs] == [handle.id]
+    assert [j.queue for j in page.jobs] == ["slow"]
+    assert await app.admin().redrive_matching(task="slow.thing") == 1
