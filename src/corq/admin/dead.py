@@ -35,7 +35,7 @@ Moment = datetime | int
 
 
 @dataclass(frozen=True, slots=True)
-class DeadQuery:
+class DeadSelection:
     """A checked filter on one queue's dead letters."""
 
     queue: QueueName
@@ -163,7 +163,7 @@ class DeadAdmin(AdminBase):
 
     # -- helpers ---------------------------------------------------------------------
     async def _each_page(
-        self, query: DeadQuery, act: Callable[[list[JobId]], Awaitable[int]], limit: int | None
+        self, query: DeadSelection, act: Callable[[list[JobId]], Awaitable[int]], limit: int | None
     ) -> int:
         """Walk the matches page by page and `act` on each page's ids (each id once: the
         walk only goes towards older deaths, and the ids acted on are remembered)."""
@@ -190,7 +190,7 @@ class DeadAdmin(AdminBase):
         error: str | None,
         since: Moment | None,
         until: Moment | None,
-    ) -> DeadQuery:
+    ) -> DeadSelection:
         if task is not None:
             task = check_task_name(task, ArgumentError)
         if error is not None and not isinstance(error, str):
@@ -199,7 +199,7 @@ class DeadAdmin(AdminBase):
         if since_ms is not None and until_ms is not None and since_ms >= until_ms:
             raise ArgumentError(f"since ({since!r}) must be before until ({until!r})")
         where = DeadFilter(task=task, error=error or None, since_ms=since_ms, until_ms=until_ms)
-        return DeadQuery(self._queue_of(queue, task), where)
+        return DeadSelection(self._queue_of(queue, task), where)
 
     def _queue_of(self, queue: QueueName | None, task: TaskName | None) -> QueueName:
         if queue is not None:
