@@ -74,20 +74,20 @@ local function start_rank()
   return 0
 end
 
--- 1 matched, 0 for the caller to judge, nil no match.
+-- 1 matched, 0 for the caller to judge, nil no match. One HMGET a dead letter: a key of
+-- another type makes it fail (caught), a missing one answers nothing (then EXISTS tells).
 local function judge(id)
   local key = job_prefix .. id
-  local kind = redis.call('TYPE', key).ok
-  if kind == 'none' then
-    return nil
-  end
-  if kind ~= 'hash' then
+  local stored = redis.pcall('HMGET', key, 'task', 'error')
+  if stored.err then
     if task ~= '' then
       return nil
     end
     return 0
   end
-  local stored = redis.call('HMGET', key, 'task', 'error')
+  if not stored[1] and not stored[2] and redis.call('EXISTS', key) == 0 then
+    return nil
+  end
   if task ~= '' and stored[1] ~= task then
     return nil
   end
