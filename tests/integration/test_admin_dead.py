@@ -4,6 +4,8 @@ worker), re-drive and purge everything matching a filter in bounded steps."""
 
 from __future__ import annotations
 
+import asyncio
+from collections import Counter
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -18,7 +20,7 @@ from corq.errors import (
 )
 from corq.job import Job, JobStatus
 from corq.testing import drain
-from tests.contract.jobs import LEASE_MS, failure
+from tests.contract.jobs import LEASE_MS, failure, wall_ms
 
 
 def declare(app: corq.App) -> None:
@@ -301,3 +303,32 @@ async def test_without_a_queue_the_tasks_own_queue_is_searched(app: corq.App) ->
     assert [j.id for j in page.jobs] == [handle.id]
     assert [j.queue for j in page.jobs] == ["slow"]
     assert await app.admin().redrive_matching(task="slow.thing") == 1
+
+
+@pytest.mark.slow
+async def test_redrive_matching_moves_each_job_once_while_they_die_again(ops: corq.App) -> None:
+    """The walk goes towards older deaths: a job that dies again meanwhile dies later than
+    the walk's cursor, and is not met (nor moved) a second time."""
+    # Given 2,500 dead jobs, and a worker that lets every re-driven job die again at once
+    await bury(ops, "img.resize", 2_500)
+    backend = ops.client().backend
+    lease = corq.backends.base.WorkerLease(worker_id="again", queues=["default"], lease_ms=LEASE_MS)
+    await backend.register_worker(lease, None)
+    runs: Counter[str] = Counter()
+
+    async def kill_again(walk: asyncio.Task[int]) -> None:
+        while not walk.done() or (await ops.client().queue_stats(["default"]))[0].ready:
+            batch = await backend.claim_jobs("default", "again", 200, LEASE_MS, None)
+            runs.update(j.id for j in batch.jobs)
+            fails = [failure(j, error="KeyError: again", at_ms=wall_ms()) for j in batch.jobs]
+            assert await backend.fail_jobs("again", fails, 60_000) == [True] * len(fails)
+            await asyncio.sleep(0)
+
+    # When an operator re-drives them all while that worker runs
+    walk = asyncio.create_task(ops.admin().redrive_matching(task="img.resize"))
+    await kill_again(walk)
+
+    # Then each moved once and ran once
+    assert await walk == 2_500
+    assert sum(runs.values()) == 2_500
+    assert max(runs.values()) == 1
