@@ -152,7 +152,7 @@ def test_cli_enqueue_job_queues_and_dead(cli: Cli) -> None:
     assert "unknown task 'ghost'" in listing.stdout
     assert "1 job(s) queued again" in cli.run("dead", "retry", ghost).stdout
     assert cli.worker("--burst").wait(30) == 0
-    assert "1 dead job(s) purged" in cli.run("dead", "purge", "--all").stdout
+    assert "1 dead job(s) purged" in cli.run("dead", "purge", "--all", "--yes").stdout
     # Bad input gets a clear error, not a traceback
     bad = cli.run("enqueue", "nap", "--args", "{not json")
     assert bad.returncode != 0

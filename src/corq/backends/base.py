@@ -653,6 +653,15 @@ class WorkerFacts(Protocol):
         ...
 
 
+_ASCII_LOWER = str.maketrans("ABCDEFGHIJKLMNOPQRSTUVWXYZ", "abcdefghijklmnopqrstuvwxyz")
+
+
+def lower_ascii(text: str) -> str:
+    """`text` with ASCII letters lowered, and nothing else: what Lua's ``string.lower`` and
+    SQLite's ``lower()`` do, so an error filter means the same on every broker."""
+    return text.translate(_ASCII_LOWER)
+
+
 @dataclass(frozen=True, kw_only=True, slots=True)
 class DeadFilter:
     """Which dead letters an operator means (every condition given must hold)."""
@@ -663,6 +672,16 @@ class DeadFilter:
     #: Died (finished_at_ms) at or after / before these times.
     since_ms: int | None = None
     until_ms: int | None = None
+
+    @property
+    def needle(self) -> str | None:
+        """The error text as the brokers compare it (lowered), None for any error."""
+        return None if not self.error else lower_ascii(self.error)
+
+    def error_matches(self, error: str | None) -> bool:
+        """Whether an error read back (not stored: a key that is no record) matches."""
+        needle = self.needle
+        return needle is None or (error is not None and needle in lower_ascii(error))
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -716,9 +735,17 @@ class DeadLetters(Protocol):
     async def find_dead(
         self, queue: QueueName, where: DeadFilter, cursor: str | None, limit: int
     ) -> DeadPage:
-        """Dead jobs matching `where`, newest first, a page at a time (``limit`` at most);
-        pass the page's cursor back for the next one. Damaged records match only a filter
-        on error text."""
+        """Dead jobs matching `where`, newest first, a page at a time: at most `limit`
+        jobs, after looking at no more than BATCH dead letters, so a page may be short
+        (even empty) and still carry a cursor; pass it back (with the same `where`) for
+        the next page; None when the walk reached the end.
+
+        Task: equality; error: a substring of the stored error, case-insensitive for ASCII
+        letters; time: the death time, ``since_ms`` inclusive, ``until_ms`` exclusive.
+        Damaged records are judged on what they store (one buried as damaged stores
+        ``damaged job record: ...`` as its error); a key that is no job record at all has
+        no task and matches only an error filter, by the error it reads as (see get_job).
+        A cursor this broker did not make raises ArgumentError."""
         ...
 
     async def redrive_dead(
@@ -1311,6 +1338,7 @@ class Backend(
     Claims,
     WorkerRegistry,
     Admin,
+    DeadLetters,
     ScheduleStore,
     Workflows,
     FlowControl,

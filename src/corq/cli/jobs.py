@@ -1,4 +1,4 @@
-"""`corq enqueue | job | queues | dead`: send jobs and look at them.
+"""`corq enqueue | job | queues`: send jobs and look at them (`corq dead` is in dead.py).
 
 Everything shown comes from the broker, where any writer may have put anything: text is
 printed as plain text (no console markup), with control characters escaped, and values that
@@ -28,7 +28,7 @@ from corq.limits import PRIORITY_MAX, PRIORITY_MIN
 # Piped output is not cut at 80 columns: ids must stay whole for scripts to use them.
 console = Console(width=None if sys.stdout.isatty() else 200)
 
-#: Longest error shown on one line of `corq dead list`.
+#: Longest error shown on one line of `corq dead list` (dead.py).
 DEAD_ERROR_CHARS = 160
 #: Longest value (args, result) shown in `corq job`.
 VALUE_CHARS = 500
@@ -320,77 +320,3 @@ def _summary(rest: Sequence[_Counts]) -> str:
         f"{sum(s.in_flight for s in rest):,} in flight, {sum(s.dead for s in rest):,} dead"
     )
     return f"… and {len(rest):,} more queues ({empty:,} empty): {totals} (--all shows them)"
-
-
-@click.group()
-def dead() -> None:
-    """The dead letters: jobs out of retries, unknown tasks, bad payloads, poison jobs."""
-
-
-@dead.command("list")
-@click.option("--queue", "-q", default="default", show_default=True)
-@click.option("--limit", default=50, show_default=True, type=click.IntRange(1, 10_000))
-@click.option("--offset", default=0, show_default=True, type=click.IntRange(0))
-@app_option
-@url_option
-def dead_list(queue: str, limit: int, offset: int, app_path: str | None, url: str | None) -> None:
-    """List dead jobs, newest first."""
-    app = make_app(app_path, url)
-    jobs = run(app, lambda: app.client().list_dead(queue, offset, limit))
-    if not jobs:
-        console.print(_plain(f"no dead jobs in {queue}"))
-        return
-    table = Table(title=_plain(f"dead letters of {queue}"))
-    table.add_column("id", no_wrap=True)
-    for name in ("task", "attempts", "died"):
-        table.add_column(name, overflow="fold")
-    # One line per job however long its error: the full text is in `corq job ID`.
-    table.add_column("error", no_wrap=True, overflow="ellipsis")
-    for j in jobs:
-        error = _cut((j.error or "").strip().split("\n", 1)[0], DEAD_ERROR_CHARS)
-        table.add_row(
-            _plain(j.id, one_line=True),
-            _plain(j.task, one_line=True),
-            str(j.attempt),
-            _when(j.finished_at_ms),
-            _plain(error, one_line=True),
-        )
-    console.print(table)
-
-
-def _ids_or_all(ids: tuple[str, ...], all_: bool) -> list[str] | None:
-    if all_ == bool(ids):
-        raise click.UsageError("give job ids or --all (not both)")
-    return None if all_ else list(ids)
-
-
-@dead.command("retry")
-@click.argument("ids", nargs=-1)
-@click.option("--all", "all_", is_flag=True, help="Every dead job of the queue.")
-@click.option("--queue", "-q", default="default", show_default=True)
-@app_option
-@url_option
-def dead_retry(
-    ids: tuple[str, ...], all_: bool, queue: str, app_path: str | None, url: str | None
-) -> None:
-    """Queue dead jobs again, with a fresh retry budget."""
-    selected = _ids_or_all(ids, all_)
-    app = make_app(app_path, url)
-    count = run(app, lambda: app.client().retry_dead(queue, selected))
-    click.echo(f"{count} job(s) queued again on {queue}")
-
-
-@dead.command("purge")
-@click.argument("ids", nargs=-1)
-@click.option("--all", "all_", is_flag=True, help="Every dead job of the queue.")
-@click.option("--queue", "-q", default="default", show_default=True)
-@app_option
-@url_option
-def dead_purge(
-    ids: tuple[str, ...], all_: bool, queue: str, app_path: str | None, url: str | None
-) -> None:
-    """Delete dead jobs for good."""
-    selected = _ids_or_all(ids, all_)
-    app = make_app(app_path, url)
-    count = run(app, lambda: app.client().purge_dead(queue, selected))
-    click.echo(f"{count} dead job(s) purged from {queue}")

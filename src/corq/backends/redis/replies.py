@@ -228,3 +228,31 @@ def counts(reply: list[int]) -> QueueCounts:
 
 def names(reply: list[bytes]) -> list[bytes]:
     return list(reply)
+
+
+@dataclass(frozen=True, slots=True)
+class DeadQuery:
+    """A dead-letter filter as ``find_dead_jobs`` takes it ('' for a condition not given)."""
+
+    task: str | bytes = ""
+    #: Lowered (ASCII letters) text the error must hold.
+    needle: str | bytes = ""
+    since: str | int = ""
+    until: str | int = ""
+
+
+@dataclass(frozen=True, slots=True)
+class DeadWindow:
+    """What one ``find_dead_jobs`` call found."""
+
+    #: (id, judged): judged False for a key that is not a hash (its error is compared by
+    #: the caller, as it reads).
+    found: list[tuple[bytes, bool]]
+    #: (score, id) of the last dead letter looked at; None at the end of the walk.
+    cursor: tuple[bytes, bytes] | None
+
+
+def dead_window(reply: list[Any]) -> DeadWindow:
+    score, last = bytes(reply[0]), bytes(reply[1])
+    found = [(bytes(reply[i]), int(reply[i + 1]) == 1) for i in range(2, len(reply), 2)]
+    return DeadWindow(found, None if score == b"" else (score, last))

@@ -23,7 +23,14 @@ from corq.backends.base import (
 from corq.backends.redis import replies
 from corq.backends.redis.calls import WAKE_CAP, Arg, ScriptCall, new_values, now_arg
 from corq.backends.redis.keys import QueueKeys
-from corq.backends.redis.replies import HeldStep, Promoted, QueueCounts, StalledBatch
+from corq.backends.redis.replies import (
+    DeadQuery,
+    DeadWindow,
+    HeldStep,
+    Promoted,
+    QueueCounts,
+    StalledBatch,
+)
 from corq.backends.redis.schedule_scripts import ScheduleScripts
 from corq.backends.redis.workflow_scripts import WorkflowScripts
 from corq.flow import Dedupe
@@ -234,17 +241,29 @@ class Scripts(ScheduleScripts, WorkflowScripts):
         now_ms: int | None,
         snapshot: str | None = None,
         take_snapshot: bool = False,
+        payload: bytes | None = None,
     ) -> ScriptCall[tuple[int, int]]:
         """The `job_ids`, or (with `snapshot`) the next BATCH ids of that snapshot of the dead
-        letters, taken now when `take_snapshot`. Returns (moved, looked at)."""
+        letters, taken now when `take_snapshot`; `payload` replaces the one job's payload
+        (a re-drive). Returns (moved, looked at)."""
         queue_keys = [keys.dead, keys.ready, keys.seq, keys.wake, *keys.flow_keys]
         queue_keys += [keys.workers, keys.idle, keys.outbox]
         if snapshot is not None:
             queue_keys.append(snapshot)
         ttl_ms = SNAPSHOT_TTL_MS if take_snapshot else 0
         args: list[Arg] = [keys.job_prefix, now_arg(now_ms), PRIORITY_MIN, PRIORITY_MAX, WAKE_CAP]
-        args += [BATCH, ttl_ms, *keys.flow_prefixes, *self._handover_args(keys), *job_ids]
+        args += [BATCH, ttl_ms, *keys.flow_prefixes, *self._handover_args(keys)]
+        args += [b"" if payload is None else b"=" + payload, *job_ids]
         return self._call("retry_dead_jobs", queue_keys, args, replies.pair)
+
+    def find_dead_jobs(
+        self, keys: QueueKeys, *, after: tuple[bytes, bytes] | None, where: DeadQuery, limit: int
+    ) -> ScriptCall[DeadWindow]:
+        """One window of at most BATCH dead letters from `after` (score, id), filtered."""
+        score, after_id = after if after is not None else (b"", b"")
+        args: list[Arg] = [keys.job_prefix, score, after_id, where.since, where.until]
+        args += [where.task, where.needle, limit, BATCH]
+        return self._call("find_dead_jobs", [keys.dead], args, replies.dead_window)
 
     def purge_dead_jobs(
         self, keys: QueueKeys, *, job_ids: Sequence[JobId]

@@ -594,6 +594,44 @@ SET status = 'queued', run_at_ms = :now, failures = 0, deaths = 0,
     seq = :seq
 WHERE rowid = :rowid AND status = 'dead';
 
+-- name: dead_find_timed
+-- One window of a queue's dead letters whose death time is a number, newest first after
+-- the keyset (:after_at, :after_id), not before :since (the jobs_dead index bounds both),
+-- each with the filter's verdict (:task, :needle NULL for any condition).
+SELECT rowid, finished_at_ms, id,
+       (:task IS NULL OR task = :task)
+       AND (:needle IS NULL OR coalesce(instr(lower(error), :needle), 0) > 0) AS hit
+FROM jobs
+WHERE queue = :queue AND status = 'dead'
+  AND (finished_at_ms, id) < (:after_at, :after_id) AND finished_at_ms >= :since
+ORDER BY finished_at_ms DESC, id DESC
+LIMIT :window;
+
+-- name: dead_find_untimed
+-- One window of a queue's dead letters whose death time cannot be read (NULL, text,
+-- bytes), by id descending after :after_id, each with the filter's verdict. They sit at
+-- the two ends of jobs_dead: each half reads only its end (then they are sorted: few).
+SELECT rowid, finished_at_ms, id,
+       (:task IS NULL OR task = :task)
+       AND (:needle IS NULL OR coalesce(instr(lower(error), :needle), 0) > 0) AS hit
+FROM (
+    SELECT rowid, finished_at_ms, id, task, error FROM jobs INDEXED BY jobs_dead
+    WHERE queue = :queue AND status = 'dead' AND finished_at_ms IS NULL AND id < :after_id
+    UNION ALL
+    SELECT rowid, finished_at_ms, id, task, error FROM jobs INDEXED BY jobs_dead
+    WHERE queue = :queue AND status = 'dead' AND finished_at_ms >= '' AND id < :after_id
+)
+ORDER BY id DESC
+LIMIT :window;
+
+-- name: dead_row
+-- A dead letter found by dead_find_*, read for people.
+SELECT {shown_columns} FROM jobs WHERE rowid = :rowid AND status = 'dead';
+
+-- name: dead_set_payload
+-- Replace a dead letter's payload (a re-drive with edited arguments).
+UPDATE jobs SET payload = :payload WHERE rowid = :rowid AND status = 'dead';
+
 -- name: dead_purge
 -- Delete one dead letter.
 DELETE FROM jobs WHERE queue = :queue AND id = :id AND status = 'dead';

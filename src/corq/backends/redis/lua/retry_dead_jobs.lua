@@ -9,7 +9,8 @@ kept), a new score (priority, then this order) and one wake token, capped. What 
 read in a damaged record is reset (attempt 0, fence 0, priority 0, enqueued_at_ms now,
 started_at_ms dropped); a key that is not a hash is not retried (it stays a dead letter,
 not counted); an id without a record leaves the dead letters, not counted. Ids not in the
-dead letters are skipped. Each job queued again wakes a worker (the wake include: handed
+dead letters are skipped. A re-drive (one id) may replace the job's payload in the same
+step. Each job queued again wakes a worker (the wake include: handed
 to an idle holder, else a wake token, capped).
 
 KEYS[1] dead            ZSET  dead job ids by finished_at_ms
@@ -44,7 +45,8 @@ ARGV[13] queue           the queue's name (handed out with each job)
 ARGV[14] batch           most dead letters to trim
 ARGV[15] dead_max        most dead letters kept (0: no limit)
 ARGV[16] dead_ttl_ms     longest a dead letter is kept (0: no limit)
-ARGV[17..] job ids (none with a snapshot)
+ARGV[17] payload         '' to keep each job's payload, or '=' .. the new payload (one id)
+ARGV[18..] job ids (none with a snapshot)
 A retried job goes back to its own lane (the record's).
 
 Returns: {moved, looked at}; with a snapshot the caller repeats while looked at == limit.
@@ -87,7 +89,8 @@ local queue = ARGV[13]
 local batch = tonumber(ARGV[14])
 local dead_max = tonumber(ARGV[15])
 local dead_ttl_ms = tonumber(ARGV[16])
-local FIRST_ID = 17
+local new_payload = ARGV[17]
+local FIRST_ID = 18
 
 local FIELDS = {'priority', 'attempt', 'fence', 'enqueued_at_ms', 'started_at_ms', 'lane'}
 local AS_TEXT = {} -- each is checked on its own: what cannot be read is reset
@@ -152,6 +155,9 @@ local function retry(id)
     'progress', 'limited')
   if job.started_at_ms and not check_number('started_at_ms', job.started_at_ms, INT) then
     redis.call('HDEL', key, 'started_at_ms')
+  end
+  if new_payload ~= '' then
+    redis.call('HSET', key, 'payload', string.sub(new_payload, 2))
   end
   make_ready(q, id, score, job.lane)
   return 1
