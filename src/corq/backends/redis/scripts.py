@@ -55,6 +55,10 @@ def dedupe_values(place: int, dedupe: Dedupe) -> list[Arg]:
 SNAPSHOT_TTL_MS = 3600 * 1000
 
 
+#: Most lanes whose heads queue_stats looks at for the oldest ready job.
+STATS_LANES_MAX = 100
+
+
 class Scripts(ScheduleScripts, WorkflowScripts):
     """The scripts, registered on one client (their SHA1s are computed once)."""
 
@@ -261,10 +265,13 @@ class Scripts(ScheduleScripts, WorkflowScripts):
             args += [task, encoded]
         return self._call("set_rules", keys.flow_keys, args, int)
 
-    def count_queue_jobs(self, keys: QueueKeys) -> ScriptCall[QueueCounts]:
+    def count_queue_jobs(self, keys: QueueKeys, scan: int | None = None) -> ScriptCall[QueueCounts]:
+        """`scan`: most delayed jobs whose status is read for `retrying` (BATCH by default)."""
         queue_keys = [keys.ready, keys.delayed, keys.dead, keys.workers, keys.suspects]
-        queue_keys += [keys.reclaiming, keys.flow]
-        args: list[Arg] = [keys.held_prefix, keys.reclaim_prefix]
+        queue_keys += [keys.reclaiming, keys.flow, keys.waiting, keys.rules, keys.parked]
+        queue_keys.append(keys.throttled)
+        args: list[Arg] = [keys.held_prefix, keys.reclaim_prefix, keys.job_prefix]
+        args += [*keys.flow_prefixes, BATCH if scan is None else scan, STATS_LANES_MAX]
         return self._call("count_queue_jobs", queue_keys, args, replies.counts)
 
     def prune_queue(self, keys: QueueKeys) -> ScriptCall[bool]:

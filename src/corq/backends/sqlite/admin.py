@@ -57,9 +57,10 @@ def queue_stats(conn: Conn, queues: Sequence[QueueName] | None) -> list[QueueSta
     names = list_queues(conn) if queues is None else list(queues)
     stats = []
     for queue in names:
-        ready, delayed, in_flight, dead, workers = conn.execute(
+        ready, delayed, in_flight, dead, workers, waiting, retrying = conn.execute(
             Q["queue_counts"], {"queue": queue}
         ).fetchone()
+        (oldest,) = conn.execute(Q["queue_oldest_ready"], {"queue": queue}).fetchone()
         stats.append(
             QueueStats(
                 queue=queue,
@@ -68,6 +69,9 @@ def queue_stats(conn: Conn, queues: Sequence[QueueName] | None) -> list[QueueSta
                 in_flight=in_flight,
                 dead=dead,
                 workers=workers,
+                waiting=waiting,
+                retrying=retrying,
+                oldest_ready_ms=oldest if isinstance(oldest, int) else None,
             )
         )
     return stats

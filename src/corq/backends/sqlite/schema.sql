@@ -218,6 +218,8 @@ CREATE INDEX IF NOT EXISTS jobs_dead ON jobs (queue, finished_at_ms DESC, id DES
 CREATE INDEX IF NOT EXISTS jobs_expiry ON jobs (expires_at_ms)
     WHERE expires_at_ms IS NOT NULL;
 CREATE INDEX IF NOT EXISTS jobs_by_id ON jobs (id);
+-- Workflow jobs waiting for their parents (QueueStats.waiting).
+CREATE INDEX IF NOT EXISTS jobs_waiting ON jobs (queue) WHERE status = 'waiting';
 
 -- Version 4: schedules (see corq/backends/base.py, ScheduleStore). The definition is
 -- opaque to the broker; the rest is the firing state the steps check and move.
