@@ -12,6 +12,7 @@ from corq.cli.common import describe_settings_error
 from corq.cli.demo import demo
 from corq.cli.dev import dev
 from corq.cli.jobs import dead, enqueue, job, queues
+from corq.cli.metrics import autoscale, metrics
 from corq.cli.scheduler import scheduler
 from corq.cli.schedules import schedule
 from corq.cli.worker import worker
@@ -38,6 +39,8 @@ cli.add_command(schedule)
 cli.add_command(workflow)
 cli.add_command(demo)
 cli.add_command(dev)
+cli.add_command(metrics)
+cli.add_command(autoscale)
 
 
 def main() -> None:
