@@ -453,7 +453,7 @@ class BrokerLoop:
         self.loop.close()
 
 
-@dataclass
+@dataclass(eq=False)
 class ClusterCollector(Collector):
     """Reads the broker at every scrape (through `read`, which raises when it cannot)."""
 
@@ -525,7 +525,7 @@ class ClusterMetrics:
         return serve(self.registry, host, port, lambda: signals_json(self.signals()))
 
     def close(self) -> None:
-        self._loop.close(self.app.aclose())
+        self._loop.close(self.app.aclose_loop_only())
 
 
 # ------------------------------------------------------------------------------------------------

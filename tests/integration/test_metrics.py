@@ -1,0 +1,196 @@
+"""Metrics over HTTP, as Prometheus scrapes them: a worker's own, and the cluster's."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import threading
+import time
+import urllib.request
+from collections.abc import Iterator
+
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
+import corq
+from corq.metrics import ClusterMetrics, MetricsServer, ScalePolicy, WorkerMetrics, serve
+from corq.testing import run_worker
+from tests.conftest import free_port
+from tests.waiting import until
+
+Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
+
+
+def scrape(url: str) -> Samples:
+    """Every sample of a scrape, by name and labels (parsed as Prometheus parses it)."""
+    with urllib.request.urlopen(url, timeout=30) as reply:
+        text = reply.read().decode()
+    return {
+        (s.name, frozenset(s.labels.items())): s.value
+        for family in text_string_to_metric_families(text)
+        for s in family.samples
+    }
+
+
+def value(samples: Samples, name: str, **labels: str) -> float | None:
+    return samples.get((name, frozenset(labels.items())))
+
+
+async def scraped(url: str) -> Samples:
+    return await asyncio.to_thread(scrape, url)
+
+
+@pytest.fixture
+def worker_metrics() -> Iterator[tuple[WorkerMetrics, MetricsServer]]:
+    metrics = WorkerMetrics()
+    server = serve(metrics.registry, "127.0.0.1", 0)
+    yield metrics, server
+    server.close()
+
+
+async def test_a_workers_metrics_count_what_its_jobs_did(
+    app: corq.App, worker_metrics: tuple[WorkerMetrics, MetricsServer]
+) -> None:
+    metrics, server = worker_metrics
+
+    @app.task
+    async def ok(n: int) -> int:
+        return n
+
+    @app.task(retries=1, backoff=0.01)
+    async def broken() -> None:
+        raise ValueError("boom")
+
+    # When a worker with the metrics observer runs 5 good jobs and one that fails twice
+    async with run_worker(app, observers=[metrics]) as w:
+        handles = [await ok.enqueue(n) for n in range(5)]
+        bad = await broken.enqueue()
+        for handle in handles:
+            await handle.result(timeout=10)
+        await until(lambda: w.counts.dead == 1, what="the broken job dead")
+        samples = await scraped(f"http://127.0.0.1:{server.port}/metrics")
+
+    # Then the scrape says so, by task and outcome
+    q = app.settings.default_queue
+    ok_task, bad_task = ok.name, broken.name
+    assert value(samples, "corq_jobs_total", queue=q, task=ok_task, outcome="succeeded") == 5
+    assert value(samples, "corq_jobs_total", queue=q, task=bad_task, outcome="retried") == 1
+    assert value(samples, "corq_jobs_total", queue=q, task=bad_task, outcome="dead") == 1
+    assert value(samples, "corq_jobs_started_total", queue=q, task=ok_task) == 5
+    assert value(samples, "corq_job_run_seconds_count", queue=q, task=ok_task) == 5
+    assert value(samples, "corq_job_wait_seconds_count", queue=q, task=bad_task) == 2
+    assert value(samples, "corq_jobs_in_flight", queue=q) == 0
+    assert await bad.status() == corq.JobStatus.DEAD
+
+
+@pytest.fixture
+def cluster(app: corq.App) -> Iterator[ClusterMetrics]:
+    metrics = ClusterMetrics(app, policy=ScalePolicy(per_worker=2, max_workers=10))
+    yield metrics
+    metrics.close()
+
+
+async def test_the_collector_reads_queue_depth_and_the_autoscaling_signal(
+    app: corq.App, cluster: ClusterMetrics
+) -> None:
+    @app.task(queue="mail")
+    async def send(to: str) -> None: ...
+
+    # Given 5 ready jobs and 1 delayed one, the oldest ready since a known time
+    before_ms = time.time_ns() // 1_000_000
+    for n in range(5):
+        await send.enqueue(f"user{n}")
+    await send.with_options(delay=3600).enqueue("later")
+
+    # When Prometheus scrapes the collector
+    server = cluster.serve("127.0.0.1", 0)
+    try:
+        samples = await scraped(f"http://127.0.0.1:{server.port}/metrics")
+        signal = await asyncio.to_thread(
+            urllib.request.urlopen, f"http://127.0.0.1:{server.port}/autoscale"
+        )
+        body = signal.read().decode()
+    finally:
+        server.close()
+    waited_s = (time.time_ns() // 1_000_000 - before_ms) / 1000
+
+    # Then
+    assert value(samples, "corq_broker_up") == 1
+    assert value(samples, "corq_queue_jobs", queue="mail", state="ready") == 5
+    assert value(samples, "corq_queue_jobs", queue="mail", state="scheduled") == 1
+    assert value(samples, "corq_queue_jobs", queue="mail", state="running") == 0
+    age = value(samples, "corq_queue_oldest_ready_age_seconds", queue="mail")
+    assert age is not None
+    assert 0 <= age <= waited_s + 0.01
+    # ceil((5 ready + 0 running) / 2 per worker) = 3
+    assert value(samples, "corq_autoscale_desired_workers", queue="mail") == 3
+    assert '"queue": "mail"' in body
+    assert '"desired_workers": 3' in body
+
+
+async def test_free_slots_count_the_registered_workers(
+    app: corq.App, cluster: ClusterMetrics
+) -> None:
+    @app.task
+    async def wait(gate: str) -> None:
+        await asyncio.sleep(3600)
+
+    q = app.settings.default_queue
+    async with run_worker(app, concurrency=4) as w:
+        await wait.enqueue("a")
+        await until(lambda: w.counts.started == 1, what="the job running")
+        [signal] = await asyncio.to_thread(cluster.signals)
+        await w.stop(0)
+    assert (signal.queue, signal.running, signal.ready) == (q, 1, 0)
+    assert signal.desired_workers == 1
+    assert signal.free_slots >= 1
+
+
+class Silent:
+    """A TCP server that accepts connections and never answers (a hung broker)."""
+
+    def __init__(self) -> None:
+        self.sock = socket.socket()
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen(16)
+        self.held: list[socket.socket] = []
+        self.thread = threading.Thread(target=self._accept, daemon=True)
+        self.thread.start()
+
+    @property
+    def port(self) -> int:
+        return int(self.sock.getsockname()[1])
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:
+                return
+            self.held.append(conn)
+
+    def close(self) -> None:
+        self.sock.close()
+        for conn in self.held:
+            conn.close()
+
+
+@pytest.mark.parametrize("broker", ["refused", "silent"])
+def test_a_scrape_while_the_broker_is_down_says_so_quickly(broker: str, prefix: str) -> None:
+    silent = Silent() if broker == "silent" else None
+    port = silent.port if silent else free_port()
+    app = corq.App(f"redis://127.0.0.1:{port}/0", prefix=prefix)
+    cluster = ClusterMetrics(app, timeout_s=0.5)
+    server = cluster.serve("127.0.0.1", 0)
+    try:
+        started = time.monotonic()
+        samples = scrape(f"http://127.0.0.1:{server.port}/metrics")
+        took = time.monotonic() - started
+    finally:
+        server.close()
+        cluster.close()
+        if silent:
+            silent.close()
+    assert value(samples, "corq_broker_up") == 0
+    assert not any(name.startswith("corq_queue_") for name, _ in samples)
+    assert took < 2.0
