@@ -87,7 +87,7 @@ class WorkerMetrics(WorkerObserver):
     """Counts one worker's jobs into a registry of its own.
 
     `corq_jobs_total{queue,task,outcome}`: outcomes succeeded, retried, dead, released,
-    lost (a retry is one ``retried``); `corq_job_run_seconds`: from the start to the
+    lost, snoozed (a retry is one ``retried``); `corq_job_run_seconds`: from the start to the
     recorded outcome; `corq_job_wait_seconds`: from when the job was due (its
     ``run_at_ms``: the enqueue, or the end of its delay or backoff) to its start, by the
     producer's clock against this one (a negative wait from clock skew counts as 0).
@@ -145,6 +145,10 @@ class WorkerMetrics(WorkerObserver):
 
     def job_lost(self, job: ClaimedJob) -> None:
         self._ended(job, "lost")
+
+    def job_snoozed(self, job: ClaimedJob, failure: Failure) -> None:
+        """Put off without using an attempt (Snooze, a struck task, an open breaker)."""
+        self._ended(job, "snoozed")
 
     def _ended(self, job: ClaimedJob, outcome: str) -> None:
         self.ended.labels(job.queue, job.task, outcome).inc()
@@ -380,24 +384,21 @@ def schedule_families(reading: ClusterReading) -> Iterator[Metric]:
 
 
 def worker_families(reading: ClusterReading) -> Iterator[Metric]:
-    """Workers by state (from their published facts)."""
-    if reading.workers is None:
-        return
+    """Workers by state (from their published facts; no series without that port)."""
     workers = _gauge("corq_workers", "Workers by state (alive, stopping, lost).", ("state",))
-    for state in WorkerState:
-        workers.add_metric([state.value], sum(w.state is state for w in reading.workers))
+    if reading.workers is not None:
+        for state in WorkerState:
+            workers.add_metric([state.value], sum(w.state is state for w in reading.workers))
     yield workers
 
 
 def breaker_families(reading: ClusterReading) -> Iterator[Metric]:
     """Each task's circuit: its state now, and how often it opened."""
-    if reading.breakers is None:
-        return
     state = _gauge(
         "corq_breaker_state", "1 for the state a task's circuit is in.", ("task", "state")
     )
     opened = _counter("corq_breaker_opened", "Times a task's circuit opened.", ("task",))
-    for b in reading.breakers:
+    for b in reading.breakers or ():
         for status in BreakerStatus:
             state.add_metric([b.task, status.value], float(b.status is status))
         opened.add_metric([b.task], b.opened)
