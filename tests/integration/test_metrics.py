@@ -8,6 +8,7 @@ import threading
 import time
 import urllib.request
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
@@ -194,3 +195,26 @@ def test_a_scrape_while_the_broker_is_down_says_so_quickly(broker: str, prefix: 
     assert value(samples, "corq_broker_up") == 0
     assert not any(name.startswith("corq_queue_") for name, _ in samples)
     assert took < 2.0
+
+
+def test_corq_autoscale_prints_the_signal_as_json(tmp_path: Path) -> None:
+    import json
+
+    from click.testing import CliRunner
+
+    from corq.cli import cli
+
+    url = f"sqlite:///{tmp_path / 'corq.db'}"
+    app = corq.App(url)
+
+    @app.task(queue="img")
+    async def resize(n: int) -> None: ...
+
+    for n in range(7):
+        resize.enqueue_sync(n)
+    app.close_sync()
+    args = ["autoscale", "tests.e2e.sample_app:app", "--url", url, "--json", "--per-worker", "3"]
+    result = CliRunner().invoke(cli, args)
+    assert result.exit_code == 0, result.output
+    [img] = [q for q in json.loads(result.output)["queues"] if q["queue"] == "img"]
+    assert (img["ready"], img["running"], img["desired_workers"]) == (7, 0, 3)

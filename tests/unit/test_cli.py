@@ -71,6 +71,21 @@ def test_only_the_first_supervised_process_runs_a_scheduler() -> None:
     assert slot_argv(argv, 1, "box") == [*argv, "--worker-id", "box.w1", "--no-scheduler"]
 
 
+def test_each_supervised_slot_serves_metrics_on_its_own_port() -> None:
+    argv = ["python", "-m", "corq", "worker", "app:app", "--metrics-port", "9100"]
+    assert slot_argv(argv, 2, "box")[:7] == [*argv[:6], "9102"]
+    joined = ["python", "-m", "corq", "worker", "app:app", "--metrics-port=9100"]
+    assert slot_argv(joined, 1, "box")[5] == "--metrics-port=9101"
+
+
+@pytest.mark.parametrize("command", ["metrics", "autoscale"])
+def test_autoscale_bounds_the_wrong_way_round_are_usage_errors(command: str) -> None:
+    args = [command, "tests.e2e.sample_app:app", "--min-workers", "5", "--max-workers", "2"]
+    result = CliRunner().invoke(cli, args)
+    assert result.exit_code == 2, result.output
+    assert "need 0 <= min workers <= max workers, not 5..2" in result.output
+
+
 def test_the_worker_and_scheduler_commands_document_the_scheduler_switches() -> None:
     worker = CliRunner().invoke(cli, ["worker", "--help"])
     assert "--no-scheduler" in worker.output
