@@ -17,13 +17,30 @@ def stats(queue: str = "q", *, ready: int = 0, running: int = 0, workers: int = 
                       workers=workers, paused=paused, oldest_ready_ms=oldest_ms)  # fmt: skip
 
 
-def info(worker_id: str, concurrency: int, running: int, *, queues: tuple[str, ...] = ("q",),
-         state: WorkerState = WorkerState.ALIVE) -> WorkerInfo:  # fmt: skip
-    jobs = [RunningJob(job_id=f"{worker_id}-{n}", queue=queues[0], task="t", started_at_ms=NOW)
-            for n in range(running)]  # fmt: skip
-    return WorkerInfo(worker_id=worker_id, host="h", pid=1, version="0",
-                      queues=dict.fromkeys(queues, 1), concurrency=concurrency, started_at_ms=NOW, heartbeat_at_ms=NOW,
-                      running=jobs, state=state)  # fmt: skip
+def info(
+    worker_id: str,
+    concurrency: int,
+    running: int,
+    *,
+    queues: tuple[str, ...] = ("q",),
+    state: WorkerState = WorkerState.ALIVE,
+) -> WorkerInfo:
+    jobs = [
+        RunningJob(job_id=f"{worker_id}-{n}", queue=queues[0], task="t", started_at_ms=NOW)
+        for n in range(running)
+    ]
+    return WorkerInfo(
+        worker_id=worker_id,
+        host="h",
+        pid=1,
+        version="0",
+        queues=dict.fromkeys(queues, 1),
+        concurrency=concurrency,
+        started_at_ms=NOW,
+        heartbeat_at_ms=NOW,
+        running=jobs,
+        state=state,
+    )
 
 
 def reading(*queues: QueueStats, workers: list[WorkerInfo] | None = None) -> ClusterReading:
