@@ -34,6 +34,16 @@ class RunningJob:
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
+class TaskDurations:
+    """How long a task's recent runs on one worker took (a bounded sample of them)."""
+
+    #: Runs measured since the worker started (the percentiles use the latest ones).
+    count: int
+    p50_ms: float
+    p95_ms: float
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
 class WorkerInfo:
     """A worker's facts, published with its heartbeats."""
 
@@ -54,3 +64,5 @@ class WorkerInfo:
     state: WorkerState = WorkerState.ALIVE
     #: Jobs started and ended since the worker started (by final outcome).
     counts: Mapping[str, int] = field(default_factory=dict)
+    #: Task -> how long its runs took here (stuck jobs are judged against it).
+    durations: Mapping[TaskName, TaskDurations] = field(default_factory=dict)
