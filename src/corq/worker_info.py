@@ -64,5 +64,8 @@ class WorkerInfo:
     state: WorkerState = WorkerState.ALIVE
     #: Jobs started and ended since the worker started (by final outcome).
     counts: Mapping[str, int] = field(default_factory=dict)
+    #: Queue -> outcomes recorded for its jobs here ("succeeded", "failed": a failed attempt,
+    #: retried or dead), for rates per queue (`corq top`).
+    queue_counts: Mapping[QueueName, Mapping[str, int]] = field(default_factory=dict)
     #: Task -> how long its runs took here (stuck jobs are judged against it).
     durations: Mapping[TaskName, TaskDurations] = field(default_factory=dict)

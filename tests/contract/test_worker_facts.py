@@ -45,6 +45,7 @@ def facts(worker_id: str, clock: FakeClock, **changes: object) -> WorkerInfo:
         loop_lag_ms=3.25,
         state=WorkerState.STOPPING,
         counts={"started": 10, "succeeded": 7, "retried": 1, "dead": 1},
+        queue_counts={"emails": {"succeeded": 5, "failed": 2}, "default": {"succeeded": 2}},
         durations={"send": TaskDurations(count=40, p50_ms=120.0, p95_ms=900.5)},
     )
     return dataclasses.replace(info, **changes)  # type: ignore[arg-type]  # test values

@@ -58,6 +58,7 @@ async def test_a_worker_publishes_its_facts_and_the_job_it_runs(
         assert (job.job_id, job.queue, job.task) == (handle.id, "default", slow.name)
         assert (job.attempt, job.timeout_ms, job.executor) == (1, 30_000, "async")
         assert info.counts["succeeded"] == 1
+        assert info.queue_counts == {"default": {"succeeded": 1, "failed": 0}}
         assert info.durations[quick.name].count == 1
         gate.set()
         await handle.result(timeout=5)

@@ -15,6 +15,7 @@ from corq.cli.jobs import dead, enqueue, job, queues
 from corq.cli.scheduler import scheduler
 from corq.cli.schedules import schedule
 from corq.cli.worker import worker
+from corq.cli.workers import inspect, workers
 from corq.cli.workflows import workflow
 
 
@@ -38,6 +39,8 @@ cli.add_command(schedule)
 cli.add_command(workflow)
 cli.add_command(demo)
 cli.add_command(dev)
+cli.add_command(workers)
+cli.add_command(inspect)
 
 
 def main() -> None:

@@ -112,6 +112,8 @@ class Facts(WorkerObserver):
         #: When each job this worker runs was started (by this worker's clock).
         self._starts: dict[tuple[QueueName, JobId], int] = {}
         self._lag_s = 0.0
+        #: Queue -> [succeeded, failed attempts] recorded here.
+        self._by_queue: dict[QueueName, list[int]] = {q: [0, 0] for q in self.weights}
         self._wake = asyncio.Event()
         self._process = psutil.Process()
         self._process.cpu_percent()  # the first call only starts the measurement
@@ -122,16 +124,16 @@ class Facts(WorkerObserver):
         self._starts[(job.queue, job.id)] = self.clock.now_ms()
 
     def job_succeeded(self, job: ClaimedJob, completion: Completion) -> None:
-        self._ended(job, completion.finished_at_ms)
+        self._ended(job, completion.finished_at_ms, 0)
 
     def job_retried(self, job: ClaimedJob, failure: Failure) -> None:
         if failure.snoozed:  # it waited, it did not run
             self._starts.pop((job.queue, job.id), None)
         else:
-            self._ended(job, failure.finished_at_ms)
+            self._ended(job, failure.finished_at_ms, 1)
 
     def job_dead(self, job: ClaimedJob, failure: Failure) -> None:
-        self._ended(job, failure.finished_at_ms)
+        self._ended(job, failure.finished_at_ms, 1)
 
     def job_released(self, job: ClaimedJob, release: Release) -> None:
         self._starts.pop((job.queue, job.id), None)
@@ -139,7 +141,11 @@ class Facts(WorkerObserver):
     def job_lost(self, job: ClaimedJob) -> None:
         self._starts.pop((job.queue, job.id), None)
 
-    def _ended(self, job: ClaimedJob, finished_at_ms: int) -> None:
+    def _ended(self, job: ClaimedJob, finished_at_ms: int, failed: int) -> None:
+        """`failed` 1 for a failed attempt, 0 for a success."""
+        counts = self._by_queue.get(job.queue)
+        if counts is not None:
+            counts[failed] += 1
         started = self._starts.pop((job.queue, job.id), None)
         if started is not None:
             self.durations.add(job.task, max(0, finished_at_ms - started))
@@ -166,6 +172,9 @@ class Facts(WorkerObserver):
             loop_lag_ms=round(lag_ms, 3),
             state=self.state,
             counts=self._counts(),
+            queue_counts={
+                q: {"succeeded": ok, "failed": failed} for q, (ok, failed) in self._by_queue.items()
+            },
             durations=self.durations.summary(),
         )
 
