@@ -14,6 +14,7 @@ from corq.cli.dev import dev
 from corq.cli.jobs import dead, enqueue, job, queues
 from corq.cli.scheduler import scheduler
 from corq.cli.schedules import schedule
+from corq.cli.top import top
 from corq.cli.worker import worker
 from corq.cli.workers import inspect, workers
 from corq.cli.workflows import workflow
@@ -41,6 +42,7 @@ cli.add_command(demo)
 cli.add_command(dev)
 cli.add_command(workers)
 cli.add_command(inspect)
+cli.add_command(top)
 
 
 def main() -> None:
