@@ -9,6 +9,9 @@ from enum import StrEnum
 
 from corq.types import JobId, QueueName, TaskName, WorkerId
 
+#: Running jobs a worker lists in its facts (~150 bytes each); the rest are only counted.
+MAX_RUNNING_LISTED = 1_000
+
 
 class WorkerState(StrEnum):
     """A registered worker as readers see it."""
@@ -56,7 +59,10 @@ class WorkerInfo:
     concurrency: int
     started_at_ms: int
     heartbeat_at_ms: int
+    #: The jobs it runs, oldest claims first (at most MAX_RUNNING_LISTED of them).
     running: Sequence[RunningJob] = ()
+    #: How many jobs it runs (`running` may list fewer).
+    in_flight: int = 0
     cpu_percent: float = 0.0
     rss_bytes: int = 0
     #: How late the event loop ran a timer, lately (ms).

@@ -6,7 +6,11 @@ Methods: ``publish_worker_info``, ``list_worker_info``, ``forget_worker_info``.
 from __future__ import annotations
 
 import dataclasses
+import sqlite3
 import time
+
+import pytest
+import redis.asyncio as aioredis
 
 from corq.backends import Backend
 from corq.clock import FakeClock
@@ -40,6 +44,7 @@ def facts(worker_id: str, clock: FakeClock, **changes: object) -> WorkerInfo:
             ),
             RunningJob(job_id="j2", queue="default", task="resize", started_at_ms=clock.now_ms()),
         ),
+        in_flight=2,
         cpu_percent=12.5,
         rss_bytes=123_456_789,
         loop_lag_ms=3.25,
@@ -149,3 +154,49 @@ async def test_the_brokers_clock_judges_when_none_is_given(backend: Backend) -> 
     listed = await backend.list_worker_info(None, LEASE_MS)
 
     assert [(i.worker_id, i.state) for i in listed] == [("fresh", WorkerState.STOPPING)]
+
+
+async def _write_raw_facts(
+    broker: Broker, worker_id: str, value: bytes, expires_at_ms: int
+) -> None:
+    """Facts written by another program (not a WorkerInfo)."""
+    if broker.kind == "redis":
+        from corq.backends.redis.keys import RedisKeys
+
+        keys = RedisKeys(broker.prefix).workers
+        raw = aioredis.Redis.from_url(broker.url)
+        try:
+            await raw.hset(keys.info, worker_id, value)
+            await raw.zadd(keys.expiry, {worker_id: expires_at_ms})
+        finally:
+            await raw.aclose()
+        return
+    assert broker.path is not None
+    conn = sqlite3.connect(broker.path, isolation_level=None)
+    try:
+        conn.execute(
+            "INSERT INTO worker_info (worker_id, info, heartbeat_at_ms, expires_at_ms)"
+            " VALUES (?, ?, 0, ?)",
+            (worker_id, value, expires_at_ms),
+        )
+    finally:
+        conn.close()
+
+
+@pytest.mark.parametrize("value", [b"not json", b'{"worker_id": 5}', b"[]"])
+async def test_facts_that_do_not_decode_are_skipped_and_still_expire(
+    broker: Broker, value: bytes
+) -> None:
+    # Given a worker's facts beside an entry no corq wrote
+    clock = FakeClock()
+    backend = broker.open()
+    await backend.publish_worker_info(facts("w1", clock), TTL_MS)
+    await _write_raw_facts(broker, "junk", value, clock.now_ms() + TTL_MS)
+
+    # Then the readable ones are listed, and the other goes when its time is up
+    assert [i.worker_id for i in await backend.list_worker_info(clock.now_ms(), LEASE_MS)] == ["w1"]
+    clock.advance(TTL_MS / 1000)
+    assert await backend.list_worker_info(clock.now_ms(), LEASE_MS) == []
+    await _write_raw_facts(broker, "junk", value, clock.now_ms() + TTL_MS)
+    await backend.forget_worker_info("junk")
+    assert await backend.list_worker_info(clock.now_ms(), LEASE_MS) == []

@@ -9,7 +9,7 @@ import socket
 import corq
 from corq.testing import run_worker
 from corq.worker.facts import TTL_LEASES
-from corq.worker_info import WorkerState
+from corq.worker_info import MAX_RUNNING_LISTED, WorkerState
 from tests.waiting import until
 
 
@@ -55,6 +55,7 @@ async def test_a_worker_publishes_its_facts_and_the_job_it_runs(
         assert info.rss_bytes > 1_000_000
         assert info.heartbeat_at_ms == clock.now_ms()
         (job,) = info.running
+        assert info.in_flight == 1
         assert (job.job_id, job.queue, job.task) == (handle.id, "default", slow.name)
         assert (job.attempt, job.timeout_ms, job.executor) == (1, 30_000, "async")
         assert info.counts["succeeded"] == 1
@@ -113,3 +114,34 @@ async def test_a_stopping_worker_says_so_while_it_drains(app: corq.App) -> None:
     gate.set()
     await worker.wait()
     assert await admin.workers() == []
+
+
+async def test_a_busy_worker_lists_its_oldest_jobs_and_counts_them_all(
+    fake_app: tuple[corq.App, corq.FakeClock],
+) -> None:
+    app, clock = fake_app
+    gate = asyncio.Event()
+
+    @app.task
+    async def wait() -> None:
+        await gate.wait()
+
+    admin = app.admin()
+    total = MAX_RUNNING_LISTED + 200
+    async with run_worker(app, concurrency=total) as worker:
+        # Given more running jobs than the facts list
+        handles = await wait.enqueue_many([() for _ in range(total)])
+        await until(lambda: worker.running_count == total, what="every job to start")
+
+        # When a heartbeat passes
+        clock.advance(app.settings.heartbeat_s)
+
+        async def counted() -> bool:
+            return [i.in_flight for i in await admin.workers()] == [total]
+
+        # Then they are all counted, the oldest claims listed
+        await until(counted, what="facts counting every job")
+        (info,) = await admin.workers()
+        assert len(info.running) == MAX_RUNNING_LISTED
+        assert {j.job_id for j in info.running} <= {h.id for h in handles}
+        gate.set()

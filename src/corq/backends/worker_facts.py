@@ -13,19 +13,16 @@ from collections.abc import Iterable
 
 import msgspec
 
-from corq.worker_info import WorkerInfo, WorkerState
+from corq.worker_info import MAX_RUNNING_LISTED, WorkerInfo, WorkerState
 
 log = logging.getLogger(__name__)
-
-#: A worker's facts take ~1 KB plus ~150 bytes per running job listed; beyond this many
-#: listed jobs the rest are left out (the count in `running` is then a sample).
-MAX_RUNNING_LISTED = 1_000
 
 _encoder = msgspec.json.Encoder()
 _decoder = msgspec.json.Decoder(WorkerInfo)
 
 
 def encode_worker_info(info: WorkerInfo) -> bytes:
+    """The facts as stored (a list of running jobs cut at MAX_RUNNING_LISTED)."""
     if len(info.running) > MAX_RUNNING_LISTED:
         info = dataclasses.replace(info, running=tuple(info.running[:MAX_RUNNING_LISTED]))
     return _encoder.encode(info)

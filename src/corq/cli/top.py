@@ -24,7 +24,7 @@ from corq import App, BrokerDataError, BrokerError
 from corq.admin.workers import RunningJobView, format_ms, running_jobs
 from corq.cli.common import app_option, make_app, run, url_option
 from corq.cli.text import plain
-from corq.cli.workers import console, format_bytes, running_table, state_text
+from corq.cli.workers import console, format_bytes, in_flight, running_table, state_text
 from corq.types import QueueName, WorkerId
 from corq.worker_info import WorkerInfo
 
@@ -137,12 +137,12 @@ def workers_table(frame: Frame, speed: Rates | None) -> Table:
         table.add_column(name, justify="right")
     table.add_column("state")
     for w in frame.workers:
-        load = len(w.running) / w.concurrency if w.concurrency > 0 else 0.0
+        load = in_flight(w) / w.concurrency if w.concurrency > 0 else 0.0
         per_s = None if speed is None else speed.workers.get(w.worker_id)
         table.add_row(
             plain(w.worker_id, one_line=True),
             plain(w.host, one_line=True),
-            f"{len(w.running)}/{w.concurrency} {load:.0%}",
+            f"{in_flight(w)}/{w.concurrency} {load:.0%}",
             _rate(per_s),
             f"{w.cpu_percent:.0f}%",
             format_bytes(w.rss_bytes),

@@ -38,6 +38,11 @@ def format_bytes(count: int) -> str:
     raise AssertionError("unreachable")  # pragma: no cover
 
 
+def in_flight(info: WorkerInfo) -> int:
+    """Jobs the worker runs (its list of them may be cut short)."""
+    return max(info.in_flight, len(info.running))
+
+
 def queues_text(info: WorkerInfo) -> str:
     return ",".join(q if w == 1 else f"{q}={w}" for q, w in info.queues.items())
 
@@ -61,7 +66,7 @@ def workers_table(infos: Sequence[WorkerInfo], now_ms: int, *, title: str | None
             plain(info.version, one_line=True),
             plain(queues_text(info), one_line=True),
             str(info.concurrency),
-            str(len(info.running)),
+            str(in_flight(info)),
             f"{info.cpu_percent:.0f}%",
             format_bytes(info.rss_bytes),
             format_ms(info.loop_lag_ms),

@@ -28,7 +28,13 @@ from corq.errors import BrokerDataError, BrokerError
 from corq.types import Clock, JobId, QueueName, TaskName
 from corq.worker.observer import JobCounts, WorkerObserver
 from corq.worker.registry import Registry, Running
-from corq.worker_info import RunningJob, TaskDurations, WorkerInfo, WorkerState
+from corq.worker_info import (
+    MAX_RUNNING_LISTED,
+    RunningJob,
+    TaskDurations,
+    WorkerInfo,
+    WorkerState,
+)
 
 if TYPE_CHECKING:
     from corq.task import Task
@@ -155,6 +161,7 @@ class Facts(WorkerObserver):
         """The facts as of now (the lag and CPU since the last snapshot)."""
         now = self.clock.now_ms()
         lag_ms, self._lag_s = self._lag_s * 1000, 0.0
+        running = self.registry.executing()
         with self._process.oneshot():
             cpu, rss = self._process.cpu_percent(), self._process.memory_info().rss
         return WorkerInfo(
@@ -166,7 +173,8 @@ class Facts(WorkerObserver):
             concurrency=self.concurrency,
             started_at_ms=self.started_at_ms,
             heartbeat_at_ms=now,
-            running=tuple(self._running(r, now) for r in self.registry.executing()),
+            running=tuple(self._running(r, now) for r in running[:MAX_RUNNING_LISTED]),
+            in_flight=len(running),
             cpu_percent=cpu,
             rss_bytes=rss,
             loop_lag_ms=round(lag_ms, 3),
