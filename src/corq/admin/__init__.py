@@ -6,10 +6,10 @@ letters, workers, events); `Admin` is their union, bound to one client and one a
 
 from __future__ import annotations
 
-from corq.admin.base import AdminBase
+from corq.admin.workers import WorkersAdmin
 
 
-class Admin(AdminBase):
+class Admin(WorkersAdmin):
     """Operator calls over one broker connection, recorded as made by ``who``."""
 
 

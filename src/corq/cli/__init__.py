@@ -15,7 +15,9 @@ from corq.cli.jobs import dead, enqueue, job, queues
 from corq.cli.metrics import autoscale, metrics
 from corq.cli.scheduler import scheduler
 from corq.cli.schedules import schedule
+from corq.cli.top import top
 from corq.cli.worker import worker
+from corq.cli.workers import inspect, workers
 from corq.cli.workflows import workflow
 
 
@@ -41,6 +43,9 @@ cli.add_command(demo)
 cli.add_command(dev)
 cli.add_command(metrics)
 cli.add_command(autoscale)
+cli.add_command(workers)
+cli.add_command(inspect)
+cli.add_command(top)
 
 
 def main() -> None:

@@ -10,8 +10,8 @@ as :class:`~corq.errors.BrokerError` (an outage) or :class:`~corq.errors.BrokerD
 The broker is composed of one class per role, each in its own file (see ``context.py``):
 producer.py (the JobStore port), claims.py, outcomes.py and reclaim.py (Claims), leases.py
 (WorkerRegistry), admin.py (Admin), schedules.py and ticks.py (ScheduleStore), workflows.py,
-settle.py and workflow_reads.py (Workflows), flow.py (FlowControl): the same role files
-as the SQLite broker.
+settle.py and workflow_reads.py (Workflows), flow.py (FlowControl), worker_facts.py
+(WorkerFacts): the same role files as the SQLite broker.
 """
 
 from __future__ import annotations
@@ -27,6 +27,7 @@ from corq.backends.redis.producer import RedisJobStore
 from corq.backends.redis.reclaim import RedisReclaim
 from corq.backends.redis.schedules import RedisSchedules
 from corq.backends.redis.ticks import RedisTicks
+from corq.backends.redis.worker_facts import RedisWorkerFacts
 from corq.backends.redis.workflow_reads import RedisWorkflowReads
 from corq.backends.redis.workflows import RedisWorkflows
 
@@ -43,6 +44,7 @@ class RedisBackend(
     RedisWorkflows,
     RedisWorkflowReads,
     RedisFlow,
+    RedisWorkerFacts,
 ):
     """Broker on Redis (standalone, or Cluster-safe key layout; see ``keys.py``).
 

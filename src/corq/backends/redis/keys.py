@@ -177,6 +177,13 @@ records, its watches, then commits; tend_workflows drops one that never committe
 its last job has ended (and it is not an open batch) a workflow is finished: its keys
 expire after WORKFLOW_KEEP_MS (a job's edge lists already expire that long after the
 job's own end).
+
+Workers' facts (``worker_facts.py``; docs/design.md, "Worker registry, inspection and top"),
+one cluster-wide pair in the ``{workers}`` slot, written once per heartbeat by each worker::
+
+    $p:{workers}:info             HASH  worker id -> its WorkerInfo (msgspec JSON)
+    $p:{workers}:expiry           ZSET  worker id -> when its facts are removed (heartbeat
+                                        + ttl, ms); list_worker_info removes the due ones
 """
 
 from __future__ import annotations
@@ -565,6 +572,25 @@ class WorkflowKeys:
 
 
 @dataclass(frozen=True, slots=True)
+class WorkersKeys:
+    """The keys of the ``{workers}`` slot: every worker's facts."""
+
+    prefix: str
+
+    @property
+    def tag(self) -> str:
+        return f"{self.prefix}:{{workers}}"
+
+    @property
+    def info(self) -> str:
+        return f"{self.tag}:info"
+
+    @property
+    def expiry(self) -> str:
+        return f"{self.tag}:expiry"
+
+
+@dataclass(frozen=True, slots=True)
 class RedisKeys:
     """Key names under one prefix."""
 
@@ -580,6 +606,10 @@ class RedisKeys:
     @property
     def schedules(self) -> SchedulesKeys:
         return SchedulesKeys(self.prefix)
+
+    @property
+    def workers(self) -> WorkersKeys:
+        return WorkersKeys(self.prefix)
 
     def workflow(self, workflow_id: str) -> WorkflowKeys:
         return WorkflowKeys(self.prefix, workflow_id)

@@ -25,6 +25,7 @@ from corq.backends.redis.calls import WAKE_CAP, Arg, ScriptCall, new_values, now
 from corq.backends.redis.keys import QueueKeys
 from corq.backends.redis.replies import HeldStep, Promoted, QueueCounts, StalledBatch
 from corq.backends.redis.schedule_scripts import ScheduleScripts
+from corq.backends.redis.worker_facts_scripts import WorkerFactsScripts
 from corq.backends.redis.workflow_scripts import WorkflowScripts
 from corq.flow import Dedupe
 from corq.types import JobId, QueueName, WorkerId
@@ -59,7 +60,7 @@ SNAPSHOT_TTL_MS = 3600 * 1000
 STATS_LANES_MAX = 100
 
 
-class Scripts(ScheduleScripts, WorkflowScripts):
+class Scripts(ScheduleScripts, WorkflowScripts, WorkerFactsScripts):
     """The scripts, registered on one client (their SHA1s are computed once)."""
 
     def enqueue_jobs(

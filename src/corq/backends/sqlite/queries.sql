@@ -1378,3 +1378,29 @@ DELETE FROM cooldowns
 WHERE queue = :queue AND key IN (
     SELECT key FROM cooldowns WHERE queue = :queue AND until_ms <= :now LIMIT :limit
 );
+
+-- ---------------------------------------------------------------- workers' facts
+
+-- name: worker_info_put
+-- Store a worker's facts, replacing its last ones.
+INSERT INTO worker_info (worker_id, info, heartbeat_at_ms, expires_at_ms)
+VALUES (:worker, :info, :heartbeat, :expires)
+ON CONFLICT (worker_id) DO UPDATE SET
+    info = excluded.info, heartbeat_at_ms = excluded.heartbeat_at_ms,
+    expires_at_ms = excluded.expires_at_ms;
+
+-- name: worker_info_prune
+-- Remove the facts past their deadline (bounded; an unreadable deadline counts as past).
+DELETE FROM worker_info WHERE worker_id IN (
+    SELECT worker_id FROM worker_info
+    WHERE NOT (typeof(expires_at_ms) = 'integer' AND expires_at_ms > :now)
+    LIMIT 1000
+);
+
+-- name: worker_info_list
+-- Every worker's facts, by worker id.
+SELECT info FROM worker_info ORDER BY worker_id;
+
+-- name: worker_info_forget
+-- Drop a worker's facts (it stopped cleanly).
+DELETE FROM worker_info WHERE worker_id = :worker;

@@ -51,6 +51,8 @@
 --   {wf:<id>}:failed      workflow_failed (the first BATCH members that failed)
 --   {q}:notify:<id>,      no table: an ending job finds its dependents in every workflow
 --   {q}:outbox            through workflow_dependents, inside its own transaction
+--   {workers}:info,       worker_info (one row per worker: its WorkerInfo as JSON, its
+--   {workers}:expiry      heartbeat and when the row is removed)
 --
 -- SQLite is dynamically typed and the file may have been written by another program (or
 -- with an edited schema): the code never trusts a column's declared type or NOT NULL, it
@@ -644,3 +646,14 @@ BEGIN
     DELETE FROM unique_keys
     WHERE queue = OLD.queue AND key = OLD.unique_key AND job_id = OLD.id;
 END;
+
+-- Each worker's facts (corq/worker_info.py), replaced at every heartbeat; list_worker_info
+-- deletes the rows whose expires_at_ms has passed (docs/design.md, "Worker registry,
+-- inspection and top").
+CREATE TABLE IF NOT EXISTS worker_info (
+    worker_id TEXT PRIMARY KEY,
+    info BLOB NOT NULL,
+    heartbeat_at_ms INTEGER NOT NULL,
+    expires_at_ms INTEGER NOT NULL
+);
+CREATE INDEX IF NOT EXISTS worker_info_expiry ON worker_info (expires_at_ms);
