@@ -25,8 +25,8 @@ from typing import Any
 
 from corq.backends.base import ClaimedJob, Failure
 from corq.context import JobTuple, Reporter, bind_job
-from corq.errors import Retry
-from corq.limits import error_line, safe_str
+from corq.errors import Retry, Snooze
+from corq.limits import error_line, safe_str, snooze_of
 from corq.serializers import Serializer
 from corq.task import Task
 from corq.types import TaskName
@@ -266,6 +266,7 @@ class Runner:
             retry_requested=child.retry_requested,
             retry_delay_s=child.retry_delay_s,
             retry_on_matched=child.retry_on_matched,
+            snooze_s=child.snooze_s,
         )
         return self.outcomes.failed(job, task.options.retry, raised)
 
@@ -339,6 +340,11 @@ def _context(job: ClaimedJob) -> JobTuple:
 
 def _raised(task: Task[Any, Any], exc: BaseException, tb: str | None = None) -> Raised:
     """Describe what a task raised without trusting it (its __str__ may raise too)."""
+    if isinstance(exc, Snooze):
+        delay_s, text = snooze_of(exc)
+        if delay_s is not None:
+            return Raised(error=text, snooze_s=delay_s)
+        return Raised(error=text, traceback=_format(exc) if tb is None else tb)
     if isinstance(exc, Retry):
         return Raised(
             error=f"Retry: {safe_str(exc)}",
