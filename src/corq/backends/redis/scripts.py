@@ -21,6 +21,7 @@ from corq.backends.base import (
     Release,
 )
 from corq.backends.redis import replies
+from corq.backends.redis.breaker_scripts import BreakerScripts
 from corq.backends.redis.calls import WAKE_CAP, Arg, ScriptCall, new_values, now_arg
 from corq.backends.redis.keys import QueueKeys
 from corq.backends.redis.replies import HeldStep, Promoted, QueueCounts, StalledBatch
@@ -55,7 +56,7 @@ def dedupe_values(place: int, dedupe: Dedupe) -> list[Arg]:
 SNAPSHOT_TTL_MS = 3600 * 1000
 
 
-class Scripts(ScheduleScripts, WorkflowScripts):
+class Scripts(ScheduleScripts, WorkflowScripts, BreakerScripts):
     """The scripts, registered on one client (their SHA1s are computed once)."""
 
     def enqueue_jobs(
