@@ -50,6 +50,7 @@ from corq.flow import check_weight
 from corq.task import check_queue_name
 from corq.types import QueueName
 from corq.worker.facts import Facts
+from corq.worker.gates import StartGate
 from corq.worker.leases import Leases
 from corq.worker.observer import JobCounts, Observers, WorkerObserver
 from corq.worker.parts import Parts, build_parts
@@ -120,6 +121,9 @@ class Worker:
     `queues` is a list of names, or a dict of name to weight (a positive integer): under
     load on all of them, each queue gets its weight's share of the started jobs.
 
+    `gates` are asked before each claimed job's body starts and may snooze it (see
+    `corq.worker.gates`); the worker's own (circuit breakers) come after them.
+
     A worker runs once: start it (or enter it) one time, stop it one time.
     """
 
@@ -134,6 +138,7 @@ class Worker:
         grace_s: float | None = None,
         observers: Sequence[WorkerObserver] = (),
         scheduler: bool | None = None,
+        gates: Sequence[StartGate] = (),
     ) -> None:
         settings = app.settings
         self.app = app
@@ -167,6 +172,7 @@ class Worker:
             clock=app.clock,
         )
         self._observers = Observers([self.counts, self.facts, *observers])
+        self._gates = tuple(gates)
         self._parts: Parts | None = None
         self._main: asyncio.Task[None] | None = None
         self._serving = asyncio.Event()
@@ -301,6 +307,7 @@ class Worker:
             burst=self.burst,
             fixed_id=self._fixed_id,
             burst_done=self.request_stop,
+            gates=self._gates,
         )
 
     async def _until_stopped(self, step: Coroutine[Any, Any, None]) -> bool:

@@ -11,13 +11,14 @@ The broker is composed of one class per role, each in its own file (see ``contex
 producer.py (the JobStore port), claims.py, outcomes.py and reclaim.py (Claims), leases.py
 (WorkerRegistry), admin.py (Admin), schedules.py and ticks.py (ScheduleStore), workflows.py,
 settle.py and workflow_reads.py (Workflows), flow.py (FlowControl), worker_facts.py
-(WorkerFacts): the same role files as the SQLite broker.
+(WorkerFacts), breakers.py (Breakers): the same role files as the SQLite broker.
 """
 
 from __future__ import annotations
 
 from corq.backends.base import Backend
 from corq.backends.redis.admin import RedisAdmin
+from corq.backends.redis.breakers import RedisBreakers
 from corq.backends.redis.claims import RedisClaims
 from corq.backends.redis.connections import broker_errors
 from corq.backends.redis.flow import RedisFlow
@@ -45,6 +46,7 @@ class RedisBackend(
     RedisWorkflowReads,
     RedisFlow,
     RedisWorkerFacts,
+    RedisBreakers,
 ):
     """Broker on Redis (standalone, or Cluster-safe key layout; see ``keys.py``).
 

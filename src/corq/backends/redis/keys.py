@@ -160,6 +160,13 @@ changes it is one script there; its jobs sit in their queues' slots as usual::
     $p:{workflows}:tend           ZSET  $op/$w -> when maintenance must look at it: a
                                         multi-step write under way ($op: create, add.$token,
                                         release.$token), removed by its writer when done
+    $p:{breakers}:tasks           SET   the tasks that have a circuit breaker's state
+    $p:{breakers}:state:$t        HASH  a task's circuit: status (closed, open, half_open),
+                                        failures (that opened it), opened_at_ms, until_ms
+                                        (open: the cool-down's end; half_open: the probe's
+                                        permit lapse), opened (times), window_ms, seq
+    $p:{breakers}:failures:$t     ZSET  failure seq -> at_ms: the task's failures within
+                                        its window while closed (at most `failures` kept)
 
 A creation writes, each step atomic in one slot: the tend mark (due after
 WORKFLOW_CREATE_GRACE_MS); the meta (creating) and the nodes with their edges, counts and
@@ -476,6 +483,28 @@ class SchedulesKeys:
 
 
 @dataclass(frozen=True, slots=True)
+class BreakerKeys:
+    """The keys of the ``{breakers}`` slot: every task's circuit in one slot, so each
+    breaker call is one script."""
+
+    prefix: str
+
+    @property
+    def tag(self) -> str:
+        return f"{self.prefix}:{{breakers}}"
+
+    @property
+    def tasks(self) -> str:
+        return f"{self.tag}:tasks"
+
+    def state(self, task: str) -> str:
+        return f"{self.tag}:state:{task}"
+
+    def failures(self, task: str) -> str:
+        return f"{self.tag}:failures:{task}"
+
+
+@dataclass(frozen=True, slots=True)
 class WorkflowKeys:
     """The keys of one workflow, in its own slot ``{wf:<id>}``."""
 
@@ -618,3 +647,7 @@ class RedisKeys:
     def tend(self) -> str:
         """Multi-step workflow writes under way, by when maintenance must look at them."""
         return f"{self.prefix}:{{workflows}}:tend"
+
+    @property
+    def breakers(self) -> BreakerKeys:
+        return BreakerKeys(self.prefix)

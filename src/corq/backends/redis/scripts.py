@@ -21,6 +21,7 @@ from corq.backends.base import (
     Release,
 )
 from corq.backends.redis import replies
+from corq.backends.redis.breaker_scripts import BreakerScripts
 from corq.backends.redis.calls import WAKE_CAP, Arg, ScriptCall, new_values, now_arg
 from corq.backends.redis.keys import QueueKeys
 from corq.backends.redis.replies import HeldStep, Promoted, QueueCounts, StalledBatch
@@ -60,7 +61,7 @@ SNAPSHOT_TTL_MS = 3600 * 1000
 STATS_LANES_MAX = 100
 
 
-class Scripts(ScheduleScripts, WorkflowScripts, WorkerFactsScripts):
+class Scripts(ScheduleScripts, WorkflowScripts, WorkerFactsScripts, BreakerScripts):
     """The scripts, registered on one client (their SHA1s are computed once)."""
 
     def enqueue_jobs(
@@ -155,7 +156,8 @@ class Scripts(ScheduleScripts, WorkflowScripts, WorkerFactsScripts):
         args += [*self._dead_bounds, *keys.flow_prefixes, keys.held_prefix, keys.inbox_prefix]
         for f in failures:
             retry_at = "" if f.retry_at_ms is None else f.retry_at_ms
-            args += [f.job_id, f.fence, int(f.counted), int(f.died), f.error, f.traceback or ""]
+            args += [f.job_id, f.fence, int(f.counted), int(f.died), int(f.snoozed)]
+            args += [f.error, f.traceback or ""]
             args += [retry_at, f.finished_at_ms]
         queue_keys = [keys.held(holder), keys.delayed, keys.dead, keys.wake, keys.outbox]
         queue_keys += [*keys.flow_keys, keys.workers, keys.idle, *keys.unique_keys]

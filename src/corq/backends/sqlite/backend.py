@@ -29,6 +29,7 @@ from corq.backends.base import (
     WorkerLease,
 )
 from corq.backends.sqlite import admin, admit, claims, leases, outcomes, producer, reclaim
+from corq.backends.sqlite.breakers import SqliteBreakers
 from corq.backends.sqlite.dead import DeadBounds
 from corq.backends.sqlite.flow import SqliteFlow
 from corq.backends.sqlite.schedules import SqliteSchedules
@@ -65,7 +66,9 @@ def _due_is_news(due: int | None, told: object) -> bool:
     return told is None or (isinstance(told, int) and due < told)
 
 
-class SqliteBackend(SqliteSchedules, SqliteWorkflows, SqliteFlow, SqliteWorkerFacts):
+class SqliteBackend(
+    SqliteSchedules, SqliteWorkflows, SqliteFlow, SqliteWorkerFacts, SqliteBreakers
+):
     """Backend on an SQLite file (``sqlite:///path``) or on the process's in-memory database
     (``sqlite:///:memory:``, shared by every backend of the process, gone with the last).
 

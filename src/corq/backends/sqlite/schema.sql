@@ -657,3 +657,27 @@ CREATE TABLE IF NOT EXISTS worker_info (
     expires_at_ms INTEGER NOT NULL
 );
 CREATE INDEX IF NOT EXISTS worker_info_expiry ON worker_info (expires_at_ms);
+
+-- Circuit breakers (the Breakers port): one row per task that has a circuit, shared by
+-- every worker and queue. status closed/open/half_open; failures: those that opened it;
+-- until_ms: open, the cool-down's end, half_open, the probe permit's lapse; opened: times
+-- it opened; window_ms: the window of its last failure (what breaker_states counts in);
+-- seq numbers the failures. breaker_failures keeps a closed circuit's failures within its
+-- window (at most its threshold of them).
+CREATE TABLE IF NOT EXISTS breakers (
+    task TEXT PRIMARY KEY,
+    status TEXT NOT NULL DEFAULT 'closed',
+    failures INTEGER NOT NULL DEFAULT 0,
+    opened_at_ms INTEGER,
+    until_ms INTEGER,
+    opened INTEGER NOT NULL DEFAULT 0,
+    window_ms INTEGER NOT NULL DEFAULT 0,
+    seq INTEGER NOT NULL DEFAULT 0
+) WITHOUT ROWID;
+
+CREATE TABLE IF NOT EXISTS breaker_failures (
+    task TEXT NOT NULL,
+    seq INTEGER NOT NULL,
+    at_ms INTEGER NOT NULL,
+    PRIMARY KEY (task, seq)
+) WITHOUT ROWID;
