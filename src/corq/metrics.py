@@ -25,7 +25,7 @@ import time
 from collections.abc import Callable, Coroutine, Iterable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from socketserver import ThreadingMixIn
-from typing import TYPE_CHECKING, Any, TypeVar, cast
+from typing import TYPE_CHECKING, Any, TypeVar
 from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, make_wsgi_app
@@ -34,7 +34,6 @@ from prometheus_client.registry import Collector
 
 from corq.backends.base import (
     Backend,
-    Breakers,
     BreakerState,
     ClaimedJob,
     Completion,
@@ -44,7 +43,6 @@ from corq.backends.base import (
     Release,
     ScheduleRecord,
     SchedulerLease,
-    WorkerFacts,
     WorkerInfo,
 )
 from corq.control import BreakerStatus
@@ -70,8 +68,8 @@ DURATION_BUCKETS = (
 DEFAULT_METRICS_PORT = 9108
 #: Queues whose flow counters are read at once (each is one broker call).
 FLOW_READS_AT_ONCE = 64
-#: A lost worker's facts stay readable this long after its last heartbeat (then removed).
-LOST_AFTER_MS = 30_000
+#: A worker not heard from for this long reads as lost (the default lease).
+LOST_AFTER_MS = 10_000
 
 
 class MetricsError(CorqError):
@@ -173,20 +171,20 @@ class ClusterReading:
     flow: dict[str, FlowStats]
     schedules: list[ScheduleRecord]
     scheduler: SchedulerLease | None
-    #: None where the broker has no such port.
+    #: None when not read (a reading made by hand, in tests).
     workers: list[WorkerInfo] | None = None
     breakers: list[BreakerState] | None = None
 
 
-def _port(backend: Backend, method: str, port: type[T]) -> T | None:
-    """The backend as `port` when it implements it (ports not yet in every broker)."""
-    return cast(T, backend) if callable(getattr(backend, method, None)) else None
-
-
 async def read_cluster(
-    backend: Backend, queues: Sequence[str] | None = None, *, flow: bool = True
+    backend: Backend,
+    queues: Sequence[str] | None = None,
+    *,
+    flow: bool = True,
+    lost_after_ms: int = LOST_AFTER_MS,
 ) -> ClusterReading:
-    """One reading: every queue's counts in one call, then the rest."""
+    """One reading: every queue's counts in one call, then flow control (a call per
+    queue, a few at once), schedules, workers' facts and breakers."""
     stats = await backend.queue_stats(queues)
     flows: dict[str, FlowStats] = {}
     if flow:
@@ -195,17 +193,14 @@ async def read_cluster(
             chunk = names[at : at + FLOW_READS_AT_ONCE]
             for read in await asyncio.gather(*(backend.flow_stats(q) for q in chunk)):
                 flows[read.queue] = read
-    facts = _port(backend, "list_worker_info", WorkerFacts)  # type: ignore[type-abstract]  # a Protocol as a marker
-    breakers = _port(backend, "breaker_states", Breakers)  # type: ignore[type-abstract]  # a Protocol as a marker
-    now_ms = time.time_ns() // 1_000_000
     return ClusterReading(
-        now_ms=now_ms,
+        now_ms=time.time_ns() // 1_000_000,
         queues=stats,
         flow=flows,
         schedules=await backend.list_schedules(),
         scheduler=await backend.scheduler_lease(),
-        workers=await facts.list_worker_info(None, LOST_AFTER_MS) if facts else None,
-        breakers=await breakers.breaker_states() if breakers else None,
+        workers=await backend.list_worker_info(None, lost_after_ms),
+        breakers=await backend.breaker_states(),
     )
 
 
@@ -272,7 +267,7 @@ def _signal(stats: QueueStats, reading: ClusterReading, policy: ScalePolicy) -> 
     if reading.workers is not None:
         known = round(sum(w.concurrency for w in serving) / len(serving)) if serving else None
         workers = len(serving)
-        slots = sum(max(0, w.concurrency - len(w.running)) for w in serving)
+        slots = sum(max(0, w.concurrency - max(w.in_flight, len(w.running))) for w in serving)
     else:
         known, workers = None, stats.workers
         slots = -1
@@ -384,7 +379,7 @@ def schedule_families(reading: ClusterReading) -> Iterator[Metric]:
 
 
 def worker_families(reading: ClusterReading) -> Iterator[Metric]:
-    """Workers by state (from their published facts; no series without that port)."""
+    """Workers by state (from their published facts)."""
     workers = _gauge("corq_workers", "Workers by state (alive, stopping, lost).", ("state",))
     if reading.workers is not None:
         for state in WorkerState:
@@ -515,7 +510,9 @@ class ClusterMetrics:
         return self._loop.run(self._read(), self.timeout_s)
 
     async def _read(self) -> ClusterReading:
-        return await read_cluster(self.app.client().backend, self.queues, flow=self.flow)
+        backend = self.app.client().backend
+        lost_after_ms = round(self.app.settings.lease_s * 1000)  # as `corq workers` judges
+        return await read_cluster(backend, self.queues, flow=self.flow, lost_after_ms=lost_after_ms)
 
     def signals(self) -> list[QueueSignal]:
         """The autoscaling signal now."""

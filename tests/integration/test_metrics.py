@@ -11,6 +11,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from prometheus_client import generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
 import corq
@@ -84,15 +85,26 @@ async def test_a_workers_metrics_count_what_its_jobs_did(
     assert await bad.status() == corq.JobStatus.DEAD
 
 
+class Cluster(ClusterMetrics):
+    def registry_text(self) -> Samples:
+        """A scrape of the registry as /metrics serves it, parsed."""
+        text = generate_latest(self.registry).decode()
+        return {
+            (s.name, frozenset(s.labels.items())): s.value
+            for family in text_string_to_metric_families(text)
+            for s in family.samples
+        }
+
+
 @pytest.fixture
-def cluster(app: corq.App) -> Iterator[ClusterMetrics]:
-    metrics = ClusterMetrics(app, policy=ScalePolicy(per_worker=2, max_workers=10))
+def cluster(app: corq.App) -> Iterator[Cluster]:
+    metrics = Cluster(app, policy=ScalePolicy(per_worker=2, max_workers=10))
     yield metrics
     metrics.close()
 
 
 async def test_the_collector_reads_queue_depth_and_the_autoscaling_signal(
-    app: corq.App, cluster: ClusterMetrics
+    app: corq.App, cluster: Cluster
 ) -> None:
     @app.task(queue="mail")
     async def send(to: str) -> None: ...
@@ -129,8 +141,8 @@ async def test_the_collector_reads_queue_depth_and_the_autoscaling_signal(
     assert '"desired_workers": 3' in body
 
 
-async def test_free_slots_count_the_registered_workers(
-    app: corq.App, cluster: ClusterMetrics
+async def test_free_slots_and_workers_come_from_the_workers_facts(
+    app: corq.App, cluster: Cluster
 ) -> None:
     @app.task
     async def wait(gate: str) -> None:
@@ -140,11 +152,32 @@ async def test_free_slots_count_the_registered_workers(
     async with run_worker(app, concurrency=4) as w:
         await wait.enqueue("a")
         await until(lambda: w.counts.started == 1, what="the job running")
+
+        # The worker publishes its facts at its next heartbeat: 1 of its 4 slots taken
+        async def published() -> bool:
+            signals = await asyncio.to_thread(cluster.signals)
+            return [(s.queue, s.workers, s.free_slots) for s in signals] == [(q, 1, 3)]
+
+        await until(published, what="the facts with the running job")
         [signal] = await asyncio.to_thread(cluster.signals)
+        samples = await asyncio.to_thread(cluster.registry_text)
         await w.stop(0)
-    assert (signal.queue, signal.running, signal.ready) == (q, 1, 0)
-    assert signal.desired_workers == 1
-    assert signal.free_slots >= 1
+    assert (signal.running, signal.ready, signal.per_worker, signal.desired_workers) == (1, 0, 2, 1)
+    assert samples["corq_workers", frozenset({("state", "alive")})] == 1
+    assert samples["corq_autoscale_free_slots", frozenset({("queue", q)})] == 3
+
+
+async def test_breaker_states_are_exported(app: corq.App, cluster: Cluster) -> None:
+    # Given a task whose circuit opened after one failure
+    rule = corq.Breaker(failures=1, window=60, reset=60)
+    await app.client().backend.breaker_outcome("tasks.flaky", rule, False, False, None)
+
+    samples = await asyncio.to_thread(cluster.registry_text)
+
+    task = ("task", "tasks.flaky")
+    assert samples["corq_breaker_state", frozenset({task, ("state", "open")})] == 1
+    assert samples["corq_breaker_state", frozenset({task, ("state", "closed")})] == 0
+    assert samples["corq_breaker_opened_total", frozenset({task})] == 1
 
 
 class Silent:
