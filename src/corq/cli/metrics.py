@@ -62,13 +62,18 @@ def worker_metrics(port: int | None, host: str) -> list[WorkerMetrics]:
 
 
 def slot_metrics_port(argv: list[str], slot: int) -> list[str]:
-    """A supervised slot's command with its own metrics port (the given port + slot)."""
+    """A supervised slot's command with its own metrics port: the given port + slot (0, any
+    free port, stays 0)."""
+
+    def shifted(port: str) -> str:
+        return str(int(port) + slot) if port.isdigit() and int(port) > 0 else port
+
     out = list(argv)
     for at, arg in enumerate(out):
         if arg == "--metrics-port" and at + 1 < len(out):
-            out[at + 1] = str(int(out[at + 1]) + slot)
+            out[at + 1] = shifted(out[at + 1])
         elif arg.startswith("--metrics-port="):
-            out[at] = f"--metrics-port={int(arg.split('=', 1)[1]) + slot}"
+            out[at] = f"--metrics-port={shifted(arg.split('=', 1)[1])}"
     return out
 
 
