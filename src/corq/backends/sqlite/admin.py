@@ -57,10 +57,10 @@ def queue_stats(conn: Conn, queues: Sequence[QueueName] | None) -> list[QueueSta
     names = list_queues(conn) if queues is None else list(queues)
     stats = []
     for queue in names:
-        ready, delayed, in_flight, dead, workers, waiting, retrying = conn.execute(
+        ready, delayed, in_flight, dead, workers = conn.execute(
             Q["queue_counts"], {"queue": queue}
         ).fetchone()
-        (oldest,) = conn.execute(Q["queue_oldest_ready"], {"queue": queue}).fetchone()
+        waiting, retrying, oldest = conn.execute(Q["queue_backlog"], {"queue": queue}).fetchone()
         stats.append(
             QueueStats(
                 queue=queue,

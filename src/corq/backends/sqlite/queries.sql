@@ -565,19 +565,22 @@ SELECT
     (SELECT count(*) FROM jobs WHERE queue = :queue AND status IN ('scheduled', 'failed')),
     (SELECT count(*) FROM jobs WHERE queue = :queue AND status = 'running'),
     (SELECT count(*) FROM jobs WHERE queue = :queue AND status = 'dead'),
-    (SELECT count(*) FROM workers WHERE queue = :queue AND departed = 0),
+    (SELECT count(*) FROM workers WHERE queue = :queue AND departed = 0);
+
+-- name: queue_backlog
+-- The rest of a queue's counts (same transaction as queue_counts): jobs waiting for their
+-- workflow parents, delayed jobs waiting for a retry (on the delayed index), and when the
+-- oldest ready job became ready: the first job of each (suspect, lane, priority) group on
+-- the ready index is that group's oldest (seq grows as jobs are made ready).
+SELECT
     (SELECT count(*) FROM jobs WHERE queue = :queue AND status = 'waiting'),
     (SELECT count(*) FROM jobs
-     WHERE queue = :queue AND status IN ('scheduled', 'failed') AND status = 'failed');
-
--- name: queue_oldest_ready
--- When the oldest ready job became ready: the first job of each (suspect, lane, priority)
--- group on the ready index is that group's oldest (seq grows as jobs are made ready).
-SELECT min(ready_at) FROM (
-    SELECT max(enqueued_at_ms, run_at_ms) AS ready_at, min(seq)
-    FROM jobs WHERE queue = :queue AND status = 'queued'
-    GROUP BY suspect, lane, priority
-);
+     WHERE queue = :queue AND status IN ('scheduled', 'failed') AND status = 'failed'),
+    (SELECT min(ready_at) FROM (
+        SELECT max(enqueued_at_ms, run_at_ms) AS ready_at, min(seq)
+        FROM jobs WHERE queue = :queue AND status = 'queued'
+        GROUP BY suspect, lane, priority
+    ));
 
 -- name: dead_list
 -- A page of dead letters, newest first.
