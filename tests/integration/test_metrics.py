@@ -96,6 +96,29 @@ class Cluster(ClusterMetrics):
         }
 
 
+async def test_a_snoozed_attempt_counts_as_snoozed(
+    app: corq.App, worker_metrics: tuple[WorkerMetrics, MetricsServer]
+) -> None:
+    metrics, server = worker_metrics
+    seen: list[int] = []
+
+    @app.task
+    async def poll() -> str:
+        seen.append(1)
+        if len(seen) == 1:
+            raise corq.Snooze(0.01, "not ready yet")
+        return "ready"
+
+    async with run_worker(app, observers=[metrics]):
+        assert await (await poll.enqueue()).result(timeout=10) == "ready"
+        samples = await scraped(f"http://127.0.0.1:{server.port}/metrics")
+
+    q = app.settings.default_queue
+    assert value(samples, "corq_jobs_total", queue=q, task=poll.name, outcome="snoozed") == 1
+    assert value(samples, "corq_jobs_total", queue=q, task=poll.name, outcome="succeeded") == 1
+    assert value(samples, "corq_jobs_in_flight", queue=q) == 0
+
+
 @pytest.fixture
 def cluster(app: corq.App) -> Iterator[Cluster]:
     metrics = Cluster(app, policy=ScalePolicy(per_worker=2, max_workers=10))
