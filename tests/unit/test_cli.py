@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import socket
+from pathlib import Path
+
 import pytest
 from click.testing import CliRunner
 from pydantic import ValidationError
@@ -76,6 +79,18 @@ def test_each_supervised_slot_serves_metrics_on_its_own_port() -> None:
     assert slot_argv(argv, 2, "box")[:7] == [*argv[:6], "9102"]
     joined = ["python", "-m", "corq", "worker", "app:app", "--metrics-port=9100"]
     assert slot_argv(joined, 1, "box")[5] == "--metrics-port=9101"
+
+
+def test_a_metrics_port_in_use_is_a_usage_error(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'corq.db'}"
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen(1)
+        port = str(taken.getsockname()[1])
+        args = ["worker", "tests.e2e.sample_app:app", "--burst", "--url", url]
+        result = CliRunner().invoke(cli, [*args, "--metrics-port", port])
+    assert result.exit_code == 2, result.output
+    assert f"cannot serve metrics on 127.0.0.1:{port}" in result.output
 
 
 @pytest.mark.parametrize("command", ["metrics", "autoscale"])

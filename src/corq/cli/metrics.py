@@ -56,8 +56,8 @@ def worker_metrics(port: int | None, host: str) -> list[WorkerMetrics]:
     metrics = WorkerMetrics()
     try:
         serve(metrics.registry, host, port)
-    except MetricsError as exc:
-        raise click.ClickException(str(exc)) from exc
+    except MetricsError as exc:  # a usage error (exit 2): a supervisor does not restart it
+        raise click.BadParameter(str(exc), param_hint="--metrics-port") from exc
     return [metrics]
 
 
