@@ -262,18 +262,23 @@ def _serving(reading: ClusterReading, queue: str) -> list[WorkerInfo]:
     ]
 
 
-def _signal(stats: QueueStats, reading: ClusterReading, policy: ScalePolicy) -> QueueSignal:
+def _capacity(
+    stats: QueueStats, reading: ClusterReading, policy: ScalePolicy
+) -> tuple[int, int, int]:
+    """(workers, jobs per worker, free slots) of a queue: from the live workers' facts, or
+    (a reading without them) its registered holders at the assumed concurrency."""
+    if reading.workers is None:
+        per_worker = policy.per_worker or policy.default_concurrency
+        return stats.workers, per_worker, max(0, stats.workers * per_worker - stats.in_flight)
     serving = _serving(reading, stats.queue)
-    if reading.workers is not None:
-        known = round(sum(w.concurrency for w in serving) / len(serving)) if serving else None
-        workers = len(serving)
-        slots = sum(max(0, w.concurrency - max(w.in_flight, len(w.running))) for w in serving)
-    else:
-        known, workers = None, stats.workers
-        slots = -1
-    per_worker = policy.per_worker or known or policy.default_concurrency
-    if slots < 0:  # no worker facts: registered holders at the assumed concurrency
-        slots = max(0, workers * per_worker - stats.in_flight)
+    mean = round(sum(w.concurrency for w in serving) / len(serving)) if serving else None
+    per_worker = policy.per_worker or mean or policy.default_concurrency
+    free = sum(max(0, w.concurrency - max(w.in_flight, len(w.running))) for w in serving)
+    return len(serving), per_worker, free
+
+
+def _signal(stats: QueueStats, reading: ClusterReading, policy: ScalePolicy) -> QueueSignal:
+    workers, per_worker, free = _capacity(stats, reading, policy)
     backlog = stats.in_flight + (0 if stats.paused else stats.ready)
     wanted = math.ceil(backlog / per_worker)
     oldest = stats.oldest_ready_ms
@@ -283,7 +288,7 @@ def _signal(stats: QueueStats, reading: ClusterReading, policy: ScalePolicy) -> 
         running=stats.in_flight,
         oldest_ready_age_s=0.0 if oldest is None else max(0, reading.now_ms - oldest) / 1000,
         workers=workers,
-        free_slots=slots,
+        free_slots=free,
         per_worker=per_worker,
         paused=stats.paused,
         desired_workers=min(policy.max_workers, max(policy.min_workers, wanted)),
