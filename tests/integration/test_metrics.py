@@ -69,7 +69,7 @@ async def test_a_workers_metrics_count_what_its_jobs_did(
         bad = await broken.enqueue()
         for handle in handles:
             await handle.result(timeout=10)
-        await until(lambda: w.counts.dead == 1, what="the broken job dead")
+        await until(lambda: (w.counts.succeeded, w.counts.dead) == (5, 1), what="all observed")
         samples = await scraped(f"http://127.0.0.1:{server.port}/metrics")
 
     # Then the scrape says so, by task and outcome
@@ -109,8 +109,10 @@ async def test_a_snoozed_attempt_counts_as_snoozed(
             raise corq.Snooze(0.01, "not ready yet")
         return "ready"
 
-    async with run_worker(app, observers=[metrics]):
+    async with run_worker(app, observers=[metrics]) as w:
         assert await (await poll.enqueue()).result(timeout=10) == "ready"
+        # The result is readable as soon as it is written; the hooks run just after
+        await until(lambda: w.counts.succeeded == 1, what="the success observed")
         samples = await scraped(f"http://127.0.0.1:{server.port}/metrics")
 
     q = app.settings.default_queue
