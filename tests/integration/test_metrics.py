@@ -6,6 +6,7 @@ import asyncio
 import socket
 import threading
 import time
+import urllib.error
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
@@ -245,6 +246,8 @@ def test_a_scrape_while_the_broker_is_down_says_so_quickly(broker: str, prefix: 
         started = time.monotonic()
         samples = scrape(f"http://127.0.0.1:{server.port}/metrics")
         took = time.monotonic() - started
+        with pytest.raises(urllib.error.HTTPError) as refused:
+            urllib.request.urlopen(f"http://127.0.0.1:{server.port}/autoscale", timeout=30)
     finally:
         server.close()
         cluster.close()
@@ -253,6 +256,8 @@ def test_a_scrape_while_the_broker_is_down_says_so_quickly(broker: str, prefix: 
     assert value(samples, "corq_broker_up") == 0
     assert not any(name.startswith("corq_queue_") for name, _ in samples)
     assert took < 2.0
+    assert refused.value.code == 503
+    assert "error" in refused.value.read().decode()
 
 
 def test_corq_autoscale_prints_the_signal_as_json(tmp_path: Path) -> None:
