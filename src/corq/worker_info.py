@@ -9,6 +9,9 @@ from enum import StrEnum
 
 from corq.types import JobId, QueueName, TaskName, WorkerId
 
+#: Running jobs a worker lists in its facts (~150 bytes each); the rest are only counted.
+MAX_RUNNING_LISTED = 1_000
+
 
 class WorkerState(StrEnum):
     """A registered worker as readers see it."""
@@ -34,6 +37,16 @@ class RunningJob:
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
+class TaskDurations:
+    """How long a task's recent runs on one worker took (a bounded sample of them)."""
+
+    #: Runs measured since the worker started (the percentiles use the latest ones).
+    count: int
+    p50_ms: float
+    p95_ms: float
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
 class WorkerInfo:
     """A worker's facts, published with its heartbeats."""
 
@@ -46,7 +59,10 @@ class WorkerInfo:
     concurrency: int
     started_at_ms: int
     heartbeat_at_ms: int
+    #: The jobs it runs, oldest claims first (at most MAX_RUNNING_LISTED of them).
     running: Sequence[RunningJob] = ()
+    #: How many jobs it runs (`running` may list fewer).
+    in_flight: int = 0
     cpu_percent: float = 0.0
     rss_bytes: int = 0
     #: How late the event loop ran a timer, lately (ms).
@@ -54,3 +70,8 @@ class WorkerInfo:
     state: WorkerState = WorkerState.ALIVE
     #: Jobs started and ended since the worker started (by final outcome).
     counts: Mapping[str, int] = field(default_factory=dict)
+    #: Queue -> outcomes recorded for its jobs here ("succeeded", "failed": a failed attempt,
+    #: retried or dead), for rates per queue (`corq top`).
+    queue_counts: Mapping[QueueName, Mapping[str, int]] = field(default_factory=dict)
+    #: Task -> how long its runs took here (stuck jobs are judged against it).
+    durations: Mapping[TaskName, TaskDurations] = field(default_factory=dict)

@@ -17,6 +17,7 @@ from corq.backends.base import (
     Reclaimed,
     WorkerLease,
 )
+from corq.flow import TaskRules
 from corq.job import JobStatus
 from tests.contract.conftest import Broker, Damage
 from tests.contract.jobs import (
@@ -40,6 +41,7 @@ from tests.contract.jobs import (
     run_and_die,
     wall_ms,
 )
+from tests.contract.workflows import dag, wjob
 
 # ------------------------------------------------------------------------------------------------
 # Queue stats
@@ -73,6 +75,67 @@ async def test_queue_stats_counts_each_state(backend: Backend) -> None:
         2,
     )
     assert [s.queue for s in await backend.queue_stats()] == await backend.list_queues()
+
+
+def stamped(job_id: str, enqueued_at_ms: int, *, priority: int = 0, task: str = "tasks.add",
+            key: str | None = None) -> NewJob:  # fmt: skip
+    """A job enqueued (and due) at `enqueued_at_ms`."""
+    return NewJob(id=job_id, task=task, queue=Q, payload=b"{}", priority=priority,
+                  enqueued_at_ms=enqueued_at_ms, run_at_ms=enqueued_at_ms, key=key)  # fmt: skip
+
+
+async def test_queue_stats_count_waiting_and_retrying_jobs(backend: Backend) -> None:
+    # Given a workflow a -> b (b waits), a job retried after a failure, and a scheduled one
+    assert await backend.enqueue_workflow(dag(wjob("a"), wjob("b", "a")), None)
+    await backend.enqueue_jobs([new_job("r"), new_job("later", delay_ms=HOUR_MS)])
+    await register(backend, "w1")
+    held = {j.id: j for j in await claim(backend, "w1")}
+    assert await backend.fail_jobs("w1", [failure(held["r"], T0 + HOUR_MS)], 60_000) == [True]
+
+    # When
+    (stats,) = await backend.queue_stats([Q])
+
+    # Then b waits, r is one of the two delayed jobs, and a runs
+    assert (stats.waiting, stats.delayed, stats.retrying) == (1, 2, 1)
+    assert stats.in_flight == 1
+
+
+async def test_oldest_ready_is_when_the_longest_waiting_job_became_ready(
+    backend: Backend,
+) -> None:
+    # Given jobs made ready at different times, the oldest one of low priority
+    await backend.enqueue_jobs([stamped("old", T0, priority=-5)])
+    await backend.enqueue_jobs([stamped("urgent", T0 + 50, priority=9)])
+    await backend.enqueue_jobs([stamped("new", T0 + 90)])
+
+    # Then the oldest is seen although it is last in claim order
+    (stats,) = await backend.queue_stats([Q])
+    assert stats.oldest_ready_ms == T0
+
+    # And it stays the oldest while the jobs claimed before it run; gone once it runs too
+    await register(backend, "w1")
+    await claim(backend, "w1", count=2)
+    (stats,) = await backend.queue_stats([Q])
+    assert (stats.ready, stats.oldest_ready_ms) == (1, T0)
+    await claim(backend, "w1", count=1)
+    (stats,) = await backend.queue_stats([Q])
+    assert (stats.ready, stats.oldest_ready_ms) == (0, None)
+
+
+async def test_oldest_ready_counts_jobs_in_lanes(backend: Backend) -> None:
+    # Given a keyed task whose old job waits in its lane behind a plain newer one
+    await backend.set_rules(Q, [TaskRules(task="tasks.keyed", keyed=True)])
+    await backend.enqueue_jobs([stamped("laned", T0 - 500, task="tasks.keyed", key="k")])
+    await backend.enqueue_jobs([stamped("plain", T0)])
+
+    (stats,) = await backend.queue_stats([Q])
+    assert (stats.ready, stats.oldest_ready_ms) == (2, T0 - 500)
+
+
+async def test_a_queue_with_nothing_ready_has_no_oldest_ready(backend: Backend) -> None:
+    await backend.enqueue_jobs([new_job("later", delay_ms=HOUR_MS)])
+    (stats,) = await backend.queue_stats([Q])
+    assert (stats.ready, stats.oldest_ready_ms, stats.waiting, stats.retrying) == (0, None, 0, 0)
 
 
 async def test_stats_of_an_unknown_queue_are_zero(backend: Backend) -> None:

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import socket
+from pathlib import Path
+
 import pytest
 from click.testing import CliRunner
 from pydantic import ValidationError
@@ -69,6 +72,33 @@ def test_only_the_first_supervised_process_runs_a_scheduler() -> None:
     argv = ["python", "-m", "corq", "worker", "app:app"]
     assert slot_argv(argv, 0, "box") == [*argv, "--worker-id", "box.w0"]
     assert slot_argv(argv, 1, "box") == [*argv, "--worker-id", "box.w1", "--no-scheduler"]
+
+
+def test_each_supervised_slot_serves_metrics_on_its_own_port() -> None:
+    argv = ["python", "-m", "corq", "worker", "app:app", "--metrics-port", "9100"]
+    assert slot_argv(argv, 2, "box")[:7] == [*argv[:6], "9102"]
+    joined = ["python", "-m", "corq", "worker", "app:app", "--metrics-port=9100"]
+    assert slot_argv(joined, 1, "box")[5] == "--metrics-port=9101"
+
+
+def test_a_metrics_port_in_use_is_a_usage_error(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'corq.db'}"
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen(1)
+        port = str(taken.getsockname()[1])
+        args = ["worker", "tests.e2e.sample_app:app", "--burst", "--url", url]
+        result = CliRunner().invoke(cli, [*args, "--metrics-port", port])
+    assert result.exit_code == 2, result.output
+    assert f"cannot serve metrics on 127.0.0.1:{port}" in result.output
+
+
+@pytest.mark.parametrize("command", ["metrics", "autoscale"])
+def test_autoscale_bounds_the_wrong_way_round_are_usage_errors(command: str) -> None:
+    args = [command, "tests.e2e.sample_app:app", "--min-workers", "5", "--max-workers", "2"]
+    result = CliRunner().invoke(cli, args)
+    assert result.exit_code == 2, result.output
+    assert "need 0 <= min workers <= max workers, not 5..2" in result.output
 
 
 def test_the_worker_and_scheduler_commands_document_the_scheduler_switches() -> None:

@@ -8,9 +8,10 @@ from __future__ import annotations
 
 from corq.admin.base import AdminBase
 from corq.admin.dead import DeadAdmin
+from corq.admin.workers import WorkersAdmin
 
 
-class Admin(DeadAdmin, AdminBase):
+class Admin(DeadAdmin, WorkersAdmin, AdminBase):
     """Operator calls over one broker connection, recorded as made by ``who``."""
 
 

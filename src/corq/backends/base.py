@@ -1294,8 +1294,11 @@ class Breakers(Protocol):
         opens it again."""
         ...
 
-    async def breaker_states(self, tasks: Sequence[TaskName] | None = None) -> list[BreakerState]:
-        """The circuits (every task that has one when None)."""
+    async def breaker_states(
+        self, tasks: Sequence[TaskName] | None = None, *, now_ms: int | None = None
+    ) -> list[BreakerState]:
+        """The circuits (every task that has one when None; a task without one reads as
+        closed); a closed circuit's failures are those within its window at `now_ms`."""
         ...
 
     async def reset_breaker(self, task: TaskName) -> bool:
@@ -1342,6 +1345,8 @@ class Backend(
     ScheduleStore,
     Workflows,
     FlowControl,
+    WorkerFacts,
+    Breakers,
     Protocol,
 ):
     """A whole broker: every port, and the connection they share.

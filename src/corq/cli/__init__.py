@@ -13,9 +13,12 @@ from corq.cli.dead import dead
 from corq.cli.demo import demo
 from corq.cli.dev import dev
 from corq.cli.jobs import enqueue, job, queues
+from corq.cli.metrics import autoscale, metrics
 from corq.cli.scheduler import scheduler
 from corq.cli.schedules import schedule
+from corq.cli.top import top
 from corq.cli.worker import worker
+from corq.cli.workers import inspect, workers
 from corq.cli.workflows import workflow
 
 
@@ -39,6 +42,11 @@ cli.add_command(schedule)
 cli.add_command(workflow)
 cli.add_command(demo)
 cli.add_command(dev)
+cli.add_command(metrics)
+cli.add_command(autoscale)
+cli.add_command(workers)
+cli.add_command(inspect)
+cli.add_command(top)
 
 
 def main() -> None:

@@ -9,6 +9,7 @@ from rich.console import Console
 
 from corq import App, CorqError, Settings, Worker
 from corq.cli.common import load_app, parse_queues, setup_logging
+from corq.cli.metrics import metrics_port_options, worker_metrics
 from corq.cli.worker import run_until_signalled
 
 #: Jobs run at once in `corq dev` unless --concurrency says otherwise (small, so logs stay
@@ -57,6 +58,7 @@ DEV_GRACE_S = 5.0
     show_default=True,
     type=click.Choice(["debug", "info", "warning", "error"]),
 )
+@metrics_port_options
 def dev(
     app_path: str,
     queues: str | None,
@@ -64,12 +66,14 @@ def dev(
     grace: float,
     url: str | None,
     log_level: str,
+    metrics_port: int | None,
+    metrics_host: str,
 ) -> None:
     """Run APP (module:attribute, e.g. app:app) for local development, in one process.
 
     A worker on the embedded SQLite broker (corq.db in the working directory) that also
     promotes delayed jobs and fires schedules, with debug-friendly defaults. It listens on
-    no network port.
+    no network port unless --metrics-port asks it to.
     Ctrl-C stops it gracefully; a second Ctrl-C exits at once.
     """
     setup_logging(log_level)
@@ -79,7 +83,13 @@ def dev(
         app.configure(url=url)
     queue_weights = named or dict.fromkeys(_app_queues(app), 1)
     try:
-        w = Worker(app, queues=queue_weights, concurrency=concurrency, grace_s=grace)
+        w = Worker(
+            app,
+            queues=queue_weights,
+            concurrency=concurrency,
+            grace_s=grace,
+            observers=worker_metrics(metrics_port, metrics_host),
+        )
     except CorqError as exc:
         raise click.ClickException(str(exc)) from exc
     _print_banner(app_path, app, w)

@@ -18,6 +18,7 @@ import click
 
 from corq import App, CorqError, Worker
 from corq.cli.common import load_app, parse_queues, setup_logging
+from corq.cli.metrics import metrics_port_options, slot_metrics_port, worker_metrics
 
 log = logging.getLogger("corq.cli")
 
@@ -75,6 +76,7 @@ log = logging.getLogger("corq.cli")
     show_default=True,
     type=click.Choice(["debug", "info", "warning", "error"]),
 )
+@metrics_port_options
 def worker(
     app_path: str,
     queues: str | None,
@@ -86,6 +88,8 @@ def worker(
     grace: float | None,
     url: str | None,
     log_level: str,
+    metrics_port: int | None,
+    metrics_host: str,
 ) -> None:
     """Run jobs of APP (module:attribute of your corq.App, e.g. app:app).
 
@@ -108,6 +112,7 @@ def worker(
             grace_s=grace,
             worker_id=worker_id,
             scheduler=False if no_scheduler else None,
+            observers=worker_metrics(metrics_port, metrics_host),
         )
     except CorqError as exc:
         raise click.ClickException(str(exc)) from exc
@@ -271,7 +276,7 @@ def slot_id(base: str | None, slot: int) -> str:
 
 def slot_argv(argv: list[str], slot: int, worker_id: str | None) -> list[str]:
     """The command of one supervised slot: its own fixed id, and a scheduler in slot 0 only."""
-    child = [*argv, "--worker-id", slot_id(worker_id, slot)]
+    child = [*slot_metrics_port(argv, slot), "--worker-id", slot_id(worker_id, slot)]
     if slot > 0:
         child.append("--no-scheduler")
     return child

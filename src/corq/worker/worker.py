@@ -49,6 +49,8 @@ from corq.errors import BrokerDataError, BrokerError, ConfigError
 from corq.flow import check_weight
 from corq.task import check_queue_name
 from corq.types import QueueName
+from corq.worker.facts import Facts
+from corq.worker.gates import StartGate
 from corq.worker.leases import Leases
 from corq.worker.observer import JobCounts, Observers, WorkerObserver
 from corq.worker.parts import Parts, build_parts
@@ -119,6 +121,9 @@ class Worker:
     `queues` is a list of names, or a dict of name to weight (a positive integer): under
     load on all of them, each queue gets its weight's share of the started jobs.
 
+    `gates` are asked before each claimed job's body starts and may snooze it (see
+    `corq.worker.gates`); the worker's own (circuit breakers) come after them.
+
     A worker runs once: start it (or enter it) one time, stop it one time.
     """
 
@@ -133,6 +138,7 @@ class Worker:
         grace_s: float | None = None,
         observers: Sequence[WorkerObserver] = (),
         scheduler: bool | None = None,
+        gates: Sequence[StartGate] = (),
     ) -> None:
         settings = app.settings
         self.app = app
@@ -155,7 +161,18 @@ class Worker:
         #: Threads still running bodies the worker gave up on when it stopped.
         self.abandoned_threads = 0
         self.registry = Registry()
-        self._observers = Observers([self.counts, *observers])
+        #: What this worker publishes about itself every heartbeat (`corq workers`).
+        self.facts = Facts(
+            worker_id=self.worker_id,
+            weights=self.weights,
+            concurrency=self.concurrency,
+            registry=self.registry,
+            counts=self.counts,
+            tasks=app.registry,
+            clock=app.clock,
+        )
+        self._observers = Observers([self.counts, self.facts, *observers])
+        self._gates = tuple(gates)
         self._parts: Parts | None = None
         self._main: asyncio.Task[None] | None = None
         self._serving = asyncio.Event()
@@ -290,6 +307,7 @@ class Worker:
             burst=self.burst,
             fixed_id=self._fixed_id,
             burst_done=self.request_stop,
+            gates=self._gates,
         )
 
     async def _until_stopped(self, step: Coroutine[Any, Any, None]) -> bool:
@@ -347,6 +365,14 @@ class Worker:
             scheduling = asyncio.create_task(self._scheduling.run(), name="corq-scheduler")
             loops.append(scheduling)
         writer = asyncio.create_task(parts.jobs.write(), name="corq-write")
+        facts = asyncio.create_task(
+            self.facts.run(
+                parts.backend,
+                interval_s=self.app.settings.heartbeat_s,
+                lease_ms=parts.leases.lease.lease_ms,
+            ),
+            name="corq-facts",
+        )
         log.info(
             "worker %s started: queues=%s concurrency=%d",
             self.worker_id,
@@ -356,11 +382,15 @@ class Worker:
         self._serving.set()
         failure = None
         try:
-            failure = await self._wait_stop([*loops, writer])
+            failure = await self._wait_stop([*loops, writer, facts])
         finally:
+            if not self._immediate:  # published while it drains; forgotten once stopped
+                self.facts.stopping()
             if scheduling is not None and self._scheduling is not None:
                 await self._scheduling.stop(scheduling, immediate=self._immediate)
             await self._shutdown(parts, loops, writer)
+            facts.cancel()
+            await asyncio.wait([facts])
         if failure is not None:
             raise failure
 
@@ -418,6 +448,7 @@ class Worker:
                 )
             except (BrokerError, BrokerDataError) as exc:
                 log.warning("could not deregister (%s); the lease will expire", exc)
+            await self.facts.forget(parts.backend)
         if self.abandoned_threads:
             log.warning(
                 "%d plain function(s) still running on threads that cannot be stopped; their "

@@ -124,6 +124,9 @@ class RedisAdmin(RedisContext):
                 in_flight=c.in_flight,
                 dead=c.dead,
                 workers=c.workers,
+                waiting=c.waiting,
+                retrying=c.retrying,
+                oldest_ready_ms=None if c.oldest_ready_ms < 0 else c.oldest_ready_ms,
             )
             for q, c in zip(names, counts, strict=True)
         ]

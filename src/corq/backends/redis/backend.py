@@ -11,13 +11,15 @@ The broker is composed of one class per role, each in its own file (see ``contex
 producer.py (the JobStore port), claims.py, outcomes.py and reclaim.py (Claims), leases.py
 (WorkerRegistry), admin.py (Admin), dead_letters.py (DeadLetters), schedules.py and
 ticks.py (ScheduleStore), workflows.py, settle.py and workflow_reads.py (Workflows),
-flow.py (FlowControl): the same role files as the SQLite broker.
+flow.py (FlowControl), worker_facts.py (WorkerFacts), breakers.py (Breakers): the same
+role files as the SQLite broker.
 """
 
 from __future__ import annotations
 
 from corq.backends.base import Backend
 from corq.backends.redis.admin import RedisAdmin
+from corq.backends.redis.breakers import RedisBreakers
 from corq.backends.redis.claims import RedisClaims
 from corq.backends.redis.connections import broker_errors
 from corq.backends.redis.dead_letters import RedisDeadLetters
@@ -28,6 +30,7 @@ from corq.backends.redis.producer import RedisJobStore
 from corq.backends.redis.reclaim import RedisReclaim
 from corq.backends.redis.schedules import RedisSchedules
 from corq.backends.redis.ticks import RedisTicks
+from corq.backends.redis.worker_facts import RedisWorkerFacts
 from corq.backends.redis.workflow_reads import RedisWorkflowReads
 from corq.backends.redis.workflows import RedisWorkflows
 
@@ -45,6 +48,8 @@ class RedisBackend(
     RedisWorkflows,
     RedisWorkflowReads,
     RedisFlow,
+    RedisWorkerFacts,
+    RedisBreakers,
 ):
     """Broker on Redis (standalone, or Cluster-safe key layout; see ``keys.py``).
 

@@ -160,6 +160,13 @@ changes it is one script there; its jobs sit in their queues' slots as usual::
     $p:{workflows}:tend           ZSET  $op/$w -> when maintenance must look at it: a
                                         multi-step write under way ($op: create, add.$token,
                                         release.$token), removed by its writer when done
+    $p:{breakers}:tasks           SET   the tasks that have a circuit breaker's state
+    $p:{breakers}:state:$t        HASH  a task's circuit: status (closed, open, half_open),
+                                        failures (that opened it), opened_at_ms, until_ms
+                                        (open: the cool-down's end; half_open: the probe's
+                                        permit lapse), opened (times), window_ms, seq
+    $p:{breakers}:failures:$t     ZSET  failure seq -> at_ms: the task's failures within
+                                        its window while closed (at most `failures` kept)
 
 A creation writes, each step atomic in one slot: the tend mark (due after
 WORKFLOW_CREATE_GRACE_MS); the meta (creating) and the nodes with their edges, counts and
@@ -177,6 +184,13 @@ records, its watches, then commits; tend_workflows drops one that never committe
 its last job has ended (and it is not an open batch) a workflow is finished: its keys
 expire after WORKFLOW_KEEP_MS (a job's edge lists already expire that long after the
 job's own end).
+
+Workers' facts (``worker_facts.py``; docs/design.md, "Worker registry, inspection and top"),
+one cluster-wide pair in the ``{workers}`` slot, written once per heartbeat by each worker::
+
+    $p:{workers}:info             HASH  worker id -> its WorkerInfo (msgspec JSON)
+    $p:{workers}:expiry           ZSET  worker id -> when its facts are removed (heartbeat
+                                        + ttl, ms); list_worker_info removes the due ones
 """
 
 from __future__ import annotations
@@ -469,6 +483,28 @@ class SchedulesKeys:
 
 
 @dataclass(frozen=True, slots=True)
+class BreakerKeys:
+    """The keys of the ``{breakers}`` slot: every task's circuit in one slot, so each
+    breaker call is one script."""
+
+    prefix: str
+
+    @property
+    def tag(self) -> str:
+        return f"{self.prefix}:{{breakers}}"
+
+    @property
+    def tasks(self) -> str:
+        return f"{self.tag}:tasks"
+
+    def state(self, task: str) -> str:
+        return f"{self.tag}:state:{task}"
+
+    def failures(self, task: str) -> str:
+        return f"{self.tag}:failures:{task}"
+
+
+@dataclass(frozen=True, slots=True)
 class WorkflowKeys:
     """The keys of one workflow, in its own slot ``{wf:<id>}``."""
 
@@ -565,6 +601,25 @@ class WorkflowKeys:
 
 
 @dataclass(frozen=True, slots=True)
+class WorkersKeys:
+    """The keys of the ``{workers}`` slot: every worker's facts."""
+
+    prefix: str
+
+    @property
+    def tag(self) -> str:
+        return f"{self.prefix}:{{workers}}"
+
+    @property
+    def info(self) -> str:
+        return f"{self.tag}:info"
+
+    @property
+    def expiry(self) -> str:
+        return f"{self.tag}:expiry"
+
+
+@dataclass(frozen=True, slots=True)
 class RedisKeys:
     """Key names under one prefix."""
 
@@ -581,6 +636,10 @@ class RedisKeys:
     def schedules(self) -> SchedulesKeys:
         return SchedulesKeys(self.prefix)
 
+    @property
+    def workers(self) -> WorkersKeys:
+        return WorkersKeys(self.prefix)
+
     def workflow(self, workflow_id: str) -> WorkflowKeys:
         return WorkflowKeys(self.prefix, workflow_id)
 
@@ -588,3 +647,7 @@ class RedisKeys:
     def tend(self) -> str:
         """Multi-step workflow writes under way, by when maintenance must look at them."""
         return f"{self.prefix}:{{workflows}}:tend"
+
+    @property
+    def breakers(self) -> BreakerKeys:
+        return BreakerKeys(self.prefix)

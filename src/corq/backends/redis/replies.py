@@ -64,6 +64,10 @@ class QueueCounts:
     dead: int
     workers: int
     in_flight: int
+    waiting: int
+    retrying: int
+    #: -1 when nothing is ready.
+    oldest_ready_ms: int
 
 
 def text(value: bytes | str) -> str:

@@ -21,6 +21,7 @@ from corq.backends.base import (
     Release,
 )
 from corq.backends.redis import replies
+from corq.backends.redis.breaker_scripts import BreakerScripts
 from corq.backends.redis.calls import WAKE_CAP, Arg, ScriptCall, new_values, now_arg
 from corq.backends.redis.keys import QueueKeys
 from corq.backends.redis.replies import (
@@ -32,6 +33,7 @@ from corq.backends.redis.replies import (
     StalledBatch,
 )
 from corq.backends.redis.schedule_scripts import ScheduleScripts
+from corq.backends.redis.worker_facts_scripts import WorkerFactsScripts
 from corq.backends.redis.workflow_scripts import WorkflowScripts
 from corq.flow import Dedupe
 from corq.types import JobId, QueueName, WorkerId
@@ -62,7 +64,11 @@ def dedupe_values(place: int, dedupe: Dedupe) -> list[Arg]:
 SNAPSHOT_TTL_MS = 3600 * 1000
 
 
-class Scripts(ScheduleScripts, WorkflowScripts):
+#: Most lanes whose heads queue_stats looks at for the oldest ready job.
+STATS_LANES_MAX = 100
+
+
+class Scripts(ScheduleScripts, WorkflowScripts, WorkerFactsScripts, BreakerScripts):
     """The scripts, registered on one client (their SHA1s are computed once)."""
 
     def enqueue_jobs(
@@ -157,7 +163,8 @@ class Scripts(ScheduleScripts, WorkflowScripts):
         args += [*self._dead_bounds, *keys.flow_prefixes, keys.held_prefix, keys.inbox_prefix]
         for f in failures:
             retry_at = "" if f.retry_at_ms is None else f.retry_at_ms
-            args += [f.job_id, f.fence, int(f.counted), int(f.died), f.error, f.traceback or ""]
+            args += [f.job_id, f.fence, int(f.counted), int(f.died), int(f.snoozed)]
+            args += [f.error, f.traceback or ""]
             args += [retry_at, f.finished_at_ms]
         queue_keys = [keys.held(holder), keys.delayed, keys.dead, keys.wake, keys.outbox]
         queue_keys += [*keys.flow_keys, keys.workers, keys.idle, *keys.unique_keys]
@@ -280,10 +287,13 @@ class Scripts(ScheduleScripts, WorkflowScripts):
             args += [task, encoded]
         return self._call("set_rules", keys.flow_keys, args, int)
 
-    def count_queue_jobs(self, keys: QueueKeys) -> ScriptCall[QueueCounts]:
+    def count_queue_jobs(self, keys: QueueKeys, scan: int | None = None) -> ScriptCall[QueueCounts]:
+        """`scan`: most delayed jobs whose status is read for `retrying` (BATCH by default)."""
         queue_keys = [keys.ready, keys.delayed, keys.dead, keys.workers, keys.suspects]
-        queue_keys += [keys.reclaiming, keys.flow]
-        args: list[Arg] = [keys.held_prefix, keys.reclaim_prefix]
+        queue_keys += [keys.reclaiming, keys.flow, keys.waiting, keys.rules, keys.parked]
+        queue_keys.append(keys.throttled)
+        args: list[Arg] = [keys.held_prefix, keys.reclaim_prefix, keys.job_prefix]
+        args += [*keys.flow_prefixes, BATCH if scan is None else scan, STATS_LANES_MAX]
         return self._call("count_queue_jobs", queue_keys, args, replies.counts)
 
     def prune_queue(self, keys: QueueKeys) -> ScriptCall[bool]:

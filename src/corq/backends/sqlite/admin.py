@@ -60,6 +60,7 @@ def queue_stats(conn: Conn, queues: Sequence[QueueName] | None) -> list[QueueSta
         ready, delayed, in_flight, dead, workers = conn.execute(
             Q["queue_counts"], {"queue": queue}
         ).fetchone()
+        waiting, retrying, oldest = conn.execute(Q["queue_backlog"], {"queue": queue}).fetchone()
         stats.append(
             QueueStats(
                 queue=queue,
@@ -68,6 +69,9 @@ def queue_stats(conn: Conn, queues: Sequence[QueueName] | None) -> list[QueueSta
                 in_flight=in_flight,
                 dead=dead,
                 workers=workers,
+                waiting=waiting,
+                retrying=retrying,
+                oldest_ready_ms=oldest if isinstance(oldest, int) else None,
             )
         )
     return stats

@@ -29,6 +29,7 @@ from corq.backends.base import (
     WorkerLease,
 )
 from corq.backends.sqlite import admin, admit, claims, leases, outcomes, producer, reclaim
+from corq.backends.sqlite.breakers import SqliteBreakers
 from corq.backends.sqlite.dead import DeadBounds
 from corq.backends.sqlite.dead_letters import SqliteDeadLetters
 from corq.backends.sqlite.flow import SqliteFlow
@@ -37,6 +38,7 @@ from corq.backends.sqlite.store import Conn
 from corq.backends.sqlite.thread import ConnectionThread, Tx
 from corq.backends.sqlite.url import Target, parse_url
 from corq.backends.sqlite.watch import HUB, ChangeWatch
+from corq.backends.sqlite.worker_facts import SqliteWorkerFacts
 from corq.backends.sqlite.workflows import SqliteWorkflows
 from corq.flow import Outcome
 from corq.job import Job
@@ -65,13 +67,21 @@ def _due_is_news(due: int | None, told: object) -> bool:
     return told is None or (isinstance(told, int) and due < told)
 
 
-class SqliteBackend(SqliteSchedules, SqliteWorkflows, SqliteFlow, SqliteDeadLetters):
+class SqliteBackend(
+    SqliteSchedules,
+    SqliteWorkflows,
+    SqliteFlow,
+    SqliteDeadLetters,
+    SqliteWorkerFacts,
+    SqliteBreakers,
+):
     """Backend on an SQLite file (``sqlite:///path``) or on the process's in-memory database
     (``sqlite:///:memory:``, shared by every backend of the process, gone with the last).
 
     `dead_max` and `dead_ttl_ms` bound each queue's dead letters (0: unbounded). The
     ScheduleStore methods come from schedules.py, the Workflows methods from workflows.py,
-    the FlowControl methods from flow.py, the DeadLetters methods from dead_letters.py.
+    the FlowControl methods from flow.py, the DeadLetters methods from dead_letters.py,
+    the WorkerFacts methods from worker_facts.py, the Breakers methods from breakers.py.
     """
 
     def __init__(

@@ -492,6 +492,17 @@ WHERE queue = :queue AND id = :id AND status = 'running' AND worker_id = :worker
   AND fence = :fence AND
   {readable};
 
+-- name: job_snooze
+-- Record a snoozed attempt as if it never started: scheduled at :retry_at_ms (the delayed
+-- index), attempt back by one, failures and deaths kept, the reason as its error. Fenced;
+-- refused when the record cannot be read.
+UPDATE jobs
+SET status = 'scheduled', run_at_ms = :retry_at_ms, attempt = max(0, attempt - 1),
+    error = nullif(:error, ''), traceback = NULL
+WHERE queue = :queue AND id = :id AND status = 'running' AND worker_id = :worker
+  AND fence = :fence AND
+  {readable};
+
 -- name: job_fail_dead
 -- Record a failed attempt with no retry left (counted as job_fail_retry counts it): the
 -- job goes to the dead letters. Fenced; refused when the record cannot be read.
@@ -555,6 +566,21 @@ SELECT
     (SELECT count(*) FROM jobs WHERE queue = :queue AND status = 'running'),
     (SELECT count(*) FROM jobs WHERE queue = :queue AND status = 'dead'),
     (SELECT count(*) FROM workers WHERE queue = :queue AND departed = 0);
+
+-- name: queue_backlog
+-- The rest of a queue's counts (same transaction as queue_counts): jobs waiting for their
+-- workflow parents, delayed jobs waiting for a retry (on the delayed index), and when the
+-- oldest ready job became ready: the first job of each (suspect, lane, priority) group on
+-- the ready index is that group's oldest (seq grows as jobs are made ready).
+SELECT
+    (SELECT count(*) FROM jobs WHERE queue = :queue AND status = 'waiting'),
+    (SELECT count(*) FROM jobs
+     WHERE queue = :queue AND status IN ('scheduled', 'failed') AND status = 'failed'),
+    (SELECT min(ready_at) FROM (
+        SELECT max(enqueued_at_ms, run_at_ms) AS ready_at, min(seq)
+        FROM jobs WHERE queue = :queue AND status = 'queued'
+        GROUP BY suspect, lane, priority
+    ));
 
 -- name: dead_list
 -- A page of dead letters, newest first.
@@ -1404,3 +1430,85 @@ DELETE FROM cooldowns
 WHERE queue = :queue AND key IN (
     SELECT key FROM cooldowns WHERE queue = :queue AND until_ms <= :now LIMIT :limit
 );
+
+-- ---------------------------------------------------------------- workers' facts
+
+-- name: worker_info_put
+-- Store a worker's facts, replacing its last ones.
+INSERT INTO worker_info (worker_id, info, heartbeat_at_ms, expires_at_ms)
+VALUES (:worker, :info, :heartbeat, :expires)
+ON CONFLICT (worker_id) DO UPDATE SET
+    info = excluded.info, heartbeat_at_ms = excluded.heartbeat_at_ms,
+    expires_at_ms = excluded.expires_at_ms;
+
+-- name: worker_info_prune
+-- Remove the facts past their deadline (bounded; an unreadable deadline counts as past).
+DELETE FROM worker_info WHERE worker_id IN (
+    SELECT worker_id FROM worker_info
+    WHERE NOT (typeof(expires_at_ms) = 'integer' AND expires_at_ms > :now)
+    LIMIT 1000
+);
+
+-- name: worker_info_list
+-- Every worker's facts, by worker id.
+SELECT info FROM worker_info ORDER BY worker_id;
+
+-- name: worker_info_forget
+-- Drop a worker's facts (it stopped cleanly).
+DELETE FROM worker_info WHERE worker_id = :worker;
+
+-- ---------------------------------------------------------------- circuit breakers
+
+-- name: breaker_get
+-- A task's circuit (no row: closed, nothing counted).
+SELECT status, failures, opened_at_ms, until_ms, opened, window_ms FROM breakers
+WHERE task = :task;
+
+-- name: breaker_all
+-- Every task with a circuit, by name.
+SELECT task FROM breakers ORDER BY task;
+
+-- name: breaker_probe
+-- The caller takes the probe: half-open until its permit lapses.
+UPDATE breakers SET status = 'half_open', until_ms = :until_ms WHERE task = :task;
+
+-- name: breaker_close
+-- A probe succeeded: the circuit closes, its failures forgotten.
+UPDATE breakers SET status = 'closed', failures = 0, until_ms = NULL WHERE task = :task;
+
+-- name: breaker_open
+-- The circuit opens (a threshold reached, or a probe failed) until :until_ms.
+UPDATE breakers
+SET status = 'open', failures = :failures, opened_at_ms = :now, until_ms = :until_ms,
+    opened = opened + 1
+WHERE task = :task;
+
+-- name: breaker_failure
+-- Count a failure of a closed circuit (creating its row); returns its seq.
+INSERT INTO breakers (task, status, window_ms, seq) VALUES (:task, 'closed', :window_ms, 1)
+ON CONFLICT (task) DO UPDATE SET window_ms = :window_ms, seq = seq + 1
+RETURNING seq;
+
+-- name: breaker_failure_add
+-- Note one failure of a closed circuit, stamped now.
+INSERT INTO breaker_failures (task, seq, at_ms) VALUES (:task, :seq, :now);
+
+-- name: breaker_failures_trim
+-- Drop the failures out of the window, and all but the newest :keep.
+DELETE FROM breaker_failures
+WHERE task = :task
+  AND (at_ms <= :now - :window_ms
+       OR seq NOT IN (SELECT seq FROM breaker_failures WHERE task = :task
+                      ORDER BY seq DESC LIMIT :keep));
+
+-- name: breaker_failures_count
+-- Failures within the window ending now.
+SELECT count(*) FROM breaker_failures WHERE task = :task AND at_ms > :now - :window_ms;
+
+-- name: breaker_failures_clear
+-- Forget a circuit's failures (it opened, closed or was reset).
+DELETE FROM breaker_failures WHERE task = :task;
+
+-- name: breaker_delete
+-- Reset a circuit by hand: its row goes (closed, nothing counted).
+DELETE FROM breakers WHERE task = :task;

@@ -51,6 +51,8 @@
 --   {wf:<id>}:failed      workflow_failed (the first BATCH members that failed)
 --   {q}:notify:<id>,      no table: an ending job finds its dependents in every workflow
 --   {q}:outbox            through workflow_dependents, inside its own transaction
+--   {workers}:info,       worker_info (one row per worker: its WorkerInfo as JSON, its
+--   {workers}:expiry      heartbeat and when the row is removed)
 --
 -- SQLite is dynamically typed and the file may have been written by another program (or
 -- with an edited schema): the code never trusts a column's declared type or NOT NULL, it
@@ -218,6 +220,8 @@ CREATE INDEX IF NOT EXISTS jobs_dead ON jobs (queue, finished_at_ms DESC, id DES
 CREATE INDEX IF NOT EXISTS jobs_expiry ON jobs (expires_at_ms)
     WHERE expires_at_ms IS NOT NULL;
 CREATE INDEX IF NOT EXISTS jobs_by_id ON jobs (id);
+-- Workflow jobs waiting for their parents (QueueStats.waiting).
+CREATE INDEX IF NOT EXISTS jobs_waiting ON jobs (queue) WHERE status = 'waiting';
 
 -- Version 4: schedules (see corq/backends/base.py, ScheduleStore). The definition is
 -- opaque to the broker; the rest is the firing state the steps check and move.
@@ -642,3 +646,38 @@ BEGIN
     DELETE FROM unique_keys
     WHERE queue = OLD.queue AND key = OLD.unique_key AND job_id = OLD.id;
 END;
+
+-- Each worker's facts (corq/worker_info.py), replaced at every heartbeat; list_worker_info
+-- deletes the rows whose expires_at_ms has passed (docs/design.md, "Worker registry,
+-- inspection and top").
+CREATE TABLE IF NOT EXISTS worker_info (
+    worker_id TEXT PRIMARY KEY,
+    info BLOB NOT NULL,
+    heartbeat_at_ms INTEGER NOT NULL,
+    expires_at_ms INTEGER NOT NULL
+);
+CREATE INDEX IF NOT EXISTS worker_info_expiry ON worker_info (expires_at_ms);
+
+-- Circuit breakers (the Breakers port): one row per task that has a circuit, shared by
+-- every worker and queue. status closed/open/half_open; failures: those that opened it;
+-- until_ms: open, the cool-down's end, half_open, the probe permit's lapse; opened: times
+-- it opened; window_ms: the window of its last failure (what breaker_states counts in);
+-- seq numbers the failures. breaker_failures keeps a closed circuit's failures within its
+-- window (at most its threshold of them).
+CREATE TABLE IF NOT EXISTS breakers (
+    task TEXT PRIMARY KEY,
+    status TEXT NOT NULL DEFAULT 'closed',
+    failures INTEGER NOT NULL DEFAULT 0,
+    opened_at_ms INTEGER,
+    until_ms INTEGER,
+    opened INTEGER NOT NULL DEFAULT 0,
+    window_ms INTEGER NOT NULL DEFAULT 0,
+    seq INTEGER NOT NULL DEFAULT 0
+) WITHOUT ROWID;
+
+CREATE TABLE IF NOT EXISTS breaker_failures (
+    task TEXT NOT NULL,
+    seq INTEGER NOT NULL,
+    at_ms INTEGER NOT NULL,
+    PRIMARY KEY (task, seq)
+) WITHOUT ROWID;
