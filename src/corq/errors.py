@@ -22,7 +22,8 @@ The tree::
     ├── ScheduleError               a schedule that cannot be defined (bad rule, task, args)
     │   └── ScheduleNotFoundError   no schedule with that name
     ├── ResultTimeoutError          waiting for a result took longer than asked (also TimeoutError)
-    └── Retry                       raised inside a task to ask for another attempt
+    ├── Retry                       raised inside a task to ask for another attempt
+    └── Snooze                      raised inside a task to run later, no attempt used
 
 Not raised by corq but handed over as a value: ``corq.workflow.UpstreamError`` (a
 CorqError), a failed parent in ``current_job().parent_results()``.
@@ -149,8 +150,11 @@ class Snooze(CorqError):  # an instruction, like Retry: `raise corq.Snooze(30)`
 
     def __init__(self, delay: float, message: str | None = None) -> None:
         super().__init__(message)
-        #: Seconds until the job runs again.
+        #: Seconds until the job runs again (a number from 0 to 100 years; anything else
+        #: fails the attempt instead).
         self.delay = delay
+        #: Why, as the job's record shows it while it waits (None: "snoozed for <delay>s").
+        self.reason = message
 
 
 class JobNotCancellableError(CorqError):

@@ -42,8 +42,11 @@ TRANSITIONS: dict[JobStatus, frozenset[JobStatus]] = {
     _S.WAITING: frozenset({_S.QUEUED, _S.SCHEDULED, _S.UPSTREAM_FAILED, _S.CANCELLED, _S.EXPIRED}),
     _S.QUEUED: frozenset({_S.RUNNING, _S.CANCELLED, _S.DEAD, _S.EXPIRED}),
     # running → queued: released at shutdown or reclaimed after its worker died;
-    # running → dead: out of retries, unknown task, bad payload, or a poison job.
-    _S.RUNNING: frozenset({_S.SUCCEEDED, _S.FAILED, _S.DEAD, _S.QUEUED, _S.CANCELLED}),
+    # running → dead: out of retries, unknown task, bad payload, or a poison job;
+    # running → scheduled: snoozed (the attempt did not count).
+    _S.RUNNING: frozenset(
+        {_S.SUCCEEDED, _S.FAILED, _S.DEAD, _S.QUEUED, _S.CANCELLED, _S.SCHEDULED}
+    ),
     _S.FAILED: frozenset({_S.QUEUED, _S.CANCELLED}),
     _S.SUCCEEDED: frozenset(),
     _S.DEAD: frozenset({_S.QUEUED}),

@@ -12,7 +12,7 @@ import reprlib
 import traceback
 from types import TracebackType
 
-from corq.errors import CorqError, PayloadTooLargeError
+from corq.errors import CorqError, PayloadTooLargeError, Snooze
 
 #: Longest job id either broker accepts (characters); longer ids are refused at enqueue.
 MAX_JOB_ID_CHARS = 200
@@ -99,3 +99,23 @@ def clamp_delay_s(seconds: float) -> float:
     if math.isnan(seconds):
         return 0.0
     return min(max(seconds, 0.0), MAX_DELAY_S)
+
+
+def snooze_of(exc: Snooze) -> tuple[float | None, str]:
+    """What a ``corq.Snooze`` asks: (its delay in seconds, the reason), or (None, the error)
+    when the delay is not a number of seconds within [0, MAX_DELAY_S] (the task has a bug:
+    the attempt fails instead, so a mistake never parks a job for ever)."""
+    delay = getattr(exc, "delay", None)
+    if (
+        isinstance(delay, bool)
+        or not isinstance(delay, int | float)
+        or not 0 <= delay <= MAX_DELAY_S  # NaN fails this too
+    ):
+        shown = safe_text(reprlib.repr(delay), 100)
+        return None, (
+            f"SnoozeError: Snooze(delay={shown}): the delay must be a number of seconds "
+            f"from 0 to {MAX_DELAY_S:.0f}"
+        )
+    reason = getattr(exc, "reason", None)
+    text = safe_str(reason) if reason is not None else f"snoozed for {delay:g}s"
+    return float(delay), safe_text(text.strip() or f"snoozed for {delay:g}s", MAX_ERROR_CHARS)

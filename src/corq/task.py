@@ -396,6 +396,22 @@ class Task(Generic[P, R]):
             ) from exc
         return check_key(value, f"task {self.name!r}: the key function's result")
 
+    def arguments_by_name(self, args: Sequence[Any], kwargs: Mapping[str, Any]) -> dict[str, Any]:
+        """A call's arguments by parameter name, defaults filled in and ``**kwargs`` spread
+        (what a strike's conditions compare; ``*args`` stays a tuple under its name)."""
+        bound = self._bind(args, dict(kwargs))
+        bound.apply_defaults()
+        named: dict[str, Any] = {}
+        for param in self._params:
+            if param.name not in bound.arguments:
+                continue
+            value = bound.arguments[param.name]
+            if param.kind is inspect.Parameter.VAR_KEYWORD:
+                named.update(value)
+            else:
+                named[param.name] = value
+        return named
+
     def _key_call(
         self, args: Sequence[Any], kwargs: Mapping[str, Any]
     ) -> tuple[Sequence[Any], dict[str, Any]]:

@@ -5,12 +5,14 @@ claim, complete, fail with and without a retry, release, reclaim, cancel, dead-l
 and reads every record after each step; each change seen must be in the table, and the
 moves seen must cover the ones the scenario makes (so the check cannot pass vacuously).
 A second scenario does the same for the moves out of ``waiting`` (workflows), a third for
-the moves of flow control (into ``expired``, and a running job cancelled by a duplicate).
+the moves of flow control (into ``expired``, and a running job cancelled by a duplicate), a
+fourth a snooze (``running -> scheduled``).
 """
 
 from __future__ import annotations
 
 from collections.abc import Awaitable
+from dataclasses import replace
 
 from corq.backends import Backend
 from corq.backends.base import ClaimedJob, TaskRules
@@ -195,3 +197,20 @@ async def test_every_move_of_flow_control_is_legal(backend: Backend) -> None:
         (S.QUEUED, S.RUNNING),
         (S.RUNNING, S.CANCELLED),
     } <= w.moves
+
+
+async def test_a_snooze_is_a_legal_move(backend: Backend) -> None:
+    # a: snoozed while running, then due and claimed again
+    w = Watch(backend)
+    b = backend
+    await w.step("enqueue", b.enqueue_jobs([new_job("a")]))
+    await register(b, "w1", T0)
+    [held] = await claim(b, "w1", T0)
+    await w.step("claim", _noop())
+    snoozed = replace(failure(held, T0 + 50, error="not ready"), counted=False, snoozed=True)
+    await w.step("snooze", b.fail_jobs("w1", [snoozed], 60_000))
+    await w.step("promote", b.promote_due_jobs("default", T0 + 50))
+    await w.step("claim", claim(b, "w1", T0 + 50))
+
+    assert w.states == {"a": S.RUNNING}
+    assert {(S.QUEUED, S.RUNNING), (S.RUNNING, S.SCHEDULED), (S.SCHEDULED, S.QUEUED)} <= w.moves

@@ -203,7 +203,10 @@ def _print_job(record: Job, args: Any, result: Any) -> None:
         row("died with", " ".join(record.death_log))
     if record.status is JobStatus.SUCCEEDED:
         row("result", _short(result))
-    if record.error:
+    if record.error and record.status is JobStatus.SCHEDULED:
+        # Only a snooze leaves a scheduled job with an error: its reason for waiting.
+        table.add_row("snoozed", _plain(record.error, one_line=True))
+    elif record.error:
         error = _plain(record.error, one_line=True)
         error.stylize("red")
         table.add_row("error", error)

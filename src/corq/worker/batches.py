@@ -119,11 +119,17 @@ async def call_batch(runner: Runner, batch: list[Running]) -> list[Outcome | Non
     items: list[tuple[int, Any]] = []
     for n, running in enumerate(batch):
         prepared = runner._prepare(running.job)
-        if isinstance(prepared, tuple):
+        if not isinstance(prepared, tuple):
+            outcomes[n] = prepared
+            continue
+        snoozed = None
+        if runner.gates:  # each job of the batch passes the start gates on its own
+            snoozed = await runner.gated(running.job, prepared[0], prepared[1], prepared[2])
+        if snoozed is not None:
+            outcomes[n] = snoozed
+        else:
             task, args = prepared[0], prepared[1]
             items.append((n, args[0]))
-        else:
-            outcomes[n] = prepared
     if task is None:
         return outcomes
     called = [batch[n] for n, _ in items]
@@ -137,6 +143,8 @@ async def call_batch(runner: Runner, batch: list[Running]) -> list[Outcome | Non
         results = [runner.outcomes.dead(running.job, error) for running in called]
     for (n, _), outcome in zip(items, results, strict=True):
         outcomes[n] = outcome
+        if outcome is not None and runner.gates:
+            runner.gates.finished(batch[n].job, task, outcome)
     return outcomes
 
 

@@ -31,7 +31,7 @@ from typing import Any
 import msgspec
 
 from corq.context import JobTuple, ParentsReader, bind_job
-from corq.errors import CorqError, Retry
+from corq.errors import CorqError, Retry, Snooze
 from corq.limits import (
     MAX_ERROR_CHARS,
     clamp_delay_s,
@@ -39,6 +39,7 @@ from corq.limits import (
     format_traceback,
     safe_str,
     safe_text,
+    snooze_of,
 )
 from corq.serializers import Serializer, get_serializer
 from corq.task import Task
@@ -81,6 +82,7 @@ class RaisedMessage(msgspec.Struct, tag="raised", array_like=True):
     retry_requested: bool
     retry_delay_s: float | None
     retry_on_matched: bool
+    snooze_s: float | None = None
 
 
 class UnavailableMessage(msgspec.Struct, tag="unavailable", array_like=True):
@@ -262,6 +264,8 @@ def _raised(
 def _describe_raised(
     retry_on: tuple[str, ...], exc: BaseException, *, with_traceback: bool, prefix: str
 ) -> RaisedMessage:
+    if isinstance(exc, Snooze):
+        return _snoozed(exc, with_traceback=with_traceback)
     retry = isinstance(exc, Retry)
     matched = not retry_on or any(class_name(c) in retry_on for c in type(exc).__mro__)
     error = error_line(exc) if not prefix else safe_text(prefix + safe_str(exc), MAX_ERROR_CHARS)
@@ -272,6 +276,20 @@ def _describe_raised(
         retry_requested=retry,
         retry_delay_s=_retry_delay(exc) if retry else None,
         retry_on_matched=retry or matched,
+    )
+
+
+def _snoozed(exc: Snooze, *, with_traceback: bool) -> RaisedMessage:
+    """A valid snooze (its reason as the error), or the SnoozeError of a bad delay."""
+    delay_s, text = snooze_of(exc)
+    return RaisedMessage(
+        error=text,
+        traceback=_traceback(exc) if with_traceback and delay_s is None else None,
+        exception_type=_type_name(exc),
+        retry_requested=False,
+        retry_delay_s=None,
+        retry_on_matched=True,
+        snooze_s=delay_s,
     )
 
 

@@ -18,6 +18,7 @@ from corq.errors import BrokerDataError, BrokerError
 from corq.types import WorkerId
 from corq.worker.batches import Batches, call_batch
 from corq.worker.fetch import Admission
+from corq.worker.gates import Gates
 from corq.worker.inputs import ParentReader
 from corq.worker.observer import Observers
 from corq.worker.outcomes import Outcome, Outcomes
@@ -43,6 +44,7 @@ class Jobs:
         admission: Admission,
         observers: Observers,
         settler: Settler,
+        gates: Gates | None = None,
     ) -> None:
         settings = app.settings
         self.backend = backend
@@ -66,6 +68,7 @@ class Jobs:
             sandboxes=settings.sandboxes,
             report=self._report_progress,
             parents=ParentReader(backend, app.serializer, settings.max_payload_bytes),
+            gates=gates,
         )
         self.batches = Batches(app.registry, self._run_batch)
 

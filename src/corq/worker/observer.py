@@ -10,8 +10,8 @@ When each hook runs:
 
 - `job_started`: the worker claimed the job and is about to run it (its body may still
   wait for a thread or a child process);
-- `job_succeeded`, `job_retried`, `job_dead`, `job_released`: the broker recorded that
-  outcome of the attempt;
+- `job_succeeded`, `job_retried`, `job_dead`, `job_released`, `job_snoozed`: the broker
+  recorded that outcome of the attempt (a snooze: the job waits again, no attempt used);
 - `job_lost`: the attempt ended and nothing was recorded: the claim was gone (lease lost,
   the broker refused the outcome), the worker stopped at once, or a plain function was
   still running on its thread at shutdown (its job comes back when this worker departs).
@@ -46,6 +46,10 @@ class WorkerObserver:
     def job_released(self, job: ClaimedJob, release: Release) -> None:
         """The job went back to its queue (shutdown, or its process crashed)."""
 
+    def job_snoozed(self, job: ClaimedJob, failure: Failure) -> None:
+        """The job waits until ``failure.retry_at_ms`` without using an attempt
+        (``corq.Snooze``, a struck task, an open circuit); ``failure.error`` says why."""
+
     def job_lost(self, job: ClaimedJob) -> None:
         """The attempt ended with nothing recorded (see the module docstring)."""
 
@@ -60,6 +64,7 @@ class JobCounts(WorkerObserver):
     dead: int = 0
     released: int = 0
     lost: int = 0
+    snoozed: int = 0
 
     @property
     def failed(self) -> int:
@@ -83,6 +88,9 @@ class JobCounts(WorkerObserver):
 
     def job_lost(self, job: ClaimedJob) -> None:
         self.lost += 1
+
+    def job_snoozed(self, job: ClaimedJob, failure: Failure) -> None:
+        self.snoozed += 1
 
 
 class Observers:
@@ -114,6 +122,16 @@ class Observers:
                     observer.job_released(job, outcome)
                 except Exception:
                     self._failed(observer, "job_released")
+        else:
+            self._failure(job, outcome)
+
+    def _failure(self, job: ClaimedJob, outcome: Failure) -> None:
+        if outcome.snoozed:
+            for observer in self._observers:
+                try:
+                    observer.job_snoozed(job, outcome)
+                except Exception:
+                    self._failed(observer, "job_snoozed")
         elif outcome.retry_at_ms is not None:
             for observer in self._observers:
                 try:

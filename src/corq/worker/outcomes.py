@@ -34,6 +34,8 @@ class Raised:
     retry_delay_s: float | None = None
     #: The exception is one the task's retry_on names (or retry_on is empty).
     retry_on_matched: bool = True
+    #: The task raised corq.Snooze with a valid delay (seconds); `error` is its reason.
+    snooze_s: float | None = None
 
 
 class Outcomes:
@@ -62,7 +64,11 @@ class Outcomes:
         )
 
     def failed(self, job: ClaimedJob, policy: RetryPolicy, raised: Raised) -> Failure:
-        """A counted failure: retried by the policy (or as corq.Retry asked), else dead."""
+        """A counted failure: retried by the policy (or as corq.Retry asked), else dead; or
+        the snooze the task asked for."""
+        if raised.snooze_s is not None:
+            now = self.clock.now_ms()
+            return self.snoozed(job, now + round(raised.snooze_s * 1000), raised.error)
         failures = job.failures + 1
         retry = failures <= policy.max_retries and (
             raised.retry_requested or not policy.retry_on or raised.retry_on_matched
@@ -99,6 +105,22 @@ class Outcomes:
             traceback=_traceback(raised.traceback),
             retry_at_ms=retry_at,
             finished_at_ms=now,
+        )
+
+    def snoozed(self, job: ClaimedJob, until_ms: int, reason: str) -> Failure:
+        """Run again at `until_ms` as if this attempt never started (nothing counted)."""
+        reason = safe_text(reason, MAX_ERROR_CHARS)
+        log.info("job %s (%s) snoozed until %d: %s", job.id, job.task, until_ms, reason)
+        return Failure(
+            job_id=job.id,
+            queue=job.queue,
+            fence=job.fence,
+            error=reason,
+            traceback=None,
+            retry_at_ms=until_ms,
+            finished_at_ms=self.clock.now_ms(),
+            counted=False,
+            snoozed=True,
         )
 
     def dead(self, job: ClaimedJob, error: str, *, counted: bool = False) -> Failure:

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from corq.backends.base import Backend, WorkerLease
 from corq.types import QueueName
 from corq.worker.fetch import Admission, Fetcher
+from corq.worker.gates import Gates, StartGate
 from corq.worker.heartbeat import Heartbeat
 from corq.worker.jobs import Jobs
 from corq.worker.leases import Leases, new_holder
@@ -50,6 +51,7 @@ def build_parts(
     burst: bool,
     fixed_id: bool,
     burst_done: Callable[[], None],
+    gates: Sequence[StartGate] = (),
 ) -> Parts:
     """The parts of one worker, on the running event loop, with a connection of its own."""
     settings = app.settings
@@ -70,7 +72,7 @@ def build_parts(
         burst=burst,
     )
     settler = Settler(backend, clock, names, pending=admission.pending)
-    jobs = Jobs(app, backend, registry, admission, observers, settler)
+    jobs = Jobs(app, backend, registry, admission, observers, settler, Gates(gates))
     promoter = Promoter(backend, clock)
     fetcher = Fetcher(
         backend,

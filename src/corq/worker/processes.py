@@ -139,6 +139,9 @@ class ChildOutcome:
     #: ERROR: the task's retry policy accepts this exception (always for Retry and when its
     #: ``retry_on`` is empty), so the parent can apply `RetryPolicy.should_retry(n, None)`.
     retry_on_matched: bool = False
+    #: ERROR: the task raised `corq.Snooze` with a valid delay (seconds); `error` is its
+    #: reason.
+    snooze_s: float | None = None
     #: DIED: the child's exit code, negative for a signal; None when it could not be read.
     exit_code: int | None = None
 
@@ -390,6 +393,7 @@ def _answered(reply: OkMessage | RaisedMessage | UnavailableMessage) -> ChildOut
         retry_requested=reply.retry_requested,
         retry_delay_s=reply.retry_delay_s,
         retry_on_matched=reply.retry_on_matched,
+        snooze_s=reply.snooze_s,
     )
 
 

@@ -25,11 +25,12 @@ from typing import Any
 
 from corq.backends.base import ClaimedJob, Failure
 from corq.context import JobTuple, Reporter, bind_job
-from corq.errors import Retry
-from corq.limits import error_line, safe_str
+from corq.errors import Retry, Snooze
+from corq.limits import error_line, safe_str, snooze_of
 from corq.serializers import Serializer
 from corq.task import Task
 from corq.types import TaskName
+from corq.worker.gates import Gates
 from corq.worker.inputs import InputError, ParentReader
 from corq.worker.outcomes import Outcome, Outcomes, Raised
 from corq.worker.processes import (
@@ -63,8 +64,11 @@ class Runner:
         sandboxes: int,
         report: Reporter | None = None,
         parents: ParentReader | None = None,
+        gates: Gates | None = None,
     ) -> None:
         self.registry = registry
+        #: Asked before each body starts (see worker.gates); empty: no cost.
+        self.gates = gates or Gates()
         self.serializer = serializer
         self.outcomes = outcomes
         self.report = report
@@ -87,13 +91,14 @@ class Runner:
             if not isinstance(prepared, tuple):
                 return prepared
             task, args, kwargs, payload = prepared
-            if job.suspect or task.options.process:
-                outcome = await self._run_in_child(running, task, payload)
-                if outcome is not None:
-                    return outcome
-            if task.is_async:
-                return await self._run_coroutine(running, task, args, kwargs)
-            return await self._run_on_thread(running, task, args, kwargs)
+            if self.gates:
+                snoozed = await self.gated(job, task, args, kwargs)
+                if snoozed is not None:
+                    return snoozed
+            outcome = await self._run_body(running, task, args, kwargs, payload)
+            if self.gates:
+                self.gates.finished(job, task, outcome)
+            return outcome
         except asyncio.CancelledError:
             return self._cancelled(running)
         except Exception as exc:  # a fault of corq's own: park the job where it can be seen
@@ -101,6 +106,31 @@ class Runner:
             return self.outcomes.dead(
                 running.job, f"corq could not run this job: {error_line(exc)}"
             )
+
+    async def gated(
+        self, job: ClaimedJob, task: Task[Any, Any], args: tuple[Any, ...], kwargs: dict[str, Any]
+    ) -> Failure | None:
+        """The snooze a start gate asks for (see worker.gates), or None: run it."""
+        answer = await self.gates.check(job, task, args, kwargs)
+        if answer is None:
+            return None
+        return self.outcomes.snoozed(job, answer.until_ms, answer.reason)
+
+    async def _run_body(
+        self,
+        running: Running,
+        task: Task[Any, Any],
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+        payload: bytes,
+    ) -> Outcome:
+        if running.job.suspect or task.options.process:
+            outcome = await self._run_in_child(running, task, payload)
+            if outcome is not None:
+                return outcome
+        if task.is_async:
+            return await self._run_coroutine(running, task, args, kwargs)
+        return await self._run_on_thread(running, task, args, kwargs)
 
     def _prepare(self, job: ClaimedJob) -> _Prepared | Outcome:
         """The task and its arguments, or the dead letter of a job that cannot run."""
@@ -266,6 +296,7 @@ class Runner:
             retry_requested=child.retry_requested,
             retry_delay_s=child.retry_delay_s,
             retry_on_matched=child.retry_on_matched,
+            snooze_s=child.snooze_s,
         )
         return self.outcomes.failed(job, task.options.retry, raised)
 
@@ -339,6 +370,11 @@ def _context(job: ClaimedJob) -> JobTuple:
 
 def _raised(task: Task[Any, Any], exc: BaseException, tb: str | None = None) -> Raised:
     """Describe what a task raised without trusting it (its __str__ may raise too)."""
+    if isinstance(exc, Snooze):
+        delay_s, text = snooze_of(exc)
+        if delay_s is not None:
+            return Raised(error=text, snooze_s=delay_s)
+        return Raised(error=text, traceback=_format(exc) if tb is None else tb)
     if isinstance(exc, Retry):
         return Raised(
             error=f"Retry: {safe_str(exc)}",

@@ -49,6 +49,7 @@ from corq.errors import BrokerDataError, BrokerError, ConfigError
 from corq.flow import check_weight
 from corq.task import check_queue_name
 from corq.types import QueueName
+from corq.worker.gates import StartGate
 from corq.worker.leases import Leases
 from corq.worker.observer import JobCounts, Observers, WorkerObserver
 from corq.worker.parts import Parts, build_parts
@@ -119,6 +120,9 @@ class Worker:
     `queues` is a list of names, or a dict of name to weight (a positive integer): under
     load on all of them, each queue gets its weight's share of the started jobs.
 
+    `gates` are asked before each claimed job's body starts and may snooze it (see
+    `corq.worker.gates`); the worker's own (circuit breakers) come after them.
+
     A worker runs once: start it (or enter it) one time, stop it one time.
     """
 
@@ -133,6 +137,7 @@ class Worker:
         grace_s: float | None = None,
         observers: Sequence[WorkerObserver] = (),
         scheduler: bool | None = None,
+        gates: Sequence[StartGate] = (),
     ) -> None:
         settings = app.settings
         self.app = app
@@ -156,6 +161,7 @@ class Worker:
         self.abandoned_threads = 0
         self.registry = Registry()
         self._observers = Observers([self.counts, *observers])
+        self._gates = tuple(gates)
         self._parts: Parts | None = None
         self._main: asyncio.Task[None] | None = None
         self._serving = asyncio.Event()
@@ -290,6 +296,7 @@ class Worker:
             burst=self.burst,
             fixed_id=self._fixed_id,
             burst_done=self.request_stop,
+            gates=self._gates,
         )
 
     async def _until_stopped(self, step: Coroutine[Any, Any, None]) -> bool:

@@ -126,6 +126,7 @@ def _dead_letter(outcome: Outcome, exc: Exception) -> Failure | None:
             traceback=None,
             retry_at_ms=None,
             counted=False,
+            snoozed=False,
         )
     return None
 

@@ -151,7 +151,8 @@ class Scripts(ScheduleScripts, WorkflowScripts, ConfigScripts):
         args += [*self._dead_bounds, *keys.flow_prefixes, keys.held_prefix, keys.inbox_prefix]
         for f in failures:
             retry_at = "" if f.retry_at_ms is None else f.retry_at_ms
-            args += [f.job_id, f.fence, int(f.counted), int(f.died), f.error, f.traceback or ""]
+            args += [f.job_id, f.fence, int(f.counted), int(f.died), int(f.snoozed)]
+            args += [f.error, f.traceback or ""]
             args += [retry_at, f.finished_at_ms]
         queue_keys = [keys.held(holder), keys.delayed, keys.dead, keys.wake, keys.outbox]
         queue_keys += [*keys.flow_keys, keys.workers, keys.idle, *keys.unique_keys]

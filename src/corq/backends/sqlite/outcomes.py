@@ -63,7 +63,8 @@ def fail_jobs(
     """Record failed attempts: to the delayed lane for a retry, or to the dead letters.
 
     A failure whose process died counts a death (the holder joins the death log) instead
-    of a failure; an uncounted one (the body never ran) counts neither.
+    of a failure; an uncounted one (the body never ran) counts neither; a snoozed one is
+    scheduled again as if it never started (attempt back by one).
     """
     if not failures:
         return []
@@ -81,7 +82,9 @@ def fail_jobs(
             "retry_at_ms": f.retry_at_ms,
             "finished_at_ms": f.finished_at_ms,
         }
-        if f.retry_at_ms is None:
+        if f.snoozed and f.retry_at_ms is not None:
+            failed = conn.execute(Q["job_snooze"], params).rowcount == 1
+        elif f.retry_at_ms is None:
             row = conn.execute(Q["job_fail_dead"], params).fetchone()
             failed = row is not None
             if row is not None:

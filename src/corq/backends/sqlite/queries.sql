@@ -496,6 +496,17 @@ WHERE queue = :queue AND id = :id AND status = 'running' AND worker_id = :worker
   AND fence = :fence AND
   {readable};
 
+-- name: job_snooze
+-- Record a snoozed attempt as if it never started: scheduled at :retry_at_ms (the delayed
+-- index), attempt back by one, failures and deaths kept, the reason as its error. Fenced;
+-- refused when the record cannot be read.
+UPDATE jobs
+SET status = 'scheduled', run_at_ms = :retry_at_ms, attempt = max(0, attempt - 1),
+    error = nullif(:error, ''), traceback = NULL
+WHERE queue = :queue AND id = :id AND status = 'running' AND worker_id = :worker
+  AND fence = :fence AND
+  {readable};
+
 -- name: job_fail_dead
 -- Record a failed attempt with no retry left (counted as job_fail_retry counts it): the
 -- job goes to the dead letters. Fenced; refused when the record cannot be read.

@@ -8,7 +8,16 @@ process died, a death is counted (deaths + 1, the holder joins death_log); other
 failures grows by one when the attempt counted. With a retry time the job becomes failed
 and waits in the delayed set until then; without one it becomes dead: it joins the dead
 letters (scored by finished_at_ms, then trimmed to their bounds) and its id is published on
-its done channel. A retry due before everything already delayed wakes one worker (the wake
+its done channel.
+
+A snoozed attempt (snoozed '1', with a retry time) is undone instead of counted: the job
+becomes scheduled at its retry time in the delayed set, its attempt number goes back by
+one, failures and deaths stay, the error is the snooze's reason and the traceback goes; its
+slots are freed as by any end of an attempt, and it is no end (no outbox, its unique key
+stays held); back at attempt 0, a job with a start_by_ms joins expiring again (it may
+expire while it waits).
+
+A retry or snooze due before everything already delayed wakes one worker (the wake
 include: a bare wake to an idle holder, else a wake token, capped), so it claims and learns
 the new next_due_ms; so does a freed slot of a limited lane (a job waiting for it can
 start).
@@ -41,8 +50,8 @@ ARGV[8] lane_prefix     a lane's jobs are lane_prefix .. lane
 ARGV[9] keys_prefix     a task's rotation of keys is keys_prefix .. task
 ARGV[10] held_prefix     a holder's held set is held_prefix .. holder
 ARGV[11] inbox_prefix    a holder's inbox is inbox_prefix .. holder
-ARGV[12..] eight per job: id, fence, counted (1/0), died (1/0), error, traceback ('' for
-          none), retry_at_ms ('' for none: dead), finished_at_ms
+ARGV[12..] nine per job: id, fence, counted (1/0), died (1/0), snoozed (1/0), error,
+          traceback ('' for none), retry_at_ms ('' for none: dead), finished_at_ms
 
 A failed job of a limited lane frees its slots, to a retry or to the dead letters (the
 limits include's free_slots); its retry goes back to its lane when promoted.
@@ -84,7 +93,7 @@ local unique_key = KEYS[16]
 local unique_kept_key = KEYS[17]
 local held_prefix = ARGV[10]
 local inbox_prefix = ARGV[11]
-local FIRST, WIDTH = 12, 8
+local FIRST, WIDTH = 12, 9
 
 local q = {dead = dead_key, outbox = outbox_key, job_prefix = job_prefix, done_prefix = done_prefix, batch = batch,
   dead_max = dead_max, dead_ttl_ms = dead_ttl_ms}
@@ -104,10 +113,22 @@ local died_now = false
 local latest_death = 0
 local freed_slot = false
 
+-- A snooze: the attempt did not happen (read here only: the common failure never pays).
+local function undo_attempt(key, id)
+  local f = redis.call('HMGET', key, 'attempt', 'start_by_ms')
+  local attempt = math.max(0, (tonumber(f[1]) or 1) - 1)
+  redis.call('HSET', key, 'attempt', int(attempt))
+  if attempt == 0 then
+    index_expiry(q, id, f[2])
+  end
+end
+
 -- The outcome of one failure; 1 recorded, 0 refused.
 local function fail(at)
   local id, fence, counted, died = ARGV[at], ARGV[at + 1], ARGV[at + 2], ARGV[at + 3]
-  local traceback, retry_at, finished_at = ARGV[at + 5], ARGV[at + 6], ARGV[at + 7]
+  local error, traceback = ARGV[at + 5], ARGV[at + 6]
+  local retry_at, finished_at = ARGV[at + 7], ARGV[at + 8]
+  local snoozed = ARGV[at + 4] == '1' and retry_at ~= ''
   local key = job_prefix .. id
   local job, _, wrong_type = read_record(key, FAIL_FIELDS, FAIL_KINDS)
   if wrong_type then
@@ -116,13 +137,15 @@ local function fail(at)
   if not holds(job, holder, fence) then
     return 0
   end
-  if died == '1' then
+  if snoozed then
+    undo_attempt(key, id)
+  elseif died == '1' then
     redis.call('HSET', key, 'deaths', int(job.deaths + 1),
       'death_log', death_log_with(job.death_log, holder))
   elseif counted == '1' then
     redis.call('HSET', key, 'failures', int(job.failures + 1))
   end
-  redis.call('HSET', key, 'error', ARGV[at + 4])
+  redis.call('HSET', key, 'error', error)
   if traceback == '' then
     redis.call('HDEL', key, 'traceback')
   else
@@ -134,7 +157,8 @@ local function fail(at)
   end
   free_slots(q, key, job.lane, job.limited)
   if retry_at ~= '' then
-    redis.call('HSET', key, 'status', 'failed', 'run_at_ms', retry_at)
+    redis.call('HSET', key, 'status', snoozed and 'scheduled' or 'failed',
+      'run_at_ms', retry_at)
     redis.call('ZADD', delayed_key, retry_at, id)
     earliest_retry = earlier(earliest_retry, tonumber(retry_at))
   else
