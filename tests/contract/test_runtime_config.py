@@ -11,8 +11,9 @@ from __future__ import annotations
 import pytest
 
 from corq.backends import Backend
-from corq.backends.base import CONFIG_HISTORY_KEEP, ConfigScope
+from corq.backends.base import CONFIG_HISTORY_KEEP, ConfigScope, TaskRules
 from corq.job import JobStatus
+from tests.contract.flow import LIMITED, PLAIN, claim_ids, job, keyed, set_rules
 from tests.contract.jobs import LEASE_MS, T0, Q, completion, new_job, record, register
 from tests.contract.test_await_jobs import ARRIVAL_S, QUIET_S, idle_claim, join
 
@@ -226,3 +227,29 @@ async def test_pausing_again_changes_nothing_and_the_change_is_in_the_history(
         ("paused", "true", None),
         ("paused", None, "true"),
     ]
+
+
+# -- rules stored after jobs were queued (a limit set at runtime) ----------------------------
+
+
+async def test_a_task_gaining_a_limit_holds_its_jobs_queued_before(backend: Backend) -> None:
+    # Given jobs of a task without rules, queued beside a plain task's
+    await backend.enqueue_jobs([job(f"a{n}") for n in range(5)] + [job("p", task=PLAIN)])
+    await register(backend)
+
+    # When the task gains a concurrency of 2
+    await set_rules(backend, TaskRules(task=LIMITED, concurrency=2))
+
+    # Then only 2 of its queued jobs start, in their order, and the plain job is not held
+    taken = await claim_ids(backend, "w1")
+    assert sorted(taken) == ["a0", "a1", "p"]
+    assert (await backend.queue_stats([Q]))[0].ready == 3
+
+
+async def test_a_keyed_task_gaining_a_key_limit_holds_each_key(backend: Backend) -> None:
+    await backend.enqueue_jobs([*keyed("x", "acme", 3), *keyed("y", "bolt", 2)])
+    await register(backend)
+
+    await set_rules(backend, TaskRules(task=LIMITED, keyed=True, key_concurrency=1))
+
+    assert sorted(await claim_ids(backend, "w1")) == ["x0", "y0"]

@@ -1,12 +1,14 @@
 """Typed wrappers of the runtime configuration's scripts (``change_config`` in the
-``{config}`` slot, ``set_queue_paused`` in a queue's), mixed into
+``{config}`` slot, ``set_queue_paused`` in a queue's, and ``adopt_ready_jobs``, which a
+task's first rules, set at runtime, need), mixed into
 :class:`~corq.backends.redis.scripts.Scripts`."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
+from typing import Any
 
-from corq.backends.base import CONFIG_HISTORY_KEEP
+from corq.backends.base import BATCH, CONFIG_HISTORY_KEEP
 from corq.backends.redis.calls import WAKE_CAP, Arg, ScriptCall, ScriptRunner, now_arg
 from corq.backends.redis.keys import ConfigKeys, QueueKeys
 
@@ -34,3 +36,16 @@ class ConfigScripts(ScriptRunner):
         queue_keys = [keys.paused, keys.idle, keys.wake, keys.workers]
         args: list[Arg] = [keys.inbox_prefix, int(paused), version, WAKE_CAP]
         return self._call("set_queue_paused", queue_keys, args, int)
+
+    def adopt_ready_jobs(
+        self, keys: QueueKeys, *, tasks: Sequence[str], cursor: str
+    ) -> ScriptCall[tuple[int, str | None]]:
+        args: list[Arg] = [keys.job_prefix, *keys.flow_prefixes, cursor, BATCH, *tasks]
+        return self._call("adopt_ready_jobs", [keys.ready, *keys.flow_keys], args, _adopted)
+
+
+def _adopted(reply: list[Any]) -> tuple[int, str | None]:
+    moved, after = reply
+    return int(moved), None if not after else (
+        after.decode() if isinstance(after, bytes) else str(after)
+    )

@@ -1431,3 +1431,13 @@ WHERE version < :before AND (:scope IS NULL OR scope = :scope)
   AND (:name IS NULL OR name = :name)
 ORDER BY seq DESC
 LIMIT :limit;
+
+-- name: flow_adopt_ready
+-- Move at most :limit ready jobs of :task from the plain ready set into the lanes its new
+-- rules give it (jobs_enter_lane puts the lanes in their rotations).
+UPDATE jobs
+SET lane = :task || char(31) || CASE WHEN :keyed = 1 THEN coalesce(key, '') ELSE '' END
+WHERE rowid IN (SELECT rowid FROM jobs
+                WHERE queue = :queue AND status = 'queued' AND suspect = 0 AND lane = ''
+                  AND task = :task
+                LIMIT :limit);
