@@ -128,4 +128,4 @@ def strikes(snapshot: ConfigSnapshot) -> list[Strike]:
             log.warning("runtime configuration: strike %r does not read: ignored", name)
             continue
         out.append(Strike(task=TaskName(task), where=where or None))
-    return out
+    return sorted(out, key=lambda strike: strike.id)

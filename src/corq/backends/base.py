@@ -1152,8 +1152,9 @@ class FlowControl(Protocol):
 
         A rule that is no longer ``active`` removes the task's rules: its lanes drain
         without limits. A task that had no rules here takes its ready jobs of the plain
-        ready set into its lanes (bounded steps after the rules are stored). A changed limit applies from the next claim: a raised concurrency
-        unparks the lanes it parked, a lowered one lets running jobs finish.
+        ready set into its lanes (bounded steps after the rules are stored). A changed
+        limit applies from the next claim: a raised concurrency unparks the lanes it
+        parked, a lowered one lets running jobs finish.
         """
         ...
 
