@@ -15,8 +15,8 @@ import logging
 from collections.abc import Mapping
 from enum import StrEnum
 
-from corq.control import ConfigScope, ConfigSnapshot, Strike
-from corq.errors import FlowRuleError
+from corq.control import Breaker, ConfigScope, ConfigSnapshot, Strike
+from corq.errors import ConfigError, FlowRuleError
 from corq.flow import Rate, TaskRules, check_limit, check_weight
 from corq.types import QueueName, TaskName
 
@@ -129,3 +129,36 @@ def strikes(snapshot: ConfigSnapshot) -> list[Strike]:
             continue
         out.append(Strike(task=TaskName(task), where=where or None))
     return sorted(out, key=lambda strike: strike.id)
+
+
+#: The fields of a TASK entry that override a task's breaker, by the Breaker attribute.
+BREAKER_FIELDS = {
+    "failures": "breaker_failures",
+    "window": "breaker_window",
+    "reset": "breaker_reset",
+}
+
+
+def breaker_overrides(snapshot: ConfigSnapshot, task: TaskName) -> dict[str, object]:
+    """The breaker thresholds the configuration sets for `task`, by Breaker attribute."""
+    fields = snapshot.get(ConfigScope.TASK, task)
+    out: dict[str, object] = {}
+    for attribute, name in BREAKER_FIELDS.items():
+        if name in fields:
+            out[attribute] = _decoded(fields[name], f"task {task!r} {name}")
+    return out
+
+
+def effective_breaker(
+    code: Breaker | None, snapshot: ConfigSnapshot, task: TaskName
+) -> Breaker | None:
+    """`code` (or the default Breaker, when the configuration sets thresholds for a task
+    without one) with the configuration's thresholds; unreadable ones leave it as it is."""
+    changes = breaker_overrides(snapshot, task)
+    if not changes:
+        return code
+    try:
+        return dataclasses.replace(code or Breaker(), **changes)  # type: ignore[arg-type]  # Breaker checks them
+    except ConfigError as exc:
+        log.warning("runtime configuration: task %r breaker: %s: ignored", task, exc)
+        return code

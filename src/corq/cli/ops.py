@@ -151,6 +151,39 @@ def limit(
     click.echo(f"task {name}: {text}")
 
 
+@task.command()
+@click.argument("name")
+@click.option("--failures", type=int, default=None, help="Failed attempts that open it.")
+@click.option("--window", type=float, default=None, metavar="S", help="Within this many s.")
+@click.option("--reset", type=float, default=None, metavar="S", help="Open this many s.")
+@click.option(
+    "--clear", multiple=True, metavar="FIELD", help="Give failures|window|reset the code's back."
+)
+@app_option
+@url_option
+def breaker(
+    name: str,
+    failures: int | None,
+    window: float | None,
+    reset: float | None,
+    clear: Sequence[str],
+    app_path: str | None,
+    url: str | None,
+) -> None:
+    """Change the thresholds of NAME's circuit breaker on every worker."""
+    app = _task_app(app_path, url)
+    rule = run(
+        app,
+        lambda: _admin(app).set_breaker(
+            name, failures=failures, window=window, reset=reset, clear=list(clear)
+        ),
+    )
+    click.echo(
+        f"task {name}: breaker failures={rule.failures} window={rule.window:g}s "
+        f"reset={rule.reset:g}s"
+    )
+
+
 _where_option = click.option(
     "--where",
     "where",
