@@ -119,6 +119,8 @@ def test_history_says_who_changed_what(ops: Ops) -> None:
     ]
     assert all(c["who"].startswith("cli:") for c in changes)
     assert "rate_limit" in ops.ok("config", "history", "--limit", "1")
+    only = ops.ok("config", "history", "--scope", "queue", "--name", "default", "--json")
+    assert [json.loads(line)["field"] for line in only.splitlines()] == ["paused"]
 
 
 @pytest.mark.parametrize(

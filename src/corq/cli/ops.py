@@ -330,13 +330,25 @@ def show(app_path: str | None, url: str | None, as_json: bool) -> None:
 
 @config.command()
 @click.option("--limit", type=click.IntRange(1, 10_000), default=50, show_default=True)
+@click.option(
+    "--scope", type=click.Choice([s.value for s in ConfigScope]), default=None, help="Only these."
+)
+@click.option("--name", default=None, help="Only the changes of this queue, task or strike.")
 @click.option("--json", "as_json", is_flag=True, help="One JSON object per change.")
 @app_option
 @url_option
-def history(limit: int, as_json: bool, app_path: str | None, url: str | None) -> None:
+def history(
+    limit: int,
+    scope: str | None,
+    name: str | None,
+    as_json: bool,
+    app_path: str | None,
+    url: str | None,
+) -> None:
     """Changes of the runtime configuration, newest first, with who made them."""
     app = make_app(app_path, url)
-    changes = run(app, lambda: _admin(app).config_history(limit))
+    only = None if scope is None else ConfigScope(scope)
+    changes = run(app, lambda: _admin(app).config_history(limit, scope=only, name=name))
     if as_json:
         for change in changes:
             click.echo(json.dumps(_change_json(change), sort_keys=True))
