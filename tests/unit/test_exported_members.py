@@ -39,6 +39,7 @@ def test_all_is_sorted_and_exported() -> None:
         "workflows",
         "admin",
         "control",
+        "overrides",
         "events",
         "worker_info",
         "metrics",

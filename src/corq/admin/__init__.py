@@ -7,11 +7,12 @@ letters, workers, events); `Admin` is their union, bound to one client and one a
 from __future__ import annotations
 
 from corq.admin.base import AdminBase
+from corq.admin.config import ConfigAdmin
 from corq.admin.dead import DeadAdmin
 from corq.admin.workers import WorkersAdmin
 
 
-class Admin(DeadAdmin, WorkersAdmin, AdminBase):
+class Admin(ConfigAdmin, DeadAdmin, WorkersAdmin, AdminBase):
     """Operator calls over one broker connection, recorded as made by ``who``."""
 
 

@@ -14,6 +14,7 @@ from corq.cli.demo import demo
 from corq.cli.dev import dev
 from corq.cli.jobs import enqueue, job, queues
 from corq.cli.metrics import autoscale, metrics
+from corq.cli.ops import config, queue, task, tasks
 from corq.cli.scheduler import scheduler
 from corq.cli.schedules import schedule
 from corq.cli.top import top
@@ -38,6 +39,10 @@ cli.add_command(enqueue)
 cli.add_command(job)
 cli.add_command(queues)
 cli.add_command(dead)
+cli.add_command(queue)
+cli.add_command(task)
+cli.add_command(tasks)
+cli.add_command(config)
 cli.add_command(schedule)
 cli.add_command(workflow)
 cli.add_command(demo)

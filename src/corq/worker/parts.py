@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING
 
 from corq.backends.base import Backend, WorkerLease
 from corq.types import QueueName
+from corq.worker.config import ConfigWatch, StrikeGate
 from corq.worker.fetch import Admission, Fetcher
 from corq.worker.gates import Gates, StartGate
 from corq.worker.heartbeat import Heartbeat
@@ -38,6 +39,7 @@ class Parts:
     reconciler: Reconciler
     heartbeat: Heartbeat
     settler: Settler
+    config: ConfigWatch
 
 
 def build_parts(
@@ -72,7 +74,9 @@ def build_parts(
         burst=burst,
     )
     settler = Settler(backend, clock, names, pending=admission.pending)
-    jobs = Jobs(app, backend, registry, admission, observers, settler, Gates(gates))
+    config = ConfigWatch(backend, admission, queues, poll_s=settings.config_poll_s)
+    struck = StrikeGate(config, clock, recheck_s=settings.strike_recheck_s)
+    jobs = Jobs(app, backend, registry, admission, observers, settler, Gates([struck, *gates]))
     promoter = Promoter(backend, clock)
     fetcher = Fetcher(
         backend,
@@ -122,4 +126,5 @@ def build_parts(
         reconciler,
         heartbeat,
         settler,
+        config,
     )

@@ -11,8 +11,8 @@ The broker is composed of one class per role, each in its own file (see ``contex
 producer.py (the JobStore port), claims.py, outcomes.py and reclaim.py (Claims), leases.py
 (WorkerRegistry), admin.py (Admin), dead_letters.py (DeadLetters), schedules.py and
 ticks.py (ScheduleStore), workflows.py, settle.py and workflow_reads.py (Workflows),
-flow.py (FlowControl), worker_facts.py (WorkerFacts), breakers.py (Breakers): the same
-role files as the SQLite broker.
+flow.py (FlowControl), worker_facts.py (WorkerFacts), breakers.py (Breakers), config.py
+(RuntimeConfig): the same role files as the SQLite broker.
 """
 
 from __future__ import annotations
@@ -21,6 +21,7 @@ from corq.backends.base import Backend
 from corq.backends.redis.admin import RedisAdmin
 from corq.backends.redis.breakers import RedisBreakers
 from corq.backends.redis.claims import RedisClaims
+from corq.backends.redis.config import RedisConfig
 from corq.backends.redis.connections import broker_errors
 from corq.backends.redis.dead_letters import RedisDeadLetters
 from corq.backends.redis.flow import RedisFlow
@@ -50,6 +51,7 @@ class RedisBackend(
     RedisFlow,
     RedisWorkerFacts,
     RedisBreakers,
+    RedisConfig,
 ):
     """Broker on Redis (standalone, or Cluster-safe key layout; see ``keys.py``).
 

@@ -57,7 +57,7 @@ def queue_stats(conn: Conn, queues: Sequence[QueueName] | None) -> list[QueueSta
     names = list_queues(conn) if queues is None else list(queues)
     stats = []
     for queue in names:
-        ready, delayed, in_flight, dead, workers = conn.execute(
+        ready, delayed, in_flight, dead, workers, paused = conn.execute(
             Q["queue_counts"], {"queue": queue}
         ).fetchone()
         waiting, retrying, oldest = conn.execute(Q["queue_backlog"], {"queue": queue}).fetchone()
@@ -72,6 +72,7 @@ def queue_stats(conn: Conn, queues: Sequence[QueueName] | None) -> list[QueueSta
                 waiting=waiting,
                 retrying=retrying,
                 oldest_ready_ms=oldest if isinstance(oldest, int) else None,
+                paused=bool(paused),
             )
         )
     return stats

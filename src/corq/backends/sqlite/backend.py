@@ -30,6 +30,7 @@ from corq.backends.base import (
 )
 from corq.backends.sqlite import admin, admit, claims, leases, outcomes, producer, reclaim
 from corq.backends.sqlite.breakers import SqliteBreakers
+from corq.backends.sqlite.config import SqliteConfig
 from corq.backends.sqlite.dead import DeadBounds
 from corq.backends.sqlite.dead_letters import SqliteDeadLetters
 from corq.backends.sqlite.flow import SqliteFlow
@@ -74,6 +75,7 @@ class SqliteBackend(
     SqliteDeadLetters,
     SqliteWorkerFacts,
     SqliteBreakers,
+    SqliteConfig,
 ):
     """Backend on an SQLite file (``sqlite:///path``) or on the process's in-memory database
     (``sqlite:///:memory:``, shared by every backend of the process, gone with the last).
@@ -81,7 +83,8 @@ class SqliteBackend(
     `dead_max` and `dead_ttl_ms` bound each queue's dead letters (0: unbounded). The
     ScheduleStore methods come from schedules.py, the Workflows methods from workflows.py,
     the FlowControl methods from flow.py, the DeadLetters methods from dead_letters.py,
-    the WorkerFacts methods from worker_facts.py, the Breakers methods from breakers.py.
+    the WorkerFacts methods from worker_facts.py, the Breakers methods from breakers.py,
+    the RuntimeConfig methods from config.py.
     """
 
     def __init__(
