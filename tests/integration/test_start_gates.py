@@ -38,7 +38,7 @@ class HoldTenant:
             return Snoozed(until_ms=self.clock.now_ms() + 60_000, reason=f"{self.held} held")
         return None
 
-    def finished(self, job: ClaimedJob, task: corq.Task[Any, Any], outcome: Outcome) -> None:
+    async def finished(self, job: ClaimedJob, task: corq.Task[Any, Any], outcome: Outcome) -> None:
         kind = "ok" if isinstance(outcome, Completion) else type(outcome).__name__
         self.outcomes.append((job.id, kind))
 
@@ -114,7 +114,7 @@ class Broken:
     ) -> Snoozed | None:
         raise RuntimeError("the gate is broken")
 
-    def finished(self, job: ClaimedJob, task: corq.Task[Any, Any], outcome: Outcome) -> None:
+    async def finished(self, job: ClaimedJob, task: corq.Task[Any, Any], outcome: Outcome) -> None:
         raise RuntimeError("the gate is broken")
 
 

@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING
 
 from corq.backends.base import Backend, WorkerLease
 from corq.types import QueueName
+from corq.worker.breakers import BreakerGate
 from corq.worker.fetch import Admission, Fetcher
 from corq.worker.gates import Gates, StartGate
 from corq.worker.heartbeat import Heartbeat
@@ -38,6 +39,15 @@ class Parts:
     reconciler: Reconciler
     heartbeat: Heartbeat
     settler: Settler
+
+
+def _gates(app: App, backend: Backend, given: Sequence[StartGate]) -> Gates:
+    """The gates a claimed job passes: the caller's, then the circuit breakers' (only
+    when a task has one: a worker without breakers pays nothing for them)."""
+    gates = list(given)
+    if any(task.options.breaker is not None for task in app.registry.values()):
+        gates.append(BreakerGate(backend, app.clock))
+    return Gates(gates)
 
 
 def build_parts(
@@ -72,7 +82,7 @@ def build_parts(
         burst=burst,
     )
     settler = Settler(backend, clock, names, pending=admission.pending)
-    jobs = Jobs(app, backend, registry, admission, observers, settler, Gates(gates))
+    jobs = Jobs(app, backend, registry, admission, observers, settler, _gates(app, backend, gates))
     promoter = Promoter(backend, clock)
     fetcher = Fetcher(
         backend,
