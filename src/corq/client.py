@@ -36,6 +36,7 @@ from corq.errors import (
 from corq.flow import Dedupe, FlowStats, Outcome, TaskRules
 from corq.job import TERMINAL_STATES, Job, JobStatus
 from corq.limits import check_payload_size, check_priority
+from corq.overrides import effective_rules
 from corq.producer_checks import (
     check_count,
     check_job_id,
@@ -416,8 +417,13 @@ class Client:
                 self._rules_stored.add((job.queue, job.task))
                 continue
             missing.setdefault(job.queue, {})[job.task] = task.options.rules
+        if not missing:
+            return
+        # The runtime configuration's limits go over the code's: never clobbered by this.
+        snapshot = await self.with_retry(self.backend.read_config, "read the configuration")
         for queue, rules in missing.items():
-            await self._set_rules(queue, list(rules.values()))
+            merged = [effective_rules(r, snapshot) for r in rules.values()]
+            await self._set_rules(queue, merged)
             self._rules_stored.update((queue, name) for name in rules)
 
     async def _set_rules(self, queue: QueueName, rules: list[TaskRules]) -> None:

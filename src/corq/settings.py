@@ -79,6 +79,12 @@ class Settings(BaseSettings):
     scheduler_lease_s: float = Field(default=4.0, gt=0)
     #: How often schedulers look for schedule changes (the leader) or a free lease (standbys).
     scheduler_poll_s: float = Field(default=0.5, gt=0)
+    #: How often a worker looks at the runtime configuration's version (pause, weights,
+    #: strikes): a change is seen within this long.
+    config_poll_s: float = Field(default=0.5, gt=0)
+    #: How long a job of a struck task waits (snoozed, no attempt used) before it is
+    #: looked at again.
+    strike_recheck_s: float = Field(default=5.0, gt=0)
 
     @field_validator("default_queue")
     @classmethod

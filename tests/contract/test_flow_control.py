@@ -123,16 +123,15 @@ async def test_rules_apply_per_queue(backend: Backend) -> None:
     assert await claim_ids(backend, "w2", queue="q2") == ["b0", "b1", "b2"]
 
 
-async def test_rules_apply_to_the_jobs_enqueued_after_them(backend: Backend) -> None:
-    # Given a job enqueued before its task had rules (it waits in the plain ready set)
+async def test_rules_apply_to_the_jobs_enqueued_before_them_too(backend: Backend) -> None:
+    # Given jobs enqueued before their task had rules (in the plain ready set)
     await backend.enqueue_jobs([job("before1"), job("before2")])
     await set_rules(backend, TaskRules(task=LIMITED, concurrency=1))
     await backend.enqueue_jobs([job("after1"), job("after2")])
     await register(backend, "w1")
 
-    # Then the earlier ones start unlimited, the later ones one at a time
-    claimed = await claim_ids(backend, "w1")
-    assert set(claimed) == {"before1", "before2", "after1"}
+    # Then they are held by the rules as the later ones are: one at a time, in order
+    assert await claim_ids(backend, "w1") == ["before1"]
 
 
 # ------------------------------------------------------------------------------------------------

@@ -92,3 +92,9 @@ async def single(gate: str) -> str:
     """One at a time; holds its slot until the file `gate` exists."""
     await _gate(gate)
     return "ran"
+
+
+@app.task(concurrency=8)
+async def paced(log_dir: str, n: int, seconds: float) -> None:
+    """Limited to 8 at once in code; the runtime configuration test lowers it."""
+    await _recorded(log_dir, f"paced:{n}", asyncio.sleep(seconds))

@@ -1142,15 +1142,19 @@ class FlowControl(Protocol):
     defines them (``@app.task(concurrency=..., rate_limit=..., key=...)``), a worker
     stores them for every queue it serves when it starts, and an app before its first
     enqueue of a ruled task into a queue. A job is put in its task's lane when the task has
-    rules at the time it is made ready; rules stored later apply to jobs enqueued after.
+    rules at the time it is made ready; a task that gains its first rules (a limit set at
+    runtime) takes its jobs already ready into its lanes too (scheduled and retrying ones
+    keep the plain set on Redis, are routed when due on SQLite).
     """
 
     async def set_rules(self, queue: QueueName, rules: Sequence[TaskRules]) -> None:
         """Store these tasks' rules in `queue` (replacing theirs; other tasks keep theirs).
 
         A rule that is no longer ``active`` removes the task's rules: its lanes drain
-        without limits. A changed limit applies from the next claim: a raised concurrency
-        unparks the lanes it parked, a lowered one lets running jobs finish.
+        without limits. A task that had no rules here takes its ready jobs of the plain
+        ready set into its lanes (bounded steps after the rules are stored). A changed
+        limit applies from the next claim: a raised concurrency unparks the lanes it
+        parked, a lowered one lets running jobs finish.
         """
         ...
 
@@ -1318,6 +1322,7 @@ class Backend(
     Workflows,
     FlowControl,
     Breakers,
+    RuntimeConfig,
     Protocol,
 ):
     """A whole broker: every port, and the connection they share.

@@ -12,6 +12,7 @@ from corq.cli.common import describe_settings_error
 from corq.cli.demo import demo
 from corq.cli.dev import dev
 from corq.cli.jobs import dead, enqueue, job, queues
+from corq.cli.ops import config, queue, task, tasks
 from corq.cli.scheduler import scheduler
 from corq.cli.schedules import schedule
 from corq.cli.worker import worker
@@ -34,6 +35,10 @@ cli.add_command(enqueue)
 cli.add_command(job)
 cli.add_command(queues)
 cli.add_command(dead)
+cli.add_command(queue)
+cli.add_command(task)
+cli.add_command(tasks)
+cli.add_command(config)
 cli.add_command(schedule)
 cli.add_command(workflow)
 cli.add_command(demo)

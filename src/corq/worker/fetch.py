@@ -18,8 +18,9 @@ be spared (one queue, or slots left for the others); elsewhere the fetcher claim
 blocks on the wake signal when the queue is empty. In burst mode, the worker is done once
 every queue was seen empty since the last job ended and nothing runs.
 
-Where the coming controls go: pause (`turn` waits while its queue is paused), local limits
-(`_allocate` caps a queue's slots by its allowance, `finished` gives one back).
+The runtime configuration (``worker/config.py``) sets the queues' weights (`set_weights`)
+and pauses (`set_paused`: a paused queue's `turn` waits). Where local limits would go:
+`_allocate` caps a queue's slots by its allowance, `finished` gives one back.
 """
 
 from __future__ import annotations
@@ -124,6 +125,28 @@ class Admission:
         #: Work that may still make jobs ready: jobs claimed whose outcome is not recorded
         #: yet, and queues whose workflows are not settled yet (burst mode waits for both).
         self._pending = 0
+        #: Queues the runtime configuration pauses: given no turns (the broker refuses
+        #: their claims anyway).
+        self.paused: frozenset[QueueName] = frozenset()
+
+    def set_weights(self, weights: Mapping[QueueName, int]) -> None:
+        """New weights for the queues named (the runtime configuration's); the credits
+        earned so far are kept."""
+        changed = {q: w for q, w in weights.items() if q in self._turns.weights}
+        if any(self._turns.weights[q] != w for q, w in changed.items()):
+            self._turns.weights.update(changed)
+            self._changed.set()
+
+    def set_paused(self, queues: Collection[QueueName]) -> None:
+        """The queues the runtime configuration pauses: their turns wait, the slots given
+        to them go back to the others."""
+        paused = frozenset(q for q in queues if q in self._turns.weights)
+        if paused == self.paused:
+            return
+        self.paused = paused
+        for queue in paused:
+            self._owed.pop(queue, None)
+        self._changed.set()
 
     @property
     def claimable(self) -> int:
@@ -147,7 +170,7 @@ class Admission:
         while True:
             self._changed.clear()  # before looking: a change from now on wakes us
             async with self.lock:
-                count = self._take(queue)
+                count = 0 if queue in self.paused else self._take(queue)
                 if count > 0:
                     yield self._grant(count)
                     return
@@ -164,7 +187,7 @@ class Admission:
         (at most a claim's `BATCH` each); how many were given."""
         if len(self.queues) == 1:
             return self._allocate_alone(self.queues[0])
-        candidates = {q for q in self._waiting if self._owed.get(q, 0) < BATCH}
+        candidates = {q for q in self._waiting - self.paused if self._owed.get(q, 0) < BATCH}
         given = 0
         for _ in range(max(0, self.spare)):
             queue = self._turns.pick(candidates)
@@ -179,7 +202,8 @@ class Admission:
     def _allocate_alone(self, queue: QueueName) -> int:
         """One queue has nobody to share with: it is given the spare slots, no picks."""
         owed = self._owed.get(queue, 0)
-        given = min(self.spare, BATCH - owed) if queue in self._waiting else 0
+        waiting = queue in self._waiting and queue not in self.paused
+        given = min(self.spare, BATCH - owed) if waiting else 0
         if given > 0:
             self._owed[queue] = owed + given
         return max(given, 0)
@@ -253,7 +277,7 @@ class Admission:
         return (
             self.free == self.concurrency
             and self._pending == 0
-            and self._empty.issuperset(self.queues)
+            and self._empty.issuperset(set(self.queues) - self.paused)
         )
 
     async def wait_for_activity(self, timeout_s: float) -> None:

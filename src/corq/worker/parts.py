@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING
 from corq.backends.base import Backend, WorkerLease
 from corq.types import QueueName
 from corq.worker.breakers import BreakerGate
+from corq.worker.config import ConfigWatch, StrikeGate
 from corq.worker.fetch import Admission, Fetcher
 from corq.worker.gates import Gates, StartGate
 from corq.worker.heartbeat import Heartbeat
@@ -39,6 +40,7 @@ class Parts:
     reconciler: Reconciler
     heartbeat: Heartbeat
     settler: Settler
+    config: ConfigWatch
 
 
 def _gates(app: App, backend: Backend, given: Sequence[StartGate]) -> Gates:
@@ -82,7 +84,10 @@ def build_parts(
         burst=burst,
     )
     settler = Settler(backend, clock, names, pending=admission.pending)
-    jobs = Jobs(app, backend, registry, admission, observers, settler, _gates(app, backend, gates))
+    config = ConfigWatch(backend, admission, queues, poll_s=settings.config_poll_s)
+    struck = StrikeGate(config, clock, recheck_s=settings.strike_recheck_s)
+    start_gates = _gates(app, backend, [struck, *gates])
+    jobs = Jobs(app, backend, registry, admission, observers, settler, start_gates)
     promoter = Promoter(backend, clock)
     fetcher = Fetcher(
         backend,
@@ -132,4 +137,5 @@ def build_parts(
         reconciler,
         heartbeat,
         settler,
+        config,
     )

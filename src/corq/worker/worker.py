@@ -46,7 +46,8 @@ from typing import TYPE_CHECKING, Any
 from corq.aio import Backoff
 from corq.backends.base import WorkerLease
 from corq.errors import BrokerDataError, BrokerError, ConfigError
-from corq.flow import check_weight
+from corq.flow import TaskRules, check_weight
+from corq.overrides import rules_for_queues
 from corq.task import check_queue_name
 from corq.types import QueueName
 from corq.worker.gates import StartGate
@@ -317,13 +318,14 @@ class Worker:
         return True
 
     async def _join(self, parts: Parts) -> None:
-        """Store the tasks' flow-control rules in every queue, join every queue (retrying
+        """Read the runtime configuration, store the tasks' flow-control rules (merged
+        with it) in every queue, join every queue (retrying
         outages) and take back at once the jobs of leases that were ended (a supervised
         predecessor that died)."""
         backoff = Backoff("register")
-        rules = self.app.flow_rules()
         while True:
             try:
+                rules = await self._rules(parts)
                 if rules:  # before the first claim: the broker applies them to it
                     for queue in self.queues:
                         await parts.backend.set_rules(queue, rules)
@@ -334,6 +336,18 @@ class Worker:
             except BrokerError as exc:
                 await backoff.wait(exc)
 
+    async def _rules(self, parts: Parts) -> list[TaskRules]:
+        """The tasks' rules with the runtime configuration's limits over the code's (an
+        unreadable configuration leaves the code's)."""
+        try:
+            snapshot = await parts.config.load()
+        except BrokerDataError as exc:
+            log.error("the broker refused the runtime configuration: %s", exc)
+            snapshot = parts.config.snapshot
+        return rules_for_queues(
+            {t.name: t.options.rules for t in self.app.registry.values()}, snapshot
+        )
+
     async def _serve(self, parts: Parts) -> None:
         parts.heartbeat.start()
         loops = [
@@ -343,6 +357,7 @@ class Worker:
             asyncio.create_task(c, name=n)
             for n, c in (
                 ("corq-promote", parts.promoter.run()),
+                ("corq-config", parts.config.run()),
                 ("corq-reclaim", parts.reclaimer.run()),
                 ("corq-reconcile", parts.reconciler.run()),
                 ("corq-settle", parts.settler.run()),

@@ -116,6 +116,10 @@ class RedisAdmin(RedisContext):
             counts = await self._scripts.run_all(
                 [self._scripts.count_queue_jobs(self._q(q)) for q in names]
             )
+            async with self._redis.pipeline(transaction=False) as pipe:
+                for q in names:
+                    pipe.exists(self._q(q).paused)
+                paused = await pipe.execute() if names else []
         return [
             QueueStats(
                 queue=q,
@@ -124,8 +128,9 @@ class RedisAdmin(RedisContext):
                 in_flight=c.in_flight,
                 dead=c.dead,
                 workers=c.workers,
+                paused=bool(p),
             )
-            for q, c in zip(names, counts, strict=True)
+            for q, c, p in zip(names, counts, paused, strict=True)
         ]
 
     async def list_dead(self, queue: QueueName, offset: int = 0, limit: int = 50) -> list[Job]:

@@ -76,13 +76,23 @@ class RedisFlow(RedisContext):
     """Storing and reading a queue's flow-control rules and counters."""
 
     async def set_rules(self, queue: QueueName, rules: Sequence[TaskRules]) -> None:
+        """Tasks that gain their first rules here take their jobs already in the plain
+        ready set into their lanes, in bounded steps after the rules are stored (a crash
+        between steps leaves the rest in the plain set, where they run outside the rules,
+        as every job enqueued before the rules did before)."""
         if not rules:
             return
-        call = self._scripts.set_rules(
-            self._q(queue), rules=[(r.task, encode_rules(r)) for r in rules]
-        )
+        keys = self._q(queue)
+        with broker_errors("set_rules"):
+            stored = set(await self._redis.hkeys(keys.rules))
+        gained = [r.task for r in rules if r.active and r.task.encode() not in stored]
+        call = self._scripts.set_rules(keys, rules=[(r.task, encode_rules(r)) for r in rules])
         with broker_errors("set_rules"):
             await self._scripts.run(call)
+            cursor: str | None = ""
+            while gained and cursor is not None:
+                step = self._scripts.adopt_ready_jobs(keys, tasks=gained, cursor=cursor)
+                _, cursor = await self._scripts.run(step)
 
     async def get_rules(self, queue: QueueName) -> list[TaskRules]:
         """The readable rules by task name; a damaged entry is logged and left out (it

@@ -46,6 +46,18 @@ live in one Redis Cluster slot. ``$p`` is the key prefix (default ``corq``), ``$
     $p:{$q}:cooldown              HASH  cooldown key ('u:' unique key, or 't:' task) ->
                                         '<until_ms>:<job id>' (the job that opened it)
     $p:{$q}:cooldown-until        ZSET  cooldown key -> until_ms: the windows promotion prunes
+    $p:{$q}:paused                STR   the config version that paused the queue; absent
+                                        while it is open (claim_jobs hands nothing out)
+
+Runtime configuration (``config.py``; docs/design.md, "Runtime configuration") sits in a
+``{config}`` slot of its own: each change is one script there (``change_config``); a
+queue's pause is written in the queue's slot too (``set_queue_paused``): pausing after
+the change, resuming before it, so a crash between the two leaves the queue paused::
+
+    $p:{config}:entries           HASH  scope \x1f name \x1f field -> JSON text
+    $p:{config}:version           STR   the configuration's version (one per change)
+    $p:{config}:history           ZSET  cmsgpack [version, at_ms, who, scope, name, field,
+                                        old, new] -> version (CONFIG_HISTORY_KEEP kept)
 
 Flow control (``flow.py``; docs/design.md, "Flow control"). A lane is ``$t\x1f$k`` ($t a
 task with rules, $k its key or ''); the plain ready set is the lane ''::
@@ -285,6 +297,10 @@ class QueueKeys:
         return f"{self.tag}:notify:"
 
     @property
+    def paused(self) -> str:
+        return f"{self.tag}:paused"
+
+    @property
     def rules(self) -> str:
         return f"{self.tag}:rules"
 
@@ -498,6 +514,29 @@ class BreakerKeys:
 
 
 @dataclass(frozen=True, slots=True)
+class ConfigKeys:
+    """The keys of the ``{config}`` slot (runtime configuration)."""
+
+    prefix: str
+
+    @property
+    def tag(self) -> str:
+        return f"{self.prefix}:{{config}}"
+
+    @property
+    def entries(self) -> str:
+        return f"{self.tag}:entries"
+
+    @property
+    def version(self) -> str:
+        return f"{self.tag}:version"
+
+    @property
+    def history(self) -> str:
+        return f"{self.tag}:history"
+
+
+@dataclass(frozen=True, slots=True)
 class WorkflowKeys:
     """The keys of one workflow, in its own slot ``{wf:<id>}``."""
 
@@ -609,6 +648,10 @@ class RedisKeys:
     @property
     def schedules(self) -> SchedulesKeys:
         return SchedulesKeys(self.prefix)
+
+    @property
+    def config(self) -> ConfigKeys:
+        return ConfigKeys(self.prefix)
 
     def workflow(self, workflow_id: str) -> WorkflowKeys:
         return WorkflowKeys(self.prefix, workflow_id)

@@ -23,6 +23,7 @@ from corq.backends.base import (
 from corq.backends.redis import replies
 from corq.backends.redis.breaker_scripts import BreakerScripts
 from corq.backends.redis.calls import WAKE_CAP, Arg, ScriptCall, new_values, now_arg
+from corq.backends.redis.config_scripts import ConfigScripts
 from corq.backends.redis.keys import QueueKeys
 from corq.backends.redis.replies import HeldStep, Promoted, QueueCounts, StalledBatch
 from corq.backends.redis.schedule_scripts import ScheduleScripts
@@ -56,7 +57,7 @@ def dedupe_values(place: int, dedupe: Dedupe) -> list[Arg]:
 SNAPSHOT_TTL_MS = 3600 * 1000
 
 
-class Scripts(ScheduleScripts, WorkflowScripts, BreakerScripts):
+class Scripts(ScheduleScripts, WorkflowScripts, ConfigScripts, BreakerScripts):
     """The scripts, registered on one client (their SHA1s are computed once)."""
 
     def enqueue_jobs(
@@ -102,7 +103,7 @@ class Scripts(ScheduleScripts, WorkflowScripts, BreakerScripts):
     ) -> ScriptCall[ClaimBatch]:
         queue_keys = [keys.workers, keys.ready, keys.delayed, keys.seq, keys.wake]
         queue_keys += [keys.held(holder), keys.suspects, keys.dead, keys.outbox, *keys.flow_keys]
-        queue_keys += [keys.idle, *keys.unique_keys]
+        queue_keys += [keys.idle, *keys.unique_keys, keys.paused]
         args: list[Arg] = [keys.job_prefix, keys.done_prefix, holder, max(0, count)]
         args += [max(0, suspects), lease_ms, now_arg(now_ms), BATCH, PRIORITY_MIN, PRIORITY_MAX]
         args += [*self._dead_bounds, keys.queue, *keys.flow_prefixes]

@@ -57,7 +57,7 @@ def queue_stats(conn: Conn, queues: Sequence[QueueName] | None) -> list[QueueSta
     names = list_queues(conn) if queues is None else list(queues)
     stats = []
     for queue in names:
-        ready, delayed, in_flight, dead, workers = conn.execute(
+        ready, delayed, in_flight, dead, workers, paused = conn.execute(
             Q["queue_counts"], {"queue": queue}
         ).fetchone()
         stats.append(
@@ -68,6 +68,7 @@ def queue_stats(conn: Conn, queues: Sequence[QueueName] | None) -> list[QueueSta
                 in_flight=in_flight,
                 dead=dead,
                 workers=workers,
+                paused=bool(paused),
             )
         )
     return stats

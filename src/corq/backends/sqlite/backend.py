@@ -30,6 +30,7 @@ from corq.backends.base import (
 )
 from corq.backends.sqlite import admin, admit, claims, leases, outcomes, producer, reclaim
 from corq.backends.sqlite.breakers import SqliteBreakers
+from corq.backends.sqlite.config import SqliteConfig
 from corq.backends.sqlite.dead import DeadBounds
 from corq.backends.sqlite.flow import SqliteFlow
 from corq.backends.sqlite.schedules import SqliteSchedules
@@ -65,13 +66,13 @@ def _due_is_news(due: int | None, told: object) -> bool:
     return told is None or (isinstance(told, int) and due < told)
 
 
-class SqliteBackend(SqliteSchedules, SqliteWorkflows, SqliteFlow, SqliteBreakers):
+class SqliteBackend(SqliteSchedules, SqliteWorkflows, SqliteFlow, SqliteConfig, SqliteBreakers):
     """Backend on an SQLite file (``sqlite:///path``) or on the process's in-memory database
     (``sqlite:///:memory:``, shared by every backend of the process, gone with the last).
 
     `dead_max` and `dead_ttl_ms` bound each queue's dead letters (0: unbounded). The
     ScheduleStore methods come from schedules.py, the Workflows methods from workflows.py,
-    the FlowControl methods from flow.py.
+    the FlowControl methods from flow.py, the RuntimeConfig methods from config.py.
     """
 
     def __init__(

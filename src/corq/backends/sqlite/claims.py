@@ -16,6 +16,7 @@ from functools import partial
 
 from corq.backends.base import BATCH, ClaimBatch, ClaimedJob, HeldJob, damaged_error
 from corq.backends.sqlite import admit, flow
+from corq.backends.sqlite.config import queue_paused
 from corq.backends.sqlite.dead import DeadBounds, bury, trim
 from corq.backends.sqlite.records import Checked, checked_rows, claimed_job_maker, damage
 from corq.backends.sqlite.sql import Q
@@ -162,6 +163,8 @@ def claim_jobs(conn: Conn, ask: ClaimRequest, bounds: DeadBounds) -> ClaimBatch:
     next_due = promote(conn, ask.queue, now, bounds).next_due_ms
     _bury_strays(conn, ask.queue, now, bounds)
     jobs: list[ClaimedJob] = []
+    if queue_paused(conn, ask.queue):  # runtime configuration: nothing is handed out
+        return ClaimBatch(jobs=jobs, next_due_ms=next_due, suspects=0, idle=False)
     if ask.suspects > 0 and ask.count > 0:
         jobs += _take(conn, ask, min(ask.suspects, ask.count), now, bounds, suspect=True)
     if ask.count > len(jobs) and flow.has_lanes(conn, ask.queue):

@@ -49,7 +49,13 @@ class SqliteFlow:
     _thread: ConnectionThread
 
     async def set_rules(self, queue: QueueName, rules: Sequence[TaskRules]) -> None:
-        await self._thread.run(partial(set_rules, queue=queue, rules=list(rules)))
+        """Tasks that gain their first rules here take their jobs already in the plain
+        ready set into their lanes, BATCH a transaction after the one storing the rules."""
+        gained = await self._thread.run(partial(set_rules, queue=queue, rules=list(rules)))
+        for rule in gained:
+            adopt = partial(adopt_ready, queue=queue, task=rule.task, keyed=rule.keyed)
+            while await self._thread.run(adopt) >= BATCH:
+                pass
 
     async def get_rules(self, queue: QueueName) -> list[TaskRules]:
         rules = await self._thread.run(partial(load_rules, queue=queue), Tx.READ)
@@ -62,10 +68,12 @@ class SqliteFlow:
 # -- rules -----------------------------------------------------------------------------
 
 
-def set_rules(conn: Conn, queue: QueueName, rules: Sequence[TaskRules]) -> None:
+def set_rules(conn: Conn, queue: QueueName, rules: Sequence[TaskRules]) -> list[TaskRules]:
     """Store (or, for a rule no longer active, delete) each task's rules; unpark what the
     task parked, so a raised limit applies from the next claim (a claim parks it again
-    when it is still at its limit)."""
+    when it is still at its limit). Returns the rules of tasks that had none before."""
+    before = load_rules(conn, queue)
+    gained = [rule for rule in rules if rule.active and rule.task not in before]
     for rule in rules:
         if rule.active:
             conn.execute(Q["flow_rule_put"], _rule_params(queue, rule))
@@ -74,6 +82,13 @@ def set_rules(conn: Conn, queue: QueueName, rules: Sequence[TaskRules]) -> None:
         unpark = {"queue": queue, "task": rule.task, "turn": next_turn(conn, queue)}
         conn.execute(Q["flow_unpark_task_groups"], unpark)
         conn.execute(Q["flow_unpark_task_lanes"], unpark)
+    return gained
+
+
+def adopt_ready(conn: Conn, queue: QueueName, task: str, keyed: bool) -> int:
+    """Move at most BATCH of the task's plain ready jobs into its lanes; how many moved."""
+    params = {"queue": queue, "task": task, "keyed": int(keyed), "limit": BATCH}
+    return conn.execute(Q["flow_adopt_ready"], params).rowcount
 
 
 def _rule_params(queue: QueueName, rule: TaskRules) -> dict[str, Any]:

@@ -410,11 +410,15 @@ WHERE queue = :queue AND status IN ('scheduled', 'failed') AND run_at_ms < '';
 -- name: waiting_probe
 -- Whether a queue has a job a claim could take (in the plain ready set, or a ruled task's
 -- group in its rotation: parked and throttled lanes do not count), how many suspects
--- wait, and the earliest numeric delayed run time (the wait_for_jobs probe).
-SELECT EXISTS (SELECT 1 FROM jobs
-               WHERE queue = :queue AND status = 'queued' AND suspect = 0 AND lane = '')
-       OR EXISTS (SELECT 1 FROM flow_groups
-                  WHERE queue = :queue AND state = 'ready' AND task > ''),
+-- wait, and the earliest numeric delayed run time (the wait_for_jobs probe). A paused
+-- queue has nothing a claim could take.
+SELECT NOT EXISTS (SELECT 1 FROM config_entries
+                   WHERE scope = 'queue' AND name = :queue AND field = 'paused'
+                     AND value = 'true')
+       AND (EXISTS (SELECT 1 FROM jobs
+                    WHERE queue = :queue AND status = 'queued' AND suspect = 0 AND lane = '')
+            OR EXISTS (SELECT 1 FROM flow_groups
+                       WHERE queue = :queue AND state = 'ready' AND task > '')),
        (SELECT count(*) FROM jobs WHERE queue = :queue AND status = 'queued' AND suspect = 1),
        (SELECT min(run_at_ms) FROM jobs
         WHERE queue = :queue AND status IN ('scheduled', 'failed') AND run_at_ms < '');
@@ -565,7 +569,9 @@ SELECT
     (SELECT count(*) FROM jobs WHERE queue = :queue AND status IN ('scheduled', 'failed')),
     (SELECT count(*) FROM jobs WHERE queue = :queue AND status = 'running'),
     (SELECT count(*) FROM jobs WHERE queue = :queue AND status = 'dead'),
-    (SELECT count(*) FROM workers WHERE queue = :queue AND departed = 0);
+    (SELECT count(*) FROM workers WHERE queue = :queue AND departed = 0),
+    EXISTS (SELECT 1 FROM config_entries
+            WHERE scope = 'queue' AND name = :queue AND field = 'paused' AND value = 'true');
 
 -- name: dead_list
 -- A page of dead letters, newest first.
@@ -1433,3 +1439,60 @@ DELETE FROM breaker_failures WHERE task = :task;
 -- name: breaker_delete
 -- Reset a circuit by hand: its row goes (closed, nothing counted).
 DELETE FROM breakers WHERE task = :task;
+-- name: queue_paused
+-- Whether a queue is paused (runtime configuration): its claims hand nothing out.
+SELECT EXISTS (SELECT 1 FROM config_entries
+               WHERE scope = 'queue' AND name = :queue AND field = 'paused' AND value = 'true');
+
+-- name: config_version
+-- The runtime configuration's version.
+SELECT value FROM meta WHERE key = 'config_version';
+
+-- name: config_version_set
+-- Move the runtime configuration's version.
+INSERT INTO meta (key, value) VALUES ('config_version', :version)
+ON CONFLICT (key) DO UPDATE SET value = excluded.value;
+
+-- name: config_entry_get
+-- One field of one configuration entry.
+SELECT value FROM config_entries WHERE scope = :scope AND name = :name AND field = :field;
+
+-- name: config_entry_put
+-- Set one field of one configuration entry.
+INSERT INTO config_entries (scope, name, field, value) VALUES (:scope, :name, :field, :value)
+ON CONFLICT (scope, name, field) DO UPDATE SET value = excluded.value;
+
+-- name: config_entry_delete
+-- Remove one field of one configuration entry (the code's default applies again).
+DELETE FROM config_entries WHERE scope = :scope AND name = :name AND field = :field;
+
+-- name: config_entries_all
+-- Every configuration entry's fields.
+SELECT scope, name, field, value FROM config_entries;
+
+-- name: config_history_add
+-- Record one field's change.
+INSERT INTO config_history (version, at_ms, who, scope, name, field, old, new)
+VALUES (:version, :at_ms, :who, :scope, :name, :field, :old, :new);
+
+-- name: config_history_trim
+-- Keep the newest :keep changes.
+DELETE FROM config_history WHERE seq <= (SELECT max(seq) FROM config_history) - :keep;
+
+-- name: config_history_page
+-- Changes before :before (a version), newest first, of an optional scope and name.
+SELECT version, at_ms, who, scope, name, field, old, new FROM config_history
+WHERE version < :before AND (:scope IS NULL OR scope = :scope)
+  AND (:name IS NULL OR name = :name)
+ORDER BY seq DESC
+LIMIT :limit;
+
+-- name: flow_adopt_ready
+-- Move at most :limit ready jobs of :task from the plain ready set into the lanes its new
+-- rules give it (jobs_enter_lane puts the lanes in their rotations).
+UPDATE jobs
+SET lane = :task || char(31) || CASE WHEN :keyed = 1 THEN coalesce(key, '') ELSE '' END
+WHERE rowid IN (SELECT rowid FROM jobs
+                WHERE queue = :queue AND status = 'queued' AND suspect = 0 AND lane = ''
+                  AND task = :task
+                LIMIT :limit);

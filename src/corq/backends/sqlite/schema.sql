@@ -666,3 +666,31 @@ CREATE TABLE IF NOT EXISTS breaker_failures (
     at_ms INTEGER NOT NULL,
     PRIMARY KEY (task, seq)
 ) WITHOUT ROWID;
+-- Version 7, runtime configuration (see docs/design.md, "Runtime configuration"): the
+-- entries operators set (a field overrides the code's default; a queue's 'paused' is read
+-- by every claim and wait probe of the queue), the history of their changes (one row per
+-- field changed, trimmed to CONFIG_HISTORY_KEEP), and meta 'config_version' (one per
+-- change that changed anything), all written by one transaction per change.
+CREATE TABLE IF NOT EXISTS config_entries (
+    scope TEXT NOT NULL,
+    name TEXT NOT NULL,
+    field TEXT NOT NULL,
+    value TEXT NOT NULL,
+    PRIMARY KEY (scope, name, field)
+) WITHOUT ROWID;
+
+CREATE TABLE IF NOT EXISTS config_history (
+    seq INTEGER PRIMARY KEY,
+    version INTEGER NOT NULL,
+    at_ms INTEGER NOT NULL,
+    who TEXT NOT NULL,
+    scope TEXT NOT NULL,
+    name TEXT NOT NULL,
+    field TEXT NOT NULL,
+    old TEXT,
+    new TEXT
+);
+
+CREATE INDEX IF NOT EXISTS config_history_version ON config_history (version);
+
+INSERT OR IGNORE INTO meta (key, value) VALUES ('config_version', 0);

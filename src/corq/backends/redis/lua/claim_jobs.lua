@@ -11,6 +11,10 @@ task is handed out with task '' (the worker dead-letters it). If ready jobs rema
 holders are handed them (when this claim took some) and, when no wake token is pending,
 one is pushed so another waiting worker comes to help (chain wake-up, the wake include).
 
+A paused queue (KEYS[21] exists) hands nothing out: the claim renews the lease and
+promotes, takes no job, lists no idle holder and wakes nobody (no chain wake either, or
+waiting workers would wake each other in turn).
+
 With `idle` '1', a claim that takes nothing lists the holder in `idle` (the next step that
 makes a job ready hands one to it, see the wake include), unless its inbox already holds
 something (await_jobs returns that at once). A claim that takes something unlists it.
@@ -35,6 +39,7 @@ KEYS[17] expiring        ZSET  job id -> start_by_ms
 KEYS[18] idle            ZSET  idle holders waiting to be handed a job
 KEYS[19] unique          HASH  unique key -> job holding it (an end frees it)
 KEYS[20] unique_kept     ZSET  unique keys kept after their job's end
+KEYS[21] paused          STR   set while the queue is paused (set_queue_paused)
 ARGV[1] job_prefix     a record's key is job_prefix .. id
 ARGV[2] done_prefix    a job's done channel is done_prefix .. id
 ARGV[3] holder         the claiming holder
@@ -112,6 +117,7 @@ local unique_kept_key = KEYS[20]
 local held_prefix = ARGV[16]
 local inbox_prefix = ARGV[17]
 local idle = ARGV[18]
+local paused_key = KEYS[21]
 
 local q = {
   ready = ready_key, delayed = delayed_key, suspects = suspects_key, seq = seq_key,
@@ -146,6 +152,10 @@ local out = {0, false, 0, 0}
 local c = claim_context(q, holder, held_key, queue, now_ms, out)
 
 count = math.min(count, batch) -- one call stays bounded; the worker claims again for more
+local paused = redis.call('EXISTS', paused_key) == 1
+if paused then
+  count, idle = 0, '0'
+end
 local taken = 0
 if count > 0 then
   taken = take_jobs(c, suspects_key, math.min(suspects_wanted, count), '1')
@@ -169,10 +179,14 @@ if buried > 0 then
   trim_dead(q, now_ms)
 end
 if flowing then
-  chain_wake(q, taken > 0, groups_key)
+  if not paused then
+    chain_wake(q, taken > 0, groups_key)
+  end
   out[2] = earlier(delayed_head(delayed_key), throttled_head(q)) or false
 else
-  chain_wake(q, taken > 0, ready_key)
+  if not paused then
+    chain_wake(q, taken > 0, ready_key)
+  end
   out[2] = delayed_head(delayed_key) or false
 end
 out[3] = redis.call('ZCARD', suspects_key)
