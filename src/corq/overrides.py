@@ -15,8 +15,8 @@ import logging
 from collections.abc import Mapping
 from enum import StrEnum
 
-from corq.control import ConfigScope, ConfigSnapshot, Strike
-from corq.errors import FlowRuleError
+from corq.control import Breaker, ConfigScope, ConfigSnapshot, Strike
+from corq.errors import ConfigError, FlowRuleError
 from corq.flow import Rate, TaskRules, check_limit, check_weight
 from corq.types import QueueName, TaskName
 
@@ -129,3 +129,44 @@ def strikes(snapshot: ConfigSnapshot) -> list[Strike]:
             continue
         out.append(Strike(task=TaskName(task), where=where or None))
     return sorted(out, key=lambda strike: strike.id)
+
+
+# -- circuit breakers ---------------------------------------------------------------------
+
+#: The fields of a TASK entry that override a task's breaker, and the Breaker attribute
+#: each sets.
+BREAKER_FIELDS = {
+    "breaker_failures": "failures",
+    "breaker_window": "window",
+    "breaker_reset": "reset",
+}
+
+
+def breaker_overrides(snapshot: ConfigSnapshot, task: TaskName) -> dict[str, object]:
+    """The breaker thresholds the configuration sets for `task` (Breaker attribute ->
+    value as decoded; unreadable texts left out)."""
+    out: dict[str, object] = {}
+    for name, raw in snapshot.get(ConfigScope.TASK, task).items():
+        if name in BREAKER_FIELDS:
+            value = _decoded(raw, f"task {task!r} {name}")
+            if value is not None:
+                out[BREAKER_FIELDS[name]] = value
+    return out
+
+
+def effective_breaker(
+    code: Breaker | None, snapshot: ConfigSnapshot, task: TaskName
+) -> Breaker | None:
+    """The task's breaker with the thresholds the configuration sets in place of the
+    code's (a task defined without a breaker has none); a combination that is not a
+    valid breaker is ignored with a warning, and the code's applies."""
+    if code is None:
+        return None
+    changes = breaker_overrides(snapshot, task)
+    if not changes:
+        return code
+    try:
+        return dataclasses.replace(code, **changes)  # type: ignore[arg-type]  # Breaker checks them
+    except (ConfigError, TypeError) as exc:
+        log.warning("runtime configuration: task %r breaker: %s: ignored", task, exc)
+        return code

@@ -7,10 +7,11 @@ letters, workers, events); `Admin` is their union, bound to one client and one a
 from __future__ import annotations
 
 from corq.admin.base import AdminBase
+from corq.admin.breakers import BreakersAdmin
 from corq.admin.config import ConfigAdmin
 
 
-class Admin(ConfigAdmin, AdminBase):
+class Admin(ConfigAdmin, BreakersAdmin, AdminBase):
     """Operator calls over one broker connection, recorded as made by ``who``."""
 
 

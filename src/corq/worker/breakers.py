@@ -23,8 +23,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from corq.backends.base import Breakers, ClaimedJob, Completion, Failure
-from corq.control import Breaker, BreakerState, BreakerStatus
+from corq.control import Breaker, BreakerState, BreakerStatus, ConfigSnapshot
 from corq.errors import BrokerDataError, BrokerError
+from corq.overrides import effective_breaker
 from corq.task import Task
 from corq.types import Clock, JobId, TaskName
 from corq.worker.gates import Snoozed
@@ -45,6 +46,27 @@ RuleOf = Callable[[Task[Any, Any]], Breaker | None]
 def code_rule(task: Task[Any, Any]) -> Breaker | None:
     """The breaker the task was defined with."""
     return task.options.breaker
+
+
+def configured_rule(snapshot: Callable[[], ConfigSnapshot]) -> RuleOf:
+    """The task's breaker with the runtime configuration's thresholds (``breaker_failures``,
+    ``breaker_window``, ``breaker_reset``) in place of the code's, worked out once per task
+    and configuration version."""
+    known: dict[TaskName, tuple[int, Breaker | None]] = {}
+
+    def rule_of(task: Task[Any, Any]) -> Breaker | None:
+        code = task.options.breaker
+        if code is None:
+            return None
+        now = snapshot()
+        cached = known.get(task.name)
+        if cached is not None and cached[0] == now.version:
+            return cached[1]
+        rule = effective_breaker(code, now, task.name)
+        known[task.name] = (now.version, rule)
+        return rule
+
+    return rule_of
 
 
 @dataclass(frozen=True, slots=True)

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING
 
 from corq.backends.base import Backend, WorkerLease
 from corq.types import QueueName
-from corq.worker.breakers import BreakerGate
+from corq.worker.breakers import BreakerGate, configured_rule
 from corq.worker.config import ConfigWatch, StrikeGate
 from corq.worker.fetch import Admission, Fetcher
 from corq.worker.gates import Gates, StartGate
@@ -43,12 +43,13 @@ class Parts:
     config: ConfigWatch
 
 
-def _gates(app: App, backend: Backend, given: Sequence[StartGate]) -> Gates:
-    """The gates a claimed job passes: the caller's, then the circuit breakers' (only
-    when a task has one: a worker without breakers pays nothing for them)."""
+def _gates(app: App, backend: Backend, config: ConfigWatch, given: Sequence[StartGate]) -> Gates:
+    """The gates a claimed job passes: the given ones, then the circuit breakers' (only
+    when a task has one: a worker without breakers pays nothing for them), with the
+    runtime configuration's thresholds."""
     gates = list(given)
     if any(task.options.breaker is not None for task in app.registry.values()):
-        gates.append(BreakerGate(backend, app.clock))
+        gates.append(BreakerGate(backend, app.clock, configured_rule(lambda: config.snapshot)))
     return Gates(gates)
 
 
@@ -86,7 +87,7 @@ def build_parts(
     settler = Settler(backend, clock, names, pending=admission.pending)
     config = ConfigWatch(backend, admission, queues, poll_s=settings.config_poll_s)
     struck = StrikeGate(config, clock, recheck_s=settings.strike_recheck_s)
-    start_gates = _gates(app, backend, [struck, *gates])
+    start_gates = _gates(app, backend, config, [struck, *gates])
     jobs = Jobs(app, backend, registry, admission, observers, settler, start_gates)
     promoter = Promoter(backend, clock)
     fetcher = Fetcher(
