@@ -187,3 +187,42 @@ async def test_jobs_waiting_for_a_running_probe_start_after_its_permit_lapses(
         clock.advance(20)
         assert await other.result(timeout=10) == 2
         assert (await other.info()).attempt == 1
+
+
+async def test_many_jobs_due_at_once_after_the_cool_down_give_one_probe(
+    fake_app: FakeApp,
+) -> None:
+    app, clock = fake_app
+    release = asyncio.Event()
+    calls: list[int] = []
+
+    @app.task(retries=0, breaker=corq.Breaker(failures=1, window=60, reset=20))
+    async def call(n: int) -> int:
+        calls.append(n)
+        if n < 0:
+            raise ConnectionError("down")
+        await release.wait()
+        return n
+
+    async with run_worker(app, concurrency=10):
+        # Given an open circuit and eight jobs waiting for its cool-down
+        with pytest.raises(corq.JobFailedError):
+            await (await call.enqueue(-1)).result(timeout=10)
+        jobs = await call.enqueue_many([(n,) for n in range(8)])
+        for job in jobs:
+            await until(partial(_status_is, job, S.SCHEDULED), what="snoozed")
+
+        # When they all come due at once on a worker with room for all of them
+        clock.advance(20)
+        await until(lambda: len(calls) == 2, what="the probe")
+
+        # Then one runs, as the probe; the seven others wait again, without an attempt
+        await until(partial(_count, jobs, S.SCHEDULED, 7), what="seven snoozed again")
+        assert await _count(jobs, S.RUNNING, 1)
+        assert {(await job.info()).attempt for job in jobs} == {0, 1}
+        assert len(calls) == 2
+        release.set()
+
+
+async def _count(jobs: list[corq.JobHandle[int]], status: corq.JobStatus, n: int) -> bool:
+    return [await job.status() for job in jobs].count(status) == n

@@ -3,8 +3,10 @@
 Before a job of a task with a breaker starts, the gate asks the broker for a permit
 (``Breakers.breaker_permit``) unless the answer it last learned is fresh: a closed circuit
 learned less than BREAKER_REFRESH_S ago lets the job start without a call, an open one
-snoozes it until the cool-down ends. Not allowed, the job is snoozed until the permit's
-``retry_at_ms`` (reason ``breaker open``): no attempt is used. After the attempt it reports
+snoozes it until the cool-down ends; while one permit is asked for, the other starts of the
+task share its answer (a stampede of starts costs one call). Not allowed, the job is
+snoozed until the permit's ``retry_at_ms`` (reason ``breaker open``): no attempt is used.
+After the attempt it reports
 a failure (an exception, a timeout, a crash) or a probe's outcome at once, a success only
 when its view is older than BREAKER_REFRESH_S (which refreshes it); snoozes, releases,
 cancels and unrunnable jobs are neither. So a closed circuit costs at most one call a
@@ -17,13 +19,14 @@ probe's outcome (its permit lapses and another probe runs).
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
 from corq.backends.base import Breakers, ClaimedJob, Completion, Failure
-from corq.control import Breaker, BreakerState, BreakerStatus, ConfigSnapshot
+from corq.control import Breaker, BreakerPermit, BreakerState, BreakerStatus, ConfigSnapshot
 from corq.errors import BrokerDataError, BrokerError
 from corq.overrides import effective_breaker
 from corq.task import Task
@@ -89,6 +92,8 @@ class BreakerGate:
         self._known: dict[TaskName, _Known] = {}
         #: (job id, fence) of the attempts running as their circuit's probe.
         self._probes: set[tuple[JobId, int]] = set()
+        #: The permit asked for per task now: the checks meanwhile share its answer.
+        self._asking: dict[TaskName, asyncio.Future[BreakerPermit]] = {}
         self._refresh_ms = round(BREAKER_REFRESH_S * 1000)
 
     async def check(
@@ -104,17 +109,41 @@ class BreakerGate:
                 return None
             if known.until_ms is not None and now < known.until_ms:
                 return Snoozed(until_ms=known.until_ms, reason=BREAKER_OPEN)
-        permit = await self._backend.breaker_permit(task.name, rule, self._clock.broker_now_ms())
-        if permit.allowed and permit.probe:
+        asking = self._asking.get(task.name)
+        if asking is not None:  # one question at a time per task: the others share its answer
+            shared = await asyncio.shield(asking)
+            if shared.probe:  # the asker probes; the rest wait, as the broker would say
+                return Snoozed(until_ms=now + round(rule.reset * 1000), reason=BREAKER_OPEN)
+            return self._answered(task.name, shared, now)
+        permit = await self._ask(task.name, rule)
+        if permit.probe:
             self._probes.add((job.id, job.fence))
             self._known[task.name] = _Known(BreakerStatus.HALF_OPEN, now)
             log.info("task %s: circuit half-open, job %s runs as its probe", task.name, job.id)
             return None
+        return self._answered(task.name, permit, now)
+
+    async def _ask(self, task: TaskName, rule: Breaker) -> BreakerPermit:
+        """Ask the broker, as the one question in flight for `task`."""
+        asking = asyncio.ensure_future(
+            self._backend.breaker_permit(task, rule, self._clock.broker_now_ms())
+        )
+        # Retrieved even when every asker was cancelled meanwhile (no "never retrieved").
+        asking.add_done_callback(lambda done: done.cancelled() or done.exception())
+        self._asking[task] = asking
+        try:
+            return await asyncio.shield(asking)
+        finally:
+            if self._asking.get(task) is asking:
+                del self._asking[task]
+
+    def _answered(self, task: TaskName, permit: BreakerPermit, now: int) -> Snoozed | None:
+        """Run, or snooze until the permit says (a probe's is handled by its asker)."""
         if permit.allowed:
-            self._known[task.name] = _Known(BreakerStatus.CLOSED, now)
+            self._known[task] = _Known(BreakerStatus.CLOSED, now)
             return None
         until = permit.retry_at_ms if permit.retry_at_ms is not None else now + self._refresh_ms
-        self._known[task.name] = _Known(BreakerStatus.OPEN, now, until)
+        self._known[task] = _Known(BreakerStatus.OPEN, now, until)
         return Snoozed(until_ms=until, reason=BREAKER_OPEN)
 
     async def finished(self, job: ClaimedJob, task: Task[Any, Any], outcome: Outcome) -> None:
