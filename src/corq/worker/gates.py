@@ -80,6 +80,14 @@ class Arguments(Mapping[str, object]):
         return len(self._values())
 
 
+def _valid(answer: object) -> bool:
+    return (
+        isinstance(answer, Snoozed)
+        and type(answer.until_ms) is int
+        and isinstance(answer.reason, str)
+    )
+
+
 class Gates:
     """A worker's gates, asked in order."""
 
@@ -98,6 +106,10 @@ class Gates:
         for gate in self._gates:
             try:
                 answer = await gate.check(job, task, arguments)
+                if answer is not None and not _valid(answer):
+                    raise TypeError(
+                        f"a gate answers None or Snoozed(until_ms=int, reason=str), not {answer!r}"
+                    )
             except Exception:
                 self._failed(gate, "check")
                 continue
