@@ -131,42 +131,34 @@ def strikes(snapshot: ConfigSnapshot) -> list[Strike]:
     return sorted(out, key=lambda strike: strike.id)
 
 
-# -- circuit breakers ---------------------------------------------------------------------
-
-#: The fields of a TASK entry that override a task's breaker, and the Breaker attribute
-#: each sets.
+#: The fields of a TASK entry that override a task's breaker, by the Breaker attribute.
 BREAKER_FIELDS = {
-    "breaker_failures": "failures",
-    "breaker_window": "window",
-    "breaker_reset": "reset",
+    "failures": "breaker_failures",
+    "window": "breaker_window",
+    "reset": "breaker_reset",
 }
 
 
 def breaker_overrides(snapshot: ConfigSnapshot, task: TaskName) -> dict[str, object]:
-    """The breaker thresholds the configuration sets for `task` (Breaker attribute ->
-    value as decoded; unreadable texts left out)."""
+    """The breaker thresholds the configuration sets for `task`, by Breaker attribute."""
+    fields = snapshot.get(ConfigScope.TASK, task)
     out: dict[str, object] = {}
-    for name, raw in snapshot.get(ConfigScope.TASK, task).items():
-        if name in BREAKER_FIELDS:
-            value = _decoded(raw, f"task {task!r} {name}")
-            if value is not None:
-                out[BREAKER_FIELDS[name]] = value
+    for attribute, name in BREAKER_FIELDS.items():
+        if name in fields:
+            out[attribute] = _decoded(fields[name], f"task {task!r} {name}")
     return out
 
 
 def effective_breaker(
     code: Breaker | None, snapshot: ConfigSnapshot, task: TaskName
 ) -> Breaker | None:
-    """The task's breaker with the thresholds the configuration sets in place of the
-    code's (a task defined without a breaker has none); a combination that is not a
-    valid breaker is ignored with a warning, and the code's applies."""
-    if code is None:
-        return None
+    """`code` (or the default Breaker, when the configuration sets thresholds for a task
+    without one) with the configuration's thresholds; unreadable ones leave it as it is."""
     changes = breaker_overrides(snapshot, task)
     if not changes:
         return code
     try:
-        return dataclasses.replace(code, **changes)  # type: ignore[arg-type]  # Breaker checks them
-    except (ConfigError, TypeError) as exc:
+        return dataclasses.replace(code or Breaker(), **changes)  # type: ignore[arg-type]  # Breaker checks them
+    except ConfigError as exc:
         log.warning("runtime configuration: task %r breaker: %s: ignored", task, exc)
         return code

@@ -119,6 +119,8 @@ def test_history_says_who_changed_what(ops: Ops) -> None:
     ]
     assert all(c["who"].startswith("cli:") for c in changes)
     assert "rate_limit" in ops.ok("config", "history", "--limit", "1")
+    only = ops.ok("config", "history", "--scope", "queue", "--name", "default", "--json")
+    assert [json.loads(line)["field"] for line in only.splitlines()] == ["paused"]
 
 
 @pytest.mark.parametrize(
@@ -134,6 +136,8 @@ def test_history_says_who_changed_what(ops: Ops) -> None:
         (["queue", "weight", "default", "0"], "from 1 to 1000"),
         (["queue", "weight", "default", "lots"], "1-1000 or 'default'"),
         (["queue", "pause", "bad queue!"], "invalid queue name"),
+        (["task", "breaker", "send", "--failures", "0", "--app", APP], "at least 1"),
+        (["task", "breaker", "send", "--clear", "speed", "--app", APP], "no breaker threshold"),
     ],
     ids=[
         "unknown-task",
@@ -146,6 +150,8 @@ def test_history_says_who_changed_what(ops: Ops) -> None:
         "weight-0",
         "weight-text",
         "bad-queue",
+        "breaker-0",
+        "breaker-field",
     ],
 )
 def test_bad_input_is_one_line_and_writes_nothing(ops: Ops, args: list[str], message: str) -> None:
@@ -154,3 +160,12 @@ def test_bad_input_is_one_line_and_writes_nothing(ops: Ops, args: list[str], mes
     assert result.exit_code != 0
     assert message in result.output
     assert ops.version() == 0
+
+
+def test_breaker_thresholds_are_set_and_recorded(ops: Ops) -> None:
+    out = ops.ok("task", "breaker", "send", "--failures", "3", "--reset", "10", "--app", APP)
+
+    assert "failures=3 window=60s reset=10s" in out
+    shown = ops.ok("config", "show")
+    assert "breaker_failures=3" in shown
+    assert "breaker_reset=10" in shown

@@ -218,3 +218,31 @@ async def test_changes_are_recorded_with_who_made_them(app: corq.App) -> None:
         ("bob", ConfigScope.TASK, "send", "rate_limit", '"10/s"'),
         ("alice", ConfigScope.QUEUE, "default", "paused", "true"),
     ]
+
+
+async def test_a_limit_set_at_runtime_holds_the_jobs_queued_before_it(app: corq.App) -> None:
+    running = 0
+    most = 0
+
+    @app.task
+    async def unlimited(n: int) -> int:
+        nonlocal running, most
+        running += 1
+        most = max(most, running)
+        await asyncio.sleep(0.01)
+        running -= 1
+        return n
+
+    admin = app.admin("tester")
+    # Given jobs of a task without limits queued while its queue is paused
+    await admin.pause_queue("default")
+    jobs = [await unlimited.enqueue(n) for n in range(10)]
+
+    # When it is limited to one at a time, and the queue resumed
+    await admin.set_limits("unlimited", concurrency=1)
+    await admin.resume_queue("default")
+    async with run_worker(app, concurrency=10):
+        results = [await j.result(timeout=20) for j in jobs]
+
+    # Then the jobs queued before the limit ran one at a time too
+    assert (results, most) == (list(range(10)), 1)

@@ -39,8 +39,8 @@ def test_all_is_sorted_and_exported() -> None:
         "workflows",
         "admin",
         "control",
+        "overrides",
         "events",
         "worker_info",
-        "overrides",
     }
     assert set(corq.__all__) == public - modules

@@ -6,9 +6,15 @@ from __future__ import annotations
 
 import asyncio
 
-from corq.control import ConfigScope, ConfigSnapshot, Strike
+from corq.control import Breaker, ConfigScope, ConfigSnapshot, Strike
 from corq.flow import Rate, TaskRules
-from corq.overrides import effective_rules, queue_paused, queue_weight, strikes
+from corq.overrides import (
+    effective_breaker,
+    effective_rules,
+    queue_paused,
+    queue_weight,
+    strikes,
+)
 from corq.worker.config import ConfigWatch
 from corq.worker.fetch import Admission
 
@@ -77,3 +83,14 @@ async def _grant(admission: Admission, queue: str) -> int:
         count = grant.count
         admission.empty(queue)
         return count
+
+
+def test_breaker_thresholds_override_the_code_and_bad_ones_are_ignored() -> None:
+    code = Breaker(failures=5, window=60, reset=30)
+
+    set_ = effective_breaker(code, snapshot(task__t={"breaker_failures": "2"}), "t")
+    bad = effective_breaker(code, snapshot(task__t={"breaker_reset": "-1"}), "t")
+    new = effective_breaker(None, snapshot(task__t={"breaker_reset": "5"}), "t")
+
+    assert (set_, bad, new) == (Breaker(failures=2), code, Breaker(reset=5))
+    assert effective_breaker(None, snapshot(), "t") is None

@@ -19,13 +19,15 @@ from dataclasses import dataclass
 from typing import Any
 
 from corq.admin.base import AdminBase
-from corq.control import ConfigChange, ConfigScope, ConfigSnapshot, Strike
+from corq.control import Breaker, ConfigChange, ConfigScope, ConfigSnapshot, Strike
 from corq.errors import ConfigError, FlowRuleError, UnknownTaskError
 from corq.flow import Rate, TaskRules, check_weight
 from corq.names import check_queue_name
 from corq.overrides import (
+    BREAKER_FIELDS,
     KEY_FIELDS,
     LimitField,
+    effective_breaker,
     effective_rules,
     encode_limit,
     limit_value,
@@ -134,6 +136,38 @@ class ConfigAdmin(AdminBase):
             else:
                 out.append(LimitView(field=field, value=None, source="-"))
         return out
+
+    # -- breakers --------------------------------------------------------------------
+    async def set_breaker(
+        self,
+        task: TaskName,
+        *,
+        failures: int | None = None,
+        window: float | None = None,
+        reset: float | None = None,
+        clear: Iterable[str] = (),
+    ) -> Breaker:
+        """Override the thresholds of `task`'s circuit breaker (None leaves one as it is; a
+        name in `clear` gives the code's back). Returns the thresholds as they now are
+        (from a task without a breaker in code: the default Breaker's, with these)."""
+        found = self._task(task)
+        given = {"failures": failures, "window": window, "reset": reset}
+        values: dict[str, str | None] = {
+            BREAKER_FIELDS[k]: json.dumps(v) for k, v in given.items() if v is not None
+        }
+        for name in clear:
+            if name not in BREAKER_FIELDS:
+                raise ConfigError(f"no breaker threshold named {name!r} (failures, window, reset)")
+            if BREAKER_FIELDS[name] in values:
+                raise ConfigError(f"{name} is both set and cleared")
+            values[BREAKER_FIELDS[name]] = None
+        if not values:
+            raise ConfigError("give at least one breaker threshold to set or clear")
+        snapshot = _with_values(await self.backend.read_config(), task, values)
+        Breaker(**_breaker_values(snapshot, task))  # checks them before anything is written
+        await self._change(ConfigScope.TASK, task, values)
+        merged = effective_breaker(found.options.breaker, await self.backend.read_config(), task)
+        return merged or Breaker()
 
     # -- strikes ---------------------------------------------------------------------
     async def strike(self, task: TaskName, where: Mapping[str, object] | None = None) -> Strike:
@@ -252,14 +286,25 @@ def _with_fields(
     snapshot: ConfigSnapshot, task: TaskName, values: Mapping[LimitField, str | None]
 ) -> ConfigSnapshot:
     """The snapshot as it will be after the change (to check the merged rules first)."""
+    return _with_values(snapshot, task, {k.value: v for k, v in values.items()})
+
+
+def _with_values(
+    snapshot: ConfigSnapshot, task: TaskName, values: Mapping[str, str | None]
+) -> ConfigSnapshot:
     entries = {key: dict(fields) for key, fields in snapshot.entries.items()}
     fields = entries.setdefault((ConfigScope.TASK, task), {})
     for field, value in values.items():
         if value is None:
-            fields.pop(field.value, None)
+            fields.pop(field, None)
         else:
-            fields[field.value] = value
+            fields[field] = value
     return ConfigSnapshot(version=snapshot.version, entries=entries)
+
+
+def _breaker_values(snapshot: ConfigSnapshot, task: TaskName) -> dict[str, Any]:
+    fields = snapshot.get(ConfigScope.TASK, task)
+    return {k: json.loads(fields[name]) for k, name in BREAKER_FIELDS.items() if name in fields}
 
 
 def _parameter_names(task: Task[Any, Any]) -> set[str]:

@@ -8,7 +8,7 @@ import click
 from pydantic import ValidationError
 
 from corq import CorqError
-from corq.cli.breakers import breaker, reset_breaker
+from corq.cli.breakers import reset_breaker
 from corq.cli.common import describe_settings_error
 from corq.cli.demo import demo
 from corq.cli.dev import dev
@@ -38,7 +38,6 @@ cli.add_command(queues)
 cli.add_command(dead)
 cli.add_command(queue)
 cli.add_command(task)
-task.add_command(breaker)
 task.add_command(reset_breaker)
 cli.add_command(tasks)
 cli.add_command(config)

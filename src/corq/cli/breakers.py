@@ -1,5 +1,5 @@
-"""`corq task breaker | reset-breaker`: a task's circuit breaker, its thresholds changed at
-runtime, and closing it by hand; the breaker column of `corq tasks`."""
+"""`corq task reset-breaker`: close a task's circuit by hand; the breaker column of `corq
+tasks` (`corq task breaker` changes the thresholds: see cli/ops.py)."""
 
 from __future__ import annotations
 
@@ -65,43 +65,6 @@ def breaker_json(view: BreakerView | None) -> dict[str, object] | None:
         else {"failures": rule.failures, "window": rule.window, "reset": rule.reset},
         "source": view.source,
     }
-
-
-@click.command("breaker")
-@click.argument("name")
-@click.option("--failures", type=int, default=None, help="Failures within the window that open it.")
-@click.option("--window", type=float, default=None, help="The window, in seconds.")
-@click.option("--reset", type=float, default=None, help="How long it stays open, in seconds.")
-@click.option("--clear", is_flag=True, help="Give the code's thresholds back first.")
-@app_option
-@url_option
-def breaker(
-    name: str,
-    failures: int | None,
-    window: float | None,
-    reset: float | None,
-    clear: bool,
-    app_path: str | None,
-    url: str | None,
-) -> None:
-    """Show NAME's circuit breaker; with options, change its thresholds on every worker."""
-    if not app_path:
-        raise click.UsageError("give --app MODULE:ATTR: the task must be known to be checked")
-    app = make_app(app_path, url)
-    changing = clear or any(v is not None for v in (failures, window, reset))
-
-    async def go() -> BreakerView | None:
-        admin = _admin(app)
-        if changing:
-            await admin.set_breaker(
-                name, failures=failures, window=window, reset=reset, clear=clear
-            )
-        return next((v for v in await admin.breakers() if v.task == name), None)
-
-    view = run(app, go)
-    if view is None:
-        raise click.ClickException(f"task {name!r} has no circuit breaker")
-    click.echo(f"task {clean(name, one_line=True)}: {breaker_cell(view)}")
 
 
 @click.command("reset-breaker")

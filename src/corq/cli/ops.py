@@ -152,6 +152,39 @@ def limit(
     click.echo(f"task {name}: {text}")
 
 
+@task.command()
+@click.argument("name")
+@click.option("--failures", type=int, default=None, help="Failed attempts that open it.")
+@click.option("--window", type=float, default=None, metavar="S", help="Within this many s.")
+@click.option("--reset", type=float, default=None, metavar="S", help="Open this many s.")
+@click.option(
+    "--clear", multiple=True, metavar="FIELD", help="Give failures|window|reset the code's back."
+)
+@app_option
+@url_option
+def breaker(
+    name: str,
+    failures: int | None,
+    window: float | None,
+    reset: float | None,
+    clear: Sequence[str],
+    app_path: str | None,
+    url: str | None,
+) -> None:
+    """Change the thresholds of NAME's circuit breaker on every worker."""
+    app = _task_app(app_path, url)
+    rule = run(
+        app,
+        lambda: _admin(app).set_breaker(
+            name, failures=failures, window=window, reset=reset, clear=list(clear)
+        ),
+    )
+    click.echo(
+        f"task {name}: breaker failures={rule.failures} window={rule.window:g}s "
+        f"reset={rule.reset:g}s"
+    )
+
+
 _where_option = click.option(
     "--where",
     "where",
@@ -299,13 +332,25 @@ def show(app_path: str | None, url: str | None, as_json: bool) -> None:
 
 @config.command()
 @click.option("--limit", type=click.IntRange(1, 10_000), default=50, show_default=True)
+@click.option(
+    "--scope", type=click.Choice([s.value for s in ConfigScope]), default=None, help="Only these."
+)
+@click.option("--name", default=None, help="Only the changes of this queue, task or strike.")
 @click.option("--json", "as_json", is_flag=True, help="One JSON object per change.")
 @app_option
 @url_option
-def history(limit: int, as_json: bool, app_path: str | None, url: str | None) -> None:
+def history(
+    limit: int,
+    scope: str | None,
+    name: str | None,
+    as_json: bool,
+    app_path: str | None,
+    url: str | None,
+) -> None:
     """Changes of the runtime configuration, newest first, with who made them."""
     app = make_app(app_path, url)
-    changes = run(app, lambda: _admin(app).config_history(limit))
+    only = None if scope is None else ConfigScope(scope)
+    changes = run(app, lambda: _admin(app).config_history(limit, scope=only, name=name))
     if as_json:
         for change in changes:
             click.echo(json.dumps(_change_json(change), sort_keys=True))

@@ -53,19 +53,17 @@ def code_rule(task: Task[Any, Any]) -> Breaker | None:
 
 def configured_rule(snapshot: Callable[[], ConfigSnapshot]) -> RuleOf:
     """The task's breaker with the runtime configuration's thresholds (``breaker_failures``,
-    ``breaker_window``, ``breaker_reset``) in place of the code's, worked out once per task
-    and configuration version."""
+    ``breaker_window``, ``breaker_reset``) in place of the code's (a task without one in
+    code gets one when the configuration sets thresholds), worked out once per task and
+    configuration version: a start costs a dict lookup."""
     known: dict[TaskName, tuple[int, Breaker | None]] = {}
 
     def rule_of(task: Task[Any, Any]) -> Breaker | None:
-        code = task.options.breaker
-        if code is None:
-            return None
         now = snapshot()
         cached = known.get(task.name)
         if cached is not None and cached[0] == now.version:
             return cached[1]
-        rule = effective_breaker(code, now, task.name)
+        rule = effective_breaker(task.options.breaker, now, task.name)
         known[task.name] = (now.version, rule)
         return rule
 
