@@ -87,6 +87,9 @@ def test_limits_strikes_and_weights_show_in_tasks_and_config(ops: Ops) -> None:
     assert by_task["send"]["strikes"] == ["send[tenant='acme']"]
     assert by_task["charge"]["queue"] == "billing"
     assert by_task["charge"]["limits"]["concurrency"]["source"] == "-"
+    table = ops.ok("tasks", APP)
+    assert "2 (runtime)" in table
+    assert "100/s (code)" in table
     shown = ops.ok("config", "show")
     assert "queue billing: weight 3" in shown
     assert "task send: concurrency=2" in shown
