@@ -16,6 +16,7 @@ from corq.backends import open_backend
 from corq.canvas import Batch, Chain, Chord, Flow, Group, Workflow
 from corq.client import Client, JobHandle
 from corq.clock import SystemClock
+from corq.control import Breaker
 from corq.errors import ArgumentError, ConfigError, ScheduleError, TaskDefinitionError
 from corq.flow import OnDuplicate, OverLimit, Rate, TaskRules
 from corq.limits import MAX_DELAY_S, check_priority
@@ -186,6 +187,7 @@ class App:
         batch_size: int,
         batch_wait: timedelta | float = 0,
         batch_by_key: bool = False,
+        breaker: Breaker | None = None,
     ) -> _RegisterBatch: ...
 
     @overload
@@ -216,6 +218,7 @@ class App:
         batch_size: None = None,
         batch_wait: timedelta | float = 0,
         batch_by_key: bool = False,
+        breaker: Breaker | None = None,
     ) -> _Register: ...
 
     def task(
@@ -245,6 +248,7 @@ class App:
         batch_size: int | None = None,
         batch_wait: timedelta | float = 0,
         batch_by_key: bool = False,
+        breaker: Breaker | None = None,
     ) -> Task[Any, Any] | _Register | _RegisterBatch:
         """Register a function as a task: ``@app.task`` or ``@app.task(retries=3, timeout=10)``.
 
@@ -257,6 +261,11 @@ class App:
         key stays taken after the job ended). `batch_size` hands the function a list of up
         to that many jobs' arguments at once, waiting up to `batch_wait` for more, grouped
         by key with `batch_by_key`. A bad value is a FlowRuleError here, at definition.
+
+        `breaker` (``corq.Breaker(failures=5, window=60, reset=30)``) opens the task's
+        circuit after that many failed attempts within the window: its jobs then wait
+        (snoozed, no attempt used) until a probe job succeeds (docs/design.md, "Snooze,
+        start gates and circuit breakers").
         """
 
         def register(func: Callable[..., Any]) -> Task[Any, Any]:
@@ -286,6 +295,7 @@ class App:
                 batch_size=batch_size,
                 batch_wait_s=duration_ms(batch_wait, f"task {task_name!r}: batch_wait") / 1000,
                 batch_by_key=batch_by_key,
+                breaker=breaker,
             )
             if options.name in self.registry:
                 raise TaskDefinitionError(

@@ -20,6 +20,7 @@ from typing import (
 
 import msgspec
 
+from corq.control import Breaker
 from corq.errors import (
     ArgumentError,
     CorqError,
@@ -119,12 +120,19 @@ class TaskOptions:
     batch_wait_s: float = 0.0
     #: Batch jobs of the same key together only (needs `key`).
     batch_by_key: bool = False
+    #: Its circuit breaker (None: none): failures open it, its jobs then wait.
+    breaker: Breaker | None = None
     #: The rules the broker applies to its jobs (built from the fields above).
     rules: TaskRules = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "rules", self._build_rules())
         self._check_batch()
+        if self.breaker is not None and not isinstance(self.breaker, Breaker):
+            raise TaskDefinitionError(
+                f"task {self.name!r}: breaker must be a corq.Breaker(failures=..., window=..., "
+                f"reset=...), got {reprlib.repr(self.breaker)}"
+            )
         window: object = self.unique_for_ms  # any value: options may be built directly
         if isinstance(window, bool) or not isinstance(window, int) or window < 0:
             raise FlowRuleError(

@@ -38,7 +38,7 @@ class HoldTenant:
             return Snoozed(until_ms=self.clock.now_ms() + 60_000, reason=f"{self.held} held")
         return None
 
-    def finished(self, job: ClaimedJob, task: corq.Task[Any, Any], outcome: Outcome) -> None:
+    async def finished(self, job: ClaimedJob, task: corq.Task[Any, Any], outcome: Outcome) -> None:
         kind = "ok" if isinstance(outcome, Completion) else type(outcome).__name__
         self.outcomes.append((job.id, kind))
 
@@ -114,7 +114,7 @@ class Broken:
     ) -> Snoozed | None:
         raise RuntimeError("the gate is broken")
 
-    def finished(self, job: ClaimedJob, task: corq.Task[Any, Any], outcome: Outcome) -> None:
+    async def finished(self, job: ClaimedJob, task: corq.Task[Any, Any], outcome: Outcome) -> None:
         raise RuntimeError("the gate is broken")
 
 
@@ -150,3 +150,26 @@ async def test_a_gate_snoozes_single_jobs_of_a_batch(fake_app: FakeApp) -> None:
         await jobs[2].result(timeout=5)
     assert calls == [["a", "b"]]
     assert (await jobs[1].info()).error == "acme held"
+
+
+class Garbled:
+    async def check(
+        self, job: ClaimedJob, task: corq.Task[Any, Any], arguments: Mapping[str, object]
+    ) -> Snoozed | None:
+        return Snoozed(until_ms="tomorrow", reason="?")  # type: ignore[arg-type]  # the bug tested
+
+    async def finished(self, job: ClaimedJob, task: corq.Task[Any, Any], outcome: Outcome) -> None:
+        return None
+
+
+async def test_a_gate_answer_that_is_no_snooze_is_a_gate_fault_and_the_job_runs(
+    app: corq.App, caplog: pytest.LogCaptureFixture
+) -> None:
+    @app.task
+    async def hello() -> str:
+        return "hi"
+
+    with caplog.at_level(logging.ERROR, logger="corq.worker.gates"):
+        async with run_worker(app, gates=[Garbled()]):
+            assert await (await hello.enqueue()).result(timeout=5) == "hi"
+    assert any("Garbled raised in check" in r.getMessage() for r in caplog.records)

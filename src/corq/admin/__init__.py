@@ -7,12 +7,13 @@ letters, workers, events); `Admin` is their union, bound to one client and one a
 from __future__ import annotations
 
 from corq.admin.base import AdminBase
+from corq.admin.breakers import BreakersAdmin
 from corq.admin.config import ConfigAdmin
 from corq.admin.dead import DeadAdmin
 from corq.admin.workers import WorkersAdmin
 
 
-class Admin(ConfigAdmin, DeadAdmin, WorkersAdmin, AdminBase):
+class Admin(ConfigAdmin, BreakersAdmin, DeadAdmin, WorkersAdmin, AdminBase):
     """Operator calls over one broker connection, recorded as made by ``who``."""
 
 

@@ -150,7 +150,7 @@ class ConfigAdmin(AdminBase):
         """Override the thresholds of `task`'s circuit breaker (None leaves one as it is; a
         name in `clear` gives the code's back). Returns the thresholds as they now are
         (from a task without a breaker in code: the default Breaker's, with these)."""
-        self._task(task)
+        found = self._task(task)
         given = {"failures": failures, "window": window, "reset": reset}
         values: dict[str, str | None] = {
             BREAKER_FIELDS[k]: json.dumps(v) for k, v in given.items() if v is not None
@@ -166,7 +166,7 @@ class ConfigAdmin(AdminBase):
         snapshot = _with_values(await self.backend.read_config(), task, values)
         Breaker(**_breaker_values(snapshot, task))  # checks them before anything is written
         await self._change(ConfigScope.TASK, task, values)
-        merged = effective_breaker(None, await self.backend.read_config(), task)
+        merged = effective_breaker(found.options.breaker, await self.backend.read_config(), task)
         return merged or Breaker()
 
     # -- strikes ---------------------------------------------------------------------

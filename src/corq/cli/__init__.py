@@ -8,6 +8,7 @@ import click
 from pydantic import ValidationError
 
 from corq import CorqError
+from corq.cli.breakers import reset_breaker
 from corq.cli.common import describe_settings_error
 from corq.cli.dead import dead
 from corq.cli.demo import demo
@@ -41,6 +42,7 @@ cli.add_command(queues)
 cli.add_command(dead)
 cli.add_command(queue)
 cli.add_command(task)
+task.add_command(reset_breaker)
 cli.add_command(tasks)
 cli.add_command(config)
 cli.add_command(schedule)

@@ -22,6 +22,7 @@ from corq import App
 from corq.admin import Admin
 from corq.admin.base import default_actor
 from corq.admin.config import parse_where
+from corq.cli.breakers import breaker_cell, breaker_json
 from corq.cli.common import app_option, load_app, make_app, run, url_option
 from corq.cli.text import clean
 from corq.control import ConfigChange, ConfigScope
@@ -271,6 +272,7 @@ def _limit_cell(view: dict[str, Any]) -> str:
 async def _task_rows(app: App) -> list[dict[str, Any]]:
     admin = _admin(app)
     in_force = await admin.strikes()
+    circuits = {view.task: view for view in await admin.breakers()}
     rows = []
     for name in sorted(app.registry):
         found = app.registry[name]
@@ -287,8 +289,8 @@ async def _task_rows(app: App) -> list[dict[str, Any]]:
                 "queue": found.options.queue,
                 "limits": limits,
                 "strikes": [s.id for s in in_force if s.task == name],
-                # Filled by the circuit breakers' part when a task has one.
-                "breaker": "-",
+                "breaker": breaker_cell(circuits.get(name)),
+                "circuit": breaker_json(circuits.get(name)),
             }
         )
     return rows

@@ -144,7 +144,7 @@ async def call_batch(runner: Runner, batch: list[Running]) -> list[Outcome | Non
     for (n, _), outcome in zip(items, results, strict=True):
         outcomes[n] = outcome
         if outcome is not None and runner.gates:
-            runner.gates.finished(batch[n].job, task, outcome)
+            await runner.gates.finished(batch[n].job, task, outcome)
     return outcomes
 
 

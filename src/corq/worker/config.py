@@ -108,5 +108,5 @@ class StrikeGate:
                 )
         return None
 
-    def finished(self, job: ClaimedJob, task: Task[Any, Any], outcome: Outcome) -> None:
+    async def finished(self, job: ClaimedJob, task: Task[Any, Any], outcome: Outcome) -> None:
         """Strikes count nothing."""

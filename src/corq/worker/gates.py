@@ -3,8 +3,9 @@
 A `StartGate` is asked about each claimed job after its payload is decoded and before its
 body starts (its slot is held meanwhile). It answers None (run it) or `Snoozed` (not now:
 the job is scheduled again at ``until_ms`` with the reason, its attempt not used). After
-every attempt that ran, each gate hears the outcome (`finished`), so a circuit breaker can
-count failures. Strikes (kill switches) and circuit breakers are gates.
+every attempt that ran, each gate hears the outcome (`finished`, before it is written), so
+a circuit breaker has counted a failure by the time anyone sees the job failed. Strikes
+(kill switches) and circuit breakers are gates.
 
 Gates are asked in order; the first that says "not now" wins. A gate that raises is logged
 (once per gate) and counts as "run it": a gate that cannot decide (its broker is out) must
@@ -47,9 +48,10 @@ class StartGate(Protocol):
         nothing)."""
         ...
 
-    def finished(self, job: ClaimedJob, task: Task[Any, Any], outcome: Outcome) -> None:
-        """An attempt that passed every gate ended with `outcome` (told before it is
-        written); called on the event loop: hand any I/O to a task of your own."""
+    async def finished(self, job: ClaimedJob, task: Task[Any, Any], outcome: Outcome) -> None:
+        """An attempt that passed every gate ended with `outcome`, told before it is
+        written (the job's slot is held meanwhile: return at once for tasks the gate has
+        nothing to do with)."""
         ...
 
 
@@ -78,6 +80,14 @@ class Arguments(Mapping[str, object]):
         return len(self._values())
 
 
+def _valid(answer: object) -> bool:
+    return (
+        isinstance(answer, Snoozed)
+        and type(answer.until_ms) is int
+        and isinstance(answer.reason, str)
+    )
+
+
 class Gates:
     """A worker's gates, asked in order."""
 
@@ -96,6 +106,10 @@ class Gates:
         for gate in self._gates:
             try:
                 answer = await gate.check(job, task, arguments)
+                if answer is not None and not _valid(answer):
+                    raise TypeError(
+                        f"a gate answers None or Snoozed(until_ms=int, reason=str), not {answer!r}"
+                    )
             except Exception:
                 self._failed(gate, "check")
                 continue
@@ -103,10 +117,10 @@ class Gates:
                 return answer
         return None
 
-    def finished(self, job: ClaimedJob, task: Task[Any, Any], outcome: Outcome) -> None:
+    async def finished(self, job: ClaimedJob, task: Task[Any, Any], outcome: Outcome) -> None:
         for gate in self._gates:
             try:
-                gate.finished(job, task, outcome)
+                await gate.finished(job, task, outcome)
             except Exception:
                 self._failed(gate, "finished")
 

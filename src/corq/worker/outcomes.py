@@ -11,7 +11,13 @@ import logging
 from dataclasses import dataclass
 
 from corq.backends.base import ClaimedJob, Completion, Failure, Release
-from corq.limits import MAX_ERROR_CHARS, MAX_TRACEBACK_CHARS, clamp_delay_s, safe_text
+from corq.limits import (
+    MAX_DELAY_S,
+    MAX_ERROR_CHARS,
+    MAX_TRACEBACK_CHARS,
+    clamp_delay_s,
+    safe_text,
+)
 from corq.retry import RetryPolicy
 from corq.types import Clock, WorkerId
 
@@ -108,7 +114,10 @@ class Outcomes:
         )
 
     def snoozed(self, job: ClaimedJob, until_ms: int, reason: str) -> Failure:
-        """Run again at `until_ms` as if this attempt never started (nothing counted)."""
+        """Run again at `until_ms` (kept within now .. now + MAX_DELAY_S) as if this attempt
+        never started (nothing counted)."""
+        now = self.clock.now_ms()
+        until_ms = max(now, min(until_ms, now + round(MAX_DELAY_S * 1000)))
         reason = safe_text(reason, MAX_ERROR_CHARS)
         log.info("job %s (%s) snoozed until %d: %s", job.id, job.task, until_ms, reason)
         return Failure(
@@ -118,7 +127,7 @@ class Outcomes:
             error=reason,
             traceback=None,
             retry_at_ms=until_ms,
-            finished_at_ms=self.clock.now_ms(),
+            finished_at_ms=now,
             counted=False,
             snoozed=True,
         )

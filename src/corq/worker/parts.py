@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING
 
 from corq.backends.base import Backend, WorkerLease
 from corq.types import QueueName
+from corq.worker.breakers import BreakerGate, configured_rule
 from corq.worker.config import ConfigWatch, StrikeGate
 from corq.worker.fetch import Admission, Fetcher
 from corq.worker.gates import Gates, StartGate
@@ -40,6 +41,14 @@ class Parts:
     heartbeat: Heartbeat
     settler: Settler
     config: ConfigWatch
+
+
+def _gates(app: App, backend: Backend, config: ConfigWatch, given: Sequence[StartGate]) -> Gates:
+    """The gates a claimed job passes: the given ones, then the circuit breakers' (with the
+    runtime configuration's thresholds, which may give a task a breaker it has not in
+    code; a task without one costs a dict lookup)."""
+    rule_of = configured_rule(lambda: config.snapshot)
+    return Gates([*given, BreakerGate(backend, app.clock, rule_of)])
 
 
 def build_parts(
@@ -76,7 +85,8 @@ def build_parts(
     settler = Settler(backend, clock, names, pending=admission.pending)
     config = ConfigWatch(backend, admission, queues, poll_s=settings.config_poll_s)
     struck = StrikeGate(config, clock, recheck_s=settings.strike_recheck_s)
-    jobs = Jobs(app, backend, registry, admission, observers, settler, Gates([struck, *gates]))
+    start_gates = _gates(app, backend, config, [struck, *gates])
+    jobs = Jobs(app, backend, registry, admission, observers, settler, start_gates)
     promoter = Promoter(backend, clock)
     fetcher = Fetcher(
         backend,

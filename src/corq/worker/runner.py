@@ -97,7 +97,7 @@ class Runner:
                     return snoozed
             outcome = await self._run_body(running, task, args, kwargs, payload)
             if self.gates:
-                self.gates.finished(job, task, outcome)
+                return await self._told(running, task, outcome)
             return outcome
         except asyncio.CancelledError:
             return self._cancelled(running)
@@ -115,6 +115,16 @@ class Runner:
         if answer is None:
             return None
         return self.outcomes.snoozed(job, answer.until_ms, answer.reason)
+
+    async def _told(self, running: Running, task: Task[Any, Any], outcome: Outcome) -> Outcome:
+        """Tell the gates how the attempt ended; a shutdown meanwhile still writes it (the
+        body has run: giving the job back would run it twice)."""
+        try:
+            await self.gates.finished(running.job, task, outcome)
+        except asyncio.CancelledError:
+            if running.cancel_reason is not CancelReason.SHUTDOWN:
+                raise
+        return outcome
 
     async def _run_body(
         self,

@@ -83,8 +83,9 @@
 --           the flow_rules, flow_queues, flow_groups, flow_lanes, flow_limits,
 --           unique_keys and cooldowns tables and the jobs_start_by index created.
 --   6 -> 7: the operations tables (events, job_attempts, control_messages, control_replies,
---           config_entries, config_history, breakers, worker_info) created; any column
---           they add to existing tables comes by a migrate_7_<part> step in queries.sql.
+--           config_entries, config_history, breakers, breaker_failures, worker_info)
+--           created; any column they add to existing tables comes by a migrate_7_<part>
+--           step in queries.sql.
 --
 -- Reserved columns, always NULL/0:
 --   * jobs.pending_deps (reserved by version 1 for dependencies): unused, the pending
