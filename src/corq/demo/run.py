@@ -33,6 +33,7 @@ from corq.demo import tasks
 from corq.demo.basket import JOBS as BASKET_JOBS
 from corq.demo.basket import Basket, ShowWorkflow
 from corq.demo.flow import FlowPart
+from corq.demo.operations import OperationsPart
 from corq.demo.tasks import DEMO_QUEUE, DEMO_URL
 from corq.demo.ticks import EVERY, SCHEDULE, TICKS, Ticks
 from corq.worker import JobCounts
@@ -290,10 +291,11 @@ async def _run_jobs(
     flow = FlowPart(app=app)
     started = time.monotonic()
     worker = corq.Worker(app, queues=[DEMO_QUEUE], concurrency=CONCURRENCY, grace_s=2.0)
+    operations = OperationsPart(app=app, worker=worker)
     console.print(
         f"[bold]corq demo[/bold]: {sum(len(ln.step.specs) for ln in lines)} jobs "
         f"of {len(lines)} tasks, a workflow of {BASKET_JOBS} jobs and a schedule every "
-        f"{EVERY.total_seconds():g}s, then flow control, "
+        f"{EVERY.total_seconds():g}s, then flow control and an operator's levers, "
         f"one worker in this process, broker {url}"
     )
     try:
@@ -303,6 +305,7 @@ async def _run_jobs(
             await _follow(lines, ticks, basket, worker, console)
             await flow.send()
             await flow.wait()
+            await operations.run()
     except TimeoutError:
         done = sum(line.done for line in lines)
         total = sum(len(line.handles) for line in lines)
@@ -325,8 +328,9 @@ async def _run_jobs(
     failed = _summarize(lines, ticks, time.monotonic() - started, console, worker.counts)
     workflow_ok = await basket.summarize(console, show_workflow)
     flow_ok = flow.summarize(console)
+    operations_ok = operations.summarize(console)
     _look_around(lines, basket, url, console)
-    return 1 if failed or not workflow_ok or not flow_ok else 0
+    return 1 if failed or not workflow_ok or not flow_ok or not operations_ok else 0
 
 
 async def _start_worker(worker: corq.Worker) -> None:

@@ -23,7 +23,10 @@ DEMO_URL = "sqlite:///corq-demo.db"
 #: Every demo task uses this queue, so the demo never runs jobs of your own queues.
 DEMO_QUEUE = "demo"
 
-app = corq.App(DEMO_URL, default_queue=DEMO_QUEUE)
+#: A struck job is looked at again this often (the default, 5 s, is long for a demo).
+STRIKE_RECHECK_S = 0.3
+
+app = corq.App(DEMO_URL, default_queue=DEMO_QUEUE, strike_recheck_s=STRIKE_RECHECK_S)
 
 # The demo's HTTP server is local: never send its requests through a proxy from the environment.
 _opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
@@ -176,3 +179,45 @@ async def export_report(name: str) -> str:
     """One export at a time: a second one with `expires` that cannot start in time expires."""
     await asyncio.sleep(0.5)
     return f"report {name} exported"
+
+
+# -- operations (corq.demo.operations sends these) ---------------------------------------
+#: When each cancelled report's coroutine stopped (time.monotonic()), by job id: the demo
+#: runs its worker in this process, so it can see how soon a cancel stops the body.
+REPORT_STOPPED: dict[str, float] = {}
+#: The export polls it has answered "not ready" to, by job id.
+EXPORTS_POLLED: set[str] = set()
+
+
+@app.task(timeout=60)
+async def build_big_report(name: str) -> str:
+    """A long report: the demo cancels it while it runs (the coroutine is cancelled)."""
+    try:
+        await asyncio.sleep(30)
+        return f"report {name} built"
+    finally:
+        REPORT_STOPPED[corq.current_job().job_id] = time.monotonic()
+
+
+@app.task(timeout=10)
+async def poll_export(name: str) -> str:
+    """Polls an export that is not ready the first time: it snoozes without using an attempt."""
+    job = corq.current_job()
+    if job.job_id not in EXPORTS_POLLED:
+        EXPORTS_POLLED.add(job.job_id)
+        raise corq.Snooze(0.2, f"export {name} not ready")
+    return f"export {name} downloaded on attempt {job.attempt}"
+
+
+@app.task(timeout=10)
+async def notify_tenant(tenant: str, message: str) -> str:
+    """A per-tenant notification: the demo strikes one tenant's, then restores them."""
+    return f"{tenant} notified: {message}"
+
+
+@app.task(timeout=10, breaker=corq.Breaker(failures=3, window=60, reset=0.5))
+async def check_inventory(sku: int, healthy: bool) -> str:
+    """A supplier API behind a circuit breaker: 3 failures open it, a probe closes it."""
+    if not healthy:
+        raise ConnectionError(f"supplier API down (simulated) for sku {sku}")
+    return f"sku {sku} in stock"

@@ -206,6 +206,11 @@ class Worker:
         """Jobs whose task has not produced an outcome yet."""
         return len(self.registry.executing())
 
+    @property
+    def config_version(self) -> int:
+        """The runtime configuration's version this worker applies (0 before it started)."""
+        return 0 if self._parts is None else self._parts.config.snapshot.version
+
     # -- lifecycle -------------------------------------------------------------------
     async def __aenter__(self) -> Worker:
         await self.start()
