@@ -10,7 +10,7 @@ from enum import StrEnum
 from corq.types import JobId, QueueName, TaskName, WorkerId
 
 #: Running jobs a worker lists in its facts (~150 bytes each); the rest are only counted.
-MAX_RUNNING_LISTED = 1_000
+MAX_RUNNING_LISTED = 100
 
 
 class WorkerState(StrEnum):
