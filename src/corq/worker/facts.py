@@ -188,15 +188,15 @@ class Facts(WorkerObserver):
 
     def _oldest_running(self) -> tuple[list[Running], int]:
         """The first MAX_RUNNING_LISTED executing jobs (the registry keeps claim order, so
-        the longest running), and how many execute: one pass, no copy of 100,000 jobs."""
+        the longest running), and how many jobs the worker holds (claimed, outcome not yet
+        recorded: what the broker counts in flight). No pass over 100,000 jobs."""
         listed: list[Running] = []
-        count = 0
         for running in self.registry:
             if running.executing:
-                count += 1
-                if count <= MAX_RUNNING_LISTED:
-                    listed.append(running)
-        return listed, count
+                listed.append(running)
+                if len(listed) == MAX_RUNNING_LISTED:
+                    break
+        return listed, len(self.registry)
 
     def _running(self, running: Running, now_ms: int) -> RunningJob:
         job = running.job
