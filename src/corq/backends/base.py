@@ -1127,11 +1127,12 @@ class Workflows(Protocol):
         ...
 
     async def cancel_workflow(self, workflow_id: str, now_ms: int | None) -> int:
-        """Cancel every job of the workflow that has not started (scheduled, waiting,
-        queued, failed awaiting a retry) and settle: their dependents end upstream_failed.
-        Running jobs finish (cancelling them is the operations issue's); callbacks not yet
-        released end cancelled. Returns how many jobs it cancelled; raises
-        WorkflowNotFoundError when there is no such workflow."""
+        """Cancel every job of the workflow that has not ended (scheduled, waiting,
+        queued, failed awaiting a retry, running: fenced off as ``cancel_job`` does) and
+        settle: their dependents end upstream_failed; callbacks not yet released end
+        cancelled. The caller tells the workers of the running ones (their records keep
+        the holder). Returns how many jobs it cancelled; raises WorkflowNotFoundError when
+        there is no such workflow."""
         ...
 
 

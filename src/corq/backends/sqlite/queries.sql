@@ -1020,15 +1020,16 @@ LIMIT :limit;
 
 -- name: wf_cancel_page
 -- Cancel the jobs of a workflow from position :offset on (at most :limit of them) that
--- have not started, as job_cancel does one (the records that cannot be read are left);
--- returns what their ends need. The positions are read by wf_positions.
-UPDATE jobs SET status = 'cancelled', finished_at_ms = :now, expires_at_ms = :expires_at_ms
+-- have not ended, as job_cancel and job_cancel_running do one (the records that cannot be
+-- read are left); returns what their ends need. The positions are read by wf_positions.
+UPDATE jobs SET status = 'cancelled', finished_at_ms = :now, expires_at_ms = :expires_at_ms,
+    fence = CASE WHEN status = 'running' THEN fence + 1 ELSE fence END
 WHERE rowid IN (
     SELECT j.rowid FROM workflow_nodes AS n
     CROSS JOIN jobs AS j ON j.queue = n.queue AND j.id = n.job
     WHERE n.workflow = :workflow AND n.position >= :offset AND n.position < :offset + :limit
   )
-  AND status IN ('scheduled', 'waiting', 'queued', 'failed')
+  AND status IN ('scheduled', 'waiting', 'queued', 'failed', 'running')
   AND
   {readable}
 RETURNING id, queue, workflow, notify, error;
@@ -1326,7 +1327,7 @@ SET payload = :payload, run_at_ms = :run_at_ms,
 WHERE rowid = :rowid AND status IN ('scheduled', 'queued');
 
 -- name: job_cancel_running
--- Cancel a running job (OnDuplicate.CANCEL): the fence moves on, so its holder's outcome
+-- Cancel a running job (cancel_job, OnDuplicate.CANCEL): the fence moves on, so its holder's outcome
 -- is refused, and it leaves the holder's set (its slots: the jobs_attempt_end trigger).
 -- Refused when the record cannot be read. Returns what the end's workflows need.
 UPDATE jobs
