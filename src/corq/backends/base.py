@@ -1167,10 +1167,22 @@ class FlowControl(Protocol):
 class ControlListener(Protocol):
     """One worker's subscription to the control channel (see ControlChannel)."""
 
+    #: How many times the subscription was made again after it was lost (messages sent
+    #: meanwhile may be lost: the worker reconciles at once when this moves).
+    reconnects: int
+
+    async def subscribe(self) -> None:
+        """Make the subscription now (``next_message`` makes it too): every message sent
+        after this returns reaches the listener while its connection holds. Raises
+        BrokerError when the broker cannot be reached."""
+        ...
+
     async def next_message(self, timeout_s: float) -> ControlMessage | None:
         """The next message for this worker (or for all), None when `timeout_s` passed.
-        A lost connection is re-established inside; messages sent meanwhile may be lost
-        (the durable paths cover what matters: see ControlChannel)."""
+        A lost connection is re-established inside (``reconnects`` moves); messages sent
+        meanwhile may be lost (the durable paths cover what matters: see ControlChannel).
+        Raises BrokerError while the broker cannot be reached; a message that cannot be
+        read is skipped."""
         ...
 
     async def close(self) -> None:
@@ -1315,6 +1327,7 @@ class Backend(
     ScheduleStore,
     Workflows,
     FlowControl,
+    ControlChannel,
     Protocol,
 ):
     """A whole broker: every port, and the connection they share.

@@ -1367,3 +1367,45 @@ DELETE FROM cooldowns
 WHERE queue = :queue AND key IN (
     SELECT key FROM cooldowns WHERE queue = :queue AND until_ms <= :now LIMIT :limit
 );
+
+-- ---------------------------------------------------------------- control channel
+
+-- name: control_put
+-- One control message for :worker (or '*').
+INSERT INTO control_messages (worker_id, message, at_ms) VALUES (:worker, :message, :now);
+
+-- name: control_trim
+-- Delete at most :limit messages older than :before (listeners have read them long ago).
+DELETE FROM control_messages WHERE id IN (
+    SELECT id FROM control_messages WHERE at_ms < :before ORDER BY at_ms LIMIT :limit
+);
+
+-- name: control_last
+-- The highest message id so far (NULL: none): where a new listener starts.
+SELECT max(id) FROM control_messages;
+
+-- name: control_after
+-- The messages for :worker or for all after id :after, oldest first.
+SELECT id, message FROM control_messages
+WHERE id > :after AND worker_id IN (:worker, '*')
+ORDER BY id LIMIT :limit;
+
+-- name: control_reply_put
+-- Answer a request (a second answer replaces the first).
+INSERT INTO control_replies (request_id, body, expires_at_ms) VALUES (:request, :body, :expires)
+ON CONFLICT (request_id) DO UPDATE SET body = excluded.body, expires_at_ms = excluded.expires_at_ms;
+
+-- name: control_reply_trim
+-- Delete at most :limit answers nobody took in time.
+DELETE FROM control_replies WHERE request_id IN (
+    SELECT request_id FROM control_replies WHERE expires_at_ms < :now LIMIT :limit
+);
+
+-- name: control_reply_take
+-- Take the answer to a request, when it is there and has not expired.
+DELETE FROM control_replies WHERE request_id = :request AND expires_at_ms >= :now
+RETURNING body;
+
+-- name: control_reply_get
+-- The answer to a request, when it is there and has not expired (a look before taking).
+SELECT body FROM control_replies WHERE request_id = :request AND expires_at_ms >= :now;
