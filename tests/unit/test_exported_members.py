@@ -41,5 +41,6 @@ def test_all_is_sorted_and_exported() -> None:
         "control",
         "events",
         "worker_info",
+        "stacks",
     }
     assert set(corq.__all__) == public - modules

@@ -6,10 +6,12 @@ letters, workers, events); `Admin` is their union, bound to one client and one a
 
 from __future__ import annotations
 
+from corq.admin.base import AdminBase
+from corq.admin.jobs import JobsAdmin
 from corq.admin.workers import WorkersAdmin
 
 
-class Admin(WorkersAdmin):
+class Admin(JobsAdmin, WorkersAdmin, AdminBase):
     """Operator calls over one broker connection, recorded as made by ``who``."""
 
 

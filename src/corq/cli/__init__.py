@@ -11,7 +11,8 @@ from corq import CorqError
 from corq.cli.common import describe_settings_error
 from corq.cli.demo import demo
 from corq.cli.dev import dev
-from corq.cli.jobs import dead, enqueue, job, queues
+from corq.cli.job_commands import job
+from corq.cli.jobs import dead, enqueue, queues
 from corq.cli.scheduler import scheduler
 from corq.cli.schedules import schedule
 from corq.cli.top import top

@@ -144,7 +144,7 @@ async def _call(
     runner: Runner, task: Task[Any, Any], batch: list[Running], items: list[Any]
 ) -> list[Outcome | None]:
     """Run the function on the loop or a thread; what it did, as each job's outcome."""
-    runner._bind(batch[0].job)  # the context (corq.current_job) is the first job's
+    runner._bind(batch[0])  # the context (corq.current_job) is the first job's
     for running in batch:
         running.started = True
     if task.is_async:

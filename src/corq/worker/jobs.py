@@ -51,6 +51,7 @@ class Jobs:
         self.observers = observers
         self.settler = settler
         self.result_ttl_s = settings.result_ttl_s
+        self.cancel_grace_s = settings.cancel_grace_s
         #: Outcomes waiting for the writer (None: no more, stop writing).
         self.outcomes: asyncio.Queue[Pending | None] = asyncio.Queue()
         self.runner = Runner(
@@ -116,15 +117,29 @@ class Jobs:
             for running, outcome in zip(batch, outcomes, strict=True):
                 self._finish(running, outcome)
 
+    def cancel(self, job_id: str, queue: str | None) -> bool:
+        """Stop a job an operator cancelled (the broker ended it already); False when this
+        worker does not run it."""
+        running = self.registry.find(job_id, queue)
+        if running is None:
+            return False
+        log.info("job %s was cancelled: stopping it", job_id)
+        self.registry.cancel(running, CancelReason.OPERATOR, self.cancel_grace_s)
+        return True
+
     def _finish(self, running: Running, outcome: Outcome | None) -> None:
         """Its task ended: free the slot, hand the outcome to the writer (None: nothing to
         write, the job leaves the registry)."""
         self.registry.finished(running)
         self.admission.finished(running.job)
-        if outcome is not None:
+        cancelled = running.cancel_reason is CancelReason.OPERATOR
+        if outcome is not None and not cancelled:  # a cancelled job's outcome is refused
             self.outcomes.put_nowait((running.holder, outcome))
             return
-        self.observers.lost(running.job)
+        if cancelled:
+            self.observers.cancelled(running.job)
+        else:
+            self.observers.lost(running.job)
         if not (running.unstoppable and running.cancel_reason is CancelReason.SHUTDOWN):
             # (A plain function still running at shutdown stays held: its holder departs.)
             job = running.job

@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING
 
 from corq.backends.base import Backend, WorkerLease
 from corq.types import QueueName
+from corq.worker.control import ControlPart
 from corq.worker.fetch import Admission, Fetcher
 from corq.worker.heartbeat import Heartbeat
 from corq.worker.jobs import Jobs
@@ -37,6 +38,7 @@ class Parts:
     reconciler: Reconciler
     heartbeat: Heartbeat
     settler: Settler
+    control: ControlPart
 
 
 def build_parts(
@@ -98,6 +100,14 @@ def build_parts(
         admission.lock,
         interval_s=settings.reconcile_s,
         awaiting=admission.awaiting,
+        cancel_grace_s=settings.cancel_grace_s,
+    )
+    control = ControlPart(
+        backend,
+        worker_id,
+        registry,
+        cancel=jobs.cancel,
+        reconcile_now=reconciler.request_round,
     )
     heartbeat = Heartbeat(
         backend,
@@ -120,4 +130,5 @@ def build_parts(
         reconciler,
         heartbeat,
         settler,
+        control,
     )

@@ -169,7 +169,7 @@ class Runner:
         self, running: Running, task: Task[Any, Any], args: tuple[Any, ...], kwargs: dict[str, Any]
     ) -> Outcome:
         job = running.job
-        self._bind(job)
+        self._bind(running)
         running.started = True
         timeout_s = task.options.timeout_s
         # asyncio.timeout costs even unbounded: only use one when the task has a timeout.
@@ -196,7 +196,7 @@ class Runner:
         self, running: Running, task: Task[Any, Any], args: tuple[Any, ...], kwargs: dict[str, Any]
     ) -> Outcome:
         job = running.job
-        self._bind(job)
+        self._bind(running)
         ctx = contextvars.copy_context()
         call = functools.partial(ctx.run, task.fn, *args, **kwargs)
 
@@ -288,13 +288,12 @@ class Runner:
             return self.outcomes.failed(job, task.options.retry, raised)
         return self.outcomes.succeeded(job, encoded)
 
-    def _bind(self, job: ClaimedJob) -> None:
+    def _bind(self, running: Running) -> None:
         loop = self._loop
         if loop is None:
             loop = self._loop = asyncio.get_running_loop()
-        bind_job(
-            _context(job), self.report, loop, None if self.parents is None else self.parents.parents
-        )
+        parents = None if self.parents is None else self.parents.parents
+        bind_job(_context(running.job), self.report, loop, parents, running.cancel_flag)
 
     def _cancelled(self, running: Running) -> Outcome | None:
         job = running.job

@@ -340,6 +340,7 @@ class Worker:
 
     async def _serve(self, parts: Parts) -> None:
         parts.heartbeat.start()
+        await parts.control.subscribe()
         loops = [
             asyncio.create_task(parts.fetcher.run(q), name=f"corq-fetch-{q}") for q in self.queues
         ]
@@ -350,6 +351,7 @@ class Worker:
                 ("corq-reclaim", parts.reclaimer.run()),
                 ("corq-reconcile", parts.reconciler.run()),
                 ("corq-settle", parts.settler.run()),
+                ("corq-control", parts.control.run()),
                 ("corq-tick", parts.heartbeat.ticker()),
             )
         ]

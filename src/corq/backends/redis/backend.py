@@ -10,8 +10,8 @@ as :class:`~corq.errors.BrokerError` (an outage) or :class:`~corq.errors.BrokerD
 The broker is composed of one class per role, each in its own file (see ``context.py``):
 producer.py (the JobStore port), claims.py, outcomes.py and reclaim.py (Claims), leases.py
 (WorkerRegistry), admin.py (Admin), schedules.py and ticks.py (ScheduleStore), workflows.py,
-settle.py and workflow_reads.py (Workflows), flow.py (FlowControl), worker_facts.py
-(WorkerFacts): the same role files as the SQLite broker.
+settle.py and workflow_reads.py (Workflows), flow.py (FlowControl), control.py
+(ControlChannel), worker_facts.py (WorkerFacts): the same role files as the SQLite broker.
 """
 
 from __future__ import annotations
@@ -20,6 +20,7 @@ from corq.backends.base import Backend
 from corq.backends.redis.admin import RedisAdmin
 from corq.backends.redis.claims import RedisClaims
 from corq.backends.redis.connections import broker_errors
+from corq.backends.redis.control import RedisControl
 from corq.backends.redis.flow import RedisFlow
 from corq.backends.redis.leases import RedisLeases
 from corq.backends.redis.outcomes import RedisOutcomes
@@ -45,6 +46,7 @@ class RedisBackend(
     RedisWorkflowReads,
     RedisFlow,
     RedisWorkerFacts,
+    RedisControl,
 ):
     """Broker on Redis (standalone, or Cluster-safe key layout; see ``keys.py``).
 

@@ -19,7 +19,7 @@ from dataclasses import dataclass, replace
 
 from corq.backends.base import BATCH, NewJob
 from corq.backends.sqlite import producer
-from corq.backends.sqlite.ends import apply_ends, end_of
+from corq.backends.sqlite.ends import apply_ends
 from corq.backends.sqlite.sql import Q
 from corq.backends.sqlite.store import Conn, advance_clock, take_numbers
 from corq.flow import Dedupe, OnDuplicate, Outcome
@@ -178,17 +178,11 @@ def cancel_holder(conn: Conn, queue: QueueName, held: Holder, now: int) -> bool:
     is refused) and its slots freed; its workflows take the end in. False when the record
     cannot be cancelled (it cannot be read): the key stays with it."""
     if held.status == JobStatus.RUNNING:
-        params = {
-            "queue": queue,
-            "id": held.job_id,
-            "now": now,
-            "expires_at_ms": producer.cancelled_expiry(conn, now),
-        }
-        row = conn.execute(Q["job_cancel_running"], params).fetchone()
-        if row is None:
-            return False
         # Its slots: the jobs_attempt_end trigger lowers them in this same statement.
-        end = end_of(held.job_id, queue, JobStatus.CANCELLED, row)
+        running = producer.cancel_running(conn, held.job_id, queue, now)
+        if running is None:
+            return False
+        end = running
     else:
         found = producer.cancel(conn, held.job_id, queue, now)
         if found is None:

@@ -29,6 +29,7 @@ from corq.backends.base import (
     WorkerLease,
 )
 from corq.backends.sqlite import admin, admit, claims, leases, outcomes, producer, reclaim
+from corq.backends.sqlite.control import SqliteControl
 from corq.backends.sqlite.dead import DeadBounds
 from corq.backends.sqlite.flow import SqliteFlow
 from corq.backends.sqlite.schedules import SqliteSchedules
@@ -65,13 +66,14 @@ def _due_is_news(due: int | None, told: object) -> bool:
     return told is None or (isinstance(told, int) and due < told)
 
 
-class SqliteBackend(SqliteSchedules, SqliteWorkflows, SqliteFlow, SqliteWorkerFacts):
+class SqliteBackend(SqliteSchedules, SqliteWorkflows, SqliteFlow, SqliteControl, SqliteWorkerFacts):
     """Backend on an SQLite file (``sqlite:///path``) or on the process's in-memory database
     (``sqlite:///:memory:``, shared by every backend of the process, gone with the last).
 
     `dead_max` and `dead_ttl_ms` bound each queue's dead letters (0: unbounded). The
     ScheduleStore methods come from schedules.py, the Workflows methods from workflows.py,
-    the FlowControl methods from flow.py, the WorkerFacts methods from worker_facts.py.
+    the FlowControl methods from flow.py, the ControlChannel methods from control.py, the
+    WorkerFacts methods from worker_facts.py.
     """
 
     def __init__(
