@@ -46,9 +46,10 @@ log = logging.getLogger(__name__)
 TTL_LEASES = 6
 #: How often the lag timer fires; its lateness is the loop's lag.
 LAG_PROBE_S = 0.1
-#: Run times kept per task (the latest), and tasks measured at most.
+#: Run times kept per task (the latest), and tasks measured at most (~70 bytes each in the
+#: published facts; a task beyond them is judged stuck by its timeout alone).
 SAMPLES_PER_TASK = 256
-MAX_TASKS = 1_000
+MAX_TASKS = 200
 
 
 def _corq_version() -> str:
@@ -113,6 +114,8 @@ class Facts(WorkerObserver):
         self.tasks = tasks
         self.clock = clock
         self.state = WorkerState.ALIVE
+        self.host = socket.gethostname()
+        self.pid = os.getpid()
         self.started_at_ms = clock.now_ms()
         self.durations = Durations()
         #: When each job this worker runs was started (by this worker's clock).
@@ -166,8 +169,8 @@ class Facts(WorkerObserver):
             cpu, rss = self._process.cpu_percent(), self._process.memory_info().rss
         return WorkerInfo(
             worker_id=self.worker_id,
-            host=socket.gethostname(),
-            pid=os.getpid(),
+            host=self.host,
+            pid=self.pid,
             version=VERSION,
             queues=self.weights,
             concurrency=self.concurrency,
