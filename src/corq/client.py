@@ -402,6 +402,9 @@ class Client:
         a taken unique key) and what it did."""
         await self.store_rules(jobs)
         admitted = await self.with_retry(lambda: self.backend.admit_jobs(jobs), "enqueue")
+        for job, answer in zip(jobs, admitted, strict=True):
+            if answer.cancelled is not None:  # OnDuplicate.CANCEL fenced a running one off
+                await self.stop_on_worker(answer.cancelled, job.queue)
         return [
             JobHandle(self, answer.job_id, job.queue, job.task, answer.outcome)
             for job, answer in zip(jobs, admitted, strict=True)

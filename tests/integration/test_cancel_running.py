@@ -143,3 +143,32 @@ async def test_a_worker_that_missed_the_message_stops_the_job_at_reconciliation(
         worker._parts.reconciler.request_round()
         await until(lambda: worker.counts.cancelled == 1, what="reconciliation stopped it")
         assert await status_of(job) is corq.JobStatus.CANCELLED
+
+
+async def test_a_cancelling_duplicate_stops_the_running_job(app: corq.App) -> None:
+    started, stopped = asyncio.Event(), asyncio.Event()
+    runs: list[str] = []
+
+    @app.task(on_duplicate="cancel")
+    async def render(version: str) -> str:
+        runs.append(version)
+        if version == "old":
+            started.set()
+            try:
+                await asyncio.sleep(3600)
+            except asyncio.CancelledError:
+                stopped.set()
+                raise
+        return version
+
+    async with run_worker(app) as worker:
+        old = await render.with_options(unique_key="page").enqueue("old")
+        await asyncio.wait_for(started.wait(), 10)
+
+        new = await render.with_options(unique_key="page").enqueue("new")
+
+        await asyncio.wait_for(stopped.wait(), 10)
+        assert await new.result(timeout=10) == "new"
+        assert await status_of(old) is corq.JobStatus.CANCELLED
+        assert runs == ["old", "new"]
+        assert worker.counts.cancelled == 1

@@ -418,6 +418,9 @@ class Admitted:
     #: key (or cooldown) points at.
     job_id: JobId
     outcome: Outcome
+    #: A running job ``OnDuplicate.CANCEL`` cancelled (fenced off) to write this one: the
+    #: caller tells its worker to stop it, as after ``cancel_job``.
+    cancelled: JobId | None = None
 
 
 class JobStore(Protocol):

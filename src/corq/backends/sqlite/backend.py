@@ -104,11 +104,13 @@ class SqliteBackend(SqliteSchedules, SqliteWorkflows, SqliteFlow, SqliteControl,
     # -- JobStore (admit.py, producer.py) ------------------------------------------------------
     async def enqueue_jobs(self, jobs: Sequence[NewJob]) -> list[bool]:
         verdicts, created = await self._admit(jobs), Outcome.CREATED
-        return [outcome is created for _, outcome in verdicts]
+        return [verdict[1] is created for verdict in verdicts]
 
     async def admit_jobs(self, jobs: Sequence[NewJob]) -> list[Admitted]:
-        verdicts = await self._admit(jobs)
-        return [Admitted(job_id=job_id, outcome=outcome) for job_id, outcome in verdicts]
+        return [
+            Admitted(job_id=v[0], outcome=v[1], cancelled=v[2] if len(v) > 2 else None)
+            for v in await self._admit(jobs)
+        ]
 
     async def _admit(self, jobs: Sequence[NewJob]) -> list[admit.Verdict]:
         for job in jobs:

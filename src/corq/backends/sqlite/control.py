@@ -1,8 +1,8 @@
 """The ControlChannel port on SQLite: a table of messages the listeners watch.
 
 Sending inserts a row (and trims rows older than CONTROL_KEEP_MS); a listener starts at the
-highest id when it subscribes and reads the rows after the last one it saw that are for
-its worker or for all. It looks again after every commit in this process (at once) and
+highest id when it subscribes and reads the rows after the last one it saw and keeps those
+for its worker or for all. It looks again after every commit in this process (at once) and
 after every commit of another process (``PRAGMA data_version``, polled while someone
 waits): the same wake-ups as ``wait_for_job``, no table polling. Replies are rows taken
 (deleted) by the asker, kept until their time to live passes.
@@ -20,6 +20,7 @@ from corq.backends.control_wire import CONTROL_KEEP_MS, decode_message, encode_m
 from corq.backends.sqlite.sql import Q
 from corq.backends.sqlite.store import Conn
 from corq.backends.sqlite.thread import ConnectionThread, Tx
+from corq.control import ALL_WORKERS
 from corq.types import WorkerId
 
 if TYPE_CHECKING:
@@ -41,9 +42,14 @@ def _last(conn: Conn) -> int:
 
 
 def _after(conn: Conn, worker: WorkerId, after: int) -> list[tuple[int, bytes]]:
-    params = {"worker": worker, "after": after, "limit": 100}
-    rows = conn.execute(Q["control_after"], params).fetchall()
-    return [(i, m if isinstance(m, bytes) else b"") for i, m in rows if type(i) is int]
+    """(id, message) of the rows after `after`; a row for another worker (or unreadable)
+    comes with empty bytes, so the cursor still moves past it."""
+    rows = conn.execute(Q["control_after"], {"after": after, "limit": BATCH}).fetchall()
+    return [
+        (i, m if w in (worker, ALL_WORKERS) and isinstance(m, bytes) else b"")
+        for i, w, m in rows
+        if type(i) is int
+    ]
 
 
 def _put_reply(conn: Conn, request: str, body: bytes, ttl_ms: int, now: int) -> None:
@@ -87,7 +93,7 @@ class SqliteControlListener:
             seen, rows = await self._thread.look(look)
             for row_id, raw in rows:
                 self._after = max(self._after, row_id)
-                message = decode_message(raw)
+                message = decode_message(raw) if raw else None
                 if message is not None:
                     self._pending.append(message)
             if not self._pending and not await self._wait_change(seen, deadline):

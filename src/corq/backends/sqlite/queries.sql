@@ -1385,9 +1385,10 @@ DELETE FROM control_messages WHERE id IN (
 SELECT max(id) FROM control_messages;
 
 -- name: control_after
--- The messages for :worker or for all after id :after, oldest first.
-SELECT id, message FROM control_messages
-WHERE id > :after AND worker_id IN (:worker, '*')
+-- The messages after id :after (for any worker: the listener skips those not for it, so
+-- its cursor moves past them), oldest first.
+SELECT id, worker_id, message FROM control_messages
+WHERE id > :after
 ORDER BY id LIMIT :limit;
 
 -- name: control_reply_put
