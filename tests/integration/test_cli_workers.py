@@ -179,8 +179,26 @@ def test_inspect_running_shows_the_job_and_flags_it_near_its_timeout(
     assert view["stacks"] == f"corq inspect {running.worker_id} --stacks"
 
 
-def test_inspect_of_a_worker_that_runs_nothing_says_so(running: WorkerThread) -> None:
-    assert ok("inspect", "nobody", "--running").strip() == "no running jobs on nobody"
+def test_inspect_running_of_an_unknown_worker_is_one_line(running: WorkerThread) -> None:
+    result = corq_cli("inspect", "nobody", "--running")
+
+    assert result.exit_code == 1
+    assert result.output.strip() == "Error: no worker 'nobody' is registered (see corq workers)"
+
+
+def test_inspect_running_of_a_worker_that_runs_nothing_says_so(
+    running: WorkerThread, clock: corq.FakeClock
+) -> None:
+    # Given the job has ended and a heartbeat told so
+    running.release.set()
+
+    def nothing_runs() -> bool:
+        clock.advance(SETTINGS["heartbeat_s"])
+        return _in_flight(running) == 0
+
+    wait_sync(nothing_runs, "facts without the job")
+
+    assert ok("inspect", running.worker_id).strip() == f"no running jobs on {running.worker_id}"
 
 
 def test_top_once_prints_queues_workers_and_running_jobs(running: WorkerThread) -> None:

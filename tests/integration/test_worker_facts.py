@@ -61,6 +61,15 @@ async def test_a_worker_publishes_its_facts_and_the_job_it_runs(
         assert info.counts["succeeded"] == 1
         assert info.queue_counts == {"default": {"succeeded": 1, "failed": 0}}
         assert info.durations[quick.name].count == 1
+        # And the operator's view of running jobs has it, with its run time so far
+        clock.advance(3)
+        (view,) = await admin.running()
+        assert (view.worker_id, view.job.job_id, view.run_ms) == (
+            worker.worker_id,
+            handle.id,
+            clock.now_ms() - job.started_at_ms,
+        )
+        assert not view.is_stuck
         gate.set()
         await handle.result(timeout=5)
 

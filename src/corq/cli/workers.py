@@ -20,7 +20,7 @@ from rich.text import Text
 
 from corq import App
 from corq.admin.jobs import MAX_INSPECT_TIMEOUT_S
-from corq.admin.workers import RunningJobView, format_ms
+from corq.admin.workers import RunningJobView, format_ms, running_jobs
 from corq.cli.common import app_option, make_app, run, url_option
 from corq.cli.text import clean, plain
 from corq.stacks import Frame, WorkerStacks
@@ -166,9 +166,12 @@ def inspect(
 
 
 def _print_running(app: App, worker_id: str | None, *, as_json: bool) -> None:
-    views = run(app, lambda: app.admin().running())
+    infos = run(app, lambda: app.admin().workers())
     if worker_id is not None:
-        views = [v for v in views if v.worker_id == worker_id]
+        infos = [i for i in infos if i.worker_id == worker_id]
+        if not infos:
+            raise click.ClickException(f"no worker {worker_id!r} is registered (see corq workers)")
+    views = running_jobs(infos, app.clock.now_ms())
     if as_json:
         _echo_json(
             [
