@@ -150,6 +150,9 @@ class Facts(WorkerObserver):
     def job_lost(self, job: ClaimedJob) -> None:
         self._starts.pop((job.queue, job.id), None)
 
+    def job_cancelled(self, job: ClaimedJob) -> None:
+        self._starts.pop((job.queue, job.id), None)
+
     def _ended(self, job: ClaimedJob, finished_at_ms: int, failed: int) -> None:
         """`failed` 1 for a failed attempt, 0 for a success."""
         counts = self._by_queue.get(job.queue)
@@ -164,6 +167,7 @@ class Facts(WorkerObserver):
         """The facts as of now (the lag and CPU since the last snapshot)."""
         now = self.clock.now_ms()
         lag_ms, self._lag_s = self._lag_s * 1000, 0.0
+        self._forget_stale_starts()
         listed, in_flight = self._oldest_running()
         with self._process.oneshot():
             cpu, rss = self._process.cpu_percent(), self._process.memory_info().rss
@@ -188,6 +192,13 @@ class Facts(WorkerObserver):
             },
             durations=self.durations.summary(),
         )
+
+    def _forget_stale_starts(self) -> None:
+        """Every way a job leaves is a hook that drops its start; should one be missed
+        (a hook added later), the starts never outgrow the registry by much."""
+        if len(self._starts) > 2 * len(self.registry) + 100:
+            held = {r.key for r in self.registry}
+            self._starts = {k: v for k, v in self._starts.items() if k in held}
 
     def _oldest_running(self) -> tuple[list[Running], int]:
         """The first MAX_RUNNING_LISTED executing jobs (the registry keeps claim order, so
@@ -224,6 +235,7 @@ class Facts(WorkerObserver):
             "dead": c.dead,
             "released": c.released,
             "lost": c.lost,
+            "cancelled": c.cancelled,
         }
 
     # -- publishing -------------------------------------------------------------------
