@@ -246,6 +246,7 @@ class Facts(WorkerObserver):
 
     async def run(self, backend: WorkerFacts, *, interval_s: float, lease_ms: int) -> None:
         """Publish now, then every `interval_s` (and at once when stopping), until cancelled."""
+        self.started_at_ms = self.clock.now_ms()  # serving from now on
         probe = asyncio.create_task(self._probe_lag(), name="corq-lag-probe")
         try:
             while True:
