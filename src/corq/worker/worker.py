@@ -381,11 +381,13 @@ class Worker:
         finally:
             if not self._immediate:  # published while it drains; forgotten once stopped
                 self.facts.stopping()
-            if scheduling is not None and self._scheduling is not None:
-                await self._scheduling.stop(scheduling, immediate=self._immediate)
-            await self._shutdown(parts, loops, writer)
-            facts.cancel()
-            await asyncio.wait([facts])
+            try:
+                if scheduling is not None and self._scheduling is not None:
+                    await self._scheduling.stop(scheduling, immediate=self._immediate)
+                await self._shutdown(parts, loops, writer)
+            finally:
+                facts.cancel()
+                await asyncio.wait([facts])
         if failure is not None:
             raise failure
 
