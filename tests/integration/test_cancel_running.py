@@ -200,4 +200,4 @@ async def test_cancelling_one_job_of_a_running_batch_lets_the_others_finish(
 
 def _told(worker: corq.Worker, job_id: str) -> bool:
     running = worker.registry.find(job_id)
-    return running is not None and running.cancel_flag.is_set()
+    return running is not None and running.cancel_flag.raised

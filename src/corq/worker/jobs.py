@@ -138,7 +138,7 @@ class Jobs:
         ):
             # One call runs its whole batch: the others go on, this one's outcome is dropped.
             running.cancel_reason = CancelReason.OPERATOR
-            running.cancel_flag.set()
+            running.cancel_flag.raised = True
             return True
         self.registry.cancel(running, CancelReason.OPERATOR, self.cancel_grace_s)
         return True
