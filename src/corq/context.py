@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import functools
-import threading
 from collections.abc import Callable, Coroutine
 from contextvars import ContextVar
 from dataclasses import dataclass, field
@@ -17,6 +16,16 @@ from corq.types import JobId, QueueName, TaskName
 from corq.workflow import ParentOutcome
 
 T = TypeVar("T")
+
+
+class CancelFlag:
+    """Raised once when an operator cancels a job; read by its thread (an attribute read
+    is atomic, and a job costs a few dozen bytes, not an Event's lock and condition)."""
+
+    __slots__ = ("raised",)
+
+    def __init__(self) -> None:
+        self.raised = False
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -45,13 +54,13 @@ class JobContext:
         default=None, repr=False, compare=False
     )
     _loop: asyncio.AbstractEventLoop | None = field(default=None, repr=False, compare=False)
-    _cancel: threading.Event | None = field(default=None, repr=False, compare=False)
+    _cancel: CancelFlag | None = field(default=None, repr=False, compare=False)
 
     @property
     def cancelled(self) -> bool:
         """True once an operator cancelled this job: a plain function should return soon
         (its thread is abandoned after ``cancel_grace_s``); a coroutine is cancelled."""
-        return self._cancel is not None and self._cancel.is_set()
+        return self._cancel is not None and self._cancel.raised
 
     def check_cancelled(self) -> None:
         """Raise JobCancelledError when the job was cancelled (a plain function's way out
@@ -106,7 +115,7 @@ _Current = tuple[
     Reporter | None,
     asyncio.AbstractEventLoop | None,
     ParentsReader | None,
-    threading.Event | None,
+    CancelFlag | None,
 ]
 _current: ContextVar[_Current] = ContextVar("corq_current_job")
 
@@ -138,7 +147,7 @@ def bind_job(
     report: Reporter | None = None,
     loop: asyncio.AbstractEventLoop | None = None,
     parents: ParentsReader | None = None,
-    cancel: threading.Event | None = None,
+    cancel: CancelFlag | None = None,
 ) -> None:
     """Called by the worker before running a task body (`cancel`: set when an operator
     cancels the job)."""

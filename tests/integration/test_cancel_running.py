@@ -172,3 +172,32 @@ async def test_a_cancelling_duplicate_stops_the_running_job(app: corq.App) -> No
         assert await status_of(old) is corq.JobStatus.CANCELLED
         assert runs == ["old", "new"]
         assert worker.counts.cancelled == 1
+
+
+async def test_cancelling_one_job_of_a_running_batch_lets_the_others_finish(
+    app: corq.App,
+) -> None:
+    called, release = asyncio.Event(), asyncio.Event()
+
+    @app.task(batch_size=2, batch_wait=5)
+    async def bulk(items: list[int]) -> list[int]:
+        called.set()
+        await release.wait()
+        return [i * 10 for i in items]
+
+    async with run_worker(app) as worker:
+        one, two = await bulk.enqueue_many([(1,), (2,)])
+        await asyncio.wait_for(called.wait(), 10)
+
+        assert await one.cancel() is True
+        await until(lambda: _told(worker, one.id), what="the worker heard of the cancel")
+        release.set()
+
+        assert await two.result(timeout=10) == 20
+        await until(lambda: worker.counts.cancelled == 1, what="the cancelled one dropped")
+        assert await status_of(one) is corq.JobStatus.CANCELLED
+
+
+def _told(worker: corq.Worker, job_id: str) -> bool:
+    running = worker.registry.find(job_id)
+    return running is not None and running.cancel_flag.raised

@@ -1205,7 +1205,7 @@ class ControlChannel(Protocol):
 
     async def send_control(self, message: ControlMessage) -> int:
         """Publish a message; returns how many listeners received it live (0 is not an
-        error)."""
+        error: SQLite cannot know who will read its row and always answers 0)."""
         ...
 
     def control_listener(self, worker_id: WorkerId) -> ControlListener:

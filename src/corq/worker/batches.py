@@ -201,4 +201,4 @@ def _cancelled(runner: Runner, running: Running) -> Outcome | None:
     another job of its call was taken away goes back to its queue."""
     if running.cancel_reason is None:
         return runner.outcomes.released(running.job, unstarted=False)
-    return runner._cancelled(running)
+    return runner.cancelled(running)

@@ -9,6 +9,7 @@ jobs the grace period, then cancels what still runs (released to the head of its
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 from typing import TYPE_CHECKING
 
@@ -81,9 +82,16 @@ class Jobs:
             running.withdraw = self._withdraw
             self.batches.add(running)
         else:
-            running.task = asyncio.create_task(self._execute(running))
+            task = running.task = asyncio.create_task(self._execute(running))
+            task.add_done_callback(functools.partial(self._never_ran, running))
         if self.admission.claimable <= 0:
             self.batches.flush_all()  # no slot left to claim more: waiting only delays them
+
+    def _never_ran(self, running: Running, _: asyncio.Task[None]) -> None:
+        """A task cancelled before its first step never entered _execute (whose finally
+        settles the job): settle it here, or it would stay in the registry for ever."""
+        if not running.finished:
+            self._finish(running, self.runner.cancelled(running))
 
     async def _execute(self, running: Running) -> None:
         outcome: Outcome | None = None
@@ -124,6 +132,14 @@ class Jobs:
         if running is None:
             return False
         log.info("job %s was cancelled: stopping it", job_id)
+        task = running.task
+        if task is not None and any(
+            r is not running and r.task is task for r in self.registry.executing()
+        ):
+            # One call runs its whole batch: the others go on, this one's outcome is dropped.
+            running.cancel_reason = CancelReason.OPERATOR
+            running.cancel_flag.raised = True
+            return True
         self.registry.cancel(running, CancelReason.OPERATOR, self.cancel_grace_s)
         return True
 

@@ -13,13 +13,13 @@ heartbeat thread asks which job the task the loop is stepping runs, when the loo
 from __future__ import annotations
 
 import asyncio
-import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from enum import Enum
 from typing import Any
 
 from corq.backends.base import ClaimedJob
+from corq.context import CancelFlag
 from corq.types import JobId, QueueName, WorkerId
 
 Key = tuple[QueueName, JobId]
@@ -58,7 +58,7 @@ class Running:
     #: Set while it waits in a batch (no task yet): cancelling it takes it out and ends it.
     withdraw: Callable[[Running], None] | None = None
     #: Set when an operator cancelled it: ``current_job().cancelled`` reads it (threads).
-    cancel_flag: threading.Event = field(default_factory=threading.Event)
+    cancel_flag: CancelFlag = field(default_factory=CancelFlag)
 
     @property
     def key(self) -> Key:
@@ -138,7 +138,7 @@ class Registry:
         if running.cancel_reason is not CancelReason.OPERATOR:
             running.cancel_reason = reason
         if running.cancel_reason is CancelReason.OPERATOR:
-            running.cancel_flag.set()
+            running.cancel_flag.raised = True
             task = running.task
             if running.unstoppable and task is not None and grace_s > 0:
                 task.get_loop().call_later(grace_s, task.cancel)

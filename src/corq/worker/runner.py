@@ -95,7 +95,7 @@ class Runner:
                 return await self._run_coroutine(running, task, args, kwargs)
             return await self._run_on_thread(running, task, args, kwargs)
         except asyncio.CancelledError:
-            return self._cancelled(running)
+            return self.cancelled(running)
         except Exception as exc:  # a fault of corq's own: park the job where it can be seen
             log.exception("job %s: corq failed to run it", running.job.id)
             return self.outcomes.dead(
@@ -295,7 +295,8 @@ class Runner:
         parents = None if self.parents is None else self.parents.parents
         bind_job(_context(running.job), self.report, loop, parents, running.cancel_flag)
 
-    def _cancelled(self, running: Running) -> Outcome | None:
+    def cancelled(self, running: Running) -> Outcome | None:
+        """What to write for a job the worker stopped (None: nothing)."""
         job = running.job
         if running.cancel_reason is CancelReason.SHUTDOWN and not running.unstoppable:
             return self.outcomes.released(job, unstarted=not running.started)
