@@ -14,12 +14,15 @@ import msgspec
 
 from corq.aio import reraise_if_cancelling
 from corq.backends.base import (
+    HOLDER_SEPARATOR,
     WORKFLOW_MAX_JOBS,
     Backend,
+    ControlMessage,
     NewJob,
     QueueStats,
 )
 from corq.canvas import Batch, Canvas, Chain, Chord, Flow, Group, Workflow
+from corq.control import ControlKind
 from corq.errors import (
     ArgumentError,
     BrokerDataError,
@@ -126,7 +129,8 @@ class JobHandle(Generic[R_co]):
         return result
 
     async def cancel(self) -> bool:
-        """Cancel the job if it has not started; True when it was cancelled."""
+        """Cancel the job if it has not ended (a running one is stopped on its worker);
+        True when it was cancelled."""
         return await self._client.cancel(self.id, self.queue)
 
 
@@ -399,6 +403,9 @@ class Client:
         a taken unique key) and what it did."""
         await self.store_rules(jobs)
         admitted = await self.with_retry(lambda: self.backend.admit_jobs(jobs), "enqueue")
+        for job, answer in zip(jobs, admitted, strict=True):
+            if answer.cancelled is not None:  # OnDuplicate.CANCEL fenced a running one off
+                await self.stop_on_worker(answer.cancelled, job.queue)
         return [
             JobHandle(self, answer.job_id, job.queue, job.task, answer.outcome)
             for job, answer in zip(jobs, admitted, strict=True)
@@ -554,21 +561,45 @@ class Client:
             ) from exc
 
     async def cancel(self, job_id: JobId, queue: QueueName) -> bool:
-        """Cancel a job that has not started; True when it was cancelled.
+        """Cancel a job that has not ended; True when it was cancelled.
 
-        A workflow's job (or one a workflow waits for) is settled right after, so its
-        dependents end upstream_failed at once; if that step fails, the workers' replay of
-        the broker's outbox does it within seconds.
+        The broker cancels it at once (a running one is fenced off: its worker's outcome
+        is refused, retries cannot bring it back); a running one is then stopped on its
+        worker by a control message (within milliseconds), or by that worker's next
+        reconciliation when the message is lost. A workflow's job (or one a workflow waits
+        for) is settled right after, so its dependents end upstream_failed at once; if
+        that step fails, the workers' replay of the broker's outbox does it within seconds.
         """
         check_lookup_id(job_id)
         queue = check_queue_name(queue)
         cancelled = await self.backend.cancel_job(job_id, queue, self.clock.now_ms())
         if cancelled:
+            await self.stop_on_worker(job_id, queue)
             try:
                 await self.backend.settle_workflows(queue, self.clock.broker_now_ms())
             except (BrokerError, BrokerDataError) as exc:
                 log.warning("job %s cancelled; its workflows are settled later (%s)", job_id, exc)
         return cancelled
+
+    async def stop_on_worker(self, job_id: JobId, queue: QueueName) -> bool:
+        """Tell the worker that held a cancelled job to stop it (the record keeps its
+        holder); True when a message was sent. A failure is only logged: the worker's
+        reconciliation stops the job anyway."""
+        try:
+            job = await self.backend.get_job(job_id, queue)
+            if job is None or job.status is not JobStatus.CANCELLED or not job.worker_id:
+                return False
+            worker_id = job.worker_id.split(HOLDER_SEPARATOR, 1)[0]
+            message = ControlMessage(
+                kind=ControlKind.CANCEL, worker_id=worker_id, job_id=job_id, queue=queue
+            )
+            await self.backend.send_control(message)
+        except (BrokerError, BrokerDataError) as exc:
+            log.warning(
+                "job %s cancelled; its worker learns it at reconciliation (%s)", job_id, exc
+            )
+            return False
+        return True
 
     # -- operators -------------------------------------------------------------------
     async def queue_stats(self, queues: Sequence[QueueName] | None = None) -> list[QueueStats]:

@@ -11,11 +11,21 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, TypeVar
 
-from corq.errors import ArgumentError, CorqError
+from corq.errors import ArgumentError, CorqError, JobCancelledError
 from corq.types import JobId, QueueName, TaskName
 from corq.workflow import ParentOutcome
 
 T = TypeVar("T")
+
+
+class CancelFlag:
+    """Raised once when an operator cancels a job; read by its thread (an attribute read
+    is atomic, and a job costs a few dozen bytes, not an Event's lock and condition)."""
+
+    __slots__ = ("raised",)
+
+    def __init__(self) -> None:
+        self.raised = False
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -44,6 +54,19 @@ class JobContext:
         default=None, repr=False, compare=False
     )
     _loop: asyncio.AbstractEventLoop | None = field(default=None, repr=False, compare=False)
+    _cancel: CancelFlag | None = field(default=None, repr=False, compare=False)
+
+    @property
+    def cancelled(self) -> bool:
+        """True once an operator cancelled this job: a plain function should return soon
+        (its thread is abandoned after ``cancel_grace_s``); a coroutine is cancelled."""
+        return self._cancel is not None and self._cancel.raised
+
+    def check_cancelled(self) -> None:
+        """Raise JobCancelledError when the job was cancelled (a plain function's way out
+        of a loop: ``for row in rows: current_job().check_cancelled(); ...``)."""
+        if self.cancelled:
+            raise JobCancelledError(f"job {self.job_id} was cancelled")
 
     async def parents(self) -> list[ParentOutcome]:
         """How each job this one depends on ended, in edge order (a chain link's one
@@ -87,14 +110,20 @@ Reporter = Callable[[JobTuple, float], Coroutine[Any, Any, bool]]
 ParentsReader = Callable[[JobTuple], Coroutine[Any, Any, list[ParentOutcome]]]
 #: The running job, how it reports progress, the worker's loop, and how it reads its
 #: parents. One ContextVar set per job: it is on the hot path.
-_Current = tuple[JobTuple, Reporter | None, asyncio.AbstractEventLoop | None, ParentsReader | None]
+_Current = tuple[
+    JobTuple,
+    Reporter | None,
+    asyncio.AbstractEventLoop | None,
+    ParentsReader | None,
+    CancelFlag | None,
+]
 _current: ContextVar[_Current] = ContextVar("corq_current_job")
 
 
 def current_job() -> JobContext:
     """The job being run by this task call; raises CorqError outside a job."""
     try:
-        job, _, loop, parents = _current.get()
+        job, _, loop, parents, cancel = _current.get()
     except LookupError:
         raise CorqError("current_job() is only available inside a task run by a worker") from None
     job_id, task, queue, attempt, enqueued_at_ms, schedule, tick_ms, workflow = job
@@ -109,6 +138,7 @@ def current_job() -> JobContext:
         workflow=workflow,
         _parents=None if parents is None else functools.partial(parents, job),
         _loop=loop,
+        _cancel=cancel,
     )
 
 
@@ -117,16 +147,18 @@ def bind_job(
     report: Reporter | None = None,
     loop: asyncio.AbstractEventLoop | None = None,
     parents: ParentsReader | None = None,
+    cancel: CancelFlag | None = None,
 ) -> None:
-    """Called by the worker before running a task body."""
-    _current.set((job, report, loop, parents))
+    """Called by the worker before running a task body (`cancel`: set when an operator
+    cancels the job)."""
+    _current.set((job, report, loop, parents, cancel))
 
 
 def _progress_call(progress: object) -> tuple[Coroutine[Any, Any, bool], asyncio.AbstractEventLoop]:
     if not isinstance(progress, int | float) or not 0.0 <= progress <= 1.0:
         raise ArgumentError(f"progress must be a number from 0.0 to 1.0, got {progress!r}")
     try:
-        job, report, loop, _ = _current.get()
+        job, report, loop, _, _ = _current.get()
     except LookupError:
         report = loop = None
     if report is None or loop is None:

@@ -159,3 +159,8 @@ class Snooze(CorqError):  # an instruction, like Retry: `raise corq.Snooze(30)`
 
 class JobNotCancellableError(CorqError):
     """The job has ended already (or does not exist): there is nothing to cancel."""
+
+
+class WorkerNotAnsweringError(CorqError):
+    """A worker did not answer a request sent over the control channel in time (it is not
+    running, not connected to this broker, or the id is wrong)."""

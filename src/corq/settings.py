@@ -64,6 +64,9 @@ class Settings(BaseSettings):
     sandboxes: int = Field(default=2, ge=1)
     #: Seconds running jobs get to finish at shutdown before they are cancelled and re-queued.
     grace_s: float = Field(default=30.0, ge=0)
+    #: Seconds a cancelled plain function's thread gets to see ``current_job().cancelled``
+    #: and return before its slot is given up (the thread is abandoned, as at a timeout).
+    cancel_grace_s: float = Field(default=5.0, ge=0)
     #: Event loop of `corq worker` and `corq dev`: uvloop when installed (auto), or the
     #: standard asyncio loop.
     event_loop: Literal["auto", "uvloop", "asyncio"] = "auto"

@@ -10,7 +10,7 @@ from enum import StrEnum
 from corq.types import JobId, QueueName, TaskName, WorkerId
 
 #: Running jobs a worker lists in its facts (~150 bytes each); the rest are only counted.
-MAX_RUNNING_LISTED = 1_000
+MAX_RUNNING_LISTED = 100
 
 
 class WorkerState(StrEnum):
@@ -61,7 +61,7 @@ class WorkerInfo:
     heartbeat_at_ms: int
     #: The jobs it runs, oldest claims first (at most MAX_RUNNING_LISTED of them).
     running: Sequence[RunningJob] = ()
-    #: How many jobs it runs (`running` may list fewer).
+    #: How many jobs it holds (claimed, outcome not yet recorded; `running` lists fewer).
     in_flight: int = 0
     cpu_percent: float = 0.0
     rss_bytes: int = 0

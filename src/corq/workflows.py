@@ -284,11 +284,14 @@ class WorkflowHandle(Generic[R_co]):
         )
 
     async def cancel(self) -> int:
-        """Cancel every job that has not started (and batch callbacks not yet released);
-        their dependents end upstream_failed. Jobs already running finish: stopping a
-        running job is not possible yet (it needs the control channel of a later
-        release). Returns how many jobs were cancelled."""
-        return await self._client.backend.cancel_workflow(self.id, self._client.clock.now_ms())
+        """Cancel every job that has not ended (and batch callbacks not yet released);
+        their dependents end upstream_failed, and running ones are stopped on their
+        workers (see ``Client.cancel``). Returns how many jobs were cancelled."""
+        running = [n for n in await self._nodes() if n.status is JobStatus.RUNNING]
+        cancelled = await self._client.backend.cancel_workflow(self.id, self._client.clock.now_ms())
+        for node in running:  # one that started meanwhile: its worker's reconciliation
+            await self._client.stop_on_worker(node.job_id, node.queue)
+        return cancelled
 
     async def _record(self) -> WorkflowRecord:
         record = await self._client.backend.get_workflow(self.id)

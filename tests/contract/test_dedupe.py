@@ -221,6 +221,7 @@ async def test_cancel_replaces_a_queued_job_with_the_new_one(backend: Backend, l
     admitted = await backend.admit_jobs([job("b", unique_key="u", payload=b"new", dedupe=CANCEL)])
 
     assert outcomes(admitted) == [("b", "created")]
+    assert admitted[0].cancelled is None  # it was not running: no worker to tell
     assert await status(backend, "a") is S.CANCELLED
     assert (await record(backend, "b")).payload == b"new"
     await register(backend, "w1")
@@ -238,9 +239,10 @@ async def test_cancel_fences_off_a_running_attempt(backend: Backend) -> None:
     # When a duplicate that cancels arrives
     admitted = await backend.admit_jobs([job("b", unique_key="u", payload=b"new", dedupe=CANCEL)])
 
-    # Then the running job is cancelled, the new one queued, and the old attempt's outcome
-    # is refused by its fence
+    # Then the running job is cancelled (named, so its worker can be told), the new one
+    # queued, and the old attempt's outcome is refused by its fence
     assert outcomes(admitted) == [("b", "created")]
+    assert admitted[0].cancelled == "a"
     assert await status(backend, "a") is S.CANCELLED
     assert await status(backend, "b") is S.QUEUED
     assert await backend.complete_jobs("w1", [completion(held)], 60_000) == [False]

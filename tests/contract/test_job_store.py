@@ -18,6 +18,8 @@ from corq.backends.base import (
     PRIORITY_MIN,
     Completion,
     Failure,
+    Release,
+    TaskRules,
     WorkerLease,
 )
 from corq.errors import EnqueueError
@@ -263,19 +265,89 @@ async def test_cancel_a_failed_job_waiting_for_its_retry(backend: Backend) -> No
     assert batch.next_due_ms is None
 
 
-async def test_cancel_refuses_running_finished_and_unknown_jobs(backend: Backend) -> None:
+async def test_cancel_refuses_finished_and_unknown_jobs(backend: Backend) -> None:
     await backend.enqueue_jobs([new_job("a"), new_job("b")])
     await register(backend)
     a, b = (await backend.claim_jobs(Q, "w1", 2, 30_000, T0)).jobs
     done = Completion(job_id=b.id, queue=Q, fence=b.fence, result=b"1", finished_at_ms=T0)
     await backend.complete_jobs("w1", [done], 60_000)
 
-    assert await backend.cancel_job(a.id, Q, T0) is False
     assert await backend.cancel_job(b.id, Q, T0) is False
     assert await backend.cancel_job("missing", Q, T0) is False
-    job = await backend.get_job(a.id, Q)
-    assert job is not None
-    assert job.status == JobStatus.RUNNING
+    assert await backend.cancel_job(a.id, Q, T0) is True
+    assert await backend.cancel_job(a.id, Q, T0) is False  # once
+    assert (await record(backend, b.id)).status == JobStatus.SUCCEEDED
+
+
+async def test_a_cancelled_running_job_refuses_its_holders_outcomes(backend: Backend) -> None:
+    # Given three running jobs of one holder, cancelled in the broker
+    await backend.enqueue_jobs([new_job("a"), new_job("b"), new_job("c")])
+    await register(backend)
+    a, b, c = (await backend.claim_jobs(Q, "w1", 3, 30_000, T0)).jobs
+    for job in (a, b, c):
+        assert await backend.cancel_job(job.id, Q, T0 + 1) is True
+
+    # When the holder still reports on them
+    done = Completion(job_id=a.id, queue=Q, fence=a.fence, result=b"1", finished_at_ms=T0 + 2)
+    failed = Failure(
+        job_id=b.id,
+        queue=Q,
+        fence=b.fence,
+        error="boom",
+        traceback="",
+        retry_at_ms=T0 + 3,
+        finished_at_ms=T0 + 2,
+    )
+    back = Release(job_id=c.id, queue=Q, fence=c.fence)
+    assert await backend.complete_jobs("w1", [done], 60_000) == [False]
+    assert await backend.fail_jobs("w1", [failed], 60_000) == [False]
+    assert await backend.release_jobs("w1", [back]) == [False]
+
+    # Then each stays cancelled, still naming its holder, and nothing runs them again
+    for job in (a, b, c):
+        got = await record(backend, job.id)
+        assert (got.status, got.worker_id, got.finished_at_ms) == (
+            JobStatus.CANCELLED,
+            "w1",
+            T0 + 1,
+        )
+    assert await backend.count_held_jobs(Q, "w1") == 0
+    assert await backend.list_held_jobs(Q, "w1") == []
+    assert await claim(backend, "w1", T0 + 10) == []
+    later = T0 + 10 * LEASE_MS
+    await backend.reclaim_stalled_jobs(Q, later, 3)  # w1's lease passed
+    await register(backend, "w2", later)
+    assert await claim(backend, "w2", later) == []
+    assert (await record(backend, b.id)).status == JobStatus.CANCELLED
+
+
+async def test_cancelling_a_running_job_frees_its_concurrency_slot(backend: Backend) -> None:
+    rules = TaskRules(task="tasks.add", concurrency=1)
+    await backend.set_rules(Q, [rules])
+    await backend.enqueue_jobs([new_job("a"), new_job("b")])
+    await register(backend)
+    assert ids(await claim_batch(backend, "w1", T0, count=2)) == ["a"]
+
+    assert await backend.cancel_job("a", Q, T0 + 1) is True
+
+    assert ids(await claim_batch(backend, "w1", T0 + 2, count=2)) == ["b"]
+
+
+async def test_cancelling_a_running_workflow_job_fails_its_dependents(backend: Backend) -> None:
+    # Given a → b, with a running
+    assert await backend.enqueue_workflow(dag(wjob("a"), wjob("b", "a")), None)
+    await register(backend)
+    assert ids(await claim_batch(backend, "w1", T0)) == ["a"]
+
+    # When a is cancelled and its queue settled
+    assert await backend.cancel_job("a", Q, T0 + 1) is True
+    await settle(backend)
+
+    # Then b ends upstream_failed
+    assert await statuses(backend, "a", "b") == {
+        "a": JobStatus.CANCELLED,
+        "b": JobStatus.UPSTREAM_FAILED,
+    }
 
 
 async def test_a_waiting_suspect_can_be_cancelled(backend: Backend) -> None:
@@ -291,7 +363,7 @@ async def test_a_waiting_suspect_can_be_cancelled(backend: Backend) -> None:
     batch = await claim_batch(backend, "w3", now, suspects=1)
     assert (ids(batch), batch.suspects) == (["innocent"], 0)
     assert ids(await claim_batch(backend, "w3", now, suspects=1)) == []
-    assert await backend.cancel_job("innocent", Q, now) is False  # running: not cancellable
+    assert await backend.cancel_job("innocent", Q, now) is True  # running: fenced off
 
 
 async def test_cancelling_a_waiting_job_of_a_workflow_fails_its_children(backend: Backend) -> None:

@@ -94,9 +94,9 @@ async def test_every_state_change_is_a_legal_move(backend: Backend) -> None:
     await register(b, "w2", T0 + 30 + LATER)
     [fourth] = await claim(b, "w2", T0 + 30 + LATER, count=1)
     await w.step("claim", _noop())
-    # A running job is not cancellable yet (the operations issue adds it): no move.
+    # A running job is cancelled in the broker (its claim fenced off).
     await w.step("cancel running", b.cancel_job(fourth.id, "default", T0 + 30 + LATER))
-    assert w.states[fourth.id] == S.RUNNING
+    assert w.states[fourth.id] == S.CANCELLED
 
     assert {
         (S.QUEUED, S.CANCELLED),
@@ -109,6 +109,7 @@ async def test_every_state_change_is_a_legal_move(backend: Backend) -> None:
         (S.RUNNING, S.DEAD),
         (S.DEAD, S.QUEUED),
         (S.RUNNING, S.QUEUED),
+        (S.RUNNING, S.CANCELLED),
     } <= w.moves
 
 

@@ -1044,7 +1044,15 @@ async def test_calls_on_an_unknown_workflow_raise(backend: Backend) -> None:
 # ------------------------------------------------------------------------------------------------
 
 
-async def test_cancel_workflow_cancels_what_has_not_started_and_lets_running_jobs_finish(
+async def refused_success(hands: Hands, job: ClaimedJob) -> bool:
+    """True when the holder's report of `job`'s success is refused (it was cancelled)."""
+    done = Completion(
+        job_id=job.id, queue=job.queue, fence=job.fence, result=b"1", finished_at_ms=T0 + 9
+    )
+    return await hands.backend.complete_jobs(hands.name, [done], 60_000) == [False]
+
+
+async def test_cancel_workflow_cancels_every_job_that_has_not_ended(
     backend: Backend,
 ) -> None:
     # Given a workflow with a running job, a failed one awaiting its retry, a queued one (in
@@ -1066,12 +1074,12 @@ async def test_cancel_workflow_cancels_what_has_not_started_and_lets_running_job
     await hands.fail_for_retry(held["retrying"], later_ms())
 
     # When the workflow is cancelled (the call settles what it ended)
-    assert await backend.cancel_workflow(WF, None) == 4
+    assert await backend.cancel_workflow(WF, None) == 5
 
-    # Then what had not started is cancelled, the running job runs on, and the dependent
+    # Then every job is cancelled, the running one too (its holder kept), and the dependent
     # in the other workflow is upstream_failed
     assert await statuses(backend, "run", "retrying", "scheduled", "waiting") == {
-        "run": S.RUNNING,
+        "run": S.CANCELLED,
         "retrying": S.CANCELLED,
         "scheduled": S.CANCELLED,
         "waiting": S.CANCELLED,
@@ -1083,16 +1091,20 @@ async def test_cancel_workflow_cancels_what_has_not_started_and_lets_running_job
     assert error.startswith("upstream_failed: queued ended cancelled"), error
     assert await hands.claim(Q2) == {}
 
-    # When the running job succeeds, its child stays cancelled and the workflow is over
-    await hands.succeed(held["run"])
-    assert await status_of(backend, "waiting") == S.CANCELLED
+    run = await backend.get_job("run", Q)
+    assert run is not None
+    assert run.worker_id is not None
+
+    # When the running job's holder reports a success, it is refused; the workflow is over
+    assert await refused_success(hands, held["run"])
+    assert await status_of(backend, "run") == S.CANCELLED
     assert await hands.claim() == {}
     record = await backend.get_workflow(WF)
     assert record is not None
-    assert dict(record.counts) == {"succeeded": 1, "cancelled": 4}
+    assert dict(record.counts) == {"cancelled": 5}
     assert record.finished_at_ms is not None
     assert record.first_failure is not None
-    assert record.first_failure[0] in {"retrying", "queued", "scheduled", "waiting"}
+    assert record.first_failure[0] in {"run", "retrying", "queued", "scheduled", "waiting"}
 
 
 async def test_cancel_workflow_cancels_callbacks_not_yet_released(backend: Backend) -> None:
@@ -1100,12 +1112,12 @@ async def test_cancel_workflow_cancels_callbacks_not_yet_released(backend: Backe
     hands = Hands(backend)
     m1 = await hands.claim_one("m1")
 
-    assert await backend.cancel_workflow(WF, None) == 3
+    assert await backend.cancel_workflow(WF, None) == 4
 
     assert await statuses(backend, "m1", *CALLBACKS) == {
-        "m1": S.RUNNING,
+        "m1": S.CANCELLED,
         **dict.fromkeys(CALLBACKS, S.CANCELLED),
     }
-    await hands.succeed(m1)
+    assert await refused_success(hands, m1)
     assert await hands.claim() == {}
     assert await statuses(backend, *CALLBACKS) == dict.fromkeys(CALLBACKS, S.CANCELLED)

@@ -179,8 +179,26 @@ def test_inspect_running_shows_the_job_and_flags_it_near_its_timeout(
     assert view["stacks"] == f"corq inspect {running.worker_id} --stacks"
 
 
-def test_inspect_of_a_worker_that_runs_nothing_says_so(running: WorkerThread) -> None:
-    assert ok("inspect", "nobody", "--running").strip() == "no running jobs on nobody"
+def test_inspect_running_of_an_unknown_worker_is_one_line(running: WorkerThread) -> None:
+    result = corq_cli("inspect", "nobody", "--running")
+
+    assert result.exit_code == 1
+    assert result.output.strip() == "Error: no worker 'nobody' is registered (see corq workers)"
+
+
+def test_inspect_running_of_a_worker_that_runs_nothing_says_so(
+    running: WorkerThread, clock: corq.FakeClock
+) -> None:
+    # Given the job has ended and a heartbeat told so
+    running.release.set()
+
+    def nothing_runs() -> bool:
+        clock.advance(SETTINGS["heartbeat_s"])
+        return _in_flight(running) == 0
+
+    wait_sync(nothing_runs, "facts without the job")
+
+    assert ok("inspect", running.worker_id).strip() == f"no running jobs on {running.worker_id}"
 
 
 def test_top_once_prints_queues_workers_and_running_jobs(running: WorkerThread) -> None:
@@ -211,3 +229,38 @@ def test_top_once_shows_an_unreachable_broker_and_fails() -> None:
 
     assert result.exit_code == 1
     assert "broker unreachable" in result.stdout
+
+
+def test_inspect_stacks_shows_the_running_jobs_coroutine_without_stopping_it(
+    running: WorkerThread,
+) -> None:
+    out = ok("inspect", running.worker_id, "--stacks")
+
+    # The job's asyncio task is named with the job it runs, and its frames reach the body
+    lines = out.splitlines()
+    (at,) = [i for i, line in enumerate(lines) if f"running job {running.job_id}" in line]
+    frames = []
+    for line in lines[at + 1 :]:
+        if not line.startswith("    "):
+            break
+        frames.append(line.strip())
+    assert any(frame.endswith("in hold") for frame in frames), frames
+    assert any(line.startswith("thread ") for line in lines)
+    # And the worker goes on running it
+    assert _in_flight(running) == 1
+    stacks = json.loads(ok("inspect", running.worker_id, "--stacks", "--json"))
+    assert stacks["worker_id"] == running.worker_id
+
+
+def test_inspect_stacks_of_a_worker_that_does_not_answer_is_one_line() -> None:
+    workers_cli_app.app = corq.App("sqlite:///:memory:")
+    try:
+        result = corq_cli("inspect", "nobody", "--stacks", "--timeout", "0.2")
+    finally:
+        workers_cli_app.app = None
+
+    assert result.exit_code == 1
+    assert result.output.strip() == (
+        "Error: worker 'nobody' did not answer within 0.2s "
+        "(not running, not on this broker, or another id)"
+    )

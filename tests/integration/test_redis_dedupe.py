@@ -274,7 +274,7 @@ async def test_cancel_fences_off_a_running_holder_and_frees_its_holder(
 
     (admitted,) = await backend.admit_jobs([job("b", unique_key="k", dedupe=cancel, at=T0 + 5)])
 
-    assert admitted == admitted_as("b", Outcome.CREATED)
+    assert admitted == Admitted(job_id="b", outcome=Outcome.CREATED, cancelled="a")
     assert await raw.smembers(keys.held("w1")) == set()
     old = await backend.get_job("a", Q)
     assert old is not None

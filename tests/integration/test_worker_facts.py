@@ -61,6 +61,15 @@ async def test_a_worker_publishes_its_facts_and_the_job_it_runs(
         assert info.counts["succeeded"] == 1
         assert info.queue_counts == {"default": {"succeeded": 1, "failed": 0}}
         assert info.durations[quick.name].count == 1
+        # And the operator's view of running jobs has it, with its run time so far
+        clock.advance(3)
+        (view,) = await admin.running()
+        assert (view.worker_id, view.job.job_id, view.run_ms) == (
+            worker.worker_id,
+            handle.id,
+            clock.now_ms() - job.started_at_ms,
+        )
+        assert not view.is_stuck
         gate.set()
         await handle.result(timeout=5)
 
@@ -145,3 +154,30 @@ async def test_a_busy_worker_lists_its_oldest_jobs_and_counts_them_all(
         assert len(info.running) == MAX_RUNNING_LISTED
         assert {j.job_id for j in info.running} <= {h.id for h in handles}
         gate.set()
+
+
+async def test_a_job_cancelled_by_an_operator_leaves_the_facts_and_is_counted(
+    app: corq.App,
+) -> None:
+    @app.task
+    async def forever() -> None:
+        await asyncio.Event().wait()
+
+    admin = app.admin()
+    async with run_worker(app) as worker:
+        # Given a running job listed in the worker's facts
+        handle = await forever.enqueue()
+
+        async def listed(count: int) -> bool:
+            return [len(i.running) for i in await admin.workers()] == [count]
+
+        await until(lambda: listed(1), what="the job in the facts")
+
+        # When an operator cancels it
+        await admin.cancel(handle.id)
+
+        # Then the next heartbeats list nothing and count it cancelled
+        await until(lambda: listed(0), what="the job gone from the facts")
+        (info,) = await admin.workers()
+        assert info.counts["cancelled"] == 1
+        assert worker.running_count == 0

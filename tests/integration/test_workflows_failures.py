@@ -114,15 +114,19 @@ async def test_a_chord_with_allow_failed_parents_gets_upstream_errors_in_its_lis
         assert await (await wf.enqueue()).result(timeout=10) == [["int", "UpstreamError"]]
 
 
-async def test_cancelling_a_workflow_stops_what_has_not_started(
+async def test_cancelling_a_workflow_stops_every_job_of_it(
     app: corq.App, tasks: dict[str, corq.Task[Any, Any]]
 ) -> None:
-    started, release = asyncio.Event(), asyncio.Event()
+    started, stopped = asyncio.Event(), asyncio.Event()
 
     @app.task
     async def slow(x: int) -> int:
         started.set()
-        await release.wait()
+        try:
+            await asyncio.sleep(3600)
+        except asyncio.CancelledError:
+            stopped.set()
+            raise
         return x
 
     add_one = tasks["add_one"]
@@ -131,17 +135,13 @@ async def test_cancelling_a_workflow_stops_what_has_not_started(
         wf = await corq.chain(slow.s(1), add_one.then(), add_one.then()).enqueue()
         await asyncio.wait_for(started.wait(), 10)
         # When the workflow is cancelled,
-        assert await wf.cancel() == 2
-        # Then the links that had not started are cancelled, the running one finishes,
-        release.set()
+        assert await wf.cancel() == 3
+        # Then every link is cancelled, and the running one is stopped on its worker
+        await asyncio.wait_for(stopped.wait(), 10)
         status = await wf.wait(timeout=10, jobs=True)
         with pytest.raises(corq.JobCancelledError):
             await wf.result(timeout=1)
-    assert [job.state for job in status.jobs] == [
-        corq.JobStatus.SUCCEEDED,
-        corq.JobStatus.CANCELLED,
-        corq.JobStatus.CANCELLED,
-    ]
+    assert [job.state for job in status.jobs] == [corq.JobStatus.CANCELLED] * 3
     assert status.state is corq.WorkflowState.CANCELLED
 
 

@@ -43,5 +43,6 @@ def test_all_is_sorted_and_exported() -> None:
         "events",
         "worker_info",
         "metrics",
+        "stacks",
     }
     assert set(corq.__all__) == public - modules

@@ -10,10 +10,11 @@ from corq.admin.base import AdminBase
 from corq.admin.breakers import BreakersAdmin
 from corq.admin.config import ConfigAdmin
 from corq.admin.dead import DeadAdmin
+from corq.admin.jobs import JobsAdmin
 from corq.admin.workers import WorkersAdmin
 
 
-class Admin(ConfigAdmin, BreakersAdmin, DeadAdmin, WorkersAdmin, AdminBase):
+class Admin(JobsAdmin, ConfigAdmin, BreakersAdmin, DeadAdmin, WorkersAdmin, AdminBase):
     """Operator calls over one broker connection, recorded as made by ``who``."""
 
 

@@ -418,6 +418,9 @@ class Admitted:
     #: key (or cooldown) points at.
     job_id: JobId
     outcome: Outcome
+    #: A running job ``OnDuplicate.CANCEL`` cancelled (fenced off) to write this one: the
+    #: caller tells its worker to stop it, as after ``cancel_job``.
+    cancelled: JobId | None = None
 
 
 class JobStore(Protocol):
@@ -1154,11 +1157,12 @@ class Workflows(Protocol):
         ...
 
     async def cancel_workflow(self, workflow_id: str, now_ms: int | None) -> int:
-        """Cancel every job of the workflow that has not started (scheduled, waiting,
-        queued, failed awaiting a retry) and settle: their dependents end upstream_failed.
-        Running jobs finish (cancelling them is the operations issue's); callbacks not yet
-        released end cancelled. Returns how many jobs it cancelled; raises
-        WorkflowNotFoundError when there is no such workflow."""
+        """Cancel every job of the workflow that has not ended (scheduled, waiting,
+        queued, failed awaiting a retry, running: fenced off as ``cancel_job`` does) and
+        settle: their dependents end upstream_failed; callbacks not yet released end
+        cancelled. The caller tells the workers of the running ones (their records keep
+        the holder). Returns how many jobs it cancelled; raises WorkflowNotFoundError when
+        there is no such workflow."""
         ...
 
 
@@ -1197,10 +1201,22 @@ class FlowControl(Protocol):
 class ControlListener(Protocol):
     """One worker's subscription to the control channel (see ControlChannel)."""
 
+    #: How many times the subscription was made again after it was lost (messages sent
+    #: meanwhile may be lost: the worker reconciles at once when this moves).
+    reconnects: int
+
+    async def subscribe(self) -> None:
+        """Make the subscription now (``next_message`` makes it too): every message sent
+        after this returns reaches the listener while its connection holds. Raises
+        BrokerError when the broker cannot be reached."""
+        ...
+
     async def next_message(self, timeout_s: float) -> ControlMessage | None:
         """The next message for this worker (or for all), None when `timeout_s` passed.
-        A lost connection is re-established inside; messages sent meanwhile may be lost
-        (the durable paths cover what matters: see ControlChannel)."""
+        A lost connection is re-established inside (``reconnects`` moves); messages sent
+        meanwhile may be lost (the durable paths cover what matters: see ControlChannel).
+        Raises BrokerError while the broker cannot be reached; a message that cannot be
+        read is skipped."""
         ...
 
     async def close(self) -> None:
@@ -1220,7 +1236,7 @@ class ControlChannel(Protocol):
 
     async def send_control(self, message: ControlMessage) -> int:
         """Publish a message; returns how many listeners received it live (0 is not an
-        error)."""
+        error: SQLite cannot know who will read its row and always answers 0)."""
         ...
 
     def control_listener(self, worker_id: WorkerId) -> ControlListener:
@@ -1352,6 +1368,7 @@ class Backend(
     WorkerFacts,
     Breakers,
     RuntimeConfig,
+    ControlChannel,
     Protocol,
 ):
     """A whole broker: every port, and the connection they share.

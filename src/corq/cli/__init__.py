@@ -13,7 +13,8 @@ from corq.cli.common import describe_settings_error
 from corq.cli.dead import dead
 from corq.cli.demo import demo
 from corq.cli.dev import dev
-from corq.cli.jobs import enqueue, job, queues
+from corq.cli.job_commands import job
+from corq.cli.jobs import enqueue, queues
 from corq.cli.metrics import autoscale, metrics
 from corq.cli.ops import config, queue, task, tasks
 from corq.cli.scheduler import scheduler

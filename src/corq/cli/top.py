@@ -10,6 +10,7 @@ next frame tries again.
 from __future__ import annotations
 
 import asyncio
+import signal
 import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
@@ -219,6 +220,10 @@ async def _watch(app: App, interval_s: float, once: bool) -> bool:
             live.update(render(frame, speed, url), refresh=True)
 
 
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
+
+
 @click.command()
 @click.option("--once", is_flag=True, help="Print one frame and exit (1 if the broker is down).")
 @click.option(
@@ -235,6 +240,8 @@ def top(once: bool, interval: float, app_path: str | None, url: str | None) -> N
     """A live monitor: queues (depth by state, rates, oldest ready job), workers (load, CPU,
     memory, lag) and running jobs (stuck ones flagged). Ctrl-C quits."""
     app = make_app(app_path, url)
+    for quit_signal in (signal.SIGTERM, signal.SIGHUP):  # a closed SSH session: leave the
+        signal.signal(quit_signal, _interrupt)  # alternate screen as Ctrl-C does
     try:
         ok = run(app, lambda: _watch(app, interval, once))
     except KeyboardInterrupt:

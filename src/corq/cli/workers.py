@@ -19,9 +19,11 @@ from rich.table import Table
 from rich.text import Text
 
 from corq import App
-from corq.admin.workers import RunningJobView, format_ms
+from corq.admin.jobs import MAX_INSPECT_TIMEOUT_S
+from corq.admin.workers import RunningJobView, format_ms, running_jobs
 from corq.cli.common import app_option, make_app, run, url_option
-from corq.cli.text import plain
+from corq.cli.text import clean, plain
+from corq.stacks import Frame, WorkerStacks
 from corq.worker_info import WorkerInfo, WorkerState
 
 console = Console(width=None if sys.stdout.isatty() else 200)
@@ -134,7 +136,7 @@ def workers(as_json: bool, app_path: str | None, url: str | None) -> None:
 @click.option("--stacks", is_flag=True, help="Every asyncio task's and thread's stack (live).")
 @click.option(
     "--timeout",
-    type=click.FloatRange(min=0.1, max=300),
+    type=click.FloatRange(min=0.1, max=MAX_INSPECT_TIMEOUT_S),
     default=5.0,
     show_default=True,
     metavar="S",
@@ -164,9 +166,12 @@ def inspect(
 
 
 def _print_running(app: App, worker_id: str | None, *, as_json: bool) -> None:
-    views = run(app, lambda: app.admin().running())
+    infos = run(app, lambda: app.admin().workers())
     if worker_id is not None:
-        views = [v for v in views if v.worker_id == worker_id]
+        infos = [i for i in infos if i.worker_id == worker_id]
+        if not infos:
+            raise click.ClickException(f"no worker {worker_id!r} is registered (see corq workers)")
+    views = running_jobs(infos, app.clock.now_ms())
     if as_json:
         _echo_json(
             [
@@ -192,6 +197,38 @@ def _print_running(app: App, worker_id: str | None, *, as_json: bool) -> None:
 
 
 def _print_stacks(app: App, worker_id: str, timeout: float, *, as_json: bool) -> None:
-    raise click.ClickException(
-        "stack dumps travel on the control channel, which this corq does not have yet"
-    )
+    """Ask the worker for its stacks through the broker (it keeps running); a worker that
+    does not answer in time is one line (WorkerNotAnsweringError), never a traceback."""
+    stacks = run(app, lambda: app.admin().inspect_stacks(worker_id, timeout))
+    if as_json:
+        _echo_json(dataclasses.asdict(stacks))
+        return
+    click.echo(render_stacks(stacks))
+
+
+def _frames_text(frames: Sequence[Frame], indent: str) -> list[str]:
+    return [f"{indent}{f.file}:{f.line} in {f.function}" for f in frames] or [
+        f"{indent}(no frames)"
+    ]
+
+
+def render_stacks(stacks: WorkerStacks) -> str:
+    """Plain text: each asyncio task (with the job it runs), then each thread, outermost
+    frame first, as a traceback reads."""
+    lines = [
+        clean(
+            f"worker {stacks.worker_id}: {len(stacks.tasks)} asyncio task(s), "
+            f"{len(stacks.threads)} thread(s)",
+            one_line=True,
+        )
+    ]
+    for task in stacks.tasks:
+        job = f" running job {task.job_id} [{task.queue}]" if task.job_id else ""
+        lines.append(clean(f"task {task.name}{job}", one_line=True))
+        lines += [clean(line, one_line=True) for line in _frames_text(task.frames, "    ")]
+    if stacks.tasks_omitted:
+        lines.append(f"... and {stacks.tasks_omitted} more task(s) not shown")
+    for thread in stacks.threads:
+        lines.append(clean(f"thread {thread.name} ({thread.ident})", one_line=True))
+        lines += [clean(line, one_line=True) for line in _frames_text(thread.frames, "    ")]
+    return "\n".join(lines)

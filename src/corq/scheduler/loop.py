@@ -269,8 +269,8 @@ class Term:
             elif run.job_id not in self._uncancelled:
                 self._uncancelled.add(run.job_id)
                 log.warning(
-                    "schedule %r: previous run %s cannot be cancelled while it runs; firing "
-                    "the next tick anyway",
+                    "schedule %r: previous run %s could not be cancelled (it ended "
+                    "meanwhile); firing the next tick anyway",
                     entry.name,
                     run.job_id,
                 )

@@ -152,7 +152,7 @@ async def _call(
     runner: Runner, task: Task[Any, Any], batch: list[Running], items: list[Any]
 ) -> list[Outcome | None]:
     """Run the function on the loop or a thread; what it did, as each job's outcome."""
-    runner._bind(batch[0].job)  # the context (corq.current_job) is the first job's
+    runner._bind(batch[0])  # the context (corq.current_job) is the first job's
     for running in batch:
         running.started = True
     if task.is_async:
@@ -209,4 +209,4 @@ def _cancelled(runner: Runner, running: Running) -> Outcome | None:
     another job of its call was taken away goes back to its queue."""
     if running.cancel_reason is None:
         return runner.outcomes.released(running.job, unstarted=False)
-    return runner._cancelled(running)
+    return runner.cancelled(running)

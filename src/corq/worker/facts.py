@@ -46,9 +46,10 @@ log = logging.getLogger(__name__)
 TTL_LEASES = 6
 #: How often the lag timer fires; its lateness is the loop's lag.
 LAG_PROBE_S = 0.1
-#: Run times kept per task (the latest), and tasks measured at most.
+#: Run times kept per task (the latest), and tasks measured at most (~70 bytes each in the
+#: published facts; a task beyond them is judged stuck by its timeout alone).
 SAMPLES_PER_TASK = 256
-MAX_TASKS = 1_000
+MAX_TASKS = 200
 
 
 def _corq_version() -> str:
@@ -113,6 +114,8 @@ class Facts(WorkerObserver):
         self.tasks = tasks
         self.clock = clock
         self.state = WorkerState.ALIVE
+        self.host = socket.gethostname()
+        self.pid = os.getpid()
         self.started_at_ms = clock.now_ms()
         self.durations = Durations()
         #: When each job this worker runs was started (by this worker's clock).
@@ -147,6 +150,9 @@ class Facts(WorkerObserver):
     def job_lost(self, job: ClaimedJob) -> None:
         self._starts.pop((job.queue, job.id), None)
 
+    def job_cancelled(self, job: ClaimedJob) -> None:
+        self._starts.pop((job.queue, job.id), None)
+
     def _ended(self, job: ClaimedJob, finished_at_ms: int, failed: int) -> None:
         """`failed` 1 for a failed attempt, 0 for a success."""
         counts = self._by_queue.get(job.queue)
@@ -161,20 +167,21 @@ class Facts(WorkerObserver):
         """The facts as of now (the lag and CPU since the last snapshot)."""
         now = self.clock.now_ms()
         lag_ms, self._lag_s = self._lag_s * 1000, 0.0
-        running = self.registry.executing()
+        self._forget_stale_starts()
+        listed, in_flight = self._oldest_running()
         with self._process.oneshot():
             cpu, rss = self._process.cpu_percent(), self._process.memory_info().rss
         return WorkerInfo(
             worker_id=self.worker_id,
-            host=socket.gethostname(),
-            pid=os.getpid(),
+            host=self.host,
+            pid=self.pid,
             version=VERSION,
             queues=self.weights,
             concurrency=self.concurrency,
             started_at_ms=self.started_at_ms,
             heartbeat_at_ms=now,
-            running=tuple(self._running(r, now) for r in running[:MAX_RUNNING_LISTED]),
-            in_flight=len(running),
+            running=tuple(self._running(r, now) for r in listed),
+            in_flight=in_flight,
             cpu_percent=cpu,
             rss_bytes=rss,
             loop_lag_ms=round(lag_ms, 3),
@@ -185,6 +192,25 @@ class Facts(WorkerObserver):
             },
             durations=self.durations.summary(),
         )
+
+    def _forget_stale_starts(self) -> None:
+        """Every way a job leaves is a hook that drops its start; should one be missed
+        (a hook added later), the starts never outgrow the registry by much."""
+        if len(self._starts) > 2 * len(self.registry) + 100:
+            held = {r.key for r in self.registry}
+            self._starts = {k: v for k, v in self._starts.items() if k in held}
+
+    def _oldest_running(self) -> tuple[list[Running], int]:
+        """The first MAX_RUNNING_LISTED executing jobs (the registry keeps claim order, so
+        the longest running), and how many jobs the worker holds (claimed, outcome not yet
+        recorded: what the broker counts in flight). No pass over 100,000 jobs."""
+        listed: list[Running] = []
+        for running in self.registry:
+            if running.executing:
+                listed.append(running)
+                if len(listed) == MAX_RUNNING_LISTED:
+                    break
+        return listed, len(self.registry)
 
     def _running(self, running: Running, now_ms: int) -> RunningJob:
         job = running.job
@@ -209,6 +235,7 @@ class Facts(WorkerObserver):
             "dead": c.dead,
             "released": c.released,
             "lost": c.lost,
+            "cancelled": c.cancelled,
         }
 
     # -- publishing -------------------------------------------------------------------
@@ -219,6 +246,7 @@ class Facts(WorkerObserver):
 
     async def run(self, backend: WorkerFacts, *, interval_s: float, lease_ms: int) -> None:
         """Publish now, then every `interval_s` (and at once when stopping), until cancelled."""
+        self.started_at_ms = self.clock.now_ms()  # serving from now on
         probe = asyncio.create_task(self._probe_lag(), name="corq-lag-probe")
         try:
             while True:

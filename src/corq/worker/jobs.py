@@ -9,6 +9,7 @@ jobs the grace period, then cancels what still runs (released to the head of its
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 from typing import TYPE_CHECKING
 
@@ -53,6 +54,7 @@ class Jobs:
         self.observers = observers
         self.settler = settler
         self.result_ttl_s = settings.result_ttl_s
+        self.cancel_grace_s = settings.cancel_grace_s
         #: Outcomes waiting for the writer (None: no more, stop writing).
         self.outcomes: asyncio.Queue[Pending | None] = asyncio.Queue()
         self.runner = Runner(
@@ -83,9 +85,16 @@ class Jobs:
             running.withdraw = self._withdraw
             self.batches.add(running)
         else:
-            running.task = asyncio.create_task(self._execute(running))
+            task = running.task = asyncio.create_task(self._execute(running))
+            task.add_done_callback(functools.partial(self._never_ran, running))
         if self.admission.claimable <= 0:
             self.batches.flush_all()  # no slot left to claim more: waiting only delays them
+
+    def _never_ran(self, running: Running, _: asyncio.Task[None]) -> None:
+        """A task cancelled before its first step never entered _execute (whose finally
+        settles the job): settle it here, or it would stay in the registry for ever."""
+        if not running.finished:
+            self._finish(running, self.runner.cancelled(running))
 
     async def _execute(self, running: Running) -> None:
         outcome: Outcome | None = None
@@ -119,15 +128,37 @@ class Jobs:
             for running, outcome in zip(batch, outcomes, strict=True):
                 self._finish(running, outcome)
 
+    def cancel(self, job_id: str, queue: str | None) -> bool:
+        """Stop a job an operator cancelled (the broker ended it already); False when this
+        worker does not run it."""
+        running = self.registry.find(job_id, queue)
+        if running is None:
+            return False
+        log.info("job %s was cancelled: stopping it", job_id)
+        task = running.task
+        if task is not None and any(
+            r is not running and r.task is task for r in self.registry.executing()
+        ):
+            # One call runs its whole batch: the others go on, this one's outcome is dropped.
+            running.cancel_reason = CancelReason.OPERATOR
+            running.cancel_flag.raised = True
+            return True
+        self.registry.cancel(running, CancelReason.OPERATOR, self.cancel_grace_s)
+        return True
+
     def _finish(self, running: Running, outcome: Outcome | None) -> None:
         """Its task ended: free the slot, hand the outcome to the writer (None: nothing to
         write, the job leaves the registry)."""
         self.registry.finished(running)
         self.admission.finished(running.job)
-        if outcome is not None:
+        cancelled = running.cancel_reason is CancelReason.OPERATOR
+        if outcome is not None and not cancelled:  # a cancelled job's outcome is refused
             self.outcomes.put_nowait((running.holder, outcome))
             return
-        self.observers.lost(running.job)
+        if cancelled:
+            self.observers.cancelled(running.job)
+        else:
+            self.observers.lost(running.job)
         if not (running.unstoppable and running.cancel_reason is CancelReason.SHUTDOWN):
             # (A plain function still running at shutdown stays held: its holder departs.)
             job = running.job

@@ -12,6 +12,8 @@ When each hook runs:
   wait for a thread or a child process);
 - `job_succeeded`, `job_retried`, `job_dead`, `job_released`, `job_snoozed`: the broker
   recorded that outcome of the attempt (a snooze: the job waits again, no attempt used);
+- `job_cancelled`: an operator cancelled the job while this worker ran it (the broker
+  ended it already; the worker stopped it and wrote nothing);
 - `job_lost`: the attempt ended and nothing was recorded: the claim was gone (lease lost,
   the broker refused the outcome), the worker stopped at once, or a plain function was
   still running on its thread at shutdown (its job comes back when this worker departs).
@@ -53,6 +55,9 @@ class WorkerObserver:
     def job_lost(self, job: ClaimedJob) -> None:
         """The attempt ended with nothing recorded (see the module docstring)."""
 
+    def job_cancelled(self, job: ClaimedJob) -> None:
+        """An operator cancelled the job while it ran here; the worker stopped it."""
+
 
 @dataclass
 class JobCounts(WorkerObserver):
@@ -65,6 +70,7 @@ class JobCounts(WorkerObserver):
     released: int = 0
     lost: int = 0
     snoozed: int = 0
+    cancelled: int = 0
 
     @property
     def failed(self) -> int:
@@ -91,6 +97,9 @@ class JobCounts(WorkerObserver):
 
     def job_snoozed(self, job: ClaimedJob, failure: Failure) -> None:
         self.snoozed += 1
+
+    def job_cancelled(self, job: ClaimedJob) -> None:
+        self.cancelled += 1
 
 
 class Observers:
@@ -151,6 +160,13 @@ class Observers:
                 observer.job_lost(job)
             except Exception:
                 self._failed(observer, "job_lost")
+
+    def cancelled(self, job: ClaimedJob) -> None:
+        for observer in self._observers:
+            try:
+                observer.job_cancelled(job)
+            except Exception:
+                self._failed(observer, "job_cancelled")
 
     def _failed(self, observer: WorkerObserver, hook: str) -> None:
         key = (id(observer), hook)

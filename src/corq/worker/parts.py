@@ -10,6 +10,7 @@ from corq.backends.base import Backend, WorkerLease
 from corq.types import QueueName
 from corq.worker.breakers import BreakerGate, configured_rule
 from corq.worker.config import ConfigWatch, StrikeGate
+from corq.worker.control import ControlPart
 from corq.worker.fetch import Admission, Fetcher
 from corq.worker.gates import Gates, StartGate
 from corq.worker.heartbeat import Heartbeat
@@ -41,6 +42,7 @@ class Parts:
     heartbeat: Heartbeat
     settler: Settler
     config: ConfigWatch
+    control: ControlPart
 
 
 def _gates(app: App, backend: Backend, config: ConfigWatch, given: Sequence[StartGate]) -> Gates:
@@ -114,6 +116,14 @@ def build_parts(
         admission.lock,
         interval_s=settings.reconcile_s,
         awaiting=admission.awaiting,
+        cancel_grace_s=settings.cancel_grace_s,
+    )
+    control = ControlPart(
+        backend,
+        worker_id,
+        registry,
+        cancel=jobs.cancel,
+        reconcile_now=reconciler.request_round,
     )
     heartbeat = Heartbeat(
         backend,
@@ -137,4 +147,5 @@ def build_parts(
         heartbeat,
         settler,
         config,
+        control,
     )

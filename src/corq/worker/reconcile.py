@@ -4,9 +4,13 @@ The lease is per worker, not per job, so nothing else notices a job the broker t
 worker holds but that the worker does not run: a claim whose reply was lost to a socket
 timeout, an outcome dropped after a bug. Every few heartbeats the worker compares, per
 queue, the broker's count of its held jobs with its own (one cheap call); only when the
-broker holds more, or every few rounds anyway, it lists them (with fences) and gives back
-each one it does not know, uncounted. A job it runs that the broker no longer lists as its
-own was taken away: it is cancelled, and nothing is written for it.
+broker holds more or fewer, or every few rounds anyway, it lists them (with fences) and
+gives back each one it does not know, uncounted. A job it runs that the broker no longer
+lists as its own was taken away: it is stopped, and nothing is written for it; one whose
+record says cancelled is stopped as an operator's cancel is (the durable path behind the
+control channel's message: a thread gets its grace period, observers hear
+``job_cancelled``). The control listener asks for a round at once (``request_round``) when
+it had lost its connection, so a missed CANCEL costs no more than a round trip or two.
 
 Run under the worker's claim lock, so no claim is in flight: every job the broker lists was
 either claimed by this worker (and is in its registry) or is a stray, except in a queue
@@ -25,6 +29,7 @@ from dataclasses import dataclass, field
 from corq.aio import OutageLog, reraise_if_cancelling
 from corq.backends.base import Backend, HeldJob, Release, WorkerLease
 from corq.errors import BrokerDataError, BrokerError
+from corq.job import JobStatus
 from corq.types import Clock, QueueName
 from corq.worker.leases import Leases
 from corq.worker.registry import CancelReason, Registry, Running
@@ -58,6 +63,7 @@ class Reconciler:
         *,
         interval_s: float,
         awaiting: Callable[[QueueName], bool] = lambda queue: False,
+        cancel_grace_s: float = 0.0,
     ) -> None:
         self.backend = backend
         self.clock = clock
@@ -66,14 +72,35 @@ class Reconciler:
         self.claim_lock = claim_lock
         self.interval_s = interval_s
         self.awaiting = awaiting
+        self.cancel_grace_s = cancel_grace_s
         #: Strays (id, fence) seen last round in queues waiting for a hand-over.
         self._deferred: dict[QueueName, set[tuple[str, int]]] = {}
+        #: Set by request_round: the next round starts now, and lists every queue.
+        self._soon = asyncio.Event()
+
+    def request_round(self) -> None:
+        """Reconcile now (fully) instead of at the next interval."""
+        self._soon.set()
+
+    async def _pause(self) -> bool:
+        """Wait for the next round; True when it was asked for (request_round)."""
+        if not self._soon.is_set():
+            sleep = asyncio.ensure_future(self.clock.sleep(self.interval_s))
+            soon = asyncio.ensure_future(self._soon.wait())
+            try:
+                await asyncio.wait([sleep, soon], return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                sleep.cancel()
+                soon.cancel()
+        asked = self._soon.is_set()
+        self._soon.clear()
+        return asked
 
     async def run(self) -> None:
         """Reconcile until cancelled."""
         rounds, outage = 0, OutageLog("reconciliation", log)
         while True:
-            await self.clock.sleep(self.interval_s)
+            asked = await self._pause()
             rounds += 1
             try:
                 async with self.claim_lock:
@@ -81,7 +108,7 @@ class Reconciler:
                         self.backend,
                         self.registry,
                         self.leases.lease,
-                        full=rounds % FULL_RECONCILE_EVERY == 0,
+                        full=asked or rounds % FULL_RECONCILE_EVERY == 0,
                         defer=self._defer,
                     )
             except (BrokerError, BrokerDataError) as exc:
@@ -90,8 +117,21 @@ class Reconciler:
                 continue
             outage.ok()
             for running in findings.taken:
-                log.warning("job %s is no longer held by this worker: stopping it", running.job.id)
-                self.registry.cancel(running, CancelReason.LOST)
+                await self._stop(running)
+
+    async def _stop(self, running: Running) -> None:
+        """Stop a job taken away: as an operator's cancel when its record says cancelled."""
+        job = running.job
+        try:
+            record = await self.backend.get_job(job.id, job.queue)
+        except (BrokerError, BrokerDataError):
+            record = None
+        if record is not None and record.status is JobStatus.CANCELLED:
+            log.info("job %s was cancelled: stopping it", job.id)
+            self.registry.cancel(running, CancelReason.OPERATOR, self.cancel_grace_s)
+        else:
+            log.warning("job %s is no longer held by this worker: stopping it", job.id)
+            self.registry.cancel(running, CancelReason.LOST)
 
     def _defer(self, queue: QueueName, strays: list[HeldJob]) -> list[HeldJob]:
         """The strays to give back now: in a queue waiting for a hand-over, only those that
@@ -133,7 +173,7 @@ async def _queue(
 ) -> None:
     holder = lease.holder(queue)
     known = registry.held_by(queue, holder)
-    if not full and await backend.count_held_jobs(queue, holder) <= len(known):
+    if not full and await backend.count_held_jobs(queue, holder) == len(known):
         return
     listed = await backend.list_held_jobs(queue, holder)
     strays = defer(queue, [h for h in listed if known.get(h.job_id) != h.fence])

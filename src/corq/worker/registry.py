@@ -19,6 +19,7 @@ from enum import Enum
 from typing import Any
 
 from corq.backends.base import ClaimedJob
+from corq.context import CancelFlag
 from corq.types import JobId, QueueName, WorkerId
 
 Key = tuple[QueueName, JobId]
@@ -32,6 +33,9 @@ class CancelReason(Enum):
     #: The claim is gone or given up (lease lost, reconciliation found it held elsewhere,
     #: or an immediate stop): write nothing, the job is not ours any more.
     LOST = "lost"
+    #: An operator cancelled it: the broker ended it already (fenced off), so nothing is
+    #: written; a started thread gets a grace period to see ``current_job().cancelled``.
+    OPERATOR = "operator"
 
 
 @dataclass(eq=False, slots=True)
@@ -53,6 +57,8 @@ class Running:
     finished: bool = False
     #: Set while it waits in a batch (no task yet): cancelling it takes it out and ends it.
     withdraw: Callable[[Running], None] | None = None
+    #: Set when an operator cancelled it: ``current_job().cancelled`` reads it (threads).
+    cancel_flag: CancelFlag = field(default_factory=CancelFlag)
 
     @property
     def key(self) -> Key:
@@ -123,13 +129,31 @@ class Registry:
         return None
 
     @staticmethod
-    def cancel(running: Running, reason: CancelReason) -> None:
-        """Stop a job for `reason`; the runner reads the reason to decide what to write."""
-        running.cancel_reason = reason
+    def cancel(running: Running, reason: CancelReason, grace_s: float = 0.0) -> None:
+        """Stop a job for `reason`; the runner reads the reason to decide what to write.
+
+        An operator's cancel is never turned into another reason later (a shutdown must
+        not release a job the broker ended). A started thread cancelled by an operator
+        sees its flag first and is abandoned only after `grace_s`."""
+        if running.cancel_reason is not CancelReason.OPERATOR:
+            running.cancel_reason = reason
+        if running.cancel_reason is CancelReason.OPERATOR:
+            running.cancel_flag.raised = True
+            task = running.task
+            if running.unstoppable and task is not None and grace_s > 0:
+                task.get_loop().call_later(grace_s, task.cancel)
+                return
         if running.task is not None:
             running.task.cancel()
         elif running.withdraw is not None:
             running.withdraw(running)
+
+    def find(self, job_id: JobId, queue: QueueName | None = None) -> Running | None:
+        """The executing job with this id (in `queue`, or in any queue)."""
+        if queue is not None:
+            running = self._jobs.get((queue, job_id))
+            return running if running is not None and running.executing else None
+        return next((r for r in self.executing() if r.job.id == job_id), None)
 
     def cancel_held_by(self, queue: QueueName, holder: WorkerId, reason: CancelReason) -> int:
         """Cancel every executing job of `queue` claimed under `holder`; how many."""

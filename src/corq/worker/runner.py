@@ -100,7 +100,7 @@ class Runner:
                 return await self._told(running, task, outcome)
             return outcome
         except asyncio.CancelledError:
-            return self._cancelled(running)
+            return self.cancelled(running)
         except Exception as exc:  # a fault of corq's own: park the job where it can be seen
             log.exception("job %s: corq failed to run it", running.job.id)
             return self.outcomes.dead(
@@ -209,7 +209,7 @@ class Runner:
         self, running: Running, task: Task[Any, Any], args: tuple[Any, ...], kwargs: dict[str, Any]
     ) -> Outcome:
         job = running.job
-        self._bind(job)
+        self._bind(running)
         running.started = True
         timeout_s = task.options.timeout_s
         # asyncio.timeout costs even unbounded: only use one when the task has a timeout.
@@ -236,7 +236,7 @@ class Runner:
         self, running: Running, task: Task[Any, Any], args: tuple[Any, ...], kwargs: dict[str, Any]
     ) -> Outcome:
         job = running.job
-        self._bind(job)
+        self._bind(running)
         ctx = contextvars.copy_context()
         call = functools.partial(ctx.run, task.fn, *args, **kwargs)
 
@@ -329,15 +329,15 @@ class Runner:
             return self.outcomes.failed(job, task.options.retry, raised)
         return self.outcomes.succeeded(job, encoded)
 
-    def _bind(self, job: ClaimedJob) -> None:
+    def _bind(self, running: Running) -> None:
         loop = self._loop
         if loop is None:
             loop = self._loop = asyncio.get_running_loop()
-        bind_job(
-            _context(job), self.report, loop, None if self.parents is None else self.parents.parents
-        )
+        parents = None if self.parents is None else self.parents.parents
+        bind_job(_context(running.job), self.report, loop, parents, running.cancel_flag)
 
-    def _cancelled(self, running: Running) -> Outcome | None:
+    def cancelled(self, running: Running) -> Outcome | None:
+        """What to write for a job the worker stopped (None: nothing)."""
         job = running.job
         if running.cancel_reason is CancelReason.SHUTDOWN and not running.unstoppable:
             return self.outcomes.released(job, unstarted=not running.started)

@@ -366,6 +366,7 @@ class Worker:
 
     async def _serve(self, parts: Parts) -> None:
         parts.heartbeat.start()
+        await parts.control.subscribe()
         loops = [
             asyncio.create_task(parts.fetcher.run(q), name=f"corq-fetch-{q}") for q in self.queues
         ]
@@ -377,6 +378,7 @@ class Worker:
                 ("corq-reclaim", parts.reclaimer.run()),
                 ("corq-reconcile", parts.reconciler.run()),
                 ("corq-settle", parts.settler.run()),
+                ("corq-control", parts.control.run()),
                 ("corq-tick", parts.heartbeat.ticker()),
             )
         ]
@@ -406,11 +408,13 @@ class Worker:
         finally:
             if not self._immediate:  # published while it drains; forgotten once stopped
                 self.facts.stopping()
-            if scheduling is not None and self._scheduling is not None:
-                await self._scheduling.stop(scheduling, immediate=self._immediate)
-            await self._shutdown(parts, loops, writer)
-            facts.cancel()
-            await asyncio.wait([facts])
+            try:
+                if scheduling is not None and self._scheduling is not None:
+                    await self._scheduling.stop(scheduling, immediate=self._immediate)
+                await self._shutdown(parts, loops, writer)
+            finally:
+                facts.cancel()
+                await asyncio.wait([facts])
         if failure is not None:
             raise failure
 

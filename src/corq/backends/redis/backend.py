@@ -12,7 +12,7 @@ producer.py (the JobStore port), claims.py, outcomes.py and reclaim.py (Claims),
 (WorkerRegistry), admin.py (Admin), dead_letters.py (DeadLetters), schedules.py and
 ticks.py (ScheduleStore), workflows.py, settle.py and workflow_reads.py (Workflows),
 flow.py (FlowControl), worker_facts.py (WorkerFacts), breakers.py (Breakers), config.py
-(RuntimeConfig): the same role files as the SQLite broker.
+(RuntimeConfig), control.py (ControlChannel): the same role files as the SQLite broker.
 """
 
 from __future__ import annotations
@@ -23,6 +23,7 @@ from corq.backends.redis.breakers import RedisBreakers
 from corq.backends.redis.claims import RedisClaims
 from corq.backends.redis.config import RedisConfig
 from corq.backends.redis.connections import broker_errors
+from corq.backends.redis.control import RedisControl
 from corq.backends.redis.dead_letters import RedisDeadLetters
 from corq.backends.redis.flow import RedisFlow
 from corq.backends.redis.leases import RedisLeases
@@ -52,6 +53,7 @@ class RedisBackend(
     RedisWorkerFacts,
     RedisBreakers,
     RedisConfig,
+    RedisControl,
 ):
     """Broker on Redis (standalone, or Cluster-safe key layout; see ``keys.py``).
 

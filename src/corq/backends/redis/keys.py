@@ -197,6 +197,14 @@ its last job has ended (and it is not an open batch) a workflow is finished: its
 expire after WORKFLOW_KEEP_MS (a job's edge lists already expire that long after the
 job's own end).
 
+The control channel (``control.py``; docs/design.md, "Cancellation and the control
+channel"), global to the prefix, $w a worker id (not a holder id)::
+
+    $p:control:$w                 CHAN  control messages for that worker (msgpack)
+    $p:control:*                  CHAN  control messages for every worker
+    $p:reply:$r                   LIST  the answer to request $r (one entry; PEXPIRE its
+                                        ttl), taken by the asker's BLPOP
+
 Workers' facts (``worker_facts.py``; docs/design.md, "Worker registry, inspection and top"),
 one cluster-wide pair in the ``{workers}`` slot, written once per heartbeat by each worker::
 
@@ -685,6 +693,14 @@ class RedisKeys:
 
     def workflow(self, workflow_id: str) -> WorkflowKeys:
         return WorkflowKeys(self.prefix, workflow_id)
+
+    def control(self, worker_id: WorkerId) -> str:
+        """The channel of a worker's control messages (ALL_WORKERS: every worker's)."""
+        return f"{self.prefix}:control:{worker_id}"
+
+    def reply(self, request_id: str) -> str:
+        """Where the answer to a control request waits for its asker."""
+        return f"{self.prefix}:reply:{request_id}"
 
     @property
     def tend(self) -> str:

@@ -91,13 +91,16 @@ def flags(reply: list[int]) -> list[bool]:
 
 def admitted(ids: Sequence[JobId]) -> Callable[[list[Any]], list[Admitted]]:
     """The parser of an enqueue_jobs reply for the jobs `ids`: 1 created, 0 an existing id,
-    or [outcome, the id of the job it names]."""
+    [outcome, the id of the job it names], or [created, id, the running job cancelled]."""
 
     def parse(reply: list[Any]) -> list[Admitted]:
         out: list[Admitted] = []
         for job_id, item in zip(ids, reply, strict=True):
             if isinstance(item, list):
-                out.append(Admitted(job_id=decode_id(item[1]), outcome=Outcome(text(item[0]))))
+                stopped = decode_id(item[2]) if len(item) > 2 else None
+                named = decode_id(item[1])
+                outcome = Outcome(text(item[0]))
+                out.append(Admitted(job_id=named, outcome=outcome, cancelled=stopped))
             else:
                 out.append(Admitted(job_id=job_id, outcome=_PLAIN[bool(item)]))
         return out

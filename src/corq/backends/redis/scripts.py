@@ -230,9 +230,11 @@ class Scripts(ScheduleScripts, WorkflowScripts, WorkerFactsScripts, BreakerScrip
         self, keys: QueueKeys, *, job_id: JobId, now_ms: int | None, ttl_ms: int
     ) -> ScriptCall[bool]:
         queue_keys = [keys.job(job_id), keys.ready, keys.delayed, keys.suspects, keys.outbox]
-        queue_keys += [keys.waiting, *keys.flow_keys, *keys.unique_keys]
+        queue_keys += [keys.waiting, *keys.flow_keys, *keys.unique_keys, keys.wake]
+        queue_keys += [keys.workers, keys.idle, keys.dead]
         args: list[Arg] = [job_id, keys.done(job_id), now_arg(now_ms), ttl_ms, WORKFLOW_KEEP_MS]
-        args += keys.flow_prefixes
+        args += [*keys.flow_prefixes, keys.job_prefix, keys.done_prefix, keys.held_prefix]
+        args += [keys.inbox_prefix, keys.queue, BATCH, *self._dead_bounds, WAKE_CAP]
         return self._call("cancel_job", queue_keys, args, bool)
 
     def set_progress(

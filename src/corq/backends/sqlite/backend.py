@@ -31,6 +31,7 @@ from corq.backends.base import (
 from corq.backends.sqlite import admin, admit, claims, leases, outcomes, producer, reclaim
 from corq.backends.sqlite.breakers import SqliteBreakers
 from corq.backends.sqlite.config import SqliteConfig
+from corq.backends.sqlite.control import SqliteControl
 from corq.backends.sqlite.dead import DeadBounds
 from corq.backends.sqlite.dead_letters import SqliteDeadLetters
 from corq.backends.sqlite.flow import SqliteFlow
@@ -76,6 +77,7 @@ class SqliteBackend(
     SqliteWorkerFacts,
     SqliteBreakers,
     SqliteConfig,
+    SqliteControl,
 ):
     """Backend on an SQLite file (``sqlite:///path``) or on the process's in-memory database
     (``sqlite:///:memory:``, shared by every backend of the process, gone with the last).
@@ -84,7 +86,7 @@ class SqliteBackend(
     ScheduleStore methods come from schedules.py, the Workflows methods from workflows.py,
     the FlowControl methods from flow.py, the DeadLetters methods from dead_letters.py,
     the WorkerFacts methods from worker_facts.py, the Breakers methods from breakers.py,
-    the RuntimeConfig methods from config.py.
+    the RuntimeConfig methods from config.py, the ControlChannel methods from control.py.
     """
 
     def __init__(
@@ -115,11 +117,13 @@ class SqliteBackend(
     # -- JobStore (admit.py, producer.py) ------------------------------------------------------
     async def enqueue_jobs(self, jobs: Sequence[NewJob]) -> list[bool]:
         verdicts, created = await self._admit(jobs), Outcome.CREATED
-        return [outcome is created for _, outcome in verdicts]
+        return [verdict[1] is created for verdict in verdicts]
 
     async def admit_jobs(self, jobs: Sequence[NewJob]) -> list[Admitted]:
-        verdicts = await self._admit(jobs)
-        return [Admitted(job_id=job_id, outcome=outcome) for job_id, outcome in verdicts]
+        return [
+            Admitted(job_id=v[0], outcome=v[1], cancelled=v[2] if len(v) > 2 else None)
+            for v in await self._admit(jobs)
+        ]
 
     async def _admit(self, jobs: Sequence[NewJob]) -> list[admit.Verdict]:
         for job in jobs:

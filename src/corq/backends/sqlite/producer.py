@@ -67,11 +67,12 @@ def job_outcome(conn: Conn, job_id: JobId, queue: QueueName) -> tuple[Job | None
 
 
 def cancel_job(conn: Conn, job_id: JobId, queue: QueueName, now_ms: int | None) -> bool:
-    """Cancel unless it is running or already finished (a waiting workflow job too); the
-    record is kept for a week (a workflow's job at least WORKFLOW_KEEP_MS). Its workflows
-    take the end in at once: its dependents end upstream_failed."""
+    """Cancel unless it has finished (a waiting workflow job too; a running one is fenced
+    off, its slots freed by the jobs_attempt_end trigger); the record is kept for a week
+    (a workflow's job at least WORKFLOW_KEEP_MS). Its workflows take the end in at once:
+    its dependents end upstream_failed."""
     now, _ = advance_clock(conn, now_ms)
-    end = cancel(conn, job_id, queue, now)
+    end = cancel(conn, job_id, queue, now) or cancel_running(conn, job_id, queue, now)
     if end is None:
         return False
     apply_ends(conn, [end], now)
@@ -96,4 +97,18 @@ def cancel(conn: Conn, job_id: JobId, queue: QueueName, now_ms: int) -> End | No
         "expires_at_ms": cancelled_expiry(conn, now_ms),
     }
     row = conn.execute(Q["job_cancel"], params).fetchone()
+    return None if row is None else end_of(job_id, queue, JobStatus.CANCELLED, row)
+
+
+def cancel_running(conn: Conn, job_id: JobId, queue: QueueName, now_ms: int) -> End | None:
+    """Cancel one running job: its fence moves on (its holder's outcome is refused), the
+    holder stays in ``worker_id``. Its end, or None when it was not running (or cannot be
+    read)."""
+    params = {
+        "queue": queue,
+        "id": job_id,
+        "now": now_ms,
+        "expires_at_ms": cancelled_expiry(conn, now_ms),
+    }
+    row = conn.execute(Q["job_cancel_running"], params).fetchone()
     return None if row is None else end_of(job_id, queue, JobStatus.CANCELLED, row)

@@ -1090,15 +1090,16 @@ LIMIT :limit;
 
 -- name: wf_cancel_page
 -- Cancel the jobs of a workflow from position :offset on (at most :limit of them) that
--- have not started, as job_cancel does one (the records that cannot be read are left);
--- returns what their ends need. The positions are read by wf_positions.
-UPDATE jobs SET status = 'cancelled', finished_at_ms = :now, expires_at_ms = :expires_at_ms
+-- have not ended, as job_cancel and job_cancel_running do one (the records that cannot be
+-- read are left); returns what their ends need. The positions are read by wf_positions.
+UPDATE jobs SET status = 'cancelled', finished_at_ms = :now, expires_at_ms = :expires_at_ms,
+    fence = CASE WHEN status = 'running' THEN fence + 1 ELSE fence END
 WHERE rowid IN (
     SELECT j.rowid FROM workflow_nodes AS n
     CROSS JOIN jobs AS j ON j.queue = n.queue AND j.id = n.job
     WHERE n.workflow = :workflow AND n.position >= :offset AND n.position < :offset + :limit
   )
-  AND status IN ('scheduled', 'waiting', 'queued', 'failed')
+  AND status IN ('scheduled', 'waiting', 'queued', 'failed', 'running')
   AND
   {readable}
 RETURNING id, queue, workflow, notify, error;
@@ -1396,7 +1397,7 @@ SET payload = :payload, run_at_ms = :run_at_ms,
 WHERE rowid = :rowid AND status IN ('scheduled', 'queued');
 
 -- name: job_cancel_running
--- Cancel a running job (OnDuplicate.CANCEL): the fence moves on, so its holder's outcome
+-- Cancel a running job (cancel_job, OnDuplicate.CANCEL): the fence moves on, so its holder's outcome
 -- is refused, and it leaves the holder's set (its slots: the jobs_attempt_end trigger).
 -- Refused when the record cannot be read. Returns what the end's workflows need.
 UPDATE jobs
@@ -1436,6 +1437,49 @@ DELETE FROM cooldowns
 WHERE queue = :queue AND key IN (
     SELECT key FROM cooldowns WHERE queue = :queue AND until_ms <= :now LIMIT :limit
 );
+
+-- ---------------------------------------------------------------- control channel
+
+-- name: control_put
+-- One control message for :worker (or '*').
+INSERT INTO control_messages (worker_id, message, at_ms) VALUES (:worker, :message, :now);
+
+-- name: control_trim
+-- Delete at most :limit messages older than :before (listeners have read them long ago).
+DELETE FROM control_messages WHERE id IN (
+    SELECT id FROM control_messages WHERE at_ms < :before ORDER BY at_ms LIMIT :limit
+);
+
+-- name: control_last
+-- The highest message id so far (NULL: none): where a new listener starts.
+SELECT max(id) FROM control_messages;
+
+-- name: control_after
+-- The messages after id :after (for any worker: the listener skips those not for it, so
+-- its cursor moves past them), oldest first.
+SELECT id, worker_id, message FROM control_messages
+WHERE id > :after
+ORDER BY id LIMIT :limit;
+
+-- name: control_reply_put
+-- Answer a request (a second answer replaces the first).
+INSERT INTO control_replies (request_id, body, expires_at_ms) VALUES (:request, :body, :expires)
+ON CONFLICT (request_id) DO UPDATE SET body = excluded.body, expires_at_ms = excluded.expires_at_ms;
+
+-- name: control_reply_trim
+-- Delete at most :limit answers nobody took in time.
+DELETE FROM control_replies WHERE request_id IN (
+    SELECT request_id FROM control_replies WHERE expires_at_ms < :now LIMIT :limit
+);
+
+-- name: control_reply_take
+-- Take the answer to a request, when it is there and has not expired.
+DELETE FROM control_replies WHERE request_id = :request AND expires_at_ms >= :now
+RETURNING body;
+
+-- name: control_reply_get
+-- The answer to a request, when it is there and has not expired (a look before taking).
+SELECT body FROM control_replies WHERE request_id = :request AND expires_at_ms >= :now;
 
 -- ---------------------------------------------------------------- workers' facts
 

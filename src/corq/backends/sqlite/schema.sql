@@ -648,6 +648,28 @@ BEGIN
     WHERE queue = OLD.queue AND key = OLD.unique_key AND job_id = OLD.id;
 END;
 
+-- Version 7, the control channel (see ControlChannel in corq/backends/base.py and
+-- "Cancellation and the control channel" in docs/design.md). A message for a worker (or
+-- '*' for all), as msgpack; listeners read the rows after the last id they saw, woken by
+-- commits in this process and by data_version for the others. The sender deletes rows
+-- older than a minute (CONTROL_KEEP_MS), BATCH at a time.
+CREATE TABLE IF NOT EXISTS control_messages (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    worker_id TEXT NOT NULL,
+    message BLOB NOT NULL,
+    at_ms INTEGER NOT NULL
+);
+
+CREATE INDEX IF NOT EXISTS control_messages_at ON control_messages (at_ms);
+
+-- The answer to a request (INSPECT), kept until expires_at_ms for the asker to take
+-- (taking deletes it); expired rows are deleted by the next put_reply.
+CREATE TABLE IF NOT EXISTS control_replies (
+    request_id TEXT PRIMARY KEY,
+    body BLOB NOT NULL,
+    expires_at_ms INTEGER NOT NULL
+) WITHOUT ROWID;
+
 -- Each worker's facts (corq/worker_info.py), replaced at every heartbeat; list_worker_info
 -- deletes the rows whose expires_at_ms has passed (docs/design.md, "Worker registry,
 -- inspection and top").

@@ -13,7 +13,8 @@ window_ms, debounce_ms, max_wait_ms, cooldown_ms ('' for none). Returns place ->
 admit_new(q, values, first, count, rules, write): the `count` jobs from values[first] on,
 in order, each through id (taken: exists) -> cooldown (open: dropped, counted in q.flow
 'cooled') -> uniqueness -> write(q, values, at, seq) for a job written (the enqueue
-include's write_new). Returns the replies (1 created, 0 exists, or {outcome, job id}), how
+include's write_new). Returns the replies (1 created, 0 exists, {outcome, job id}, or
+{'created', job id, the running holder a cancel fenced off: its worker must be told}), how
 many jobs were written ready, and the earliest time a job was delayed to (or nil).
 
 Uniqueness: the key maps (q.unique) to a job that holds it when that job's record names
@@ -201,8 +202,9 @@ function dd.duplicate(q, values, at, rule, holder, job, now)
     dd.replace_holder(q, holder, job, payload, values[at + ENQ_AT.priority])
     return 'replaced'
   elseif rule.on_duplicate == 'cancel' then
+    local was_running = job.status == 'running'
     dd.cancel_holder(q, holder, job, now)
-    return 'write'
+    return 'write', nil, was_running and holder or nil
   end
   return 'existing'
 end
@@ -217,7 +219,7 @@ local function admit_new(q, values, first, count, rules, write)
     local now = tonumber(values[at + ENQ_AT.enqueued_at_ms])
     local unique_key = values[at + ENQ_AT.unique_key]
     local ckey = rule and rule.cooldown_ms and dd.cooldown_key(values, at)
-    local outcome, named, delayed_to = 'write', id, nil
+    local outcome, named, delayed_to, stopped = 'write', id, nil, nil
     if redis.call('EXISTS', q.job_prefix .. id) == 1 then
       outcome = 'exists'
     elseif ckey and dd.cooled_by(q, ckey, now) then
@@ -226,7 +228,8 @@ local function admit_new(q, values, first, count, rules, write)
     elseif unique_key ~= '' then
       local holder, job = dd.holder_of(q, unique_key, now)
       if holder then
-        outcome, delayed_to = dd.duplicate(q, values, at, rule or {}, holder, job, now)
+        outcome, delayed_to, stopped = dd.duplicate(q, values, at, rule or {}, holder, job,
+          now)
         if outcome ~= 'write' then
           named = holder
         end
@@ -250,7 +253,9 @@ local function admit_new(q, values, first, count, rules, write)
     if ckey and outcome ~= 'exists' and outcome ~= 'dropped' then
       dd.open_cooldown(q, ckey, now + rule.cooldown_ms, named)
     end
-    if outcome == 'created' then
+    if outcome == 'created' and stopped then
+      out[i] = {outcome, id, stopped}
+    elseif outcome == 'created' then
       out[i] = 1
     elseif outcome == 'exists' then
       out[i] = 0
