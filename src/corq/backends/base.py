@@ -1314,6 +1314,7 @@ class Backend(
     ScheduleStore,
     Workflows,
     FlowControl,
+    EventLog,
     Protocol,
 ):
     """A whole broker: every port, and the connection they share.

@@ -10,7 +10,8 @@ as :class:`~corq.errors.BrokerError` (an outage) or :class:`~corq.errors.BrokerD
 The broker is composed of one class per role, each in its own file (see ``context.py``):
 producer.py (the JobStore port), claims.py, outcomes.py and reclaim.py (Claims), leases.py
 (WorkerRegistry), admin.py (Admin), schedules.py and ticks.py (ScheduleStore), workflows.py,
-settle.py and workflow_reads.py (Workflows), flow.py (FlowControl): the same role files
+settle.py and workflow_reads.py (Workflows), flow.py (FlowControl), events.py (EventLog): the
+same role files
 as the SQLite broker.
 """
 
@@ -20,6 +21,7 @@ from corq.backends.base import Backend
 from corq.backends.redis.admin import RedisAdmin
 from corq.backends.redis.claims import RedisClaims
 from corq.backends.redis.connections import broker_errors
+from corq.backends.redis.events import RedisEvents
 from corq.backends.redis.flow import RedisFlow
 from corq.backends.redis.leases import RedisLeases
 from corq.backends.redis.outcomes import RedisOutcomes
@@ -43,6 +45,7 @@ class RedisBackend(
     RedisWorkflows,
     RedisWorkflowReads,
     RedisFlow,
+    RedisEvents,
 ):
     """Broker on Redis (standalone, or Cluster-safe key layout; see ``keys.py``).
 
@@ -64,6 +67,7 @@ class RedisBackend(
             socket_timeout_s=self._socket_timeout_s,
             dead_max=self._dead.max_count,
             dead_ttl_ms=self._dead.ttl_ms,
+            events_max=self._events_max,
         )
 
     async def close(self) -> None:

@@ -11,10 +11,12 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Sequence
+from dataclasses import replace
 from functools import partial
 
 from corq.backends.base import (
     BATCH,
+    EVENTS_MAX,
     Admitted,
     Backend,
     ClaimBatch,
@@ -30,6 +32,7 @@ from corq.backends.base import (
 )
 from corq.backends.sqlite import admin, admit, claims, leases, outcomes, producer, reclaim
 from corq.backends.sqlite.dead import DeadBounds
+from corq.backends.sqlite.events import SqliteEvents
 from corq.backends.sqlite.flow import SqliteFlow
 from corq.backends.sqlite.schedules import SqliteSchedules
 from corq.backends.sqlite.store import Conn
@@ -64,11 +67,12 @@ def _due_is_news(due: int | None, told: object) -> bool:
     return told is None or (isinstance(told, int) and due < told)
 
 
-class SqliteBackend(SqliteSchedules, SqliteWorkflows, SqliteFlow):
+class SqliteBackend(SqliteSchedules, SqliteWorkflows, SqliteFlow, SqliteEvents):
     """Backend on an SQLite file (``sqlite:///path``) or on the process's in-memory database
     (``sqlite:///:memory:``, shared by every backend of the process, gone with the last).
 
-    `dead_max` and `dead_ttl_ms` bound each queue's dead letters (0: unbounded). The
+    `dead_max` and `dead_ttl_ms` bound each queue's dead letters (0: unbounded), `events_max`
+    its events log (0: no events). The EventLog methods come from events.py; the
     ScheduleStore methods come from schedules.py, the Workflows methods from workflows.py,
     the FlowControl methods from flow.py.
     """
@@ -80,10 +84,11 @@ class SqliteBackend(SqliteSchedules, SqliteWorkflows, SqliteFlow):
         socket_timeout_s: float = 5.0,
         dead_max: int = 0,
         dead_ttl_ms: int = 0,
+        events_max: int = EVENTS_MAX,
         _target: Target | None = None,
     ) -> None:
         self.url = url
-        self._target = _target or parse_url(url)
+        self._target = replace(_target or parse_url(url), events_max=max(0, int(events_max)))
         self._timeout_s = socket_timeout_s
         self._bounds = DeadBounds(max(0, int(dead_max)), max(0, int(dead_ttl_ms)))
         # How long a writer waits for another process's transaction before BrokerError.
@@ -369,6 +374,7 @@ class SqliteBackend(SqliteSchedules, SqliteWorkflows, SqliteFlow):
             socket_timeout_s=self._timeout_s,
             dead_max=self._bounds.max_jobs,
             dead_ttl_ms=self._bounds.ttl_ms,
+            events_max=self._target.events_max,
             _target=self._target,
         )
 

@@ -11,6 +11,7 @@ import time
 from collections.abc import Callable
 from typing import Any, TypeVar
 
+from corq.backends.sqlite.event_triggers import install_triggers
 from corq.backends.sqlite.sql import SCHEMA_VERSION, Q, migration_steps, schema_statements
 from corq.backends.sqlite.url import Target
 from corq.errors import BrokerDataError
@@ -35,6 +36,7 @@ def connect(target: Target, busy_timeout_ms: int) -> Conn:
             _use_wal(conn, target, busy_timeout_ms)
         conn.execute(f"PRAGMA synchronous = {target.synchronous}")
         _migrate(conn)
+        install_triggers(conn, target.events_max)
     except BaseException:
         conn.close()
         raise

@@ -24,6 +24,7 @@ KEYS[13] flow            HASH  counters (expired, dropped, laned, turn)
 KEYS[14] expiring        ZSET  job id -> start_by_ms
 KEYS[15] unique          HASH  unique key -> job holding it (an end frees it)
 KEYS[16] unique_kept     ZSET  unique keys kept after their job's end
+KEYS[17]       events          STREAM the queue's lifecycle events (the events include)
 ARGV[1] job_id          the job
 ARGV[2] done_channel    the job's done channel
 ARGV[3] now_ms          the caller's clock, or '' for the broker's
@@ -40,6 +41,7 @@ Returns: 1 cancelled, 0 not cancellable (or no such job).
 --- @include "outbox"
 --- @include "limits"
 --- @include "unique"
+--- @include "events"
 local job_key = KEYS[1]
 local ready_key = KEYS[2]
 local delayed_key = KEYS[3]
@@ -61,9 +63,11 @@ local flow_key = KEYS[13]
 local expiring_key = KEYS[14]
 local unique_key = KEYS[15]
 local unique_kept_key = KEYS[16]
+local events_key = KEYS[17]
 local lane_prefix = ARGV[6]
 local keys_prefix = ARGV[7]
 local q = {ready = ready_key}
+q.events = events_key
 with_flow(q, rules_key, groups_key, parked_key, throttled_key, active_key, tat_key,
   flow_key, expiring_key, lane_prefix, keys_prefix)
 
@@ -83,6 +87,7 @@ redis.call('ZREM', delayed_key, job_id)
 redis.call('ZREM', suspects_key, job_id)
 redis.call('SREM', waiting_key, job_id)
 redis.call('HSET', job_key, 'status', 'cancelled', 'finished_at_ms', int(now_ms))
+EVENT.note(q, job_key, job_id, 'cancelled', now_ms, '')
 redis.call('PEXPIRE', job_key, kept_ms(ttl_ms, keep_ms, workflow, notify))
 redis.call('PUBLISH', done_channel, job_id)
 note_end(outbox_key, job_id, int(now_ms), workflow, notify)
