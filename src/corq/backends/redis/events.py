@@ -138,11 +138,13 @@ class RedisEvents(RedisContext):
                 reply = await client.xread(streams, count=count, block=block_ms)
             else:
                 reply = await self._redis.xread(streams, count=count)
-            gap = await self._gap({k: v for k, v in streams.items() if v != START})
+            gap = bool(cursor) and await self._gap(streams)
         return _page(cast(list[Any], reply or []), by_key, positions, count, gap)
 
     async def _gap(self, streams: dict[Any, Any]) -> bool:
-        """True when a stream trimmed an entry past the position given for it."""
+        """True when a stream trimmed entries after the position given for it: the position
+        itself is older than the first entry kept (a cursor whose next entry happens to be
+        the first kept is reported too), or it is the start and anything was trimmed."""
         if not streams:
             return False
         async with self._redis.pipeline(transaction=False) as pipe:
@@ -150,10 +152,8 @@ class RedisEvents(RedisContext):
                 pipe.xinfo_stream(key)
             infos = await pipe.execute(raise_on_error=False)
         for position, info in zip(streams.values(), infos, strict=True):
-            if isinstance(info, dict):
-                deleted = info.get("max-deleted-entry-id") or info.get(b"max-deleted-entry-id")
-                if deleted and stream_id(deleted) > stream_id(position):
-                    return True
+            if isinstance(info, dict) and _trimmed_past(stream_id(position), info):
+                return True
         return False
 
     async def events_cursor(self, queues: Sequence[QueueName] | None = None) -> str:
@@ -177,6 +177,16 @@ class RedisEvents(RedisContext):
         if not isinstance(reply, list):
             return []  # not a hash: no history to show
         return parse_attempts(reply[0], reply[1])
+
+
+def _trimmed_past(position: StreamId, info: dict[Any, Any]) -> bool:
+    """Whether XINFO STREAM's `info` shows entries trimmed after `position`."""
+    first = info.get("first-entry")
+    if not first:
+        return False
+    if position == (0, 0):
+        return int(info.get("entries-added") or 0) > int(info.get("length") or 0)
+    return stream_id(first[0]) > position
 
 
 def _page(

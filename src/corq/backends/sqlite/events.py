@@ -26,9 +26,9 @@ def _queue_filter(queues: Sequence[QueueName] | None) -> tuple[str, list[object]
     return f" AND queue IN ({', '.join('?' * len(queues))})", list(queues)
 
 
-def _parse_cursor(cursor: str | None) -> int:
+def _parse_cursor(cursor: str | None) -> int | None:
     if cursor is None or cursor == "":
-        return 0
+        return None
     try:
         value = int(cursor)
     except ValueError:
@@ -39,23 +39,24 @@ def _parse_cursor(cursor: str | None) -> int:
 
 
 def read_page(
-    conn: Conn, *, after: int, queues: Sequence[QueueName] | None, limit: int
+    conn: Conn, *, after: int | None, queues: Sequence[QueueName] | None, limit: int
 ) -> EventPage:
-    """The events after id `after`, oldest first, and whether some were trimmed past it."""
+    """The events after id `after` (None: the oldest kept), oldest first, and whether some
+    were trimmed past it."""
     where, params = _queue_filter(queues)
     rows = conn.execute(
         "SELECT id, at_ms, kind, queue, job_id, task, attempt, worker_id, detail FROM events"
         f" WHERE id > ?{where} ORDER BY id LIMIT ?",
-        [after, *params, max(1, limit)],
+        [after or 0, *params, max(1, limit)],
     ).fetchall()
     gap = False
-    if after > 0:
+    if after is not None:
         (gap,) = conn.execute(
             f"SELECT EXISTS (SELECT 1 FROM events_trimmed WHERE upto > ?{where})",
             [after, *params],
         ).fetchone()
     events = [e for e in map(_event, rows) if e is not None]
-    cursor = str(rows[-1][0]) if rows else str(after)
+    cursor = str(rows[-1][0]) if rows else str(after or 0)
     return EventPage(events=events, cursor=cursor, gap=bool(gap))
 
 
