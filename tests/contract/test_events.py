@@ -72,9 +72,10 @@ async def test_a_job_retried_once_then_succeeding_writes_each_move_in_order(
     assert [e.attempt for e in events] == [0, 1, 1, 1, 1, 2, 2]
     assert {e.worker_id for e in events if e.kind in (K.STARTED, K.FAILED, K.SUCCEEDED)} == {"w1"}
     assert events[3].detail == "ValueError: boom"
-    assert events[2].detail is not None and float(events[2].detail) == 0.5
+    assert events[2].detail is not None
+    assert float(events[2].detail) == 0.5
     assert {(e.queue, e.task) for e in events} == {(Q, "tasks.add")}
-    assert events[0].at_ms == T0 and events[-1].at_ms == T0 + 300
+    assert (events[0].at_ms, events[-1].at_ms) == (T0, T0 + 300)
 
 
 async def test_a_change_refused_writes_no_event(backend: Backend) -> None:
@@ -111,7 +112,7 @@ async def test_dead_retry_dead_cancel_release_and_expiry_write_their_events(
     assert await kinds(backend, "c") == [K.ENQUEUED, K.CANCELLED]
     assert await kinds(backend, "late") == [K.ENQUEUED, K.EXPIRED]
     (dead,) = [e for e in await events_of(backend, "d") if e.kind is K.DEAD]
-    assert dead.detail == "boom" and dead.worker_id == "w1"
+    assert (dead.detail, dead.worker_id) == ("boom", "w1")
 
 
 async def test_a_lost_workers_job_is_released_and_its_attempt_lost(backend: Backend) -> None:
@@ -123,7 +124,7 @@ async def test_a_lost_workers_job_is_released_and_its_attempt_lost(backend: Back
 
     assert await kinds(backend, "a") == [K.ENQUEUED, K.STARTED, K.RELEASED]
     (attempt,) = await backend.job_attempts("a", Q)
-    assert attempt.outcome is AttemptOutcome.LOST and attempt.worker_id == "w1"
+    assert (attempt.outcome, attempt.worker_id) == (AttemptOutcome.LOST, "w1")
 
 
 # ------------------------------------------------------------------------------------------------
@@ -142,7 +143,7 @@ async def test_pages_resume_where_the_cursor_left_off(backend: Backend) -> None:
     assert [e.job_id for e in from_middle.events] == [f"j{i}" for i in range(2, 7)]
     assert not rest.gap
     again = await backend.read_events(rest.cursor)
-    assert again.events == [] and again.cursor == rest.cursor
+    assert (again.events, again.cursor) == ([], rest.cursor)
 
 
 async def test_a_cursor_from_now_reads_only_what_comes_after(backend: Backend) -> None:
@@ -200,7 +201,8 @@ async def test_the_log_keeps_about_events_max_and_reports_the_gap(broker: Broker
     assert 100 <= len(kept) <= 200  # trimmed in steps (Redis: whole stream nodes)
     assert kept[-1].job_id == "j9-99"
     behind = await backend.read_events(start, queues=[Q])
-    assert behind.gap and behind.events[0].job_id == kept[0].job_id
+    assert behind.gap
+    assert behind.events[0].job_id == kept[0].job_id
     assert not (await backend.read_events(kept[0].cursor, queues=[Q])).gap
 
 
@@ -234,7 +236,7 @@ async def test_the_attempts_of_a_job_retried_twice_then_succeeded(backend: Backe
     assert [a.outcome for a in await backend.job_attempts("a", Q)] == [AttemptOutcome.FAILED] * 2
     (job,) = await claim(backend, "w1", T0 + 200)
     running = await backend.job_attempts("a", Q)
-    assert running[-1].outcome is AttemptOutcome.RUNNING and running[-1].ended_at_ms is None
+    assert (running[-1].outcome, running[-1].ended_at_ms) == (AttemptOutcome.RUNNING, None)
     await backend.complete_jobs("w1", [completion(job, at_ms=T0 + 250)], 60_000)
 
     attempts = await backend.job_attempts("a", Q)
