@@ -7,9 +7,10 @@ letters, workers, events); `Admin` is their union, bound to one client and one a
 from __future__ import annotations
 
 from corq.admin.base import AdminBase
+from corq.admin.events import EventsAdmin
 
 
-class Admin(AdminBase):
+class Admin(EventsAdmin, AdminBase):
     """Operator calls over one broker connection, recorded as made by ``who``."""
 
 

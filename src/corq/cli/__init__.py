@@ -11,6 +11,7 @@ from corq import CorqError
 from corq.cli.common import describe_settings_error
 from corq.cli.demo import demo
 from corq.cli.dev import dev
+from corq.cli.events import events
 from corq.cli.jobs import dead, enqueue, job, queues
 from corq.cli.scheduler import scheduler
 from corq.cli.schedules import schedule
@@ -34,6 +35,7 @@ cli.add_command(enqueue)
 cli.add_command(job)
 cli.add_command(queues)
 cli.add_command(dead)
+cli.add_command(events)
 cli.add_command(schedule)
 cli.add_command(workflow)
 cli.add_command(demo)
