@@ -29,9 +29,17 @@ function EVENT.emit(q, kind, id, task, attempt, worker, detail, at_ms)
   if EVENTS_MAX <= 0 or not q.events then
     return
   end
-  local at = at_ms and string.format('%d', tonumber(at_ms)) or ''
-  redis.call('XADD', q.events, 'MAXLEN', '~', EVENTS_MAX, '*', 'k', kind, 'j', id,
-    't', task or '', 'a', attempt or '0', 'w', worker or '', 'd', EVENT.short(detail), 'at', at)
+  local at = at_ms or ''
+  if type(at) == 'number' then
+    at = string.format('%d', at)
+  end
+  if worker or detail then -- the plain case (a new job) writes fewer fields
+    redis.call('XADD', q.events, 'MAXLEN', '~', EVENTS_MAX, '*', 'k', kind, 'j', id,
+      't', task or '', 'a', attempt or '0', 'at', at, 'w', worker or '', 'd', EVENT.short(detail))
+  else
+    redis.call('XADD', q.events, 'MAXLEN', '~', EVENTS_MAX, '*', 'k', kind, 'j', id,
+      't', task or '', 'a', attempt or '0', 'at', at)
+  end
 end
 
 function EVENT.note(q, key, id, kind, at_ms, detail)
