@@ -26,6 +26,7 @@ from tests.contract.jobs import (
     register,
     release,
 )
+from tests.contract.workflows import dag, settle, wjob
 
 K = EventKind
 
@@ -125,6 +126,19 @@ async def test_a_lost_workers_job_is_released_and_its_attempt_lost(backend: Back
     assert await kinds(backend, "a") == [K.ENQUEUED, K.STARTED, K.RELEASED]
     (attempt,) = await backend.job_attempts("a", Q)
     assert (attempt.outcome, attempt.worker_id) == (AttemptOutcome.LOST, "w1")
+
+
+async def test_a_dependent_of_a_dead_job_ends_upstream_failed(backend: Backend) -> None:
+    assert await backend.enqueue_workflow(dag(wjob("a"), wjob("b", "a")), None)
+    await settle(backend)
+    await register(backend, "w1")
+    (job,) = await claim(backend, "w1")
+    assert await backend.fail_jobs("w1", [failure(job)], 60_000) == [True]
+
+    await settle(backend)
+
+    assert await kinds(backend, "a") == [K.ENQUEUED, K.STARTED, K.DEAD]
+    assert await kinds(backend, "b") == [K.ENQUEUED, K.UPSTREAM_FAILED]
 
 
 # ------------------------------------------------------------------------------------------------

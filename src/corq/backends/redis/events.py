@@ -78,33 +78,42 @@ def parse_event(queue: QueueName, entry_id: bytes, fields: dict[bytes, bytes]) -
         return None
 
 
-def parse_attempts(log: bytes | None, open_: bytes | None) -> list[Attempt]:
-    """The record's attempt_log lines, then its attempt_open (the running one)."""
-    lines = [*(log or b"").split(b"\n"), open_ or b""]
+def parse_attempts(log: bytes | None, open_: bytes | None, worker: bytes | None) -> list[Attempt]:
+    """The record's attempt_log lines, then its attempt_open (the running one, under the
+    record's worker)."""
     attempts: list[Attempt] = []
-    for line in lines:
-        attempt = _attempt(line)
+    for line in (log or b"").split(b"\n"):
+        attempt = _ended(line)
         if attempt is not None:
             attempts.append(attempt)
+    running = _running(open_ or b"", worker)
+    if running is not None:
+        attempts.append(running)
     return attempts
 
 
-def _attempt(line: bytes) -> Attempt | None:
+def _ended(line: bytes) -> Attempt | None:
     if not line:
         return None
     try:
-        entry = json.loads(line)
-        ended = len(entry) >= 6
+        n, worker, started, ended, outcome, error = json.loads(line)
         return Attempt(
-            attempt=int(entry[0]),
-            worker_id=entry[1] or None,
-            started_at_ms=int(entry[2]),
-            ended_at_ms=int(entry[3]) if ended else None,
-            outcome=AttemptOutcome(entry[4]) if ended else AttemptOutcome.RUNNING,
-            error=(entry[5] or None) if ended else None,
+            attempt=int(n),
+            worker_id=str(worker) or None,
+            started_at_ms=int(started),
+            ended_at_ms=int(ended),
+            outcome=AttemptOutcome(outcome),
+            error=str(error) or None,
         )
-    except (ValueError, TypeError, IndexError, KeyError):
+    except (ValueError, TypeError):
+        return None  # a line another program wrote
+
+
+def _running(open_: bytes, worker: bytes | None) -> Attempt | None:
+    n, _, started = open_.partition(b":")
+    if not n.isdigit() or not started.isdigit():
         return None
+    return Attempt(attempt=int(n), worker_id=_text(worker), started_at_ms=int(started))
 
 
 class RedisEvents(RedisContext):
@@ -172,11 +181,12 @@ class RedisEvents(RedisContext):
     async def job_attempts(self, job_id: JobId, queue: QueueName) -> list[Attempt]:
         with broker_errors("job_attempts"):
             async with self._redis.pipeline(transaction=False) as pipe:
-                pipe.hmget(self._q(queue).job(job_id), ["attempt_log", "attempt_open"])
+                fields = ["attempt_log", "attempt_open", "worker_id"]
+                pipe.hmget(self._q(queue).job(job_id), fields)
                 (reply,) = await pipe.execute(raise_on_error=False)
         if not isinstance(reply, list):
             return []  # not a hash: no history to show
-        return parse_attempts(reply[0], reply[1])
+        return parse_attempts(reply[0], reply[1], reply[2])
 
 
 def _trimmed_past(position: StreamId, info: dict[Any, Any]) -> bool:

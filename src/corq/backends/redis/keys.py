@@ -72,7 +72,7 @@ task with rules, $k its key or ''); the plain ready set is the lane ''::
 
 A job record holds the fields of ``JOB_FIELDS`` in ``corq/backends/record.py`` (by name,
 as text), plus ``score``: its ready score while it waits in ready or suspects, and the
-attempt history: ``attempt_open`` (the running attempt, JSON ``[n, worker, start]``) and
+attempt history: ``attempt_open`` (the running attempt, ``<n>:<start ms>``) and
 ``attempt_log`` (the ended ones, JSON ``[n, worker, start, end, outcome, error]`` a line).
 
 Schedules (``schedules.py``). What is global to the prefix sits in the ``{schedules}``

@@ -74,7 +74,7 @@ local function claim_hand_out(c, id, job, suspect)
   job.attempt, job.fence = job.attempt + 1, job.fence + 1
   redis.call('HSET', c.q.job_prefix .. id, 'status', 'running', 'attempt', int(job.attempt),
     'fence', int(job.fence), 'worker_id', c.holder, 'started_at_ms', c.started_at,
-    'isolated', suspect, 'attempt_open', EVENT.open_attempt(job.attempt, c.holder, c.started_at))
+    'isolated', suspect, 'attempt_open', EVENT.open_attempt(int(job.attempt), c.started_at))
   EVENT.emit(c.q, 'started', id, job.task, int(job.attempt), c.holder, nil, c.started_at)
   put_claimed(c.out, job)
 end

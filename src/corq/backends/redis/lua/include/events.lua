@@ -8,7 +8,8 @@ event (detail: its first line, 200 characters at most; at_ms nil: the stream id'
 EVENT.note(q, key, id, kind, at_ms, detail): the same for the record at `key`, whose task,
 attempt and worker it reads (one HMGET; nothing for a record that is not a hash); without a
 `detail`, the record's error is the detail of an end.
-EVENT.open_attempt(n, worker, at_ms): the value of the record's attempt_open a claim writes.
+EVENT.open_attempt(n, at_ms): the value of the record's attempt_open a claim writes
+('<n>:<started ms>': no encoding on the claim's path; its worker is the record's).
 EVENT.end_attempt(q, key, id, kind, outcome, at_ms, detail): the step that ends the running
 attempt of the record at `key`: its attempt_open joins attempt_log (the last
 100 kept) with the end, `outcome` and `detail`, and event `kind` is emitted
@@ -52,14 +53,14 @@ function EVENT.note(q, key, id, kind, at_ms, detail)
   end
 end
 
-function EVENT.open_attempt(n, worker, at_ms)
-  return cjson.encode({tonumber(n), worker, tonumber(at_ms)})
+function EVENT.open_attempt(n, at_ms)
+  return n .. ':' .. at_ms
 end
 
-function EVENT.closed_log(log, open, at_ms, outcome, detail)
-  local entry = cjson.decode(open)
-  entry[4], entry[5], entry[6] = tonumber(at_ms) or 0, outcome, EVENT.short(detail)
-  local line = cjson.encode(entry)
+function EVENT.closed_log(log, open, worker, at_ms, outcome, detail)
+  local n, start = string.match(open, '^(%d+):(%d+)$')
+  local line = cjson.encode({tonumber(n), worker or '', tonumber(start), tonumber(at_ms) or 0,
+    outcome, EVENT.short(detail)})
   if not log or log == '' then
     return line
   end
@@ -77,7 +78,7 @@ function EVENT.end_attempt(q, key, id, kind, outcome, at_ms, detail)
     return
   end
   if f[1] and f[1] ~= '' then
-    local ok, log = pcall(EVENT.closed_log, f[2], f[1], at_ms, outcome, detail)
+    local ok, log = pcall(EVENT.closed_log, f[2], f[1], f[5], at_ms, outcome, detail)
     if ok then
       redis.call('HSET', key, 'attempt_open', '', 'attempt_log', log)
     end
