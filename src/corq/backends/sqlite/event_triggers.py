@@ -58,21 +58,27 @@ BEGIN
 END""",
 )
 
+# Every insert counts itself; every `every`-th looks at its queue and deletes the oldest
+# beyond `keep` (`batch` at most, from the oldest up: an index range from the start).
+_COUNT = """CREATE TEMP TRIGGER IF NOT EXISTS corq_event_count AFTER INSERT ON main.events
+BEGIN
+    INSERT INTO events_queues (queue, added) VALUES (NEW.queue, 1)
+    ON CONFLICT (queue) DO UPDATE SET added = added + 1;
+END"""
+
 _TRIM = """CREATE TEMP TRIGGER IF NOT EXISTS corq_event_trim AFTER INSERT ON main.events
 WHEN NEW.id % {every} = 0
 BEGIN
-    INSERT INTO events_trimmed (queue, upto)
-    SELECT NEW.queue, upto FROM (
-        SELECT max(id) AS upto FROM (
-            SELECT id FROM main.events
-            WHERE queue = NEW.queue AND id <= (SELECT id FROM main.events WHERE queue = NEW.queue
-                                               ORDER BY id DESC LIMIT 1 OFFSET {keep})
-            ORDER BY id LIMIT {batch}))
-    WHERE upto IS NOT NULL
-    ON CONFLICT (queue) DO UPDATE SET upto = max(upto, excluded.upto);
-    DELETE FROM events
-    WHERE queue = NEW.queue
-      AND id <= (SELECT upto FROM main.events_trimmed WHERE queue = NEW.queue);
+    UPDATE events_queues
+    SET upto = coalesce((
+        SELECT max(id) FROM (
+            SELECT id FROM main.events WHERE queue = NEW.queue ORDER BY id
+            LIMIT (SELECT min({batch}, max(0, added - trimmed - {keep})) FROM main.events_queues
+                   WHERE queue = NEW.queue))), upto)
+    WHERE queue = NEW.queue AND added - trimmed > {keep};
+    DELETE FROM events WHERE queue = NEW.queue
+      AND id <= (SELECT upto FROM main.events_queues WHERE queue = NEW.queue);
+    UPDATE events_queues SET trimmed = trimmed + changes() WHERE queue = NEW.queue;
 END"""
 
 
@@ -82,5 +88,6 @@ def install_triggers(conn: sqlite3.Connection, events_max: int) -> None:
     if events_max <= 0:
         return
     every = max(1, min(64, events_max // 10))
-    for statement in (*_TRIGGERS, _TRIM.format(every=every, keep=events_max, batch=TRIM_BATCH)):
+    trim = _TRIM.format(every=every, keep=events_max, batch=TRIM_BATCH)
+    for statement in (*_TRIGGERS, _COUNT, trim):
         conn.execute(statement)

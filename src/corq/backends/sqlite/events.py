@@ -52,7 +52,7 @@ def read_page(
     gap = False
     if after is not None:
         (gap,) = conn.execute(
-            f"SELECT EXISTS (SELECT 1 FROM events_trimmed WHERE upto > ?{where})",
+            f"SELECT EXISTS (SELECT 1 FROM events_queues WHERE upto > ?{where})",
             [after, *params],
         ).fetchone()
     events = [e for e in map(_event, rows) if e is not None]

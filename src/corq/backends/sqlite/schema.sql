@@ -647,7 +647,7 @@ END;
 -- "Events and attempt history"). Written by the TEMP triggers each connection creates with
 -- its backend's events_max (events.py; none at 0), so the bound is the backend's setting;
 -- `id` is the readers' cursor. Each queue is trimmed to events_max in bounded steps, the
--- highest id trimmed noted in events_trimmed (a reader behind it is told of the gap).
+-- highest id trimmed noted in events_queues (a reader behind it is told of the gap).
 CREATE TABLE IF NOT EXISTS events (
     id INTEGER PRIMARY KEY AUTOINCREMENT,
     queue TEXT NOT NULL,
@@ -661,9 +661,13 @@ CREATE TABLE IF NOT EXISTS events (
 );
 CREATE INDEX IF NOT EXISTS events_by_queue ON events (queue, id);
 
-CREATE TABLE IF NOT EXISTS events_trimmed (
+-- Per queue: events written and trimmed so far (their difference is what the log keeps),
+-- and the highest id trimmed.
+CREATE TABLE IF NOT EXISTS events_queues (
     queue TEXT PRIMARY KEY,
-    upto INTEGER NOT NULL
+    added INTEGER NOT NULL DEFAULT 0,
+    trimmed INTEGER NOT NULL DEFAULT 0,
+    upto INTEGER NOT NULL DEFAULT 0
 ) WITHOUT ROWID;
 
 -- Version 7 (issue 11, events): each job's attempts, first first, kept by the triggers
