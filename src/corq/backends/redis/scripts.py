@@ -282,7 +282,7 @@ class Scripts(ScheduleScripts, WorkflowScripts):
         queue_keys = [keys.ready, keys.delayed, keys.suspects, keys.dead, keys.workers]
         queue_keys += [keys.reclaiming, keys.seq, keys.wake, keys.departed, keys.waiting]
         queue_keys += [keys.outbox, keys.idle, *keys.unique_keys, keys.cooldown]
-        queue_keys.append(keys.cooldown_until)
+        queue_keys += [keys.cooldown_until, keys.events]
         return self._call("prune_queue", queue_keys, [], bool)
 
     def touch_queues(
