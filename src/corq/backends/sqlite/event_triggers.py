@@ -58,27 +58,28 @@ BEGIN
 END""",
 )
 
-# Every insert counts itself; every `every`-th looks at its queue and deletes the oldest
-# beyond `keep` (`batch` at most, from the oldest up: an index range from the start).
-_COUNT = """CREATE TEMP TRIGGER IF NOT EXISTS corq_event_count AFTER INSERT ON main.events
-BEGIN
-    INSERT INTO events_queues (queue, added) VALUES (NEW.queue, 1)
-    ON CONFLICT (queue) DO UPDATE SET added = added + 1;
-END"""
-
+# Every `every`-th event (by id) counts its queue's events written since the last count (an
+# index range of the new ones only: no write per event), then deletes the oldest beyond
+# `keep` (`batch` at most, an index range from the oldest).
 _TRIM = """CREATE TEMP TRIGGER IF NOT EXISTS corq_event_trim AFTER INSERT ON main.events
 WHEN NEW.id % {every} = 0
 BEGIN
+    INSERT INTO events_queues (queue) VALUES (NEW.queue) ON CONFLICT (queue) DO NOTHING;
+    UPDATE events_queues
+    SET kept = kept + (SELECT count(*) FROM main.events
+                       WHERE queue = NEW.queue AND id > events_queues.counted_to),
+        counted_to = NEW.id
+    WHERE queue = NEW.queue;
     UPDATE events_queues
     SET upto = coalesce((
         SELECT max(id) FROM (
             SELECT id FROM main.events WHERE queue = NEW.queue ORDER BY id
-            LIMIT (SELECT min({batch}, max(0, added - trimmed - {keep})) FROM main.events_queues
+            LIMIT (SELECT min({batch}, max(0, kept - {keep})) FROM main.events_queues
                    WHERE queue = NEW.queue))), upto)
-    WHERE queue = NEW.queue AND added - trimmed > {keep};
+    WHERE queue = NEW.queue AND kept > {keep};
     DELETE FROM events WHERE queue = NEW.queue
       AND id <= (SELECT upto FROM main.events_queues WHERE queue = NEW.queue);
-    UPDATE events_queues SET trimmed = trimmed + changes() WHERE queue = NEW.queue;
+    UPDATE events_queues SET kept = kept - changes() WHERE queue = NEW.queue;
 END"""
 
 
@@ -89,5 +90,5 @@ def install_triggers(conn: sqlite3.Connection, events_max: int) -> None:
         return
     every = max(1, min(64, events_max // 10))
     trim = _TRIM.format(every=every, keep=events_max, batch=TRIM_BATCH)
-    for statement in (*_TRIGGERS, _COUNT, trim):
+    for statement in (*_TRIGGERS, trim):
         conn.execute(statement)

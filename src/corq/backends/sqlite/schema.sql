@@ -661,12 +661,12 @@ CREATE TABLE IF NOT EXISTS events (
 );
 CREATE INDEX IF NOT EXISTS events_by_queue ON events (queue, id);
 
--- Per queue: events written and trimmed so far (their difference is what the log keeps),
--- and the highest id trimmed.
+-- Per queue, as of the last trimming step: the events kept, the id they were counted up
+-- to (the next step counts only the newer ones) and the highest id trimmed.
 CREATE TABLE IF NOT EXISTS events_queues (
     queue TEXT PRIMARY KEY,
-    added INTEGER NOT NULL DEFAULT 0,
-    trimmed INTEGER NOT NULL DEFAULT 0,
+    kept INTEGER NOT NULL DEFAULT 0,
+    counted_to INTEGER NOT NULL DEFAULT 0,
     upto INTEGER NOT NULL DEFAULT 0
 ) WITHOUT ROWID;
 
