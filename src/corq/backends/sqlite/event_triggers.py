@@ -17,11 +17,15 @@ _ERROR_LINE = (
     "substr(NEW.error, 1, CASE WHEN instr(NEW.error, char(10)) > 0 "
     f"THEN min(instr(NEW.error, char(10)) - 1, {DETAIL_CHARS}) ELSE {DETAIL_CHARS} END)"
 )
-# When a move happened: the latest time the row or the call's clock says.
-_AT = (
-    "max(coalesce(NEW.finished_at_ms, 0), coalesce(NEW.started_at_ms, 0), NEW.enqueued_at_ms,"
-    " coalesce((SELECT value FROM main.meta WHERE key = 'clock_ms'), 0))"
-)
+# When a move happened: the row's own time for a start or an end, else (a retry, a release)
+# the latest time a call brought.
+_AT = """CASE
+    WHEN NEW.status = 'running' AND NEW.started_at_ms IS NOT NULL THEN NEW.started_at_ms
+    WHEN NEW.finished_at_ms IS NOT OLD.finished_at_ms AND NEW.finished_at_ms IS NOT NULL
+        THEN NEW.finished_at_ms
+    ELSE coalesce((SELECT value FROM main.meta WHERE key = 'clock_ms'), NEW.enqueued_at_ms)
+    END"""
+_PROGRESS_AT = "coalesce((SELECT value FROM main.meta WHERE key = 'clock_ms'), 0)"
 # The kind of a status move (NULL: a move that is no event, such as scheduled -> queued).
 _KIND = """CASE
     WHEN NEW.status = 'running' THEN 'started'
@@ -39,21 +43,19 @@ BEGIN
     VALUES (NEW.queue, NEW.enqueued_at_ms, 'enqueued', NEW.id, NEW.task, NEW.attempt);
 END""",
     f"""CREATE TEMP TRIGGER IF NOT EXISTS corq_event_move AFTER UPDATE OF status ON main.jobs
-WHEN NEW.status IS NOT OLD.status
+WHEN NEW.status IS NOT OLD.status AND ({_KIND}) IS NOT NULL
 BEGIN
     INSERT INTO events (queue, at_ms, kind, job_id, task, attempt, worker_id, detail)
-    SELECT NEW.queue, {_AT}, kind, NEW.id, NEW.task, NEW.attempt,
-           CASE WHEN 'running' IN (NEW.status, OLD.status)
-                THEN coalesce(NEW.worker_id, OLD.worker_id) END,
-           CASE WHEN kind IN ('failed', 'dead', 'snoozed', 'cancelled', 'expired',
-                              'upstream_failed') THEN {_ERROR_LINE} END
-    FROM (SELECT {_KIND} AS kind) WHERE kind IS NOT NULL;
+    VALUES (NEW.queue, {_AT}, {_KIND}, NEW.id, NEW.task, NEW.attempt,
+            CASE WHEN 'running' IN (NEW.status, OLD.status)
+                 THEN coalesce(NEW.worker_id, OLD.worker_id) END,
+            CASE WHEN NEW.status NOT IN ('running', 'succeeded', 'queued') THEN {_ERROR_LINE} END);
 END""",
     f"""CREATE TEMP TRIGGER IF NOT EXISTS corq_event_progress AFTER UPDATE OF progress ON main.jobs
 WHEN NEW.progress IS NOT NULL AND NEW.progress IS NOT OLD.progress AND NEW.status = 'running'
 BEGIN
     INSERT INTO events (queue, at_ms, kind, job_id, task, attempt, worker_id, detail)
-    VALUES (NEW.queue, {_AT}, 'progress', NEW.id, NEW.task, NEW.attempt, NEW.worker_id,
+    VALUES (NEW.queue, {_PROGRESS_AT}, 'progress', NEW.id, NEW.task, NEW.attempt, NEW.worker_id,
             CAST(NEW.progress AS TEXT));
 END""",
 )
