@@ -84,9 +84,8 @@ async def main() -> None:
     print(f"{opts.url}: {opts.jobs} jobs, {opts.batch} per call, best of {opts.repeat}:")
     for label, figures in (("wall", best), ("cpu here", best_cpu)):
         on, off = figures["on"] * 1e6, figures["off"] * 1e6
-        print(
-            f"  {label:<9} events on {on:6.1f} usec/job, off {off:6.1f}, {100 * (on - off) / off:+.1f}%"
-        )
+        cost = 100 * (on - off) / off
+        print(f"  {label:<9} events on {on:6.1f} usec/job, off {off:6.1f}, {cost:+.1f}%")
 
 
 if __name__ == "__main__":
