@@ -1,6 +1,7 @@
 """Redis server time per job (not a test): how much of the broker one plain job costs.
 
 Run: .venv/bin/python bench/broker_cost.py [--jobs 20000] [--batch 1] [--breakdown]
+[--events-max 0]
 
 Starts a fresh redis-server of its own (no persistence), runs N plain jobs (no rules)
 through the backend port, enqueue -> claim -> complete, and reads ``INFO commandstats``
@@ -34,7 +35,7 @@ sys.path.insert(0, str(ROOT / "src"))
 
 from redis.asyncio import Redis  # noqa: E402
 
-from corq.backends.base import ClaimedJob, Completion, WorkerLease  # noqa: E402
+from corq.backends.base import EVENTS_MAX, ClaimedJob, Completion, WorkerLease  # noqa: E402
 from corq.backends.record import NewJob  # noqa: E402
 from corq.backends.redis.backend import RedisBackend  # noqa: E402
 from corq.types import QueueName, WorkerId  # noqa: E402
@@ -108,8 +109,10 @@ def print_breakdown(title: str, jobs: int, stats: dict[str, tuple[int, int]]) ->
         print(f"    {name:<14} {calls / jobs:7.3f} calls {usec / jobs:8.3f} usec")
 
 
-async def run(url: str, jobs: int, batch: int, breakdown: bool, prefix: str) -> list[float]:
-    backend = RedisBackend(url, prefix=prefix)
+async def run(
+    url: str, jobs: int, batch: int, breakdown: bool, prefix: str, events_max: int
+) -> list[float]:
+    backend = RedisBackend(url, prefix=prefix, events_max=events_max)
     client = Redis.from_url(url)
     lease = WorkerLease(worker_id=HOLDER, queues=[QUEUE], lease_ms=60_000)
     now_ms = int(time.time() * 1000)
@@ -147,16 +150,20 @@ async def run(url: str, jobs: int, batch: int, breakdown: bool, prefix: str) -> 
     return [enq, clm, cpl]
 
 
-async def run_all(url: str, jobs: int, batch: int, breakdown: bool, repeat: int) -> None:
+async def run_all(
+    url: str, jobs: int, batch: int, breakdown: bool, repeat: int, events_max: int
+) -> None:
     best = [float("inf")] * 3
     for i in range(repeat):
-        figures = await run(url, jobs, batch, breakdown and i == repeat - 1, f"cost{i}")
+        last = breakdown and i == repeat - 1
+        figures = await run(url, jobs, batch, last, f"cost{i}", events_max)
         best = [min(b, f) for b, f in zip(best, figures, strict=True)]
     enq, clm, cpl = best
     client = Redis.from_url(url)
     version = await server_version(client)
     await client.aclose()
-    print(f"{jobs} plain jobs, {batch} per call, best of {repeat}, redis {version}")
+    events = f"events_max {events_max}" if events_max else "events off"
+    print(f"{jobs} plain jobs, {batch} per call, best of {repeat}, {events}, redis {version}")
     print(f"  enqueue            {enq:6.2f} usec/job")
     print(f"  claim              {clm:6.2f} usec/job")
     print(f"  complete           {cpl:6.2f} usec/job")
@@ -181,12 +188,16 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=1, help="jobs per enqueue/claim/complete")
     parser.add_argument("--breakdown", action="store_true", help="inner commands per job")
     parser.add_argument("--repeat", type=int, default=1, help="runs; the best figure is kept")
+    parser.add_argument(
+        "--events-max", type=int, default=EVENTS_MAX, help="the events bound (0: events off)"
+    )
     opts = parser.parse_args()
     with tempfile.TemporaryDirectory() as workdir:
         proc, url = start_redis(workdir)
         try:
             batch = max(1, opts.batch)
-            asyncio.run(run_all(url, opts.jobs, batch, opts.breakdown, max(1, opts.repeat)))
+            repeat = max(1, opts.repeat)
+            asyncio.run(run_all(url, opts.jobs, batch, opts.breakdown, repeat, opts.events_max))
         finally:
             proc.terminate()
             proc.wait(10)

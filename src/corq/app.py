@@ -434,6 +434,7 @@ class App:
             socket_timeout_s=self.settings.socket_timeout_s,
             dead_max=self.settings.dead_max,
             dead_ttl_ms=round(self.settings.dead_ttl_s * 1000),
+            events_max=self.settings.events_max,
         )
         return Client(
             backend,

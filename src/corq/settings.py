@@ -52,6 +52,8 @@ class Settings(BaseSettings):
     dead_max: int = Field(default=100_000, ge=0)
     #: How long dead letters are kept; 0 keeps them until retried or purged.
     dead_ttl_s: float = Field(default=180 * _DAY_S, ge=0)
+    #: Lifecycle events kept per queue (`corq events`; the broker's EVENTS_MAX); 0 writes none.
+    events_max: int = Field(default=100_000, ge=0)
     #: Timeout of every broker call (a silent network never hangs a worker).
     socket_timeout_s: float = Field(default=5.0, gt=0)
     #: Coroutine jobs a worker runs at once.

@@ -19,6 +19,7 @@ import pytest
 import redis.asyncio as aioredis
 
 from corq.backends import Backend, open_backend
+from corq.backends.base import EVENTS_MAX
 from corq.backends.record import SHOWN_FIELDS
 
 BROKERS = ["redis", "sqlite"]
@@ -43,10 +44,16 @@ class Broker:
     path: Path | None = None
     _opened: list[Backend] = field(default_factory=list)
 
-    def open(self, *, dead_max: int = 0, dead_ttl_ms: int = 0) -> Backend:
+    def open(
+        self, *, dead_max: int = 0, dead_ttl_ms: int = 0, events_max: int = EVENTS_MAX
+    ) -> Backend:
         """Another backend on the same store (closed when the test ends)."""
         backend = open_backend(
-            self.url, prefix=self.prefix, dead_max=dead_max, dead_ttl_ms=dead_ttl_ms
+            self.url,
+            prefix=self.prefix,
+            dead_max=dead_max,
+            dead_ttl_ms=dead_ttl_ms,
+            events_max=events_max,
         )
         self._opened.append(backend)
         return backend

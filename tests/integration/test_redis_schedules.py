@@ -173,6 +173,7 @@ async def test_only_documented_keys_are_written(
         q.seq,
         q.wake,
         q.job(f"{S}@{at(1)}"),
+        q.events,
     }
     documented |= {g.index, g.changes, g.removed, g.version, g.announced, g.leader, g.fence}
     documented.add(keys.queues)

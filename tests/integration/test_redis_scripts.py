@@ -296,7 +296,7 @@ async def test_only_documented_keys_are_written(
     q = RedisKeys(prefix).queue(Q)
     documented = {RedisKeys(prefix).queues, q.ready, q.seq, q.delayed, q.wake, q.workers}
     documented |= {q.dead, q.held("w1"), q.job("a"), q.job("b"), q.suspects, q.departed}
-    documented |= {q.reclaiming, q.reclaim("w1"), q.waiting, q.outbox}
+    documented |= {q.reclaiming, q.reclaim("w1"), q.waiting, q.outbox, q.events}
     assert {q.job("a"), q.job("b"), q.delayed, q.workers} <= keys <= documented
 
 

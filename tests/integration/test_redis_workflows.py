@@ -237,7 +237,7 @@ async def test_only_documented_keys_are_written(
     for queue in (Q, Q2):
         q = keys.queue(queue)
         exact |= {q.ready, q.seq, q.delayed, q.wake, q.workers, q.dead, q.suspects}
-        exact |= {q.departed, q.reclaiming, q.waiting, q.outbox}
+        exact |= {q.departed, q.reclaiming, q.waiting, q.outbox, q.events}
         prefixes += [q.job_prefix, q.held_prefix, q.reclaim_prefix, q.notify_prefix]
     for wf_id in (WF, "wf_batch", "wf_c", "wf_lost", "wf_batch2"):
         wk = keys.workflow(wf_id)

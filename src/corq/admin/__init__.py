@@ -10,11 +10,12 @@ from corq.admin.base import AdminBase
 from corq.admin.breakers import BreakersAdmin
 from corq.admin.config import ConfigAdmin
 from corq.admin.dead import DeadAdmin
+from corq.admin.events import EventsAdmin
 from corq.admin.jobs import JobsAdmin
 from corq.admin.workers import WorkersAdmin
 
 
-class Admin(JobsAdmin, ConfigAdmin, BreakersAdmin, DeadAdmin, WorkersAdmin, AdminBase):
+class Admin(JobsAdmin, ConfigAdmin, BreakersAdmin, DeadAdmin, EventsAdmin, WorkersAdmin, AdminBase):
     """Operator calls over one broker connection, recorded as made by ``who``."""
 
 

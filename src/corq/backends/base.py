@@ -1369,6 +1369,7 @@ class Backend(
     Breakers,
     RuntimeConfig,
     ControlChannel,
+    EventLog,
     Protocol,
 ):
     """A whole broker: every port, and the connection they share.

@@ -13,6 +13,7 @@ from corq.cli.common import describe_settings_error
 from corq.cli.dead import dead
 from corq.cli.demo import demo
 from corq.cli.dev import dev
+from corq.cli.events import events
 from corq.cli.job_commands import job
 from corq.cli.jobs import enqueue, queues
 from corq.cli.metrics import autoscale, metrics
@@ -46,6 +47,7 @@ cli.add_command(task)
 task.add_command(reset_breaker)
 cli.add_command(tasks)
 cli.add_command(config)
+cli.add_command(events)
 cli.add_command(schedule)
 cli.add_command(workflow)
 cli.add_command(demo)

@@ -24,10 +24,9 @@ from corq.cli.jobs import (
     _decode,
     _job_json,
     _print_job,
-    _when,
     console,
 )
-from corq.cli.text import plain
+from corq.cli.text import plain, when
 from corq.cli.values import UsageLine, parse_duration
 
 
@@ -199,7 +198,7 @@ def _print_dead(title: str, jobs: Sequence[Job]) -> None:
             plain(j.id, one_line=True),
             plain(j.task, one_line=True),
             str(j.attempt),
-            _when(j.finished_at_ms),
+            when(j.finished_at_ms),
             plain(error, one_line=True),
         )
     console.print(table)

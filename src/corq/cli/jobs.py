@@ -7,11 +7,11 @@ do not decode are shown as a short bytes preview, never as a traceback.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from typing import Any, Protocol
 
 import click
@@ -21,8 +21,11 @@ from rich.text import Text
 
 from corq import App, Job, JobStatus
 from corq.cli.common import app_option, make_app, parse_json, run, url_option
+from corq.cli.events import attempt_rows
 from corq.cli.text import clean as _clean
 from corq.cli.text import plain as _plain
+from corq.cli.text import when as _when
+from corq.events import Attempt
 from corq.limits import PRIORITY_MAX, PRIORITY_MIN
 
 # Piped output is not cut at 80 columns: ids must stay whole for scripts to use them.
@@ -34,16 +37,6 @@ DEAD_ERROR_CHARS = 160
 VALUE_CHARS = 500
 #: Bytes of an undecodable value shown in its preview.
 PREVIEW_BYTES = 32
-
-
-def _when(ms: int | None) -> str:
-    if not ms:
-        return "-"
-    try:
-        moment = datetime.fromtimestamp(ms / 1000, UTC)
-    except (OverflowError, OSError, ValueError):  # a damaged record
-        return f"{ms} (not a valid time)"
-    return moment.strftime("%Y-%m-%d %H:%M:%S.%f")[:-3] + "Z"
 
 
 @click.command()
@@ -99,18 +92,35 @@ def job(
     """Show a job: status, attempts, result or error."""
     app = make_app(app_path, url)
 
-    async def go() -> Job | None:
-        return await app.client().get_job(job_id, queue)
+    async def go() -> tuple[Job | None, list[Attempt]]:
+        record = await app.client().get_job(job_id, queue)
+        if record is None:
+            return None, []
+        return record, await app.admin().job_attempts(job_id, record.queue)
 
-    record = run(app, go)
+    record, attempts = run(app, go)
     if record is None:
         raise click.ClickException(f"job {job_id} not found (unknown id, expired or purged)")
     args = _decode(app, record.payload)
     result = None if record.result is None else _decode(app, record.result)
     if as_json:
-        click.echo(json.dumps(_job_json(record, args, result), indent=2, default=str))
+        data = _job_json(record, args, result)
+        data["attempts"] = [dataclasses.asdict(a) for a in attempts]
+        click.echo(json.dumps(data, indent=2, default=str))
         return
     _print_job(record, args, result)
+    if attempts:
+        _print_attempts(attempts)
+
+
+def _print_attempts(attempts: Sequence[Attempt]) -> None:
+    """The job's timeline: one row per attempt."""
+    table = Table(title="attempts", title_justify="left", box=None, pad_edge=False)
+    for name in ("#", "worker", "started", "ended", "took", "outcome", "error"):
+        table.add_column(name, overflow="fold")
+    for row in attempt_rows(attempts):
+        table.add_row(*(Text(cell) for cell in row))
+    console.print(table)
 
 
 @dataclass(frozen=True, slots=True)

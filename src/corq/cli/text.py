@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from datetime import UTC, datetime
 
 from rich.text import Text
 
@@ -46,3 +47,14 @@ def state_text(state: JobStatus | None) -> Text:
     if state is None:
         return Text("record expired", style="dim")
     return Text(str(state), style=STATE_COLOURS.get(state, ""))
+
+
+def when(ms: int | None) -> str:
+    """A time in ms as UTC with milliseconds ('-' for none)."""
+    if not ms:
+        return "-"
+    try:
+        moment = datetime.fromtimestamp(ms / 1000, UTC)
+    except (OverflowError, OSError, ValueError):  # a damaged record
+        return f"{ms} (not a valid time)"
+    return moment.strftime("%Y-%m-%d %H:%M:%S.%f")[:-3] + "Z"

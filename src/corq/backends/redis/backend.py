@@ -12,7 +12,8 @@ producer.py (the JobStore port), claims.py, outcomes.py and reclaim.py (Claims),
 (WorkerRegistry), admin.py (Admin), dead_letters.py (DeadLetters), schedules.py and
 ticks.py (ScheduleStore), workflows.py, settle.py and workflow_reads.py (Workflows),
 flow.py (FlowControl), worker_facts.py (WorkerFacts), breakers.py (Breakers), config.py
-(RuntimeConfig), control.py (ControlChannel): the same role files as the SQLite broker.
+(RuntimeConfig), control.py (ControlChannel), events.py (EventLog): the same role files as
+the SQLite broker.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from corq.backends.redis.config import RedisConfig
 from corq.backends.redis.connections import broker_errors
 from corq.backends.redis.control import RedisControl
 from corq.backends.redis.dead_letters import RedisDeadLetters
+from corq.backends.redis.events import RedisEvents
 from corq.backends.redis.flow import RedisFlow
 from corq.backends.redis.leases import RedisLeases
 from corq.backends.redis.outcomes import RedisOutcomes
@@ -54,6 +56,7 @@ class RedisBackend(
     RedisBreakers,
     RedisConfig,
     RedisControl,
+    RedisEvents,
 ):
     """Broker on Redis (standalone, or Cluster-safe key layout; see ``keys.py``).
 
@@ -75,6 +78,7 @@ class RedisBackend(
             socket_timeout_s=self._socket_timeout_s,
             dead_max=self._dead.max_count,
             dead_ttl_ms=self._dead.ttl_ms,
+            events_max=self._events_max,
         )
 
     async def close(self) -> None:

@@ -25,7 +25,7 @@ from redis.asyncio import Redis
 from redis.commands.core import AsyncScript
 from redis.exceptions import NoScriptError
 
-from corq.backends.base import BATCH, NewJob
+from corq.backends.base import BATCH, EVENTS_MAX, NewJob
 from corq.backends.record import FIELDS_BY_NAME, NEW_FIELDS
 from corq.backends.redis.fields import fields_include
 from corq.types import QueueName
@@ -78,24 +78,40 @@ def lua_file(path: str) -> str:
     return resources.files("corq.backends.redis").joinpath(f"lua/{path}").read_text("utf-8")
 
 
+def events_bound_include(events_max: int = EVENTS_MAX) -> str:
+    """The events include's bound: each backend's scripts are loaded with its own."""
+    return (
+        "--[[\nevents_bound: EVENTS_MAX, the most events a queue's stream keeps (the "
+        "backend's events_max, written in when the scripts are loaded; 0: none).\n]]\n"
+        f"local EVENTS_MAX = {max(0, int(events_max))}\n"
+    )
+
+
 #: Includes made from Python definitions rather than read from ``lua/include/``.
-GENERATED_INCLUDES: dict[str, Callable[[], str]] = {"fields": fields_include}
+GENERATED_INCLUDES: dict[str, Callable[[], str]] = {
+    "fields": fields_include,
+    "events_bound": events_bound_include,
+}
 
 
-def include_source(name: str) -> str:
-    """The text of the include `name` (generated, or ``lua/include/<name>.lua``)."""
-    generated = GENERATED_INCLUDES.get(name)
-    if generated is not None:
-        return generated()
+def include_source(name: str, generated: dict[str, str] | None = None) -> str:
+    """The text of the include `name` (given in `generated`, generated, or
+    ``lua/include/<name>.lua``)."""
+    if generated is not None and name in generated:
+        return generated[name]
+    make = GENERATED_INCLUDES.get(name)
+    if make is not None:
+        return make()
     try:
         return lua_file(f"include/{name}.lua")
     except FileNotFoundError:
         raise ValueError(f"no Lua include named {name!r} (lua/include/{name}.lua)") from None
 
 
-def expand_includes(text: str, origin: str) -> str:
+def expand_includes(text: str, origin: str, generated: dict[str, str] | None = None) -> str:
     """`text` (the script `origin`) with each ``--- @include "name"`` line replaced by that
-    include, itself expanded; an include already expanded above becomes a comment."""
+    include, itself expanded; an include already expanded above becomes a comment.
+    `generated` overrides includes by name (a backend's own settings)."""
     seen: set[str] = set()
 
     def expand(text: str, where: str) -> str:
@@ -105,7 +121,7 @@ def expand_includes(text: str, origin: str) -> str:
                 return f"-- ({included} is included above)"
             seen.add(included)
             try:
-                return expand(include_source(included), included)
+                return expand(include_source(included, generated), included)
             except ValueError as exc:
                 raise ValueError(f"{where}: {exc}") from None
 
@@ -114,9 +130,9 @@ def expand_includes(text: str, origin: str) -> str:
     return expand(text, origin)
 
 
-def load_source(name: str) -> str:
+def load_source(name: str, generated: dict[str, str] | None = None) -> str:
     """The script ``lua/<name>.lua`` with its includes expanded."""
-    return expand_includes(lua_file(f"{name}.lua"), name)
+    return expand_includes(lua_file(f"{name}.lua"), name, generated)
 
 
 @dataclass(frozen=True, slots=True)
@@ -162,17 +178,21 @@ def now_arg(now_ms: int | None) -> Arg:
 class ScriptRunner:
     """Scripts registered on one client (their SHA1s computed once), and how calls run."""
 
-    def __init__(self, client: Redis, dead: DeadBounds | None = None) -> None:
+    def __init__(
+        self, client: Redis, dead: DeadBounds | None = None, events_max: int = EVENTS_MAX
+    ) -> None:
         self._client = client
         self._loaded: dict[str, AsyncScript] = {}
         self._dead = dead or DeadBounds()
+        self._generated = {"events_bound": events_bound_include(events_max)}
 
     def _call(
         self, name: str, keys: list[str], args: list[Arg], parse: Callable[[Any], T]
     ) -> ScriptCall[T]:
         script = self._loaded.get(name)
         if script is None:
-            script = self._loaded[name] = self._client.register_script(load_source(name))
+            source = load_source(name, self._generated)
+            script = self._loaded[name] = self._client.register_script(source)
         return ScriptCall(script, keys, args, parse)
 
     @property

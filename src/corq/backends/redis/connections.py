@@ -83,13 +83,15 @@ def cancel_was_swallowed(task: asyncio.Task[object] | None, cancels_before: int)
 class Connections:
     """What one event loop uses: the command client, its scripts, done signals, BLPOP clients."""
 
-    def __init__(self, url: str, socket_timeout_s: float, dead: DeadBounds) -> None:
+    def __init__(
+        self, url: str, socket_timeout_s: float, dead: DeadBounds, events_max: int
+    ) -> None:
         #: The loop these connections belong to (asyncio streams cannot change loops).
         self.loop = asyncio.get_running_loop()
         self._url = url
         self._socket_timeout_s = socket_timeout_s
         self.client = self._connect(socket_timeout_s, POOL_SIZE)
-        self.scripts = Scripts(self.client, dead)
+        self.scripts = Scripts(self.client, dead, events_max)
         self.signals = DoneSignals(self.client, socket_timeout_s, idle_s=socket_timeout_s)
         self._blocking: dict[float, Redis] = {}
 

@@ -15,6 +15,7 @@ from typing import Any, TypeVar
 
 from redis.asyncio import Redis
 
+from corq.backends.base import EVENTS_MAX
 from corq.backends.redis.calls import DeadBounds, ScriptCall, batches
 from corq.backends.redis.connections import Connections
 from corq.backends.redis.keys import QueueKeys, RedisKeys
@@ -28,7 +29,8 @@ R = TypeVar("R")
 class RedisContext:
     """The state the roles share, and the plumbing they run scripts through.
 
-    `dead_max` and `dead_ttl_ms` bound each queue's dead letters (0: unbounded).
+    `dead_max` and `dead_ttl_ms` bound each queue's dead letters (0: unbounded), `events_max`
+    its events stream (0: no events).
     """
 
     def __init__(
@@ -39,11 +41,13 @@ class RedisContext:
         socket_timeout_s: float = 5.0,
         dead_max: int = 0,
         dead_ttl_ms: int = 0,
+        events_max: int = EVENTS_MAX,
     ) -> None:
         self._url = url
         self._prefix = prefix
         self._socket_timeout_s = socket_timeout_s
         self._dead = DeadBounds(max_count=max(0, dead_max), ttl_ms=max(0, dead_ttl_ms))
+        self._events_max = max(0, events_max)
         self._keys = RedisKeys(prefix)
         self._conns: Connections | None = None
         self._registry = QueueRegistry(self._keys)
@@ -51,7 +55,9 @@ class RedisContext:
     def _conn(self) -> Connections:
         conns = self._conns
         if conns is None:
-            conns = self._conns = Connections(self._url, self._socket_timeout_s, self._dead)
+            conns = self._conns = Connections(
+                self._url, self._socket_timeout_s, self._dead, self._events_max
+            )
         elif conns.loop is not asyncio.get_running_loop():
             raise RuntimeError(
                 "this RedisBackend belongs to another event loop; use backend.clone() here"

@@ -59,6 +59,10 @@ the change, resuming before it, so a crash between the two leaves the queue paus
     $p:{config}:history           ZSET  cmsgpack [version, at_ms, who, scope, name, field,
                                         old, new] -> version (CONFIG_HISTORY_KEEP kept)
 
+    $p:{$q}:events                STREAM the lifecycle events (k kind, j id, t task, a
+                                        attempt, w worker, d detail, at ms), capped at
+                                        events_max by the XADD of each change (events.lua)
+
 Flow control (``flow.py``; docs/design.md, "Flow control"). A lane is ``$t\x1f$k`` ($t a
 task with rules, $k its key or ''); the plain ready set is the lane ''::
 
@@ -80,7 +84,9 @@ task with rules, $k its key or ''); the plain ready set is the lane ''::
                                         start (removed when started; promotion ends the due)
 
 A job record holds the fields of ``JOB_FIELDS`` in ``corq/backends/record.py`` (by name,
-as text), plus ``score``: its ready score while it waits in ready or suspects.
+as text), plus ``score``: its ready score while it waits in ready or suspects, and the
+attempt history: ``attempt_open`` (the running attempt, ``<n>:<start ms>``) and
+``attempt_log`` (the ended ones, JSON ``[n, worker, start, end, outcome, error]`` a line).
 
 Schedules (``schedules.py``). What is global to the prefix sits in the ``{schedules}``
 slot; each schedule's record, with its firing state and logs, sits in its queue's slot, so
@@ -301,6 +307,10 @@ class QueueKeys:
     @property
     def waiting(self) -> str:
         return f"{self.tag}:waiting"
+
+    @property
+    def events(self) -> str:
+        return f"{self.tag}:events"
 
     @property
     def outbox(self) -> str:

@@ -175,4 +175,5 @@ class ScheduleScripts(ScriptRunner):
         args += [keys.done_prefix, keys.held_prefix, keys.inbox_prefix, BATCH, *self._dead_bounds]
         for step in steps:
             args += _step_values(step)
+        queue_keys.append(keys.events)
         return self._call("advance_schedules", queue_keys, args, _outcomes)

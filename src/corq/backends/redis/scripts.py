@@ -90,6 +90,7 @@ class Scripts(ScheduleScripts, WorkflowScripts, WorkerFactsScripts, BreakerScrip
         queue_keys += [*self._handover_keys(keys), *keys.unique_keys, keys.cooldown]
         queue_keys += [keys.cooldown_until, keys.suspects, keys.waiting]
         parse = replies.admitted([job.id for job in jobs])
+        queue_keys.append(keys.events)
         return self._call("enqueue_jobs", queue_keys, args, parse)
 
     def _handover_keys(self, keys: QueueKeys) -> list[str]:
@@ -120,6 +121,7 @@ class Scripts(ScheduleScripts, WorkflowScripts, WorkerFactsScripts, BreakerScrip
         args += [max(0, suspects), lease_ms, now_arg(now_ms), BATCH, PRIORITY_MIN, PRIORITY_MAX]
         args += [*self._dead_bounds, keys.queue, *keys.flow_prefixes]
         args += [keys.held_prefix, keys.inbox_prefix, int(idle)]
+        queue_keys.append(keys.events)
         return self._call("claim_jobs", queue_keys, args, replies.claim_batch)
 
     def list_held_jobs(
@@ -128,6 +130,7 @@ class Scripts(ScheduleScripts, WorkflowScripts, WorkerFactsScripts, BreakerScrip
         args: list[Arg] = [keys.job_prefix, keys.done_prefix, holder, cursor, BATCH]
         args += self._dead_bounds
         queue_keys = [keys.held(holder), keys.dead, keys.outbox, *keys.unique_keys]
+        queue_keys.append(keys.events)
         return self._call("list_held_jobs", queue_keys, args, replies.held_step)
 
     def promote_due_jobs(self, keys: QueueKeys, *, now_ms: int | None) -> ScriptCall[Promoted]:
@@ -137,6 +140,7 @@ class Scripts(ScheduleScripts, WorkflowScripts, WorkerFactsScripts, BreakerScrip
         args: list[Arg] = [keys.job_prefix, keys.done_prefix, now_arg(now_ms), BATCH]
         args += [PRIORITY_MIN, PRIORITY_MAX, WAKE_CAP, *self._dead_bounds, *keys.flow_prefixes]
         args += [keys.held_prefix, keys.inbox_prefix, keys.queue]
+        queue_keys.append(keys.events)
         return self._call("promote_due_jobs", queue_keys, args, replies.promoted)
 
     def complete_jobs(
@@ -155,6 +159,7 @@ class Scripts(ScheduleScripts, WorkflowScripts, WorkerFactsScripts, BreakerScrip
             args += [job_id, fence, result, finished_at_ms]
         queue_keys = [keys.held(holder), keys.outbox, *keys.flow_keys, keys.ready, keys.wake]
         queue_keys += [keys.workers, keys.idle, keys.dead, *keys.unique_keys]
+        queue_keys.append(keys.events)
         return self._call("complete_jobs", queue_keys, args, replies.flags)
 
     def fail_jobs(
@@ -169,6 +174,7 @@ class Scripts(ScheduleScripts, WorkflowScripts, WorkerFactsScripts, BreakerScrip
             args += [retry_at, f.finished_at_ms]
         queue_keys = [keys.held(holder), keys.delayed, keys.dead, keys.wake, keys.outbox]
         queue_keys += [*keys.flow_keys, keys.workers, keys.idle, *keys.unique_keys]
+        queue_keys.append(keys.events)
         return self._call("fail_jobs", queue_keys, args, replies.flags)
 
     def release_jobs(
@@ -180,6 +186,7 @@ class Scripts(ScheduleScripts, WorkflowScripts, WorkerFactsScripts, BreakerScrip
             args += [r.job_id, r.fence, int(r.unstarted), int(r.died), int(r.suspect)]
         queue_keys = [keys.held(holder), keys.ready, keys.wake, keys.suspects, *keys.flow_keys]
         queue_keys += self._handover_keys(keys)
+        queue_keys.append(keys.events)
         return self._call("release_jobs", queue_keys, args, replies.flags)
 
     def reclaim_stalled_jobs(
@@ -198,6 +205,7 @@ class Scripts(ScheduleScripts, WorkflowScripts, WorkerFactsScripts, BreakerScrip
         args += [keys.done_prefix, now_arg(now_ms), max_deaths, backstop, BATCH, WAKE_CAP]
         args += [int(ended_only), *self._dead_bounds, *keys.flow_prefixes]
         args += [keys.inbox_prefix, keys.queue]
+        queue_keys.append(keys.events)
         return self._call("reclaim_stalled_jobs", queue_keys, args, replies.stalled)
 
     def register_worker(
@@ -219,6 +227,7 @@ class Scripts(ScheduleScripts, WorkflowScripts, WorkerFactsScripts, BreakerScrip
         queue_keys += [keys.suspects, keys.wake, keys.dead, keys.outbox, *keys.flow_keys]
         args: list[Arg] = [holder, now_arg(now_ms), max(0, linger_ms), keys.job_prefix]
         args += [*self._handover_args(keys), WAKE_CAP, *keys.flow_prefixes]
+        queue_keys.append(keys.events)
         return self._call("deregister_worker", queue_keys, args, int)
 
     def end_leases(
@@ -235,13 +244,14 @@ class Scripts(ScheduleScripts, WorkflowScripts, WorkerFactsScripts, BreakerScrip
         args: list[Arg] = [job_id, keys.done(job_id), now_arg(now_ms), ttl_ms, WORKFLOW_KEEP_MS]
         args += [*keys.flow_prefixes, keys.job_prefix, keys.done_prefix, keys.held_prefix]
         args += [keys.inbox_prefix, keys.queue, BATCH, *self._dead_bounds, WAKE_CAP]
+        queue_keys.append(keys.events)
         return self._call("cancel_job", queue_keys, args, bool)
 
     def set_progress(
         self, keys: QueueKeys, *, job_id: JobId, holder: WorkerId, fence: int, progress: float
     ) -> ScriptCall[bool]:
-        args: list[Arg] = [holder, fence, repr(float(progress))]
-        return self._call("set_progress", [keys.job(job_id)], args, bool)
+        args: list[Arg] = [holder, fence, repr(float(progress)), job_id]
+        return self._call("set_progress", [keys.job(job_id), keys.events], args, bool)
 
     def retry_dead_jobs(
         self,
@@ -258,6 +268,7 @@ class Scripts(ScheduleScripts, WorkflowScripts, WorkerFactsScripts, BreakerScrip
         (a re-drive). Returns (moved, looked at)."""
         queue_keys = [keys.dead, keys.ready, keys.seq, keys.wake, *keys.flow_keys]
         queue_keys += [keys.workers, keys.idle, keys.outbox]
+        queue_keys.append(keys.events)
         if snapshot is not None:
             queue_keys.append(snapshot)
         ttl_ms = SNAPSHOT_TTL_MS if take_snapshot else 0
@@ -303,7 +314,7 @@ class Scripts(ScheduleScripts, WorkflowScripts, WorkerFactsScripts, BreakerScrip
         queue_keys = [keys.ready, keys.delayed, keys.suspects, keys.dead, keys.workers]
         queue_keys += [keys.reclaiming, keys.seq, keys.wake, keys.departed, keys.waiting]
         queue_keys += [keys.outbox, keys.idle, *keys.unique_keys, keys.cooldown]
-        queue_keys.append(keys.cooldown_until)
+        queue_keys += [keys.cooldown_until, keys.events]
         return self._call("prune_queue", queue_keys, [], bool)
 
     def touch_queues(

@@ -101,7 +101,7 @@ class WorkflowScripts(ScriptRunner):
         args: list[Arg] = [keys.job_prefix]
         for job in jobs:
             args += new_values(job)
-        return self._call("enqueue_waiting_jobs", [keys.waiting], args, replies.flags)
+        return self._call("enqueue_waiting_jobs", [keys.waiting, keys.events], args, replies.flags)
 
     def watch_jobs(
         self, keys: QueueKeys, *, workflow_id: str, job_ids: Sequence[JobId]
@@ -125,6 +125,7 @@ class WorkflowScripts(ScriptRunner):
         args += [*keys.flow_prefixes, keys.held_prefix, keys.inbox_prefix, keys.queue]
         for job_id, workflow_id, decision in jobs:
             args += [job_id, workflow_id, decision]
+        queue_keys.append(keys.events)
         return self._call("release_workflow_jobs", queue_keys, args, workflow_replies.released)
 
     def take_outbox(

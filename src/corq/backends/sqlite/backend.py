@@ -11,10 +11,12 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Sequence
+from dataclasses import replace
 from functools import partial
 
 from corq.backends.base import (
     BATCH,
+    EVENTS_MAX,
     Admitted,
     Backend,
     ClaimBatch,
@@ -34,6 +36,7 @@ from corq.backends.sqlite.config import SqliteConfig
 from corq.backends.sqlite.control import SqliteControl
 from corq.backends.sqlite.dead import DeadBounds
 from corq.backends.sqlite.dead_letters import SqliteDeadLetters
+from corq.backends.sqlite.events import SqliteEvents
 from corq.backends.sqlite.flow import SqliteFlow
 from corq.backends.sqlite.schedules import SqliteSchedules
 from corq.backends.sqlite.store import Conn
@@ -78,11 +81,13 @@ class SqliteBackend(
     SqliteBreakers,
     SqliteConfig,
     SqliteControl,
+    SqliteEvents,
 ):
     """Backend on an SQLite file (``sqlite:///path``) or on the process's in-memory database
     (``sqlite:///:memory:``, shared by every backend of the process, gone with the last).
 
-    `dead_max` and `dead_ttl_ms` bound each queue's dead letters (0: unbounded). The
+    `dead_max` and `dead_ttl_ms` bound each queue's dead letters (0: unbounded), `events_max`
+    its events log (0: no events). The EventLog methods come from events.py; the
     ScheduleStore methods come from schedules.py, the Workflows methods from workflows.py,
     the FlowControl methods from flow.py, the DeadLetters methods from dead_letters.py,
     the WorkerFacts methods from worker_facts.py, the Breakers methods from breakers.py,
@@ -96,10 +101,11 @@ class SqliteBackend(
         socket_timeout_s: float = 5.0,
         dead_max: int = 0,
         dead_ttl_ms: int = 0,
+        events_max: int = EVENTS_MAX,
         _target: Target | None = None,
     ) -> None:
         self.url = url
-        self._target = _target or parse_url(url)
+        self._target = replace(_target or parse_url(url), events_max=max(0, int(events_max)))
         self._timeout_s = socket_timeout_s
         self._bounds = DeadBounds(max(0, int(dead_max)), max(0, int(dead_ttl_ms)))
         # How long a writer waits for another process's transaction before BrokerError.
@@ -387,6 +393,7 @@ class SqliteBackend(
             socket_timeout_s=self._timeout_s,
             dead_max=self._bounds.max_jobs,
             dead_ttl_ms=self._bounds.ttl_ms,
+            events_max=self._target.events_max,
             _target=self._target,
         )
 

@@ -733,3 +733,80 @@ CREATE TABLE IF NOT EXISTS config_history (
 CREATE INDEX IF NOT EXISTS config_history_version ON config_history (version);
 
 INSERT OR IGNORE INTO meta (key, value) VALUES ('config_version', 0);
+
+-- Version 7 (issue 11, events): the bounded log of lifecycle events (see docs/design.md,
+-- "Events and attempt history"). Written by the TEMP triggers each connection creates with
+-- its backend's events_max (events.py; none at 0), so the bound is the backend's setting;
+-- `id` is the readers' cursor. Each queue is trimmed to events_max in bounded steps, the
+-- highest id trimmed noted in events_queues (a reader behind it is told of the gap).
+CREATE TABLE IF NOT EXISTS events (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    queue TEXT NOT NULL,
+    at_ms INTEGER NOT NULL,
+    kind TEXT NOT NULL,
+    job_id TEXT NOT NULL,
+    task TEXT NOT NULL,
+    attempt INTEGER NOT NULL DEFAULT 0,
+    worker_id TEXT,
+    detail TEXT
+);
+CREATE INDEX IF NOT EXISTS events_by_queue ON events (queue, id);
+
+-- Per queue, as of the last trimming step: the events kept, the id they were counted up
+-- to (the next step counts only the newer ones) and the highest id trimmed.
+CREATE TABLE IF NOT EXISTS events_queues (
+    queue TEXT PRIMARY KEY,
+    kept INTEGER NOT NULL DEFAULT 0,
+    counted_to INTEGER NOT NULL DEFAULT 0,
+    upto INTEGER NOT NULL DEFAULT 0
+) WITHOUT ROWID;
+
+-- Version 7 (issue 11, events): each job's attempts, first first, kept by the triggers
+-- below whichever statement moves the job (a row when it starts running, its end when it
+-- stops) and deleted with the job's row, so the history lives exactly as long as the record.
+CREATE TABLE IF NOT EXISTS job_attempts (
+    queue TEXT NOT NULL,
+    job_id TEXT NOT NULL,
+    attempt INTEGER NOT NULL,
+    worker_id TEXT,
+    started_at_ms INTEGER NOT NULL,
+    ended_at_ms INTEGER,
+    outcome TEXT NOT NULL DEFAULT 'running',
+    error TEXT
+);
+CREATE INDEX IF NOT EXISTS job_attempts_of ON job_attempts (queue, job_id);
+
+CREATE TRIGGER IF NOT EXISTS jobs_history_start
+AFTER UPDATE OF status ON jobs
+WHEN NEW.status = 'running' AND OLD.status IS NOT 'running'
+BEGIN
+    INSERT INTO job_attempts (queue, job_id, attempt, worker_id, started_at_ms)
+    VALUES (NEW.queue, NEW.id, NEW.attempt, NEW.worker_id,
+            coalesce(NEW.started_at_ms, (SELECT value FROM meta WHERE key = 'clock_ms'), 0));
+END;
+
+-- The end of the running attempt: its outcome from the new status (scheduled is a snooze;
+-- queued again with a death counted is a lost worker's reclaim, without one a release).
+CREATE TRIGGER IF NOT EXISTS jobs_history_end
+AFTER UPDATE OF status ON jobs
+WHEN OLD.status = 'running' AND NEW.status IS NOT 'running'
+BEGIN
+    UPDATE job_attempts
+    SET ended_at_ms = max(coalesce(NEW.finished_at_ms, 0),
+                          coalesce((SELECT value FROM meta WHERE key = 'clock_ms'), 0)),
+        outcome = CASE NEW.status
+            WHEN 'scheduled' THEN 'snoozed'
+            WHEN 'queued' THEN CASE WHEN NEW.deaths > OLD.deaths THEN 'lost' ELSE 'released' END
+            ELSE NEW.status END,
+        error = CASE WHEN NEW.status IN ('failed', 'dead', 'scheduled', 'cancelled')
+                     THEN substr(NEW.error, 1, 500) END
+    WHERE rowid = (SELECT max(rowid) FROM job_attempts
+                   WHERE queue = OLD.queue AND job_id = OLD.id)
+      AND ended_at_ms IS NULL;
+END;
+
+CREATE TRIGGER IF NOT EXISTS jobs_history_gone
+AFTER DELETE ON jobs
+BEGIN
+    DELETE FROM job_attempts WHERE queue = OLD.queue AND job_id = OLD.id;
+END;

@@ -6,11 +6,14 @@ Everything here runs on a backend's own SQLite thread, never in the event loop.
 from __future__ import annotations
 
 import contextlib
+import functools
+import re
 import sqlite3
 import time
 from collections.abc import Callable
 from typing import Any, TypeVar
 
+from corq.backends.sqlite.event_triggers import install_triggers
 from corq.backends.sqlite.sql import SCHEMA_VERSION, Q, migration_steps, schema_statements
 from corq.backends.sqlite.url import Target
 from corq.errors import BrokerDataError
@@ -35,6 +38,7 @@ def connect(target: Target, busy_timeout_ms: int) -> Conn:
             _use_wal(conn, target, busy_timeout_ms)
         conn.execute(f"PRAGMA synchronous = {target.synchronous}")
         _migrate(conn)
+        install_triggers(conn, target.events_max)
     except BaseException:
         conn.close()
         raise
@@ -74,6 +78,8 @@ def _migrate(conn: Conn) -> None:
     steps (ALTER TABLE) are not, hence the second look.
     """
     if _schema_version(conn) == SCHEMA_VERSION:
+        if _missing_tables(conn):
+            _complete_schema(conn)
         return
     conn.execute("BEGIN IMMEDIATE")
     try:
@@ -93,6 +99,33 @@ def _migrate(conn: Conn) -> None:
     except BaseException:
         _rollback(conn)
         raise
+
+
+_TABLE = re.compile(r"^CREATE TABLE IF NOT EXISTS (\w+)", re.MULTILINE)
+
+
+@functools.cache
+def _schema_tables() -> frozenset[str]:
+    return frozenset(_TABLE.findall("\n".join(schema_statements())))
+
+
+def _missing_tables(conn: Conn) -> bool:
+    """True when a table of schema.sql is not in the file (one written by an earlier build
+    of the same schema version, before that table joined it)."""
+    have = {name for (name,) in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+    return not _schema_tables() <= have
+
+
+def _complete_schema(conn: Conn) -> None:
+    """Run the (idempotent) schema on such a file; when it cannot take it (a column an
+    index names is missing too), leave the file as it was."""
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        for statement in schema_statements():
+            conn.execute(statement)
+        conn.execute("COMMIT")
+    except sqlite3.Error:
+        _rollback(conn)
 
 
 def _schema_version(conn: Conn) -> int:

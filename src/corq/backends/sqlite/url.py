@@ -33,6 +33,8 @@ class Target:
     key: str
     #: ``PRAGMA synchronous`` level: FULL by default, so an accepted job survives a power cut.
     synchronous: str = "FULL"
+    #: Events each queue's log keeps (the backend's ``events_max``; 0: no events written).
+    events_max: int = 0
 
 
 def parse_url(url: str) -> Target:

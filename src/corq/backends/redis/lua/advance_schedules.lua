@@ -32,6 +32,7 @@ KEYS[14] workers         ZSET  holder id -> lease deadline (hand-overs go to liv
 KEYS[15] idle            ZSET  idle holders waiting to be handed a job (the wake include)
 KEYS[16] dead            ZSET  dead letters (a damaged record met by a hand-over goes there)
 KEYS[17] outbox          ZSET  ended workflow jobs (such a buried one ends)
+KEYS[18]       events          STREAM the queue's lifecycle events (the events include)
 ARGV[1] record_prefix   a schedule's record is record_prefix .. name
 ARGV[2] fired_prefix    its fired ticks: fired_prefix .. name
 ARGV[3] runs_prefix     its runs: runs_prefix .. name
@@ -63,6 +64,7 @@ Returns: one TickOutcome value per step, in order.
 --- @include "keys"
 --- @include "schedule"
 --- @include "enqueue"
+--- @include "events"
 local fence_key = KEYS[1]
 local ready_key = KEYS[2]
 local delayed_key = KEYS[3]
@@ -94,6 +96,7 @@ local workers_key = KEYS[14]
 local idle_key = KEYS[15]
 local dead_key = KEYS[16]
 local outbox_key = KEYS[17]
+local events_key = KEYS[18]
 local done_prefix = ARGV[15]
 local held_prefix = ARGV[16]
 local inbox_prefix = ARGV[17]
@@ -112,6 +115,7 @@ local q = {
   outbox = outbox_key, done_prefix = done_prefix, batch = batch, dead_max = dead_max,
   dead_ttl_ms = dead_ttl_ms,
 }
+q.events = events_key
 with_flow(q, rules_key, groups_key, parked_key, throttled_key, active_key, tat_key,
   flow_key, expiring_key, lane_prefix, keys_prefix)
 with_handover(q, workers_key, idle_key, held_prefix, inbox_prefix, queue, now_ms, wake_key,

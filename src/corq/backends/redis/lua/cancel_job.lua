@@ -32,6 +32,7 @@ KEYS[17] wake            LIST  wake tokens
 KEYS[18] workers         ZSET  holder id -> lease deadline (hand-overs go to live holders)
 KEYS[19] idle            ZSET  idle holders waiting to be handed a job
 KEYS[20] dead            ZSET  dead letters (a damaged record met by a hand-over goes there)
+KEYS[21] events          STREAM the queue's lifecycle events (the events include)
 ARGV[1] job_id          the job
 ARGV[2] done_channel    the job's done channel
 ARGV[3] now_ms          the caller's clock, or '' for the broker's
@@ -58,6 +59,7 @@ Returns: 1 cancelled, 0 not cancellable (or no such job).
 --- @include "limits"
 --- @include "unique"
 --- @include "wake"
+--- @include "events"
 local job_key = KEYS[1]
 local ready_key = KEYS[2]
 local delayed_key = KEYS[3]
@@ -79,6 +81,7 @@ local flow_key = KEYS[13]
 local expiring_key = KEYS[14]
 local unique_key = KEYS[15]
 local unique_kept_key = KEYS[16]
+local events_key = KEYS[21]
 local lane_prefix = ARGV[6]
 local keys_prefix = ARGV[7]
 local wake_key = KEYS[17]
@@ -97,6 +100,7 @@ local wake_cap = tonumber(ARGV[16])
 local q = {ready = ready_key, job_prefix = job_prefix, done_prefix = done_prefix,
   outbox = outbox_key, dead = dead_key, batch = batch, dead_max = dead_max,
   dead_ttl_ms = dead_ttl_ms}
+q.events = events_key
 with_flow(q, rules_key, groups_key, parked_key, throttled_key, active_key, tat_key,
   flow_key, expiring_key, lane_prefix, keys_prefix)
 
@@ -127,6 +131,11 @@ else
 end
 redis.call('ZREM', expiring_key, job_id)
 redis.call('HSET', job_key, 'status', 'cancelled', 'finished_at_ms', int(now_ms))
+if f[1] == 'running' then
+  EVENT.end_attempt(q, job_key, job_id, 'cancelled', 'cancelled', now_ms, '')
+else
+  EVENT.note(q, job_key, job_id, 'cancelled', now_ms, '')
+end
 redis.call('PEXPIRE', job_key, kept_ms(ttl_ms, keep_ms, workflow, notify))
 redis.call('PUBLISH', done_channel, job_id)
 note_end(outbox_key, job_id, int(now_ms), workflow, notify)

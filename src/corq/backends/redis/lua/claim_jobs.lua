@@ -40,6 +40,7 @@ KEYS[18] idle            ZSET  idle holders waiting to be handed a job
 KEYS[19] unique          HASH  unique key -> job holding it (an end frees it)
 KEYS[20] unique_kept     ZSET  unique keys kept after their job's end
 KEYS[21] paused          STR   set while the queue is paused (set_queue_paused)
+KEYS[22] events          STREAM the queue's lifecycle events (the events include)
 ARGV[1] job_prefix     a record's key is job_prefix .. id
 ARGV[2] done_prefix    a job's done channel is done_prefix .. id
 ARGV[3] holder         the claiming holder
@@ -79,6 +80,7 @@ cost a claim ~15% more); numbers as integers, suspect 1/0, a missing text as its
 --- @include "wake"
 --- @include "delayed"
 --- @include "claim"
+--- @include "events"
 local workers_key = KEYS[1]
 local ready_key = KEYS[2]
 local delayed_key = KEYS[3]
@@ -114,6 +116,7 @@ local keys_prefix = ARGV[15]
 local idle_key = KEYS[18]
 local unique_key = KEYS[19]
 local unique_kept_key = KEYS[20]
+local events_key = KEYS[22]
 local held_prefix = ARGV[16]
 local inbox_prefix = ARGV[17]
 local idle = ARGV[18]
@@ -129,6 +132,7 @@ local q = {
   workers = workers_key, idle = idle_key, held_prefix = held_prefix,
   inbox_prefix = inbox_prefix, queue = queue, now_ms = now_ms, wake = wake_key,
 }
+q.events = events_key
 q.unique, q.unique_kept = unique_key, unique_kept_key
 expect_types({workers_key, 'zset', ready_key, 'zset', delayed_key, 'zset', seq_key, 'string',
   wake_key, 'list', held_key, 'set', suspects_key, 'zset', dead_key, 'zset', outbox_key, 'zset',

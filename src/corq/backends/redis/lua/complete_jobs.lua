@@ -25,6 +25,7 @@ KEYS[14] idle            ZSET  idle holders waiting to be handed a job
 KEYS[15] dead            ZSET  dead letters (a damaged record met by a hand-over goes there)
 KEYS[16] unique          HASH  unique key -> job holding it (an end frees it)
 KEYS[17] unique_kept     ZSET  unique keys kept after their job's end
+KEYS[18]       events          STREAM the queue's lifecycle events (the events include)
 ARGV[1] job_prefix      a record's key is job_prefix .. id
 ARGV[2] done_prefix     a job's done channel is done_prefix .. id
 ARGV[3] holder          the completing holder
@@ -53,6 +54,7 @@ Returns: one integer per job, in order: 1 completed, 0 refused.
 --- @include "limits"
 --- @include "unique"
 --- @include "wake"
+--- @include "events"
 local held_key = KEYS[1]
 local outbox_key = KEYS[2]
 local job_prefix = ARGV[1]
@@ -77,6 +79,7 @@ local idle_key = KEYS[14]
 local dead_key = KEYS[15]
 local unique_key = KEYS[16]
 local unique_kept_key = KEYS[17]
+local events_key = KEYS[18]
 local held_prefix = ARGV[8]
 local inbox_prefix = ARGV[9]
 local queue = ARGV[10]
@@ -88,6 +91,7 @@ local FIRST, WIDTH = 15, 4
 local q = {ready = ready_key, job_prefix = job_prefix, done_prefix = done_prefix,
   outbox = outbox_key, dead = dead_key, batch = batch, dead_max = dead_max,
   dead_ttl_ms = dead_ttl_ms}
+q.events = events_key
 with_flow(q, rules_key, groups_key, parked_key, throttled_key, active_key, tat_key,
   flow_key, expiring_key, lane_prefix, keys_prefix)
 local freed = 0
@@ -109,6 +113,7 @@ for at = FIRST, #ARGV, WIDTH do
     local finished_at = ARGV[at + 3]
     redis.call('HSET', key, 'status', 'succeeded', 'result', ARGV[at + 2],
       'finished_at_ms', finished_at)
+    EVENT.end_attempt(q, key, id, 'succeeded', 'succeeded', finished_at, nil)
     local ttl_ms = kept_ms(result_ttl_ms, keep_ms, workflow, notify)
     if ttl_ms > 0 then
       redis.call('PEXPIRE', key, ttl_ms)

@@ -26,6 +26,7 @@ KEYS[14] active         HASH  running counts per task and lane (its slots are fr
 KEYS[15] tat            HASH  GCRA theoretical arrival times
 KEYS[16] flow           HASH  counters (expired, dropped, laned, turn)
 KEYS[17] expiring       ZSET  job id -> start_by_ms
+KEYS[18]       events          STREAM the queue's lifecycle events (the events include)
 ARGV[1] holder          the holder
 ARGV[2] now_ms          the caller's clock, or '' for the broker's
 ARGV[3] linger_ms       how long a departed holder's jobs may still finish
@@ -46,6 +47,7 @@ Returns: 1 removed, 0 departed (it still holds jobs), -1 it was not registered.
 --- @include "now"
 --- @include "keys"
 --- @include "inbox"
+--- @include "events"
 local workers_key = KEYS[1]
 local held_key = KEYS[2]
 local departed_key = KEYS[3]
@@ -75,12 +77,13 @@ local active_key = KEYS[14]
 local tat_key = KEYS[15]
 local flow_key = KEYS[16]
 local expiring_key = KEYS[17]
+local events_key = KEYS[18]
 local lane_prefix = ARGV[13]
 local keys_prefix = ARGV[14]
 
 local h = {job_prefix = job_prefix, ready = ready_key, suspects = suspects_key,
   dead = dead_key, outbox = outbox_key, done_prefix = done_prefix, batch = batch,
-  dead_max = dead_max, dead_ttl_ms = dead_ttl_ms}
+  dead_max = dead_max, dead_ttl_ms = dead_ttl_ms, events = events_key}
 with_flow(h, rules_key, groups_key, parked_key, throttled_key, active_key, tat_key,
   flow_key, expiring_key, lane_prefix, keys_prefix)
 with_handover(h, workers_key, idle_key, held_prefix, inbox_prefix, queue, now_ms, wake_key,

@@ -33,6 +33,7 @@ KEYS[19] cooldown        HASH  cooldown key -> '<until>:<job id>'
 KEYS[20] cooldown_until  ZSET  cooldown key -> until
 KEYS[21] suspects        ZSET  suspects (a holder replaced, debounced or cancelled may be one)
 KEYS[22] waiting         SET   jobs waiting for their parents (a cancelled holder may be one)
+KEYS[23]       events          STREAM the queue's lifecycle events (the events include)
 ARGV[1] job_prefix    a record's key is job_prefix .. id
 ARGV[2] priority_max  highest priority (for the ready score)
 ARGV[3] wake_cap      longest the wake list may grow
@@ -62,6 +63,7 @@ job id} (existing, replaced, debounced, dropped: the job the outcome names).
 ]]
 --- @include "keys"
 --- @include "enqueue"
+--- @include "events"
 local ready_key = KEYS[1]
 local delayed_key = KEYS[2]
 local seq_key = KEYS[3]
@@ -89,6 +91,7 @@ local cooldown_key = KEYS[19]
 local cooldown_until_key = KEYS[20]
 local suspects_key = KEYS[21]
 local waiting_key = KEYS[22]
+local events_key = KEYS[23]
 local done_prefix = ARGV[6]
 local held_prefix = ARGV[7]
 local inbox_prefix = ARGV[8]
@@ -116,6 +119,7 @@ local q = {
   queue = queue, batch = batch, dead_max = dead_max, dead_ttl_ms = dead_ttl_ms,
   unique = unique_key, unique_kept = unique_kept_key,
 }
+q.events = events_key
 local rules = nil
 if rule_count > 0 then
   expect_types({unique_key, 'hash', unique_kept_key, 'zset', cooldown_key, 'hash',

@@ -39,6 +39,7 @@ KEYS[14] workers         ZSET  holder id -> lease deadline (hand-overs go to liv
 KEYS[15] idle            ZSET  idle holders waiting to be handed a job (the wake include)
 KEYS[16] unique          HASH  unique key -> job holding it (an end frees it)
 KEYS[17] unique_kept     ZSET  unique keys kept after their job's end
+KEYS[18]       events          STREAM the queue's lifecycle events (the events include)
 ARGV[1] job_prefix      a record's key is job_prefix .. id
 ARGV[2] done_prefix     a job's done channel is done_prefix .. id
 ARGV[3] holder          the failing holder
@@ -65,6 +66,7 @@ Returns: one integer per job, in order: 1 recorded, 0 refused.
 --- @include "delayed"
 --- @include "held"
 --- @include "limits"
+--- @include "events"
 local held_key = KEYS[1]
 local delayed_key = KEYS[2]
 local dead_key = KEYS[3]
@@ -91,12 +93,14 @@ local workers_key = KEYS[14]
 local idle_key = KEYS[15]
 local unique_key = KEYS[16]
 local unique_kept_key = KEYS[17]
+local events_key = KEYS[18]
 local held_prefix = ARGV[10]
 local inbox_prefix = ARGV[11]
 local FIRST, WIDTH = 12, 9
 
 local q = {dead = dead_key, outbox = outbox_key, job_prefix = job_prefix, done_prefix = done_prefix, batch = batch,
   dead_max = dead_max, dead_ttl_ms = dead_ttl_ms}
+q.events = events_key
 with_flow(q, rules_key, groups_key, parked_key, throttled_key, active_key, tat_key,
   flow_key, expiring_key, lane_prefix, keys_prefix)
 q.unique, q.unique_kept = unique_key, unique_kept_key
@@ -157,11 +161,14 @@ local function fail(at)
   end
   free_slots(q, key, job.lane, job.limited)
   if retry_at ~= '' then
+    local ended = snoozed and 'snoozed' or 'failed'
+    EVENT.end_attempt(q, key, id, ended, ended, finished_at, ARGV[at + 4])
     redis.call('HSET', key, 'status', snoozed and 'scheduled' or 'failed',
       'run_at_ms', retry_at)
     redis.call('ZADD', delayed_key, retry_at, id)
     earliest_retry = earlier(earliest_retry, tonumber(retry_at))
   else
+    EVENT.end_attempt(q, key, id, nil, 'dead', finished_at, ARGV[at + 4])
     make_dead(q, id, finished_at)
     died_now = true
     latest_death = math.max(latest_death, tonumber(finished_at))

@@ -13,6 +13,7 @@ KEYS[2] dead            ZSET  dead job ids by finished_at_ms
 KEYS[3] outbox          ZSET  ended workflow jobs (a damaged one buried here ends)
 KEYS[4] unique          HASH  unique key -> job holding it (an end frees it)
 KEYS[5] unique_kept     ZSET  unique keys kept after their job's end
+KEYS[6]        events          STREAM the queue's lifecycle events (the events include)
 ARGV[1] job_prefix      a record's key is job_prefix .. id
 ARGV[2] done_prefix     a job's done channel is done_prefix .. id
 ARGV[3] holder          the holder
@@ -27,11 +28,13 @@ Returns: {next cursor ('0' when done), then one array per job held: id, fence}.
 --- @include "keys"
 --- @include "record"
 --- @include "dead"
+--- @include "events"
 local held_key = KEYS[1]
 local dead_key = KEYS[2]
 local outbox_key = KEYS[3]
 local unique_key = KEYS[4]
 local unique_kept_key = KEYS[5]
+local events_key = KEYS[6]
 local job_prefix = ARGV[1]
 local done_prefix = ARGV[2]
 local holder = ARGV[3]
@@ -42,6 +45,7 @@ local dead_ttl_ms = tonumber(ARGV[7])
 
 local q = {dead = dead_key, outbox = outbox_key, job_prefix = job_prefix, done_prefix = done_prefix, batch = batch,
   dead_max = dead_max, dead_ttl_ms = dead_ttl_ms}
+q.events = events_key
 q.unique, q.unique_kept = unique_key, unique_kept_key
 -- Checked once the record is known to be this holder's: what later scripts must read.
 local CHECKS = fields_of({CHECKED_FIELDS, {'score'}}, {})

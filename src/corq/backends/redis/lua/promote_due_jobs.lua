@@ -28,6 +28,7 @@ KEYS[18] unique          HASH  unique key -> job holding it (an end frees it)
 KEYS[19] unique_kept     ZSET  unique keys kept after their job's end
 KEYS[20] cooldown        HASH  cooldown key -> '<until>:<job id>'
 KEYS[21] cooldown_until  ZSET  cooldown key -> until
+KEYS[22]       events          STREAM the queue's lifecycle events (the events include)
 ARGV[1] job_prefix     a record's key is job_prefix .. id
 ARGV[2] done_prefix    a job's done channel is done_prefix .. id
 ARGV[3] now_ms         the caller's clock, or '' for the broker's; run_at_ms <= now is due
@@ -60,6 +61,7 @@ may be due (call again) else 0}.
 --- @include "unique"
 --- @include "delayed"
 --- @include "limits"
+--- @include "events"
 local delayed_key = KEYS[1]
 local ready_key = KEYS[2]
 local seq_key = KEYS[3]
@@ -92,6 +94,7 @@ local unique_key = KEYS[18]
 local unique_kept_key = KEYS[19]
 local cooldown_key = KEYS[20]
 local cooldown_until_key = KEYS[21]
+local events_key = KEYS[22]
 local held_prefix = ARGV[12]
 local inbox_prefix = ARGV[13]
 local queue = ARGV[14]
@@ -104,6 +107,7 @@ local q = {
   throttled = throttled_key, active = active_key, tat = tat_key, flow = flow_key,
   expiring = expiring_key, lane_prefix = lane_prefix, keys_prefix = keys_prefix,
 }
+q.events = events_key
 q.unique, q.unique_kept = unique_key, unique_kept_key
 q.cooldown, q.cooldown_until = cooldown_key, cooldown_until_key
 

@@ -5,8 +5,9 @@ A queue holds nothing when it has no ready, delayed, suspect, dead or waiting jo
 waiting in its outbox, no registered holder and no holder whose jobs are still being taken
 back (running jobs are always held by one of those), and no unique key or cooldown window
 kept open after its job (promotion prunes those, so the queue must stay known). Then its
-FIFO counter, wake tokens, departed set, idle list and what is left of its unique and
-cooldown maps are deleted too.
+FIFO counter, wake tokens, departed set, idle list, what is left of its unique and
+cooldown maps, and its events stream (the history of jobs it no longer holds) are deleted
+too.
 
 KEYS[1] ready           ZSET  ready job ids
 KEYS[2] delayed         ZSET  delayed job ids
@@ -24,6 +25,7 @@ KEYS[13] unique         HASH  unique key -> job holding it
 KEYS[14] unique_kept    ZSET  unique keys kept after their job's end
 KEYS[15] cooldown       HASH  cooldown key -> '<until>:<job id>'
 KEYS[16] cooldown_until ZSET  cooldown key -> until
+KEYS[17] events         STREAM the queue's lifecycle events
 
 Returns: 1 when the queue held nothing (and was cleared), else 0.
 ]]
@@ -43,10 +45,12 @@ local unique_key = KEYS[13]
 local unique_kept_key = KEYS[14]
 local cooldown_key = KEYS[15]
 local cooldown_until_key = KEYS[16]
+local events_key = KEYS[17]
 
 if redis.call('EXISTS', ready_key, delayed_key, suspects_key, dead_key, workers_key,
     reclaiming_key, waiting_key, outbox_key, unique_kept_key, cooldown_until_key) > 0 then
   return 0
 end
-redis.call('DEL', seq_key, wake_key, departed_key, idle_key, unique_key, cooldown_key)
+redis.call('DEL', seq_key, wake_key, departed_key, idle_key, unique_key, cooldown_key,
+  events_key)
 return 1

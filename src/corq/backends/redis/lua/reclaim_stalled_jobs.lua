@@ -38,6 +38,7 @@ KEYS[16] expiring        ZSET  job id -> start_by_ms
 KEYS[17] idle            ZSET  idle holders waiting to be handed a job (the wake include)
 KEYS[18] unique          HASH  unique key -> job holding it (an end frees it)
 KEYS[19] unique_kept     ZSET  unique keys kept after their job's end
+KEYS[20]       events          STREAM the queue's lifecycle events (the events include)
 ARGV[1] job_prefix      a record's key is job_prefix .. id
 ARGV[2] held_prefix     a holder's held set is held_prefix .. holder
 ARGV[3] reclaim_prefix  the ids still to take back from a holder: reclaim_prefix .. holder
@@ -68,6 +69,7 @@ one array per job taken back: holder, job id, dead (1/0), released (1/0)}.
 --- @include "held"
 --- @include "inbox"
 --- @include "limits"
+--- @include "events"
 local workers_key = KEYS[1]
 local ready_key = KEYS[2]
 local dead_key = KEYS[3]
@@ -101,11 +103,13 @@ local keys_prefix = ARGV[14]
 local idle_key = KEYS[17]
 local unique_key = KEYS[18]
 local unique_kept_key = KEYS[19]
+local events_key = KEYS[20]
 local inbox_prefix = ARGV[15]
 local queue = ARGV[16]
 
 local q = {dead = dead_key, outbox = outbox_key, job_prefix = job_prefix, done_prefix = done_prefix, batch = batch,
   dead_max = dead_max, dead_ttl_ms = dead_ttl_ms, ready = ready_key}
+q.events = events_key
 with_flow(q, rules_key, groups_key, parked_key, throttled_key, active_key, tat_key,
   flow_key, expiring_key, lane_prefix, keys_prefix)
 q.unique, q.unique_kept = unique_key, unique_kept_key
@@ -192,9 +196,13 @@ end
 
 -- A death while `holder` ran it: counted, then dead, a suspect, or queued again.
 local function count_death(key, id, holder, deaths, log, score, job_lane)
+  if deaths < backstop then
+    EVENT.end_attempt(q, key, id, 'released', 'lost', now_ms, 'its worker was lost: ' .. holder)
+  end
   if deaths >= backstop then
     local message = string.format(
       'poison job: its worker died %d times while running it (workers: %s)', deaths, log)
+    EVENT.end_attempt(q, key, id, nil, 'lost', now_ms, message)
     redis.call('HDEL', key, 'traceback')
     make_dead(q, id, int(now_ms), 'deaths', int(deaths), 'death_log', log, 'error', message)
     buried = buried + 1
@@ -235,6 +243,7 @@ local function take_back(holder, id, departed)
   end
   free_slots(q, key, job.lane, job.limited)
   if departed then
+    EVENT.end_attempt(q, key, id, 'released', 'released', now_ms, nil)
     give_back(key, id, job.lane, score, job.suspect == '1')
     report(holder, id, 0, 1)
     return

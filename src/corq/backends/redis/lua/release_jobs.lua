@@ -27,6 +27,7 @@ KEYS[13] workers         ZSET  holder id -> lease deadline (hand-overs go to liv
 KEYS[14] idle            ZSET  idle holders waiting to be handed a job (the wake include)
 KEYS[15] dead            ZSET  dead letters (a damaged record met by a hand-over goes there)
 KEYS[16] outbox          ZSET  ended workflow jobs (such a buried one ends)
+KEYS[17]       events          STREAM the queue's lifecycle events (the events include)
 ARGV[1] job_prefix      a record's key is job_prefix .. id
 ARGV[2] holder          the releasing holder
 ARGV[3] wake_cap        longest the wake list may grow
@@ -51,6 +52,7 @@ Returns: one integer per job, in order: 1 released, 0 refused.
 --- @include "wake"
 --- @include "held"
 --- @include "limits"
+--- @include "events"
 local held_key = KEYS[1]
 local ready_key = KEYS[2]
 local wake_key = KEYS[3]
@@ -72,6 +74,7 @@ local workers_key = KEYS[13]
 local idle_key = KEYS[14]
 local dead_key = KEYS[15]
 local outbox_key = KEYS[16]
+local events_key = KEYS[17]
 local done_prefix = ARGV[6]
 local held_prefix = ARGV[7]
 local inbox_prefix = ARGV[8]
@@ -85,6 +88,7 @@ local q = {ready = ready_key, suspects = suspects_key, job_prefix = job_prefix,
   workers = workers_key, idle = idle_key, dead = dead_key, outbox = outbox_key,
   done_prefix = done_prefix, held_prefix = held_prefix, inbox_prefix = inbox_prefix,
   queue = queue, batch = batch, dead_max = dead_max, dead_ttl_ms = dead_ttl_ms}
+q.events = events_key
 with_flow(q, rules_key, groups_key, parked_key, throttled_key, active_key, tat_key,
   flow_key, expiring_key, lane_prefix, keys_prefix)
 

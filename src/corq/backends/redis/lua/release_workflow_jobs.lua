@@ -31,6 +31,7 @@ KEYS[16] workers         ZSET  holder id -> lease deadline (hand-overs go to liv
 KEYS[17] idle            ZSET  idle holders waiting to be handed a job (the wake include)
 KEYS[18] unique          HASH  unique key -> job holding it (an end frees it)
 KEYS[19] unique_kept     ZSET  unique keys kept after their job's end
+KEYS[20]       events          STREAM the queue's lifecycle events (the events include)
 ARGV[1] job_prefix      a record's key is job_prefix .. id
 ARGV[2] done_prefix     a job's done channel is done_prefix .. id
 ARGV[3] now_ms          the caller's clock, or '' for the broker's
@@ -63,6 +64,7 @@ too), then the ids that could not be read (gone or not a hash)}.
 --- @include "wake"
 --- @include "delayed"
 --- @include "limits"
+--- @include "events"
 local ready_key = KEYS[1]
 local delayed_key = KEYS[2]
 local seq_key = KEYS[3]
@@ -94,6 +96,7 @@ local workers_key = KEYS[16]
 local idle_key = KEYS[17]
 local unique_key = KEYS[18]
 local unique_kept_key = KEYS[19]
+local events_key = KEYS[20]
 local held_prefix = ARGV[13]
 local inbox_prefix = ARGV[14]
 local queue = ARGV[15]
@@ -102,6 +105,7 @@ local FIRST = 16
 local q = {dead = dead_key, outbox = outbox_key, job_prefix = job_prefix,
   done_prefix = done_prefix, batch = batch, dead_max = dead_max, dead_ttl_ms = dead_ttl_ms,
   ready = ready_key, delayed = delayed_key}
+q.events = events_key
 with_flow(q, rules_key, groups_key, parked_key, throttled_key, active_key, tat_key,
   flow_key, expiring_key, lane_prefix, keys_prefix)
 q.unique, q.unique_kept = unique_key, unique_kept_key
@@ -173,6 +177,7 @@ end
 
 local function finish(key, id, job, state, err)
   redis.call('HSET', key, 'status', state, 'error', err, 'finished_at_ms', now_text)
+  EVENT.note(q, key, id, state, now_text, err)
   redis.call('PEXPIRE', key, keep_ms)
   redis.call('PUBLISH', done_prefix .. id, id)
   if note_end(outbox_key, id, now_text, false, job.notify) then

@@ -28,7 +28,8 @@ KEYS[12] expiring        ZSET  job id -> start_by_ms
 KEYS[13] workers         ZSET  holder id -> lease deadline (hand-overs go to live holders)
 KEYS[14] idle            ZSET  idle holders waiting to be handed a job (the wake include)
 KEYS[15] outbox          ZSET  ended workflow jobs (a damaged record met by a hand-over)
-KEYS[16] snapshot        ZSET  (only without ids) this retry's copy of the dead letters
+KEYS[16] events          STREAM the queue's lifecycle events (the events include)
+KEYS[17] snapshot        ZSET  (only without ids) this retry's copy of the dead letters
 ARGV[1] job_prefix      a record's key is job_prefix .. id
 ARGV[2] now_ms          the caller's clock, or '' for the broker's (the new run_at_ms)
 ARGV[3] priority_min    lowest valid priority
@@ -61,7 +62,7 @@ local dead_key = KEYS[1]
 local ready_key = KEYS[2]
 local seq_key = KEYS[3]
 local wake_key = KEYS[4]
-local snapshot_key = KEYS[16]
+local snapshot_key = KEYS[17]
 local job_prefix = ARGV[1]
 local now_ms = resolve_now(ARGV[2])
 local priority_min = tonumber(ARGV[3])
@@ -82,6 +83,7 @@ local keys_prefix = ARGV[9]
 local workers_key = KEYS[13]
 local idle_key = KEYS[14]
 local outbox_key = KEYS[15]
+local events_key = KEYS[16]
 local done_prefix = ARGV[10]
 local held_prefix = ARGV[11]
 local inbox_prefix = ARGV[12]
@@ -99,6 +101,7 @@ expect_types({dead_key, 'zset', ready_key, 'zset', seq_key, 'string', wake_key, 
   idle_key, 'zset'})
 local q = {ready = ready_key, job_prefix = job_prefix, dead = dead_key, outbox = outbox_key,
   done_prefix = done_prefix, batch = batch, dead_max = dead_max, dead_ttl_ms = dead_ttl_ms}
+q.events = events_key
 with_flow(q, rules_key, groups_key, parked_key, throttled_key, active_key, tat_key,
   flow_key, expiring_key, lane_prefix, keys_prefix)
 with_handover(q, workers_key, idle_key, held_prefix, inbox_prefix, queue, now_ms, wake_key,
@@ -159,6 +162,7 @@ local function retry(id)
   if new_payload ~= '' then
     redis.call('HSET', key, 'payload', string.sub(new_payload, 2))
   end
+  EVENT.note(q, key, id, 'retried', now_ms)
   make_ready(q, id, score, job.lane)
   return 1
 end

@@ -33,6 +33,7 @@ an expiry index that exists, or this script put a job in a lane: q.made_laned), 
 plain ready set, so both paths follow the same rules.
 ]]
 --- @include "limits"
+--- @include "events"
 local CLAIM_FIELDS = fields_of({CLAIMED_FIELDS, CHECKED_FIELDS, {'start_by_ms'}},
   {id = true, queue = true, suspect = true})
 local CLAIM_KINDS = record_kinds(CLAIM_FIELDS, {priority = INT_REQUIRED})
@@ -73,7 +74,8 @@ local function claim_hand_out(c, id, job, suspect)
   job.attempt, job.fence = job.attempt + 1, job.fence + 1
   redis.call('HSET', c.q.job_prefix .. id, 'status', 'running', 'attempt', int(job.attempt),
     'fence', int(job.fence), 'worker_id', c.holder, 'started_at_ms', c.started_at,
-    'isolated', suspect)
+    'isolated', suspect, 'attempt_open', EVENT.open_attempt(int(job.attempt), c.started_at))
+  EVENT.emit(c.q, 'started', id, job.task, int(job.attempt), c.holder, nil, c.started_at)
   put_claimed(c.out, job)
 end
 

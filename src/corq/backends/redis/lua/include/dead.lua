@@ -17,6 +17,7 @@ than dead_ttl_ms, then the oldest beyond dead_max. Run once per call that added 
 --- @include "now"
 --- @include "outbox"
 --- @include "unique"
+--- @include "events"
 local DAMAGED = 'damaged job record: ' -- damaged_error() in corq.backends.base
 
 local function add_dead(q, id, at_ms)
@@ -27,6 +28,7 @@ end
 local function make_dead(q, id, at_ms, ...)
   local key = q.job_prefix .. id
   redis.call('HSET', key, 'status', 'dead', 'finished_at_ms', at_ms, ...)
+  EVENT.note(q, key, id, 'dead', at_ms)
   add_dead(q, id, at_ms)
   note_end_of(q.outbox, key, id, at_ms)
   free_unique_of(q, key, id, at_ms)

@@ -32,6 +32,7 @@ parents (a workflow's): the record as above with status waiting, the id in the s
 --- @include "wake"
 --- @include "delayed"
 --- @include "limits"
+--- @include "events"
 local NEW_WIDTH = #NEW_FIELDS
 -- Where each NEW value sits among a job's values: values[at + ENQ_AT.name].
 local ENQ_AT = positions(NEW_FIELDS)
@@ -76,6 +77,12 @@ local function new_ids(q, values, first, count)
     end
   end
   return created, ready
+end
+
+-- The event of the new job at `at`.
+local function emit_new(q, values, at)
+  EVENT.emit(q, 'enqueued', values[at + ENQ_AT.id], values[at + ENQ_AT.task], '0', nil, nil,
+    values[at + ENQ_AT.enqueued_at_ms])
 end
 
 -- The HSET arguments of the job at `at`, up to its status; returns how many are filled.
@@ -126,6 +133,7 @@ local function write_new(q, values, at, seq, plain)
     local n = add_optional(values, at, fill_record(values, at, 'scheduled'))
     n = select(2, new_lane(q, values, at, n))
     redis.call('HSET', key, unpack(enq_record, 1, n))
+    emit_new(q, values, at)
     if q.expiring then
       index_expiry(q, id, values[at + ENQ_AT.start_by_ms])
     end
@@ -139,6 +147,7 @@ local function write_new(q, values, at, seq, plain)
   local lane
   lane, n = new_lane(q, values, at, n)
   redis.call('HSET', key, unpack(enq_record, 1, n))
+  emit_new(q, values, at)
   if lane == '' and plain then
     plain[#plain + 1], plain[#plain + 2] = score, id
   else
@@ -205,6 +214,7 @@ local function enqueue_waiting(q, values, first, count)
       local n = add_optional(values, at, fill_record(values, at, 'waiting'))
       redis.call('HSET', q.job_prefix .. id, unpack(enq_record, 1, n))
       redis.call('SADD', q.waiting, id)
+      emit_new(q, values, at)
     end
   end
   return created

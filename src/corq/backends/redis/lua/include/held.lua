@@ -27,6 +27,7 @@ leaves the held set).
 --- @include "record"
 --- @include "lanes"
 --- @include "limits"
+--- @include "events"
 local function holds(job, holder, fence)
   return job ~= nil and job.status == 'running' and job.worker_id == holder
     and tonumber(job.fence) == tonumber(fence)
@@ -86,6 +87,8 @@ local function release_held(q, held_key, holder, id, fence, unstarted, died, sus
     redis.call('HSET', key, 'suspect', '1')
   end
   free_slots(q, key, job.lane, job.limited)
+  EVENT.end_attempt(q, key, id, 'released', died == '1' and 'lost' or 'released',
+    q.now_ms or resolve_now(''), nil)
   if suspect == '1' or job.suspect == '1' then
     requeue(key, id, q.suspects, job.score)
   else

@@ -36,6 +36,7 @@ throttled_head(q): when the next throttled lane is due, or nil.
 --- @include "lanes"
 --- @include "outbox"
 --- @include "unique"
+--- @include "events"
 local EXPIRED_TTL_MS = 7 * 24 * 3600 * 1000 -- as long as a workflow job's record is kept
 local EXPIRED_ERROR = 'expired: not started by its deadline'
 local DROPPED_ERROR = 'expired: dropped over its rate limit'
@@ -186,6 +187,7 @@ local function expire_job(q, id, now_ms, error, counter)
   local key = q.job_prefix .. id
   local now_text = string.format('%d', now_ms)
   redis.call('HSET', key, 'status', 'expired', 'error', error, 'finished_at_ms', now_text)
+  EVENT.note(q, key, id, 'expired', now_text, error)
   redis.call('PEXPIRE', key, EXPIRED_TTL_MS)
   redis.call('PUBLISH', q.done_prefix .. id, id)
   note_end_of(q.outbox, key, id, now_text)

@@ -14,7 +14,8 @@ and whether more may be due (`limit` were taken).
 --- @include "score"
 --- @include "dead"
 --- @include "lanes"
-local PROMOTE_FIELDS = {'priority', 'suspect', 'lane'}
+--- @include "events"
+local PROMOTE_FIELDS = {'priority', 'suspect', 'lane', 'status', 'task', 'attempt'}
 local PROMOTE_KINDS = {priority = INT_REQUIRED}
 
 local function promotable(q, key)
@@ -39,6 +40,9 @@ local function promote_due(q, now_ms, limit)
       seq = seq + 1
       local score = ready_score(q.priority_max, job.priority, seq)
       redis.call('HSET', key, 'status', 'queued', 'score', score)
+      if job.status == 'failed' then
+        EVENT.emit(q, 'retried', id, job.task, job.attempt, nil, nil, now_ms)
+      end
       if job.suspect == '1' then
         redis.call('ZADD', q.suspects, score, id)
       else
