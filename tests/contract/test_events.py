@@ -116,6 +116,26 @@ async def test_dead_retry_dead_cancel_release_and_expiry_write_their_events(
     assert (dead.detail, dead.worker_id) == ("boom", "w1")
 
 
+async def test_a_snooze_and_a_running_cancel_end_their_attempts_with_their_events(
+    backend: Backend,
+) -> None:
+    await backend.enqueue_jobs([new_job("s"), new_job("c")])
+    await register(backend, "w1")
+    jobs = {j.id: j for j in await claim(backend, "w1", T0 + 10)}
+    snooze = dataclasses.replace(
+        failure(jobs["s"], T0 + 500, error="not ready"), snoozed=True, counted=False
+    )
+    assert await backend.fail_jobs("w1", [snooze], 60_000) == [True]
+    assert await backend.cancel_job("c", Q, T0 + 20)
+
+    assert await kinds(backend, "s") == [K.ENQUEUED, K.STARTED, K.SNOOZED]
+    assert await kinds(backend, "c") == [K.ENQUEUED, K.STARTED, K.CANCELLED]
+    (snoozed,) = await backend.job_attempts("s", Q)
+    (cancelled,) = await backend.job_attempts("c", Q)
+    assert (snoozed.outcome, snoozed.error) == (AttemptOutcome.SNOOZED, "not ready")
+    assert (cancelled.outcome, cancelled.worker_id) == (AttemptOutcome.CANCELLED, "w1")
+
+
 async def test_a_lost_workers_job_is_released_and_its_attempt_lost(backend: Backend) -> None:
     await backend.enqueue_jobs([new_job("a")])
     await register(backend, "w1")

@@ -162,13 +162,13 @@ local function fail(at)
   free_slots(q, key, job.lane, job.limited)
   if retry_at ~= '' then
     local ended = snoozed and 'snoozed' or 'failed'
-    EVENT.end_attempt(q, key, id, ended, ended, finished_at, ARGV[at + 4])
+    EVENT.end_attempt(q, key, id, ended, ended, finished_at, error)
     redis.call('HSET', key, 'status', snoozed and 'scheduled' or 'failed',
       'run_at_ms', retry_at)
     redis.call('ZADD', delayed_key, retry_at, id)
     earliest_retry = earlier(earliest_retry, tonumber(retry_at))
   else
-    EVENT.end_attempt(q, key, id, nil, 'dead', finished_at, ARGV[at + 4])
+    EVENT.end_attempt(q, key, id, nil, 'dead', finished_at, error)
     make_dead(q, id, finished_at)
     died_now = true
     latest_death = math.max(latest_death, tonumber(finished_at))
