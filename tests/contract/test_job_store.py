@@ -321,6 +321,20 @@ async def test_a_cancelled_running_job_refuses_its_holders_outcomes(backend: Bac
     assert (await record(backend, b.id)).status == JobStatus.CANCELLED
 
 
+async def test_cancelling_a_running_job_wakes_its_waiters(backend: Backend) -> None:
+    await backend.enqueue_jobs([new_job("a")])
+    await register(backend)
+    assert ids(await claim_batch(backend, "w1", T0)) == ["a"]
+    waiting = asyncio.create_task(backend.wait_for_job("a", Q, 10))
+    await asyncio.sleep(0.05)  # the waiter is subscribed (or watching) before the cancel
+
+    assert await backend.cancel_job("a", Q, T0 + 1) is True
+
+    job = await asyncio.wait_for(waiting, 5)
+    assert job is not None
+    assert job.status == JobStatus.CANCELLED
+
+
 async def test_cancelling_a_running_job_frees_its_concurrency_slot(backend: Backend) -> None:
     rules = TaskRules(task="tasks.add", concurrency=1)
     await backend.set_rules(Q, [rules])

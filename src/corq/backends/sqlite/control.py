@@ -4,7 +4,8 @@ Sending inserts a row (and trims rows older than CONTROL_KEEP_MS); a listener st
 highest id when it subscribes and reads the rows after the last one it saw and keeps those
 for its worker or for all. It looks again after every commit in this process (at once) and
 after every commit of another process (``PRAGMA data_version``, polled while someone
-waits): the same wake-ups as ``wait_for_job``, no table polling. Replies are rows taken
+waits): the same wake-ups as ``wait_for_job``, no table polling, coalesced to one look per
+COALESCE_S. Replies are rows taken
 (deleted) by the asker, kept until their time to live passes.
 """
 
@@ -25,6 +26,10 @@ from corq.types import WorkerId
 
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable
+
+
+#: Least time between two looks of a listener (also the extra delay of a message).
+COALESCE_S = 0.005
 
 
 def _wall_ms() -> int:
@@ -96,8 +101,14 @@ class SqliteControlListener:
                 message = decode_message(raw) if raw else None
                 if message is not None:
                     self._pending.append(message)
-            if not self._pending and not await self._wait_change(seen, deadline):
+            if self._pending:
+                break
+            if not await self._wait_change(seen, deadline):
                 return None
+            # Every commit wakes the listener (a busy worker commits hundreds of times a
+            # second, and data_version cannot say which table changed): looking at most
+            # every COALESCE_S keeps that to one cheap read per COALESCE_S.
+            await asyncio.sleep(COALESCE_S)
         return self._pending.pop(0)
 
     async def close(self) -> None:
