@@ -302,10 +302,18 @@ async def test_pause_on_failure_pauses_when_a_run_ends_dead_until_resumed(fake: 
         info = await app.schedules.get("report")
         assert info.paused_reason == f"paused on failure: job {job.id} ended dead"
         assert info.next_ticks == ()
-        # and fires no tick until resumed, then again from the next tick on.
+        # and fires no tick until resumed, then again from the next tick on
         clock.advance(60)
         await app.schedules.resume("report")
-        clock.advance(60)
+        resumed = (await app.schedules.get("report")).version
+
+        def seen() -> bool:  # (the leader sees the resume before the clock passes tick 3)
+            scheduler = worker.scheduler
+            return scheduler is not None and (scheduler.known_version("report") or 0) >= resumed
+
+        clock.advance(0.5)  # its next poll
+        await until(seen, what="the leader to see the resume")
+        clock.advance(59.5)
         await wait_fired(app, "report", tick(3))
     assert await fired(app, "report", tick(2)) is None
     assert (await skip_reasons(app, "report"))[0] == ("paused", 1)

@@ -87,6 +87,12 @@ class Scheduler:
         """True while this scheduler holds the lease and fires ticks."""
         return self._term is not None and self._leadership is not None and self._leadership.leading
 
+    def known_version(self, name: str) -> int | None:
+        """The version of schedule `name` this leader holds in memory (None: not leading, or
+        not known): lets a caller wait until the leader has seen a change it made."""
+        entry = None if self._term is None else self._term.table.get(name)
+        return None if entry is None else entry.record.version
+
     @property
     def stopped(self) -> bool:
         return self._main is not None and self._main.done()
