@@ -8,7 +8,7 @@ after the other, each checked from what the broker and the jobs say.
 - an export that is not ready snoozes, then runs, on its first attempt still;
 - a supplier API fails three times: its circuit breaker opens, the next job waits, a probe
   after the cool-down succeeds and closes it;
-- what the events log and the attempt history say of one job, and what the worker
+- what the events log and the attempt history say of the export, and what the worker
   publishes about itself; every change above is in the configuration's history.
 """
 
@@ -43,6 +43,8 @@ class OperationsPart:
     worker: corq.Worker
     rows: list[tuple[str, str]] = field(default_factory=list)
     failed: list[str] = field(default_factory=list)
+    #: The job whose events and attempts the part shows (the snoozed export).
+    followed: corq.JobHandle[str] | None = None
 
     async def run(self) -> None:
         """Pull every lever (the caller bounds the time)."""
@@ -52,6 +54,7 @@ class OperationsPart:
         await self._strike(admin)
         await self._snooze()
         await self._breaker(admin)
+        await self._events(admin)
         await self._history(admin)
         await self._workers(admin)
 
@@ -113,7 +116,7 @@ class OperationsPart:
         await _until(lambda: _true(self.worker.config_version >= version))
 
     async def _snooze(self) -> None:
-        handle = await tasks.poll_export.enqueue("ledger")
+        handle = self.followed = await tasks.poll_export.enqueue("ledger")
         result = await handle.result(timeout=10)
         attempts = await handle.info()
         self._row(
@@ -137,6 +140,19 @@ class OperationsPart:
             f"3 failed calls: circuit {opened}; the next job waited ({waited.error}), ran "
             f"as the probe after the cool-down ({result!r}): circuit {closed}",
             opened == "open" and closed == "closed",
+        )
+
+    async def _events(self, admin: Admin) -> None:
+        assert self.followed is not None
+        job_id = self.followed.id
+        page = await admin.events(job_id=job_id, limit=1000)
+        attempts = await admin.job_attempts(job_id)
+        moves = " > ".join(str(e.kind) for e in page.events)
+        ended = ", ".join(str(a.outcome) for a in attempts)
+        self._row(
+            "corq events --job / corq job",
+            f"the export's events: {moves}; its attempts: {ended}",
+            [str(a.outcome) for a in attempts] == ["snoozed", "succeeded"],
         )
 
     async def _history(self, admin: Admin) -> None:
