@@ -37,7 +37,9 @@ def _python_blocks(text: str) -> list[str]:
 
 def _files(tmp_path: Path) -> None:
     readme = (ROOT / "README.md").read_text()
-    section = readme[readme.index("### Workflows") : readme.index("## The `corq` command")]
+    start = readme.index("### Workflows") + len("### Workflows")
+    end = re.search(r"^##+ ", readme[start:], re.MULTILINE)  # the next heading
+    section = readme[start : len(readme) if end is None else start + end.start()]
     blocks = _python_blocks(section)
     (tmp_path / "app.py").write_text(_python_blocks(readme)[0] + "\n" + blocks[0])
     body = "\n".join(blocks[1:]) + textwrap.dedent(CHECKS)
