@@ -246,3 +246,16 @@ async def test_a_limit_set_at_runtime_holds_the_jobs_queued_before_it(app: corq.
 
     # Then the jobs queued before the limit ran one at a time too
     assert (results, most) == (list(range(10)), 1)
+
+
+async def test_a_change_reaches_the_workers_at_once_by_a_control_message(app: corq.App) -> None:
+    # Given a worker that would look at the configuration only once an hour
+    app.configure(config_poll_s=3600)
+    admin = app.admin("tester")
+    async with run_worker(app) as worker:
+        started_with = worker.config_version
+        # When the queue is paused
+        version = await admin.pause_queue("default")
+        assert version > started_with
+        # Then the worker applies the change at once: the change told it over the broker
+        await until(lambda: worker.config_version >= version, what="the worker to see it")

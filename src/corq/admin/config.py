@@ -13,14 +13,24 @@ from __future__ import annotations
 
 import inspect
 import json
+import logging
 import reprlib
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from corq.admin.base import AdminBase
-from corq.control import Breaker, ConfigChange, ConfigScope, ConfigSnapshot, Strike
-from corq.errors import ConfigError, FlowRuleError, UnknownTaskError
+from corq.control import (
+    ALL_WORKERS,
+    Breaker,
+    ConfigChange,
+    ConfigScope,
+    ConfigSnapshot,
+    ControlKind,
+    ControlMessage,
+    Strike,
+)
+from corq.errors import BrokerDataError, BrokerError, ConfigError, FlowRuleError, UnknownTaskError
 from corq.flow import Rate, TaskRules, check_weight
 from corq.names import check_queue_name
 from corq.overrides import (
@@ -38,6 +48,8 @@ from corq.overrides import (
 from corq.overrides import strikes as strikes_of
 from corq.task import Task
 from corq.types import QueueName, TaskName
+
+log = logging.getLogger(__name__)
 
 #: Most argument conditions one strike may have.
 MAX_WHERE = 20
@@ -217,7 +229,18 @@ class ConfigAdmin(AdminBase):
     # -- helpers ---------------------------------------------------------------------
     async def _change(self, scope: ConfigScope, name: str, values: Mapping[str, str | None]) -> int:
         now_ms = self.app.clock.broker_now_ms()
-        return await self.backend.change_config(scope, name, values, self.who, now_ms)
+        version = await self.backend.change_config(scope, name, values, self.who, now_ms)
+        await self._tell_workers()
+        return version
+
+    async def _tell_workers(self) -> None:
+        """Ask every connected worker to read the configuration now (they poll it anyway,
+        every ``config_poll_s``, so a message that is lost only costs that delay)."""
+        message = ControlMessage(kind=ControlKind.CONFIG, worker_id=ALL_WORKERS)
+        try:
+            await self.backend.send_control(message)
+        except (BrokerError, BrokerDataError) as exc:
+            log.warning("configuration changed; workers see it at their next poll (%s)", exc)
 
     def _task(self, task: TaskName) -> Task[Any, Any]:
         found = self.app.registry.get(task)

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from corq.backends.base import Backend, WorkerLease
+from corq.control import ControlKind
 from corq.types import QueueName
 from corq.worker.breakers import BreakerGate, configured_rule
 from corq.worker.config import ConfigWatch, StrikeGate
@@ -51,6 +52,11 @@ def _gates(app: App, backend: Backend, config: ConfigWatch, given: Sequence[Star
     code; a task without one costs a dict lookup)."""
     rule_of = configured_rule(lambda: config.snapshot)
     return Gates([*given, BreakerGate(backend, app.clock, rule_of)])
+
+
+async def _refreshed(config: ConfigWatch) -> None:
+    """A CONFIG message: read the configuration now rather than at the next poll."""
+    await config.refresh()
 
 
 def build_parts(
@@ -125,6 +131,7 @@ def build_parts(
         cancel=jobs.cancel,
         reconcile_now=reconciler.request_round,
     )
+    control.on(ControlKind.CONFIG, lambda _: _refreshed(config))
     heartbeat = Heartbeat(
         backend,
         lambda: leases.lease,
