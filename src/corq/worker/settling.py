@@ -93,7 +93,12 @@ class Settler:
         while self._noted:
             queue = min(self._noted)
             self._noted.discard(queue)
-            if not await self._call(self.backend.settle_workflows(queue, self._now())):
+            try:
+                settled = await self._call(self.backend.settle_workflows(queue, self._now()))
+            except BaseException:  # cancelled mid-call (the worker stopping): keep the note,
+                self._noted.add(queue)  # so the stop's own settle does it
+                raise
+            if not settled:
                 self._noted.add(queue)
                 return False
             if self._pending is not None:
